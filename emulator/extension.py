@@ -1,0 +1,588 @@
+"""EMULATION: the AWS APIs moto 5.2.5 lacks that the guardrail calls, patched into moto at runtime.
+
+This is not AWS and not product code. It lets the real guardrail run end to end against moto (in
+process under `mock_aws`, or over loopback in `ThreadedMotoServer`) without the product skipping a
+call. Each emulated action follows the AWS API shape; where its *behaviour* is a simplification,
+the docstring says so. `install()` adds, idempotently and without touching moto's files:
+
+- ``ssm:DescribeInstanceInformation`` (JSON). Emulated rule: an EC2 instance of the same
+  account-region is reported when its instance profile's role carries
+  ``AmazonSSMManagedInstanceCore`` (or, simulated with the evaluator below, a policy that allows
+  the actions the SSM Agent needs to register: ``AGENT_ACTIONS``). Running → ``Online``; stopped or
+  stopping → ``ConnectionLost``; every other instance is absent, as an unregistered one is in AWS.
+- ``securityhub:BatchUpdateFindings`` (REST-JSON, ``PATCH /findings/batchupdate``): sets
+  Workflow.Status, Note (and the other customer fields) on stored findings; unknown Id/ProductArn →
+  ``UnprocessedFindings`` with ``FindingNotFound``. Like AWS, it does not change ``UpdatedAt``.
+- ``iam:SimulatePrincipalPolicy`` (query/XML) for role ARNs: see `simulate`.
+
+It also corrects moto behaviours the guardrail's results depend on (documented AWS rules):
+
+- ``BatchImportFindings`` on an existing finding keeps Note, UserDefinedFields, VerificationState
+  and Workflow (moto overwrote them), ignores an update whose ``UpdatedAt`` is not later than the
+  stored one, and resets Workflow NOTIFIED/RESOLVED → NEW when RecordState goes ARCHIVED → ACTIVE
+  or Compliance.Status goes PASSED → FAILED/WARNING/NOT_AVAILABLE. New findings start
+  ``Workflow.Status = NEW``. (It also looks findings up by Id in a dict: moto scanned a list.)
+- ``ReplaceIamInstanceProfileAssociation`` now shows in DescribeInstances' ``IamInstanceProfile``.
+- ``RunInstances`` with ``IamInstanceProfile`` and a count above one gives the profile to every
+  instance launched (moto associated it with the first one only).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from typing import Any
+
+CORE_POLICY_NAME = "AmazonSSMManagedInstanceCore"
+# What the SSM Agent needs to register and to serve Session Manager (a subset of the core policy).
+AGENT_ACTIONS = (
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenDataChannel",
+    "ec2messages:GetMessages",
+)
+AGENT_VERSION = "3.3.1142.0"
+SSM_PAGE_DEFAULT, SSM_PAGE_MIN, SSM_PAGE_MAX = 50, 5, 50
+SIMULATE_PAGE_DEFAULT = 100
+WORKFLOW_STATUSES = ("NEW", "NOTIFIED", "RESOLVED", "SUPPRESSED")
+CUSTOMER_FIELDS = ("Note", "UserDefinedFields", "VerificationState", "Workflow")
+BATCH_UPDATE_PATH = "{0}/findings/batchupdate$"
+
+_lock = threading.Lock()
+_installed = False
+
+
+# --------------------------------------------------------------------------------------------
+# Policy evaluation (iam:SimulatePrincipalPolicy)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourcePolicy:
+    """One policy document taking part in a simulation, named as SimulatePrincipalPolicy names it."""
+
+    policy_id: str
+    policy_type: str  # role | aws-managed | user-managed | none (PolicyInputList)
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision: str  # allowed | explicitDeny | implicitDeny
+    matched: tuple[SourcePolicy, ...] = ()
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str | dict) else list(value)
+
+
+@lru_cache(maxsize=4096)
+def _glob(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    """IAM wildcards: `*` any run of characters, `?` any one character; everything else literal."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile(regex, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+
+
+def _any_match(patterns: Iterable[Any], value: str, *, ignore_case: bool) -> bool:
+    return any(_glob(str(p), ignore_case).fullmatch(value) for p in patterns)
+
+
+def statement_applies(statement: dict[str, Any], action: str, resource: str) -> bool:
+    """Whether a statement covers (action, resource).
+
+    Conservative simplification: a statement with a Condition never applies (the emulator has no
+    request context), for Allow and Deny alike. AWS would evaluate the condition.
+    """
+    if statement.get("Condition"):
+        return False
+    if "Action" in statement:
+        covered = _any_match(_as_list(statement["Action"]), action, ignore_case=True)
+    elif "NotAction" in statement:
+        covered = not _any_match(_as_list(statement["NotAction"]), action, ignore_case=True)
+    else:
+        return False
+    if not covered:
+        return False
+    if "Resource" in statement:
+        return _any_match(_as_list(statement["Resource"]), resource, ignore_case=False)
+    if "NotResource" in statement:
+        return not _any_match(_as_list(statement["NotResource"]), resource, ignore_case=False)
+    return False
+
+
+def evaluate(policies: Sequence[SourcePolicy], action: str, resource: str) -> Decision:
+    """Identity-policy evaluation: an explicit Deny wins, then any Allow, else implicit deny."""
+    allows: list[SourcePolicy] = []
+    denies: list[SourcePolicy] = []
+    for policy in policies:
+        for statement in _as_list(policy.document.get("Statement")):
+            if not isinstance(statement, dict) or not statement_applies(statement, action, resource):
+                continue
+            effect = str(statement.get("Effect", ""))
+            if effect == "Deny":
+                denies.append(policy)
+            elif effect == "Allow":
+                allows.append(policy)
+    if denies:
+        return Decision("explicitDeny", _unique(denies))
+    if allows:
+        return Decision("allowed", _unique(allows))
+    return Decision("implicitDeny")
+
+
+def _unique(policies: list[SourcePolicy]) -> tuple[SourcePolicy, ...]:
+    seen: dict[tuple[str, str], SourcePolicy] = {}
+    for policy in policies:
+        seen.setdefault((policy.policy_type, policy.policy_id), policy)
+    return tuple(seen.values())
+
+
+def simulate(
+    identity: Sequence[SourcePolicy],
+    actions: Sequence[str],
+    resources: Sequence[str],
+    boundary: Sequence[SourcePolicy] | None = None,
+) -> list[dict[str, Any]]:
+    """EvaluationResults for every action × resource pair.
+
+    A permissions boundary, when the role has one, must also allow the pair (its explicit Deny
+    wins as well). Resource policies, SCPs and session policies are not modelled.
+    """
+    results = []
+    for action in actions:
+        for resource in resources:
+            decision = evaluate(identity, action, resource)
+            entry: dict[str, Any] = {"EvalActionName": action, "EvalResourceName": resource}
+            if boundary is not None:
+                bounded = evaluate(boundary, action, resource)
+                entry["PermissionsBoundaryDecisionDetail"] = {
+                    "AllowedByPermissionsBoundary": bounded.decision == "allowed"
+                }
+                if bounded.decision == "explicitDeny" and decision.decision != "explicitDeny":
+                    decision = bounded
+                elif bounded.decision == "implicitDeny" and decision.decision == "allowed":
+                    decision = Decision("implicitDeny")
+            entry["EvalDecision"] = decision.decision
+            entry["MatchedStatements"] = [
+                {"SourcePolicyId": p.policy_id, "SourcePolicyType": p.policy_type}
+                for p in decision.matched
+            ]
+            results.append(entry)
+    return results
+
+
+def _document(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    text = str(raw or "")
+    for candidate in (text, urllib.parse.unquote(text)):
+        try:
+            parsed = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(parsed, dict):
+            return parsed
+    return {}
+
+
+def _managed_document(policy: Any) -> dict[str, Any]:
+    """The default version's document of a moto ManagedPolicy."""
+    for version in getattr(policy, "versions", []):
+        if version.version_id == policy.default_version_id:
+            return _document(version.document)
+    return {}
+
+
+def _managed_source(policy: Any) -> SourcePolicy:
+    kind = "aws-managed" if ":iam::aws:policy/" in policy.arn else "user-managed"
+    return SourcePolicy(policy.name, kind, _managed_document(policy))
+
+
+def role_policies(role: Any) -> list[SourcePolicy]:
+    """A moto Role's attached managed policies (default versions) and inline policies."""
+    sources = [_managed_source(p) for p in role.managed_policies.values()]
+    sources += [SourcePolicy(name, "role", _document(doc)) for name, doc in role.policies.items()]
+    return sources
+
+
+def role_allows(role: Any, actions: Sequence[str], resource: str = "*") -> bool:
+    return all(r["EvalDecision"] == "allowed" for r in simulate(role_policies(role), actions, [resource]))
+
+
+# --------------------------------------------------------------------------------------------
+# The emulated actions, as methods added to moto's response classes
+# --------------------------------------------------------------------------------------------
+
+
+def _iam_simulate_principal_policy(self: Any) -> Any:
+    """EMULATION of iam:SimulatePrincipalPolicy for role ARNs (see `simulate`)."""
+    from moto.core.responses import ActionResult
+    from moto.iam.exceptions import NotFoundException, ValidationError
+
+    arn = str(self._get_param("PolicySourceArn") or "")
+    actions = list(self._get_param("ActionNames") or [])
+    resources = list(self._get_param("ResourceArns") or []) or ["*"]
+    if not actions:
+        raise ValidationError("ActionNames must contain at least one action")
+    if ":role/" not in arn:
+        raise ValidationError(f"emulation: SimulatePrincipalPolicy supports role ARNs only, not {arn}")
+    backend = self.backend
+    role = next((r for r in backend.get_roles() if r.arn == arn), None)
+    if role is None:
+        raise NotFoundException(f"The role with name {arn.rsplit('/', 1)[-1]} cannot be found.")
+    identity = role_policies(role)
+    identity += [
+        SourcePolicy(f"PolicyInputList.{n}", "none", _document(doc))
+        for n, doc in enumerate(self._get_param("PolicyInputList") or [], start=1)
+    ]
+    boundary: list[SourcePolicy] | None = None
+    boundary_inputs = self._get_param("PermissionsBoundaryPolicyInputList") or []
+    if boundary_inputs:
+        boundary = [
+            SourcePolicy(f"PermissionsBoundaryPolicyInputList.{n}", "none", _document(doc))
+            for n, doc in enumerate(boundary_inputs, start=1)
+        ]
+    elif role.permissions_boundary_arn:
+        policy = backend.managed_policies.get(role.permissions_boundary_arn)
+        boundary = [_managed_source(policy)] if policy else []
+    results = simulate(identity, actions, resources, boundary)
+    start = _decode_token(self._get_param("Marker"), len(results))
+    size = int(self._get_param("MaxItems") or SIMULATE_PAGE_DEFAULT)
+    page = results[start : start + size]
+    body: dict[str, Any] = {"EvaluationResults": page, "IsTruncated": start + size < len(results)}
+    if body["IsTruncated"]:
+        body["Marker"] = _encode_token(start + size)
+    return ActionResult(body)
+
+
+def _ssm_describe_instance_information(self: Any) -> Any:
+    """EMULATION of ssm:DescribeInstanceInformation over moto's EC2 instances (rule: module doc)."""
+    from moto.core.exceptions import ServiceException
+    from moto.core.responses import ActionResult
+
+    size = self._get_param("MaxResults")
+    if size is None:
+        size = SSM_PAGE_DEFAULT
+    elif not SSM_PAGE_MIN <= int(size) <= SSM_PAGE_MAX:
+        raise ServiceException(
+            "ValidationException",
+            f"1 validation error detected: Value '{size}' at 'maxResults' failed to satisfy "
+            f"constraint: Member must have value between {SSM_PAGE_MIN} and {SSM_PAGE_MAX}",
+        )
+    wanted = _ssm_filters(self._get_param("Filters") or [], self._get_param("InstanceInformationFilterList") or [])
+    items = [
+        item for item in managed_instances(self.current_account, self.region)
+        if all(str(item.get(field, "")) in values for field, values in wanted)
+    ]
+    start = _decode_token(self._get_param("NextToken"), len(items), code="InvalidNextToken")
+    page = items[start : start + int(size)]
+    body: dict[str, Any] = {"InstanceInformationList": page}
+    if start + int(size) < len(items):
+        body["NextToken"] = _encode_token(start + int(size))
+    return ActionResult(body)
+
+
+_SSM_FILTER_FIELDS = {
+    "instanceids": "InstanceId",
+    "pingstatus": "PingStatus",
+    "platformtypes": "PlatformType",
+    "resourcetype": "ResourceType",
+    "agentversion": "AgentVersion",
+}
+
+
+def _ssm_filters(filters: list[dict[str, Any]], legacy: list[dict[str, Any]]) -> list[tuple[str, set[str]]]:
+    """(field, accepted values) pairs from `Filters` (Key/Values) and the older
+    `InstanceInformationFilterList` (key/valueSet); every pair must hold."""
+    from moto.ssm.exceptions import InvalidFilterKey, InvalidFilterValue
+
+    pairs = [(f.get("Key", ""), f.get("Values") or []) for f in filters]
+    pairs += [(f.get("key", ""), f.get("valueSet") or []) for f in legacy]
+    wanted = []
+    for key, values in pairs:
+        field = _SSM_FILTER_FIELDS.get(str(key).lower())
+        if field is None:
+            raise InvalidFilterKey(f"emulation: filter key {key!r} is not supported")
+        if not values:
+            raise InvalidFilterValue(f"filter {key} needs at least one value")
+        wanted.append((field, {str(v).strip() for v in values}))
+    return wanted
+
+
+def managed_instances(account_id: str, region: str) -> list[dict[str, Any]]:
+    """What Systems Manager would know of the region's EC2 instances (emulated rule), by id."""
+    from moto.ec2.models import ec2_backends
+    from moto.iam.models import iam_backends
+    from moto.utilities.utils import get_partition
+
+    partition = get_partition(region)
+    ec2 = ec2_backends[account_id][region]
+    iam = iam_backends[account_id][partition]
+    core_arn = f"arn:{partition}:iam::aws:policy/{CORE_POLICY_NAME}"
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    profiles = {p.arn: p for p in iam.get_instance_profiles()}
+    registers: dict[str, bool] = {}  # profile ARN → whether its role lets the agent register
+    items = []
+    for instance in ec2.all_instances():
+        state = instance._state.name
+        if state == "running":
+            ping, last = "Online", now
+        elif state in ("stopped", "stopping"):
+            ping, last = "ConnectionLost", now - timedelta(minutes=30)
+        else:
+            continue
+        profile_arn = (instance.iam_instance_profile or {}).get("Arn") or ""
+        if profile_arn not in registers:
+            profile = profiles.get(profile_arn)
+            registers[profile_arn] = any(
+                core_arn in role.managed_policies or role_allows(role, AGENT_ACTIONS)
+                for role in (profile.roles if profile else [])
+            )
+        if not registers[profile_arn]:
+            continue
+        windows = (instance.platform or "").lower() == "windows"
+        ip = instance.private_ip or ""
+        items.append({
+            "InstanceId": instance.id,
+            "PingStatus": ping,
+            "LastPingDateTime": last,
+            "AgentVersion": AGENT_VERSION,
+            "IsLatestVersion": False,
+            "PlatformType": "Windows" if windows else "Linux",
+            "PlatformName": "Microsoft Windows Server 2022 Datacenter" if windows else "Amazon Linux",
+            "PlatformVersion": "10.0.20348" if windows else "2023",
+            "ResourceType": "EC2Instance",
+            "IPAddress": ip,
+            "ComputerName": f"ip-{ip.replace('.', '-')}.{region}.compute.internal" if ip else instance.id,
+            "SourceId": instance.id,
+            "SourceType": "AWS::EC2::Instance",
+        })
+    return sorted(items, key=lambda i: i["InstanceId"])
+
+
+def _securityhub_batch_update_findings(self: Any) -> str:
+    """EMULATION of securityhub:BatchUpdateFindings over moto's stored findings."""
+    from moto.securityhub.exceptions import InvalidInputException
+
+    op = "BatchUpdateFindings"
+    body = json.loads(self.body) if self.body else {}
+    identifiers = body.get("FindingIdentifiers") or []
+    if not 1 <= len(identifiers) <= 100:
+        raise InvalidInputException(op=op, msg="FindingIdentifiers must hold 1 to 100 identifiers")
+    status = (body.get("Workflow") or {}).get("Status")
+    if status is not None and status not in WORKFLOW_STATUSES:
+        raise InvalidInputException(op=op, msg=f"Workflow.Status must be one of {WORKFLOW_STATUSES}")
+    note = body.get("Note")
+    if note is not None and not (note.get("Text") and note.get("UpdatedBy")):
+        raise InvalidInputException(op=op, msg="Note needs Text and UpdatedBy")
+    backend = self.securityhub_backend
+    stored = {f.id: f for f in backend.findings}
+    now = _iso_now()
+    processed, unprocessed = [], []
+    for identifier in identifiers:
+        finding = stored.get(identifier.get("Id", ""))
+        if finding is None or finding.data.get("ProductArn") != identifier.get("ProductArn"):
+            unprocessed.append({
+                "FindingIdentifier": identifier,
+                "ErrorCode": "FindingNotFound",
+                "ErrorMessage": "Finding Not Found",
+            })
+            continue
+        data = finding.data
+        if status is not None:
+            data["Workflow"] = {"Status": status}
+            data["WorkflowState"] = "NEW" if status == "NEW" else "RESOLVED" if status == "RESOLVED" else "IN_PROGRESS"
+        if note is not None:
+            data["Note"] = {"Text": note["Text"], "UpdatedBy": note["UpdatedBy"], "UpdatedAt": now}
+        for key in ("VerificationState", "Confidence", "Criticality", "Types", "UserDefinedFields",
+                    "RelatedFindings"):
+            if key in body:
+                data[key] = body[key]
+        if "Severity" in body:
+            data["Severity"] = {**data.get("Severity", {}), **body["Severity"]}
+        processed.append({"Id": identifier["Id"], "ProductArn": identifier["ProductArn"]})
+    return json.dumps({"ProcessedFindings": processed, "UnprocessedFindings": unprocessed})
+
+
+def _securityhub_import_findings(self: Any, findings: list[dict[str, Any]]) -> tuple[int, int, list[dict[str, Any]]]:
+    """BatchImportFindings with Security Hub's documented update rules (see module doc)."""
+    from moto.securityhub.models import Finding
+
+    stored = {f.id: f for f in self.findings}
+    failed: list[dict[str, Any]] = []
+    success = 0
+    for data in findings:
+        finding_id = data.get("Id", "")
+        resources = data.get("Resources")
+        if not finding_id or not isinstance(resources, list) or not resources:
+            failed.append({"Id": finding_id, "ErrorCode": "InvalidInput",
+                           "ErrorMessage": "Finding must have an Id and at least one resource"})
+            continue
+        success += 1
+        existing = stored.get(finding_id)
+        if existing is None:
+            new = dict(data)
+            new.setdefault("Workflow", {"Status": "NEW"})
+            new.setdefault("WorkflowState", "NEW")
+            new.setdefault("RecordState", "ACTIVE")
+            stored[finding_id] = Finding(finding_id, new)
+            self.findings.append(stored[finding_id])
+            continue
+        old = existing.data
+        if not _later(data.get("UpdatedAt"), old.get("UpdatedAt")):
+            continue  # Security Hub ignores an update that is not newer than the stored finding
+        merged = {**old, **data, **{k: old[k] for k in CUSTOMER_FIELDS if k in old}}
+        for k in CUSTOMER_FIELDS:
+            if k not in old:
+                merged.pop(k, None)
+        merged.setdefault("Workflow", {"Status": "NEW"})
+        was = (old.get("Compliance") or {}).get("Status")
+        now = (merged.get("Compliance") or {}).get("Status")
+        reopened = old.get("RecordState") == "ARCHIVED" and merged.get("RecordState") == "ACTIVE"
+        regressed = was == "PASSED" and now in ("FAILED", "WARNING", "NOT_AVAILABLE")
+        if (reopened or regressed) and merged["Workflow"].get("Status") in ("NOTIFIED", "RESOLVED"):
+            merged["Workflow"] = {"Status": "NEW"}
+            merged["WorkflowState"] = "NEW"
+        existing.data = merged
+    return len(failed), success, failed
+
+
+def _ec2_run_instances(original: Any) -> Any:
+    def run_instances(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reservation = original(self, *args, **kwargs)
+        name, arn = kwargs.get("iam_instance_profile_name"), kwargs.get("iam_instance_profile_arn")
+        if name or arn:
+            # moto's RunInstances response associates the profile with the first instance only
+            # (it does that one itself after this returns); AWS gives it to every instance.
+            for instance in reservation.instances[1:]:
+                self.associate_iam_instance_profile(
+                    instance_id=instance.id,
+                    iam_instance_profile_name=name,
+                    iam_instance_profile_arn=None if name else arn,
+                )
+        return reservation
+
+    run_instances.__wrapped__ = original  # type: ignore[attr-defined]
+    run_instances.emulation = True  # type: ignore[attr-defined]
+    return run_instances
+
+
+def _ec2_replace_profile_association(original: Any) -> Any:
+    def replace_iam_instance_profile_association(self: Any, *args: Any, **kwargs: Any) -> Any:
+        association = original(self, *args, **kwargs)
+        # moto left DescribeInstances showing the old profile; AWS shows the new one.
+        self.modify_instance_attribute(
+            association.instance_id,
+            "iam_instance_profile",
+            {"Arn": association.iam_instance_profile.arn, "Id": association.association_id},
+        )
+        return association
+
+    replace_iam_instance_profile_association.__wrapped__ = original  # type: ignore[attr-defined]
+    replace_iam_instance_profile_association.emulation = True  # type: ignore[attr-defined]
+    return replace_iam_instance_profile_association
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers and install
+# --------------------------------------------------------------------------------------------
+
+
+def _encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"emulated-offset": offset}).encode()).decode()
+
+
+def _decode_token(token: Any, total: int, code: str = "InvalidInput") -> int:
+    if not token:
+        return 0
+    try:
+        offset = int(json.loads(base64.urlsafe_b64decode(str(token).encode()))["emulated-offset"])
+    except (ValueError, KeyError, TypeError) as error:
+        from moto.core.exceptions import ServiceException
+
+        raise ServiceException(code, "The pagination token is not valid") from error
+    return max(0, min(offset, total))
+
+
+def _iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _later(new: Any, old: Any) -> bool:
+    """Whether UpdatedAt `new` is strictly later than `old` (unparseable counts as later)."""
+    new_time, old_time = _parse_time(new), _parse_time(old)
+    return new_time is None or old_time is None or new_time > old_time
+
+
+def installed() -> bool:
+    return _installed
+
+
+def install() -> None:
+    """Patch the emulated actions into moto (idempotent, process-wide, never on disk).
+
+    Call it before the first request to the emulator: `ThreadedMotoServer` builds each service's
+    URL map on that service's first request.
+    """
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        from moto.ec2.models.iam_instance_profile import IamInstanceProfileAssociationBackend
+        from moto.ec2.models.instances import InstanceBackend
+        from moto.iam.responses import IamResponse
+        from moto.securityhub import urls as securityhub_urls
+        from moto.securityhub.models import SecurityHubBackend
+        from moto.securityhub.responses import SecurityHubResponse
+        from moto.ssm.responses import SimpleSystemManagerResponse
+
+        SimpleSystemManagerResponse.describe_instance_information = _ssm_describe_instance_information  # type: ignore[attr-defined]
+        IamResponse.simulate_principal_policy = _iam_simulate_principal_policy  # type: ignore[attr-defined]
+        SecurityHubResponse.batch_update_findings = _securityhub_batch_update_findings  # type: ignore[attr-defined]
+        securityhub_urls.url_paths.setdefault(BATCH_UPDATE_PATH, SecurityHubResponse.dispatch)
+        SecurityHubBackend.batch_import_findings = _securityhub_import_findings  # type: ignore[method-assign]
+        run = InstanceBackend.run_instances
+        if not getattr(run, "emulation", False):
+            InstanceBackend.run_instances = _ec2_run_instances(run)  # type: ignore[method-assign]
+        replace = IamInstanceProfileAssociationBackend.replace_iam_instance_profile_association
+        if not getattr(replace, "emulation", False):
+            IamInstanceProfileAssociationBackend.replace_iam_instance_profile_association = (  # type: ignore[method-assign]
+                _ec2_replace_profile_association(replace)
+            )
+        _installed = True
+
+
+__all__ = [
+    "AGENT_ACTIONS",
+    "CORE_POLICY_NAME",
+    "Decision",
+    "SourcePolicy",
+    "evaluate",
+    "install",
+    "installed",
+    "managed_instances",
+    "role_policies",
+    "simulate",
+    "statement_applies",
+]

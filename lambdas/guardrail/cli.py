@@ -1,0 +1,219 @@
+"""`guardrail scan`: the drift scan's engine against a real account (or an emulator) from a shell.
+
+Exit codes: 0 nothing left FAILED, 1 something left FAILED, 2 usage, credential or setup errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import boto3
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
+
+from .clients import AwsClients
+from .controls import REGISTRY
+from .controls.base import error_code
+from .engine import Guardrail, ScanReport
+from .model import Status
+from .publisher import FindingPublisher
+from .settings import ENV, Settings, SettingsError
+
+CREDENTIAL_CODES = {
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "AuthFailure",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+}
+
+
+class UsageError(Exception):
+    """Something a person must fix before the scan can run (exit 2)."""
+
+
+def flag_for(variable: str) -> str:
+    return "--" + variable.removeprefix("GUARDRAIL_").lower().replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="guardrail", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    scan = commands.add_parser("scan", help="evaluate (and with --mode enforce, fix) one region")
+    scan.add_argument("--region", help="AWS region (default: the profile's or AWS_REGION)")
+    scan.add_argument("--profile", help="AWS named profile")
+    scan.add_argument(
+        "--control",
+        action="append",
+        choices=sorted(REGISTRY),
+        dest="control_ids",
+        metavar="ID",
+        help=f"evaluate only this control (repeatable); one of {', '.join(sorted(REGISTRY))}",
+    )
+    scan.add_argument("--format", choices=("table", "json"), default="table")
+    scan.add_argument(
+        "--no-publish", action="store_true", help="do not send findings to Security Hub"
+    )
+    settings_flags = scan.add_argument_group("settings (each mirrors an environment variable)")
+    for variable in ENV:
+        if variable == "GUARDRAIL_CONTROLS":
+            continue  # --control
+        settings_flags.add_argument(
+            flag_for(variable), dest=variable, metavar="VALUE", help=f"overrides ${variable}"
+        )
+    return parser
+
+
+def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
+    """Defaults, then GUARDRAIL_* environment variables, then flags; the CLI defaults to report."""
+    values = {"GUARDRAIL_MODE": "report"}
+    values.update({k: v for k, v in env.items() if k in ENV})
+    values.update({k: getattr(args, k) for k in ENV if getattr(args, k, None) is not None})
+    if args.control_ids:
+        values["GUARDRAIL_CONTROLS"] = ",".join(args.control_ids)
+    if args.no_publish:
+        values["GUARDRAIL_PUBLISH"] = "false"
+    return Settings().with_values(values)
+
+
+def known_region(session: Any, region: str) -> bool:
+    return any(
+        region in session.get_available_regions("ec2", partition_name=p)
+        for p in session.get_available_partitions()
+    )
+
+
+def run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    settings = settings_from(args, dict(os.environ))
+    try:
+        clients = AwsClients.create(region=args.region, profile=args.profile)
+    except ProfileNotFound as error:
+        raise UsageError(str(error)) from error
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    if not known_region(boto3.Session(), clients.region):
+        raise UsageError(f"unknown region {clients.region!r}")
+    progress = err.isatty()
+    if progress:
+        print(f"scanning {clients.region} ({settings.mode} mode)...", file=err, flush=True)
+    publisher = FindingPublisher(clients.securityhub) if settings.publish else None
+    guardrail = Guardrail(clients, settings, publisher=publisher)
+    report = guardrail.run()
+    if progress:
+        print(f"evaluated {len(report.evaluations)} results", file=err, flush=True)
+    (print_json if args.format == "json" else print_table)(report, out)
+    summary = report.published
+    if summary is not None and summary.errors:
+        raise UsageError("Security Hub: " + "; ".join(summary.errors))
+    return 1 if report.left_failed else 0
+
+
+def print_json(report: ScanReport, out: TextIO) -> None:
+    results = [
+        {
+            "control": e.result.control,
+            "resource_type": e.result.resource_type.value,
+            "resource_id": e.result.resource_id,
+            "region": e.result.region,
+            "status": e.result.status.value,
+            "severity": e.result.severity,
+            "reason": e.result.reason,
+            "remediation": e.remediation,
+        }
+        for e in report.evaluations
+    ]
+    payload: dict[str, Any] = {"results": results, "fixes": [f.as_dict() for f in report.fixes]}
+    json.dump(payload, out, indent=2, default=str)
+    out.write("\n")
+
+
+def print_table(report: ScanReport, out: TextIO) -> None:
+    print(f"account {report.account_id}  region {report.region}", file=out)
+    by_control: dict[str, list[Any]] = {}
+    for evaluation in report.evaluations:
+        by_control.setdefault(evaluation.result.control, []).append(evaluation)
+    for control, evaluations in by_control.items():
+        counts = Counter(e.result.status.value for e in evaluations)
+        fixed = sum(e.remediated for e in evaluations)
+        line = "  ".join(
+            f"{s} {counts.get(s.value, 0)}"
+            for s in (Status.FAILED, Status.PASSED, Status.NOT_APPLICABLE)
+        )
+        print(f"\n{control}: {line}" + (f"  fixed {fixed}" if fixed else ""), file=out)
+        for e in evaluations:
+            if e.result.status is not Status.FAILED:
+                continue
+            mark = "FIXED " if e.remediated else "FAILED"
+            print(
+                f"  {mark} {e.result.severity:<8} {e.result.resource_id:<22} {e.result.reason}",
+                file=out,
+            )
+            if e.remediation:
+                print(f"         -> {e.remediation}", file=out)
+    left = len(report.left_failed)
+    print(f"\n{left} result(s) left FAILED", file=out)
+    if report.published is not None:
+        s = report.published
+        print(
+            f"Security Hub: {s.imported} imported, {len(s.failed)} failed, {s.resolved} resolved",
+            file=out,
+        )
+
+
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0) and 2
+    try:
+        if args.command == "scan":
+            return run_scan(args, out, err)
+    except (UsageError, SettingsError) as error:
+        print(f"guardrail: {error}", file=err)
+        return 2
+    except (NoCredentialsError, PartialCredentialsError) as error:
+        print(
+            f"guardrail: no AWS credentials ({error}); set a profile or AWS_* variables", file=err
+        )
+        return 2
+    except NoRegionError:
+        print("guardrail: no AWS region: pass --region or set AWS_REGION", file=err)
+        return 2
+    except EndpointConnectionError as error:
+        print(f"guardrail: cannot reach AWS: {error}", file=err)
+        return 2
+    except ClientError as error:
+        code = error_code(error)
+        if code in CREDENTIAL_CODES:
+            print(f"guardrail: AWS refused the credentials or the call ({code}): {error}", file=err)
+            return 2
+        raise
+    except BotoCoreError as error:
+        print(f"guardrail: {error}", file=err)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

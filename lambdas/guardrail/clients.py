@@ -1,0 +1,68 @@
+"""AWS clients created once per cold start (or CLI run), with one shared botocore Config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from . import __version__
+
+CONFIG = Config(
+    retries={"mode": "adaptive", "max_attempts": 8},
+    user_agent_extra=f"ssm-guardrail/{__version__}",
+    connect_timeout=5,
+    read_timeout=30,
+)
+
+
+@dataclass
+class AwsClients:
+    """The clients the guardrail uses, built lazily from one session; tests inject their own."""
+
+    session: Any  # boto3.Session
+    region: str
+
+    @classmethod
+    def create(cls, region: str | None = None, profile: str | None = None) -> AwsClients:
+        session = boto3.Session(profile_name=profile, region_name=region)
+        if not session.region_name:
+            raise ValueError("no AWS region: pass --region or set AWS_REGION")
+        return cls(session=session, region=session.region_name)
+
+    def _client(self, service: str) -> Any:
+        return self.session.client(service, region_name=self.region, config=CONFIG)
+
+    @cached_property
+    def ec2(self) -> Any:
+        return self._client("ec2")
+
+    @cached_property
+    def iam(self) -> Any:
+        return self._client("iam")
+
+    @cached_property
+    def ssm(self) -> Any:
+        return self._client("ssm")
+
+    @cached_property
+    def securityhub(self) -> Any:
+        return self._client("securityhub")
+
+    @cached_property
+    def sts(self) -> Any:
+        return self._client("sts")
+
+    @cached_property
+    def account_id(self) -> str:
+        return str(self.sts.get_caller_identity()["Account"])
+
+    @cached_property
+    def partition(self) -> str:
+        return str(self.session.get_partition_for_region(self.region))
+
+    def for_region(self, region: str) -> AwsClients:
+        return AwsClients(session=self.session, region=region)

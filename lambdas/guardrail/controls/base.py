@@ -1,0 +1,65 @@
+"""What a control is: a pure check, a remediation, and the IAM permissions both need."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..model import AccountSnapshot, FixRecord, Result
+
+if TYPE_CHECKING:
+    from ..clients import AwsClients
+    from ..settings import Settings
+
+
+@dataclass(frozen=True)
+class Permission:
+    """An IAM statement a control needs, with symbolic resources the stack fills in.
+
+    Placeholders: {partition} {region} {account} {guardrail_role_arn} {guardrail_profile_arn}
+    {log_delivery_policy_arn} {core_policy_arn} {product_arn}.
+    """
+
+    actions: tuple[str, ...]
+    resources: tuple[str, ...] = ("*",)
+    conditions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    why: str = ""
+
+    @property
+    def mutating(self) -> bool:
+        read_prefixes = ("Describe", "Get", "List", "Simulate")
+        return any(not a.split(":", 1)[1].startswith(read_prefixes) for a in self.actions)
+
+
+@dataclass(frozen=True)
+class FixContext:
+    """What a remediation may touch: injected clients and the settings."""
+
+    clients: AwsClients
+    settings: Settings
+
+
+class Control(Protocol):
+    id: str
+    title: str
+    description: str
+    related_requirements: tuple[str, ...]  # e.g. "AWS Foundational Security Best Practices EC2.13"
+    finding_types: tuple[str, ...]
+    recommendation: str
+    recommendation_url: str
+    read_permissions: tuple[Permission, ...]
+    fix_permissions: tuple[Permission, ...]  # empty only with a reason in `no_fix_reason`
+    no_fix_reason: str
+
+    def check(self, snapshot: AccountSnapshot, settings: Settings) -> list[Result]: ...
+
+    def remediate(
+        self, failed: Sequence[Result], snapshot: AccountSnapshot, ctx: FixContext
+    ) -> list[FixRecord]: ...
+
+
+def error_code(error: Exception) -> str:
+    """The AWS error code of a botocore ClientError ('Unknown' when there is none)."""
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", "Unknown"))

@@ -1,0 +1,452 @@
+"""ssm-session-logging: the region's Session Manager sessions are logged, and instances can deliver.
+
+Region: the preferences document SSM-SessionManagerRunShell must exist and name an S3 bucket or a
+CloudWatch log group (with encryption on). Instance: when the region logs (or the guardrail is
+about to make it log to its own destinations), the instance's role must be allowed to deliver;
+that is established with IAM policy simulation (SimulatePrincipalPolicy) of the role, once per
+distinct role, which honours inline policies, explicit denies and permission boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ..model import (
+    SESSION_DOCUMENT,
+    AccountSnapshot,
+    FixRecord,
+    Outcome,
+    ResourceType,
+    Result,
+    SessionPreferences,
+    Status,
+)
+from ..settings import Settings
+from .base import FixContext, Permission, error_code
+
+DEFAULT_CONTENT: dict[str, Any] = {
+    "schemaVersion": "1.0",
+    "description": "Document to hold regional settings for Session Manager",
+    "sessionType": "Standard_Stream",
+    "inputs": {},
+}
+
+
+def delivery_target(prefs: SessionPreferences | None, settings: Settings) -> dict[str, str]:
+    """Where session logs go (or will go once the guardrail turns logging on): the region's
+    configured destinations, else the guardrail's own. Empty when there is nowhere to deliver."""
+    if prefs is None:
+        return {}
+    if prefs.logging_on:
+        return {
+            "bucket": prefs.s3_bucket,
+            "prefix": str(prefs.inputs.get("s3KeyPrefix") or ""),
+            "log_group": prefs.log_group,
+            "kms_key": str(prefs.inputs.get("kmsKeyId") or ""),
+        }
+    if not (settings.session_log_bucket or settings.session_log_group):
+        return {}
+    return {
+        "bucket": settings.session_log_bucket,
+        "prefix": settings.session_log_prefix if settings.session_log_bucket else "",
+        "log_group": settings.session_log_group,
+        "kms_key": settings.session_log_kms_key,
+    }
+
+
+def delivery_requirements(
+    target: Mapping[str, str], partition: str, region: str, account: str
+) -> list[tuple[str, str]]:
+    """The (action, resource ARN) pairs a role needs to deliver session logs to `target`."""
+    pairs: list[tuple[str, str]] = []
+    if target.get("bucket"):
+        bucket = f"arn:{partition}:s3:::{target['bucket']}"
+        prefix = target.get("prefix", "").strip("/")
+        key = f"{prefix}/session.log" if prefix else "session.log"
+        pairs += [("s3:PutObject", f"{bucket}/{key}"), ("s3:GetEncryptionConfiguration", bucket)]
+    if target.get("log_group"):
+        group = f"arn:{partition}:logs:{region}:{account}:log-group:{target['log_group']}"
+        pairs += [
+            ("logs:CreateLogStream", f"{group}:log-stream:session"),
+            ("logs:PutLogEvents", f"{group}:log-stream:session"),
+            ("logs:DescribeLogStreams", f"{group}:log-stream:session"),
+            ("logs:DescribeLogGroups", f"arn:{partition}:logs:{region}:{account}:log-group:*"),
+        ]
+    key_id = target.get("kms_key", "")
+    if key_id.startswith("arn:"):
+        pairs += [("kms:Decrypt", key_id), ("kms:GenerateDataKey", key_id)]
+    return pairs
+
+
+def unencrypted(prefs: SessionPreferences) -> list[str]:
+    """Configured destinations whose encryption flag is off."""
+    off = []
+    if prefs.s3_bucket and prefs.inputs.get("s3EncryptionEnabled") is False:
+        off.append("s3EncryptionEnabled")
+    if prefs.log_group and prefs.inputs.get("cloudWatchEncryptionEnabled") is False:
+        off.append("cloudWatchEncryptionEnabled")
+    return off
+
+
+def desired_inputs(prefs: SessionPreferences, settings: Settings) -> tuple[dict[str, Any], str]:
+    """The inputs the fix writes: every owner's input kept, logging and encryption turned on.
+
+    Returns the new inputs and, when nothing can be done, why not.
+    """
+    inputs = dict(prefs.inputs)
+    if not prefs.logging_on:
+        if not (settings.session_log_bucket or settings.session_log_group):
+            return inputs, "no GUARDRAIL_SESSION_LOG_BUCKET or _GROUP is set: nowhere to log"
+        if settings.session_log_bucket:
+            inputs.update(s3BucketName=settings.session_log_bucket, s3EncryptionEnabled=True)
+            inputs.setdefault("s3KeyPrefix", settings.session_log_prefix.rstrip("/"))
+        if settings.session_log_group:
+            inputs.update(
+                cloudWatchLogGroupName=settings.session_log_group, cloudWatchEncryptionEnabled=True
+            )
+            inputs.setdefault("cloudWatchStreamingEnabled", True)
+        if settings.session_log_kms_key and not inputs.get("kmsKeyId"):
+            inputs["kmsKeyId"] = settings.session_log_kms_key
+        return inputs, ""
+    if prefs.s3_bucket and inputs.get("s3EncryptionEnabled") is False:
+        # Every S3 bucket has default encryption (SSE-S3) since January 2023, so this is safe.
+        inputs["s3EncryptionEnabled"] = True
+    if prefs.log_group and inputs.get("cloudWatchEncryptionEnabled") is False:
+        if prefs.log_group != settings.session_log_group:
+            # Session Manager refuses to start sessions if the group is not KMS-encrypted.
+            return inputs, (
+                f"log group {prefs.log_group} is not the guardrail's: turning on "
+                "cloudWatchEncryptionEnabled could block sessions; encrypt it first"
+            )
+        inputs["cloudWatchEncryptionEnabled"] = True
+    return inputs, ""
+
+
+class SessionLogging:
+    id = "ssm-session-logging"
+    title = "Session Manager sessions are not logged"
+    description = (
+        "Session Manager preferences (document SSM-SessionManagerRunShell) send no session logs "
+        "to S3 or CloudWatch Logs, send them unencrypted, or an instance's role cannot deliver them."
+    )
+    related_requirements: tuple[str, ...] = ()  # no Security Hub control covers session logging
+    finding_types = (
+        "Software and Configuration Checks/AWS Security Best Practices",
+        "Software and Configuration Checks/Industry and Regulatory Standards/NIST 800-53 Controls",
+    )
+    recommendation = (
+        "Set Session Manager preferences to log sessions to an encrypted S3 bucket or CloudWatch "
+        "log group, and grant instance roles s3:PutObject / logs:PutLogEvents / kms:GenerateDataKey "
+        "on those destinations."
+    )
+    recommendation_url = (
+        "https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-logging.html"
+    )
+    read_permissions = (
+        Permission(("ssm:GetDocument", "ssm:DescribeDocument"), why="the region's preferences"),
+        Permission(
+            ("iam:SimulatePrincipalPolicy",),
+            resources=("arn:{partition}:iam::{account}:role/*",),
+            why="whether each distinct role may deliver session logs",
+        ),
+    )
+    fix_permissions = (
+        Permission(
+            ("ssm:CreateDocument", "ssm:UpdateDocument", "ssm:UpdateDocumentDefaultVersion"),
+            resources=(
+                f"arn:{{partition}}:ssm:{{region}}:{{account}}:document/{SESSION_DOCUMENT}",
+            ),
+            why="create or update the preferences and make the new version the default",
+        ),
+        Permission(
+            ("iam:AttachRolePolicy",),
+            resources=("arn:{partition}:iam::{account}:role/*",),
+            conditions={"ArnEquals": {"iam:PolicyARN": ["{log_delivery_policy_arn}"]}},
+            why="give an instance role the guardrail's log-delivery policy",
+        ),
+    )
+    no_fix_reason = ""
+
+    def check(self, snapshot: AccountSnapshot, settings: Settings) -> list[Result]:
+        prefs = snapshot.session_preferences
+        base = {
+            "account_id": snapshot.account_id,
+            "region": snapshot.region,
+            "partition": snapshot.partition,
+        }
+        results: list[Result] = []
+        if prefs is not None:
+            results.append(self._region_result(prefs, base))
+        target = snapshot.delivery_target
+        for instance in snapshot.instances.values():
+            if not target or not instance.evaluated:
+                continue
+            iid = instance.instance_id
+            role = snapshot.role_of(instance)
+            if role is None:
+                results.append(
+                    Result(
+                        self.id,
+                        ResourceType.INSTANCE,
+                        iid,
+                        Status.NOT_APPLICABLE,
+                        "INFORMATIONAL",
+                        "no instance role (see ssm-instance-role)",
+                        **base,
+                    )
+                )
+                continue
+            delivery = snapshot.delivery.get(role.name)
+            details = {"role_name": role.name, "target": dict(target)}
+            if delivery is None:
+                results.append(
+                    Result(
+                        self.id,
+                        ResourceType.INSTANCE,
+                        iid,
+                        Status.NOT_APPLICABLE,
+                        "INFORMATIONAL",
+                        "delivery not evaluated",
+                        details=details,
+                        **base,
+                    )
+                )
+            elif delivery.allowed:
+                results.append(
+                    Result(
+                        self.id,
+                        ResourceType.INSTANCE,
+                        iid,
+                        Status.PASSED,
+                        "INFORMATIONAL",
+                        f"role {role.name} may deliver session logs",
+                        details=details,
+                        **base,
+                    )
+                )
+            else:
+                results.append(
+                    Result(
+                        self.id,
+                        ResourceType.INSTANCE,
+                        iid,
+                        Status.FAILED,
+                        "MEDIUM",
+                        f"role {role.name} cannot deliver session logs: not allowed "
+                        f"{', '.join(delivery.denied)}",
+                        details={**details, "denied": list(delivery.denied)},
+                        **base,
+                    )
+                )
+        return results
+
+    def _region_result(self, prefs: SessionPreferences, base: dict[str, str]) -> Result:
+        account = base["account_id"]
+        if not prefs.exists:
+            return Result(
+                self.id,
+                ResourceType.ACCOUNT,
+                account,
+                Status.FAILED,
+                "MEDIUM",
+                f"no Session Manager preferences ({SESSION_DOCUMENT} absent): sessions "
+                "are not logged",
+                **base,
+            )
+        if not prefs.logging_on:
+            return Result(
+                self.id,
+                ResourceType.ACCOUNT,
+                account,
+                Status.FAILED,
+                "MEDIUM",
+                "Session Manager preferences name neither an S3 bucket nor a CloudWatch "
+                "log group: sessions are not logged",
+                **base,
+            )
+        where = " and ".join(
+            filter(
+                None,
+                [
+                    prefs.s3_bucket and f"s3://{prefs.s3_bucket}",
+                    prefs.log_group and f"log group {prefs.log_group}",
+                ],
+            )
+        )
+        off = unencrypted(prefs)
+        if off:
+            return Result(
+                self.id,
+                ResourceType.ACCOUNT,
+                account,
+                Status.FAILED,
+                "LOW",
+                f"sessions are logged to {where} but {', '.join(off)} is false",
+                details={"unencrypted": off},
+                **base,
+            )
+        return Result(
+            self.id,
+            ResourceType.ACCOUNT,
+            account,
+            Status.PASSED,
+            "INFORMATIONAL",
+            f"sessions are logged to {where}, encrypted",
+            **base,
+        )
+
+    def remediate(
+        self, failed: Sequence[Result], snapshot: AccountSnapshot, ctx: FixContext
+    ) -> list[FixRecord]:
+        records = []
+        prefs = snapshot.session_preferences
+        if prefs is not None and any(r.resource_type is ResourceType.ACCOUNT for r in failed):
+            records.append(self._fix_preferences(prefs, snapshot.account_id, ctx))
+        by_role: dict[str, list[str]] = {}
+        for result in failed:
+            if result.resource_type is ResourceType.INSTANCE:
+                by_role.setdefault(result.details["role_name"], []).append(result.resource_id)
+        for role_name, instance_ids in by_role.items():
+            records.append(self._grant_delivery(role_name, instance_ids, snapshot, ctx))
+        return records
+
+    def _fix_preferences(
+        self, prefs: SessionPreferences, account: str, ctx: FixContext
+    ) -> FixRecord:
+        action = (
+            "update Session Manager preferences"
+            if prefs.exists
+            else "create Session Manager preferences"
+        )
+        inputs, why_not = desired_inputs(prefs, ctx.settings)
+        before = dict(prefs.inputs) if prefs.exists else None
+        if why_not:
+            return FixRecord(
+                self.id, account, action, Outcome.SKIPPED, before, None, why_not, covers=(account,)
+            )
+        if prefs.exists and inputs == dict(prefs.inputs):
+            return FixRecord(
+                self.id,
+                account,
+                action,
+                Outcome.ALREADY_COMPLIANT,
+                before,
+                before,
+                covers=(account,),
+            )
+        content = {**(dict(prefs.content) or DEFAULT_CONTENT), "inputs": inputs}
+        body = json.dumps(content)
+        ssm = ctx.clients.ssm
+        try:
+            if not prefs.exists:
+                try:
+                    ssm.create_document(
+                        Name=SESSION_DOCUMENT,
+                        Content=body,
+                        DocumentType="Session",
+                        DocumentFormat="JSON",
+                    )
+                except ClientError as error:
+                    if error_code(error) != "DocumentAlreadyExists":
+                        raise
+                    # Created meanwhile (a concurrent run or a person): update it like any other.
+                    self._update(ssm, body)
+            else:
+                self._update(ssm, body)
+        except ClientError as error:
+            return FixRecord(
+                self.id,
+                account,
+                action,
+                Outcome.FAILED,
+                before,
+                inputs,
+                "preferences not changed",
+                error_code(error),
+                covers=(account,),
+            )
+        return FixRecord(
+            self.id,
+            account,
+            action,
+            Outcome.APPLIED,
+            before,
+            inputs,
+            "sessions now logged with encryption; other preferences kept",
+            covers=(account,),
+        )
+
+    @staticmethod
+    def _update(ssm: Any, body: str) -> None:
+        """UpdateDocument makes a new version but not the default: promote it explicitly."""
+        try:
+            version = ssm.update_document(
+                Name=SESSION_DOCUMENT,
+                Content=body,
+                DocumentVersion="$LATEST",
+                DocumentFormat="JSON",
+            )["DocumentDescription"]["DocumentVersion"]
+        except ClientError as error:
+            if error_code(error) != "DuplicateDocumentContent":
+                raise
+            # $LATEST already holds this content (an earlier run stopped before promoting it).
+            version = ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]["LatestVersion"]
+        ssm.update_document_default_version(Name=SESSION_DOCUMENT, DocumentVersion=version)
+
+    def _grant_delivery(
+        self, role_name: str, instance_ids: list[str], snapshot: AccountSnapshot, ctx: FixContext
+    ) -> FixRecord:
+        action, covers = "attach log-delivery policy", tuple(instance_ids)
+        settings, target = ctx.settings, snapshot.delivery_target
+        role = snapshot.roles.get(role_name)
+        before = sorted(role.attached_policy_arns) if role else []
+        ours = {settings.session_log_bucket, settings.session_log_group} - {""}
+        theirs = {target.get("bucket", ""), target.get("log_group", "")} - {""}
+        if not settings.log_delivery_policy_arn:
+            reason = "GUARDRAIL_LOG_DELIVERY_POLICY_ARN is not set"
+        elif not theirs <= ours:
+            reason = (
+                f"sessions log to {', '.join(sorted(theirs - ours))}, not the guardrail's "
+                "destinations: grant delivery there yourself"
+            )
+        elif not settings.modify_existing_roles:
+            reason = "GUARDRAIL_MODIFY_EXISTING_ROLES=false: report only"
+        else:
+            reason = ""
+        if reason:
+            return FixRecord(
+                self.id, role_name, action, Outcome.SKIPPED, before, None, reason, covers=covers
+            )
+        try:
+            ctx.clients.iam.attach_role_policy(
+                RoleName=role_name, PolicyArn=settings.log_delivery_policy_arn
+            )
+        except ClientError as error:
+            return FixRecord(
+                self.id,
+                role_name,
+                action,
+                Outcome.FAILED,
+                before,
+                None,
+                "attach failed",
+                error_code(error),
+                covers=covers,
+            )
+        return FixRecord(
+            self.id,
+            role_name,
+            action,
+            Outcome.APPLIED,
+            before,
+            sorted({*before, settings.log_delivery_policy_arn}),
+            f"attached the guardrail's log-delivery policy to {role_name}",
+            covers=covers,
+        )
+
+
+SESSION_LOGGING = SessionLogging()

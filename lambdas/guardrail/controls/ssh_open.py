@@ -1,0 +1,269 @@
+"""ssh-open-to-internet: TCP 22 admitted from 0.0.0.0/0 or ::/0 by a security group of an instance.
+
+Counts only tcp (or all-traffic, protocol -1) rules whose range includes 22 and whose source is the
+whole internet; UDP 22, private CIDRs, prefix lists and group references are not internet SSH.
+The fix revokes exactly the offending rule (by SecurityGroupRuleId) after re-adding whatever else
+that rule admitted, so no other port or protocol loses access.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ..model import (
+    INTERNET_CIDRS,
+    AccountSnapshot,
+    FixRecord,
+    Outcome,
+    ResourceType,
+    Result,
+    SecurityGroup,
+    SecurityGroupRule,
+    Status,
+)
+from ..settings import Settings
+from .base import FixContext, Permission, error_code
+
+SSH_PORT = 22
+ALL_TRAFFIC = ("-1", "all")
+TCP = ("tcp", "6")
+ALREADY_GONE = ("InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound")
+GROUP_GONE = ("InvalidGroup.NotFound", "InvalidGroupId.NotFound")
+GUARDRAIL_TAG = "ssm-guardrail:replaces"
+
+
+def admits_internet_ssh(rule: SecurityGroupRule) -> bool:
+    """True when an ingress rule lets the whole internet reach TCP 22."""
+    if rule.is_egress or rule.cidr not in INTERNET_CIDRS:
+        return False
+    protocol = rule.protocol.lower()
+    if protocol in ALL_TRAFFIC:
+        return True
+    if protocol not in TCP:
+        return False
+    low = 0 if rule.from_port is None or rule.from_port < 0 else rule.from_port
+    high = 65535 if rule.to_port is None or rule.to_port < 0 else rule.to_port
+    return low <= SSH_PORT <= high
+
+
+@dataclass(frozen=True)
+class PortRange:
+    protocol: str
+    from_port: int
+    to_port: int
+
+
+def remaining_access(rule: SecurityGroupRule) -> tuple[list[PortRange], str]:
+    """What the rule admitted besides TCP 22, as rules to re-add; and what cannot be kept."""
+    if rule.protocol.lower() in ALL_TRAFFIC:
+        icmp = "icmpv6" if rule.cidr_ipv6 else "icmp"
+        kept = [
+            PortRange("tcp", 0, SSH_PORT - 1),
+            PortRange("tcp", SSH_PORT + 1, 65535),
+            PortRange("udp", 0, 65535),
+            PortRange(icmp, -1, -1),
+        ]
+        return kept, "other IP protocols (not tcp, udp or icmp) were dropped with the all-traffic rule"
+    low = 0 if rule.from_port is None or rule.from_port < 0 else rule.from_port
+    high = 65535 if rule.to_port is None or rule.to_port < 0 else rule.to_port
+    kept = []
+    if low < SSH_PORT:
+        kept.append(PortRange("tcp", low, SSH_PORT - 1))
+    if high > SSH_PORT:
+        kept.append(PortRange("tcp", SSH_PORT + 1, high))
+    return kept, ""
+
+
+def ip_permission(rule: SecurityGroupRule, ports: PortRange) -> dict[str, Any]:
+    """The AuthorizeSecurityGroupIngress IpPermission re-adding `ports` for the rule's source."""
+    source: dict[str, Any] = {"CidrIpv6": rule.cidr_ipv6} if rule.cidr_ipv6 else {"CidrIp": rule.cidr_ipv4}
+    if rule.description:
+        source["Description"] = rule.description
+    key = "Ipv6Ranges" if rule.cidr_ipv6 else "IpRanges"
+    return {"IpProtocol": ports.protocol, "FromPort": ports.from_port, "ToPort": ports.to_port, key: [source]}
+
+
+def describe_rule(rule: SecurityGroupRule) -> dict[str, Any]:
+    """A rule as a person (and an undo) needs it: id, protocol, ports, source, description."""
+    return {
+        "SecurityGroupRuleId": rule.rule_id,
+        "IpProtocol": rule.protocol,
+        "FromPort": rule.from_port,
+        "ToPort": rule.to_port,
+        "Source": rule.cidr,
+        "Description": rule.description,
+    }
+
+
+class SshOpenToInternet:
+    id = "ssh-open-to-internet"
+    title = "EC2 instance admits SSH (TCP 22) from the internet"
+    description = (
+        "A security group attached to a network interface of the instance admits TCP port 22 "
+        "from 0.0.0.0/0 or ::/0. Use Session Manager instead of internet-facing SSH."
+    )
+    related_requirements = (
+        "AWS Foundational Security Best Practices v1.0.0/EC2.13",
+        "CIS AWS Foundations Benchmark v3.0.0/5.2",
+        "CIS AWS Foundations Benchmark v3.0.0/5.3",
+    )
+    finding_types = (
+        "Software and Configuration Checks/AWS Security Best Practices/Network Reachability",
+        "Effects/Data Exposure",
+    )
+    recommendation = (
+        "Remove the ingress rules that admit TCP 22 from 0.0.0.0/0 or ::/0 and connect with "
+        "Session Manager (aws ssm start-session)."
+    )
+    recommendation_url = "https://docs.aws.amazon.com/securityhub/latest/userguide/ec2-controls.html#ec2-13"
+    read_permissions = (
+        Permission(
+            ("ec2:DescribeInstances", "ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules"),
+            why="instances, their network interfaces' groups, and the groups' rules",
+        ),
+    )
+    fix_permissions = (
+        Permission(
+            ("ec2:RevokeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupIngress"),
+            resources=("arn:{partition}:ec2:{region}:{account}:security-group/*",),
+            why="revoke the offending rule; re-add the other ports it admitted",
+        ),
+        Permission(
+            ("ec2:CreateTags",),
+            resources=("arn:{partition}:ec2:{region}:{account}:security-group-rule/*",),
+            conditions={"StringEquals": {"ec2:CreateAction": "AuthorizeSecurityGroupIngress"}},
+            why="tag re-added rules with the rule they replace (so a person can undo)",
+        ),
+    )
+    no_fix_reason = ""
+
+    def check(self, snapshot: AccountSnapshot, settings: Settings) -> list[Result]:
+        base = {"account_id": snapshot.account_id, "region": snapshot.region, "partition": snapshot.partition}
+        offending: dict[str, list[SecurityGroupRule]] = {
+            gid: [r for r in group.ingress if admits_internet_ssh(r)]
+            for gid, group in snapshot.security_groups.items()
+        }
+        results: list[Result] = []
+        group_users: dict[str, list[str]] = {}
+        for instance in snapshot.instances.values():
+            if not instance.evaluated:
+                results.append(
+                    Result(self.id, ResourceType.INSTANCE, instance.instance_id, Status.NOT_APPLICABLE,
+                           "INFORMATIONAL", f"instance is {instance.state}", **base)
+                )
+                continue
+            bad_groups = [g for g in instance.security_group_ids if offending.get(g)]
+            for gid in instance.security_group_ids:
+                group_users.setdefault(gid, []).append(instance.instance_id)
+            if not bad_groups:
+                results.append(
+                    Result(self.id, ResourceType.INSTANCE, instance.instance_id, Status.PASSED,
+                           "INFORMATIONAL", "no security group admits TCP 22 from the internet",
+                           details={"security_group_ids": list(instance.security_group_ids)}, **base)
+                )
+                continue
+            rule_ids = [r.rule_id for g in bad_groups for r in offending[g]]
+            exposure = "running with a public IP" if instance.exposed else "not reachable right now"
+            results.append(
+                Result(self.id, ResourceType.INSTANCE, instance.instance_id, Status.FAILED,
+                       "CRITICAL" if instance.exposed else "HIGH",
+                       f"TCP 22 open to the internet through {', '.join(bad_groups)} "
+                       f"(rules {', '.join(rule_ids)}); instance is {exposure}",
+                       details={"security_group_ids": bad_groups, "rule_ids": rule_ids}, **base)
+            )
+        exposed = {i.instance_id for i in snapshot.instances.values() if i.evaluated and i.exposed}
+        for gid, users in sorted(group_users.items()):
+            group = snapshot.security_groups.get(gid)
+            if group is None:
+                continue
+            rules = offending.get(gid, [])
+            if not rules:
+                results.append(
+                    Result(self.id, ResourceType.SECURITY_GROUP, gid, Status.PASSED, "INFORMATIONAL",
+                           "no ingress rule admits TCP 22 from the internet",
+                           details={"instance_ids": users}, **base)
+                )
+                continue
+            results.append(
+                Result(self.id, ResourceType.SECURITY_GROUP, gid, Status.FAILED,
+                       "CRITICAL" if exposed.intersection(users) else "HIGH",
+                       f"rules {', '.join(r.rule_id for r in rules)} admit TCP 22 from "
+                       f"{', '.join(sorted({r.cidr or '' for r in rules}))}; used by {len(users)} instance(s)",
+                       details={"rule_ids": [r.rule_id for r in rules], "instance_ids": users}, **base)
+            )
+        return results
+
+    def remediate(
+        self, failed: Sequence[Result], snapshot: AccountSnapshot, ctx: FixContext
+    ) -> list[FixRecord]:
+        users: dict[str, list[str]] = {}
+        for result in failed:
+            if result.resource_type is ResourceType.INSTANCE:
+                for gid in result.details.get("security_group_ids", []):
+                    users.setdefault(gid, []).append(result.resource_id)
+        groups = [r.resource_id for r in failed if r.resource_type is ResourceType.SECURITY_GROUP]
+        groups += [g for g in users if g not in groups]
+        records = []
+        for gid in groups:
+            group = snapshot.security_groups.get(gid)
+            if group is None:
+                continue
+            rules = [r for r in group.ingress if admits_internet_ssh(r)]
+            record = self._close(group, rules, ctx.clients.ec2)
+            records.append(replace(record, covers=(gid, *users.get(gid, ()))))
+        return records
+
+    def _close(self, group: SecurityGroup, rules: list[SecurityGroupRule], ec2: Any) -> FixRecord:
+        """Re-add what else the rules admitted, then revoke them. Never revoke if re-adding failed."""
+        gid = group.group_id
+        before = [describe_rule(r) for r in rules]
+        permissions, notes = [], []
+        for rule in rules:
+            kept, note = remaining_access(rule)
+            permissions += [(rule, ip_permission(rule, ports)) for ports in kept]
+            if note:
+                notes.append(f"{rule.rule_id}: {note}")
+        added: list[str] = []
+        for rule, permission in permissions:
+            try:
+                response = ec2.authorize_security_group_ingress(
+                    GroupId=gid,
+                    IpPermissions=[permission],
+                    TagSpecifications=[{
+                        "ResourceType": "security-group-rule",
+                        "Tags": [{"Key": GUARDRAIL_TAG, "Value": rule.rule_id}],
+                    }],
+                )
+                added += [r["SecurityGroupRuleId"] for r in response.get("SecurityGroupRules", [])]
+            except ClientError as error:
+                code = error_code(error)
+                if code == "InvalidPermission.Duplicate":
+                    continue  # an earlier run (or a person) already re-added it
+                if code in GROUP_GONE:
+                    return FixRecord(self.id, gid, "revoke internet SSH", Outcome.ALREADY_COMPLIANT,
+                                     before, [], "security group no longer exists")
+                return FixRecord(self.id, gid, "revoke internet SSH", Outcome.FAILED, before, None,
+                                 "could not re-add the other ports; nothing was revoked", code)
+        after = [ip for _, ip in permissions]
+        try:
+            ec2.revoke_security_group_ingress(GroupId=gid, SecurityGroupRuleIds=[r.rule_id for r in rules])
+        except ClientError as error:
+            code = error_code(error)
+            if code in ALREADY_GONE + GROUP_GONE:
+                return FixRecord(self.id, gid, "revoke internet SSH", Outcome.ALREADY_COMPLIANT,
+                                 before, after, "rule already revoked")
+            return FixRecord(self.id, gid, "revoke internet SSH", Outcome.FAILED, before, after,
+                             "revoke failed; re-added rules are a subset of the old ones", code)
+        reason = "; ".join(notes) or (
+            f"revoked {len(rules)} rule(s); re-added {len(after)} rule(s) for the other ports"
+            if after else f"revoked {len(rules)} rule(s)"
+        )
+        return FixRecord(self.id, gid, "revoke internet SSH", Outcome.APPLIED, before,
+                         {"readded": after, "new_rule_ids": added}, reason)
+
+
+SSH_OPEN = SshOpenToInternet()

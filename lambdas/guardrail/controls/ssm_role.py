@@ -1,0 +1,390 @@
+"""ssm-instance-role: the instance's profile carries a role with AmazonSSMManagedInstanceCore.
+
+Fails with no instance profile, a profile with no role, or a role without the managed policy (or
+one the operator declares equivalent). The fix associates the guardrail's profile, adds the
+guardrail's role to an empty profile, or attaches the policy; it never replaces or removes a
+profile, and touches an existing role only when settings allow it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ..model import AccountSnapshot, FixRecord, Instance, Outcome, ResourceType, Result, Status
+from ..settings import Settings
+from .base import FixContext, Permission, error_code
+
+CORE_POLICY = "AmazonSSMManagedInstanceCore"
+
+
+def core_policy_arn(partition: str) -> str:
+    return f"arn:{partition}:iam::aws:policy/{CORE_POLICY}"
+
+
+def accepted_policies(partition: str, settings: Settings) -> frozenset[str]:
+    return frozenset({core_policy_arn(partition), *settings.equivalent_policy_arns})
+
+
+def role_problem(instance: Instance, snapshot: AccountSnapshot, settings: Settings) -> str | None:
+    """Why the instance lacks an SSM role ('no_profile', 'profile_missing', 'no_role', 'no_policy')."""
+    if not instance.profile_arn:
+        return "no_profile"
+    profile = snapshot.instance_profiles.get(instance.profile_arn)
+    if profile is None:
+        return "profile_missing"
+    role = snapshot.role_of(instance)
+    if role is None:
+        return "no_role"
+    if not role.attached_policy_arns & accepted_policies(snapshot.partition, settings):
+        return "no_policy"
+    return None
+
+
+class SsmInstanceRole:
+    id = "ssm-instance-role"
+    title = "EC2 instance lacks the Systems Manager instance role"
+    description = (
+        "The instance has no instance profile, a profile without a role, or a role without "
+        "AmazonSSMManagedInstanceCore, so Session Manager cannot reach it."
+    )
+    related_requirements = ("AWS Foundational Security Best Practices v1.0.0/SSM.1",)
+    finding_types = ("Software and Configuration Checks/AWS Security Best Practices",)
+    recommendation = (
+        "Attach an instance profile whose role has the AmazonSSMManagedInstanceCore managed "
+        "policy, or enable Default Host Management Configuration for IMDSv2 instances."
+    )
+    recommendation_url = "https://docs.aws.amazon.com/systems-manager/latest/userguide/setup-instance-permissions.html"
+    read_permissions = (
+        Permission(
+            (
+                "iam:GetInstanceProfile",
+                "iam:ListAttachedRolePolicies",
+                "iam:ListInstanceProfilesForRole",
+            ),
+            why="each distinct instance profile and role, once",
+        ),
+        Permission(("ssm:DescribeInstanceInformation",), why="managed-instance status (DHMC)"),
+    )
+    fix_permissions = (
+        Permission(
+            ("ec2:AssociateIamInstanceProfile",),
+            resources=("arn:{partition}:ec2:{region}:{account}:instance/*",),
+            why="associate the guardrail's profile with an instance that has none",
+        ),
+        Permission(
+            ("iam:PassRole",),
+            resources=("{guardrail_role_arn}",),
+            conditions={"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+            why="associating the profile and adding the role to a profile pass the guardrail's role",
+        ),
+        Permission(
+            ("iam:AddRoleToInstanceProfile",),
+            resources=("arn:{partition}:iam::{account}:instance-profile/*",),
+            why="put the guardrail's role into a profile that has no role",
+        ),
+        Permission(
+            ("iam:AttachRolePolicy",),
+            resources=("arn:{partition}:iam::{account}:role/*",),
+            conditions={
+                "ArnEquals": {"iam:PolicyARN": ["{core_policy_arn}", "{log_delivery_policy_arn}"]}
+            },
+            why="attach AmazonSSMManagedInstanceCore (or the log-delivery policy) to a role",
+        ),
+    )
+    no_fix_reason = ""
+
+    def check(self, snapshot: AccountSnapshot, settings: Settings) -> list[Result]:
+        base = {
+            "account_id": snapshot.account_id,
+            "region": snapshot.region,
+            "partition": snapshot.partition,
+        }
+        results = []
+        for instance in snapshot.instances.values():
+            iid = instance.instance_id
+            if not instance.evaluated:
+                results.append(
+                    Result(
+                        self.id,
+                        ResourceType.INSTANCE,
+                        iid,
+                        Status.NOT_APPLICABLE,
+                        "INFORMATIONAL",
+                        f"instance is {instance.state}",
+                        **base,
+                    )
+                )
+                continue
+            managed = snapshot.managed_instances.get(iid)
+            details: dict[str, Any] = {
+                "instance_profile_arn": instance.profile_arn,
+                "ssm_ping_status": managed.ping_status if managed else None,
+            }
+            problem = role_problem(instance, snapshot, settings)
+            role = snapshot.role_of(instance)
+            if role:
+                details["role_name"] = role.name
+            if problem is None:
+                results.append(
+                    Result(
+                        self.id,
+                        ResourceType.INSTANCE,
+                        iid,
+                        Status.PASSED,
+                        "INFORMATIONAL",
+                        f"role {role.name if role else '?'} carries the SSM core policy",
+                        details=details,
+                        **base,
+                    )
+                )
+                continue
+            if (
+                problem == "no_profile"
+                and settings.accept_dhmc
+                and managed
+                and managed.ping_status == "Online"
+            ):
+                results.append(
+                    Result(
+                        self.id,
+                        ResourceType.INSTANCE,
+                        iid,
+                        Status.PASSED,
+                        "INFORMATIONAL",
+                        "no instance profile, but managed through Default Host "
+                        "Management Configuration (accepted by settings)",
+                        details=details,
+                        **base,
+                    )
+                )
+                continue
+            reason = {
+                "no_profile": "no instance profile",
+                "profile_missing": f"instance profile {instance.profile_name} no longer exists",
+                "no_role": f"instance profile {instance.profile_name} has no role",
+                "no_policy": f"role {role.name if role else '?'} lacks {CORE_POLICY}",
+            }[problem]
+            details["problem"] = problem
+            results.append(
+                Result(
+                    self.id,
+                    ResourceType.INSTANCE,
+                    iid,
+                    Status.FAILED,
+                    "MEDIUM",
+                    reason,
+                    details=details,
+                    **base,
+                )
+            )
+        return results
+
+    def remediate(
+        self, failed: Sequence[Result], snapshot: AccountSnapshot, ctx: FixContext
+    ) -> list[FixRecord]:
+        settings, records = ctx.settings, []
+        by_role: dict[str, list[str]] = {}
+        by_profile: dict[str, list[str]] = {}
+        for result in failed:
+            instance = snapshot.instances[result.resource_id]
+            problem = result.details.get("problem")
+            if problem == "no_profile":
+                records.append(self._associate(instance, ctx))
+            elif problem == "no_role":
+                by_profile.setdefault(instance.profile_name or "", []).append(instance.instance_id)
+            elif problem == "no_policy":
+                role = snapshot.role_of(instance)
+                by_role.setdefault(role.name if role else "", []).append(instance.instance_id)
+            else:
+                records.append(
+                    FixRecord(
+                        self.id,
+                        instance.instance_id,
+                        "none",
+                        Outcome.SKIPPED,
+                        reason="the instance profile is gone; associate a new one "
+                        "by hand (the guardrail never replaces a profile)",
+                        covers=(instance.instance_id,),
+                    )
+                )
+        for profile, instance_ids in by_profile.items():
+            records.append(self._add_role(profile, instance_ids, settings, ctx))
+        for role_name, instance_ids in by_role.items():
+            records.append(self._attach(role_name, instance_ids, snapshot, ctx))
+        return records
+
+    def _associate(self, instance: Instance, ctx: FixContext) -> FixRecord:
+        iid, profile = instance.instance_id, ctx.settings.instance_profile
+        action = "associate instance profile"
+        if not profile:
+            return FixRecord(
+                self.id,
+                iid,
+                action,
+                Outcome.SKIPPED,
+                covers=(iid,),
+                reason="GUARDRAIL_INSTANCE_PROFILE is not set: no profile to associate",
+            )
+        try:
+            ctx.clients.ec2.associate_iam_instance_profile(
+                IamInstanceProfile={"Name": profile}, InstanceId=iid
+            )
+        except ClientError as error:
+            code = error_code(error)
+            if code == "IncorrectState" and "association" in str(error).lower():
+                # A person (or a concurrent run) associated a profile meanwhile; never replace it.
+                return FixRecord(
+                    self.id,
+                    iid,
+                    action,
+                    Outcome.ALREADY_COMPLIANT,
+                    None,
+                    None,
+                    "the instance got a profile meanwhile; left as it is",
+                    covers=(iid,),
+                )
+            if code == "InvalidInstanceID.NotFound":
+                return FixRecord(
+                    self.id,
+                    iid,
+                    action,
+                    Outcome.ALREADY_COMPLIANT,
+                    None,
+                    None,
+                    "instance no longer exists",
+                    covers=(iid,),
+                )
+            return FixRecord(
+                self.id,
+                iid,
+                action,
+                Outcome.FAILED,
+                None,
+                profile,
+                "associate failed",
+                code,
+                covers=(iid,),
+            )
+        return FixRecord(
+            self.id,
+            iid,
+            action,
+            Outcome.APPLIED,
+            None,
+            profile,
+            f"associated {profile}",
+            covers=(iid,),
+        )
+
+    def _add_role(
+        self, profile: str, instance_ids: list[str], settings: Settings, ctx: FixContext
+    ) -> FixRecord:
+        action, covers = "add role to instance profile", tuple(instance_ids)
+        if not settings.instance_role:
+            return FixRecord(
+                self.id,
+                profile,
+                action,
+                Outcome.SKIPPED,
+                covers=covers,
+                reason="GUARDRAIL_INSTANCE_ROLE is not set: no role to add",
+            )
+        if not settings.modify_existing_roles:
+            return FixRecord(
+                self.id,
+                profile,
+                action,
+                Outcome.SKIPPED,
+                covers=covers,
+                reason="GUARDRAIL_MODIFY_EXISTING_ROLES=false: report only",
+            )
+        try:
+            ctx.clients.iam.add_role_to_instance_profile(
+                InstanceProfileName=profile, RoleName=settings.instance_role
+            )
+        except ClientError as error:
+            code = error_code(error)
+            if code == "LimitExceeded":  # a profile holds one role: someone added one meanwhile
+                return FixRecord(
+                    self.id,
+                    profile,
+                    action,
+                    Outcome.ALREADY_COMPLIANT,
+                    [],
+                    None,
+                    "the profile got a role meanwhile; left as it is",
+                    covers=covers,
+                )
+            return FixRecord(
+                self.id,
+                profile,
+                action,
+                Outcome.FAILED,
+                [],
+                None,
+                "add role failed",
+                code,
+                covers=covers,
+            )
+        return FixRecord(
+            self.id,
+            profile,
+            action,
+            Outcome.APPLIED,
+            [],
+            [settings.instance_role],
+            f"added {settings.instance_role} to {profile}",
+            covers=covers,
+        )
+
+    def _attach(
+        self, role_name: str, instance_ids: list[str], snapshot: AccountSnapshot, ctx: FixContext
+    ) -> FixRecord:
+        action, covers = "attach AmazonSSMManagedInstanceCore", tuple(instance_ids)
+        before = (
+            sorted(snapshot.roles[role_name].attached_policy_arns)
+            if role_name in snapshot.roles
+            else []
+        )
+        if not ctx.settings.modify_existing_roles:
+            return FixRecord(
+                self.id,
+                role_name,
+                action,
+                Outcome.SKIPPED,
+                before,
+                None,
+                "GUARDRAIL_MODIFY_EXISTING_ROLES=false: report only",
+                covers=covers,
+            )
+        policy = core_policy_arn(snapshot.partition)
+        try:
+            ctx.clients.iam.attach_role_policy(RoleName=role_name, PolicyArn=policy)
+        except ClientError as error:
+            return FixRecord(
+                self.id,
+                role_name,
+                action,
+                Outcome.FAILED,
+                before,
+                None,
+                "attach failed",
+                error_code(error),
+                covers=covers,
+            )
+        return FixRecord(
+            self.id,
+            role_name,
+            action,
+            Outcome.APPLIED,
+            before,
+            sorted({*before, policy}),
+            f"attached {CORE_POLICY} to {role_name}",
+            covers=covers,
+        )
+
+
+SSM_ROLE = SsmInstanceRole()

@@ -1,0 +1,199 @@
+"""The guardrail service: read a snapshot, run each control's check, fix (enforce), publish."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .controls import REGISTRY, Control, FixContext
+from .controls.base import error_code
+from .findings import build_finding, finding_id, product_arn, resolution_note
+from .model import AccountSnapshot, FixRecord, Outcome, ResourceType, Result, Status
+from .reader import SnapshotReader
+from .scope import Scope
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A control's result on one resource, with the fixes that addressed it (enforce mode)."""
+
+    result: Result
+    mode: str = "report"
+    fixes: tuple[FixRecord, ...] = ()
+
+    @property
+    def remediated(self) -> bool:
+        return (
+            self.result.status is Status.FAILED
+            and bool(self.fixes)
+            and all(f.outcome.ok for f in self.fixes)
+        )
+
+    @property
+    def left_failed(self) -> bool:
+        return self.result.status is Status.FAILED and not self.remediated
+
+    @property
+    def remediation(self) -> str:
+        """What was done about the result, for people and the CLI's JSON."""
+        if self.result.status is not Status.FAILED:
+            return ""
+        if self.mode == "report":
+            return "report only (mode report)"
+        if not self.fixes:
+            return "no fix available"
+        parts = []
+        for fix in self.fixes:
+            text = f"{fix.action}: {fix.outcome.value}"
+            if fix.error_code:
+                text += f" ({fix.error_code})"
+            if fix.reason:
+                text += f" - {fix.reason}"
+            parts.append(text)
+        return "; ".join(parts)
+
+
+@dataclass
+class ScanReport:
+    account_id: str
+    region: str
+    evaluations: list[Evaluation] = field(default_factory=list)
+    fixes: list[FixRecord] = field(default_factory=list)
+    published: Any = None  # PublishSummary, or None when not published
+    snapshot: AccountSnapshot | None = None
+
+    @property
+    def left_failed(self) -> list[Evaluation]:
+        return [e for e in self.evaluations if e.left_failed]
+
+
+class Guardrail:
+    """One account-region. Collaborators are injected; nothing here builds a client."""
+
+    def __init__(
+        self,
+        clients: Any,
+        settings: Settings,
+        *,
+        account_id: str | None = None,
+        publisher: Any = None,
+        controls: Sequence[Control] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.clients, self.settings, self.publisher, self.clock = (
+            clients,
+            settings,
+            publisher,
+            clock,
+        )
+        self._account_id = account_id
+        self.controls = list(REGISTRY.values()) if controls is None else list(controls)
+
+    @property
+    def account_id(self) -> str:
+        if not self._account_id:
+            self._account_id = self.clients.account_id
+        return self._account_id
+
+    def selected(self, scope: Scope) -> list[Control]:
+        return [
+            c
+            for c in self.controls
+            if self.settings.enabled(c.id) and (not scope.controls or c.id in scope.controls)
+        ]
+
+    def run(self, scope: Scope | None = None) -> ScanReport:
+        scope = scope or Scope.everything()
+        controls = self.selected(scope)
+        reader = SnapshotReader(
+            self.clients, self.settings, self.account_id, self.clients.partition
+        )
+        snapshot = reader.read(scope, {c.id for c in controls})
+        report = ScanReport(self.account_id, self.clients.region, snapshot=snapshot)
+        ctx = FixContext(self.clients, self.settings)
+        for control in controls:
+            results = control.check(snapshot, self.settings)
+            mode = self.settings.mode_for(control.id)
+            failed = [r for r in results if r.status is Status.FAILED]
+            records = (
+                self._remediate(control, failed, snapshot, ctx)
+                if mode == "enforce" and failed
+                else []
+            )
+            covering: dict[str, list[FixRecord]] = {}
+            for record in records:
+                for resource_id in record.covers or (record.resource_id,):
+                    covering.setdefault(resource_id, []).append(record)
+            for result in results:
+                fixes = (
+                    tuple(covering.get(result.resource_id, ()))
+                    if result.status is Status.FAILED
+                    else ()
+                )
+                report.evaluations.append(Evaluation(result, mode, fixes))
+            report.fixes += records
+            for record in records:
+                logger.info("fix", extra={"fix": record.as_dict()})
+        if self.publisher is not None and self.settings.publish:
+            report.published = self.publish(report)
+        return report
+
+    @staticmethod
+    def _remediate(
+        control: Control, failed: list[Result], snapshot: AccountSnapshot, ctx: FixContext
+    ) -> list[FixRecord]:
+        """Controls record per-resource AWS errors themselves; anything that escapes is recorded
+        against every result of the control, so one control's failure never stops the others."""
+        try:
+            return control.remediate(failed, snapshot, ctx)
+        except (ClientError, BotoCoreError) as error:
+            logger.exception("remediation failed", extra={"control": control.id})
+            return [
+                FixRecord(
+                    control.id,
+                    r.resource_id,
+                    "remediate",
+                    Outcome.FAILED,
+                    reason=str(error)[:200],
+                    error_code=error_code(error),
+                    covers=(r.resource_id,),
+                )
+                for r in failed
+            ]
+
+    def publish(self, report: ScanReport) -> Any:
+        snapshot = report.snapshot
+        assert snapshot is not None
+        now = self.clock()
+        findings, resolutions = [], {}
+        for evaluation in report.evaluations:
+            result = evaluation.result
+            control = next(c for c in self.controls if c.id == result.control)
+            finding = build_finding(
+                result,
+                control,
+                generated_at=now,
+                fixes=evaluation.fixes,
+                remediated=evaluation.remediated,
+                instance=snapshot.instances.get(result.resource_id)
+                if result.resource_type is ResourceType.INSTANCE
+                else None,
+                group=snapshot.security_groups.get(result.resource_id)
+                if result.resource_type is ResourceType.SECURITY_GROUP
+                else None,
+            )
+            findings.append(finding)
+            if evaluation.remediated:
+                resolutions[finding["Id"]] = resolution_note(evaluation.fixes)
+        return self.publisher.publish(findings, resolutions)
+
+
+__all__ = ["Evaluation", "Guardrail", "ScanReport", "finding_id", "product_arn"]

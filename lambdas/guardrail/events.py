@@ -1,0 +1,485 @@
+"""EventBridge events → the resources they touched, as a `Scope` (or why the event is dropped).
+
+Pure: no clients, no I/O. Every real CloudTrail shape the guardrail meets is handled here (see
+AWS-NOTES.md "Events"): `items` wrappers whose empty lists arrive as `{}`, the flat `cidrIp` form,
+groups named only by `groupName`, PascalCase request/response wrappers, several instances per
+RunInstances, ids with stray whitespace, events without `version`. Parsers are found through a
+registry keyed by event name, not an if-chain.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from .model import SESSION_DOCUMENT
+from .scope import Scope
+
+CLOUDTRAIL = "AWS API Call via CloudTrail"
+STATE_CHANGE = "EC2 Instance State-change Notification"
+
+# Control ids (see guardrail.controls); a unit test checks they are all registered.
+SSH = "ssh-open-to-internet"
+ROLE = "ssm-instance-role"
+LOGGING = "ssm-session-logging"
+PROFILE_CONTROLS = frozenset({ROLE, LOGGING})
+ALL_CONTROLS: frozenset[str] = frozenset()  # a Scope with no controls evaluates every enabled one
+
+# The states in which a new or restarted instance must be looked at; later states are the drift
+# scan's business (a stopped instance keeps its findings, a terminated one is archived there).
+ACTIVE_STATES = frozenset({"pending", "running"})
+
+INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
+GROUP_ID = re.compile(r"^sg-[0-9a-f]{8,17}$")
+IAM_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+GLOBAL_SOURCES = frozenset({"iam.amazonaws.com"})  # events delivered from us-east-1 to every region
+
+
+class DropKind(StrEnum):
+    MALFORMED = "malformed"  # not an event we can read
+    UNKNOWN = "unknown"  # an event type or name the guardrail does not handle
+    UNRESOLVED = "unresolved"  # a real shape that does not name the resource (e.g. groupName only)
+    FAILED_CALL = "failed_call"  # the API call failed (errorCode): nothing changed
+    OWN_CHANGE = "own_change"  # the guardrail's own principal made the change
+    IRRELEVANT = "irrelevant"  # a handled event that cannot affect any control
+    OTHER_REGION = "other_region"  # a regional event for another region's function
+    OTHER_ACCOUNT = "other_account"  # an event from an account the guardrail does not run in
+
+    @property
+    def bad_input(self) -> bool:
+        """Counted as EventsDropped: someone should look at the event or at the routing."""
+        return self in (
+            DropKind.MALFORMED,
+            DropKind.UNKNOWN,
+            DropKind.UNRESOLVED,
+            DropKind.OTHER_REGION,
+            DropKind.OTHER_ACCOUNT,
+        )
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """Why an event leads to no evaluation."""
+
+    reason: str
+    kind: DropKind = DropKind.MALFORMED
+    event_name: str = ""
+    event_id: str = ""
+
+    @property
+    def bad_input(self) -> bool:
+        return self.kind.bad_input
+
+    def as_log(self) -> dict[str, str]:
+        return {
+            "event_name": self.event_name,
+            "event_id": self.event_id,
+            "kind": self.kind.value,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class Change:
+    """A relevant event: what it touched (the scope to evaluate) and where it came from."""
+
+    scope: Scope
+    event_name: str
+    event_id: str = ""
+    account_id: str | None = None  # from the event's `account`: no STS call needed
+    region: str | None = None  # the event's region (us-east-1 for IAM)
+    actor: str | None = None
+    global_service: bool = False  # IAM: evaluate in the receiving function's region
+
+    def as_log(self) -> dict[str, Any]:
+        s = self.scope
+        return {
+            "event_name": self.event_name,
+            "event_id": self.event_id,
+            "actor": self.actor,
+            "instance_ids": sorted(s.instance_ids),
+            "group_ids": sorted(s.group_ids),
+            "profile_names": sorted(s.profile_names),
+            "role_names": sorted(s.role_names),
+            "preferences": s.preferences,
+            "controls": sorted(s.controls),
+        }
+
+
+# --- tolerant readers for CloudTrail's XML-derived JSON -------------------------------------
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def items(value: Any) -> list[dict[str, Any]]:
+    """The entries of an `items` wrapper. `{}` (CloudTrail's empty list), None and junk give [];
+    a single entry serialised as an object (not a one-element list) gives [that entry]."""
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, dict)]
+    if isinstance(value, dict):
+        if "items" in value:
+            return items(value["items"])
+        return [value] if value else []
+    return []
+
+
+def _valid(values: Iterable[Any], pattern: re.Pattern[str]) -> tuple[frozenset[str], list[str]]:
+    """Stripped values matching `pattern`, and the ones that did not (for the log)."""
+    good, bad = set(), []
+    for value in values:
+        text = _str(value)
+        if text and pattern.match(text):
+            good.add(text)
+        elif value not in (None, ""):
+            bad.append(repr(value)[:80])
+    return frozenset(good), bad
+
+
+def _pascal(params: dict[str, Any], wrapper: str) -> dict[str, Any]:
+    """The PascalCase wrapper CloudTrail puts around some EC2 calls, else the params themselves."""
+    inner = params.get(wrapper)
+    return inner if isinstance(inner, dict) else params
+
+
+def _first(mapping: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if mapping.get(key) not in (None, "", {}):
+            return mapping[key]
+    return None
+
+
+# --- who made the change ---------------------------------------------------------------------
+
+
+def principal_key(arn: str) -> str:
+    """An ARN normalised for comparison: assumed-role sessions and role paths reduce to
+    `arn:<partition>:iam::<account>:role/<name>` (an assumed-role ARN carries no path)."""
+    parts = arn.strip().split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn":
+        return arn.strip()
+    _, partition, service, _, account, resource = parts
+    if service == "sts" and resource.startswith("assumed-role/"):
+        name = resource.split("/")[1] if resource.count("/") >= 1 else ""
+        return f"arn:{partition}:iam::{account}:role/{name}"
+    if service == "iam" and resource.startswith("role/"):
+        return f"arn:{partition}:iam::{account}:role/{resource.rsplit('/', 1)[-1]}"
+    return f"arn:{partition}:{service}::{account}:{resource}"
+
+
+def actor_arns_of(detail: Mapping[str, Any]) -> list[str]:
+    """The principal ARNs a CloudTrail record names: the session issuer, then the caller."""
+    identity = _dict(detail.get("userIdentity"))
+    issuer = _dict(_dict(identity.get("sessionContext")).get("sessionIssuer"))
+    return [a for a in (_str(issuer.get("arn")), _str(identity.get("arn"))) if a]
+
+
+def is_own_change(detail: Mapping[str, Any], actor_arns: Iterable[str]) -> bool:
+    """True when the guardrail's own principal (GUARDRAIL_ACTOR_ARNS) made the call.
+    Configured ARNs may use `*` wildcards (e.g. a CDK-generated role name suffix)."""
+    patterns = [principal_key(a) for a in actor_arns if a and a.strip()]
+    if not patterns:
+        return False
+    actors = [principal_key(a) for a in actor_arns_of(detail)]
+    return any(fnmatch.fnmatchcase(actor, pattern) for actor in actors for pattern in patterns)
+
+
+# --- one parser per event name -----------------------------------------------------------------
+
+Parsed = Scope | Dropped
+Parser = Callable[[dict[str, Any], dict[str, Any]], Parsed]  # (requestParameters, responseElements)
+
+
+@dataclass(frozen=True)
+class EventType:
+    source: str  # detail.eventSource
+    parse: Parser
+
+
+def _group_scope(group_ids: Iterable[Any], what: str) -> Parsed:
+    groups, bad = _valid(group_ids, GROUP_ID)
+    if not groups:
+        return Dropped(
+            f"{what}: no valid security group id" + (f" (got {', '.join(bad)})" if bad else ""),
+            DropKind.MALFORMED if bad else DropKind.UNRESOLVED,
+        )
+    return Scope(group_ids=groups, controls=frozenset({SSH}))
+
+
+def _ingress_change(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    """Authorize/RevokeSecurityGroupIngress: the group from the request or, when the request
+    names it only by groupName (default VPC), from the response's securityGroupRuleSet."""
+    ids = [request.get("groupId")]
+    ids += [rule.get("groupId") for rule in items(response.get("securityGroupRuleSet"))]
+    ids += [rule.get("groupId") for rule in items(response.get("revokedSecurityGroupRuleSet"))]
+    if not any(_str(i) for i in ids) and _str(request.get("groupName")):
+        return Dropped(
+            f"group named only as {_str(request['groupName'])!r} and the response "
+            "carries no rule set with its id",
+            DropKind.UNRESOLVED,
+        )
+    return _group_scope(ids, "security group rule change")
+
+
+def _modify_rules(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    """ModifySecurityGroupRules: {"ModifySecurityGroupRulesRequest": {"GroupId": ...}}."""
+    inner = _pascal(request, "ModifySecurityGroupRulesRequest")
+    return _group_scope([_first(inner, "GroupId", "groupId")], "ModifySecurityGroupRules")
+
+
+def _instances(ids: Iterable[Any], what: str, controls: frozenset[str] = ALL_CONTROLS) -> Parsed:
+    instances, bad = _valid(ids, INSTANCE_ID)
+    if not instances:
+        return Dropped(
+            f"{what}: no valid instance id" + (f" (got {', '.join(bad)})" if bad else ""),
+            DropKind.MALFORMED,
+        )
+    return Scope(instance_ids=instances, controls=controls)
+
+
+def _run_instances(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    """RunInstances: every instance of `responseElements.instancesSet.items[]` (launch template
+    or not: the response always lists what was launched)."""
+    ids = [i.get("instanceId") for i in items(response.get("instancesSet"))]
+    return _instances(ids, "RunInstances")
+
+
+def _start_instances(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    ids = [i.get("instanceId") for i in items(request.get("instancesSet"))]
+    ids += [i.get("instanceId") for i in items(response.get("instancesSet"))]
+    return _instances(ids, "StartInstances")
+
+
+def _modify_instance_attribute(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    """ModifyInstanceAttribute: of its attributes only the security groups (groupSet) matter."""
+    return _instances([request.get("instanceId")], "ModifyInstanceAttribute", frozenset({SSH}))
+
+
+def _modify_interface_attribute(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    """ModifyNetworkInterfaceAttribute names the interface, not the instance; a groupSet change
+    is evaluated through the new groups (their instances include the interface's owner)."""
+    groups = [g.get("groupId") for g in items(request.get("groupSet"))]
+    if not groups:
+        return Dropped(
+            "network interface change without a groupSet cannot affect any control",
+            DropKind.IRRELEVANT,
+        )
+    return _group_scope(groups, "ModifyNetworkInterfaceAttribute")
+
+
+def _profile_call(wrapper: str) -> Parser:
+    """The instance-profile calls: PascalCase request wrapper; instance id in the request
+    (associate only) and in `<Call>Response.iamInstanceProfileAssociation.instanceId`."""
+    call = wrapper.removesuffix("Request")
+
+    def parse(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+        inner = _pascal(request, wrapper)
+        association = _dict(
+            _pascal(response, f"{call}Response").get("iamInstanceProfileAssociation")
+        )
+        ids = [_first(inner, "InstanceId", "instanceId"), association.get("instanceId")]
+        return _instances(ids, call, PROFILE_CONTROLS)
+
+    return parse
+
+
+def _iam(*, role: bool, profile: bool, controls: frozenset[str]) -> Parser:
+    def parse(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+        roles, bad_roles = _valid([request.get("roleName")] if role else [], IAM_NAME)
+        profiles, bad_profiles = _valid(
+            [request.get("instanceProfileName")] if profile else [], IAM_NAME
+        )
+        if not roles and not profiles:
+            got = ", ".join(bad_roles + bad_profiles)
+            return Dropped(
+                "IAM event without a valid role or instance profile name"
+                + (f" (got {got})" if got else ""),
+                DropKind.MALFORMED,
+            )
+        return Scope(role_names=roles, profile_names=profiles, controls=controls)
+
+    return parse
+
+
+def _session_document(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    """Only the Session Manager preferences document matters (named by name or by ARN)."""
+    name = _str(request.get("name")) or _str(request.get("Name"))
+    if not name:
+        return Dropped("SSM document event without a document name", DropKind.MALFORMED)
+    if name.rsplit("/", 1)[-1] != SESSION_DOCUMENT:
+        return Dropped(f"document {name[:128]} is not {SESSION_DOCUMENT}", DropKind.IRRELEVANT)
+    return Scope(preferences=True, controls=frozenset({LOGGING}))
+
+
+EC2, IAM, SSM = "ec2.amazonaws.com", "iam.amazonaws.com", "ssm.amazonaws.com"
+
+EVENT_TYPES: dict[str, EventType] = {
+    "AuthorizeSecurityGroupIngress": EventType(EC2, _ingress_change),
+    "RevokeSecurityGroupIngress": EventType(EC2, _ingress_change),
+    "ModifySecurityGroupRules": EventType(EC2, _modify_rules),
+    "RunInstances": EventType(EC2, _run_instances),
+    "StartInstances": EventType(EC2, _start_instances),
+    "ModifyInstanceAttribute": EventType(EC2, _modify_instance_attribute),
+    "ModifyNetworkInterfaceAttribute": EventType(EC2, _modify_interface_attribute),
+    "AssociateIamInstanceProfile": EventType(
+        EC2, _profile_call("AssociateIamInstanceProfileRequest")
+    ),
+    "DisassociateIamInstanceProfile": EventType(
+        EC2, _profile_call("DisassociateIamInstanceProfileRequest")
+    ),
+    "ReplaceIamInstanceProfileAssociation": EventType(
+        EC2, _profile_call("ReplaceIamInstanceProfileAssociationRequest")
+    ),
+    # A detached managed policy may be AmazonSSMManagedInstanceCore or the log-delivery policy.
+    "DetachRolePolicy": EventType(IAM, _iam(role=True, profile=False, controls=PROFILE_CONTROLS)),
+    # Inline policies only matter for log delivery: the SSM role check reads managed policies.
+    "DeleteRolePolicy": EventType(
+        IAM, _iam(role=True, profile=False, controls=frozenset({LOGGING}))
+    ),
+    # The role has left the profile, so the profile (not the role) leads to the instances.
+    "RemoveRoleFromInstanceProfile": EventType(
+        IAM, _iam(role=False, profile=True, controls=PROFILE_CONTROLS)
+    ),
+    "DeleteInstanceProfile": EventType(
+        IAM, _iam(role=False, profile=True, controls=PROFILE_CONTROLS)
+    ),
+    "CreateDocument": EventType(SSM, _session_document),
+    "UpdateDocument": EventType(SSM, _session_document),
+    "UpdateDocumentDefaultVersion": EventType(SSM, _session_document),
+    "DeleteDocument": EventType(SSM, _session_document),
+}
+
+
+# --- the entry point ---------------------------------------------------------------------------
+
+
+def _detail(event: Mapping[str, Any]) -> dict[str, Any] | None:
+    detail = event.get("detail")
+    if isinstance(detail, str):  # EventBridge Scheduler style: detail as a JSON string
+        try:
+            detail = json.loads(detail)
+        except ValueError:
+            return None
+    return detail if isinstance(detail, dict) else None
+
+
+def parse_event(
+    event: Any, *, actor_arns: Iterable[str] = (), region: str | None = None
+) -> Change | Dropped:
+    """Map one EventBridge event to what it touched, or say why it is dropped.
+
+    `actor_arns` are the guardrail's own principals (their changes are not re-fixed); `region` is
+    the receiving function's region (a regional event for another region is dropped; IAM events,
+    forwarded from us-east-1, are evaluated wherever they arrive).
+    """
+    if not isinstance(event, Mapping):
+        return Dropped(f"event is a {type(event).__name__}, not an object")
+    event_id = _str(event.get("id"))
+    detail_type = _str(event.get("detail-type"))
+    detail = _detail(event)
+    if not detail_type:
+        return Dropped("event has no detail-type", event_id=event_id)
+    if detail is None:
+        return Dropped(f"{detail_type}: detail is not an object", event_id=event_id)
+    account = _str(event.get("account"))
+    account_id = account if ACCOUNT_ID.match(account) else None
+    event_region = _str(event.get("region")) or None
+
+    if detail_type == STATE_CHANGE:
+        state = _str(detail.get("state"))
+        name = f"{STATE_CHANGE}:{state or '?'}"
+        if state not in ACTIVE_STATES:
+            kind = DropKind.IRRELEVANT if state else DropKind.MALFORMED
+            return Dropped(
+                f"instance state {state or 'missing'!r} is not pending or running",
+                kind,
+                name,
+                event_id,
+            )
+        parsed: Parsed = _instances([detail.get("instance-id")], STATE_CHANGE)
+        if isinstance(parsed, Dropped):
+            return Dropped(parsed.reason, parsed.kind, name, event_id)
+        if region and event_region and event_region != region:
+            return Dropped(
+                f"event from {event_region} reached the function in {region}",
+                DropKind.OTHER_REGION,
+                name,
+                event_id,
+            )
+        return Change(parsed, name, event_id, account_id, event_region)
+
+    if detail_type != CLOUDTRAIL:
+        return Dropped(
+            f"detail-type {detail_type[:100]!r} is not handled", DropKind.UNKNOWN, event_id=event_id
+        )
+    name = _str(detail.get("eventName"))
+    source = _str(detail.get("eventSource"))
+    event_type = EVENT_TYPES.get(name)
+    if event_type is None:
+        return Dropped(
+            f"CloudTrail event {name[:100] or '(no eventName)'!r} is not handled",
+            DropKind.UNKNOWN,
+            name,
+            event_id,
+        )
+    if source != event_type.source:
+        return Dropped(
+            f"{name} from event source {source[:100] or '(none)'!r}, expected {event_type.source}",
+            DropKind.UNKNOWN,
+            name,
+            event_id,
+        )
+    # Judge failure by errorCode only: successful IAM calls also have responseElements null.
+    if detail.get("errorCode"):
+        return Dropped(
+            f"the call failed ({_str(detail.get('errorCode'))[:100]}): nothing changed",
+            DropKind.FAILED_CALL,
+            name,
+            event_id,
+        )
+    global_service = source in GLOBAL_SOURCES
+    if region and event_region and event_region != region and not global_service:
+        return Dropped(
+            f"event from {event_region} reached the function in {region}",
+            DropKind.OTHER_REGION,
+            name,
+            event_id,
+        )
+    actors = actor_arns_of(detail)
+    if is_own_change(detail, actor_arns):
+        return Dropped(
+            f"made by the guardrail itself ({actors[0]})", DropKind.OWN_CHANGE, name, event_id
+        )
+    parsed = event_type.parse(
+        _dict(detail.get("requestParameters")), _dict(detail.get("responseElements"))
+    )
+    if isinstance(parsed, Dropped):
+        return Dropped(parsed.reason, parsed.kind, name, event_id)
+    return Change(
+        parsed,
+        name,
+        event_id,
+        account_id,
+        event_region,
+        actors[0] if actors else None,
+        global_service,
+    )
+
+
+def to_scope(
+    event: Any, *, actor_arns: Iterable[str] = (), region: str | None = None
+) -> Scope | Dropped:
+    """The scope an event touched, or why it is dropped (`parse_event` without the provenance)."""
+    parsed = parse_event(event, actor_arns=actor_arns, region=region)
+    return parsed.scope if isinstance(parsed, Change) else parsed

@@ -1,0 +1,320 @@
+"""Builds AWS Security Finding Format (ASFF) findings from check results; pure, no clients.
+
+One finding per (account, region, control, resource), with a deterministic Id so every scan updates
+the same finding instead of piling up new ones. Field limits follow the BatchImportFindings API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from .model import FixRecord, Instance, Outcome, ResourceType, Result, SecurityGroup, Status
+
+SCHEMA_VERSION = "2018-10-08"
+PRODUCT = "ssm-guardrail"
+FIELD_PREFIX = "ssm-guardrail/"
+SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL")
+ASFF_PARTITIONS = ("aws", "aws-cn", "aws-us-gov")  # Resources[].Partition accepts only these
+
+MAX_ID = 512
+MAX_TITLE = 256
+MAX_DESCRIPTION = 1024
+MAX_RECOMMENDATION = 512
+MAX_NOTE = 512
+MAX_FIELD_VALUE = 2048
+MAX_FIXES_IN_FIELDS = 5  # 7 keys per fix at most; ProductFields holds at most 50 keys
+MAX_IP_PERMISSIONS = 200  # keeps a group with a thousand rules far below 240 KB per finding
+
+COMPLIANCE = {
+    Status.FAILED: "FAILED",
+    Status.PASSED: "PASSED",
+    Status.NOT_APPLICABLE: "NOT_AVAILABLE",
+}
+
+
+class ControlInfo(Protocol):
+    """The metadata of a control that a finding shows (every registered control has it)."""
+
+    id: str
+    title: str
+    description: str
+    related_requirements: tuple[str, ...]
+    finding_types: tuple[str, ...]
+    recommendation: str
+    recommendation_url: str
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def json_field(value: Any, limit: int = MAX_FIELD_VALUE) -> str:
+    """`value` as JSON of at most `limit` characters; a cut value stays valid JSON."""
+    text = json.dumps(value, default=str, sort_keys=True, ensure_ascii=False)
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 80]
+    while True:
+        wrapped = json.dumps(
+            {"truncated": True, "length": len(text), "head": head}, ensure_ascii=False
+        )
+        if len(wrapped) <= limit:
+            return wrapped
+        head = head[: len(head) - (len(wrapped) - limit)]
+
+
+def timestamp(moment: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and a Z, as ASFF expects; naive datetimes are taken as UTC."""
+    utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _launched_at(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return timestamp(datetime.fromisoformat(value))
+    except ValueError:
+        return None
+
+
+def product_arn(partition: str, region: str, account_id: str) -> str:
+    """The account's own default product: where custom findings are imported."""
+    return f"arn:{partition}:securityhub:{region}:{account_id}:product/{account_id}/default"
+
+
+def finding_id(account_id: str, region: str, control_id: str, resource_id: str) -> str:
+    """Deterministic finding Id; a resource id that would overflow 512 characters is hashed."""
+    prefix = f"{PRODUCT}/{region}/{account_id}/{control_id}/"
+    if len(prefix) + len(resource_id) <= MAX_ID:
+        return prefix + resource_id
+    return prefix + "sha256:" + hashlib.sha256(resource_id.encode()).hexdigest()
+
+
+def resource_arn(result: Result) -> str:
+    """The ASFF Resources[].Id of the result's resource."""
+    p, r, a = result.partition, result.region, result.account_id
+    if result.resource_type is ResourceType.INSTANCE:
+        return f"arn:{p}:ec2:{r}:{a}:instance/{result.resource_id}"
+    if result.resource_type is ResourceType.SECURITY_GROUP:
+        return f"arn:{p}:ec2:{r}:{a}:security-group/{result.resource_id}"
+    return f"AWS::::Account:{a or result.resource_id}"
+
+
+def _compact(values: dict[str, Any]) -> dict[str, Any]:
+    """Drops the keys without a value: ASFF rejects empty strings and lists."""
+    return {k: v for k, v in values.items() if v not in (None, "", [], {})}
+
+
+def instance_details(instance: Instance) -> dict[str, Any]:
+    return _compact(
+        {
+            "Type": instance.instance_type,
+            "ImageId": instance.image_id,
+            "IpV4Addresses": [ip for ip in (instance.public_ip, instance.private_ip) if ip],
+            "VpcId": instance.vpc_id,
+            "SubnetId": instance.subnet_id,
+            "IamInstanceProfileArn": instance.profile_arn,
+            "LaunchedAt": _launched_at(instance.launched_at),
+            "NetworkInterfaces": [
+                {"NetworkInterfaceId": n} for n in instance.network_interface_ids
+            ],
+        }
+    )
+
+
+def ip_permissions(group: SecurityGroup) -> list[dict[str, Any]]:
+    """The group's ingress rules merged per (protocol, ports), as DescribeSecurityGroups shows."""
+    merged: dict[tuple[str, int | None, int | None], dict[str, list[dict[str, str]]]] = {}
+    for rule in group.ingress:
+        sources = merged.setdefault(
+            (rule.protocol, rule.from_port, rule.to_port),
+            {"IpRanges": [], "Ipv6Ranges": [], "PrefixListIds": [], "UserIdGroupPairs": []},
+        )
+        if rule.cidr_ipv4:
+            sources["IpRanges"].append({"CidrIp": rule.cidr_ipv4})
+        if rule.cidr_ipv6:
+            sources["Ipv6Ranges"].append({"CidrIpv6": rule.cidr_ipv6})
+        if rule.prefix_list_id:
+            sources["PrefixListIds"].append({"PrefixListId": rule.prefix_list_id})
+        if rule.referenced_group_id:
+            sources["UserIdGroupPairs"].append({"GroupId": rule.referenced_group_id})
+    return [
+        _compact({"IpProtocol": protocol, "FromPort": low, "ToPort": high, **sources})
+        for (protocol, low, high), sources in merged.items()
+    ]
+
+
+def group_details(group: SecurityGroup) -> tuple[dict[str, Any], int]:
+    """AwsEc2SecurityGroup details, and how many merged ingress permissions were left out."""
+    permissions = ip_permissions(group)
+    details = _compact(
+        {
+            "GroupName": group.group_name,
+            "GroupId": group.group_id,
+            "OwnerId": group.owner_id,
+            "VpcId": group.vpc_id,
+            "IpPermissions": permissions[:MAX_IP_PERMISSIONS],
+        }
+    )
+    return details, max(0, len(permissions) - MAX_IP_PERMISSIONS)
+
+
+def describe_fix(fix: FixRecord) -> str:
+    text = f"{fix.action} on {fix.resource_id}: {fix.outcome.value}"
+    if fix.error_code:
+        text += f" ({fix.error_code})"
+    return f"{text}, {fix.reason}" if fix.reason else text
+
+
+def resolution_note(fixes: Iterable[FixRecord]) -> str:
+    """The BatchUpdateFindings Note (≤512 characters): what the guardrail changed, per action."""
+    changed: dict[str, list[str]] = {}
+    compliant: dict[str, list[str]] = {}
+    for fix in fixes:
+        if fix.outcome is Outcome.APPLIED:
+            changed.setdefault(fix.action, []).append(fix.resource_id)
+        elif fix.outcome is Outcome.ALREADY_COMPLIANT:
+            compliant.setdefault(fix.action, []).append(fix.resource_id)
+
+    def listing(actions: dict[str, list[str]]) -> str:
+        return "; ".join(f"{action} ({', '.join(ids)})" for action, ids in actions.items())
+
+    parts = []
+    if changed:
+        parts.append(f"{PRODUCT} fixed: {listing(changed)}")
+    if compliant:
+        parts.append(f"already compliant: {listing(compliant)}")
+    return clip(". ".join(parts) if parts else f"{PRODUCT} made no change", MAX_NOTE)
+
+
+def product_fields(
+    result: Result,
+    control: ControlInfo,
+    fixes: Sequence[FixRecord],
+    remediated: bool,
+    omitted_permissions: int,
+) -> dict[str, str]:
+    """Strings only, ≤2048 characters each, ≤50 keys (BatchImportFindings' ProductFields)."""
+    fields = {
+        "ControlId": control.id,
+        "ResultStatus": result.status.value,
+        "Reason": clip(result.reason, MAX_FIELD_VALUE),
+        "Remediated": "true" if remediated else "false",
+    }
+    if result.details:
+        fields["Details"] = json_field(result.details)
+    if omitted_permissions:
+        fields["IpPermissionsOmitted"] = str(omitted_permissions)
+    if fixes:
+        fields["FixCount"] = str(len(fixes))
+    for number, fix in enumerate(fixes[:MAX_FIXES_IN_FIELDS], start=1):
+        key = f"Fix{number}/"
+        fields[key + "Action"] = clip(fix.action, MAX_FIELD_VALUE)
+        fields[key + "Resource"] = clip(fix.resource_id, MAX_FIELD_VALUE)
+        fields[key + "Outcome"] = fix.outcome.value
+        if fix.error_code:
+            fields[key + "ErrorCode"] = clip(fix.error_code, MAX_FIELD_VALUE)
+        if fix.reason:
+            fields[key + "Reason"] = clip(fix.reason, MAX_FIELD_VALUE)
+        if fix.before is not None:
+            fields[key + "Before"] = json_field(fix.before)
+        if fix.after is not None:
+            fields[key + "After"] = json_field(fix.after)
+    return {FIELD_PREFIX + k: v for k, v in fields.items() if v.strip()}
+
+
+def _description(
+    result: Result, control: ControlInfo, fixes: Sequence[FixRecord], remediated: bool
+) -> str:
+    if remediated:
+        changes = "; ".join(describe_fix(f) for f in fixes) or "remediated"
+        text = f"Fixed by {PRODUCT}: {changes}. It had found: {result.reason.rstrip('.')}."
+    elif result.status is Status.FAILED:
+        text = f"{result.reason.rstrip('.')}. {control.description}"
+    else:
+        text = result.reason
+    return clip(text.strip() or control.description, MAX_DESCRIPTION)
+
+
+def build_finding(
+    result: Result,
+    control: ControlInfo,
+    *,
+    generated_at: datetime,
+    fixes: Sequence[FixRecord] = (),
+    remediated: bool = False,
+    instance: Instance | None = None,
+    group: SecurityGroup | None = None,
+    created_at: datetime | None = None,
+) -> dict[str, Any]:
+    """One ASFF finding for one result; `remediated` reports the fixed resource as PASSED.
+
+    `created_at` (default `generated_at`) lets a caller keep the first-seen time on re-imports.
+    """
+    if not result.account_id or not result.region:
+        raise ValueError(f"result {result.key} has no account_id/region; cannot build a finding")
+    severity = result.severity.upper()
+    if severity not in SEVERITIES:
+        raise ValueError(
+            f"result {result.key}: severity {result.severity!r} is not in {SEVERITIES}"
+        )
+    compliance = "PASSED" if remediated else COMPLIANCE[result.status]
+    if compliance == "PASSED":
+        severity = "INFORMATIONAL"
+    archived = result.status is Status.NOT_APPLICABLE and not remediated
+    now = timestamp(generated_at)
+
+    resource: dict[str, Any] = {"Type": result.resource_type.value, "Id": resource_arn(result)}
+    if result.partition in ASFF_PARTITIONS:
+        resource["Partition"] = result.partition
+    resource["Region"] = result.region
+    omitted = 0
+    if instance is not None and result.resource_type is ResourceType.INSTANCE:
+        resource["Details"] = {"AwsEc2Instance": instance_details(instance)}
+    elif group is not None and result.resource_type is ResourceType.SECURITY_GROUP:
+        details, omitted = group_details(group)
+        resource["Details"] = {"AwsEc2SecurityGroup": details}
+    if not any(resource.get("Details", {}).values()):
+        resource.pop("Details", None)
+
+    types = list(control.finding_types)
+    return {
+        "SchemaVersion": SCHEMA_VERSION,
+        "Id": finding_id(result.account_id, result.region, control.id, result.resource_id),
+        "ProductArn": product_arn(result.partition, result.region, result.account_id),
+        "ProductName": PRODUCT,
+        "CompanyName": PRODUCT,
+        "GeneratorId": f"{PRODUCT}/{control.id}",
+        "AwsAccountId": result.account_id,
+        "Types": types,
+        "CreatedAt": timestamp(created_at) if created_at else now,
+        "UpdatedAt": now,
+        "LastObservedAt": now,
+        "Severity": {"Label": severity},
+        "Title": clip(control.title, MAX_TITLE),
+        "Description": _description(result, control, fixes, remediated),
+        "Remediation": {
+            "Recommendation": _compact(
+                {
+                    "Text": clip(control.recommendation, MAX_RECOMMENDATION),
+                    "Url": control.recommendation_url,
+                }
+            )
+        },
+        "ProductFields": product_fields(result, control, fixes, remediated, omitted),
+        "Resources": [resource],
+        "Compliance": _compact(
+            {
+                "Status": compliance,
+                "RelatedRequirements": list(control.related_requirements),
+            }
+        ),
+        "RecordState": "ARCHIVED" if archived else "ACTIVE",
+        "FindingProviderFields": {"Severity": {"Label": severity}, "Types": types},
+    }

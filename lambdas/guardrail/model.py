@@ -1,0 +1,234 @@
+"""The account snapshot the checks read, and the results and fix records they produce.
+
+Everything here is plain frozen data: checks are pure functions of an `AccountSnapshot`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+INTERNET_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
+SESSION_DOCUMENT = "SSM-SessionManagerRunShell"
+EVALUATED_STATES = frozenset({"pending", "running", "stopping", "stopped"})
+
+
+class Status(str, Enum):
+    PASSED = "PASSED"
+    FAILED = "FAILED"
+    NOT_APPLICABLE = "NOT_APPLICABLE"
+
+
+class Outcome(str, Enum):
+    APPLIED = "applied"
+    ALREADY_COMPLIANT = "already_compliant"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @property
+    def ok(self) -> bool:
+        return self in (Outcome.APPLIED, Outcome.ALREADY_COMPLIANT)
+
+
+class ResourceType(str, Enum):
+    INSTANCE = "AwsEc2Instance"
+    SECURITY_GROUP = "AwsEc2SecurityGroup"
+    ACCOUNT = "AwsAccount"
+
+
+@dataclass(frozen=True)
+class SecurityGroupRule:
+    """One ingress or egress rule as DescribeSecurityGroupRules returns it."""
+
+    rule_id: str
+    group_id: str
+    protocol: str  # "tcp", "udp", "icmp", "icmpv6", "-1" or an IP protocol number as text
+    from_port: int | None = None
+    to_port: int | None = None
+    cidr_ipv4: str | None = None
+    cidr_ipv6: str | None = None
+    prefix_list_id: str | None = None
+    referenced_group_id: str | None = None
+    description: str | None = None
+    is_egress: bool = False
+
+    @property
+    def cidr(self) -> str | None:
+        return self.cidr_ipv4 or self.cidr_ipv6
+
+
+@dataclass(frozen=True)
+class SecurityGroup:
+    group_id: str
+    group_name: str = ""
+    vpc_id: str | None = None
+    owner_id: str | None = None
+    rules: tuple[SecurityGroupRule, ...] = ()
+
+    @property
+    def ingress(self) -> tuple[SecurityGroupRule, ...]:
+        return tuple(r for r in self.rules if not r.is_egress)
+
+
+@dataclass(frozen=True)
+class Instance:
+    instance_id: str
+    state: str
+    security_group_ids: tuple[str, ...] = ()  # union over every network interface
+    network_interface_ids: tuple[str, ...] = ()
+    public_ip: str | None = None
+    private_ip: str | None = None
+    vpc_id: str | None = None
+    subnet_id: str | None = None
+    image_id: str | None = None
+    instance_type: str | None = None
+    launched_at: str | None = None
+    profile_arn: str | None = None
+    profile_association_id: str | None = None
+    metadata_tokens: str | None = None  # "required" means IMDSv2 only (DHMC needs it)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def evaluated(self) -> bool:
+        return self.state in EVALUATED_STATES
+
+    @property
+    def exposed(self) -> bool:
+        """Running with a public address: an open port 22 is reachable now."""
+        return self.state == "running" and bool(self.public_ip)
+
+    @property
+    def profile_name(self) -> str | None:
+        return self.profile_arn.rsplit("/", 1)[-1] if self.profile_arn else None
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    arn: str
+    attached_policy_arns: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class InstanceProfile:
+    arn: str
+    name: str
+    role_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SessionPreferences:
+    """The region's Session Manager preferences (document SSM-SessionManagerRunShell)."""
+
+    exists: bool
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    content: Mapping[str, Any] = field(default_factory=dict)  # the whole document, kept intact
+    document_version: str | None = None
+
+    @property
+    def s3_bucket(self) -> str:
+        return str(self.inputs.get("s3BucketName") or "")
+
+    @property
+    def log_group(self) -> str:
+        return str(self.inputs.get("cloudWatchLogGroupName") or "")
+
+    @property
+    def logging_on(self) -> bool:
+        return bool(self.s3_bucket or self.log_group)
+
+
+@dataclass(frozen=True)
+class ManagedInstance:
+    """What Systems Manager knows of an instance (DescribeInstanceInformation)."""
+
+    instance_id: str
+    ping_status: str
+    agent_version: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryCheck:
+    """Whether a role may deliver session logs to the target destinations (policy simulation)."""
+
+    role_name: str
+    denied: tuple[str, ...] = ()  # "action on resource" pairs the simulation did not allow
+
+    @property
+    def allowed(self) -> bool:
+        return not self.denied
+
+
+@dataclass(frozen=True)
+class AccountSnapshot:
+    """Everything the checks need about one account-region, read once with batched calls."""
+
+    account_id: str
+    region: str
+    partition: str = "aws"
+    instances: Mapping[str, Instance] = field(default_factory=dict)
+    security_groups: Mapping[str, SecurityGroup] = field(default_factory=dict)
+    instance_profiles: Mapping[str, InstanceProfile] = field(default_factory=dict)  # by ARN
+    roles: Mapping[str, Role] = field(default_factory=dict)  # by name
+    session_preferences: SessionPreferences | None = None  # None: not read (targeted snapshot)
+    managed_instances: Mapping[str, ManagedInstance] = field(default_factory=dict)
+    delivery: Mapping[str, DeliveryCheck] = field(default_factory=dict)  # by role name
+    delivery_target: Mapping[str, str] = field(default_factory=dict)  # bucket/prefix/log_group/kms_key
+
+    def evaluated_instances(self) -> list[Instance]:
+        return [i for i in self.instances.values() if i.evaluated]
+
+    def role_of(self, instance: Instance) -> Role | None:
+        profile = self.instance_profiles.get(instance.profile_arn or "")
+        if not profile or not profile.role_names:
+            return None
+        return self.roles.get(profile.role_names[0])
+
+
+@dataclass(frozen=True)
+class Result:
+    """One control's verdict on one resource."""
+
+    control: str
+    resource_type: ResourceType
+    resource_id: str
+    status: Status
+    severity: str  # ASFF Severity.Label: CRITICAL, HIGH, MEDIUM, LOW, INFORMATIONAL
+    reason: str
+    account_id: str = ""
+    region: str = ""
+    partition: str = "aws"
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.control, self.resource_id)
+
+
+@dataclass(frozen=True)
+class FixRecord:
+    """What a remediation did to one resource, and which results it settles."""
+
+    control: str
+    resource_id: str
+    action: str
+    outcome: Outcome
+    before: Any = None
+    after: Any = None
+    reason: str = ""
+    error_code: str | None = None
+    covers: tuple[str, ...] = ()  # resource ids of the results this fix settles (itself included)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "control": self.control,
+            "resource_id": self.resource_id,
+            "action": self.action,
+            "outcome": self.outcome.value,
+            "before": self.before,
+            "after": self.after,
+            "reason": self.reason,
+            "error_code": self.error_code,
+        }

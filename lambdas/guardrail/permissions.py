@@ -1,0 +1,36 @@
+"""Every IAM permission the guardrail's Lambdas need, derived from the controls and the publisher.
+
+The CDK stack turns these into policy statements; placeholders are documented on `Permission`.
+"""
+
+from __future__ import annotations
+
+from .controls import REGISTRY
+from .controls.base import Permission
+
+ENGINE_PERMISSIONS: tuple[Permission, ...] = (
+    Permission(("sts:GetCallerIdentity",), why="account id for finding ids (CLI only)"),
+)
+
+PUBLISH_PERMISSIONS: tuple[Permission, ...] = (
+    Permission(
+        ("securityhub:BatchImportFindings",),
+        resources=("{product_arn}",),
+        why="import the guardrail's findings into its own account's default product",
+    ),
+    Permission(
+        ("securityhub:BatchUpdateFindings",),
+        resources=("arn:{partition}:securityhub:{region}:{account}:hub/default",),
+        why="mark findings the guardrail fixed as RESOLVED with a note",
+    ),
+)
+
+
+def required_permissions() -> list[Permission]:
+    """Read and fix permissions of every registered control, then the publisher's."""
+    permissions: list[Permission] = list(ENGINE_PERMISSIONS)
+    for control in REGISTRY.values():
+        permissions.extend(control.read_permissions)
+        permissions.extend(control.fix_permissions)
+    permissions.extend(PUBLISH_PERMISSIONS)
+    return permissions

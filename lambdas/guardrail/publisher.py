@@ -1,0 +1,390 @@
+"""The only code that talks to Security Hub: imports findings, then resolves the ones we fixed.
+
+Security Hub trouble never aborts a scan: every error ends up in the `PublishSummary`, and every
+finding that did not make it is listed there by Id with its error code (and logged).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .findings import MAX_NOTE, PRODUCT, clip
+
+logger = logging.getLogger(__name__)
+
+MAX_FINDINGS_PER_CALL = 100  # BatchImportFindings and BatchUpdateFindings alike
+MAX_FINDING_BYTES = 240 * 1024
+MAX_CALL_BYTES = 6 * 1024 * 1024 - 64 * 1024  # headroom for the request envelope
+CALLS_PER_SECOND = 10  # Security Hub allows 10 TPS (burst 30) per API; we stay under 10 overall
+BACKOFF_BASE = 0.5
+BACKOFF_MAX = 10.0
+THROTTLING = frozenset(
+    {"TooManyRequestsException", "ThrottlingException", "LimitExceededException"}
+)
+FATAL = frozenset(
+    {
+        "InvalidAccessException",  # Security Hub not enabled in this region
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredTokenException",
+    }
+)
+NO_RESOLUTIONS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class PublishSummary:
+    """What reached Security Hub; `failed`/`unresolved` hold {Id, ErrorCode, ErrorMessage}."""
+
+    imported: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    resolved: int = 0
+    unresolved: list[dict[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    calls: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.unresolved or self.errors)
+
+
+class CallError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    @property
+    def throttled(self) -> bool:
+        return self.code in THROTTLING
+
+
+class RateLimiter:
+    """At most `rate` calls in any `period` seconds of the injected clock; bursts up to `rate`.
+
+    A sliding window over the last `rate` calls: stricter than Security Hub's own token bucket
+    (10/s, burst 30), so other callers in the account keep some headroom.
+    """
+
+    def __init__(
+        self,
+        rate: int,
+        period: float,
+        sleep: Callable[[float], None],
+        monotonic: Callable[[], float],
+    ) -> None:
+        self._recent: deque[float] = deque(maxlen=rate)
+        self._period = period
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    def acquire(self) -> None:
+        if len(self._recent) == self._recent.maxlen:
+            while (wait := self._recent[0] + self._period - self._monotonic()) > 0:
+                self._sleep(max(wait, 0.001))  # the minimum guarantees progress on float rounding
+        self._recent.append(self._monotonic())
+
+
+@dataclass
+class _Run:
+    """Mutable accumulators of one publish call."""
+
+    imported: set[str] = field(default_factory=set)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    resolved: int = 0
+    unresolved: list[dict[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    calls: int = 0
+    stopped: CallError | None = None  # an error after which no call can succeed
+
+    def summary(self) -> PublishSummary:
+        return PublishSummary(
+            imported=len(self.imported),
+            failed=self.failed,
+            resolved=self.resolved,
+            unresolved=self.unresolved,
+            errors=self.errors,
+            calls=self.calls,
+        )
+
+
+def _entry(finding_id: str, code: str, message: str) -> dict[str, str]:
+    return {"Id": finding_id, "ErrorCode": code, "ErrorMessage": message}
+
+
+def finding_size(finding: Mapping[str, Any]) -> int:
+    """Bytes of the finding as the request body carries it (compact JSON, ASCII-escaped)."""
+    return len(json.dumps(finding, separators=(",", ":"), default=str).encode())
+
+
+def batches(sized: Sequence[tuple[dict[str, Any], int]]) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive batches of ≤100 findings and ≤6 MB."""
+    batch: list[dict[str, Any]] = []
+    total = 0
+    for finding, size in sized:
+        if batch and (len(batch) == MAX_FINDINGS_PER_CALL or total + size + 1 > MAX_CALL_BYTES):
+            yield batch
+            batch, total = [], 0
+        batch.append(finding)
+        total += size + 1
+    if batch:
+        yield batch
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry number `attempt` (1, 2, ...): exponential, capped."""
+    return float(min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1)))
+
+
+class FindingPublisher:
+    """Imports findings (BatchImportFindings); marks fixed ones RESOLVED (BatchUpdateFindings)."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        max_attempts: int = 5,
+    ) -> None:
+        self._client = client
+        self._sleep = sleep
+        self._limiter = RateLimiter(CALLS_PER_SECOND, 1.0, sleep, monotonic)
+        self._max_attempts = max(1, max_attempts)
+
+    def publish(
+        self, findings: Sequence[dict[str, Any]], resolutions: Mapping[str, str] = NO_RESOLUTIONS
+    ) -> PublishSummary:
+        """Import `findings`, then resolve the imported ones in `resolutions` (Id → note)."""
+        run = _Run()
+        try:
+            self._import(findings, run)
+            self._resolve(findings, resolutions, run)
+        except Exception as error:  # a scan must never abort because of Security Hub
+            logger.exception("publishing to Security Hub failed", extra={"error": str(error)})
+            run.errors.append(f"publishing to Security Hub failed: {error!r}")
+        summary = run.summary()
+        logger.info(
+            "published findings to Security Hub",
+            extra={
+                "imported": summary.imported,
+                "failed": len(summary.failed),
+                "resolved": summary.resolved,
+                "unresolved": len(summary.unresolved),
+                "calls": summary.calls,
+                "errors": summary.errors,
+            },
+        )
+        return summary
+
+    def _import(self, findings: Sequence[dict[str, Any]], run: _Run) -> None:
+        sized = []
+        for finding in findings:
+            size = finding_size(finding)
+            if size > MAX_FINDING_BYTES:
+                message = (
+                    f"finding is {size} bytes; Security Hub accepts at most {MAX_FINDING_BYTES}"
+                )
+                run.failed.append(_entry(finding["Id"], "FindingTooLarge", message))
+            else:
+                sized.append((finding, size))
+        for batch in batches(sized):
+            accepted, rejected = self._send(
+                run,
+                "batch_import_findings",
+                batch,
+                lambda pending: {"Findings": pending},
+                _import_rejections,
+            )
+            run.imported.update(f["Id"] for f in accepted)
+            run.failed.extend(_entry(i, code, message) for i, (code, message) in rejected.items())
+        if run.failed:
+            self._log_failures("findings not imported", run.failed)
+
+    def _resolve(
+        self, findings: Sequence[dict[str, Any]], resolutions: Mapping[str, str], run: _Run
+    ) -> None:
+        product_arns = {f["Id"]: f["ProductArn"] for f in findings}
+        by_note: dict[str, list[dict[str, str]]] = {}
+        for finding_id, note in resolutions.items():
+            if finding_id not in product_arns:
+                run.unresolved.append(
+                    _entry(finding_id, "UnknownFinding", "not among the published findings")
+                )
+            elif finding_id not in run.imported:
+                run.unresolved.append(
+                    _entry(finding_id, "ImportFailed", "not resolved because its import failed")
+                )
+            else:
+                text = clip(note.strip() or f"resolved by {PRODUCT}", MAX_NOTE)
+                identifier = {"Id": finding_id, "ProductArn": product_arns[finding_id]}
+                by_note.setdefault(text, []).append(identifier)
+        for text, identifiers in by_note.items():
+            for start in range(0, len(identifiers), MAX_FINDINGS_PER_CALL):
+                chunk = identifiers[start : start + MAX_FINDINGS_PER_CALL]
+                accepted, rejected = self._send(
+                    run,
+                    "batch_update_findings",
+                    chunk,
+                    _resolve_request(text),
+                    _update_rejections,
+                )
+                run.resolved += len(accepted)
+                run.unresolved.extend(
+                    _entry(i, code, message) for i, (code, message) in rejected.items()
+                )
+        if run.unresolved:
+            self._log_failures("findings not resolved", run.unresolved)
+
+    def _send(
+        self,
+        run: _Run,
+        operation: str,
+        items: list[dict[str, Any]],
+        request: Callable[[list[dict[str, Any]]], dict[str, Any]],
+        rejections: Callable[[dict[str, Any], _Run], dict[str, tuple[str, str]]],
+    ) -> tuple[list[dict[str, Any]], dict[str, tuple[str, str]]]:
+        """Sends `items`, retrying throttled calls and the entries an answer rejects (only those).
+
+        Returns the accepted items and, by Id, the last error of those that never got through.
+        """
+        pending, accepted = list(items), []
+        errors: dict[str, tuple[str, str]] = {}
+        for attempt in range(1, self._max_attempts + 1):
+            if run.stopped:
+                errors = {
+                    p["Id"]: (run.stopped.code, "not sent: " + run.stopped.message) for p in pending
+                }
+                break
+            if attempt > 1:
+                self._sleep(backoff(attempt - 1))
+            try:
+                response = self._call(run, operation, request(pending))
+            except CallError as error:
+                errors = {p["Id"]: (error.code, error.message) for p in pending}
+                if error.throttled:
+                    logger.warning(
+                        "Security Hub throttled the call",
+                        extra={"operation": operation, "attempt": attempt},
+                    )
+                    continue
+                break
+            errors = rejections(response, run)
+            accepted += [p for p in pending if p["Id"] not in errors]
+            pending = [p for p in pending if p["Id"] in errors]
+            if not pending or attempt == self._max_attempts:
+                break
+            logger.warning(
+                "Security Hub rejected entries; retrying them",
+                extra={
+                    "operation": operation,
+                    "attempt": attempt,
+                    "rejected": len(pending),
+                    "error_codes": dict(Counter(code for code, _ in errors.values())),
+                },
+            )
+        return accepted, {p["Id"]: errors[p["Id"]] for p in pending}
+
+    def _call(self, run: _Run, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One paced API call; a ClientError or endpoint error is recorded, raised as CallError."""
+        self._limiter.acquire()
+        run.calls += 1
+        try:
+            response: dict[str, Any] = getattr(self._client, operation)(**params)
+            return response
+        except ClientError as error:
+            info = error.response.get("Error", {})
+            failure = CallError(
+                info.get("Code") or "ClientError", info.get("Message") or str(error)
+            )
+        except BotoCoreError as error:  # endpoint unreachable, no credentials, timeouts
+            failure = CallError(type(error).__name__, str(error))
+            run.stopped = failure
+            run.errors.append(f"cannot reach Security Hub in {self._region}: {error}")
+        extra = {"operation": operation, "error_code": failure.code, "error": failure.message}
+        if failure.code in FATAL:
+            run.stopped = failure
+            run.errors.append(self._fatal_message(failure))
+        elif not (failure.throttled or run.stopped):
+            run.errors.append(f"{operation} failed in {self._region}: {failure}")
+        if not failure.throttled:
+            logger.error("Security Hub call failed", extra=extra)
+        raise failure
+
+    @property
+    def _region(self) -> str:
+        return str(
+            getattr(getattr(self._client, "meta", None), "region_name", None) or "this region"
+        )
+
+    def _fatal_message(self, failure: CallError) -> str:
+        if failure.code == "InvalidAccessException":
+            return (
+                f"Security Hub is not enabled in {self._region} for this account "
+                f"(InvalidAccessException: {failure.message}); enable it or turn publishing off"
+            )
+        return f"Security Hub denied access in {self._region} ({failure.code}: {failure.message})"
+
+    @staticmethod
+    def _log_failures(message: str, entries: list[dict[str, str]]) -> None:
+        logger.error(
+            message,
+            extra={
+                "count": len(entries),
+                "error_codes": dict(Counter(e["ErrorCode"] for e in entries)),
+                "ids": [e["Id"] for e in entries],
+            },
+        )
+
+
+def _resolve_request(note: str) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+    """BatchUpdateFindings parameters marking the identified findings RESOLVED with `note`."""
+
+    def request(identifiers: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "FindingIdentifiers": identifiers,
+            "Workflow": {"Status": "RESOLVED"},
+            "Note": {"Text": note, "UpdatedBy": PRODUCT},
+        }
+
+    return request
+
+
+def _import_rejections(response: dict[str, Any], run: _Run) -> dict[str, tuple[str, str]]:
+    """FailedFindings by Id; a 200 answer can still reject findings (BatchImportFindings)."""
+    rejected = {
+        f.get("Id", ""): (f.get("ErrorCode") or "Unknown", f.get("ErrorMessage") or "")
+        for f in response.get("FailedFindings", [])
+    }
+    failed_count = int(response.get("FailedCount", len(rejected)))
+    if failed_count != len(rejected):
+        run.errors.append(
+            f"BatchImportFindings reported FailedCount {failed_count} "
+            f"but listed {len(rejected)} FailedFindings"
+        )
+        logger.error(
+            "FailedCount disagrees with FailedFindings",
+            extra={"failed_count": failed_count, "listed": len(rejected)},
+        )
+    return rejected
+
+
+def _update_rejections(response: dict[str, Any], run: _Run) -> dict[str, tuple[str, str]]:
+    """UnprocessedFindings by Id (BatchUpdateFindings)."""
+    return {
+        u.get("FindingIdentifier", {}).get("Id", ""): (
+            u.get("ErrorCode") or "Unknown",
+            u.get("ErrorMessage") or "",
+        )
+        for u in response.get("UnprocessedFindings", [])
+    }

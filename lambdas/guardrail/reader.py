@@ -1,0 +1,333 @@
+"""Builds an `AccountSnapshot` with paginated, batched reads: the only place the checks' data is read.
+
+API calls grow with pages and with distinct instance profiles and roles, never per instance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from collections.abc import Collection, Iterable, Iterator
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .controls.base import error_code
+from .controls.session_logging import delivery_requirements, delivery_target
+from .controls.ssm_role import role_problem
+from .model import (
+    SESSION_DOCUMENT,
+    AccountSnapshot,
+    DeliveryCheck,
+    Instance,
+    InstanceProfile,
+    ManagedInstance,
+    Role,
+    SecurityGroup,
+    SecurityGroupRule,
+    SessionPreferences,
+)
+from .scope import Scope
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SSH, ROLE, LOGGING = "ssh-open-to-internet", "ssm-instance-role", "ssm-session-logging"
+FILTER_VALUES = 200  # EC2 accepts up to 200 values in one filter
+SSM_IDS = 50  # DescribeInstanceInformation returns at most 50 per page
+
+
+def chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    items = sorted(set(items))
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def pages(client: Any, operation: str, key: str, **kwargs: Any) -> Iterator[Any]:
+    """Every item under `key` across all pages (moto and AWS both page below the asked size)."""
+    for page in client.get_paginator(operation).paginate(**kwargs):
+        yield from page.get(key, [])
+
+
+def parse_instance(raw: dict[str, Any]) -> Instance:
+    interfaces = raw.get("NetworkInterfaces", [])
+    groups = [g["GroupId"] for g in raw.get("SecurityGroups", [])]
+    groups += [g["GroupId"] for eni in interfaces for g in eni.get("Groups", [])]
+    public_ips = [raw.get("PublicIpAddress")]
+    public_ips += [eni.get("Association", {}).get("PublicIp") for eni in interfaces]
+    public_ips += [a.get("Ipv6Address") for eni in interfaces for a in eni.get("Ipv6Addresses", [])]
+    profile = raw.get("IamInstanceProfile") or {}
+    launched = raw.get("LaunchTime")
+    return Instance(
+        instance_id=raw["InstanceId"],
+        state=raw.get("State", {}).get("Name", "unknown"),
+        security_group_ids=tuple(dict.fromkeys(groups)),
+        network_interface_ids=tuple(eni["NetworkInterfaceId"] for eni in interfaces),
+        public_ip=next((ip for ip in public_ips if ip), None),
+        private_ip=raw.get("PrivateIpAddress"),
+        vpc_id=raw.get("VpcId"),
+        subnet_id=raw.get("SubnetId"),
+        image_id=raw.get("ImageId"),
+        instance_type=raw.get("InstanceType"),
+        launched_at=launched.isoformat() if hasattr(launched, "isoformat") else launched,
+        profile_arn=profile.get("Arn"),
+        metadata_tokens=raw.get("MetadataOptions", {}).get("HttpTokens"),
+        tags={t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])},
+    )
+
+
+def parse_rule(raw: dict[str, Any]) -> SecurityGroupRule:
+    return SecurityGroupRule(
+        rule_id=raw["SecurityGroupRuleId"],
+        group_id=raw["GroupId"],
+        protocol=str(raw.get("IpProtocol", "-1")),
+        from_port=raw.get("FromPort"),
+        to_port=raw.get("ToPort"),
+        cidr_ipv4=raw.get("CidrIpv4"),
+        cidr_ipv6=raw.get("CidrIpv6"),
+        prefix_list_id=raw.get("PrefixListId"),
+        referenced_group_id=(raw.get("ReferencedGroupInfo") or {}).get("GroupId"),
+        description=raw.get("Description") or None,
+        is_egress=bool(raw.get("IsEgress")),
+    )
+
+
+class SnapshotReader:
+    """Reads what the checks of `controls` need for the resources of a `Scope`."""
+
+    def __init__(self, clients: Any, settings: Settings, account_id: str, partition: str) -> None:
+        self.clients, self.settings = clients, settings
+        self.account_id, self.partition = account_id, partition
+
+    def read(self, scope: Scope, controls: Collection[str]) -> AccountSnapshot:
+        instances = self._instances(scope)
+        evaluated = [i for i in instances.values() if i.evaluated]
+        snapshot = AccountSnapshot(
+            self.account_id, self.clients.region, self.partition, instances=instances
+        )
+        if SSH in controls:
+            used = {g for i in evaluated for g in i.security_group_ids}
+            snapshot = replace(snapshot, security_groups=self._groups(scope, used))
+        if ROLE in controls or LOGGING in controls:
+            profiles, roles = self._iam({i.profile_arn for i in evaluated if i.profile_arn})
+            snapshot = replace(snapshot, instance_profiles=profiles, roles=roles)
+        if ROLE in controls:
+            unmanaged = [
+                i.instance_id for i in evaluated if role_problem(i, snapshot, self.settings)
+            ]
+            snapshot = replace(snapshot, managed_instances=self._managed(unmanaged))
+        if LOGGING in controls and (scope.full or scope.preferences or evaluated):
+            prefs = self._preferences()
+            target = delivery_target(prefs, self.settings)
+            used_roles = {r.name: r for i in evaluated if (r := snapshot.role_of(i)) is not None}
+            snapshot = replace(
+                snapshot,
+                session_preferences=prefs,
+                delivery_target=target,
+                delivery=self._delivery(used_roles.values(), target) if target else {},
+            )
+        return snapshot
+
+    # --- EC2 -------------------------------------------------------------------------------
+
+    def _instances(self, scope: Scope) -> dict[str, Instance]:
+        ec2 = self.clients.ec2
+        if scope.full:
+            raws = pages(ec2, "describe_instances", "Reservations", MaxResults=1000)
+            return self._collect(raws)
+        ids = set(scope.instance_ids)
+        if scope.group_ids:
+            # Instances by a group on *any* interface: the interfaces carry the groups.
+            for batch in chunks(scope.group_ids, FILTER_VALUES):
+                for eni in pages(
+                    ec2,
+                    "describe_network_interfaces",
+                    "NetworkInterfaces",
+                    Filters=[{"Name": "group-id", "Values": batch}],
+                ):
+                    if eni.get("Attachment", {}).get("InstanceId"):
+                        ids.add(eni["Attachment"]["InstanceId"])
+        if scope.profile_names or scope.role_names:
+            ids |= self._instances_with_profiles(scope)
+        found: dict[str, Instance] = {}
+        for batch in chunks(ids, FILTER_VALUES):
+            # A filter, not InstanceIds=: one deleted instance must not fail the whole call.
+            raws = pages(
+                ec2,
+                "describe_instances",
+                "Reservations",
+                Filters=[{"Name": "instance-id", "Values": batch}],
+            )
+            found.update(self._collect(raws))
+        return found
+
+    @staticmethod
+    def _collect(reservations: Iterable[dict[str, Any]]) -> dict[str, Instance]:
+        return {
+            raw["InstanceId"]: parse_instance(raw)
+            for reservation in reservations
+            for raw in reservation.get("Instances", [])
+        }
+
+    def _instances_with_profiles(self, scope: Scope) -> set[str]:
+        names = set(scope.profile_names)
+        for role in scope.role_names:
+            try:
+                names |= {
+                    p["InstanceProfileName"]
+                    for p in pages(
+                        self.clients.iam,
+                        "list_instance_profiles_for_role",
+                        "InstanceProfiles",
+                        RoleName=role,
+                    )
+                }
+            except ClientError as error:
+                if error_code(error) != "NoSuchEntity":
+                    raise
+        if not names:
+            return set()
+        # EC2 cannot filter instances by profile name; associations carry the profile ARN.
+        associations = pages(
+            self.clients.ec2,
+            "describe_iam_instance_profile_associations",
+            "IamInstanceProfileAssociations",
+            Filters=[{"Name": "state", "Values": ["associated", "associating"]}],
+        )
+        return {
+            a["InstanceId"]
+            for a in associations
+            if a.get("IamInstanceProfile", {}).get("Arn", "").rsplit("/", 1)[-1] in names
+        }
+
+    def _groups(self, scope: Scope, group_ids: set[str]) -> dict[str, SecurityGroup]:
+        if not group_ids:
+            return {}
+        ec2 = self.clients.ec2
+        filters: list[list[dict[str, Any]]] = (
+            [[]]
+            if scope.full
+            else [[{"Name": "group-id", "Values": b}] for b in chunks(group_ids, FILTER_VALUES)]
+        )
+        meta: dict[str, dict[str, Any]] = {}
+        rules: dict[str, list[SecurityGroupRule]] = {}
+        for f in filters:
+            extra = {"Filters": f} if f else {}
+            for raw in pages(ec2, "describe_security_groups", "SecurityGroups", **extra):
+                meta[raw["GroupId"]] = raw
+            for raw in pages(
+                ec2, "describe_security_group_rules", "SecurityGroupRules", MaxResults=1000, **extra
+            ):
+                rules.setdefault(raw["GroupId"], []).append(parse_rule(raw))
+        return {
+            gid: SecurityGroup(
+                gid,
+                raw.get("GroupName", ""),
+                raw.get("VpcId"),
+                raw.get("OwnerId"),
+                tuple(rules.get(gid, ())),
+            )
+            for gid, raw in meta.items()
+            if gid in group_ids
+        }
+
+    # --- IAM -------------------------------------------------------------------------------
+
+    def _iam(self, profile_arns: set[str]) -> tuple[dict[str, InstanceProfile], dict[str, Role]]:
+        """Each distinct instance profile once (its roles come with it), each distinct role once."""
+        iam = self.clients.iam
+        profiles: dict[str, InstanceProfile] = {}
+        role_arns: dict[str, str] = {}
+        for arn in sorted(profile_arns):
+            name = arn.rsplit("/", 1)[-1]
+            try:
+                raw = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+            except ClientError as error:
+                if error_code(error) == "NoSuchEntity":
+                    continue  # deleted: the instance still names it; the check reports that
+                raise
+            roles = raw.get("Roles", [])
+            profiles[arn] = InstanceProfile(arn, name, tuple(r["RoleName"] for r in roles))
+            role_arns.update({r["RoleName"]: r["Arn"] for r in roles})
+        roles: dict[str, Role] = {}
+        for name, arn in sorted(role_arns.items()):
+            try:
+                attached = frozenset(
+                    p["PolicyArn"]
+                    for p in pages(
+                        iam, "list_attached_role_policies", "AttachedPolicies", RoleName=name
+                    )
+                )
+            except ClientError as error:
+                if error_code(error) == "NoSuchEntity":
+                    continue
+                raise
+            roles[name] = Role(name, arn, attached)
+        return profiles, roles
+
+    def _delivery(self, roles: Iterable[Role], target: dict[str, str]) -> dict[str, DeliveryCheck]:
+        """One SimulatePrincipalPolicy per distinct role over the delivery (action, resource) pairs."""
+        pairs = delivery_requirements(target, self.partition, self.clients.region, self.account_id)
+        actions = sorted({a for a, _ in pairs})
+        resources = sorted({r for _, r in pairs})
+        checks = {}
+        for role in roles:
+            allowed = set()
+            for result in pages(
+                self.clients.iam,
+                "simulate_principal_policy",
+                "EvaluationResults",
+                PolicySourceArn=role.arn,
+                ActionNames=actions,
+                ResourceArns=resources,
+            ):
+                allowed |= set(_allowed_pairs(result))
+            denied = tuple(f"{a} on {r}" for a, r in pairs if (a, r) not in allowed)
+            checks[role.name] = DeliveryCheck(role.name, denied)
+        return checks
+
+    # --- SSM -------------------------------------------------------------------------------
+
+    def _preferences(self) -> SessionPreferences:
+        try:
+            raw = self.clients.ssm.get_document(Name=SESSION_DOCUMENT, DocumentFormat="JSON")
+        except ClientError as error:
+            if error_code(error) == "InvalidDocument":
+                return SessionPreferences(exists=False)  # a fresh account: nothing is logged
+            raise
+        try:
+            content = json.loads(raw.get("Content") or "{}")
+        except json.JSONDecodeError:
+            content = {}
+        return SessionPreferences(
+            True, dict(content.get("inputs") or {}), content, raw.get("DocumentVersion")
+        )
+
+    def _managed(self, instance_ids: list[str]) -> dict[str, ManagedInstance]:
+        """Systems Manager's view of the instances that lack an SSM role (DHMC may manage them)."""
+        managed = {}
+        for batch in chunks(instance_ids, SSM_IDS):
+            for raw in pages(
+                self.clients.ssm,
+                "describe_instance_information",
+                "InstanceInformationList",
+                MaxResults=SSM_IDS,
+                Filters=[{"Key": "InstanceIds", "Values": batch}],
+            ):
+                managed[raw["InstanceId"]] = ManagedInstance(
+                    raw["InstanceId"], raw.get("PingStatus", "Unknown"), raw.get("AgentVersion")
+                )
+        return managed
+
+
+def _allowed_pairs(result: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(action, resource) pairs a SimulatePrincipalPolicy result allows, in either answer shape."""
+    action = result.get("EvalActionName", "")
+    specific = result.get("ResourceSpecificResults") or []
+    if specific:
+        for item in specific:
+            if item.get("EvalResourceDecision") == "allowed":
+                yield action, item.get("EvalResourceName", "")
+    elif result.get("EvalDecision") == "allowed":
+        yield action, result.get("EvalResourceName", "*")

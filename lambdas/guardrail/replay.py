@@ -1,0 +1,398 @@
+"""One EventBridge event through the guardrail: the path the on_change Lambda and `guardrail replay`
+share. Parse the event (events.py), evaluate and fix only what it touched (a targeted `Scope`),
+archive the findings of resources that are gone, publish once, and say what happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from .engine import Evaluation, Guardrail, ScanReport
+from .events import SSH, Change, DropKind, Dropped, parse_event
+from .model import ResourceType, Result, Status
+
+# Error codes (and botocore exception names) meaning "AWS was unavailable or throttled us after
+# botocore's own retries": the event is raised back to EventBridge, which retries it later (the
+# path is idempotent), then dead-letters it.
+RETRYABLE = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "Unavailable",
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "InternalException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+    }
+)
+
+
+class RetryableEventError(RuntimeError):
+    """AWS throttled or failed a call the event needed; raising makes EventBridge retry it."""
+
+
+@dataclass
+class EventOutcome:
+    """What one event led to: why it was dropped, or the evaluation report."""
+
+    parsed: Change | Dropped
+    report: ScanReport | None = None
+    archived: list[Result] = field(default_factory=list)  # resources gone: findings archived
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def dropped(self) -> Dropped | None:
+        return self.parsed if isinstance(self.parsed, Dropped) else None
+
+    @property
+    def change(self) -> Change | None:
+        return self.parsed if isinstance(self.parsed, Change) else None
+
+    def retryable_failures(self) -> list[str]:
+        """Fixes or Security Hub entries that failed for a transient reason."""
+        if self.report is None:
+            return []
+        failures = [
+            f"{f.action} on {f.resource_id}: {f.error_code}"
+            for f in self.report.fixes
+            if f.error_code in RETRYABLE
+        ]
+        published = self.report.published
+        if published is not None:
+            entries = [*published.failed, *published.unresolved]
+            failures += [
+                f"Security Hub {e['Id']}: {e['ErrorCode']}"
+                for e in entries
+                if e.get("ErrorCode") in RETRYABLE
+            ]
+        return failures
+
+
+def _guardrail_for(
+    guardrail: Guardrail, account_id: str | None, *, publisher: Any = None
+) -> Guardrail:
+    """The same guardrail bound to the event's account (so no STS call is needed)."""
+    return Guardrail(
+        guardrail.clients,
+        guardrail.settings,
+        account_id=account_id or guardrail.account_id,
+        publisher=publisher,
+        controls=guardrail.controls,
+        clock=guardrail.clock,
+    )
+
+
+def gone(change: Change, report: ScanReport, guardrail: Guardrail) -> list[Result]:
+    """NOT_APPLICABLE (so ARCHIVED) results for what the event named but no longer exists.
+
+    An instance that is gone (or terminated) and a group that no instance uses any more get no
+    result from the checks; without these their findings would stay ACTIVE for 90 days.
+    """
+    snapshot = report.snapshot
+    if snapshot is None:
+        return []
+    scope = change.scope
+    seen = {(e.result.control, e.result.resource_id) for e in report.evaluations}
+    base = {
+        "account_id": snapshot.account_id,
+        "region": snapshot.region,
+        "partition": snapshot.partition,
+    }
+    controls = [c.id for c in guardrail.selected(scope)]
+    results = []
+    for iid in sorted(scope.instance_ids):
+        instance = snapshot.instances.get(iid)
+        if instance is not None and instance.evaluated:
+            continue
+        reason = "instance no longer exists" if instance is None else f"instance is {instance.state}"
+        results += [
+            Result(c, ResourceType.INSTANCE, iid, Status.NOT_APPLICABLE, "INFORMATIONAL", reason,
+                   **base)
+            for c in controls
+            if (c, iid) not in seen
+        ]
+    if SSH in controls:
+        results += [
+            Result(SSH, ResourceType.SECURITY_GROUP, gid, Status.NOT_APPLICABLE, "INFORMATIONAL",
+                   "security group no longer exists or no instance uses it", **base)
+            for gid in sorted(scope.group_ids)
+            if (SSH, gid) not in seen and gid not in snapshot.security_groups
+        ]
+    return results
+
+
+def process_event(
+    event: Any,
+    guardrail: Guardrail,
+    *,
+    home_account: str | None = None,
+    strict: bool = True,
+) -> EventOutcome:
+    """Evaluate (and in enforce mode fix) exactly what `event` touched, in the guardrail's region.
+
+    `home_account` is the account the guardrail runs in, when known without a call (the Lambda's
+    own ARN). `strict` drops events of another account or region; `guardrail replay` turns it off
+    to run a captured event against another account (e.g. an emulator), noting the difference.
+    Raises on AWS errors while reading (EventBridge retries); never on a bad event.
+    """
+    region = guardrail.clients.region
+    settings = guardrail.settings
+    try:
+        parsed = parse_event(
+            event, actor_arns=settings.actor_arns, region=region if strict else None
+        )
+    except Exception as error:  # a parser bug must not turn one odd event into endless retries
+        parsed = Dropped(f"could not parse the event: {error!r}"[:300], DropKind.MALFORMED)
+    if isinstance(parsed, Dropped):
+        return EventOutcome(parsed)
+    notes: list[str] = []
+    account = parsed.account_id
+    if account and home_account and account != home_account:
+        if strict:
+            return EventOutcome(
+                Dropped(
+                    f"event from account {account}; the guardrail runs in {home_account}",
+                    DropKind.OTHER_ACCOUNT,
+                    parsed.event_name,
+                    parsed.event_id,
+                )
+            )
+        notes.append(f"event from account {account}, evaluated in account {home_account}")
+        account = home_account
+    if not strict and parsed.region and parsed.region != region and not parsed.global_service:
+        notes.append(f"event from {parsed.region}, evaluated in {region}")
+    # Run without publishing, add the archived results, then publish everything in one go.
+    report = _guardrail_for(guardrail, account or home_account).run(parsed.scope)
+    publisher = guardrail.publisher
+    bound = _guardrail_for(guardrail, report.account_id, publisher=publisher)
+    archived = gone(parsed, report, bound)
+    report.evaluations += [Evaluation(r, settings.mode_for(r.control)) for r in archived]
+    if publisher is not None and settings.publish and report.evaluations:
+        report.published = bound.publish(report)
+    return EventOutcome(parsed, report, archived, notes)
+
+
+def replay(event: Any, guardrail: Guardrail, *, home_account: str | None = None) -> EventOutcome:
+    """`guardrail replay`: the Lambda's path for one event, lenient about account and region."""
+    return process_event(event, guardrail, home_account=home_account, strict=False)
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def _names(values: Iterable[str]) -> str:
+    return ", ".join(sorted(values)) or "-"
+
+
+def outcome_dict(outcome: EventOutcome) -> dict[str, Any]:
+    """What the event touched and what was done, JSON-safe (the CLI's --format json)."""
+    if outcome.dropped is not None:
+        return {"dropped": outcome.dropped.as_log()}
+    change, report = outcome.change, outcome.report
+    assert change is not None and report is not None
+    published = report.published
+    return {
+        "event": change.as_log(),
+        "account": report.account_id,
+        "region": report.region,
+        "notes": outcome.notes,
+        "results": [
+            {
+                "control": e.result.control,
+                "resource_type": e.result.resource_type.value,
+                "resource_id": e.result.resource_id,
+                "status": e.result.status.value,
+                "remediated": e.remediated,
+                "reason": e.result.reason,
+                "remediation": e.remediation,
+            }
+            for e in report.evaluations
+        ],
+        "fixes": [f.as_dict() for f in report.fixes],
+        "archived": [r.resource_id for r in outcome.archived],
+        "published": None
+        if published is None
+        else {
+            "imported": published.imported,
+            "failed": published.failed,
+            "resolved": published.resolved,
+            "errors": published.errors,
+        },
+    }
+
+
+def format_outcome(outcome: EventOutcome) -> str:
+    """A person's view of one event: what it touched, each result, each fix, Security Hub."""
+    if outcome.dropped is not None:
+        d = outcome.dropped
+        name = d.event_name or "event"
+        return f"{name}: dropped ({d.kind.value}): {d.reason}"
+    change, report = outcome.change, outcome.report
+    assert change is not None and report is not None
+    scope = change.scope
+    lines = [
+        f"{change.event_name} {change.event_id}".rstrip()
+        + (f" by {change.actor}" if change.actor else ""),
+        f"account {report.account_id}  region {report.region}",
+        *(f"note: {n}" for n in outcome.notes),
+        "touched: "
+        + "; ".join(
+            [
+                f"instances {_names(scope.instance_ids)}",
+                f"groups {_names(scope.group_ids)}",
+                f"profiles {_names(scope.profile_names)}",
+                f"roles {_names(scope.role_names)}",
+                f"preferences {'yes' if scope.preferences else 'no'}",
+                f"controls {_names(scope.controls) if scope.controls else 'all'}",
+            ]
+        ),
+    ]
+    if not report.evaluations:
+        lines.append("no resource to evaluate (nothing uses what the event touched)")
+    archived = {(r.control, r.resource_id) for r in outcome.archived}
+    for e in report.evaluations:
+        r = e.result
+        status = "FIXED" if e.remediated else r.status.value
+        if r.key in archived:
+            status = "ARCHIVED"
+        lines.append(f"  {status:<14} {r.control:<22} {r.resource_id:<22} {r.reason}")
+        if e.remediation:
+            lines.append(f"  {'':<14} -> {e.remediation}")
+    for fix in report.fixes:
+        lines.append(f"fix: {fix.action} on {fix.resource_id}: {fix.outcome.value}"
+                     + (f" ({fix.error_code})" if fix.error_code else "")
+                     + (f" - {fix.reason}" if fix.reason else ""))
+    published = report.published
+    if published is not None:
+        lines.append(
+            f"Security Hub: {published.imported} imported, {len(published.failed)} failed, "
+            f"{published.resolved} resolved"
+            + (f"; errors: {'; '.join(published.errors)}" if published.errors else "")
+        )
+    return "\n".join(lines)
+
+
+# --- `guardrail replay` ----------------------------------------------------------------------------
+
+
+def add_replay_parser(commands: Any) -> argparse.ArgumentParser:
+    """The `replay` subcommand, on cli.py's subparsers (flags mirror `scan`'s)."""
+    from .cli import flag_for  # cli imports this module; import lazily to avoid a cycle
+    from .controls import REGISTRY
+    from .settings import ENV
+
+    replay_cmd = commands.add_parser(
+        "replay",
+        help="run one EventBridge event (JSON file, - for stdin) through the on_change path",
+    )
+    replay_cmd.add_argument("event_file", metavar="EVENT.json")
+    replay_cmd.add_argument(
+        "--region",
+        help="region to evaluate in (default: the event's; for IAM events GUARDRAIL_REGIONS)",
+    )
+    replay_cmd.add_argument("--profile", help="AWS named profile")
+    replay_cmd.add_argument(
+        "--control", action="append", choices=sorted(REGISTRY), dest="control_ids", metavar="ID"
+    )
+    replay_cmd.add_argument("--format", choices=("table", "json"), default="table")
+    replay_cmd.add_argument("--no-publish", action="store_true")
+    settings_flags = replay_cmd.add_argument_group("settings (each mirrors an environment variable)")
+    for variable in ENV:
+        if variable == "GUARDRAIL_CONTROLS":
+            continue
+        settings_flags.add_argument(
+            flag_for(variable), dest=variable, metavar="VALUE", help=f"overrides ${variable}"
+        )
+    return replay_cmd
+
+
+def load_event(path: str, stdin: TextIO | None = None) -> Any:
+    from .cli import UsageError
+
+    try:
+        text = (stdin or sys.stdin).read() if path == "-" else open(path, encoding="utf-8").read()
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from error
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{path} is not JSON: {error}") from error
+
+
+def replay_regions(change: Change, requested: str | None, settings_regions: Iterable[str],
+                   default: str | None) -> list[str]:
+    """Where to evaluate: --region; else IAM events in every covered region (as the stack's
+    forwarding does); else the event's own region; else the session's default."""
+    if requested:
+        return [requested]
+    if change.global_service:
+        regions = list(dict.fromkeys(settings_regions))
+        if regions:
+            return regions
+    if change.region and not change.global_service:
+        return [change.region]
+    return [default] if default else []
+
+
+def run_replay(args: argparse.Namespace, out: TextIO, err: TextIO,
+               env: Mapping[str, str] | None = None) -> int:
+    """`guardrail replay EVENT.json`: exit 0 nothing left FAILED (or dropped), 1 something left
+    FAILED, 2 usage or setup errors (raised as cli.UsageError for cli.main to print)."""
+    import boto3
+
+    from .cli import UsageError, settings_from
+    from .clients import AwsClients
+    from .publisher import FindingPublisher
+
+    settings = settings_from(args, dict(os.environ if env is None else env))
+    event = load_event(args.event_file)
+    parsed = parse_event(event, actor_arns=settings.actor_arns)
+    if isinstance(parsed, Dropped):
+        outcome = EventOutcome(parsed)
+        print(json.dumps(outcome_dict(outcome), indent=2) if args.format == "json"
+              else format_outcome(outcome), file=out)
+        return 0
+    default = boto3.Session(profile_name=args.profile).region_name if args.profile else (
+        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    )
+    regions = replay_regions(parsed, args.region, settings.regions, default)
+    if not regions:
+        raise UsageError("no region: pass --region, set AWS_REGION or GUARDRAIL_REGIONS")
+    left_failed = False
+    outputs = []
+    for region in regions:
+        try:
+            clients = AwsClients.create(region=region, profile=args.profile)
+        except ValueError as error:
+            raise UsageError(str(error)) from error
+        publisher = FindingPublisher(clients.securityhub) if settings.publish else None
+        guardrail = Guardrail(clients, settings, publisher=publisher)
+        outcome = replay(event, guardrail, home_account=clients.account_id)
+        left_failed |= bool(outcome.report and outcome.report.left_failed)
+        if args.format == "json":
+            outputs.append(outcome_dict(outcome))
+        else:
+            print(format_outcome(outcome), file=out)
+    if args.format == "json":
+        json.dump(outputs if len(outputs) > 1 else outputs[0], out, indent=2, default=str)
+        out.write("\n")
+    return 1 if left_failed else 0

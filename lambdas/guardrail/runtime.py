@@ -1,0 +1,81 @@
+"""What the Lambda handlers share: the composition root and the metrics of a report."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from .clients import AwsClients
+from .engine import Guardrail, ScanReport
+from .model import Outcome, Status
+from .publisher import FindingPublisher
+from .settings import Settings
+
+
+def build_guardrail(invoked_function_arn: str = "") -> Guardrail:
+    """Settings from the environment (fail fast), clients for the function's region, and the
+    account id from the function's own ARN so no STS call is needed."""
+    settings = Settings.from_env(required=("GUARDRAIL_MODE",))
+    clients = AwsClients.create()
+    parts = invoked_function_arn.split(":")
+    account_id = parts[4] if len(parts) > 4 and parts[4] else None
+    return Guardrail(
+        clients, settings, account_id=account_id, publisher=FindingPublisher(clients.securityhub)
+    )
+
+
+def report_counts(report: ScanReport) -> dict[str, Counter[str]]:
+    """Per control: FindingsFailed / FindingsPassed / FixesApplied / FixesFailed counts."""
+    counts: dict[str, Counter[str]] = {}
+    for evaluation in report.evaluations:
+        c = counts.setdefault(evaluation.result.control, Counter())
+        if evaluation.result.status is Status.FAILED:
+            c["FindingsFailed"] += 1
+        elif evaluation.result.status is Status.PASSED:
+            c["FindingsPassed"] += 1
+    for fix in report.fixes:
+        c = counts.setdefault(fix.control, Counter())
+        if fix.outcome is Outcome.APPLIED:
+            c["FixesApplied"] += 1
+        elif fix.outcome is Outcome.FAILED:
+            c["FixesFailed"] += 1
+    return counts
+
+
+def record_metrics(report: ScanReport, metrics: Any) -> None:
+    """Emit the report's counts as Powertools metrics, one `control` dimension each."""
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    for control, counts in report_counts(report).items():
+        for name, value in counts.items():
+            with single_metric(
+                name=name, unit=MetricUnit.Count, value=value, namespace=metrics.namespace
+            ) as metric:
+                metric.add_dimension(name="control", value=control)
+    published = report.published
+    if published is not None and (published.errors or published.failed):
+        metrics.add_metric(
+            name="PublishErrors",
+            unit=MetricUnit.Count,
+            value=len(published.errors) + len(published.failed),
+        )
+
+
+def summary(report: ScanReport) -> dict[str, Any]:
+    """The handler's return value: small, JSON-safe, useful in the Lambda console."""
+    published = report.published
+    return {
+        "account": report.account_id,
+        "region": report.region,
+        "results": len(report.evaluations),
+        "left_failed": len(report.left_failed),
+        "fixes": Counter(f.outcome.value for f in report.fixes),
+        "published": None
+        if published is None
+        else {
+            "imported": published.imported,
+            "failed": len(published.failed),
+            "resolved": published.resolved,
+            "errors": published.errors,
+        },
+    }

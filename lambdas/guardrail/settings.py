@@ -1,0 +1,110 @@
+"""Typed, frozen configuration shared by the Lambdas (environment) and the CLI (flags)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+MODES = ("report", "enforce")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+# Environment variable → Settings field. The CLI's flags mirror these one for one.
+ENV = {
+    "GUARDRAIL_MODE": "mode",
+    "GUARDRAIL_CONTROL_MODES": "control_modes",
+    "GUARDRAIL_CONTROLS": "controls",
+    "GUARDRAIL_INSTANCE_PROFILE": "instance_profile",
+    "GUARDRAIL_INSTANCE_ROLE": "instance_role",
+    "GUARDRAIL_SESSION_LOG_BUCKET": "session_log_bucket",
+    "GUARDRAIL_SESSION_LOG_PREFIX": "session_log_prefix",
+    "GUARDRAIL_SESSION_LOG_GROUP": "session_log_group",
+    "GUARDRAIL_SESSION_LOG_KMS_KEY": "session_log_kms_key",
+    "GUARDRAIL_LOG_DELIVERY_POLICY_ARN": "log_delivery_policy_arn",
+    "GUARDRAIL_EQUIVALENT_POLICY_ARNS": "equivalent_policy_arns",
+    "GUARDRAIL_MODIFY_EXISTING_ROLES": "modify_existing_roles",
+    "GUARDRAIL_ACCEPT_DHMC": "accept_dhmc",
+    "GUARDRAIL_PUBLISH": "publish",
+    "GUARDRAIL_ACTOR_ARNS": "actor_arns",
+    "GUARDRAIL_REGIONS": "regions",
+}
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str = "report"  # default for every control
+    control_modes: Mapping[str, str] = field(default_factory=dict)  # per-control override
+    controls: tuple[str, ...] = ()  # enabled controls; empty means all
+    instance_profile: str = ""  # the guardrail's EC2 instance profile (name)
+    instance_role: str = ""  # the guardrail's EC2 role (name), added to profiles without a role
+    session_log_bucket: str = ""
+    session_log_prefix: str = "session-logs/"
+    session_log_group: str = ""
+    session_log_kms_key: str = ""  # key ARN
+    log_delivery_policy_arn: str = ""  # the guardrail's managed policy for session-log delivery
+    equivalent_policy_arns: tuple[str, ...] = ()  # declared equivalent to AmazonSSMManagedInstanceCore
+    modify_existing_roles: bool = True
+    accept_dhmc: bool = False  # count instances managed through Default Host Management as compliant
+    publish: bool = True
+    actor_arns: tuple[str, ...] = ()  # the guardrail's own principals: their changes are not re-fixed
+    regions: tuple[str, ...] = ()  # regions the deployment covers (IAM events fan out to them)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SettingsError(f"GUARDRAIL_MODE must be one of {MODES}, not {self.mode!r}")
+        for control, mode in self.control_modes.items():
+            if mode not in MODES:
+                raise SettingsError(
+                    f"GUARDRAIL_CONTROL_MODES: {control}={mode!r}; mode must be one of {MODES}"
+                )
+        if self.session_log_kms_key and not self.session_log_kms_key.startswith("arn:"):
+            raise SettingsError("GUARDRAIL_SESSION_LOG_KMS_KEY must be a key ARN")
+
+    def mode_for(self, control: str) -> str:
+        return self.control_modes.get(control, self.mode)
+
+    def enabled(self, control: str) -> bool:
+        return not self.controls or control in self.controls
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, required: tuple[str, ...] = ()
+    ) -> Settings:
+        """Build from GUARDRAIL_* variables; fail fast naming any missing or malformed one."""
+        env = os.environ if env is None else env
+        missing = [name for name in required if not env.get(name)]
+        if missing:
+            raise SettingsError(f"missing environment variable(s): {', '.join(missing)}")
+        return cls().with_values({k: v for k, v in env.items() if k in ENV})
+
+    def with_values(self, values: Mapping[str, str]) -> Settings:
+        """Apply textual values keyed by environment variable name (flags use the same path)."""
+        changes: dict[str, object] = {}
+        for name, raw in values.items():
+            if raw is None:
+                continue
+            attr = ENV[name]
+            default = getattr(Settings(), attr)
+            if isinstance(default, bool):
+                if raw.strip().lower() not in _BOOLS:
+                    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+                changes[attr] = _BOOLS[raw.strip().lower()]
+            elif isinstance(default, tuple):
+                changes[attr] = _csv(raw)
+            elif attr == "control_modes":
+                pairs = [p.split("=", 1) for p in _csv(raw)]
+                if any(len(p) != 2 for p in pairs):
+                    raise SettingsError(f"{name} must look like control-id=enforce,other=report")
+                changes[attr] = {k.strip(): v.strip() for k, v in pairs}
+            else:
+                changes[attr] = raw.strip()
+        return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,201 @@
+"""The deployment's knobs, read once from CDK context into a typed, frozen config.
+
+Every knob has a default here and the same default in cdk.json (a test keeps them equal); CLI
+overrides arrive as strings (`-c regions=us-east-1,eu-west-1`), cdk.json values as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from guardrail.controls import REGISTRY
+from guardrail.settings import MODES
+
+# CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
+RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
+                  2192, 2557, 2922, 3288, 3653)
+REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+INSIGHT_SCOPES = ("account", "organization")
+
+
+class ConfigError(ValueError):
+    """A context value is malformed; the message names the context key."""
+
+
+def _list(key: str, value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            value = json.loads(text)
+        else:
+            return tuple(v.strip() for v in text.split(",") if v.strip())
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"context {key!r} must be a list of strings or a comma-separated string")
+    return tuple(v.strip() for v in value if v.strip())
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"context {key!r} must be true or false, not {value!r}")
+
+
+def _int(key: str, value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"context {key!r} must be an integer, not {value!r}") from None
+
+
+def _str(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"context {key!r} must be a string, not {value!r}")
+    return value.strip()
+
+
+def _mapping(key: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            value = json.loads(text)
+        else:  # control-id=enforce,other=report (the engine's own GUARDRAIL_CONTROL_MODES syntax)
+            pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ConfigError(f"context {key!r} must look like control-id=enforce,other=report")
+            value = {k.strip(): v.strip() for k, v in pairs}
+    if not isinstance(value, dict):
+        raise ConfigError(f"context {key!r} must be an object")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class GuardrailConfig:
+    """What one deployment of the guardrail looks like; field metadata names the context key."""
+
+    guardrail_mode: str = field(default="report", metadata={"key": "guardrailMode", "parse": _str})
+    control_modes: Mapping[str, str] = field(
+        default_factory=lambda: {cid: "report" for cid in REGISTRY},
+        metadata={"key": "controlModes", "parse": _mapping},
+    )
+    controls: tuple[str, ...] = field(default=(), metadata={"key": "controls", "parse": _list})
+    scan_schedule: str = field(default="rate(1 hour)", metadata={"key": "scanSchedule", "parse": _str})
+    modify_existing_roles: bool = field(
+        default=True, metadata={"key": "modifyExistingRoles", "parse": _bool}
+    )
+    accept_dhmc: bool = field(default=False, metadata={"key": "acceptDhmc", "parse": _bool})
+    equivalent_policy_arns: tuple[str, ...] = field(
+        default=(), metadata={"key": "equivalentPolicyArns", "parse": _list}
+    )
+    publish: bool = field(default=True, metadata={"key": "publishFindings", "parse": _bool})
+    notification_email: str = field(
+        default="", metadata={"key": "notificationEmail", "parse": _str}
+    )
+    regions: tuple[str, ...] = field(default=(), metadata={"key": "regions", "parse": _list})
+    iam_event_region: str = field(
+        default="us-east-1", metadata={"key": "iamEventRegion", "parse": _str}
+    )
+    session_log_prefix: str = field(
+        default="session-logs/", metadata={"key": "sessionLogPrefix", "parse": _str}
+    )
+    session_log_group_name: str = field(
+        default="/ssm-guardrail/session-logs", metadata={"key": "sessionLogGroupName", "parse": _str}
+    )
+    session_log_retention_days: int = field(
+        default=365, metadata={"key": "sessionLogRetentionDays", "parse": _int}
+    )
+    function_log_retention_days: int = field(
+        default=90, metadata={"key": "functionLogRetentionDays", "parse": _int}
+    )
+    drift_scan_concurrency: int = field(
+        default=1, metadata={"key": "driftScanConcurrency", "parse": _int}
+    )
+    on_change_concurrency: int = field(
+        default=5, metadata={"key": "onChangeConcurrency", "parse": _int}
+    )
+    insight_scope: str = field(default="account", metadata={"key": "insightScope", "parse": _str})
+
+    def __post_init__(self) -> None:
+        known = set(REGISTRY)
+        if self.guardrail_mode not in MODES:
+            raise ConfigError(f"context 'guardrailMode' must be one of {MODES}")
+        for cid, mode in self.control_modes.items():
+            if cid not in known:
+                raise ConfigError(f"context 'controlModes': unknown control {cid!r}; known: {sorted(known)}")
+            if mode not in MODES:
+                raise ConfigError(f"context 'controlModes': {cid}={mode!r}; mode must be one of {MODES}")
+        unknown = [c for c in self.controls if c not in known]
+        if unknown:
+            raise ConfigError(f"context 'controls': unknown control(s) {unknown}; known: {sorted(known)}")
+        if not SCHEDULE.match(self.scan_schedule):
+            raise ConfigError("context 'scanSchedule' must be rate(N unit) or cron(...)")
+        if self.notification_email and not EMAIL.match(self.notification_email):
+            raise ConfigError(f"context 'notificationEmail' is not an email address: {self.notification_email!r}")
+        for region in (*self.regions, self.iam_event_region):
+            if not REGION.match(region):
+                raise ConfigError(f"context 'regions'/'iamEventRegion': {region!r} is not a region name")
+        if len(set(self.regions)) != len(self.regions):
+            raise ConfigError("context 'regions' lists a region twice")
+        for arn in self.equivalent_policy_arns:
+            if not arn.startswith("arn:") or ":policy/" not in arn:
+                raise ConfigError(f"context 'equivalentPolicyArns': {arn!r} is not a policy ARN")
+        if not self.session_log_prefix or self.session_log_prefix.startswith("/"):
+            raise ConfigError("context 'sessionLogPrefix' must be a non-empty key prefix without a leading /")
+        if not self.session_log_group_name:
+            raise ConfigError("context 'sessionLogGroupName' must not be empty")
+        for key, days in (("sessionLogRetentionDays", self.session_log_retention_days),
+                          ("functionLogRetentionDays", self.function_log_retention_days)):
+            if days not in RETENTION_DAYS:
+                raise ConfigError(f"context {key!r} must be one of {RETENTION_DAYS}")
+        for key, value in (("driftScanConcurrency", self.drift_scan_concurrency),
+                           ("onChangeConcurrency", self.on_change_concurrency)):
+            if value < 0:
+                raise ConfigError(f"context {key!r} must be 0 (no reservation) or a positive number")
+        if self.insight_scope not in INSIGHT_SCOPES:
+            raise ConfigError(f"context 'insightScope' must be one of {INSIGHT_SCOPES}")
+
+    @classmethod
+    def from_context(cls, get: Callable[[str], Any]) -> GuardrailConfig:
+        """Build from a context getter (`app.node.try_get_context`); absent keys keep the default."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = get(f.metadata["key"])
+            if raw is not None:
+                values[f.name] = f.metadata["parse"](f.metadata["key"], raw)
+        return cls(**values)
+
+    @classmethod
+    def context_keys(cls) -> dict[str, Any]:
+        """Every context key with its default, as cdk.json spells it."""
+        defaults = cls()
+        out: dict[str, Any] = {}
+        for f in fields(cls):
+            value = getattr(defaults, f.name)
+            out[f.metadata["key"]] = list(value) if isinstance(value, tuple) else (
+                dict(value) if isinstance(value, Mapping) else value)
+        return out
+
+    def environment(self) -> dict[str, str]:
+        """The GUARDRAIL_* settings that come from context (resource names are added by the stack)."""
+        return {
+            "GUARDRAIL_MODE": self.guardrail_mode,
+            "GUARDRAIL_CONTROL_MODES": ",".join(f"{k}={v}" for k, v in sorted(self.control_modes.items())),
+            "GUARDRAIL_CONTROLS": ",".join(self.controls),
+            "GUARDRAIL_EQUIVALENT_POLICY_ARNS": ",".join(self.equivalent_policy_arns),
+            "GUARDRAIL_MODIFY_EXISTING_ROLES": str(self.modify_existing_roles).lower(),
+            "GUARDRAIL_ACCEPT_DHMC": str(self.accept_dhmc).lower(),
+            "GUARDRAIL_PUBLISH": str(self.publish).lower(),
+            "GUARDRAIL_SESSION_LOG_PREFIX": self.session_log_prefix,
+        }

@@ -1,0 +1,209 @@
+"""What people look at: Security Hub insights over the guardrail's findings, a CloudWatch dashboard
+of its Powertools metrics, and alarms (Lambda errors, dead letters) to an SNS topic."""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, Duration
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_securityhub as securityhub
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+from guardrail.controls import REGISTRY
+
+from .functions import METRICS_NAMESPACE
+
+GENERATOR_PREFIX = "ssm-guardrail/"
+METRIC_PERIOD = Duration.minutes(5)
+
+StringFilter = securityhub.CfnInsight.StringFilterProperty
+
+
+def _eq(*values: str) -> list[StringFilter]:
+    return [StringFilter(comparison="EQUALS", value=v) for v in values]
+
+
+class FindingInsights(Construct):
+    """Security Hub custom insights over the guardrail's own findings (GeneratorId ssm-guardrail/*).
+
+    scope "account": only this account-region's findings (ProductArn of its default product).
+    scope "organization": any account's and linked region's ssm-guardrail findings, for the
+    delegated administrator's aggregation region (ProductArn differs per account and region there).
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, product_arn: str, insight_scope: str) -> None:
+        super().__init__(scope, construct_id)
+        ours: dict[str, list[StringFilter]] = {
+            "generator_id": [StringFilter(comparison="PREFIX", value=GENERATOR_PREFIX)],
+        }
+        if insight_scope == "account":
+            ours["product_arn"] = _eq(product_arn)
+        failing = {
+            **ours,
+            "compliance_status": _eq("FAILED"),
+            "record_state": _eq("ACTIVE"),
+            "workflow_status": _eq("NEW", "NOTIFIED"),  # several EQUALS on one field are ORed
+        }
+        resolved = {
+            **ours,
+            "workflow_status": _eq("RESOLVED"),
+            "updated_at": [securityhub.CfnInsight.DateFilterProperty(
+                date_range=securityhub.CfnInsight.DateRangeProperty(unit="DAYS", value=7))],
+        }
+        definitions = {
+            "FailingByControl": ("ssm-guardrail: failing resources by control", failing, "GeneratorId"),
+            "FailingBySeverity": ("ssm-guardrail: failing resources by severity", failing, "SeverityLabel"),
+            "FailingByResource": ("ssm-guardrail: failing resources", failing, "ResourceId"),
+            "ResolvedLast7Days": ("ssm-guardrail: resolved in the last 7 days", resolved, "GeneratorId"),
+        }
+        self.insights = {
+            cid: securityhub.CfnInsight(
+                self,
+                cid,
+                name=name,
+                group_by_attribute=group_by,
+                filters=securityhub.CfnInsight.AwsSecurityFindingFiltersProperty(**filters),
+            )
+            for cid, (name, filters, group_by) in definitions.items()
+        }
+
+
+def _search(metric: str, label: str) -> cw.MathExpression:
+    """All series of a Powertools metric, whatever dimensions (service, control) it carries."""
+    return cw.MathExpression(
+        expression=f"SEARCH('Namespace=\"{METRICS_NAMESPACE}\" MetricName=\"{metric}\"', 'Sum', 300)",
+        label=label,
+        using_metrics={},
+        period=METRIC_PERIOD,
+    )
+
+
+class OperationsDashboard(Construct):
+    """CloudWatch dashboard + alarms; alarm notifications go to an encrypted SNS topic."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        functions: dict[str, lambda_.Function],
+        dlq: sqs.IQueue,
+        notification_email: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.topic = AlarmTopic(self, "Alarms", notification_email=notification_email).topic
+
+        self.alarms: list[cw.Alarm] = []
+        for name, function in functions.items():
+            self.alarms.append(self._alarm(
+                f"{name}Errors", function.metric_errors(period=METRIC_PERIOD, statistic="Sum"),
+                f"ssm-guardrail {name} Lambda failed (see its log group)"))
+        self.alarms.append(dead_letter_alarm(self, "DeadLetters", dlq, self.topic))
+
+        self.dashboard = cw.Dashboard(self, "Dashboard", period_override=cw.PeriodOverride.AUTO)
+        controls = ", ".join(REGISTRY)
+        self.dashboard.add_widgets(
+            cw.TextWidget(
+                markdown=f"# ssm-guardrail\nControls: {controls}. Metric series are per `control` "
+                "dimension; findings are in Security Hub (insights named ssm-guardrail: ...).",
+                width=24, height=2,
+            )
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Findings failed (per control)", left=[_search("FindingsFailed", "")], width=12),
+            cw.GraphWidget(title="Findings passed (per control)", left=[_search("FindingsPassed", "")], width=12),
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Fixes applied (per control)", left=[_search("FixesApplied", "")], width=12),
+            cw.GraphWidget(title="Fixes failed (per control)", left=[_search("FixesFailed", "")], width=12),
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Lambda errors and guardrail errors",
+                left=[f.metric_errors(label=f"{n} errors", period=METRIC_PERIOD) for n, f in functions.items()]
+                + [_search("PublishErrors", ""), _search("EventsDropped", "")],
+                width=12,
+            ),
+            cw.GraphWidget(
+                title="Lambda duration (p99)",
+                left=[f.metric_duration(label=f"{n} p99", statistic="p99", period=METRIC_PERIOD)
+                      for n, f in functions.items()],
+                width=12,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Invocations and throttles",
+                left=[f.metric_invocations(label=f"{n} invocations", period=METRIC_PERIOD)
+                      for n, f in functions.items()],
+                right=[f.metric_throttles(label=f"{n} throttles", period=METRIC_PERIOD)
+                       for n, f in functions.items()],
+                width=12,
+            ),
+            cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=12),
+        )
+
+    def _alarm(self, construct_id: str, metric: cw.IMetric, description: str) -> cw.Alarm:
+        alarm = cw.Alarm(
+            self,
+            construct_id,
+            alarm_description=description,
+            metric=metric,
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
+        return alarm
+
+
+class AlarmTopic(Construct):
+    """An SNS topic for alarms, encrypted with a key CloudWatch may use; email it if configured."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, notification_email: str) -> None:
+        super().__init__(scope, construct_id)
+        # CloudWatch alarms can publish to an encrypted topic only with a customer managed key
+        # whose policy lets cloudwatch.amazonaws.com use it (the aws/sns key does not).
+        self.key = kms.Key(
+            self,
+            "Key",
+            description="ssm-guardrail: encrypts the alarm topic",
+            enable_key_rotation=True,
+        )
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsToPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
+            )
+        )
+        self.topic = sns.Topic(
+            self, "Topic", display_name="ssm-guardrail alarms", master_key=self.key, enforce_ssl=True
+        )
+        if notification_email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(notification_email))
+
+
+def dead_letter_alarm(scope: Construct, construct_id: str, dlq: sqs.IQueue, topic: sns.ITopic) -> cw.Alarm:
+    """Alarm as soon as one message sits in the dead-letter queue."""
+    alarm = cw.Alarm(
+        scope,
+        construct_id,
+        alarm_description="ssm-guardrail events could not be delivered or processed "
+        "(dead-letter queue not empty)",
+        metric=dlq.metric_approximate_number_of_messages_visible(period=METRIC_PERIOD, statistic="Maximum"),
+        threshold=1,
+        evaluation_periods=1,
+        comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+    )
+    alarm.add_alarm_action(cw_actions.SnsAction(topic))
+    return alarm

@@ -1,0 +1,236 @@
+"""The drift-scan and on-change Lambdas: code from `lambdas/`, Powertools from its public layer,
+IAM generated from the engine's declared permissions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from aws_cdk import Aws, CfnParameter, Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+from guardrail.permissions import required_permissions
+from guardrail.settings import ENV
+
+from . import iam as generated
+from .config import GuardrailConfig
+from .instance_access import InstanceAccess
+from .nag import acknowledge
+from .session_log_store import SessionLogStore
+
+LAMBDAS_DIR = Path(__file__).resolve().parent.parent / "lambdas"
+ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "*.egg-info", "**/.mypy_cache", "**/.pytest_cache"]
+RUNTIME = lambda_.Runtime.PYTHON_3_13
+POWERTOOLS_PARAMETER = "/aws/service/powertools/python/arm64/python3.13/latest"
+SERVICE_NAME = "ssm-guardrail"
+METRICS_NAMESPACE = "SsmGuardrail"
+
+# Why each wildcard resource the engine declares is as narrow as IAM allows. Keys are the
+# resources as cdk-nag prints them; a new wildcard in the engine fails synth until reviewed here.
+WILDCARD_REASONS = {
+    "*": "Only read actions (ec2:Describe*, iam:Get*/List*, ssm:Describe*/Get*, sts:GetCallerIdentity) "
+    "that either support no resource-level permissions or must read every instance, group and "
+    "profile in the account-region; every mutating action is scoped by ARN or condition.",
+    "arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:security-group/*":
+    "ec2:RevokeSecurityGroupIngress/AuthorizeSecurityGroupIngress must reach whichever security "
+    "group admits SSH from the internet; the group is only known at run time, so the ARN is "
+    "limited to this account and region and nothing else.",
+    "arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:security-group-rule/*":
+    "ec2:CreateTags on security-group rules, only at creation (condition ec2:CreateAction = "
+    "AuthorizeSecurityGroupIngress), to label the rules the fix re-adds with the rule they replace.",
+    "arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*":
+    "ec2:AssociateIamInstanceProfile on an instance that has no profile: any instance in this "
+    "account-region may be the one found, and only the guardrail role may be passed (iam:PassRole).",
+    "arn:<AWS::Partition>:iam::<AWS::AccountId>:role/*":
+    "iam:AttachRolePolicy is conditioned on iam:PolicyARN being AmazonSSMManagedInstanceCore or the "
+    "guardrail's log-delivery policy; iam:SimulatePrincipalPolicy only reads. The role is whichever "
+    "one an instance carries.",
+    "arn:<AWS::Partition>:iam::<AWS::AccountId>:instance-profile/*":
+    "iam:AddRoleToInstanceProfile fills an instance profile that has no role; the profile is whichever "
+    "one an instance carries, and the only role it can add is the guardrail's (iam:PassRole).",
+}
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    construct_id: str
+    handler: str
+    description: str
+    timeout: Duration
+    memory_mb: int
+    retry_attempts: int
+
+
+DRIFT_SCAN = FunctionSpec(
+    "DriftScan",
+    "handlers.drift_scan.lambda_handler",
+    "ssm-guardrail: evaluates every instance in the account-region and fixes what is enabled",
+    # A full scan of thousands of instances reads EC2 + IAM (IAM throttles at ~10 TPS) and
+    # publishes at Security Hub's 10 TPS: give it Lambda's maximum.
+    Duration.minutes(15),
+    1024,
+    1,
+)
+ON_CHANGE = FunctionSpec(
+    "OnChange",
+    "handlers.on_change.lambda_handler",
+    "ssm-guardrail: evaluates the instances a CloudTrail or state-change event touched",
+    Duration.minutes(5),
+    512,
+    2,
+)
+
+
+class GuardrailFunctions(Construct):
+    """Both Lambdas, each with its own role, log group, reserved concurrency and the same settings."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: GuardrailConfig,
+        store: SessionLogStore,
+        access: InstanceAccess,
+        failures: sqs.IQueue,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.failures = failures
+        # Resolved by CloudFormation at deploy time from the public parameter Powertools publishes
+        # in each region, so synth stays offline; pass another path to pin a version.
+        layer_arn = CfnParameter(
+            self,
+            "PowertoolsLayerArn",
+            type="AWS::SSM::Parameter::Value<String>",
+            default=POWERTOOLS_PARAMETER,
+            description="SSM parameter holding the Powertools for AWS Lambda (Python) layer ARN "
+            "(e.g. /aws/service/powertools/python/arm64/python3.13/3.24.0 to pin)",
+        )
+        self.layer = lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", layer_arn.value_as_string)
+        self.code = lambda_.Code.from_asset(str(LAMBDAS_DIR), exclude=ASSET_EXCLUDES)
+
+        product_arn = f"arn:{Aws.PARTITION}:securityhub:{Aws.REGION}:{Aws.ACCOUNT_ID}:product/{Aws.ACCOUNT_ID}/default"
+        self.placeholders = {
+            "partition": Aws.PARTITION,
+            "region": Aws.REGION,
+            "account": Aws.ACCOUNT_ID,
+            "guardrail_role_arn": access.role.role_arn,
+            "guardrail_profile_arn": access.profile.instance_profile_arn,
+            "log_delivery_policy_arn": access.log_delivery_policy.managed_policy_arn,
+            "core_policy_arn": access.core_policy_arn,
+            "product_arn": product_arn,
+        }
+        self.product_arn = product_arn
+
+        self.roles: dict[str, iam.Role] = {}
+        for spec in (DRIFT_SCAN, ON_CHANGE):
+            self.roles[spec.construct_id] = self._role(spec)
+
+        settings = {
+            **config.environment(),
+            "GUARDRAIL_INSTANCE_PROFILE": access.profile.instance_profile_name,
+            "GUARDRAIL_INSTANCE_ROLE": access.role.role_name,
+            "GUARDRAIL_SESSION_LOG_BUCKET": store.bucket.bucket_name,
+            "GUARDRAIL_SESSION_LOG_GROUP": store.log_group.log_group_name,
+            "GUARDRAIL_SESSION_LOG_KMS_KEY": store.key.key_arn,
+            "GUARDRAIL_LOG_DELIVERY_POLICY_ARN": access.log_delivery_policy.managed_policy_arn,
+            "GUARDRAIL_ACTOR_ARNS": ",".join(r.role_arn for r in self.roles.values()),
+            # Each regional stack evaluates its own region; IAM events are forwarded to it by
+            # EventBridge (IamEventForwarder), not fanned out by the function.
+            "GUARDRAIL_REGIONS": Aws.REGION,
+        }
+        missing = set(ENV) - set(settings)
+        if missing:
+            raise ValueError(f"settings the engine reads but the stack does not set: {sorted(missing)}")
+        self.environment = {
+            **settings,
+            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            # No X-Ray: its PutTraceSegments allows no resource scoping (Resource "*").
+            "POWERTOOLS_TRACE_DISABLED": "true",
+        }
+
+        concurrency = {
+            DRIFT_SCAN.construct_id: config.drift_scan_concurrency,
+            ON_CHANGE.construct_id: config.on_change_concurrency,
+        }
+        self.log_groups: dict[str, logs.LogGroup] = {}
+        self.functions: dict[str, lambda_.Function] = {}
+        for spec in (DRIFT_SCAN, ON_CHANGE):
+            self.functions[spec.construct_id] = self._function(
+                spec, config.function_log_retention_days, concurrency[spec.construct_id]
+            )
+        self.drift_scan = self.functions[DRIFT_SCAN.construct_id]
+        self.on_change = self.functions[ON_CHANGE.construct_id]
+
+    def _role(self, spec: FunctionSpec) -> iam.Role:
+        role = iam.Role(
+            self,
+            f"{spec.construct_id}Role",
+            description=f"ssm-guardrail {spec.construct_id}: reads, fixes and reports (generated from "
+            "the engine's declared permissions)",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        )
+        permissions = required_permissions()
+        for statement in generated.statements(permissions, self.placeholders):
+            role.add_to_policy(statement)
+        wildcards = sorted({_nag_form(r) for p in permissions for r in p.resources if "*" in r})
+        for resource in wildcards:
+            if resource not in WILDCARD_REASONS:
+                raise ValueError(
+                    f"the engine declares a new wildcard resource {resource!r}: review it and add "
+                    "its reason to stacks/functions.py WILDCARD_REASONS"
+                )
+            acknowledge(role, f"AwsSolutions-IAM5[Resource::{resource}]", WILDCARD_REASONS[resource])
+        return role
+
+    def _function(self, spec: FunctionSpec, retention_days: int, concurrency: int) -> lambda_.Function:
+        log_group = logs.LogGroup(self, f"{spec.construct_id}Logs", removal_policy=RemovalPolicy.RETAIN)
+        log_group.node.default_child.retention_in_days = retention_days  # type: ignore[union-attr]
+        self.log_groups[spec.construct_id] = log_group
+        role = self.roles[spec.construct_id]
+        log_group.grant_write(role)
+        function = lambda_.Function(
+            self,
+            spec.construct_id,
+            description=spec.description,
+            runtime=RUNTIME,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=spec.handler,
+            code=self.code,
+            layers=[self.layer],
+            role=role,
+            timeout=spec.timeout,
+            memory_size=spec.memory_mb,
+            environment=self.environment,
+            log_group=log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            # 0 means "no reservation": new accounts with a concurrency quota of 10 cannot reserve any.
+            reserved_concurrent_executions=concurrency or None,
+            retry_attempts=spec.retry_attempts,
+            max_event_age=Duration.hours(6),
+            # After Lambda's own async retries, the event and the error land in the dead-letter queue.
+            on_failure=destinations.SqsDestination(self.failures),
+        )
+        acknowledge(
+            function,
+            "AwsSolutions-L1",
+            "Python 3.13 is the newest runtime the engine is tested on and that issue 3 allows "
+            "(3.12 or 3.13); Powertools publishes its python313 arm64 layer in every commercial region.",
+        )
+        return function
+
+
+def _nag_form(resource: str) -> str:
+    """A declared resource as cdk-nag prints it once the pseudo-parameter placeholders are filled."""
+    return resource.format_map(_NagPlaceholders())
+
+
+class _NagPlaceholders(dict):  # type: ignore[type-arg]
+    def __missing__(self, key: str) -> str:
+        return {"partition": "<AWS::Partition>", "region": "<AWS::Region>",
+                "account": "<AWS::AccountId>"}.get(key, "{" + key + "}")

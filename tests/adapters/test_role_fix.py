@@ -1,0 +1,90 @@
+"""The SSM role fix on an emulated account: associate, add role, attach; never replace or remove."""
+
+from __future__ import annotations
+
+import pytest
+
+from guardrail.model import Outcome, Status
+
+from .conftest import CORE
+
+ROLE = "ssm-instance-role"
+READONLY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
+pytestmark = pytest.mark.usefixtures("managed_policies")
+
+
+def profile_of(account, iid):
+    raw = account.ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    return (raw.get("IamInstanceProfile") or {}).get("Arn", "")
+
+
+def guardrail_profile(account):
+    account.role("guardrail-ec2", CORE, profile="guardrail-ec2")
+    return {"instance_profile": "guardrail-ec2", "instance_role": "guardrail-ec2"}
+
+
+def test_report_mode_changes_nothing(account, clients):
+    iid = account.instance()
+    account.role("app", READONLY, profile="app")
+    other = account.instance(profile="app")
+    report = account.run(clients, "report", [ROLE], **guardrail_profile(account))
+    assert report.fixes == [] and profile_of(account, iid) == ""
+    assert account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"][0]["PolicyArn"] == READONLY
+    assert {e.result.resource_id for e in report.left_failed} == {iid, other}
+
+
+def test_each_problem_gets_its_fix_and_a_second_run_changes_nothing(account, clients):
+    settings = guardrail_profile(account)
+    bare = account.instance()
+    account.iam.create_instance_profile(InstanceProfileName="empty")
+    empty = account.instance(profile="empty")
+    account.role("app", READONLY, profile="app")
+    apps = account.instance(profile="app", count=3)
+    report = account.run(clients, "enforce", [ROLE], **settings)
+
+    assert profile_of(account, bare).endswith("/guardrail-ec2")
+    roles = account.iam.get_instance_profile(InstanceProfileName="empty")["InstanceProfile"]["Roles"]
+    assert [r["RoleName"] for r in roles] == ["guardrail-ec2"]
+    attached = {p["PolicyArn"] for p in account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"]}
+    assert attached == {READONLY, CORE}  # the owner's policy stays
+    assert profile_of(account, apps[0]).endswith("/app")  # never replaced
+    attach = [f for f in report.fixes if f.action.startswith("attach")]
+    assert len(attach) == 1 and set(attach[0].covers) == set(apps)  # one call per role, not per instance
+    assert all(e.remediated for e in report.evaluations if e.result.status is Status.FAILED)
+    assert {e.result.resource_id for e in report.evaluations if e.remediated} == {bare, empty, *apps}
+
+    second = account.run(clients, "enforce", [ROLE], **settings)
+    assert second.fixes == [] and not second.left_failed
+
+
+def test_existing_roles_untouched_when_settings_forbid(account, clients):
+    settings = guardrail_profile(account)
+    account.role("app", READONLY, profile="app")
+    iid = account.instance(profile="app")
+    bare = account.instance()
+    report = account.run(clients, "enforce", [ROLE], modify_existing_roles=False, **settings)
+    attached = account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == [READONLY]
+    (skipped,) = [f for f in report.fixes if f.resource_id == "app"]
+    assert skipped.outcome is Outcome.SKIPPED and "MODIFY_EXISTING_ROLES" in skipped.reason
+    assert iid in {e.result.resource_id for e in report.left_failed}
+    assert profile_of(account, bare).endswith("/guardrail-ec2")  # a new association is still fine
+
+
+def test_no_guardrail_profile_configured_means_no_fix(account, clients):
+    iid = account.instance()
+    report = account.run(clients, "enforce", [ROLE])
+    (fix,) = report.fixes
+    assert fix.outcome is Outcome.SKIPPED and "GUARDRAIL_INSTANCE_PROFILE" in fix.reason
+    assert profile_of(account, iid) == "" and report.left_failed[0].result.resource_id == iid
+
+
+def test_equivalent_policy_is_not_replaced(account, clients):
+    policy = account.iam.create_policy(PolicyName="our-core", PolicyDocument='{"Version":"2012-10-17",'
+                                       '"Statement":[{"Effect":"Allow","Action":"ssm:*","Resource":"*"}]}')
+    arn = policy["Policy"]["Arn"]
+    account.role("app", arn, profile="app")
+    account.instance(profile="app")
+    report = account.run(clients, "enforce", [ROLE], equivalent_policy_arns=(arn,),
+                         **guardrail_profile(account))
+    assert report.fixes == [] and not report.left_failed

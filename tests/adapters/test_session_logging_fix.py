@@ -1,0 +1,152 @@
+"""The session-logging fix on an emulated account: preferences created or updated, owners' inputs
+kept, the new version made the default, and roles given delivery rights only where they lack them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from guardrail.model import SESSION_DOCUMENT, Outcome, ResourceType, Status
+
+LOGGING = "ssm-session-logging"
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+OURS = {"session_log_bucket": "guardrail-logs", "session_log_group": "/guardrail/sessions",
+        "session_log_kms_key": KEY}
+
+
+def preferences(account):
+    """The *default* version's inputs: what Session Manager actually uses."""
+    return json.loads(account.ssm.get_document(Name=SESSION_DOCUMENT)["Content"])["inputs"]
+
+
+def create_preferences(account, inputs):
+    content = {"schemaVersion": "1.0", "description": "owners'", "sessionType": "Standard_Stream",
+               "inputs": inputs}
+    account.ssm.create_document(Name=SESSION_DOCUMENT, Content=json.dumps(content),
+                                DocumentType="Session", DocumentFormat="JSON")
+
+
+def region_fix(report):
+    return [f for f in report.fixes if f.resource_id == "123456789012"]
+
+
+def test_report_mode_creates_nothing(account, clients):
+    report = account.run(clients, "report", [LOGGING], **OURS)
+    (r,) = [e.result for e in report.evaluations if e.result.resource_type is ResourceType.ACCOUNT]
+    assert r.status is Status.FAILED and "absent" in r.reason
+    assert account.ssm.list_documents(Filters=[{"Key": "Name", "Values": [SESSION_DOCUMENT]}])[
+        "DocumentIdentifiers"] == []
+
+
+def test_absent_preferences_are_created_with_encrypted_destinations(account, clients):
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    inputs = preferences(account)
+    assert inputs["s3BucketName"] == "guardrail-logs" and inputs["s3EncryptionEnabled"] is True
+    assert inputs["cloudWatchLogGroupName"] == "/guardrail/sessions"
+    assert inputs["cloudWatchEncryptionEnabled"] is True and inputs["kmsKeyId"] == KEY
+    doc = account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]
+    assert doc["DocumentType"] == "Session"
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.APPLIED and fix.before is None
+
+
+def test_update_keeps_owner_inputs_and_becomes_the_default_version(account, clients):
+    owners = {"runAsEnabled": True, "runAsDefaultUser": "ops", "idleSessionTimeout": "15",
+              "maxSessionDuration": "120", "shellProfile": {"linux": "exec bash", "windows": ""}}
+    create_preferences(account, owners)
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    inputs = preferences(account)  # default version, not only $LATEST
+    assert {k: inputs[k] for k in owners} == owners
+    assert inputs["s3BucketName"] == "guardrail-logs"
+    doc = account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]
+    assert doc["DefaultVersion"] == doc["LatestVersion"] == "2"
+    (fix,) = region_fix(report)
+    assert fix.before == owners and fix.after["runAsDefaultUser"] == "ops"
+    second = account.run(clients, "enforce", [LOGGING], **OURS)
+    assert region_fix(second) == []
+    assert account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]["LatestVersion"] == "2"
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"s3BucketName": "their-bucket", "s3EncryptionEnabled": True},
+        {"cloudWatchLogGroupName": "their-group", "cloudWatchEncryptionEnabled": True},
+    ],
+)
+def test_compliant_preferences_are_left_alone(account, clients, inputs):
+    create_preferences(account, inputs)
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    assert region_fix(report) == [] and preferences(account) == inputs
+    assert account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]["LatestVersion"] == "1"
+
+
+def test_unencrypted_s3_logging_gets_encryption_and_keeps_its_bucket(account, clients):
+    create_preferences(account, {"s3BucketName": "their-bucket", "s3EncryptionEnabled": False})
+    account.run(clients, "enforce", [LOGGING], **OURS)
+    assert preferences(account) == {"s3BucketName": "their-bucket", "s3EncryptionEnabled": True}
+
+
+def test_without_guardrail_destinations_the_fix_is_skipped_with_a_reason(account, clients):
+    report = account.run(clients, "enforce", [LOGGING])
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.SKIPPED and "nowhere to log" in fix.reason
+    assert report.left_failed
+
+
+def delivery_policy(account):
+    doc = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": "arn:aws:s3:::guardrail-logs/*"},
+        {"Effect": "Allow", "Action": ["s3:GetEncryptionConfiguration"], "Resource": "arn:aws:s3:::guardrail-logs"},
+        {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+         "Resource": "arn:aws:logs:us-east-1:123456789012:log-group:/guardrail/sessions:*"},
+        {"Effect": "Allow", "Action": "logs:DescribeLogGroups", "Resource": "*"},
+        {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": KEY},
+    ]}
+    return account.iam.create_policy(PolicyName="guardrail-delivery",
+                                     PolicyDocument=json.dumps(doc))["Policy"]["Arn"]
+
+
+def test_roles_without_delivery_rights_get_the_delivery_policy_once(account, clients):
+    policy = delivery_policy(account)
+    account.role("can", policy, profile="can")
+    account.role("cannot", profile="cannot")
+    ok = account.instance(profile="can")
+    bad = account.instance(profile="cannot", count=2)
+    settings = {**OURS, "log_delivery_policy_arn": policy}
+    report = account.run(clients, "report", [LOGGING], **settings)
+    status = {e.result.resource_id: e.result for e in report.evaluations}
+    assert status[ok].status is Status.PASSED
+    assert status[bad[0]].status is Status.FAILED and "s3:PutObject" in status[bad[0]].reason
+
+    report = account.run(clients, "enforce", [LOGGING], **settings)
+    (grant,) = [f for f in report.fixes if f.resource_id == "cannot"]
+    assert grant.outcome is Outcome.APPLIED and set(grant.covers) == set(bad)
+    attached = account.iam.list_attached_role_policies(RoleName="cannot")["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == [policy]
+    assert account.iam.list_attached_role_policies(RoleName="can")["AttachedPolicies"][0]["PolicyArn"] == policy
+    assert not account.run(clients, "enforce", [LOGGING], **settings).left_failed
+
+
+def test_explicit_deny_is_caught_by_simulation(account, clients):
+    policy = delivery_policy(account)
+    account.role("denied", policy, profile="denied")
+    account.iam.put_role_policy(RoleName="denied", PolicyName="no-kms", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Action": "kms:GenerateDataKey", "Resource": "*"}]}))
+    iid = account.instance(profile="denied")
+    report = account.run(clients, "report", [LOGGING], log_delivery_policy_arn=policy, **OURS)
+    (r,) = [e.result for e in report.evaluations if e.result.resource_id == iid]
+    assert r.status is Status.FAILED and r.details["denied"] == [f"kms:GenerateDataKey on {KEY}"]
+
+
+def test_delivery_to_foreign_destination_is_not_granted_by_the_guardrail(account, clients):
+    create_preferences(account, {"s3BucketName": "their-bucket", "s3EncryptionEnabled": True})
+    policy = delivery_policy(account)
+    account.role("app", profile="app")
+    account.instance(profile="app")
+    report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
+    (fix,) = report.fixes
+    assert fix.outcome is Outcome.SKIPPED and "their-bucket" in fix.reason
+    assert account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"] == []

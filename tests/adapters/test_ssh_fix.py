@@ -1,0 +1,129 @@
+"""The SSH fix on an emulated account: revokes exactly internet TCP 22, keeps every other port."""
+
+from __future__ import annotations
+
+from botocore.exceptions import ClientError
+
+from guardrail.model import Outcome, Status
+
+SSH = "ssh-open-to-internet"
+
+
+def perm(protocol, low, high, cidr="0.0.0.0/0", description=None):
+    rng = {"CidrIpv6" if ":" in cidr else "CidrIp": cidr}
+    if description:
+        rng["Description"] = description
+    return {"IpProtocol": protocol, "FromPort": low, "ToPort": high,
+            ("Ipv6Ranges" if ":" in cidr else "IpRanges"): [rng]}
+
+
+def test_report_mode_changes_nothing(account, clients):
+    gid = account.group(perm("tcp", 22, 22))
+    account.instance([gid])
+    before = account.ingress(gid)
+    report = account.run(clients, "report", [SSH])
+    assert report.fixes == [] and account.ingress(gid) == before
+    assert all(e.remediation == "report only (mode report)" for e in report.left_failed)
+
+
+def test_range_split_keeps_other_ports_and_descriptions(account, clients):
+    gid = account.group(perm("tcp", 0, 65535, description="legacy"), perm("tcp", 22, 22, "10.0.0.0/8"),
+                        perm("udp", 22, 22))
+    account.instance([gid])
+    report = account.run(clients, "enforce", [SSH])
+    assert account.ingress(gid) == sorted([
+        ("tcp", 0, 21, "0.0.0.0/0", "legacy"),
+        ("tcp", 23, 65535, "0.0.0.0/0", "legacy"),
+        ("tcp", 22, 22, "10.0.0.0/8", None),  # private SSH is not touched
+        ("udp", 22, 22, "0.0.0.0/0", None),  # UDP 22 is not SSH
+    ])
+    (fix,) = report.fixes
+    assert fix.outcome is Outcome.APPLIED and fix.before[0]["FromPort"] == 0
+    assert all(e.remediated for e in report.evaluations if e.result.status is Status.FAILED)
+
+
+def test_all_traffic_rules_become_tcp_udp_icmp_for_v4_and_v6(account, clients):
+    gid = account.group(perm("-1", -1, -1), perm("-1", -1, -1, "::/0"))
+    account.instance([gid])
+    report = account.run(clients, "enforce", [SSH])
+    rules = account.ingress(gid)
+    assert ("icmp", -1, -1, "0.0.0.0/0", None) in rules and ("icmpv6", -1, -1, "::/0", None) in rules
+    assert ("udp", 0, 65535, "::/0", None) in rules and ("tcp", 23, 65535, "0.0.0.0/0", None) in rules
+    assert not any(r[0] == "-1" for r in rules)
+    assert "other IP protocols" in report.fixes[0].reason
+
+
+def test_second_run_changes_nothing(account, clients):
+    gid = account.group(perm("tcp", 0, 1024, "::/0"))
+    account.instance([gid])
+    account.run(clients, "enforce", [SSH])
+    after_first = account.ingress(gid)
+    second = account.run(clients, "enforce", [SSH])
+    assert second.fixes == [] and account.ingress(gid) == after_first
+    assert not second.left_failed
+
+
+def test_offending_group_on_secondary_interface_is_fixed(account, clients):
+    bad = account.group(perm("tcp", 22, 22))
+    ok = account.group(perm("tcp", 443, 443))
+    iid = account.instance([ok])
+    eni = account.ec2.create_network_interface(SubnetId=account.subnet, Groups=[bad])["NetworkInterface"]
+    account.ec2.attach_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=iid,
+                                         DeviceIndex=1)
+    report = account.run(clients, "enforce", [SSH])
+    failing = {e.result.resource_id for e in report.evaluations if e.result.status is Status.FAILED}
+    assert {iid, bad} <= failing
+    assert account.ingress(bad) == []
+
+
+class FailingFor:
+    """Wraps the EC2 client: AccessDenied on one group, the real call for the rest."""
+
+    def __init__(self, ec2, group_id):
+        self.ec2, self.group_id = ec2, group_id
+
+    def __getattr__(self, name):
+        return getattr(self.ec2, name)
+
+    def authorize_security_group_ingress(self, **kwargs):
+        if kwargs["GroupId"] == self.group_id:
+            raise ClientError({"Error": {"Code": "UnauthorizedOperation", "Message": "no"}},
+                              "AuthorizeSecurityGroupIngress")
+        return self.ec2.authorize_security_group_ingress(**kwargs)
+
+
+def test_one_failing_group_does_not_stop_the_others(account, clients):
+    denied = account.group(perm("tcp", 0, 65535))
+    fine = account.group(perm("tcp", 0, 65535))
+    account.instance([denied])
+    account.instance([fine])
+    before_denied = account.ingress(denied)
+    clients.__dict__["ec2"] = FailingFor(clients.ec2, denied)
+    report = account.run(clients, "enforce", [SSH])
+    outcomes = {f.resource_id: f for f in report.fixes}
+    assert outcomes[denied].outcome is Outcome.FAILED
+    assert outcomes[denied].error_code == "UnauthorizedOperation"
+    assert "nothing was revoked" in outcomes[denied].reason
+    assert account.ingress(denied) == before_denied  # never revoked when re-adding failed
+    assert outcomes[fine].outcome is Outcome.APPLIED
+    assert ("tcp", 22, 22, "0.0.0.0/0", None) not in account.ingress(fine)
+    assert {e.result.resource_id for e in report.left_failed} >= {denied}
+
+
+def test_rule_revoked_meanwhile_counts_as_done(account, clients):
+    gid = account.group(perm("tcp", 22, 22))
+    account.instance([gid])
+    from guardrail.clients import AwsClients
+    from guardrail.controls.base import FixContext
+    from guardrail.controls.ssh_open import SSH_OPEN
+    from guardrail.reader import SnapshotReader
+    from guardrail.scope import Scope
+    from guardrail.settings import Settings
+
+    assert isinstance(clients, AwsClients)
+    snapshot = SnapshotReader(clients, Settings(), "123456789012", "aws").read(Scope.everything(), {SSH})
+    account.ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=[perm("tcp", 22, 22)])
+    failed = [r for r in SSH_OPEN.check(snapshot, Settings()) if r.status is Status.FAILED]
+    (record,) = SSH_OPEN.remediate(failed, snapshot, FixContext(clients, Settings(mode="enforce")))
+    assert record.outcome is Outcome.ALREADY_COMPLIANT and record.reason == "rule already revoked"
+    assert account.ingress(gid) == []

@@ -1,0 +1,425 @@
+"""events.parse_event: every real CloudTrail shape maps to exactly the resources it touched."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from guardrail.controls import REGISTRY
+from guardrail.events import (
+    ALL_CONTROLS,
+    EVENT_TYPES,
+    LOGGING,
+    PROFILE_CONTROLS,
+    ROLE,
+    SSH,
+    Change,
+    DropKind,
+    Dropped,
+    is_own_change,
+    items,
+    parse_event,
+    principal_key,
+    to_scope,
+)
+from guardrail.scope import Scope
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
+ACCOUNT = "111122223333"
+I1, I2 = "i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002"
+SG = "sg-0a1b2c3d4e5f60001"
+GUARDRAIL_ROLE = f"arn:aws:iam::{ACCOUNT}:role/ssm-guardrail-OnChangeFunctionRole-1A2B3C4D5E6F"
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def change(name: str, **kwargs: Any) -> Change:
+    parsed = parse_event(load(name), **kwargs)
+    assert isinstance(parsed, Change), parsed
+    return parsed
+
+
+def dropped(event: Any, **kwargs: Any) -> Dropped:
+    parsed = parse_event(event, **kwargs)
+    assert isinstance(parsed, Dropped), parsed
+    return parsed
+
+
+# --- security groups ---------------------------------------------------------------------------
+
+SG_FIXTURES = [
+    "authorize_ingress_ip_permissions",
+    "authorize_ingress_ipv6",
+    "authorize_ingress_flat_cidr",
+    "authorize_ingress_group_name",
+    "authorize_ingress_mixed_sources",
+    "modify_security_group_rules",
+    "revoke_ingress_rule_ids",
+    "modify_network_interface_attribute",
+]
+
+
+@pytest.mark.parametrize("name", SG_FIXTURES)
+def test_security_group_events_touch_the_group_and_only_the_ssh_control(name):
+    parsed = change(name, region="eu-west-1")
+    assert parsed.scope == Scope(group_ids=frozenset({SG}), controls=frozenset({SSH}))
+    assert parsed.account_id == ACCOUNT
+
+
+def test_group_named_only_by_name_takes_the_id_from_the_response_rule_set():
+    event = load("authorize_ingress_group_name")
+    assert "groupId" not in event["detail"]["requestParameters"]
+    assert to_scope(event).group_ids == {SG}
+
+
+def test_group_named_only_by_name_without_rule_set_is_dropped_as_unresolved():
+    result = dropped(load("authorize_ingress_group_name_no_rule_set"))
+    assert result.kind is DropKind.UNRESOLVED
+    assert result.bad_input and "'default'" in result.reason
+
+
+def test_referenced_groups_in_the_request_or_response_are_not_touched():
+    # sg-0fedcba987654321f is a *source* of the new rule, not a changed group.
+    assert to_scope(load("authorize_ingress_mixed_sources")).group_ids == {SG}
+
+
+def test_modify_security_group_rules_without_the_pascal_wrapper_still_parses():
+    event = load("modify_security_group_rules")
+    inner = event["detail"]["requestParameters"].pop("ModifySecurityGroupRulesRequest")
+    event["detail"]["requestParameters"] = {"groupId": inner["GroupId"]}
+    assert to_scope(event).group_ids == {SG}
+
+
+def test_interface_change_without_groups_cannot_affect_a_control():
+    event = load("modify_network_interface_attribute")
+    event["detail"]["requestParameters"] = {
+        "networkInterfaceId": "eni-0a1b2c3d4e5f60001",
+        "sourceDestCheck": {"value": False},
+    }
+    result = dropped(event)
+    assert result.kind is DropKind.IRRELEVANT and not result.bad_input
+
+
+# --- instances ---------------------------------------------------------------------------------
+
+
+def test_run_instances_touches_every_launched_instance_with_every_control():
+    parsed = change("run_instances_two")
+    assert parsed.scope == Scope(instance_ids=frozenset({I1, I2}), controls=ALL_CONTROLS)
+    assert parsed.event_name == "RunInstances"
+
+
+def test_run_instances_from_a_launch_template_uses_the_response():
+    event = load("run_instances_launch_template")
+    assert "instancesSet" not in json.dumps(event["detail"]["requestParameters"]["launchTemplate"])
+    assert to_scope(event).instance_ids == {I1}
+
+
+def test_run_instances_with_one_item_serialised_as_an_object():
+    event = load("run_instances_two")
+    only = event["detail"]["responseElements"]["instancesSet"]["items"][1]
+    event["detail"]["responseElements"]["instancesSet"]["items"] = only
+    assert to_scope(event).instance_ids == {I2}
+
+
+@pytest.mark.parametrize("name", ["start_instances", "state_change_pending"])
+def test_stray_whitespace_around_instance_ids_is_stripped(name):
+    raw = json.dumps(load(name))
+    assert f"{I1} " in raw or f" {I1}" in raw  # the fixture really carries the whitespace
+    assert to_scope(load(name)).instance_ids == {I1}
+
+
+def test_state_change_to_running_without_version_field():
+    event = load("state_change_pending")
+    assert "version" not in event
+    assert change("state_change_pending").scope.instance_ids == {I1}
+    assert change("state_change_running").event_name.endswith(":running")
+
+
+def test_state_change_to_stopped_is_irrelevant_not_bad_input():
+    result = dropped(load("state_change_stopped"))
+    assert result.kind is DropKind.IRRELEVANT and not result.bad_input
+
+
+def test_modify_instance_attribute_touches_the_instance_for_ssh_only():
+    assert to_scope(load("modify_instance_attribute_groups")) == Scope(
+        instance_ids=frozenset({I1}), controls=frozenset({SSH})
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "associate_iam_instance_profile",
+        "disassociate_iam_instance_profile",
+        "replace_iam_instance_profile_association",
+    ],
+)
+def test_instance_profile_calls_touch_the_instance_for_the_role_controls(name):
+    assert to_scope(load(name)) == Scope(instance_ids=frozenset({I1}), controls=PROFILE_CONTROLS)
+
+
+def test_disassociate_names_the_instance_only_in_the_response():
+    event = load("disassociate_iam_instance_profile")
+    assert I1 not in json.dumps(event["detail"]["requestParameters"])
+    event["detail"]["responseElements"] = None  # e.g. CloudTrail omitted it
+    assert dropped(event).kind is DropKind.MALFORMED
+
+
+# --- IAM and SSM -------------------------------------------------------------------------------
+
+
+def test_iam_events_are_global_and_evaluated_in_the_receiving_region():
+    parsed = change("iam_detach_role_policy", region="eu-west-1")
+    assert parsed.region == "us-east-1" and parsed.global_service
+    assert parsed.scope == Scope(role_names=frozenset({"app-role"}), controls=PROFILE_CONTROLS)
+
+
+def test_delete_role_policy_can_only_affect_log_delivery():
+    assert to_scope(load("iam_delete_role_policy")) == Scope(
+        role_names=frozenset({"app-role"}), controls=frozenset({LOGGING})
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["iam_remove_role_from_instance_profile", "iam_delete_instance_profile"]
+)
+def test_profile_events_lead_to_instances_through_the_profile(name):
+    assert to_scope(load(name)) == Scope(
+        profile_names=frozenset({"app-profile"}), controls=PROFILE_CONTROLS
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ssm_create_document",
+        "ssm_update_document",
+        "ssm_update_document_default_version",
+        "ssm_delete_document",
+    ],
+)
+def test_session_document_events_touch_the_region_preferences(name):
+    assert to_scope(load(name), region="eu-west-1") == Scope(
+        preferences=True, controls=frozenset({LOGGING})
+    )
+
+
+def test_session_document_named_by_arn():
+    event = load("ssm_update_document")
+    event["detail"]["requestParameters"]["name"] = (
+        f"arn:aws:ssm:eu-west-1:{ACCOUNT}:document/SSM-SessionManagerRunShell"
+    )
+    assert to_scope(event).preferences
+
+
+def test_other_documents_are_irrelevant():
+    result = dropped(load("ssm_update_other_document"))
+    assert result.kind is DropKind.IRRELEVANT and "MyRunbook" in result.reason
+
+
+# --- what changes nothing ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["failed_authorize_ingress", "failed_run_instances", "failed_detach_role_policy"]
+)
+def test_failed_calls_are_dropped(name):
+    result = dropped(load(name))
+    assert result.kind is DropKind.FAILED_CALL and not result.bad_input
+    assert load(name)["detail"]["errorCode"] in result.reason
+
+
+def test_failure_is_judged_by_error_code_not_by_a_null_response():
+    event = load("iam_detach_role_policy")
+    assert event["detail"]["responseElements"] is None
+    assert isinstance(parse_event(event), Change)
+
+
+@pytest.mark.parametrize("name", ["own_revoke_ingress", "own_authorize_ingress"])
+def test_the_guardrails_own_changes_are_not_refixed(name):
+    result = dropped(load(name), actor_arns=[GUARDRAIL_ROLE])
+    assert result.kind is DropKind.OWN_CHANGE
+    # Without the setting they are ordinary changes.
+    assert isinstance(parse_event(load(name)), Change)
+
+
+def test_actor_match_by_assumed_role_arn_alone():
+    event = load("own_revoke_ingress")
+    del event["detail"]["userIdentity"]["sessionContext"]
+    assert dropped(event, actor_arns=[GUARDRAIL_ROLE]).kind is DropKind.OWN_CHANGE
+
+
+def test_actor_arns_with_path_and_wildcards():
+    detail = load("own_revoke_ingress")["detail"]
+    assert is_own_change(
+        detail,
+        [f"arn:aws:iam::{ACCOUNT}:role/service/ssm-guardrail-OnChangeFunctionRole-1A2B3C4D5E6F"],
+    )
+    assert is_own_change(detail, [f"arn:aws:iam::{ACCOUNT}:role/ssm-guardrail-*"])
+    assert not is_own_change(detail, [f"arn:aws:iam::{ACCOUNT}:role/ssm-guardrail-Other"])
+    assert not is_own_change(detail, ["arn:aws:iam::999999999999:role/ssm-guardrail-*"])
+    assert not is_own_change(load("authorize_ingress_ip_permissions")["detail"], [GUARDRAIL_ROLE])
+
+
+def test_principal_key_normalises_assumed_roles_and_paths():
+    assert principal_key("arn:aws:sts::123456789012:assumed-role/R/session") == (
+        "arn:aws:iam::123456789012:role/R"
+    )
+    assert principal_key("arn:aws-us-gov:iam::123456789012:role/a/b/R") == (
+        "arn:aws-us-gov:iam::123456789012:role/R"
+    )
+    assert (
+        principal_key("arn:aws:iam::123456789012:user/bob") == "arn:aws:iam::123456789012:user/bob"
+    )
+    assert principal_key(" not-an-arn ") == "not-an-arn"
+
+
+def test_regional_event_for_another_region_is_dropped_but_iam_is_not():
+    assert dropped(load("authorize_ingress_ip_permissions"), region="us-west-2").kind is (
+        DropKind.OTHER_REGION
+    )
+    assert dropped(load("state_change_running"), region="us-west-2").kind is DropKind.OTHER_REGION
+    assert isinstance(parse_event(load("iam_delete_role_policy"), region="us-west-2"), Change)
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        [],
+        "text",
+        42,
+        {},
+        {"detail-type": "AWS API Call via CloudTrail"},
+        {"detail-type": "AWS API Call via CloudTrail", "detail": "not json"},
+        {"detail-type": "AWS API Call via CloudTrail", "detail": []},
+    ],
+)
+def test_malformed_events_are_bad_input(event):
+    result = dropped(event)
+    assert result.kind is DropKind.MALFORMED and result.bad_input and result.reason
+
+
+@pytest.mark.parametrize("name", ["schedule_rule", "scheduler"])
+def test_schedule_payloads_are_unknown_to_on_change(name):
+    result = dropped(load(name))
+    assert result.kind is DropKind.UNKNOWN and "Scheduled Event" in result.reason
+
+
+def test_unknown_event_name_and_wrong_source_are_unknown():
+    event = load("authorize_ingress_ip_permissions")
+    event["detail"]["eventName"] = "AuthorizeSecurityGroupEgress"
+    assert dropped(event).kind is DropKind.UNKNOWN
+    event = load("authorize_ingress_ip_permissions")
+    event["detail"]["eventSource"] = "iam.amazonaws.com"
+    assert dropped(event).kind is DropKind.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "i-XYZ",
+        "sg-0a1b2c3d4e5f60001",
+        "",
+        "   ",
+        7,
+        None,
+        ["i-0a1b2c3d4e5f60001"],
+        "i-0a1b2c3d4e5f60001;rm",
+    ],
+)
+def test_invalid_instance_ids_are_malformed(value):
+    event = load("state_change_running")
+    event["detail"]["instance-id"] = value
+    assert dropped(event).kind is DropKind.MALFORMED
+
+
+def test_invalid_group_id_is_malformed_and_names_the_value():
+    event = load("authorize_ingress_ip_permissions")
+    event["detail"]["requestParameters"]["groupId"] = "sg-<script>"
+    event["detail"]["responseElements"] = {}
+    result = dropped(event)
+    assert result.kind is DropKind.MALFORMED and "sg-<script>" in result.reason
+
+
+def test_empty_lists_encoded_as_objects():
+    assert items({}) == [] and items({"items": {}}) == [] and items(None) == []
+    assert items({"items": [{"a": 1}, "junk"]}) == [{"a": 1}]
+    event = load("run_instances_two")
+    event["detail"]["responseElements"]["instancesSet"] = {}
+    assert dropped(event).kind is DropKind.MALFORMED
+
+
+def test_detail_as_json_string_is_read():
+    event = load("state_change_running")
+    event["detail"] = json.dumps(event["detail"])
+    assert to_scope(event).instance_ids == {I1}
+
+
+def test_missing_account_leaves_the_account_to_the_engine():
+    event = load("state_change_running")
+    del event["account"]
+    assert change_of(event).account_id is None
+
+
+def change_of(event: dict[str, Any]) -> Change:
+    parsed = parse_event(event)
+    assert isinstance(parsed, Change)
+    return parsed
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+
+def test_every_event_name_in_aws_notes_is_handled():
+    names = {
+        "AuthorizeSecurityGroupIngress",
+        "ModifySecurityGroupRules",
+        "RevokeSecurityGroupIngress",
+        "RunInstances",
+        "StartInstances",
+        "ModifyInstanceAttribute",
+        "ModifyNetworkInterfaceAttribute",
+        "AssociateIamInstanceProfile",
+        "DisassociateIamInstanceProfile",
+        "ReplaceIamInstanceProfileAssociation",
+        "DetachRolePolicy",
+        "DeleteRolePolicy",
+        "RemoveRoleFromInstanceProfile",
+        "DeleteInstanceProfile",
+        "CreateDocument",
+        "UpdateDocument",
+        "UpdateDocumentDefaultVersion",
+        "DeleteDocument",
+    }
+    assert set(EVENT_TYPES) == names
+
+
+def test_every_fixture_of_a_handled_event_parses_to_a_scope_or_a_reasoned_drop():
+    for path in sorted(FIXTURES.glob("*.json")):
+        parsed = parse_event(json.loads(path.read_text()), actor_arns=[GUARDRAIL_ROLE])
+        if isinstance(parsed, Change):
+            assert not parsed.scope.empty, path.name
+        else:
+            assert parsed.reason, path.name
+
+
+def test_event_controls_are_registered_controls():
+    assert {SSH, ROLE, LOGGING} <= set(REGISTRY)
+
+
+def test_parser_does_not_mutate_the_event():
+    for path in sorted(FIXTURES.glob("*.json")):
+        event = json.loads(path.read_text())
+        before = copy.deepcopy(event)
+        parse_event(event, actor_arns=[GUARDRAIL_ROLE], region="eu-west-1")
+        assert event == before, path.name

@@ -1,0 +1,121 @@
+"""ssm-session-logging check and fix plan: preferences states, delivery, and owners' inputs kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from guardrail.controls.session_logging import (
+    SESSION_LOGGING,
+    delivery_requirements,
+    delivery_target,
+    desired_inputs,
+)
+from guardrail.model import (
+    AccountSnapshot,
+    DeliveryCheck,
+    Instance,
+    InstanceProfile,
+    ResourceType,
+    Role,
+    SessionPreferences,
+    Status,
+)
+from guardrail.settings import Settings
+
+KEY = "arn:aws:kms:eu-west-1:111122223333:key/abcd"
+OURS = Settings(session_log_bucket="guardrail-logs", session_log_group="/guardrail/sessions",
+                session_log_kms_key=KEY, log_delivery_policy_arn="arn:aws:iam::111122223333:policy/d")
+
+
+def region_result(prefs: SessionPreferences):
+    s = AccountSnapshot("111122223333", "eu-west-1", session_preferences=prefs)
+    (r,) = [r for r in SESSION_LOGGING.check(s, OURS) if r.resource_type is ResourceType.ACCOUNT]
+    return r
+
+
+@pytest.mark.parametrize(
+    ("inputs", "exists", "status", "severity"),
+    [
+        ({}, False, Status.FAILED, "MEDIUM"),  # absent: a fresh account
+        ({"runAsEnabled": True}, True, Status.FAILED, "MEDIUM"),  # neither destination
+        ({"s3BucketName": "", "cloudWatchLogGroupName": ""}, True, Status.FAILED, "MEDIUM"),
+        ({"s3BucketName": "b", "s3EncryptionEnabled": True}, True, Status.PASSED, "INFORMATIONAL"),
+        ({"cloudWatchLogGroupName": "g", "cloudWatchEncryptionEnabled": True}, True, Status.PASSED,
+         "INFORMATIONAL"),
+        ({"s3BucketName": "b", "s3EncryptionEnabled": False}, True, Status.FAILED, "LOW"),
+        ({"cloudWatchLogGroupName": "g", "cloudWatchEncryptionEnabled": False}, True, Status.FAILED, "LOW"),
+    ],
+)
+def test_region_preferences(inputs, exists, status, severity):
+    r = region_result(SessionPreferences(exists, inputs))
+    assert (r.status, r.severity) == (status, severity)
+    assert r.resource_id == "111122223333" and r.region == "eu-west-1"
+
+
+def test_fix_keeps_every_owner_input_and_adds_encrypted_destinations():
+    owners = {"runAsEnabled": True, "runAsDefaultUser": "ops", "idleSessionTimeout": "15",
+              "maxSessionDuration": "120", "shellProfile": {"linux": "cd ~", "windows": ""}}
+    inputs, why_not = desired_inputs(SessionPreferences(True, owners), OURS)
+    assert not why_not
+    assert {k: inputs[k] for k in owners} == owners
+    assert inputs["s3BucketName"] == "guardrail-logs" and inputs["s3EncryptionEnabled"] is True
+    assert inputs["cloudWatchLogGroupName"] == "/guardrail/sessions"
+    assert inputs["cloudWatchEncryptionEnabled"] is True and inputs["kmsKeyId"] == KEY
+
+
+def test_fix_never_replaces_an_owner_destination_or_key():
+    theirs = {"s3BucketName": "their-bucket", "s3EncryptionEnabled": False, "kmsKeyId": "arn:their"}
+    inputs, _ = desired_inputs(SessionPreferences(True, theirs), OURS)
+    assert inputs == {**theirs, "s3EncryptionEnabled": True}
+
+
+def test_unencrypted_foreign_log_group_is_not_touched():
+    theirs = {"cloudWatchLogGroupName": "their-group", "cloudWatchEncryptionEnabled": False}
+    inputs, why_not = desired_inputs(SessionPreferences(True, theirs), OURS)
+    assert inputs == theirs and "their-group" in why_not
+
+
+def test_no_destination_configured_means_no_fix():
+    _, why_not = desired_inputs(SessionPreferences(False), Settings())
+    assert "nowhere to log" in why_not
+
+
+def test_delivery_target_prefers_the_region_configuration():
+    configured = SessionPreferences(True, {"s3BucketName": "theirs", "s3KeyPrefix": "p"})
+    assert delivery_target(configured, OURS)["bucket"] == "theirs"
+    assert delivery_target(SessionPreferences(False), OURS)["bucket"] == "guardrail-logs"
+    assert delivery_target(SessionPreferences(False), Settings()) == {}
+    assert delivery_target(None, OURS) == {}
+
+
+def test_delivery_requirements_cover_s3_logs_and_kms():
+    pairs = dict(delivery_requirements(delivery_target(SessionPreferences(False), OURS), "aws",
+                                       "eu-west-1", "111122223333"))
+    assert pairs["s3:PutObject"] == "arn:aws:s3:::guardrail-logs/session-logs/session.log"
+    assert pairs["s3:GetEncryptionConfiguration"] == "arn:aws:s3:::guardrail-logs"
+    assert pairs["logs:PutLogEvents"].startswith(
+        "arn:aws:logs:eu-west-1:111122223333:log-group:/guardrail/sessions:")
+    assert pairs["kms:GenerateDataKey"] == KEY and pairs["kms:Decrypt"] == KEY
+
+
+def test_instance_delivery_results():
+    profile = "arn:aws:iam::111122223333:instance-profile/p"
+    s = AccountSnapshot(
+        "111122223333", "eu-west-1",
+        instances={
+            "i-ok": Instance("i-ok", "running", profile_arn=profile),
+            "i-no-role": Instance("i-no-role", "running"),
+            "i-gone": Instance("i-gone", "terminated", profile_arn=profile),
+        },
+        instance_profiles={profile: InstanceProfile(profile, "p", ("r",))},
+        roles={"r": Role("r", "arn:aws:iam::111122223333:role/r")},
+        session_preferences=SessionPreferences(True, {"s3BucketName": "b", "s3EncryptionEnabled": True}),
+        delivery_target={"bucket": "b"},
+        delivery={"r": DeliveryCheck("r", ("s3:PutObject on arn:aws:s3:::b/session.log",))},
+    )
+    results = {r.resource_id: r for r in SESSION_LOGGING.check(s, OURS)}
+    assert results["i-ok"].status is Status.FAILED and "s3:PutObject" in results["i-ok"].reason
+    assert results["i-no-role"].status is Status.NOT_APPLICABLE
+    assert "i-gone" not in results
+    allowed = AccountSnapshot(**{**s.__dict__, "delivery": {"r": DeliveryCheck("r")}})
+    assert {r.resource_id: r for r in SESSION_LOGGING.check(allowed, OURS)}["i-ok"].status is Status.PASSED

@@ -1,0 +1,208 @@
+"""ssh-open-to-internet: exactly internet TCP 22 is caught, and the fix plan never widens access."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from guardrail.controls.ssh_open import SSH_OPEN, admits_internet_ssh, ip_permission, remaining_access
+from guardrail.model import (
+    AccountSnapshot,
+    Instance,
+    ResourceType,
+    SecurityGroup,
+    SecurityGroupRule,
+    Status,
+)
+from guardrail.settings import Settings
+
+
+def rule(protocol="tcp", low=22, high=22, v4="0.0.0.0/0", v6=None, **kw) -> SecurityGroupRule:
+    return SecurityGroupRule(kw.pop("rule_id", "sgr-1"), kw.pop("group_id", "sg-1"), protocol, low, high,
+                             cidr_ipv4=None if v6 else v4, cidr_ipv6=v6, **kw)
+
+
+@pytest.mark.parametrize(
+    ("r", "expected"),
+    [
+        (rule(), True),
+        (rule(v6="::/0"), True),
+        (rule("6"), True),  # protocol number for tcp
+        (rule("-1", None, None), True),
+        (rule("-1", -1, -1, v6="::/0"), True),
+        (rule("tcp", 0, 1024), True),  # CIS: a range including 22 counts
+        (rule("tcp", 0, 65535, v6="::/0"), True),
+        (rule("udp"), False),  # UDP 22 is not SSH
+        (rule("udp", 0, 65535), False),
+        (rule("icmp", -1, -1), False),
+        (rule(v4="10.0.0.0/8"), False),  # private
+        (rule(v4="0.0.0.0/1"), False),  # half the internet is not the rule; EC2.13 names /0
+        (rule(v4=None, prefix_list_id="pl-123"), False),
+        (rule(v4=None, referenced_group_id="sg-9"), False),
+        (rule("tcp", 23, 100), False),
+        (rule("tcp", 20, 21), False),
+        (rule(is_egress=True), False),
+    ],
+)
+def test_only_internet_tcp22_counts(r, expected):
+    assert admits_internet_ssh(r) is expected
+
+
+def snapshot(instances, groups) -> AccountSnapshot:
+    return AccountSnapshot("111122223333", "eu-west-1", "aws",
+                           instances={i.instance_id: i for i in instances},
+                           security_groups={g.group_id: g for g in groups})
+
+
+def by_resource(results):
+    return {(r.resource_type, r.resource_id): r for r in results}
+
+
+def test_group_on_a_secondary_interface_is_found_and_named():
+    bad = SecurityGroup("sg-bad", "ssh-world", "vpc-1", rules=(rule(rule_id="sgr-22", group_id="sg-bad"),))
+    good = SecurityGroup("sg-ok", "web", "vpc-1", rules=(rule("tcp", 443, 443, rule_id="sgr-443", group_id="sg-ok"),))
+    inst = Instance("i-1", "running", ("sg-ok", "sg-bad"), ("eni-a", "eni-b"), public_ip="3.3.3.3")
+    results = by_resource(SSH_OPEN.check(snapshot([inst], [bad, good]), Settings()))
+    r = results[(ResourceType.INSTANCE, "i-1")]
+    assert r.status is Status.FAILED and r.severity == "CRITICAL"
+    assert r.details["rule_ids"] == ["sgr-22"] and "sg-bad" in r.reason
+    assert results[(ResourceType.SECURITY_GROUP, "sg-bad")].status is Status.FAILED
+    assert results[(ResourceType.SECURITY_GROUP, "sg-ok")].status is Status.PASSED
+
+
+@pytest.mark.parametrize(
+    ("state", "public_ip", "status", "severity"),
+    [
+        ("running", "3.3.3.3", Status.FAILED, "CRITICAL"),
+        ("running", None, Status.FAILED, "HIGH"),
+        ("stopped", "3.3.3.3", Status.FAILED, "HIGH"),
+        ("pending", None, Status.FAILED, "HIGH"),
+        ("terminated", None, Status.NOT_APPLICABLE, "INFORMATIONAL"),
+        ("shutting-down", None, Status.NOT_APPLICABLE, "INFORMATIONAL"),
+    ],
+)
+def test_state_and_exposure_set_status_and_severity(state, public_ip, status, severity):
+    bad = SecurityGroup("sg-bad", rules=(rule(group_id="sg-bad"),))
+    inst = Instance("i-1", state, ("sg-bad",), public_ip=public_ip)
+    r = by_resource(SSH_OPEN.check(snapshot([inst], [bad]), Settings()))[(ResourceType.INSTANCE, "i-1")]
+    assert (r.status, r.severity) == (status, severity)
+
+
+def test_group_used_only_by_terminated_instances_is_not_reported():
+    bad = SecurityGroup("sg-bad", rules=(rule(group_id="sg-bad"),))
+    inst = Instance("i-1", "terminated", ("sg-bad",))
+    results = by_resource(SSH_OPEN.check(snapshot([inst], [bad]), Settings()))
+    assert (ResourceType.SECURITY_GROUP, "sg-bad") not in results
+
+
+def test_private_udp_prefix_list_and_reference_rules_pass():
+    rules = (
+        rule("udp", rule_id="a", group_id="sg-1"),
+        rule(v4="10.0.0.0/8", rule_id="b", group_id="sg-1"),
+        rule(v4=None, prefix_list_id="pl-1", rule_id="c", group_id="sg-1"),
+        rule(v4=None, referenced_group_id="sg-2", rule_id="d", group_id="sg-1"),
+    )
+    inst = Instance("i-1", "running", ("sg-1",), public_ip="3.3.3.3")
+    results = SSH_OPEN.check(snapshot([inst], [SecurityGroup("sg-1", rules=rules)]), Settings())
+    assert {r.status for r in results} == {Status.PASSED}
+
+
+@pytest.mark.parametrize(
+    ("r", "kept", "note"),
+    [
+        (rule("tcp", 22, 22), [], ""),
+        (rule("tcp", 0, 65535), [("tcp", 0, 21), ("tcp", 23, 65535)], ""),
+        (rule("tcp", 22, 80), [("tcp", 23, 80)], ""),
+        (rule("tcp", 20, 22), [("tcp", 20, 21)], ""),
+        (rule("-1", -1, -1), [("tcp", 0, 21), ("tcp", 23, 65535), ("udp", 0, 65535), ("icmp", -1, -1)],
+         "other IP protocols"),
+        (rule("-1", None, None, v6="::/0"),
+         [("tcp", 0, 21), ("tcp", 23, 65535), ("udp", 0, 65535), ("icmpv6", -1, -1)], "other IP protocols"),
+    ],
+)
+def test_fix_plan_keeps_every_other_port(r, kept, note):
+    ranges, why = remaining_access(r)
+    assert [(p.protocol, p.from_port, p.to_port) for p in ranges] == kept
+    assert (note in why) if note else why == ""
+
+
+def test_readded_rule_keeps_source_and_description():
+    r = rule("tcp", 0, 65535, v6="::/0", description="legacy admin range")
+    ports, _ = remaining_access(r)
+    permission = ip_permission(r, ports[0])
+    assert permission["Ipv6Ranges"] == [{"CidrIpv6": "::/0", "Description": "legacy admin range"}]
+    assert "IpRanges" not in permission
+
+
+# --- property: applying the fix plan never widens what a group admits --------------------------
+
+PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6", "-1", "6", "17", "50")
+SOURCES = ("0.0.0.0/0", "::/0", "10.0.0.0/8", "192.168.1.0/24", "2001:db8::/32")
+
+
+def _admits(r: SecurityGroupRule, protocol: str, port: int, source: str) -> bool:
+    """Reference semantics of one ingress rule for a probe (protocol name, port, source address)."""
+    names = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
+    rp = names.get(r.protocol, r.protocol)
+    cidr = r.cidr_ipv4 or r.cidr_ipv6
+    if cidr is None:
+        return False
+    net = ipaddress.ip_network(cidr)
+    addr = ipaddress.ip_address(source)
+    if addr.version != net.version or addr not in net:
+        return False
+    if rp == "-1":
+        return True
+    if rp != protocol:
+        return False
+    if rp in ("tcp", "udp"):
+        low = 0 if r.from_port is None or r.from_port < 0 else r.from_port
+        high = 65535 if r.to_port is None or r.to_port < 0 else r.to_port
+        return low <= port <= high
+    return rp in ("icmp", "icmpv6")
+
+
+@st.composite
+def rules(draw):
+    protocol = draw(st.sampled_from(PROTOCOLS))
+    low = draw(st.integers(0, 65535))
+    high = draw(st.integers(low, 65535))
+    if protocol not in ("tcp", "udp", "6", "17"):
+        low = high = -1
+    source = draw(st.sampled_from(SOURCES))
+    v6 = source if ":" in source else None
+    return rule(protocol, low, high, v4=None if v6 else source, v6=v6,
+                rule_id=f"sgr-{draw(st.integers(0, 10**6))}")
+
+
+PROBES = [(p, port, src) for p in ("tcp", "udp", "icmp", "icmpv6", "esp")
+          for port in (0, 1, 21, 22, 23, 80, 443, 1024, 65535)
+          for src in ("8.8.8.8", "10.1.2.3", "192.168.1.9", "2001:db8::1", "2600::1")]
+
+
+@given(st.lists(rules(), min_size=1, max_size=6))
+def test_fix_never_widens_and_closes_internet_ssh(group_rules):
+    after = []
+    for r in group_rules:
+        if not admits_internet_ssh(r):
+            after.append(r)
+            continue
+        ports, _ = remaining_access(r)
+        after += [rule(p.protocol, p.from_port, p.to_port, v4=r.cidr_ipv4, v6=r.cidr_ipv6) for p in ports]
+    for probe in PROBES:
+        if any(_admits(r, *probe) for r in after):
+            assert any(_admits(r, *probe) for r in group_rules), f"fix widened access to {probe}"
+    assert not any(admits_internet_ssh(r) for r in after)
+    # and nothing but internet tcp/22 (and exotic protocols of all-traffic rules) is lost
+    for probe in PROBES:
+        protocol, port, source = probe
+        v6 = ":" in source
+        if protocol == "esp" or (protocol == "tcp" and port == 22):
+            continue
+        if (protocol == "icmpv6" and not v6) or (protocol == "icmp" and v6):
+            continue  # no such flow: ICMPv6 rides IPv6 only, ICMP IPv4 only
+        if any(_admits(r, *probe) for r in group_rules):
+            assert any(_admits(r, *probe) for r in after), f"fix broke {probe}"
