@@ -21,7 +21,9 @@ It also corrects moto behaviours the guardrail's results depend on (documented A
   and Workflow (moto overwrote them), ignores an update whose ``UpdatedAt`` is not later than the
   stored one, and resets Workflow NOTIFIED/RESOLVED → NEW when RecordState goes ARCHIVED → ACTIVE
   or Compliance.Status goes PASSED → FAILED/WARNING/NOT_AVAILABLE. New findings start
-  ``Workflow.Status = NEW``. (It also looks findings up by Id in a dict: moto scanned a list.)
+  ``Workflow.Status = NEW``. With Security Hub disabled every finding comes back in
+  ``FailedFindings`` with ``InvalidAccess`` (moto accepted them). Findings are looked up by Id
+  in a dict (moto scanned a list per finding: quadratic at benchmark sizes).
 - ``ReplaceIamInstanceProfileAssociation`` now shows in DescribeInstances' ``IamInstanceProfile``.
 - ``RunInstances`` with ``IamInstanceProfile`` and a count above one gives the profile to every
   instance launched (moto associated it with the first one only).
@@ -387,6 +389,13 @@ def _securityhub_batch_update_findings(self: Any) -> str:
     if note is not None and not (note.get("Text") and note.get("UpdatedBy")):
         raise InvalidInputException(op=op, msg="Note needs Text and UpdatedBy")
     backend = self.securityhub_backend
+    if not backend.enabled:
+        from moto.securityhub.exceptions import SecurityHubClientError
+
+        raise SecurityHubClientError(
+            "InvalidAccessException",
+            f"Account {backend.account_id} is not subscribed to AWS Security Hub",
+        )
     stored = {f.id: f for f in backend.findings}
     now = _iso_now()
     processed, unprocessed = [], []
@@ -422,6 +431,12 @@ def _securityhub_import_findings(self: Any, findings: list[dict[str, Any]]) -> t
     stored = {f.id: f for f in self.findings}
     failed: list[dict[str, Any]] = []
     success = 0
+    if not self.enabled:
+        # Documented: with Security Hub disabled the findings come back in FailedFindings.
+        message = f"Account {self.account_id} is not subscribed to AWS Security Hub"
+        failed = [{"Id": f.get("Id", ""), "ErrorCode": "InvalidAccess", "ErrorMessage": message}
+                  for f in findings]
+        return len(failed), 0, failed
     for data in findings:
         finding_id = data.get("Id", "")
         resources = data.get("Resources")

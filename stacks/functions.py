@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Aws, CfnParameter, Duration, RemovalPolicy
+from aws_cdk import Aws, CfnParameter, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_destinations as destinations
@@ -103,7 +103,7 @@ class GuardrailFunctions(Construct):
         # Resolved by CloudFormation at deploy time from the public parameter Powertools publishes
         # in each region, so synth stays offline; pass another path to pin a version.
         layer_arn = CfnParameter(
-            self,
+            Stack.of(self),  # a stable logical id for `cdk deploy --parameters PowertoolsLayerArn=...`
             "PowertoolsLayerArn",
             type="AWS::SSM::Parameter::Value<String>",
             default=POWERTOOLS_PARAMETER,

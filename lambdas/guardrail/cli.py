@@ -6,6 +6,7 @@ Exit codes: 0 nothing left FAILED, 1 something left FAILED, 2 usage, credential 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -153,7 +154,7 @@ def print_table(report: ScanReport, out: TextIO) -> None:
         counts = Counter(e.result.status.value for e in evaluations)
         fixed = sum(e.remediated for e in evaluations)
         line = "  ".join(
-            f"{s} {counts.get(s.value, 0)}"
+            f"{s.value} {counts.get(s.value, 0)}"
             for s in (Status.FAILED, Status.PASSED, Status.NOT_APPLICABLE)
         )
         print(f"\n{control}: {line}" + (f"  fixed {fixed}" if fixed else ""), file=out)
@@ -183,8 +184,9 @@ def main(
     out, err = out or sys.stdout, err or sys.stderr
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help exits 0, a usage error 2
         return int(exit_.code or 0) and 2
     try:
         if args.command == "scan":

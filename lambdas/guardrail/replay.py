@@ -371,9 +371,7 @@ def run_replay(args: argparse.Namespace, out: TextIO, err: TextIO,
         print(json.dumps(outcome_dict(outcome), indent=2) if args.format == "json"
               else format_outcome(outcome), file=out)
         return 0
-    default = boto3.Session(profile_name=args.profile).region_name if args.profile else (
-        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    )
+    default = boto3.Session(profile_name=args.profile).region_name or os.environ.get("AWS_REGION")
     regions = replay_regions(parsed, args.region, settings.regions, default)
     if not regions:
         raise UsageError("no region: pass --region, set AWS_REGION or GUARDRAIL_REGIONS")

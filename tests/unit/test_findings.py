@@ -11,7 +11,6 @@ from typing import Any
 import botocore.session
 import pytest
 from botocore.validate import ParamValidator
-
 from guardrail.controls.ssh_open import SSH_OPEN
 from guardrail.findings import (
     build_finding,
@@ -127,8 +126,7 @@ def assert_valid(finding: dict[str, Any]) -> None:
     report = ParamValidator().validate({"Findings": [finding]}, IMPORT_INPUT)
     assert not report.has_errors(), report.generate_report()
     assert shape_problems(finding, FINDING_SHAPE, "Finding") == []
-    required = ("AwsAccountId", "CreatedAt", "Description", "GeneratorId", "Id", "ProductArn",
-                "Resources", "SchemaVersion", "Severity", "Title", "Types", "UpdatedAt")  # fmt: skip
+    required = [member for member in FINDING_SHAPE.required_members] + ["Severity", "Types"]
     assert all(finding.get(key) for key in required)
     assert len(finding["Id"]) <= 512
     assert len(finding["Title"]) <= 256
@@ -140,35 +138,67 @@ def assert_valid(finding: dict[str, Any]) -> None:
 
 
 CASES = {
-    "instance failed": lambda: build_finding(result(), SSH_OPEN, generated_at=NOW, instance=INSTANCE),
+    "instance failed": lambda: build_finding(
+        result(), SSH_OPEN, generated_at=NOW, instance=INSTANCE
+    ),
     "instance passed": lambda: build_finding(
         result(status=Status.PASSED, severity="INFORMATIONAL", reason="no internet SSH"),
-        SSH_OPEN, generated_at=NOW, instance=INSTANCE,
+        SSH_OPEN,
+        generated_at=NOW,
+        instance=INSTANCE,
     ),
     "instance terminated": lambda: build_finding(
-        result(status=Status.NOT_APPLICABLE, severity="INFORMATIONAL", reason="instance is terminated"),
-        SSH_OPEN, generated_at=NOW, instance=replace(INSTANCE, state="terminated", public_ip=None),
+        result(
+            status=Status.NOT_APPLICABLE, severity="INFORMATIONAL", reason="instance is terminated"
+        ),
+        SSH_OPEN,
+        generated_at=NOW,
+        instance=replace(INSTANCE, state="terminated", public_ip=None),
     ),
     "group remediated with large fixes": lambda: build_finding(
-        result(ResourceType.SECURITY_GROUP, "sg-1", severity="HIGH"), SSH_OPEN,
-        generated_at=NOW, fixes=[FIX] * 12, remediated=True, group=GROUP,
+        result(ResourceType.SECURITY_GROUP, "sg-1", severity="HIGH"),
+        SSH_OPEN,
+        generated_at=NOW,
+        fixes=[FIX] * 12,
+        remediated=True,
+        group=GROUP,
     ),
     "group failed fix": lambda: build_finding(
-        result(ResourceType.SECURITY_GROUP, "sg-1", severity="HIGH"), SSH_OPEN, generated_at=NOW,
-        fixes=[replace(FIX, outcome=Outcome.FAILED, error_code="UnauthorizedOperation")], group=GROUP,
+        result(ResourceType.SECURITY_GROUP, "sg-1", severity="HIGH"),
+        SSH_OPEN,
+        generated_at=NOW,
+        fixes=[replace(FIX, outcome=Outcome.FAILED, error_code="UnauthorizedOperation")],
+        group=GROUP,
     ),
     "account failed": lambda: build_finding(
-        result(ResourceType.ACCOUNT, ACCOUNT, severity="MEDIUM", control="session-logging-off",
-               reason="no Session Manager preferences document in this region", details={}),
-        LoggingControl(), generated_at=NOW,
+        result(
+            ResourceType.ACCOUNT,
+            ACCOUNT,
+            severity="MEDIUM",
+            control="session-logging-off",
+            reason="no Session Manager preferences document in this region",
+            details={},
+        ),
+        LoggingControl(),
+        generated_at=NOW,
     ),
     "account remediated": lambda: build_finding(
         result(ResourceType.ACCOUNT, ACCOUNT, severity="MEDIUM", control="session-logging-off"),
-        LoggingControl(), generated_at=NOW, remediated=True,
-        fixes=[FixRecord("session-logging-off", ACCOUNT, "set session logging", Outcome.APPLIED,
-                         before=None, after={"s3BucketName": "logs"})],
+        LoggingControl(),
+        generated_at=NOW,
+        remediated=True,
+        fixes=[
+            FixRecord(
+                "session-logging-off",
+                ACCOUNT,
+                "set session logging",
+                Outcome.APPLIED,
+                before=None,
+                after={"s3BucketName": "logs"},
+            )
+        ],
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -178,14 +208,18 @@ def test_every_finding_is_accepted_by_the_security_hub_api_model(case: str) -> N
 
 def test_a_failed_instance_finding_carries_what_an_analyst_needs() -> None:
     finding = CASES["instance failed"]()
-    assert finding["ProductArn"] == f"arn:aws:securityhub:{REGION}:{ACCOUNT}:product/{ACCOUNT}/default"
+    assert (
+        finding["ProductArn"] == f"arn:aws:securityhub:{REGION}:{ACCOUNT}:product/{ACCOUNT}/default"
+    )
     assert finding["GeneratorId"] == "ssm-guardrail/ssh-open-to-internet"
     assert finding["Severity"] == {"Label": "CRITICAL"}
     assert finding["FindingProviderFields"] == {
-        "Severity": {"Label": "CRITICAL"}, "Types": list(SSH_OPEN.finding_types)
+        "Severity": {"Label": "CRITICAL"},
+        "Types": list(SSH_OPEN.finding_types),
     }
     assert finding["Compliance"] == {
-        "Status": "FAILED", "RelatedRequirements": list(SSH_OPEN.related_requirements)
+        "Status": "FAILED",
+        "RelatedRequirements": list(SSH_OPEN.related_requirements),
     }
     assert finding["RecordState"] == "ACTIVE"
     assert finding["CreatedAt"] == finding["UpdatedAt"] == "2026-05-04T03:02:01.123Z"
@@ -291,7 +325,9 @@ def test_a_failed_fix_reports_its_error_code() -> None:
 
 
 def test_a_passed_result_is_informational_even_if_the_control_said_otherwise() -> None:
-    finding = build_finding(result(status=Status.PASSED, severity="HIGH"), SSH_OPEN, generated_at=NOW)
+    finding = build_finding(
+        result(status=Status.PASSED, severity="HIGH"), SSH_OPEN, generated_at=NOW
+    )
     assert finding["Compliance"]["Status"] == "PASSED"
     assert finding["Severity"]["Label"] == "INFORMATIONAL"
 
@@ -319,7 +355,9 @@ def test_long_reasons_and_titles_are_cut_to_the_asff_limits() -> None:
 
 def test_timestamps_are_utc_with_z_whatever_the_input_zone() -> None:
     tokyo = NOW.astimezone(timezone(timedelta(hours=9)))
-    finding = build_finding(result(), SSH_OPEN, generated_at=tokyo, created_at=NOW - timedelta(days=1))
+    finding = build_finding(
+        result(), SSH_OPEN, generated_at=tokyo, created_at=NOW - timedelta(days=1)
+    )
     assert finding["UpdatedAt"] == "2026-05-04T03:02:01.123Z"
     assert finding["CreatedAt"] == "2026-05-03T03:02:01.123Z"
 
@@ -370,5 +408,7 @@ def test_resolution_note_lists_what_was_fixed_per_action_within_512_chars() -> N
         "ssm-guardrail fixed: revoke internet SSH (sg-1, sg-2); attach SSM role (i-1). "
         "already compliant: revoke internet SSH (sg-3)"
     )
-    many = [FixRecord("c", f"sg-{n:017x}", "revoke internet SSH", Outcome.APPLIED) for n in range(90)]
+    many = [
+        FixRecord("c", f"sg-{n:017x}", "revoke internet SSH", Outcome.APPLIED) for n in range(90)
+    ]
     assert len(resolution_note(many)) == 512

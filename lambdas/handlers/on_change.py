@@ -1,0 +1,70 @@
+"""Event-driven guardrail: evaluates (and in enforce mode fixes) exactly what one event touched.
+
+Receives the CloudTrail API-call events and EC2 state-change notifications the stack routes here
+(IAM events forwarded from us-east-1 are evaluated in this function's region). A malformed or
+unknown event is logged, counted (EventsDropped) and dropped; AWS throttling or an outage that
+outlasts the retries raises, so EventBridge retries the event and then dead-letters it.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from guardrail.engine import Guardrail
+from guardrail.replay import RetryableEventError, process_event
+from guardrail.runtime import build_guardrail, record_metrics, summary
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+
+def handle(event: Any, guardrail: Guardrail, *, home_account: str | None = None) -> dict[str, Any]:
+    outcome = process_event(event, guardrail, home_account=home_account)
+    dropped = outcome.dropped
+    if dropped is not None:
+        # Bad input is someone's problem (routing, a new event shape); the rest is expected.
+        name = "EventsDropped" if dropped.bad_input else "EventsIgnored"
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        log = logger.warning if dropped.bad_input else logger.info
+        log("event dropped", extra=dropped.as_log())
+        return {"dropped": dropped.kind.value, "reason": dropped.reason}
+    change, report = outcome.change, outcome.report
+    assert change is not None and report is not None
+    metrics.add_metric(name="EventsEvaluated", unit=MetricUnit.Count, value=1)
+    record_metrics(report, metrics)
+    result = {
+        **summary(report),
+        "event": change.as_log(),
+        "archived": [r.resource_id for r in outcome.archived],
+    }
+    logger.info("event evaluated", extra=result)
+    failures = outcome.retryable_failures()
+    if failures:
+        metrics.add_metric(name="EventsRetried", unit=MetricUnit.Count, value=1)
+        raise RetryableEventError("AWS throttled or was unavailable: " + "; ".join(failures[:10]))
+    return result
+
+
+def account_of(function_arn: str) -> str | None:
+    parts = function_arn.split(":")
+    return parts[4] if len(parts) > 4 and parts[4] else None
+
+
+@cache
+def _guardrail(function_arn: str) -> Guardrail:
+    """The composition root, built once per cold start: settings from the environment, clients
+    for this function's region, the account from the function's own ARN (no STS call)."""
+    return build_guardrail(function_arn)
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    function_arn = getattr(context, "invoked_function_arn", "")
+    return handle(event, _guardrail(function_arn), home_account=account_of(function_arn))

@@ -1,0 +1,129 @@
+"""`guardrail scan`: exit codes, JSON and table output, settings from flags and environment."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from guardrail.cli import main
+
+OPEN = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+
+
+def run(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def exposed(account):
+    gid = account.group(OPEN)
+    iid = account.instance([gid])
+    account.session.client("securityhub").enable_security_hub()
+    return account, gid, iid
+
+
+def test_json_report_lists_every_result_and_exits_1(exposed):
+    account, gid, iid = exposed
+    code, out, _ = run("scan", "--region", "us-east-1", "--format", "json", "--control", "ssh-open-to-internet")
+    assert code == 1
+    results = json.loads(out)["results"]
+    assert {tuple(sorted(r)) for r in results} == {tuple(sorted(
+        ["control", "resource_type", "resource_id", "region", "status", "severity", "reason", "remediation"]))}
+    by_id = {r["resource_id"]: r for r in results}
+    assert by_id[iid]["status"] == "FAILED" and by_id[iid]["resource_type"] == "AwsEc2Instance"
+    assert by_id[gid]["status"] == "FAILED" and by_id[gid]["remediation"] == "report only (mode report)"
+    assert account.ingress(gid)  # report is the CLI's default: nothing changed
+
+
+def test_enforce_fixes_and_exits_0_with_status_as_found(exposed):
+    account, gid, iid = exposed
+    code, out, _ = run("scan", "--region", "us-east-1", "--format", "json", "--mode", "enforce",
+                       "--control", "ssh-open-to-internet")
+    assert code == 0
+    by_id = {r["resource_id"]: r for r in json.loads(out)["results"]}
+    assert by_id[gid]["status"] == "FAILED" and "applied" in by_id[gid]["remediation"]
+    assert account.ingress(gid) == []
+    code, _, _ = run("scan", "--region", "us-east-1", "--control", "ssh-open-to-internet")
+    assert code == 0
+
+
+def test_environment_variables_work_and_flags_override_them(exposed, monkeypatch):
+    account, gid, _ = exposed
+    monkeypatch.setenv("GUARDRAIL_MODE", "enforce")
+    code, _, _ = run("scan", "--region", "us-east-1", "--mode", "report", "--control", "ssh-open-to-internet")
+    assert code == 1 and account.ingress(gid)
+    code, _, _ = run("scan", "--region", "us-east-1", "--control", "ssh-open-to-internet")
+    assert code == 0 and account.ingress(gid) == []
+
+
+def test_table_groups_by_control_with_counts(exposed):
+    _, gid, _ = exposed
+    code, out, _ = run("scan", "--region", "us-east-1", "--no-publish")
+    assert code == 1
+    assert "ssh-open-to-internet: FAILED 2  PASSED 0" in out
+    assert "ssm-instance-role: FAILED 1" in out and gid in out
+    assert "Security Hub" not in out
+
+
+def test_findings_reach_security_hub(exposed):
+    account, _, iid = exposed
+    run("scan", "--region", "us-east-1", "--control", "ssh-open-to-internet")
+    findings = account.session.client("securityhub").get_findings()["Findings"]
+    ids = {f["Resources"][0]["Id"].rsplit("/", 1)[-1] for f in findings}
+    assert iid in ids
+
+
+def test_security_hub_not_enabled_is_a_clear_exit_2(account, monkeypatch):
+    # moto imports findings even with Security Hub disabled; AWS answers InvalidAccessException.
+    import guardrail.cli
+    from botocore.stub import Stubber
+
+    from guardrail.publisher import FindingPublisher
+
+    hub = account.session.client("securityhub")
+    stub = Stubber(hub)
+    stub.add_client_error("batch_import_findings", "InvalidAccessException",
+                          "Account 123456789012 is not subscribed to AWS Security Hub")
+    stub.activate()
+    monkeypatch.setattr(guardrail.cli, "FindingPublisher", lambda _client: FindingPublisher(hub))
+    account.instance([account.group(OPEN)])
+    code, out, err = run("scan", "--region", "us-east-1", "--control", "ssh-open-to-internet")
+    assert code == 2
+    assert "Security Hub" in err and "not enabled" in err and "Traceback" not in err
+    assert "FAILED" in out  # the scan itself still ran and printed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["scan", "--region", "mars-north-1"], "unknown region"),
+        (["scan", "--region", "us-east-1", "--mode", "fix-everything"], "GUARDRAIL_MODE"),
+        (["scan", "--region", "us-east-1", "--modify-existing-roles", "maybe"], "true or false"),
+        (["scan", "--region", "us-east-1", "--session-log-kms-key", "alias/x"], "key ARN"),
+        (["scan", "--region", "us-east-1", "--control", "no-such-control"], "invalid choice"),
+        (["nothing"], "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(aws, argv, message):
+    code, _, err = run(*argv)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_missing_credentials_exit_2(monkeypatch, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    code, _, err = run("scan", "--region", "us-east-1", "--no-publish")
+    assert code == 2 and "credentials" in err and "Traceback" not in err
+
+
+def test_unknown_profile_exit_2(monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    code, _, err = run("scan", "--region", "us-east-1", "--profile", "nope")
+    assert code == 2 and "nope" in err

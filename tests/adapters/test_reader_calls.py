@@ -1,0 +1,66 @@
+"""API calls grow with pages and distinct profiles/roles, never with the number of instances."""
+
+from __future__ import annotations
+
+import pytest
+
+from emulator.calls import CallCounter
+from guardrail.clients import AwsClients
+from guardrail.engine import Guardrail
+from guardrail.scope import Scope
+from guardrail.settings import Settings
+
+from .conftest import CORE
+
+pytestmark = pytest.mark.usefixtures("managed_policies")
+
+
+def fleet(account, per_profile: int, tag: str = "") -> None:
+    gid = account.group({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                         "IpRanges": [{"CidrIp": "0.0.0.0/0"}]})
+    for n in range(3):
+        account.role(f"role{n}{tag}", *([CORE] if n else []), profile=f"profile{n}{tag}")
+        account.instance([gid], profile=f"profile{n}{tag}", count=per_profile)
+    account.instance([gid], count=per_profile)  # no profile: DHMC candidates
+
+
+def scan_calls(aws, settings: Settings) -> dict[str, int]:
+    counter = CallCounter(aws)
+    clients = AwsClients(session=aws, region="us-east-1")
+    Guardrail(clients, settings, account_id="123456789012").run(Scope.everything())
+    return counter.by_operation()
+
+
+SETTINGS = Settings(session_log_bucket="guardrail-logs")
+
+
+def test_calls_do_not_grow_with_instances(aws, account):
+    fleet(account, 5)
+    small = scan_calls(aws, SETTINGS)
+    fleet(account, 40, tag="b")  # 8x the instances, same 3 profiles + 3 more
+    large = scan_calls(aws, SETTINGS)
+    # per distinct profile / role, once
+    assert small["iam:GetInstanceProfile"] == 3 and large["iam:GetInstanceProfile"] == 6
+    assert small["iam:ListAttachedRolePolicies"] == 3
+    assert small["iam:SimulatePrincipalPolicy"] == 3
+    assert small["ssm:GetDocument"] == 1 == large["ssm:GetDocument"]
+    # pages only: 20 -> 180 instances adds at most a page or two per paginated call
+    for op in ("ec2:DescribeInstances", "ec2:DescribeSecurityGroupRules", "ec2:DescribeSecurityGroups"):
+        assert large[op] <= small[op] + 2, op
+    # DescribeInstanceInformation: only instances without an SSM role, 50 ids per call
+    assert small["ssm:DescribeInstanceInformation"] == 1
+    assert large["ssm:DescribeInstanceInformation"] <= 2
+    assert "sts:GetCallerIdentity" not in small  # the account id was injected
+
+
+def test_targeted_scope_reads_only_what_it_names(aws, account):
+    fleet(account, 10)
+    gid = account.group({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                         "IpRanges": [{"CidrIp": "0.0.0.0/0"}]})
+    iid = account.instance([gid])
+    counter = CallCounter(aws)
+    clients = AwsClients(session=aws, region="us-east-1")
+    report = Guardrail(clients, Settings(), account_id="123456789012").run(
+        Scope(group_ids=frozenset({gid}), controls=frozenset({"ssh-open-to-internet"})))
+    assert {e.result.resource_id for e in report.evaluations} == {iid, gid}
+    assert counter.total <= 5, counter.by_operation()

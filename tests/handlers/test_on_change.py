@@ -1,0 +1,865 @@
+"""handlers.on_change end to end on moto: a change is made in the emulated account, its event is
+delivered, the account is fixed (mode enforce) and the finding is PASSED.
+
+Every fixture in tests/fixtures/events is delivered here at least once. The fixtures carry
+placeholder ids (account 111122223333, i-0a1b2c3d4e5f6000N, sg-0a1b2c3d4e5f60001, ...); each
+test swaps in the ids of what it created. The function runs in eu-west-1; IAM events come from
+us-east-1 as the stack forwards them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from guardrail.clients import AwsClients
+from guardrail.engine import Guardrail
+from guardrail.publisher import FindingPublisher
+from guardrail.replay import RetryableEventError
+from guardrail.scope import Scope
+from guardrail.settings import Settings
+from handlers import on_change
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
+ACCOUNT = "123456789012"  # moto's account
+REGION = "eu-west-1"
+PLACEHOLDER_ACCOUNT = "111122223333"
+I1, I2 = "i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002"
+SG = "sg-0a1b2c3d4e5f60001"
+ASSOC = "iip-assoc-0a1b2c3d4e5f60001"
+ENI = "eni-0a1b2c3d4e5f60001"
+GUARDRAIL_ACTOR = f"arn:aws:iam::{ACCOUNT}:role/ssm-guardrail-OnChangeFunctionRole-1A2B3C4D5E6F"
+GUARDRAIL_PROFILE = GUARDRAIL_ROLE = "ssm-guardrail-instance"
+BUCKET = f"ssm-guardrail-session-logs-{ACCOUNT}"
+SSH, ROLE, LOGGING = "ssh-open-to-internet", "ssm-instance-role", "ssm-session-logging"
+CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+PREFS = "SSM-SessionManagerRunShell"
+TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ec2.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
+DELIVERY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{BUCKET}/*"},
+            {
+                "Effect": "Allow",
+                "Action": "s3:GetEncryptionConfiguration",
+                "Resource": f"arn:aws:s3:::{BUCKET}",
+            },
+        ],
+    }
+)
+
+
+def prefs_content(**inputs: Any) -> str:
+    return json.dumps(
+        {
+            "schemaVersion": "1.0",
+            "description": "Document to hold regional settings for Session Manager",
+            "sessionType": "Standard_Stream",
+            "inputs": inputs,
+        }
+    )
+
+
+LOGGED = {"s3BucketName": BUCKET, "s3KeyPrefix": "session-logs", "s3EncryptionEnabled": True}
+
+
+@dataclass
+class World:
+    """One emulated account-region with the guardrail's own resources, as the stack leaves it."""
+
+    session: Any
+    vpc: str
+    subnet: str
+    web: str  # a group without internet SSH
+    delivery_policy: str
+    calls: Counter[str] = field(default_factory=Counter)
+
+    def client(self, service: str, region: str = REGION) -> Any:
+        return self.session.client(service, region_name=region)
+
+    @property
+    def ec2(self) -> Any:
+        return self.client("ec2")
+
+    @property
+    def iam(self) -> Any:
+        return self.client("iam")
+
+    @property
+    def ssm(self) -> Any:
+        return self.client("ssm")
+
+    def settings(self, mode: str = "enforce", **overrides: Any) -> Settings:
+        values = {
+            "mode": mode,
+            "instance_profile": GUARDRAIL_PROFILE,
+            "instance_role": GUARDRAIL_ROLE,
+            "session_log_bucket": BUCKET,
+            "session_log_prefix": "session-logs/",
+            "log_delivery_policy_arn": self.delivery_policy,
+            "actor_arns": (GUARDRAIL_ACTOR,),
+            "regions": (REGION, "us-west-2"),
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    def guardrail(self, mode: str = "enforce", **overrides: Any) -> Guardrail:
+        """A Guardrail over a session whose API calls are counted in `self.calls`."""
+        session = boto3.Session(region_name=REGION)
+        session.events.register("before-call", self._count)
+        clients = AwsClients(session=session, region=REGION)
+        publisher = FindingPublisher(clients.securityhub, sleep=lambda _: None)
+        return Guardrail(
+            clients, self.settings(mode, **overrides), account_id=ACCOUNT, publisher=publisher
+        )
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.calls[f"{model.service_model.service_name}:{model.name}"] += 1
+
+    # --- changes a person makes --------------------------------------------------------------
+
+    def group(self, name: str) -> str:
+        return str(
+            self.ec2.create_security_group(GroupName=name, Description=name, VpcId=self.vpc)[
+                "GroupId"
+            ]
+        )
+
+    def launch(self, count: int = 1, groups: list[str] | None = None, profile: str | None = None,
+               public: bool = True) -> list[str]:
+        kwargs: dict[str, Any] = {}
+        if profile:
+            kwargs["IamInstanceProfile"] = {"Name": profile}
+        interface = {
+            "DeviceIndex": 0,
+            "SubnetId": self.subnet,
+            "Groups": groups or [self.web],
+            "AssociatePublicIpAddress": public,
+        }
+        reservation = self.ec2.run_instances(
+            ImageId="ami-0123456789abcdef0",
+            InstanceType="t3.micro",
+            MinCount=count,
+            MaxCount=count,
+            NetworkInterfaces=[interface],
+            MetadataOptions={"HttpTokens": "required"},
+            **kwargs,
+        )
+        return [i["InstanceId"] for i in reservation["Instances"]]
+
+    def open_ssh(self, group: str, cidr: str = "0.0.0.0/0", low: int = 22, high: int = 22,
+                 protocol: str = "tcp") -> str:
+        source = {"Ipv6Ranges": [{"CidrIpv6": cidr}]} if ":" in cidr else {
+            "IpRanges": [{"CidrIp": cidr}]
+        }
+        response = self.ec2.authorize_security_group_ingress(
+            GroupId=group,
+            IpPermissions=[{"IpProtocol": protocol, "FromPort": low, "ToPort": high, **source}],
+        )
+        return str(response["SecurityGroupRules"][0]["SecurityGroupRuleId"])
+
+    def app_role(self, name: str = "app-role", profile: str = "app-profile",
+                 core: bool = True, delivery_inline: bool = True) -> None:
+        """A team's own role and profile: SSM core policy, and an inline log-delivery policy."""
+        self.iam.create_role(RoleName=name, AssumeRolePolicyDocument=TRUST)
+        if core:
+            self.iam.attach_role_policy(RoleName=name, PolicyArn=CORE)
+        if delivery_inline:
+            self.iam.put_role_policy(RoleName=name, PolicyName="session-log-delivery",
+                                     PolicyDocument=DELIVERY)
+        self.iam.create_instance_profile(InstanceProfileName=profile)
+        self.iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=name)
+
+    # --- what the account looks like ---------------------------------------------------------
+
+    def internet_ssh(self, group: str) -> list[dict[str, Any]]:
+        rules = self.ec2.describe_security_group_rules(
+            Filters=[{"Name": "group-id", "Values": [group]}]
+        )["SecurityGroupRules"]
+        return [
+            r for r in rules
+            if not r["IsEgress"]
+            and (r.get("CidrIpv4") == "0.0.0.0/0" or r.get("CidrIpv6") == "::/0")
+            and (r["IpProtocol"] == "-1"
+                 or (r["IpProtocol"] == "tcp" and r["FromPort"] <= 22 <= r["ToPort"]))
+        ]
+
+    def ingress(self, group: str) -> list[tuple[Any, ...]]:
+        rules = self.ec2.describe_security_group_rules(
+            Filters=[{"Name": "group-id", "Values": [group]}]
+        )["SecurityGroupRules"]
+        return sorted(
+            (r["IpProtocol"], r.get("FromPort"), r.get("ToPort"),
+             r.get("CidrIpv4") or r.get("CidrIpv6") or r.get("PrefixListId")
+             or r.get("ReferencedGroupInfo", {}).get("GroupId"))
+            for r in rules if not r["IsEgress"]
+        )
+
+    def profile_of(self, instance_id: str) -> str | None:
+        associations = self.ec2.describe_iam_instance_profile_associations(
+            Filters=[{"Name": "instance-id", "Values": [instance_id]}]
+        )["IamInstanceProfileAssociations"]
+        live = [a for a in associations if a["State"] in ("associating", "associated")]
+        return live[0]["IamInstanceProfile"]["Arn"].rsplit("/", 1)[-1] if live else None
+
+    def attached(self, role: str) -> set[str]:
+        policies = self.iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+        return {p["PolicyArn"] for p in policies}
+
+    def prefs_inputs(self) -> dict[str, Any] | None:
+        try:
+            document = self.ssm.get_document(Name=PREFS)
+        except ClientError:
+            return None
+        return dict(json.loads(document["Content"]).get("inputs") or {})
+
+    def findings(self) -> dict[str, dict[str, Any]]:
+        hub = self.client("securityhub")
+        found = {}
+        for page in hub.get_paginator("get_findings").paginate():
+            found.update({f["Id"]: f for f in page["Findings"]})
+        return found
+
+    def finding(self, control: str, resource_id: str) -> dict[str, Any]:
+        fid = f"ssm-guardrail/{REGION}/{ACCOUNT}/{control}/{resource_id}"
+        findings = self.findings()
+        assert fid in findings, f"no finding {fid}; have {sorted(findings)}"
+        return findings[fid]
+
+    def state(self) -> dict[str, Any]:
+        """Everything a fix could change, to prove that nothing did."""
+        groups = self.ec2.describe_security_groups()["SecurityGroups"]
+        roles = self.iam.list_roles()["Roles"]
+        profiles = self.iam.list_instance_profiles()["InstanceProfiles"]
+        return {
+            "ingress": {g["GroupId"]: self.ingress(g["GroupId"]) for g in groups},
+            "associations": sorted(
+                (a["InstanceId"], a["IamInstanceProfile"]["Arn"], a["State"])
+                for a in self.ec2.describe_iam_instance_profile_associations()[
+                    "IamInstanceProfileAssociations"
+                ]
+            ),
+            "roles": {r["RoleName"]: sorted(self.attached(r["RoleName"])) for r in roles},
+            "inline": {
+                r["RoleName"]: sorted(self.iam.list_role_policies(RoleName=r["RoleName"])[
+                    "PolicyNames"
+                ])
+                for r in roles
+            },
+            "profiles": {
+                p["InstanceProfileName"]: sorted(x["RoleName"] for x in p["Roles"])
+                for p in profiles
+            },
+            "prefs": self.prefs_inputs(),
+        }
+
+    # --- delivering events -------------------------------------------------------------------
+
+    def event(self, name: str, ids: dict[str, str] | None = None) -> dict[str, Any]:
+        """The fixture `name` with its placeholders replaced by the ids of this world."""
+        text = (FIXTURES / f"{name}.json").read_text()
+        for placeholder, real in {PLACEHOLDER_ACCOUNT: ACCOUNT, **(ids or {})}.items():
+            text = text.replace(placeholder, real)
+        return json.loads(text)
+
+    def deliver(self, name: str | dict[str, Any], ids: dict[str, str] | None = None,
+                mode: str = "enforce", **overrides: Any) -> dict[str, Any]:
+        event = self.event(name, ids) if isinstance(name, str) else name
+        self.calls.clear()
+        return on_change.handle(event, self.guardrail(mode, **overrides), home_account=ACCOUNT)
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """The account as the stack leaves it: Security Hub on, the guardrail's instance profile and
+    role (SSM core policy + log-delivery policy), session logs going to the guardrail's bucket."""
+    from moto import mock_aws
+
+    from emulator.extension import install
+
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")  # AmazonSSMManagedInstanceCore
+    install()
+    with mock_aws():
+        session = boto3.Session(region_name=REGION)
+        session.client("securityhub", region_name=REGION).enable_security_hub()
+        ec2 = session.client("ec2", region_name=REGION)
+        iam = session.client("iam", region_name=REGION)
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+        web = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc)["GroupId"]
+        ec2.authorize_security_group_ingress(
+            GroupId=web,
+            IpPermissions=[{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
+                            "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+        )
+        policy = iam.create_policy(PolicyName="ssm-guardrail-log-delivery",
+                                   PolicyDocument=DELIVERY)["Policy"]["Arn"]
+        iam.create_role(RoleName=GUARDRAIL_ROLE, AssumeRolePolicyDocument=TRUST)
+        iam.attach_role_policy(RoleName=GUARDRAIL_ROLE, PolicyArn=CORE)
+        iam.attach_role_policy(RoleName=GUARDRAIL_ROLE, PolicyArn=policy)
+        iam.create_instance_profile(InstanceProfileName=GUARDRAIL_PROFILE)
+        iam.add_role_to_instance_profile(InstanceProfileName=GUARDRAIL_PROFILE,
+                                         RoleName=GUARDRAIL_ROLE)
+        session.client("s3", region_name=REGION).create_bucket(
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+        )
+        session.client("ssm", region_name=REGION).create_document(
+            Name=PREFS, Content=prefs_content(**LOGGED), DocumentType="Session",
+            DocumentFormat="JSON",
+        )
+        yield World(session, vpc, subnet, web, policy)
+
+
+def passed(world: World, control: str, resource_id: str) -> bool:
+    finding = world.finding(control, resource_id)
+    return finding["Compliance"]["Status"] == "PASSED" and finding["RecordState"] == "ACTIVE"
+
+
+# --- security groups: the group → the instances that use it ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "cidr", "low", "high", "protocol"),
+    [
+        ("authorize_ingress_ip_permissions", "0.0.0.0/0", 22, 22, "tcp"),
+        ("authorize_ingress_ipv6", "::/0", 22, 22, "tcp"),
+        ("authorize_ingress_flat_cidr", "0.0.0.0/0", 0, 1024, "tcp"),
+        ("authorize_ingress_group_name", "0.0.0.0/0", -1, -1, "-1"),
+        ("modify_security_group_rules", "0.0.0.0/0", 22, 22, "tcp"),
+    ],
+)
+def test_opened_port_22_is_closed_in_the_same_invocation(world, name, cidr, low, high, protocol):
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.open_ssh(bad, cidr, low, high, protocol)
+    assert world.internet_ssh(bad)
+
+    result = world.deliver(name, {SG: bad})
+
+    assert world.internet_ssh(bad) == []
+    assert result["fixes"] == {"applied": 1} and result["left_failed"] == 0
+    assert passed(world, SSH, instance) and passed(world, SSH, bad)
+    assert world.finding(SSH, instance)["Workflow"]["Status"] == "RESOLVED"
+
+
+def test_flat_range_keeps_the_other_ports_it_admitted(world):
+    bad = world.group("ops")
+    world.launch(groups=[bad])
+    world.open_ssh(bad, low=0, high=1024)
+    world.deliver("authorize_ingress_flat_cidr", {SG: bad})
+    assert world.ingress(bad) == [("tcp", 0, 21, "0.0.0.0/0"), ("tcp", 23, 1024, "0.0.0.0/0")]
+
+
+def test_other_sources_of_the_same_call_are_kept(world):
+    bad, peer = world.group("ops"), world.group("bastion")
+    prefix_list = world.ec2.create_managed_prefix_list(
+        PrefixListName="corp", MaxEntries=5, AddressFamily="IPv4",
+        Entries=[{"Cidr": "192.0.2.0/24"}],
+    )["PrefixList"]["PrefixListId"]
+    instance = world.launch(groups=[bad])[0]
+    world.ec2.authorize_security_group_ingress(
+        GroupId=bad,
+        IpPermissions=[{
+            "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+            "UserIdGroupPairs": [{"GroupId": peer}],
+            "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            "PrefixListIds": [{"PrefixListId": prefix_list}],
+        }],
+    )
+    world.deliver("authorize_ingress_mixed_sources",
+                  {SG: bad, "sg-0fedcba987654321f": peer, "pl-0123456789abcdef0": prefix_list})
+    assert world.ingress(bad) == sorted([("tcp", 22, 22, peer), ("tcp", 22, 22, prefix_list)])
+    assert passed(world, SSH, instance)
+
+
+def test_report_mode_reports_and_changes_nothing(world):
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.open_ssh(bad)
+    before = world.state()
+    result = world.deliver("authorize_ingress_ip_permissions", {SG: bad}, mode="report")
+    assert world.state() == before
+    assert result["left_failed"] == 2 and not result["fixes"]
+    finding = world.finding(SSH, instance)
+    assert finding["Compliance"]["Status"] == "FAILED" and finding["Severity"]["Label"] == "CRITICAL"
+
+
+def test_a_revoke_event_turns_the_finding_passed(world):
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    rule = world.open_ssh(bad)
+    world.deliver("authorize_ingress_ip_permissions", {SG: bad}, mode="report")
+    assert world.finding(SSH, instance)["Compliance"]["Status"] == "FAILED"
+    world.ec2.revoke_security_group_ingress(GroupId=bad, SecurityGroupRuleIds=[rule])
+    world.deliver("revoke_ingress_rule_ids", {SG: bad, "sgr-0a1b2c3d4e5f60001": rule},
+                  mode="report")
+    assert passed(world, SSH, instance) and passed(world, SSH, bad)
+
+
+def test_instance_moved_into_an_open_group(world):
+    bad = world.group("ops")
+    world.open_ssh(bad)
+    instance = world.launch()[0]
+    world.ec2.modify_instance_attribute(InstanceId=instance, Groups=[bad])
+    result = world.deliver("modify_instance_attribute_groups", {I1: instance, SG: bad})
+    assert world.internet_ssh(bad) == [] and result["fixes"] == {"applied": 1}
+    assert passed(world, SSH, instance)
+
+
+def test_interface_moved_into_an_open_group(world):
+    bad = world.group("ops")
+    world.open_ssh(bad)
+    instance = world.launch()[0]
+    eni = world.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0][
+        "NetworkInterfaces"][0]["NetworkInterfaceId"]
+    world.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[bad])
+    world.deliver("modify_network_interface_attribute", {ENI: eni, SG: bad})
+    assert world.internet_ssh(bad) == []
+    assert passed(world, SSH, instance)
+
+
+# --- instances: every control --------------------------------------------------------------------
+
+
+def test_run_instances_fixes_both_new_instances(world):
+    bad = world.group("ops")
+    world.open_ssh(bad)
+    first, second = world.launch(2, groups=[bad])
+    result = world.deliver("run_instances_two", {I1: first, I2: second})
+    assert world.internet_ssh(bad) == []
+    assert world.profile_of(first) == world.profile_of(second) == GUARDRAIL_PROFILE
+    assert result["left_failed"] == 0
+    for instance in (first, second):
+        assert passed(world, SSH, instance) and passed(world, ROLE, instance)
+        # Read before the fix, the instances had no role to judge delivery by: not applicable
+        # now; the next event or drift scan judges the guardrail's role (which may deliver).
+        assert world.finding(LOGGING, instance)["Compliance"]["Status"] == "NOT_AVAILABLE"
+
+
+def test_run_instances_from_a_launch_template(world):
+    world.app_role(delivery_inline=False)
+    template = world.ec2.create_launch_template(
+        LaunchTemplateName="app",
+        LaunchTemplateData={"ImageId": "ami-0123456789abcdef0", "InstanceType": "t3.micro",
+                            "IamInstanceProfile": {"Name": "app-profile"}},
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    instance = world.ec2.run_instances(
+        MinCount=1, MaxCount=1, SubnetId=world.subnet, SecurityGroupIds=[world.web],
+        LaunchTemplate={"LaunchTemplateId": template},
+    )["Instances"][0]["InstanceId"]
+    assert world.profile_of(instance) == "app-profile"
+    world.deliver("run_instances_launch_template", {I1: instance, "lt-0a1b2c3d4e5f60001": template})
+    # The role lacked the log-delivery permissions; the guardrail attached its policy.
+    assert world.delivery_policy in world.attached("app-role")
+    assert passed(world, LOGGING, instance) and passed(world, ROLE, instance)
+    assert passed(world, SSH, instance)
+
+
+def test_start_instances_with_whitespace_ids(world):
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.ec2.stop_instances(InstanceIds=[instance])
+    world.open_ssh(bad)
+    world.ec2.start_instances(InstanceIds=[instance])
+    world.deliver("start_instances", {I1: instance})
+    assert world.internet_ssh(bad) == [] and world.profile_of(instance) == GUARDRAIL_PROFILE
+    assert passed(world, SSH, instance) and passed(world, ROLE, instance)
+
+
+@pytest.mark.parametrize("name", ["state_change_running", "state_change_pending"])
+def test_state_change_to_pending_or_running(world, name):
+    bad = world.group("ops")
+    world.open_ssh(bad, "::/0")
+    instance = world.launch(groups=[bad])[0]
+    world.deliver(name, {I1: instance})
+    assert world.internet_ssh(bad) == [] and world.profile_of(instance) == GUARDRAIL_PROFILE
+    assert passed(world, SSH, instance) and passed(world, ROLE, instance)
+
+
+def test_state_change_to_stopped_is_ignored_without_a_call(world):
+    bad = world.group("ops")
+    world.open_ssh(bad)
+    instance = world.launch(groups=[bad])[0]
+    result = world.deliver("state_change_stopped", {I1: instance})
+    assert result["dropped"] == "irrelevant" and sum(world.calls.values()) == 0
+    assert world.internet_ssh(bad)
+
+
+# --- instance-profile calls ----------------------------------------------------------------------
+
+
+def test_associated_profile_whose_role_lacks_the_core_policy(world):
+    world.app_role(core=False)
+    instance = world.launch()[0]
+    world.ec2.associate_iam_instance_profile(IamInstanceProfile={"Name": "app-profile"},
+                                             InstanceId=instance)
+    world.deliver("associate_iam_instance_profile", {I1: instance})
+    assert CORE in world.attached("app-role")
+    assert passed(world, ROLE, instance) and passed(world, LOGGING, instance)
+
+
+def test_disassociated_profile_is_replaced_by_the_guardrails(world):
+    world.app_role()
+    instance = world.launch(profile="app-profile")[0]
+    association = world.ec2.describe_iam_instance_profile_associations(
+        Filters=[{"Name": "instance-id", "Values": [instance]}]
+    )["IamInstanceProfileAssociations"][0]["AssociationId"]
+    world.ec2.disassociate_iam_instance_profile(AssociationId=association)
+    world.deliver("disassociate_iam_instance_profile", {I1: instance, ASSOC: association})
+    assert world.profile_of(instance) == GUARDRAIL_PROFILE
+    assert passed(world, ROLE, instance)
+
+
+def test_replaced_profile_without_a_role_gets_the_guardrails_role(world):
+    world.app_role()
+    world.iam.create_instance_profile(InstanceProfileName="bare-profile")
+    instance = world.launch(profile="app-profile")[0]
+    association = world.ec2.describe_iam_instance_profile_associations(
+        Filters=[{"Name": "instance-id", "Values": [instance]}]
+    )["IamInstanceProfileAssociations"][0]["AssociationId"]
+    world.ec2.replace_iam_instance_profile_association(
+        IamInstanceProfile={"Name": "bare-profile"}, AssociationId=association
+    )
+    world.deliver("replace_iam_instance_profile_association", {I1: instance, ASSOC: association})
+    profile = world.iam.get_instance_profile(InstanceProfileName="bare-profile")["InstanceProfile"]
+    assert [r["RoleName"] for r in profile["Roles"]] == [GUARDRAIL_ROLE]
+    assert passed(world, ROLE, instance) and passed(world, LOGGING, instance)
+
+
+# --- IAM: forwarded from us-east-1, evaluated in this region -------------------------------------
+
+
+def test_detached_core_policy_is_reattached(world):
+    world.app_role()
+    instance = world.launch(profile="app-profile")[0]
+    world.iam.detach_role_policy(RoleName="app-role", PolicyArn=CORE)
+    event = world.event("iam_detach_role_policy")
+    assert event["region"] == "us-east-1"
+    world.deliver(event)
+    assert CORE in world.attached("app-role")
+    assert passed(world, ROLE, instance)
+
+
+def test_deleted_inline_delivery_policy_is_replaced_by_the_guardrails(world):
+    world.app_role()
+    instance = world.launch(profile="app-profile")[0]
+    world.iam.delete_role_policy(RoleName="app-role", PolicyName="session-log-delivery")
+    world.deliver("iam_delete_role_policy")
+    assert world.delivery_policy in world.attached("app-role")
+    assert passed(world, LOGGING, instance)
+
+
+def test_role_removed_from_profile_gets_the_guardrails_role(world):
+    world.app_role()
+    instance = world.launch(profile="app-profile")[0]
+    world.iam.remove_role_from_instance_profile(InstanceProfileName="app-profile",
+                                                RoleName="app-role")
+    world.deliver("iam_remove_role_from_instance_profile")
+    profile = world.iam.get_instance_profile(InstanceProfileName="app-profile")["InstanceProfile"]
+    assert [r["RoleName"] for r in profile["Roles"]] == [GUARDRAIL_ROLE]
+    assert passed(world, ROLE, instance)
+
+
+def test_deleted_profile_is_reported_never_replaced(world):
+    world.app_role()
+    instance = world.launch(profile="app-profile")[0]
+    world.iam.remove_role_from_instance_profile(InstanceProfileName="app-profile",
+                                                RoleName="app-role")
+    world.iam.delete_instance_profile(InstanceProfileName="app-profile")
+    before = world.state()
+    result = world.deliver("iam_delete_instance_profile")
+    # ssm-instance-role never replaces a profile: the deleted one is reported for a person.
+    assert world.state() == before and result["fixes"] == {"skipped": 1}
+    finding = world.finding(ROLE, instance)
+    assert finding["Compliance"]["Status"] == "FAILED"
+    assert "no longer exists" in finding["Description"]
+
+
+# --- SSM: the region's Session Manager preferences ------------------------------------------------
+
+
+def test_preferences_created_without_logging_are_fixed(world):
+    world.ssm.delete_document(Name=PREFS)
+    world.ssm.create_document(Name=PREFS, Content=prefs_content(idleSessionTimeout="20"),
+                              DocumentType="Session", DocumentFormat="JSON")
+    world.deliver("ssm_create_document")
+    inputs = world.prefs_inputs()
+    assert inputs is not None and inputs["s3BucketName"] == BUCKET
+    assert inputs["idleSessionTimeout"] == "20"  # the owner's other preferences are kept
+    assert passed(world, LOGGING, ACCOUNT)
+
+
+def test_preferences_whose_new_default_stops_logging_are_fixed(world):
+    version = world.ssm.update_document(Name=PREFS, Content=prefs_content(), DocumentVersion="$LATEST",
+                                        DocumentFormat="JSON")["DocumentDescription"]["DocumentVersion"]
+    world.ssm.update_document_default_version(Name=PREFS, DocumentVersion=version)
+    world.deliver("ssm_update_document_default_version")
+    assert (world.prefs_inputs() or {}).get("s3BucketName") == BUCKET
+    assert passed(world, LOGGING, ACCOUNT)
+
+
+def test_update_document_without_a_new_default_is_evaluated_and_passes(world):
+    world.ssm.update_document(Name=PREFS, Content=prefs_content(), DocumentVersion="$LATEST",
+                              DocumentFormat="JSON")
+    before = world.state()
+    result = world.deliver("ssm_update_document")
+    # UpdateDocument does not change the default version, so sessions are still logged.
+    assert world.state() == before and not result["fixes"]
+    assert passed(world, LOGGING, ACCOUNT)
+
+
+def test_deleted_preferences_are_recreated(world):
+    world.ssm.delete_document(Name=PREFS)
+    world.deliver("ssm_delete_document")
+    assert (world.prefs_inputs() or {}).get("s3BucketName") == BUCKET
+    assert passed(world, LOGGING, ACCOUNT)
+
+
+# --- what must change nothing ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["failed_authorize_ingress", "failed_run_instances", "failed_detach_role_policy",
+     "own_revoke_ingress", "own_authorize_ingress", "authorize_ingress_group_name_no_rule_set",
+     "ssm_update_other_document", "schedule_rule", "scheduler"],
+)
+def test_events_that_change_nothing_make_no_call(world, name):
+    bad = world.group("ops")
+    world.open_ssh(bad)
+    world.launch(groups=[bad])
+    world.app_role(core=False)
+    before = world.state()
+    on_change.metrics.clear_metrics()
+    result = world.deliver(name, {SG: bad})
+    assert "dropped" in result and result["reason"]
+    assert world.state() == before and sum(world.calls.values()) == 0
+    dropped = on_change.metrics.metric_set
+    expected = "EventsDropped" if result["dropped"] in ("unknown", "unresolved") else "EventsIgnored"
+    assert expected in dropped
+    on_change.metrics.clear_metrics()
+
+
+def test_the_guardrails_own_revoke_does_not_trigger_a_second_fix(world):
+    """The re-add of ports 23-1024 after a fix is the guardrail's own AuthorizeSecurityGroupIngress:
+    delivered back, it must not be evaluated (else it would fight itself)."""
+    bad = world.group("ops")
+    world.launch(groups=[bad])
+    world.open_ssh(bad, low=0, high=1024)
+    world.deliver("authorize_ingress_flat_cidr", {SG: bad})
+    after_fix = world.state()
+    for name in ("own_authorize_ingress", "own_revoke_ingress"):
+        assert world.deliver(name, {SG: bad})["dropped"] == "own_change"
+    assert world.state() == after_fix
+
+
+def test_delivered_twice_changes_the_account_once(world):
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.open_ssh(bad, low=0, high=1024)
+    event = world.event("authorize_ingress_flat_cidr", {SG: bad})
+    first = world.deliver(event)
+    after_first = world.state()
+    second = world.deliver(event)
+    assert first["fixes"] == {"applied": 1} and not second["fixes"]
+    assert world.state() == after_first
+    assert passed(world, SSH, instance)
+
+
+def test_a_concurrent_drift_scan_winning_the_race_counts_as_done(world):
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    rule = world.open_ssh(bad)
+    guardrail = world.guardrail()
+
+    def drift_scan_revokes_first(**_: Any) -> None:
+        # The drift scan revokes the same rule between this invocation's read and its revoke.
+        world.ec2.revoke_security_group_ingress(GroupId=bad, SecurityGroupRuleIds=[rule])
+
+    guardrail.clients.session.events.register(
+        "before-call.ec2.RevokeSecurityGroupIngress", drift_scan_revokes_first
+    )
+    result = on_change.handle(world.event("authorize_ingress_ip_permissions", {SG: bad}), guardrail,
+                              home_account=ACCOUNT)
+    assert result["fixes"] == {"already_compliant": 1} and result["left_failed"] == 0
+    assert world.internet_ssh(bad) == [] and passed(world, SSH, instance)
+
+
+def test_a_concurrent_association_counts_as_done(world):
+    world.app_role()
+    instance = world.launch()[0]
+    guardrail = world.guardrail()
+
+    def someone_associates_first(**_: Any) -> None:
+        world.ec2.associate_iam_instance_profile(IamInstanceProfile={"Name": "app-profile"},
+                                                 InstanceId=instance)
+
+    guardrail.clients.session.events.register(
+        "before-call.ec2.AssociateIamInstanceProfile", someone_associates_first
+    )
+    result = on_change.handle(world.event("state_change_running", {I1: instance}), guardrail,
+                              home_account=ACCOUNT)
+    assert result["fixes"]["already_compliant"] == 1
+    assert world.profile_of(instance) == "app-profile"  # never replaced
+
+
+# --- resources already deleted ---------------------------------------------------------------------
+
+
+def test_event_about_a_terminated_instance_archives_its_findings(world):
+    bad = world.group("ops")
+    world.open_ssh(bad)
+    instance = world.launch(groups=[bad])[0]
+    world.deliver("state_change_running", {I1: instance}, mode="report")
+    assert world.finding(SSH, instance)["RecordState"] == "ACTIVE"
+    world.ec2.terminate_instances(InstanceIds=[instance])
+    result = world.deliver("run_instances_launch_template", {I1: instance})
+    assert result["left_failed"] == 0 and not result["fixes"]
+    for control in (SSH, ROLE):
+        assert world.finding(control, instance)["RecordState"] == "ARCHIVED"
+    assert world.internet_ssh(bad)  # nothing uses the group any more: nothing to fix
+
+
+def test_event_about_an_instance_that_no_longer_exists_ends_quietly(world):
+    gone = "i-0000000000000dead"
+    result = world.deliver("state_change_running", {I1: gone})
+    assert result["results"] == 3 and result["left_failed"] == 0 and result["archived"] == [gone]
+    for control in (SSH, ROLE, LOGGING):
+        assert world.finding(control, gone)["RecordState"] == "ARCHIVED"
+
+
+def test_event_about_a_deleted_group_ends_quietly(world):
+    bad = world.group("ops")
+    world.open_ssh(bad)
+    instance = world.launch(groups=[bad])[0]
+    world.deliver("authorize_ingress_ip_permissions", {SG: bad}, mode="report")
+    world.ec2.terminate_instances(InstanceIds=[instance])
+    world.ec2.delete_security_group(GroupId=bad)
+    result = world.deliver("authorize_ingress_ip_permissions", {SG: bad})
+    assert result["left_failed"] == 0 and result["archived"] == [bad]
+    assert world.finding(SSH, bad)["RecordState"] == "ARCHIVED"
+
+
+def test_iam_event_for_a_role_that_no_longer_exists_ends_quietly(world):
+    result = world.deliver("iam_detach_role_policy")
+    assert result["results"] == 0 and result["left_failed"] == 0
+
+
+# --- AWS trouble ----------------------------------------------------------------------------------
+
+
+def throttle(guardrail: Guardrail, operation: str) -> None:
+    """Make every `operation` call answer ThrottlingException (after botocore's retries)."""
+
+    class Response:
+        status_code = 400
+        headers: dict[str, str] = {}
+
+    def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
+        return Response(), {
+            "Error": {"Code": "Throttling", "Message": "Rate exceeded"},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        }
+
+    guardrail.clients.session.events.register(f"before-call.{operation}", answer)
+
+
+def test_throttled_read_raises_so_eventbridge_retries(world):
+    bad = world.group("ops")
+    world.launch(groups=[bad])
+    guardrail = world.guardrail()
+    throttle(guardrail, "ec2.DescribeNetworkInterfaces")
+    with pytest.raises(ClientError, match="Throttling"):
+        on_change.handle(world.event("authorize_ingress_ip_permissions", {SG: bad}), guardrail,
+                         home_account=ACCOUNT)
+
+
+def test_throttled_fix_raises_after_publishing_and_the_retry_fixes(world):
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.open_ssh(bad)
+    event = world.event("authorize_ingress_ip_permissions", {SG: bad})
+    guardrail = world.guardrail()
+    throttle(guardrail, "ec2.RevokeSecurityGroupIngress")
+    with pytest.raises(RetryableEventError, match="Throttling"):
+        on_change.handle(event, guardrail, home_account=ACCOUNT)
+    assert world.finding(SSH, instance)["Compliance"]["Status"] == "FAILED"
+    world.deliver(event)  # EventBridge's retry
+    assert world.internet_ssh(bad) == [] and passed(world, SSH, instance)
+
+
+def test_event_of_another_account_is_dropped(world):
+    event = world.event("state_change_running")
+    event["account"] = "210987654321"
+    result = world.deliver(event)
+    assert result["dropped"] == "other_account" and sum(world.calls.values()) == 0
+
+
+# --- the composition root ---------------------------------------------------------------------------
+
+
+class Context:
+    function_name = "ssm-guardrail-OnChange"
+    memory_limit_in_mb = 256
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:ssm-guardrail-OnChange"
+    aws_request_id = "5b1f0d1e-0000-4000-8000-000000000001"
+
+
+def test_lambda_handler_builds_once_from_the_environment(world, monkeypatch):
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("GUARDRAIL_MODE", "enforce")
+    monkeypatch.setenv("GUARDRAIL_INSTANCE_PROFILE", GUARDRAIL_PROFILE)
+    monkeypatch.setenv("GUARDRAIL_ACTOR_ARNS", GUARDRAIL_ACTOR)
+    on_change._guardrail.cache_clear()
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.open_ssh(bad)
+    result = on_change.lambda_handler(world.event("state_change_running", {I1: instance}), Context())
+    assert world.internet_ssh(bad) == [] and result["account"] == ACCOUNT
+    own = on_change.lambda_handler(world.event("own_revoke_ingress", {SG: bad}), Context())
+    assert own["dropped"] == "own_change"
+    assert on_change._guardrail.cache_info().currsize == 1
+    on_change._guardrail.cache_clear()
+
+
+def test_lambda_handler_drops_garbage_without_raising(world, monkeypatch):
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("GUARDRAIL_MODE", "report")
+    on_change._guardrail.cache_clear()
+    for event in ({}, {"detail-type": "nope"}, {"detail-type": "AWS API Call via CloudTrail",
+                                                 "detail": {"eventName": 5}}):
+        assert "dropped" in on_change.lambda_handler(event, Context())
+    on_change._guardrail.cache_clear()
+
+
+def test_scope_of_an_event_limits_the_controls(world):
+    """A security-group event reads nothing of IAM or SSM (fewer calls, no unrelated fixes)."""
+    bad = world.group("ops")
+    world.open_ssh(bad)
+    instance = world.launch(groups=[bad])[0]  # no profile: ssm-instance-role would fail
+    world.deliver("authorize_ingress_ip_permissions", {SG: bad})
+    assert not any(c.startswith(("iam:", "ssm:")) for c in world.calls)
+    assert world.profile_of(instance) is None
+    assert Scope(group_ids=frozenset({bad})).controls == frozenset()  # the event narrowed it

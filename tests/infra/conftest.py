@@ -1,0 +1,80 @@
+"""One synth of the CDK app per test session, shared by every infra test.
+
+The app is synthesized in-process exactly as `cdk synth` would (cdk.json context, cdk-nag on),
+for two guarded regions so the IAM event forwarder stack is built too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+ROOT = Path(__file__).resolve().parents[2]
+REGIONS = ["us-east-1", "eu-west-1"]
+EMAIL = "secops@example.com"
+MAIN = "SsmGuardrail-us-east-1"
+OTHER = "SsmGuardrail-eu-west-1"
+FORWARDER = "SsmGuardrail-IamEvents"
+
+
+def cdk_json_context() -> dict[str, Any]:
+    return json.loads((ROOT / "cdk.json").read_text())["context"]
+
+
+@contextmanager
+def without_cli_environment() -> Iterator[None]:
+    """Synth as offline `cdk synth` with no credentials: no CDK_DEFAULT_ACCOUNT/REGION."""
+    saved = {k: os.environ.pop(k) for k in ("CDK_DEFAULT_ACCOUNT", "CDK_DEFAULT_REGION") if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+@dataclass
+class Synth:
+    outdir: Path
+    templates: dict[str, dict[str, Any]]
+    template_files: list[Path]
+    seconds: float
+    _assertions: dict[str, Any] = field(default_factory=dict)
+
+    def assertion(self, stack: str) -> Any:
+        """aws_cdk.assertions.Template of one stack (built once)."""
+        from aws_cdk.assertions import Template
+
+        if stack not in self._assertions:
+            self._assertions[stack] = Template.from_json(self.templates[stack])
+        return self._assertions[stack]
+
+    def resources(self, stack: str, kind: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.templates[stack]["Resources"].items() if v["Type"] == kind}
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    from app import build_app
+
+    context = {**cdk_json_context(), "regions": REGIONS, "notificationEmail": EMAIL}
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    started = time.monotonic()
+    with without_cli_environment():
+        assembly = build_app(context=context, outdir=str(outdir)).synth()  # cdk-nag runs here
+    seconds = time.monotonic() - started
+    stacks = list(assembly.stacks)
+    return Synth(
+        outdir=outdir,
+        templates={s.stack_name: s.template for s in stacks},
+        template_files=[Path(s.template_full_path) for s in stacks],
+        seconds=seconds,
+    )
