@@ -7,6 +7,7 @@ server and puts the environment back as it was. Nothing leaves the machine.
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.request
 from types import TracebackType
@@ -48,6 +49,7 @@ class EmulatedAccount:
         self.endpoint_url = ""
         self._server: Any = None
         self._saved: dict[str, str | None] = {}
+        self._log_level = logging.NOTSET
 
     def __enter__(self) -> EmulatedAccount:
         self.start()
@@ -73,6 +75,9 @@ class EmulatedAccount:
         changes["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true" if self.load_managed_policies else "false"
         # A per-service endpoint variable would send that service past the emulator.
         changes.update({k: None for k in os.environ if k.startswith("AWS_ENDPOINT_URL_")})
+        werkzeug = logging.getLogger("werkzeug")  # one access-log line per request otherwise
+        self._log_level = werkzeug.level
+        werkzeug.setLevel(logging.ERROR)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         self._server = server
@@ -82,17 +87,24 @@ class EmulatedAccount:
         for name in ("NO_PROXY", "no_proxy"):  # loopback never goes through a proxy
             changes[name] = ",".join(filter(None, [os.environ.get(name), "127.0.0.1", "localhost"]))
         self._apply(changes)
-        self.reset()
+        try:
+            self.reset()  # start from an empty account even if this process used moto before
+        except Exception:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self._server is None:
             return
         try:
             self.reset()  # moto's state is process-wide: leave none behind for the next user
+        except OSError:
+            pass  # the server is going away anyway; the next EmulatedAccount resets on start
         finally:
             self._server.stop()
             self._server = None
             self._restore()
+            logging.getLogger("werkzeug").setLevel(self._log_level)
 
     def reset(self) -> None:
         """Forget every emulated resource (moto's documented /moto-api/reset)."""

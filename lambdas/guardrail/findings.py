@@ -10,8 +10,9 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
+from .controls.base import Control
 from .model import FixRecord, Instance, Outcome, ResourceType, Result, SecurityGroup, Status
 
 SCHEMA_VERSION = "2018-10-08"
@@ -34,18 +35,6 @@ COMPLIANCE = {
     Status.PASSED: "PASSED",
     Status.NOT_APPLICABLE: "NOT_AVAILABLE",
 }
-
-
-class ControlInfo(Protocol):
-    """The metadata of a control that a finding shows (every registered control has it)."""
-
-    id: str
-    title: str
-    description: str
-    related_requirements: tuple[str, ...]
-    finding_types: tuple[str, ...]
-    recommendation: str
-    recommendation_url: str
 
 
 def clip(text: str, limit: int) -> str:
@@ -195,7 +184,7 @@ def resolution_note(fixes: Iterable[FixRecord]) -> str:
 
 def product_fields(
     result: Result,
-    control: ControlInfo,
+    control: Control,
     fixes: Sequence[FixRecord],
     remediated: bool,
     omitted_permissions: int,
@@ -230,7 +219,7 @@ def product_fields(
 
 
 def _description(
-    result: Result, control: ControlInfo, fixes: Sequence[FixRecord], remediated: bool
+    result: Result, control: Control, fixes: Sequence[FixRecord], remediated: bool
 ) -> str:
     if remediated:
         changes = "; ".join(describe_fix(f) for f in fixes) or "remediated"
@@ -244,7 +233,7 @@ def _description(
 
 def build_finding(
     result: Result,
-    control: ControlInfo,
+    control: Control,
     *,
     generated_at: datetime,
     fixes: Sequence[FixRecord] = (),

@@ -175,10 +175,36 @@ class AccountSnapshot:
     session_preferences: SessionPreferences | None = None  # None: not read (targeted snapshot)
     managed_instances: Mapping[str, ManagedInstance] = field(default_factory=dict)
     delivery: Mapping[str, DeliveryCheck] = field(default_factory=dict)  # by role name
-    delivery_target: Mapping[str, str] = field(default_factory=dict)  # bucket/prefix/log_group/kms_key
+    delivery_target: Mapping[str, str] = field(
+        default_factory=dict
+    )  # bucket/prefix/log_group/kms_key
 
     def evaluated_instances(self) -> list[Instance]:
         return [i for i in self.instances.values() if i.evaluated]
+
+    def result(
+        self,
+        control: str,
+        resource_type: ResourceType,
+        resource_id: str,
+        status: Status,
+        severity: str,
+        reason: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> Result:
+        """A result about a resource of this account-region."""
+        return Result(
+            control,
+            resource_type,
+            resource_id,
+            status,
+            severity,
+            reason,
+            self.account_id,
+            self.region,
+            self.partition,
+            details or {},
+        )
 
     def role_of(self, instance: Instance) -> Role | None:
         profile = self.instance_profiles.get(instance.profile_arn or "")

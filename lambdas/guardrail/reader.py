@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from collections.abc import Collection, Iterable, Iterator
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -70,7 +71,7 @@ def parse_instance(raw: dict[str, Any]) -> Instance:
         subnet_id=raw.get("SubnetId"),
         image_id=raw.get("ImageId"),
         instance_type=raw.get("InstanceType"),
-        launched_at=launched.isoformat() if hasattr(launched, "isoformat") else launched,
+        launched_at=launched.isoformat() if isinstance(launched, datetime) else launched,
         profile_arn=profile.get("Arn"),
         metadata_tokens=raw.get("MetadataOptions", {}).get("HttpTokens"),
         tags={t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])},
@@ -250,7 +251,7 @@ class SnapshotReader:
             roles = raw.get("Roles", [])
             profiles[arn] = InstanceProfile(arn, name, tuple(r["RoleName"] for r in roles))
             role_arns.update({r["RoleName"]: r["Arn"] for r in roles})
-        roles: dict[str, Role] = {}
+        found: dict[str, Role] = {}
         for name, arn in sorted(role_arns.items()):
             try:
                 attached = frozenset(
@@ -263,8 +264,8 @@ class SnapshotReader:
                 if error_code(error) == "NoSuchEntity":
                     continue
                 raise
-            roles[name] = Role(name, arn, attached)
-        return profiles, roles
+            found[name] = Role(name, arn, attached)
+        return profiles, found
 
     def _delivery(self, roles: Iterable[Role], target: dict[str, str]) -> dict[str, DeliveryCheck]:
         """One SimulatePrincipalPolicy per distinct role over the delivery (action, resource) pairs."""

@@ -51,11 +51,17 @@ class Settings:
     session_log_group: str = ""
     session_log_kms_key: str = ""  # key ARN
     log_delivery_policy_arn: str = ""  # the guardrail's managed policy for session-log delivery
-    equivalent_policy_arns: tuple[str, ...] = ()  # declared equivalent to AmazonSSMManagedInstanceCore
+    equivalent_policy_arns: tuple[
+        str, ...
+    ] = ()  # declared equivalent to AmazonSSMManagedInstanceCore
     modify_existing_roles: bool = True
-    accept_dhmc: bool = False  # count instances managed through Default Host Management as compliant
+    accept_dhmc: bool = (
+        False  # count instances managed through Default Host Management as compliant
+    )
     publish: bool = True
-    actor_arns: tuple[str, ...] = ()  # the guardrail's own principals: their changes are not re-fixed
+    actor_arns: tuple[
+        str, ...
+    ] = ()  # the guardrail's own principals: their changes are not re-fixed
     regions: tuple[str, ...] = ()  # regions the deployment covers (IAM events fan out to them)
 
     def __post_init__(self) -> None:

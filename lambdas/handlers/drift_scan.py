@@ -11,7 +11,6 @@ from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-
 from guardrail.engine import Guardrail
 from guardrail.runtime import build_guardrail, record_metrics, summary
 from guardrail.scope import Scope

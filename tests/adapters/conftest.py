@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from guardrail.engine import Guardrail
 from guardrail.scope import Scope
 from guardrail.settings import Settings
@@ -22,12 +21,16 @@ class Account:
         self.iam = session.client("iam")
         self.ssm = session.client("ssm")
         self.vpc = self.ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        self.subnet = self.ec2.create_subnet(VpcId=self.vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+        self.subnet = self.ec2.create_subnet(VpcId=self.vpc, CidrBlock="10.0.1.0/24")["Subnet"][
+            "SubnetId"
+        ]
         self._n = 0
 
     def group(self, *permissions):
         self._n += 1
-        gid = self.ec2.create_security_group(GroupName=f"g{self._n}", Description="t", VpcId=self.vpc)["GroupId"]
+        gid = self.ec2.create_security_group(
+            GroupName=f"g{self._n}", Description="t", VpcId=self.vpc
+        )["GroupId"]
         if permissions:
             self.ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=list(permissions))
         return gid
@@ -36,15 +39,28 @@ class Account:
         kwargs = {"IamInstanceProfile": {"Name": profile}} if profile else {}
         if groups:
             kwargs["SecurityGroupIds"] = list(groups)
-        out = self.ec2.run_instances(ImageId="ami-12345678", MinCount=count, MaxCount=count,
-                                     SubnetId=self.subnet, **kwargs)
+        out = self.ec2.run_instances(
+            ImageId="ami-12345678", MinCount=count, MaxCount=count, SubnetId=self.subnet, **kwargs
+        )
         ids = [i["InstanceId"] for i in out["Instances"]]
         return ids if count > 1 else ids[0]
 
     def role(self, name, *policies, profile=None):
-        self.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({
-            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                    "Principal": {"Service": "ec2.amazonaws.com"}}]}))
+        self.iam.create_role(
+            RoleName=name,
+            AssumeRolePolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": "sts:AssumeRole",
+                            "Principal": {"Service": "ec2.amazonaws.com"},
+                        }
+                    ],
+                }
+            ),
+        )
         for policy in policies:
             self.iam.attach_role_policy(RoleName=name, PolicyArn=policy)
         if profile:
@@ -54,11 +70,18 @@ class Account:
 
     def ingress(self, gid):
         rules = self.ec2.describe_security_group_rules(
-            Filters=[{"Name": "group-id", "Values": [gid]}])["SecurityGroupRules"]
+            Filters=[{"Name": "group-id", "Values": [gid]}]
+        )["SecurityGroupRules"]
         return sorted(
-            (r["IpProtocol"], r.get("FromPort"), r.get("ToPort"), r.get("CidrIpv4") or r.get("CidrIpv6"),
-             r.get("Description"))
-            for r in rules if not r["IsEgress"]
+            (
+                r["IpProtocol"],
+                r.get("FromPort"),
+                r.get("ToPort"),
+                r.get("CidrIpv4") or r.get("CidrIpv6"),
+                r.get("Description"),
+            )
+            for r in rules
+            if not r["IsEgress"]
         )
 
     def run(self, clients, mode="report", controls=(), scope=None, **settings):

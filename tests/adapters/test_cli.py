@@ -6,7 +6,6 @@ import io
 import json
 
 import pytest
-
 from guardrail.cli import main
 
 OPEN = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
@@ -28,21 +27,49 @@ def exposed(account):
 
 def test_json_report_lists_every_result_and_exits_1(exposed):
     account, gid, iid = exposed
-    code, out, _ = run("scan", "--region", "us-east-1", "--format", "json", "--control", "ssh-open-to-internet")
+    code, out, _ = run(
+        "scan", "--region", "us-east-1", "--format", "json", "--control", "ssh-open-to-internet"
+    )
     assert code == 1
     results = json.loads(out)["results"]
-    assert {tuple(sorted(r)) for r in results} == {tuple(sorted(
-        ["control", "resource_type", "resource_id", "region", "status", "severity", "reason", "remediation"]))}
+    assert {tuple(sorted(r)) for r in results} == {
+        tuple(
+            sorted(
+                [
+                    "control",
+                    "resource_type",
+                    "resource_id",
+                    "region",
+                    "status",
+                    "severity",
+                    "reason",
+                    "remediation",
+                ]
+            )
+        )
+    }
     by_id = {r["resource_id"]: r for r in results}
     assert by_id[iid]["status"] == "FAILED" and by_id[iid]["resource_type"] == "AwsEc2Instance"
-    assert by_id[gid]["status"] == "FAILED" and by_id[gid]["remediation"] == "report only (mode report)"
+    assert (
+        by_id[gid]["status"] == "FAILED"
+        and by_id[gid]["remediation"] == "report only (mode report)"
+    )
     assert account.ingress(gid)  # report is the CLI's default: nothing changed
 
 
 def test_enforce_fixes_and_exits_0_with_status_as_found(exposed):
     account, gid, iid = exposed
-    code, out, _ = run("scan", "--region", "us-east-1", "--format", "json", "--mode", "enforce",
-                       "--control", "ssh-open-to-internet")
+    code, out, _ = run(
+        "scan",
+        "--region",
+        "us-east-1",
+        "--format",
+        "json",
+        "--mode",
+        "enforce",
+        "--control",
+        "ssh-open-to-internet",
+    )
     assert code == 0
     by_id = {r["resource_id"]: r for r in json.loads(out)["results"]}
     assert by_id[gid]["status"] == "FAILED" and "applied" in by_id[gid]["remediation"]
@@ -54,7 +81,9 @@ def test_enforce_fixes_and_exits_0_with_status_as_found(exposed):
 def test_environment_variables_work_and_flags_override_them(exposed, monkeypatch):
     account, gid, _ = exposed
     monkeypatch.setenv("GUARDRAIL_MODE", "enforce")
-    code, _, _ = run("scan", "--region", "us-east-1", "--mode", "report", "--control", "ssh-open-to-internet")
+    code, _, _ = run(
+        "scan", "--region", "us-east-1", "--mode", "report", "--control", "ssh-open-to-internet"
+    )
     assert code == 1 and account.ingress(gid)
     code, _, _ = run("scan", "--region", "us-east-1", "--control", "ssh-open-to-internet")
     assert code == 0 and account.ingress(gid) == []
@@ -81,13 +110,15 @@ def test_security_hub_not_enabled_is_a_clear_exit_2(account, monkeypatch):
     # moto imports findings even with Security Hub disabled; AWS answers InvalidAccessException.
     import guardrail.cli
     from botocore.stub import Stubber
-
     from guardrail.publisher import FindingPublisher
 
     hub = account.session.client("securityhub")
     stub = Stubber(hub)
-    stub.add_client_error("batch_import_findings", "InvalidAccessException",
-                          "Account 123456789012 is not subscribed to AWS Security Hub")
+    stub.add_client_error(
+        "batch_import_findings",
+        "InvalidAccessException",
+        "Account 123456789012 is not subscribed to AWS Security Hub",
+    )
     stub.activate()
     monkeypatch.setattr(guardrail.cli, "FindingPublisher", lambda _client: FindingPublisher(hub))
     account.instance([account.group(OPEN)])

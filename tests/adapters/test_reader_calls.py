@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
-from emulator.calls import CallCounter
 from guardrail.clients import AwsClients
 from guardrail.engine import Guardrail
 from guardrail.scope import Scope
 from guardrail.settings import Settings
+
+from emulator.calls import CallCounter
 
 from .conftest import CORE
 
@@ -16,8 +16,9 @@ pytestmark = pytest.mark.usefixtures("managed_policies")
 
 
 def fleet(account, per_profile: int, tag: str = "") -> None:
-    gid = account.group({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-                         "IpRanges": [{"CidrIp": "0.0.0.0/0"}]})
+    gid = account.group(
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    )
     for n in range(3):
         account.role(f"role{n}{tag}", *([CORE] if n else []), profile=f"profile{n}{tag}")
         account.instance([gid], profile=f"profile{n}{tag}", count=per_profile)
@@ -45,7 +46,11 @@ def test_calls_do_not_grow_with_instances(aws, account):
     assert small["iam:SimulatePrincipalPolicy"] == 3
     assert small["ssm:GetDocument"] == 1 == large["ssm:GetDocument"]
     # pages only: 20 -> 180 instances adds at most a page or two per paginated call
-    for op in ("ec2:DescribeInstances", "ec2:DescribeSecurityGroupRules", "ec2:DescribeSecurityGroups"):
+    for op in (
+        "ec2:DescribeInstances",
+        "ec2:DescribeSecurityGroupRules",
+        "ec2:DescribeSecurityGroups",
+    ):
         assert large[op] <= small[op] + 2, op
     # DescribeInstanceInformation: only instances without an SSM role, 50 ids per call
     assert small["ssm:DescribeInstanceInformation"] == 1
@@ -55,12 +60,14 @@ def test_calls_do_not_grow_with_instances(aws, account):
 
 def test_targeted_scope_reads_only_what_it_names(aws, account):
     fleet(account, 10)
-    gid = account.group({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-                         "IpRanges": [{"CidrIp": "0.0.0.0/0"}]})
+    gid = account.group(
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    )
     iid = account.instance([gid])
     counter = CallCounter(aws)
     clients = AwsClients(session=aws, region="us-east-1")
     report = Guardrail(clients, Settings(), account_id="123456789012").run(
-        Scope(group_ids=frozenset({gid}), controls=frozenset({"ssh-open-to-internet"})))
+        Scope(group_ids=frozenset({gid}), controls=frozenset({"ssh-open-to-internet"}))
+    )
     assert {e.result.resource_id for e in report.evaluations} == {iid, gid}
     assert counter.total <= 5, counter.by_operation()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from guardrail.model import Outcome, Status
 
 from .conftest import CORE
@@ -29,7 +28,10 @@ def test_report_mode_changes_nothing(account, clients):
     other = account.instance(profile="app")
     report = account.run(clients, "report", [ROLE], **guardrail_profile(account))
     assert report.fixes == [] and profile_of(account, iid) == ""
-    assert account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"][0]["PolicyArn"] == READONLY
+    assert (
+        account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"][0]["PolicyArn"]
+        == READONLY
+    )
     assert {e.result.resource_id for e in report.left_failed} == {iid, other}
 
 
@@ -43,15 +45,26 @@ def test_each_problem_gets_its_fix_and_a_second_run_changes_nothing(account, cli
     report = account.run(clients, "enforce", [ROLE], **settings)
 
     assert profile_of(account, bare).endswith("/guardrail-ec2")
-    roles = account.iam.get_instance_profile(InstanceProfileName="empty")["InstanceProfile"]["Roles"]
+    roles = account.iam.get_instance_profile(InstanceProfileName="empty")["InstanceProfile"][
+        "Roles"
+    ]
     assert [r["RoleName"] for r in roles] == ["guardrail-ec2"]
-    attached = {p["PolicyArn"] for p in account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"]}
+    attached = {
+        p["PolicyArn"]
+        for p in account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"]
+    }
     assert attached == {READONLY, CORE}  # the owner's policy stays
     assert profile_of(account, apps[0]).endswith("/app")  # never replaced
     attach = [f for f in report.fixes if f.action.startswith("attach")]
-    assert len(attach) == 1 and set(attach[0].covers) == set(apps)  # one call per role, not per instance
+    assert len(attach) == 1 and set(attach[0].covers) == set(
+        apps
+    )  # one call per role, not per instance
     assert all(e.remediated for e in report.evaluations if e.result.status is Status.FAILED)
-    assert {e.result.resource_id for e in report.evaluations if e.remediated} == {bare, empty, *apps}
+    assert {e.result.resource_id for e in report.evaluations if e.remediated} == {
+        bare,
+        empty,
+        *apps,
+    }
 
     second = account.run(clients, "enforce", [ROLE], **settings)
     assert second.fixes == [] and not second.left_failed
@@ -80,11 +93,15 @@ def test_no_guardrail_profile_configured_means_no_fix(account, clients):
 
 
 def test_equivalent_policy_is_not_replaced(account, clients):
-    policy = account.iam.create_policy(PolicyName="our-core", PolicyDocument='{"Version":"2012-10-17",'
-                                       '"Statement":[{"Effect":"Allow","Action":"ssm:*","Resource":"*"}]}')
+    policy = account.iam.create_policy(
+        PolicyName="our-core",
+        PolicyDocument='{"Version":"2012-10-17",'
+        '"Statement":[{"Effect":"Allow","Action":"ssm:*","Resource":"*"}]}',
+    )
     arn = policy["Policy"]["Arn"]
     account.role("app", arn, profile="app")
     account.instance(profile="app")
-    report = account.run(clients, "enforce", [ROLE], equivalent_policy_arns=(arn,),
-                         **guardrail_profile(account))
+    report = account.run(
+        clients, "enforce", [ROLE], equivalent_policy_arns=(arn,), **guardrail_profile(account)
+    )
     assert report.fixes == [] and not report.left_failed

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from guardrail.model import SESSION_DOCUMENT, Outcome, ResourceType, Status
 
 LOGGING = "ssm-session-logging"
 KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-OURS = {"session_log_bucket": "guardrail-logs", "session_log_group": "/guardrail/sessions",
-        "session_log_kms_key": KEY}
+OURS = {
+    "session_log_bucket": "guardrail-logs",
+    "session_log_group": "/guardrail/sessions",
+    "session_log_kms_key": KEY,
+}
 
 
 def preferences(account):
@@ -21,10 +23,18 @@ def preferences(account):
 
 
 def create_preferences(account, inputs):
-    content = {"schemaVersion": "1.0", "description": "owners'", "sessionType": "Standard_Stream",
-               "inputs": inputs}
-    account.ssm.create_document(Name=SESSION_DOCUMENT, Content=json.dumps(content),
-                                DocumentType="Session", DocumentFormat="JSON")
+    content = {
+        "schemaVersion": "1.0",
+        "description": "owners'",
+        "sessionType": "Standard_Stream",
+        "inputs": inputs,
+    }
+    account.ssm.create_document(
+        Name=SESSION_DOCUMENT,
+        Content=json.dumps(content),
+        DocumentType="Session",
+        DocumentFormat="JSON",
+    )
 
 
 def region_fix(report):
@@ -35,8 +45,12 @@ def test_report_mode_creates_nothing(account, clients):
     report = account.run(clients, "report", [LOGGING], **OURS)
     (r,) = [e.result for e in report.evaluations if e.result.resource_type is ResourceType.ACCOUNT]
     assert r.status is Status.FAILED and "absent" in r.reason
-    assert account.ssm.list_documents(Filters=[{"Key": "Name", "Values": [SESSION_DOCUMENT]}])[
-        "DocumentIdentifiers"] == []
+    assert (
+        account.ssm.list_documents(Filters=[{"Key": "Name", "Values": [SESSION_DOCUMENT]}])[
+            "DocumentIdentifiers"
+        ]
+        == []
+    )
 
 
 def test_absent_preferences_are_created_with_encrypted_destinations(account, clients):
@@ -52,8 +66,13 @@ def test_absent_preferences_are_created_with_encrypted_destinations(account, cli
 
 
 def test_update_keeps_owner_inputs_and_becomes_the_default_version(account, clients):
-    owners = {"runAsEnabled": True, "runAsDefaultUser": "ops", "idleSessionTimeout": "15",
-              "maxSessionDuration": "120", "shellProfile": {"linux": "exec bash", "windows": ""}}
+    owners = {
+        "runAsEnabled": True,
+        "runAsDefaultUser": "ops",
+        "idleSessionTimeout": "15",
+        "maxSessionDuration": "120",
+        "shellProfile": {"linux": "exec bash", "windows": ""},
+    }
     create_preferences(account, owners)
     report = account.run(clients, "enforce", [LOGGING], **OURS)
     inputs = preferences(account)  # default version, not only $LATEST
@@ -96,16 +115,31 @@ def test_without_guardrail_destinations_the_fix_is_skipped_with_a_reason(account
 
 
 def delivery_policy(account):
-    doc = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": "arn:aws:s3:::guardrail-logs/*"},
-        {"Effect": "Allow", "Action": ["s3:GetEncryptionConfiguration"], "Resource": "arn:aws:s3:::guardrail-logs"},
-        {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-         "Resource": "arn:aws:logs:us-east-1:123456789012:log-group:/guardrail/sessions:*"},
-        {"Effect": "Allow", "Action": "logs:DescribeLogGroups", "Resource": "*"},
-        {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": KEY},
-    ]}
-    return account.iam.create_policy(PolicyName="guardrail-delivery",
-                                     PolicyDocument=json.dumps(doc))["Policy"]["Arn"]
+    doc = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:PutObject"],
+                "Resource": "arn:aws:s3:::guardrail-logs/*",
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetEncryptionConfiguration"],
+                "Resource": "arn:aws:s3:::guardrail-logs",
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                "Resource": "arn:aws:logs:us-east-1:123456789012:log-group:/guardrail/sessions:*",
+            },
+            {"Effect": "Allow", "Action": "logs:DescribeLogGroups", "Resource": "*"},
+            {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": KEY},
+        ],
+    }
+    return account.iam.create_policy(
+        PolicyName="guardrail-delivery", PolicyDocument=json.dumps(doc)
+    )["Policy"]["Arn"]
 
 
 def test_roles_without_delivery_rights_get_the_delivery_policy_once(account, clients):
@@ -125,16 +159,26 @@ def test_roles_without_delivery_rights_get_the_delivery_policy_once(account, cli
     assert grant.outcome is Outcome.APPLIED and set(grant.covers) == set(bad)
     attached = account.iam.list_attached_role_policies(RoleName="cannot")["AttachedPolicies"]
     assert [p["PolicyArn"] for p in attached] == [policy]
-    assert account.iam.list_attached_role_policies(RoleName="can")["AttachedPolicies"][0]["PolicyArn"] == policy
+    assert (
+        account.iam.list_attached_role_policies(RoleName="can")["AttachedPolicies"][0]["PolicyArn"]
+        == policy
+    )
     assert not account.run(clients, "enforce", [LOGGING], **settings).left_failed
 
 
 def test_explicit_deny_is_caught_by_simulation(account, clients):
     policy = delivery_policy(account)
     account.role("denied", policy, profile="denied")
-    account.iam.put_role_policy(RoleName="denied", PolicyName="no-kms", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Deny", "Action": "kms:GenerateDataKey", "Resource": "*"}]}))
+    account.iam.put_role_policy(
+        RoleName="denied",
+        PolicyName="no-kms",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Deny", "Action": "kms:GenerateDataKey", "Resource": "*"}],
+            }
+        ),
+    )
     iid = account.instance(profile="denied")
     report = account.run(clients, "report", [LOGGING], log_delivery_policy_arn=policy, **OURS)
     (r,) = [e.result for e in report.evaluations if e.result.resource_id == iid]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from botocore.exceptions import ClientError
-
 from guardrail.model import Outcome, Status
 
 SSH = "ssh-open-to-internet"
@@ -13,8 +12,12 @@ def perm(protocol, low, high, cidr="0.0.0.0/0", description=None):
     rng = {"CidrIpv6" if ":" in cidr else "CidrIp": cidr}
     if description:
         rng["Description"] = description
-    return {"IpProtocol": protocol, "FromPort": low, "ToPort": high,
-            ("Ipv6Ranges" if ":" in cidr else "IpRanges"): [rng]}
+    return {
+        "IpProtocol": protocol,
+        "FromPort": low,
+        "ToPort": high,
+        ("Ipv6Ranges" if ":" in cidr else "IpRanges"): [rng],
+    }
 
 
 def test_report_mode_changes_nothing(account, clients):
@@ -27,16 +30,21 @@ def test_report_mode_changes_nothing(account, clients):
 
 
 def test_range_split_keeps_other_ports_and_descriptions(account, clients):
-    gid = account.group(perm("tcp", 0, 65535, description="legacy"), perm("tcp", 22, 22, "10.0.0.0/8"),
-                        perm("udp", 22, 22))
+    gid = account.group(
+        perm("tcp", 0, 65535, description="legacy"),
+        perm("tcp", 22, 22, "10.0.0.0/8"),
+        perm("udp", 22, 22),
+    )
     account.instance([gid])
     report = account.run(clients, "enforce", [SSH])
-    assert account.ingress(gid) == sorted([
-        ("tcp", 0, 21, "0.0.0.0/0", "legacy"),
-        ("tcp", 23, 65535, "0.0.0.0/0", "legacy"),
-        ("tcp", 22, 22, "10.0.0.0/8", None),  # private SSH is not touched
-        ("udp", 22, 22, "0.0.0.0/0", None),  # UDP 22 is not SSH
-    ])
+    assert account.ingress(gid) == sorted(
+        [
+            ("tcp", 0, 21, "0.0.0.0/0", "legacy"),
+            ("tcp", 23, 65535, "0.0.0.0/0", "legacy"),
+            ("tcp", 22, 22, "10.0.0.0/8", None),  # private SSH is not touched
+            ("udp", 22, 22, "0.0.0.0/0", None),  # UDP 22 is not SSH
+        ]
+    )
     (fix,) = report.fixes
     assert fix.outcome is Outcome.APPLIED and fix.before[0]["FromPort"] == 0
     assert all(e.remediated for e in report.evaluations if e.result.status is Status.FAILED)
@@ -47,8 +55,20 @@ def test_all_traffic_rules_become_tcp_udp_icmp_for_v4_and_v6(account, clients):
     account.instance([gid])
     report = account.run(clients, "enforce", [SSH])
     rules = account.ingress(gid)
-    assert ("icmp", -1, -1, "0.0.0.0/0", None) in rules and ("icmpv6", -1, -1, "::/0", None) in rules
-    assert ("udp", 0, 65535, "::/0", None) in rules and ("tcp", 23, 65535, "0.0.0.0/0", None) in rules
+    assert ("icmp", -1, -1, "0.0.0.0/0", None) in rules and (
+        "icmpv6",
+        -1,
+        -1,
+        "::/0",
+        None,
+    ) in rules
+    assert ("udp", 0, 65535, "::/0", None) in rules and (
+        "tcp",
+        23,
+        65535,
+        "0.0.0.0/0",
+        None,
+    ) in rules
     assert not any(r[0] == "-1" for r in rules)
     assert "other IP protocols" in report.fixes[0].reason
 
@@ -67,9 +87,12 @@ def test_offending_group_on_secondary_interface_is_fixed(account, clients):
     bad = account.group(perm("tcp", 22, 22))
     ok = account.group(perm("tcp", 443, 443))
     iid = account.instance([ok])
-    eni = account.ec2.create_network_interface(SubnetId=account.subnet, Groups=[bad])["NetworkInterface"]
-    account.ec2.attach_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=iid,
-                                         DeviceIndex=1)
+    eni = account.ec2.create_network_interface(SubnetId=account.subnet, Groups=[bad])[
+        "NetworkInterface"
+    ]
+    account.ec2.attach_network_interface(
+        NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=iid, DeviceIndex=1
+    )
     report = account.run(clients, "enforce", [SSH])
     failing = {e.result.resource_id for e in report.evaluations if e.result.status is Status.FAILED}
     assert {iid, bad} <= failing
@@ -87,8 +110,10 @@ class FailingFor:
 
     def authorize_security_group_ingress(self, **kwargs):
         if kwargs["GroupId"] == self.group_id:
-            raise ClientError({"Error": {"Code": "UnauthorizedOperation", "Message": "no"}},
-                              "AuthorizeSecurityGroupIngress")
+            raise ClientError(
+                {"Error": {"Code": "UnauthorizedOperation", "Message": "no"}},
+                "AuthorizeSecurityGroupIngress",
+            )
         return self.ec2.authorize_security_group_ingress(**kwargs)
 
 
@@ -121,7 +146,9 @@ def test_rule_revoked_meanwhile_counts_as_done(account, clients):
     from guardrail.settings import Settings
 
     assert isinstance(clients, AwsClients)
-    snapshot = SnapshotReader(clients, Settings(), "123456789012", "aws").read(Scope.everything(), {SSH})
+    snapshot = SnapshotReader(clients, Settings(), "123456789012", "aws").read(
+        Scope.everything(), {SSH}
+    )
     account.ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=[perm("tcp", 22, 22)])
     failed = [r for r in SSH_OPEN.check(snapshot, Settings()) if r.status is Status.FAILED]
     (record,) = SSH_OPEN.remediate(failed, snapshot, FixContext(clients, Settings(mode="enforce")))

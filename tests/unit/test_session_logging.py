@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from guardrail.controls.session_logging import (
     SESSION_LOGGING,
     delivery_requirements,
@@ -23,8 +22,12 @@ from guardrail.model import (
 from guardrail.settings import Settings
 
 KEY = "arn:aws:kms:eu-west-1:111122223333:key/abcd"
-OURS = Settings(session_log_bucket="guardrail-logs", session_log_group="/guardrail/sessions",
-                session_log_kms_key=KEY, log_delivery_policy_arn="arn:aws:iam::111122223333:policy/d")
+OURS = Settings(
+    session_log_bucket="guardrail-logs",
+    session_log_group="/guardrail/sessions",
+    session_log_kms_key=KEY,
+    log_delivery_policy_arn="arn:aws:iam::111122223333:policy/d",
+)
 
 
 def region_result(prefs: SessionPreferences):
@@ -40,10 +43,19 @@ def region_result(prefs: SessionPreferences):
         ({"runAsEnabled": True}, True, Status.FAILED, "MEDIUM"),  # neither destination
         ({"s3BucketName": "", "cloudWatchLogGroupName": ""}, True, Status.FAILED, "MEDIUM"),
         ({"s3BucketName": "b", "s3EncryptionEnabled": True}, True, Status.PASSED, "INFORMATIONAL"),
-        ({"cloudWatchLogGroupName": "g", "cloudWatchEncryptionEnabled": True}, True, Status.PASSED,
-         "INFORMATIONAL"),
+        (
+            {"cloudWatchLogGroupName": "g", "cloudWatchEncryptionEnabled": True},
+            True,
+            Status.PASSED,
+            "INFORMATIONAL",
+        ),
         ({"s3BucketName": "b", "s3EncryptionEnabled": False}, True, Status.FAILED, "LOW"),
-        ({"cloudWatchLogGroupName": "g", "cloudWatchEncryptionEnabled": False}, True, Status.FAILED, "LOW"),
+        (
+            {"cloudWatchLogGroupName": "g", "cloudWatchEncryptionEnabled": False},
+            True,
+            Status.FAILED,
+            "LOW",
+        ),
     ],
 )
 def test_region_preferences(inputs, exists, status, severity):
@@ -53,8 +65,13 @@ def test_region_preferences(inputs, exists, status, severity):
 
 
 def test_fix_keeps_every_owner_input_and_adds_encrypted_destinations():
-    owners = {"runAsEnabled": True, "runAsDefaultUser": "ops", "idleSessionTimeout": "15",
-              "maxSessionDuration": "120", "shellProfile": {"linux": "cd ~", "windows": ""}}
+    owners = {
+        "runAsEnabled": True,
+        "runAsDefaultUser": "ops",
+        "idleSessionTimeout": "15",
+        "maxSessionDuration": "120",
+        "shellProfile": {"linux": "cd ~", "windows": ""},
+    }
     inputs, why_not = desired_inputs(SessionPreferences(True, owners), OURS)
     assert not why_not
     assert {k: inputs[k] for k in owners} == owners
@@ -89,19 +106,24 @@ def test_delivery_target_prefers_the_region_configuration():
 
 
 def test_delivery_requirements_cover_s3_logs_and_kms():
-    pairs = dict(delivery_requirements(delivery_target(SessionPreferences(False), OURS), "aws",
-                                       "eu-west-1", "111122223333"))
+    pairs = dict(
+        delivery_requirements(
+            delivery_target(SessionPreferences(False), OURS), "aws", "eu-west-1", "111122223333"
+        )
+    )
     assert pairs["s3:PutObject"] == "arn:aws:s3:::guardrail-logs/session-logs/session.log"
     assert pairs["s3:GetEncryptionConfiguration"] == "arn:aws:s3:::guardrail-logs"
     assert pairs["logs:PutLogEvents"].startswith(
-        "arn:aws:logs:eu-west-1:111122223333:log-group:/guardrail/sessions:")
+        "arn:aws:logs:eu-west-1:111122223333:log-group:/guardrail/sessions:"
+    )
     assert pairs["kms:GenerateDataKey"] == KEY and pairs["kms:Decrypt"] == KEY
 
 
 def test_instance_delivery_results():
     profile = "arn:aws:iam::111122223333:instance-profile/p"
     s = AccountSnapshot(
-        "111122223333", "eu-west-1",
+        "111122223333",
+        "eu-west-1",
         instances={
             "i-ok": Instance("i-ok", "running", profile_arn=profile),
             "i-no-role": Instance("i-no-role", "running"),
@@ -109,7 +131,9 @@ def test_instance_delivery_results():
         },
         instance_profiles={profile: InstanceProfile(profile, "p", ("r",))},
         roles={"r": Role("r", "arn:aws:iam::111122223333:role/r")},
-        session_preferences=SessionPreferences(True, {"s3BucketName": "b", "s3EncryptionEnabled": True}),
+        session_preferences=SessionPreferences(
+            True, {"s3BucketName": "b", "s3EncryptionEnabled": True}
+        ),
         delivery_target={"bucket": "b"},
         delivery={"r": DeliveryCheck("r", ("s3:PutObject on arn:aws:s3:::b/session.log",))},
     )
@@ -118,4 +142,6 @@ def test_instance_delivery_results():
     assert results["i-no-role"].status is Status.NOT_APPLICABLE
     assert "i-gone" not in results
     allowed = AccountSnapshot(**{**s.__dict__, "delivery": {"r": DeliveryCheck("r")}})
-    assert {r.resource_id: r for r in SESSION_LOGGING.check(allowed, OURS)}["i-ok"].status is Status.PASSED
+    assert {r.resource_id: r for r in SESSION_LOGGING.check(allowed, OURS)}[
+        "i-ok"
+    ].status is Status.PASSED

@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from guardrail.controls.ssh_open import SSH_OPEN, admits_internet_ssh, ip_permission, remaining_access
+from guardrail.controls.ssh_open import (
+    SSH_OPEN,
+    admits_internet_ssh,
+    ip_permission,
+    remaining_access,
+)
 from guardrail.model import (
     AccountSnapshot,
     Instance,
@@ -18,11 +20,21 @@ from guardrail.model import (
     Status,
 )
 from guardrail.settings import Settings
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 def rule(protocol="tcp", low=22, high=22, v4="0.0.0.0/0", v6=None, **kw) -> SecurityGroupRule:
-    return SecurityGroupRule(kw.pop("rule_id", "sgr-1"), kw.pop("group_id", "sg-1"), protocol, low, high,
-                             cidr_ipv4=None if v6 else v4, cidr_ipv6=v6, **kw)
+    return SecurityGroupRule(
+        kw.pop("rule_id", "sgr-1"),
+        kw.pop("group_id", "sg-1"),
+        protocol,
+        low,
+        high,
+        cidr_ipv4=None if v6 else v4,
+        cidr_ipv6=v6,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize(
@@ -52,9 +64,13 @@ def test_only_internet_tcp22_counts(r, expected):
 
 
 def snapshot(instances, groups) -> AccountSnapshot:
-    return AccountSnapshot("111122223333", "eu-west-1", "aws",
-                           instances={i.instance_id: i for i in instances},
-                           security_groups={g.group_id: g for g in groups})
+    return AccountSnapshot(
+        "111122223333",
+        "eu-west-1",
+        "aws",
+        instances={i.instance_id: i for i in instances},
+        security_groups={g.group_id: g for g in groups},
+    )
 
 
 def by_resource(results):
@@ -62,8 +78,12 @@ def by_resource(results):
 
 
 def test_group_on_a_secondary_interface_is_found_and_named():
-    bad = SecurityGroup("sg-bad", "ssh-world", "vpc-1", rules=(rule(rule_id="sgr-22", group_id="sg-bad"),))
-    good = SecurityGroup("sg-ok", "web", "vpc-1", rules=(rule("tcp", 443, 443, rule_id="sgr-443", group_id="sg-ok"),))
+    bad = SecurityGroup(
+        "sg-bad", "ssh-world", "vpc-1", rules=(rule(rule_id="sgr-22", group_id="sg-bad"),)
+    )
+    good = SecurityGroup(
+        "sg-ok", "web", "vpc-1", rules=(rule("tcp", 443, 443, rule_id="sgr-443", group_id="sg-ok"),)
+    )
     inst = Instance("i-1", "running", ("sg-ok", "sg-bad"), ("eni-a", "eni-b"), public_ip="3.3.3.3")
     results = by_resource(SSH_OPEN.check(snapshot([inst], [bad, good]), Settings()))
     r = results[(ResourceType.INSTANCE, "i-1")]
@@ -87,7 +107,9 @@ def test_group_on_a_secondary_interface_is_found_and_named():
 def test_state_and_exposure_set_status_and_severity(state, public_ip, status, severity):
     bad = SecurityGroup("sg-bad", rules=(rule(group_id="sg-bad"),))
     inst = Instance("i-1", state, ("sg-bad",), public_ip=public_ip)
-    r = by_resource(SSH_OPEN.check(snapshot([inst], [bad]), Settings()))[(ResourceType.INSTANCE, "i-1")]
+    r = by_resource(SSH_OPEN.check(snapshot([inst], [bad]), Settings()))[
+        (ResourceType.INSTANCE, "i-1")
+    ]
     assert (r.status, r.severity) == (status, severity)
 
 
@@ -117,10 +139,16 @@ def test_private_udp_prefix_list_and_reference_rules_pass():
         (rule("tcp", 0, 65535), [("tcp", 0, 21), ("tcp", 23, 65535)], ""),
         (rule("tcp", 22, 80), [("tcp", 23, 80)], ""),
         (rule("tcp", 20, 22), [("tcp", 20, 21)], ""),
-        (rule("-1", -1, -1), [("tcp", 0, 21), ("tcp", 23, 65535), ("udp", 0, 65535), ("icmp", -1, -1)],
-         "other IP protocols"),
-        (rule("-1", None, None, v6="::/0"),
-         [("tcp", 0, 21), ("tcp", 23, 65535), ("udp", 0, 65535), ("icmpv6", -1, -1)], "other IP protocols"),
+        (
+            rule("-1", -1, -1),
+            [("tcp", 0, 21), ("tcp", 23, 65535), ("udp", 0, 65535), ("icmp", -1, -1)],
+            "other IP protocols",
+        ),
+        (
+            rule("-1", None, None, v6="::/0"),
+            [("tcp", 0, 21), ("tcp", 23, 65535), ("udp", 0, 65535), ("icmpv6", -1, -1)],
+            "other IP protocols",
+        ),
     ],
 )
 def test_fix_plan_keeps_every_other_port(r, kept, note):
@@ -174,13 +202,22 @@ def rules(draw):
         low = high = -1
     source = draw(st.sampled_from(SOURCES))
     v6 = source if ":" in source else None
-    return rule(protocol, low, high, v4=None if v6 else source, v6=v6,
-                rule_id=f"sgr-{draw(st.integers(0, 10**6))}")
+    return rule(
+        protocol,
+        low,
+        high,
+        v4=None if v6 else source,
+        v6=v6,
+        rule_id=f"sgr-{draw(st.integers(0, 10**6))}",
+    )
 
 
-PROBES = [(p, port, src) for p in ("tcp", "udp", "icmp", "icmpv6", "esp")
-          for port in (0, 1, 21, 22, 23, 80, 443, 1024, 65535)
-          for src in ("8.8.8.8", "10.1.2.3", "192.168.1.9", "2001:db8::1", "2600::1")]
+PROBES = [
+    (p, port, src)
+    for p in ("tcp", "udp", "icmp", "icmpv6", "esp")
+    for port in (0, 1, 21, 22, 23, 80, 443, 1024, 65535)
+    for src in ("8.8.8.8", "10.1.2.3", "192.168.1.9", "2001:db8::1", "2600::1")
+]
 
 
 @given(st.lists(rules(), min_size=1, max_size=6))
@@ -191,7 +228,9 @@ def test_fix_never_widens_and_closes_internet_ssh(group_rules):
             after.append(r)
             continue
         ports, _ = remaining_access(r)
-        after += [rule(p.protocol, p.from_port, p.to_port, v4=r.cidr_ipv4, v6=r.cidr_ipv6) for p in ports]
+        after += [
+            rule(p.protocol, p.from_port, p.to_port, v4=r.cidr_ipv4, v6=r.cidr_ipv6) for p in ports
+        ]
     for probe in PROBES:
         if any(_admits(r, *probe) for r in after):
             assert any(_admits(r, *probe) for r in group_rules), f"fix widened access to {probe}"

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import pytest
-
 from guardrail.controls.ssm_role import SSM_ROLE, core_policy_arn
-from guardrail.model import AccountSnapshot, Instance, InstanceProfile, ManagedInstance, Role, Status
+from guardrail.model import (
+    AccountSnapshot,
+    Instance,
+    InstanceProfile,
+    ManagedInstance,
+    Role,
+    Status,
+)
 from guardrail.settings import Settings
 
 CORE = core_policy_arn("aws")
@@ -14,12 +20,24 @@ PROFILE = "arn:aws:iam::111122223333:instance-profile/app"
 
 
 def snap(instance: Instance, role_policies=None, profile_roles=("app-role",), managed=None):
-    profiles = {PROFILE: InstanceProfile(PROFILE, "app", tuple(profile_roles))} if profile_roles is not None else {}
-    roles = {"app-role": Role("app-role", "arn:aws:iam::111122223333:role/app-role",
-                              frozenset(role_policies or ()))}
-    return AccountSnapshot("111122223333", "eu-west-1", instances={instance.instance_id: instance},
-                           instance_profiles=profiles, roles=roles,
-                           managed_instances={m.instance_id: m for m in managed or ()})
+    profiles = (
+        {PROFILE: InstanceProfile(PROFILE, "app", tuple(profile_roles))}
+        if profile_roles is not None
+        else {}
+    )
+    roles = {
+        "app-role": Role(
+            "app-role", "arn:aws:iam::111122223333:role/app-role", frozenset(role_policies or ())
+        )
+    }
+    return AccountSnapshot(
+        "111122223333",
+        "eu-west-1",
+        instances={instance.instance_id: instance},
+        instance_profiles=profiles,
+        roles=roles,
+        managed_instances={m.instance_id: m for m in managed or ()},
+    )
 
 
 def only(results):
@@ -31,12 +49,30 @@ def only(results):
     ("instance", "kwargs", "status", "problem"),
     [
         (Instance("i-1", "running"), {}, Status.FAILED, "no_profile"),
-        (Instance("i-1", "running", profile_arn=PROFILE), {"profile_roles": ()}, Status.FAILED, "no_role"),
-        (Instance("i-1", "running", profile_arn=PROFILE), {"profile_roles": None}, Status.FAILED,
-         "profile_missing"),
-        (Instance("i-1", "stopped", profile_arn=PROFILE), {"role_policies": ["arn:aws:iam::aws:policy/ReadOnlyAccess"]},
-         Status.FAILED, "no_policy"),
-        (Instance("i-1", "running", profile_arn=PROFILE), {"role_policies": [CORE]}, Status.PASSED, None),
+        (
+            Instance("i-1", "running", profile_arn=PROFILE),
+            {"profile_roles": ()},
+            Status.FAILED,
+            "no_role",
+        ),
+        (
+            Instance("i-1", "running", profile_arn=PROFILE),
+            {"profile_roles": None},
+            Status.FAILED,
+            "profile_missing",
+        ),
+        (
+            Instance("i-1", "stopped", profile_arn=PROFILE),
+            {"role_policies": ["arn:aws:iam::aws:policy/ReadOnlyAccess"]},
+            Status.FAILED,
+            "no_policy",
+        ),
+        (
+            Instance("i-1", "running", profile_arn=PROFILE),
+            {"role_policies": [CORE]},
+            Status.PASSED,
+            None,
+        ),
         (Instance("i-1", "terminated"), {}, Status.NOT_APPLICABLE, None),
     ],
 )
@@ -50,18 +86,30 @@ def test_role_states(instance, kwargs, status, problem):
 
 def test_operator_declared_equivalent_policy_passes():
     instance = Instance("i-1", "running", profile_arn=PROFILE)
-    assert only(SSM_ROLE.check(snap(instance, role_policies=[CUSTOM]), Settings())).status is Status.FAILED
+    assert (
+        only(SSM_ROLE.check(snap(instance, role_policies=[CUSTOM]), Settings())).status
+        is Status.FAILED
+    )
     settings = Settings(equivalent_policy_arns=(CUSTOM,))
-    assert only(SSM_ROLE.check(snap(instance, role_policies=[CUSTOM]), settings)).status is Status.PASSED
+    assert (
+        only(SSM_ROLE.check(snap(instance, role_policies=[CUSTOM]), settings)).status
+        is Status.PASSED
+    )
 
 
 def test_dhmc_counts_only_when_the_operator_accepts_it_and_ssm_sees_the_instance():
     instance = Instance("i-1", "running", metadata_tokens="required")
     online = [ManagedInstance("i-1", "Online")]
     assert only(SSM_ROLE.check(snap(instance, managed=online), Settings())).status is Status.FAILED
-    assert only(SSM_ROLE.check(snap(instance, managed=online), Settings(accept_dhmc=True))).status is Status.PASSED
+    assert (
+        only(SSM_ROLE.check(snap(instance, managed=online), Settings(accept_dhmc=True))).status
+        is Status.PASSED
+    )
     lost = [ManagedInstance("i-1", "ConnectionLost")]
-    assert only(SSM_ROLE.check(snap(instance, managed=lost), Settings(accept_dhmc=True))).status is Status.FAILED
+    assert (
+        only(SSM_ROLE.check(snap(instance, managed=lost), Settings(accept_dhmc=True))).status
+        is Status.FAILED
+    )
     assert only(SSM_ROLE.check(snap(instance), Settings(accept_dhmc=True))).status is Status.FAILED
 
 
@@ -70,5 +118,7 @@ def test_partition_is_respected_for_the_core_policy():
     assert gov == "arn:aws-us-gov:iam::aws:policy/AmazonSSMManagedInstanceCore"
     instance = Instance("i-1", "running", profile_arn=PROFILE)
     s = snap(instance, role_policies=[gov])
-    s = AccountSnapshot(s.account_id, s.region, "aws-us-gov", s.instances, {}, s.instance_profiles, s.roles)
+    s = AccountSnapshot(
+        s.account_id, s.region, "aws-us-gov", s.instances, {}, s.instance_profiles, s.roles
+    )
     assert only(SSM_ROLE.check(s, Settings())).status is Status.PASSED

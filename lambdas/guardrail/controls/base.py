@@ -41,16 +41,28 @@ class FixContext:
 
 
 class Control(Protocol):
-    id: str
-    title: str
-    description: str
-    related_requirements: tuple[str, ...]  # e.g. "AWS Foundational Security Best Practices EC2.13"
-    finding_types: tuple[str, ...]
-    recommendation: str
-    recommendation_url: str
-    read_permissions: tuple[Permission, ...]
-    fix_permissions: tuple[Permission, ...]  # empty only with a reason in `no_fix_reason`
-    no_fix_reason: str
+    """A control's metadata (read-only), its pure check and its remediation."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def related_requirements(self) -> tuple[str, ...]: ...  # e.g. "AWS Foundational ... /EC2.13"
+    @property
+    def finding_types(self) -> tuple[str, ...]: ...
+    @property
+    def recommendation(self) -> str: ...
+    @property
+    def recommendation_url(self) -> str: ...
+    @property
+    def read_permissions(self) -> tuple[Permission, ...]: ...
+    @property
+    def fix_permissions(self) -> tuple[Permission, ...]: ...  # empty only with `no_fix_reason`
+    @property
+    def no_fix_reason(self) -> str: ...
 
     def check(self, snapshot: AccountSnapshot, settings: Settings) -> list[Result]: ...
 

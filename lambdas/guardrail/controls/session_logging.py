@@ -173,14 +173,9 @@ class SessionLogging:
 
     def check(self, snapshot: AccountSnapshot, settings: Settings) -> list[Result]:
         prefs = snapshot.session_preferences
-        base = {
-            "account_id": snapshot.account_id,
-            "region": snapshot.region,
-            "partition": snapshot.partition,
-        }
         results: list[Result] = []
         if prefs is not None:
-            results.append(self._region_result(prefs, base))
+            results.append(self._region_result(prefs, snapshot))
         target = snapshot.delivery_target
         for instance in snapshot.instances.values():
             if not target or not instance.evaluated:
@@ -189,14 +184,13 @@ class SessionLogging:
             role = snapshot.role_of(instance)
             if role is None:
                 results.append(
-                    Result(
+                    snapshot.result(
                         self.id,
                         ResourceType.INSTANCE,
                         iid,
                         Status.NOT_APPLICABLE,
                         "INFORMATIONAL",
                         "no instance role (see ssm-instance-role)",
-                        **base,
                     )
                 )
                 continue
@@ -204,7 +198,7 @@ class SessionLogging:
             details = {"role_name": role.name, "target": dict(target)}
             if delivery is None:
                 results.append(
-                    Result(
+                    snapshot.result(
                         self.id,
                         ResourceType.INSTANCE,
                         iid,
@@ -212,12 +206,11 @@ class SessionLogging:
                         "INFORMATIONAL",
                         "delivery not evaluated",
                         details=details,
-                        **base,
                     )
                 )
             elif delivery.allowed:
                 results.append(
-                    Result(
+                    snapshot.result(
                         self.id,
                         ResourceType.INSTANCE,
                         iid,
@@ -225,12 +218,11 @@ class SessionLogging:
                         "INFORMATIONAL",
                         f"role {role.name} may deliver session logs",
                         details=details,
-                        **base,
                     )
                 )
             else:
                 results.append(
-                    Result(
+                    snapshot.result(
                         self.id,
                         ResourceType.INSTANCE,
                         iid,
@@ -239,15 +231,14 @@ class SessionLogging:
                         f"role {role.name} cannot deliver session logs: not allowed "
                         f"{', '.join(delivery.denied)}",
                         details={**details, "denied": list(delivery.denied)},
-                        **base,
                     )
                 )
         return results
 
-    def _region_result(self, prefs: SessionPreferences, base: dict[str, str]) -> Result:
-        account = base["account_id"]
+    def _region_result(self, prefs: SessionPreferences, snapshot: AccountSnapshot) -> Result:
+        account = snapshot.account_id
         if not prefs.exists:
-            return Result(
+            return snapshot.result(
                 self.id,
                 ResourceType.ACCOUNT,
                 account,
@@ -255,10 +246,9 @@ class SessionLogging:
                 "MEDIUM",
                 f"no Session Manager preferences ({SESSION_DOCUMENT} absent): sessions "
                 "are not logged",
-                **base,
             )
         if not prefs.logging_on:
-            return Result(
+            return snapshot.result(
                 self.id,
                 ResourceType.ACCOUNT,
                 account,
@@ -266,7 +256,6 @@ class SessionLogging:
                 "MEDIUM",
                 "Session Manager preferences name neither an S3 bucket nor a CloudWatch "
                 "log group: sessions are not logged",
-                **base,
             )
         where = " and ".join(
             filter(
@@ -279,7 +268,7 @@ class SessionLogging:
         )
         off = unencrypted(prefs)
         if off:
-            return Result(
+            return snapshot.result(
                 self.id,
                 ResourceType.ACCOUNT,
                 account,
@@ -287,16 +276,14 @@ class SessionLogging:
                 "LOW",
                 f"sessions are logged to {where} but {', '.join(off)} is false",
                 details={"unencrypted": off},
-                **base,
             )
-        return Result(
+        return snapshot.result(
             self.id,
             ResourceType.ACCOUNT,
             account,
             Status.PASSED,
             "INFORMATIONAL",
             f"sessions are logged to {where}, encrypted",
-            **base,
         )
 
     def remediate(

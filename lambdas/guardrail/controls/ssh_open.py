@@ -67,7 +67,10 @@ def remaining_access(rule: SecurityGroupRule) -> tuple[list[PortRange], str]:
             PortRange("udp", 0, 65535),
             PortRange(icmp, -1, -1),
         ]
-        return kept, "other IP protocols (not tcp, udp or icmp) were dropped with the all-traffic rule"
+        return (
+            kept,
+            "other IP protocols (not tcp, udp or icmp) were dropped with the all-traffic rule",
+        )
     low = 0 if rule.from_port is None or rule.from_port < 0 else rule.from_port
     high = 65535 if rule.to_port is None or rule.to_port < 0 else rule.to_port
     kept = []
@@ -80,11 +83,18 @@ def remaining_access(rule: SecurityGroupRule) -> tuple[list[PortRange], str]:
 
 def ip_permission(rule: SecurityGroupRule, ports: PortRange) -> dict[str, Any]:
     """The AuthorizeSecurityGroupIngress IpPermission re-adding `ports` for the rule's source."""
-    source: dict[str, Any] = {"CidrIpv6": rule.cidr_ipv6} if rule.cidr_ipv6 else {"CidrIp": rule.cidr_ipv4}
+    source: dict[str, Any] = (
+        {"CidrIpv6": rule.cidr_ipv6} if rule.cidr_ipv6 else {"CidrIp": rule.cidr_ipv4}
+    )
     if rule.description:
         source["Description"] = rule.description
     key = "Ipv6Ranges" if rule.cidr_ipv6 else "IpRanges"
-    return {"IpProtocol": ports.protocol, "FromPort": ports.from_port, "ToPort": ports.to_port, key: [source]}
+    return {
+        "IpProtocol": ports.protocol,
+        "FromPort": ports.from_port,
+        "ToPort": ports.to_port,
+        key: [source],
+    }
 
 
 def describe_rule(rule: SecurityGroupRule) -> dict[str, Any]:
@@ -119,10 +129,16 @@ class SshOpenToInternet:
         "Remove the ingress rules that admit TCP 22 from 0.0.0.0/0 or ::/0 and connect with "
         "Session Manager (aws ssm start-session)."
     )
-    recommendation_url = "https://docs.aws.amazon.com/securityhub/latest/userguide/ec2-controls.html#ec2-13"
+    recommendation_url = (
+        "https://docs.aws.amazon.com/securityhub/latest/userguide/ec2-controls.html#ec2-13"
+    )
     read_permissions = (
         Permission(
-            ("ec2:DescribeInstances", "ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules"),
+            (
+                "ec2:DescribeInstances",
+                "ec2:DescribeSecurityGroups",
+                "ec2:DescribeSecurityGroupRules",
+            ),
             why="instances, their network interfaces' groups, and the groups' rules",
         ),
     )
@@ -142,7 +158,6 @@ class SshOpenToInternet:
     no_fix_reason = ""
 
     def check(self, snapshot: AccountSnapshot, settings: Settings) -> list[Result]:
-        base = {"account_id": snapshot.account_id, "region": snapshot.region, "partition": snapshot.partition}
         offending: dict[str, list[SecurityGroupRule]] = {
             gid: [r for r in group.ingress if admits_internet_ssh(r)]
             for gid, group in snapshot.security_groups.items()
@@ -152,8 +167,14 @@ class SshOpenToInternet:
         for instance in snapshot.instances.values():
             if not instance.evaluated:
                 results.append(
-                    Result(self.id, ResourceType.INSTANCE, instance.instance_id, Status.NOT_APPLICABLE,
-                           "INFORMATIONAL", f"instance is {instance.state}", **base)
+                    snapshot.result(
+                        self.id,
+                        ResourceType.INSTANCE,
+                        instance.instance_id,
+                        Status.NOT_APPLICABLE,
+                        "INFORMATIONAL",
+                        f"instance is {instance.state}",
+                    )
                 )
                 continue
             bad_groups = [g for g in instance.security_group_ids if offending.get(g)]
@@ -161,19 +182,30 @@ class SshOpenToInternet:
                 group_users.setdefault(gid, []).append(instance.instance_id)
             if not bad_groups:
                 results.append(
-                    Result(self.id, ResourceType.INSTANCE, instance.instance_id, Status.PASSED,
-                           "INFORMATIONAL", "no security group admits TCP 22 from the internet",
-                           details={"security_group_ids": list(instance.security_group_ids)}, **base)
+                    snapshot.result(
+                        self.id,
+                        ResourceType.INSTANCE,
+                        instance.instance_id,
+                        Status.PASSED,
+                        "INFORMATIONAL",
+                        "no security group admits TCP 22 from the internet",
+                        details={"security_group_ids": list(instance.security_group_ids)},
+                    )
                 )
                 continue
             rule_ids = [r.rule_id for g in bad_groups for r in offending[g]]
             exposure = "running with a public IP" if instance.exposed else "not reachable right now"
             results.append(
-                Result(self.id, ResourceType.INSTANCE, instance.instance_id, Status.FAILED,
-                       "CRITICAL" if instance.exposed else "HIGH",
-                       f"TCP 22 open to the internet through {', '.join(bad_groups)} "
-                       f"(rules {', '.join(rule_ids)}); instance is {exposure}",
-                       details={"security_group_ids": bad_groups, "rule_ids": rule_ids}, **base)
+                snapshot.result(
+                    self.id,
+                    ResourceType.INSTANCE,
+                    instance.instance_id,
+                    Status.FAILED,
+                    "CRITICAL" if instance.exposed else "HIGH",
+                    f"TCP 22 open to the internet through {', '.join(bad_groups)} "
+                    f"(rules {', '.join(rule_ids)}); instance is {exposure}",
+                    details={"security_group_ids": bad_groups, "rule_ids": rule_ids},
+                )
             )
         exposed = {i.instance_id for i in snapshot.instances.values() if i.evaluated and i.exposed}
         for gid, users in sorted(group_users.items()):
@@ -183,17 +215,28 @@ class SshOpenToInternet:
             rules = offending.get(gid, [])
             if not rules:
                 results.append(
-                    Result(self.id, ResourceType.SECURITY_GROUP, gid, Status.PASSED, "INFORMATIONAL",
-                           "no ingress rule admits TCP 22 from the internet",
-                           details={"instance_ids": users}, **base)
+                    snapshot.result(
+                        self.id,
+                        ResourceType.SECURITY_GROUP,
+                        gid,
+                        Status.PASSED,
+                        "INFORMATIONAL",
+                        "no ingress rule admits TCP 22 from the internet",
+                        details={"instance_ids": users},
+                    )
                 )
                 continue
             results.append(
-                Result(self.id, ResourceType.SECURITY_GROUP, gid, Status.FAILED,
-                       "CRITICAL" if exposed.intersection(users) else "HIGH",
-                       f"rules {', '.join(r.rule_id for r in rules)} admit TCP 22 from "
-                       f"{', '.join(sorted({r.cidr or '' for r in rules}))}; used by {len(users)} instance(s)",
-                       details={"rule_ids": [r.rule_id for r in rules], "instance_ids": users}, **base)
+                snapshot.result(
+                    self.id,
+                    ResourceType.SECURITY_GROUP,
+                    gid,
+                    Status.FAILED,
+                    "CRITICAL" if exposed.intersection(users) else "HIGH",
+                    f"rules {', '.join(r.rule_id for r in rules)} admit TCP 22 from "
+                    f"{', '.join(sorted({r.cidr or '' for r in rules}))}; used by {len(users)} instance(s)",
+                    details={"rule_ids": [r.rule_id for r in rules], "instance_ids": users},
+                )
             )
         return results
 
@@ -233,10 +276,12 @@ class SshOpenToInternet:
                 response = ec2.authorize_security_group_ingress(
                     GroupId=gid,
                     IpPermissions=[permission],
-                    TagSpecifications=[{
-                        "ResourceType": "security-group-rule",
-                        "Tags": [{"Key": GUARDRAIL_TAG, "Value": rule.rule_id}],
-                    }],
+                    TagSpecifications=[
+                        {
+                            "ResourceType": "security-group-rule",
+                            "Tags": [{"Key": GUARDRAIL_TAG, "Value": rule.rule_id}],
+                        }
+                    ],
                 )
                 added += [r["SecurityGroupRuleId"] for r in response.get("SecurityGroupRules", [])]
             except ClientError as error:
@@ -244,26 +289,66 @@ class SshOpenToInternet:
                 if code == "InvalidPermission.Duplicate":
                     continue  # an earlier run (or a person) already re-added it
                 if code in GROUP_GONE:
-                    return FixRecord(self.id, gid, "revoke internet SSH", Outcome.ALREADY_COMPLIANT,
-                                     before, [], "security group no longer exists")
-                return FixRecord(self.id, gid, "revoke internet SSH", Outcome.FAILED, before, None,
-                                 "could not re-add the other ports; nothing was revoked", code)
+                    return FixRecord(
+                        self.id,
+                        gid,
+                        "revoke internet SSH",
+                        Outcome.ALREADY_COMPLIANT,
+                        before,
+                        [],
+                        "security group no longer exists",
+                    )
+                return FixRecord(
+                    self.id,
+                    gid,
+                    "revoke internet SSH",
+                    Outcome.FAILED,
+                    before,
+                    None,
+                    "could not re-add the other ports; nothing was revoked",
+                    code,
+                )
         after = [ip for _, ip in permissions]
         try:
-            ec2.revoke_security_group_ingress(GroupId=gid, SecurityGroupRuleIds=[r.rule_id for r in rules])
+            ec2.revoke_security_group_ingress(
+                GroupId=gid, SecurityGroupRuleIds=[r.rule_id for r in rules]
+            )
         except ClientError as error:
             code = error_code(error)
             if code in ALREADY_GONE + GROUP_GONE:
-                return FixRecord(self.id, gid, "revoke internet SSH", Outcome.ALREADY_COMPLIANT,
-                                 before, after, "rule already revoked")
-            return FixRecord(self.id, gid, "revoke internet SSH", Outcome.FAILED, before, after,
-                             "revoke failed; re-added rules are a subset of the old ones", code)
+                return FixRecord(
+                    self.id,
+                    gid,
+                    "revoke internet SSH",
+                    Outcome.ALREADY_COMPLIANT,
+                    before,
+                    after,
+                    "rule already revoked",
+                )
+            return FixRecord(
+                self.id,
+                gid,
+                "revoke internet SSH",
+                Outcome.FAILED,
+                before,
+                after,
+                "revoke failed; re-added rules are a subset of the old ones",
+                code,
+            )
         reason = "; ".join(notes) or (
             f"revoked {len(rules)} rule(s); re-added {len(after)} rule(s) for the other ports"
-            if after else f"revoked {len(rules)} rule(s)"
+            if after
+            else f"revoked {len(rules)} rule(s)"
         )
-        return FixRecord(self.id, gid, "revoke internet SSH", Outcome.APPLIED, before,
-                         {"readded": after, "new_rule_ids": added}, reason)
+        return FixRecord(
+            self.id,
+            gid,
+            "revoke internet SSH",
+            Outcome.APPLIED,
+            before,
+            {"readded": after, "new_rule_ids": added},
+            reason,
+        )
 
 
 SSH_OPEN = SshOpenToInternet()

@@ -97,24 +97,18 @@ class SsmInstanceRole:
     no_fix_reason = ""
 
     def check(self, snapshot: AccountSnapshot, settings: Settings) -> list[Result]:
-        base = {
-            "account_id": snapshot.account_id,
-            "region": snapshot.region,
-            "partition": snapshot.partition,
-        }
         results = []
         for instance in snapshot.instances.values():
             iid = instance.instance_id
             if not instance.evaluated:
                 results.append(
-                    Result(
+                    snapshot.result(
                         self.id,
                         ResourceType.INSTANCE,
                         iid,
                         Status.NOT_APPLICABLE,
                         "INFORMATIONAL",
                         f"instance is {instance.state}",
-                        **base,
                     )
                 )
                 continue
@@ -129,7 +123,7 @@ class SsmInstanceRole:
                 details["role_name"] = role.name
             if problem is None:
                 results.append(
-                    Result(
+                    snapshot.result(
                         self.id,
                         ResourceType.INSTANCE,
                         iid,
@@ -137,7 +131,6 @@ class SsmInstanceRole:
                         "INFORMATIONAL",
                         f"role {role.name if role else '?'} carries the SSM core policy",
                         details=details,
-                        **base,
                     )
                 )
                 continue
@@ -148,7 +141,7 @@ class SsmInstanceRole:
                 and managed.ping_status == "Online"
             ):
                 results.append(
-                    Result(
+                    snapshot.result(
                         self.id,
                         ResourceType.INSTANCE,
                         iid,
@@ -157,7 +150,6 @@ class SsmInstanceRole:
                         "no instance profile, but managed through Default Host "
                         "Management Configuration (accepted by settings)",
                         details=details,
-                        **base,
                     )
                 )
                 continue
@@ -169,7 +161,7 @@ class SsmInstanceRole:
             }[problem]
             details["problem"] = problem
             results.append(
-                Result(
+                snapshot.result(
                     self.id,
                     ResourceType.INSTANCE,
                     iid,
@@ -177,7 +169,6 @@ class SsmInstanceRole:
                     "MEDIUM",
                     reason,
                     details=details,
-                    **base,
                 )
             )
         return results

@@ -1,0 +1,104 @@
+"""cdk-nag (AwsSolutions) and cfn-lint gate every synth; acknowledgements are exact and needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import REGIONS, Synth, cdk_json_context, without_cli_environment
+
+pytestmark = pytest.mark.infra
+
+
+def test_synth_passes_cdk_nag(synth: Synth) -> None:
+    # The fixture's synth raises RuntimeError("ValidationFailed") on any unacknowledged finding.
+    report = json.loads((synth.outdir / "validation-report.json").read_text())
+    assert [r for r in report["pluginReports"] if r.get("conclusion") != "success"] == []
+
+
+def test_cfn_lint_finds_no_errors(synth: Synth) -> None:
+    from cfnlint.api import ManualArgs, lint_file
+
+    assert len(synth.template_files) == 3
+    for path in synth.template_files:
+        matches = lint_file(path, config=ManualArgs(regions=list(REGIONS)))
+        errors = [f"{m.rule.id} {m.message} ({m.path})" for m in matches if m.rule.id.startswith("E")]
+        assert errors == [], path.name
+        # CDK's own DependsOn next to a Ref is the only warning we accept (W3005).
+        assert {m.rule.id for m in matches} <= {"W3005"}, [str(m) for m in matches]
+
+
+class RecordingValidations:
+    """Stands in for aws_cdk.Validations inside stacks.nag: records acknowledgements, applies none."""
+
+    acknowledged: list[tuple[str, str, str]] = []
+
+    def __init__(self, scope: Any) -> None:
+        self.scope = scope
+
+    @classmethod
+    def of(cls, scope: Any) -> RecordingValidations:
+        return cls(scope)
+
+    def acknowledge(self, *rules: Any) -> None:
+        for rule in rules:
+            self.acknowledged.append((self.scope.node.path, rule.id, rule.reason))
+
+    def add_plugins(self, *plugins: Any) -> None:
+        from aws_cdk import Validations
+
+        Validations.of(self.scope).add_plugins(*plugins)
+
+
+@pytest.fixture(scope="module")
+def unacknowledged(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[tuple[str, str, str]], list[Any]]:
+    """Synthesize the default app (cdk.json context, region-agnostic) with acknowledgements off:
+    returns what the code acknowledges and what cdk-nag then reports."""
+    import stacks.nag
+    from app import build_app
+
+    outdir = tmp_path_factory.mktemp("cdk.out.unacknowledged")
+    RecordingValidations.acknowledged = []
+    real = stacks.nag.Validations
+    stacks.nag.Validations = RecordingValidations  # type: ignore[assignment,misc]
+    try:
+        with without_cli_environment(), pytest.raises(RuntimeError, match="ValidationFailed"):
+            build_app(context=cdk_json_context(), outdir=str(outdir)).synth()
+    finally:
+        stacks.nag.Validations = real  # type: ignore[misc]
+    report = json.loads(Path(outdir, "validation-report.json").read_text())
+    (nag,) = [r for r in report["pluginReports"] if r["pluginName"] == "AwsSolutions"]
+    return list(RecordingValidations.acknowledged), nag["violations"]
+
+
+def _covers(ack_path: str, construct_path: str) -> bool:
+    return construct_path == ack_path or construct_path.startswith(ack_path + "/")
+
+
+def test_build_app_runs_aws_solutions_checks(unacknowledged: tuple[list[Any], list[Any]]) -> None:
+    _, violations = unacknowledged
+    assert violations, "without acknowledgements cdk-nag must report findings: is the plugin registered?"
+    assert {v["severity"] for v in violations} == {"error"}
+
+
+def test_every_finding_is_acknowledged_exactly_and_every_acknowledgement_is_needed(
+    unacknowledged: tuple[list[tuple[str, str, str]], list[dict[str, Any]]],
+) -> None:
+    acknowledged, violations = unacknowledged
+    findings = [(v["ruleName"], c["constructPath"]) for v in violations for c in v["violatingConstructs"]]
+    uncovered = [f for f in findings if not any(rule == f[0] and _covers(path, f[1]) for path, rule, _ in acknowledged)]
+    assert uncovered == []
+    unused = [(path, rule) for path, rule, _ in acknowledged
+              if not any(rule == r and _covers(path, p) for r, p in findings)]
+    assert unused == [], "acknowledgements that match no finding (stale or misspelled)"
+
+
+def test_acknowledgements_give_reasons(unacknowledged: tuple[list[tuple[str, str, str]], list[Any]]) -> None:
+    acknowledged, _ = unacknowledged
+    assert acknowledged
+    for path, rule, reason in acknowledged:
+        assert rule.startswith("AwsSolutions-"), rule
+        assert len(reason.split()) >= 12, (path, rule, reason)
