@@ -41,7 +41,11 @@ def plan(config: GuardrailConfig, default_region: str | None) -> list[StackPlan]
     stacks = [StackPlan(f"{STACK_PREFIX}-{r}", r, "guardrail") for r in regions]
     elsewhere = tuple(r for r in regions if r != config.iam_event_region)
     if elsewhere:
-        stacks.append(StackPlan(f"{STACK_PREFIX}-IamEvents", config.iam_event_region, "iam-forwarder", elsewhere))
+        stacks.append(
+            StackPlan(
+                f"{STACK_PREFIX}-IamEvents", config.iam_event_region, "iam-forwarder", elsewhere
+            )
+        )
     return stacks
 
 
@@ -49,7 +53,8 @@ def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) 
     """The whole app, with cdk-nag's AwsSolutions checks run on every synth."""
     app = App(context=context, outdir=outdir)
     config = GuardrailConfig.from_context(app.node.try_get_context)
-    account = os.environ.get("CDK_DEFAULT_ACCOUNT")
+    # `-c account=` targets another account through its trusted CDK bootstrap roles (Organizations).
+    account = config.account or os.environ.get("CDK_DEFAULT_ACCOUNT")
     for item in plan(config, os.environ.get("CDK_DEFAULT_REGION")):
         env = Environment(account=account, region=item.region)
         if item.kind == "guardrail":

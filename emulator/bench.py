@@ -12,10 +12,11 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
-from typing import TextIO
+from dataclasses import dataclass, field, replace
+from typing import Any, TextIO
 
-from guardrail.clients import AwsClients
+from botocore.config import Config
+from guardrail.clients import CONFIG, AwsClients
 from guardrail.engine import Guardrail
 from guardrail.publisher import CALLS_PER_SECOND, FindingPublisher
 from guardrail.settings import Settings
@@ -25,6 +26,50 @@ from .seed import seed_fleet
 from .server import EmulatedAccount
 
 SIZES = (500, 5000)
+# moto serializes DescribeInstances at about 5 ms per instance (AWS answers a 1,000-instance page
+# in well under a second), so one 5,000-instance page outlasts the product's 30 s read timeout and
+# the retries would be moto's, not the guardrail's. Same retries and user agent; longer wait only.
+EMULATOR_CONFIG = CONFIG.merge(Config(read_timeout=900))
+
+
+class EmulatorClients(AwsClients):
+    """The product's clients with a read timeout that fits the emulator's speed."""
+
+    def _client(self, service: str) -> Any:
+        return self.session.client(service, region_name=self.region, config=EMULATOR_CONFIG)
+
+
+class OperationTimer:
+    """Seconds spent waiting for each "service:Operation" (first byte sent to answer parsed)."""
+
+    def __init__(self, session: Any) -> None:
+        self.seconds: dict[str, float] = {}
+        self._started: dict[str, float] = {}
+        session.events.register("before-send", self._start)
+        session.events.register(
+            "needs-retry", self._stop
+        )  # fires once per attempt, answered or not
+
+    @staticmethod
+    def _key(event_name: str) -> str:
+        parts = event_name.split(".")
+        return f"{parts[1]}:{parts[2]}" if len(parts) >= 3 else event_name
+
+    def _start(self, event_name: str = "", **_: Any) -> None:
+        self._started[self._key(event_name)] = time.perf_counter()
+
+    def _stop(self, event_name: str = "", **_: Any) -> None:
+        key = self._key(event_name)
+        if key in self._started:
+            self.seconds[key] = (
+                self.seconds.get(key, 0.0) + time.perf_counter() - self._started.pop(key)
+            )
+
+    def reset(self) -> None:
+        self.seconds.clear()
+
+    def slowest(self, n: int = 3) -> list[tuple[str, float]]:
+        return sorted(self.seconds.items(), key=lambda kv: -kv[1])[:n]
 
 
 @dataclass
@@ -34,6 +79,7 @@ class Measure:
     calls: dict[str, int]
     results: int = 0
     fixes: int = 0
+    slowest: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -60,35 +106,65 @@ def measure_size(account: EmulatedAccount, size: int, *, publish: bool = True) -
     """Fresh account, `size` instances, then a report scan and an enforce scan."""
     account.reset()
     session = account.session()
-    counter = CallCounter(session)
+    counter, timer = CallCounter(session), OperationTimer(session)
     started = time.perf_counter()
     seeded = seed_fleet(session, account.region, size)
-    seed = Measure("seed", time.perf_counter() - started, counter.by_operation())
+    seed = Measure(
+        "seed", time.perf_counter() - started, counter.by_operation(), slowest=timer.slowest()
+    )
     settings = replace(Settings.from_env(seeded.settings_env()), publish=publish)
-    clients = AwsClients(session=session, region=account.region)
+    clients = EmulatorClients(session=session, region=account.region)
     publisher = FindingPublisher(clients.securityhub) if publish else None
     measures = []
     for mode in ("report", "enforce"):
         counter.reset()
+        timer.reset()
         started = time.perf_counter()
-        report = Guardrail(clients, replace(settings, mode=mode), account_id=seeded.account_id,
-                           publisher=publisher).run()
-        measures.append(Measure(f"{mode} scan", time.perf_counter() - started, counter.by_operation(),
-                                len(report.evaluations), len(report.fixes)))
+        report = Guardrail(
+            clients, replace(settings, mode=mode), account_id=seeded.account_id, publisher=publisher
+        ).run()
+        measures.append(
+            Measure(
+                f"{mode} scan",
+                time.perf_counter() - started,
+                counter.by_operation(),
+                len(report.evaluations),
+                len(report.fixes),
+                timer.slowest(),
+            )
+        )
     return SizeRun(size, seed, *measures)
 
 
 def print_size(run: SizeRun, out: TextIO) -> None:
     report, enforce = run.report, run.enforce
-    print(f"\n{run.size:,} instances — seeded in {run.seed.seconds:.1f}s "
-          f"({run.seed.calls.get('ec2:RunInstances', 0)} RunInstances, {run.seed.total} calls in all)",
-          file=out)
-    for m in (report, enforce):
-        floor = m.hub / CALLS_PER_SECOND
-        print(f"  {m.name:<13} {m.seconds:6.1f}s  {m.total:>5} calls ({m.aws} AWS + {m.hub} Security Hub; "
-              f"pacing floor {floor:.1f}s)  {m.results:,} results, {m.fixes:,} fix records", file=out)
-    ops = sorted(set(report.calls) | set(enforce.calls),
-                 key=lambda op: (op.startswith("securityhub:"), -(report.calls.get(op, 0) + enforce.calls.get(op, 0)), op))
+    print(
+        f"\n{run.size:,} instances — seeded in {run.seed.seconds:.1f}s "
+        f"({run.seed.calls.get('ec2:RunInstances', 0)} RunInstances, {run.seed.total} calls in all)",
+        file=out,
+    )
+    for m in (run.seed, report, enforce):
+        if m is not run.seed:
+            floor = m.hub / CALLS_PER_SECOND
+            print(
+                f"  {m.name:<13} {m.seconds:6.1f}s  {m.total:>5} calls ({m.aws} AWS + {m.hub} Security "
+                f"Hub; pacing floor {floor:.1f}s)  {m.results:,} results, {m.fixes:,} fix records",
+                file=out,
+            )
+        print(
+            f"  {'':<13} waiting on: "
+            + ", ".join(f"{op} {sec:.1f}s" for op, sec in m.slowest)
+            + (" (seeding)" if m is run.seed else ""),
+            file=out,
+        )
+    ops = sorted(
+        set(report.calls) | set(enforce.calls),
+        key=lambda op: (
+            op.startswith("securityhub:"),
+            -(report.calls.get(op, 0) + enforce.calls.get(op, 0)),
+            op,
+        ),
+    )
     print(f"  {'calls by operation':<46}{'report':>8}{'enforce':>9}", file=out)
     hub_header = False
     for op in ops:
@@ -103,27 +179,37 @@ def comparison(small: SizeRun, large: SizeRun) -> str:
     factor = large.size / small.size
 
     def ratio(a: int, b: int) -> str:
-        return f"×{b / a:.1f}" if a else "n/a"
+        return f"x{b / a:.1f}" if a else "n/a"
 
     r0, r1, e0, e1 = small.report, large.report, small.enforce, large.enforce
-    return (f"{small.size:,} → {large.size:,} instances (×{factor:g}): report scan {r0.total} → {r1.total} calls "
-            f"({ratio(r0.total, r1.total)}; AWS reads {r0.aws} → {r1.aws}, {ratio(r0.aws, r1.aws)}; "
-            f"Security Hub {r0.hub} → {r1.hub}), enforce scan {e0.total} → {e1.total} "
-            f"({ratio(e0.total, e1.total)}); wall {r0.seconds:.1f}s → {r1.seconds:.1f}s report, "
-            f"{e0.seconds:.1f}s → {e1.seconds:.1f}s enforce")
+    return (
+        f"{small.size:,} → {large.size:,} instances (x{factor:g}): report scan {r0.total} → {r1.total} calls "
+        f"({ratio(r0.total, r1.total)}; AWS reads {r0.aws} → {r1.aws}, {ratio(r0.aws, r1.aws)}; "
+        f"Security Hub {r0.hub} → {r1.hub}), enforce scan {e0.total} → {e1.total} "
+        f"({ratio(e0.total, e1.total)}); wall {r0.seconds:.1f}s → {r1.seconds:.1f}s report, "
+        f"{e0.seconds:.1f}s → {e1.seconds:.1f}s enforce"
+    )
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    parser = argparse.ArgumentParser(prog="python -m emulator.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES),
-                        help="comma-separated fleet sizes (default 500,5000)")
+    parser = argparse.ArgumentParser(
+        prog="python -m emulator.bench", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--sizes",
+        default=",".join(str(s) for s in SIZES),
+        help="comma-separated fleet sizes (default 500,5000)",
+    )
     parser.add_argument("--no-publish", action="store_true", help="skip Security Hub")
     parser.add_argument("--region", default="us-east-1")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    print("ssm-guardrail benchmark — EMULATED account (moto + emulation extension on 127.0.0.1; "
-          f"{os.cpu_count()} CPU(s)). Wall times are the emulator's, not AWS's.", file=out)
+    print(
+        "ssm-guardrail benchmark — EMULATED account (moto + emulation extension on 127.0.0.1; "
+        f"{os.cpu_count()} CPU(s)). Wall times are the emulator's, not AWS's.",
+        file=out,
+    )
     runs = []
     with EmulatedAccount(args.region) as account:
         for size in sizes:

@@ -54,7 +54,10 @@ class HubState:
 
     def counts(self) -> Counter[tuple[str, str]]:
         return Counter(
-            ((f.get("Compliance") or {}).get("Status", "-"), (f.get("Workflow") or {}).get("Status", "-"))
+            (
+                (f.get("Compliance") or {}).get("Status", "-"),
+                (f.get("Workflow") or {}).get("Status", "-"),
+            )
             for f in self.findings
         )
 
@@ -79,24 +82,33 @@ class DemoRun:
         return not self.problems
 
 
-def run_flow(account: EmulatedAccount, *, instances: int = 60) -> DemoRun:
+def run_flow(
+    account: EmulatedAccount, *, instances: int = 60, explicit_deny: bool = False
+) -> DemoRun:
     """Seed the emulated account, scan (report), scan (enforce), re-scan; judge the outcome."""
     session = account.session()
     counter = CallCounter(session)  # before any client exists: clients copy the handlers
     started = time.perf_counter()
-    seeded = seed_account(session, account.region, instances=instances)
+    seeded = seed_account(session, account.region, instances=instances, explicit_deny=explicit_deny)
     seed_seconds = time.perf_counter() - started
     settings = Settings.from_env(seeded.settings_env())
     clients = AwsClients(session=session, region=account.region)
     publisher = FindingPublisher(clients.securityhub)
     scans = []
-    for name, mode in (("report scan", "report"), ("enforce scan", "enforce"), ("re-scan", "report")):
+    for name, mode in (
+        ("report scan", "report"),
+        ("enforce scan", "enforce"),
+        ("re-scan", "report"),
+    ):
         counter.reset()
         started = time.perf_counter()
-        guardrail = Guardrail(clients, replace(settings, mode=mode), account_id=seeded.account_id,
-                              publisher=publisher)
+        guardrail = Guardrail(
+            clients, replace(settings, mode=mode), account_id=seeded.account_id, publisher=publisher
+        )
         report = guardrail.run()
-        scans.append(Scan(name, mode, report, time.perf_counter() - started, counter.by_operation()))
+        scans.append(
+            Scan(name, mode, report, time.perf_counter() - started, counter.by_operation())
+        )
     hub = read_security_hub(clients.securityhub)
     run = DemoRun(seeded, account.endpoint_url, seed_seconds, scans, hub, [])
     run.problems = assess(run)
@@ -113,7 +125,9 @@ def read_security_hub(client: Any) -> HubState:
 def assess(run: DemoRun) -> list[str]:
     """Everything the three scans and Security Hub show that should not be so."""
     problems: list[str] = []
-    first, enforce, rescan = (run.scan(n).report for n in ("report scan", "enforce scan", "re-scan"))
+    first, enforce, rescan = (
+        run.scan(n).report for n in ("report scan", "enforce scan", "re-scan")
+    )
     seeded = run.seeded
 
     # 1. The first scan sees every seeded condition, and nothing else, on the instances.
@@ -126,11 +140,16 @@ def assess(run: DemoRun) -> list[str]:
         except KeyError:
             continue
         if result.status.value != expected:
-            problems.append(f"report scan: {result.control} on {result.resource_id} "
-                            f"({seeded.case_of(result.resource_id).name}) is {result.status.value}, "
-                            f"seeded as {expected}: {result.reason}")
-    seen = {(e.result.control, e.result.resource_id) for e in first.evaluations
-            if e.result.status is Status.FAILED}
+            problems.append(
+                f"report scan: {result.control} on {result.resource_id} "
+                f"({seeded.case_of(result.resource_id).name}) is {result.status.value}, "
+                f"seeded as {expected}: {result.reason}"
+            )
+    seen = {
+        (e.result.control, e.result.resource_id)
+        for e in first.evaluations
+        if e.result.status is Status.FAILED
+    }
     for control in ("ssh-open-to-internet", "ssm-instance-role", "ssm-session-logging"):
         missed = sorted(i for i in seeded.expected(control, FAILED) if (control, i) not in seen)
         if missed:
@@ -141,15 +160,21 @@ def assess(run: DemoRun) -> list[str]:
     # 2. The enforce scan's fixes went through (or were skipped with a reason).
     for fix in enforce.fixes:
         if fix.outcome is Outcome.FAILED:
-            problems.append(f"enforce scan: {fix.control} '{fix.action}' on {fix.resource_id} failed "
-                            f"({fix.error_code}): {fix.reason}")
+            problems.append(
+                f"enforce scan: {fix.control} '{fix.action}' on {fix.resource_id} failed "
+                f"({fix.error_code}): {fix.reason}"
+            )
         if fix.outcome is Outcome.SKIPPED and not fix.reason:
-            problems.append(f"enforce scan: {fix.control} skipped {fix.resource_id} without a reason")
+            problems.append(
+                f"enforce scan: {fix.control} skipped {fix.resource_id} without a reason"
+            )
     if not enforce.fixes:
         problems.append("enforce scan made no fix although the account is seeded with failures")
 
     # 3. The re-scan confirms every claimed fix; anything still failing was skipped, with a reason.
-    claimed = {(e.result.control, e.result.resource_id): e for e in enforce.evaluations if e.remediated}
+    claimed = {
+        (e.result.control, e.result.resource_id): e for e in enforce.evaluations if e.remediated
+    }
     before = {(e.result.control, e.result.resource_id): e for e in enforce.evaluations}
     for evaluation in rescan.evaluations:
         if evaluation.result.status is not Status.FAILED:
@@ -157,11 +182,15 @@ def assess(run: DemoRun) -> list[str]:
         key = evaluation.result.key
         if key in claimed:
             fixes = "; ".join(f"{f.action}: {f.outcome.value}" for f in claimed[key].fixes)
-            problems.append(f"re-scan: {key[0]} still FAILED on {key[1]} although the enforce scan "
-                            f"fixed it ({fixes}): {evaluation.result.reason}")
+            problems.append(
+                f"re-scan: {key[0]} still FAILED on {key[1]} although the enforce scan "
+                f"fixed it ({fixes}): {evaluation.result.reason}"
+            )
         elif not explained(before.get(key)):
-            problems.append(f"re-scan: {key[0]} FAILED on {key[1]} with no skipped fix to explain it: "
-                            f"{evaluation.result.reason}")
+            problems.append(
+                f"re-scan: {key[0]} FAILED on {key[1]} with no skipped fix to explain it: "
+                f"{evaluation.result.reason}"
+            )
 
     # 4. Security Hub took every finding, resolved the fixed ones, and agrees with the re-scan.
     for scan in run.scans:
@@ -169,24 +198,35 @@ def assess(run: DemoRun) -> list[str]:
         if summary is None:
             problems.append(f"{scan.name}: nothing was published to Security Hub")
         elif not summary.ok:
-            problems.append(f"{scan.name}: Security Hub publish not clean: {len(summary.failed)} failed, "
-                            f"{len(summary.unresolved)} unresolved, errors {summary.errors}")
+            problems.append(
+                f"{scan.name}: Security Hub publish not clean: {len(summary.failed)} failed, "
+                f"{len(summary.unresolved)} unresolved, errors {summary.errors}"
+            )
     counts = run.hub.counts()
     if counts[("FAILED", "RESOLVED")]:
-        problems.append(f"Security Hub: {counts[('FAILED', 'RESOLVED')]} finding(s) FAILED yet RESOLVED")
+        problems.append(
+            f"Security Hub: {counts[('FAILED', 'RESOLVED')]} finding(s) FAILED yet RESOLVED"
+        )
     if sum(n for (_, workflow), n in counts.items() if workflow == "RESOLVED") < len(claimed):
-        problems.append(f"Security Hub: fewer RESOLVED findings than the {len(claimed)} fixed results")
+        problems.append(
+            f"Security Hub: fewer RESOLVED findings than the {len(claimed)} fixed results"
+        )
     still = {e.result.key for e in rescan.evaluations if e.result.status is Status.FAILED}
     hub_failed = sum(n for (compliance, _), n in counts.items() if compliance == "FAILED")
     if hub_failed != len(still):
-        problems.append(f"Security Hub holds {hub_failed} FAILED finding(s); the re-scan has {len(still)}")
+        problems.append(
+            f"Security Hub holds {hub_failed} FAILED finding(s); the re-scan has {len(still)}"
+        )
     return problems
 
 
 def explained(evaluation: Any) -> bool:
     """A FAILED result the guardrail left alone on purpose: every fix skipped, each with a reason."""
-    return bool(evaluation and evaluation.fixes
-                and all(f.outcome is Outcome.SKIPPED and f.reason for f in evaluation.fixes))
+    return bool(
+        evaluation
+        and evaluation.fixes
+        and all(f.outcome is Outcome.SKIPPED and f.reason for f in evaluation.fixes)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,7 +251,9 @@ def label(run: DemoRun, resource_type: ResourceType, resource_id: str) -> str:
 def short(value: Any, limit: int = 110) -> str:
     if value is None:
         return "-"
-    text = value if isinstance(value, str) else json.dumps(value, default=str, separators=(",", ":"))
+    text = (
+        value if isinstance(value, str) else json.dumps(value, default=str, separators=(",", ":"))
+    )
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -225,22 +267,38 @@ def print_results(run: DemoRun, scan: Scan, out: TextIO, *, only_failed: bool = 
         by_control.setdefault(evaluation.result.control, []).append(evaluation)
     for control, evaluations in by_control.items():
         counts = Counter(e.result.status.value for e in evaluations)
-        print(f"  {control:<22} FAILED {counts.get('FAILED', 0):>3}   PASSED {counts.get('PASSED', 0):>3}"
-              f"   NOT_APPLICABLE {counts.get('NOT_APPLICABLE', 0):>3}", file=out)
+        print(
+            f"  {control:<22} FAILED {counts.get('FAILED', 0):>3}   PASSED {counts.get('PASSED', 0):>3}"
+            f"   NOT_APPLICABLE {counts.get('NOT_APPLICABLE', 0):>3}",
+            file=out,
+        )
         failing = [e for e in evaluations if e.result.status is Status.FAILED]
-        for e in sorted(failing, key=lambda e: (e.result.resource_type.value, label(run, e.result.resource_type, e.result.resource_id))):
+        for e in sorted(
+            failing,
+            key=lambda e: (
+                e.result.resource_type.value,
+                label(run, e.result.resource_type, e.result.resource_id),
+            ),
+        ):
             r = e.result
-            print(f"      {r.severity:<8} {r.resource_id:<22} [{label(run, r.resource_type, r.resource_id)}]",
-                  file=out)
+            print(
+                f"      {r.severity:<8} {r.resource_id:<22} [{label(run, r.resource_type, r.resource_id)}]",
+                file=out,
+            )
             print(f"               {short(r.reason, 150)}", file=out)
 
 
 def print_fixes(run: DemoRun, scan: Scan, out: TextIO) -> None:
     outcomes = Counter(f.outcome.value for f in scan.report.fixes)
-    print("  " + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) + " fix record(s)", file=out)
+    print(
+        "  " + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) + " fix record(s)",
+        file=out,
+    )
     for fix in scan.report.fixes:
-        print(f"  * {fix.control}: {fix.action} on {fix.resource_id}  -> {fix.outcome.value.upper()}",
-              file=out)
+        print(
+            f"  * {fix.control}: {fix.action} on {fix.resource_id}  -> {fix.outcome.value.upper()}",
+            file=out,
+        )
         print(f"      before: {short(fix.before)}", file=out)
         print(f"      after:  {short(fix.after)}", file=out)
         if fix.reason:
@@ -253,84 +311,129 @@ def print_fixes(run: DemoRun, scan: Scan, out: TextIO) -> None:
 def print_rescan(run: DemoRun, scan: Scan, enforce: Scan, out: TextIO) -> None:
     remaining = [e for e in scan.report.evaluations if e.result.status is Status.FAILED]
     counts = Counter(e.result.status.value for e in scan.report.evaluations)
-    print(f"  {counts.get('PASSED', 0)} PASSED, {counts.get('NOT_APPLICABLE', 0)} NOT_APPLICABLE, "
-          f"{len(remaining)} FAILED", file=out)
+    print(
+        f"  {counts.get('PASSED', 0)} PASSED, {counts.get('NOT_APPLICABLE', 0)} NOT_APPLICABLE, "
+        f"{len(remaining)} FAILED",
+        file=out,
+    )
     before = {e.result.key: e for e in enforce.report.evaluations}
     fixable_left = [e for e in remaining if not explained(before.get(e.result.key))]
     if not fixable_left:
         print("  Nothing the guardrail can fix is left failing.", file=out)
     for e in remaining:
         r = e.result
-        why = "; ".join(f"{f.outcome.value}: {f.reason}" for f in before.get(r.key, e).fixes) or "no fix recorded"
-        print(f"  - {r.control} on {r.resource_id} [{label(run, r.resource_type, r.resource_id)}]: "
-              f"{r.reason}", file=out)
+        why = (
+            "; ".join(f"{f.outcome.value}: {f.reason}" for f in before.get(r.key, e).fixes)
+            or "no fix recorded"
+        )
+        print(
+            f"  - {r.control} on {r.resource_id} [{label(run, r.resource_type, r.resource_id)}]: "
+            f"{r.reason}",
+            file=out,
+        )
         print(f"      left as is because: {short(why, 160)}", file=out)
 
 
 def print_hub(run: DemoRun, out: TextIO) -> None:
     counts = run.hub.counts()
-    print(f"  {len(run.hub.findings)} findings from ssm-guardrail "
-          f"(record state: {dict(run.hub.record_states())})", file=out)
+    print(
+        f"  {len(run.hub.findings)} findings from ssm-guardrail "
+        f"(record state: {dict(run.hub.record_states())})",
+        file=out,
+    )
     workflows = sorted({w for _, w in counts})
-    print("  Compliance.Status  " + "".join(f"{w:>12}" for w in workflows) + "   (Workflow.Status)", file=out)
+    print(
+        "  Compliance.Status  " + "".join(f"{w:>12}" for w in workflows) + "   (Workflow.Status)",
+        file=out,
+    )
     for compliance in sorted({c for c, _ in counts}):
-        print(f"  {compliance:<18} " + "".join(f"{counts.get((compliance, w), 0):>12}" for w in workflows),
-              file=out)
+        print(
+            f"  {compliance:<18} "
+            + "".join(f"{counts.get((compliance, w), 0):>12}" for w in workflows),
+            file=out,
+        )
     examples = pick_examples(run.hub.findings)
     for finding in examples:
         resource = (finding.get("Resources") or [{}])[0].get("Id", "?")
         print(f"\n  e.g. {finding.get('Title')}", file=out)
         print(f"       resource   {resource}", file=out)
-        print(f"       compliance {(finding.get('Compliance') or {}).get('Status')}  "
-              f"workflow {(finding.get('Workflow') or {}).get('Status')}  "
-              f"severity {(finding.get('Severity') or {}).get('Label')}  "
-              f"record {finding.get('RecordState')}", file=out)
+        print(
+            f"       compliance {(finding.get('Compliance') or {}).get('Status')}  "
+            f"workflow {(finding.get('Workflow') or {}).get('Status')}  "
+            f"severity {(finding.get('Severity') or {}).get('Label')}  "
+            f"record {finding.get('RecordState')}",
+            file=out,
+        )
         if finding.get("Note"):
             print(f"       note       {short(finding['Note'].get('Text'), 150)}", file=out)
         print(f"       {short(finding.get('Description'), 160)}", file=out)
 
 
 def pick_examples(findings: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One resolved fix, one finding still open, one compliant resource."""
+    """One resolved fix, one finding still open, one compliant resource; different controls."""
+    active = [f for f in findings if f.get("RecordState") == "ACTIVE"]
     wanted = [("PASSED", "RESOLVED"), ("FAILED", "NEW"), ("PASSED", "NEW")]
-    examples = []
+    examples: list[dict[str, Any]] = []
     for compliance, workflow in wanted:
-        match = next((f for f in findings
-                      if (f.get("Compliance") or {}).get("Status") == compliance
-                      and (f.get("Workflow") or {}).get("Status") == workflow
-                      and f.get("RecordState") == "ACTIVE"), None)
-        if match:
-            examples.append(match)
+        matches = [
+            f
+            for f in active
+            if (f.get("Compliance") or {}).get("Status") == compliance
+            and (f.get("Workflow") or {}).get("Status") == workflow
+        ]
+        used = {e.get("GeneratorId") for e in examples}
+        fresh = [f for f in matches if f.get("GeneratorId") not in used]
+        # A security group fix makes the richest example: its note names the revoked rules.
+        fresh.sort(key=lambda f: (f["Resources"][0]["Type"] != "AwsEc2SecurityGroup", f["Id"]))
+        if fresh or matches:
+            examples.append((fresh or matches)[0])
     return examples
 
 
 def print_run(run: DemoRun, out: TextIO) -> None:
     seeded = run.seeded
     print("ssm-guardrail demo — against an EMULATED AWS account", file=out)
-    print(f"{EMULATED} moto on {run.endpoint} (loopback only, fake credentials, account "
-          f"{seeded.account_id}, {seeded.region}); DescribeInstanceInformation, BatchUpdateFindings and "
-          "SimulatePrincipalPolicy come from the emulation extension (emulator/extension.py).", file=out)
-    print(f"{EMULATED} seeded in {run.seed_seconds:.1f}s: {len(seeded.instance_ids)} instances in "
-          f"{len(seeded.vpcs)} VPCs, {len(seeded.groups)} security groups, {len(seeded.profiles)} "
-          "instance profiles; Session Manager preferences absent; Security Hub enabled.", file=out)
+    print(
+        f"{EMULATED} moto on {run.endpoint} (loopback only, fake credentials, account "
+        f"{seeded.account_id}, {seeded.region}); DescribeInstanceInformation, BatchUpdateFindings and "
+        "SimulatePrincipalPolicy come from the emulation extension (emulator/extension.py).",
+        file=out,
+    )
+    print(
+        f"{EMULATED} seeded in {run.seed_seconds:.1f}s: {len(seeded.instance_ids)} instances in "
+        f"{len(seeded.vpcs)} VPCs, {len(seeded.groups)} security groups, {len(seeded.profiles)} "
+        "instance profiles; Session Manager preferences absent; Security Hub enabled.",
+        file=out,
+    )
     for name, case in seeded.cases.items():
         print(f"    {len(seeded.instances[name]):>2} x {name:<24} {case.description}", file=out)
 
     first, enforce, rescan = (run.scan(n) for n in ("report scan", "enforce scan", "re-scan"))
-    heading(f"1. Report scan: what is wrong ({first.seconds:.1f}s, {first.total_calls} API calls, "
-            "nothing changed)", out)
+    heading(
+        f"1. Report scan: what is wrong ({first.seconds:.1f}s, {first.total_calls} API calls, "
+        "nothing changed)",
+        out,
+    )
     print_results(run, first, out)
-    heading(f"2. Enforce scan: what the guardrail changed ({enforce.seconds:.1f}s, "
-            f"{enforce.total_calls} API calls)", out)
+    heading(
+        f"2. Enforce scan: what the guardrail changed ({enforce.seconds:.1f}s, "
+        f"{enforce.total_calls} API calls)",
+        out,
+    )
     print_fixes(run, enforce, out)
-    heading(f"3. Re-scan: what is left ({rescan.seconds:.1f}s, {rescan.total_calls} API calls)", out)
+    heading(
+        f"3. Re-scan: what is left ({rescan.seconds:.1f}s, {rescan.total_calls} API calls)", out
+    )
     print_rescan(run, rescan, enforce, out)
     heading(f"4. What Security Hub now holds {EMULATED}", out)
     print_hub(run, out)
     print("", file=out)
     if run.ok:
-        print("RESULT: OK — every fix the enforce scan claimed is confirmed by the re-scan; "
-              "Security Hub agrees.", file=out)
+        print(
+            "RESULT: OK — every fix the enforce scan claimed is confirmed by the re-scan; "
+            "Security Hub agrees.",
+            file=out,
+        )
     else:
         print(f"RESULT: {len(run.problems)} PROBLEM(S)", file=out)
         for problem in run.problems:
@@ -339,13 +442,23 @@ def print_run(run: DemoRun, out: TextIO) -> None:
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    parser = argparse.ArgumentParser(prog="python -m emulator.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m emulator.demo", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--instances", type=int, default=60, help="instances to seed (at least 60)")
     parser.add_argument("--region", default="us-east-1")
+    parser.add_argument(
+        "--explicit-deny",
+        action="store_true",
+        help="also seed a role whose explicit Deny blocks log delivery (attaching cannot fix it)",
+    )
     args = parser.parse_args(argv)
-    print(f"starting the emulator on 127.0.0.1 and seeding {args.instances} instances...", file=sys.stderr)
+    print(
+        f"starting the emulator on 127.0.0.1 and seeding {args.instances} instances...",
+        file=sys.stderr,
+    )
     with EmulatedAccount(args.region) as account:
-        run = run_flow(account, instances=args.instances)
+        run = run_flow(account, instances=args.instances, explicit_deny=args.explicit_deny)
     print_run(run, out)  # the emulator is stopped by now
     return 0 if run.ok else 1
 

@@ -36,9 +36,9 @@ import json
 import re
 import threading
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -129,7 +129,9 @@ def evaluate(policies: Sequence[SourcePolicy], action: str, resource: str) -> De
     denies: list[SourcePolicy] = []
     for policy in policies:
         for statement in _as_list(policy.document.get("Statement")):
-            if not isinstance(statement, dict) or not statement_applies(statement, action, resource):
+            if not isinstance(statement, dict) or not statement_applies(
+                statement, action, resource
+            ):
                 continue
             effect = str(statement.get("Effect", ""))
             if effect == "Deny":
@@ -156,7 +158,7 @@ def simulate(
     resources: Sequence[str],
     boundary: Sequence[SourcePolicy] | None = None,
 ) -> list[dict[str, Any]]:
-    """EvaluationResults for every action × resource pair.
+    """EvaluationResults for every action x resource pair.
 
     A permissions boundary, when the role has one, must also allow the pair (its explicit Deny
     wins as well). Resource policies, SCPs and session policies are not modelled.
@@ -219,7 +221,9 @@ def role_policies(role: Any) -> list[SourcePolicy]:
 
 
 def role_allows(role: Any, actions: Sequence[str], resource: str = "*") -> bool:
-    return all(r["EvalDecision"] == "allowed" for r in simulate(role_policies(role), actions, [resource]))
+    return all(
+        r["EvalDecision"] == "allowed" for r in simulate(role_policies(role), actions, [resource])
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,7 +242,9 @@ def _iam_simulate_principal_policy(self: Any) -> Any:
     if not actions:
         raise ValidationError("ActionNames must contain at least one action")
     if ":role/" not in arn:
-        raise ValidationError(f"emulation: SimulatePrincipalPolicy supports role ARNs only, not {arn}")
+        raise ValidationError(
+            f"emulation: SimulatePrincipalPolicy supports role ARNs only, not {arn}"
+        )
     backend = self.backend
     role = next((r for r in backend.get_roles() if r.arn == arn), None)
     if role is None:
@@ -259,7 +265,7 @@ def _iam_simulate_principal_policy(self: Any) -> Any:
         policy = backend.managed_policies.get(role.permissions_boundary_arn)
         boundary = [_managed_source(policy)] if policy else []
     results = simulate(identity, actions, resources, boundary)
-    start = _decode_token(self._get_param("Marker"), len(results))
+    start = _decode_token(self._get_param("Marker"), len(results), ValidationError)
     size = int(self._get_param("MaxItems") or SIMULATE_PAGE_DEFAULT)
     page = results[start : start + size]
     body: dict[str, Any] = {"EvaluationResults": page, "IsTruncated": start + size < len(results)}
@@ -270,24 +276,31 @@ def _iam_simulate_principal_policy(self: Any) -> Any:
 
 def _ssm_describe_instance_information(self: Any) -> Any:
     """EMULATION of ssm:DescribeInstanceInformation over moto's EC2 instances (rule: module doc)."""
-    from moto.core.exceptions import ServiceException
     from moto.core.responses import ActionResult
+    from moto.ssm.exceptions import SSMException
 
     size = self._get_param("MaxResults")
     if size is None:
         size = SSM_PAGE_DEFAULT
     elif not SSM_PAGE_MIN <= int(size) <= SSM_PAGE_MAX:
-        raise ServiceException(
+        raise SSMException(
             "ValidationException",
             f"1 validation error detected: Value '{size}' at 'maxResults' failed to satisfy "
             f"constraint: Member must have value between {SSM_PAGE_MIN} and {SSM_PAGE_MAX}",
         )
-    wanted = _ssm_filters(self._get_param("Filters") or [], self._get_param("InstanceInformationFilterList") or [])
+    wanted = _ssm_filters(
+        self._get_param("Filters") or [], self._get_param("InstanceInformationFilterList") or []
+    )
     items = [
-        item for item in managed_instances(self.current_account, self.region)
+        item
+        for item in managed_instances(self.current_account, self.region)
         if all(str(item.get(field, "")) in values for field, values in wanted)
     ]
-    start = _decode_token(self._get_param("NextToken"), len(items), code="InvalidNextToken")
+    start = _decode_token(
+        self._get_param("NextToken"),
+        len(items),
+        lambda message: SSMException("InvalidNextToken", message),
+    )
     page = items[start : start + int(size)]
     body: dict[str, Any] = {"InstanceInformationList": page}
     if start + int(size) < len(items):
@@ -304,7 +317,9 @@ _SSM_FILTER_FIELDS = {
 }
 
 
-def _ssm_filters(filters: list[dict[str, Any]], legacy: list[dict[str, Any]]) -> list[tuple[str, set[str]]]:
+def _ssm_filters(
+    filters: list[dict[str, Any]], legacy: list[dict[str, Any]]
+) -> list[tuple[str, set[str]]]:
     """(field, accepted values) pairs from `Filters` (Key/Values) and the older
     `InstanceInformationFilterList` (key/valueSet); every pair must hold."""
     from moto.ssm.exceptions import InvalidFilterKey, InvalidFilterValue
@@ -332,7 +347,7 @@ def managed_instances(account_id: str, region: str) -> list[dict[str, Any]]:
     ec2 = ec2_backends[account_id][region]
     iam = iam_backends[account_id][partition]
     core_arn = f"arn:{partition}:iam::aws:policy/{CORE_POLICY_NAME}"
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     profiles = {p.arn: p for p in iam.get_instance_profiles()}
     registers: dict[str, bool] = {}  # profile ARN → whether its role lets the agent register
     items = []
@@ -355,21 +370,27 @@ def managed_instances(account_id: str, region: str) -> list[dict[str, Any]]:
             continue
         windows = (instance.platform or "").lower() == "windows"
         ip = instance.private_ip or ""
-        items.append({
-            "InstanceId": instance.id,
-            "PingStatus": ping,
-            "LastPingDateTime": last,
-            "AgentVersion": AGENT_VERSION,
-            "IsLatestVersion": False,
-            "PlatformType": "Windows" if windows else "Linux",
-            "PlatformName": "Microsoft Windows Server 2022 Datacenter" if windows else "Amazon Linux",
-            "PlatformVersion": "10.0.20348" if windows else "2023",
-            "ResourceType": "EC2Instance",
-            "IPAddress": ip,
-            "ComputerName": f"ip-{ip.replace('.', '-')}.{region}.compute.internal" if ip else instance.id,
-            "SourceId": instance.id,
-            "SourceType": "AWS::EC2::Instance",
-        })
+        items.append(
+            {
+                "InstanceId": instance.id,
+                "PingStatus": ping,
+                "LastPingDateTime": last,
+                "AgentVersion": AGENT_VERSION,
+                "IsLatestVersion": False,
+                "PlatformType": "Windows" if windows else "Linux",
+                "PlatformName": "Microsoft Windows Server 2022 Datacenter"
+                if windows
+                else "Amazon Linux",
+                "PlatformVersion": "10.0.20348" if windows else "2023",
+                "ResourceType": "EC2Instance",
+                "IPAddress": ip,
+                "ComputerName": f"ip-{ip.replace('.', '-')}.{region}.compute.internal"
+                if ip
+                else instance.id,
+                "SourceId": instance.id,
+                "SourceType": "AWS::EC2::Instance",
+            }
+        )
     return sorted(items, key=lambda i: i["InstanceId"])
 
 
@@ -384,7 +405,9 @@ def _securityhub_batch_update_findings(self: Any) -> str:
         raise InvalidInputException(op=op, msg="FindingIdentifiers must hold 1 to 100 identifiers")
     status = (body.get("Workflow") or {}).get("Status")
     if status is not None and status not in WORKFLOW_STATUSES:
-        raise InvalidInputException(op=op, msg=f"Workflow.Status must be one of {WORKFLOW_STATUSES}")
+        raise InvalidInputException(
+            op=op, msg=f"Workflow.Status must be one of {WORKFLOW_STATUSES}"
+        )
     note = body.get("Note")
     if note is not None and not (note.get("Text") and note.get("UpdatedBy")):
         raise InvalidInputException(op=op, msg="Note needs Text and UpdatedBy")
@@ -402,20 +425,30 @@ def _securityhub_batch_update_findings(self: Any) -> str:
     for identifier in identifiers:
         finding = stored.get(identifier.get("Id", ""))
         if finding is None or finding.data.get("ProductArn") != identifier.get("ProductArn"):
-            unprocessed.append({
-                "FindingIdentifier": identifier,
-                "ErrorCode": "FindingNotFound",
-                "ErrorMessage": "Finding Not Found",
-            })
+            unprocessed.append(
+                {
+                    "FindingIdentifier": identifier,
+                    "ErrorCode": "FindingNotFound",
+                    "ErrorMessage": "Finding Not Found",
+                }
+            )
             continue
         data = finding.data
         if status is not None:
             data["Workflow"] = {"Status": status}
-            data["WorkflowState"] = "NEW" if status == "NEW" else "RESOLVED" if status == "RESOLVED" else "IN_PROGRESS"
+            data["WorkflowState"] = (
+                "NEW" if status == "NEW" else "RESOLVED" if status == "RESOLVED" else "IN_PROGRESS"
+            )
         if note is not None:
             data["Note"] = {"Text": note["Text"], "UpdatedBy": note["UpdatedBy"], "UpdatedAt": now}
-        for key in ("VerificationState", "Confidence", "Criticality", "Types", "UserDefinedFields",
-                    "RelatedFindings"):
+        for key in (
+            "VerificationState",
+            "Confidence",
+            "Criticality",
+            "Types",
+            "UserDefinedFields",
+            "RelatedFindings",
+        ):
             if key in body:
                 data[key] = body[key]
         if "Severity" in body:
@@ -424,7 +457,9 @@ def _securityhub_batch_update_findings(self: Any) -> str:
     return json.dumps({"ProcessedFindings": processed, "UnprocessedFindings": unprocessed})
 
 
-def _securityhub_import_findings(self: Any, findings: list[dict[str, Any]]) -> tuple[int, int, list[dict[str, Any]]]:
+def _securityhub_import_findings(
+    self: Any, findings: list[dict[str, Any]]
+) -> tuple[int, int, list[dict[str, Any]]]:
     """BatchImportFindings with Security Hub's documented update rules (see module doc)."""
     from moto.securityhub.models import Finding
 
@@ -434,15 +469,22 @@ def _securityhub_import_findings(self: Any, findings: list[dict[str, Any]]) -> t
     if not self.enabled:
         # Documented: with Security Hub disabled the findings come back in FailedFindings.
         message = f"Account {self.account_id} is not subscribed to AWS Security Hub"
-        failed = [{"Id": f.get("Id", ""), "ErrorCode": "InvalidAccess", "ErrorMessage": message}
-                  for f in findings]
+        failed = [
+            {"Id": f.get("Id", ""), "ErrorCode": "InvalidAccess", "ErrorMessage": message}
+            for f in findings
+        ]
         return len(failed), 0, failed
     for data in findings:
         finding_id = data.get("Id", "")
         resources = data.get("Resources")
         if not finding_id or not isinstance(resources, list) or not resources:
-            failed.append({"Id": finding_id, "ErrorCode": "InvalidInput",
-                           "ErrorMessage": "Finding must have an Id and at least one resource"})
+            failed.append(
+                {
+                    "Id": finding_id,
+                    "ErrorCode": "InvalidInput",
+                    "ErrorMessage": "Finding must have an Id and at least one resource",
+                }
+            )
             continue
         success += 1
         existing = stored.get(finding_id)
@@ -518,20 +560,20 @@ def _encode_token(offset: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"emulated-offset": offset}).encode()).decode()
 
 
-def _decode_token(token: Any, total: int, code: str = "InvalidInput") -> int:
+def _decode_token(token: Any, total: int, invalid: Callable[[str], Exception]) -> int:
+    """The offset a page token of ours carries; `invalid(message)` is the service's own error
+    (moto serializes an error through the service model of the exception's module)."""
     if not token:
         return 0
     try:
         offset = int(json.loads(base64.urlsafe_b64decode(str(token).encode()))["emulated-offset"])
     except (ValueError, KeyError, TypeError) as error:
-        from moto.core.exceptions import ServiceException
-
-        raise ServiceException(code, "The pagination token is not valid") from error
+        raise invalid("The pagination token is not valid") from error
     return max(0, min(offset, total))
 
 
 def _iso_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -541,7 +583,7 @@ def _parse_time(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _later(new: Any, old: Any) -> bool:
@@ -572,7 +614,9 @@ def install() -> None:
         from moto.securityhub.responses import SecurityHubResponse
         from moto.ssm.responses import SimpleSystemManagerResponse
 
-        SimpleSystemManagerResponse.describe_instance_information = _ssm_describe_instance_information  # type: ignore[attr-defined]
+        SimpleSystemManagerResponse.describe_instance_information = (
+            _ssm_describe_instance_information  # type: ignore[attr-defined]
+        )
         IamResponse.simulate_principal_policy = _iam_simulate_principal_policy  # type: ignore[attr-defined]
         SecurityHubResponse.batch_update_findings = _securityhub_batch_update_findings  # type: ignore[attr-defined]
         securityhub_urls.url_paths.setdefault(BATCH_UPDATE_PATH, SecurityHubResponse.dispatch)

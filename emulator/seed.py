@@ -30,8 +30,13 @@ MAX_PER_CALL = 500  # instances per RunInstances in the emulator (AWS caps by ca
 
 EC2_TRUST = {
     "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
-                   "Action": "sts:AssumeRole"}],
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
 }
 
 
@@ -62,43 +67,130 @@ _ROLE_NA = {LOGGING: NA}  # no role on the instance: session logging does not ap
 
 # The demo account: each failing condition, then its compliant twin(s).
 ACCOUNT_CASES: tuple[Case, ...] = (
-    _case("ssh-ipv4-public", "TCP 22 from 0.0.0.0/0 (with 443), running with a public IP", 3,
-          groups=("ssh-world",), subnet="prod-public-a", expect={SSH: FAILED}),
+    _case(
+        "ssh-ipv4-public",
+        "TCP 22 from 0.0.0.0/0 (with 443), running with a public IP",
+        3,
+        groups=("ssh-world",),
+        subnet="prod-public-a",
+        expect={SSH: FAILED},
+    ),
     _case("ssh-ipv6", "TCP 22 from ::/0", 2, groups=("ssh-world-v6",), expect={SSH: FAILED}),
-    _case("ssh-all-tcp", "TCP 0-65535 from 0.0.0.0/0", 2, groups=("all-tcp",), expect={SSH: FAILED}),
-    _case("ssh-all-traffic", "all traffic (protocol -1) from 0.0.0.0/0 and ::/0", 2,
-          groups=("all-traffic",), subnet="prod-public-b", expect={SSH: FAILED}),
-    _case("ssh-admin-range", "TCP 0-1024 from 0.0.0.0/0 (CIS counts ranges that include 22)", 1,
-          groups=("admin-range",), expect={SSH: FAILED}),
-    _case("ssh-secondary-eni", "TCP 22 from 0.0.0.0/0 on a group of the second interface only", 2,
-          secondary_groups=("ssh-secondary",), expect={SSH: FAILED}),
-    _case("ssh-stopped", "TCP 22 from 0.0.0.0/0, instance stopped", 2, groups=("ssh-world",),
-          state="stopped", expect={SSH: FAILED}),
-    _case("ssh-private-ip-only", "TCP 22 from 0.0.0.0/0, running without a public IP", 2,
-          groups=("ssh-world",), subnet="prod-private-b", expect={SSH: FAILED}),
-    _case("ssh-staging-shared", "one staging group with TCP 22 from 0.0.0.0/0 shared by six", 6,
-          groups=("staging-ssh-world",), subnet="staging-public", expect={SSH: FAILED}),
-    _case("ssh-terminated", "TCP 22 from 0.0.0.0/0, instance terminated", 2,
-          groups=("ssh-world",), state="terminated", expect={SSH: NA, ROLE: NA, LOGGING: NA}),
+    _case(
+        "ssh-all-tcp", "TCP 0-65535 from 0.0.0.0/0", 2, groups=("all-tcp",), expect={SSH: FAILED}
+    ),
+    _case(
+        "ssh-all-traffic",
+        "all traffic (protocol -1) from 0.0.0.0/0 and ::/0",
+        2,
+        groups=("all-traffic",),
+        subnet="prod-public-b",
+        expect={SSH: FAILED},
+    ),
+    _case(
+        "ssh-admin-range",
+        "TCP 0-1024 from 0.0.0.0/0 (CIS counts ranges that include 22)",
+        1,
+        groups=("admin-range",),
+        expect={SSH: FAILED},
+    ),
+    _case(
+        "ssh-secondary-eni",
+        "TCP 22 from 0.0.0.0/0 on a group of the second interface only",
+        2,
+        secondary_groups=("ssh-secondary",),
+        expect={SSH: FAILED},
+    ),
+    _case(
+        "ssh-stopped",
+        "TCP 22 from 0.0.0.0/0, instance stopped",
+        2,
+        groups=("ssh-world",),
+        state="stopped",
+        expect={SSH: FAILED},
+    ),
+    _case(
+        "ssh-private-ip-only",
+        "TCP 22 from 0.0.0.0/0, running without a public IP",
+        2,
+        groups=("ssh-world",),
+        subnet="prod-private-b",
+        expect={SSH: FAILED},
+    ),
+    _case(
+        "ssh-staging-shared",
+        "one staging group with TCP 22 from 0.0.0.0/0 shared by six",
+        6,
+        groups=("staging-ssh-world",),
+        subnet="staging-public",
+        expect={SSH: FAILED},
+    ),
+    _case(
+        "ssh-terminated",
+        "TCP 22 from 0.0.0.0/0, instance terminated",
+        2,
+        groups=("ssh-world",),
+        state="terminated",
+        expect={SSH: NA, ROLE: NA, LOGGING: NA},
+    ),
     _case("twin-udp-22", "UDP 22 from 0.0.0.0/0 (not SSH)", 2, groups=("udp-22",)),
     _case("twin-ssh-private-cidr", "TCP 22 from 10.0.0.0/8 only", 2, groups=("ssh-private",)),
-    _case("twin-ssh-prefix-list", "TCP 22 from a managed prefix list", 2, groups=("ssh-prefix-list",)),
-    _case("twin-ssh-group-ref", "TCP 22 from the bastion security group", 2,
-          groups=("ssh-from-bastion",)),
+    _case(
+        "twin-ssh-prefix-list", "TCP 22 from a managed prefix list", 2, groups=("ssh-prefix-list",)
+    ),
+    _case(
+        "twin-ssh-group-ref",
+        "TCP 22 from the bastion security group",
+        2,
+        groups=("ssh-from-bastion",),
+    ),
     _case("twin-web-public", "TCP 443 from 0.0.0.0/0 only, public IP", 2, subnet="prod-public-a"),
-    _case("role-no-profile", "no instance profile", 3, profile=None, expect={ROLE: FAILED, **_ROLE_NA}),
-    _case("role-no-profile-stopped", "no instance profile, stopped", 1, profile=None, state="stopped",
-          expect={ROLE: FAILED, **_ROLE_NA}),
-    _case("role-empty-profile", "an instance profile with no role", 3, profile="app-empty",
-          expect={ROLE: FAILED, **_ROLE_NA}),
-    _case("role-without-core", f"a role without {CORE_POLICY} (and no log delivery)", 3,
-          profile="app-legacy", expect={ROLE: FAILED, LOGGING: FAILED}),
-    _case("role-core-no-delivery", f"{CORE_POLICY} but no log-delivery permissions", 4,
-          profile="app-core", expect={LOGGING: FAILED}),
-    _case("profile-deleted", "its instance profile was deleted after launch", 1,
-          profile="app-retired", expect={ROLE: FAILED, **_ROLE_NA}, fixable=False),
-    _case("twin-role-equivalent", "a role with an operator-declared equivalent policy", 3,
-          profile="app-hardened"),
+    _case(
+        "role-no-profile", "no instance profile", 3, profile=None, expect={ROLE: FAILED, **_ROLE_NA}
+    ),
+    _case(
+        "role-no-profile-stopped",
+        "no instance profile, stopped",
+        1,
+        profile=None,
+        state="stopped",
+        expect={ROLE: FAILED, **_ROLE_NA},
+    ),
+    _case(
+        "role-empty-profile",
+        "an instance profile with no role",
+        3,
+        profile="app-empty",
+        expect={ROLE: FAILED, **_ROLE_NA},
+    ),
+    _case(
+        "role-without-core",
+        f"a role without {CORE_POLICY} (and no log delivery)",
+        3,
+        profile="app-legacy",
+        expect={ROLE: FAILED, LOGGING: FAILED},
+    ),
+    _case(
+        "role-core-no-delivery",
+        f"{CORE_POLICY} but no log-delivery permissions",
+        4,
+        profile="app-core",
+        expect={LOGGING: FAILED},
+    ),
+    _case(
+        "profile-deleted",
+        "its instance profile was deleted after launch",
+        1,
+        profile="app-retired",
+        expect={ROLE: FAILED, **_ROLE_NA},
+        fixable=False,
+    ),
+    _case(
+        "twin-role-equivalent",
+        "a role with an operator-declared equivalent policy",
+        3,
+        profile="app-hardened",
+    ),
     _case("compliant-stopped", "compliant, stopped", 2, state="stopped"),
 )
 COMPLIANT = _case("compliant", "Session Manager ready: no internet SSH, guardrail role", 0)
@@ -145,8 +237,12 @@ class Seeded:
 
     def expected(self, control: str, status: str = FAILED) -> set[str]:
         """Instance ids a first scan should give `status` for `control`."""
-        return {i for name, ids in self.instances.items() for i in ids
-                if self.cases[name].expected(control) == status}
+        return {
+            i
+            for name, ids in self.instances.items()
+            for i in ids
+            if self.cases[name].expected(control) == status
+        }
 
     def settings_env(self) -> dict[str, str]:
         """GUARDRAIL_* values for this account (the CDK stack sets the same on its Lambdas)."""
@@ -165,45 +261,168 @@ class Seeded:
 # --------------------------------------------------------------------------------------------
 
 
-def seed_account(session: Any, region: str, *, instances: int = 60, enable_security_hub: bool = True) -> Seeded:
+# Opt-in: a role whose explicit Deny blocks log delivery even with the delivery policy attached.
+EXPLICIT_DENY_CASE = _case(
+    "role-delivery-denied",
+    "core and log-delivery policies, but an inline Deny on kms:* blocks delivery",
+    2,
+    profile="app-denied",
+    expect={LOGGING: FAILED},
+    fixable=False,
+)
+
+
+def seed_account(
+    session: Any,
+    region: str,
+    *,
+    instances: int = 60,
+    enable_security_hub: bool = True,
+    explicit_deny: bool = False,
+) -> Seeded:
     """The demo account: every condition and its twin, topped up with compliant instances.
 
-    Session Manager preferences are left absent, as in a fresh account.
+    Session Manager preferences are left absent, as in a fresh account. `explicit_deny` adds
+    `EXPLICIT_DENY_CASE`, which attaching the log-delivery policy cannot fix.
     """
-    fixed = sum(c.count for c in ACCOUNT_CASES)
+    extra = [EXPLICIT_DENY_CASE] if explicit_deny else []
+    fixed = sum(c.count for c in (*ACCOUNT_CASES, *extra))
     if instances < fixed + 1:
         raise ValueError(f"the account needs at least {fixed + 1} instances to cover every case")
     seeded = _foundation(session, region, enable_security_hub=enable_security_hub)
-    cases = [*ACCOUNT_CASES, _case(COMPLIANT.name, COMPLIANT.description, instances - fixed,
-                                   subnet="prod-private-b")]
+    if explicit_deny:
+        _denied_role(session.client("iam", region_name=region), seeded)
+    cases = [
+        *ACCOUNT_CASES,
+        *extra,
+        _case(COMPLIANT.name, COMPLIANT.description, instances - fixed, subnet="prod-private-b"),
+    ]
     _launch_all(session, seeded, cases)
     return seeded
+
+
+def _denied_role(iam: Any, seeded: Seeded) -> None:
+    role = "app-denied-role"
+    iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(EC2_TRUST))
+    for arn in (
+        f"arn:{seeded.partition}:iam::aws:policy/{CORE_POLICY}",
+        seeded.log_delivery_policy_arn,
+    ):
+        iam.attach_role_policy(RoleName=role, PolicyArn=arn)
+    deny = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Action": "kms:*", "Resource": "*"}],
+    }
+    iam.put_role_policy(RoleName=role, PolicyName="no-kms", PolicyDocument=json.dumps(deny))
+    iam.create_instance_profile(InstanceProfileName="app-denied")
+    iam.add_role_to_instance_profile(InstanceProfileName="app-denied", RoleName=role)
+    seeded.roles["app-denied"] = role
+    seeded.profiles["app-denied"] = "app-denied"
 
 
 # The benchmark fleet: shares of n per shape (a realistic, mostly compliant estate).
 FLEET_SHARES: tuple[tuple[Case, float], ...] = (
     (_case("fleet-compliant-a", "compliant", 0, subnet="prod-private-a"), 0.25),
     (_case("fleet-compliant-b", "compliant", 0, subnet="prod-private-b"), 0.15),
-    (_case("fleet-compliant-staging", "compliant", 0, groups=("staging-web",),
-           subnet="staging-private"), 0.06),
-    (_case("fleet-ssh-world", "TCP 22 from 0.0.0.0/0", 0, groups=("ssh-world",),
-           subnet="prod-public-a", expect={SSH: FAILED}), 0.06),
-    (_case("fleet-ssh-all-traffic", "all traffic from the internet", 0, groups=("all-traffic",),
-           subnet="prod-public-b", expect={SSH: FAILED}), 0.03),
-    (_case("fleet-ssh-staging", "staging group open on 22", 0, groups=("staging-ssh-world",),
-           subnet="staging-public", expect={SSH: FAILED}), 0.05),
-    (_case("fleet-no-profile", "no instance profile", 0, profile=None,
-           expect={ROLE: FAILED, **_ROLE_NA}), 0.08),
-    (_case("fleet-empty-profile", "profile without a role", 0, profile="app-empty",
-           expect={ROLE: FAILED, **_ROLE_NA}), 0.04),
-    (_case("fleet-no-core", "role without the core policy", 0, profile="app-legacy",
-           expect={ROLE: FAILED, LOGGING: FAILED}), 0.08),
-    (_case("fleet-core-no-delivery", "core policy, no log delivery", 0, profile="app-core",
-           expect={LOGGING: FAILED}), 0.12),
-    (_case("fleet-equivalent", "operator-declared equivalent policy", 0, profile="app-hardened"), 0.04),
+    (
+        _case(
+            "fleet-compliant-staging",
+            "compliant",
+            0,
+            groups=("staging-web",),
+            subnet="staging-private",
+        ),
+        0.06,
+    ),
+    (
+        _case(
+            "fleet-ssh-world",
+            "TCP 22 from 0.0.0.0/0",
+            0,
+            groups=("ssh-world",),
+            subnet="prod-public-a",
+            expect={SSH: FAILED},
+        ),
+        0.06,
+    ),
+    (
+        _case(
+            "fleet-ssh-all-traffic",
+            "all traffic from the internet",
+            0,
+            groups=("all-traffic",),
+            subnet="prod-public-b",
+            expect={SSH: FAILED},
+        ),
+        0.03,
+    ),
+    (
+        _case(
+            "fleet-ssh-staging",
+            "staging group open on 22",
+            0,
+            groups=("staging-ssh-world",),
+            subnet="staging-public",
+            expect={SSH: FAILED},
+        ),
+        0.05,
+    ),
+    (
+        _case(
+            "fleet-no-profile",
+            "no instance profile",
+            0,
+            profile=None,
+            expect={ROLE: FAILED, **_ROLE_NA},
+        ),
+        0.08,
+    ),
+    (
+        _case(
+            "fleet-empty-profile",
+            "profile without a role",
+            0,
+            profile="app-empty",
+            expect={ROLE: FAILED, **_ROLE_NA},
+        ),
+        0.04,
+    ),
+    (
+        _case(
+            "fleet-no-core",
+            "role without the core policy",
+            0,
+            profile="app-legacy",
+            expect={ROLE: FAILED, LOGGING: FAILED},
+        ),
+        0.08,
+    ),
+    (
+        _case(
+            "fleet-core-no-delivery",
+            "core policy, no log delivery",
+            0,
+            profile="app-core",
+            expect={LOGGING: FAILED},
+        ),
+        0.12,
+    ),
+    (
+        _case("fleet-equivalent", "operator-declared equivalent policy", 0, profile="app-hardened"),
+        0.04,
+    ),
     (_case("fleet-stopped", "compliant, stopped", 0, state="stopped"), 0.03),
-    (_case("fleet-terminated", "terminated", 0, groups=("ssh-world",), state="terminated",
-           expect={SSH: NA, ROLE: NA, LOGGING: NA}), 0.01),
+    (
+        _case(
+            "fleet-terminated",
+            "terminated",
+            0,
+            groups=("ssh-world",),
+            state="terminated",
+            expect={SSH: NA, ROLE: NA, LOGGING: NA},
+        ),
+        0.01,
+    ),
 )
 
 
@@ -212,8 +431,19 @@ def seed_fleet(session: Any, region: str, n: int, *, enable_security_hub: bool =
     seeded = _foundation(session, region, enable_security_hub=enable_security_hub)
     counts = [max(1, int(n * share)) for _, share in FLEET_SHARES]
     counts[0] += n - sum(counts)  # rounding goes to the largest, compliant shape
-    cases = [_case(c.name, c.description, k, groups=c.groups, subnet=c.subnet, profile=c.profile,
-                   state=c.state, expect=c.expect) for (c, _), k in zip(FLEET_SHARES, counts, strict=True)]
+    cases = [
+        _case(
+            c.name,
+            c.description,
+            k,
+            groups=c.groups,
+            subnet=c.subnet,
+            profile=c.profile,
+            state=c.state,
+            expect=c.expect,
+        )
+        for (c, _), k in zip(FLEET_SHARES, counts, strict=True)
+    ]
     _launch_all(session, seeded, cases)
     return seeded
 
@@ -232,34 +462,55 @@ def _foundation(session: Any, region: str, *, enable_security_hub: bool) -> Seed
     _application_iam(session.client("iam", region_name=region), seeded)
     if enable_security_hub:
         session.client("securityhub", region_name=region).enable_security_hub(
-            EnableDefaultStandards=False)
+            EnableDefaultStandards=False
+        )
     return seeded
 
 
 def _network(ec2: Any, seeded: Seeded) -> None:
     region = seeded.region
     layout = {
-        "prod": ("10.0.0.0/16", {"prod-public-a": ("10.0.0.0/18", "a", True),
-                                  "prod-private-a": ("10.0.64.0/18", "a", False),
-                                  "prod-public-b": ("10.0.128.0/18", "b", True),
-                                  "prod-private-b": ("10.0.192.0/18", "b", False)}),
-        "staging": ("10.1.0.0/16", {"staging-public": ("10.1.0.0/17", "a", True),
-                                    "staging-private": ("10.1.128.0/17", "b", False)}),
+        "prod": (
+            "10.0.0.0/16",
+            {
+                "prod-public-a": ("10.0.0.0/18", "a", True),
+                "prod-private-a": ("10.0.64.0/18", "a", False),
+                "prod-public-b": ("10.0.128.0/18", "b", True),
+                "prod-private-b": ("10.0.192.0/18", "b", False),
+            },
+        ),
+        "staging": (
+            "10.1.0.0/16",
+            {
+                "staging-public": ("10.1.0.0/17", "a", True),
+                "staging-private": ("10.1.128.0/17", "b", False),
+            },
+        ),
     }
     for vpc_name, (cidr, subnets) in layout.items():
-        vpc = ec2.create_vpc(CidrBlock=cidr, TagSpecifications=_tags("vpc", vpc_name))["Vpc"]["VpcId"]
+        vpc = ec2.create_vpc(CidrBlock=cidr, TagSpecifications=_tags("vpc", vpc_name))["Vpc"][
+            "VpcId"
+        ]
         seeded.vpcs[vpc_name] = vpc
         for name, (block, zone, public) in subnets.items():
-            subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=block, AvailabilityZone=f"{region}{zone}",
-                                       TagSpecifications=_tags("subnet", name))["Subnet"]["SubnetId"]
+            subnet = ec2.create_subnet(
+                VpcId=vpc,
+                CidrBlock=block,
+                AvailabilityZone=f"{region}{zone}",
+                TagSpecifications=_tags("subnet", name),
+            )["Subnet"]["SubnetId"]
             if public:
                 ec2.modify_subnet_attribute(SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
             seeded.subnets[name] = subnet
 
     seeded.prefix_list_id = ec2.create_managed_prefix_list(
-        PrefixListName="office-networks", MaxEntries=5, AddressFamily="IPv4",
-        Entries=[{"Cidr": "203.0.113.0/24", "Description": "head office"},
-                 {"Cidr": "198.51.100.0/24", "Description": "branch"}],
+        PrefixListName="office-networks",
+        MaxEntries=5,
+        AddressFamily="IPv4",
+        Entries=[
+            {"Cidr": "203.0.113.0/24", "Description": "head office"},
+            {"Cidr": "198.51.100.0/24", "Description": "branch"},
+        ],
     )["PrefixList"]["PrefixListId"]
 
     world4, world6 = [{"CidrIp": "0.0.0.0/0"}], [{"CidrIpv6": "::/0"}]
@@ -271,7 +522,10 @@ def _network(ec2: Any, seeded: Seeded) -> None:
     prod = {
         "web": [https, tcp(80, 80, IpRanges=world4)],
         "bastion": [tcp(22, 22, PrefixListIds=[{"PrefixListId": seeded.prefix_list_id}])],
-        "ssh-world": [tcp(22, 22, IpRanges=[{"CidrIp": "0.0.0.0/0", "Description": "temporary"}]), https],
+        "ssh-world": [
+            tcp(22, 22, IpRanges=[{"CidrIp": "0.0.0.0/0", "Description": "temporary"}]),
+            https,
+        ],
         "ssh-world-v6": [tcp(22, 22, Ipv6Ranges=world6)],
         "all-tcp": [tcp(0, 65535, IpRanges=world4)],
         "all-traffic": [{"IpProtocol": "-1", "IpRanges": world4, "Ipv6Ranges": world6}],
@@ -289,21 +543,30 @@ def _network(ec2: Any, seeded: Seeded) -> None:
     for vpc_name, groups in (("prod", prod), ("staging", staging)):
         for name in groups:
             seeded.groups[name] = ec2.create_security_group(
-                GroupName=name, Description=f"{name} (emulated)", VpcId=seeded.vpcs[vpc_name],
+                GroupName=name,
+                Description=f"{name} (emulated)",
+                VpcId=seeded.vpcs[vpc_name],
                 TagSpecifications=_tags("security-group", name),
             )["GroupId"]
-    prod["ssh-from-bastion"] = [tcp(22, 22, UserIdGroupPairs=[{"GroupId": seeded.groups["bastion"]}])]
+    prod["ssh-from-bastion"] = [
+        tcp(22, 22, UserIdGroupPairs=[{"GroupId": seeded.groups["bastion"]}])
+    ]
     for name, permissions in {**prod, **staging}.items():
         if permissions:
-            ec2.authorize_security_group_ingress(GroupId=seeded.groups[name], IpPermissions=permissions)
+            ec2.authorize_security_group_ingress(
+                GroupId=seeded.groups[name], IpPermissions=permissions
+            )
 
 
 def _guardrail_resources(session: Any, seeded: Seeded) -> None:
     """What the CDK stack's SessionLogStore and instance-role constructs create."""
     region, account, partition = seeded.region, seeded.account_id, seeded.partition
     kms = session.client("kms", region_name=region)
-    key = kms.create_key(Description="ssm-guardrail session logs", KeyUsage="ENCRYPT_DECRYPT",
-                         Tags=[{"TagKey": "app", "TagValue": NAME}])["KeyMetadata"]
+    key = kms.create_key(
+        Description="ssm-guardrail session logs",
+        KeyUsage="ENCRYPT_DECRYPT",
+        Tags=[{"TagKey": "app", "TagValue": NAME}],
+    )["KeyMetadata"]
     kms.create_alias(AliasName=f"alias/{NAME}/session-logs", TargetKeyId=key["KeyId"])
     seeded.kms_key_arn = key["Arn"]
 
@@ -313,13 +576,29 @@ def _guardrail_resources(session: Any, seeded: Seeded) -> None:
     if region != "us-east-1":
         create["CreateBucketConfiguration"] = {"LocationConstraint": region}
     s3.create_bucket(**create)
-    s3.put_bucket_encryption(Bucket=seeded.bucket, ServerSideEncryptionConfiguration={"Rules": [{
-        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms",
-                                               "KMSMasterKeyID": seeded.kms_key_arn},
-        "BucketKeyEnabled": True}]})
-    s3.put_public_access_block(Bucket=seeded.bucket, PublicAccessBlockConfiguration={
-        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
-        "RestrictPublicBuckets": True})
+    s3.put_bucket_encryption(
+        Bucket=seeded.bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {
+                        "SSEAlgorithm": "aws:kms",
+                        "KMSMasterKeyID": seeded.kms_key_arn,
+                    },
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
+    s3.put_public_access_block(
+        Bucket=seeded.bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
 
     logs = session.client("logs", region_name=region)
     seeded.log_group = f"/{NAME}/session-logs"
@@ -331,26 +610,52 @@ def _guardrail_resources(session: Any, seeded: Seeded) -> None:
     delivery = {
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "PutSessionLogs", "Effect": "Allow", "Action": "s3:PutObject",
-             "Resource": f"arn:{partition}:s3:::{seeded.bucket}/{LOG_PREFIX}*"},
-            {"Sid": "ReadBucketEncryption", "Effect": "Allow", "Action": "s3:GetEncryptionConfiguration",
-             "Resource": f"arn:{partition}:s3:::{seeded.bucket}"},
-            {"Sid": "StreamSessionLogs", "Effect": "Allow",
-             "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-             "Resource": f"{group_arn}:*"},
-            {"Sid": "FindLogGroup", "Effect": "Allow", "Action": "logs:DescribeLogGroups", "Resource": "*"},
-            {"Sid": "EncryptSessionLogs", "Effect": "Allow",
-             "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": seeded.kms_key_arn},
+            {
+                "Sid": "PutSessionLogs",
+                "Effect": "Allow",
+                "Action": "s3:PutObject",
+                "Resource": f"arn:{partition}:s3:::{seeded.bucket}/{LOG_PREFIX}*",
+            },
+            {
+                "Sid": "ReadBucketEncryption",
+                "Effect": "Allow",
+                "Action": "s3:GetEncryptionConfiguration",
+                "Resource": f"arn:{partition}:s3:::{seeded.bucket}",
+            },
+            {
+                "Sid": "StreamSessionLogs",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                "Resource": f"{group_arn}:*",
+            },
+            {
+                "Sid": "FindLogGroup",
+                "Effect": "Allow",
+                "Action": "logs:DescribeLogGroups",
+                "Resource": "*",
+            },
+            {
+                "Sid": "EncryptSessionLogs",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": seeded.kms_key_arn,
+            },
         ],
     }
     seeded.log_delivery_policy_arn = iam.create_policy(
-        PolicyName=f"{NAME}-session-log-delivery", PolicyDocument=json.dumps(delivery),
+        PolicyName=f"{NAME}-session-log-delivery",
+        PolicyDocument=json.dumps(delivery),
         Description="lets instance roles deliver Session Manager logs (ssm-guardrail)",
     )["Policy"]["Arn"]
     role = f"{NAME}-instance"
-    iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(EC2_TRUST),
-                    Description="Session Manager instance role (ssm-guardrail)")
-    iam.attach_role_policy(RoleName=role, PolicyArn=f"arn:{partition}:iam::aws:policy/{CORE_POLICY}")
+    iam.create_role(
+        RoleName=role,
+        AssumeRolePolicyDocument=json.dumps(EC2_TRUST),
+        Description="Session Manager instance role (ssm-guardrail)",
+    )
+    iam.attach_role_policy(
+        RoleName=role, PolicyArn=f"arn:{partition}:iam::aws:policy/{CORE_POLICY}"
+    )
     iam.attach_role_policy(RoleName=role, PolicyArn=seeded.log_delivery_policy_arn)
     iam.create_instance_profile(InstanceProfileName=role)
     iam.add_role_to_instance_profile(InstanceProfileName=role, RoleName=role)
@@ -364,25 +669,56 @@ def _application_iam(iam: Any, seeded: Seeded) -> None:
     equivalent = {
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "SsmAgent", "Effect": "Allow", "Resource": "*", "Action": [
-                "ssm:DescribeAssociation", "ssm:GetDocument", "ssm:DescribeDocument",
-                "ssm:ListAssociations", "ssm:ListInstanceAssociations", "ssm:UpdateInstanceInformation",
-                "ssm:UpdateAssociationStatus", "ssm:UpdateInstanceAssociationStatus",
-                "ssm:PutInventory", "ssm:GetParameter", "ssm:GetParameters"]},
-            {"Sid": "SessionChannels", "Effect": "Allow", "Resource": "*", "Action": [
-                "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
-                "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"]},
+            {
+                "Sid": "SsmAgent",
+                "Effect": "Allow",
+                "Resource": "*",
+                "Action": [
+                    "ssm:DescribeAssociation",
+                    "ssm:GetDocument",
+                    "ssm:DescribeDocument",
+                    "ssm:ListAssociations",
+                    "ssm:ListInstanceAssociations",
+                    "ssm:UpdateInstanceInformation",
+                    "ssm:UpdateAssociationStatus",
+                    "ssm:UpdateInstanceAssociationStatus",
+                    "ssm:PutInventory",
+                    "ssm:GetParameter",
+                    "ssm:GetParameters",
+                ],
+            },
+            {
+                "Sid": "SessionChannels",
+                "Effect": "Allow",
+                "Resource": "*",
+                "Action": [
+                    "ssmmessages:CreateControlChannel",
+                    "ssmmessages:CreateDataChannel",
+                    "ssmmessages:OpenControlChannel",
+                    "ssmmessages:OpenDataChannel",
+                ],
+            },
             {"Sid": "Messages", "Effect": "Allow", "Resource": "*", "Action": "ec2messages:*"},
         ],
     }
     seeded.equivalent_policy_arn = iam.create_policy(
-        PolicyName="platform-ssm-core-hardened", PolicyDocument=json.dumps(equivalent),
+        PolicyName="platform-ssm-core-hardened",
+        PolicyDocument=json.dumps(equivalent),
         Description="the platform team's narrowed copy of AmazonSSMManagedInstanceCore",
     )["Policy"]["Arn"]
-    read_config = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
-        "Resource": [f"arn:{partition}:s3:::app-config-{seeded.account_id}",
-                     f"arn:{partition}:s3:::app-config-{seeded.account_id}/*"]}]}
+    read_config = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:ListBucket"],
+                "Resource": [
+                    f"arn:{partition}:s3:::app-config-{seeded.account_id}",
+                    f"arn:{partition}:s3:::app-config-{seeded.account_id}/*",
+                ],
+            }
+        ],
+    }
     core = f"arn:{partition}:iam::aws:policy/{CORE_POLICY}"
     roles: dict[str, list[str]] = {
         "app-legacy": [],  # inline policy only: no Systems Manager at all
@@ -392,8 +728,9 @@ def _application_iam(iam: Any, seeded: Seeded) -> None:
     for name, policies in roles.items():
         role = f"{name}-role"
         iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(EC2_TRUST))
-        iam.put_role_policy(RoleName=role, PolicyName="read-app-config",
-                            PolicyDocument=json.dumps(read_config))
+        iam.put_role_policy(
+            RoleName=role, PolicyName="read-app-config", PolicyDocument=json.dumps(read_config)
+        )
         for arn in policies:
             iam.attach_role_policy(RoleName=role, PolicyArn=arn)
         iam.create_instance_profile(InstanceProfileName=name)
@@ -423,7 +760,8 @@ def _launch_all(session: Any, seeded: Seeded, cases: list[Case]) -> None:
     if "app-retired" in {c.profile for c in cases if c.count}:
         # Deleted while instances still name it: a profile the guardrail must not replace.
         session.client("iam", region_name=seeded.region).delete_instance_profile(
-            InstanceProfileName=seeded.profiles["app-retired"])
+            InstanceProfileName=seeded.profiles["app-retired"]
+        )
 
 
 def _launch(ec2: Any, seeded: Seeded, case: Case) -> list[str]:
@@ -444,8 +782,11 @@ def _launch(ec2: Any, seeded: Seeded, case: Case) -> list[str]:
         if case.secondary_groups:
             request["NetworkInterfaces"] = [
                 {"DeviceIndex": 0, "SubnetId": subnet, "Groups": groups},
-                {"DeviceIndex": 1, "SubnetId": subnet,
-                 "Groups": [seeded.groups[g] for g in case.secondary_groups]},
+                {
+                    "DeviceIndex": 1,
+                    "SubnetId": subnet,
+                    "Groups": [seeded.groups[g] for g in case.secondary_groups],
+                },
             ]
         else:
             request.update(SubnetId=subnet, SecurityGroupIds=groups)

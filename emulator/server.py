@@ -72,7 +72,9 @@ class EmulatedAccount:
         changes = dict(_ENVIRONMENT)
         changes["AWS_DEFAULT_REGION"] = self.region
         changes["AWS_REGION"] = self.region
-        changes["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true" if self.load_managed_policies else "false"
+        changes["MOTO_IAM_LOAD_MANAGED_POLICIES"] = (
+            "true" if self.load_managed_policies else "false"
+        )
         # A per-service endpoint variable would send that service past the emulator.
         changes.update({k: None for k in os.environ if k.startswith("AWS_ENDPOINT_URL_")})
         werkzeug = logging.getLogger("werkzeug")  # one access-log line per request otherwise

@@ -16,8 +16,30 @@ from guardrail.controls import REGISTRY
 from guardrail.settings import MODES
 
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
-RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
-                  2192, 2557, 2922, 3288, 3653)
+RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
 REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -86,12 +108,14 @@ class GuardrailConfig:
     """What one deployment of the guardrail looks like; field metadata names the context key."""
 
     guardrail_mode: str = field(default="report", metadata={"key": "guardrailMode", "parse": _str})
+    # Per-control overrides of guardrail_mode; empty: every control follows guardrail_mode.
     control_modes: Mapping[str, str] = field(
-        default_factory=lambda: {cid: "report" for cid in REGISTRY},
-        metadata={"key": "controlModes", "parse": _mapping},
+        default_factory=dict, metadata={"key": "controlModes", "parse": _mapping}
     )
     controls: tuple[str, ...] = field(default=(), metadata={"key": "controls", "parse": _list})
-    scan_schedule: str = field(default="rate(1 hour)", metadata={"key": "scanSchedule", "parse": _str})
+    scan_schedule: str = field(
+        default="rate(1 hour)", metadata={"key": "scanSchedule", "parse": _str}
+    )
     modify_existing_roles: bool = field(
         default=True, metadata={"key": "modifyExistingRoles", "parse": _bool}
     )
@@ -104,6 +128,7 @@ class GuardrailConfig:
         default="", metadata={"key": "notificationEmail", "parse": _str}
     )
     regions: tuple[str, ...] = field(default=(), metadata={"key": "regions", "parse": _list})
+    account: str = field(default="", metadata={"key": "account", "parse": _str})
     iam_event_region: str = field(
         default="us-east-1", metadata={"key": "iamEventRegion", "parse": _str}
     )
@@ -111,7 +136,8 @@ class GuardrailConfig:
         default="session-logs/", metadata={"key": "sessionLogPrefix", "parse": _str}
     )
     session_log_group_name: str = field(
-        default="/ssm-guardrail/session-logs", metadata={"key": "sessionLogGroupName", "parse": _str}
+        default="/ssm-guardrail/session-logs",
+        metadata={"key": "sessionLogGroupName", "parse": _str},
     )
     session_log_retention_days: int = field(
         default=365, metadata={"key": "sessionLogRetentionDays", "parse": _int}
@@ -133,38 +159,71 @@ class GuardrailConfig:
             raise ConfigError(f"context 'guardrailMode' must be one of {MODES}")
         for cid, mode in self.control_modes.items():
             if cid not in known:
-                raise ConfigError(f"context 'controlModes': unknown control {cid!r}; known: {sorted(known)}")
+                raise ConfigError(
+                    f"context 'controlModes': unknown control {cid!r}; known: {sorted(known)}"
+                )
             if mode not in MODES:
-                raise ConfigError(f"context 'controlModes': {cid}={mode!r}; mode must be one of {MODES}")
+                raise ConfigError(
+                    f"context 'controlModes': {cid}={mode!r}; mode must be one of {MODES}"
+                )
         unknown = [c for c in self.controls if c not in known]
         if unknown:
-            raise ConfigError(f"context 'controls': unknown control(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(
+                f"context 'controls': unknown control(s) {unknown}; known: {sorted(known)}"
+            )
         if not SCHEDULE.match(self.scan_schedule):
             raise ConfigError("context 'scanSchedule' must be rate(N unit) or cron(...)")
         if self.notification_email and not EMAIL.match(self.notification_email):
-            raise ConfigError(f"context 'notificationEmail' is not an email address: {self.notification_email!r}")
+            raise ConfigError(
+                f"context 'notificationEmail' is not an email address: {self.notification_email!r}"
+            )
         for region in (*self.regions, self.iam_event_region):
             if not REGION.match(region):
-                raise ConfigError(f"context 'regions'/'iamEventRegion': {region!r} is not a region name")
+                raise ConfigError(
+                    f"context 'regions'/'iamEventRegion': {region!r} is not a region name"
+                )
+        if self.account and not re.fullmatch(r"\d{12}", self.account):
+            raise ConfigError(
+                f"context 'account' must be a 12-digit account id, not {self.account!r}"
+            )
         if len(set(self.regions)) != len(self.regions):
             raise ConfigError("context 'regions' lists a region twice")
         for arn in self.equivalent_policy_arns:
             if not arn.startswith("arn:") or ":policy/" not in arn:
                 raise ConfigError(f"context 'equivalentPolicyArns': {arn!r} is not a policy ARN")
         if not self.session_log_prefix or self.session_log_prefix.startswith("/"):
-            raise ConfigError("context 'sessionLogPrefix' must be a non-empty key prefix without a leading /")
+            raise ConfigError(
+                "context 'sessionLogPrefix' must be a non-empty key prefix without a leading /"
+            )
         if not self.session_log_group_name:
             raise ConfigError("context 'sessionLogGroupName' must not be empty")
-        for key, days in (("sessionLogRetentionDays", self.session_log_retention_days),
-                          ("functionLogRetentionDays", self.function_log_retention_days)):
+        for key, days in (
+            ("sessionLogRetentionDays", self.session_log_retention_days),
+            ("functionLogRetentionDays", self.function_log_retention_days),
+        ):
             if days not in RETENTION_DAYS:
                 raise ConfigError(f"context {key!r} must be one of {RETENTION_DAYS}")
-        for key, value in (("driftScanConcurrency", self.drift_scan_concurrency),
-                           ("onChangeConcurrency", self.on_change_concurrency)):
+        for key, value in (
+            ("driftScanConcurrency", self.drift_scan_concurrency),
+            ("onChangeConcurrency", self.on_change_concurrency),
+        ):
             if value < 0:
-                raise ConfigError(f"context {key!r} must be 0 (no reservation) or a positive number")
+                raise ConfigError(
+                    f"context {key!r} must be 0 (no reservation) or a positive number"
+                )
         if self.insight_scope not in INSIGHT_SCOPES:
             raise ConfigError(f"context 'insightScope' must be one of {INSIGHT_SCOPES}")
+
+    def mode_for(self, control: str) -> str:
+        return self.control_modes.get(control, self.guardrail_mode)
+
+    def enforced(self) -> list[str]:
+        """Control ids that are enabled and in enforce mode (the ones that need fix permissions)."""
+        return [
+            cid
+            for cid in REGISTRY
+            if (not self.controls or cid in self.controls) and self.mode_for(cid) == "enforce"
+        ]
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any]) -> GuardrailConfig:
@@ -183,15 +242,20 @@ class GuardrailConfig:
         out: dict[str, Any] = {}
         for f in fields(cls):
             value = getattr(defaults, f.name)
-            out[f.metadata["key"]] = list(value) if isinstance(value, tuple) else (
-                dict(value) if isinstance(value, Mapping) else value)
+            out[f.metadata["key"]] = (
+                list(value)
+                if isinstance(value, tuple)
+                else (dict(value) if isinstance(value, Mapping) else value)
+            )
         return out
 
     def environment(self) -> dict[str, str]:
         """The GUARDRAIL_* settings that come from context (resource names are added by the stack)."""
         return {
             "GUARDRAIL_MODE": self.guardrail_mode,
-            "GUARDRAIL_CONTROL_MODES": ",".join(f"{k}={v}" for k, v in sorted(self.control_modes.items())),
+            "GUARDRAIL_CONTROL_MODES": ",".join(
+                f"{k}={v}" for k, v in sorted(self.control_modes.items())
+            ),
             "GUARDRAIL_CONTROLS": ",".join(self.controls),
             "GUARDRAIL_EQUIVALENT_POLICY_ARNS": ",".join(self.equivalent_policy_arns),
             "GUARDRAIL_MODIFY_EXISTING_ROLES": str(self.modify_existing_roles).lower(),

@@ -3,6 +3,8 @@ of its Powertools metrics, and alarms (Lambda errors, dead letters) to an SNS to
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Aws, Duration
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -36,30 +38,47 @@ class FindingInsights(Construct):
     delegated administrator's aggregation region (ProductArn differs per account and region there).
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, product_arn: str, insight_scope: str) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, product_arn: str, insight_scope: str
+    ) -> None:
         super().__init__(scope, construct_id)
         ours: dict[str, list[StringFilter]] = {
             "generator_id": [StringFilter(comparison="PREFIX", value=GENERATOR_PREFIX)],
         }
         if insight_scope == "account":
             ours["product_arn"] = _eq(product_arn)
-        failing = {
+        failing: dict[str, Any] = {
             **ours,
             "compliance_status": _eq("FAILED"),
             "record_state": _eq("ACTIVE"),
             "workflow_status": _eq("NEW", "NOTIFIED"),  # several EQUALS on one field are ORed
         }
-        resolved = {
+        resolved: dict[str, Any] = {
             **ours,
             "workflow_status": _eq("RESOLVED"),
-            "updated_at": [securityhub.CfnInsight.DateFilterProperty(
-                date_range=securityhub.CfnInsight.DateRangeProperty(unit="DAYS", value=7))],
+            "updated_at": [
+                securityhub.CfnInsight.DateFilterProperty(
+                    date_range=securityhub.CfnInsight.DateRangeProperty(unit="DAYS", value=7)
+                )
+            ],
         }
-        definitions = {
-            "FailingByControl": ("ssm-guardrail: failing resources by control", failing, "GeneratorId"),
-            "FailingBySeverity": ("ssm-guardrail: failing resources by severity", failing, "SeverityLabel"),
+        definitions: dict[str, tuple[str, dict[str, Any], str]] = {
+            "FailingByControl": (
+                "ssm-guardrail: failing resources by control",
+                failing,
+                "GeneratorId",
+            ),
+            "FailingBySeverity": (
+                "ssm-guardrail: failing resources by severity",
+                failing,
+                "SeverityLabel",
+            ),
             "FailingByResource": ("ssm-guardrail: failing resources", failing, "ResourceId"),
-            "ResolvedLast7Days": ("ssm-guardrail: resolved in the last 7 days", resolved, "GeneratorId"),
+            "ResolvedLast7Days": (
+                "ssm-guardrail: resolved in the last 7 days",
+                resolved,
+                "GeneratorId",
+            ),
         }
         self.insights = {
             cid: securityhub.CfnInsight(
@@ -100,9 +119,13 @@ class OperationsDashboard(Construct):
 
         self.alarms: list[cw.Alarm] = []
         for name, function in functions.items():
-            self.alarms.append(self._alarm(
-                f"{name}Errors", function.metric_errors(period=METRIC_PERIOD, statistic="Sum"),
-                f"ssm-guardrail {name} Lambda failed (see its log group)"))
+            self.alarms.append(
+                self._alarm(
+                    f"{name}Errors",
+                    function.metric_errors(period=METRIC_PERIOD, statistic="Sum"),
+                    f"ssm-guardrail {name} Lambda failed (see its log group)",
+                )
+            )
         self.alarms.append(dead_letter_alarm(self, "DeadLetters", dlq, self.topic))
 
         self.dashboard = cw.Dashboard(self, "Dashboard", period_override=cw.PeriodOverride.AUTO)
@@ -111,38 +134,60 @@ class OperationsDashboard(Construct):
             cw.TextWidget(
                 markdown=f"# ssm-guardrail\nControls: {controls}. Metric series are per `control` "
                 "dimension; findings are in Security Hub (insights named ssm-guardrail: ...).",
-                width=24, height=2,
+                width=24,
+                height=2,
             )
         )
         self.dashboard.add_widgets(
-            cw.GraphWidget(title="Findings failed (per control)", left=[_search("FindingsFailed", "")], width=12),
-            cw.GraphWidget(title="Findings passed (per control)", left=[_search("FindingsPassed", "")], width=12),
+            cw.GraphWidget(
+                title="Findings failed (per control)",
+                left=[_search("FindingsFailed", "")],
+                width=12,
+            ),
+            cw.GraphWidget(
+                title="Findings passed (per control)",
+                left=[_search("FindingsPassed", "")],
+                width=12,
+            ),
         )
         self.dashboard.add_widgets(
-            cw.GraphWidget(title="Fixes applied (per control)", left=[_search("FixesApplied", "")], width=12),
-            cw.GraphWidget(title="Fixes failed (per control)", left=[_search("FixesFailed", "")], width=12),
+            cw.GraphWidget(
+                title="Fixes applied (per control)", left=[_search("FixesApplied", "")], width=12
+            ),
+            cw.GraphWidget(
+                title="Fixes failed (per control)", left=[_search("FixesFailed", "")], width=12
+            ),
         )
         self.dashboard.add_widgets(
             cw.GraphWidget(
                 title="Lambda errors and guardrail errors",
-                left=[f.metric_errors(label=f"{n} errors", period=METRIC_PERIOD) for n, f in functions.items()]
+                left=[
+                    f.metric_errors(label=f"{n} errors", period=METRIC_PERIOD)
+                    for n, f in functions.items()
+                ]
                 + [_search("PublishErrors", ""), _search("EventsDropped", "")],
                 width=12,
             ),
             cw.GraphWidget(
                 title="Lambda duration (p99)",
-                left=[f.metric_duration(label=f"{n} p99", statistic="p99", period=METRIC_PERIOD)
-                      for n, f in functions.items()],
+                left=[
+                    f.metric_duration(label=f"{n} p99", statistic="p99", period=METRIC_PERIOD)
+                    for n, f in functions.items()
+                ],
                 width=12,
             ),
         )
         self.dashboard.add_widgets(
             cw.GraphWidget(
                 title="Invocations and throttles",
-                left=[f.metric_invocations(label=f"{n} invocations", period=METRIC_PERIOD)
-                      for n, f in functions.items()],
-                right=[f.metric_throttles(label=f"{n} throttles", period=METRIC_PERIOD)
-                       for n, f in functions.items()],
+                left=[
+                    f.metric_invocations(label=f"{n} invocations", period=METRIC_PERIOD)
+                    for n, f in functions.items()
+                ],
+                right=[
+                    f.metric_throttles(label=f"{n} throttles", period=METRIC_PERIOD)
+                    for n, f in functions.items()
+                ],
                 width=12,
             ),
             cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=12),
@@ -186,20 +231,28 @@ class AlarmTopic(Construct):
             )
         )
         self.topic = sns.Topic(
-            self, "Topic", display_name="ssm-guardrail alarms", master_key=self.key, enforce_ssl=True
+            self,
+            "Topic",
+            display_name="ssm-guardrail alarms",
+            master_key=self.key,
+            enforce_ssl=True,
         )
         if notification_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(notification_email))
 
 
-def dead_letter_alarm(scope: Construct, construct_id: str, dlq: sqs.IQueue, topic: sns.ITopic) -> cw.Alarm:
+def dead_letter_alarm(
+    scope: Construct, construct_id: str, dlq: sqs.IQueue, topic: sns.ITopic
+) -> cw.Alarm:
     """Alarm as soon as one message sits in the dead-letter queue."""
     alarm = cw.Alarm(
         scope,
         construct_id,
         alarm_description="ssm-guardrail events could not be delivered or processed "
         "(dead-letter queue not empty)",
-        metric=dlq.metric_approximate_number_of_messages_visible(period=METRIC_PERIOD, statistic="Maximum"),
+        metric=dlq.metric_approximate_number_of_messages_visible(
+            period=METRIC_PERIOD, statistic="Maximum"
+        ),
         threshold=1,
         evaluation_periods=1,
         comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,

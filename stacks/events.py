@@ -1,57 +1,57 @@
-"""The EventBridge events that can change a control's outcome, by CloudTrail event source.
+"""The EventBridge patterns of the change rules, derived from the engine's event registry.
 
-A change that turns an instance non-compliant arrives as one of these CloudTrail management events
-(detail-type "AWS API Call via CloudTrail", best effort, minutes late) or as an EC2 state change.
+`guardrail.events.EVENT_TYPES` names every CloudTrail event the on-change parser handles; routing
+exactly those (and the EC2 state changes it evaluates) keeps the rules and the parser in step.
 Security Hub's own "Security Hub Findings - Imported" events are deliberately absent: our own
 imports would trigger us again.
 """
 
 from __future__ import annotations
 
-from guardrail.model import SESSION_DOCUMENT
+from guardrail.events import ACTIVE_STATES, CLOUDTRAIL, EVENT_TYPES, STATE_CHANGE
 
-CLOUDTRAIL_DETAIL_TYPE = "AWS API Call via CloudTrail"
-STATE_CHANGE_DETAIL_TYPE = "EC2 Instance State-change Notification"
+CLOUDTRAIL_DETAIL_TYPE = CLOUDTRAIL
+STATE_CHANGE_DETAIL_TYPE = STATE_CHANGE
 
-# event source (EventBridge `source`) -> CloudTrail eventSource -> event names
-CLOUDTRAIL_EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "aws.ec2": (
-        "ec2.amazonaws.com",
-        (
-            "AuthorizeSecurityGroupIngress",
-            "ModifySecurityGroupRules",
-            "RevokeSecurityGroupIngress",
-            "RunInstances",
-            "StartInstances",
-            "ModifyInstanceAttribute",
-            "ModifyNetworkInterfaceAttribute",
-            "AssociateIamInstanceProfile",
-            "DisassociateIamInstanceProfile",
-            "ReplaceIamInstanceProfileAssociation",
-        ),
-    ),
-    # IAM is global: CloudTrail delivers these to the us-east-1 default bus only (see IamEventForwarder).
-    "aws.iam": (
-        "iam.amazonaws.com",
-        ("DetachRolePolicy", "DeleteRolePolicy", "RemoveRoleFromInstanceProfile", "DeleteInstanceProfile"),
-    ),
-    "aws.ssm": (
-        "ssm.amazonaws.com",
-        ("CreateDocument", "UpdateDocument", "UpdateDocumentDefaultVersion", "DeleteDocument"),
-    ),
-}
+
+def _event_bridge_source(event_source: str) -> str:
+    """CloudTrail's eventSource (ec2.amazonaws.com) as EventBridge's source (aws.ec2)."""
+    return "aws." + event_source.split(".", 1)[0]
+
+
+def _by_source() -> dict[str, tuple[str, tuple[str, ...]]]:
+    grouped: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for name, event_type in EVENT_TYPES.items():
+        source = _event_bridge_source(event_type.source)
+        _, names = grouped.get(source, (event_type.source, ()))
+        grouped[source] = (event_type.source, (*names, name))
+    return grouped
+
+
+# EventBridge source -> (CloudTrail eventSource, event names). IAM is global: its events reach
+# the us-east-1 default bus only (see triggers.IamEventForwarder).
+CLOUDTRAIL_EVENTS: dict[str, tuple[str, tuple[str, ...]]] = _by_source()
 
 
 def cloudtrail_pattern(source: str) -> dict[str, object]:
-    """An event pattern for the successful calls of one event source (failed calls change nothing)."""
+    """The successful calls of one event source that the engine handles (failed calls carry
+    errorCode and changed nothing; the engine would drop them)."""
     event_source, names = CLOUDTRAIL_EVENTS[source]
-    detail: dict[str, object] = {
-        "eventSource": [event_source],
-        "eventName": list(names),
-        # A failed call carries errorCode and changed nothing; successful ones have none.
-        "errorCode": [{"exists": False}],
+    return {
+        "source": [source],
+        "detail_type": [CLOUDTRAIL_DETAIL_TYPE],
+        "detail": {
+            "eventSource": [event_source],
+            "eventName": list(names),
+            "errorCode": [{"exists": False}],
+        },
     }
-    if source == "aws.ssm":
-        # Session Manager preferences live in one document; other documents are not ours to judge.
-        detail["requestParameters"] = {"name": [SESSION_DOCUMENT]}
-    return {"source": [source], "detail_type": [CLOUDTRAIL_DETAIL_TYPE], "detail": detail}
+
+
+def state_change_pattern() -> dict[str, object]:
+    """Instances entering the states the engine evaluates (later states are the drift scan's)."""
+    return {
+        "source": ["aws.ec2"],
+        "detail_type": [STATE_CHANGE_DETAIL_TYPE],
+        "detail": {"state": sorted(ACTIVE_STATES)},
+    }

@@ -13,7 +13,6 @@ from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
-from guardrail.permissions import required_permissions
 from guardrail.settings import ENV
 
 from . import iam as generated
@@ -31,27 +30,40 @@ METRICS_NAMESPACE = "SsmGuardrail"
 
 # Why each wildcard resource the engine declares is as narrow as IAM allows. Keys are the
 # resources as cdk-nag prints them; a new wildcard in the engine fails synth until reviewed here.
+_EC2 = "arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>"
+_IAM = "arn:<AWS::Partition>:iam::<AWS::AccountId>"
 WILDCARD_REASONS = {
-    "*": "Only read actions (ec2:Describe*, iam:Get*/List*, ssm:Describe*/Get*, sts:GetCallerIdentity) "
-    "that either support no resource-level permissions or must read every instance, group and "
-    "profile in the account-region; every mutating action is scoped by ARN or condition.",
-    "arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:security-group/*":
-    "ec2:RevokeSecurityGroupIngress/AuthorizeSecurityGroupIngress must reach whichever security "
-    "group admits SSH from the internet; the group is only known at run time, so the ARN is "
-    "limited to this account and region and nothing else.",
-    "arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:security-group-rule/*":
-    "ec2:CreateTags on security-group rules, only at creation (condition ec2:CreateAction = "
-    "AuthorizeSecurityGroupIngress), to label the rules the fix re-adds with the rule they replace.",
-    "arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*":
-    "ec2:AssociateIamInstanceProfile on an instance that has no profile: any instance in this "
-    "account-region may be the one found, and only the guardrail role may be passed (iam:PassRole).",
-    "arn:<AWS::Partition>:iam::<AWS::AccountId>:role/*":
-    "iam:AttachRolePolicy is conditioned on iam:PolicyARN being AmazonSSMManagedInstanceCore or the "
-    "guardrail's log-delivery policy; iam:SimulatePrincipalPolicy only reads. The role is whichever "
-    "one an instance carries.",
-    "arn:<AWS::Partition>:iam::<AWS::AccountId>:instance-profile/*":
-    "iam:AddRoleToInstanceProfile fills an instance profile that has no role; the profile is whichever "
-    "one an instance carries, and the only role it can add is the guardrail's (iam:PassRole).",
+    "*": (
+        "Only read actions (ec2:Describe*, iam:Get*/List*, ssm:Describe*/Get*, "
+        "sts:GetCallerIdentity) that either support no resource-level permissions or must read "
+        "every instance, group and profile in the account-region; every mutating action is "
+        "scoped by ARN or condition."
+    ),
+    f"{_EC2}:security-group/*": (
+        "ec2:RevokeSecurityGroupIngress/AuthorizeSecurityGroupIngress must reach whichever "
+        "security group admits SSH from the internet; the group is only known at run time, so "
+        "the ARN is limited to this account and region and nothing else."
+    ),
+    f"{_EC2}:security-group-rule/*": (
+        "ec2:CreateTags on security-group rules, only at creation (condition ec2:CreateAction = "
+        "AuthorizeSecurityGroupIngress), to label the rules the fix re-adds with the rule they "
+        "replace."
+    ),
+    f"{_EC2}:instance/*": (
+        "ec2:AssociateIamInstanceProfile on an instance that has no profile: any instance in "
+        "this account-region may be the one found, and only the guardrail role may be passed "
+        "(iam:PassRole is limited to it)."
+    ),
+    f"{_IAM}:role/*": (
+        "iam:AttachRolePolicy is conditioned on iam:PolicyARN being AmazonSSMManagedInstanceCore "
+        "or the guardrail's log-delivery policy; iam:SimulatePrincipalPolicy only reads. The "
+        "role is whichever one an instance carries."
+    ),
+    f"{_IAM}:instance-profile/*": (
+        "iam:AddRoleToInstanceProfile fills an instance profile that has no role; the profile is "
+        "whichever one an instance carries, and the only role it can add is the guardrail's "
+        "(iam:PassRole is limited to it)."
+    ),
 }
 
 
@@ -102,18 +114,24 @@ class GuardrailFunctions(Construct):
         self.failures = failures
         # Resolved by CloudFormation at deploy time from the public parameter Powertools publishes
         # in each region, so synth stays offline; pass another path to pin a version.
+        # Defined on the stack for a stable logical id: `--parameters PowertoolsLayerArn=<path>`.
         layer_arn = CfnParameter(
-            Stack.of(self),  # a stable logical id for `cdk deploy --parameters PowertoolsLayerArn=...`
+            Stack.of(self),
             "PowertoolsLayerArn",
             type="AWS::SSM::Parameter::Value<String>",
             default=POWERTOOLS_PARAMETER,
             description="SSM parameter holding the Powertools for AWS Lambda (Python) layer ARN "
             "(e.g. /aws/service/powertools/python/arm64/python3.13/3.24.0 to pin)",
         )
-        self.layer = lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", layer_arn.value_as_string)
+        self.layer = lambda_.LayerVersion.from_layer_version_arn(
+            self, "Powertools", layer_arn.value_as_string
+        )
         self.code = lambda_.Code.from_asset(str(LAMBDAS_DIR), exclude=ASSET_EXCLUDES)
 
-        product_arn = f"arn:{Aws.PARTITION}:securityhub:{Aws.REGION}:{Aws.ACCOUNT_ID}:product/{Aws.ACCOUNT_ID}/default"
+        account = Aws.ACCOUNT_ID
+        product_arn = (
+            f"arn:{Aws.PARTITION}:securityhub:{Aws.REGION}:{account}:product/{account}/default"
+        )
         self.placeholders = {
             "partition": Aws.PARTITION,
             "region": Aws.REGION,
@@ -126,6 +144,7 @@ class GuardrailFunctions(Construct):
         }
         self.product_arn = product_arn
 
+        self.permissions = generated.needed_permissions(config.enforced())
         self.roles: dict[str, iam.Role] = {}
         for spec in (DRIFT_SCAN, ON_CHANGE):
             self.roles[spec.construct_id] = self._role(spec)
@@ -145,7 +164,9 @@ class GuardrailFunctions(Construct):
         }
         missing = set(ENV) - set(settings)
         if missing:
-            raise ValueError(f"settings the engine reads but the stack does not set: {sorted(missing)}")
+            raise ValueError(
+                f"settings the engine reads but the stack does not set: {sorted(missing)}"
+            )
         self.environment = {
             **settings,
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
@@ -175,7 +196,7 @@ class GuardrailFunctions(Construct):
             "the engine's declared permissions)",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
         )
-        permissions = required_permissions()
+        permissions = self.permissions
         for statement in generated.statements(permissions, self.placeholders):
             role.add_to_policy(statement)
         wildcards = sorted({_nag_form(r) for p in permissions for r in p.resources if "*" in r})
@@ -185,11 +206,17 @@ class GuardrailFunctions(Construct):
                     f"the engine declares a new wildcard resource {resource!r}: review it and add "
                     "its reason to stacks/functions.py WILDCARD_REASONS"
                 )
-            acknowledge(role, f"AwsSolutions-IAM5[Resource::{resource}]", WILDCARD_REASONS[resource])
+            acknowledge(
+                role, f"AwsSolutions-IAM5[Resource::{resource}]", WILDCARD_REASONS[resource]
+            )
         return role
 
-    def _function(self, spec: FunctionSpec, retention_days: int, concurrency: int) -> lambda_.Function:
-        log_group = logs.LogGroup(self, f"{spec.construct_id}Logs", removal_policy=RemovalPolicy.RETAIN)
+    def _function(
+        self, spec: FunctionSpec, retention_days: int, concurrency: int
+    ) -> lambda_.Function:
+        log_group = logs.LogGroup(
+            self, f"{spec.construct_id}Logs", removal_policy=RemovalPolicy.RETAIN
+        )
         log_group.node.default_child.retention_in_days = retention_days  # type: ignore[union-attr]
         self.log_groups[spec.construct_id] = log_group
         role = self.roles[spec.construct_id]
@@ -208,7 +235,6 @@ class GuardrailFunctions(Construct):
             memory_size=spec.memory_mb,
             environment=self.environment,
             log_group=log_group,
-            logging_format=lambda_.LoggingFormat.JSON,
             # 0 means "no reservation": new accounts with a concurrency quota of 10 cannot reserve any.
             reserved_concurrent_executions=concurrency or None,
             retry_attempts=spec.retry_attempts,
@@ -219,8 +245,9 @@ class GuardrailFunctions(Construct):
         acknowledge(
             function,
             "AwsSolutions-L1",
-            "Python 3.13 is the newest runtime the engine is tested on and that issue 3 allows "
-            "(3.12 or 3.13); Powertools publishes its python313 arm64 layer in every commercial region.",
+            "Issue 3 fixes the runtime at Python 3.12 or 3.13 and the Powertools layer is resolved "
+            "from its python3.13 arm64 SSM parameter; 3.14 is a change of RUNTIME and "
+            "POWERTOOLS_PARAMETER here once the engine's tests run on 3.14.",
         )
         return function
 
@@ -232,5 +259,8 @@ def _nag_form(resource: str) -> str:
 
 class _NagPlaceholders(dict):  # type: ignore[type-arg]
     def __missing__(self, key: str) -> str:
-        return {"partition": "<AWS::Partition>", "region": "<AWS::Region>",
-                "account": "<AWS::AccountId>"}.get(key, "{" + key + "}")
+        return {
+            "partition": "<AWS::Partition>",
+            "region": "<AWS::Region>",
+            "account": "<AWS::AccountId>",
+        }.get(key, "{" + key + "}")

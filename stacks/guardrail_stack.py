@@ -19,7 +19,9 @@ class GuardrailStack(Stack):
     """Everything one account-region needs: session-log store, instance access, Lambdas, triggers,
     insights, dashboard and alarms."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: GuardrailConfig, **kwargs: Any) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: GuardrailConfig, **kwargs: Any
+    ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.store = SessionLogStore(
             self,
@@ -31,7 +33,12 @@ class GuardrailStack(Stack):
         self.access = InstanceAccess(self, "InstanceAccess", store=self.store)
         self.dlq = dead_letter_queue(self, "DeadLetters")
         self.functions = GuardrailFunctions(
-            self, "Functions", config=config, store=self.store, access=self.access, failures=self.dlq
+            self,
+            "Functions",
+            config=config,
+            store=self.store,
+            access=self.access,
+            failures=self.dlq,
         )
         self.triggers = Triggers(
             self,
@@ -42,7 +49,10 @@ class GuardrailStack(Stack):
             schedule=config.scan_schedule,
         )
         self.insights = FindingInsights(
-            self, "Insights", product_arn=self.functions.product_arn, insight_scope=config.insight_scope
+            self,
+            "Insights",
+            product_arn=self.functions.product_arn,
+            insight_scope=config.insight_scope,
         )
         self.operations = OperationsDashboard(
             self,
@@ -57,6 +67,8 @@ class GuardrailStack(Stack):
             "InstanceProfile": self.access.profile.instance_profile_name,
             "AlarmTopic": self.operations.topic.topic_arn,
             "DeadLetterQueue": self.dlq.queue_url,
+            "DriftScanFunction": self.functions.drift_scan.function_name,
+            "OnChangeFunction": self.functions.on_change.function_name,
         }.items():
             CfnOutput(self, name, value=value)
 
@@ -65,7 +77,13 @@ class IamEventForwarderStack(Stack):
     """Deployed in the IAM event region (us-east-1) whenever other regions are guarded."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, regions: list[str], notification_email: str, **kwargs: Any
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        regions: list[str],
+        notification_email: str,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.dlq = dead_letter_queue(self, "DeadLetters")

@@ -13,7 +13,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aws_cdk import aws_iam as iam
+from guardrail.controls import REGISTRY
 from guardrail.controls.base import Permission
+from guardrail.permissions import required_permissions
 
 READ_VERBS = ("Describe", "Get", "List", "Simulate")
 PLACEHOLDERS = (
@@ -73,12 +75,31 @@ def render(permission: Permission, values: Mapping[str, str]) -> dict[str, Any]:
     return {"actions": list(permission.actions), "resources": resources, "conditions": conditions}
 
 
-def statements(permissions: Iterable[Permission], values: Mapping[str, str]) -> list[iam.PolicyStatement]:
+def needed_permissions(enforced: Iterable[str]) -> list[Permission]:
+    """`required_permissions()` minus the fix permissions of controls that do not enforce.
+
+    A control in report mode (or disabled) never remediates, so its Lambdas get its reads but
+    none of its mutating actions; switching a control to enforce is a context change and a deploy.
+    Reads are always kept: the snapshot reader serves every control.
+    """
+    enforced = set(enforced)
+    unused = [p for cid, c in REGISTRY.items() if cid not in enforced for p in c.fix_permissions]
+    used = [p for cid, c in REGISTRY.items() if cid in enforced for p in c.fix_permissions]
+    return [p for p in required_permissions() if p in used or p not in unused]
+
+
+def statements(
+    permissions: Iterable[Permission], values: Mapping[str, str]
+) -> list[iam.PolicyStatement]:
     """One PolicyStatement per declared permission (duplicates dropped, order kept)."""
     out: list[iam.PolicyStatement] = []
     seen: set[tuple[Any, ...]] = set()
     for permission in permissions:
-        key = (permission.actions, permission.resources, repr(sorted(permission.conditions.items())))
+        key = (
+            permission.actions,
+            permission.resources,
+            repr(sorted(permission.conditions.items())),
+        )
         if key in seen:
             continue
         seen.add(key)

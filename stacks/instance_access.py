@@ -38,7 +38,11 @@ class InstanceAccess(Construct):
                 ),
                 iam.PolicyStatement(
                     sid="StreamToSessionLogGroup",
-                    actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                    actions=[
+                        "logs:CreateLogStream",
+                        "logs:PutLogEvents",
+                        "logs:DescribeLogStreams",
+                    ],
                     resources=[store.log_group.log_group_arn],
                 ),
                 iam.PolicyStatement(

@@ -14,7 +14,6 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 
-
 class SessionLogStore(Construct):
     """KMS key (rotated), S3 bucket (KMS, TLS only, versioned, lifecycle, access-logged), log group."""
 
@@ -31,7 +30,9 @@ class SessionLogStore(Construct):
         self.prefix = prefix
         self.log_group_name = log_group_name
         log_group_arn = Stack.of(self).format_arn(
-            service="logs", resource="log-group", resource_name=log_group_name,
+            service="logs",
+            resource="log-group",
+            resource_name=log_group_name,
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
 
@@ -49,8 +50,13 @@ class SessionLogStore(Construct):
             iam.PolicyStatement(
                 sid="AllowCloudWatchLogsForTheSessionLogGroup",
                 principals=[iam.ServicePrincipal(f"logs.{Aws.REGION}.amazonaws.com")],
-                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*",
-                         "kms:Describe*"],
+                actions=[
+                    "kms:Encrypt*",
+                    "kms:Decrypt*",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
                 resources=["*"],
                 conditions={"ArnEquals": {"kms:EncryptionContext:aws:logs:arn": log_group_arn}},
             )
@@ -112,4 +118,3 @@ class SessionLogStore(Construct):
     @property
     def object_arn_pattern(self) -> str:
         return self.bucket.arn_for_objects(f"{self.prefix}*")
-

@@ -10,7 +10,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from .events import CLOUDTRAIL_EVENTS, STATE_CHANGE_DETAIL_TYPE, cloudtrail_pattern
+from .events import CLOUDTRAIL_EVENTS, cloudtrail_pattern, state_change_pattern
 from .nag import acknowledge
 
 # EventBridge allows five targets per rule.
@@ -79,13 +79,15 @@ class Triggers(Construct):
         self.rules["InstanceStateChanges"] = events.Rule(
             self,
             "InstanceStateChanges",
-            description="ssm-guardrail: instance starts (and stops, to mark findings not applicable)",
-            event_pattern=events.EventPattern(source=["aws.ec2"], detail_type=[STATE_CHANGE_DETAIL_TYPE]),
+            description="ssm-guardrail: instances entering pending/running",
+            event_pattern=_pattern(state_change_pattern()),
             targets=[self._target(on_change, dlq, retries=8)],
         )
 
     @staticmethod
-    def _target(function: lambda_.IFunction, dlq: sqs.IQueue, *, retries: int) -> targets.LambdaFunction:
+    def _target(
+        function: lambda_.IFunction, dlq: sqs.IQueue, *, retries: int
+    ) -> targets.LambdaFunction:
         # EventBridge retries only delivery failures (throttling, Lambda unavailable); the function's
         # own errors are retried by Lambda's async invocation and then sent to the same queue.
         return targets.LambdaFunction(
@@ -104,17 +106,21 @@ class IamEventForwarder(Construct):
     with the region-scoped permissions and the regional Security Hub it already has.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, regions: list[str], dlq: sqs.IQueue) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, regions: list[str], dlq: sqs.IQueue
+    ) -> None:
         super().__init__(scope, construct_id)
         self.rules: list[events.Rule] = []
         buses = [
             events.EventBus.from_event_bus_arn(
-                self, f"Bus-{region}", f"arn:{Aws.PARTITION}:events:{region}:{Aws.ACCOUNT_ID}:event-bus/default"
+                self,
+                f"Bus-{region}",
+                f"arn:{Aws.PARTITION}:events:{region}:{Aws.ACCOUNT_ID}:event-bus/default",
             )
             for region in regions
         ]
         for index in range(0, len(buses), MAX_TARGETS_PER_RULE):
-            chunk = buses[index:index + MAX_TARGETS_PER_RULE]
+            chunk = buses[index : index + MAX_TARGETS_PER_RULE]
             rule = events.Rule(
                 self,
                 f"ForwardIamChanges{index // MAX_TARGETS_PER_RULE or ''}",

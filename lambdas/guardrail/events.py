@@ -13,7 +13,7 @@ import fnmatch
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -38,6 +38,7 @@ INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
 GROUP_ID = re.compile(r"^sg-[0-9a-f]{8,17}$")
 IAM_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
 ACCOUNT_ID = re.compile(r"^\d{12}$")
+CORE_POLICY_SUFFIX = ":iam::aws:policy/AmazonSSMManagedInstanceCore"  # any partition
 GLOBAL_SOURCES = frozenset({"iam.amazonaws.com"})  # events delivered from us-east-1 to every region
 
 
@@ -312,6 +313,15 @@ def _iam(*, role: bool, profile: bool, controls: frozenset[str]) -> Parser:
     return parse
 
 
+def _detach_role_policy(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    """AmazonSSMManagedInstanceCore grants no s3/logs/kms action, so detaching it can only affect
+    the SSM role check; any other policy (an equivalent one, the log-delivery one) may affect both."""
+    parsed = _iam(role=True, profile=False, controls=PROFILE_CONTROLS)(request, response)
+    if isinstance(parsed, Scope) and _str(request.get("policyArn")).endswith(CORE_POLICY_SUFFIX):
+        return replace(parsed, controls=frozenset({ROLE}))
+    return parsed
+
+
 def _session_document(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
     """Only the Session Manager preferences document matters (named by name or by ARN)."""
     name = _str(request.get("name")) or _str(request.get("Name"))
@@ -342,7 +352,7 @@ EVENT_TYPES: dict[str, EventType] = {
         EC2, _profile_call("ReplaceIamInstanceProfileAssociationRequest")
     ),
     # A detached managed policy may be AmazonSSMManagedInstanceCore or the log-delivery policy.
-    "DetachRolePolicy": EventType(IAM, _iam(role=True, profile=False, controls=PROFILE_CONTROLS)),
+    "DetachRolePolicy": EventType(IAM, _detach_role_policy),
     # Inline policies only matter for log delivery: the SSM role check reads managed policies.
     "DeleteRolePolicy": EventType(
         IAM, _iam(role=True, profile=False, controls=frozenset({LOGGING}))
@@ -472,7 +482,7 @@ def parse_event(
         event_id,
         account_id,
         event_region,
-        actors[0] if actors else None,
+        actors[-1] if actors else None,  # the caller's own ARN (e.g. the person's session)
         global_service,
     )
 

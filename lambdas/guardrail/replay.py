@@ -11,6 +11,8 @@ import os
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Any, TextIO
 
 from .engine import Evaluation, Guardrail, ScanReport
@@ -112,28 +114,29 @@ def gone(change: Change, report: ScanReport, guardrail: Guardrail) -> list[Resul
         return []
     scope = change.scope
     seen = {(e.result.control, e.result.resource_id) for e in report.evaluations}
-    base = {
-        "account_id": snapshot.account_id,
-        "region": snapshot.region,
-        "partition": snapshot.partition,
-    }
     controls = [c.id for c in guardrail.selected(scope)]
+    gone_result = partial(snapshot.result, status=Status.NOT_APPLICABLE, severity="INFORMATIONAL")
     results = []
     for iid in sorted(scope.instance_ids):
         instance = snapshot.instances.get(iid)
         if instance is not None and instance.evaluated:
             continue
-        reason = "instance no longer exists" if instance is None else f"instance is {instance.state}"
+        reason = (
+            "instance no longer exists" if instance is None else f"instance is {instance.state}"
+        )
         results += [
-            Result(c, ResourceType.INSTANCE, iid, Status.NOT_APPLICABLE, "INFORMATIONAL", reason,
-                   **base)
+            gone_result(c, ResourceType.INSTANCE, iid, reason=reason)
             for c in controls
             if (c, iid) not in seen
         ]
     if SSH in controls:
         results += [
-            Result(SSH, ResourceType.SECURITY_GROUP, gid, Status.NOT_APPLICABLE, "INFORMATIONAL",
-                   "security group no longer exists or no instance uses it", **base)
+            gone_result(
+                SSH,
+                ResourceType.SECURITY_GROUP,
+                gid,
+                reason="security group no longer exists or no instance uses it",
+            )
             for gid in sorted(scope.group_ids)
             if (SSH, gid) not in seen and gid not in snapshot.security_groups
         ]
@@ -277,10 +280,6 @@ def format_outcome(outcome: EventOutcome) -> str:
         lines.append(f"  {status:<14} {r.control:<22} {r.resource_id:<22} {r.reason}")
         if e.remediation:
             lines.append(f"  {'':<14} -> {e.remediation}")
-    for fix in report.fixes:
-        lines.append(f"fix: {fix.action} on {fix.resource_id}: {fix.outcome.value}"
-                     + (f" ({fix.error_code})" if fix.error_code else "")
-                     + (f" - {fix.reason}" if fix.reason else ""))
     published = report.published
     if published is not None:
         lines.append(
@@ -315,7 +314,9 @@ def add_replay_parser(commands: Any) -> argparse.ArgumentParser:
     )
     replay_cmd.add_argument("--format", choices=("table", "json"), default="table")
     replay_cmd.add_argument("--no-publish", action="store_true")
-    settings_flags = replay_cmd.add_argument_group("settings (each mirrors an environment variable)")
+    settings_flags = replay_cmd.add_argument_group(
+        "settings (each mirrors an environment variable)"
+    )
     for variable in ENV:
         if variable == "GUARDRAIL_CONTROLS":
             continue
@@ -329,7 +330,7 @@ def load_event(path: str, stdin: TextIO | None = None) -> Any:
     from .cli import UsageError
 
     try:
-        text = (stdin or sys.stdin).read() if path == "-" else open(path, encoding="utf-8").read()
+        text = (stdin or sys.stdin).read() if path == "-" else Path(path).read_text("utf-8")
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror or error}") from error
     try:
@@ -338,8 +339,9 @@ def load_event(path: str, stdin: TextIO | None = None) -> Any:
         raise UsageError(f"{path} is not JSON: {error}") from error
 
 
-def replay_regions(change: Change, requested: str | None, settings_regions: Iterable[str],
-                   default: str | None) -> list[str]:
+def replay_regions(
+    change: Change, requested: str | None, settings_regions: Iterable[str], default: str | None
+) -> list[str]:
     """Where to evaluate: --region; else IAM events in every covered region (as the stack's
     forwarding does); else the event's own region; else the session's default."""
     if requested:
@@ -353,8 +355,9 @@ def replay_regions(change: Change, requested: str | None, settings_regions: Iter
     return [default] if default else []
 
 
-def run_replay(args: argparse.Namespace, out: TextIO, err: TextIO,
-               env: Mapping[str, str] | None = None) -> int:
+def run_replay(
+    args: argparse.Namespace, out: TextIO, err: TextIO, env: Mapping[str, str] | None = None
+) -> int:
     """`guardrail replay EVENT.json`: exit 0 nothing left FAILED (or dropped), 1 something left
     FAILED, 2 usage or setup errors (raised as cli.UsageError for cli.main to print)."""
     import boto3
@@ -368,15 +371,19 @@ def run_replay(args: argparse.Namespace, out: TextIO, err: TextIO,
     parsed = parse_event(event, actor_arns=settings.actor_arns)
     if isinstance(parsed, Dropped):
         outcome = EventOutcome(parsed)
-        print(json.dumps(outcome_dict(outcome), indent=2) if args.format == "json"
-              else format_outcome(outcome), file=out)
+        print(
+            json.dumps(outcome_dict(outcome), indent=2)
+            if args.format == "json"
+            else format_outcome(outcome),
+            file=out,
+        )
         return 0
     default = boto3.Session(profile_name=args.profile).region_name or os.environ.get("AWS_REGION")
     regions = replay_regions(parsed, args.region, settings.regions, default)
     if not regions:
         raise UsageError("no region: pass --region, set AWS_REGION or GUARDRAIL_REGIONS")
     left_failed = False
-    outputs = []
+    outputs, publish_errors = [], []
     for region in regions:
         try:
             clients = AwsClients.create(region=region, profile=args.profile)
@@ -386,6 +393,9 @@ def run_replay(args: argparse.Namespace, out: TextIO, err: TextIO,
         guardrail = Guardrail(clients, settings, publisher=publisher)
         outcome = replay(event, guardrail, home_account=clients.account_id)
         left_failed |= bool(outcome.report and outcome.report.left_failed)
+        published = outcome.report.published if outcome.report else None
+        if published is not None:
+            publish_errors += published.errors
         if args.format == "json":
             outputs.append(outcome_dict(outcome))
         else:
@@ -393,4 +403,6 @@ def run_replay(args: argparse.Namespace, out: TextIO, err: TextIO,
     if args.format == "json":
         json.dump(outputs if len(outputs) > 1 else outputs[0], out, indent=2, default=str)
         out.write("\n")
+    if publish_errors:  # as `guardrail scan`: printed the results, then exit 2
+        raise UsageError("Security Hub: " + "; ".join(publish_errors))
     return 1 if left_failed else 0

@@ -13,7 +13,6 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-
 from guardrail.engine import Guardrail
 from guardrail.replay import RetryableEventError, process_event
 from guardrail.runtime import build_guardrail, record_metrics, summary
@@ -40,7 +39,7 @@ def handle(event: Any, guardrail: Guardrail, *, home_account: str | None = None)
     result = {
         **summary(report),
         "event": change.as_log(),
-        "archived": [r.resource_id for r in outcome.archived],
+        "archived": sorted({r.resource_id for r in outcome.archived}),
     }
     logger.info("event evaluated", extra=result)
     failures = outcome.retryable_failures()

@@ -1,7 +1,9 @@
 """One synth of the CDK app per test session, shared by every infra test.
 
 The app is synthesized in-process exactly as `cdk synth` would (cdk.json context, cdk-nag on),
-for two guarded regions so the IAM event forwarder stack is built too.
+for two guarded regions (so the IAM event forwarder stack is built too) with every control in
+enforce mode (so every fix permission is in the template). test_nag_and_lint.py adds one more
+synth of the plain cdk.json defaults (report mode, no region).
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ def cdk_json_context() -> dict[str, Any]:
 @contextmanager
 def without_cli_environment() -> Iterator[None]:
     """Synth as offline `cdk synth` with no credentials: no CDK_DEFAULT_ACCOUNT/REGION."""
-    saved = {k: os.environ.pop(k) for k in ("CDK_DEFAULT_ACCOUNT", "CDK_DEFAULT_REGION") if k in os.environ}
+    saved = {
+        k: os.environ.pop(k)
+        for k in ("CDK_DEFAULT_ACCOUNT", "CDK_DEFAULT_REGION")
+        if k in os.environ
+    }
     try:
         yield
     finally:
@@ -63,9 +69,18 @@ class Synth:
 
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    # Every control in enforce mode: the Lambdas then carry every permission the engine declares.
+    from guardrail.controls import REGISTRY
+
     from app import build_app
 
-    context = {**cdk_json_context(), "regions": REGIONS, "notificationEmail": EMAIL}
+    enforce = {cid: "enforce" for cid in REGISTRY}
+    context = {
+        **cdk_json_context(),
+        "regions": REGIONS,
+        "notificationEmail": EMAIL,
+        "controlModes": enforce,
+    }
     outdir = tmp_path_factory.mktemp("cdk.out")
     started = time.monotonic()
     with without_cli_environment():

@@ -79,18 +79,32 @@ def violations(template: dict[str, Any], *, pass_roles: set[str]) -> list[Violat
         lowered = {a.lower() for a in actions}
         if "iam:passrole" in lowered or "iam:*" in lowered:
             for resource in resources:
-                target = resource.get("Fn::GetAtt", [None])[0] if isinstance(resource, dict) else None
+                target = (
+                    resource.get("Fn::GetAtt", [None])[0] if isinstance(resource, dict) else None
+                )
                 if target not in pass_roles:
-                    found.append(Violation(logical_id, "passrole-scope", f"iam:PassRole on {resource!r}"))
+                    found.append(
+                        Violation(logical_id, "passrole-scope", f"iam:PassRole on {resource!r}")
+                    )
             passed = conditions.get("StringEquals", {}).get("iam:PassedToService")
             if passed not in ("ec2.amazonaws.com", ["ec2.amazonaws.com"]):
-                found.append(Violation(logical_id, "passrole-service", f"iam:PassedToService is {passed!r}"))
+                found.append(
+                    Violation(logical_id, "passrole-service", f"iam:PassedToService is {passed!r}")
+                )
         if "iam:attachrolepolicy" in lowered:
-            values = [v for op in POLICY_ARN_OPERATORS
-                      for v in _list(conditions.get(op, {}).get("iam:PolicyARN"))]
+            values = [
+                v
+                for op in POLICY_ARN_OPERATORS
+                for v in _list(conditions.get(op, {}).get("iam:PolicyARN"))
+            ]
             if not values:
-                found.append(Violation(logical_id, "attach-unconditioned",
-                                       "iam:AttachRolePolicy without an iam:PolicyARN condition"))
+                found.append(
+                    Violation(
+                        logical_id,
+                        "attach-unconditioned",
+                        "iam:AttachRolePolicy without an iam:PolicyARN condition",
+                    )
+                )
             elif any(isinstance(v, str) and "*" in v for v in values):
                 found.append(Violation(logical_id, "attach-wildcard", f"iam:PolicyARN {values!r}"))
     for logical_id, resource in template.get("Resources", {}).items():
@@ -100,5 +114,7 @@ def violations(template: dict[str, Any], *, pass_roles: set[str]) -> list[Violat
         for statement in _list(resource.get("Properties", {}).get(key, {}).get("Statement")):
             principal = statement.get("Principal")
             if statement.get("Effect") == "Allow" and principal in ("*", {"AWS": "*"}):
-                found.append(Violation(logical_id, "public-resource-policy", "Allow to Principal *"))
+                found.append(
+                    Violation(logical_id, "public-resource-policy", "Allow to Principal *")
+                )
     return found

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from app import STACK_PREFIX, plan
 from guardrail.controls import REGISTRY
 from guardrail.settings import Settings
+
+from app import STACK_PREFIX, plan
 from stacks.config import ConfigError, GuardrailConfig
 
 from .conftest import cdk_json_context
@@ -19,7 +20,9 @@ def test_cdk_json_documents_every_knob_with_the_code_default() -> None:
     context = cdk_json_context()
     defaults = GuardrailConfig.context_keys()
     assert {k: context[k] for k in defaults} == defaults
-    assert set(context["guardrail:help"]) == set(defaults), "every knob needs a line in guardrail:help"
+    assert set(context["guardrail:help"]) == set(defaults), (
+        "every knob needs a line in guardrail:help"
+    )
     assert context["cli-telemetry"] is False
 
 
@@ -42,7 +45,10 @@ def test_cli_strings_are_parsed_like_cdk_json_values() -> None:
         equivalentPolicyArns="arn:aws:iam::123456789012:policy/Core",
     )
     assert from_cli.regions == ("us-east-1", "eu-west-1")
-    assert from_cli.control_modes == {"ssh-open-to-internet": "enforce", "ssm-instance-role": "report"}
+    assert from_cli.control_modes == {
+        "ssh-open-to-internet": "enforce",
+        "ssm-instance-role": "report",
+    }
     assert from_cli.modify_existing_roles is False
     assert from_cli.drift_scan_concurrency == 2
     assert config(regions=["us-east-1"]).regions == ("us-east-1",)
@@ -75,9 +81,13 @@ def test_bad_context_fails_synth_naming_the_key(key: str, value: str) -> None:
 
 
 def test_context_becomes_engine_settings_the_engine_accepts() -> None:
-    cfg = config(guardrailMode="enforce", controlModes="ssh-open-to-internet=report",
-                 controls="ssh-open-to-internet,ssm-instance-role", modifyExistingRoles="false",
-                 equivalentPolicyArns="arn:aws:iam::123456789012:policy/Core")
+    cfg = config(
+        guardrailMode="enforce",
+        controlModes="ssh-open-to-internet=report",
+        controls="ssh-open-to-internet,ssm-instance-role",
+        modifyExistingRoles="false",
+        equivalentPolicyArns="arn:aws:iam::123456789012:policy/Core",
+    )
     settings = Settings.from_env(cfg.environment())
     assert settings.mode == "enforce"
     assert settings.mode_for("ssh-open-to-internet") == "report"
@@ -87,12 +97,16 @@ def test_context_becomes_engine_settings_the_engine_accepts() -> None:
     assert settings.equivalent_policy_arns == ("arn:aws:iam::123456789012:policy/Core",)
 
 
-def test_default_control_modes_cover_every_registered_control() -> None:
-    assert set(GuardrailConfig().control_modes) == set(REGISTRY)
+def test_by_default_every_control_follows_guardrail_mode() -> None:
+    assert GuardrailConfig().control_modes == {}
+    assert config(guardrailMode="enforce").enforced() == list(REGISTRY)
+    assert GuardrailConfig().enforced() == []
 
 
 def test_plan_without_regions_is_one_environment_agnostic_stack() -> None:
-    assert [(p.stack_id, p.region, p.kind) for p in plan(config(), None)] == [(STACK_PREFIX, None, "guardrail")]
+    assert [(p.stack_id, p.region, p.kind) for p in plan(config(), None)] == [
+        (STACK_PREFIX, None, "guardrail")
+    ]
 
 
 def test_plan_uses_the_cli_region_when_no_regions_are_given() -> None:
@@ -106,7 +120,11 @@ def test_plan_uses_the_cli_region_when_no_regions_are_given() -> None:
 
 def test_plan_forwards_iam_events_only_to_regions_other_than_us_east_1() -> None:
     stacks = plan(config(regions="us-east-1,eu-west-1,ap-southeast-2"), None)
-    assert [p.region for p in stacks if p.kind == "guardrail"] == ["us-east-1", "eu-west-1", "ap-southeast-2"]
+    assert [p.region for p in stacks if p.kind == "guardrail"] == [
+        "us-east-1",
+        "eu-west-1",
+        "ap-southeast-2",
+    ]
     forwarders = [p for p in stacks if p.kind == "iam-forwarder"]
     assert len(forwarders) == 1
     assert forwarders[0].region == "us-east-1"
@@ -119,5 +137,11 @@ def test_plan_for_us_east_1_alone_needs_no_forwarder() -> None:
 
 def test_plan_honours_another_iam_event_region() -> None:
     stacks = plan(config(regions="cn-north-1,cn-northwest-1", iamEventRegion="cn-north-1"), None)
-    forwarder = [p for p in stacks if p.kind == "iam-forwarder"][0]
+    (forwarder,) = [p for p in stacks if p.kind == "iam-forwarder"]
     assert (forwarder.region, forwarder.forward_to) == ("cn-north-1", ("cn-northwest-1",))
+
+
+def test_account_must_be_an_account_id() -> None:
+    assert config(account="123456789012").account == "123456789012"
+    with pytest.raises(ConfigError, match="account"):
+        config(account="prod")

@@ -14,8 +14,11 @@ pytestmark = pytest.mark.infra
 
 def template(*statements: dict[str, Any], kind: str = "AWS::IAM::Policy") -> dict[str, Any]:
     document = {"Version": "2012-10-17", "Statement": list(statements)}
-    props = {"PolicyDocument": document} if kind != "AWS::IAM::Role" else {
-        "Policies": [{"PolicyName": "inline", "PolicyDocument": document}]}
+    props = (
+        {"PolicyDocument": document}
+        if kind != "AWS::IAM::Role"
+        else {"Policies": [{"PolicyName": "inline", "PolicyDocument": document}]}
+    )
     return {"Resources": {"Bad": {"Type": kind, "Properties": props}}}
 
 
@@ -25,23 +28,71 @@ GUARDRAIL_ROLE = {"Fn::GetAtt": ["GuardrailRole", "Arn"]}
 @pytest.mark.parametrize(
     ("statement", "rule"),
     [
-        ({"Effect": "Allow", "Action": "ec2:RevokeSecurityGroupIngress", "Resource": "*"}, "mutating-on-star"),
-        ({"Effect": "Allow", "Action": ["ec2:DescribeInstances", "ssm:CreateDocument"], "Resource": ["*"]},
-         "mutating-on-star"),
-        ({"Effect": "Allow", "Action": "ec2:*", "Resource": "arn:aws:ec2:*:*:instance/*"}, "wildcard-action"),
+        (
+            {"Effect": "Allow", "Action": "ec2:RevokeSecurityGroupIngress", "Resource": "*"},
+            "mutating-on-star",
+        ),
+        (
+            {
+                "Effect": "Allow",
+                "Action": ["ec2:DescribeInstances", "ssm:CreateDocument"],
+                "Resource": ["*"],
+            },
+            "mutating-on-star",
+        ),
+        (
+            {"Effect": "Allow", "Action": "ec2:*", "Resource": "arn:aws:ec2:*:*:instance/*"},
+            "wildcard-action",
+        ),
         ({"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}, "not-action"),
-        ({"Effect": "Allow", "Action": "iam:PassRole", "Resource": "*",
-          "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}}, "passrole-scope"),
-        ({"Effect": "Allow", "Action": "iam:PassRole",
-          "Resource": {"Fn::GetAtt": ["SomeOtherRole", "Arn"]},
-          "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}}, "passrole-scope"),
-        ({"Effect": "Allow", "Action": "iam:PassRole", "Resource": GUARDRAIL_ROLE}, "passrole-service"),
-        ({"Effect": "Allow", "Action": "iam:PassRole", "Resource": GUARDRAIL_ROLE,
-          "Condition": {"StringEquals": {"iam:PassedToService": "lambda.amazonaws.com"}}}, "passrole-service"),
-        ({"Effect": "Allow", "Action": "iam:AttachRolePolicy", "Resource": "arn:aws:iam::1:role/*"},
-         "attach-unconditioned"),
-        ({"Effect": "Allow", "Action": "iam:AttachRolePolicy", "Resource": "arn:aws:iam::1:role/*",
-          "Condition": {"ArnLike": {"iam:PolicyARN": "arn:aws:iam::aws:policy/*"}}}, "attach-wildcard"),
+        (
+            {
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+            },
+            "passrole-scope",
+        ),
+        (
+            {
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": {"Fn::GetAtt": ["SomeOtherRole", "Arn"]},
+                "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+            },
+            "passrole-scope",
+        ),
+        (
+            {"Effect": "Allow", "Action": "iam:PassRole", "Resource": GUARDRAIL_ROLE},
+            "passrole-service",
+        ),
+        (
+            {
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": GUARDRAIL_ROLE,
+                "Condition": {"StringEquals": {"iam:PassedToService": "lambda.amazonaws.com"}},
+            },
+            "passrole-service",
+        ),
+        (
+            {
+                "Effect": "Allow",
+                "Action": "iam:AttachRolePolicy",
+                "Resource": "arn:aws:iam::1:role/*",
+            },
+            "attach-unconditioned",
+        ),
+        (
+            {
+                "Effect": "Allow",
+                "Action": "iam:AttachRolePolicy",
+                "Resource": "arn:aws:iam::1:role/*",
+                "Condition": {"ArnLike": {"iam:PolicyARN": "arn:aws:iam::aws:policy/*"}},
+            },
+            "attach-wildcard",
+        ),
     ],
 )
 def test_walker_catches_a_bad_identity_policy(statement: dict[str, Any], rule: str) -> None:
@@ -52,27 +103,69 @@ def test_walker_catches_a_bad_identity_policy(statement: dict[str, Any], rule: s
 
 def test_walker_accepts_what_the_guardrail_needs() -> None:
     good = template(
-        {"Effect": "Allow", "Action": ["ec2:DescribeInstances", "iam:GetInstanceProfile"], "Resource": "*"},
-        {"Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
-         "Condition": {"StringEquals": {"ec2:CreateAction": "AuthorizeSecurityGroupIngress"}}},
-        {"Effect": "Allow", "Action": "iam:PassRole", "Resource": GUARDRAIL_ROLE,
-         "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
-        {"Effect": "Allow", "Action": "iam:AttachRolePolicy", "Resource": "arn:aws:iam::1:role/*",
-         "Condition": {"ArnEquals": {"iam:PolicyARN": ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]}}},
+        {
+            "Effect": "Allow",
+            "Action": ["ec2:DescribeInstances", "iam:GetInstanceProfile"],
+            "Resource": "*",
+        },
+        {
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"ec2:CreateAction": "AuthorizeSecurityGroupIngress"}},
+        },
+        {
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": GUARDRAIL_ROLE,
+            "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+        },
+        {
+            "Effect": "Allow",
+            "Action": "iam:AttachRolePolicy",
+            "Resource": "arn:aws:iam::1:role/*",
+            "Condition": {
+                "ArnEquals": {
+                    "iam:PolicyARN": ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+                }
+            },
+        },
         {"Effect": "Deny", "Action": "*", "Resource": "*"},
     )
     assert violations(good, pass_roles={"GuardrailRole"}) == []
 
 
 def test_walker_catches_a_public_resource_policy() -> None:
-    bucket_policy = {"Resources": {"P": {"Type": "AWS::S3::BucketPolicy", "Properties": {"PolicyDocument": {
-        "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "*"}]}}}}}
-    assert [v.rule for v in violations(bucket_policy, pass_roles=set())] == ["public-resource-policy"]
+    bucket_policy = {
+        "Resources": {
+            "P": {
+                "Type": "AWS::S3::BucketPolicy",
+                "Properties": {
+                    "PolicyDocument": {
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": "*",
+                                "Action": "s3:GetObject",
+                                "Resource": "*",
+                            }
+                        ]
+                    }
+                },
+            }
+        }
+    }
+    assert [v.rule for v in violations(bucket_policy, pass_roles=set())] == [
+        "public-resource-policy"
+    ]
 
 
 def _instance_roles(t: dict[str, Any]) -> set[str]:
-    return {k for k, v in t["Resources"].items() if v["Type"] == "AWS::IAM::Role"
-            and "InstanceRole" in k}
+    return {
+        k
+        for k, v in t["Resources"].items()
+        if v["Type"] == "AWS::IAM::Role" and "InstanceRole" in k
+    }
 
 
 def test_synthesized_templates_are_least_privilege(synth: Synth) -> None:
@@ -83,15 +176,25 @@ def test_synthesized_templates_are_least_privilege(synth: Synth) -> None:
 
 
 def _statements_with(t: dict[str, Any], action: str) -> list[tuple[str, dict[str, Any]]]:
-    return [(lid, s) for lid, s in identity_statements(t)
-            if action in (s.get("Action") if isinstance(s.get("Action"), list) else [s.get("Action")])]
+    return [
+        (lid, s)
+        for lid, s in identity_statements(t)
+        if action in (s.get("Action") if isinstance(s.get("Action"), list) else [s.get("Action")])
+    ]
 
 
 def test_mutating_actions_are_scoped_as_the_issue_requires(synth: Synth) -> None:
     t = synth.templates[MAIN]
     (instance_role,) = _instance_roles(t)
-    (delivery_policy,) = [k for k, v in t["Resources"].items() if v["Type"] == "AWS::IAM::ManagedPolicy"]
-    core = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":iam::aws:policy/AmazonSSMManagedInstanceCore"]]}
+    (delivery_policy,) = [
+        k for k, v in t["Resources"].items() if v["Type"] == "AWS::IAM::ManagedPolicy"
+    ]
+    core = {
+        "Fn::Join": [
+            "",
+            ["arn:", {"Ref": "AWS::Partition"}, ":iam::aws:policy/AmazonSSMManagedInstanceCore"],
+        ]
+    }
     lambda_policies = {k for k, v in t["Resources"].items() if v["Type"] == "AWS::IAM::Policy"}
     assert len(lambda_policies) == 2
 
@@ -104,13 +207,19 @@ def test_mutating_actions_are_scoped_as_the_issue_requires(synth: Synth) -> None
 
         (pass_role,) = by_action["iam:PassRole"]
         assert pass_role["Resource"] == {"Fn::GetAtt": [instance_role, "Arn"]}
-        assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+        assert pass_role["Condition"] == {
+            "StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}
+        }
 
         for attach in by_action["iam:AttachRolePolicy"]:
             allowed = attach["Condition"]["ArnEquals"]["iam:PolicyARN"]
             assert allowed and all(v in (core, {"Ref": delivery_policy}) for v in allowed)
 
-        for action in ("ssm:CreateDocument", "ssm:UpdateDocument", "ssm:UpdateDocumentDefaultVersion"):
+        for action in (
+            "ssm:CreateDocument",
+            "ssm:UpdateDocument",
+            "ssm:UpdateDocumentDefaultVersion",
+        ):
             (s,) = by_action[action]
             assert s["Resource"]["Fn::Join"][1][-1] == ":document/SSM-SessionManagerRunShell"
 
@@ -132,10 +241,16 @@ def test_each_lambda_has_its_own_role_and_writes_only_its_own_log_group(synth: S
     for f in functions.values():
         role = f["Properties"]["Role"]["Fn::GetAtt"][0]
         log_group = f["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
-        policies = [k for k, v in t["Resources"].items() if v["Type"] == "AWS::IAM::Policy"
-                    and v["Properties"]["Roles"] == [{"Ref": role}]]
-        (writes,) = [s for lid, s in identity_statements(t) if lid in policies
-                     and "logs:PutLogEvents" in s["Action"]]
+        policies = [
+            k
+            for k, v in t["Resources"].items()
+            if v["Type"] == "AWS::IAM::Policy" and v["Properties"]["Roles"] == [{"Ref": role}]
+        ]
+        (writes,) = [
+            s
+            for lid, s in identity_statements(t)
+            if lid in policies and "logs:PutLogEvents" in s["Action"]
+        ]
         assert writes["Resource"] == {"Fn::GetAtt": [log_group, "Arn"]}
         role_props = t["Resources"][role]["Properties"]
         assert "ManagedPolicyArns" not in role_props, "no AWSLambdaBasicExecutionRole (logs on *)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ def test_cfn_lint_finds_no_errors(synth: Synth) -> None:
     assert len(synth.template_files) == 3
     for path in synth.template_files:
         matches = lint_file(path, config=ManualArgs(regions=list(REGIONS)))
-        errors = [f"{m.rule.id} {m.message} ({m.path})" for m in matches if m.rule.id.startswith("E")]
+        errors = [
+            f"{m.rule.id} {m.message} ({m.path})" for m in matches if m.rule.id.startswith("E")
+        ]
         assert errors == [], path.name
         # CDK's own DependsOn next to a Ref is the only warning we accept (W3005).
         assert {m.rule.id for m in matches} <= {"W3005"}, [str(m) for m in matches]
@@ -53,10 +56,18 @@ class RecordingValidations:
         Validations.of(self.scope).add_plugins(*plugins)
 
 
+@dataclass
+class Unacknowledged:
+    acknowledged: list[tuple[str, str, str]]  # (construct path, finding, reason)
+    violations: list[dict[str, Any]]
+    template: dict[str, Any]  # written before validation runs
+    template_file: Path
+
+
 @pytest.fixture(scope="module")
-def unacknowledged(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[tuple[str, str, str]], list[Any]]:
-    """Synthesize the default app (cdk.json context, region-agnostic) with acknowledgements off:
-    returns what the code acknowledges and what cdk-nag then reports."""
+def unacknowledged(tmp_path_factory: pytest.TempPathFactory) -> Unacknowledged:
+    """Synthesize the default app (cdk.json context: report mode, region-agnostic) with
+    acknowledgements off: what the code acknowledges, and what cdk-nag then reports."""
     import stacks.nag
     from app import build_app
 
@@ -71,34 +82,79 @@ def unacknowledged(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[tuple
         stacks.nag.Validations = real  # type: ignore[misc]
     report = json.loads(Path(outdir, "validation-report.json").read_text())
     (nag,) = [r for r in report["pluginReports"] if r["pluginName"] == "AwsSolutions"]
-    return list(RecordingValidations.acknowledged), nag["violations"]
+    template_file = Path(outdir, "SsmGuardrail.template.json")
+    return Unacknowledged(
+        acknowledged=list(RecordingValidations.acknowledged),
+        violations=nag["violations"],
+        template=json.loads(template_file.read_text()),
+        template_file=template_file,
+    )
 
 
 def _covers(ack_path: str, construct_path: str) -> bool:
     return construct_path == ack_path or construct_path.startswith(ack_path + "/")
 
 
-def test_build_app_runs_aws_solutions_checks(unacknowledged: tuple[list[Any], list[Any]]) -> None:
-    _, violations = unacknowledged
-    assert violations, "without acknowledgements cdk-nag must report findings: is the plugin registered?"
+def test_build_app_runs_aws_solutions_checks(unacknowledged: Unacknowledged) -> None:
+    violations = unacknowledged.violations
+    assert violations, (
+        "without acknowledgements cdk-nag must report findings: is the plugin registered?"
+    )
     assert {v["severity"] for v in violations} == {"error"}
 
 
 def test_every_finding_is_acknowledged_exactly_and_every_acknowledgement_is_needed(
-    unacknowledged: tuple[list[tuple[str, str, str]], list[dict[str, Any]]],
+    unacknowledged: Unacknowledged,
 ) -> None:
-    acknowledged, violations = unacknowledged
-    findings = [(v["ruleName"], c["constructPath"]) for v in violations for c in v["violatingConstructs"]]
-    uncovered = [f for f in findings if not any(rule == f[0] and _covers(path, f[1]) for path, rule, _ in acknowledged)]
+    acknowledged, violations = unacknowledged.acknowledged, unacknowledged.violations
+    findings = [
+        (v["ruleName"], c["constructPath"]) for v in violations for c in v["violatingConstructs"]
+    ]
+    uncovered = [
+        f
+        for f in findings
+        if not any(rule == f[0] and _covers(path, f[1]) for path, rule, _ in acknowledged)
+    ]
     assert uncovered == []
-    unused = [(path, rule) for path, rule, _ in acknowledged
-              if not any(rule == r and _covers(path, p) for r, p in findings)]
+    unused = [
+        (path, rule)
+        for path, rule, _ in acknowledged
+        if not any(rule == r and _covers(path, p) for r, p in findings)
+    ]
     assert unused == [], "acknowledgements that match no finding (stale or misspelled)"
 
 
-def test_acknowledgements_give_reasons(unacknowledged: tuple[list[tuple[str, str, str]], list[Any]]) -> None:
-    acknowledged, _ = unacknowledged
+def test_acknowledgements_give_reasons(unacknowledged: Unacknowledged) -> None:
+    acknowledged = unacknowledged.acknowledged
     assert acknowledged
     for path, rule, reason in acknowledged:
         assert rule.startswith("AwsSolutions-"), rule
         assert len(reason.split()) >= 12, (path, rule, reason)
+
+
+def test_default_report_mode_stack_grants_no_fix_and_lints_clean(
+    unacknowledged: Unacknowledged,
+) -> None:
+    from cfnlint.api import ManualArgs, lint_file
+
+    from .policy_walker import identity_statements, is_mutating, violations
+
+    t = unacknowledged.template
+    lambda_policies = {k for k, v in t["Resources"].items() if v["Type"] == "AWS::IAM::Policy"}
+    mutating = {
+        a
+        for lid, s in identity_statements(t)
+        if lid in lambda_policies
+        for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+        if is_mutating(a)
+    }
+    assert mutating == {
+        "securityhub:BatchImportFindings",
+        "securityhub:BatchUpdateFindings",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "sqs:SendMessage",
+    }
+    assert violations(t, pass_roles=set()) == []
+    matches = lint_file(unacknowledged.template_file, config=ManualArgs(regions=["us-east-1"]))
+    assert [str(m) for m in matches if m.rule.id.startswith("E")] == []

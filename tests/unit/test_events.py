@@ -26,6 +26,8 @@ from guardrail.events import (
     to_scope,
 )
 from guardrail.scope import Scope
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 ACCOUNT = "111122223333"
@@ -177,7 +179,16 @@ def test_disassociate_names_the_instance_only_in_the_response():
 def test_iam_events_are_global_and_evaluated_in_the_receiving_region():
     parsed = change("iam_detach_role_policy", region="eu-west-1")
     assert parsed.region == "us-east-1" and parsed.global_service
-    assert parsed.scope == Scope(role_names=frozenset({"app-role"}), controls=PROFILE_CONTROLS)
+    assert parsed.scope.role_names == {"app-role"}
+
+
+def test_detaching_the_core_policy_can_only_affect_the_ssm_role():
+    event = load("iam_detach_role_policy")
+    assert to_scope(event) == Scope(role_names=frozenset({"app-role"}), controls=frozenset({ROLE}))
+    event["detail"]["requestParameters"]["policyArn"] = (
+        f"arn:aws:iam::{ACCOUNT}:policy/ssm-guardrail-log-delivery"
+    )
+    assert to_scope(event).controls == PROFILE_CONTROLS
 
 
 def test_delete_role_policy_can_only_affect_log_delivery():
@@ -423,3 +434,75 @@ def test_parser_does_not_mutate_the_event():
         before = copy.deepcopy(event)
         parse_event(event, actor_arns=[GUARDRAIL_ROLE], region="eu-west-1")
         assert event == before, path.name
+
+
+# --- fuzzing: arbitrary JSON and mutated real shapes never raise ----------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+FIXTURE_NAMES = sorted(p.stem for p in FIXTURES.glob("*.json"))
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _paths(value, (*prefix, index))
+    return found
+
+
+def _mutate(event: Any, path: tuple[Any, ...], operation: str, value: Any) -> None:
+    parent = event
+    for step in path[:-1]:
+        parent = parent[step]
+    last = path[-1]
+    current = parent[last]
+    if operation == "delete":
+        del parent[last]
+    elif operation == "empty":  # CloudTrail's empty list
+        parent[last] = {}
+    elif operation == "whitespace" and isinstance(current, str):
+        parent[last] = f" \t{current}\n"
+    elif operation == "wrap":  # a single entry where a list was, or the other way round
+        parent[last] = current[0] if isinstance(current, list) and current else [current]
+    else:
+        parent[last] = value
+
+
+@st.composite
+def mutated_events(draw: st.DrawFn) -> Any:
+    """A real fixture with one to three random edits (delete, `{}`, whitespace, wrap, replace)."""
+    event = load(draw(st.sampled_from(FIXTURE_NAMES)))
+    for _ in range(draw(st.integers(1, 3))):
+        paths = _paths(event)
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        operation = draw(st.sampled_from(["delete", "empty", "whitespace", "wrap", "replace"]))
+        _mutate(event, path, operation, draw(JSON))
+    return event
+
+
+ANY_EVENT = JSON | mutated_events()
+
+
+@settings(max_examples=400, deadline=None)
+@given(ANY_EVENT)
+def test_parser_never_raises_and_always_explains(event):
+    parsed = parse_event(event, actor_arns=[GUARDRAIL_ROLE], region="eu-west-1")
+    if isinstance(parsed, Dropped):
+        assert parsed.reason and isinstance(parsed.kind, DropKind)
+    else:
+        scope = parsed.scope
+        assert not scope.empty and not scope.full
+        # Whatever the event said, only well-formed ids reach the reader's filters.
+        assert all(i.startswith("i-") and i == i.strip() for i in scope.instance_ids)
+        assert all(g.startswith("sg-") and g == g.strip() for g in scope.group_ids)

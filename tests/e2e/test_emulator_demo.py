@@ -1,0 +1,159 @@
+"""The demo flow end to end: seed, report scan, enforce scan, re-scan, Security Hub — on loopback."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+
+import pytest
+from guardrail.model import Outcome, Status
+
+from emulator import bench, demo
+from emulator.seed import FAILED
+from emulator.server import EmulatedAccount
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def account():
+    with EmulatedAccount() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def run(account):
+    return demo.run_flow(account)
+
+
+def evaluations(run, scan: str) -> dict:
+    return {e.result.key: e for e in run.scan(scan).report.evaluations}
+
+
+def test_the_run_shows_nothing_wrong(run):
+    assert run.problems == []
+    assert run.ok
+
+
+def test_rescan_leaves_failed_only_what_was_skipped_with_a_reason(run):
+    enforce = evaluations(run, "enforce scan")
+    still = [e for e in run.scan("re-scan").report.evaluations if e.result.status is Status.FAILED]
+    for evaluation in still:
+        fixes = enforce[evaluation.result.key].fixes
+        assert fixes and all(f.outcome is Outcome.SKIPPED and f.reason for f in fixes), (
+            evaluation.result
+        )
+    assert {e.result.resource_id for e in still} == set(run.seeded.instances["profile-deleted"])
+
+
+def test_every_fixable_seeded_failure_was_found_then_fixed(run):
+    first, enforce, rescan = (
+        evaluations(run, s) for s in ("report scan", "enforce scan", "re-scan")
+    )
+    seeded = run.seeded
+    checked = 0
+    for control in ("ssh-open-to-internet", "ssm-instance-role", "ssm-session-logging"):
+        for instance in seeded.expected(control, FAILED):
+            key = (control, instance)
+            assert first[key].result.status is Status.FAILED, key
+            if seeded.case_of(instance).fixable:
+                assert enforce[key].remediated, (key, enforce[key].fixes)
+                assert rescan[key].result.status is Status.PASSED, (key, rescan[key].result.reason)
+                checked += 1
+    assert checked > 30  # 22 SSH, 10 role and 7 logging results in the default seed
+    assert not run.scan("report scan").report.fixes  # report mode changed nothing
+
+
+def test_security_hub_holds_the_outcome(run):
+    counts = run.hub.counts()
+    remediated = sum(e.remediated for e in run.scan("enforce scan").report.evaluations)
+    assert counts[("FAILED", "NEW")] == 1
+    assert counts[("FAILED", "RESOLVED")] == 0
+    assert counts[("PASSED", "RESOLVED")] == remediated > 0
+    resolved = [f for f in run.hub.findings if f["Workflow"]["Status"] == "RESOLVED"]
+    assert all(f["Note"]["Text"].startswith("ssm-guardrail fixed") for f in resolved)
+    assert len(run.hub.findings) == len(run.scan("re-scan").report.evaluations)
+
+
+def test_a_report_scan_reads_in_batches(run):
+    calls = run.scan("report scan").calls
+    aws = {op: n for op, n in calls.items() if not op.startswith("securityhub:")}
+    assert calls["ec2:DescribeInstances"] == 1
+    assert sum(aws.values()) <= 25, aws  # 60 instances; no call per instance
+    assert not any(
+        op.split(":")[1].startswith(("Authorize", "Revoke", "Attach", "Associate", "Create"))
+        for op in aws
+    )
+
+
+def test_printout_labels_the_emulation_and_tells_the_story(run):
+    out = io.StringIO()
+    demo.print_run(run, out)
+    text = out.getvalue()
+    for part in (
+        "EMULATED",
+        "[emulated]",
+        "1. Report scan",
+        "2. Enforce scan",
+        "3. Re-scan",
+        "4. What Security Hub now holds",
+        "profile-deleted",
+        "left as is because",
+        "RESULT: OK",
+    ):
+        assert part in text, part
+    assert "before:" in text and "after:" in text
+
+
+def test_assess_flags_a_fix_the_rescan_does_not_confirm(run):
+    first, enforce, _ = run.scans
+    pretend = replace(run, scans=[first, enforce, replace(first, name="re-scan")], problems=[])
+    problems = demo.assess(pretend)
+    assert any("still FAILED" in p and "although the enforce scan fixed it" in p for p in problems)
+
+
+def test_bench_measures_calls_at_two_sizes(
+    account, run
+):  # `run` first: the bench resets the account
+    small, large = bench.measure_size(account, 40), bench.measure_size(account, 120)
+    for size in (small, large):
+        assert size.report.calls["ec2:DescribeInstances"] == 1
+        assert size.report.fixes == 0 and size.enforce.fixes > 0
+        assert size.report.hub > 0
+    # Reads do not grow with the fleet at these sizes: batched, per distinct profile and role.
+    assert large.report.aws == small.report.aws
+    out = io.StringIO()
+    bench.print_size(large, out)
+    assert "Security Hub:" in out.getvalue() and "ec2:DescribeInstances" in out.getvalue()
+    assert bench.comparison(small, large).startswith("40 → 120 instances (x3)")
+
+
+@pytest.fixture(scope="module")
+def denied(account, run):  # `run` first: this resets the account
+    account.reset()
+    return demo.run_flow(account, explicit_deny=True)
+
+
+def test_an_explicit_deny_on_delivery_is_never_passed_off_as_fixed(denied):
+    ids = denied.seeded.instances["role-delivery-denied"]
+    keys = [("ssm-session-logging", i) for i in ids]
+    enforce, rescan = evaluations(denied, "enforce scan"), evaluations(denied, "re-scan")
+    assert all(rescan[k].result.status is Status.FAILED for k in keys)  # attaching cannot fix it
+    honest = all(demo.explained(enforce[k]) for k in keys)
+    flagged = all(
+        any(i in p and "although the enforce scan fixed it" in p for p in denied.problems)
+        for i in ids
+    )
+    assert honest or flagged  # the guardrail says it skipped it, or the demo exposes the claim
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product gap: the log-delivery fix reports 'applied' (and resolves the finding) when an "
+    "explicit Deny still blocks delivery; it should skip with a reason",
+)
+def test_an_explicit_deny_on_delivery_is_skipped_with_a_reason(denied):
+    ids = denied.seeded.instances["role-delivery-denied"]
+    enforce = evaluations(denied, "enforce scan")
+    assert all(demo.explained(enforce[("ssm-session-logging", i)]) for i in ids)
+    assert denied.problems == []

@@ -1,0 +1,489 @@
+"""The emulation extension, in process (mock_aws): the three emulated actions and moto corrections."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError
+
+from emulator import extension
+from emulator.extension import SourcePolicy, evaluate, statement_applies
+from tests.e2e.conftest import CORE, PRODUCT_ARN, finding
+
+
+def errors(call, **kwargs) -> str:
+    with pytest.raises(ClientError) as caught:
+        call(**kwargs)
+    return caught.value.response["Error"]["Code"]
+
+
+# --- install ---------------------------------------------------------------------------------
+
+
+def test_install_is_idempotent_and_adds_each_action_once():
+    from moto.ec2.models.instances import InstanceBackend
+    from moto.iam.responses import IamResponse
+    from moto.securityhub import urls
+    from moto.securityhub.responses import SecurityHubResponse
+    from moto.ssm.responses import SimpleSystemManagerResponse
+
+    extension.install()
+    run = InstanceBackend.run_instances
+    extension.install()
+    assert extension.installed()
+    assert InstanceBackend.run_instances is run  # not wrapped twice
+    assert not getattr(run.__wrapped__, "emulation", False)
+    assert [p for p in urls.url_paths if "batchupdate" in p] == [extension.BATCH_UPDATE_PATH]
+    assert callable(SimpleSystemManagerResponse.describe_instance_information)
+    assert callable(IamResponse.simulate_principal_policy)
+    assert callable(SecurityHubResponse.batch_update_findings)
+
+
+# --- ssm:DescribeInstanceInformation ---------------------------------------------------------
+
+
+def test_only_instances_whose_role_lets_the_agent_register_are_managed(
+    managed_policies, emulated, build
+):
+    build.role("core", CORE)
+    build.role(
+        "plain",
+        inline={
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}],
+        },
+    )
+    equivalent = build.policy(
+        "equivalent",
+        {
+            "Effect": "Allow",
+            "Resource": "*",
+            "Action": ["ssm:UpdateInstanceInformation", "ssmmessages:*", "ec2messages:*"],
+        },
+    )
+    build.role("narrow", equivalent)
+    online = build.instances(2, build.profile("core-p", "core"))
+    stopped = build.instances(1, build.profile("core-p2", "core"))
+    gone = build.instances(1, "core-p2")
+    narrow = build.instances(1, build.profile("narrow-p", "narrow"))
+    absent = build.instances(1, build.profile("plain-p", "plain"))
+    absent += build.instances(1, build.profile("empty-p"))
+    absent += build.instances(1)
+    build.ec2.stop_instances(InstanceIds=stopped)
+    build.ec2.terminate_instances(InstanceIds=gone)
+
+    listed = emulated.client("ssm").describe_instance_information()["InstanceInformationList"]
+    status = {i["InstanceId"]: i["PingStatus"] for i in listed}
+
+    assert status == {**dict.fromkeys(online + narrow, "Online"), stopped[0]: "ConnectionLost"}
+    assert not set(absent + gone) & set(status)
+    described = build.ec2.describe_instances(InstanceIds=online[:1])["Reservations"][0][
+        "Instances"
+    ][0]
+    item = next(i for i in listed if i["InstanceId"] == online[0])
+    assert item["ResourceType"] == "EC2Instance"
+    assert item["PlatformType"] == "Linux"
+    assert item["AgentVersion"]
+    assert item["IPAddress"] == described["PrivateIpAddress"]
+
+
+def test_pages_with_max_results_and_next_token(managed_policies, emulated, build):
+    build.role("core", CORE)
+    ids = build.instances(12, build.profile("p", "core"))
+    ssm = emulated.client("ssm")
+
+    first = ssm.describe_instance_information(MaxResults=5)
+    pages = list(
+        ssm.get_paginator("describe_instance_information").paginate(
+            PaginationConfig={"PageSize": 5}
+        )
+    )
+
+    assert len(first["InstanceInformationList"]) == 5 and first["NextToken"]
+    assert [len(p["InstanceInformationList"]) for p in pages] == [5, 5, 2]
+    assert sorted(i["InstanceId"] for p in pages for i in p["InstanceInformationList"]) == sorted(
+        ids
+    )
+    assert "NextToken" not in pages[-1]
+
+
+def test_filters_by_instance_ids_in_both_filter_styles(managed_policies, emulated, build):
+    build.role("core", CORE)
+    ids = build.instances(8, build.profile("p", "core"))
+    unmanaged = build.instances(1)
+    ssm = emulated.client("ssm")
+
+    new = ssm.describe_instance_information(
+        Filters=[{"Key": "InstanceIds", "Values": ids[:3] + unmanaged}]
+    )
+    old = ssm.describe_instance_information(
+        InstanceInformationFilterList=[{"key": "instanceIds", "valueSet": ids[3:5]}]
+    )
+
+    assert sorted(i["InstanceId"] for i in new["InstanceInformationList"]) == sorted(ids[:3])
+    assert sorted(i["InstanceId"] for i in old["InstanceInformationList"]) == sorted(ids[3:5])
+
+
+def test_rejects_what_aws_rejects(emulated):
+    ssm = emulated.client("ssm")
+    assert errors(ssm.describe_instance_information, MaxResults=51) == "ValidationException"
+    assert errors(ssm.describe_instance_information, NextToken="not-ours") == "InvalidNextToken"
+    assert (
+        errors(ssm.describe_instance_information, Filters=[{"Key": "Nonsense", "Values": ["x"]}])
+        == "InvalidFilterKey"
+    )
+
+
+# --- securityhub:BatchUpdateFindings ---------------------------------------------------------
+
+
+@pytest.fixture
+def hub(emulated):
+    client = emulated.client("securityhub")
+    client.enable_security_hub(EnableDefaultStandards=False)
+    return client
+
+
+def stored(hub) -> dict[str, dict]:
+    return {
+        f["Id"]: f
+        for page in hub.get_paginator("get_findings").paginate()
+        for f in page["Findings"]
+    }
+
+
+def test_batch_update_sets_workflow_and_note_visible_in_get_findings(hub):
+    hub.batch_import_findings(Findings=[finding("a"), finding("b")])
+
+    answer = hub.batch_update_findings(
+        FindingIdentifiers=[{"Id": "a", "ProductArn": PRODUCT_ARN}],
+        Workflow={"Status": "RESOLVED"},
+        Note={"Text": "fixed by test", "UpdatedBy": "tester"},
+    )
+
+    assert answer["ProcessedFindings"] == [{"Id": "a", "ProductArn": PRODUCT_ARN}]
+    assert answer["UnprocessedFindings"] == []
+    findings = stored(hub)
+    assert findings["a"]["Workflow"]["Status"] == "RESOLVED"
+    assert findings["a"]["Note"]["Text"] == "fixed by test"
+    assert findings["a"]["Note"]["UpdatedBy"] == "tester"
+    assert findings["a"]["UpdatedAt"] == finding("a")["UpdatedAt"]  # AWS leaves UpdatedAt alone
+    assert findings["b"]["Workflow"]["Status"] == "NEW"
+    assert "Note" not in findings["b"]
+
+
+def test_unknown_finding_ids_come_back_unprocessed(hub):
+    hub.batch_import_findings(Findings=[finding("a")])
+    other_product = PRODUCT_ARN.replace("default", "other")
+
+    answer = hub.batch_update_findings(
+        FindingIdentifiers=[
+            {"Id": "a", "ProductArn": PRODUCT_ARN},
+            {"Id": "nope", "ProductArn": PRODUCT_ARN},
+            {"Id": "a", "ProductArn": other_product},
+        ],
+        Workflow={"Status": "SUPPRESSED"},
+    )
+
+    assert answer["ProcessedFindings"] == [{"Id": "a", "ProductArn": PRODUCT_ARN}]
+    assert [
+        (u["FindingIdentifier"]["Id"], u["ErrorCode"]) for u in answer["UnprocessedFindings"]
+    ] == [("nope", "FindingNotFound"), ("a", "FindingNotFound")]
+
+
+def test_reimport_keeps_the_workflow_and_reopens_on_regression(hub):
+    hub.batch_import_findings(Findings=[finding("a", status="FAILED")])
+    hub.batch_update_findings(
+        FindingIdentifiers=[{"Id": "a", "ProductArn": PRODUCT_ARN}],
+        Workflow={"Status": "RESOLVED"},
+        Note={"Text": "n", "UpdatedBy": "u"},
+    )
+
+    hub.batch_import_findings(
+        Findings=[
+            finding(
+                "a", status="PASSED", updated="2025-01-02T00:00:00.000Z", Workflow={"Status": "NEW"}
+            )
+        ]
+    )
+    assert stored(hub)["a"]["Workflow"]["Status"] == "RESOLVED"  # import cannot change Workflow
+    assert stored(hub)["a"]["Compliance"]["Status"] == "PASSED"
+
+    hub.batch_import_findings(
+        Findings=[finding("a", status="FAILED", updated="2025-01-03T00:00:00.000Z")]
+    )
+    assert stored(hub)["a"]["Workflow"]["Status"] == "NEW"  # PASSED → FAILED reopens it
+    assert stored(hub)["a"]["Note"]["Text"] == "n"
+
+
+def test_reimport_that_is_not_newer_is_ignored(hub):
+    hub.batch_import_findings(Findings=[finding("a", status="FAILED")])
+    answer = hub.batch_import_findings(Findings=[finding("a", status="PASSED")])  # same UpdatedAt
+
+    assert answer["FailedCount"] == 0
+    assert stored(hub)["a"]["Compliance"]["Status"] == "FAILED"
+
+
+def test_security_hub_disabled(emulated):
+    hub = emulated.client("securityhub")
+    answer = hub.batch_import_findings(Findings=[finding("a")])
+    assert answer["FailedCount"] == 1
+    assert answer["FailedFindings"][0]["ErrorCode"] == "InvalidAccess"
+    assert (
+        errors(
+            hub.batch_update_findings,
+            FindingIdentifiers=[{"Id": "a", "ProductArn": PRODUCT_ARN}],
+            Workflow={"Status": "RESOLVED"},
+        )
+        == "InvalidAccessException"
+    )
+
+
+def test_batch_update_validates_its_input(hub):
+    hub.batch_import_findings(Findings=[finding("a")])
+    ids = [{"Id": "a", "ProductArn": PRODUCT_ARN}]
+    assert (
+        errors(hub.batch_update_findings, FindingIdentifiers=ids, Workflow={"Status": "DONE"})
+        == "InvalidInputException"
+    )
+    assert (
+        errors(hub.batch_update_findings, FindingIdentifiers=ids * 101, Workflow={"Status": "NEW"})
+        == "InvalidInputException"
+    )
+
+
+# --- iam:SimulatePrincipalPolicy -------------------------------------------------------------
+
+
+def simulate(
+    emulated, role_arn: str, actions: list[str], resources: list[str] | None = None
+) -> dict:
+    iam = emulated.client("iam")
+    extra = {"ResourceArns": resources} if resources else {}
+    answer = iam.simulate_principal_policy(PolicySourceArn=role_arn, ActionNames=actions, **extra)
+    assert answer["IsTruncated"] is False
+    return {(r["EvalActionName"], r["EvalResourceName"]): r for r in answer["EvaluationResults"]}
+
+
+def test_allowed_and_implicit_deny_over_wildcard_resources(emulated, build):
+    logs = build.policy(
+        "logs",
+        {
+            "Effect": "Allow",
+            "Action": ["s3:PutObject"],
+            "Resource": "arn:aws:s3:::bucket/session-logs/*",
+        },
+        {"Effect": "Allow", "Action": "kms:GenerateDataKey", "Resource": "*"},
+    )
+    arn = build.role("app", logs)
+
+    results = simulate(
+        emulated,
+        arn,
+        ["s3:PutObject", "kms:GenerateDataKey", "logs:PutLogEvents"],
+        ["arn:aws:s3:::bucket/session-logs/x.log", "arn:aws:s3:::bucket/other/x.log"],
+    )
+
+    assert (
+        results[("s3:PutObject", "arn:aws:s3:::bucket/session-logs/x.log")]["EvalDecision"]
+        == "allowed"
+    )
+    assert (
+        results[("s3:PutObject", "arn:aws:s3:::bucket/other/x.log")]["EvalDecision"]
+        == "implicitDeny"
+    )
+    assert (
+        results[("kms:GenerateDataKey", "arn:aws:s3:::bucket/other/x.log")]["EvalDecision"]
+        == "allowed"
+    )
+    assert (
+        results[("logs:PutLogEvents", "arn:aws:s3:::bucket/other/x.log")]["EvalDecision"]
+        == "implicitDeny"
+    )
+    assert len(results) == 6  # every action x resource pair
+    matched = results[("s3:PutObject", "arn:aws:s3:::bucket/session-logs/x.log")][
+        "MatchedStatements"
+    ]
+    assert matched == [{"SourcePolicyId": "logs", "SourcePolicyType": "user-managed"}]
+    assert (
+        results[("logs:PutLogEvents", "arn:aws:s3:::bucket/other/x.log")].get(
+            "MatchedStatements", []
+        )
+        == []
+    )
+
+
+def test_explicit_deny_wins_over_allow(emulated, build):
+    arn = build.role(
+        "app",
+        build.policy("all", {"Effect": "Allow", "Action": "*", "Resource": "*"}),
+        inline={
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Deny", "Action": "kms:*", "Resource": "*"}],
+        },
+    )
+
+    results = simulate(emulated, arn, ["kms:Decrypt", "s3:PutObject"])
+
+    assert results[("kms:Decrypt", "*")]["EvalDecision"] == "explicitDeny"
+    assert results[("kms:Decrypt", "*")]["MatchedStatements"] == [
+        {"SourcePolicyId": "inline", "SourcePolicyType": "role"}
+    ]
+    assert results[("s3:PutObject", "*")]["EvalDecision"] == "allowed"
+
+
+def test_not_action_not_resource_case_and_single_character_wildcards(emulated, build):
+    arn = build.role(
+        "app",
+        inline={
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"},
+                {
+                    "Effect": "Allow",
+                    "Action": "iam:GetRol?",
+                    "NotResource": "arn:aws:iam::*:role/admin*",
+                },
+            ],
+        },
+    )
+
+    results = simulate(
+        emulated,
+        arn,
+        ["S3:getobject", "iam:CreateUser", "iam:GetRole"],
+        ["arn:aws:iam::123456789012:role/app", "arn:aws:iam::123456789012:role/admin-1"],
+    )
+
+    assert (
+        results[("S3:getobject", "arn:aws:iam::123456789012:role/app")]["EvalDecision"] == "allowed"
+    )
+    assert (
+        results[("iam:CreateUser", "arn:aws:iam::123456789012:role/app")]["EvalDecision"]
+        == "implicitDeny"
+    )
+    assert (
+        results[("iam:GetRole", "arn:aws:iam::123456789012:role/app")]["EvalDecision"] == "allowed"
+    )
+    assert (
+        results[("iam:GetRole", "arn:aws:iam::123456789012:role/admin-1")]["EvalDecision"]
+        == "implicitDeny"
+    )
+
+
+def test_aws_managed_policy_and_conditions_and_boundary(managed_policies, emulated, build):
+    conditional = build.policy(
+        "conditional",
+        {
+            "Effect": "Allow",
+            "Action": "s3:PutObject",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:RequestedRegion": "us-east-1"}},
+        },
+    )
+    boundary = build.policy(
+        "boundary", {"Effect": "Allow", "Action": ["ssm:*", "s3:*"], "Resource": "*"}
+    )
+    arn = build.role(
+        "app",
+        CORE,
+        conditional,
+        build.policy("kms", {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"}),
+        boundary=boundary,
+    )
+
+    results = simulate(
+        emulated, arn, ["ssm:UpdateInstanceInformation", "s3:PutObject", "kms:Decrypt"]
+    )
+
+    core = results[("ssm:UpdateInstanceInformation", "*")]
+    assert core["EvalDecision"] == "allowed"
+    assert {
+        "SourcePolicyId": "AmazonSSMManagedInstanceCore",
+        "SourcePolicyType": "aws-managed",
+    } in core["MatchedStatements"]
+    assert (
+        results[("s3:PutObject", "*")]["EvalDecision"] == "implicitDeny"
+    )  # Condition: not matched
+    assert results[("kms:Decrypt", "*")]["EvalDecision"] == "implicitDeny"  # outside the boundary
+    assert results[("kms:Decrypt", "*")]["PermissionsBoundaryDecisionDetail"] == {
+        "AllowedByPermissionsBoundary": False
+    }
+
+
+def test_pages_with_max_items_and_unknown_role_is_no_such_entity(managed_policies, emulated, build):
+    arn = build.role("app", CORE)
+    iam = emulated.client("iam")
+    pages = list(
+        iam.get_paginator("simulate_principal_policy").paginate(
+            PolicySourceArn=arn,
+            ActionNames=["ssm:GetDocument", "ssm:PutInventory", "s3:GetObject"],
+            ResourceArns=["arn:aws:s3:::a", "arn:aws:s3:::b"],
+            PaginationConfig={"PageSize": 4},
+        )
+    )
+
+    assert [len(p["EvaluationResults"]) for p in pages] == [4, 2]
+    assert (
+        errors(
+            iam.simulate_principal_policy,
+            PolicySourceArn=arn.replace("/app", "/missing"),
+            ActionNames=["s3:GetObject"],
+        )
+        == "NoSuchEntity"
+    )
+
+
+def test_statement_evaluation_is_pure_and_conservative():
+    allow = SourcePolicy(
+        "p", "role", {"Statement": {"Effect": "Allow", "Action": "s3:Get*", "Resource": "*"}}
+    )
+    assert evaluate([allow], "s3:GetObject", "arn:aws:s3:::b/k").decision == "allowed"
+    assert evaluate([allow], "s3:PutObject", "arn:aws:s3:::b/k").decision == "implicitDeny"
+    assert evaluate([], "s3:GetObject", "*").decision == "implicitDeny"
+    # Literal characters stay literal: a dot or bracket in a pattern is not a regex.
+    assert not statement_applies(
+        {"Effect": "Allow", "Action": "s3:Get.bject", "Resource": "*"}, "s3:GetObject", "*"
+    )
+    assert not statement_applies(
+        {"Effect": "Allow", "Action": "*", "Resource": "arn:aws:s3:::b[1]"},
+        "s3:GetObject",
+        "arn:aws:s3:::b1",
+    )
+    # No Resource at all: not an identity statement that applies.
+    assert not statement_applies({"Effect": "Allow", "Action": "*"}, "s3:GetObject", "*")
+
+
+# --- moto corrections --------------------------------------------------------------------------
+
+
+def test_run_instances_gives_the_profile_to_every_instance(managed_policies, emulated, build):
+    build.role("core", CORE)
+    ids = build.instances(3, build.profile("p", "core"))
+    reservations = build.ec2.describe_instances(InstanceIds=ids)["Reservations"]
+    profiles = [
+        i.get("IamInstanceProfile", {}).get("Arn", "") for r in reservations for i in r["Instances"]
+    ]
+    assert len(profiles) == 3 and all(p.endswith(":instance-profile/p") for p in profiles)
+    associations = build.ec2.describe_iam_instance_profile_associations()[
+        "IamInstanceProfileAssociations"
+    ]
+    assert sorted(a["InstanceId"] for a in associations) == sorted(ids)
+
+
+def test_replaced_profile_shows_in_describe_instances(managed_policies, emulated, build):
+    build.role("core", CORE)
+    build.profile("old", "core")
+    build.profile("new", "core")
+    instance = build.instances(1, "old")[0]
+    association = build.ec2.describe_iam_instance_profile_associations()[
+        "IamInstanceProfileAssociations"
+    ][0]
+
+    build.ec2.replace_iam_instance_profile_association(
+        AssociationId=association["AssociationId"], IamInstanceProfile={"Name": "new"}
+    )
+
+    described = build.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0][
+        "Instances"
+    ][0]
+    assert described["IamInstanceProfile"]["Arn"].endswith(":instance-profile/new")

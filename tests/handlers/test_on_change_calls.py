@@ -1,0 +1,237 @@
+"""API calls per event: a single-resource event costs at most 8 AWS calls, Security Hub included.
+
+Each case makes the change the event describes (so the guardrail has something to fix, mode
+enforce), delivers it, and counts every botocore call the handler makes. No STS call is made:
+the account comes from the event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.handlers import test_on_change
+from tests.handlers.test_on_change import (
+    ASSOC,
+    CORE,
+    ENI,
+    I1,
+    PREFS,
+    SG,
+    World,
+    prefs_content,
+)
+
+MAX_CALLS = 8
+
+world = test_on_change.world  # the emulated account fixture
+
+
+class OverBudget(AssertionError):
+    """More than MAX_CALLS calls for one event."""
+
+
+def sg_open(w: World) -> dict[str, str]:
+    bad = w.group("ops")
+    w.launch(groups=[bad])
+    w.open_ssh(bad)
+    return {SG: bad}
+
+
+def sg_range(w: World) -> dict[str, str]:
+    bad = w.group("ops")
+    w.launch(groups=[bad])
+    w.open_ssh(bad, low=0, high=1024)
+    return {SG: bad}
+
+
+def instance_open_no_profile(w: World) -> dict[str, str]:
+    bad = w.group("ops")
+    w.open_ssh(bad)
+    return {I1: w.launch(groups=[bad])[0]}
+
+
+def instance_in_open_group(w: World) -> dict[str, str]:
+    bad = w.group("ops")
+    w.open_ssh(bad)
+    instance = w.launch()[0]
+    w.ec2.modify_instance_attribute(InstanceId=instance, Groups=[bad])
+    return {I1: instance, SG: bad}
+
+
+def interface_in_open_group(w: World) -> dict[str, str]:
+    bad = w.group("ops")
+    w.open_ssh(bad)
+    instance = w.launch()[0]
+    eni = w.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0][
+        "NetworkInterfaces"
+    ][0]["NetworkInterfaceId"]
+    w.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[bad])
+    return {ENI: eni, SG: bad}
+
+
+def associated_role_without_core(w: World) -> dict[str, str]:
+    w.app_role(core=False)
+    instance = w.launch()[0]
+    w.ec2.associate_iam_instance_profile(
+        IamInstanceProfile={"Name": "app-profile"}, InstanceId=instance
+    )
+    return {I1: instance}
+
+
+def disassociated(w: World) -> dict[str, str]:
+    w.app_role()
+    instance = w.launch(profile="app-profile")[0]
+    association = association_of(w, instance)
+    w.ec2.disassociate_iam_instance_profile(AssociationId=association)
+    return {I1: instance, ASSOC: association}
+
+
+def replaced_with_bare_profile(w: World) -> dict[str, str]:
+    w.app_role()
+    w.iam.create_instance_profile(InstanceProfileName="bare-profile")
+    instance = w.launch(profile="app-profile")[0]
+    association = association_of(w, instance)
+    w.ec2.replace_iam_instance_profile_association(
+        IamInstanceProfile={"Name": "bare-profile"}, AssociationId=association
+    )
+    return {I1: instance, ASSOC: association}
+
+
+def association_of(w: World, instance: str) -> str:
+    return str(
+        w.ec2.describe_iam_instance_profile_associations(
+            Filters=[{"Name": "instance-id", "Values": [instance]}]
+        )["IamInstanceProfileAssociations"][0]["AssociationId"]
+    )
+
+
+def core_detached(w: World) -> dict[str, str]:
+    w.app_role()
+    w.launch(profile="app-profile")
+    w.iam.detach_role_policy(RoleName="app-role", PolicyArn=CORE)
+    return {}
+
+
+def inline_deleted(w: World) -> dict[str, str]:
+    w.app_role()
+    w.launch(profile="app-profile")
+    w.iam.delete_role_policy(RoleName="app-role", PolicyName="session-log-delivery")
+    return {}
+
+
+def role_removed(w: World) -> dict[str, str]:
+    w.app_role()
+    w.launch(profile="app-profile")
+    w.iam.remove_role_from_instance_profile(InstanceProfileName="app-profile", RoleName="app-role")
+    return {}
+
+
+def profile_deleted(w: World) -> dict[str, str]:
+    role_removed(w)
+    w.iam.delete_instance_profile(InstanceProfileName="app-profile")
+    return {}
+
+
+def prefs_without_logging(w: World) -> dict[str, str]:
+    w.ssm.delete_document(Name=PREFS)
+    w.ssm.create_document(
+        Name=PREFS, Content=prefs_content(), DocumentType="Session", DocumentFormat="JSON"
+    )
+    return {}
+
+
+def prefs_deleted(w: World) -> dict[str, str]:
+    w.ssm.delete_document(Name=PREFS)
+    return {}
+
+
+CASES: list[tuple[str, Callable[[World], dict[str, str]]]] = [
+    ("authorize_ingress_ip_permissions", sg_open),
+    ("authorize_ingress_ipv6", sg_open),
+    ("authorize_ingress_group_name", sg_open),
+    ("modify_security_group_rules", sg_open),
+    ("revoke_ingress_rule_ids", sg_open),
+    ("authorize_ingress_flat_cidr", sg_range),
+    ("run_instances_launch_template", instance_open_no_profile),
+    ("start_instances", instance_open_no_profile),
+    ("state_change_running", instance_open_no_profile),
+    ("modify_instance_attribute_groups", instance_in_open_group),
+    ("modify_network_interface_attribute", interface_in_open_group),
+    ("associate_iam_instance_profile", associated_role_without_core),
+    ("disassociate_iam_instance_profile", disassociated),
+    ("replace_iam_instance_profile_association", replaced_with_bare_profile),
+    ("iam_detach_role_policy", core_detached),
+    ("iam_delete_role_policy", inline_deleted),
+    ("iam_remove_role_from_instance_profile", role_removed),
+    ("iam_delete_instance_profile", profile_deleted),
+    ("ssm_create_document", prefs_without_logging),
+    ("ssm_update_document_default_version", prefs_without_logging),
+    ("ssm_delete_document", prefs_deleted),
+]
+
+
+# Measured over budget with today's reader/engine; each reason names the lever (see the issue
+# note). strict: once a lever is pulled the case passes, and the marker must go.
+DHMC = "ssm:DescribeInstanceInformation is read although GUARDRAIL_ACCEPT_DHMC is off"
+BUDGET_GAPS = {
+    "authorize_ingress_flat_cidr": "9 calls: ssh-open-to-internet re-adds 0-21 and 23-1024 in two "
+    "AuthorizeSecurityGroupIngress calls (one call per replaced rule would do)",
+    "run_instances_launch_template": f"10 calls: {DHMC}; ssm:GetDocument is read although no "
+    "instance has a role to judge delivery by; BatchUpdateFindings is called once per note",
+    "start_instances": "10 calls: as run_instances_launch_template",
+    "state_change_running": "10 calls: as run_instances_launch_template",
+    "associate_iam_instance_profile": f"9 calls: {DHMC}",
+    "iam_detach_role_policy": f"9 calls: {DHMC}; iam:GetInstanceProfile repeats what "
+    "iam:ListInstanceProfilesForRole returned",
+    "iam_delete_role_policy": "10 calls: iam:GetInstanceProfile repeats ListInstanceProfilesForRole; "
+    "instances are found with DescribeIamInstanceProfileAssociations then DescribeInstances",
+}
+
+
+def budget_cases() -> list[Any]:
+    return [
+        pytest.param(
+            name,
+            setup,
+            id=name,
+            marks=[pytest.mark.xfail(strict=True, raises=OverBudget, reason=BUDGET_GAPS[name])]
+            if name in BUDGET_GAPS
+            else [],
+        )
+        for name, setup in CASES
+    ]
+
+
+@pytest.mark.parametrize(("name", "setup"), budget_cases())
+def test_single_resource_event_costs_at_most_8_calls(world: World, name: str, setup: Any):
+    ids = setup(world)
+    result = world.deliver(name, ids)
+    calls = dict(world.calls)
+    assert "dropped" not in result, result
+    assert result["results"] > 0  # the event was really evaluated
+    assert "sts:GetCallerIdentity" not in calls
+    if sum(calls.values()) > MAX_CALLS:
+        raise OverBudget(f"{name}: {sum(calls.values())} calls: {calls}")
+
+
+def test_dropped_events_cost_no_call(world: World):
+    for name in ("failed_authorize_ingress", "own_revoke_ingress", "state_change_stopped"):
+        world.deliver(name)
+        assert sum(world.calls.values()) == 0, name
+
+
+def test_run_instances_with_two_instances_costs_the_same_reads_as_one(world: World):
+    """Reads are batched: a second instance adds fixes, never describe calls."""
+    from tests.handlers.test_on_change import I2
+
+    bad = world.group("ops")
+    world.open_ssh(bad)
+    first, second = world.launch(2, groups=[bad])
+    world.deliver("run_instances_two", {I1: first, I2: second})
+    two = dict(world.calls)
+    reads = {k: v for k, v in two.items() if ":Describe" in k or ":Get" in k or ":List" in k}
+    assert all(v == 1 for v in reads.values()), reads
+    assert two.get("ec2:AssociateIamInstanceProfile") == 2  # one per instance: the only way

@@ -1,0 +1,171 @@
+"""`guardrail replay EVENT.json`: one event through the on_change path, from a shell, printing what
+it touched and did. Runs against moto in process (boto3 is mocked, so no endpoint is needed)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from guardrail import cli
+from guardrail.replay import add_replay_parser, format_outcome, outcome_dict, replay, run_replay
+
+from tests.handlers import test_on_change
+from tests.handlers.test_on_change import (
+    ACCOUNT,
+    FIXTURES,
+    GUARDRAIL_PROFILE,
+    I1,
+    PLACEHOLDER_ACCOUNT,
+    REGION,
+    SG,
+    SSH,
+    World,
+)
+
+world = test_on_change.world  # the emulated account fixture
+
+
+def parser() -> argparse.ArgumentParser:
+    """cli.py's parser shape with the replay subcommand added as the lead will wire it."""
+    root = argparse.ArgumentParser(prog="guardrail")
+    add_replay_parser(root.add_subparsers(dest="command", required=True))
+    return root
+
+
+def write_event(tmp_path: Path, event: dict[str, Any]) -> str:
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event))
+    return str(path)
+
+
+def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = run_replay(parser().parse_args(argv), out, err, env=env or {})
+    return code, out.getvalue()
+
+
+def test_replay_of_a_captured_event_runs_in_the_callers_account(world: World):
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.open_ssh(bad)
+    captured = json.loads(
+        (FIXTURES / "authorize_ingress_ip_permissions.json").read_text().replace(SG, bad)
+    )
+    assert captured["account"] == PLACEHOLDER_ACCOUNT  # from another account, as captured
+    outcome = replay(captured, world.guardrail("enforce"), home_account=ACCOUNT)
+    assert outcome.report is not None and outcome.report.account_id == ACCOUNT
+    assert outcome.notes == [
+        f"event from account {PLACEHOLDER_ACCOUNT}, evaluated in account {ACCOUNT}"
+    ]
+    assert world.internet_ssh(bad) == []
+    text = format_outcome(outcome)
+    assert f"groups {bad}" in text and "controls ssh-open-to-internet" in text
+    assert f"FIXED          ssh-open-to-internet   {instance}" in text
+    assert "-> revoke internet SSH: applied" in text
+    assert "Security Hub: 2 imported, 0 failed, 2 resolved" in text
+    as_json = outcome_dict(outcome)
+    assert as_json["fixes"][0]["outcome"] == "applied" and as_json["event"]["group_ids"] == [bad]
+
+
+def test_cli_replay_report_mode_exits_1_and_changes_nothing(world: World, tmp_path):
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.open_ssh(bad)
+    path = write_event(tmp_path, world.event("state_change_running", {I1: instance}))
+    before = world.state()
+    code, out = run(["replay", path, "--mode", "report"])
+    assert code == 1 and world.state() == before
+    assert f"instances {instance}" in out and "report only (mode report)" in out
+
+
+def test_cli_replay_enforce_fixes_and_exits_0(world: World, tmp_path):
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.open_ssh(bad)
+    path = write_event(tmp_path, world.event("state_change_running", {I1: instance}))
+    code, out = run(
+        [
+            "replay",
+            path,
+            "--mode",
+            "enforce",
+            "--instance-profile",
+            GUARDRAIL_PROFILE,
+            "--format",
+            "json",
+        ]
+    )
+    assert code == 0, out
+    result = json.loads(out)
+    assert {f["action"] for f in result["fixes"]} == {
+        "revoke internet SSH",
+        "associate instance profile",
+    }
+    assert world.internet_ssh(bad) == [] and world.profile_of(instance) == GUARDRAIL_PROFILE
+
+
+def test_cli_replay_of_an_iam_event_runs_in_every_covered_region(world: World, tmp_path):
+    path = write_event(tmp_path, world.event("iam_detach_role_policy"))
+    code, out = run(
+        ["replay", path, "--no-publish"], env={"GUARDRAIL_REGIONS": f"{REGION},us-west-2"}
+    )
+    assert code == 0
+    assert out.count("DetachRolePolicy") == 2
+    assert f"region {REGION}" in out and "region us-west-2" in out
+
+
+def test_cli_replay_of_a_dropped_event_says_why(world: World, tmp_path):
+    path = write_event(tmp_path, world.event("failed_authorize_ingress"))
+    code, out = run(["replay", path])
+    assert code == 0
+    assert out.startswith("AuthorizeSecurityGroupIngress: dropped (failed_call)")
+
+
+def test_cli_replay_usage_errors(tmp_path):
+    with pytest.raises(cli.UsageError, match="cannot read"):
+        run(["replay", str(tmp_path / "missing.json")])
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(cli.UsageError, match="is not JSON"):
+        run(["replay", str(bad)])
+
+
+def test_replay_reads_stdin(world: World, monkeypatch):
+    event = world.event("ssm_update_other_document")
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(event)))
+    code, out = run(["replay", "-"])
+    assert code == 0 and "dropped (irrelevant)" in out
+
+
+def test_replay_uses_the_events_region_by_default(world: World, tmp_path):
+    """A regional event is replayed where it happened (here eu-west-1, the session default is
+    us-east-1), so ids found in the event exist where the guardrail looks."""
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.open_ssh(bad)
+    path = write_event(tmp_path, world.event("state_change_running", {I1: instance}))
+    code, out = run(
+        ["replay", path, "--mode", "report", "--control", SSH],
+        env={"AWS_DEFAULT_REGION": "us-east-1"},
+    )
+    assert code == 1 and f"region {REGION}" in out and "FAILED" in out
+
+
+def test_replay_with_security_hub_errors_prints_then_fails_like_scan(
+    world: World, tmp_path, monkeypatch
+):
+    from guardrail.publisher import FindingPublisher, PublishSummary
+
+    def publish(self: Any, findings: Any, resolutions: Any = None) -> PublishSummary:
+        return PublishSummary(errors=["Security Hub is not enabled in eu-west-1"])
+
+    monkeypatch.setattr(FindingPublisher, "publish", publish)
+    path = write_event(tmp_path, world.event("ssm_delete_document"))
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(cli.UsageError, match="not enabled"):
+        run_replay(parser().parse_args(["replay", path]), out, err, env={})
+    assert out.getvalue().startswith("DeleteDocument")  # the results were printed first
