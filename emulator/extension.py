@@ -27,11 +27,15 @@ It also corrects moto behaviours the guardrail's results depend on (documented A
 - ``ReplaceIamInstanceProfileAssociation`` now shows in DescribeInstances' ``IamInstanceProfile``.
 - ``RunInstances`` with ``IamInstanceProfile`` and a count above one gives the profile to every
   instance launched (moto associated it with the first one only).
+- ``DescribeInstances`` accepts the ``iam-instance-profile.arn`` filter (moto raised
+  NotImplementedError), matching the ARN of the profile currently associated, with EC2's ``*``
+  and ``?`` wildcards.
 """
 
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import re
 import threading
@@ -551,6 +555,25 @@ def _ec2_replace_profile_association(original: Any) -> Any:
     return replace_iam_instance_profile_association
 
 
+PROFILE_ARN_FILTER = "iam-instance-profile.arn"
+
+
+def _ec2_instance_filters(original: Any) -> Any:
+    def passes_filter_dict(instance: Any, filter_dict: dict[str, Any]) -> bool:
+        patterns = filter_dict.get(PROFILE_ARN_FILTER)
+        if patterns is None:
+            return bool(original(instance, filter_dict))
+        arn = (getattr(instance, "iam_instance_profile", None) or {}).get("Arn")
+        if not arn or not any(fnmatch.fnmatchcase(arn, p) for p in patterns):
+            return False
+        rest = {k: v for k, v in filter_dict.items() if k != PROFILE_ARN_FILTER}
+        return bool(original(instance, rest))
+
+    passes_filter_dict.__wrapped__ = original  # type: ignore[attr-defined]
+    passes_filter_dict.emulation = True  # type: ignore[attr-defined]
+    return passes_filter_dict
+
+
 # --------------------------------------------------------------------------------------------
 # Helpers and install
 # --------------------------------------------------------------------------------------------
@@ -606,6 +629,7 @@ def install() -> None:
     with _lock:
         if _installed:
             return
+        from moto.ec2 import utils as ec2_utils
         from moto.ec2.models.iam_instance_profile import IamInstanceProfileAssociationBackend
         from moto.ec2.models.instances import InstanceBackend
         from moto.iam.responses import IamResponse
@@ -621,6 +645,9 @@ def install() -> None:
         SecurityHubResponse.batch_update_findings = _securityhub_batch_update_findings  # type: ignore[attr-defined]
         securityhub_urls.url_paths.setdefault(BATCH_UPDATE_PATH, SecurityHubResponse.dispatch)
         SecurityHubBackend.batch_import_findings = _securityhub_import_findings  # type: ignore[method-assign]
+        passes = ec2_utils.passes_filter_dict
+        if not getattr(passes, "emulation", False):
+            ec2_utils.passes_filter_dict = _ec2_instance_filters(passes)
         run = InstanceBackend.run_instances
         if not getattr(run, "emulation", False):
             InstanceBackend.run_instances = _ec2_run_instances(run)  # type: ignore[method-assign]

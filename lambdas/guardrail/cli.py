@@ -1,4 +1,5 @@
-"""`guardrail scan`: the drift scan's engine against a real account (or an emulator) from a shell.
+"""`guardrail scan` and `guardrail replay`: the Lambdas' engine against a real account (or an
+emulator) from a shell.
 
 Exit codes: 0 nothing left FAILED, 1 something left FAILED, 2 usage, credential or setup errors.
 """
@@ -31,6 +32,7 @@ from .controls.base import error_code
 from .engine import Guardrail, ScanReport
 from .model import Status
 from .publisher import FindingPublisher
+from .replay import add_replay_parser, run_replay
 from .settings import ENV, Settings, SettingsError
 
 CREDENTIAL_CODES = {
@@ -55,7 +57,9 @@ def flag_for(variable: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="guardrail", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="guardrail", description="ssm-guardrail: find and fix SSH, SSM role and session-logging gaps"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     scan = commands.add_parser("scan", help="evaluate (and with --mode enforce, fix) one region")
     scan.add_argument("--region", help="AWS region (default: the profile's or AWS_REGION)")
@@ -79,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         settings_flags.add_argument(
             flag_for(variable), dest=variable, metavar="VALUE", help=f"overrides ${variable}"
         )
+    add_replay_parser(commands)
     return parser
 
 
@@ -191,6 +196,8 @@ def main(
     try:
         if args.command == "scan":
             return run_scan(args, out, err)
+        if args.command == "replay":
+            return run_replay(args, out, err)
     except (UsageError, SettingsError) as error:
         print(f"guardrail: {error}", file=err)
         return 2
@@ -209,8 +216,9 @@ def main(
         code = error_code(error)
         if code in CREDENTIAL_CODES:
             print(f"guardrail: AWS refused the credentials or the call ({code}): {error}", file=err)
-            return 2
-        raise
+        else:
+            print(f"guardrail: AWS error {code}: {error}", file=err)
+        return 2
     except BotoCoreError as error:
         print(f"guardrail: {error}", file=err)
         return 2

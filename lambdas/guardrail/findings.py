@@ -162,23 +162,18 @@ def describe_fix(fix: FixRecord) -> str:
 
 
 def resolution_note(fixes: Iterable[FixRecord]) -> str:
-    """The BatchUpdateFindings Note (≤512 characters): what the guardrail changed, per action."""
-    changed: dict[str, list[str]] = {}
-    compliant: dict[str, list[str]] = {}
-    for fix in fixes:
-        if fix.outcome is Outcome.APPLIED:
-            changed.setdefault(fix.action, []).append(fix.resource_id)
-        elif fix.outcome is Outcome.ALREADY_COMPLIANT:
-            compliant.setdefault(fix.action, []).append(fix.resource_id)
+    """The BatchUpdateFindings Note (≤512 characters): the actions taken, without resource ids.
 
-    def listing(actions: dict[str, list[str]]) -> str:
-        return "; ".join(f"{action} ({', '.join(ids)})" for action, ids in actions.items())
-
+    The ids (and before/after) are in the finding's Description and ProductFields; leaving them
+    out of the note lets one BatchUpdateFindings call resolve every finding fixed the same way.
+    """
+    changed = {f.action: None for f in fixes if f.outcome is Outcome.APPLIED}
+    compliant = {f.action: None for f in fixes if f.outcome is Outcome.ALREADY_COMPLIANT}
     parts = []
     if changed:
-        parts.append(f"{PRODUCT} fixed: {listing(changed)}")
+        parts.append(f"{PRODUCT} fixed: {'; '.join(changed)}")
     if compliant:
-        parts.append(f"already compliant: {listing(compliant)}")
+        parts.append(f"already compliant: {'; '.join(compliant)}")
     return clip(". ".join(parts) if parts else f"{PRODUCT} made no change", MAX_NOTE)
 
 

@@ -155,6 +155,7 @@ class DeliveryCheck:
 
     role_name: str
     denied: tuple[str, ...] = ()  # "action on resource" pairs the simulation did not allow
+    explicitly_denied: tuple[str, ...] = ()  # the subset an explicit Deny blocks
 
     @property
     def allowed(self) -> bool:

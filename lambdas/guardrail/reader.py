@@ -100,6 +100,8 @@ class SnapshotReader:
     def __init__(self, clients: Any, settings: Settings, account_id: str, partition: str) -> None:
         self.clients, self.settings = clients, settings
         self.account_id, self.partition = account_id, partition
+        # Profiles ListInstanceProfilesForRole already returned (with their roles), by ARN.
+        self._listed_profiles: dict[str, dict[str, Any]] = {}
 
     def read(self, scope: Scope, controls: Collection[str]) -> AccountSnapshot:
         instances = self._instances(scope)
@@ -113,12 +115,22 @@ class SnapshotReader:
         if ROLE in controls or LOGGING in controls:
             profiles, roles = self._iam({i.profile_arn for i in evaluated if i.profile_arn})
             snapshot = replace(snapshot, instance_profiles=profiles, roles=roles)
-        if ROLE in controls:
+        if ROLE in controls and self.settings.accept_dhmc:
+            # Systems Manager's view only matters where settings accept DHMC for profile-less
+            # instances; otherwise the check needs nothing from it.
             unmanaged = [
-                i.instance_id for i in evaluated if role_problem(i, snapshot, self.settings)
+                i.instance_id
+                for i in evaluated
+                if role_problem(i, snapshot, self.settings) == "no_profile"
             ]
             snapshot = replace(snapshot, managed_instances=self._managed(unmanaged))
-        if LOGGING in controls and (scope.full or scope.preferences or evaluated):
+        if LOGGING in controls and (
+            scope.full
+            or scope.preferences
+            or any(snapshot.role_of(i) is not None for i in evaluated)
+        ):
+            # A targeted event about instances without any role needs no preferences: their
+            # logging result is NOT_APPLICABLE whatever the region's destinations are.
             prefs = self._preferences()
             target = delivery_target(prefs, self.settings)
             used_roles = {r.name: r for i in evaluated if (r := snapshot.role_of(i)) is not None}
@@ -149,16 +161,18 @@ class SnapshotReader:
                 ):
                     if eni.get("Attachment", {}).get("InstanceId"):
                         ids.add(eni["Attachment"]["InstanceId"])
-        if scope.profile_names or scope.role_names:
-            ids |= self._instances_with_profiles(scope)
+        # Instances whose profile carries a role: by profile ARN, exactly, in DescribeInstances.
+        profile_arns = self._profiles_of_roles(scope.role_names)
+        listed = {arn.rsplit("/", 1)[-1] for arn in profile_arns}
+        if set(scope.profile_names) - listed:
+            ids |= self._instances_with_profile_names(set(scope.profile_names) - listed)
         found: dict[str, Instance] = {}
-        for batch in chunks(ids, FILTER_VALUES):
-            # A filter, not InstanceIds=: one deleted instance must not fail the whole call.
+        batches = [("instance-id", batch) for batch in chunks(ids, FILTER_VALUES)]
+        batches += [("iam-instance-profile.arn", b) for b in chunks(profile_arns, FILTER_VALUES)]
+        for name, batch in batches:
+            # Filters, not InstanceIds=: one deleted instance must not fail the whole call.
             raws = pages(
-                ec2,
-                "describe_instances",
-                "Reservations",
-                Filters=[{"Name": "instance-id", "Values": batch}],
+                ec2, "describe_instances", "Reservations", Filters=[{"Name": name, "Values": batch}]
             )
             found.update(self._collect(raws))
         return found
@@ -171,25 +185,26 @@ class SnapshotReader:
             for raw in reservation.get("Instances", [])
         }
 
-    def _instances_with_profiles(self, scope: Scope) -> set[str]:
-        names = set(scope.profile_names)
-        for role in scope.role_names:
+    def _profiles_of_roles(self, role_names: Iterable[str]) -> set[str]:
+        """ARNs of the instance profiles that carry these roles (kept, with their roles, so the
+        IAM read does not ask for them again)."""
+        for role in sorted(role_names):
             try:
-                names |= {
-                    p["InstanceProfileName"]
-                    for p in pages(
-                        self.clients.iam,
-                        "list_instance_profiles_for_role",
-                        "InstanceProfiles",
-                        RoleName=role,
-                    )
-                }
+                for profile in pages(
+                    self.clients.iam,
+                    "list_instance_profiles_for_role",
+                    "InstanceProfiles",
+                    RoleName=role,
+                ):
+                    self._listed_profiles[profile["Arn"]] = profile
             except ClientError as error:
                 if error_code(error) != "NoSuchEntity":
                     raise
-        if not names:
-            return set()
-        # EC2 cannot filter instances by profile name; associations carry the profile ARN.
+        return set(self._listed_profiles)
+
+    def _instances_with_profile_names(self, names: set[str]) -> set[str]:
+        """Instances associated with profiles known only by name (one may be deleted already, so
+        its ARN and path are unknown): the associations carry the ARN."""
         associations = pages(
             self.clients.ec2,
             "describe_iam_instance_profile_associations",
@@ -242,12 +257,14 @@ class SnapshotReader:
         role_arns: dict[str, str] = {}
         for arn in sorted(profile_arns):
             name = arn.rsplit("/", 1)[-1]
-            try:
-                raw = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
-            except ClientError as error:
-                if error_code(error) == "NoSuchEntity":
-                    continue  # deleted: the instance still names it; the check reports that
-                raise
+            raw = self._listed_profiles.get(arn)
+            if raw is None:
+                try:
+                    raw = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+                except ClientError as error:
+                    if error_code(error) == "NoSuchEntity":
+                        continue  # deleted: the instance still names it; the check reports that
+                    raise
             roles = raw.get("Roles", [])
             profiles[arn] = InstanceProfile(arn, name, tuple(r["RoleName"] for r in roles))
             role_arns.update({r["RoleName"]: r["Arn"] for r in roles})
@@ -274,7 +291,7 @@ class SnapshotReader:
         resources = sorted({r for _, r in pairs})
         checks = {}
         for role in roles:
-            allowed = set()
+            decisions: dict[tuple[str, str], str] = {}
             for result in pages(
                 self.clients.iam,
                 "simulate_principal_policy",
@@ -283,9 +300,13 @@ class SnapshotReader:
                 ActionNames=actions,
                 ResourceArns=resources,
             ):
-                allowed |= set(_allowed_pairs(result))
-            denied = tuple(f"{a} on {r}" for a, r in pairs if (a, r) not in allowed)
-            checks[role.name] = DeliveryCheck(role.name, denied)
+                decisions.update(_decisions(result))
+            denied = [(a, r) for a, r in pairs if decisions.get((a, r)) != "allowed"]
+            checks[role.name] = DeliveryCheck(
+                role.name,
+                tuple(f"{a} on {r}" for a, r in denied),
+                tuple(f"{a} on {r}" for a, r in denied if decisions.get((a, r)) == "explicitDeny"),
+            )
         return checks
 
     # --- SSM -------------------------------------------------------------------------------
@@ -322,13 +343,13 @@ class SnapshotReader:
         return managed
 
 
-def _allowed_pairs(result: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """(action, resource) pairs a SimulatePrincipalPolicy result allows, in either answer shape."""
+def _decisions(result: dict[str, Any]) -> Iterator[tuple[tuple[str, str], str]]:
+    """((action, resource), decision) from a SimulatePrincipalPolicy result, in either shape:
+    per resource (ResourceSpecificResults) or one decision for the action."""
     action = result.get("EvalActionName", "")
     specific = result.get("ResourceSpecificResults") or []
     if specific:
         for item in specific:
-            if item.get("EvalResourceDecision") == "allowed":
-                yield action, item.get("EvalResourceName", "")
-    elif result.get("EvalDecision") == "allowed":
-        yield action, result.get("EvalResourceName", "*")
+            yield (action, item.get("EvalResourceName", "")), item.get("EvalResourceDecision", "")
+    else:
+        yield (action, result.get("EvalResourceName", "*")), result.get("EvalDecision", "")

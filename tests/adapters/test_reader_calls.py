@@ -52,9 +52,8 @@ def test_calls_do_not_grow_with_instances(aws, account):
         "ec2:DescribeSecurityGroups",
     ):
         assert large[op] <= small[op] + 2, op
-    # DescribeInstanceInformation: only instances without an SSM role, 50 ids per call
-    assert small["ssm:DescribeInstanceInformation"] == 1
-    assert large["ssm:DescribeInstanceInformation"] <= 2
+    # Systems Manager's view is only needed when settings accept DHMC
+    assert "ssm:DescribeInstanceInformation" not in small
     assert "sts:GetCallerIdentity" not in small  # the account id was injected
 
 
@@ -71,3 +70,13 @@ def test_targeted_scope_reads_only_what_it_names(aws, account):
     )
     assert {e.result.resource_id for e in report.evaluations} == {iid, gid}
     assert counter.total <= 5, counter.by_operation()
+
+
+def test_dhmc_reads_managed_instances_only_for_profileless_ones_in_batches(aws, account):
+    fleet(account, 5)
+    small = scan_calls(aws, Settings(session_log_bucket="guardrail-logs", accept_dhmc=True))
+    fleet(account, 40, tag="b")  # 45 profile-less instances: still one page of 50 ids
+    account.instance(count=10)  # 55: two
+    large = scan_calls(aws, Settings(session_log_bucket="guardrail-logs", accept_dhmc=True))
+    assert small["ssm:DescribeInstanceInformation"] == 1
+    assert large["ssm:DescribeInstanceInformation"] == 2

@@ -185,6 +185,43 @@ def test_explicit_deny_is_caught_by_simulation(account, clients):
     assert r.status is Status.FAILED and r.details["denied"] == [f"kms:GenerateDataKey on {KEY}"]
 
 
+def test_explicit_deny_is_skipped_not_claimed_as_fixed(account, clients):
+    policy = delivery_policy(account)
+    account.role("denied", profile="denied")  # no delivery rights, and a Deny on top
+    account.iam.put_role_policy(
+        RoleName="denied",
+        PolicyName="no-kms",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Deny", "Action": "kms:GenerateDataKey", "Resource": "*"}],
+            }
+        ),
+    )
+    iid = account.instance(profile="denied")
+    report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
+    (fix,) = [f for f in report.fixes if f.resource_id == "denied"]
+    assert fix.outcome is Outcome.SKIPPED and "explicit Deny blocks kms:GenerateDataKey" in fix.reason
+    (evaluation,) = [e for e in report.evaluations if e.result.resource_id == iid]
+    assert evaluation.left_failed and not evaluation.remediated
+    # Nothing was attached: the role is exactly as its owners left it.
+    assert account.iam.list_attached_role_policies(RoleName="denied")["AttachedPolicies"] == []
+
+
+def test_policy_already_attached_but_still_denied_is_not_attached_again(account, clients):
+    policy = delivery_policy(account)
+    account.role("partial", policy, profile="partial")
+    iid = account.instance(profile="partial")
+    # The guardrail's policy is attached, yet the role still cannot use the key: the target's key
+    # differs from the one the policy names, as when a permissions boundary or another key blocks.
+    other_key = KEY.replace("key/", "key/other-")
+    settings = {**OURS, "session_log_kms_key": other_key, "log_delivery_policy_arn": policy}
+    report = account.run(clients, "enforce", [LOGGING], **settings)
+    (fix,) = [f for f in report.fixes if f.resource_id == "partial"]
+    assert fix.outcome is Outcome.SKIPPED and "already attached" in fix.reason
+    assert not any(e.remediated for e in report.evaluations if e.result.resource_id == iid)
+
+
 def test_delivery_to_foreign_destination_is_not_granted_by_the_guardrail(account, clients):
     create_preferences(account, {"s3BucketName": "their-bucket", "s3EncryptionEnabled": True})
     policy = delivery_policy(account)

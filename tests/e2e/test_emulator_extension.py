@@ -487,3 +487,31 @@ def test_replaced_profile_shows_in_describe_instances(managed_policies, emulated
         "Instances"
     ][0]
     assert described["IamInstanceProfile"]["Arn"].endswith(":instance-profile/new")
+
+
+def test_describe_instances_filters_by_the_associated_profile_arn(managed_policies, emulated, build):
+    build.role("core", CORE)
+    build.profile("web", "core")
+    build.profile("web2", "core")
+    web = build.instances(2, "web")
+    other = build.instances(1, "web2")
+    build.instances(1)  # no profile
+
+    def by_arn(*patterns: str) -> list[str]:
+        reservations = build.ec2.describe_instances(
+            Filters=[{"Name": "iam-instance-profile.arn", "Values": list(patterns)}]
+        )["Reservations"]
+        return sorted(i["InstanceId"] for r in reservations for i in r["Instances"])
+
+    arn = build.iam.get_instance_profile(InstanceProfileName="web")["InstanceProfile"]["Arn"]
+    assert by_arn(arn) == sorted(web)  # exact: web2 is not web
+    assert by_arn(arn.replace(":instance-profile/web", ":instance-profile/*")) == sorted(
+        web + other
+    )
+    assert by_arn("arn:aws:iam::123456789012:instance-profile/nothing") == []
+    # The filter follows the association: once disassociated, the instance no longer matches.
+    association = build.ec2.describe_iam_instance_profile_associations(
+        Filters=[{"Name": "instance-id", "Values": [web[0]]}]
+    )["IamInstanceProfileAssociations"][0]["AssociationId"]
+    build.ec2.disassociate_iam_instance_profile(AssociationId=association)
+    assert by_arn(arn) == [web[1]]

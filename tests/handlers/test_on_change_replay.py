@@ -3,7 +3,6 @@ it touched and did. Runs against moto in process (boto3 is mocked, so no endpoin
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import pytest
 from guardrail import cli
-from guardrail.replay import add_replay_parser, format_outcome, outcome_dict, replay, run_replay
+from guardrail.replay import format_outcome, outcome_dict, replay, run_replay
 
 from tests.handlers import test_on_change
 from tests.handlers.test_on_change import (
@@ -29,13 +28,6 @@ from tests.handlers.test_on_change import (
 world = test_on_change.world  # the emulated account fixture
 
 
-def parser() -> argparse.ArgumentParser:
-    """cli.py's parser shape with the replay subcommand added as the lead will wire it."""
-    root = argparse.ArgumentParser(prog="guardrail")
-    add_replay_parser(root.add_subparsers(dest="command", required=True))
-    return root
-
-
 def write_event(tmp_path: Path, event: dict[str, Any]) -> str:
     path = tmp_path / "event.json"
     path.write_text(json.dumps(event))
@@ -44,7 +36,7 @@ def write_event(tmp_path: Path, event: dict[str, Any]) -> str:
 
 def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = run_replay(parser().parse_args(argv), out, err, env=env or {})
+    code = run_replay(cli.build_parser().parse_args(argv), out, err, env=env or {})
     return code, out.getvalue()
 
 
@@ -134,6 +126,13 @@ def test_cli_replay_usage_errors(tmp_path):
         run(["replay", str(bad)])
 
 
+def test_guardrail_replay_through_main_reports_usage_errors_with_exit_2(tmp_path):
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(["replay", str(tmp_path / "missing.json")], out=out, err=err)
+    assert code == 2 and err.getvalue().startswith("guardrail: cannot read")
+    assert "Traceback" not in err.getvalue()
+
+
 def test_replay_reads_stdin(world: World, monkeypatch):
     event = world.event("ssm_update_other_document")
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(event)))
@@ -167,5 +166,5 @@ def test_replay_with_security_hub_errors_prints_then_fails_like_scan(
     path = write_event(tmp_path, world.event("ssm_delete_document"))
     out, err = io.StringIO(), io.StringIO()
     with pytest.raises(cli.UsageError, match="not enabled"):
-        run_replay(parser().parse_args(["replay", path]), out, err, env={})
+        run_replay(cli.build_parser().parse_args(["replay", path]), out, err, env={})
     assert out.getvalue().startswith("DeleteDocument")  # the results were printed first

@@ -396,7 +396,7 @@ def test_arns_follow_the_partition() -> None:
     )
 
 
-def test_resolution_note_lists_what_was_fixed_per_action_within_512_chars() -> None:
+def test_resolution_note_names_the_actions_so_findings_fixed_alike_share_one_call() -> None:
     fixes = [
         FixRecord("c", "sg-1", "revoke internet SSH", Outcome.APPLIED),
         FixRecord("c", "sg-2", "revoke internet SSH", Outcome.APPLIED),
@@ -405,10 +405,12 @@ def test_resolution_note_lists_what_was_fixed_per_action_within_512_chars() -> N
         FixRecord("c", "sg-4", "revoke internet SSH", Outcome.FAILED, error_code="Denied"),
     ]
     assert resolution_note(fixes) == (
-        "ssm-guardrail fixed: revoke internet SSH (sg-1, sg-2); attach SSM role (i-1). "
-        "already compliant: revoke internet SSH (sg-3)"
+        "ssm-guardrail fixed: revoke internet SSH; attach SSM role. "
+        "already compliant: revoke internet SSH"
     )
-    many = [
-        FixRecord("c", f"sg-{n:017x}", "revoke internet SSH", Outcome.APPLIED) for n in range(90)
-    ]
+    # The same actions on other resources give the same note (one BatchUpdateFindings call).
+    assert resolution_note([FixRecord("c", "sg-9", "attach SSM role", Outcome.APPLIED)]) == (
+        resolution_note([FixRecord("c", "i-7", "attach SSM role", Outcome.APPLIED)])
+    )
+    many = [FixRecord("c", "x", f"action {n:0300}", Outcome.APPLIED) for n in range(3)]
     assert len(resolution_note(many)) == 512

@@ -178,11 +178,12 @@ class SessionLogging:
             results.append(self._region_result(prefs, snapshot))
         target = snapshot.delivery_target
         for instance in snapshot.instances.values():
-            if not target or not instance.evaluated:
+            if not instance.evaluated:
                 continue
             iid = instance.instance_id
             role = snapshot.role_of(instance)
-            if role is None:
+            # prefs is None when a targeted read skipped them: no evaluated instance had a role.
+            if role is None and (target or prefs is None):
                 results.append(
                     snapshot.result(
                         self.id,
@@ -193,6 +194,8 @@ class SessionLogging:
                         "no instance role (see ssm-instance-role)",
                     )
                 )
+                continue
+            if role is None or not target:
                 continue
             delivery = snapshot.delivery.get(role.name)
             details = {"role_name": role.name, "target": dict(target)}
@@ -393,8 +396,20 @@ class SessionLogging:
         before = sorted(role.attached_policy_arns) if role else []
         ours = {settings.session_log_bucket, settings.session_log_group} - {""}
         theirs = {target.get("bucket", ""), target.get("log_group", "")} - {""}
+        delivery = snapshot.delivery.get(role_name)
         if not settings.log_delivery_policy_arn:
             reason = "GUARDRAIL_LOG_DELIVERY_POLICY_ARN is not set"
+        elif delivery is not None and delivery.explicitly_denied:
+            # An explicit Deny (identity policy or permissions boundary) wins over any Allow.
+            reason = (
+                f"an explicit Deny blocks {', '.join(delivery.explicitly_denied)}: attaching a "
+                "policy cannot override it; remove the Deny"
+            )
+        elif settings.log_delivery_policy_arn in before:
+            reason = (
+                "the log-delivery policy is already attached and delivery is still not allowed "
+                "(a permissions boundary?): attaching again cannot help"
+            )
         elif not theirs <= ours:
             reason = (
                 f"sessions log to {', '.join(sorted(theirs - ours))}, not the guardrail's "

@@ -264,30 +264,20 @@ class SshOpenToInternet:
         """Re-add what else the rules admitted, then revoke them. Never revoke if re-adding failed."""
         gid = group.group_id
         before = [describe_rule(r) for r in rules]
-        permissions, notes = [], []
+        readd: list[tuple[SecurityGroupRule, list[dict[str, Any]]]] = []
+        notes = []
         for rule in rules:
             kept, note = remaining_access(rule)
-            permissions += [(rule, ip_permission(rule, ports)) for ports in kept]
+            if kept:
+                readd.append((rule, [ip_permission(rule, ports) for ports in kept]))
             if note:
                 notes.append(f"{rule.rule_id}: {note}")
         added: list[str] = []
-        for rule, permission in permissions:
+        for rule, rule_permissions in readd:
             try:
-                response = ec2.authorize_security_group_ingress(
-                    GroupId=gid,
-                    IpPermissions=[permission],
-                    TagSpecifications=[
-                        {
-                            "ResourceType": "security-group-rule",
-                            "Tags": [{"Key": GUARDRAIL_TAG, "Value": rule.rule_id}],
-                        }
-                    ],
-                )
-                added += [r["SecurityGroupRuleId"] for r in response.get("SecurityGroupRules", [])]
+                added += self._authorize(ec2, gid, rule, rule_permissions)
             except ClientError as error:
                 code = error_code(error)
-                if code == "InvalidPermission.Duplicate":
-                    continue  # an earlier run (or a person) already re-added it
                 if code in GROUP_GONE:
                     return FixRecord(
                         self.id,
@@ -308,7 +298,8 @@ class SshOpenToInternet:
                     "could not re-add the other ports; nothing was revoked",
                     code,
                 )
-        after = [ip for _, ip in permissions]
+        permissions = [p for _, rule_permissions in readd for p in rule_permissions]
+        after = permissions
         try:
             ec2.revoke_security_group_ingress(
                 GroupId=gid, SecurityGroupRuleIds=[r.rule_id for r in rules]
@@ -349,6 +340,36 @@ class SshOpenToInternet:
             {"readded": after, "new_rule_ids": added},
             reason,
         )
+
+    @staticmethod
+    def _authorize(
+        ec2: Any, gid: str, rule: SecurityGroupRule, permissions: list[dict[str, Any]]
+    ) -> list[str]:
+        """Re-add what one revoked rule admitted besides SSH: one call, each new rule tagged with
+        the id it replaces. EC2 refuses the whole call if any permission already exists
+        (an earlier run, or a person), so then each is tried alone and duplicates count as done."""
+        tags = [
+            {
+                "ResourceType": "security-group-rule",
+                "Tags": [{"Key": GUARDRAIL_TAG, "Value": rule.rule_id}],
+            }
+        ]
+        batches = [permissions]
+        added: list[str] = []
+        while batches:
+            batch = batches.pop(0)
+            try:
+                response = ec2.authorize_security_group_ingress(
+                    GroupId=gid, IpPermissions=batch, TagSpecifications=tags
+                )
+            except ClientError as error:
+                if error_code(error) != "InvalidPermission.Duplicate":
+                    raise
+                if len(batch) > 1:
+                    batches += [[p] for p in batch]
+                continue
+            added += [r["SecurityGroupRuleId"] for r in response.get("SecurityGroupRules", [])]
+        return added
 
 
 SSH_OPEN = SshOpenToInternet()

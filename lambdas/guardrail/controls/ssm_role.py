@@ -113,10 +113,9 @@ class SsmInstanceRole:
                 )
                 continue
             managed = snapshot.managed_instances.get(iid)
-            details: dict[str, Any] = {
-                "instance_profile_arn": instance.profile_arn,
-                "ssm_ping_status": managed.ping_status if managed else None,
-            }
+            details: dict[str, Any] = {"instance_profile_arn": instance.profile_arn}
+            if managed:  # read only when settings accept DHMC
+                details["ssm_ping_status"] = managed.ping_status
             problem = role_problem(instance, snapshot, settings)
             role = snapshot.role_of(instance)
             if role:
