@@ -30,6 +30,7 @@ test: $(STAMP) $(NODE_STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check lambdas stacks tests emulator app.py
+	$(PY) -m ruff format --check lambdas stacks tests emulator app.py
 	$(PY) -m mypy lambdas/guardrail
 
 synth: $(STAMP) $(NODE_STAMP)

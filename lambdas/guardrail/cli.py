@@ -58,7 +58,8 @@ def flag_for(variable: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="guardrail", description="ssm-guardrail: find and fix SSH, SSM role and session-logging gaps"
+        prog="guardrail",
+        description="ssm-guardrail: find and fix SSH, SSM role and session-logging gaps",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     scan = commands.add_parser("scan", help="evaluate (and with --mode enforce, fix) one region")

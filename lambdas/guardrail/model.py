@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 INTERNET_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
@@ -15,13 +15,13 @@ SESSION_DOCUMENT = "SSM-SessionManagerRunShell"
 EVALUATED_STATES = frozenset({"pending", "running", "stopping", "stopped"})
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     PASSED = "PASSED"
     FAILED = "FAILED"
     NOT_APPLICABLE = "NOT_APPLICABLE"
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     APPLIED = "applied"
     ALREADY_COMPLIANT = "already_compliant"
     FAILED = "failed"
@@ -32,7 +32,7 @@ class Outcome(str, Enum):
         return self in (Outcome.APPLIED, Outcome.ALREADY_COMPLIANT)
 
 
-class ResourceType(str, Enum):
+class ResourceType(StrEnum):
     INSTANCE = "AwsEc2Instance"
     SECURITY_GROUP = "AwsEc2SecurityGroup"
     ACCOUNT = "AwsAccount"

@@ -58,7 +58,7 @@ def test_json_report_lists_every_result_and_exits_1(exposed):
 
 
 def test_enforce_fixes_and_exits_0_with_status_as_found(exposed):
-    account, gid, iid = exposed
+    account, gid, _ = exposed
     code, out, _ = run(
         "scan",
         "--region",

@@ -201,7 +201,9 @@ def test_explicit_deny_is_skipped_not_claimed_as_fixed(account, clients):
     iid = account.instance(profile="denied")
     report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
     (fix,) = [f for f in report.fixes if f.resource_id == "denied"]
-    assert fix.outcome is Outcome.SKIPPED and "explicit Deny blocks kms:GenerateDataKey" in fix.reason
+    assert (
+        fix.outcome is Outcome.SKIPPED and "explicit Deny blocks kms:GenerateDataKey" in fix.reason
+    )
     (evaluation,) = [e for e in report.evaluations if e.result.resource_id == iid]
     assert evaluation.left_failed and not evaluation.remediated
     # Nothing was attached: the role is exactly as its owners left it.

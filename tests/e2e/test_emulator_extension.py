@@ -489,7 +489,9 @@ def test_replaced_profile_shows_in_describe_instances(managed_policies, emulated
     assert described["IamInstanceProfile"]["Arn"].endswith(":instance-profile/new")
 
 
-def test_describe_instances_filters_by_the_associated_profile_arn(managed_policies, emulated, build):
+def test_describe_instances_filters_by_the_associated_profile_arn(
+    managed_policies, emulated, build
+):
     build.role("core", CORE)
     build.profile("web", "core")
     build.profile("web2", "core")
