@@ -100,10 +100,12 @@ class SizeRun:
     seed: Measure
     report: Measure
     enforce: Measure
+    repeat: Measure  # the report scan again, nothing changed: the hourly steady state
 
 
 def measure_size(account: EmulatedAccount, size: int, *, publish: bool = True) -> SizeRun:
-    """Fresh account, `size` instances, then a report scan and an enforce scan."""
+    """Fresh account, `size` instances, then a report scan, the same again (Security Hub
+    already holds every finding), and an enforce scan."""
     account.reset()
     session = account.session()
     counter, timer = CallCounter(session), OperationTimer(session)
@@ -115,35 +117,33 @@ def measure_size(account: EmulatedAccount, size: int, *, publish: bool = True) -
     settings = replace(Settings.from_env(seeded.settings_env()), publish=publish)
     clients = EmulatorClients(session=session, region=account.region)
     publisher = FindingPublisher(clients.securityhub) if publish else None
-    measures = []
-    for mode in ("report", "enforce"):
+    measures = {}
+    for name, mode in (("report", "report"), ("repeat", "report"), ("enforce", "enforce")):
         counter.reset()
         timer.reset()
         started = time.perf_counter()
         report = Guardrail(
             clients, replace(settings, mode=mode), account_id=seeded.account_id, publisher=publisher
         ).run()
-        measures.append(
-            Measure(
-                f"{mode} scan",
-                time.perf_counter() - started,
-                counter.by_operation(),
-                len(report.evaluations),
-                len(report.fixes),
-                timer.slowest(),
-            )
+        measures[name] = Measure(
+            f"{name} scan",
+            time.perf_counter() - started,
+            counter.by_operation(),
+            len(report.evaluations),
+            len(report.fixes),
+            timer.slowest(),
         )
-    return SizeRun(size, seed, *measures)
+    return SizeRun(size, seed, **measures)
 
 
 def print_size(run: SizeRun, out: TextIO) -> None:
-    report, enforce = run.report, run.enforce
+    report, repeat, enforce = run.report, run.repeat, run.enforce
     print(
         f"\n{run.size:,} instances — seeded in {run.seed.seconds:.1f}s "
         f"({run.seed.calls.get('ec2:RunInstances', 0)} RunInstances, {run.seed.total} calls in all)",
         file=out,
     )
-    for m in (run.seed, report, enforce):
+    for m in (run.seed, report, repeat, enforce):
         if m is not run.seed:
             floor = m.hub / CALLS_PER_SECOND
             print(
@@ -158,21 +158,22 @@ def print_size(run: SizeRun, out: TextIO) -> None:
             file=out,
         )
     ops = sorted(
-        set(report.calls) | set(enforce.calls),
+        set(report.calls) | set(repeat.calls) | set(enforce.calls),
         key=lambda op: (
             op.startswith("securityhub:"),
             -(report.calls.get(op, 0) + enforce.calls.get(op, 0)),
             op,
         ),
     )
-    print(f"  {'calls by operation':<46}{'report':>8}{'enforce':>9}", file=out)
+    print(f"  {'calls by operation':<46}{'report':>8}{'repeat':>8}{'enforce':>9}", file=out)
     hub_header = False
     for op in ops:
         if op.startswith("securityhub:") and not hub_header:
             print("  Security Hub:", file=out)
             hub_header = True
-        print(f"    {op:<44}{report.calls.get(op, 0):>8}{enforce.calls.get(op, 0):>9}", file=out)
-    print(f"    {'total':<44}{report.total:>8}{enforce.total:>9}", file=out)
+        counts = [m.calls.get(op, 0) for m in (report, repeat, enforce)]
+        print(f"    {op:<44}{counts[0]:>8}{counts[1]:>8}{counts[2]:>9}", file=out)
+    print(f"    {'total':<44}{report.total:>8}{repeat.total:>8}{enforce.total:>9}", file=out)
 
 
 def comparison(small: SizeRun, large: SizeRun) -> str:
@@ -185,7 +186,8 @@ def comparison(small: SizeRun, large: SizeRun) -> str:
     return (
         f"{small.size:,} → {large.size:,} instances (x{factor:g}): report scan {r0.total} → {r1.total} calls "
         f"({ratio(r0.total, r1.total)}; AWS reads {r0.aws} → {r1.aws}, {ratio(r0.aws, r1.aws)}; "
-        f"Security Hub {r0.hub} → {r1.hub}), enforce scan {e0.total} → {e1.total} "
+        f"Security Hub {r0.hub} → {r1.hub}), repeat report scan {small.repeat.total} → "
+        f"{large.repeat.total}, enforce scan {e0.total} → {e1.total} "
         f"({ratio(e0.total, e1.total)}); wall {r0.seconds:.1f}s → {r1.seconds:.1f}s report, "
         f"{e0.seconds:.1f}s → {e1.seconds:.1f}s enforce"
     )

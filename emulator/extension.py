@@ -14,6 +14,7 @@ the docstring says so. `install()` adds, idempotently and without touching moto'
   Workflow.Status, Note (and the other customer fields) on stored findings; unknown Id/ProductArn →
   ``UnprocessedFindings`` with ``FindingNotFound``. Like AWS, it does not change ``UpdatedAt``.
 - ``iam:SimulatePrincipalPolicy`` (query/XML) for role ARNs: see `simulate`.
+- ``securityhub:GetFindings`` string filters (moto ignored every filter): see `finding_matches`.
 
 It also corrects moto behaviours the guardrail's results depend on (documented AWS rules):
 
@@ -519,6 +520,90 @@ def _securityhub_import_findings(
     return len(failed), success, failed
 
 
+# GetFindings string filters emulated: the filter name → where the value sits in a finding.
+FINDING_FIELDS: dict[str, tuple[str, ...]] = {
+    "Id": ("Id",),
+    "ProductArn": ("ProductArn",),
+    "GeneratorId": ("GeneratorId",),
+    "AwsAccountId": ("AwsAccountId",),
+    "Region": ("Region",),
+    "Title": ("Title",),
+    "RecordState": ("RecordState",),
+    "ComplianceStatus": ("Compliance", "Status"),
+    "WorkflowStatus": ("Workflow", "Status"),
+    "SeverityLabel": ("Severity", "Label"),
+    "ResourceId": ("Resources", "Id"),
+    "ResourceType": ("Resources", "Type"),
+}
+POSITIVE = {"EQUALS": str.__eq__, "PREFIX": str.startswith, "CONTAINS": str.__contains__}
+NEGATIVE = {
+    "NOT_EQUALS": str.__eq__,
+    "PREFIX_NOT_EQUALS": str.startswith,
+    "NOT_CONTAINS": str.__contains__,
+}
+
+
+def _finding_values(data: dict[str, Any], path: tuple[str, ...]) -> list[str]:
+    values: list[Any] = [data]
+    for key in path:
+        nxt: list[Any] = []
+        for value in values:
+            items = value if isinstance(value, list) else [value]
+            nxt += [i.get(key) for i in items if isinstance(i, dict) and key in i]
+        values = nxt
+    return [v for v in values if isinstance(v, str)]
+
+
+def finding_matches(data: dict[str, Any], filters: dict[str, Any]) -> bool:
+    """AWS's StringFilter rules: per field, positive comparisons are ORed and negative ones
+    ANDed; fields are ANDed. Only the fields in FINDING_FIELDS are emulated."""
+    from moto.securityhub.exceptions import InvalidInputException
+
+    for name, conditions in (filters or {}).items():
+        if name not in FINDING_FIELDS:
+            raise InvalidInputException(
+                op="GetFindings", msg=f"EMULATION: filter {name} is not emulated"
+            )
+        values = _finding_values(data, FINDING_FIELDS[name])
+        positive = [c for c in conditions if c.get("Comparison", "EQUALS") in POSITIVE]
+        negative = [c for c in conditions if c.get("Comparison") in NEGATIVE]
+        if positive and not any(
+            POSITIVE[c.get("Comparison", "EQUALS")](v, c["Value"]) for c in positive for v in values
+        ):
+            return False
+        if any(NEGATIVE[c["Comparison"]](v, c["Value"]) for c in negative for v in values):
+            return False
+    return True
+
+
+def _securityhub_get_findings() -> Any:
+    from moto.securityhub.exceptions import InvalidInputException, SecurityHubClientError
+    from moto.securityhub.models import SecurityHubBackend
+    from moto.utilities.paginator import paginate
+
+    @paginate(pagination_model=SecurityHubBackend.PAGINATION_MODEL)
+    def get_findings(
+        self: Any,
+        filters: dict[str, Any] | None = None,
+        sort_criteria: Any = None,
+        max_results: Any = None,
+    ) -> list[dict[str, Any]]:
+        """GetFindings with string filters (moto ignored them) and Security Hub's access rule."""
+        if max_results is not None and not 1 <= int(max_results) <= 100:
+            raise InvalidInputException(
+                op="GetFindings", msg="MaxResults must be a number between 1 and 100"
+            )
+        if not self.enabled:
+            raise SecurityHubClientError(
+                "InvalidAccessException",
+                f"Account {self.account_id} is not subscribed to AWS Security Hub",
+            )
+        return [f.as_dict() for f in self.findings if finding_matches(f.data, filters or {})]
+
+    get_findings.emulation = True  # type: ignore[attr-defined]
+    return get_findings
+
+
 def _ec2_run_instances(original: Any) -> Any:
     def run_instances(self: Any, *args: Any, **kwargs: Any) -> Any:
         reservation = original(self, *args, **kwargs)
@@ -645,6 +730,7 @@ def install() -> None:
         SecurityHubResponse.batch_update_findings = _securityhub_batch_update_findings  # type: ignore[attr-defined]
         securityhub_urls.url_paths.setdefault(BATCH_UPDATE_PATH, SecurityHubResponse.dispatch)
         SecurityHubBackend.batch_import_findings = _securityhub_import_findings  # type: ignore[method-assign]
+        SecurityHubBackend.get_findings = _securityhub_get_findings()  # type: ignore[method-assign]
         passes = ec2_utils.passes_filter_dict
         if not getattr(passes, "emulation", False):
             ec2_utils.passes_filter_dict = _ec2_instance_filters(passes)

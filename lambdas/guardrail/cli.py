@@ -179,7 +179,8 @@ def print_table(report: ScanReport, out: TextIO) -> None:
     if report.published is not None:
         s = report.published
         print(
-            f"Security Hub: {s.imported} imported, {len(s.failed)} failed, {s.resolved} resolved",
+            f"Security Hub: {s.imported} imported, {s.unchanged} unchanged (not re-imported), "
+            f"{len(s.failed)} failed, {s.resolved} resolved",
             file=out,
         )
 

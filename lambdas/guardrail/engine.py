@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -69,6 +69,7 @@ class ScanReport:
     fixes: list[FixRecord] = field(default_factory=list)
     published: Any = None  # PublishSummary, or None when not published
     snapshot: AccountSnapshot | None = None
+    full_scan: bool = False
 
     @property
     def left_failed(self) -> list[Evaluation]:
@@ -117,7 +118,9 @@ class Guardrail:
             self.clients, self.settings, self.account_id, self.clients.partition
         )
         snapshot = reader.read(scope, {c.id for c in controls})
-        report = ScanReport(self.account_id, self.clients.region, snapshot=snapshot)
+        report = ScanReport(
+            self.account_id, self.clients.region, snapshot=snapshot, full_scan=scope.full
+        )
         ctx = FixContext(self.clients, self.settings)
         for control in controls:
             results = control.check(snapshot, self.settings)
@@ -193,6 +196,11 @@ class Guardrail:
             findings.append(finding)
             if evaluation.remediated:
                 resolutions[finding["Id"]] = resolution_note(evaluation.fixes)
+        if report.full_scan and self.settings.finding_refresh_days:
+            # A full scan mostly repeats what Security Hub holds: import what changed (and each
+            # finding at least every finding_refresh_days), not every result every hour.
+            refresh_before = now - timedelta(days=self.settings.finding_refresh_days)
+            return self.publisher.publish(findings, resolutions, refresh_before=refresh_before)
         return self.publisher.publish(findings, resolutions)
 
 

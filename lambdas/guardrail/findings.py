@@ -268,7 +268,7 @@ def build_finding(
         resource.pop("Details", None)
 
     types = list(control.finding_types)
-    return {
+    finding: dict[str, Any] = {
         "SchemaVersion": SCHEMA_VERSION,
         "Id": finding_id(result.account_id, result.region, control.id, result.resource_id),
         "ProductArn": product_arn(result.partition, result.region, result.account_id),
@@ -302,3 +302,21 @@ def build_finding(
         "RecordState": "ARCHIVED" if archived else "ACTIVE",
         "FindingProviderFields": {"Severity": {"Label": severity}, "Types": types},
     }
+    finding["ProductFields"][FINGERPRINT_FIELD] = fingerprint(finding)
+    return finding
+
+
+# Times change on every import; the fingerprint covers everything else a reader would see.
+VOLATILE = frozenset({"CreatedAt", "UpdatedAt", "LastObservedAt", "FirstObservedAt"})
+FINGERPRINT_FIELD = FIELD_PREFIX + "Fingerprint"
+
+
+def fingerprint(finding: dict[str, Any]) -> str:
+    """A digest of what the finding says, without its timestamps: equal digests mean a re-import
+    would change nothing a person or an insight can see (so the drift scan may skip it)."""
+    content = {k: v for k, v in finding.items() if k not in VOLATILE}
+    content["ProductFields"] = {
+        k: v for k, v in finding.get("ProductFields", {}).items() if k != FINGERPRINT_FIELD
+    }
+    body = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(body.encode()).hexdigest()[:32]

@@ -19,6 +19,11 @@ PUBLISH_PERMISSIONS: tuple[Permission, ...] = (
         why="import the guardrail's findings into its own account's default product",
     ),
     Permission(
+        ("securityhub:GetFindings",),
+        resources=("arn:{partition}:securityhub:{region}:{account}:hub/default",),
+        why="what Security Hub already holds, so a drift scan imports only what changed",
+    ),
+    Permission(
         ("securityhub:BatchUpdateFindings",),
         resources=("arn:{partition}:securityhub:{region}:{account}:hub/default",),
         why="mark findings the guardrail fixed as RESOLVED with a note",

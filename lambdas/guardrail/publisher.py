@@ -12,12 +12,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .findings import MAX_NOTE, PRODUCT, clip
+from .findings import FIELD_PREFIX, FINGERPRINT_FIELD, MAX_NOTE, PRODUCT, clip
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class PublishSummary:
     unresolved: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     calls: int = 0
+    unchanged: int = 0  # already in Security Hub as they are: not imported again
 
     @property
     def ok(self) -> bool:
@@ -105,6 +107,7 @@ class _Run:
     unresolved: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     calls: int = 0
+    unchanged: int = 0
     stopped: CallError | None = None  # an error after which no call can succeed
 
     def summary(self) -> PublishSummary:
@@ -115,7 +118,24 @@ class _Run:
             unresolved=self.unresolved,
             errors=self.errors,
             calls=self.calls,
+            unchanged=self.unchanged,
         )
+
+
+@dataclass(frozen=True)
+class StoredFinding:
+    """What Security Hub holds of one of our findings, as far as re-importing it matters."""
+
+    fingerprint: str | None
+    updated_at: datetime | None
+    created_at: str | None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _entry(finding_id: str, code: str, message: str) -> dict[str, str]:
@@ -163,12 +183,24 @@ class FindingPublisher:
         self._max_attempts = max(1, max_attempts)
 
     def publish(
-        self, findings: Sequence[dict[str, Any]], resolutions: Mapping[str, str] = NO_RESOLUTIONS
+        self,
+        findings: Sequence[dict[str, Any]],
+        resolutions: Mapping[str, str] = NO_RESOLUTIONS,
+        *,
+        refresh_before: datetime | None = None,
     ) -> PublishSummary:
-        """Import `findings`, then resolve the imported ones in `resolutions` (Id → note)."""
+        """Import `findings`, then resolve the imported ones in `resolutions` (Id → note).
+
+        With `refresh_before`, a finding Security Hub already holds with the same fingerprint,
+        last updated after that moment, is not imported again: ingestion is billed per finding,
+        and a drift scan mostly repeats itself. Imported findings keep their first CreatedAt.
+        """
         run = _Run()
         try:
-            self._import(findings, run)
+            to_import = findings
+            if refresh_before is not None and findings:
+                to_import = self._changed(findings, resolutions, refresh_before, run)
+            self._import(to_import, run)
             self._resolve(findings, resolutions, run)
         except Exception as error:  # a scan must never abort because of Security Hub
             logger.exception("publishing to Security Hub failed", extra={"error": str(error)})
@@ -182,10 +214,78 @@ class FindingPublisher:
                 "resolved": summary.resolved,
                 "unresolved": len(summary.unresolved),
                 "calls": summary.calls,
+                "unchanged": summary.unchanged,
                 "errors": summary.errors,
             },
         )
         return summary
+
+    def _changed(
+        self,
+        findings: Sequence[dict[str, Any]],
+        resolutions: Mapping[str, str],
+        refresh_before: datetime,
+        run: _Run,
+    ) -> list[dict[str, Any]]:
+        """The findings worth importing: new, changed, due for refresh, or about to be resolved."""
+        try:
+            stored = self.stored({f["ProductArn"] for f in findings}, run)
+        except CallError as error:  # cannot tell what changed: import everything, lose nothing
+            logger.warning("could not read stored findings", extra={"error": str(error)})
+            return list(findings)
+        changed = []
+        for finding in findings:
+            old = stored.get(finding["Id"])
+            if old is None:
+                changed.append(finding)
+                continue
+            if old.created_at:
+                finding = {**finding, "CreatedAt": old.created_at}  # first seen stays first seen
+            if (
+                finding["Id"] in resolutions
+                or old.fingerprint != finding.get("ProductFields", {}).get(FINGERPRINT_FIELD)
+                or old.updated_at is None
+                or old.updated_at < refresh_before
+            ):
+                changed.append(finding)
+            else:
+                run.unchanged += 1
+        return changed
+
+    def stored(self, product_arns: set[str], run: _Run) -> dict[str, StoredFinding]:
+        """Every finding of ours Security Hub holds for these products (GetFindings, 100 a page)."""
+        filters = {
+            "ProductArn": [{"Value": a, "Comparison": "EQUALS"} for a in sorted(product_arns)],
+            "GeneratorId": [{"Value": FIELD_PREFIX, "Comparison": "PREFIX"}],
+        }
+        found: dict[str, StoredFinding] = {}
+        token = None
+        while True:
+            params: dict[str, Any] = {"Filters": filters, "MaxResults": MAX_FINDINGS_PER_CALL}
+            if token:
+                params["NextToken"] = token
+            response = self._call_retrying(run, "get_findings", params)
+            for f in response.get("Findings", []):
+                found[f["Id"]] = StoredFinding(
+                    (f.get("ProductFields") or {}).get(FINGERPRINT_FIELD),
+                    _parse_time(f.get("UpdatedAt")),
+                    f.get("CreatedAt"),
+                )
+            token = response.get("NextToken")
+            if not token:
+                return found
+
+    def _call_retrying(self, run: _Run, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One call, retried with backoff while throttled (GetFindings allows 3 TPS)."""
+        attempt = 1
+        while True:
+            try:
+                return self._call(run, operation, params)
+            except CallError as error:
+                if not error.throttled or attempt >= self._max_attempts:
+                    raise
+            self._sleep(backoff(attempt))
+            attempt += 1
 
     def _import(self, findings: Sequence[dict[str, Any]], run: _Run) -> None:
         sized = []

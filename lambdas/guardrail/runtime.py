@@ -74,6 +74,7 @@ def summary(report: ScanReport) -> dict[str, Any]:
         if published is None
         else {
             "imported": published.imported,
+            "unchanged": published.unchanged,
             "failed": len(published.failed),
             "resolved": published.resolved,
             "errors": published.errors,

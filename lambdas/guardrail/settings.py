@@ -31,6 +31,7 @@ ENV = {
     "GUARDRAIL_PUBLISH": "publish",
     "GUARDRAIL_ACTOR_ARNS": "actor_arns",
     "GUARDRAIL_REGIONS": "regions",
+    "GUARDRAIL_FINDING_REFRESH_DAYS": "finding_refresh_days",
 }
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -63,6 +64,9 @@ class Settings:
         str, ...
     ] = ()  # the guardrail's own principals: their changes are not re-fixed
     regions: tuple[str, ...] = ()  # regions the deployment covers (IAM events fan out to them)
+    # A full scan re-imports an unchanged finding only once it is this old (Security Hub bills
+    # every imported finding and deletes those not updated for 90 days); 0 = every scan.
+    finding_refresh_days: int = 7
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -72,6 +76,8 @@ class Settings:
                 raise SettingsError(
                     f"GUARDRAIL_CONTROL_MODES: {control}={mode!r}; mode must be one of {MODES}"
                 )
+        if not 0 <= self.finding_refresh_days <= 60:
+            raise SettingsError("GUARDRAIL_FINDING_REFRESH_DAYS must be a whole number from 0 to 60")
         if self.session_log_kms_key and not self.session_log_kms_key.startswith("arn:"):
             raise SettingsError("GUARDRAIL_SESSION_LOG_KMS_KEY must be a key ARN")
 
@@ -104,6 +110,11 @@ class Settings:
                 if raw.strip().lower() not in _BOOLS:
                     raise SettingsError(f"{name} must be true or false, not {raw!r}")
                 changes[attr] = _BOOLS[raw.strip().lower()]
+            elif isinstance(default, int):
+                try:
+                    changes[attr] = int(raw.strip())
+                except ValueError:
+                    raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
             elif isinstance(default, tuple):
                 changes[attr] = _csv(raw)
             elif attr == "control_modes":

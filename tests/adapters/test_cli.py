@@ -115,7 +115,7 @@ def test_security_hub_not_enabled_is_a_clear_exit_2(account, monkeypatch):
     hub = account.session.client("securityhub")
     stub = Stubber(hub)
     stub.add_client_error(
-        "batch_import_findings",
+        "get_findings",  # a full scan first reads what Security Hub holds
         "InvalidAccessException",
         "Account 123456789012 is not subscribed to AWS Security Hub",
     )

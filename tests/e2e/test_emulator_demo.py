@@ -122,6 +122,11 @@ def test_bench_measures_calls_at_two_sizes(
         assert size.report.hub > 0
     # Reads do not grow with the fleet at these sizes: batched, per distinct profile and role.
     assert large.report.aws == small.report.aws
+    # Nothing changed between the two report scans: Security Hub is read, nothing re-imported.
+    for size in (small, large):
+        assert "securityhub:BatchImportFindings" not in size.repeat.calls
+        assert size.repeat.calls["securityhub:GetFindings"] >= 1
+        assert size.repeat.aws == size.report.aws
     out = io.StringIO()
     bench.print_size(large, out)
     assert "Security Hub:" in out.getvalue() and "ec2:DescribeInstances" in out.getvalue()

@@ -171,6 +171,39 @@ def test_batch_update_sets_workflow_and_note_visible_in_get_findings(hub):
     assert "Note" not in findings["b"]
 
 
+def test_get_findings_applies_string_filters_and_pages(hub):
+    hub.batch_import_findings(
+        Findings=[
+            finding("g1", GeneratorId="ssm-guardrail/ssh-open-to-internet"),
+            finding("g2", GeneratorId="ssm-guardrail/ssm-instance-role", status="PASSED"),
+            finding("g3", GeneratorId="ssm-guardrail/ssm-instance-role", RecordState="ARCHIVED"),
+            finding("other", GeneratorId="inspector/cve"),
+        ]
+    )
+
+    def ids(**filters):
+        pages = hub.get_paginator("get_findings").paginate(
+            Filters=filters, PaginationConfig={"PageSize": 1}
+        )
+        return sorted(f["Id"] for page in pages for f in page["Findings"])
+
+    ours = [{"Value": "ssm-guardrail/", "Comparison": "PREFIX"}]
+    assert ids(GeneratorId=ours) == ["g1", "g2", "g3"]  # one per page, all pages
+    assert ids(
+        GeneratorId=ours, ComplianceStatus=[{"Value": "FAILED", "Comparison": "EQUALS"}]
+    ) == [
+        "g1",
+        "g3",
+    ]
+    either = [{"Value": "g1", "Comparison": "EQUALS"}, {"Value": "other", "Comparison": "EQUALS"}]
+    assert ids(Id=either) == ["g1", "other"]  # positive comparisons of one field are ORed
+    archived = [{"Value": "ARCHIVED", "Comparison": "NOT_EQUALS"}]
+    assert ids(GeneratorId=ours, RecordState=archived) == ["g1", "g2"]
+    assert ids(ProductArn=[{"Value": PRODUCT_ARN + "x", "Comparison": "EQUALS"}]) == []
+    with pytest.raises(ClientError, match="not emulated"):
+        ids(NoteText=[{"Value": "x", "Comparison": "EQUALS"}])
+
+
 def test_unknown_finding_ids_come_back_unprocessed(hub):
     hub.batch_import_findings(Findings=[finding("a")])
     other_product = PRODUCT_ARN.replace("default", "other")

@@ -29,6 +29,22 @@ OTHER = "SsmGuardrail-eu-west-1"
 FORWARDER = "SsmGuardrail-IamEvents"
 
 
+# Values for CloudFormation pseudo parameters when a test renders an ARN the template builds.
+PSEUDO = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "111122223333"}
+
+
+def render(value: Any) -> str:
+    """A template string value (Fn::Join of literals and pseudo-parameter Refs) as AWS sees it."""
+    if isinstance(value, str):
+        return value
+    if "Ref" in value and value["Ref"] in PSEUDO:
+        return PSEUDO[value["Ref"]]
+    if "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(render(p) for p in parts)
+    raise ValueError(f"not a pseudo-parameter expression: {value!r}")
+
+
 def cdk_json_context() -> dict[str, Any]:
     return json.loads((ROOT / "cdk.json").read_text())["context"]
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import json
+import re
+
 import pytest
 from guardrail.controls import REGISTRY
 from guardrail.settings import Settings
@@ -9,7 +13,7 @@ from guardrail.settings import Settings
 from app import STACK_PREFIX, plan
 from stacks.config import ConfigError, GuardrailConfig
 
-from .conftest import cdk_json_context
+from .conftest import ROOT, cdk_json_context
 
 
 def config(**context: object) -> GuardrailConfig:
@@ -27,13 +31,62 @@ def test_cdk_json_documents_every_knob_with_the_code_default() -> None:
 
 
 def test_cdk_json_runs_offline() -> None:
-    import json
-
-    from .conftest import ROOT
-
     cdk_json = json.loads((ROOT / "cdk.json").read_text())
     assert cdk_json["notices"] is False
     assert "app.py" in cdk_json["app"]
+
+
+def test_the_cdk_cli_is_pinned_to_2_1148() -> None:
+    # npm's aws-cdk@latest (3.0.0) cannot read this cloud-assembly schema: an unpinned or
+    # drifted CLI breaks `make synth` / `cdk deploy`.
+    package = json.loads((ROOT / "package.json").read_text())
+    pin = package["devDependencies"]["aws-cdk"]
+    assert re.fullmatch(r"2\.1148\.\d+", pin), pin
+    lock = json.loads((ROOT / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/aws-cdk"]["version"] == pin
+    assert lock["packages"][""]["devDependencies"]["aws-cdk"] == pin
+
+
+def test_app_and_stacks_make_no_aws_or_git_calls() -> None:
+    """Synth must run offline with no credentials: no SDK, no subprocess, no context lookups."""
+    forbidden_modules = {"boto3", "botocore", "subprocess", "urllib", "http", "socket"}
+    for path in [ROOT / "app.py", *sorted((ROOT / "stacks").glob("*.py"))]:
+        tree = ast.parse(path.read_text())
+        imported = {
+            alias.name.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {
+            (node.module or "").split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 0
+        }
+        assert imported.isdisjoint(forbidden_modules), (path.name, imported & forbidden_modules)
+        lookups = [
+            node.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr.endswith("from_lookup")
+        ]
+        assert lookups == [], (path.name, lookups)
+
+
+def test_the_stack_defaults_are_the_engine_defaults() -> None:
+    """A deployment with cdk.json's defaults behaves as the engine documents its defaults."""
+    stack = Settings.from_env(GuardrailConfig().environment())
+    engine = Settings()
+    for name in (
+        "mode",
+        "control_modes",
+        "controls",
+        "equivalent_policy_arns",
+        "modify_existing_roles",
+        "accept_dhmc",
+        "publish",
+        "finding_refresh_days",
+        "session_log_prefix",
+    ):
+        assert getattr(stack, name) == getattr(engine, name), name
 
 
 def test_cli_strings_are_parsed_like_cdk_json_values() -> None:
@@ -73,6 +126,8 @@ def test_cli_strings_are_parsed_like_cdk_json_values() -> None:
         ("equivalentPolicyArns", "AmazonSSMManagedInstanceCore"),
         ("onChangeConcurrency", "-1"),
         ("insightScope", "world"),
+        ("findingRefreshDays", "61"),
+        ("findingRefreshDays", "-1"),
     ],
 )
 def test_bad_context_fails_synth_naming_the_key(key: str, value: str) -> None:

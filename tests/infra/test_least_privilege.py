@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from guardrail.findings import product_arn
 
-from .conftest import FORWARDER, MAIN, OTHER, Synth
+from .conftest import FORWARDER, MAIN, OTHER, PSEUDO, Synth, render
 from .policy_walker import identity_statements, violations
 
 pytestmark = pytest.mark.infra
@@ -223,10 +224,11 @@ def test_mutating_actions_are_scoped_as_the_issue_requires(synth: Synth) -> None
             (s,) = by_action[action]
             assert s["Resource"]["Fn::Join"][1][-1] == ":document/SSM-SessionManagerRunShell"
 
+        # Only the ProductArn the engine writes on its findings (guardrail.findings.product_arn).
         (imports,) = by_action["securityhub:BatchImportFindings"]
-        product = imports["Resource"]["Fn::Join"][1]
-        assert product[0] == "arn:" and product[-1] == "/default"
-        assert ":product/" in "".join(p for p in product if isinstance(p, str))
+        assert render(imports["Resource"]) == product_arn(
+            PSEUDO["AWS::Partition"], PSEUDO["AWS::Region"], PSEUDO["AWS::AccountId"]
+        )
 
         for action in ("ec2:RevokeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupIngress"):
             (s,) = by_action[action]

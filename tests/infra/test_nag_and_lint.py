@@ -158,3 +158,15 @@ def test_default_report_mode_stack_grants_no_fix_and_lints_clean(
     assert violations(t, pass_roles=set()) == []
     matches = lint_file(unacknowledged.template_file, config=ManualArgs(regions=["us-east-1"]))
     assert [str(m) for m in matches if m.rule.id.startswith("E")] == []
+
+
+def test_without_notification_email_the_alarm_topic_has_no_subscription(
+    unacknowledged: Unacknowledged,
+) -> None:
+    # cdk.json's default notificationEmail is "": nobody gets an unexpected confirmation mail.
+    t = unacknowledged.template
+    (topic,) = [r for r in t["Resources"].values() if r["Type"] == "AWS::SNS::Topic"]
+    assert "Subscription" not in topic["Properties"]
+    assert [r for r in t["Resources"].values() if r["Type"] == "AWS::SNS::Subscription"] == []
+    alarms = [r for r in t["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert alarms and all(a["Properties"]["AlarmActions"] for a in alarms)

@@ -1,0 +1,159 @@
+"""A drift scan imports only what changed: Security Hub bills every imported finding.
+
+Against moto with the emulation extension (GetFindings filters); Stubber for throttling.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from guardrail.clients import AwsClients
+from guardrail.controls.ssh_open import SSH_OPEN
+from guardrail.engine import Guardrail
+from guardrail.findings import FINGERPRINT_FIELD, build_finding, fingerprint
+from guardrail.model import ResourceType, Result, Status
+from guardrail.publisher import FindingPublisher
+from guardrail.settings import Settings
+
+from emulator.calls import CallCounter
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+T0 = datetime(2026, 5, 4, 3, 0, 0, tzinfo=UTC)
+WEEK = timedelta(days=7)
+
+
+def finding(n: int, status: Status = Status.FAILED, at: datetime = T0) -> dict[str, Any]:
+    severity = "HIGH" if status is Status.FAILED else "INFORMATIONAL"
+    result = Result(SSH_OPEN.id, ResourceType.INSTANCE, f"i-{n:017x}", status, severity,
+                    f"status {status.value}", account_id=ACCOUNT, region=REGION)  # fmt: skip
+    return build_finding(result, SSH_OPEN, generated_at=at)
+
+
+def no_sleep(_seconds: float) -> None:
+    return None
+
+
+@pytest.fixture
+def hub(aws):
+    client = aws.client("securityhub")
+    client.enable_security_hub()
+    return client
+
+
+def publisher(client: Any) -> FindingPublisher:
+    return FindingPublisher(client, sleep=no_sleep)
+
+
+def stored(client: Any) -> dict[str, dict[str, Any]]:
+    pages = client.get_paginator("get_findings").paginate(PaginationConfig={"PageSize": 100})
+    return {f["Id"]: f for page in pages for f in page["Findings"]}
+
+
+def test_fingerprint_ignores_times_and_follows_what_a_reader_sees() -> None:
+    a, later = finding(1), finding(1, at=T0 + timedelta(hours=5))
+    assert a["UpdatedAt"] != later["UpdatedAt"]
+    assert fingerprint(a) == fingerprint(later) == a["ProductFields"][FINGERPRINT_FIELD]
+    assert fingerprint(finding(1, Status.PASSED)) != fingerprint(a)
+    assert fingerprint(finding(2)) != fingerprint(a)
+
+
+def test_a_repeated_scan_imports_nothing_and_a_change_imports_only_itself(hub) -> None:
+    first = [finding(n) for n in range(150)]
+    summary = publisher(hub).publish(first, refresh_before=T0 - WEEK)
+    assert summary.ok and summary.imported == 150 and summary.unchanged == 0
+
+    an_hour_later = T0 + timedelta(hours=1)
+    again = [finding(n, at=an_hour_later) for n in range(150)]
+    again[7] = finding(7, Status.PASSED, at=an_hour_later)  # someone closed port 22 by hand
+    summary = publisher(hub).publish(again, refresh_before=an_hour_later - WEEK)
+
+    assert summary.ok and summary.imported == 1 and summary.unchanged == 149
+    assert summary.calls == 2 + 1  # two GetFindings pages, one import
+    held = stored(hub)
+    assert held[again[7]["Id"]]["Compliance"]["Status"] == "PASSED"
+    # first seen stays first seen: the changed finding kept its CreatedAt
+    assert held[again[7]["Id"]]["CreatedAt"] == first[7]["CreatedAt"]
+    assert held[again[8]["Id"]]["UpdatedAt"] == first[8]["UpdatedAt"]
+
+
+def test_unchanged_findings_are_refreshed_once_they_are_older_than_the_window(hub) -> None:
+    publisher(hub).publish([finding(1), finding(2)], refresh_before=T0 - WEEK)
+    eight_days_later = T0 + timedelta(days=8)
+    summary = publisher(hub).publish(
+        [finding(1, at=eight_days_later), finding(2, at=eight_days_later)],
+        refresh_before=eight_days_later - WEEK,
+    )
+    assert summary.imported == 2 and summary.unchanged == 0
+    assert {f["UpdatedAt"] for f in stored(hub).values()} == {
+        finding(1, at=eight_days_later)["UpdatedAt"]
+    }
+
+
+def test_without_a_refresh_window_every_finding_is_imported(hub) -> None:
+    publisher(hub).publish([finding(1)])
+    summary = publisher(hub).publish([finding(1, at=T0 + timedelta(hours=1))])
+    assert summary.imported == 1 and summary.unchanged == 0 and summary.calls == 1
+
+
+def test_a_finding_to_resolve_is_imported_even_if_unchanged(hub) -> None:
+    fixed = finding(1, Status.PASSED)
+    publisher(hub).publish([fixed], refresh_before=T0 - WEEK)
+    later = finding(1, Status.PASSED, at=T0 + timedelta(hours=1))
+    summary = publisher(hub).publish(
+        [later], {later["Id"]: "ssm-guardrail fixed: revoke internet SSH"}, refresh_before=T0
+    )
+    assert summary.ok and summary.imported == 1 and summary.resolved == 1
+    assert stored(hub)[later["Id"]]["Workflow"]["Status"] == "RESOLVED"
+
+
+def test_other_products_findings_do_not_count_as_ours(hub) -> None:
+    foreign = {**finding(1), "GeneratorId": "someone-else/check"}
+    hub.batch_import_findings(Findings=[foreign])
+    summary = publisher(hub).publish([finding(1, at=T0 + timedelta(hours=1))], refresh_before=T0)
+    assert summary.imported == 1 and summary.unchanged == 0
+
+
+def test_when_stored_findings_cannot_be_read_everything_is_imported() -> None:
+    client = boto3.client("securityhub", region_name=REGION)
+    with Stubber(client) as stub:
+        for _ in range(5):  # throttled on every attempt
+            stub.add_client_error("get_findings", "TooManyRequestsException", "slow down")
+        stub.add_response(
+            "batch_import_findings", {"FailedCount": 0, "SuccessCount": 2, "FailedFindings": []}
+        )
+        summary = publisher(client).publish([finding(1), finding(2)], refresh_before=T0)
+        stub.assert_no_pending_responses()
+    assert summary.ok and summary.imported == 2  # dearer, but no finding is lost
+
+
+def test_an_hourly_drift_scan_stops_re_importing_a_quiet_account(aws, hub) -> None:
+    ec2 = aws.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    ec2.run_instances(ImageId="ami-12345678", MinCount=30, MaxCount=30, SubnetId=subnet)
+    times = iter([T0, T0 + timedelta(hours=1)])
+
+    def scan() -> dict[str, int]:
+        counter = CallCounter(aws)
+        clients = AwsClients(session=aws, region=REGION)  # new clients see the counter
+        guardrail = Guardrail(
+            clients, Settings(), account_id=ACCOUNT, publisher=FindingPublisher(clients.securityhub),
+            clock=lambda: now,
+        )  # fmt: skip
+        report = guardrail.run()
+        assert report.published.ok
+        calls = counter.by_operation()
+        calls["unchanged"] = report.published.unchanged
+        return calls
+
+    now = next(times)
+    first = scan()
+    now = next(times)
+    second = scan()
+    assert first["securityhub:BatchImportFindings"] == 1 and first["unchanged"] == 0
+    assert "securityhub:BatchImportFindings" not in second and second["unchanged"] > 60
