@@ -44,6 +44,7 @@ REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 INSIGHT_SCOPES = ("account", "organization")
+MAX_FINDING_REFRESH_DAYS = 60  # the engine's own bound (GUARDRAIL_FINDING_REFRESH_DAYS)
 
 
 class ConfigError(ValueError):
@@ -124,6 +125,11 @@ class GuardrailConfig:
         default=(), metadata={"key": "equivalentPolicyArns", "parse": _list}
     )
     publish: bool = field(default=True, metadata={"key": "publishFindings", "parse": _bool})
+    # A full scan re-imports an unchanged finding only once it is this many days old (Security Hub
+    # bills every imported finding and deletes findings not updated for 90 days); 0 = every scan.
+    finding_refresh_days: int = field(
+        default=7, metadata={"key": "findingRefreshDays", "parse": _int}
+    )
     notification_email: str = field(
         default="", metadata={"key": "notificationEmail", "parse": _str}
     )
@@ -211,6 +217,11 @@ class GuardrailConfig:
                 raise ConfigError(
                     f"context {key!r} must be 0 (no reservation) or a positive number"
                 )
+        if not 0 <= self.finding_refresh_days <= MAX_FINDING_REFRESH_DAYS:
+            raise ConfigError(
+                f"context 'findingRefreshDays' must be 0 (every scan) to "
+                f"{MAX_FINDING_REFRESH_DAYS}: Security Hub deletes findings not updated for 90 days"
+            )
         if self.insight_scope not in INSIGHT_SCOPES:
             raise ConfigError(f"context 'insightScope' must be one of {INSIGHT_SCOPES}")
 
@@ -261,5 +272,6 @@ class GuardrailConfig:
             "GUARDRAIL_MODIFY_EXISTING_ROLES": str(self.modify_existing_roles).lower(),
             "GUARDRAIL_ACCEPT_DHMC": str(self.accept_dhmc).lower(),
             "GUARDRAIL_PUBLISH": str(self.publish).lower(),
+            "GUARDRAIL_FINDING_REFRESH_DAYS": str(self.finding_refresh_days),
             "GUARDRAIL_SESSION_LOG_PREFIX": self.session_log_prefix,
         }

@@ -17,11 +17,23 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 from guardrail.controls import REGISTRY
+from guardrail.findings import PRODUCT
 
-from .functions import METRICS_NAMESPACE
+from .functions import METRICS_NAMESPACE, SERVICE_NAME
 
-GENERATOR_PREFIX = "ssm-guardrail/"
+# Every finding the engine builds has GeneratorId "<PRODUCT>/<control id>" (guardrail.findings).
+GENERATOR_PREFIX = f"{PRODUCT}/"
 METRIC_PERIOD = Duration.minutes(5)
+
+# The Powertools metrics the Lambdas emit (lambdas/guardrail/runtime.py record_metrics and
+# lambdas/handlers/*.py), with the dimension names each carries: Powertools adds `service`
+# (POWERTOOLS_SERVICE_NAME) to every metric, record_metrics adds `control` to the per-control
+# counts. tests/infra/test_dashboard.py runs that code and holds the dashboard to it.
+CONTROL_DIMENSIONS = ("control", "service")
+SERVICE_DIMENSIONS = ("service",)
+PER_CONTROL_METRICS = ("FindingsFailed", "FindingsPassed", "FixesApplied", "FixesFailed")
+ERROR_METRICS = ("PublishErrors", "EventsDropped")
+EVENT_METRICS = ("EventsEvaluated", "EventsIgnored", "EventsDropped", "EventsRetried")
 
 StringFilter = securityhub.CfnInsight.StringFilterProperty
 
@@ -92,14 +104,26 @@ class FindingInsights(Construct):
         }
 
 
-def _search(metric: str, label: str) -> cw.MathExpression:
-    """All series of a Powertools metric, whatever dimensions (service, control) it carries."""
+def _search(metric: str, dimensions: tuple[str, ...], label: str) -> cw.MathExpression:
+    """Every series of one Powertools metric with exactly these dimension names (a schema-bound
+    CloudWatch SEARCH), limited to this service; one line per `control` where it has one."""
+    schema = ",".join((METRICS_NAMESPACE, *dimensions))
     return cw.MathExpression(
-        expression=f"SEARCH('Namespace=\"{METRICS_NAMESPACE}\" MetricName=\"{metric}\"', 'Sum', 300)",
+        expression=f'SEARCH(\'{{{schema}}} service="{SERVICE_NAME}" MetricName="{metric}"\', '
+        f"'Sum', {int(METRIC_PERIOD.to_seconds())})",
         label=label,
         using_metrics={},
         period=METRIC_PERIOD,
     )
+
+
+def _per_control(metric: str) -> cw.MathExpression:
+    # Dynamic label: the control id of each series the search returns.
+    return _search(metric, CONTROL_DIMENSIONS, "${PROP('Dim.control')}")
+
+
+def _per_service(metric: str) -> cw.MathExpression:
+    return _search(metric, SERVICE_DIMENSIONS, metric)
 
 
 class OperationsDashboard(Construct):
@@ -138,26 +162,18 @@ class OperationsDashboard(Construct):
                 height=2,
             )
         )
-        self.dashboard.add_widgets(
-            cw.GraphWidget(
-                title="Findings failed (per control)",
-                left=[_search("FindingsFailed", "")],
-                width=12,
-            ),
-            cw.GraphWidget(
-                title="Findings passed (per control)",
-                left=[_search("FindingsPassed", "")],
-                width=12,
-            ),
-        )
-        self.dashboard.add_widgets(
-            cw.GraphWidget(
-                title="Fixes applied (per control)", left=[_search("FixesApplied", "")], width=12
-            ),
-            cw.GraphWidget(
-                title="Fixes failed (per control)", left=[_search("FixesFailed", "")], width=12
-            ),
-        )
+        titles = {
+            "FindingsFailed": "Findings failed (per control)",
+            "FindingsPassed": "Findings passed (per control)",
+            "FixesApplied": "Fixes applied (per control)",
+            "FixesFailed": "Fixes failed (per control)",
+        }
+        graphs = [
+            cw.GraphWidget(title=titles[m], left=[_per_control(m)], width=12)
+            for m in PER_CONTROL_METRICS
+        ]
+        self.dashboard.add_widgets(*graphs[:2])
+        self.dashboard.add_widgets(*graphs[2:])
         self.dashboard.add_widgets(
             cw.GraphWidget(
                 title="Lambda errors and guardrail errors",
@@ -165,7 +181,7 @@ class OperationsDashboard(Construct):
                     f.metric_errors(label=f"{n} errors", period=METRIC_PERIOD)
                     for n, f in functions.items()
                 ]
-                + [_search("PublishErrors", ""), _search("EventsDropped", "")],
+                + [_per_service(m) for m in ERROR_METRICS],
                 width=12,
             ),
             cw.GraphWidget(
@@ -190,7 +206,14 @@ class OperationsDashboard(Construct):
                 ],
                 width=12,
             ),
-            cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=12),
+            cw.GraphWidget(
+                title="On-change events (evaluated, ignored, dropped, retried)",
+                left=[_per_service(m) for m in EVENT_METRICS],
+                width=12,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24)
         )
 
     def _alarm(self, construct_id: str, metric: cw.IMetric, description: str) -> cw.Alarm:

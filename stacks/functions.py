@@ -13,6 +13,7 @@ from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
+from guardrail.findings import product_arn as finding_product_arn
 from guardrail.settings import ENV
 
 from . import iam as generated
@@ -45,9 +46,10 @@ WILDCARD_REASONS = {
         "the ARN is limited to this account and region and nothing else."
     ),
     f"{_EC2}:security-group-rule/*": (
-        "ec2:CreateTags on security-group rules, only at creation (condition ec2:CreateAction = "
-        "AuthorizeSecurityGroupIngress), to label the rules the fix re-adds with the rule they "
-        "replace."
+        "The security-group rules the SSH fix re-adds exist only once AuthorizeSecurityGroupIngress "
+        "creates them, so their ids cannot be named; ec2:CreateTags there is allowed only at "
+        "creation (condition ec2:CreateAction = AuthorizeSecurityGroupIngress) to label each new "
+        "rule with the rule it replaces."
     ),
     f"{_EC2}:instance/*": (
         "ec2:AssociateIamInstanceProfile on an instance that has no profile: any instance in "
@@ -128,10 +130,8 @@ class GuardrailFunctions(Construct):
         )
         self.code = lambda_.Code.from_asset(str(LAMBDAS_DIR), exclude=ASSET_EXCLUDES)
 
-        account = Aws.ACCOUNT_ID
-        product_arn = (
-            f"arn:{Aws.PARTITION}:securityhub:{Aws.REGION}:{account}:product/{account}/default"
-        )
+        # The ProductArn the engine puts on every finding (and BatchImportFindings is scoped to).
+        product_arn = finding_product_arn(Aws.PARTITION, Aws.REGION, Aws.ACCOUNT_ID)
         self.placeholders = {
             "partition": Aws.PARTITION,
             "region": Aws.REGION,

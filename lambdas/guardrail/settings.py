@@ -77,7 +77,9 @@ class Settings:
                     f"GUARDRAIL_CONTROL_MODES: {control}={mode!r}; mode must be one of {MODES}"
                 )
         if not 0 <= self.finding_refresh_days <= 60:
-            raise SettingsError("GUARDRAIL_FINDING_REFRESH_DAYS must be a whole number from 0 to 60")
+            raise SettingsError(
+                "GUARDRAIL_FINDING_REFRESH_DAYS must be a whole number from 0 to 60"
+            )
         if self.session_log_kms_key and not self.session_log_kms_key.startswith("arn:"):
             raise SettingsError("GUARDRAIL_SESSION_LOG_KMS_KEY must be a key ARN")
 

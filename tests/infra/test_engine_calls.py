@@ -25,14 +25,6 @@ pytestmark = pytest.mark.infra
 
 ENGINE_SOURCES = [ROOT / "lambdas" / "guardrail", ROOT / "lambdas" / "handlers"]
 
-# Calls the engine makes today without declaring them. Each is an AccessDenied in a real account;
-# the fix belongs in lambdas/ (declare the action). Remove the entry once it is declared: the
-# strict xfail then turns into a failure that says so.
-UNDECLARED_IN_ENGINE = {
-    "ec2:DescribeNetworkInterfaces": "reader._instances: instances behind a changed security group",
-    "ec2:DescribeIamInstanceProfileAssociations": "reader._instances_with_profile_names",
-}
-
 
 def _boto3_operations() -> dict[str, set[str]]:
     """boto3 method name -> IAM actions, for the services AwsClients builds clients for."""
@@ -99,20 +91,7 @@ def test_the_source_scan_finds_the_calls_we_know_of() -> None:
     } <= set(CALLS)
 
 
-@pytest.mark.parametrize(
-    "action",
-    [
-        pytest.param(
-            action,
-            marks=pytest.mark.xfail(
-                strict=True, reason=f"not declared in lambdas/: {UNDECLARED_IN_ENGINE[action]}"
-            ),
-        )
-        if action in UNDECLARED_IN_ENGINE
-        else action
-        for action in sorted(CALLS)
-    ],
-)
+@pytest.mark.parametrize("action", sorted(CALLS))
 def test_every_call_the_engine_makes_is_granted_to_both_lambdas(synth: Synth, action: str) -> None:
     granted = _granted(synth)
     assert len(granted) == 2
@@ -160,12 +139,6 @@ def test_tag_on_create_may_tag_only_new_security_group_rules(synth: Synth) -> No
         }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lambdas/guardrail/controls/ssh_open.py declares AuthorizeSecurityGroupIngress on "
-    "security-group/* only; with TagSpecifications EC2 also authorizes it on the new "
-    "security-group-rule (Service Authorization Reference), so the tagged re-add is denied",
-)
 def test_tagged_authorize_is_allowed_on_the_rules_it_creates(synth: Synth) -> None:
     assert _fix_tags_rules_on_create()
     resources = [

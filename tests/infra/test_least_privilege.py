@@ -230,9 +230,14 @@ def test_mutating_actions_are_scoped_as_the_issue_requires(synth: Synth) -> None
             PSEUDO["AWS::Partition"], PSEUDO["AWS::Region"], PSEUDO["AWS::AccountId"]
         )
 
-        for action in ("ec2:RevokeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupIngress"):
-            (s,) = by_action[action]
-            assert s["Resource"]["Fn::Join"][1][-1] == ":security-group/*"
+        # Security groups of this region only; Authorize also on the rules it creates (tagging
+        # them on create makes EC2 authorize the call on the new security-group-rule too).
+        (revoke,) = by_action["ec2:RevokeSecurityGroupIngress"]
+        assert revoke["Resource"]["Fn::Join"][1][-1] == ":security-group/*"
+        authorize = sorted(
+            s["Resource"]["Fn::Join"][1][-1] for s in by_action["ec2:AuthorizeSecurityGroupIngress"]
+        )
+        assert authorize == [":security-group-rule/*", ":security-group/*"]
 
 
 def test_each_lambda_has_its_own_role_and_writes_only_its_own_log_group(synth: Synth) -> None:

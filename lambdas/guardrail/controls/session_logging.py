@@ -147,7 +147,13 @@ class SessionLogging:
         "https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-logging.html"
     )
     read_permissions = (
-        Permission(("ssm:GetDocument", "ssm:DescribeDocument"), why="the region's preferences"),
+        Permission(
+            ("ssm:GetDocument", "ssm:DescribeDocument"),
+            resources=(
+                f"arn:{{partition}}:ssm:{{region}}:{{account}}:document/{SESSION_DOCUMENT}",
+            ),
+            why="the region's preferences",
+        ),
         Permission(
             ("iam:SimulatePrincipalPolicy",),
             resources=("arn:{partition}:iam::{account}:role/*",),

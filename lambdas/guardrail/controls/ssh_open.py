@@ -138,11 +138,17 @@ class SshOpenToInternet:
                 "ec2:DescribeInstances",
                 "ec2:DescribeSecurityGroups",
                 "ec2:DescribeSecurityGroupRules",
+                "ec2:DescribeNetworkInterfaces",
             ),
             why="instances, their network interfaces' groups, and the groups' rules",
         ),
     )
     fix_permissions = (
+        Permission(
+            ("ec2:AuthorizeSecurityGroupIngress",),
+            resources=("arn:{partition}:ec2:{region}:{account}:security-group-rule/*",),
+            why="with TagSpecifications EC2 also authorizes the call on the rules it creates",
+        ),
         Permission(
             ("ec2:RevokeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupIngress"),
             resources=("arn:{partition}:ec2:{region}:{account}:security-group/*",),

@@ -59,12 +59,18 @@ class SsmInstanceRole:
     recommendation_url = "https://docs.aws.amazon.com/systems-manager/latest/userguide/setup-instance-permissions.html"
     read_permissions = (
         Permission(
-            (
-                "iam:GetInstanceProfile",
-                "iam:ListAttachedRolePolicies",
-                "iam:ListInstanceProfilesForRole",
-            ),
-            why="each distinct instance profile and role, once",
+            ("iam:GetInstanceProfile",),
+            resources=("arn:{partition}:iam::{account}:instance-profile/*",),
+            why="each distinct instance profile, once",
+        ),
+        Permission(
+            ("iam:ListAttachedRolePolicies", "iam:ListInstanceProfilesForRole"),
+            resources=("arn:{partition}:iam::{account}:role/*",),
+            why="each distinct role's policies; the profiles of a role an IAM event names",
+        ),
+        Permission(
+            ("ec2:DescribeIamInstanceProfileAssociations",),
+            why="instances of a profile an IAM event names (it may be deleted already)",
         ),
         Permission(("ssm:DescribeInstanceInformation",), why="managed-instance status (DHMC)"),
     )
