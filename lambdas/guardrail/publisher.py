@@ -26,6 +26,7 @@ MAX_FINDINGS_PER_CALL = 100  # BatchImportFindings and BatchUpdateFindings alike
 MAX_FINDING_BYTES = 240 * 1024
 MAX_CALL_BYTES = 6 * 1024 * 1024 - 64 * 1024  # headroom for the request envelope
 CALLS_PER_SECOND = 10  # Security Hub allows 10 TPS (burst 30) per API; we stay under 10 overall
+READS_PER_SECOND = 3  # GetFindings alone allows 3 TPS (burst 6)
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 10.0
 THROTTLING = frozenset(
@@ -180,6 +181,7 @@ class FindingPublisher:
         self._client = client
         self._sleep = sleep
         self._limiter = RateLimiter(CALLS_PER_SECOND, 1.0, sleep, monotonic)
+        self._read_limiter = RateLimiter(READS_PER_SECOND, 1.0, sleep, monotonic)
         self._max_attempts = max(1, max_attempts)
 
     def publish(
@@ -264,6 +266,7 @@ class FindingPublisher:
             params: dict[str, Any] = {"Filters": filters, "MaxResults": MAX_FINDINGS_PER_CALL}
             if token:
                 params["NextToken"] = token
+            self._read_limiter.acquire()
             response = self._call_retrying(run, "get_findings", params)
             for f in response.get("Findings", []):
                 found[f["Id"]] = StoredFinding(

@@ -34,8 +34,18 @@ def finding(n: int, status: Status = Status.FAILED, at: datetime = T0) -> dict[s
     return build_finding(result, SSH_OPEN, generated_at=at)
 
 
-def no_sleep(_seconds: float) -> None:
-    return None
+class Clock:
+    """sleep advances monotonic: pacing is exercised, nobody waits."""
+
+    def __init__(self) -> None:
+        self.now, self.slept = 0.0, 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
 
 
 @pytest.fixture
@@ -45,8 +55,9 @@ def hub(aws):
     return client
 
 
-def publisher(client: Any) -> FindingPublisher:
-    return FindingPublisher(client, sleep=no_sleep)
+def publisher(client: Any, clock: Clock | None = None) -> FindingPublisher:
+    clock = clock or Clock()
+    return FindingPublisher(client, sleep=clock.sleep, monotonic=clock.monotonic)
 
 
 def stored(client: Any) -> dict[str, dict[str, Any]]:
@@ -157,3 +168,13 @@ def test_an_hourly_drift_scan_stops_re_importing_a_quiet_account(aws, hub) -> No
     second = scan()
     assert first["securityhub:BatchImportFindings"] == 1 and first["unchanged"] == 0
     assert "securityhub:BatchImportFindings" not in second and second["unchanged"] > 60
+
+
+def test_reading_stored_findings_keeps_to_getfindings_3_calls_a_second(hub) -> None:
+    publisher(hub).publish([finding(n) for n in range(700)])  # 7 pages to read back
+    clock = Clock()
+    summary = publisher(hub, clock).publish(
+        [finding(n, at=T0 + timedelta(hours=1)) for n in range(700)], refresh_before=T0
+    )
+    assert summary.unchanged == 700 and summary.calls == 7
+    assert clock.slept >= 2.0  # 7 reads at 3 a second: two full waits
