@@ -28,9 +28,9 @@ It also corrects moto behaviours the guardrail's results depend on (documented A
 - ``ReplaceIamInstanceProfileAssociation`` now shows in DescribeInstances' ``IamInstanceProfile``.
 - ``RunInstances`` with ``IamInstanceProfile`` and a count above one gives the profile to every
   instance launched (moto associated it with the first one only).
-- ``DescribeInstances`` accepts the ``iam-instance-profile.arn`` filter (moto raised
-  NotImplementedError), matching the ARN of the profile currently associated, with EC2's ``*``
-  and ``?`` wildcards.
+- ``DescribeInstances`` accepts the ``iam-instance-profile.arn`` filter (the profile currently
+  associated) and ``network-interface.group-id`` (a group on any of the instance's interfaces),
+  with EC2's ``*`` and ``?`` wildcards; moto raised NotImplementedError for both.
 """
 
 from __future__ import annotations
@@ -640,18 +640,33 @@ def _ec2_replace_profile_association(original: Any) -> Any:
     return replace_iam_instance_profile_association
 
 
-PROFILE_ARN_FILTER = "iam-instance-profile.arn"
+def _profile_arns(instance: Any) -> list[str]:
+    arn = (getattr(instance, "iam_instance_profile", None) or {}).get("Arn")
+    return [arn] if arn else []
+
+
+def _interface_group_ids(instance: Any) -> list[str]:
+    nics = getattr(instance, "nics", {}) or {}
+    return sorted({g.id for nic in nics.values() for g in nic.group_set})
+
+
+# DescribeInstances filters moto lacks: name → the instance's values (EC2 wildcards apply).
+INSTANCE_FILTERS: dict[str, Callable[[Any], list[str]]] = {
+    "iam-instance-profile.arn": _profile_arns,
+    "network-interface.group-id": _interface_group_ids,
+}
 
 
 def _ec2_instance_filters(original: Any) -> Any:
     def passes_filter_dict(instance: Any, filter_dict: dict[str, Any]) -> bool:
-        patterns = filter_dict.get(PROFILE_ARN_FILTER)
-        if patterns is None:
-            return bool(original(instance, filter_dict))
-        arn = (getattr(instance, "iam_instance_profile", None) or {}).get("Arn")
-        if not arn or not any(fnmatch.fnmatchcase(arn, p) for p in patterns):
-            return False
-        rest = {k: v for k, v in filter_dict.items() if k != PROFILE_ARN_FILTER}
+        for name, values_of in INSTANCE_FILTERS.items():
+            patterns = filter_dict.get(name)
+            if patterns is None:
+                continue
+            values = values_of(instance)
+            if not any(fnmatch.fnmatchcase(v, p) for v in values for p in patterns):
+                return False
+        rest = {k: v for k, v in filter_dict.items() if k not in INSTANCE_FILTERS}
         return bool(original(instance, rest))
 
     passes_filter_dict.__wrapped__ = original  # type: ignore[attr-defined]

@@ -150,17 +150,6 @@ class SnapshotReader:
             raws = pages(ec2, "describe_instances", "Reservations", MaxResults=1000)
             return self._collect(raws)
         ids = set(scope.instance_ids)
-        if scope.group_ids:
-            # Instances by a group on *any* interface: the interfaces carry the groups.
-            for batch in chunks(scope.group_ids, FILTER_VALUES):
-                for eni in pages(
-                    ec2,
-                    "describe_network_interfaces",
-                    "NetworkInterfaces",
-                    Filters=[{"Name": "group-id", "Values": batch}],
-                ):
-                    if eni.get("Attachment", {}).get("InstanceId"):
-                        ids.add(eni["Attachment"]["InstanceId"])
         # Instances whose profile carries a role: by profile ARN, exactly, in DescribeInstances.
         profile_arns = self._profiles_of_roles(scope.role_names)
         listed = {arn.rsplit("/", 1)[-1] for arn in profile_arns}
@@ -168,6 +157,10 @@ class SnapshotReader:
             ids |= self._instances_with_profile_names(set(scope.profile_names) - listed)
         found: dict[str, Instance] = {}
         batches = [("instance-id", batch) for batch in chunks(ids, FILTER_VALUES)]
+        # Instances with a group on *any* interface (the top-level SecurityGroups is the primary's).
+        batches += [
+            ("network-interface.group-id", b) for b in chunks(scope.group_ids, FILTER_VALUES)
+        ]
         batches += [("iam-instance-profile.arn", b) for b in chunks(profile_arns, FILTER_VALUES)]
         for name, batch in batches:
             # Filters, not InstanceIds=: one deleted instance must not fail the whole call.

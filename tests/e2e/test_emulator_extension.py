@@ -550,3 +550,30 @@ def test_describe_instances_filters_by_the_associated_profile_arn(
     )["IamInstanceProfileAssociations"][0]["AssociationId"]
     build.ec2.disassociate_iam_instance_profile(AssociationId=association)
     assert by_arn(arn) == [web[1]]
+
+
+def test_describe_instances_filters_by_a_group_on_any_interface(emulated, build):
+    vpc = build.ec2.describe_subnets(SubnetIds=[build.subnet])["Subnets"][0]["VpcId"]
+    secondary = build.ec2.create_security_group(GroupName="eni-only", Description="d", VpcId=vpc)[
+        "GroupId"
+    ]
+    plain, dual = build.instances(2)
+    eni = build.ec2.create_network_interface(SubnetId=build.subnet, Groups=[secondary])[
+        "NetworkInterface"
+    ]["NetworkInterfaceId"]
+    build.ec2.attach_network_interface(NetworkInterfaceId=eni, InstanceId=dual, DeviceIndex=1)
+
+    def by_group(*groups: str) -> list[str]:
+        reservations = build.ec2.describe_instances(
+            Filters=[{"Name": "network-interface.group-id", "Values": list(groups)}]
+        )["Reservations"]
+        return sorted(i["InstanceId"] for r in reservations for i in r["Instances"])
+
+    assert by_group(secondary) == [dual]  # only on the second interface
+    assert by_group("sg-00000000000000000") == []
+    primary = build.ec2.create_security_group(GroupName="primary", Description="d", VpcId=vpc)[
+        "GroupId"
+    ]
+    build.ec2.modify_instance_attribute(InstanceId=plain, Groups=[primary])
+    assert by_group(primary) == [plain]
+    assert by_group(primary, secondary) == sorted([dual, plain])  # values of a filter are ORed

@@ -924,7 +924,7 @@ def test_throttled_read_raises_so_eventbridge_retries(world):
     bad = world.group("ops")
     world.launch(groups=[bad])
     guardrail = world.guardrail(fresh=True)
-    throttle(guardrail, "ec2.DescribeNetworkInterfaces")
+    throttle(guardrail, "ec2.DescribeInstances")
     with pytest.raises(ClientError, match="Throttling"):
         on_change.handle(
             world.event("authorize_ingress_ip_permissions", {SG: bad}),

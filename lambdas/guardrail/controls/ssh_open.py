@@ -138,7 +138,6 @@ class SshOpenToInternet:
                 "ec2:DescribeInstances",
                 "ec2:DescribeSecurityGroups",
                 "ec2:DescribeSecurityGroupRules",
-                "ec2:DescribeNetworkInterfaces",
             ),
             why="instances, their network interfaces' groups, and the groups' rules",
         ),
