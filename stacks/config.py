@@ -121,6 +121,9 @@ class GuardrailConfig:
         default=True, metadata={"key": "modifyExistingRoles", "parse": _bool}
     )
     accept_dhmc: bool = field(default=False, metadata={"key": "acceptDhmc", "parse": _bool})
+    ssh_require_ssm_online: bool = field(
+        default=False, metadata={"key": "sshRequireSsmOnline", "parse": _bool}
+    )
     equivalent_policy_arns: tuple[str, ...] = field(
         default=(), metadata={"key": "equivalentPolicyArns", "parse": _list}
     )
@@ -271,6 +274,7 @@ class GuardrailConfig:
             "GUARDRAIL_EQUIVALENT_POLICY_ARNS": ",".join(self.equivalent_policy_arns),
             "GUARDRAIL_MODIFY_EXISTING_ROLES": str(self.modify_existing_roles).lower(),
             "GUARDRAIL_ACCEPT_DHMC": str(self.accept_dhmc).lower(),
+            "GUARDRAIL_SSH_REQUIRE_SSM_ONLINE": str(self.ssh_require_ssm_online).lower(),
             "GUARDRAIL_PUBLISH": str(self.publish).lower(),
             "GUARDRAIL_FINDING_REFRESH_DAYS": str(self.finding_refresh_days),
             "GUARDRAIL_SESSION_LOG_PREFIX": self.session_log_prefix,

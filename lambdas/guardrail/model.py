@@ -179,6 +179,8 @@ class AccountSnapshot:
     delivery_target: Mapping[str, str] = field(
         default_factory=dict
     )  # bucket/prefix/log_group/kms_key
+    # Not evaluated: other instances behind a group the SSH fix may close (the lockout guard).
+    bystanders: Mapping[str, Instance] = field(default_factory=dict)
 
     def evaluated_instances(self) -> list[Instance]:
         return [i for i in self.instances.values() if i.evaluated]

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from .controls.base import error_code
 from .controls.session_logging import delivery_requirements, delivery_target
+from .controls.ssh_open import admits_internet_ssh, ssh_exposed_running
 from .controls.ssm_role import role_problem
 from .model import (
     SESSION_DOCUMENT,
@@ -115,15 +116,21 @@ class SnapshotReader:
         if ROLE in controls or LOGGING in controls:
             profiles, roles = self._iam({i.profile_arn for i in evaluated if i.profile_arn})
             snapshot = replace(snapshot, instance_profiles=profiles, roles=roles)
+        # Systems Manager's view of instances, only where a setting makes it matter: DHMC for
+        # profile-less instances, and the SSH lockout guard for running instances behind a group
+        # that admits internet SSH.
+        asked: set[str] = set()
         if ROLE in controls and self.settings.accept_dhmc:
-            # Systems Manager's view only matters where settings accept DHMC for profile-less
-            # instances; otherwise the check needs nothing from it.
-            unmanaged = [
+            asked |= {
                 i.instance_id
                 for i in evaluated
                 if role_problem(i, snapshot, self.settings) == "no_profile"
-            ]
-            snapshot = replace(snapshot, managed_instances=self._managed(unmanaged))
+            }
+        if SSH in controls and self.settings.ssh_require_ssm_online:
+            snapshot = replace(snapshot, bystanders=self._bystanders(scope, snapshot))
+            asked |= {i.instance_id for i in ssh_exposed_running(snapshot)}
+        if asked:
+            snapshot = replace(snapshot, managed_instances=self._managed(sorted(asked)))
         if LOGGING in controls and (
             scope.full
             or scope.preferences
@@ -143,6 +150,21 @@ class SnapshotReader:
         return snapshot
 
     # --- EC2 -------------------------------------------------------------------------------
+
+    def _bystanders(self, scope: Scope, snapshot: AccountSnapshot) -> dict[str, Instance]:
+        """In a targeted read, the other instances behind groups that admit internet SSH: closing
+        the group cuts them off too. (A full read, or one by group, already has them all.)"""
+        if scope.full:
+            return {}
+        missing = {
+            gid
+            for gid, group in snapshot.security_groups.items()
+            if gid not in scope.group_ids and any(admits_internet_ssh(r) for r in group.ingress)
+        }
+        if not missing:
+            return {}
+        found = self._instances(Scope(group_ids=frozenset(missing)))
+        return {iid: i for iid, i in found.items() if iid not in snapshot.instances}
 
     def _instances(self, scope: Scope) -> dict[str, Instance]:
         ec2 = self.clients.ec2
@@ -181,6 +203,7 @@ class SnapshotReader:
     def _profiles_of_roles(self, role_names: Iterable[str]) -> set[str]:
         """ARNs of the instance profiles that carry these roles (kept, with their roles, so the
         IAM read does not ask for them again)."""
+        arns: set[str] = set()
         for role in sorted(role_names):
             try:
                 for profile in pages(
@@ -190,10 +213,11 @@ class SnapshotReader:
                     RoleName=role,
                 ):
                     self._listed_profiles[profile["Arn"]] = profile
+                    arns.add(profile["Arn"])
             except ClientError as error:
                 if error_code(error) != "NoSuchEntity":
                     raise
-        return set(self._listed_profiles)
+        return arns
 
     def _instances_with_profile_names(self, names: set[str]) -> set[str]:
         """Instances associated with profiles known only by name (one may be deleted already, so

@@ -32,6 +32,7 @@ ENV = {
     "GUARDRAIL_ACTOR_ARNS": "actor_arns",
     "GUARDRAIL_REGIONS": "regions",
     "GUARDRAIL_FINDING_REFRESH_DAYS": "finding_refresh_days",
+    "GUARDRAIL_SSH_REQUIRE_SSM_ONLINE": "ssh_require_ssm_online",
 }
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -67,6 +68,9 @@ class Settings:
     # A full scan re-imports an unchanged finding only once it is this old (Security Hub bills
     # every imported finding and deletes those not updated for 90 days); 0 = every scan.
     finding_refresh_days: int = 7
+    # Leave internet SSH open on a group while a running instance behind it is not Online in
+    # Systems Manager (closing it would leave no way in); the fix is SKIPPED with the reason.
+    ssh_require_ssm_online: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -154,3 +154,61 @@ def test_rule_revoked_meanwhile_counts_as_done(account, clients):
     (record,) = SSH_OPEN.remediate(failed, snapshot, FixContext(clients, Settings(mode="enforce")))
     assert record.outcome is Outcome.ALREADY_COMPLIANT and record.reason == "rule already revoked"
     assert account.ingress(gid) == []
+
+
+# --- GUARDRAIL_SSH_REQUIRE_SSM_ONLINE: never close the only way in ---------------------------
+# The emulator reports an instance Online in Systems Manager when it runs with a role that
+# carries AmazonSSMManagedInstanceCore (emulator/extension.py).
+
+
+def guarded_group(account):
+    from .conftest import CORE
+
+    account.role("core", CORE, profile="core")
+    gid = account.group(perm("tcp", 22, 22))
+    reachable = account.instance([gid], profile="core")
+    return gid, reachable
+
+
+def test_guard_leaves_ssh_open_while_a_running_instance_has_no_session_manager(
+    managed_policies, account, clients
+):
+    gid, _ = guarded_group(account)
+    stranded = account.instance([gid])  # no profile: SSH is its only way in
+    before = account.ingress(gid)
+    report = account.run(clients, "enforce", [SSH], ssh_require_ssm_online=True)
+    (fix,) = report.fixes
+    assert fix.outcome is Outcome.SKIPPED and f"would lock out {stranded}" in fix.reason
+    assert account.ingress(gid) == before
+    assert {e.result.resource_id for e in report.left_failed} >= {gid, stranded}
+
+
+def test_guard_closes_ssh_when_every_running_instance_is_reachable(
+    managed_policies, account, clients
+):
+    gid, _ = guarded_group(account)
+    stopped = account.instance([gid])
+    account.ec2.stop_instances(InstanceIds=[stopped])  # nobody is connected to a stopped one
+    report = account.run(clients, "enforce", [SSH], ssh_require_ssm_online=True)
+    (fix,) = report.fixes
+    assert fix.outcome is Outcome.APPLIED and account.ingress(gid) == []
+
+
+def test_guard_sees_instances_outside_a_targeted_scope(managed_policies, account, clients):
+    from guardrail.scope import Scope
+
+    gid, reachable = guarded_group(account)
+    stranded = account.instance([gid])
+    # An event about the reachable instance alone still must not cut the other one off.
+    scope = Scope(instance_ids=frozenset({reachable}))
+    report = account.run(clients, "enforce", [SSH], scope=scope, ssh_require_ssm_online=True)
+    (fix,) = report.fixes
+    assert fix.outcome is Outcome.SKIPPED and stranded in fix.reason
+    assert [
+        e.result.resource_id
+        for e in report.evaluations
+        if e.result.resource_type.value == "AwsEc2Instance"
+    ] == [reachable]
+    # Without the guard (the default) the same event closes the group.
+    report = account.run(clients, "enforce", [SSH], scope=scope)
+    assert report.fixes[0].outcome is Outcome.APPLIED and account.ingress(gid) == []

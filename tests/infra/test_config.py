@@ -82,6 +82,7 @@ def test_the_stack_defaults_are_the_engine_defaults() -> None:
         "equivalent_policy_arns",
         "modify_existing_roles",
         "accept_dhmc",
+        "ssh_require_ssm_online",
         "publish",
         "finding_refresh_days",
         "session_log_prefix",

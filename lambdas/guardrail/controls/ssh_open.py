@@ -18,6 +18,7 @@ from ..model import (
     INTERNET_CIDRS,
     AccountSnapshot,
     FixRecord,
+    Instance,
     Outcome,
     ResourceType,
     Result,
@@ -48,6 +49,23 @@ def admits_internet_ssh(rule: SecurityGroupRule) -> bool:
     low = 0 if rule.from_port is None or rule.from_port < 0 else rule.from_port
     high = 65535 if rule.to_port is None or rule.to_port < 0 else rule.to_port
     return low <= SSH_PORT <= high
+
+
+def ssh_exposed_running(snapshot: AccountSnapshot, group_id: str | None = None) -> list[Instance]:
+    """Running instances behind a group (`group_id`, or any) that admits internet SSH."""
+    groups = [group_id] if group_id else list(snapshot.security_groups)
+    open_groups = {
+        gid
+        for gid in groups
+        if (g := snapshot.security_groups.get(gid))
+        and any(admits_internet_ssh(r) for r in g.ingress)
+    }
+    everyone = {**snapshot.bystanders, **snapshot.instances}
+    return [
+        i
+        for i in everyone.values()
+        if i.state == "running" and open_groups.intersection(i.security_group_ids)
+    ]
 
 
 @dataclass(frozen=True)
@@ -261,9 +279,34 @@ class SshOpenToInternet:
             if group is None:
                 continue
             rules = [r for r in group.ingress if admits_internet_ssh(r)]
-            record = self._close(group, rules, ctx.clients.ec2)
+            unreachable = (
+                self._unreachable(snapshot, gid) if ctx.settings.ssh_require_ssm_online else []
+            )
+            if unreachable:
+                record = FixRecord(
+                    self.id,
+                    gid,
+                    "revoke internet SSH",
+                    Outcome.SKIPPED,
+                    [describe_rule(r) for r in rules],
+                    None,
+                    f"would lock out {', '.join(unreachable)}: running and not Online in Systems "
+                    "Manager (GUARDRAIL_SSH_REQUIRE_SSM_ONLINE); give them a working SSM role first",
+                )
+            else:
+                record = self._close(group, rules, ctx.clients.ec2)
             records.append(replace(record, covers=(gid, *users.get(gid, ()))))
         return records
+
+    @staticmethod
+    def _unreachable(snapshot: AccountSnapshot, gid: str) -> list[str]:
+        """Running instances behind the group that Session Manager cannot reach right now."""
+        return sorted(
+            i.instance_id
+            for i in ssh_exposed_running(snapshot, gid)
+            if (m := snapshot.managed_instances.get(i.instance_id)) is None
+            or m.ping_status != "Online"
+        )
 
     def _close(self, group: SecurityGroup, rules: list[SecurityGroupRule], ec2: Any) -> FixRecord:
         """Re-add what else the rules admitted, then revoke them. Never revoke if re-adding failed."""
