@@ -58,6 +58,23 @@ class SecurityGroupRule:
     def cidr(self) -> str | None:
         return self.cidr_ipv4 or self.cidr_ipv6
 
+    @classmethod
+    def from_api(cls, raw: Mapping[str, Any]) -> SecurityGroupRule:
+        """From one DescribeSecurityGroupRules item."""
+        return cls(
+            rule_id=raw["SecurityGroupRuleId"],
+            group_id=raw["GroupId"],
+            protocol=str(raw.get("IpProtocol", "-1")),
+            from_port=raw.get("FromPort"),
+            to_port=raw.get("ToPort"),
+            cidr_ipv4=raw.get("CidrIpv4"),
+            cidr_ipv6=raw.get("CidrIpv6"),
+            prefix_list_id=raw.get("PrefixListId"),
+            referenced_group_id=(raw.get("ReferencedGroupInfo") or {}).get("GroupId"),
+            description=raw.get("Description") or None,
+            is_egress=bool(raw.get("IsEgress")),
+        )
+
 
 @dataclass(frozen=True)
 class SecurityGroup:
@@ -179,6 +196,7 @@ class AccountSnapshot:
     delivery_target: Mapping[str, str] = field(
         default_factory=dict
     )  # bucket/prefix/log_group/kms_key
+    full: bool = False  # read for the whole account-region (a drift scan), not for one event
     # Not evaluated: other instances behind a group the SSH fix may close (the lockout guard).
     bystanders: Mapping[str, Instance] = field(default_factory=dict)
 

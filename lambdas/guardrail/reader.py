@@ -79,22 +79,6 @@ def parse_instance(raw: dict[str, Any]) -> Instance:
     )
 
 
-def parse_rule(raw: dict[str, Any]) -> SecurityGroupRule:
-    return SecurityGroupRule(
-        rule_id=raw["SecurityGroupRuleId"],
-        group_id=raw["GroupId"],
-        protocol=str(raw.get("IpProtocol", "-1")),
-        from_port=raw.get("FromPort"),
-        to_port=raw.get("ToPort"),
-        cidr_ipv4=raw.get("CidrIpv4"),
-        cidr_ipv6=raw.get("CidrIpv6"),
-        prefix_list_id=raw.get("PrefixListId"),
-        referenced_group_id=(raw.get("ReferencedGroupInfo") or {}).get("GroupId"),
-        description=raw.get("Description") or None,
-        is_egress=bool(raw.get("IsEgress")),
-    )
-
-
 class SnapshotReader:
     """Reads what the checks of `controls` need for the resources of a `Scope`."""
 
@@ -108,7 +92,11 @@ class SnapshotReader:
         instances = self._instances(scope)
         evaluated = [i for i in instances.values() if i.evaluated]
         snapshot = AccountSnapshot(
-            self.account_id, self.clients.region, self.partition, instances=instances
+            self.account_id,
+            self.clients.region,
+            self.partition,
+            instances=instances,
+            full=scope.full,
         )
         if SSH in controls:
             used = {g for i in evaluated for g in i.security_group_ids}
@@ -252,7 +240,7 @@ class SnapshotReader:
             for raw in pages(
                 ec2, "describe_security_group_rules", "SecurityGroupRules", MaxResults=1000, **extra
             ):
-                rules.setdefault(raw["GroupId"], []).append(parse_rule(raw))
+                rules.setdefault(raw["GroupId"], []).append(SecurityGroupRule.from_api(raw))
         return {
             gid: SecurityGroup(
                 gid,

@@ -135,25 +135,87 @@ def test_one_failing_group_does_not_stop_the_others(account, clients):
     assert {e.result.resource_id for e in report.left_failed} >= {denied}
 
 
-def test_rule_revoked_meanwhile_counts_as_done(account, clients):
-    gid = account.group(perm("tcp", 22, 22))
-    account.instance([gid])
-    from guardrail.clients import AwsClients
-    from guardrail.controls.base import FixContext
-    from guardrail.controls.ssh_open import SSH_OPEN
+def read(clients, scope):
     from guardrail.reader import SnapshotReader
-    from guardrail.scope import Scope
     from guardrail.settings import Settings
 
-    assert isinstance(clients, AwsClients)
-    snapshot = SnapshotReader(clients, Settings(), "123456789012", "aws").read(
-        Scope.everything(), {SSH}
-    )
-    account.ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=[perm("tcp", 22, 22)])
+    return SnapshotReader(clients, Settings(), "123456789012", "aws").read(scope, {SSH})
+
+
+def fix(clients, snapshot):
+    from guardrail.controls.base import FixContext
+    from guardrail.controls.ssh_open import SSH_OPEN
+    from guardrail.settings import Settings
+
     failed = [r for r in SSH_OPEN.check(snapshot, Settings()) if r.status is Status.FAILED]
-    (record,) = SSH_OPEN.remediate(failed, snapshot, FixContext(clients, Settings(mode="enforce")))
-    assert record.outcome is Outcome.ALREADY_COMPLIANT and record.reason == "rule already revoked"
+    return SSH_OPEN.remediate(failed, snapshot, FixContext(clients, Settings(mode="enforce")))
+
+
+def test_rule_revoked_meanwhile_counts_as_done(account, clients):
+    from guardrail.scope import Scope
+
+    gid = account.group()
+    account.instance([gid])
+    for scope, reason in (
+        (Scope.everything(), "no rule admits internet SSH any more"),  # re-read before acting
+        (Scope(group_ids=frozenset({gid})), "rule already revoked"),  # an event: revoke says so
+    ):
+        account.ec2.authorize_security_group_ingress(
+            GroupId=gid, IpPermissions=[perm("tcp", 22, 22)]
+        )
+        snapshot = read(clients, scope)
+        account.ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=[perm("tcp", 22, 22)])
+        (record,) = fix(clients, snapshot)
+        assert record.outcome is Outcome.ALREADY_COMPLIANT and record.reason == reason
+        assert account.ingress(gid) == []
+
+
+def test_one_rule_gone_meanwhile_does_not_leave_the_others_open(account, clients):
+    from guardrail.scope import Scope
+
+    gid = account.group(perm("tcp", 0, 1024), perm("tcp", 22, 22, "::/0"))
+    account.instance([gid])
+    snapshot = read(clients, Scope(group_ids=frozenset({gid})))
+    # Someone revokes the wide IPv4 rule between the read and the fix.
+    account.ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=[perm("tcp", 0, 1024)])
+    (record,) = fix(clients, snapshot)
+    assert record.outcome is Outcome.APPLIED  # the ::/0 rule was revoked
+    # ...and what the guardrail re-added for the vanished rule went again: nothing widened.
     assert account.ingress(gid) == []
+
+
+def test_a_drift_scan_acts_on_the_rules_as_they_are_when_it_fixes(account, clients):
+    from guardrail.scope import Scope
+
+    gid = account.group(perm("tcp", 0, 65535))
+    account.instance([gid])
+    snapshot = read(clients, Scope.everything())
+    (rule_id,) = [
+        r["SecurityGroupRuleId"]
+        for r in account.ec2.describe_security_group_rules(
+            Filters=[{"Name": "group-id", "Values": [gid]}]
+        )["SecurityGroupRules"]
+        if not r["IsEgress"]
+    ]
+    # The owner narrows the rule to private SSH while the scan is busy with other fixes.
+    account.ec2.modify_security_group_rules(
+        GroupId=gid,
+        SecurityGroupRules=[
+            {
+                "SecurityGroupRuleId": rule_id,
+                "SecurityGroupRule": {
+                    "IpProtocol": "tcp",
+                    "FromPort": 22,
+                    "ToPort": 22,
+                    "CidrIpv4": "10.0.0.0/8",
+                },
+            }
+        ],
+    )
+    (record,) = fix(clients, snapshot)
+    assert record.outcome is Outcome.ALREADY_COMPLIANT
+    # The owner's private rule is untouched and no port was reopened to the internet.
+    assert account.ingress(gid) == [("tcp", 22, 22, "10.0.0.0/8", None)]
 
 
 # --- GUARDRAIL_SSH_REQUIRE_SSM_ONLINE: never close the only way in ---------------------------

@@ -8,8 +8,9 @@ that rule admitted, so no other port or protocol loses access.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -28,6 +29,8 @@ from ..model import (
 )
 from ..settings import Settings
 from .base import FixContext, Permission, error_code
+
+logger = logging.getLogger(__name__)
 
 SSH_PORT = 22
 ALL_TRAFFIC = ("-1", "all")
@@ -66,6 +69,14 @@ def ssh_exposed_running(snapshot: AccountSnapshot, group_id: str | None = None) 
         for i in everyone.values()
         if i.state == "running" and open_groups.intersection(i.security_group_ids)
     ]
+
+
+@dataclass
+class Readded:
+    """What the fix added for one revoked rule: new rule ids (when EC2 says) and permissions."""
+
+    rule_ids: list[str] = field(default_factory=list)
+    permissions: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -273,12 +284,15 @@ class SshOpenToInternet:
                     users.setdefault(gid, []).append(result.resource_id)
         groups = [r.resource_id for r in failed if r.resource_type is ResourceType.SECURITY_GROUP]
         groups += [g for g in users if g not in groups]
+        groups = [g for g in groups if g in snapshot.security_groups]
+        # A drift scan read the rules minutes ago (and the other fixes ran since): act on what
+        # the groups hold now, so a rule an owner changed meanwhile is never revoked or widened.
+        current = self._current_rules(ctx.clients.ec2, groups) if snapshot.full else {}
         records = []
         for gid in groups:
-            group = snapshot.security_groups.get(gid)
-            if group is None:
-                continue
-            rules = [r for r in group.ingress if admits_internet_ssh(r)]
+            group = snapshot.security_groups[gid]
+            ingress = current.get(gid, []) if snapshot.full else group.ingress
+            rules = [r for r in ingress if admits_internet_ssh(r)]
             unreachable = (
                 self._unreachable(snapshot, gid) if ctx.settings.ssh_require_ssm_online else []
             )
@@ -299,6 +313,23 @@ class SshOpenToInternet:
         return records
 
     @staticmethod
+    def _current_rules(ec2: Any, group_ids: list[str]) -> dict[str, list[SecurityGroupRule]]:
+        """Ingress rules of the groups as they are now: one paginated call per 200 groups."""
+        rules: dict[str, list[SecurityGroupRule]] = {}
+        for start in range(0, len(group_ids), 200):
+            paginator = ec2.get_paginator("describe_security_group_rules")
+            pages = paginator.paginate(
+                Filters=[{"Name": "group-id", "Values": group_ids[start : start + 200]}],
+                MaxResults=1000,
+            )
+            for page in pages:
+                for raw in page.get("SecurityGroupRules", []):
+                    rule = SecurityGroupRule.from_api(raw)
+                    if not rule.is_egress:
+                        rules.setdefault(rule.group_id, []).append(rule)
+        return rules
+
+    @staticmethod
     def _unreachable(snapshot: AccountSnapshot, gid: str) -> list[str]:
         """Running instances behind the group that Session Manager cannot reach right now."""
         return sorted(
@@ -309,101 +340,113 @@ class SshOpenToInternet:
         )
 
     def _close(self, group: SecurityGroup, rules: list[SecurityGroupRule], ec2: Any) -> FixRecord:
-        """Re-add what else the rules admitted, then revoke them. Never revoke if re-adding failed."""
+        """Re-add what else the rules admitted, then revoke them. Never revoke if re-adding failed;
+        never keep what was re-added for a rule someone else revoked meanwhile (that would widen)."""
         gid = group.group_id
         before = [describe_rule(r) for r in rules]
-        readd: list[tuple[SecurityGroupRule, list[dict[str, Any]]]] = []
+
+        def record(outcome: Outcome, after: Any, reason: str, code: str | None = None) -> FixRecord:
+            return FixRecord(
+                self.id, gid, "revoke internet SSH", outcome, before, after, reason, code
+            )
+
+        if not rules:
+            return record(Outcome.ALREADY_COMPLIANT, [], "no rule admits internet SSH any more")
+        readd: dict[str, list[dict[str, Any]]] = {}
         notes = []
         for rule in rules:
             kept, note = remaining_access(rule)
             if kept:
-                readd.append((rule, [ip_permission(rule, ports) for ports in kept]))
+                readd[rule.rule_id] = [ip_permission(rule, ports) for ports in kept]
             if note:
                 notes.append(f"{rule.rule_id}: {note}")
-        added: list[str] = []
-        for rule, rule_permissions in readd:
+        added: dict[str, Readded] = {}
+        for rule_id, rule_permissions in readd.items():
             try:
-                added += self._authorize(ec2, gid, rule, rule_permissions)
+                added[rule_id] = self._authorize(ec2, gid, rule_id, rule_permissions)
             except ClientError as error:
                 code = error_code(error)
                 if code in GROUP_GONE:
-                    return FixRecord(
-                        self.id,
-                        gid,
-                        "revoke internet SSH",
-                        Outcome.ALREADY_COMPLIANT,
-                        before,
-                        [],
-                        "security group no longer exists",
-                    )
-                return FixRecord(
-                    self.id,
-                    gid,
-                    "revoke internet SSH",
+                    return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
+                self._undo(ec2, gid, added.values())
+                return record(
                     Outcome.FAILED,
-                    before,
                     None,
                     "could not re-add the other ports; nothing was revoked",
                     code,
                 )
-        permissions = [p for _, rule_permissions in readd for p in rule_permissions]
-        after = permissions
         try:
-            ec2.revoke_security_group_ingress(
-                GroupId=gid, SecurityGroupRuleIds=[r.rule_id for r in rules]
-            )
+            gone = self._revoke(ec2, gid, [r.rule_id for r in rules])
         except ClientError as error:
             code = error_code(error)
-            if code in ALREADY_GONE + GROUP_GONE:
-                return FixRecord(
-                    self.id,
-                    gid,
-                    "revoke internet SSH",
-                    Outcome.ALREADY_COMPLIANT,
-                    before,
-                    after,
-                    "rule already revoked",
-                )
-            return FixRecord(
-                self.id,
-                gid,
-                "revoke internet SSH",
+            if code in GROUP_GONE:
+                return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
+            return record(
                 Outcome.FAILED,
-                before,
-                after,
+                [p for ps in readd.values() for p in ps],
                 "revoke failed; re-added rules are a subset of the old ones",
                 code,
             )
+        # Rules revoked by someone else meanwhile: what was re-added for them must go again.
+        self._undo(ec2, gid, [added[rule_id] for rule_id in gone if rule_id in added])
+        after = [p for rule_id, ps in readd.items() if rule_id not in gone for p in ps]
+        if len(gone) == len(rules):
+            return record(Outcome.ALREADY_COMPLIANT, [], "rule already revoked")
+        revoked = len(rules) - len(gone)
         reason = "; ".join(notes) or (
-            f"revoked {len(rules)} rule(s); re-added {len(after)} rule(s) for the other ports"
+            f"revoked {revoked} rule(s); re-added {len(after)} rule(s) for the other ports"
             if after
-            else f"revoked {len(rules)} rule(s)"
+            else f"revoked {revoked} rule(s)"
         )
-        return FixRecord(
-            self.id,
-            gid,
-            "revoke internet SSH",
-            Outcome.APPLIED,
-            before,
-            {"readded": after, "new_rule_ids": added},
-            reason,
-        )
+        new_ids = [i for rule_id, r in added.items() if rule_id not in gone for i in r.rule_ids]
+        return record(Outcome.APPLIED, {"readded": after, "new_rule_ids": new_ids}, reason)
 
     @staticmethod
-    def _authorize(
-        ec2: Any, gid: str, rule: SecurityGroupRule, permissions: list[dict[str, Any]]
-    ) -> list[str]:
+    def _revoke(ec2: Any, gid: str, rule_ids: list[str]) -> set[str]:
+        """Revoke the rules; returns those already gone. EC2 refuses the whole call when one id
+        is unknown, so then each is revoked alone."""
+        try:
+            ec2.revoke_security_group_ingress(GroupId=gid, SecurityGroupRuleIds=rule_ids)
+            return set()
+        except ClientError as error:
+            if error_code(error) not in ALREADY_GONE:
+                raise
+            if len(rule_ids) == 1:
+                return set(rule_ids)
+        gone = set()
+        for rule_id in rule_ids:
+            try:
+                ec2.revoke_security_group_ingress(GroupId=gid, SecurityGroupRuleIds=[rule_id])
+            except ClientError as error:
+                if error_code(error) not in ALREADY_GONE:
+                    raise
+                gone.add(rule_id)
+        return gone
+
+    @staticmethod
+    def _undo(ec2: Any, gid: str, added: Iterable[Readded]) -> None:
+        """Best effort: revoke exactly the permissions this fix added (not pre-existing ones)."""
+        permissions = [p for readded in added for p in readded.permissions]
+        if permissions:
+            try:
+                ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=permissions)
+            except ClientError:
+                logger.warning("could not undo re-added rules", extra={"group": gid})
+
+    @staticmethod
+    def _authorize(ec2: Any, gid: str, rule_id: str, permissions: list[dict[str, Any]]) -> Readded:
         """Re-add what one revoked rule admitted besides SSH: one call, each new rule tagged with
         the id it replaces. EC2 refuses the whole call if any permission already exists
-        (an earlier run, or a person), so then each is tried alone and duplicates count as done."""
+        (an earlier run, or a person), so then each is tried alone and duplicates count as done
+        (and are not ours to undo)."""
         tags = [
             {
                 "ResourceType": "security-group-rule",
-                "Tags": [{"Key": GUARDRAIL_TAG, "Value": rule.rule_id}],
+                "Tags": [{"Key": GUARDRAIL_TAG, "Value": rule_id}],
             }
         ]
         batches = [permissions]
-        added: list[str] = []
+        added = Readded()
         while batches:
             batch = batches.pop(0)
             try:
@@ -416,7 +459,10 @@ class SshOpenToInternet:
                 if len(batch) > 1:
                     batches += [[p] for p in batch]
                 continue
-            added += [r["SecurityGroupRuleId"] for r in response.get("SecurityGroupRules", [])]
+            added.rule_ids += [
+                r["SecurityGroupRuleId"] for r in response.get("SecurityGroupRules", [])
+            ]
+            added.permissions += batch
         return added
 
 
