@@ -279,11 +279,11 @@ class FindingPublisher:
                 return found
 
     def _call_retrying(self, run: _Run, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        """One call, retried with backoff while throttled (GetFindings allows 3 TPS)."""
+        """One optional call, retried with backoff while throttled (GetFindings allows 3 TPS)."""
         attempt = 1
         while True:
             try:
-                return self._call(run, operation, params)
+                return self._call(run, operation, params, optional=True)
             except CallError as error:
                 if not error.throttled or attempt >= self._max_attempts:
                     raise
@@ -398,8 +398,14 @@ class FindingPublisher:
             )
         return accepted, {p["Id"]: errors[p["Id"]] for p in pending}
 
-    def _call(self, run: _Run, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        """One paced API call; a ClientError or endpoint error is recorded, raised as CallError."""
+    def _call(
+        self, run: _Run, operation: str, params: dict[str, Any], *, optional: bool = False
+    ) -> dict[str, Any]:
+        """One paced API call; a ClientError or endpoint error is recorded, raised as CallError.
+
+        An `optional` call's failure (the caller has a fallback) is only logged, unless it is
+        fatal for every call (Security Hub not enabled, access denied).
+        """
         self._limiter.acquire()
         run.calls += 1
         try:
@@ -412,9 +418,13 @@ class FindingPublisher:
             )
         except BotoCoreError as error:  # endpoint unreachable, no credentials, timeouts
             failure = CallError(type(error).__name__, str(error))
-            run.stopped = failure
-            run.errors.append(f"cannot reach Security Hub in {self._region}: {error}")
+            if not optional:
+                run.stopped = failure
+                run.errors.append(f"cannot reach Security Hub in {self._region}: {error}")
         extra = {"operation": operation, "error_code": failure.code, "error": failure.message}
+        if optional and failure.code not in FATAL:
+            logger.warning("optional Security Hub call failed", extra=extra)
+            raise failure
         if failure.code in FATAL:
             run.stopped = failure
             run.errors.append(self._fatal_message(failure))

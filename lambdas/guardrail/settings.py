@@ -75,6 +75,14 @@ class Settings:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise SettingsError(f"GUARDRAIL_MODE must be one of {MODES}, not {self.mode!r}")
+        from .controls import REGISTRY  # controls import this module: import when used
+
+        unknown = sorted({*self.controls, *self.control_modes} - set(REGISTRY))
+        if unknown:
+            raise SettingsError(
+                f"unknown control id(s) {', '.join(unknown)} in GUARDRAIL_CONTROLS or "
+                f"GUARDRAIL_CONTROL_MODES; known: {', '.join(sorted(REGISTRY))}"
+            )
         for control, mode in self.control_modes.items():
             if mode not in MODES:
                 raise SettingsError(

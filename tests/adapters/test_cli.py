@@ -136,6 +136,11 @@ def test_security_hub_not_enabled_is_a_clear_exit_2(account, monkeypatch):
         (["scan", "--region", "us-east-1", "--modify-existing-roles", "maybe"], "true or false"),
         (["scan", "--region", "us-east-1", "--session-log-kms-key", "alias/x"], "key ARN"),
         (["scan", "--region", "us-east-1", "--control", "no-such-control"], "invalid choice"),
+        (
+            ["scan", "--region", "us-east-1", "--control-modes", "ssh-open=enforce"],
+            "unknown control",
+        ),
+        (["scan", "--region", "us-east-1", "--finding-refresh-days", "weekly"], "whole number"),
         (["nothing"], "invalid choice"),
     ],
 )

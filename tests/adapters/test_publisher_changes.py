@@ -178,3 +178,31 @@ def test_reading_stored_findings_keeps_to_getfindings_3_calls_a_second(hub) -> N
     )
     assert summary.unchanged == 700 and summary.calls == 7
     assert clock.slept >= 2.0  # 7 reads at 3 a second: two full waits
+
+
+def test_an_unreachable_read_still_imports_everything() -> None:
+    from botocore.exceptions import ReadTimeoutError
+
+    client = boto3.client("securityhub", region_name=REGION)
+    calls: list[str] = []
+
+    def timeout(**kwargs: Any) -> None:
+        calls.append("get_findings")
+        raise ReadTimeoutError(endpoint_url="https://securityhub.us-east-1.amazonaws.com")
+
+    with Stubber(client) as stub:
+        stub.add_response(
+            "batch_import_findings", {"FailedCount": 0, "SuccessCount": 1, "FailedFindings": []}
+        )
+        client.get_findings = timeout  # type: ignore[method-assign]
+        summary = publisher(client).publish([finding(1)], refresh_before=T0)
+        stub.assert_no_pending_responses()
+    assert calls == ["get_findings"] and summary.ok and summary.imported == 1
+
+
+def test_security_hub_disabled_stops_at_the_read_with_a_clear_error(aws) -> None:
+    client = aws.client("securityhub")  # never enabled
+    summary = publisher(client).publish([finding(1)], refresh_before=T0)
+    assert summary.imported == 0 and summary.calls == 1
+    assert any("not enabled" in e for e in summary.errors)
+    assert [f["ErrorCode"] for f in summary.failed] == ["InvalidAccessException"]

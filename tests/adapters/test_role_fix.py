@@ -75,7 +75,13 @@ def test_existing_roles_untouched_when_settings_forbid(account, clients):
     account.role("app", READONLY, profile="app")
     iid = account.instance(profile="app")
     bare = account.instance()
+    account.iam.create_instance_profile(InstanceProfileName="empty")
+    in_empty = account.instance(profile="empty")
     report = account.run(clients, "enforce", [ROLE], modify_existing_roles=False, **settings)
+    # A profile without a role gains the guardrail's role: no existing role is modified.
+    empty = account.iam.get_instance_profile(InstanceProfileName="empty")["InstanceProfile"]
+    assert [r["RoleName"] for r in empty["Roles"]] == [settings["instance_role"]]
+    assert in_empty not in {e.result.resource_id for e in report.left_failed}
     attached = account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"]
     assert [p["PolicyArn"] for p in attached] == [READONLY]
     (skipped,) = [f for f in report.fixes if f.resource_id == "app"]

@@ -233,3 +233,51 @@ def test_delivery_to_foreign_destination_is_not_granted_by_the_guardrail(account
     (fix,) = report.fixes
     assert fix.outcome is Outcome.SKIPPED and "their-bucket" in fix.reason
     assert account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"] == []
+
+
+@pytest.mark.parametrize("flag", [None, "false", "no"])
+def test_a_missing_or_non_boolean_encryption_flag_is_off(account, clients, flag):
+    inputs = {"s3BucketName": "their-bucket"}
+    if flag is not None:
+        inputs["s3EncryptionEnabled"] = flag
+    create_preferences(account, inputs)
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    (r,) = [e.result for e in report.evaluations if e.result.resource_type is ResourceType.ACCOUNT]
+    assert r.status is Status.FAILED and "s3EncryptionEnabled" in r.reason
+    assert preferences(account) == {"s3BucketName": "their-bucket", "s3EncryptionEnabled": True}
+
+
+def test_kms_key_is_not_named_while_a_role_cannot_use_it(account, clients):
+    # modify_existing_roles=false: the app role keeps lacking delivery and the key, so naming the
+    # key in the preferences would stop every session on its instances.
+    policy = delivery_policy(account)
+    account.role("app", profile="app")
+    iid = account.instance(profile="app")
+    report = account.run(
+        clients,
+        "enforce",
+        [LOGGING],
+        log_delivery_policy_arn=policy,
+        modify_existing_roles=False,
+        **OURS,
+    )
+    (prefs_fix,) = region_fix(report)
+    assert (
+        prefs_fix.outcome is Outcome.APPLIED
+        and "kmsKeyId left unset: role(s) app" in prefs_fix.reason
+    )
+    inputs = preferences(account)
+    assert "kmsKeyId" not in inputs and inputs["s3BucketName"] == "guardrail-logs"
+    (grant,) = [f for f in report.fixes if f.resource_id == "app"]
+    assert grant.outcome is Outcome.SKIPPED
+    assert any(e.left_failed for e in report.evaluations if e.result.resource_id == iid)
+
+
+def test_kms_key_is_named_once_every_role_can_use_it(account, clients):
+    policy = delivery_policy(account)
+    account.role("app", profile="app")
+    account.instance(profile="app")
+    report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
+    (prefs_fix,) = region_fix(report)
+    assert prefs_fix.outcome is Outcome.APPLIED and "kmsKeyId" not in prefs_fix.reason
+    assert preferences(account)["kmsKeyId"] == KEY  # the grant came first

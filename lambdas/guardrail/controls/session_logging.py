@@ -82,12 +82,17 @@ def delivery_requirements(
     return pairs
 
 
+def flag_on(value: Any) -> bool:
+    """A preferences flag as the SSM Agent reads it: missing (or anything but true) is off."""
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
 def unencrypted(prefs: SessionPreferences) -> list[str]:
-    """Configured destinations whose encryption flag is off."""
+    """Configured destinations whose encryption flag is not on."""
     off = []
-    if prefs.s3_bucket and prefs.inputs.get("s3EncryptionEnabled") is False:
+    if prefs.s3_bucket and not flag_on(prefs.inputs.get("s3EncryptionEnabled")):
         off.append("s3EncryptionEnabled")
-    if prefs.log_group and prefs.inputs.get("cloudWatchEncryptionEnabled") is False:
+    if prefs.log_group and not flag_on(prefs.inputs.get("cloudWatchEncryptionEnabled")):
         off.append("cloudWatchEncryptionEnabled")
     return off
 
@@ -112,10 +117,10 @@ def desired_inputs(prefs: SessionPreferences, settings: Settings) -> tuple[dict[
         if settings.session_log_kms_key and not inputs.get("kmsKeyId"):
             inputs["kmsKeyId"] = settings.session_log_kms_key
         return inputs, ""
-    if prefs.s3_bucket and inputs.get("s3EncryptionEnabled") is False:
+    if prefs.s3_bucket and not flag_on(inputs.get("s3EncryptionEnabled")):
         # Every S3 bucket has default encryption (SSE-S3) since January 2023, so this is safe.
         inputs["s3EncryptionEnabled"] = True
-    if prefs.log_group and inputs.get("cloudWatchEncryptionEnabled") is False:
+    if prefs.log_group and not flag_on(inputs.get("cloudWatchEncryptionEnabled")):
         if prefs.log_group != settings.session_log_group:
             # Session Manager refuses to start sessions if the group is not KMS-encrypted.
             return inputs, (
@@ -298,20 +303,39 @@ class SessionLogging:
     def remediate(
         self, failed: Sequence[Result], snapshot: AccountSnapshot, ctx: FixContext
     ) -> list[FixRecord]:
+        # Roles first: preferences that turn on KMS session encryption stop every session on an
+        # instance whose role cannot use the key, so they wait for the grants and then only name
+        # the key if no role is left without it.
         records = []
-        prefs = snapshot.session_preferences
-        if prefs is not None and any(r.resource_type is ResourceType.ACCOUNT for r in failed):
-            records.append(self._fix_preferences(prefs, snapshot.account_id, ctx))
         by_role: dict[str, list[str]] = {}
         for result in failed:
             if result.resource_type is ResourceType.INSTANCE:
                 by_role.setdefault(result.details["role_name"], []).append(result.resource_id)
         for role_name, instance_ids in by_role.items():
             records.append(self._grant_delivery(role_name, instance_ids, snapshot, ctx))
+        granted = {r.resource_id for r in records if r.outcome is Outcome.APPLIED}
+        keyless = sorted(
+            role
+            for role, ids in by_role.items()
+            if role not in granted
+            and any(
+                d.startswith("kms:")
+                for r in failed
+                if r.resource_id in ids
+                for d in r.details.get("denied", ())
+            )
+        )
+        prefs = snapshot.session_preferences
+        if prefs is not None and any(r.resource_type is ResourceType.ACCOUNT for r in failed):
+            records.insert(0, self._fix_preferences(prefs, snapshot.account_id, ctx, keyless))
         return records
 
     def _fix_preferences(
-        self, prefs: SessionPreferences, account: str, ctx: FixContext
+        self,
+        prefs: SessionPreferences,
+        account: str,
+        ctx: FixContext,
+        keyless_roles: Sequence[str] = (),
     ) -> FixRecord:
         action = (
             "update Session Manager preferences"
@@ -319,6 +343,14 @@ class SessionLogging:
             else "create Session Manager preferences"
         )
         inputs, why_not = desired_inputs(prefs, ctx.settings)
+        key_note = ""
+        if keyless_roles and inputs.get("kmsKeyId") and not prefs.inputs.get("kmsKeyId"):
+            # Naming a key the roles cannot use would stop their sessions: log without it.
+            del inputs["kmsKeyId"]
+            key_note = (
+                f"; kmsKeyId left unset: role(s) {', '.join(keyless_roles)} cannot use the key "
+                "and their sessions would stop; grant them kms:Decrypt on it, then set kmsKeyId"
+            )
         before = dict(prefs.inputs) if prefs.exists else None
         if why_not:
             return FixRecord(
@@ -372,7 +404,7 @@ class SessionLogging:
             Outcome.APPLIED,
             before,
             inputs,
-            "sessions now logged with encryption; other preferences kept",
+            "sessions now logged with encryption; other preferences kept" + key_note,
             covers=(account,),
         )
 

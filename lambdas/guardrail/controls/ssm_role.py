@@ -288,15 +288,7 @@ class SsmInstanceRole:
                 covers=covers,
                 reason="GUARDRAIL_INSTANCE_ROLE is not set: no role to add",
             )
-        if not settings.modify_existing_roles:
-            return FixRecord(
-                self.id,
-                profile,
-                action,
-                Outcome.SKIPPED,
-                covers=covers,
-                reason="GUARDRAIL_MODIFY_EXISTING_ROLES=false: report only",
-            )
+        # Not gated by modify_existing_roles: no existing role changes, the profile gains one.
         try:
             ctx.clients.iam.add_role_to_instance_profile(
                 InstanceProfileName=profile, RoleName=settings.instance_role
