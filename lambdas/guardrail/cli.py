@@ -126,10 +126,22 @@ def run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if progress:
         print(f"evaluated {len(report.evaluations)} results", file=err, flush=True)
     (print_json if args.format == "json" else print_table)(report, out)
-    summary = report.published
-    if summary is not None and summary.errors:
-        raise UsageError("Security Hub: " + "; ".join(summary.errors))
-    return 1 if report.left_failed else 0
+    return exit_code(bool(report.left_failed), report.published, err)
+
+
+def exit_code(left_failed: bool, published: Any, err: TextIO) -> int:
+    """2 when Security Hub could take nothing (not enabled, denied, unreachable); otherwise
+    the results decide, and findings Security Hub rejected are a warning on stderr."""
+    if published is not None and published.fatal:
+        raise UsageError("Security Hub: " + "; ".join(published.errors))
+    if published is not None and (published.errors or published.failed or published.unresolved):
+        problems = [*published.errors]
+        if published.failed:
+            problems.append(f"{len(published.failed)} finding(s) not imported")
+        if published.unresolved:
+            problems.append(f"{len(published.unresolved)} finding(s) not resolved")
+        print("guardrail: warning: Security Hub: " + "; ".join(problems), file=err)
+    return 1 if left_failed else 0
 
 
 def print_json(report: ScanReport, out: TextIO) -> None:
@@ -146,9 +158,27 @@ def print_json(report: ScanReport, out: TextIO) -> None:
         }
         for e in report.evaluations
     ]
-    payload: dict[str, Any] = {"results": results, "fixes": [f.as_dict() for f in report.fixes]}
+    payload: dict[str, Any] = {
+        "results": results,
+        "fixes": [f.as_dict() for f in report.fixes],
+        "published": published_dict(report.published),
+    }
     json.dump(payload, out, indent=2, default=str)
     out.write("\n")
+
+
+def published_dict(published: Any) -> dict[str, Any] | None:
+    """What reached Security Hub, JSON-safe; None when publishing was off."""
+    if published is None:
+        return None
+    return {
+        "imported": published.imported,
+        "unchanged": published.unchanged,
+        "resolved": published.resolved,
+        "failed": published.failed,
+        "unresolved": published.unresolved,
+        "errors": published.errors,
+    }
 
 
 def print_table(report: ScanReport, out: TextIO) -> None:

@@ -106,6 +106,7 @@ def instance_details(instance: Instance) -> dict[str, Any]:
             "Type": instance.instance_type,
             "ImageId": instance.image_id,
             "IpV4Addresses": [ip for ip in (instance.public_ip, instance.private_ip) if ip],
+            "IpV6Addresses": list(instance.ipv6_addresses),
             "VpcId": instance.vpc_id,
             "SubnetId": instance.subnet_id,
             "IamInstanceProfileArn": instance.profile_arn,

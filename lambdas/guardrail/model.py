@@ -95,8 +95,9 @@ class Instance:
     state: str
     security_group_ids: tuple[str, ...] = ()  # union over every network interface
     network_interface_ids: tuple[str, ...] = ()
-    public_ip: str | None = None
+    public_ip: str | None = None  # IPv4
     private_ip: str | None = None
+    ipv6_addresses: tuple[str, ...] = ()  # globally routable where the subnet routes to an IGW
     vpc_id: str | None = None
     subnet_id: str | None = None
     image_id: str | None = None
@@ -113,8 +114,8 @@ class Instance:
 
     @property
     def exposed(self) -> bool:
-        """Running with a public address: an open port 22 is reachable now."""
-        return self.state == "running" and bool(self.public_ip)
+        """Running with a public IPv4 or an IPv6 address: an open port 22 may be reachable now."""
+        return self.state == "running" and bool(self.public_ip or self.ipv6_addresses)
 
     @property
     def profile_name(self) -> str | None:

@@ -55,6 +55,7 @@ class PublishSummary:
     errors: list[str] = field(default_factory=list)
     calls: int = 0
     unchanged: int = 0  # already in Security Hub as they are: not imported again
+    fatal: bool = False  # no call could succeed (not enabled, access denied, unreachable)
 
     @property
     def ok(self) -> bool:
@@ -120,6 +121,7 @@ class _Run:
             errors=self.errors,
             calls=self.calls,
             unchanged=self.unchanged,
+            fatal=self.stopped is not None,
         )
 
 

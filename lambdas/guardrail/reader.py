@@ -58,7 +58,7 @@ def parse_instance(raw: dict[str, Any]) -> Instance:
     groups += [g["GroupId"] for eni in interfaces for g in eni.get("Groups", [])]
     public_ips = [raw.get("PublicIpAddress")]
     public_ips += [eni.get("Association", {}).get("PublicIp") for eni in interfaces]
-    public_ips += [a.get("Ipv6Address") for eni in interfaces for a in eni.get("Ipv6Addresses", [])]
+    ipv6 = [a.get("Ipv6Address") for eni in interfaces for a in eni.get("Ipv6Addresses", [])]
     profile = raw.get("IamInstanceProfile") or {}
     launched = raw.get("LaunchTime")
     return Instance(
@@ -67,6 +67,7 @@ def parse_instance(raw: dict[str, Any]) -> Instance:
         security_group_ids=tuple(dict.fromkeys(groups)),
         network_interface_ids=tuple(eni["NetworkInterfaceId"] for eni in interfaces),
         public_ip=next((ip for ip in public_ips if ip), None),
+        ipv6_addresses=tuple(dict.fromkeys(ip for ip in ipv6 if ip)),
         private_ip=raw.get("PrivateIpAddress"),
         vpc_id=raw.get("VpcId"),
         subnet_id=raw.get("SubnetId"),

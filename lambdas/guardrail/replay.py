@@ -362,7 +362,7 @@ def run_replay(
     FAILED, 2 usage or setup errors (raised as cli.UsageError for cli.main to print)."""
     import boto3
 
-    from .cli import UsageError, settings_from
+    from .cli import UsageError, exit_code, settings_from
     from .clients import AwsClients
     from .publisher import FindingPublisher
 
@@ -383,7 +383,7 @@ def run_replay(
     if not regions:
         raise UsageError("no region: pass --region, set AWS_REGION or GUARDRAIL_REGIONS")
     left_failed = False
-    outputs, publish_errors = [], []
+    outputs, summaries = [], []
     for region in regions:
         try:
             clients = AwsClients.create(region=region, profile=args.profile)
@@ -393,9 +393,7 @@ def run_replay(
         guardrail = Guardrail(clients, settings, publisher=publisher)
         outcome = replay(event, guardrail, home_account=clients.account_id)
         left_failed |= bool(outcome.report and outcome.report.left_failed)
-        published = outcome.report.published if outcome.report else None
-        if published is not None:
-            publish_errors += published.errors
+        summaries.append(outcome.report.published if outcome.report else None)
         if args.format == "json":
             outputs.append(outcome_dict(outcome))
         else:
@@ -403,6 +401,5 @@ def run_replay(
     if args.format == "json":
         json.dump(outputs if len(outputs) > 1 else outputs[0], out, indent=2, default=str)
         out.write("\n")
-    if publish_errors:  # as `guardrail scan`: printed the results, then exit 2
-        raise UsageError("Security Hub: " + "; ".join(publish_errors))
-    return 1 if left_failed else 0
+    # As `guardrail scan`: results printed first; exit 2 if Security Hub could take nothing.
+    return max(exit_code(left_failed, published, err) for published in summaries)

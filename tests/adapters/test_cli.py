@@ -55,6 +55,8 @@ def test_json_report_lists_every_result_and_exits_1(exposed):
         and by_id[gid]["remediation"] == "report only (mode report)"
     )
     assert account.ingress(gid)  # report is the CLI's default: nothing changed
+    published = json.loads(out)["published"]  # what Security Hub took, so a script can check
+    assert published["imported"] == len(results) and published["failed"] == []
 
 
 def test_enforce_fixes_and_exits_0_with_status_as_found(exposed):

@@ -160,7 +160,7 @@ def test_replay_with_security_hub_errors_prints_then_fails_like_scan(
     from guardrail.publisher import FindingPublisher, PublishSummary
 
     def publish(self: Any, findings: Any, resolutions: Any = None) -> PublishSummary:
-        return PublishSummary(errors=["Security Hub is not enabled in eu-west-1"])
+        return PublishSummary(errors=["Security Hub is not enabled in eu-west-1"], fatal=True)
 
     monkeypatch.setattr(FindingPublisher, "publish", publish)
     path = write_event(tmp_path, world.event("ssm_delete_document"))
@@ -168,3 +168,20 @@ def test_replay_with_security_hub_errors_prints_then_fails_like_scan(
     with pytest.raises(cli.UsageError, match="not enabled"):
         run_replay(cli.build_parser().parse_args(["replay", path]), out, err, env={})
     assert out.getvalue().startswith("DeleteDocument")  # the results were printed first
+
+
+def test_replay_with_rejected_findings_warns_and_exits_by_the_results(
+    world: World, tmp_path, monkeypatch
+):
+    from guardrail.publisher import FindingPublisher, PublishSummary
+
+    def publish(self: Any, findings: Any, resolutions: Any = None) -> PublishSummary:
+        rejected = {"Id": findings[0]["Id"], "ErrorCode": "InvalidInput", "ErrorMessage": "x"}
+        return PublishSummary(imported=len(findings) - 1, failed=[rejected])
+
+    monkeypatch.setattr(FindingPublisher, "publish", publish)
+    path = write_event(tmp_path, world.event("ssm_delete_document"))
+    out, err = io.StringIO(), io.StringIO()
+    code = run_replay(cli.build_parser().parse_args(["replay", path]), out, err, env={})
+    assert code == 0  # the preferences were evaluated and (report mode) pass: nothing FAILED
+    assert "warning: Security Hub: 1 finding(s) not imported" in err.getvalue()

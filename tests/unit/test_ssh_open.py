@@ -113,6 +113,21 @@ def test_state_and_exposure_set_status_and_severity(state, public_ip, status, se
     assert (r.status, r.severity) == (status, severity)
 
 
+def test_an_ipv6_address_is_exposure_and_never_passes_for_an_ipv4_one():
+    from guardrail.findings import instance_details
+
+    bad = SecurityGroup("sg-bad", rules=(rule(v6="::/0", group_id="sg-bad"),))
+    inst = Instance(
+        "i-1", "running", ("sg-bad",), private_ip="10.0.0.5", ipv6_addresses=("2600:1f18::5",)
+    )
+    r = by_resource(SSH_OPEN.check(snapshot([inst], [bad]), Settings()))[
+        (ResourceType.INSTANCE, "i-1")
+    ]
+    assert r.severity == "CRITICAL" and r.reason.endswith("running with an IPv6 address")
+    details = instance_details(inst)
+    assert details["IpV4Addresses"] == ["10.0.0.5"] and details["IpV6Addresses"] == ["2600:1f18::5"]
+
+
 def test_group_used_only_by_terminated_instances_is_not_reported():
     bad = SecurityGroup("sg-bad", rules=(rule(group_id="sg-bad"),))
     inst = Instance("i-1", "terminated", ("sg-bad",))

@@ -228,7 +228,13 @@ class SshOpenToInternet:
                 )
                 continue
             rule_ids = [r.rule_id for g in bad_groups for r in offending[g]]
-            exposure = "running with a public IP" if instance.exposed else "not reachable right now"
+            exposure = (
+                "not reachable right now"
+                if not instance.exposed
+                else "running with a public IP"
+                if instance.public_ip
+                else "running with an IPv6 address"
+            )
             results.append(
                 snapshot.result(
                     self.id,
