@@ -12,8 +12,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .controls import REGISTRY, Control, FixContext
 from .controls.base import error_code
-from .findings import build_finding, finding_id, product_arn, resolution_note
+from .findings import PRODUCT, build_finding, finding_id, product_arn, resolution_note
 from .model import AccountSnapshot, FixRecord, Outcome, ResourceType, Result, Status
+from .publisher import ArchiveMissing
 from .reader import SnapshotReader
 from .scope import Scope
 from .settings import Settings
@@ -200,7 +201,15 @@ class Guardrail:
             # A full scan mostly repeats what Security Hub holds: import what changed (and each
             # finding at least every finding_refresh_days), not every result every hour.
             refresh_before = now - timedelta(days=self.settings.finding_refresh_days)
-            return self.publisher.publish(findings, resolutions, refresh_before=refresh_before)
+            # What a full scan no longer produces is gone (deleted, detached): archive it.
+            archive = ArchiveMissing(
+                product_arn(snapshot.partition, snapshot.region, snapshot.account_id),
+                frozenset(f"{PRODUCT}/{c.id}" for c in self.selected(Scope.everything())),
+                now,
+            )
+            return self.publisher.publish(
+                findings, resolutions, refresh_before=refresh_before, archive=archive
+            )
         return self.publisher.publish(findings, resolutions)
 
 

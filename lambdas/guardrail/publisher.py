@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .findings import FIELD_PREFIX, FINGERPRINT_FIELD, MAX_NOTE, PRODUCT, clip
+from .findings import FIELD_PREFIX, FINGERPRINT_FIELD, MAX_NOTE, PRODUCT, clip, timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,48 @@ class StoredFinding:
     fingerprint: str | None
     updated_at: datetime | None
     created_at: str | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class ArchiveMissing:
+    """A full scan's promise: every finding of these generators it did not produce is gone
+    (the resource was deleted, or no instance uses the group any more), so archive it."""
+
+    product_arn: str
+    generator_ids: frozenset[str]
+    now: datetime
+
+
+# What an archived copy keeps of a stored finding (Security Hub's own fields are left out).
+ARCHIVED_COPY = (
+    "SchemaVersion",
+    "Id",
+    "ProductArn",
+    "ProductName",
+    "CompanyName",
+    "GeneratorId",
+    "AwsAccountId",
+    "Types",
+    "CreatedAt",
+    "Severity",
+    "Title",
+    "Description",
+    "Remediation",
+    "Resources",
+    "Compliance",
+)
+
+
+def archived_copy(stored: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    finding = {k: stored[k] for k in ARCHIVED_COPY if k in stored}
+    fields = {
+        k: v for k, v in (stored.get("ProductFields") or {}).items() if k.startswith(FIELD_PREFIX)
+    }
+    if fields:
+        finding["ProductFields"] = fields
+    finding.update(RecordState="ARCHIVED", UpdatedAt=timestamp(now), LastObservedAt=timestamp(now))
+    return finding
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -192,18 +234,20 @@ class FindingPublisher:
         resolutions: Mapping[str, str] = NO_RESOLUTIONS,
         *,
         refresh_before: datetime | None = None,
+        archive: ArchiveMissing | None = None,
     ) -> PublishSummary:
         """Import `findings`, then resolve the imported ones in `resolutions` (Id → note).
 
         With `refresh_before`, a finding Security Hub already holds with the same fingerprint,
         last updated after that moment, is not imported again: ingestion is billed per finding,
         and a drift scan mostly repeats itself. Imported findings keep their first CreatedAt.
+        With `archive` too, stored ACTIVE findings the scan no longer produced are archived.
         """
         run = _Run()
         try:
             to_import = findings
-            if refresh_before is not None and findings:
-                to_import = self._changed(findings, resolutions, refresh_before, run)
+            if refresh_before is not None and (findings or archive):
+                to_import = self._changed(findings, resolutions, refresh_before, run, archive)
             self._import(to_import, run)
             self._resolve(findings, resolutions, run)
         except Exception as error:  # a scan must never abort because of Security Hub
@@ -230,10 +274,15 @@ class FindingPublisher:
         resolutions: Mapping[str, str],
         refresh_before: datetime,
         run: _Run,
+        archive: ArchiveMissing | None = None,
     ) -> list[dict[str, Any]]:
-        """The findings worth importing: new, changed, due for refresh, or about to be resolved."""
+        """The findings worth importing: new, changed, due for refresh, or about to be resolved;
+        plus archived copies of what the scan no longer produced."""
+        products = {f["ProductArn"] for f in findings} | (
+            {archive.product_arn} if archive else set()
+        )
         try:
-            stored = self.stored({f["ProductArn"] for f in findings}, run)
+            stored = self.stored(products, run)
         except CallError as error:  # cannot tell what changed: import everything, lose nothing
             logger.warning("could not read stored findings", extra={"error": str(error)})
             return list(findings)
@@ -254,6 +303,15 @@ class FindingPublisher:
                 changed.append(finding)
             else:
                 run.unchanged += 1
+        if archive is not None:
+            produced = {f["Id"] for f in findings}
+            changed += [
+                archived_copy(old.raw, archive.now)
+                for finding_id, old in sorted(stored.items())
+                if finding_id not in produced
+                and old.raw.get("RecordState") != "ARCHIVED"
+                and old.raw.get("GeneratorId") in archive.generator_ids
+            ]
         return changed
 
     def stored(self, product_arns: set[str], run: _Run) -> dict[str, StoredFinding]:
@@ -275,6 +333,7 @@ class FindingPublisher:
                     (f.get("ProductFields") or {}).get(FINGERPRINT_FIELD),
                     _parse_time(f.get("UpdatedAt")),
                     f.get("CreatedAt"),
+                    f,
                 )
             token = response.get("NextToken")
             if not token:

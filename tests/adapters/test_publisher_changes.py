@@ -206,3 +206,71 @@ def test_security_hub_disabled_stops_at_the_read_with_a_clear_error(aws) -> None
     assert summary.imported == 0 and summary.calls == 1
     assert any("not enabled" in e for e in summary.errors)
     assert [f["ErrorCode"] for f in summary.failed] == ["InvalidAccessException"]
+
+
+def test_a_full_scan_archives_the_findings_it_no_longer_produces(aws, hub) -> None:
+    ec2 = aws.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="ssh", Description="d", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            }
+        ],
+    )
+    (instance,) = [
+        i["InstanceId"]
+        for i in ec2.run_instances(
+            ImageId="ami-12345678",
+            MinCount=1,
+            MaxCount=1,
+            SubnetId=subnet,
+            SecurityGroupIds=[group],
+        )["Instances"]
+    ]
+
+    def scan(at: datetime, **settings: Any) -> Any:
+        clients = AwsClients(session=aws, region=REGION)
+        guardrail = Guardrail(
+            clients,
+            Settings(**settings),
+            account_id=ACCOUNT,
+            publisher=FindingPublisher(clients.securityhub),
+            clock=lambda: at,
+        )
+        return guardrail.run()
+
+    scan(T0)
+    held = stored(hub)
+    group_finding = next(f for f in held.values() if f["Resources"][0]["Id"].endswith(group))
+    assert group_finding["RecordState"] == "ACTIVE"
+    assert group_finding["Compliance"]["Status"] == "FAILED"
+
+    # The instance moves to another group: nothing uses the open group, so no result names it.
+    other = ec2.create_security_group(GroupName="web", Description="d", VpcId=vpc)["GroupId"]
+    eni = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0][
+        "NetworkInterfaces"
+    ][0]["NetworkInterfaceId"]
+    ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[other])
+    ec2.modify_instance_attribute(InstanceId=instance, Groups=[other])  # moto keeps both views
+    # A scan of one control only never archives the other controls' findings.
+    scan(T0 + timedelta(hours=1), controls=("ssm-instance-role",))
+    assert stored(hub)[group_finding["Id"]]["RecordState"] == "ACTIVE"
+    report = scan(T0 + timedelta(hours=2))
+
+    assert report.published.ok
+    after = stored(hub)
+    assert after[group_finding["Id"]]["RecordState"] == "ARCHIVED"
+    assert after[group_finding["Id"]]["CreatedAt"] == group_finding["CreatedAt"]
+    active = {
+        f["Resources"][0]["Id"].rsplit("/", 1)[-1]
+        for f in after.values()
+        if f["RecordState"] == "ACTIVE"
+    }
+    assert instance in active and other in active and group not in active

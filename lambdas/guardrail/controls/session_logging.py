@@ -189,9 +189,19 @@ class SessionLogging:
             results.append(self._region_result(prefs, snapshot))
         target = snapshot.delivery_target
         for instance in snapshot.instances.values():
-            if not instance.evaluated:
-                continue
             iid = instance.instance_id
+            if not instance.evaluated:  # terminated or shutting down: its finding is archived
+                results.append(
+                    snapshot.result(
+                        self.id,
+                        ResourceType.INSTANCE,
+                        iid,
+                        Status.NOT_APPLICABLE,
+                        "INFORMATIONAL",
+                        f"instance is {instance.state}",
+                    )
+                )
+                continue
             role = snapshot.role_of(instance)
             # prefs is None when a targeted read skipped them: no evaluated instance had a role.
             if role is None and (target or prefs is None):
