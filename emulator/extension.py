@@ -28,9 +28,10 @@ It also corrects moto behaviours the guardrail's results depend on (documented A
 - ``ReplaceIamInstanceProfileAssociation`` now shows in DescribeInstances' ``IamInstanceProfile``.
 - ``RunInstances`` with ``IamInstanceProfile`` and a count above one gives the profile to every
   instance launched (moto associated it with the first one only).
-- ``DescribeInstances`` accepts the ``iam-instance-profile.arn`` filter (the profile currently
-  associated) and ``network-interface.group-id`` (a group on any of the instance's interfaces),
-  with EC2's ``*`` and ``?`` wildcards; moto raised NotImplementedError for both.
+- ``DescribeInstances`` accepts the filters ``iam-instance-profile.arn`` (the profile currently
+  associated), ``network-interface.group-id`` (a group on any of the instance's interfaces) and
+  ``network-interface.network-interface-id``, with EC2's ``*`` and ``?`` wildcards; moto raised
+  NotImplementedError for all three.
 """
 
 from __future__ import annotations
@@ -651,9 +652,14 @@ def _interface_group_ids(instance: Any) -> list[str]:
 
 
 # DescribeInstances filters moto lacks: name → the instance's values (EC2 wildcards apply).
+def _interface_ids(instance: Any) -> list[str]:
+    return sorted(nic.id for nic in (getattr(instance, "nics", {}) or {}).values())
+
+
 INSTANCE_FILTERS: dict[str, Callable[[Any], list[str]]] = {
     "iam-instance-profile.arn": _profile_arns,
     "network-interface.group-id": _interface_group_ids,
+    "network-interface.network-interface-id": _interface_ids,
 }
 
 

@@ -12,7 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .controls import REGISTRY, Control, FixContext
 from .controls.base import error_code
-from .findings import PRODUCT, build_finding, finding_id, product_arn, resolution_note
+from .findings import PRODUCT, RESOLUTION_NOTE, build_finding, finding_id, product_arn
 from .model import AccountSnapshot, FixRecord, Outcome, ResourceType, Result, Status
 from .publisher import ArchiveMissing
 from .reader import SnapshotReader
@@ -71,6 +71,9 @@ class ScanReport:
     published: Any = None  # PublishSummary, or None when not published
     snapshot: AccountSnapshot | None = None
     full_scan: bool = False
+    # When the account was read: the findings' UpdatedAt, so a later reading (an event during a
+    # long drift scan) is never overwritten by an older one (Security Hub keeps the latest).
+    read_at: datetime | None = None
 
     @property
     def left_failed(self) -> list[Evaluation]:
@@ -118,9 +121,14 @@ class Guardrail:
         reader = SnapshotReader(
             self.clients, self.settings, self.account_id, self.clients.partition
         )
+        read_at = self.clock()
         snapshot = reader.read(scope, {c.id for c in controls})
         report = ScanReport(
-            self.account_id, self.clients.region, snapshot=snapshot, full_scan=scope.full
+            self.account_id,
+            self.clients.region,
+            snapshot=snapshot,
+            full_scan=scope.full,
+            read_at=read_at,
         )
         ctx = FixContext(self.clients, self.settings)
         for control in controls:
@@ -176,7 +184,7 @@ class Guardrail:
     def publish(self, report: ScanReport) -> Any:
         snapshot = report.snapshot
         assert snapshot is not None
-        now = self.clock()
+        now = report.read_at or self.clock()
         findings, resolutions = [], {}
         for evaluation in report.evaluations:
             result = evaluation.result
@@ -196,7 +204,7 @@ class Guardrail:
             )
             findings.append(finding)
             if evaluation.remediated:
-                resolutions[finding["Id"]] = resolution_note(evaluation.fixes)
+                resolutions[finding["Id"]] = RESOLUTION_NOTE
         if report.full_scan and self.settings.finding_refresh_days:
             # A full scan mostly repeats what Security Hub holds: import what changed (and each
             # finding at least every finding_refresh_days), not every result every hour.

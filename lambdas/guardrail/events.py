@@ -36,7 +36,10 @@ ACTIVE_STATES = frozenset({"pending", "running"})
 
 INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
 GROUP_ID = re.compile(r"^sg-[0-9a-f]{8,17}$")
-IAM_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
+INTERFACE_ID = re.compile(r"^eni-[0-9a-f]{8,17}$")
+# IAM's own name rules (ASCII only): roles 1-64 characters, instance profiles 1-128.
+ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
+PROFILE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,128}$")
 ACCOUNT_ID = re.compile(r"^\d{12}$")
 CORE_POLICY_SUFFIX = ":iam::aws:policy/AmazonSSMManagedInstanceCore"  # any partition
 GLOBAL_SOURCES = frozenset({"iam.amazonaws.com"})  # events delivered from us-east-1 to every region
@@ -105,6 +108,7 @@ class Change:
             "event_id": self.event_id,
             "actor": self.actor,
             "instance_ids": sorted(s.instance_ids),
+            "interface_ids": sorted(s.interface_ids),
             "group_ids": sorted(s.group_ids),
             "profile_names": sorted(s.profile_names),
             "role_names": sorted(s.role_names),
@@ -268,15 +272,22 @@ def _modify_instance_attribute(request: dict[str, Any], response: dict[str, Any]
 
 
 def _modify_interface_attribute(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
-    """ModifyNetworkInterfaceAttribute names the interface, not the instance; a groupSet change
-    is evaluated through the new groups (their instances include the interface's owner)."""
+    """ModifyNetworkInterfaceAttribute names the interface, not the instance: a groupSet change
+    is evaluated on the instance the interface is attached to."""
     groups = [g.get("groupId") for g in items(request.get("groupSet"))]
     if not groups:
         return Dropped(
             "network interface change without a groupSet cannot affect any control",
             DropKind.IRRELEVANT,
         )
-    return _group_scope(groups, "ModifyNetworkInterfaceAttribute")
+    interfaces, bad = _valid([request.get("networkInterfaceId")], INTERFACE_ID)
+    if not interfaces:
+        return Dropped(
+            "ModifyNetworkInterfaceAttribute: no valid network interface id"
+            + (f" (got {', '.join(bad)})" if bad else ""),
+            DropKind.MALFORMED,
+        )
+    return Scope(interface_ids=interfaces, controls=frozenset({SSH}))
 
 
 def _profile_call(wrapper: str) -> Parser:
@@ -297,9 +308,9 @@ def _profile_call(wrapper: str) -> Parser:
 
 def _iam(*, role: bool, profile: bool, controls: frozenset[str]) -> Parser:
     def parse(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
-        roles, bad_roles = _valid([request.get("roleName")] if role else [], IAM_NAME)
+        roles, bad_roles = _valid([request.get("roleName")] if role else [], ROLE_NAME)
         profiles, bad_profiles = _valid(
-            [request.get("instanceProfileName")] if profile else [], IAM_NAME
+            [request.get("instanceProfileName")] if profile else [], PROFILE_NAME
         )
         if not roles and not profiles:
             got = ", ".join(bad_roles + bad_profiles)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from .controls.base import Control
-from .model import FixRecord, Instance, Outcome, ResourceType, Result, SecurityGroup, Status
+from .model import FixRecord, Instance, ResourceType, Result, SecurityGroup, Status
 
 SCHEMA_VERSION = "2018-10-08"
 PRODUCT = "ssm-guardrail"
@@ -162,20 +162,12 @@ def describe_fix(fix: FixRecord) -> str:
     return f"{text}, {fix.reason}" if fix.reason else text
 
 
-def resolution_note(fixes: Iterable[FixRecord]) -> str:
-    """The BatchUpdateFindings Note (≤512 characters): the actions taken, without resource ids.
-
-    The ids (and before/after) are in the finding's Description and ProductFields; leaving them
-    out of the note lets one BatchUpdateFindings call resolve every finding fixed the same way.
-    """
-    changed = {f.action: None for f in fixes if f.outcome is Outcome.APPLIED}
-    compliant = {f.action: None for f in fixes if f.outcome is Outcome.ALREADY_COMPLIANT}
-    parts = []
-    if changed:
-        parts.append(f"{PRODUCT} fixed: {'; '.join(changed)}")
-    if compliant:
-        parts.append(f"already compliant: {'; '.join(compliant)}")
-    return clip(". ".join(parts) if parts else f"{PRODUCT} made no change", MAX_NOTE)
+# The BatchUpdateFindings Note of every fixed finding: one text, so one call (of up to 100)
+# resolves them all; the per-fix detail is in each finding's Description and ProductFields.
+RESOLUTION_NOTE = (
+    f"{PRODUCT} fixed this automatically. What it changed, before and after, is in the "
+    f"finding's Description and ProductFields ({FIELD_PREFIX}Fix1/...)."
+)
 
 
 def product_fields(

@@ -138,7 +138,8 @@ class StoredFinding:
 @dataclass(frozen=True)
 class ArchiveMissing:
     """A full scan's promise: every finding of these generators it did not produce is gone
-    (the resource was deleted, or no instance uses the group any more), so archive it."""
+    (the resource was deleted, or no instance uses the group any more), so archive it.
+    `now` is when the scan read the account: findings updated later are left alone."""
 
     product_arn: str
     generator_ids: frozenset[str]
@@ -311,6 +312,9 @@ class FindingPublisher:
                 if finding_id not in produced
                 and old.raw.get("RecordState") != "ARCHIVED"
                 and old.raw.get("GeneratorId") in archive.generator_ids
+                # updated since the scan read the account (an event): the scan knows nothing newer
+                and old.updated_at is not None
+                and old.updated_at < archive.now
             ]
         return changed
 

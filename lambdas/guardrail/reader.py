@@ -88,6 +88,8 @@ class SnapshotReader:
         self.account_id, self.partition = account_id, partition
         # Profiles ListInstanceProfilesForRole already returned (with their roles), by ARN.
         self._listed_profiles: dict[str, dict[str, Any]] = {}
+        # Group names and VPCs as DescribeInstances shows them: no DescribeSecurityGroups needed.
+        self._group_meta: dict[str, tuple[str, str | None]] = {}
 
     def read(self, scope: Scope, controls: Collection[str]) -> AccountSnapshot:
         instances = self._instances(scope)
@@ -168,6 +170,10 @@ class SnapshotReader:
             ids |= self._instances_with_profile_names(set(scope.profile_names) - listed)
         found: dict[str, Instance] = {}
         batches = [("instance-id", batch) for batch in chunks(ids, FILTER_VALUES)]
+        batches += [
+            ("network-interface.network-interface-id", b)
+            for b in chunks(scope.interface_ids, FILTER_VALUES)
+        ]
         # Instances with a group on *any* interface (the top-level SecurityGroups is the primary's).
         batches += [
             ("network-interface.group-id", b) for b in chunks(scope.group_ids, FILTER_VALUES)
@@ -181,13 +187,18 @@ class SnapshotReader:
             found.update(self._collect(raws))
         return found
 
-    @staticmethod
-    def _collect(reservations: Iterable[dict[str, Any]]) -> dict[str, Instance]:
-        return {
-            raw["InstanceId"]: parse_instance(raw)
-            for reservation in reservations
-            for raw in reservation.get("Instances", [])
-        }
+    def _collect(self, reservations: Iterable[dict[str, Any]]) -> dict[str, Instance]:
+        found = {}
+        for reservation in reservations:
+            for raw in reservation.get("Instances", []):
+                found[raw["InstanceId"]] = parse_instance(raw)
+                groups = [*raw.get("SecurityGroups", [])]
+                groups += [
+                    g for eni in raw.get("NetworkInterfaces", []) for g in eni.get("Groups", [])
+                ]
+                for g in groups:
+                    self._group_meta[g["GroupId"]] = (g.get("GroupName", ""), raw.get("VpcId"))
+        return found
 
     def _profiles_of_roles(self, role_names: Iterable[str]) -> set[str]:
         """ARNs of the instance profiles that carry these roles (kept, with their roles, so the
@@ -224,34 +235,36 @@ class SnapshotReader:
         }
 
     def _groups(self, scope: Scope, group_ids: set[str]) -> dict[str, SecurityGroup]:
+        """The rules of the groups the instances use (names and VPCs came with the instances)."""
         if not group_ids:
             return {}
-        ec2 = self.clients.ec2
         filters: list[list[dict[str, Any]]] = (
             [[]]
             if scope.full
             else [[{"Name": "group-id", "Values": b}] for b in chunks(group_ids, FILTER_VALUES)]
         )
-        meta: dict[str, dict[str, Any]] = {}
         rules: dict[str, list[SecurityGroupRule]] = {}
+        owners: dict[str, str] = {}
         for f in filters:
             extra = {"Filters": f} if f else {}
-            for raw in pages(ec2, "describe_security_groups", "SecurityGroups", **extra):
-                meta[raw["GroupId"]] = raw
             for raw in pages(
-                ec2, "describe_security_group_rules", "SecurityGroupRules", MaxResults=1000, **extra
+                self.clients.ec2,
+                "describe_security_group_rules",
+                "SecurityGroupRules",
+                MaxResults=1000,
+                **extra,
             ):
                 rules.setdefault(raw["GroupId"], []).append(SecurityGroupRule.from_api(raw))
+                owners[raw["GroupId"]] = raw.get("GroupOwnerId") or self.account_id
         return {
             gid: SecurityGroup(
                 gid,
-                raw.get("GroupName", ""),
-                raw.get("VpcId"),
-                raw.get("OwnerId"),
+                self._group_meta.get(gid, ("", None))[0],
+                self._group_meta.get(gid, ("", None))[1],
+                owners.get(gid, self.account_id),
                 tuple(rules.get(gid, ())),
             )
-            for gid, raw in meta.items()
-            if gid in group_ids
+            for gid in sorted(group_ids)
         }
 
     # --- IAM -------------------------------------------------------------------------------

@@ -26,6 +26,11 @@ RETRYABLE = frozenset(
     {
         "Throttling",
         "ThrottlingException",
+        "ThrottledException",
+        "EC2ThrottledException",
+        "LimitExceededException",  # Security Hub's throttling (HTTP 429)
+        "BandwidthLimitExceeded",
+        "PriorRequestNotComplete",
         "RequestLimitExceeded",
         "TooManyRequestsException",
         "RequestThrottled",
@@ -261,6 +266,7 @@ def format_outcome(outcome: EventOutcome) -> str:
         + "; ".join(
             [
                 f"instances {_names(scope.instance_ids)}",
+                f"interfaces {_names(scope.interface_ids)}",
                 f"groups {_names(scope.group_ids)}",
                 f"profiles {_names(scope.profile_names)}",
                 f"roles {_names(scope.role_names)}",

@@ -9,13 +9,15 @@ from dataclasses import dataclass
 class Scope:
     """Resources to evaluate. `full` reads everything; otherwise only the named resources.
 
-    Instances are found by id, by a security group on any of their network interfaces, by
-    instance profile name, or by a role that one of their profiles carries. `controls` limits
+    Instances are found by id, by one of their network interfaces, by a security group on any
+    of their interfaces, by instance profile name, or by a role that one of their profiles
+    carries. `controls` limits
     the evaluation (and so the reads) to those control ids; empty means every enabled control.
     """
 
     full: bool = False
     instance_ids: frozenset[str] = frozenset()
+    interface_ids: frozenset[str] = frozenset()
     group_ids: frozenset[str] = frozenset()
     profile_names: frozenset[str] = frozenset()
     role_names: frozenset[str] = frozenset()
@@ -31,6 +33,7 @@ class Scope:
         return not (
             self.full
             or self.instance_ids
+            or self.interface_ids
             or self.group_ids
             or self.profile_names
             or self.role_names
@@ -41,6 +44,7 @@ class Scope:
         return Scope(
             full=self.full or other.full,
             instance_ids=self.instance_ids | other.instance_ids,
+            interface_ids=self.interface_ids | other.interface_ids,
             group_ids=self.group_ids | other.group_ids,
             profile_names=self.profile_names | other.profile_names,
             role_names=self.role_names | other.role_names,

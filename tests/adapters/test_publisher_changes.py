@@ -274,3 +274,42 @@ def test_a_full_scan_archives_the_findings_it_no_longer_produces(aws, hub) -> No
         if f["RecordState"] == "ACTIVE"
     }
     assert instance in active and other in active and group not in active
+
+
+def test_a_slow_drift_scan_never_overwrites_a_newer_event_result(aws, hub) -> None:
+    from guardrail.scope import Scope
+
+    ec2 = aws.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="ops", Description="d", VpcId=vpc)["GroupId"]
+    ec2.run_instances(
+        ImageId="ami-12345678", MinCount=1, MaxCount=1, SubnetId=subnet, SecurityGroupIds=[group]
+    )
+
+    def guardrail(at: datetime, **settings: Any) -> Guardrail:
+        clients = AwsClients(session=aws, region=REGION)
+        publisher = FindingPublisher(clients.securityhub)
+        return Guardrail(
+            clients, Settings(**settings), account_id=ACCOUNT, publisher=publisher, clock=lambda: at
+        )
+
+    scan_report = guardrail(T0, publish=False).run()  # the scan reads at T0 ...
+    # ... and while it is busy, someone opens port 22 and the event path publishes FAILED.
+    ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            }
+        ],
+    )
+    event = guardrail(T0 + timedelta(minutes=3)).run(Scope(group_ids=frozenset({group})))
+    assert event.published.ok
+    # The scan publishes its older reading (PASSED) last, minutes later.
+    assert guardrail(T0 + timedelta(minutes=9)).publish(scan_report).ok
+    held = [f for f in stored(hub).values() if f["Resources"][0]["Id"].endswith(group)]
+    assert [f["Compliance"]["Status"] for f in held] == ["FAILED"]  # the newer reading stands

@@ -570,6 +570,10 @@ def test_describe_instances_filters_by_a_group_on_any_interface(emulated, build)
         return sorted(i["InstanceId"] for r in reservations for i in r["Instances"])
 
     assert by_group(secondary) == [dual]  # only on the second interface
+    by_interface = build.ec2.describe_instances(
+        Filters=[{"Name": "network-interface.network-interface-id", "Values": [eni]}]
+    )["Reservations"]
+    assert [i["InstanceId"] for r in by_interface for i in r["Instances"]] == [dual]
     assert by_group("sg-00000000000000000") == []
     primary = build.ec2.create_security_group(GroupName="primary", Description="d", VpcId=vpc)[
         "GroupId"

@@ -539,10 +539,14 @@ def test_interface_moved_into_an_open_group(world):
     eni = world.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0][
         "NetworkInterfaces"
     ][0]["NetworkInterfaceId"]
+    bystander = world.launch(groups=[bad])[0]  # already in the group: not what changed
     world.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[bad])
-    world.deliver("modify_network_interface_attribute", {ENI: eni, SG: bad})
+    result = world.deliver("modify_network_interface_attribute", {ENI: eni, SG: bad})
     assert world.internet_ssh(bad) == []
     assert passed(world, SSH, instance)
+    assert result["event"]["interface_ids"] == [eni]
+    # Only the interface's instance was evaluated (and published), not every user of the group.
+    assert f"ssm-guardrail/{REGION}/{ACCOUNT}/{SSH}/{bystander}" not in world.findings()
 
 
 # --- instances: every control --------------------------------------------------------------------

@@ -144,6 +144,29 @@ def prefs_deleted(w: World) -> dict[str, str]:
     return {}
 
 
+def running_role_without_delivery(w: World) -> dict[str, str]:
+    w.app_role(delivery_inline=False)
+    return {I1: w.launch(profile="app-profile")[0]}
+
+
+def associated_role_without_core_or_delivery(w: World) -> dict[str, str]:
+    w.app_role(core=False, delivery_inline=False)
+    instance = w.launch()[0]
+    w.ec2.associate_iam_instance_profile(
+        IamInstanceProfile={"Name": "app-profile"}, InstanceId=instance
+    )
+    return {I1: instance}
+
+
+def everything_wrong(w: World) -> dict[str, str]:
+    """One new instance that fails all three controls: a range with port 22 open, a role
+    without the core policy or log delivery. Each control's fix costs its own call(s)."""
+    w.app_role(core=False, delivery_inline=False)
+    bad = w.group("ops")
+    w.open_ssh(bad, low=0, high=1024)
+    return {I1: w.launch(groups=[bad], profile="app-profile")[0]}
+
+
 CASES: list[tuple[str, Callable[[World], dict[str, str]]]] = [
     ("authorize_ingress_ip_permissions", sg_open),
     ("authorize_ingress_ipv6", sg_open),
@@ -167,10 +190,41 @@ CASES: list[tuple[str, Callable[[World], dict[str, str]]]] = [
     ("ssm_update_document_default_version", prefs_without_logging),
     ("ssm_delete_document", prefs_deleted),
 ]
+# Events whose one instance needs its role's log delivery evaluated (GetDocument and
+# SimulatePrincipalPolicy) *and* a fix, or several fixes: the reads and Security Hub stay within
+# 8; each fix adds its own call (EC2 and IAM have no batch form). Measured: 9, 9 and 12 calls.
+HEAVY_CASES: list[tuple[str, Callable[[World], dict[str, str]]]] = [
+    ("state_change_running", running_role_without_delivery),
+    ("associate_iam_instance_profile", associated_role_without_core_or_delivery),
+    ("state_change_running", everything_wrong),
+]
 
 
-@pytest.mark.parametrize(("name", "setup"), CASES, ids=[name for name, _ in CASES])
-def test_single_resource_event_costs_at_most_8_calls(world: World, name: str, setup: Any):
+# The mutating calls fixes make: one per change (EC2 and IAM have no batch form for them).
+FIX_CALLS = {
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:RevokeSecurityGroupIngress",
+    "ec2:AssociateIamInstanceProfile",
+    "iam:AddRoleToInstanceProfile",
+    "iam:AttachRolePolicy",
+    "ssm:CreateDocument",
+    "ssm:UpdateDocument",
+    "ssm:UpdateDocumentDefaultVersion",
+}
+
+
+def case_ids(cases: list[tuple[str, Any]]) -> list[str]:
+    return [f"{name}-{setup.__name__}" for name, setup in cases]
+
+
+@pytest.mark.parametrize(
+    ("name", "setup", "strict"),
+    [(n, s, True) for n, s in CASES] + [(n, s, False) for n, s in HEAVY_CASES],
+    ids=case_ids(CASES) + case_ids(HEAVY_CASES),
+)
+def test_single_resource_event_costs_at_most_8_calls(
+    world: World, name: str, setup: Any, strict: bool
+):
     ids = setup(world)
     result = world.deliver(name, ids)
     calls = dict(world.calls)
@@ -178,8 +232,14 @@ def test_single_resource_event_costs_at_most_8_calls(world: World, name: str, se
     assert result["results"] > 0  # the event was really evaluated
     assert result["fixes"]  # and something was fixed (mode enforce), calls included
     assert "sts:GetCallerIdentity" not in calls
-    print(f"\nCALLS {name} {sum(calls.values())} {calls}")  # -s shows the count per event
-    assert sum(calls.values()) <= MAX_CALLS, calls
+    fixes = sum(n for op, n in calls.items() if op in FIX_CALLS)
+    total = sum(calls.values())
+    print(f"\nCALLS {name}/{setup.__name__} {total} (fixes {fixes}) {calls}")  # pytest -s
+    # Reads and Security Hub stay within 8 whatever is wrong; the fixes are what must change.
+    assert total - fixes <= MAX_CALLS, calls
+    assert calls.get("securityhub:BatchUpdateFindings", 0) <= 1  # one note: one call
+    if strict:
+        assert total <= MAX_CALLS, calls
 
 
 def test_dropped_events_cost_no_call(world: World):

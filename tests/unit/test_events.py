@@ -62,7 +62,6 @@ SG_FIXTURES = [
     "authorize_ingress_mixed_sources",
     "modify_security_group_rules",
     "revoke_ingress_rule_ids",
-    "modify_network_interface_attribute",
 ]
 
 
@@ -95,6 +94,21 @@ def test_modify_security_group_rules_without_the_pascal_wrapper_still_parses():
     inner = event["detail"]["requestParameters"].pop("ModifySecurityGroupRulesRequest")
     event["detail"]["requestParameters"] = {"groupId": inner["GroupId"]}
     assert to_scope(event).group_ids == {SG}
+
+
+def test_interface_group_change_touches_the_instance_behind_the_interface_only():
+    parsed = change("modify_network_interface_attribute", region="eu-west-1")
+    # Not every instance of the new groups: the one the interface is attached to.
+    assert parsed.scope == Scope(
+        interface_ids=frozenset({"eni-0a1b2c3d4e5f60001"}), controls=frozenset({SSH})
+    )
+
+
+@pytest.mark.parametrize("value", [None, "", "eni-XYZ", "sg-0a1b2c3d4e5f60001"])
+def test_interface_change_without_a_valid_interface_id_is_malformed(value):
+    event = load("modify_network_interface_attribute")
+    event["detail"]["requestParameters"]["networkInterfaceId"] = value
+    assert dropped(event).kind is DropKind.MALFORMED
 
 
 def test_interface_change_without_groups_cannot_affect_a_control():
@@ -360,6 +374,27 @@ def test_invalid_group_id_is_malformed_and_names_the_value():
     event["detail"]["responseElements"] = {}
     result = dropped(event)
     assert result.kind is DropKind.MALFORMED and "sg-<script>" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("fixture", "field", "value"),
+    [
+        ("iam_detach_role_policy", "roleName", "rôle-ünicode"),  # IAM names are ASCII
+        ("iam_detach_role_policy", "roleName", "r" * 65),  # roles: at most 64 characters
+        ("iam_delete_instance_profile", "instanceProfileName", "p" * 129),
+        ("iam_delete_instance_profile", "instanceProfileName", "a/b"),
+    ],
+)
+def test_names_iam_would_refuse_are_malformed_not_sent_to_iam(fixture, field, value):
+    event = load(fixture)
+    event["detail"]["requestParameters"][field] = value
+    assert dropped(event).kind is DropKind.MALFORMED
+
+
+def test_longest_valid_iam_names_are_accepted():
+    event = load("iam_delete_instance_profile")
+    event["detail"]["requestParameters"]["instanceProfileName"] = "p" * 128
+    assert parse_event(event).scope.profile_names == frozenset({"p" * 128})
 
 
 def test_empty_lists_encoded_as_objects():

@@ -119,6 +119,38 @@ def test_delivery_requirements_cover_s3_logs_and_kms():
     assert pairs["kms:GenerateDataKey"] == KEY and pairs["kms:Decrypt"] == KEY
 
 
+@pytest.mark.parametrize(
+    ("key_id", "expected"),
+    [
+        (KEY, KEY),
+        ("abcd-1234", "arn:aws:kms:eu-west-1:111122223333:key/abcd-1234"),  # a bare key id
+        ("mrk-0123", "arn:aws:kms:eu-west-1:111122223333:key/mrk-0123"),
+        ("alias/sessions", None),  # only KMS can resolve an alias: not evaluated
+        ("arn:aws:kms:eu-west-1:111122223333:alias/sessions", None),
+    ],
+)
+def test_the_session_key_is_checked_by_its_arn_however_it_is_named(key_id, expected):
+    prefs = SessionPreferences(True, {"s3BucketName": "b", "kmsKeyId": key_id})
+    pairs = dict(
+        delivery_requirements(delivery_target(prefs, OURS), "aws", "eu-west-1", "111122223333")
+    )
+    assert pairs.get("kms:Decrypt") == expected and pairs.get("kms:GenerateDataKey") == expected
+    assert pairs["s3:PutObject"] == "arn:aws:s3:::b/session.log"
+
+
+@pytest.mark.parametrize("flag", [None, "false", False, 0])
+def test_an_encryption_flag_that_is_not_true_is_off(flag):
+    inputs = {"s3BucketName": "b"} | ({} if flag is None else {"s3EncryptionEnabled": flag})
+    r = region_result(SessionPreferences(True, inputs))
+    assert r.status is Status.FAILED and "s3EncryptionEnabled" in r.reason
+    assert (
+        region_result(
+            SessionPreferences(True, {"s3BucketName": "b", "s3EncryptionEnabled": "true"})
+        ).status
+        is Status.PASSED
+    )
+
+
 def test_instance_delivery_results():
     profile = "arn:aws:iam::111122223333:instance-profile/p"
     s = AccountSnapshot(
@@ -140,7 +172,11 @@ def test_instance_delivery_results():
     results = {r.resource_id: r for r in SESSION_LOGGING.check(s, OURS)}
     assert results["i-ok"].status is Status.FAILED and "s3:PutObject" in results["i-ok"].reason
     assert results["i-no-role"].status is Status.NOT_APPLICABLE
-    assert "i-gone" not in results
+    # terminated: NOT_APPLICABLE, so its finding is archived like the other controls'
+    assert (
+        results["i-gone"].status is Status.NOT_APPLICABLE
+        and "terminated" in results["i-gone"].reason
+    )
     allowed = AccountSnapshot(**{**s.__dict__, "delivery": {"r": DeliveryCheck("r")}})
     assert {r.resource_id: r for r in SESSION_LOGGING.check(allowed, OURS)}[
         "i-ok"

@@ -122,3 +122,20 @@ def test_partition_is_respected_for_the_core_policy():
         s.account_id, s.region, "aws-us-gov", s.instances, {}, s.instance_profiles, s.roles
     )
     assert only(SSM_ROLE.check(s, Settings())).status is Status.PASSED
+
+
+@pytest.mark.parametrize("state", ["pending", "stopping"])
+def test_no_association_is_attempted_on_an_instance_ec2_would_refuse(state):
+    from guardrail.controls.base import FixContext
+    from guardrail.model import Outcome
+
+    class NoCalls:  # any AWS call fails the test
+        def __getattr__(self, name):
+            raise AssertionError(f"unexpected AWS call: {name}")
+
+    instance = Instance("i-1", state)
+    snapshot = AccountSnapshot("111122223333", "eu-west-1", instances={"i-1": instance})
+    failed = [r for r in SSM_ROLE.check(snapshot, Settings()) if r.status is Status.FAILED]
+    settings = Settings(mode="enforce", instance_profile="guardrail-ec2")
+    (fix,) = SSM_ROLE.remediate(failed, snapshot, FixContext(NoCalls(), settings))
+    assert fix.outcome is Outcome.SKIPPED and f"instance is {state}" in fix.reason

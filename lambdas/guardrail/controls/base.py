@@ -72,6 +72,9 @@ class Control(Protocol):
 
 
 def error_code(error: Exception) -> str:
-    """The AWS error code of a botocore ClientError ('Unknown' when there is none)."""
-    response = getattr(error, "response", None) or {}
+    """The AWS error code of a botocore ClientError; for an error that never reached AWS
+    (EndpointConnectionError, ReadTimeoutError ...) its class name, so it can be retried."""
+    response = getattr(error, "response", None)
+    if not response:
+        return type(error).__name__
     return str(response.get("Error", {}).get("Code", "Unknown"))

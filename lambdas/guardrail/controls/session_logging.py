@@ -76,10 +76,20 @@ def delivery_requirements(
             ("logs:DescribeLogStreams", f"{group}:log-stream:session"),
             ("logs:DescribeLogGroups", f"arn:{partition}:logs:{region}:{account}:log-group:*"),
         ]
-    key_id = target.get("kms_key", "")
-    if key_id.startswith("arn:"):
-        pairs += [("kms:Decrypt", key_id), ("kms:GenerateDataKey", key_id)]
+    key = key_arn(target.get("kms_key", ""), partition, region, account)
+    if key:
+        pairs += [("kms:Decrypt", key), ("kms:GenerateDataKey", key)]
     return pairs
+
+
+def key_arn(key_id: str, partition: str, region: str, account: str) -> str:
+    """The key ARN IAM authorizes against, from a key ARN or a bare key id; "" for an alias
+    (only KMS can resolve it, so key access is then not evaluated)."""
+    if not key_id or "alias/" in key_id:
+        return ""
+    if key_id.startswith("arn:"):
+        return key_id
+    return f"arn:{partition}:kms:{region}:{account}:key/{key_id}"
 
 
 def flag_on(value: Any) -> bool:
@@ -240,7 +250,12 @@ class SessionLogging:
                         iid,
                         Status.PASSED,
                         "INFORMATIONAL",
-                        f"role {role.name} may deliver session logs",
+                        f"role {role.name} may deliver session logs"
+                        + (
+                            " (kmsKeyId is an alias: key access not evaluated)"
+                            if "alias/" in target.get("kms_key", "")
+                            else ""
+                        ),
                         details=details,
                     )
                 )

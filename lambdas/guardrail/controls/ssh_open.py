@@ -165,7 +165,6 @@ class SshOpenToInternet:
         Permission(
             (
                 "ec2:DescribeInstances",
-                "ec2:DescribeSecurityGroups",
                 "ec2:DescribeSecurityGroupRules",
             ),
             why="instances, their network interfaces' groups, and the groups' rules",

@@ -18,6 +18,7 @@ from ..settings import Settings
 from .base import FixContext, Permission, error_code
 
 CORE_POLICY = "AmazonSSMManagedInstanceCore"
+ASSOCIABLE_STATES = frozenset({"running", "stopped"})
 
 
 def core_policy_arn(partition: str) -> str:
@@ -223,6 +224,17 @@ class SsmInstanceRole:
                 Outcome.SKIPPED,
                 covers=(iid,),
                 reason="GUARDRAIL_INSTANCE_PROFILE is not set: no profile to associate",
+            )
+        if instance.state not in ASSOCIABLE_STATES:
+            # AssociateIamInstanceProfile takes running or stopped instances only (IncorrectState
+            # otherwise); the instance's next state-change event or the drift scan fixes it.
+            return FixRecord(
+                self.id,
+                iid,
+                action,
+                Outcome.SKIPPED,
+                covers=(iid,),
+                reason=f"instance is {instance.state}: a profile can be associated once it runs",
             )
         try:
             ctx.clients.ec2.associate_iam_instance_profile(
