@@ -274,3 +274,62 @@ def test_guard_sees_instances_outside_a_targeted_scope(managed_policies, account
     # Without the guard (the default) the same event closes the group.
     report = account.run(clients, "enforce", [SSH], scope=scope)
     assert report.fixes[0].outcome is Outcome.APPLIED and account.ingress(gid) == []
+
+
+# --- the real fix, on random groups: never widens, closes internet SSH, keeps the rest ---------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.unit.test_ssh_open import PROBES, _admits, rules  # noqa: E402
+
+
+def as_permission(r):
+    ranges = (
+        {"Ipv6Ranges": [{"CidrIpv6": r.cidr_ipv6}]}
+        if r.cidr_ipv6
+        else {"IpRanges": [{"CidrIp": r.cidr_ipv4}]}
+    )
+    return {"IpProtocol": r.protocol, "FromPort": r.from_port, "ToPort": r.to_port, **ranges}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.lists(
+        rules(),
+        min_size=1,
+        max_size=5,
+        unique_by=lambda r: (r.protocol, r.from_port, r.to_port, r.cidr),
+    )
+)
+def test_the_fix_as_applied_never_widens_and_only_drops_internet_ssh(account, clients, group_rules):
+    from guardrail.model import SecurityGroupRule
+    from guardrail.scope import Scope
+
+    gid = account.group()
+    account.ec2.authorize_security_group_ingress(
+        GroupId=gid, IpPermissions=[as_permission(r) for r in group_rules]
+    )
+
+    def current():
+        raw = account.ec2.describe_security_group_rules(
+            Filters=[{"Name": "group-id", "Values": [gid]}]
+        )
+        return [
+            r for r in map(SecurityGroupRule.from_api, raw["SecurityGroupRules"]) if not r.is_egress
+        ]
+
+    before = current()
+    account.instance([gid])
+    account.run(clients, "enforce", [SSH], scope=Scope(group_ids=frozenset({gid})))
+    after = current()
+    for probe in PROBES:
+        protocol, port, source = probe
+        now, was = any(_admits(r, *probe) for r in after), any(_admits(r, *probe) for r in before)
+        assert was or not now, f"the fix widened access to {probe}"
+        if protocol == "tcp" and port == 22:
+            # closed to the internet; a private source keeps SSH only through its own rule
+            if source in ("8.8.8.8", "2600::1"):
+                assert not now, f"internet SSH still open: {probe}"
+        elif was and protocol != "esp" and not (protocol == "icmpv6") ^ (":" in source):
+            assert now, f"the fix broke {probe}"  # (exotic protocols of all-traffic rules go)

@@ -1,5 +1,7 @@
 """Arbitrary JSON and mutated real event shapes, delivered to the handler in enforce mode over an
-account with things to fix: no unhandled exception, and no change to the account.
+account with things to fix: no unhandled exception, and no change to the account. Then real
+shapes naming the account's real non-compliant resources, mutated so they must be dropped
+(failed call, the guardrail's own change, another account or region): still no change.
 
 The fixtures' placeholder ids (i-0a1b2c3d4e5f6000N, sg-0a1b2c3d4e5f60001, app-role, ...) name no
 resource of this account, so a mutated event can only reach the account's real resources by
@@ -18,10 +20,14 @@ import pytest
 from handlers import on_change
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as label
+from hypothesis import strategies as st
 
 from tests.handlers.test_on_change import (
     ACCOUNT,
     DELIVERY,
+    GUARDRAIL_ACTOR,
+    I1,
+    SG,
     LOGGED,
     PLACEHOLDER_ACCOUNT,
     PREFS,
@@ -66,10 +72,11 @@ def fuzz_world() -> Iterator[tuple[World, dict[str, Any]]]:
         # without the core policy. Only an event naming them could lead to a fix.
         ops = world.group("ops")
         world.open_ssh(ops)
-        world.launch(groups=[ops])
+        bare = world.launch(groups=[ops])[0]
         world.app_role(name="team-role", profile="team-profile", core=False)
         world.launch(profile="team-profile")
-        yield world, world.state()
+        real = {SG: ops, I1: bare, '"roleName": "app-role"': '"roleName": "team-role"'}
+        yield world, world.state(), real
     patch.undo()
 
 
@@ -80,7 +87,7 @@ def fuzz_world() -> Iterator[tuple[World, dict[str, Any]]]:
 )
 @given(event=ANY_EVENT)
 def test_any_event_neither_raises_nor_changes_the_account(fuzz_world, event):
-    world, before = fuzz_world
+    world, before, _ = fuzz_world
     if isinstance(event, dict) and event.get("account") == PLACEHOLDER_ACCOUNT:
         event["account"] = ACCOUNT  # else most real shapes stop at the account check
     with contextlib.redirect_stdout(io.StringIO()):  # Powertools prints metrics
@@ -89,3 +96,58 @@ def test_any_event_neither_raises_nor_changes_the_account(fuzz_world, event):
     label(f"dropped: {result['dropped']}" if "dropped" in result else "evaluated")
     assert "dropped" in result or result["fixes"] == {} or set(result["fixes"]) <= {"skipped"}
     assert world.state() == before
+
+
+# Real shapes that, with the world's ids, would lead to a fix if they were not dropped.
+REAL_SHAPES = ["authorize_ingress_ip_permissions", "start_instances", "iam_detach_role_policy"]
+OWN_SESSION = GUARDRAIL_ACTOR.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/")
+
+
+def must_drop(event: dict[str, Any], how: str) -> None:
+    detail = event["detail"]
+    if how == "failed call":
+        detail["errorCode"] = "Client.UnauthorizedOperation"
+        detail["errorMessage"] = "You are not authorized to perform this operation."
+    elif how == "own change":
+        detail["userIdentity"]["arn"] = f"{OWN_SESSION}/1700000000000000000"
+    elif how == "other account":
+        event["account"] = "999999999999"
+    elif how == "other region":
+        event["region"] = detail["awsRegion"] = "ap-south-1"
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    name=st.sampled_from(REAL_SHAPES),
+    how=st.sampled_from(["failed call", "own change", "other account", "other region"]),
+)
+def test_real_events_that_must_be_dropped_change_nothing(fuzz_world, name, how):
+    world, before, real = fuzz_world
+    if name.startswith("iam_") and how == "other region":
+        how = "failed call"  # IAM is global: its events are evaluated in every region
+    event = world.event(name, real)
+    findings = len(world.findings())
+    must_drop(event, how)
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = on_change.handle(event, world.guardrail("enforce"), home_account=ACCOUNT)
+    label(f"{name}: {how}")
+    assert "dropped" in result, (how, result)
+    assert world.state() == before and len(world.findings()) == findings
+
+
+def test_the_same_real_events_unmutated_would_fix_something(fuzz_world):
+    """The property above is meaningful: without the mutation each event changes the account.
+    (Runs last in this module: it fixes the world.)"""
+    world, before, real = fuzz_world
+    for name in REAL_SHAPES:
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = on_change.handle(
+                world.event(name, real), world.guardrail("enforce"), home_account=ACCOUNT
+            )
+        # each reaches a fix (the association fails here: this world has no guardrail profile)
+        assert "dropped" not in result and result["fixes"], (name, result)
+    assert world.state() != before
