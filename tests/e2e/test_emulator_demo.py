@@ -139,12 +139,18 @@ def denied(account, run):  # `run` first: this resets the account
     return demo.run_flow(account, explicit_deny=True)
 
 
-def test_an_explicit_deny_on_delivery_is_never_passed_off_as_fixed(denied):
+def test_an_explicit_deny_on_the_key_keeps_the_key_out_of_the_preferences(denied):
     ids = denied.seeded.instances["role-delivery-denied"]
     keys = [("ssm-session-logging", i) for i in ids]
     enforce, rescan = evaluations(denied, "enforce scan"), evaluations(denied, "re-scan")
-    assert all(rescan[k].result.status is Status.FAILED for k in keys)  # attaching cannot fix it
-    assert not any(enforce[k].remediated for k in keys)  # so it is never claimed as fixed
+    assert not any(enforce[k].remediated for k in keys)  # attaching cannot beat a Deny
+    # Naming the KMS key would stop every session on these instances (their role may not use
+    # it), so the preferences log without it and say why; delivery then works.
+    (prefs_fix,) = [
+        f for f in denied.scan("enforce scan").report.fixes if "preferences" in f.action
+    ]
+    assert prefs_fix.outcome is Outcome.APPLIED and "kmsKeyId left unset" in prefs_fix.reason
+    assert all(rescan[k].result.status is Status.PASSED for k in keys)
 
 
 def test_an_explicit_deny_on_delivery_is_skipped_with_a_reason(denied):
