@@ -200,7 +200,7 @@ class SsmInstanceRole:
                     FixRecord(
                         self.id,
                         instance.instance_id,
-                        "none",
+                        "replace deleted instance profile",
                         Outcome.SKIPPED,
                         reason="the instance profile is gone; associate a new one "
                         "by hand (the guardrail never replaces a profile)",
