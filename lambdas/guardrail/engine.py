@@ -185,6 +185,7 @@ class Guardrail:
         snapshot = report.snapshot
         assert snapshot is not None
         now = report.read_at or self.clock()
+        fixed_at = self.clock()  # a fixed resource is known PASSED as of its fix, not the read
         findings, resolutions = [], {}
         for evaluation in report.evaluations:
             result = evaluation.result
@@ -192,7 +193,7 @@ class Guardrail:
             finding = build_finding(
                 result,
                 control,
-                generated_at=now,
+                generated_at=fixed_at if evaluation.remediated else now,
                 fixes=evaluation.fixes,
                 remediated=evaluation.remediated,
                 instance=snapshot.instances.get(result.resource_id)

@@ -313,3 +313,48 @@ def test_a_slow_drift_scan_never_overwrites_a_newer_event_result(aws, hub) -> No
     assert guardrail(T0 + timedelta(minutes=9)).publish(scan_report).ok
     held = [f for f in stored(hub).values() if f["Resources"][0]["Id"].endswith(group)]
     assert [f["Compliance"]["Status"] for f in held] == ["FAILED"]  # the newer reading stands
+
+
+def test_a_fix_is_newer_than_an_event_that_saw_the_problem_before_it(aws, hub) -> None:
+    from guardrail.engine import ScanReport
+
+    ec2 = aws.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="ops", Description="d", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            }
+        ],
+    )
+    ec2.run_instances(
+        ImageId="ami-12345678", MinCount=1, MaxCount=1, SubnetId=subnet, SecurityGroupIds=[group]
+    )
+
+    def guardrail(at: datetime, **settings: Any) -> Guardrail:
+        clients = AwsClients(session=aws, region=REGION)
+        return Guardrail(
+            clients,
+            Settings(**settings),
+            account_id=ACCOUNT,
+            publisher=FindingPublisher(clients.securityhub),
+            clock=lambda: at,
+        )
+
+    # The scan reads at T0 and closes the port; it publishes at T0+9 minutes.
+    scan: ScanReport = guardrail(T0, mode="enforce", controls=(SSH_OPEN.id,), publish=False).run()
+    (fixed,) = [e for e in scan.evaluations if e.result.resource_id == group]
+    assert fixed.remediated
+    # Between its read and its fix, an event saw the port open and published FAILED at T0+3.
+    seen = build_finding(fixed.result, SSH_OPEN, generated_at=T0 + timedelta(minutes=3))
+    assert publisher(hub).publish([seen]).ok
+    assert guardrail(T0 + timedelta(minutes=9)).publish(scan).ok
+    (held,) = [f for f in stored(hub).values() if f["Resources"][0]["Id"].endswith(group)]
+    # The fix is the newest truth: PASSED and RESOLVED, not a RESOLVED finding still FAILED.
+    assert held["Compliance"]["Status"] == "PASSED" and held["Workflow"]["Status"] == "RESOLVED"
