@@ -173,7 +173,8 @@ class DeliveryCheck:
 
     role_name: str
     denied: tuple[str, ...] = ()  # "action on resource" pairs the simulation did not allow
-    explicitly_denied: tuple[str, ...] = ()  # the subset an explicit Deny blocks
+    # the subset an explicit Deny or the permissions boundary blocks: attaching cannot help
+    explicitly_denied: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:

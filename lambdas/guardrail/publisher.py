@@ -41,6 +41,9 @@ FATAL = frozenset(
         "ExpiredTokenException",
     }
 )
+# Fatal for an optional read too: IAM may deny GetFindings alone (an older policy, an SCP), so an
+# AccessDenied there only costs the change detection; these stop every call.
+FATAL_FOR_EVERY_CALL = FATAL - {"AccessDeniedException"}
 NO_RESOLUTIONS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -121,7 +124,7 @@ class _Run:
             errors=self.errors,
             calls=self.calls,
             unchanged=self.unchanged,
-            fatal=self.stopped is not None,
+            fatal=self.stopped is not None and not self.imported,
         )
 
 
@@ -168,8 +171,11 @@ ARCHIVED_COPY = (
 
 def archived_copy(stored: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     finding = {k: stored[k] for k in ARCHIVED_COPY if k in stored}
+    # Without the fingerprint: should the same result come back, it differs and is imported.
     fields = {
-        k: v for k, v in (stored.get("ProductFields") or {}).items() if k.startswith(FIELD_PREFIX)
+        k: v
+        for k, v in (stored.get("ProductFields") or {}).items()
+        if k.startswith(FIELD_PREFIX) and k != FINGERPRINT_FIELD
     }
     if fields:
         finding["ProductFields"] = fields
@@ -297,6 +303,7 @@ class FindingPublisher:
                 finding = {**finding, "CreatedAt": old.created_at}  # first seen stays first seen
             if (
                 finding["Id"] in resolutions
+                or old.raw.get("RecordState") != finding.get("RecordState")
                 or old.fingerprint != finding.get("ProductFields", {}).get(FINGERPRINT_FIELD)
                 or old.updated_at is None
                 or old.updated_at < refresh_before
@@ -487,7 +494,7 @@ class FindingPublisher:
                 run.stopped = failure
                 run.errors.append(f"cannot reach Security Hub in {self._region}: {error}")
         extra = {"operation": operation, "error_code": failure.code, "error": failure.message}
-        if optional and failure.code not in FATAL:
+        if optional and failure.code not in FATAL_FOR_EVERY_CALL:
             logger.warning("optional Security Hub call failed", extra=extra)
             raise failure
         if failure.code in FATAL:

@@ -324,7 +324,11 @@ class SnapshotReader:
             checks[role.name] = DeliveryCheck(
                 role.name,
                 tuple(f"{a} on {r}" for a, r in denied),
-                tuple(f"{a} on {r}" for a, r in denied if decisions.get((a, r)) == "explicitDeny"),
+                tuple(
+                    f"{a} on {r}"
+                    for a, r in denied
+                    if decisions.get((a, r)) in ("explicitDeny", "boundaryDeny")
+                ),
             )
         return checks
 
@@ -364,11 +368,18 @@ class SnapshotReader:
 
 def _decisions(result: dict[str, Any]) -> Iterator[tuple[tuple[str, str], str]]:
     """((action, resource), decision) from a SimulatePrincipalPolicy result, in either shape:
-    per resource (ResourceSpecificResults) or one decision for the action."""
+    per resource (ResourceSpecificResults) or one decision for the action. A pair the role's
+    permissions boundary does not allow is "boundaryDeny": no identity policy can lift it."""
     action = result.get("EvalActionName", "")
     specific = result.get("ResourceSpecificResults") or []
-    if specific:
-        for item in specific:
-            yield (action, item.get("EvalResourceName", "")), item.get("EvalResourceDecision", "")
-    else:
-        yield (action, result.get("EvalResourceName", "*")), result.get("EvalDecision", "")
+    entries = [
+        (item.get("EvalResourceName", ""), item.get("EvalResourceDecision", ""), item)
+        for item in specific
+    ] or [(result.get("EvalResourceName", "*"), result.get("EvalDecision", ""), result)]
+    for resource, decision, entry in entries:
+        detail = entry.get("PermissionsBoundaryDecisionDetail") or result.get(
+            "PermissionsBoundaryDecisionDetail"
+        )
+        if decision != "allowed" and detail and detail.get("AllowedByPermissionsBoundary") is False:
+            decision = "boundaryDeny"
+        yield (action, resource), decision

@@ -358,3 +358,39 @@ def test_a_fix_is_newer_than_an_event_that_saw_the_problem_before_it(aws, hub) -
     (held,) = [f for f in stored(hub).values() if f["Resources"][0]["Id"].endswith(group)]
     # The fix is the newest truth: PASSED and RESOLVED, not a RESOLVED finding still FAILED.
     assert held["Compliance"]["Status"] == "PASSED" and held["Workflow"]["Status"] == "RESOLVED"
+
+
+def test_a_finding_that_comes_back_after_being_archived_is_active_again(aws, hub) -> None:
+    from guardrail.publisher import ArchiveMissing
+
+    generators = frozenset({f"ssm-guardrail/{SSH_OPEN.id}"})
+    product = finding(1)["ProductArn"]
+    publisher(hub).publish([finding(1), finding(2)], refresh_before=T0 - WEEK)
+    # Finding 1 is no longer produced: archived.
+    at = T0 + timedelta(hours=1)
+    publisher(hub).publish(
+        [finding(2, at=at)],
+        refresh_before=at - WEEK,
+        archive=ArchiveMissing(product, generators, at),
+    )
+    assert stored(hub)[finding(1)["Id"]]["RecordState"] == "ARCHIVED"
+    # ...and an hour later it is produced again, unchanged from before: it must become ACTIVE.
+    later = T0 + timedelta(hours=2)
+    summary = publisher(hub).publish(
+        [finding(1, at=later), finding(2, at=later)],
+        refresh_before=later - WEEK,
+        archive=ArchiveMissing(product, generators, later),
+    )
+    assert summary.imported == 1 and stored(hub)[finding(1)["Id"]]["RecordState"] == "ACTIVE"
+
+
+def test_access_denied_on_the_optional_read_still_imports_everything() -> None:
+    client = boto3.client("securityhub", region_name=REGION)
+    with Stubber(client) as stub:
+        stub.add_client_error("get_findings", "AccessDeniedException", "not allowed: GetFindings")
+        stub.add_response(
+            "batch_import_findings", {"FailedCount": 0, "SuccessCount": 2, "FailedFindings": []}
+        )
+        summary = publisher(client).publish([finding(1), finding(2)], refresh_before=T0)
+        stub.assert_no_pending_responses()
+    assert summary.ok and summary.imported == 2 and not summary.fatal

@@ -201,9 +201,7 @@ def test_explicit_deny_is_skipped_not_claimed_as_fixed(account, clients):
     iid = account.instance(profile="denied")
     report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
     (fix,) = [f for f in report.fixes if f.resource_id == "denied"]
-    assert (
-        fix.outcome is Outcome.SKIPPED and "explicit Deny blocks kms:GenerateDataKey" in fix.reason
-    )
+    assert fix.outcome is Outcome.SKIPPED and "boundary blocks kms:GenerateDataKey" in fix.reason
     (evaluation,) = [e for e in report.evaluations if e.result.resource_id == iid]
     assert evaluation.left_failed and not evaluation.remediated
     # Nothing was attached: the role is exactly as its owners left it.
@@ -281,3 +279,69 @@ def test_kms_key_is_named_once_every_role_can_use_it(account, clients):
     (prefs_fix,) = region_fix(report)
     assert prefs_fix.outcome is Outcome.APPLIED and "kmsKeyId" not in prefs_fix.reason
     assert preferences(account)["kmsKeyId"] == KEY  # the grant came first
+
+
+def test_a_permissions_boundary_that_blocks_delivery_is_skipped_and_the_key_left_out(
+    account, clients
+):
+    policy = delivery_policy(account)
+    boundary = account.iam.create_policy(
+        PolicyName="ssm-only",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "ssm:*", "Resource": "*"}],
+            }
+        ),
+    )["Policy"]["Arn"]
+    account.iam.create_role(
+        RoleName="bounded",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "sts:AssumeRole",
+                        "Principal": {"Service": "ec2.amazonaws.com"},
+                    }
+                ],
+            }
+        ),
+        PermissionsBoundary=boundary,
+    )
+    account.iam.create_instance_profile(InstanceProfileName="bounded")
+    account.iam.add_role_to_instance_profile(InstanceProfileName="bounded", RoleName="bounded")
+    iid = account.instance(profile="bounded")
+    report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
+    (grant,) = [f for f in report.fixes if f.resource_id == "bounded"]
+    # Attaching would change nothing the boundary does not allow: skipped, never "fixed".
+    assert grant.outcome is Outcome.SKIPPED and "permissions boundary" in grant.reason
+    assert account.iam.list_attached_role_policies(RoleName="bounded")["AttachedPolicies"] == []
+    assert not any(e.remediated for e in report.evaluations if e.result.resource_id == iid)
+    assert "kmsKeyId" not in preferences(account)  # the role could never use the key
+
+
+def test_an_event_never_names_the_key_a_full_scan_has_not_checked(account, clients):
+    from guardrail.scope import Scope
+
+    policy = delivery_policy(account)
+    account.role("ok", policy, profile="ok")
+    account.role("app", profile="app")  # lacks delivery and the key; no event names it
+    account.instance(profile="app")
+    ok = account.instance(profile="ok")
+    scope = Scope(instance_ids=frozenset({ok}))
+    settings = {**OURS, "log_delivery_policy_arn": policy, "modify_existing_roles": False}
+    report = account.run(clients, "enforce", [LOGGING], scope=scope, **settings)
+    (prefs_fix,) = region_fix(report)
+    assert prefs_fix.outcome is Outcome.APPLIED and "until a drift scan" in prefs_fix.reason
+    assert "kmsKeyId" not in preferences(account)
+    # The drift scan sees every role: "app" cannot use the key, so it stays out, and says why.
+    report = account.run(clients, "enforce", [LOGGING], **settings)
+    (prefs_fix,) = region_fix(report)
+    assert prefs_fix.outcome is Outcome.SKIPPED and "role(s) app" in prefs_fix.reason
+    assert "kmsKeyId" not in preferences(account)
+    # Once "app" may use it (its owners attach the policy), the next scan names the key.
+    account.iam.attach_role_policy(RoleName="app", PolicyArn=policy)
+    report = account.run(clients, "enforce", [LOGGING], **settings)
+    assert preferences(account)["kmsKeyId"] == KEY and not report.left_failed

@@ -260,3 +260,16 @@ def test_fix_never_widens_and_closes_internet_ssh(group_rules):
             continue  # no such flow: ICMPv6 rides IPv6 only, ICMP IPv4 only
         if any(_admits(r, *probe) for r in group_rules):
             assert any(_admits(r, *probe) for r in after), f"fix broke {probe}"
+
+
+def test_the_lockout_guard_counts_starting_instances():
+    from guardrail.controls.ssh_open import ssh_exposed_running
+
+    bad = SecurityGroup("sg-bad", rules=(rule(group_id="sg-bad"),))
+    instances = [
+        Instance("i-new", "pending", ("sg-bad",)),  # RunInstances arrives while pending
+        Instance("i-up", "running", ("sg-bad",)),
+        Instance("i-off", "stopped", ("sg-bad",)),
+    ]
+    exposed = ssh_exposed_running(snapshot(instances, [bad]), "sg-bad")
+    assert sorted(i.instance_id for i in exposed) == ["i-new", "i-up"]

@@ -36,17 +36,34 @@ DEFAULT_CONTENT: dict[str, Any] = {
 }
 
 
+def guardrail_key_missing(prefs: SessionPreferences, settings: Settings) -> bool:
+    """Sessions log to the guardrail's own destinations only, without the guardrail's KMS key
+    (the preferences were written while a role could not use it, or by an event)."""
+    ours = {settings.session_log_bucket, settings.session_log_group} - {""}
+    theirs = {prefs.s3_bucket, prefs.log_group} - {""}
+    return bool(
+        prefs.logging_on
+        and settings.session_log_kms_key
+        and not prefs.inputs.get("kmsKeyId")
+        and theirs <= ours
+    )
+
+
 def delivery_target(prefs: SessionPreferences | None, settings: Settings) -> dict[str, str]:
-    """Where session logs go (or will go once the guardrail turns logging on): the region's
-    configured destinations, else the guardrail's own. Empty when there is nowhere to deliver."""
+    """Where session logs go (or will go once the guardrail turns logging on, or names its key):
+    the region's configured destinations, else the guardrail's own. Empty when there is nowhere
+    to deliver."""
     if prefs is None:
         return {}
     if prefs.logging_on:
+        key = str(prefs.inputs.get("kmsKeyId") or "")
         return {
             "bucket": prefs.s3_bucket,
             "prefix": str(prefs.inputs.get("s3KeyPrefix") or ""),
             "log_group": prefs.log_group,
-            "kms_key": str(prefs.inputs.get("kmsKeyId") or ""),
+            "kms_key": settings.session_log_kms_key
+            if guardrail_key_missing(prefs, settings)
+            else key,
         }
     if not (settings.session_log_bucket or settings.session_log_group):
         return {}
@@ -138,6 +155,8 @@ def desired_inputs(prefs: SessionPreferences, settings: Settings) -> tuple[dict[
                 "cloudWatchEncryptionEnabled could block sessions; encrypt it first"
             )
         inputs["cloudWatchEncryptionEnabled"] = True
+    if guardrail_key_missing(prefs, settings):
+        inputs["kmsKeyId"] = settings.session_log_kms_key
     return inputs, ""
 
 
@@ -196,7 +215,7 @@ class SessionLogging:
         prefs = snapshot.session_preferences
         results: list[Result] = []
         if prefs is not None:
-            results.append(self._region_result(prefs, snapshot))
+            results.append(self._region_result(prefs, snapshot, settings))
         target = snapshot.delivery_target
         for instance in snapshot.instances.values():
             iid = instance.instance_id
@@ -274,7 +293,9 @@ class SessionLogging:
                 )
         return results
 
-    def _region_result(self, prefs: SessionPreferences, snapshot: AccountSnapshot) -> Result:
+    def _region_result(
+        self, prefs: SessionPreferences, snapshot: AccountSnapshot, settings: Settings
+    ) -> Result:
         account = snapshot.account_id
         if not prefs.exists:
             return snapshot.result(
@@ -316,6 +337,16 @@ class SessionLogging:
                 f"sessions are logged to {where} but {', '.join(off)} is false",
                 details={"unencrypted": off},
             )
+        if guardrail_key_missing(prefs, settings):
+            return snapshot.result(
+                self.id,
+                ResourceType.ACCOUNT,
+                account,
+                Status.FAILED,
+                "LOW",
+                f"sessions are logged to {where} but not encrypted with the guardrail's KMS key "
+                "(kmsKeyId unset)",
+            )
         return snapshot.result(
             self.id,
             ResourceType.ACCOUNT,
@@ -352,7 +383,9 @@ class SessionLogging:
         )
         prefs = snapshot.session_preferences
         if prefs is not None and any(r.resource_type is ResourceType.ACCOUNT for r in failed):
-            records.insert(0, self._fix_preferences(prefs, snapshot.account_id, ctx, keyless))
+            records.insert(
+                0, self._fix_preferences(prefs, snapshot.account_id, ctx, keyless, snapshot.full)
+            )
         return records
 
     def _fix_preferences(
@@ -361,6 +394,7 @@ class SessionLogging:
         account: str,
         ctx: FixContext,
         keyless_roles: Sequence[str] = (),
+        every_role_seen: bool = True,
     ) -> FixRecord:
         action = (
             "update Session Manager preferences"
@@ -368,15 +402,28 @@ class SessionLogging:
             else "create Session Manager preferences"
         )
         inputs, why_not = desired_inputs(prefs, ctx.settings)
-        key_note = ""
-        if keyless_roles and inputs.get("kmsKeyId") and not prefs.inputs.get("kmsKeyId"):
-            # Naming a key the roles cannot use would stop their sessions: log without it.
-            del inputs["kmsKeyId"]
-            key_note = (
-                f"; kmsKeyId left unset: role(s) {', '.join(keyless_roles)} cannot use the key "
-                "and their sessions would stop; grant them kms:Decrypt on it, then set kmsKeyId"
-            )
         before = dict(prefs.inputs) if prefs.exists else None
+        key_note = ""
+        if inputs.get("kmsKeyId") and not prefs.inputs.get("kmsKeyId"):
+            # Naming a key a role cannot use stops every session of its instances: only a full
+            # scan, which has judged every role, names it, and only if none is left without it.
+            if keyless_roles:
+                key_note = (
+                    f"; kmsKeyId left unset: role(s) {', '.join(keyless_roles)} cannot use the "
+                    "key and their sessions would stop; grant them kms:Decrypt on it"
+                )
+            elif not every_role_seen:
+                key_note = (
+                    "; kmsKeyId left unset until a drift scan has checked that every role can "
+                    "use the key"
+                )
+            if key_note:
+                del inputs["kmsKeyId"]
+                if prefs.exists and inputs == dict(prefs.inputs):
+                    return FixRecord(
+                        self.id, account, action, Outcome.SKIPPED, before, None,
+                        key_note.removeprefix("; "), covers=(account,),
+                    )  # fmt: skip
         if why_not:
             return FixRecord(
                 self.id, account, action, Outcome.SKIPPED, before, None, why_not, covers=(account,)
@@ -463,10 +510,11 @@ class SessionLogging:
         if not settings.log_delivery_policy_arn:
             reason = "GUARDRAIL_LOG_DELIVERY_POLICY_ARN is not set"
         elif delivery is not None and delivery.explicitly_denied:
-            # An explicit Deny (identity policy or permissions boundary) wins over any Allow.
+            # An explicit Deny wins over any Allow; a permissions boundary caps every policy.
             reason = (
-                f"an explicit Deny blocks {', '.join(delivery.explicitly_denied)}: attaching a "
-                "policy cannot override it; remove the Deny"
+                f"an explicit Deny or the permissions boundary blocks "
+                f"{', '.join(delivery.explicitly_denied)}: attaching a policy cannot override "
+                "it; change the Deny or the boundary"
             )
         elif settings.log_delivery_policy_arn in before:
             reason = (

@@ -55,7 +55,8 @@ def admits_internet_ssh(rule: SecurityGroupRule) -> bool:
 
 
 def ssh_exposed_running(snapshot: AccountSnapshot, group_id: str | None = None) -> list[Instance]:
-    """Running instances behind a group (`group_id`, or any) that admits internet SSH."""
+    """Running (or starting) instances behind a group (`group_id`, or any) that admits
+    internet SSH."""
     groups = [group_id] if group_id else list(snapshot.security_groups)
     open_groups = {
         gid
@@ -67,7 +68,7 @@ def ssh_exposed_running(snapshot: AccountSnapshot, group_id: str | None = None) 
     return [
         i
         for i in everyone.values()
-        if i.state == "running" and open_groups.intersection(i.security_group_ids)
+        if i.state in ("pending", "running") and open_groups.intersection(i.security_group_ids)
     ]
 
 
