@@ -221,11 +221,13 @@ def assess(run: DemoRun) -> list[str]:
 
 
 def explained(evaluation: Any) -> bool:
-    """A FAILED result the guardrail left alone on purpose: every fix skipped, each with a reason."""
+    """A FAILED result the guardrail left (partly) alone on purpose: no fix failed, and at least
+    one was skipped with a reason (e.g. logging turned on, but the KMS key held back)."""
+    fixes = evaluation.fixes if evaluation else ()
     return bool(
-        evaluation
-        and evaluation.fixes
-        and all(f.outcome is Outcome.SKIPPED and f.reason for f in evaluation.fixes)
+        fixes
+        and not any(f.outcome is Outcome.FAILED for f in fixes)
+        and any(f.outcome is Outcome.SKIPPED and f.reason for f in fixes)
     )
 
 

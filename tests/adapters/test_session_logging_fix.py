@@ -259,11 +259,10 @@ def test_kms_key_is_not_named_while_a_role_cannot_use_it(account, clients):
         modify_existing_roles=False,
         **OURS,
     )
-    (prefs_fix,) = region_fix(report)
-    assert (
-        prefs_fix.outcome is Outcome.APPLIED
-        and "kmsKeyId left unset: role(s) app" in prefs_fix.reason
-    )
+    prefs_fix, key_fix = region_fix(report)
+    assert prefs_fix.outcome is Outcome.APPLIED  # logging is on...
+    # ...without the key, and the region's result stays FAILED until a role is fixed
+    assert key_fix.outcome is Outcome.SKIPPED and "role(s) app cannot use the key" in key_fix.reason
     inputs = preferences(account)
     assert "kmsKeyId" not in inputs and inputs["s3BucketName"] == "guardrail-logs"
     (grant,) = [f for f in report.fixes if f.resource_id == "app"]
@@ -333,13 +332,16 @@ def test_an_event_never_names_the_key_a_full_scan_has_not_checked(account, clien
     scope = Scope(instance_ids=frozenset({ok}))
     settings = {**OURS, "log_delivery_policy_arn": policy, "modify_existing_roles": False}
     report = account.run(clients, "enforce", [LOGGING], scope=scope, **settings)
-    (prefs_fix,) = region_fix(report)
-    assert prefs_fix.outcome is Outcome.APPLIED and "until a drift scan" in prefs_fix.reason
+    prefs_fix, key_fix = region_fix(report)
+    assert prefs_fix.outcome is Outcome.APPLIED and "until a drift scan" in key_fix.reason
     assert "kmsKeyId" not in preferences(account)
     # The drift scan sees every role: "app" cannot use the key, so it stays out, and says why.
     report = account.run(clients, "enforce", [LOGGING], **settings)
-    (prefs_fix,) = region_fix(report)
-    assert prefs_fix.outcome is Outcome.SKIPPED and "role(s) app" in prefs_fix.reason
+    prefs_fix, key_fix = region_fix(report)
+    assert prefs_fix.outcome is Outcome.ALREADY_COMPLIANT  # logging itself is on
+    assert key_fix.outcome is Outcome.SKIPPED and "role(s) app" in key_fix.reason
+    (region,) = [e for e in report.evaluations if e.result.resource_type is ResourceType.ACCOUNT]
+    assert region.left_failed and "KMS key" in region.result.reason
     assert "kmsKeyId" not in preferences(account)
     # Once "app" may use it (its owners attach the policy), the next scan names the key.
     account.iam.attach_role_policy(RoleName="app", PolicyArn=policy)

@@ -145,12 +145,15 @@ def test_an_explicit_deny_on_the_key_keeps_the_key_out_of_the_preferences(denied
     enforce, rescan = evaluations(denied, "enforce scan"), evaluations(denied, "re-scan")
     assert not any(enforce[k].remediated for k in keys)  # attaching cannot beat a Deny
     # Naming the KMS key would stop every session on these instances (their role may not use
-    # it), so the preferences log without it and say why; delivery then works.
-    (prefs_fix,) = [
-        f for f in denied.scan("enforce scan").report.fixes if "preferences" in f.action
-    ]
-    assert prefs_fix.outcome is Outcome.APPLIED and "kmsKeyId left unset" in prefs_fix.reason
-    assert all(rescan[k].result.status is Status.PASSED for k in keys)
+    # it): the preferences log without it, and the record says why.
+    fixes = {f.action: f for f in denied.scan("enforce scan").report.fixes}
+    assert fixes["create Session Manager preferences"].outcome is Outcome.APPLIED
+    held = fixes["name the guardrail's KMS key"]
+    assert held.outcome is Outcome.SKIPPED and "cannot use the key" in held.reason
+    # The re-scan still reports both, honestly: the key is missing, these roles cannot use it.
+    account = denied.seeded.account_id
+    assert rescan[("ssm-session-logging", account)].result.status is Status.FAILED
+    assert all(rescan[k].result.status is Status.FAILED for k in keys)
 
 
 def test_an_explicit_deny_on_delivery_is_skipped_with_a_reason(denied):

@@ -160,6 +160,27 @@ def desired_inputs(prefs: SessionPreferences, settings: Settings) -> tuple[dict[
     return inputs, ""
 
 
+def key_hold(
+    prefs: SessionPreferences, settings: Settings, keyless_roles: Sequence[str], full: bool
+) -> str:
+    """Why the preferences must not name the guardrail's KMS key now ("" when they may).
+
+    A key a role cannot use stops every session of its instances, so only a full scan, which
+    has judged every role, names it, and only once no role is left without it.
+    """
+    inputs, _ = desired_inputs(prefs, settings)
+    if not inputs.get("kmsKeyId") or prefs.inputs.get("kmsKeyId"):
+        return ""  # nothing to name, or the owners named their own key
+    if keyless_roles:
+        return (
+            f"kmsKeyId left unset: role(s) {', '.join(keyless_roles)} cannot use the key and "
+            "their sessions would stop; grant them kms:Decrypt on it"
+        )
+    if not full:
+        return "kmsKeyId left unset until a drift scan has checked that every role can use the key"
+    return ""
+
+
 class SessionLogging:
     id = "ssm-session-logging"
     title = "Session Manager sessions are not logged"
@@ -383,9 +404,22 @@ class SessionLogging:
         )
         prefs = snapshot.session_preferences
         if prefs is not None and any(r.resource_type is ResourceType.ACCOUNT for r in failed):
-            records.insert(
-                0, self._fix_preferences(prefs, snapshot.account_id, ctx, keyless, snapshot.full)
-            )
+            account = snapshot.account_id
+            hold = key_hold(prefs, ctx.settings, keyless, snapshot.full)
+            fixed = [self._fix_preferences(prefs, account, ctx, without_key=bool(hold))]
+            if hold and fixed[0].outcome is not Outcome.FAILED:
+                # Logging is on; the key is not: the region's result stays FAILED (LOW).
+                fixed.append(
+                    FixRecord(
+                        self.id,
+                        account,
+                        "name the guardrail's KMS key",
+                        Outcome.SKIPPED,
+                        reason=hold,
+                        covers=(account,),
+                    )
+                )
+            records[:0] = fixed
         return records
 
     def _fix_preferences(
@@ -393,8 +427,8 @@ class SessionLogging:
         prefs: SessionPreferences,
         account: str,
         ctx: FixContext,
-        keyless_roles: Sequence[str] = (),
-        every_role_seen: bool = True,
+        *,
+        without_key: bool = False,
     ) -> FixRecord:
         action = (
             "update Session Manager preferences"
@@ -403,27 +437,8 @@ class SessionLogging:
         )
         inputs, why_not = desired_inputs(prefs, ctx.settings)
         before = dict(prefs.inputs) if prefs.exists else None
-        key_note = ""
-        if inputs.get("kmsKeyId") and not prefs.inputs.get("kmsKeyId"):
-            # Naming a key a role cannot use stops every session of its instances: only a full
-            # scan, which has judged every role, names it, and only if none is left without it.
-            if keyless_roles:
-                key_note = (
-                    f"; kmsKeyId left unset: role(s) {', '.join(keyless_roles)} cannot use the "
-                    "key and their sessions would stop; grant them kms:Decrypt on it"
-                )
-            elif not every_role_seen:
-                key_note = (
-                    "; kmsKeyId left unset until a drift scan has checked that every role can "
-                    "use the key"
-                )
-            if key_note:
-                del inputs["kmsKeyId"]
-                if prefs.exists and inputs == dict(prefs.inputs):
-                    return FixRecord(
-                        self.id, account, action, Outcome.SKIPPED, before, None,
-                        key_note.removeprefix("; "), covers=(account,),
-                    )  # fmt: skip
+        if without_key and not prefs.inputs.get("kmsKeyId"):
+            inputs.pop("kmsKeyId", None)
         if why_not:
             return FixRecord(
                 self.id, account, action, Outcome.SKIPPED, before, None, why_not, covers=(account,)
@@ -476,7 +491,7 @@ class SessionLogging:
             Outcome.APPLIED,
             before,
             inputs,
-            "sessions now logged with encryption; other preferences kept" + key_note,
+            "sessions now logged with encryption; other preferences kept",
             covers=(account,),
         )
 
