@@ -6,6 +6,7 @@ import os
 
 import boto3
 import pytest
+from hypothesis import settings
 
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
@@ -22,6 +23,12 @@ for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_REGION"):
     os.environ.pop(_name, None)
 
 REGION = "us-east-1"
+
+# Property tests draw the same examples on every run: CI stays reproducible (a failure found
+# once is found again), and `HYPOTHESIS_PROFILE=explore` searches afresh on a workstation.
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture

@@ -299,7 +299,13 @@ def as_permission(r):
         rules(),
         min_size=1,
         max_size=5,
-        unique_by=lambda r: (r.protocol, r.from_port, r.to_port, r.cidr),
+        # EC2 holds one rule per (protocol, ports, source): "6" is tcp, "17" udp
+        unique_by=lambda r: (
+            {"6": "tcp", "17": "udp"}.get(r.protocol, r.protocol),
+            r.from_port,
+            r.to_port,
+            r.cidr,
+        ),
     )
 )
 def test_the_fix_as_applied_never_widens_and_only_drops_internet_ssh(account, clients, group_rules):
