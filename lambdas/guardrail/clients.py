@@ -63,6 +63,3 @@ class AwsClients:
     @cached_property
     def partition(self) -> str:
         return str(self.session.get_partition_for_region(self.region))
-
-    def for_region(self, region: str) -> AwsClients:
-        return AwsClients(session=self.session, region=region)

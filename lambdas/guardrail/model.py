@@ -202,9 +202,6 @@ class AccountSnapshot:
     # Not evaluated: other instances behind a group the SSH fix may close (the lockout guard).
     bystanders: Mapping[str, Instance] = field(default_factory=dict)
 
-    def evaluated_instances(self) -> list[Instance]:
-        return [i for i in self.instances.values() if i.evaluated]
-
     def result(
         self,
         control: str,

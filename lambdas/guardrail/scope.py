@@ -39,17 +39,3 @@ class Scope:
             or self.role_names
             or self.preferences
         )
-
-    def __or__(self, other: Scope) -> Scope:
-        return Scope(
-            full=self.full or other.full,
-            instance_ids=self.instance_ids | other.instance_ids,
-            interface_ids=self.interface_ids | other.interface_ids,
-            group_ids=self.group_ids | other.group_ids,
-            profile_names=self.profile_names | other.profile_names,
-            role_names=self.role_names | other.role_names,
-            preferences=self.preferences or other.preferences,
-            controls=frozenset()
-            if not (self.controls and other.controls)
-            else self.controls | other.controls,
-        )
