@@ -226,6 +226,26 @@ class AccountSnapshot:
             details or {},
         )
 
+    def not_applicable(
+        self,
+        control: str,
+        resource_type: ResourceType,
+        resource_id: str,
+        reason: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> Result:
+        """A resource the control does not apply to (its finding is archived)."""
+        return self.result(
+            control, resource_type, resource_id, Status.NOT_APPLICABLE, "INFORMATIONAL", reason,
+            details,
+        )  # fmt: skip
+
+    def not_evaluated(self, control: str, instance: Instance) -> Result:
+        """A terminated or shutting-down instance: no control applies (its finding is archived)."""
+        return self.not_applicable(
+            control, ResourceType.INSTANCE, instance.instance_id, f"instance is {instance.state}"
+        )
+
     def role_of(self, instance: Instance) -> Role | None:
         profile = self.instance_profiles.get(instance.profile_arn or "")
         if not profile or not profile.role_names:

@@ -30,26 +30,14 @@ from .model import (
     SecurityGroupRule,
     SessionPreferences,
 )
+from .paging import FILTER_VALUES, chunks, pages
 from .scope import Scope
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
 SSH, ROLE, LOGGING = "ssh-open-to-internet", "ssm-instance-role", "ssm-session-logging"
-FILTER_VALUES = 200  # EC2 accepts up to 200 values in one filter
 SSM_IDS = 50  # DescribeInstanceInformation returns at most 50 per page
-
-
-def chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    items = sorted(set(items))
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def pages(client: Any, operation: str, key: str, **kwargs: Any) -> Iterator[Any]:
-    """Every item under `key` across all pages (moto and AWS both page below the asked size)."""
-    for page in client.get_paginator(operation).paginate(**kwargs):
-        yield from page.get(key, [])
 
 
 def parse_instance(raw: dict[str, Any]) -> Instance:

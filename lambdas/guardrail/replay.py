@@ -11,28 +11,26 @@ import os
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 from .engine import Evaluation, Guardrail, ScanReport
 from .events import SSH, Change, DropKind, Dropped, parse_event
-from .model import ResourceType, Result, Status
+from .model import ResourceType, Result
+from .publisher import THROTTLING
 
 # Error codes (and botocore exception names) meaning "AWS was unavailable or throttled us after
 # botocore's own retries": the event is raised back to EventBridge, which retries it later (the
 # path is idempotent), then dead-letters it.
-RETRYABLE = frozenset(
+# Security Hub's throttling codes are the publisher's (one list, so neither side misses one).
+RETRYABLE = THROTTLING | frozenset(
     {
         "Throttling",
-        "ThrottlingException",
         "ThrottledException",
         "EC2ThrottledException",
-        "LimitExceededException",  # Security Hub's throttling (HTTP 429)
         "BandwidthLimitExceeded",
         "PriorRequestNotComplete",
         "RequestLimitExceeded",
-        "TooManyRequestsException",
         "RequestThrottled",
         "RequestThrottledException",
         "SlowDown",
@@ -120,7 +118,6 @@ def gone(change: Change, report: ScanReport, guardrail: Guardrail) -> list[Resul
     scope = change.scope
     seen = {(e.result.control, e.result.resource_id) for e in report.evaluations}
     controls = [c.id for c in guardrail.selected(scope)]
-    gone_result = partial(snapshot.result, status=Status.NOT_APPLICABLE, severity="INFORMATIONAL")
     results = []
     for iid in sorted(scope.instance_ids):
         instance = snapshot.instances.get(iid)
@@ -130,17 +127,17 @@ def gone(change: Change, report: ScanReport, guardrail: Guardrail) -> list[Resul
             "instance no longer exists" if instance is None else f"instance is {instance.state}"
         )
         results += [
-            gone_result(c, ResourceType.INSTANCE, iid, reason=reason)
+            snapshot.not_applicable(c, ResourceType.INSTANCE, iid, reason)
             for c in controls
             if (c, iid) not in seen
         ]
     if SSH in controls:
         results += [
-            gone_result(
+            snapshot.not_applicable(
                 SSH,
                 ResourceType.SECURITY_GROUP,
                 gid,
-                reason="security group no longer exists or no instance uses it",
+                "security group no longer exists or no instance uses it",
             )
             for gid in sorted(scope.group_ids)
             if (SSH, gid) not in seen and gid not in snapshot.security_groups

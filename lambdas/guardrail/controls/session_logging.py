@@ -241,27 +241,16 @@ class SessionLogging:
         for instance in snapshot.instances.values():
             iid = instance.instance_id
             if not instance.evaluated:  # terminated or shutting down: its finding is archived
-                results.append(
-                    snapshot.result(
-                        self.id,
-                        ResourceType.INSTANCE,
-                        iid,
-                        Status.NOT_APPLICABLE,
-                        "INFORMATIONAL",
-                        f"instance is {instance.state}",
-                    )
-                )
+                results.append(snapshot.not_evaluated(self.id, instance))
                 continue
             role = snapshot.role_of(instance)
             # prefs is None when a targeted read skipped them: no evaluated instance had a role.
             if role is None and (target or prefs is None):
                 results.append(
-                    snapshot.result(
+                    snapshot.not_applicable(
                         self.id,
                         ResourceType.INSTANCE,
                         iid,
-                        Status.NOT_APPLICABLE,
-                        "INFORMATIONAL",
                         "no instance role (see ssm-instance-role)",
                     )
                 )
@@ -272,12 +261,10 @@ class SessionLogging:
             details = {"role_name": role.name, "target": dict(target)}
             if delivery is None:
                 results.append(
-                    snapshot.result(
+                    snapshot.not_applicable(
                         self.id,
                         ResourceType.INSTANCE,
                         iid,
-                        Status.NOT_APPLICABLE,
-                        "INFORMATIONAL",
                         "delivery not evaluated",
                         details=details,
                     )

@@ -27,6 +27,7 @@ from ..model import (
     SecurityGroupRule,
     Status,
 )
+from ..paging import FILTER_VALUES, chunks, pages
 from ..settings import Settings
 from .base import FixContext, Permission, error_code
 
@@ -200,16 +201,7 @@ class SshOpenToInternet:
         group_users: dict[str, list[str]] = {}
         for instance in snapshot.instances.values():
             if not instance.evaluated:
-                results.append(
-                    snapshot.result(
-                        self.id,
-                        ResourceType.INSTANCE,
-                        instance.instance_id,
-                        Status.NOT_APPLICABLE,
-                        "INFORMATIONAL",
-                        f"instance is {instance.state}",
-                    )
-                )
+                results.append(snapshot.not_evaluated(self.id, instance))
                 continue
             bad_groups = [g for g in instance.security_group_ids if offending.get(g)]
             for gid in instance.security_group_ids:
@@ -322,17 +314,17 @@ class SshOpenToInternet:
     def _current_rules(ec2: Any, group_ids: list[str]) -> dict[str, list[SecurityGroupRule]]:
         """Ingress rules of the groups as they are now: one paginated call per 200 groups."""
         rules: dict[str, list[SecurityGroupRule]] = {}
-        for start in range(0, len(group_ids), 200):
-            paginator = ec2.get_paginator("describe_security_group_rules")
-            pages = paginator.paginate(
-                Filters=[{"Name": "group-id", "Values": group_ids[start : start + 200]}],
+        for batch in chunks(group_ids, FILTER_VALUES):
+            for raw in pages(
+                ec2,
+                "describe_security_group_rules",
+                "SecurityGroupRules",
+                Filters=[{"Name": "group-id", "Values": batch}],
                 MaxResults=1000,
-            )
-            for page in pages:
-                for raw in page.get("SecurityGroupRules", []):
-                    rule = SecurityGroupRule.from_api(raw)
-                    if not rule.is_egress:
-                        rules.setdefault(rule.group_id, []).append(rule)
+            ):
+                rule = SecurityGroupRule.from_api(raw)
+                if not rule.is_egress:
+                    rules.setdefault(rule.group_id, []).append(rule)
         return rules
 
     @staticmethod

@@ -108,16 +108,7 @@ class SsmInstanceRole:
         for instance in snapshot.instances.values():
             iid = instance.instance_id
             if not instance.evaluated:
-                results.append(
-                    snapshot.result(
-                        self.id,
-                        ResourceType.INSTANCE,
-                        iid,
-                        Status.NOT_APPLICABLE,
-                        "INFORMATIONAL",
-                        f"instance is {instance.state}",
-                    )
-                )
+                results.append(snapshot.not_evaluated(self.id, instance))
                 continue
             managed = snapshot.managed_instances.get(iid)
             details: dict[str, Any] = {"instance_profile_arn": instance.profile_arn}
@@ -216,25 +207,17 @@ class SsmInstanceRole:
     def _associate(self, instance: Instance, ctx: FixContext) -> FixRecord:
         iid, profile = instance.instance_id, ctx.settings.instance_profile
         action = "associate instance profile"
+
+        def skipped(reason: str) -> FixRecord:
+            return FixRecord(self.id, iid, action, Outcome.SKIPPED, covers=(iid,), reason=reason)
+
         if not profile:
-            return FixRecord(
-                self.id,
-                iid,
-                action,
-                Outcome.SKIPPED,
-                covers=(iid,),
-                reason="GUARDRAIL_INSTANCE_PROFILE is not set: no profile to associate",
-            )
+            return skipped("GUARDRAIL_INSTANCE_PROFILE is not set: no profile to associate")
         if instance.state not in ASSOCIABLE_STATES:
             # AssociateIamInstanceProfile takes running or stopped instances only (IncorrectState
             # otherwise); the instance's next state-change event or the drift scan fixes it.
-            return FixRecord(
-                self.id,
-                iid,
-                action,
-                Outcome.SKIPPED,
-                covers=(iid,),
-                reason=f"instance is {instance.state}: a profile can be associated once it runs",
+            return skipped(
+                f"instance is {instance.state}: a profile can be associated once it runs"
             )
         try:
             ctx.clients.ec2.associate_iam_instance_profile(

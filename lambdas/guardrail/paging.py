@@ -1,0 +1,20 @@
+"""Batched, paginated reads: the helpers every describe call of the guardrail goes through."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+FILTER_VALUES = 200  # EC2 accepts up to 200 values in one filter
+
+
+def chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    items = sorted(set(items))
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def pages(client: Any, operation: str, key: str, **kwargs: Any) -> Iterator[Any]:
+    """Every item under `key` across all pages (moto and AWS both page below the asked size)."""
+    for page in client.get_paginator(operation).paginate(**kwargs):
+        yield from page.get(key, [])
