@@ -10,6 +10,12 @@ from guardrail.scope import Scope
 from guardrail.settings import Settings
 
 CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+OPEN_SSH = {
+    "IpProtocol": "tcp",
+    "FromPort": 22,
+    "ToPort": 22,
+    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+}
 
 
 class Account:
@@ -45,9 +51,11 @@ class Account:
         ids = [i["InstanceId"] for i in out["Instances"]]
         return ids if count > 1 else ids[0]
 
-    def role(self, name, *policies, profile=None):
+    def role(self, name, *policies, profile=None, boundary=None):
+        extra = {"PermissionsBoundary": boundary} if boundary else {}
         self.iam.create_role(
             RoleName=name,
+            **extra,
             AssumeRolePolicyDocument=json.dumps(
                 {
                     "Version": "2012-10-17",

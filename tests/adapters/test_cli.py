@@ -8,7 +8,7 @@ import json
 import pytest
 from guardrail.cli import main
 
-OPEN = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+from .conftest import OPEN_SSH
 
 
 def run(*argv):
@@ -19,7 +19,7 @@ def run(*argv):
 
 @pytest.fixture
 def exposed(account):
-    gid = account.group(OPEN)
+    gid = account.group(OPEN_SSH)
     iid = account.instance([gid])
     account.session.client("securityhub").enable_security_hub()
     return account, gid, iid
@@ -123,7 +123,7 @@ def test_security_hub_not_enabled_is_a_clear_exit_2(account, monkeypatch):
     )
     stub.activate()
     monkeypatch.setattr(guardrail.cli, "FindingPublisher", lambda _client: FindingPublisher(hub))
-    account.instance([account.group(OPEN)])
+    account.instance([account.group(OPEN_SSH)])
     code, out, err = run("scan", "--region", "us-east-1", "--control", "ssh-open-to-internet")
     assert code == 2
     assert "Security Hub" in err and "not enabled" in err and "Traceback" not in err

@@ -21,6 +21,8 @@ from guardrail.settings import Settings
 
 from emulator.calls import CallCounter
 
+from .conftest import OPEN_SSH
+
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 T0 = datetime(2026, 5, 4, 3, 0, 0, tzinfo=UTC)
@@ -63,6 +65,22 @@ def publisher(client: Any, clock: Clock | None = None) -> FindingPublisher:
 def stored(client: Any) -> dict[str, dict[str, Any]]:
     pages = client.get_paginator("get_findings").paginate(PaginationConfig={"PageSize": 100})
     return {f["Id"]: f for page in pages for f in page["Findings"]}
+
+
+def guardrail_at(aws: Any, at: datetime, **settings: Any) -> Guardrail:
+    """The guardrail with a clock stopped at `at`, on new clients (a CallCounter sees them)."""
+    clients = AwsClients(session=aws, region=REGION)
+    return Guardrail(
+        clients,
+        Settings(**settings),
+        account_id=ACCOUNT,
+        publisher=FindingPublisher(clients.securityhub),
+        clock=lambda: at,
+    )
+
+
+def held_for(client: Any, resource_id: str) -> list[dict[str, Any]]:
+    return [f for f in stored(client).values() if f["Resources"][0]["Id"].endswith(resource_id)]
 
 
 def test_fingerprint_ignores_times_and_follows_what_a_reader_sees() -> None:
@@ -142,30 +160,18 @@ def test_when_stored_findings_cannot_be_read_everything_is_imported() -> None:
     assert summary.ok and summary.imported == 2  # dearer, but no finding is lost
 
 
-def test_an_hourly_drift_scan_stops_re_importing_a_quiet_account(aws, hub) -> None:
-    ec2 = aws.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    ec2.run_instances(ImageId="ami-12345678", MinCount=30, MaxCount=30, SubnetId=subnet)
-    times = iter([T0, T0 + timedelta(hours=1)])
+def test_an_hourly_drift_scan_stops_re_importing_a_quiet_account(aws, account, hub) -> None:
+    account.instance(count=30)
 
-    def scan() -> dict[str, int]:
+    def scan(at: datetime) -> dict[str, int]:
         counter = CallCounter(aws)
-        clients = AwsClients(session=aws, region=REGION)  # new clients see the counter
-        guardrail = Guardrail(
-            clients, Settings(), account_id=ACCOUNT, publisher=FindingPublisher(clients.securityhub),
-            clock=lambda: now,
-        )  # fmt: skip
-        report = guardrail.run()
+        report = guardrail_at(aws, at).run()
         assert report.published.ok
         calls = counter.by_operation()
         calls["unchanged"] = report.published.unchanged
         return calls
 
-    now = next(times)
-    first = scan()
-    now = next(times)
-    second = scan()
+    first, second = scan(T0), scan(T0 + timedelta(hours=1))
     assert first["securityhub:BatchImportFindings"] == 1 and first["unchanged"] == 0
     assert "securityhub:BatchImportFindings" not in second and second["unchanged"] > 60
 
@@ -208,61 +214,27 @@ def test_security_hub_disabled_stops_at_the_read_with_a_clear_error(aws) -> None
     assert [f["ErrorCode"] for f in summary.failed] == ["InvalidAccessException"]
 
 
-def test_a_full_scan_archives_the_findings_it_no_longer_produces(aws, hub) -> None:
-    ec2 = aws.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    group = ec2.create_security_group(GroupName="ssh", Description="d", VpcId=vpc)["GroupId"]
-    ec2.authorize_security_group_ingress(
-        GroupId=group,
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 22,
-                "ToPort": 22,
-                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-            }
-        ],
-    )
-    (instance,) = [
-        i["InstanceId"]
-        for i in ec2.run_instances(
-            ImageId="ami-12345678",
-            MinCount=1,
-            MaxCount=1,
-            SubnetId=subnet,
-            SecurityGroupIds=[group],
-        )["Instances"]
-    ]
+def test_a_full_scan_archives_the_findings_it_no_longer_produces(aws, account, hub) -> None:
+    group = account.group(OPEN_SSH)
+    instance = account.instance([group])
 
-    def scan(at: datetime, **settings: Any) -> Any:
-        clients = AwsClients(session=aws, region=REGION)
-        guardrail = Guardrail(
-            clients,
-            Settings(**settings),
-            account_id=ACCOUNT,
-            publisher=FindingPublisher(clients.securityhub),
-            clock=lambda: at,
-        )
-        return guardrail.run()
-
-    scan(T0)
-    held = stored(hub)
-    group_finding = next(f for f in held.values() if f["Resources"][0]["Id"].endswith(group))
+    guardrail_at(aws, T0).run()
+    (group_finding,) = held_for(hub, group)
     assert group_finding["RecordState"] == "ACTIVE"
     assert group_finding["Compliance"]["Status"] == "FAILED"
 
     # The instance moves to another group: nothing uses the open group, so no result names it.
-    other = ec2.create_security_group(GroupName="web", Description="d", VpcId=vpc)["GroupId"]
+    other = account.group()
+    ec2 = account.ec2
     eni = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0][
         "NetworkInterfaces"
     ][0]["NetworkInterfaceId"]
     ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[other])
     ec2.modify_instance_attribute(InstanceId=instance, Groups=[other])  # moto keeps both views
     # A scan of one control only never archives the other controls' findings.
-    scan(T0 + timedelta(hours=1), controls=("ssm-instance-role",))
+    guardrail_at(aws, T0 + timedelta(hours=1), controls=("ssm-instance-role",)).run()
     assert stored(hub)[group_finding["Id"]]["RecordState"] == "ACTIVE"
-    report = scan(T0 + timedelta(hours=2))
+    report = guardrail_at(aws, T0 + timedelta(hours=2)).run()
 
     assert report.published.ok
     after = stored(hub)
@@ -276,86 +248,35 @@ def test_a_full_scan_archives_the_findings_it_no_longer_produces(aws, hub) -> No
     assert instance in active and other in active and group not in active
 
 
-def test_a_slow_drift_scan_never_overwrites_a_newer_event_result(aws, hub) -> None:
+def test_a_slow_drift_scan_never_overwrites_a_newer_event_result(aws, account, hub) -> None:
     from guardrail.scope import Scope
 
-    ec2 = aws.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    group = ec2.create_security_group(GroupName="ops", Description="d", VpcId=vpc)["GroupId"]
-    ec2.run_instances(
-        ImageId="ami-12345678", MinCount=1, MaxCount=1, SubnetId=subnet, SecurityGroupIds=[group]
-    )
-
-    def guardrail(at: datetime, **settings: Any) -> Guardrail:
-        clients = AwsClients(session=aws, region=REGION)
-        publisher = FindingPublisher(clients.securityhub)
-        return Guardrail(
-            clients, Settings(**settings), account_id=ACCOUNT, publisher=publisher, clock=lambda: at
-        )
-
-    scan_report = guardrail(T0, publish=False).run()  # the scan reads at T0 ...
+    group = account.group()
+    account.instance([group])
+    scan_report = guardrail_at(aws, T0, publish=False).run()  # the scan reads at T0 ...
     # ... and while it is busy, someone opens port 22 and the event path publishes FAILED.
-    ec2.authorize_security_group_ingress(
-        GroupId=group,
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 22,
-                "ToPort": 22,
-                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-            }
-        ],
-    )
-    event = guardrail(T0 + timedelta(minutes=3)).run(Scope(group_ids=frozenset({group})))
+    account.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[OPEN_SSH])
+    event = guardrail_at(aws, T0 + timedelta(minutes=3)).run(Scope(group_ids=frozenset({group})))
     assert event.published.ok
     # The scan publishes its older reading (PASSED) last, minutes later.
-    assert guardrail(T0 + timedelta(minutes=9)).publish(scan_report).ok
-    held = [f for f in stored(hub).values() if f["Resources"][0]["Id"].endswith(group)]
+    assert guardrail_at(aws, T0 + timedelta(minutes=9)).publish(scan_report).ok
+    held = held_for(hub, group)
     assert [f["Compliance"]["Status"] for f in held] == ["FAILED"]  # the newer reading stands
 
 
-def test_a_fix_is_newer_than_an_event_that_saw_the_problem_before_it(aws, hub) -> None:
-    from guardrail.engine import ScanReport
-
-    ec2 = aws.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    group = ec2.create_security_group(GroupName="ops", Description="d", VpcId=vpc)["GroupId"]
-    ec2.authorize_security_group_ingress(
-        GroupId=group,
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 22,
-                "ToPort": 22,
-                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-            }
-        ],
-    )
-    ec2.run_instances(
-        ImageId="ami-12345678", MinCount=1, MaxCount=1, SubnetId=subnet, SecurityGroupIds=[group]
-    )
-
-    def guardrail(at: datetime, **settings: Any) -> Guardrail:
-        clients = AwsClients(session=aws, region=REGION)
-        return Guardrail(
-            clients,
-            Settings(**settings),
-            account_id=ACCOUNT,
-            publisher=FindingPublisher(clients.securityhub),
-            clock=lambda: at,
-        )
-
+def test_a_fix_is_newer_than_an_event_that_saw_the_problem_before_it(aws, account, hub) -> None:
+    group = account.group(OPEN_SSH)
+    account.instance([group])
     # The scan reads at T0 and closes the port; it publishes at T0+9 minutes.
-    scan: ScanReport = guardrail(T0, mode="enforce", controls=(SSH_OPEN.id,), publish=False).run()
+    settings = {"mode": "enforce", "controls": (SSH_OPEN.id,), "publish": False}
+    scan = guardrail_at(aws, T0, **settings).run()
     (fixed,) = [e for e in scan.evaluations if e.result.resource_id == group]
     assert fixed.remediated
     # Between its read and its fix, an event saw the port open and published FAILED at T0+3.
     seen = build_finding(fixed.result, SSH_OPEN, generated_at=T0 + timedelta(minutes=3))
     assert publisher(hub).publish([seen]).ok
-    assert guardrail(T0 + timedelta(minutes=9)).publish(scan).ok
-    (held,) = [f for f in stored(hub).values() if f["Resources"][0]["Id"].endswith(group)]
+    assert guardrail_at(aws, T0 + timedelta(minutes=9)).publish(scan).ok
+    (held,) = held_for(hub, group)
     # The fix is the newest truth: PASSED and RESOLVED, not a RESOLVED finding still FAILED.
     assert held["Compliance"]["Status"] == "PASSED" and held["Workflow"]["Status"] == "RESOLVED"
 

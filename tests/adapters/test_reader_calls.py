@@ -10,15 +10,13 @@ from guardrail.settings import Settings
 
 from emulator.calls import CallCounter
 
-from .conftest import CORE
+from .conftest import CORE, OPEN_SSH
 
 pytestmark = pytest.mark.usefixtures("managed_policies")
 
 
 def fleet(account, per_profile: int, tag: str = "") -> None:
-    gid = account.group(
-        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
-    )
+    gid = account.group(OPEN_SSH)
     for n in range(3):
         account.role(f"role{n}{tag}", *([CORE] if n else []), profile=f"profile{n}{tag}")
         account.instance([gid], profile=f"profile{n}{tag}", count=per_profile)
@@ -57,9 +55,7 @@ def test_calls_do_not_grow_with_instances(aws, account):
 
 def test_targeted_scope_reads_only_what_it_names(aws, account):
     fleet(account, 10)
-    gid = account.group(
-        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
-    )
+    gid = account.group(OPEN_SSH)
     iid = account.instance([gid])
     counter = CallCounter(aws)
     clients = AwsClients(session=aws, region="us-east-1")

@@ -166,11 +166,9 @@ def test_roles_without_delivery_rights_get_the_delivery_policy_once(account, cli
     assert not account.run(clients, "enforce", [LOGGING], **settings).left_failed
 
 
-def test_explicit_deny_is_caught_by_simulation(account, clients):
-    policy = delivery_policy(account)
-    account.role("denied", policy, profile="denied")
+def deny_generate_data_key(account, role):
     account.iam.put_role_policy(
-        RoleName="denied",
+        RoleName=role,
         PolicyName="no-kms",
         PolicyDocument=json.dumps(
             {
@@ -179,6 +177,12 @@ def test_explicit_deny_is_caught_by_simulation(account, clients):
             }
         ),
     )
+
+
+def test_explicit_deny_is_caught_by_simulation(account, clients):
+    policy = delivery_policy(account)
+    account.role("denied", policy, profile="denied")
+    deny_generate_data_key(account, "denied")
     iid = account.instance(profile="denied")
     report = account.run(clients, "report", [LOGGING], log_delivery_policy_arn=policy, **OURS)
     (r,) = [e.result for e in report.evaluations if e.result.resource_id == iid]
@@ -188,16 +192,7 @@ def test_explicit_deny_is_caught_by_simulation(account, clients):
 def test_explicit_deny_is_skipped_not_claimed_as_fixed(account, clients):
     policy = delivery_policy(account)
     account.role("denied", profile="denied")  # no delivery rights, and a Deny on top
-    account.iam.put_role_policy(
-        RoleName="denied",
-        PolicyName="no-kms",
-        PolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Deny", "Action": "kms:GenerateDataKey", "Resource": "*"}],
-            }
-        ),
-    )
+    deny_generate_data_key(account, "denied")
     iid = account.instance(profile="denied")
     report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
     (fix,) = [f for f in report.fixes if f.resource_id == "denied"]
@@ -293,24 +288,7 @@ def test_a_permissions_boundary_that_blocks_delivery_is_skipped_and_the_key_left
             }
         ),
     )["Policy"]["Arn"]
-    account.iam.create_role(
-        RoleName="bounded",
-        AssumeRolePolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Action": "sts:AssumeRole",
-                        "Principal": {"Service": "ec2.amazonaws.com"},
-                    }
-                ],
-            }
-        ),
-        PermissionsBoundary=boundary,
-    )
-    account.iam.create_instance_profile(InstanceProfileName="bounded")
-    account.iam.add_role_to_instance_profile(InstanceProfileName="bounded", RoleName="bounded")
+    account.role("bounded", profile="bounded", boundary=boundary)
     iid = account.instance(profile="bounded")
     report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
     (grant,) = [f for f in report.fixes if f.resource_id == "bounded"]

@@ -9,6 +9,7 @@ us-east-1 as the stack forwards them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -371,8 +372,8 @@ def _core_policy_only(backend: Any) -> list[Any]:
     ]
 
 
-@pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+@contextlib.contextmanager
+def emulated_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     """The account as the stack leaves it: Security Hub on, the guardrail's instance profile and
     role (SSM core policy + log-delivery policy), session logs going to the guardrail's bucket."""
     from moto import mock_aws
@@ -423,6 +424,12 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
             DocumentFormat="JSON",
         )
         yield World(session, vpc, subnet, web, policy)
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    with emulated_world(monkeypatch) as emulated:
+        yield emulated
 
 
 def passed(world: World, control: str, resource_id: str) -> bool:

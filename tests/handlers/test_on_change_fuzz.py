@@ -24,50 +24,20 @@ from hypothesis import strategies as st
 
 from tests.handlers.test_on_change import (
     ACCOUNT,
-    DELIVERY,
     GUARDRAIL_ACTOR,
     I1,
-    LOGGED,
     PLACEHOLDER_ACCOUNT,
-    PREFS,
-    REGION,
     SG,
     World,
-    _core_policy_only,
-    prefs_content,
-    session_with_shared_models,
+    emulated_world,
 )
 from tests.unit.test_events import ANY_EVENT
 
 
 @pytest.fixture(scope="module")
-def fuzz_world() -> Iterator[tuple[World, dict[str, Any]]]:
-    from moto import mock_aws
-    from moto.iam import models as iam_models
-
-    from emulator.extension import install
-
+def fuzz_world() -> Iterator[tuple[World, dict[str, Any], dict[str, str]]]:
     patch = pytest.MonkeyPatch()
-    patch.setattr(iam_models.IAMBackend, "_init_aws_policies", _core_policy_only)
-    install()
-    with mock_aws():
-        session = session_with_shared_models()
-        session.client("securityhub", region_name=REGION).enable_security_hub()
-        ec2 = session.client("ec2", region_name=REGION)
-        iam = session.client("iam", region_name=REGION)
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-        web = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc)["GroupId"]
-        policy = iam.create_policy(PolicyName="log-delivery", PolicyDocument=DELIVERY)["Policy"][
-            "Arn"
-        ]
-        session.client("ssm", region_name=REGION).create_document(
-            Name=PREFS,
-            Content=prefs_content(**LOGGED),
-            DocumentType="Session",
-            DocumentFormat="JSON",
-        )
-        world = World(session, vpc, subnet, web, policy)
+    with emulated_world(patch) as world:
         # Non-compliant on purpose: internet SSH, an instance without a profile, a team role
         # without the core policy. Only an event naming them could lead to a fix.
         ops = world.group("ops")
@@ -148,6 +118,6 @@ def test_the_same_real_events_unmutated_would_fix_something(fuzz_world):
             result = on_change.handle(
                 world.event(name, real), world.guardrail("enforce"), home_account=ACCOUNT
             )
-        # each reaches a fix (the association fails here: this world has no guardrail profile)
+        # each reaches a fix
         assert "dropped" not in result and result["fixes"], (name, result)
     assert world.state() != before

@@ -14,39 +14,13 @@ from guardrail.settings import ENV, Settings
 
 from stacks.config import GuardrailConfig
 from stacks.events import CLOUDTRAIL_EVENTS, STATE_CHANGE_DETAIL_TYPE
+from tests.aws_events import AWS_NOTES_EVENTS
 
 from .conftest import EMAIL, FORWARDER, MAIN, OTHER, PSEUDO, Synth, render
 
 pytestmark = pytest.mark.infra
 
 HANDLERS = {"handlers.drift_scan.lambda_handler", "handlers.on_change.lambda_handler"}
-# AWS-NOTES.md "Events": every CloudTrail event name that can change a control's outcome.
-EXPECTED_EVENTS = {
-    "aws.ec2": {
-        "AuthorizeSecurityGroupIngress",
-        "ModifySecurityGroupRules",
-        "RevokeSecurityGroupIngress",
-        "RunInstances",
-        "StartInstances",
-        "ModifyInstanceAttribute",
-        "ModifyNetworkInterfaceAttribute",
-        "AssociateIamInstanceProfile",
-        "DisassociateIamInstanceProfile",
-        "ReplaceIamInstanceProfileAssociation",
-    },
-    "aws.iam": {
-        "DetachRolePolicy",
-        "DeleteRolePolicy",
-        "RemoveRoleFromInstanceProfile",
-        "DeleteInstanceProfile",
-    },
-    "aws.ssm": {
-        "CreateDocument",
-        "UpdateDocument",
-        "UpdateDocumentDefaultVersion",
-        "DeleteDocument",
-    },
-}
 
 
 def _ref(value: dict[str, Any]) -> str:
@@ -188,7 +162,7 @@ def test_drift_scan_runs_hourly_and_change_rules_cover_every_event(synth: Synth)
         (source,) = pattern["source"]
         assert pattern["detail"]["eventSource"] == [CLOUDTRAIL_EVENTS[source][0]]
         seen.setdefault(source, set()).update(pattern["detail"]["eventName"])
-    assert seen == EXPECTED_EVENTS
+    assert seen == AWS_NOTES_EVENTS
     assert state_change
 
 
@@ -231,7 +205,7 @@ def test_us_east_1_forwards_iam_events_to_the_other_regions_default_bus(synth: S
     assert len(rules) == 1
     pattern = rules[0]["Properties"]["EventPattern"]
     assert pattern["source"] == ["aws.iam"]
-    assert set(pattern["detail"]["eventName"]) == EXPECTED_EVENTS["aws.iam"]
+    assert set(pattern["detail"]["eventName"]) == AWS_NOTES_EVENTS["aws.iam"]
     (target,) = rules[0]["Properties"]["Targets"]
     assert json.dumps(target["Arn"]).count("eu-west-1") == 1
     assert target["Arn"]["Fn::Join"][1][-1].endswith(":event-bus/default")

@@ -29,6 +29,8 @@ from guardrail.scope import Scope
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.aws_events import AWS_NOTES_EVENTS
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 ACCOUNT = "111122223333"
 I1, I2 = "i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002"
@@ -427,27 +429,7 @@ def change_of(event: dict[str, Any]) -> Change:
 
 
 def test_every_event_name_in_aws_notes_is_handled():
-    names = {
-        "AuthorizeSecurityGroupIngress",
-        "ModifySecurityGroupRules",
-        "RevokeSecurityGroupIngress",
-        "RunInstances",
-        "StartInstances",
-        "ModifyInstanceAttribute",
-        "ModifyNetworkInterfaceAttribute",
-        "AssociateIamInstanceProfile",
-        "DisassociateIamInstanceProfile",
-        "ReplaceIamInstanceProfileAssociation",
-        "DetachRolePolicy",
-        "DeleteRolePolicy",
-        "RemoveRoleFromInstanceProfile",
-        "DeleteInstanceProfile",
-        "CreateDocument",
-        "UpdateDocument",
-        "UpdateDocumentDefaultVersion",
-        "DeleteDocument",
-    }
-    assert set(EVENT_TYPES) == names
+    assert set(EVENT_TYPES) == set().union(*AWS_NOTES_EVENTS.values())
 
 
 def test_every_fixture_of_a_handled_event_parses_to_a_scope_or_a_reasoned_drop():

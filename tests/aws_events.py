@@ -1,0 +1,38 @@
+"""The CloudTrail event names AWS-NOTES.md "Events" lists, by event source: one list for the
+parser's tests and the stack's."""
+
+from __future__ import annotations
+
+# AWS-NOTES.md "Events": every CloudTrail event name that can change a control's outcome.
+AWS_NOTES_EVENTS: dict[str, frozenset[str]] = {
+    "aws.ec2": frozenset(
+        {
+            "AuthorizeSecurityGroupIngress",
+            "ModifySecurityGroupRules",
+            "RevokeSecurityGroupIngress",
+            "RunInstances",
+            "StartInstances",
+            "ModifyInstanceAttribute",
+            "ModifyNetworkInterfaceAttribute",
+            "AssociateIamInstanceProfile",
+            "DisassociateIamInstanceProfile",
+            "ReplaceIamInstanceProfileAssociation",
+        }
+    ),
+    "aws.iam": frozenset(
+        {
+            "DetachRolePolicy",
+            "DeleteRolePolicy",
+            "RemoveRoleFromInstanceProfile",
+            "DeleteInstanceProfile",
+        }
+    ),
+    "aws.ssm": frozenset(
+        {
+            "CreateDocument",
+            "UpdateDocument",
+            "UpdateDocumentDefaultVersion",
+            "DeleteDocument",
+        }
+    ),
+}
