@@ -174,6 +174,7 @@ def published_dict(published: Any) -> dict[str, Any] | None:
     return {
         "imported": published.imported,
         "unchanged": published.unchanged,
+        "superseded": published.superseded,
         "resolved": published.resolved,
         "failed": published.failed,
         "unresolved": published.unresolved,
@@ -210,7 +211,8 @@ def print_table(report: ScanReport, out: TextIO) -> None:
         s = report.published
         print(
             f"Security Hub: {s.imported} imported, {s.unchanged} unchanged (not re-imported), "
-            f"{len(s.failed)} failed, {s.resolved} resolved",
+            f"{s.superseded} superseded by newer readings, {len(s.failed)} failed, "
+            f"{s.resolved} resolved",
             file=out,
         )
 

@@ -43,6 +43,11 @@ class Evaluation:
         return self.result.status is Status.FAILED and not self.remediated
 
     @property
+    def fixed_at(self) -> datetime | None:
+        """When the last of its fixes was made: from then on the resource is known PASSED."""
+        return max((f.at for f in self.fixes if f.at), default=None)
+
+    @property
     def remediation(self) -> str:
         """What was done about the result, for people and the CLI's JSON."""
         if self.result.status is not Status.FAILED:
@@ -130,7 +135,7 @@ class Guardrail:
             full_scan=scope.full,
             read_at=read_at,
         )
-        ctx = FixContext(self.clients, self.settings)
+        ctx = FixContext(self.clients, self.settings, self.clock)
         for control in controls:
             results = control.check(snapshot, self.settings)
             mode = self.settings.mode_for(control.id)
@@ -185,7 +190,6 @@ class Guardrail:
         snapshot = report.snapshot
         assert snapshot is not None
         now = report.read_at or self.clock()
-        fixed_at = self.clock()  # a fixed resource is known PASSED as of its fix, not the read
         findings, resolutions = [], {}
         for evaluation in report.evaluations:
             result = evaluation.result
@@ -193,7 +197,10 @@ class Guardrail:
             finding = build_finding(
                 result,
                 control,
-                generated_at=fixed_at if evaluation.remediated else now,
+                # A fixed resource is known PASSED as of its fix, not the read.
+                generated_at=(evaluation.fixed_at or self.clock())
+                if evaluation.remediated
+                else now,
                 fixes=evaluation.fixes,
                 remediated=evaluation.remediated,
                 instance=snapshot.instances.get(result.resource_id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -286,6 +287,9 @@ class FixRecord:
     reason: str = ""
     error_code: str | None = None
     covers: tuple[str, ...] = ()  # resource ids of the results this fix settles (itself included)
+    # When the change was made (or found already made): the fixed finding's UpdatedAt, so a
+    # reading taken after it (an event during a long scan) is never overwritten by it.
+    at: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -297,4 +301,5 @@ class FixRecord:
             "after": self.after,
             "reason": self.reason,
             "error_code": self.error_code,
+            "at": self.at.isoformat() if self.at else None,
         }

@@ -58,6 +58,9 @@ class PublishSummary:
     errors: list[str] = field(default_factory=list)
     calls: int = 0
     unchanged: int = 0  # already in Security Hub as they are: not imported again
+    # Security Hub holds a newer reading (an event since the scan read or fixed the resource):
+    # neither imported (it would be ignored) nor resolved (that would resolve the newer reading).
+    superseded: int = 0
     fatal: bool = False  # no call could succeed (not enabled, access denied, unreachable)
 
     @property
@@ -113,6 +116,7 @@ class _Run:
     errors: list[str] = field(default_factory=list)
     calls: int = 0
     unchanged: int = 0
+    superseded: set[str] = field(default_factory=set)
     stopped: CallError | None = None  # an error after which no call can succeed
 
     def summary(self) -> PublishSummary:
@@ -124,6 +128,7 @@ class _Run:
             errors=self.errors,
             calls=self.calls,
             unchanged=self.unchanged,
+            superseded=len(self.superseded),
             fatal=self.stopped is not None and not self.imported,
         )
 
@@ -248,6 +253,7 @@ class FindingPublisher:
         With `refresh_before`, a finding Security Hub already holds with the same fingerprint,
         last updated after that moment, is not imported again: ingestion is billed per finding,
         and a drift scan mostly repeats itself. Imported findings keep their first CreatedAt.
+        One Security Hub holds with a later UpdatedAt than ours is left alone, unresolved.
         With `archive` too, stored ACTIVE findings the scan no longer produced are archived.
         """
         run = _Run()
@@ -270,6 +276,7 @@ class FindingPublisher:
                 "unresolved": len(summary.unresolved),
                 "calls": summary.calls,
                 "unchanged": summary.unchanged,
+                "superseded": summary.superseded,
                 "errors": summary.errors,
             },
         )
@@ -298,6 +305,10 @@ class FindingPublisher:
             old = stored.get(finding["Id"])
             if old is None:
                 changed.append(finding)
+                continue
+            ours = _parse_time(finding.get("UpdatedAt"))
+            if old.updated_at is not None and ours is not None and old.updated_at > ours:
+                run.superseded.add(finding["Id"])
                 continue
             if old.created_at:
                 finding = {**finding, "CreatedAt": old.created_at}  # first seen stays first seen
@@ -392,6 +403,8 @@ class FindingPublisher:
         product_arns = {f["Id"]: f["ProductArn"] for f in findings}
         by_note: dict[str, list[dict[str, str]]] = {}
         for finding_id, note in resolutions.items():
+            if finding_id in run.superseded:
+                continue  # the newer reading stands, with its own workflow status
             if finding_id not in product_arns:
                 run.unresolved.append(
                     _entry(finding_id, "UnknownFinding", "not among the published findings")

@@ -75,6 +75,7 @@ def summary(report: ScanReport) -> dict[str, Any]:
         else {
             "imported": published.imported,
             "unchanged": published.unchanged,
+            "superseded": published.superseded,
             "failed": len(published.failed),
             "resolved": published.resolved,
             "errors": published.errors,

@@ -67,15 +67,17 @@ def stored(client: Any) -> dict[str, dict[str, Any]]:
     return {f["Id"]: f for page in pages for f in page["Findings"]}
 
 
-def guardrail_at(aws: Any, at: datetime, **settings: Any) -> Guardrail:
-    """The guardrail with a clock stopped at `at`, on new clients (a CallCounter sees them)."""
+def guardrail_at(aws: Any, at: datetime, *later: datetime, **settings: Any) -> Guardrail:
+    """The guardrail with a clock that reads `at`, then each of `later` in turn and stays at the
+    last, on new clients (a CallCounter sees them)."""
+    times = [at, *later]
     clients = AwsClients(session=aws, region=REGION)
     return Guardrail(
         clients,
         Settings(**settings),
         account_id=ACCOUNT,
         publisher=FindingPublisher(clients.securityhub),
-        clock=lambda: at,
+        clock=lambda: times.pop(0) if len(times) > 1 else times[0],
     )
 
 
@@ -258,27 +260,41 @@ def test_a_slow_drift_scan_never_overwrites_a_newer_event_result(aws, account, h
     account.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[OPEN_SSH])
     event = guardrail_at(aws, T0 + timedelta(minutes=3)).run(Scope(group_ids=frozenset({group})))
     assert event.published.ok
-    # The scan publishes its older reading (PASSED) last, minutes later.
-    assert guardrail_at(aws, T0 + timedelta(minutes=9)).publish(scan_report).ok
+    # The scan publishes its older reading (PASSED) last, minutes later: not even sent.
+    late = guardrail_at(aws, T0 + timedelta(minutes=9)).publish(scan_report)
+    assert late.ok and late.superseded == 1
     held = held_for(hub, group)
     assert [f["Compliance"]["Status"] for f in held] == ["FAILED"]  # the newer reading stands
 
 
-def test_a_fix_is_newer_than_an_event_that_saw_the_problem_before_it(aws, account, hub) -> None:
+@pytest.mark.parametrize(
+    ("event_minute", "held_status", "held_workflow"),
+    [
+        # Between the scan's read (T0) and its fix (T0+5) an event saw the port open: the fix
+        # is the newer truth, PASSED and RESOLVED, not a RESOLVED finding still FAILED.
+        (3, "PASSED", "RESOLVED"),
+        # After the fix someone opened it again and an event saw it (FAILED at T0+7): the scan,
+        # publishing minutes later (T0+9), must neither hide that behind its older fix nor mark
+        # the newer FAILED reading RESOLVED.
+        (7, "FAILED", "NEW"),
+    ],
+)
+def test_a_fixed_finding_carries_its_fix_time_not_its_publish_time(
+    aws, account, hub, event_minute: int, held_status: str, held_workflow: str
+) -> None:
     group = account.group(OPEN_SSH)
     account.instance([group])
-    # The scan reads at T0 and closes the port; it publishes at T0+9 minutes.
     settings = {"mode": "enforce", "controls": (SSH_OPEN.id,), "publish": False}
-    scan = guardrail_at(aws, T0, **settings).run()
+    scan = guardrail_at(aws, T0, T0 + timedelta(minutes=5), **settings).run()
     (fixed,) = [e for e in scan.evaluations if e.result.resource_id == group]
-    assert fixed.remediated
-    # Between its read and its fix, an event saw the port open and published FAILED at T0+3.
-    seen = build_finding(fixed.result, SSH_OPEN, generated_at=T0 + timedelta(minutes=3))
+    assert fixed.remediated and fixed.fixed_at == T0 + timedelta(minutes=5)
+    seen = build_finding(fixed.result, SSH_OPEN, generated_at=T0 + timedelta(minutes=event_minute))
     assert publisher(hub).publish([seen]).ok
-    assert guardrail_at(aws, T0 + timedelta(minutes=9)).publish(scan).ok
+    summary = guardrail_at(aws, T0 + timedelta(minutes=9)).publish(scan)
+    assert summary.ok and summary.superseded == (held_status == "FAILED")
     (held,) = held_for(hub, group)
-    # The fix is the newest truth: PASSED and RESOLVED, not a RESOLVED finding still FAILED.
-    assert held["Compliance"]["Status"] == "PASSED" and held["Workflow"]["Status"] == "RESOLVED"
+    assert held["Compliance"]["Status"] == held_status
+    assert held["Workflow"]["Status"] == held_workflow
 
 
 def test_a_finding_that_comes_back_after_being_archived_is_active_again(aws, hub) -> None:

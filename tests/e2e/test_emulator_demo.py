@@ -61,6 +61,10 @@ def test_every_fixable_seeded_failure_was_found_then_fixed(run):
                 assert rescan[key].result.status is Status.PASSED, (key, rescan[key].result.reason)
                 checked += 1
     assert checked > 30  # 22 SSH, 10 role and 7 logging results in the default seed
+    # Each fix carries the moment it was made: its finding's UpdatedAt (not the publish time).
+    read_at = run.scan("enforce scan").report.read_at
+    fixed = [e for e in enforce.values() if e.remediated]
+    assert all(e.fixed_at is not None and e.fixed_at >= read_at for e in fixed)
     assert not run.scan("report scan").report.fixes  # report mode changed nothing
 
 

@@ -88,6 +88,7 @@ def _report() -> ScanReport:
     published = SimpleNamespace(
         imported={"f-1"},
         unchanged=0,
+        superseded=0,
         failed=[{"Id": "f-2", "ErrorCode": "ThrottlingException", "ErrorMessage": "slow down"}],
         unresolved=[],
         resolved=0,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..model import AccountSnapshot, FixRecord, Result
@@ -34,10 +35,11 @@ class Permission:
 
 @dataclass(frozen=True)
 class FixContext:
-    """What a remediation may touch: injected clients and the settings."""
+    """What a remediation may touch: injected clients and the settings; the clock stamps fixes."""
 
     clients: AwsClients
     settings: Settings
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
 class Control(Protocol):

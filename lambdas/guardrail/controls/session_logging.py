@@ -439,6 +439,7 @@ class SessionLogging:
                 before,
                 before,
                 covers=(account,),
+                at=ctx.clock(),
             )
         content = {**(dict(prefs.content) or DEFAULT_CONTENT), "inputs": inputs}
         body = json.dumps(content)
@@ -480,6 +481,7 @@ class SessionLogging:
             inputs,
             "sessions now logged with encryption; other preferences kept",
             covers=(account,),
+            at=ctx.clock(),
         )
 
     @staticmethod
@@ -561,6 +563,7 @@ class SessionLogging:
             sorted({*before, settings.log_delivery_policy_arn}),
             f"attached the guardrail's log-delivery policy to {role_name}",
             covers=covers,
+            at=ctx.clock(),
         )
 
 

@@ -306,7 +306,7 @@ class SshOpenToInternet:
                     "Manager (GUARDRAIL_SSH_REQUIRE_SSM_ONLINE); give them a working SSM role first",
                 )
             else:
-                record = self._close(group, rules, ctx.clients.ec2)
+                record = self._close(group, rules, ctx)
             records.append(replace(record, covers=(gid, *users.get(gid, ()))))
         return records
 
@@ -337,15 +337,18 @@ class SshOpenToInternet:
             or m.ping_status != "Online"
         )
 
-    def _close(self, group: SecurityGroup, rules: list[SecurityGroupRule], ec2: Any) -> FixRecord:
+    def _close(
+        self, group: SecurityGroup, rules: list[SecurityGroupRule], ctx: FixContext
+    ) -> FixRecord:
         """Re-add what else the rules admitted, then revoke them. Never revoke if re-adding failed;
         never keep what was re-added for a rule someone else revoked meanwhile (that would widen)."""
-        gid = group.group_id
+        gid, ec2 = group.group_id, ctx.clients.ec2
         before = [describe_rule(r) for r in rules]
 
         def record(outcome: Outcome, after: Any, reason: str, code: str | None = None) -> FixRecord:
+            at = ctx.clock() if outcome.ok else None
             return FixRecord(
-                self.id, gid, "revoke internet SSH", outcome, before, after, reason, code
+                self.id, gid, "revoke internet SSH", outcome, before, after, reason, code, at=at
             )
 
         if not rules:

@@ -236,6 +236,7 @@ class SsmInstanceRole:
                     None,
                     "the instance got a profile meanwhile; left as it is",
                     covers=(iid,),
+                    at=ctx.clock(),
                 )
             if code == "InvalidInstanceID.NotFound":
                 return FixRecord(
@@ -247,6 +248,7 @@ class SsmInstanceRole:
                     None,
                     "instance no longer exists",
                     covers=(iid,),
+                    at=ctx.clock(),
                 )
             return FixRecord(
                 self.id,
@@ -268,6 +270,7 @@ class SsmInstanceRole:
             profile,
             f"associated {profile}",
             covers=(iid,),
+            at=ctx.clock(),
         )
 
     def _add_role(
@@ -300,6 +303,7 @@ class SsmInstanceRole:
                     None,
                     "the profile got a role meanwhile; left as it is",
                     covers=covers,
+                    at=ctx.clock(),
                 )
             return FixRecord(
                 self.id,
@@ -321,6 +325,7 @@ class SsmInstanceRole:
             [settings.instance_role],
             f"added {settings.instance_role} to {profile}",
             covers=covers,
+            at=ctx.clock(),
         )
 
     def _attach(
@@ -367,6 +372,7 @@ class SsmInstanceRole:
             sorted({*before, policy}),
             f"attached {CORE_POLICY} to {role_name}",
             covers=covers,
+            at=ctx.clock(),
         )
 
 
