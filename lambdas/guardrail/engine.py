@@ -67,6 +67,11 @@ class Evaluation:
         return "; ".join(parts)
 
 
+def partly_applied(fixes: Sequence[FixRecord]) -> bool:
+    """Some fixes changed the resource, others were skipped or failed."""
+    return any(f.outcome is Outcome.APPLIED for f in fixes) and not all(f.outcome.ok for f in fixes)
+
+
 @dataclass
 class ScanReport:
     account_id: str
@@ -149,12 +154,21 @@ class Guardrail:
             for record in records:
                 for resource_id in record.covers or (record.resource_id,):
                     covering.setdefault(resource_id, []).append(record)
+            settled = control.settle(snapshot, records) if records else snapshot
+            rejudged = (
+                {r.key: r for r in control.check(settled, self.settings)}
+                if settled is not snapshot
+                else {}
+            )
             for result in results:
                 fixes = (
                     tuple(covering.get(result.resource_id, ()))
                     if result.status is Status.FAILED
                     else ()
                 )
+                if partly_applied(fixes) and result.key in rejudged:
+                    # Reported as the applied fixes left it, not as it was read.
+                    result = rejudged[result.key]
                 report.evaluations.append(Evaluation(result, mode, fixes))
             report.fixes += records
             for record in records:

@@ -769,6 +769,35 @@ def test_deleted_preferences_are_recreated(world):
     assert passed(world, LOGGING, ACCOUNT)
 
 
+@pytest.mark.parametrize("name", ["ssm_delete_document", "ssm_create_document"])
+def test_with_the_stacks_kms_key_the_finding_tells_what_the_event_did(world, name):
+    """The stack always names a KMS key. An event writes the preferences without it (only a drift
+    scan, having judged every role, names the key), and the finding says what is now true:
+    logging on, the key not yet named (FAILED, LOW), not the state before the fix."""
+    key = world.client("kms").create_key()["KeyMetadata"]["Arn"]
+    world.ssm.delete_document(Name=PREFS)
+    if name == "ssm_create_document":
+        world.ssm.create_document(
+            Name=PREFS,
+            Content=prefs_content(idleSessionTimeout="20"),
+            DocumentType="Session",
+            DocumentFormat="JSON",
+        )
+    first = world.deliver(name, session_log_kms_key=key)
+    inputs = world.prefs_inputs() or {}
+    assert inputs["s3BucketName"] == BUCKET and "kmsKeyId" not in inputs
+    assert dict(first["fixes"]) == {"applied": 1, "skipped": 1}
+    region = world.finding(LOGGING, ACCOUNT)
+    assert (region["Compliance"]["Status"], region["Severity"]["Label"]) == ("FAILED", "LOW")
+    assert f"s3://{BUCKET}" in region["Description"] and "kmsKeyId unset" in region["Description"]
+    # Delivered again: nothing left to change, and the finding says the same.
+    second = world.deliver(name, session_log_kms_key=key)
+    assert "applied" not in second["fixes"]
+    again = world.finding(LOGGING, ACCOUNT)
+    assert again["Description"].split(".")[0] == region["Description"].split(".")[0]
+    assert again["Severity"]["Label"] == "LOW"
+
+
 # --- what must change nothing ---------------------------------------------------------------------
 
 

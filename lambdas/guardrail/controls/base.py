@@ -72,6 +72,11 @@ class Control(Protocol):
         self, failed: Sequence[Result], snapshot: AccountSnapshot, ctx: FixContext
     ) -> list[FixRecord]: ...
 
+    def settle(self, snapshot: AccountSnapshot, records: Sequence[FixRecord]) -> AccountSnapshot:
+        """The snapshot as the applied fixes left it, for re-judging a result they fixed only in
+        part (the rest skipped with a reason); `snapshot` itself when nothing is worth it."""
+        ...
+
 
 def error_code(error: Exception) -> str:
     """The AWS error code of a botocore ClientError; for an error that never reached AWS

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -34,6 +35,8 @@ DEFAULT_CONTENT: dict[str, Any] = {
     "sessionType": "Standard_Stream",
     "inputs": {},
 }
+# The preferences fix's action, by whether the document existed (indexed by prefs.exists).
+PREFERENCE_ACTIONS = ("create Session Manager preferences", "update Session Manager preferences")
 
 
 def guardrail_key_missing(prefs: SessionPreferences, settings: Settings) -> bool:
@@ -364,6 +367,25 @@ class SessionLogging:
             f"sessions are logged to {where}, encrypted",
         )
 
+    def settle(self, snapshot: AccountSnapshot, records: Sequence[FixRecord]) -> AccountSnapshot:
+        """With the preferences written but the key held back, the region is re-judged on the
+        preferences as written (logging on, FAILED LOW), not as they were read."""
+        prefs = snapshot.session_preferences
+        written = [
+            r.after
+            for r in records
+            if r.action in PREFERENCE_ACTIONS
+            and r.outcome is Outcome.APPLIED
+            and isinstance(r.after, Mapping)
+        ]
+        if prefs is None or not written:
+            return snapshot
+        content = {**(dict(prefs.content) or DEFAULT_CONTENT), "inputs": dict(written[-1])}
+        return replace(
+            snapshot,
+            session_preferences=SessionPreferences(True, dict(written[-1]), content),
+        )
+
     def remediate(
         self, failed: Sequence[Result], snapshot: AccountSnapshot, ctx: FixContext
     ) -> list[FixRecord]:
@@ -417,11 +439,7 @@ class SessionLogging:
         *,
         without_key: bool = False,
     ) -> FixRecord:
-        action = (
-            "update Session Manager preferences"
-            if prefs.exists
-            else "create Session Manager preferences"
-        )
+        action = PREFERENCE_ACTIONS[prefs.exists]
         inputs, why_not = desired_inputs(prefs, ctx.settings)
         before = dict(prefs.inputs) if prefs.exists else None
         if without_key and not prefs.inputs.get("kmsKeyId"):

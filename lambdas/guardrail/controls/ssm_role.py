@@ -170,6 +170,9 @@ class SsmInstanceRole:
             )
         return results
 
+    def settle(self, snapshot: AccountSnapshot, records: Sequence[FixRecord]) -> AccountSnapshot:
+        return snapshot  # each fix settles its results whole: nothing is left half done
+
     def remediate(
         self, failed: Sequence[Result], snapshot: AccountSnapshot, ctx: FixContext
     ) -> list[FixRecord]:
