@@ -166,6 +166,8 @@ class Guardrail:
                     if result.status is Status.FAILED
                     else ()
                 )
+                if result.follows_fix and not fixes:
+                    continue  # nothing it shares was fixed: its finding stands as it is
                 if partly_applied(fixes) and result.key in rejudged:
                     # Reported as the applied fixes left it, not as it was read.
                     result = rejudged[result.key]

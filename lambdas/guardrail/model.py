@@ -200,7 +200,9 @@ class AccountSnapshot:
         default_factory=dict
     )  # bucket/prefix/log_group/kms_key
     full: bool = False  # read for the whole account-region (a drift scan), not for one event
-    # Not evaluated: other instances behind a group the SSH fix may close (the lockout guard).
+    # In a targeted read, the other instances behind a group that admits internet SSH: they
+    # count among the group's users, the lockout guard asks after them, and the SSH check judges
+    # those whose groups were all read (closing the group changes their finding too).
     bystanders: Mapping[str, Instance] = field(default_factory=dict)
 
     def result(
@@ -268,6 +270,9 @@ class Result:
     region: str = ""
     partition: str = "aws"
     details: Mapping[str, Any] = field(default_factory=dict)
+    # Judged only because a fix of something it shares (its security group) changes it: reported
+    # when such a fix covers it, otherwise left to the resource's own events and the drift scan.
+    follows_fix: bool = False
 
     @property
     def key(self) -> tuple[str, str]:

@@ -105,9 +105,10 @@ class SnapshotReader:
                 for i in evaluated
                 if role_problem(i, snapshot, self.settings) == "no_profile"
             }
-        if SSH in controls and self.settings.ssh_require_ssm_online:
+        if SSH in controls:
             snapshot = replace(snapshot, bystanders=self._bystanders(scope, snapshot))
-            asked |= {i.instance_id for i in ssh_exposed_running(snapshot)}
+            if self.settings.ssh_require_ssm_online:
+                asked |= {i.instance_id for i in ssh_exposed_running(snapshot)}
         if asked:
             snapshot = replace(snapshot, managed_instances=self._managed(sorted(asked)))
         if LOGGING in controls and (
@@ -131,8 +132,9 @@ class SnapshotReader:
     # --- EC2 -------------------------------------------------------------------------------
 
     def _bystanders(self, scope: Scope, snapshot: AccountSnapshot) -> dict[str, Instance]:
-        """In a targeted read, the other instances behind groups that admit internet SSH: closing
-        the group cuts them off too. (A full read, or one by group, already has them all.)"""
+        """In a targeted read, the other instances behind groups that admit internet SSH: the
+        group's finding counts them and closing it changes theirs. (A full read, or one by group,
+        already has them all.)"""
         if scope.full:
             return {}
         missing = {

@@ -266,11 +266,14 @@ def test_guard_sees_instances_outside_a_targeted_scope(managed_policies, account
     report = account.run(clients, "enforce", [SSH], scope=scope, ssh_require_ssm_online=True)
     (fix,) = report.fixes
     assert fix.outcome is Outcome.SKIPPED and stranded in fix.reason
-    assert [
-        e.result.resource_id
+    judged = {
+        e.result.resource_id: e
         for e in report.evaluations
         if e.result.resource_type.value == "AwsEc2Instance"
-    ] == [reachable]
+    }
+    assert set(judged) == {reachable, stranded}
+    # The stranded one is reported only because the group's fix concerned it: with the reason.
+    assert judged[stranded].result.follows_fix and judged[stranded].fixes == (fix,)
     # Without the guard (the default) the same event closes the group.
     report = account.run(clients, "enforce", [SSH], scope=scope)
     assert report.fixes[0].outcome is Outcome.APPLIED and account.ingress(gid) == []

@@ -290,8 +290,12 @@ class World:
             found.update({f["Id"]: f for f in page["Findings"]})
         return found
 
+    @staticmethod
+    def finding_id(control: str, resource_id: str) -> str:
+        return f"ssm-guardrail/{REGION}/{ACCOUNT}/{control}/{resource_id}"
+
     def finding(self, control: str, resource_id: str) -> dict[str, Any]:
-        fid = f"ssm-guardrail/{REGION}/{ACCOUNT}/{control}/{resource_id}"
+        fid = self.finding_id(control, resource_id)
         findings = self.findings()
         assert fid in findings, f"no finding {fid}; have {sorted(findings)}"
         return findings[fid]
@@ -437,6 +441,12 @@ def passed(world: World, control: str, resource_id: str) -> bool:
     return finding["Compliance"]["Status"] == "PASSED" and finding["RecordState"] == "ACTIVE"
 
 
+def resolved(world: World, control: str, resource_id: str) -> bool:
+    """PASSED because the guardrail fixed it: marked RESOLVED with its note."""
+    finding = world.finding(control, resource_id)
+    return passed(world, control, resource_id) and finding["Workflow"]["Status"] == "RESOLVED"
+
+
 # --- security groups: the group → the instances that use it ------------------------------------
 
 
@@ -552,8 +562,38 @@ def test_interface_moved_into_an_open_group(world):
     assert world.internet_ssh(bad) == []
     assert passed(world, SSH, instance)
     assert result["event"]["interface_ids"] == [eni]
-    # Only the interface's instance was evaluated (and published), not every user of the group.
-    assert f"ssm-guardrail/{REGION}/{ACCOUNT}/{SSH}/{bystander}" not in world.findings()
+    # Only the interface's instance was evaluated for every control; the group's other user is
+    # published for SSH only because closing the group fixed it too.
+    assert resolved(world, SSH, bystander)
+    assert world.finding_id(ROLE, bystander) not in world.findings()
+
+
+@pytest.mark.parametrize("mode", ["report", "enforce"])
+def test_an_instance_event_sees_every_user_of_its_open_group(world, mode):
+    """An event about one instance of a shared open group: the group's finding counts every user
+    (as the drift scan does); closing it updates the other users' findings, and in report mode
+    their findings are left as the drift scan wrote them."""
+    bad = world.group("ops")
+    world.open_ssh(bad)
+    changed = world.launch(groups=[bad], public=False)[0]
+    public = world.launch(groups=[bad])[0]  # the one exposure that makes the group CRITICAL
+    other = world.group("other")
+    elsewhere = world.launch(groups=[bad, other])[0]  # a group the event never reads
+    world.guardrail("report").run()  # the drift scan, reporting
+    before = world.findings()
+    scanned = world.finding(SSH, bad)
+    assert "used by 3 instance(s)" in scanned["Description"]
+    world.deliver("state_change_running", {I1: changed}, mode=mode)
+    group = world.finding(SSH, bad)
+    if mode == "report":
+        assert group["Severity"]["Label"] == scanned["Severity"]["Label"] == "CRITICAL"
+        assert "used by 3 instance(s)" in group["Description"]
+        assert world.finding(SSH, public) == before[world.finding_id(SSH, public)]
+    else:
+        assert world.internet_ssh(bad) == [] and passed(world, SSH, bad)
+        assert resolved(world, SSH, public)
+    # An instance with a group the event did not read is never judged from half its groups.
+    assert world.finding(SSH, elsewhere) == before[world.finding_id(SSH, elsewhere)]
 
 
 # --- instances: every control --------------------------------------------------------------------

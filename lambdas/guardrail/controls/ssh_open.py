@@ -9,7 +9,7 @@ that rule admitted, so no other port or protocol loses access.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -199,47 +199,19 @@ class SshOpenToInternet:
         }
         results: list[Result] = []
         group_users: dict[str, list[str]] = {}
-        for instance in snapshot.instances.values():
+        everyone = [*snapshot.instances.values(), *snapshot.bystanders.values()]
+        for instance in everyone:
+            bystander = instance.instance_id in snapshot.bystanders
             if not instance.evaluated:
-                results.append(snapshot.not_evaluated(self.id, instance))
+                if not bystander:
+                    results.append(snapshot.not_evaluated(self.id, instance))
                 continue
-            bad_groups = [g for g in instance.security_group_ids if offending.get(g)]
             for gid in instance.security_group_ids:
                 group_users.setdefault(gid, []).append(instance.instance_id)
-            if not bad_groups:
-                results.append(
-                    snapshot.result(
-                        self.id,
-                        ResourceType.INSTANCE,
-                        instance.instance_id,
-                        Status.PASSED,
-                        "INFORMATIONAL",
-                        "no security group admits TCP 22 from the internet",
-                        details={"security_group_ids": list(instance.security_group_ids)},
-                    )
-                )
-                continue
-            rule_ids = [r.rule_id for g in bad_groups for r in offending[g]]
-            exposure = (
-                "not reachable right now"
-                if not instance.exposed
-                else "running with a public IP"
-                if instance.public_ip
-                else "running with an IPv6 address"
-            )
-            results.append(
-                snapshot.result(
-                    self.id,
-                    ResourceType.INSTANCE,
-                    instance.instance_id,
-                    Status.FAILED,
-                    "CRITICAL" if instance.exposed else "HIGH",
-                    f"TCP 22 open to the internet through {', '.join(bad_groups)} "
-                    f"(rules {', '.join(rule_ids)}); instance is {exposure}",
-                    details={"security_group_ids": bad_groups, "rule_ids": rule_ids},
-                )
-            )
-        exposed = {i.instance_id for i in snapshot.instances.values() if i.evaluated and i.exposed}
+            if bystander and not set(instance.security_group_ids) <= set(offending):
+                continue  # a group of its own was not read: its exposure is unknown here
+            results.append(self._instance_result(snapshot, instance, offending, bystander))
+        exposed = {i.instance_id for i in everyone if i.evaluated and i.exposed}
         for gid, users in sorted(group_users.items()):
             group = snapshot.security_groups.get(gid)
             if group is None:
@@ -271,6 +243,45 @@ class SshOpenToInternet:
                 )
             )
         return results
+
+    def _instance_result(
+        self,
+        snapshot: AccountSnapshot,
+        instance: Instance,
+        offending: Mapping[str, list[SecurityGroupRule]],
+        bystander: bool,
+    ) -> Result:
+        bad_groups = [g for g in instance.security_group_ids if offending.get(g)]
+        if not bad_groups:
+            result = snapshot.result(
+                self.id,
+                ResourceType.INSTANCE,
+                instance.instance_id,
+                Status.PASSED,
+                "INFORMATIONAL",
+                "no security group admits TCP 22 from the internet",
+                details={"security_group_ids": list(instance.security_group_ids)},
+            )
+        else:
+            rule_ids = [r.rule_id for g in bad_groups for r in offending[g]]
+            exposure = (
+                "not reachable right now"
+                if not instance.exposed
+                else "running with a public IP"
+                if instance.public_ip
+                else "running with an IPv6 address"
+            )
+            result = snapshot.result(
+                self.id,
+                ResourceType.INSTANCE,
+                instance.instance_id,
+                Status.FAILED,
+                "CRITICAL" if instance.exposed else "HIGH",
+                f"TCP 22 open to the internet through {', '.join(bad_groups)} "
+                f"(rules {', '.join(rule_ids)}); instance is {exposure}",
+                details={"security_group_ids": bad_groups, "rule_ids": rule_ids},
+            )
+        return replace(result, follows_fix=bystander)
 
     def settle(self, snapshot: AccountSnapshot, records: Sequence[FixRecord]) -> AccountSnapshot:
         return snapshot  # each fix settles its results whole: nothing is left half done
