@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,8 @@ from .model import FixRecord, Instance, ResourceType, Result, SecurityGroup, Sta
 SCHEMA_VERSION = "2018-10-08"
 PRODUCT = "ssm-guardrail"
 FIELD_PREFIX = "ssm-guardrail/"
+# ProductFields that record a fix (Remediated, FixCount, Fix1/Action ...).
+FIX_FIELDS = (FIELD_PREFIX + "Fix", FIELD_PREFIX + "Remediated")
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL")
 ASFF_PARTITIONS = ("aws", "aws-cn", "aws-us-gov")  # Resources[].Partition accepts only these
 
@@ -297,6 +299,33 @@ def build_finding(
     }
     finding["ProductFields"][FINGERPRINT_FIELD] = fingerprint(finding)
     return finding
+
+
+def keep_fix_record(finding: dict[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+    """`finding` (a PASSED result with no fix of its own) keeping the record of the fix Security
+    Hub shows on the resource: the RESOLVED note points to it, so a later scan must not erase
+    what was changed, before and after, while the resource stays PASSED."""
+    fixed = {
+        k: v
+        for k, v in (stored.get("ProductFields") or {}).items()
+        if k.startswith(FIX_FIELDS) and isinstance(v, str)
+    }
+    fields = finding.get("ProductFields", {})
+    if (
+        not fixed
+        or fixed.get(FIELD_PREFIX + "Remediated") != "true"
+        or (stored.get("Compliance") or {}).get("Status") != Status.PASSED.value
+        or finding["Compliance"]["Status"] != Status.PASSED.value
+        or any(k.startswith(FIELD_PREFIX + "Fix") for k in fields)
+    ):
+        return finding
+    kept = {
+        **finding,
+        "Description": stored.get("Description") or finding["Description"],
+        "ProductFields": {**fields, **fixed},
+    }
+    kept["ProductFields"][FINGERPRINT_FIELD] = fingerprint(kept)
+    return kept
 
 
 # Times change on every import; the fingerprint covers everything else a reader would see.

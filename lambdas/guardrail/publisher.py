@@ -18,7 +18,15 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .findings import FIELD_PREFIX, FINGERPRINT_FIELD, MAX_NOTE, PRODUCT, clip, timestamp
+from .findings import (
+    FIELD_PREFIX,
+    FINGERPRINT_FIELD,
+    MAX_NOTE,
+    PRODUCT,
+    clip,
+    keep_fix_record,
+    timestamp,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +260,8 @@ class FindingPublisher:
 
         With `refresh_before`, a finding Security Hub already holds with the same fingerprint,
         last updated after that moment, is not imported again: ingestion is billed per finding,
-        and a drift scan mostly repeats itself. Imported findings keep their first CreatedAt.
+        and a drift scan mostly repeats itself. Imported findings keep their first CreatedAt, and
+        a resource still PASSED keeps the record of the fix Security Hub shows on it.
         One Security Hub holds with a later UpdatedAt than ours is left alone, unresolved.
         With `archive` too, stored ACTIVE findings the scan no longer produced are archived.
         """
@@ -312,6 +321,7 @@ class FindingPublisher:
                 continue
             if old.created_at:
                 finding = {**finding, "CreatedAt": old.created_at}  # first seen stays first seen
+            finding = keep_fix_record(finding, old.raw)
             if (
                 finding["Id"] in resolutions
                 or old.raw.get("RecordState") != finding.get("RecordState")

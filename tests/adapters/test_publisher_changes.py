@@ -297,6 +297,33 @@ def test_a_fixed_finding_carries_its_fix_time_not_its_publish_time(
     assert held["Workflow"]["Status"] == held_workflow
 
 
+def test_later_scans_keep_the_record_of_a_fix_while_the_resource_stays_fixed(
+    aws, account, hub
+) -> None:
+    """The RESOLVED note says what changed is in the finding: a re-scan must not erase it."""
+    group = account.group(OPEN_SSH)
+    account.instance([group])
+    guardrail_at(aws, T0, mode="enforce", controls=(SSH_OPEN.id,)).run()
+    (fixed,) = held_for(hub, group)
+    assert fixed["Workflow"]["Status"] == "RESOLVED"
+    record = {k: v for k, v in fixed["ProductFields"].items() if "/Fix" in k}
+    assert record["ssm-guardrail/Fix1/Outcome"] == "applied" and "Fix1/Before" in str(record)
+    for hours in (1, 24 * 8):  # a drift scan an hour later; one after the weekly refresh
+        later = T0 + timedelta(hours=hours)
+        guardrail_at(aws, later, mode="report", controls=(SSH_OPEN.id,)).run()
+        (held,) = held_for(hub, group)
+        assert held["Compliance"]["Status"] == "PASSED"
+        assert {k: v for k, v in held["ProductFields"].items() if "/Fix" in k} == record
+        assert held["Description"] == fixed["Description"]
+    assert held["UpdatedAt"].startswith(later.strftime("%Y-%m-%d"))  # refreshed, record kept
+    # Opened again: the new FAILED reading replaces the old fix's record.
+    account.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[OPEN_SSH])
+    guardrail_at(aws, later + timedelta(hours=1), mode="report", controls=(SSH_OPEN.id,)).run()
+    (held,) = held_for(hub, group)
+    assert held["Compliance"]["Status"] == "FAILED"
+    assert not [k for k in held["ProductFields"] if "/Fix" in k]
+
+
 def test_a_finding_that_comes_back_after_being_archived_is_active_again(aws, hub) -> None:
     from guardrail.publisher import ArchiveMissing
 
