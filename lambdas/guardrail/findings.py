@@ -19,7 +19,8 @@ SCHEMA_VERSION = "2018-10-08"
 PRODUCT = "ssm-guardrail"
 FIELD_PREFIX = "ssm-guardrail/"
 # ProductFields that record a fix (Remediated, FixCount, Fix1/Action ...).
-FIX_FIELDS = (FIELD_PREFIX + "Fix", FIELD_PREFIX + "Remediated")
+REMEDIATED_FIELD = FIELD_PREFIX + "Remediated"
+FIX_FIELDS = (FIELD_PREFIX + "Fix", REMEDIATED_FIELD)
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL")
 ASFF_PARTITIONS = ("aws", "aws-cn", "aws-us-gov")  # Resources[].Partition accepts only these
 
@@ -313,7 +314,7 @@ def keep_fix_record(finding: dict[str, Any], stored: Mapping[str, Any]) -> dict[
     fields = finding.get("ProductFields", {})
     if (
         not fixed
-        or fixed.get(FIELD_PREFIX + "Remediated") != "true"
+        or fixed.get(REMEDIATED_FIELD) != "true"
         or (stored.get("Compliance") or {}).get("Status") != Status.PASSED.value
         or finding["Compliance"]["Status"] != Status.PASSED.value
         or any(k.startswith(FIELD_PREFIX + "Fix") for k in fields)

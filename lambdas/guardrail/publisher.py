@@ -23,6 +23,8 @@ from .findings import (
     FINGERPRINT_FIELD,
     MAX_NOTE,
     PRODUCT,
+    REMEDIATED_FIELD,
+    RESOLUTION_NOTE,
     clip,
     keep_fix_record,
     timestamp,
@@ -125,6 +127,8 @@ class _Run:
     calls: int = 0
     unchanged: int = 0
     superseded: set[str] = field(default_factory=set)
+    # Stored findings of resources we fixed that were never marked RESOLVED (that call failed).
+    unresolved_fixes: set[str] = field(default_factory=set)
     stopped: CallError | None = None  # an error after which no call can succeed
 
     def summary(self) -> PublishSummary:
@@ -261,7 +265,8 @@ class FindingPublisher:
         With `refresh_before`, a finding Security Hub already holds with the same fingerprint,
         last updated after that moment, is not imported again: ingestion is billed per finding,
         and a drift scan mostly repeats itself. Imported findings keep their first CreatedAt, and
-        a resource still PASSED keeps the record of the fix Security Hub shows on it.
+        a resource still PASSED keeps the record of the fix Security Hub shows on it (and is
+        marked RESOLVED if an earlier run could not).
         One Security Hub holds with a later UpdatedAt than ours is left alone, unresolved.
         With `archive` too, stored ACTIVE findings the scan no longer produced are archived.
         """
@@ -270,6 +275,10 @@ class FindingPublisher:
             to_import = findings
             if refresh_before is not None and (findings or archive):
                 to_import = self._changed(findings, resolutions, refresh_before, run, archive)
+                resolutions = {
+                    **{i: RESOLUTION_NOTE for i in sorted(run.unresolved_fixes)},
+                    **resolutions,
+                }
             self._import(to_import, run)
             self._resolve(findings, resolutions, run)
         except Exception as error:  # a scan must never abort because of Security Hub
@@ -322,6 +331,14 @@ class FindingPublisher:
             if old.created_at:
                 finding = {**finding, "CreatedAt": old.created_at}  # first seen stays first seen
             finding = keep_fix_record(finding, old.raw)
+            if (
+                finding["Id"] not in resolutions
+                and (old.raw.get("Workflow") or {}).get("Status") == "NEW"
+                and (old.raw.get("Compliance") or {}).get("Status") == "PASSED"
+                and finding["Compliance"]["Status"] == "PASSED"
+                and finding["ProductFields"].get(REMEDIATED_FIELD) == "true"
+            ):
+                run.unresolved_fixes.add(finding["Id"])
             if (
                 finding["Id"] in resolutions
                 or old.raw.get("RecordState") != finding.get("RecordState")
@@ -419,7 +436,7 @@ class FindingPublisher:
                 run.unresolved.append(
                     _entry(finding_id, "UnknownFinding", "not among the published findings")
                 )
-            elif finding_id not in run.imported:
+            elif finding_id not in run.imported and finding_id not in run.unresolved_fixes:
                 run.unresolved.append(
                     _entry(finding_id, "ImportFailed", "not resolved because its import failed")
                 )

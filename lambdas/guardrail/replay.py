@@ -83,10 +83,11 @@ class EventOutcome:
         ]
         published = self.report.published
         if published is not None:
-            entries = [*published.failed, *published.unresolved]
+            # Imports only: a retry finds the resource already fixed, so it could never mark it
+            # RESOLVED; the next drift scan resolves a fixed finding left NEW.
             failures += [
                 f"Security Hub {e['Id']}: {e['ErrorCode']}"
-                for e in entries
+                for e in published.failed
                 if e.get("ErrorCode") in RETRYABLE
             ]
         return failures

@@ -984,8 +984,9 @@ def test_iam_event_for_a_role_that_no_longer_exists_ends_quietly(world):
 # --- AWS trouble ----------------------------------------------------------------------------------
 
 
-def throttle(guardrail: Guardrail, operation: str) -> None:
-    """Make every `operation` call answer ThrottlingException (after botocore's retries)."""
+def throttle(guardrail: Guardrail, operation: str, client: Any = None) -> None:
+    """Make every `operation` call answer ThrottlingException (after botocore's retries), on
+    the guardrail's clients or on one `client` made before."""
 
     class Response:
         status_code = 400
@@ -997,7 +998,8 @@ def throttle(guardrail: Guardrail, operation: str) -> None:
             "ResponseMetadata": {"HTTPStatusCode": 400},
         }
 
-    guardrail.clients.session.events.register(f"before-call.{operation}", answer)
+    events = client.meta.events if client is not None else guardrail.clients.session.events
+    events.register(f"before-call.{operation}", answer)
 
 
 def test_throttled_read_raises_so_eventbridge_retries(world):
@@ -1025,6 +1027,25 @@ def test_throttled_fix_raises_after_publishing_and_the_retry_fixes(world):
     assert world.finding(SSH, instance)["Compliance"]["Status"] == "FAILED"
     world.deliver(event)  # EventBridge's retry
     assert world.internet_ssh(bad) == [] and passed(world, SSH, instance)
+
+
+def test_a_fix_whose_resolve_call_is_throttled_is_resolved_by_the_next_drift_scan(world):
+    """Retrying the event could never resolve the finding (the retry finds nothing to fix), so
+    the event does not raise; the drift scan marks the fixed finding RESOLVED."""
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.open_ssh(bad)
+    guardrail = world.guardrail(fresh=True)
+    guardrail.publisher._sleep = lambda _: None  # its backoff, not a test's time
+    throttle(guardrail, "securityhub.BatchUpdateFindings", guardrail.publisher._client)
+    event = world.event("authorize_ingress_ip_permissions", {SG: bad})
+    result = on_change.handle(event, guardrail, home_account=ACCOUNT)  # no RetryableEventError
+    assert world.internet_ssh(bad) == [] and result["published"]["resolved"] == 0
+    assert passed(world, SSH, instance)
+    assert world.finding(SSH, instance)["Workflow"]["Status"] == "NEW"
+    world.guardrail("report").run()  # the next drift scan
+    assert resolved(world, SSH, instance) and resolved(world, SSH, bad)
+    assert world.finding(SSH, bad)["Note"]["Text"].startswith("ssm-guardrail fixed")
 
 
 def test_event_of_another_account_is_dropped(world):
