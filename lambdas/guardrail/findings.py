@@ -169,7 +169,8 @@ def describe_fix(fix: FixRecord) -> str:
 # resolves them all; the per-fix detail is in each finding's Description and ProductFields.
 RESOLUTION_NOTE = (
     f"{PRODUCT} fixed this automatically. What it changed, before and after, is in the "
-    f"finding's Description and ProductFields ({FIELD_PREFIX}Fix1/...)."
+    f"finding's Description and ProductFields ({FIELD_PREFIX}Fix1/...) until an event about "
+    "the resource re-evaluates it, and always in the guardrail Lambda's log (message \"fix\")."
 )
 
 
