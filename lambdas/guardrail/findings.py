@@ -170,7 +170,7 @@ def describe_fix(fix: FixRecord) -> str:
 RESOLUTION_NOTE = (
     f"{PRODUCT} fixed this automatically. What it changed, before and after, is in the "
     f"finding's Description and ProductFields ({FIELD_PREFIX}Fix1/...) until an event about "
-    "the resource re-evaluates it, and always in the guardrail Lambda's log (message \"fix\")."
+    'the resource re-evaluates it, and always in the guardrail Lambda\'s log (message "fix").'
 )
 
 

@@ -873,6 +873,31 @@ def test_events_that_change_nothing_make_no_call(world, name):
     on_change.metrics.clear_metrics()
 
 
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (
+            lambda d: d.update(requestParameters={"groupId": "sg-!!"}, responseElements=None),
+            "no valid security group id (got 'sg-!!')",
+        ),
+        (lambda d: d.update(eventName=""), "(no eventName)"),
+        (lambda d: d.update(eventSource="ec2.example.com"), "expected ec2.amazonaws.com"),
+    ],
+)
+def test_a_malformed_event_is_counted_and_logged_with_its_reason(world, caplog, mutate, reason):
+    event = world.event("authorize_ingress_ip_permissions", {SG: world.group("ops")})
+    mutate(event["detail"])
+    on_change.metrics.clear_metrics()
+    with caplog.at_level("WARNING", logger=on_change.logger.name):
+        result = world.deliver(event)
+    assert result["dropped"] in ("malformed", "unknown") and reason in result["reason"]
+    assert "EventsDropped" in on_change.metrics.metric_set
+    (logged,) = [r for r in caplog.records if r.getMessage() == "event dropped"]
+    assert logged.levelname == "WARNING" and reason in logged.reason
+    assert sum(world.calls.values()) == 0
+    on_change.metrics.clear_metrics()
+
+
 def test_the_guardrails_own_revoke_does_not_trigger_a_second_fix(world):
     """The re-add of ports 23-1024 after a fix is the guardrail's own AuthorizeSecurityGroupIngress:
     delivered back, it must not be evaluated (else it would fight itself)."""
