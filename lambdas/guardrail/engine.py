@@ -220,6 +220,7 @@ class Guardrail:
                 fixes=evaluation.fixes,
                 remediated=evaluation.remediated,
                 instance=snapshot.instances.get(result.resource_id)
+                or snapshot.bystanders.get(result.resource_id)
                 if result.resource_type is ResourceType.INSTANCE
                 else None,
                 group=snapshot.security_groups.get(result.resource_id)
@@ -229,9 +230,9 @@ class Guardrail:
             findings.append(finding)
             if evaluation.remediated:
                 resolutions[finding["Id"]] = RESOLUTION_NOTE
-        if report.full_scan and self.settings.finding_refresh_days:
+        if report.full_scan:
             # A full scan mostly repeats what Security Hub holds: import what changed (and each
-            # finding at least every finding_refresh_days), not every result every hour.
+            # finding at least every finding_refresh_days; 0: all), not every result every hour.
             refresh_before = now - timedelta(days=self.settings.finding_refresh_days)
             # What a full scan no longer produces is gone (deleted, detached): archive it.
             archive = ArchiveMissing(

@@ -20,6 +20,7 @@ PRODUCT = "ssm-guardrail"
 FIELD_PREFIX = "ssm-guardrail/"
 # ProductFields that record a fix (Remediated, FixCount, Fix1/Action ...).
 REMEDIATED_FIELD = FIELD_PREFIX + "Remediated"
+FIXED_AT_FIELD = FIELD_PREFIX + "FixedAt"  # when the last of the fixes was made
 FIX_FIELDS = (FIELD_PREFIX + "Fix", REMEDIATED_FIELD)
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL")
 ASFF_PARTITIONS = ("aws", "aws-cn", "aws-us-gov")  # Resources[].Partition accepts only these
@@ -194,6 +195,9 @@ def product_fields(
         fields["IpPermissionsOmitted"] = str(omitted_permissions)
     if fixes:
         fields["FixCount"] = str(len(fixes))
+    fixed_at = max((f.at for f in fixes if f.at), default=None)
+    if remediated and fixed_at:
+        fields["FixedAt"] = timestamp(fixed_at)
     for number, fix in enumerate(fixes[:MAX_FIXES_IN_FIELDS], start=1):
         key = f"Fix{number}/"
         fields[key + "Action"] = clip(fix.action, MAX_FIELD_VALUE)

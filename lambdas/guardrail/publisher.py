@@ -12,7 +12,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .findings import (
     FIELD_PREFIX,
     FINGERPRINT_FIELD,
+    FIXED_AT_FIELD,
     MAX_NOTE,
     PRODUCT,
     REMEDIATED_FIELD,
@@ -200,6 +201,52 @@ def archived_copy(stored: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     return finding
 
 
+def _against(
+    finding: dict[str, Any], old: StoredFinding, fixed: bool, run: _Run
+) -> dict[str, Any] | None:
+    """`finding` as it should go in over what Security Hub holds; None to leave that alone."""
+    stored = old.raw
+    active = stored.get("RecordState") == "ACTIVE"
+    ours = _parse_time(finding.get("UpdatedAt"))
+    if old.updated_at is not None and ours is not None and old.updated_at > ours:
+        if not (fixed and active and _compliance(stored) == "PASSED"):
+            # A newer reading (an event since the scan read or fixed it): it stands, unresolved.
+            run.superseded.add(finding["Id"])
+            return None
+        # A newer reading agrees the resource is fixed: record the fix just after it.
+        after = timestamp(old.updated_at + timedelta(milliseconds=1))
+        finding = {**finding, "UpdatedAt": after, "LastObservedAt": after}
+    if old.created_at:
+        finding = {**finding, "CreatedAt": old.created_at}  # first seen stays first seen
+    if active:
+        finding = keep_fix_record(finding, stored)
+        if not fixed and _resolve_missed(finding, stored):
+            run.unresolved_fixes.add(finding["Id"])
+    return finding
+
+
+def _resolve_missed(finding: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
+    """A fix whose RESOLVED mark never landed (BatchUpdateFindings failed): stored PASSED with
+    our fix record, workflow NEW, and no note of ours since the fix. A person who reopened it
+    left our note (written after the fix) or their own: their choice stands."""
+    fields = finding.get("ProductFields") or {}
+    if not (
+        fields.get(REMEDIATED_FIELD) == "true"
+        and _compliance(finding) == _compliance(stored) == "PASSED"
+        and (stored.get("Workflow") or {}).get("Status") == "NEW"
+    ):
+        return False
+    note = stored.get("Note") or {}
+    if not note:
+        return True
+    noted, fixed_at = _parse_time(note.get("UpdatedAt")), _parse_time(fields.get(FIXED_AT_FIELD))
+    return bool(note.get("UpdatedBy") == PRODUCT and noted and fixed_at and noted < fixed_at)
+
+
+def _compliance(finding: Mapping[str, Any]) -> str | None:
+    return (finding.get("Compliance") or {}).get("Status")
+
+
 def _parse_time(value: Any) -> datetime | None:
     try:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
@@ -324,21 +371,10 @@ class FindingPublisher:
             if old is None:
                 changed.append(finding)
                 continue
-            ours = _parse_time(finding.get("UpdatedAt"))
-            if old.updated_at is not None and ours is not None and old.updated_at > ours:
-                run.superseded.add(finding["Id"])
+            against = _against(finding, old, finding["Id"] in resolutions, run)
+            if against is None:
                 continue
-            if old.created_at:
-                finding = {**finding, "CreatedAt": old.created_at}  # first seen stays first seen
-            finding = keep_fix_record(finding, old.raw)
-            if (
-                finding["Id"] not in resolutions
-                and (old.raw.get("Workflow") or {}).get("Status") == "NEW"
-                and (old.raw.get("Compliance") or {}).get("Status") == "PASSED"
-                and finding["Compliance"]["Status"] == "PASSED"
-                and finding["ProductFields"].get(REMEDIATED_FIELD) == "true"
-            ):
-                run.unresolved_fixes.add(finding["Id"])
+            finding = against
             if (
                 finding["Id"] in resolutions
                 or old.raw.get("RecordState") != finding.get("RecordState")

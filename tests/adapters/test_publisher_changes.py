@@ -324,6 +324,102 @@ def test_later_scans_keep_the_record_of_a_fix_while_the_resource_stays_fixed(
     assert not [k for k in held["ProductFields"] if "/Fix" in k]
 
 
+def test_a_fix_an_event_confirmed_first_is_still_recorded_and_resolved(aws, account, hub) -> None:
+    """The scan fixes at T0+5; an event re-reads the resource at T0+7 and imports a plain PASSED
+    reading; the scan publishes at T0+9. The newer reading agrees, so the fix goes in just after
+    it: PASSED, RESOLVED, with its record (not left NEW without one)."""
+    from guardrail.scope import Scope
+
+    group = account.group(OPEN_SSH)
+    instance = account.instance([group])
+    only_ssh = {"controls": (SSH_OPEN.id,)}
+    guardrail_at(aws, T0 - timedelta(hours=1), **only_ssh).run()  # reported FAILED, NEW
+    scan = guardrail_at(
+        aws, T0, T0 + timedelta(minutes=5), mode="enforce", publish=False, **only_ssh
+    ).run()
+    event_at = T0 + timedelta(minutes=7)
+    guardrail_at(aws, event_at, **only_ssh).run(Scope(instance_ids=frozenset({instance})))
+    summary = guardrail_at(aws, T0 + timedelta(minutes=9), **only_ssh).publish(scan)
+    assert summary.ok and summary.superseded == 0
+    for resource in (instance, group):
+        (held,) = held_for(hub, resource)
+        assert held["Compliance"]["Status"] == "PASSED"
+        assert held["Workflow"]["Status"] == "RESOLVED"
+        assert held["ProductFields"]["ssm-guardrail/Remediated"] == "true"
+        assert (
+            held["UpdatedAt"]
+            > build_finding(scan.evaluations[0].result, SSH_OPEN, generated_at=event_at)[
+                "UpdatedAt"
+            ]
+        )
+
+
+def test_refresh_days_0_imports_everything_and_still_respects_newer_readings(
+    aws, account, hub
+) -> None:
+    group = account.group(OPEN_SSH)
+    account.instance([group])
+    settings = {"mode": "enforce", "controls": (SSH_OPEN.id,), "finding_refresh_days": 0}
+    scan = guardrail_at(aws, T0, T0 + timedelta(minutes=5), publish=False, **settings).run()
+    (fixed,) = [e for e in scan.evaluations if e.result.resource_id == group]
+    seen = build_finding(fixed.result, SSH_OPEN, generated_at=T0 + timedelta(minutes=7))
+    assert publisher(hub).publish([seen]).ok  # an event saw it re-opened after the fix
+    late = guardrail_at(aws, T0 + timedelta(minutes=9), finding_refresh_days=0).publish(scan)
+    assert late.superseded == 1 and late.unchanged == 0  # the rest re-imported (0: every scan)
+    (held,) = held_for(hub, group)
+    assert (held["Compliance"]["Status"], held["Workflow"]["Status"]) == ("FAILED", "NEW")
+
+
+def test_a_person_who_reopens_a_fixed_finding_is_not_overridden(aws, account, hub) -> None:
+    group = account.group(OPEN_SSH)
+    account.instance([group])
+    guardrail_at(aws, T0, mode="enforce", controls=(SSH_OPEN.id,)).run()
+    (held,) = held_for(hub, group)
+    assert held["Workflow"]["Status"] == "RESOLVED"
+    identifier = [{"Id": held["Id"], "ProductArn": held["ProductArn"]}]
+    for note in ({"Text": "reopened: review this fix", "UpdatedBy": "alice"}, None):
+        update: dict[str, Any] = {"FindingIdentifiers": identifier, "Workflow": {"Status": "NEW"}}
+        if note:
+            update["Note"] = note
+        hub.batch_update_findings(**update)
+        later = guardrail_at(aws, T0 + timedelta(hours=1), controls=(SSH_OPEN.id,)).run()
+        (held,) = held_for(hub, group)
+        assert held["Workflow"]["Status"] == "NEW" and later.published.resolved == 0
+
+
+def test_an_archived_fix_record_does_not_come_back_with_the_group(aws, account, hub) -> None:
+    """A fixed group no instance uses is archived; used again, it is a new life: PASSED and NEW,
+    without the old fix's record or a RESOLVED it did not earn."""
+    group = account.group(OPEN_SSH)
+    instance = account.instance([group])
+    only_ssh = {"controls": (SSH_OPEN.id,)}
+    guardrail_at(aws, T0, mode="enforce", **only_ssh).run()
+    move(account, instance, [account.group()])
+    guardrail_at(aws, T0 + timedelta(hours=1), **only_ssh).run()
+    (held,) = held_for(hub, group)
+    assert held["RecordState"] == "ARCHIVED"
+    move(account, instance, [group])
+    for hours in (2, 3):
+        guardrail_at(aws, T0 + timedelta(hours=hours), **only_ssh).run()
+    (held,) = held_for(hub, group)
+    assert (held["RecordState"], held["Compliance"]["Status"]) == ("ACTIVE", "PASSED")
+    assert held["Workflow"]["Status"] == "NEW"
+    assert held["ProductFields"]["ssm-guardrail/Remediated"] == "false"
+    assert not [k for k in held["ProductFields"] if "/Fix" in k]
+
+
+def move(account: Any, instance: str, groups: list[str]) -> None:
+    """Give the instance (and its primary interface, which DescribeInstances reads) new groups."""
+    ec2 = account.ec2
+    (eni,) = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0][
+        "NetworkInterfaces"
+    ]
+    ec2.modify_network_interface_attribute(
+        NetworkInterfaceId=eni["NetworkInterfaceId"], Groups=groups
+    )
+    ec2.modify_instance_attribute(InstanceId=instance, Groups=groups)
+
+
 def test_a_finding_that_comes_back_after_being_archived_is_active_again(aws, hub) -> None:
     from guardrail.publisher import ArchiveMissing
 

@@ -592,6 +592,8 @@ def test_an_instance_event_sees_every_user_of_its_open_group(world, mode):
     else:
         assert world.internet_ssh(bad) == [] and passed(world, SSH, bad)
         assert resolved(world, SSH, public)
+        details = world.finding(SSH, public)["Resources"][0]["Details"]  # IPs, VPC, type ...
+        assert details == before[world.finding_id(SSH, public)]["Resources"][0]["Details"]
     # An instance with a group the event did not read is never judged from half its groups.
     assert world.finding(SSH, elsewhere) == before[world.finding_id(SSH, elsewhere)]
 
