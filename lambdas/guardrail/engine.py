@@ -13,7 +13,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .controls import REGISTRY, Control, FixContext
 from .controls.base import error_code
 from .findings import PRODUCT, RESOLUTION_NOTE, build_finding, finding_id, product_arn
-from .model import AccountSnapshot, FixRecord, Outcome, ResourceType, Result, Status
+from .model import (
+    AccountSnapshot,
+    FixRecord,
+    Outcome,
+    ResourceType,
+    Result,
+    Status,
+    last_fix_time,
+)
 from .publisher import ArchiveMissing
 from .reader import SnapshotReader
 from .scope import Scope
@@ -45,7 +53,7 @@ class Evaluation:
     @property
     def fixed_at(self) -> datetime | None:
         """When the last of its fixes was made: from then on the resource is known PASSED."""
-        return max((f.at for f in self.fixes if f.at), default=None)
+        return last_fix_time(self.fixes)
 
     @property
     def remediation(self) -> str:

@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .controls.base import Control
-from .model import FixRecord, Instance, ResourceType, Result, SecurityGroup, Status
+from .model import (
+    FixRecord,
+    Instance,
+    ResourceType,
+    Result,
+    SecurityGroup,
+    Status,
+    last_fix_time,
+)
 
 SCHEMA_VERSION = "2018-10-08"
 PRODUCT = "ssm-guardrail"
@@ -21,7 +29,7 @@ FIELD_PREFIX = "ssm-guardrail/"
 # ProductFields that record a fix (Remediated, FixCount, Fix1/Action ...).
 REMEDIATED_FIELD = FIELD_PREFIX + "Remediated"
 FIXED_AT_FIELD = FIELD_PREFIX + "FixedAt"  # when the last of the fixes was made
-FIX_FIELDS = (FIELD_PREFIX + "Fix", REMEDIATED_FIELD)
+FIX_PREFIX = FIELD_PREFIX + "Fix"
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL")
 ASFF_PARTITIONS = ("aws", "aws-cn", "aws-us-gov")  # Resources[].Partition accepts only these
 
@@ -195,7 +203,7 @@ def product_fields(
         fields["IpPermissionsOmitted"] = str(omitted_permissions)
     if fixes:
         fields["FixCount"] = str(len(fixes))
-    fixed_at = max((f.at for f in fixes if f.at), default=None)
+    fixed_at = last_fix_time(fixes)
     if remediated and fixed_at:
         fields["FixedAt"] = timestamp(fixed_at)
     for number, fix in enumerate(fixes[:MAX_FIXES_IN_FIELDS], start=1):
@@ -314,15 +322,14 @@ def keep_fix_record(finding: dict[str, Any], stored: Mapping[str, Any]) -> dict[
     fixed = {
         k: v
         for k, v in (stored.get("ProductFields") or {}).items()
-        if k.startswith(FIX_FIELDS) and isinstance(v, str)
+        if k.startswith((FIX_PREFIX, REMEDIATED_FIELD)) and isinstance(v, str)
     }
     fields = finding.get("ProductFields", {})
     if (
-        not fixed
-        or fixed.get(REMEDIATED_FIELD) != "true"
-        or (stored.get("Compliance") or {}).get("Status") != Status.PASSED.value
-        or finding["Compliance"]["Status"] != Status.PASSED.value
-        or any(k.startswith(FIELD_PREFIX + "Fix") for k in fields)
+        fixed.get(REMEDIATED_FIELD) != "true"
+        or compliance(stored) != Status.PASSED.value
+        or compliance(finding) != Status.PASSED.value
+        or any(k.startswith(FIX_PREFIX) for k in fields)
     ):
         return finding
     kept = {
@@ -332,6 +339,11 @@ def keep_fix_record(finding: dict[str, Any], stored: Mapping[str, Any]) -> dict[
     }
     kept["ProductFields"][FINGERPRINT_FIELD] = fingerprint(kept)
     return kept
+
+
+def compliance(finding: Mapping[str, Any]) -> str | None:
+    """A finding's Compliance.Status (PASSED, FAILED ...), None without one."""
+    return (finding.get("Compliance") or {}).get("Status")
 
 
 # Times change on every import; the fingerprint covers everything else a reader would see.

@@ -5,7 +5,7 @@ Everything here is plain frozen data: checks are pure functions of an `AccountSn
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -308,3 +308,8 @@ class FixRecord:
             "error_code": self.error_code,
             "at": self.at.isoformat() if self.at else None,
         }
+
+
+def last_fix_time(fixes: Iterable[FixRecord]) -> datetime | None:
+    """When the last of `fixes` was made (None if none says)."""
+    return max((f.at for f in fixes if f.at), default=None)

@@ -27,6 +27,7 @@ from .findings import (
     REMEDIATED_FIELD,
     RESOLUTION_NOTE,
     clip,
+    compliance,
     keep_fix_record,
     timestamp,
 )
@@ -209,7 +210,7 @@ def _against(
     active = stored.get("RecordState") == "ACTIVE"
     ours = _parse_time(finding.get("UpdatedAt"))
     if old.updated_at is not None and ours is not None and old.updated_at > ours:
-        if not (fixed and active and _compliance(stored) == "PASSED"):
+        if not (fixed and active and compliance(stored) == "PASSED"):
             # A newer reading (an event since the scan read or fixed it): it stands, unresolved.
             run.superseded.add(finding["Id"])
             return None
@@ -232,7 +233,7 @@ def _resolve_missed(finding: Mapping[str, Any], stored: Mapping[str, Any]) -> bo
     fields = finding.get("ProductFields") or {}
     if not (
         fields.get(REMEDIATED_FIELD) == "true"
-        and _compliance(finding) == _compliance(stored) == "PASSED"
+        and compliance(finding) == compliance(stored) == "PASSED"
         and (stored.get("Workflow") or {}).get("Status") == "NEW"
     ):
         return False
@@ -241,10 +242,6 @@ def _resolve_missed(finding: Mapping[str, Any], stored: Mapping[str, Any]) -> bo
         return True
     noted, fixed_at = _parse_time(note.get("UpdatedAt")), _parse_time(fields.get(FIXED_AT_FIELD))
     return bool(note.get("UpdatedBy") == PRODUCT and noted and fixed_at and noted < fixed_at)
-
-
-def _compliance(finding: Mapping[str, Any]) -> str | None:
-    return (finding.get("Compliance") or {}).get("Status")
 
 
 def _parse_time(value: Any) -> datetime | None:
