@@ -221,10 +221,8 @@ class Guardrail:
             finding = build_finding(
                 result,
                 control,
-                # A fixed resource is known PASSED as of its fix, not the read.
-                generated_at=(evaluation.fixed_at or self.clock())
-                if evaluation.remediated
-                else now,
+                # A resource we fixed is known PASSED as of its fix, not the read.
+                generated_at=(evaluation.fixed_at or now) if evaluation.remediated else now,
                 fixes=evaluation.fixes,
                 remediated=evaluation.remediated,
                 instance=snapshot.instances.get(result.resource_id)

@@ -292,8 +292,8 @@ class FixRecord:
     reason: str = ""
     error_code: str | None = None
     covers: tuple[str, ...] = ()  # resource ids of the results this fix settles (itself included)
-    # When the change was made (or found already made): the fixed finding's UpdatedAt, so a
-    # reading taken after it (an event during a long scan) is never overwritten by it.
+    # When the change was made (APPLIED): the fixed finding's UpdatedAt, so a reading taken
+    # after it (an event during a long scan) is never overwritten by it.
     at: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -311,5 +311,6 @@ class FixRecord:
 
 
 def last_fix_time(fixes: Iterable[FixRecord]) -> datetime | None:
-    """When the last of `fixes` was made (None if none says)."""
-    return max((f.at for f in fixes if f.at), default=None)
+    """When the last change of `fixes` was made; None when none changed anything (all found
+    already done, by a person or a concurrent run whose own reading is the newer one)."""
+    return max((f.at for f in fixes if f.at and f.outcome is Outcome.APPLIED), default=None)

@@ -210,11 +210,17 @@ def _against(
     active = stored.get("RecordState") == "ACTIVE"
     ours = _parse_time(finding.get("UpdatedAt"))
     if old.updated_at is not None and ours is not None and old.updated_at > ours:
-        if not (fixed and active and compliance(stored) == "PASSED"):
-            # A newer reading (an event since the scan read or fixed it): it stands, unresolved.
+        confirms = (
+            active
+            and compliance(stored) == "PASSED"
+            and (stored.get("ProductFields") or {}).get(REMEDIATED_FIELD) != "true"
+        )
+        if not (fixed and confirms):
+            # A newer reading (an event since the scan read or fixed it; or the event's own,
+            # newer fix): it stands, with its own record and workflow.
             run.superseded.add(finding["Id"])
             return None
-        # A newer reading agrees the resource is fixed: record the fix just after it.
+        # A newer plain reading agrees the resource is fixed: record the fix just after it.
         after = timestamp(old.updated_at + timedelta(milliseconds=1))
         finding = {**finding, "UpdatedAt": after, "LastObservedAt": after}
     if old.created_at:

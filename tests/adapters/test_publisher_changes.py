@@ -354,6 +354,62 @@ def test_a_fix_an_event_confirmed_first_is_still_recorded_and_resolved(aws, acco
         )
 
 
+def fix_record(finding: dict[str, Any]) -> dict[str, str]:
+    return {k: v for k, v in finding["ProductFields"].items() if "/Fix" in k}
+
+
+def test_an_events_newer_fix_keeps_its_record_over_the_scans_older_one(aws, account, hub) -> None:
+    """The scan closes port 22 at T0+5; someone opens it again and an event closes it at T0+7;
+    the scan publishes at T0+9. The record on the finding is the event's (the rule it revoked)."""
+    from guardrail.scope import Scope
+
+    group = account.group(OPEN_SSH)
+    account.instance([group])
+    only_ssh = {"controls": (SSH_OPEN.id,)}
+    scan = guardrail_at(
+        aws, T0, T0 + timedelta(minutes=5), mode="enforce", publish=False, **only_ssh
+    ).run()
+    account.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[OPEN_SSH])
+    guardrail_at(aws, T0 + timedelta(minutes=7), mode="enforce", **only_ssh).run(
+        Scope(group_ids=frozenset({group}))
+    )
+    (by_event,) = held_for(hub, group)
+    late = guardrail_at(aws, T0 + timedelta(minutes=9), **only_ssh).publish(scan)
+    (held,) = held_for(hub, group)
+    assert late.superseded > 0 and fix_record(held) == fix_record(by_event)
+    assert held["Workflow"]["Status"] == "RESOLVED"
+
+
+def test_a_fix_found_already_done_does_not_replace_the_record_of_who_did_it(
+    aws, account, hub
+) -> None:
+    """An event fixes the group (T0+3) while the scan, which read it open at T0, is about to:
+    the scan finds the rule already revoked and its finding must not overwrite the event's."""
+    from guardrail.scope import Scope
+
+    group = account.group(OPEN_SSH)
+    account.instance([group])
+    only_ssh = {"controls": (SSH_OPEN.id,)}
+    scan = guardrail_at(aws, T0, T0 + timedelta(minutes=5), mode="enforce", **only_ssh)
+    by_event: list[dict[str, Any]] = []
+
+    def event_fixes_first(**_: Any) -> None:
+        if not by_event:
+            guardrail_at(aws, T0 + timedelta(minutes=3), mode="enforce", **only_ssh).run(
+                Scope(group_ids=frozenset({group}))
+            )
+            by_event.extend(held_for(hub, group))
+
+    scan.clients.ec2.meta.events.register(
+        "before-call.ec2.RevokeSecurityGroupIngress", event_fixes_first
+    )
+    report = scan.run()
+    assert [f.outcome.value for f in report.fixes] == ["already_compliant"]
+    (held,) = held_for(hub, group)
+    assert fix_record(held) == fix_record(by_event[0])
+    assert held["ProductFields"]["ssm-guardrail/Fix1/Outcome"] == "applied"
+
+
 def test_refresh_days_0_imports_everything_and_still_respects_newer_readings(
     aws, account, hub
 ) -> None:

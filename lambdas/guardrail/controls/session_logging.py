@@ -457,7 +457,6 @@ class SessionLogging:
                 before,
                 before,
                 covers=(account,),
-                at=ctx.clock(),
             )
         content = {**(dict(prefs.content) or DEFAULT_CONTENT), "inputs": inputs}
         body = json.dumps(content)

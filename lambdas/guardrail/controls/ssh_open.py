@@ -360,7 +360,7 @@ class SshOpenToInternet:
         before = [describe_rule(r) for r in rules]
 
         def record(outcome: Outcome, after: Any, reason: str, code: str | None = None) -> FixRecord:
-            at = ctx.clock() if outcome.ok else None
+            at = ctx.clock() if outcome is Outcome.APPLIED else None
             return FixRecord(
                 self.id, gid, "revoke internet SSH", outcome, before, after, reason, code, at=at
             )

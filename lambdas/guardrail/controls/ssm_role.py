@@ -239,7 +239,6 @@ class SsmInstanceRole:
                     None,
                     "the instance got a profile meanwhile; left as it is",
                     covers=(iid,),
-                    at=ctx.clock(),
                 )
             if code == "InvalidInstanceID.NotFound":
                 return FixRecord(
@@ -251,7 +250,6 @@ class SsmInstanceRole:
                     None,
                     "instance no longer exists",
                     covers=(iid,),
-                    at=ctx.clock(),
                 )
             return FixRecord(
                 self.id,
@@ -306,7 +304,6 @@ class SsmInstanceRole:
                     None,
                     "the profile got a role meanwhile; left as it is",
                     covers=covers,
-                    at=ctx.clock(),
                 )
             return FixRecord(
                 self.id,
