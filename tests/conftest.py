@@ -31,6 +31,19 @@ settings.register_profile("explore")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
+def rule_key(raw: dict) -> tuple:
+    """A DescribeSecurityGroupRules item as (protocol, from, to, source): what a test compares."""
+    return (
+        raw["IpProtocol"],
+        raw.get("FromPort"),
+        raw.get("ToPort"),
+        raw.get("CidrIpv4")
+        or raw.get("CidrIpv6")
+        or raw.get("PrefixListId")
+        or (raw.get("ReferencedGroupInfo") or {}).get("GroupId"),
+    )
+
+
 @pytest.fixture
 def aws():
     """An empty emulated account (moto, in-process) with the guardrail's extension installed."""

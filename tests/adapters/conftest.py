@@ -9,6 +9,8 @@ from guardrail.engine import Guardrail
 from guardrail.scope import Scope
 from guardrail.settings import Settings
 
+from emulator.seed import EC2_TRUST
+
 CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 OPEN_SSH = {
     "IpProtocol": "tcp",
@@ -56,18 +58,7 @@ class Account:
         self.iam.create_role(
             RoleName=name,
             **extra,
-            AssumeRolePolicyDocument=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Action": "sts:AssumeRole",
-                            "Principal": {"Service": "ec2.amazonaws.com"},
-                        }
-                    ],
-                }
-            ),
+            AssumeRolePolicyDocument=json.dumps(EC2_TRUST),
         )
         for policy in policies:
             self.iam.attach_role_policy(RoleName=name, PolicyArn=policy)
@@ -75,6 +66,17 @@ class Account:
             self.iam.create_instance_profile(InstanceProfileName=profile)
             self.iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=name)
         return name
+
+    def move(self, instance, groups):
+        """Give the instance (and its primary interface, which DescribeInstances reads) new
+        groups: moto keeps both views."""
+        (eni,) = self.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0][
+            "Instances"
+        ][0]["NetworkInterfaces"]
+        self.ec2.modify_network_interface_attribute(
+            NetworkInterfaceId=eni["NetworkInterfaceId"], Groups=groups
+        )
+        self.ec2.modify_instance_attribute(InstanceId=instance, Groups=groups)
 
     def ingress(self, gid):
         rules = self.ec2.describe_security_group_rules(

@@ -227,12 +227,7 @@ def test_a_full_scan_archives_the_findings_it_no_longer_produces(aws, account, h
 
     # The instance moves to another group: nothing uses the open group, so no result names it.
     other = account.group()
-    ec2 = account.ec2
-    eni = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0][
-        "NetworkInterfaces"
-    ][0]["NetworkInterfaceId"]
-    ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[other])
-    ec2.modify_instance_attribute(InstanceId=instance, Groups=[other])  # moto keeps both views
+    account.move(instance, [other])
     # A scan of one control only never archives the other controls' findings.
     guardrail_at(aws, T0 + timedelta(hours=1), controls=("ssm-instance-role",)).run()
     assert stored(hub)[group_finding["Id"]]["RecordState"] == "ACTIVE"
@@ -450,11 +445,11 @@ def test_an_archived_fix_record_does_not_come_back_with_the_group(aws, account, 
     instance = account.instance([group])
     only_ssh = {"controls": (SSH_OPEN.id,)}
     guardrail_at(aws, T0, mode="enforce", **only_ssh).run()
-    move(account, instance, [account.group()])
+    account.move(instance, [account.group()])
     guardrail_at(aws, T0 + timedelta(hours=1), **only_ssh).run()
     (held,) = held_for(hub, group)
     assert held["RecordState"] == "ARCHIVED"
-    move(account, instance, [group])
+    account.move(instance, [group])
     for hours in (2, 3):
         guardrail_at(aws, T0 + timedelta(hours=hours), **only_ssh).run()
     (held,) = held_for(hub, group)
@@ -462,18 +457,6 @@ def test_an_archived_fix_record_does_not_come_back_with_the_group(aws, account, 
     assert held["Workflow"]["Status"] == "NEW"
     assert held["ProductFields"]["ssm-guardrail/Remediated"] == "false"
     assert not [k for k in held["ProductFields"] if "/Fix" in k]
-
-
-def move(account: Any, instance: str, groups: list[str]) -> None:
-    """Give the instance (and its primary interface, which DescribeInstances reads) new groups."""
-    ec2 = account.ec2
-    (eni,) = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0][
-        "NetworkInterfaces"
-    ]
-    ec2.modify_network_interface_attribute(
-        NetworkInterfaceId=eni["NetworkInterfaceId"], Groups=groups
-    )
-    ec2.modify_instance_attribute(InstanceId=instance, Groups=groups)
 
 
 def test_a_finding_that_comes_back_after_being_archived_is_active_again(aws, hub) -> None:

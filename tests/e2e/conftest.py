@@ -8,22 +8,13 @@ import json
 import boto3
 import pytest
 
+from emulator import seed
+
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 PRODUCT_ARN = f"arn:aws:securityhub:{REGION}:{ACCOUNT}:product/{ACCOUNT}/default"
-EC2_TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "ec2.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
+EC2_TRUST = json.dumps(seed.EC2_TRUST)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from emulator.seed import (
     SSH,
     seed_account,
 )
+from tests.conftest import rule_key
 from tests.e2e.conftest import CORE, REGION
 
 
@@ -69,18 +70,7 @@ def test_every_ssh_shape_and_its_twin_is_in_the_rules(account):
     g = seeded.groups
 
     def sources(name: str) -> set[tuple]:
-        return {
-            (
-                r["IpProtocol"],
-                r.get("FromPort"),
-                r.get("ToPort"),
-                r.get("CidrIpv4")
-                or r.get("CidrIpv6")
-                or r.get("PrefixListId")
-                or (r.get("ReferencedGroupInfo") or {}).get("GroupId"),
-            )
-            for r in ingress(session, g[name])
-        }
+        return {rule_key(r) for r in ingress(session, g[name])}
 
     assert ("tcp", 22, 22, "0.0.0.0/0") in sources("ssh-world")
     assert ("tcp", 22, 22, "::/0") in sources("ssh-world-v6")

@@ -29,6 +29,8 @@ from guardrail.settings import Settings
 from handlers import on_change
 
 from emulator.calls import CallCounter
+from emulator.seed import EC2_TRUST
+from tests.conftest import rule_key
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 ACCOUNT = "123456789012"  # moto's account
@@ -45,18 +47,7 @@ SSH, ROLE, LOGGING = "ssh-open-to-internet", "ssm-instance-role", "ssm-session-l
 CORE_NAME = "AmazonSSMManagedInstanceCore"
 CORE = f"arn:aws:iam::aws:policy/{CORE_NAME}"
 PREFS = "SSM-SessionManagerRunShell"
-TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "ec2.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
+TRUST = json.dumps(EC2_TRUST)
 DELIVERY = json.dumps(
     {
         "Version": "2012-10-17",
@@ -251,18 +242,14 @@ class World:
         rules = self.ec2.describe_security_group_rules(
             Filters=[{"Name": "group-id", "Values": [group]}]
         )["SecurityGroupRules"]
-        return sorted(
-            (
-                r["IpProtocol"],
-                r.get("FromPort"),
-                r.get("ToPort"),
-                r.get("CidrIpv4")
-                or r.get("CidrIpv6")
-                or r.get("PrefixListId")
-                or r.get("ReferencedGroupInfo", {}).get("GroupId"),
-            )
-            for r in rules
-            if not r["IsEgress"]
+        return sorted(rule_key(r) for r in rules if not r["IsEgress"])
+
+    def interface_of(self, instance_id: str) -> str:
+        """The instance's primary network interface."""
+        return str(
+            self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][
+                0
+            ]["NetworkInterfaces"][0]["NetworkInterfaceId"]
         )
 
     def profile_of(self, instance_id: str) -> str | None:
@@ -553,9 +540,7 @@ def test_interface_moved_into_an_open_group(world):
     bad = world.group("ops")
     world.open_ssh(bad)
     instance = world.launch()[0]
-    eni = world.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0][
-        "NetworkInterfaces"
-    ][0]["NetworkInterfaceId"]
+    eni = world.interface_of(instance)
     bystander = world.launch(groups=[bad])[0]  # already in the group: not what changed
     world.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[bad])
     result = world.deliver("modify_network_interface_attribute", {ENI: eni, SG: bad})

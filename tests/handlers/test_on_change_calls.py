@@ -61,9 +61,7 @@ def interface_in_open_group(w: World) -> dict[str, str]:
     bad = w.group("ops")
     w.open_ssh(bad)
     instance = w.launch()[0]
-    eni = w.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0][
-        "NetworkInterfaces"
-    ][0]["NetworkInterfaceId"]
+    eni = w.interface_of(instance)
     w.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[bad])
     return {ENI: eni, SG: bad}
 
