@@ -260,6 +260,23 @@ class AlarmTopic(Construct):
             master_key=self.key,
             enforce_ssl=True,
         )
+        # enforce_ssl gives the topic its own policy, which replaces SNS's default one (the
+        # account-wide Publish grant): without this statement CloudWatch cannot deliver an alarm.
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsToPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                    "ArnLike": {
+                        "aws:SourceArn": f"arn:{Aws.PARTITION}:cloudwatch:{Aws.REGION}:"
+                        f"{Aws.ACCOUNT_ID}:alarm:*"
+                    },
+                },
+            )
+        )
         if notification_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(notification_email))
 

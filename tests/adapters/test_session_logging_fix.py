@@ -41,6 +41,20 @@ def region_fix(report):
     return [f for f in report.fixes if f.resource_id == "123456789012"]
 
 
+HELD = (
+    "name the guardrail's KMS key",
+    "turn on s3EncryptionEnabled",
+    "turn on cloudWatchEncryptionEnabled",
+)
+
+
+def held(report):
+    """The preferences fix and, by input, what it held back (SKIPPED records)."""
+    prefs_fix, *rest = region_fix(report)
+    assert all(f.outcome is Outcome.SKIPPED for f in rest), rest
+    return prefs_fix, {f.action: f.reason for f in rest}
+
+
 def test_report_mode_creates_nothing(account, clients):
     report = account.run(clients, "report", [LOGGING], **OURS)
     (r,) = [e.result for e in report.evaluations if e.result.resource_type is ResourceType.ACCOUNT]
@@ -114,14 +128,16 @@ def test_without_guardrail_destinations_the_fix_is_skipped_with_a_reason(account
     assert report.left_failed
 
 
-def delivery_policy(account):
+def delivery_policy(account, prefix=""):
+    """The guardrail's log-delivery policy (with `prefix`: s3:PutObject under it only, as the
+    stack's own policy grants)."""
     doc = {
         "Version": "2012-10-17",
         "Statement": [
             {
                 "Effect": "Allow",
                 "Action": ["s3:PutObject"],
-                "Resource": "arn:aws:s3:::guardrail-logs/*",
+                "Resource": f"arn:aws:s3:::guardrail-logs/{prefix}*",
             },
             {
                 "Effect": "Allow",
@@ -138,7 +154,7 @@ def delivery_policy(account):
         ],
     }
     return account.iam.create_policy(
-        PolicyName="guardrail-delivery", PolicyDocument=json.dumps(doc)
+        PolicyName=f"guardrail-delivery{len(prefix)}", PolicyDocument=json.dumps(doc)
     )["Policy"]["Arn"]
 
 
@@ -254,12 +270,17 @@ def test_kms_key_is_not_named_while_a_role_cannot_use_it(account, clients):
         modify_existing_roles=False,
         **OURS,
     )
-    prefs_fix, key_fix = region_fix(report)
+    prefs_fix, reasons = held(report)
     assert prefs_fix.outcome is Outcome.APPLIED  # logging is on...
-    # ...without the key, and the region's result stays FAILED until a role is fixed
-    assert key_fix.outcome is Outcome.SKIPPED and "role(s) app cannot use the key" in key_fix.reason
+    # ...without the key or the encryption flags (the agent would refuse the role's sessions:
+    # it cannot use the key, read the bucket's encryption or see the log group), and the
+    # region's result stays FAILED until a role is fixed
+    assert set(reasons) == set(HELD)
+    assert "role(s) app cannot use the key" in reasons["name the guardrail's KMS key"]
+    assert "cannot read the bucket's encryption" in reasons["turn on s3EncryptionEnabled"]
     inputs = preferences(account)
-    assert "kmsKeyId" not in inputs and inputs["s3BucketName"] == "guardrail-logs"
+    assert inputs["s3BucketName"] == "guardrail-logs"
+    assert not {"kmsKeyId", "s3EncryptionEnabled", "cloudWatchEncryptionEnabled"} & set(inputs)
     (grant,) = [f for f in report.fixes if f.resource_id == "app"]
     assert grant.outcome is Outcome.SKIPPED
     assert any(e.left_failed for e in report.evaluations if e.result.resource_id == iid)
@@ -299,7 +320,7 @@ def test_a_permissions_boundary_that_blocks_delivery_is_skipped_and_the_key_left
     assert "kmsKeyId" not in preferences(account)  # the role could never use the key
 
 
-def test_an_event_never_names_the_key_a_full_scan_has_not_checked(account, clients):
+def test_an_event_never_turns_on_what_a_full_scan_has_not_checked(account, clients):
     from guardrail.scope import Scope
 
     policy = delivery_policy(account)
@@ -310,18 +331,172 @@ def test_an_event_never_names_the_key_a_full_scan_has_not_checked(account, clien
     scope = Scope(instance_ids=frozenset({ok}))
     settings = {**OURS, "log_delivery_policy_arn": policy, "modify_existing_roles": False}
     report = account.run(clients, "enforce", [LOGGING], scope=scope, **settings)
-    prefs_fix, key_fix = region_fix(report)
-    assert prefs_fix.outcome is Outcome.APPLIED and "until a drift scan" in key_fix.reason
+    prefs_fix, reasons = held(report)
+    assert prefs_fix.outcome is Outcome.APPLIED and set(reasons) == set(HELD)
+    assert all("until a drift scan" in reason for reason in reasons.values())
     assert "kmsKeyId" not in preferences(account)
-    # The drift scan sees every role: "app" cannot use the key, so it stays out, and says why.
+    # The drift scan sees every role: "app" cannot use the key or check the destinations'
+    # encryption, so those stay out, and it says why.
     report = account.run(clients, "enforce", [LOGGING], **settings)
-    prefs_fix, key_fix = region_fix(report)
+    prefs_fix, reasons = held(report)
     assert prefs_fix.outcome is Outcome.ALREADY_COMPLIANT  # logging itself is on
-    assert key_fix.outcome is Outcome.SKIPPED and "role(s) app" in key_fix.reason
+    assert set(reasons) == set(HELD) and all("role(s) app" in r for r in reasons.values())
     (region,) = [e for e in report.evaluations if e.result.resource_type is ResourceType.ACCOUNT]
-    assert region.left_failed and "KMS key" in region.result.reason
+    assert region.left_failed and "EncryptionEnabled is false" in region.result.reason
     assert "kmsKeyId" not in preferences(account)
     # Once "app" may use it (its owners attach the policy), the next scan names the key.
     account.iam.attach_role_policy(RoleName="app", PolicyArn=policy)
     report = account.run(clients, "enforce", [LOGGING], **settings)
     assert preferences(account)["kmsKeyId"] == KEY and not report.left_failed
+
+
+# The standard document as the console (and AWS's own template) writes it: every input present,
+# most of them "".
+CONSOLE = {
+    "s3BucketName": "",
+    "s3KeyPrefix": "",
+    "s3EncryptionEnabled": True,
+    "cloudWatchLogGroupName": "",
+    "cloudWatchEncryptionEnabled": True,
+    "cloudWatchStreamingEnabled": True,
+    "idleSessionTimeout": "20",
+    "maxSessionDuration": "",
+    "kmsKeyId": "",
+    "runAsEnabled": False,
+    "runAsDefaultUser": "",
+    "shellProfile": {"windows": "", "linux": ""},
+}
+
+
+def test_console_preferences_log_under_the_prefix_the_delivery_policy_grants(account, clients):
+    """An empty s3KeyPrefix would send every log to the bucket's root, which the guardrail's
+    policy (s3:PutObject under session-logs/ only) does not allow: uploads would fail."""
+    create_preferences(account, CONSOLE)
+    policy = delivery_policy(account, prefix="session-logs/")
+    account.role("app", policy, profile="app")
+    iid = account.instance(profile="app")
+    settings = {**OURS, "log_delivery_policy_arn": policy}
+    first = account.run(clients, "enforce", [LOGGING], **settings)
+    inputs = preferences(account)
+    assert inputs["s3BucketName"] == "guardrail-logs" and inputs["s3KeyPrefix"] == "session-logs"
+    assert (
+        inputs["idleSessionTimeout"] == "20" and inputs["shellProfile"] == CONSOLE["shellProfile"]
+    )
+    assert not first.left_failed
+    again = account.run(clients, "enforce", [LOGGING], **settings)
+    statuses = {e.result.resource_id: e.result.status for e in again.evaluations}
+    assert statuses[iid] is Status.PASSED and again.fixes == [] and not again.left_failed
+
+
+def test_logs_outside_the_guardrails_prefix_are_not_blamed_on_a_boundary(account, clients):
+    create_preferences(
+        account,
+        {"s3BucketName": "guardrail-logs", "s3KeyPrefix": "elsewhere", "s3EncryptionEnabled": True},
+    )
+    policy = delivery_policy(account, prefix="session-logs/")
+    account.role("app", policy, profile="app")
+    account.instance(profile="app")
+    report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
+    (grant,) = [f for f in report.fixes if f.resource_id == "app"]
+    assert grant.outcome is Outcome.SKIPPED
+    assert "outside the prefix session-logs/" in grant.reason and "boundary" not in grant.reason
+
+
+def test_an_encryption_flag_waits_for_roles_that_cannot_check_the_destination(account, clients):
+    """With s3EncryptionEnabled on, the SSM Agent refuses a session unless the instance's role
+    may read the bucket's encryption; turning the flag on for such a role locks people out."""
+    create_preferences(account, {"s3BucketName": "their-bucket"})
+    put_only = account.iam.create_policy(
+        PolicyName="put-only",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "s3:PutObject",
+                        "Resource": "arn:aws:s3:::their-bucket/*",
+                    }
+                ],
+            }
+        ),
+    )["Policy"]["Arn"]
+    account.role("app", put_only, profile="app")
+    account.instance(profile="app")
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    prefs_fix, reasons = held(report)
+    assert prefs_fix.outcome is Outcome.ALREADY_COMPLIANT  # nothing else to change
+    assert set(reasons) == {"turn on s3EncryptionEnabled"}
+    assert (
+        "role(s) app cannot read the bucket's encryption" in reasons["turn on s3EncryptionEnabled"]
+    )
+    assert preferences(account) == {"s3BucketName": "their-bucket"}  # flag left as it was
+    (region,) = [e for e in report.evaluations if e.result.resource_type is ResourceType.ACCOUNT]
+    assert region.left_failed and region.result.severity == "LOW"
+    # Once the role may read it (its owners grant it), the next scan turns the flag on.
+    account.iam.put_role_policy(
+        RoleName="app",
+        PolicyName="read-encryption",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "s3:GetEncryptionConfiguration",
+                        "Resource": "arn:aws:s3:::their-bucket",
+                    }
+                ],
+            }
+        ),
+    )
+    account.run(clients, "enforce", [LOGGING], **OURS)
+    assert preferences(account) == {"s3BucketName": "their-bucket", "s3EncryptionEnabled": True}
+
+
+def test_preferences_created_meanwhile_are_left_to_their_owners(account, clients, monkeypatch):
+    """Read absent, created by a person before the fix: writing ours would drop their inputs."""
+    from guardrail.reader import SnapshotReader
+
+    owners = {"runAsEnabled": True, "runAsDefaultUser": "ops", "idleSessionTimeout": "15"}
+    real_read = SnapshotReader._preferences
+
+    def read_then_a_person_creates_them(reader):
+        read = real_read(reader)
+        create_preferences(account, owners)
+        return read
+
+    monkeypatch.setattr(SnapshotReader, "_preferences", read_then_a_person_creates_them)
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.SKIPPED and "created meanwhile" in fix.reason
+    assert preferences(account) == owners
+    assert report.left_failed and fix.before is None  # judged on no document; the next run
+    # judges theirs
+
+
+def test_content_an_earlier_version_holds_promotes_that_version_not_latest(account, clients):
+    """An owner rolled back to version 1 (as the README suggests) and left an untested draft at
+    $LATEST: the fix's content matches version 2, so version 2 becomes the default again."""
+    create_preferences(account, {"idleSessionTimeout": "20"})  # v1
+    account.run(clients, "enforce", [LOGGING], **OURS)  # v2: the guardrail's
+    ours = preferences(account)
+    draft = {
+        "schemaVersion": "1.0",
+        "description": "owners'",
+        "sessionType": "Standard_Stream",
+        "inputs": {"runAsEnabled": True, "runAsDefaultUser": "root-draft"},
+    }
+    account.ssm.update_document(
+        Name=SESSION_DOCUMENT,
+        Content=json.dumps(draft),
+        DocumentVersion="$LATEST",
+        DocumentFormat="JSON",
+    )  # v3, not the default
+    account.ssm.update_document_default_version(Name=SESSION_DOCUMENT, DocumentVersion="1")
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.APPLIED
+    doc = account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]
+    assert doc["DefaultVersion"] == "2" and preferences(account) == ours
+    assert "runAsDefaultUser" not in preferences(account)

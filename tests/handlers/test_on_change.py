@@ -753,6 +753,20 @@ def test_deleted_profile_is_reported_never_replaced(world):
 # --- SSM: the region's Session Manager preferences ------------------------------------------------
 
 
+def logged_and_encrypted_after_the_drift_scan(world: World) -> None:
+    """An event turns logging on but leaves s3EncryptionEnabled as it was: with it on, the SSM
+    Agent refuses sessions to instances whose role may not read the bucket's encryption, and
+    only a drift scan has judged every role. The finding says so (FAILED, LOW); the scan then
+    turns the flag on and the finding is PASSED."""
+    region = world.finding(LOGGING, ACCOUNT)
+    assert (region["Compliance"]["Status"], region["Severity"]["Label"]) == ("FAILED", "LOW")
+    assert "s3EncryptionEnabled is false" in region["Description"]
+    assert "s3EncryptionEnabled" not in (world.prefs_inputs() or {})
+    world.guardrail().run()  # the drift scan
+    assert (world.prefs_inputs() or {})["s3EncryptionEnabled"] is True
+    assert passed(world, LOGGING, ACCOUNT)
+
+
 def test_preferences_created_without_logging_are_fixed(world):
     world.ssm.delete_document(Name=PREFS)
     world.ssm.create_document(
@@ -765,7 +779,7 @@ def test_preferences_created_without_logging_are_fixed(world):
     inputs = world.prefs_inputs()
     assert inputs is not None and inputs["s3BucketName"] == BUCKET
     assert inputs["idleSessionTimeout"] == "20"  # the owner's other preferences are kept
-    assert passed(world, LOGGING, ACCOUNT)
+    logged_and_encrypted_after_the_drift_scan(world)
 
 
 def test_preferences_whose_new_default_stops_logging_are_fixed(world):
@@ -775,7 +789,7 @@ def test_preferences_whose_new_default_stops_logging_are_fixed(world):
     world.ssm.update_document_default_version(Name=PREFS, DocumentVersion=version)
     world.deliver("ssm_update_document_default_version")
     assert (world.prefs_inputs() or {}).get("s3BucketName") == BUCKET
-    assert passed(world, LOGGING, ACCOUNT)
+    logged_and_encrypted_after_the_drift_scan(world)
 
 
 def test_update_document_without_a_new_default_is_evaluated_and_passes(world):
@@ -793,14 +807,14 @@ def test_deleted_preferences_are_recreated(world):
     world.ssm.delete_document(Name=PREFS)
     world.deliver("ssm_delete_document")
     assert (world.prefs_inputs() or {}).get("s3BucketName") == BUCKET
-    assert passed(world, LOGGING, ACCOUNT)
+    logged_and_encrypted_after_the_drift_scan(world)
 
 
 @pytest.mark.parametrize("name", ["ssm_delete_document", "ssm_create_document"])
 def test_with_the_stacks_kms_key_the_finding_tells_what_the_event_did(world, name):
-    """The stack always names a KMS key. An event writes the preferences without it (only a drift
-    scan, having judged every role, names the key), and the finding says what is now true:
-    logging on, the key not yet named (FAILED, LOW), not the state before the fix."""
+    """The stack always names a KMS key. An event writes the preferences without it or the
+    encryption flag (only a drift scan, having judged every role, turns them on), and the finding
+    says what is now true: logging on, neither yet (FAILED, LOW), not the state before the fix."""
     key = world.client("kms").create_key()["KeyMetadata"]["Arn"]
     world.ssm.delete_document(Name=PREFS)
     if name == "ssm_create_document":
@@ -813,10 +827,11 @@ def test_with_the_stacks_kms_key_the_finding_tells_what_the_event_did(world, nam
     first = world.deliver(name, session_log_kms_key=key)
     inputs = world.prefs_inputs() or {}
     assert inputs["s3BucketName"] == BUCKET and "kmsKeyId" not in inputs
-    assert dict(first["fixes"]) == {"applied": 1, "skipped": 1}
+    assert dict(first["fixes"]) == {"applied": 1, "skipped": 2}
     region = world.finding(LOGGING, ACCOUNT)
     assert (region["Compliance"]["Status"], region["Severity"]["Label"]) == ("FAILED", "LOW")
     assert f"s3://{BUCKET}" in region["Description"] and "kmsKeyId unset" in region["Description"]
+    assert "s3EncryptionEnabled is false" in region["Description"]
     # Delivered again: nothing left to change, and the finding says the same.
     second = world.deliver(name, session_log_kms_key=key)
     assert "applied" not in second["fixes"]

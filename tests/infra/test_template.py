@@ -382,6 +382,128 @@ def test_alarms_notify_an_encrypted_topic_with_the_configured_email(synth: Synth
     assert len(synth.resources(MAIN, "AWS::CloudWatch::Alarm")) == 3
 
 
+def test_alarm_topic_policies_let_this_accounts_cloudwatch_alarms_publish(synth: Synth) -> None:
+    # enforce_ssl gives each topic a policy that replaces SNS's default one: without an explicit
+    # Allow for cloudwatch.amazonaws.com, alarms fail with "no resource-based policy allows".
+    alarm_arn = "arn:{}:cloudwatch:{}:{}:alarm:*".format(
+        PSEUDO["AWS::Partition"], PSEUDO["AWS::Region"], PSEUDO["AWS::AccountId"]
+    )
+    for stack in (MAIN, OTHER, FORWARDER):
+        topics = {
+            action["Ref"]
+            for alarm in synth.resources(stack, "AWS::CloudWatch::Alarm").values()
+            for action in alarm["Properties"]["AlarmActions"]
+        }
+        assert topics, stack
+        for topic_id in topics:
+            synth.assertion(stack).has_resource_properties(
+                "AWS::SNS::TopicPolicy",
+                {
+                    "Topics": [{"Ref": topic_id}],
+                    "PolicyDocument": {
+                        "Statement": Match.array_with(
+                            [
+                                Match.object_like(
+                                    {
+                                        "Effect": "Allow",
+                                        "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                                        "Action": "sns:Publish",
+                                        "Resource": {"Ref": topic_id},
+                                        "Condition": {
+                                            "StringEquals": {
+                                                "aws:SourceAccount": {"Ref": "AWS::AccountId"}
+                                            },
+                                            "ArnLike": {"aws:SourceArn": Match.any_value()},
+                                        },
+                                    }
+                                )
+                            ]
+                        )
+                    },
+                },
+            )
+            statements = [
+                s
+                for policy in synth.resources(stack, "AWS::SNS::TopicPolicy").values()
+                if {"Ref": topic_id} in policy["Properties"]["Topics"]
+                for s in policy["Properties"]["PolicyDocument"]["Statement"]
+            ]
+            (allow,) = [s for s in statements if s["Effect"] == "Allow"]
+            assert render(allow["Condition"]["ArnLike"]["aws:SourceArn"]) == alarm_arn
+            assert any(
+                s["Effect"] == "Deny"
+                and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+                for s in statements
+            )
+
+
+def test_replaced_queue_and_bucket_policies_still_let_aws_services_deliver(synth: Synth) -> None:
+    # enforce_ssl also gives the DLQ and the buckets their own policies; the services that write
+    # to them through a resource policy must each be allowed there.
+    for stack in (MAIN, OTHER, FORWARDER):
+        (queue_id,) = synth.resources(stack, "AWS::SQS::Queue")
+        (queue_policy,) = synth.resources(stack, "AWS::SQS::QueuePolicy").values()
+        statements = queue_policy["Properties"]["PolicyDocument"]["Statement"]
+        allowed = {
+            json.dumps(s["Condition"]["ArnEquals"]["aws:SourceArn"], sort_keys=True)
+            for s in statements
+            if s["Effect"] == "Allow"
+            and s["Principal"] == {"Service": "events.amazonaws.com"}
+            and s["Action"] == "sqs:SendMessage"
+            and s["Resource"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+        }
+        rules = synth.resources(stack, "AWS::Events::Rule")
+        assert rules
+        for rule_id, rule in rules.items():
+            for target in rule["Properties"]["Targets"]:
+                assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}
+                assert json.dumps({"Fn::GetAtt": [rule_id, "Arn"]}, sort_keys=True) in allowed
+    # S3 server access logging delivers through the log bucket's policy (Session Manager uploads
+    # use the instance role's identity policy, which the session-log bucket's Deny leaves alone).
+    buckets = synth.resources(MAIN, "AWS::S3::Bucket")
+    (source_id,) = [k for k, b in buckets.items() if "LoggingConfiguration" in b["Properties"]]
+    logging = buckets[source_id]["Properties"]["LoggingConfiguration"]
+    target_id = logging["DestinationBucketName"]["Ref"]
+    (log_policy,) = [
+        p
+        for p in synth.resources(MAIN, "AWS::S3::BucketPolicy").values()
+        if p["Properties"]["Bucket"] == {"Ref": target_id}
+    ]
+    synth.assertion(MAIN).has_resource_properties(
+        "AWS::S3::BucketPolicy",
+        {
+            "Bucket": {"Ref": target_id},
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Service": "logging.s3.amazonaws.com"},
+                                "Action": "s3:PutObject",
+                                "Condition": {
+                                    "ArnLike": {
+                                        "aws:SourceArn": {"Fn::GetAtt": [source_id, "Arn"]}
+                                    },
+                                    "StringEquals": {
+                                        "aws:SourceAccount": {"Ref": "AWS::AccountId"}
+                                    },
+                                },
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
+    (delivery,) = [
+        s
+        for s in log_policy["Properties"]["PolicyDocument"]["Statement"]
+        if s["Principal"] == {"Service": "logging.s3.amazonaws.com"}
+    ]
+    assert delivery["Resource"]["Fn::Join"][1][-1] == f"/{logging['LogFilePrefix']}*"
+
+
 def test_organization_insights_drop_the_per_account_product_filter() -> None:
     from aws_cdk import App, Stack
     from aws_cdk.assertions import Template

@@ -10,8 +10,8 @@ distinct role, which honours inline policies, explicit denies and permission bou
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -52,6 +52,11 @@ def guardrail_key_missing(prefs: SessionPreferences, settings: Settings) -> bool
     )
 
 
+def guardrail_prefix(settings: Settings) -> str:
+    """The S3 key prefix the guardrail's log-delivery policy grants, as the preferences name it."""
+    return settings.session_log_prefix.strip("/") if settings.session_log_bucket else ""
+
+
 def delivery_target(prefs: SessionPreferences | None, settings: Settings) -> dict[str, str]:
     """Where session logs go (or will go once the guardrail turns logging on, or names its key):
     the region's configured destinations, else the guardrail's own. Empty when there is nowhere
@@ -72,7 +77,7 @@ def delivery_target(prefs: SessionPreferences | None, settings: Settings) -> dic
         return {}
     return {
         "bucket": settings.session_log_bucket,
-        "prefix": settings.session_log_prefix if settings.session_log_bucket else "",
+        "prefix": guardrail_prefix(settings),
         "log_group": settings.session_log_group,
         "kms_key": settings.session_log_kms_key,
     }
@@ -137,8 +142,13 @@ def desired_inputs(prefs: SessionPreferences, settings: Settings) -> tuple[dict[
         if not (settings.session_log_bucket or settings.session_log_group):
             return inputs, "no GUARDRAIL_SESSION_LOG_BUCKET or _GROUP is set: nowhere to log"
         if settings.session_log_bucket:
-            inputs.update(s3BucketName=settings.session_log_bucket, s3EncryptionEnabled=True)
-            inputs.setdefault("s3KeyPrefix", settings.session_log_prefix.rstrip("/"))
+            # The prefix too, whatever was left there (the console writes ""): the delivery
+            # policy grants s3:PutObject under the guardrail's prefix only.
+            inputs.update(
+                s3BucketName=settings.session_log_bucket,
+                s3KeyPrefix=guardrail_prefix(settings),
+                s3EncryptionEnabled=True,
+            )
         if settings.session_log_group:
             inputs.update(
                 cloudWatchLogGroupName=settings.session_log_group, cloudWatchEncryptionEnabled=True
@@ -163,25 +173,86 @@ def desired_inputs(prefs: SessionPreferences, settings: Settings) -> tuple[dict[
     return inputs, ""
 
 
-def key_hold(
-    prefs: SessionPreferences, settings: Settings, keyless_roles: Sequence[str], full: bool
-) -> str:
-    """Why the preferences must not name the guardrail's KMS key now ("" when they may).
+@dataclass(frozen=True)
+class Hold:
+    """An input that, once written, stops the sessions of every instance whose role lacks
+    `needs` (the SSM Agent checks it before each session), so it waits for those roles."""
 
-    A key a role cannot use stops every session of its instances, so only a full scan, which
-    has judged every role, names it, and only once no role is left without it.
+    input: str
+    needs: str  # prefix of the denied actions that make the role fail the agent's check
+    what: str
+    action: str  # the held fix, as its record names it
+
+    def turned_on(self, prefs: SessionPreferences, inputs: Mapping[str, Any]) -> bool:
+        if self.input == "kmsKeyId":  # the owners' own key is theirs to name
+            return bool(inputs.get(self.input)) and not prefs.inputs.get(self.input)
+        return flag_on(inputs.get(self.input)) and not flag_on(prefs.inputs.get(self.input))
+
+
+HOLDS = (
+    # The agent encrypts the session with the key (kms:Decrypt, kms:GenerateDataKey).
+    Hold("kmsKeyId", "kms:", "use the key", "name the guardrail's KMS key"),
+    # With the flags on, the agent refuses a session unless it can see that the destination is
+    # encrypted: s3:GetEncryptionConfiguration on the bucket, logs:DescribeLogGroups.
+    Hold(
+        "s3EncryptionEnabled",
+        "s3:GetEncryptionConfiguration",
+        "read the bucket's encryption",
+        "turn on s3EncryptionEnabled",
+    ),
+    Hold(
+        "cloudWatchEncryptionEnabled",
+        "logs:DescribeLogGroups",
+        "see the log group",
+        "turn on cloudWatchEncryptionEnabled",
+    ),
+)
+
+
+def holds(
+    prefs: SessionPreferences, settings: Settings, blocked: Mapping[str, Sequence[str]], full: bool
+) -> dict[str, str]:
+    """The inputs the preferences must not turn on now, with why (`blocked`: by denied-action
+    prefix, the roles still lacking it after this run's grants).
+
+    Only a full scan, which has judged every role, turns them on, and only once no role is
+    left that would lose its sessions.
     """
     inputs, _ = desired_inputs(prefs, settings)
-    if not inputs.get("kmsKeyId") or prefs.inputs.get("kmsKeyId"):
-        return ""  # nothing to name, or the owners named their own key
-    if keyless_roles:
-        return (
-            f"kmsKeyId left unset: role(s) {', '.join(keyless_roles)} cannot use the key and "
-            "their sessions would stop; grant them kms:Decrypt on it"
-        )
-    if not full:
-        return "kmsKeyId left unset until a drift scan has checked that every role can use the key"
-    return ""
+    held = {}
+    for hold in HOLDS:
+        if not hold.turned_on(prefs, inputs):
+            continue
+        if roles := blocked.get(hold.needs):
+            held[hold.input] = (
+                f"{hold.input} left as it was: role(s) {', '.join(roles)} cannot "
+                f"{hold.what} and their sessions would stop; grant them {hold.needs}"
+                + ("Decrypt and kms:GenerateDataKey on it" if hold.needs == "kms:" else "")
+            )
+        elif not full:
+            held[hold.input] = (
+                f"{hold.input} left as it was until a drift scan has checked that every role "
+                f"can {hold.what}"
+            )
+    return held
+
+
+def version_holding(ssm: Any, content: Mapping[str, Any]) -> str | None:
+    """The newest version of the preferences whose content is `content` (compared as JSON)."""
+    latest = int(ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]["LatestVersion"])
+    for number in range(latest, 0, -1):
+        try:
+            raw = ssm.get_document(
+                Name=SESSION_DOCUMENT, DocumentVersion=str(number), DocumentFormat="JSON"
+            )
+            if json.loads(raw.get("Content") or "null") == content:
+                return str(number)
+        except json.JSONDecodeError:
+            continue
+        except ClientError as error:
+            if error_code(error) != "InvalidDocumentVersion":  # a version deleted by its owners
+                raise
+    return None
 
 
 class SessionLogging:
@@ -220,11 +291,15 @@ class SessionLogging:
     )
     fix_permissions = (
         Permission(
-            ("ssm:CreateDocument", "ssm:UpdateDocument", "ssm:UpdateDocumentDefaultVersion"),
+            (
+                "ssm:CreateDocument",
+                "ssm:UpdateDocument",
+                "ssm:UpdateDocumentDefaultVersion",
+            ),
             resources=(
                 f"arn:{{partition}}:ssm:{{region}}:{{account}}:document/{SESSION_DOCUMENT}",
             ),
-            why="create or update the preferences and make the new version the default",
+            why="create or update the preferences and make the version holding them the default",
         ),
         Permission(
             ("iam:AttachRolePolicy",),
@@ -338,25 +413,18 @@ class SessionLogging:
             )
         )
         off = unencrypted(prefs)
-        if off:
-            return snapshot.result(
-                self.id,
-                ResourceType.ACCOUNT,
-                account,
-                Status.FAILED,
-                "LOW",
-                f"sessions are logged to {where} but {', '.join(off)} is false",
-                details={"unencrypted": off},
-            )
+        problems = [f"{flag} is false" for flag in off]
         if guardrail_key_missing(prefs, settings):
+            problems.append("not encrypted with the guardrail's KMS key (kmsKeyId unset)")
+        if problems:
             return snapshot.result(
                 self.id,
                 ResourceType.ACCOUNT,
                 account,
                 Status.FAILED,
                 "LOW",
-                f"sessions are logged to {where} but not encrypted with the guardrail's KMS key "
-                "(kmsKeyId unset)",
+                f"sessions are logged to {where} but {' and '.join(problems)}",
+                details={"unencrypted": off} if off else {},
             )
         return snapshot.result(
             self.id,
@@ -389,9 +457,9 @@ class SessionLogging:
     def remediate(
         self, failed: Sequence[Result], snapshot: AccountSnapshot, ctx: FixContext
     ) -> list[FixRecord]:
-        # Roles first: preferences that turn on KMS session encryption stop every session on an
-        # instance whose role cannot use the key, so they wait for the grants and then only name
-        # the key if no role is left without it.
+        # Roles first: preferences that turn on KMS session encryption or an encryption flag
+        # stop every session on an instance whose role fails the agent's check, so they wait for
+        # the grants and then turn on only what no role is left without.
         records = []
         by_role: dict[str, list[str]] = {}
         for result in failed:
@@ -400,34 +468,38 @@ class SessionLogging:
         for role_name, instance_ids in by_role.items():
             records.append(self._grant_delivery(role_name, instance_ids, snapshot, ctx))
         granted = {r.resource_id for r in records if r.outcome is Outcome.APPLIED}
-        keyless = sorted(
-            role
-            for role, ids in by_role.items()
-            if role not in granted
-            and any(
-                d.startswith("kms:")
-                for r in failed
-                if r.resource_id in ids
-                for d in r.details.get("denied", ())
+        denied = {
+            r.details["role_name"]: r.details.get("denied", ())
+            for r in failed
+            if r.resource_type is ResourceType.INSTANCE and r.details["role_name"] not in granted
+        }
+        blocked = {
+            hold.needs: sorted(
+                role
+                for role, actions in denied.items()
+                if any(a.startswith(hold.needs) for a in actions)
             )
-        )
+            for hold in HOLDS
+        }
         prefs = snapshot.session_preferences
         if prefs is not None and any(r.resource_type is ResourceType.ACCOUNT for r in failed):
             account = snapshot.account_id
-            hold = key_hold(prefs, ctx.settings, keyless, snapshot.full)
-            fixed = [self._fix_preferences(prefs, account, ctx, without_key=bool(hold))]
-            if hold and fixed[0].outcome is not Outcome.FAILED:
-                # Logging is on; the key is not: the region's result stays FAILED (LOW).
-                fixed.append(
+            held = holds(prefs, ctx.settings, blocked, snapshot.full)
+            fixed = [self._fix_preferences(prefs, account, ctx, held=held)]
+            if fixed[0].outcome.ok:
+                # Logging is on; what is held is not: the region's result stays FAILED (LOW).
+                fixed += [
                     FixRecord(
                         self.id,
                         account,
-                        "name the guardrail's KMS key",
+                        h.action,
                         Outcome.SKIPPED,
-                        reason=hold,
+                        reason=held[h.input],
                         covers=(account,),
                     )
-                )
+                    for h in HOLDS
+                    if h.input in held
+                ]
             records[:0] = fixed
         return records
 
@@ -437,13 +509,16 @@ class SessionLogging:
         account: str,
         ctx: FixContext,
         *,
-        without_key: bool = False,
+        held: Collection[str] = (),
     ) -> FixRecord:
         action = PREFERENCE_ACTIONS[prefs.exists]
         inputs, why_not = desired_inputs(prefs, ctx.settings)
         before = dict(prefs.inputs) if prefs.exists else None
-        if without_key and not prefs.inputs.get("kmsKeyId"):
-            inputs.pop("kmsKeyId", None)
+        for name in held:  # left as the owners had it
+            if name in prefs.inputs:
+                inputs[name] = prefs.inputs[name]
+            else:
+                inputs.pop(name, None)
         if why_not:
             return FixRecord(
                 self.id, account, action, Outcome.SKIPPED, before, None, why_not, covers=(account,)
@@ -459,25 +534,32 @@ class SessionLogging:
                 covers=(account,),
             )
         content = {**(dict(prefs.content) or DEFAULT_CONTENT), "inputs": inputs}
-        body = json.dumps(content)
         ssm = ctx.clients.ssm
         try:
             if not prefs.exists:
-                try:
-                    ssm.create_document(
-                        Name=SESSION_DOCUMENT,
-                        Content=body,
-                        DocumentType="Session",
-                        DocumentFormat="JSON",
-                    )
-                except ClientError as error:
-                    if error_code(error) != "DocumentAlreadyExists":
-                        raise
-                    # Created meanwhile (a concurrent run or a person): update it like any other.
-                    self._update(ssm, body)
+                ssm.create_document(
+                    Name=SESSION_DOCUMENT,
+                    Content=json.dumps(content),
+                    DocumentType="Session",
+                    DocumentFormat="JSON",
+                )
             else:
-                self._update(ssm, body)
+                self._update(ssm, content)
         except ClientError as error:
+            if error_code(error) == "DocumentAlreadyExists":
+                # Created meanwhile (a person, a concurrent run): what we would write was judged
+                # on no document at all and would drop their inputs. The next run judges theirs.
+                return FixRecord(
+                    self.id,
+                    account,
+                    action,
+                    Outcome.SKIPPED,
+                    before,
+                    None,
+                    "the preferences were created meanwhile; left as they are for the next run "
+                    "to judge",
+                    covers=(account,),
+                )
             return FixRecord(
                 self.id,
                 account,
@@ -502,20 +584,24 @@ class SessionLogging:
         )
 
     @staticmethod
-    def _update(ssm: Any, body: str) -> None:
+    def _update(ssm: Any, content: Mapping[str, Any]) -> None:
         """UpdateDocument makes a new version but not the default: promote it explicitly."""
         try:
             version = ssm.update_document(
                 Name=SESSION_DOCUMENT,
-                Content=body,
+                Content=json.dumps(content),
                 DocumentVersion="$LATEST",
                 DocumentFormat="JSON",
             )["DocumentDescription"]["DocumentVersion"]
         except ClientError as error:
             if error_code(error) != "DuplicateDocumentContent":
                 raise
-            # $LATEST already holds this content (an earlier run stopped before promoting it).
-            version = ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]["LatestVersion"]
+            # A version already holds this content (an earlier run stopped before promoting
+            # it, or an owner rolled back). Promote that one: never whatever $LATEST holds.
+            found = version_holding(ssm, content)
+            if found is None:
+                raise
+            version = found
         ssm.update_document_default_version(Name=SESSION_DOCUMENT, DocumentVersion=version)
 
     def _grant_delivery(
@@ -536,6 +622,16 @@ class SessionLogging:
                 f"an explicit Deny or the permissions boundary blocks "
                 f"{', '.join(delivery.explicitly_denied)}: attaching a policy cannot override "
                 "it; change the Deny or the boundary"
+            )
+        elif (
+            target.get("bucket")
+            and target.get("bucket") == settings.session_log_bucket
+            and target.get("prefix", "").strip("/") != guardrail_prefix(settings)
+        ):
+            reason = (
+                f"sessions log under s3://{target['bucket']}/{target.get('prefix', '')}, outside "
+                f"the prefix {guardrail_prefix(settings)}/ the log-delivery policy grants: set "
+                "s3KeyPrefix to it in the preferences"
             )
         elif settings.log_delivery_policy_arn in before:
             reason = (
