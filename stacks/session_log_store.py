@@ -62,6 +62,24 @@ class SessionLogStore(Construct):
             )
         )
 
+        # Once the preferences name this key, the Session Manager plugin of whoever starts a
+        # session calls kms:GenerateDataKey on it with their own credentials (encryption context
+        # aws:ssm:SessionId / aws:ssm:TargetId): without this grant, every person whose IAM
+        # policy lacks that action (AWS's minimal Session Manager policies do) is locked out.
+        # Only principals of this account, only data keys for Session Manager sessions.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowSessionUsersOfThisAccountToEncryptSessions",
+                principals=[iam.AnyPrincipal()],
+                actions=["kms:GenerateDataKey"],
+                resources=["*"],
+                conditions={
+                    "StringEquals": {"kms:CallerAccount": Aws.ACCOUNT_ID},
+                    "Null": {"kms:EncryptionContext:aws:ssm:SessionId": "false"},
+                },
+            )
+        )
+
         # S3 server access logging cannot deliver to an SSE-KMS bucket: the log bucket uses SSE-S3.
         # (cdk-nag's S1 does not ask a log-target bucket to log itself.)
         self.access_log_bucket = s3.Bucket(

@@ -113,8 +113,24 @@ def violations(template: dict[str, Any], *, pass_roles: set[str]) -> list[Violat
             continue
         for statement in _list(resource.get("Properties", {}).get(key, {}).get("Statement")):
             principal = statement.get("Principal")
-            if statement.get("Effect") == "Allow" and principal in ("*", {"AWS": "*"}):
+            if (
+                statement.get("Effect") == "Allow"
+                and principal in ("*", {"AWS": "*"})
+                and not _own_account_only(statement.get("Condition") or {})
+            ):
                 found.append(
                     Violation(logical_id, "public-resource-policy", "Allow to Principal *")
                 )
     return found
+
+
+# Condition keys that limit a Principal "*" to callers of one account (StringEquals on the
+# account id): the pattern of AWS managed keys' "all principals in the account" statements.
+ACCOUNT_KEYS = ("kms:CallerAccount", "aws:PrincipalAccount")
+
+
+def _own_account_only(conditions: dict[str, Any]) -> bool:
+    equals = conditions.get("StringEquals") or {}
+    return any(
+        isinstance(equals.get(key), (str, dict)) and equals.get(key) != "*" for key in ACCOUNT_KEYS
+    )

@@ -136,29 +136,33 @@ def test_walker_accepts_what_the_guardrail_needs() -> None:
     assert violations(good, pass_roles={"GuardrailRole"}) == []
 
 
-def test_walker_catches_a_public_resource_policy() -> None:
-    bucket_policy = {
+def _key_policy(statement: dict[str, Any]) -> dict[str, Any]:
+    return {
         "Resources": {
-            "P": {
-                "Type": "AWS::S3::BucketPolicy",
-                "Properties": {
-                    "PolicyDocument": {
-                        "Statement": [
-                            {
-                                "Effect": "Allow",
-                                "Principal": "*",
-                                "Action": "s3:GetObject",
-                                "Resource": "*",
-                            }
-                        ]
-                    }
-                },
-            }
+            "K": {"Type": "AWS::KMS::Key", "Properties": {"KeyPolicy": {"Statement": [statement]}}}
         }
     }
-    assert [v.rule for v in violations(bucket_policy, pass_roles=set())] == [
-        "public-resource-policy"
-    ]
+
+
+PUBLIC = {"Effect": "Allow", "Principal": "*", "Action": "kms:GenerateDataKey", "Resource": "*"}
+
+
+@pytest.mark.parametrize(
+    ("condition", "public"),
+    [
+        (None, True),
+        ({"StringEquals": {"kms:CallerAccount": "*"}}, True),
+        ({"StringLike": {"kms:CallerAccount": "1111*"}}, True),
+        ({"Null": {"kms:EncryptionContext:aws:ssm:SessionId": "false"}}, True),
+        ({"StringEquals": {"kms:CallerAccount": {"Ref": "AWS::AccountId"}}}, False),
+        ({"StringEquals": {"aws:PrincipalAccount": "111122223333"}}, False),
+    ],
+)
+def test_walker_catches_a_public_resource_policy(condition: Any, public: bool) -> None:
+    """Principal "*" is public unless a condition pins the caller's account."""
+    statement = {**PUBLIC, **({"Condition": condition} if condition else {})}
+    rules = [v.rule for v in violations(_key_policy(statement), pass_roles=set())]
+    assert rules == (["public-resource-policy"] if public else [])
 
 
 def _instance_roles(t: dict[str, Any]) -> set[str]:

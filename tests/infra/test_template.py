@@ -215,6 +215,24 @@ def test_us_east_1_forwards_iam_events_to_the_other_regions_default_bus(synth: S
         assert "event-bus" not in json.dumps(synth.resources(stack, "AWS::Events::Rule"))
 
 
+def test_people_of_the_account_may_encrypt_sessions_with_the_session_log_key(synth: Synth) -> None:
+    """Once the preferences name the key, each person's Session Manager plugin calls
+    kms:GenerateDataKey on it: the key policy allows that to this account's principals, for
+    Session Manager's encryption context only, so nobody with a minimal policy is locked out."""
+    (key,) = [
+        k
+        for k in synth.resources(MAIN, "AWS::KMS::Key").values()
+        if "session logs" in k["Properties"].get("Description", "")
+    ]
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    (grant,) = [s for s in statements if s.get("Principal") == {"AWS": "*"}]
+    assert grant["Effect"] == "Allow" and grant["Action"] == "kms:GenerateDataKey"
+    assert grant["Condition"] == {
+        "StringEquals": {"kms:CallerAccount": {"Ref": "AWS::AccountId"}},
+        "Null": {"kms:EncryptionContext:aws:ssm:SessionId": "false"},
+    }
+
+
 def test_session_log_store_is_encrypted_private_versioned_and_expiring(synth: Synth) -> None:
     t = synth.assertion(MAIN)
     t.has_resource_properties(
