@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 MODES = ("report", "enforce")
+
+
+_POLICY_ARN = re.compile(r"^arn:[\w-]+:iam::(\d{12}|aws):policy/.+$")
 
 
 class SettingsError(ValueError):
@@ -91,6 +95,14 @@ class Settings:
         if not 0 <= self.finding_refresh_days <= 60:
             raise SettingsError(
                 "GUARDRAIL_FINDING_REFRESH_DAYS must be a whole number from 0 to 60"
+            )
+        names = [p for p in self.equivalent_policy_arns if not _POLICY_ARN.match(p)]
+        if names:
+            # A name would never match an attached policy's ARN: every role carrying it would
+            # be FAILED, and enforce would attach the core policy to each of them.
+            raise SettingsError(
+                "GUARDRAIL_EQUIVALENT_POLICY_ARNS takes policy ARNs "
+                f"(arn:aws:iam::123456789012:policy/name), not {', '.join(map(repr, names))}"
             )
         if self.session_log_kms_key and not self.session_log_kms_key.startswith("arn:"):
             raise SettingsError("GUARDRAIL_SESSION_LOG_KMS_KEY must be a key ARN")

@@ -137,6 +137,11 @@ def test_security_hub_not_enabled_is_a_clear_exit_2(account, monkeypatch):
         (["scan", "--region", "us-east-1", "--mode", "fix-everything"], "GUARDRAIL_MODE"),
         (["scan", "--region", "us-east-1", "--modify-existing-roles", "maybe"], "true or false"),
         (["scan", "--region", "us-east-1", "--session-log-kms-key", "alias/x"], "key ARN"),
+        # A policy name would never match an attached ARN: every role would be FAILED.
+        (
+            ["scan", "--region", "us-east-1", "--equivalent-policy-arns", "our-ssm-core"],
+            "takes policy ARNs",
+        ),
         (["scan", "--region", "us-east-1", "--control", "no-such-control"], "invalid choice"),
         (
             ["scan", "--region", "us-east-1", "--control-modes", "ssh-open=enforce"],
