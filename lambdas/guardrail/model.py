@@ -5,15 +5,27 @@ Everything here is plain frozen data: checks are pure functions of an `AccountSn
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import ipaddress
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-INTERNET_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
 SESSION_DOCUMENT = "SSM-SessionManagerRunShell"
 EVALUATED_STATES = frozenset({"pending", "running", "stopping", "stopped"})
+
+
+def is_internet(cidr: str | None) -> bool:
+    """True for a source spanning a whole address family (prefix length 0). EC2 keeps a CIDR as
+    written ("0::/0", "0:0:0:0:0:0:0:0/0", "1.2.3.4/0"), so comparing strings with 0.0.0.0/0 and
+    ::/0 misses them; anything that is not a CIDR is not the internet."""
+    if not cidr:
+        return False
+    try:
+        return ipaddress.ip_network(cidr, strict=False).prefixlen == 0
+    except ValueError:
+        return False
 
 
 class Status(StrEnum):
@@ -54,10 +66,17 @@ class SecurityGroupRule:
     referenced_group_id: str | None = None
     description: str | None = None
     is_egress: bool = False
+    # (key, value) pairs as DescribeSecurityGroupRules lists them (a tuple: the rule stays hashable)
+    tags: tuple[tuple[str, str], ...] = ()
 
     @property
     def cidr(self) -> str | None:
         return self.cidr_ipv4 or self.cidr_ipv6
+
+    @property
+    def ip_version(self) -> int | None:
+        """4 or 6 for a CIDR source; None for a prefix list or a group reference."""
+        return 4 if self.cidr_ipv4 else 6 if self.cidr_ipv6 else None
 
     @classmethod
     def from_api(cls, raw: Mapping[str, Any]) -> SecurityGroupRule:
@@ -74,6 +93,7 @@ class SecurityGroupRule:
             referenced_group_id=(raw.get("ReferencedGroupInfo") or {}).get("GroupId"),
             description=raw.get("Description") or None,
             is_egress=bool(raw.get("IsEgress")),
+            tags=tuple((t["Key"], t.get("Value", "")) for t in raw.get("Tags", [])),
         )
 
 
@@ -91,12 +111,22 @@ class SecurityGroup:
 
 
 @dataclass(frozen=True)
+class NetworkInterface:
+    """One attached interface: its groups and the addresses the internet can reach it on."""
+
+    interface_id: str
+    security_group_ids: tuple[str, ...] = ()
+    public_ips: tuple[str, ...] = ()  # IPv4: the interface's and its secondary private IPs'
+    ipv6_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Instance:
     instance_id: str
     state: str
     security_group_ids: tuple[str, ...] = ()  # union over every network interface
     network_interface_ids: tuple[str, ...] = ()
-    public_ip: str | None = None  # IPv4
+    public_ip: str | None = None  # a public IPv4 of any interface or secondary private IP
     private_ip: str | None = None
     ipv6_addresses: tuple[str, ...] = ()  # globally routable where the subnet routes to an IGW
     vpc_id: str | None = None
@@ -108,6 +138,7 @@ class Instance:
     profile_association_id: str | None = None
     metadata_tokens: str | None = None  # "required" means IMDSv2 only (DHMC needs it)
     tags: Mapping[str, str] = field(default_factory=dict)
+    interfaces: tuple[NetworkInterface, ...] = ()  # empty: only the instance-wide view is known
 
     @property
     def evaluated(self) -> bool:
@@ -116,7 +147,22 @@ class Instance:
     @property
     def exposed(self) -> bool:
         """Running with a public IPv4 or an IPv6 address: an open port 22 may be reachable now."""
-        return self.state == "running" and bool(self.public_ip or self.ipv6_addresses)
+        return bool(self.exposed_over((4, 6)))
+
+    def exposed_over(
+        self, versions: Collection[int | None], group_id: str | None = None
+    ) -> tuple[int, ...]:
+        """The IP versions among `versions` (4, 6) the instance is reachable over from the
+        internet right now: running with a public IPv4, respectively an IPv6 address; with
+        `group_id`, on an interface that carries that group (a group applies per interface)."""
+        if self.state != "running":
+            return ()
+        on = [i for i in self.interfaces if group_id in i.security_group_ids]
+        if group_id is None or not on:  # not known per interface: the instance's addresses
+            has = {4: bool(self.public_ip), 6: bool(self.ipv6_addresses)}
+        else:
+            has = {4: any(i.public_ips for i in on), 6: any(i.ipv6_addresses for i in on)}
+        return tuple(v for v in (4, 6) if v in versions and has[v])
 
     @property
     def profile_name(self) -> str | None:

@@ -25,6 +25,7 @@ from .model import (
     Instance,
     InstanceProfile,
     ManagedInstance,
+    NetworkInterface,
     Role,
     SecurityGroup,
     SecurityGroupRule,
@@ -40,22 +41,53 @@ SSH, ROLE, LOGGING = "ssh-open-to-internet", "ssm-instance-role", "ssm-session-l
 SSM_IDS = 50  # DescribeInstanceInformation returns at most 50 per page
 
 
+def parse_interface(eni: dict[str, Any], top: dict[str, Any]) -> NetworkInterface:
+    """One DescribeInstances NetworkInterfaces item (`top`: the instance): its groups and the
+    addresses the internet can reach it on."""
+    # The instance's PublicIpAddress and SecurityGroups are its primary interface's (device
+    # index 0). A public IPv4 (or Elastic IP) can also sit on any other private IP of an
+    # interface: each is listed under PrivateIpAddresses[].Association.
+    primary = (eni.get("Attachment") or {}).get("DeviceIndex") == 0
+    groups = [
+        g["GroupId"]
+        for g in [*eni.get("Groups", []), *(top.get("SecurityGroups", []) if primary else [])]
+    ]
+    public = [top.get("PublicIpAddress") if primary else None]
+    public += [(eni.get("Association") or {}).get("PublicIp")]
+    public += [
+        (p.get("Association") or {}).get("PublicIp") for p in eni.get("PrivateIpAddresses", [])
+    ]
+    ipv6 = [a.get("Ipv6Address") for a in eni.get("Ipv6Addresses", [])]
+    return NetworkInterface(
+        eni["NetworkInterfaceId"],
+        tuple(dict.fromkeys(groups)),
+        tuple(dict.fromkeys(ip for ip in public if ip)),
+        tuple(dict.fromkeys(ip for ip in ipv6 if ip)),
+    )
+
+
 def parse_instance(raw: dict[str, Any]) -> Instance:
-    interfaces = raw.get("NetworkInterfaces", [])
+    interfaces = tuple(parse_interface(eni, raw) for eni in raw.get("NetworkInterfaces", []))
     groups = [g["GroupId"] for g in raw.get("SecurityGroups", [])]
-    groups += [g["GroupId"] for eni in interfaces for g in eni.get("Groups", [])]
-    public_ips = [raw.get("PublicIpAddress")]
-    public_ips += [eni.get("Association", {}).get("PublicIp") for eni in interfaces]
-    ipv6 = [a.get("Ipv6Address") for eni in interfaces for a in eni.get("Ipv6Addresses", [])]
+    groups += [g for eni in interfaces for g in eni.security_group_ids]
+    public_ips = [raw.get("PublicIpAddress"), *(ip for eni in interfaces for ip in eni.public_ips)]
+    ipv6 = [ip for eni in interfaces for ip in eni.ipv6_addresses]
+    # Judge exposure per interface only when the interfaces account for every group and address
+    # the instance shows; otherwise (no attachment index, say) the instance-wide view stands.
+    on_interfaces = {g for eni in interfaces for g in eni.security_group_ids}
+    complete = set(groups) <= on_interfaces and (
+        not raw.get("PublicIpAddress")
+        or any(raw["PublicIpAddress"] in eni.public_ips for eni in interfaces)
+    )
     profile = raw.get("IamInstanceProfile") or {}
     launched = raw.get("LaunchTime")
     return Instance(
         instance_id=raw["InstanceId"],
         state=raw.get("State", {}).get("Name", "unknown"),
         security_group_ids=tuple(dict.fromkeys(groups)),
-        network_interface_ids=tuple(eni["NetworkInterfaceId"] for eni in interfaces),
+        network_interface_ids=tuple(eni.interface_id for eni in interfaces),
         public_ip=next((ip for ip in public_ips if ip), None),
-        ipv6_addresses=tuple(dict.fromkeys(ip for ip in ipv6 if ip)),
+        ipv6_addresses=tuple(dict.fromkeys(ipv6)),
         private_ip=raw.get("PrivateIpAddress"),
         vpc_id=raw.get("VpcId"),
         subnet_id=raw.get("SubnetId"),
@@ -65,6 +97,7 @@ def parse_instance(raw: dict[str, Any]) -> Instance:
         profile_arn=profile.get("Arn"),
         metadata_tokens=raw.get("MetadataOptions", {}).get("HttpTokens"),
         tags={t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])},
+        interfaces=interfaces if complete else (),
     )
 
 
@@ -274,6 +307,10 @@ class SnapshotReader:
                     if error_code(error) == "NoSuchEntity":
                         continue  # deleted: the instance still names it; the check reports that
                     raise
+                if raw.get("Arn", arn) != arn:
+                    # Deleted and recreated under another path: the name now finds a profile
+                    # the instance does not hold; its own is gone (the check reports that).
+                    continue
             roles = raw.get("Roles", [])
             profiles[arn] = InstanceProfile(arn, name, tuple(r["RoleName"] for r in roles))
             role_arns.update({r["RoleName"]: r["Arn"] for r in roles})

@@ -111,3 +111,84 @@ def test_equivalent_policy_is_not_replaced(account, clients):
         clients, "enforce", [ROLE], equivalent_policy_arns=(arn,), **guardrail_profile(account)
     )
     assert report.fixes == [] and not report.left_failed
+
+
+def after_the_read(monkeypatch, change):
+    """Runs `change` between the guardrail's read and its fixes: someone acts meanwhile."""
+    from guardrail import engine
+
+    real = engine.SnapshotReader.read
+
+    def read(self, scope, controls):
+        snapshot = real(self, scope, controls)
+        change()
+        return snapshot
+
+    monkeypatch.setattr(engine.SnapshotReader, "read", read)
+
+
+@pytest.mark.parametrize(
+    ("who", "outcome"),
+    [("guardrail-ec2", Outcome.ALREADY_COMPLIANT), ("web", Outcome.SKIPPED)],
+)
+def test_a_profile_associated_meanwhile_is_done_only_if_it_is_ours(
+    account, clients, monkeypatch, who, outcome
+):
+    """A concurrent run associating the guardrail's profile counts as done; a person's profile,
+    whose role may lack the SSM policy, is never replaced and the finding is not resolved."""
+    settings = guardrail_profile(account)
+    account.role("web", READONLY, profile="web")
+    iid = account.instance()
+    after_the_read(
+        monkeypatch,
+        lambda: account.ec2.associate_iam_instance_profile(
+            IamInstanceProfile={"Name": who}, InstanceId=iid
+        ),
+    )
+    report = account.run(clients, "enforce", [ROLE], publish=False, **settings)
+    (evaluation,) = report.evaluations
+    (fix,) = evaluation.fixes
+    assert fix.outcome is outcome and profile_of(account, iid).endswith(f"/{who}")
+    assert evaluation.remediated is (who == "guardrail-ec2")
+    if who == "web":
+        assert "profile web meanwhile" in fix.reason
+
+
+@pytest.mark.parametrize(
+    ("who", "outcome"),
+    [("guardrail-ec2", Outcome.ALREADY_COMPLIANT), ("web", Outcome.SKIPPED)],
+)
+def test_a_role_added_to_the_empty_profile_meanwhile_is_done_only_if_it_is_ours(
+    account, clients, monkeypatch, who, outcome
+):
+    settings = guardrail_profile(account)
+    if who == "web":
+        account.role("web", READONLY)
+    account.iam.create_instance_profile(InstanceProfileName="empty")
+    iid = account.instance(profile="empty")
+    after_the_read(
+        monkeypatch,
+        lambda: account.iam.add_role_to_instance_profile(InstanceProfileName="empty", RoleName=who),
+    )
+    report = account.run(clients, "enforce", [ROLE], publish=False, **settings)
+    (evaluation,) = [e for e in report.evaluations if e.result.resource_id == iid]
+    (fix,) = evaluation.fixes
+    assert fix.outcome is outcome and fix.after == [who]
+    assert evaluation.remediated is (who == "guardrail-ec2")
+
+
+def test_a_profile_recreated_under_another_path_is_not_the_instances(account, clients):
+    """The instance still names /old/app; the only profile called app is now /new/app, whose role
+    has the core policy. The instance's own profile is gone: FAILED, not PASSED."""
+    account.role("app", CORE)
+    old = account.iam.create_instance_profile(InstanceProfileName="app", Path="/old/")
+    account.iam.add_role_to_instance_profile(InstanceProfileName="app", RoleName="app")
+    iid = account.instance(profile="app")
+    assert profile_of(account, iid) == old["InstanceProfile"]["Arn"]
+    account.iam.remove_role_from_instance_profile(InstanceProfileName="app", RoleName="app")
+    account.iam.delete_instance_profile(InstanceProfileName="app")
+    account.iam.create_instance_profile(InstanceProfileName="app", Path="/new/")
+    account.iam.add_role_to_instance_profile(InstanceProfileName="app", RoleName="app")
+    report = account.run(clients, "report", [ROLE], **guardrail_profile(account))
+    (result,) = [e.result for e in report.evaluations if e.result.resource_id == iid]
+    assert result.status is Status.FAILED and "no longer exists" in result.reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from botocore.exceptions import ClientError
 from guardrail.model import Outcome, Status
 
@@ -97,6 +98,32 @@ def test_offending_group_on_secondary_interface_is_fixed(account, clients):
     failing = {e.result.resource_id for e in report.evaluations if e.result.status is Status.FAILED}
     assert {iid, bad} <= failing
     assert account.ingress(bad) == []
+
+
+def test_severity_follows_the_interface_that_carries_the_open_group(account, clients):
+    account.ec2.modify_subnet_attribute(
+        SubnetId=account.subnet, MapPublicIpOnLaunch={"Value": True}
+    )
+    bad = account.group(perm("tcp", 22, 22))
+    web = account.group(perm("tcp", 443, 443))
+    iid = account.instance([web])  # the public IP is on this primary interface
+    eni = account.ec2.create_network_interface(SubnetId=account.subnet, Groups=[bad])
+    account.ec2.attach_network_interface(
+        NetworkInterfaceId=eni["NetworkInterface"]["NetworkInterfaceId"],
+        InstanceId=iid,
+        DeviceIndex=1,
+    )
+    results = {
+        e.result.resource_id: e.result for e in account.run(clients, "report", [SSH]).evaluations
+    }
+    assert (results[iid].status, results[iid].severity) == (Status.FAILED, "HIGH")
+    assert results[bad].severity == "HIGH"
+    both = account.instance([web, bad])  # the open group on a public interface
+    results = {
+        e.result.resource_id: e.result for e in account.run(clients, "report", [SSH]).evaluations
+    }
+    assert results[both].severity == "CRITICAL" and results[bad].severity == "CRITICAL"
+    assert results[iid].severity == "HIGH"
 
 
 class FailingFor:
@@ -216,6 +243,202 @@ def test_a_drift_scan_acts_on_the_rules_as_they_are_when_it_fixes(account, clien
     assert record.outcome is Outcome.ALREADY_COMPLIANT
     # The owner's private rule is untouched and no port was reopened to the internet.
     assert account.ingress(gid) == [("tcp", 22, 22, "10.0.0.0/8", None)]
+
+
+def rules_of(account, gid):
+    """The group's ingress rules as DescribeSecurityGroupRules returns them."""
+    raw = account.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [gid]}])
+    return [r for r in raw["SecurityGroupRules"] if not r["IsEgress"]]
+
+
+@pytest.mark.parametrize("cidr", ["0::/0", "0:0:0:0:0:0:0:0/0", "1.2.3.4/0"])
+def test_internet_written_another_way_is_closed_and_the_rest_kept(account, clients, cidr):
+    gid = account.group(perm("tcp", 0, 1024, cidr))
+    iid = account.instance([gid])
+    report = account.run(clients, "enforce", [SSH])
+    failed = {e.result.resource_id for e in report.evaluations if e.result.status is Status.FAILED}
+    assert failed == {gid, iid}
+    assert report.fixes[0].outcome is Outcome.APPLIED
+    # EC2 keeps the source as written: the re-added ports keep it too, port 22 is gone
+    assert account.ingress(gid) == [("tcp", 0, 21, cidr, None), ("tcp", 23, 1024, cidr, None)]
+
+
+def test_readded_rules_keep_the_owners_tags(account, clients):
+    gid = account.group()
+    account.ec2.authorize_security_group_ingress(
+        GroupId=gid,
+        IpPermissions=[perm("tcp", 0, 65535, description="legacy")],
+        TagSpecifications=[
+            {
+                "ResourceType": "security-group-rule",
+                "Tags": [{"Key": "owner", "Value": "team-a"}, {"Key": "ticket", "Value": "OPS-1"}],
+            }
+        ],
+    )
+    (old,) = rules_of(account, gid)
+    account.instance([gid])
+    (fix,) = account.run(clients, "enforce", [SSH]).fixes
+    readded = rules_of(account, gid)
+    assert sorted((r["FromPort"], r["ToPort"]) for r in readded) == [(0, 21), (23, 65535)]
+    for r in readded:
+        assert {t["Key"]: t["Value"] for t in r["Tags"]} == {
+            "owner": "team-a",
+            "ticket": "OPS-1",
+            "ssm-guardrail:replaces": old["SecurityGroupRuleId"],
+        }
+    assert fix.before[0]["Tags"] == {"owner": "team-a", "ticket": "OPS-1"}  # to undo by hand
+
+
+def narrow(account, gid, rule_id, low, high, cidr):
+    """The owner changes the rule in place (ModifySecurityGroupRules keeps its id)."""
+    account.ec2.modify_security_group_rules(
+        GroupId=gid,
+        SecurityGroupRules=[
+            {
+                "SecurityGroupRuleId": rule_id,
+                "SecurityGroupRule": {
+                    "IpProtocol": "tcp",
+                    "FromPort": low,
+                    "ToPort": high,
+                    "CidrIpv4": cidr,
+                },
+            }
+        ],
+    )
+
+
+class RevokeAnswersLikeEc2:
+    """Wraps the emulator's EC2 client: RevokeSecurityGroupIngress by IpPermissions answers as
+    EC2 does in a default VPC (revokes what matches, success with UnknownIpPermissions for the
+    rest) where moto raises InvalidPermission.NotFound, as EC2 does in other VPCs."""
+
+    def __init__(self, ec2):
+        self.ec2 = ec2
+
+    def __getattr__(self, name):
+        return getattr(self.ec2, name)
+
+    def revoke_security_group_ingress(self, **kwargs):
+        if "IpPermissions" not in kwargs:
+            return self.ec2.revoke_security_group_ingress(**kwargs)
+        unknown = []
+        for permission in kwargs["IpPermissions"]:
+            try:
+                self.ec2.revoke_security_group_ingress(
+                    GroupId=kwargs["GroupId"], IpPermissions=[permission]
+                )
+            except ClientError:
+                unknown.append(permission)
+        return {"Return": True, "UnknownIpPermissions": unknown}
+
+
+@pytest.mark.parametrize("answer", ["moto", "ec2"])
+@pytest.mark.parametrize(
+    ("changed_to", "outcome"),
+    [
+        (("tcp", 0, 65535, "10.0.0.0/8"), Outcome.ALREADY_COMPLIANT),
+        (("tcp", 20, 30, "0.0.0.0/0"), Outcome.SKIPPED),  # still open: not what was judged
+    ],
+)
+def test_a_rule_changed_between_the_read_and_the_revoke_is_left_as_its_owner_set_it(
+    account, clients, changed_to, outcome, answer
+):
+    from guardrail.scope import Scope
+
+    gid = account.group(perm("tcp", 0, 65535))
+    (rule_id,) = [r["SecurityGroupRuleId"] for r in rules_of(account, gid)]
+    account.instance([gid])
+    snapshot = read(clients, Scope(group_ids=frozenset({gid})))  # an event: no re-read
+    changed: list[bool] = []
+
+    def owner_changes_it_now(**_):
+        if not changed:  # after the other ports were re-added, before the revoke
+            changed.append(True)
+            narrow(account, gid, rule_id, *changed_to[1:])
+
+    clients.ec2.meta.events.register(
+        "before-call.ec2.RevokeSecurityGroupIngress", owner_changes_it_now
+    )
+    if answer == "ec2":
+        clients.__dict__["ec2"] = RevokeAnswersLikeEc2(clients.ec2)
+    (record,) = fix(clients, snapshot)
+    # The owner's rule stands as they set it; nothing re-added for the internet stays.
+    assert account.ingress(gid) == [(*changed_to, None)]
+    assert record.outcome is outcome and f"{rule_id} changed meanwhile" in record.reason
+    assert record.outcome.ok is (outcome is Outcome.ALREADY_COMPLIANT)
+
+
+def test_a_drift_scan_does_not_revoke_a_rule_changed_while_it_fixed_another_group(account, clients):
+    first, second = account.group(perm("tcp", 0, 65535)), account.group(perm("tcp", 0, 65535))
+    account.instance([first])
+    account.instance([second])
+    rule_ids = {gid: rules_of(account, gid)[0]["SecurityGroupRuleId"] for gid in (first, second)}
+    changed: list[str] = []
+
+    def owner_changes_the_other_group(params, **_):
+        # The scan has re-read both groups and now re-adds the first one's other ports.
+        if not changed:
+            other = second if params["GroupId"] == first else first
+            narrow(account, other, rule_ids[other], 0, 65535, "10.0.0.0/8")
+            changed.append(other)
+
+    clients.ec2.meta.events.register(
+        "before-parameter-build.ec2.AuthorizeSecurityGroupIngress", owner_changes_the_other_group
+    )
+    report = account.run(clients, "enforce", [SSH])
+    (other,) = changed
+    assert account.ingress(other) == [("tcp", 0, 65535, "10.0.0.0/8", None)]
+    outcomes = {f.resource_id: f.outcome for f in report.fixes}
+    assert outcomes[other] is Outcome.ALREADY_COMPLIANT
+    assert outcomes[first if other == second else second] is Outcome.APPLIED
+
+
+def test_undo_for_a_vanished_rule_keeps_what_a_revoked_rule_still_needs(account, clients):
+    from guardrail.scope import Scope
+
+    gid = account.group(perm("tcp", 0, 100), perm("tcp", 0, 200))
+    account.instance([gid])
+    snapshot = read(clients, Scope(group_ids=frozenset({gid})))
+    account.ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=[perm("tcp", 0, 100)])
+    (record,) = fix(clients, snapshot)
+    assert record.outcome is Outcome.APPLIED
+    # tcp 0-21 was re-added once for both rules; the 0-200 rule still admitted it
+    assert account.ingress(gid) == [
+        ("tcp", 0, 21, "0.0.0.0/0", None),
+        ("tcp", 23, 200, "0.0.0.0/0", None),
+    ]
+
+
+def test_a_group_owned_by_another_account_is_not_changed(account, clients):
+    from dataclasses import replace
+
+    from guardrail.scope import Scope
+
+    gid = account.group(perm("tcp", 22, 22))
+    account.instance([gid])
+    before = account.ingress(gid)
+    snapshot = read(clients, Scope.everything())
+    # A group shared with this account (VPC sharing): DescribeSecurityGroupRules' GroupOwnerId
+    shared = replace(snapshot.security_groups[gid], owner_id="999988887777")
+    snapshot = replace(snapshot, security_groups={gid: shared})
+    (record,) = fix(clients, snapshot)
+    assert record.outcome is Outcome.SKIPPED and "owned by account 999988887777" in record.reason
+    assert account.ingress(gid) == before
+
+
+def test_a_readd_failing_part_way_leaves_nothing_behind(account, clients):
+    # All traffic from the internet; tcp 0-21 already admitted on its own. Re-adding meets the
+    # duplicate, goes one permission at a time, and the group's rule quota (60) stops it midway.
+    gid = account.group(perm("-1", -1, -1), perm("tcp", 0, 21))
+    fillers = [perm("tcp", 1000 + n, 1000 + n, "10.0.0.0/8") for n in range(56)]
+    account.ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=fillers)
+    before = account.ingress(gid)
+    account.instance([gid])
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    assert record.outcome is Outcome.FAILED
+    assert record.error_code == "RulesPerSecurityGroupLimitExceeded"
+    assert "nothing was revoked" in record.reason
+    assert account.ingress(gid) == before  # what it added before failing was taken back
 
 
 # --- GUARDRAIL_SSH_REQUIRE_SSM_ONLINE: never close the only way in ---------------------------

@@ -946,14 +946,22 @@ def test_a_concurrent_drift_scan_winning_the_race_counts_as_done(world):
     assert world.internet_ssh(bad) == [] and passed(world, SSH, instance)
 
 
-def test_a_concurrent_association_counts_as_done(world):
+@pytest.mark.parametrize(
+    ("profile", "outcome"),
+    [(GUARDRAIL_PROFILE, "already_compliant"), ("app-profile", "skipped")],
+)
+def test_a_concurrent_association_counts_as_done_only_if_it_is_the_guardrails(
+    world, profile, outcome
+):
+    """A drift scan associating the guardrail's profile first counts as done; a person's profile
+    is never replaced, and the finding is left for that association's own event to judge."""
     world.app_role()
     instance = world.launch()[0]
     guardrail = world.guardrail(fresh=True)
 
     def someone_associates_first(**_: Any) -> None:
         world.ec2.associate_iam_instance_profile(
-            IamInstanceProfile={"Name": "app-profile"}, InstanceId=instance
+            IamInstanceProfile={"Name": profile}, InstanceId=instance
         )
 
     guardrail.clients.session.events.register(
@@ -962,8 +970,9 @@ def test_a_concurrent_association_counts_as_done(world):
     result = on_change.handle(
         world.event("state_change_running", {I1: instance}), guardrail, home_account=ACCOUNT
     )
-    assert result["fixes"]["already_compliant"] == 1
-    assert world.profile_of(instance) == "app-profile"  # never replaced
+    assert result["fixes"][outcome] == 1
+    assert world.profile_of(instance) == profile  # never replaced
+    assert resolved(world, ROLE, instance) is (profile == GUARDRAIL_PROFILE)
 
 
 # --- resources already deleted ---------------------------------------------------------------------

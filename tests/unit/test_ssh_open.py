@@ -57,6 +57,14 @@ def rule(protocol="tcp", low=22, high=22, v4="0.0.0.0/0", v6=None, **kw) -> Secu
         (rule("tcp", 23, 100), False),
         (rule("tcp", 20, 21), False),
         (rule(is_egress=True), False),
+        # EC2 keeps a CIDR as written: any /0 is the whole internet, however it is spelled
+        (rule(v6="0::/0"), True),
+        (rule(v6="0:0:0:0:0:0:0:0/0"), True),
+        (rule(v6="2001:db8::1/0"), True),
+        (rule(v4="1.2.3.4/0"), True),
+        (rule("-1", -1, -1, v6="::0/0"), True),
+        (rule(v6="::/1"), False),
+        (rule(v4="not-a-cidr"), False),
     ],
 )
 def test_only_internet_tcp22_counts(r, expected):
@@ -128,6 +136,142 @@ def test_an_ipv6_address_is_exposure_and_never_passes_for_an_ipv4_one():
     assert details["IpV4Addresses"] == ["10.0.0.5"] and details["IpV6Addresses"] == ["2600:1f18::5"]
 
 
+@pytest.mark.parametrize(
+    ("sources", "public_ip", "ipv6", "severity", "says"),
+    [
+        (["0.0.0.0/0"], "3.3.3.3", (), "CRITICAL", "running with a public IPv4 address"),
+        (["::/0"], None, ("2600:1f18::5",), "CRITICAL", "running with an IPv6 address"),
+        (
+            ["0.0.0.0/0", "::/0"],
+            "3.3.3.3",
+            ("2600:1f18::5",),
+            "CRITICAL",
+            "running with a public IPv4 address and an IPv6 address",
+        ),
+        # An internet rule of one family does not reach an address of the other
+        (
+            ["0.0.0.0/0"],
+            None,
+            ("2600:1f18::5",),
+            "HIGH",
+            "not reachable right now: the rules admit IPv4 only and it has no public IPv4 address",
+        ),
+        (
+            ["::/0"],
+            "3.3.3.3",
+            (),
+            "HIGH",
+            "not reachable right now: the rules admit IPv6 only and it has no IPv6 address",
+        ),
+    ],
+)
+def test_critical_only_when_reachable_over_the_family_the_rule_admits(
+    sources, public_ip, ipv6, severity, says
+):
+    rules = tuple(
+        rule(v4=None if ":" in cidr else cidr, v6=cidr if ":" in cidr else None, rule_id=f"r{n}")
+        for n, cidr in enumerate(sources)
+    )
+    inst = Instance("i-1", "running", ("sg-1",), public_ip=public_ip, ipv6_addresses=ipv6)
+    results = by_resource(
+        SSH_OPEN.check(snapshot([inst], [SecurityGroup("sg-1", rules=rules)]), Settings())
+    )
+    instance = results[(ResourceType.INSTANCE, "i-1")]
+    assert (instance.severity, instance.reason.split("instance is ")[1]) == (severity, says)
+    assert results[(ResourceType.SECURITY_GROUP, "sg-1")].severity == severity
+
+
+def test_a_public_ip_on_a_secondary_private_ip_makes_internet_ssh_critical():
+    from guardrail.reader import parse_instance
+
+    # DescribeInstances: an Elastic IP associated with a secondary private IP of the interface,
+    # no public IP on the primary one (moto does not report such associations).
+    raw = {
+        "InstanceId": "i-1",
+        "State": {"Name": "running"},
+        "PrivateIpAddress": "10.0.0.5",
+        "SecurityGroups": [{"GroupId": "sg-1", "GroupName": "ssh"}],
+        "NetworkInterfaces": [
+            {
+                "NetworkInterfaceId": "eni-1",
+                "Groups": [{"GroupId": "sg-1", "GroupName": "ssh"}],
+                "PrivateIpAddresses": [
+                    {"Primary": True, "PrivateIpAddress": "10.0.0.5"},
+                    {
+                        "Primary": False,
+                        "PrivateIpAddress": "10.0.0.6",
+                        "Association": {"PublicIp": "54.1.2.3", "IpOwnerId": "111122223333"},
+                    },
+                ],
+            }
+        ],
+    }
+    inst = parse_instance(raw)
+    r = by_resource(
+        SSH_OPEN.check(snapshot([inst], [SecurityGroup("sg-1", rules=(rule(),))]), Settings())
+    )[(ResourceType.INSTANCE, "i-1")]
+    assert inst.public_ip == "54.1.2.3"
+    assert r.severity == "CRITICAL" and r.reason.endswith("running with a public IPv4 address")
+
+
+def test_a_group_only_on_an_interface_without_a_public_address_is_not_critical():
+    from guardrail.reader import parse_instance
+
+    # DescribeInstances: the public IP is on the primary interface, whose group admits 443 only;
+    # the group admitting internet SSH sits on a second interface with private addresses only.
+    def eni(eni_id, index, group, **extra):
+        return {
+            "NetworkInterfaceId": eni_id,
+            "Attachment": {"DeviceIndex": index},
+            "Groups": [{"GroupId": group, "GroupName": group}],
+            **extra,
+        }
+
+    raw = {
+        "InstanceId": "i-1",
+        "State": {"Name": "running"},
+        "PublicIpAddress": "3.3.3.3",
+        "SecurityGroups": [{"GroupId": "sg-web", "GroupName": "sg-web"}],
+        "NetworkInterfaces": [
+            eni("eni-pub", 0, "sg-web", Association={"PublicIp": "3.3.3.3"}),
+            eni("eni-priv", 1, "sg-ssh"),
+        ],
+    }
+    web = SecurityGroup("sg-web", rules=(rule("tcp", 443, 443, rule_id="r1", group_id="sg-web"),))
+    ssh = SecurityGroup("sg-ssh", rules=(rule(rule_id="r2", group_id="sg-ssh"),))
+    results = by_resource(SSH_OPEN.check(snapshot([parse_instance(raw)], [web, ssh]), Settings()))
+    instance = results[(ResourceType.INSTANCE, "i-1")]
+    assert instance.severity == "HIGH" and instance.reason.endswith(
+        "not reachable right now: no interface with these groups has a public IPv4 address"
+    )
+    assert results[(ResourceType.SECURITY_GROUP, "sg-ssh")].severity == "HIGH"
+    # The same group on the public interface as well: reachable
+    raw["NetworkInterfaces"][0]["Groups"].append({"GroupId": "sg-ssh", "GroupName": "sg-ssh"})
+    results = by_resource(SSH_OPEN.check(snapshot([parse_instance(raw)], [web, ssh]), Settings()))
+    assert results[(ResourceType.INSTANCE, "i-1")].severity == "CRITICAL"
+    assert results[(ResourceType.SECURITY_GROUP, "sg-ssh")].severity == "CRITICAL"
+
+
+def test_without_a_per_interface_answer_an_instance_wide_public_ip_counts():
+    from guardrail.reader import parse_instance
+
+    # No attachment index and no association on the interfaces: whose is PublicIpAddress?
+    raw = {
+        "InstanceId": "i-1",
+        "State": {"Name": "running"},
+        "PublicIpAddress": "3.3.3.3",
+        "NetworkInterfaces": [
+            {"NetworkInterfaceId": "eni-a", "Groups": [{"GroupId": "sg-web"}]},
+            {"NetworkInterfaceId": "eni-b", "Groups": [{"GroupId": "sg-ssh"}]},
+        ],
+    }
+    ssh = SecurityGroup("sg-ssh", rules=(rule(group_id="sg-ssh"),))
+    r = by_resource(SSH_OPEN.check(snapshot([parse_instance(raw)], [ssh]), Settings()))[
+        (ResourceType.INSTANCE, "i-1")
+    ]
+    assert r.severity == "CRITICAL"  # never downgraded on a guess
+
+
 def test_group_used_only_by_terminated_instances_is_not_reported():
     bad = SecurityGroup("sg-bad", rules=(rule(group_id="sg-bad"),))
     inst = Instance("i-1", "terminated", ("sg-bad",))
@@ -170,6 +314,32 @@ def test_fix_plan_keeps_every_other_port(r, kept, note):
     ranges, why = remaining_access(r)
     assert [(p.protocol, p.from_port, p.to_port) for p in ranges] == kept
     assert (note in why) if note else why == ""
+
+
+def test_rule_tags_are_read_and_carried_to_the_readded_rules_within_ec2s_limit():
+    from guardrail.controls.ssh_open import GUARDRAIL_TAG, describe_rule, readd_tags
+
+    raw = {
+        "SecurityGroupRuleId": "sgr-1",
+        "GroupId": "sg-1",
+        "IpProtocol": "tcp",
+        "FromPort": 0,
+        "ToPort": 65535,
+        "CidrIpv4": "0.0.0.0/0",
+        "Tags": [
+            {"Key": "owner", "Value": "team-a"},
+            {"Key": "aws:cloudformation:stack-name", "Value": "s"},
+        ],
+    }
+    r = SecurityGroupRule.from_api(raw)
+    assert describe_rule(r)["Tags"] == {"owner": "team-a", "aws:cloudformation:stack-name": "s"}
+    tags, dropped = readd_tags(r)
+    # aws: keys are EC2's own (they cannot be set); ours names the rule replaced
+    assert tags == [{"Key": "owner", "Value": "team-a"}, {"Key": GUARDRAIL_TAG, "Value": "sgr-1"}]
+    assert dropped == []
+    many = rule(tags=tuple((f"k{n:02}", "v") for n in range(50)))
+    tags, dropped = readd_tags(many)
+    assert len(tags) == 50 and tags[-1]["Key"] == GUARDRAIL_TAG and dropped == ["k49"]
 
 
 def test_readded_rule_keeps_source_and_description():

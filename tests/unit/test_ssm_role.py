@@ -113,6 +113,17 @@ def test_dhmc_counts_only_when_the_operator_accepts_it_and_ssm_sees_the_instance
     assert only(SSM_ROLE.check(snap(instance), Settings(accept_dhmc=True))).status is Status.FAILED
 
 
+def test_a_stopped_dhmc_instance_is_not_failed_for_being_offline():
+    """Stopped, Systems Manager shows it ConnectionLost; it registered without a profile, which
+    is DHMC: accepted, so enforce never gives a DHMC fleet the guardrail's profile on stop."""
+    stopped = Instance("i-1", "stopped", metadata_tokens="required")
+    lost = [ManagedInstance("i-1", "ConnectionLost")]
+    result = only(SSM_ROLE.check(snap(stopped, managed=lost), Settings(accept_dhmc=True)))
+    assert result.status is Status.PASSED and "Default Host Management" in result.reason
+    # Never registered: still FAILED, stopped or not.
+    assert only(SSM_ROLE.check(snap(stopped), Settings(accept_dhmc=True))).status is Status.FAILED
+
+
 def test_partition_is_respected_for_the_core_policy():
     gov = core_policy_arn("aws-us-gov")
     assert gov == "arn:aws-us-gov:iam::aws:policy/AmazonSSMManagedInstanceCore"
@@ -139,3 +150,31 @@ def test_no_association_is_attempted_on_an_instance_ec2_would_refuse(state):
     settings = Settings(mode="enforce", instance_profile="guardrail-ec2")
     (fix,) = SSM_ROLE.remediate(failed, snapshot, FixContext(NoCalls(), settings))
     assert fix.outcome is Outcome.SKIPPED and f"instance is {state}" in fix.reason
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_with_dhmc_accepted_only_a_drift_scan_associates_an_unregistered_instance(full):
+    """An event comes seconds after the start, before DHMC registers the instance: associating
+    then would move a DHMC fleet onto the guardrail's profile. The drift scan decides."""
+    from guardrail.controls.base import FixContext
+    from guardrail.model import Outcome
+
+    associated: list[str] = []
+
+    class Ec2:
+        def associate_iam_instance_profile(self, IamInstanceProfile, InstanceId):
+            associated.append(InstanceId)
+
+    class Clients:
+        ec2 = Ec2()
+
+    instance = Instance("i-1", "running", metadata_tokens="required")
+    snapshot = AccountSnapshot("111122223333", "eu-west-1", instances={"i-1": instance}, full=full)
+    settings = Settings(mode="enforce", instance_profile="guardrail-ec2", accept_dhmc=True)
+    failed = [r for r in SSM_ROLE.check(snapshot, settings) if r.status is Status.FAILED]
+    (fix,) = SSM_ROLE.remediate(failed, snapshot, FixContext(Clients(), settings))
+    if full:
+        assert fix.outcome is Outcome.APPLIED and associated == ["i-1"]
+    else:
+        assert fix.outcome is Outcome.SKIPPED and "the drift scan decides" in fix.reason
+        assert associated == []

@@ -1,22 +1,22 @@
 """ssh-open-to-internet: TCP 22 admitted from 0.0.0.0/0 or ::/0 by a security group of an instance.
 
 Counts only tcp (or all-traffic, protocol -1) rules whose range includes 22 and whose source is the
-whole internet; UDP 22, private CIDRs, prefix lists and group references are not internet SSH.
-The fix revokes exactly the offending rule (by SecurityGroupRuleId) after re-adding whatever else
-that rule admitted, so no other port or protocol loses access.
+whole internet (any /0); UDP 22, private CIDRs, prefix lists and group references are not internet
+SSH. The fix revokes exactly the offending rule (by its content as read: protocol, ports, CIDR)
+after re-adding whatever else that rule admitted, so no other port or protocol loses access.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from ..model import (
-    INTERNET_CIDRS,
     AccountSnapshot,
     FixRecord,
     Instance,
@@ -26,6 +26,7 @@ from ..model import (
     SecurityGroup,
     SecurityGroupRule,
     Status,
+    is_internet,
 )
 from ..paging import FILTER_VALUES, chunks, pages
 from ..settings import Settings
@@ -39,11 +40,15 @@ TCP = ("tcp", "6")
 ALREADY_GONE = ("InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound")
 GROUP_GONE = ("InvalidGroup.NotFound", "InvalidGroupId.NotFound")
 GUARDRAIL_TAG = "ssm-guardrail:replaces"
+MAX_TAGS = 50  # tags per EC2 resource (a security group rule included)
+ADDRESS = {4: "a public IPv4 address", 6: "an IPv6 address"}
+NO_ADDRESS = {4: "no public IPv4 address", 6: "no IPv6 address"}
+PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6", "all": "-1"}
 
 
 def admits_internet_ssh(rule: SecurityGroupRule) -> bool:
     """True when an ingress rule lets the whole internet reach TCP 22."""
-    if rule.is_egress or rule.cidr not in INTERNET_CIDRS:
+    if rule.is_egress or not is_internet(rule.cidr):
         return False
     protocol = rule.protocol.lower()
     if protocol in ALL_TRAFFIC:
@@ -128,9 +133,62 @@ def ip_permission(rule: SecurityGroupRule, ports: PortRange) -> dict[str, Any]:
     }
 
 
-def describe_rule(rule: SecurityGroupRule) -> dict[str, Any]:
-    """A rule as a person (and an undo) needs it: id, protocol, ports, source, description."""
+def rule_permission(rule: SecurityGroupRule) -> dict[str, Any]:
+    """The rule's content as an IpPermission. RevokeSecurityGroupIngress by content matches only
+    a rule with exactly this protocol, these ports and this CIDR, so a rule changed since it was
+    read (ModifySecurityGroupRules keeps the rule id) is not revoked."""
+    source = (
+        {"Ipv6Ranges": [{"CidrIpv6": rule.cidr_ipv6}]}
+        if rule.cidr_ipv6
+        else {"IpRanges": [{"CidrIp": rule.cidr_ipv4}]}
+    )
+    ports = {"FromPort": rule.from_port, "ToPort": rule.to_port}
     return {
+        "IpProtocol": rule.protocol,
+        **{k: v for k, v in ports.items() if v is not None},
+        **source,
+    }
+
+
+def permission_keys(permission: Mapping[str, Any]) -> set[tuple[Any, ...]]:
+    """(protocol, from, to, network) per source of an IpPermission, in one spelling: EC2 may
+    answer with another form than it was sent (UnknownIpPermissions: "tcp" for "6", a CIDR
+    rewritten). Descriptions do not take part in matching."""
+    protocol = str(permission.get("IpProtocol", "-1")).lower()
+    protocol = PROTOCOL_NAMES.get(protocol, protocol)
+    ports = (
+        (None, None) if protocol == "-1" else (permission.get("FromPort"), permission.get("ToPort"))
+    )
+    cidrs = [r.get("CidrIp") for r in permission.get("IpRanges", [])]
+    cidrs += [r.get("CidrIpv6") for r in permission.get("Ipv6Ranges", [])]
+    keys = set()
+    for cidr in cidrs:
+        try:
+            network = str(ipaddress.ip_network(cidr or "", strict=False))
+        except ValueError:
+            network = cidr or ""
+        keys.add((protocol, *ports, network))
+    return keys
+
+
+def readd_tags(rule: SecurityGroupRule) -> tuple[list[dict[str, str]], list[str]]:
+    """Tags for the rules re-added in place of `rule`: its owner's (not "aws:" ones, which EC2
+    reserves) and ours naming the rule they replace; and the owner's keys dropped to stay within
+    EC2's 50 tags per resource (ours stays: it is what lets a person trace and undo the fix)."""
+    owners = [
+        {"Key": k, "Value": v}
+        for k, v in rule.tags
+        if not k.lower().startswith("aws:") and k != GUARDRAIL_TAG
+    ]
+    kept = owners[: MAX_TAGS - 1]
+    dropped = [t["Key"] for t in owners[MAX_TAGS - 1 :]]
+    return [*kept, {"Key": GUARDRAIL_TAG, "Value": rule.rule_id}], dropped
+
+
+def describe_rule(rule: SecurityGroupRule) -> dict[str, Any]:
+    """A rule as a person (and an undo) needs it: id, protocol, ports, source, description, and
+    its tags when it has any."""
+    described: dict[str, Any] = {
         "SecurityGroupRuleId": rule.rule_id,
         "IpProtocol": rule.protocol,
         "FromPort": rule.from_port,
@@ -138,6 +196,35 @@ def describe_rule(rule: SecurityGroupRule) -> dict[str, Any]:
         "Source": rule.cidr,
         "Description": rule.description,
     }
+    if rule.tags:
+        described["Tags"] = dict(rule.tags)
+    return described
+
+
+def exposure(
+    instance: Instance, offending: Mapping[str, Sequence[SecurityGroupRule]]
+) -> tuple[bool, str]:
+    """Whether the internet rules of these groups reach the instance now, and how to say so: a
+    group applies on the interfaces that carry it; an IPv4 rule needs a public IPv4 address
+    there, a ::/0 rule an IPv6 address."""
+    versions = {r.ip_version for rules in offending.values() for r in rules}
+    over = {
+        v
+        for gid, rules in offending.items()
+        for v in instance.exposed_over({r.ip_version for r in rules}, gid)
+    }
+    if over:
+        return True, "running with " + " and ".join(ADDRESS[v] for v in sorted(over))
+    if instance.exposed_over(versions):  # the address is on another interface
+        wanted = " or ".join(ADDRESS[v] for v in (4, 6) if v in versions)
+        return False, f"not reachable right now: no interface with these groups has {wanted}"
+    if instance.exposed:  # reachable over the other family only
+        (version,) = (v for v in (4, 6) if v in versions)
+        return False, (
+            f"not reachable right now: the rules admit IPv{version} only and it has "
+            f"{NO_ADDRESS[version]}"
+        )
+    return False, "not reachable right now"
 
 
 class SshOpenToInternet:
@@ -211,7 +298,7 @@ class SshOpenToInternet:
             if bystander and not set(instance.security_group_ids) <= set(offending):
                 continue  # a group of its own was not read: its exposure is unknown here
             results.append(self._instance_result(snapshot, instance, offending, bystander))
-        exposed = {i.instance_id for i in everyone if i.evaluated and i.exposed}
+        by_id = {i.instance_id: i for i in everyone}
         for gid, users in sorted(group_users.items()):
             group = snapshot.security_groups.get(gid)
             if group is None:
@@ -236,7 +323,9 @@ class SshOpenToInternet:
                     ResourceType.SECURITY_GROUP,
                     gid,
                     Status.FAILED,
-                    "CRITICAL" if exposed.intersection(users) else "HIGH",
+                    "CRITICAL"
+                    if any(exposure(by_id[u], {gid: rules})[0] for u in users)
+                    else "HIGH",
                     f"rules {', '.join(r.rule_id for r in rules)} admit TCP 22 from "
                     f"{', '.join(sorted({r.cidr or '' for r in rules}))}; used by {len(users)} instance(s)",
                     details={"rule_ids": [r.rule_id for r in rules], "instance_ids": users},
@@ -264,21 +353,15 @@ class SshOpenToInternet:
             )
         else:
             rule_ids = [r.rule_id for g in bad_groups for r in offending[g]]
-            exposure = (
-                "not reachable right now"
-                if not instance.exposed
-                else "running with a public IP"
-                if instance.public_ip
-                else "running with an IPv6 address"
-            )
+            reachable, how = exposure(instance, {g: offending[g] for g in bad_groups})
             result = snapshot.result(
                 self.id,
                 ResourceType.INSTANCE,
                 instance.instance_id,
                 Status.FAILED,
-                "CRITICAL" if instance.exposed else "HIGH",
+                "CRITICAL" if reachable else "HIGH",
                 f"TCP 22 open to the internet through {', '.join(bad_groups)} "
-                f"(rules {', '.join(rule_ids)}); instance is {exposure}",
+                f"(rules {', '.join(rule_ids)}); instance is {how}",
                 details={"security_group_ids": bad_groups, "rule_ids": rule_ids},
             )
         return replace(result, follows_fix=bystander)
@@ -297,25 +380,36 @@ class SshOpenToInternet:
         groups = [r.resource_id for r in failed if r.resource_type is ResourceType.SECURITY_GROUP]
         groups += [g for g in users if g not in groups]
         groups = [g for g in groups if g in snapshot.security_groups]
+        foreign = {
+            gid: owner
+            for gid in groups
+            if (owner := snapshot.security_groups[gid].owner_id) not in (None, snapshot.account_id)
+        }
         # A drift scan read the rules minutes ago (and the other fixes ran since): act on what
         # the groups hold now, so a rule an owner changed meanwhile is never revoked or widened.
-        current = self._current_rules(ctx.clients.ec2, groups) if snapshot.full else {}
+        own = [g for g in groups if g not in foreign]
+        current = self._current_rules(ctx.clients.ec2, own) if snapshot.full and own else {}
         records = []
         for gid in groups:
             group = snapshot.security_groups[gid]
-            ingress = current.get(gid, []) if snapshot.full else group.ingress
+            ingress = current.get(gid, []) if snapshot.full and gid in own else group.ingress
             rules = [r for r in ingress if admits_internet_ssh(r)]
             unreachable = (
                 self._unreachable(snapshot, gid) if ctx.settings.ssh_require_ssm_online else []
             )
-            if unreachable:
-                record = FixRecord(
-                    self.id,
+            if gid in foreign:
+                # A group shared from another account (VPC or security group sharing): only its
+                # owner may change its rules; EC2 would refuse, and it is not ours to change.
+                record = self._skipped(
                     gid,
-                    "revoke internet SSH",
-                    Outcome.SKIPPED,
-                    [describe_rule(r) for r in rules],
-                    None,
+                    rules,
+                    f"security group is owned by account {foreign[gid]}, not this one: only its "
+                    "owner can change its rules; ask them to remove internet SSH",
+                )
+            elif unreachable:
+                record = self._skipped(
+                    gid,
+                    rules,
                     f"would lock out {', '.join(unreachable)}: running and not Online in Systems "
                     "Manager (GUARDRAIL_SSH_REQUIRE_SSM_ONLINE); give them a working SSM role first",
                 )
@@ -323,6 +417,17 @@ class SshOpenToInternet:
                 record = self._close(group, rules, ctx)
             records.append(replace(record, covers=(gid, *users.get(gid, ()))))
         return records
+
+    def _skipped(self, gid: str, rules: list[SecurityGroupRule], reason: str) -> FixRecord:
+        return FixRecord(
+            self.id,
+            gid,
+            "revoke internet SSH",
+            Outcome.SKIPPED,
+            [describe_rule(r) for r in rules],
+            None,
+            reason,
+        )
 
     @staticmethod
     def _current_rules(ec2: Any, group_ids: list[str]) -> dict[str, list[SecurityGroupRule]]:
@@ -354,8 +459,9 @@ class SshOpenToInternet:
     def _close(
         self, group: SecurityGroup, rules: list[SecurityGroupRule], ctx: FixContext
     ) -> FixRecord:
-        """Re-add what else the rules admitted, then revoke them. Never revoke if re-adding failed;
-        never keep what was re-added for a rule someone else revoked meanwhile (that would widen)."""
+        """Re-add what else the rules admitted, then revoke them by content. Never revoke if
+        re-adding failed; never keep what was re-added for a rule that is no longer as it was read
+        (revoked or changed by someone else meanwhile): that would widen."""
         gid, ec2 = group.group_id, ctx.clients.ec2
         before = [describe_rule(r) for r in rules]
 
@@ -375,14 +481,20 @@ class SshOpenToInternet:
                 readd[rule.rule_id] = [ip_permission(rule, ports) for ports in kept]
             if note:
                 notes.append(f"{rule.rule_id}: {note}")
+            if kept and (dropped := readd_tags(rule)[1]):
+                notes.append(f"{rule.rule_id}: tags not copied (50 per rule): {', '.join(dropped)}")
         added: dict[str, Readded] = {}
-        for rule_id, rule_permissions in readd.items():
+        for rule in rules:
+            if rule.rule_id not in readd:
+                continue
+            added[rule.rule_id] = Readded()
             try:
-                added[rule_id] = self._authorize(ec2, gid, rule_id, rule_permissions)
+                self._authorize(ec2, gid, rule, readd[rule.rule_id], added[rule.rule_id])
             except ClientError as error:
                 code = error_code(error)
                 if code in GROUP_GONE:
                     return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
+                # Including what this call added before it failed (one permission at a time).
                 self._undo(ec2, gid, added.values())
                 return record(
                     Outcome.FAILED,
@@ -391,7 +503,7 @@ class SshOpenToInternet:
                     code,
                 )
         try:
-            gone = self._revoke(ec2, gid, [r.rule_id for r in rules])
+            missed = self._revoke(ec2, gid, rules)
         except ClientError as error:
             code = error_code(error)
             if code in GROUP_GONE:
@@ -402,46 +514,120 @@ class SshOpenToInternet:
                 "revoke failed; re-added rules are a subset of the old ones",
                 code,
             )
-        # Rules revoked by someone else meanwhile: what was re-added for them must go again.
-        self._undo(ec2, gid, [added[rule_id] for rule_id in gone if rule_id in added])
-        after = [p for rule_id, ps in readd.items() if rule_id not in gone for p in ps]
-        if len(gone) == len(rules):
-            return record(Outcome.ALREADY_COMPLIANT, [], "rule already revoked")
-        revoked = len(rules) - len(gone)
-        reason = "; ".join(notes) or (
-            f"revoked {revoked} rule(s); re-added {len(after)} rule(s) for the other ports"
+        # Rules no longer as read: what was re-added for them must go again, except what a rule
+        # that was revoked still needs (two rules' re-adds can overlap: EC2 holds one copy).
+        revoked = [r for r in rules if r not in missed]
+        needed = {k for r in revoked for p in readd.get(r.rule_id, []) for k in permission_keys(p)}
+        self._undo(ec2, gid, [added[r.rule_id] for r in missed if r.rule_id in added], needed)
+        after = [p for r in revoked for p in readd.get(r.rule_id, [])]
+        new_ids = [i for r in revoked if r.rule_id in added for i in added[r.rule_id].rule_ids]
+        done = (
+            f"revoked {len(revoked)} rule(s); re-added {len(after)} rule(s) for the other ports"
             if after
-            else f"revoked {revoked} rule(s)"
+            else f"revoked {len(revoked)} rule(s)"
         )
-        new_ids = [i for rule_id, r in added.items() if rule_id not in gone for i in r.rule_ids]
+        try:
+            # Only when the revoke missed a rule: was it revoked, or changed, by someone else?
+            now = self._current_rules(ec2, [gid]).get(gid, []) if missed else []
+        except ClientError as error:
+            ids = ", ".join(r.rule_id for r in missed)
+            return record(
+                Outcome.FAILED,
+                {"readded": after, "new_rule_ids": new_ids},
+                f"{done}; {ids} no longer as read and could not be re-read",
+                error_code(error),
+            )
+        gone, closed, still_open = self._classify(missed, now)
+        parts = [
+            f"{', '.join(ids)} {what}"
+            for ids, what in (
+                (gone, "already revoked"),
+                (closed, "changed meanwhile, no longer admitting internet SSH: left as set"),
+                (
+                    still_open,
+                    "changed meanwhile, still admitting internet SSH: not revoked, as it is not "
+                    "the rule judged; the next run judges it as it is now",
+                ),
+            )
+            if ids
+        ]
+        if still_open:
+            # Not done, and not ours to guess at: the change's own event (ModifySecurityGroupRules)
+            # or the drift scan judges the rule as it is now.
+            reason = "; ".join([done, *notes, *parts] if revoked else parts)
+            return record(Outcome.SKIPPED, {"readded": after, "new_rule_ids": new_ids}, reason)
+        if not revoked:
+            reason = "rule already revoked" if len(gone) == len(rules) else "; ".join(parts)
+            return record(Outcome.ALREADY_COMPLIANT, [], reason)
+        reason = "; ".join(notes + parts) or done
         return record(Outcome.APPLIED, {"readded": after, "new_rule_ids": new_ids}, reason)
 
     @staticmethod
-    def _revoke(ec2: Any, gid: str, rule_ids: list[str]) -> set[str]:
-        """Revoke the rules; returns those already gone. EC2 refuses the whole call when one id
-        is unknown, so then each is revoked alone."""
+    def _classify(
+        missed: list[SecurityGroupRule], now: list[SecurityGroupRule]
+    ) -> tuple[list[str], list[str], list[str]]:
+        """Ids of the rules the revoke missed, by what the group holds now: gone; changed and no
+        longer admitting internet SSH; changed and still admitting it."""
+        current = {r.rule_id: r for r in now}
+        gone: list[str] = []
+        closed: list[str] = []
+        still_open: list[str] = []
+        for rule in missed:
+            changed = current.get(rule.rule_id)
+            bucket = (
+                gone if changed is None else still_open if admits_internet_ssh(changed) else closed
+            )
+            bucket.append(rule.rule_id)
+        return gone, closed, still_open
+
+    @staticmethod
+    def _revoke(ec2: Any, gid: str, rules: list[SecurityGroupRule]) -> list[SecurityGroupRule]:
+        """Revoke the rules by content (exactly as read); returns those it did not match (revoked
+        or changed meanwhile). RevokeSecurityGroupIngress in a non-default VPC refuses the whole
+        call when one permission matches nothing (InvalidPermission.NotFound, nothing revoked),
+        so then each goes alone; in a default VPC it revokes what matches and answers with the
+        rest (UnknownIpPermissions) and what it revoked (RevokedSecurityGroupRules)."""
         try:
-            ec2.revoke_security_group_ingress(GroupId=gid, SecurityGroupRuleIds=rule_ids)
-            return set()
+            response = ec2.revoke_security_group_ingress(
+                GroupId=gid, IpPermissions=[rule_permission(r) for r in rules]
+            )
         except ClientError as error:
             if error_code(error) not in ALREADY_GONE:
                 raise
-            if len(rule_ids) == 1:
-                return set(rule_ids)
-        gone = set()
-        for rule_id in rule_ids:
-            try:
-                ec2.revoke_security_group_ingress(GroupId=gid, SecurityGroupRuleIds=[rule_id])
-            except ClientError as error:
-                if error_code(error) not in ALREADY_GONE:
-                    raise
-                gone.add(rule_id)
-        return gone
+            if len(rules) == 1:
+                return list(rules)
+            missed = []
+            for rule in rules:
+                try:
+                    ec2.revoke_security_group_ingress(
+                        GroupId=gid, IpPermissions=[rule_permission(rule)]
+                    )
+                except ClientError as error:
+                    if error_code(error) not in ALREADY_GONE:
+                        raise
+                    missed.append(rule)
+            return missed
+        unknown = {k for p in response.get("UnknownIpPermissions", []) for k in permission_keys(p)}
+        revoked = {
+            r.get("SecurityGroupRuleId") for r in response.get("RevokedSecurityGroupRules", [])
+        }
+        return [
+            r
+            for r in rules
+            if permission_keys(rule_permission(r)) & unknown
+            or (revoked and r.rule_id not in revoked)
+        ]
 
     @staticmethod
-    def _undo(ec2: Any, gid: str, added: Iterable[Readded]) -> None:
-        """Best effort: revoke exactly the permissions this fix added (not pre-existing ones)."""
-        permissions = [p for readded in added for p in readded.permissions]
+    def _undo(
+        ec2: Any, gid: str, added: Iterable[Readded], keep: Collection[tuple[Any, ...]] = ()
+    ) -> None:
+        """Best effort: revoke exactly the permissions this fix added (not pre-existing ones),
+        except those in `keep`."""
+        keep = set(keep)
+        permissions = [
+            p for readded in added for p in readded.permissions if not permission_keys(p) & keep
+        ]
         if permissions:
             try:
                 ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=permissions)
@@ -449,19 +635,19 @@ class SshOpenToInternet:
                 logger.warning("could not undo re-added rules", extra={"group": gid})
 
     @staticmethod
-    def _authorize(ec2: Any, gid: str, rule_id: str, permissions: list[dict[str, Any]]) -> Readded:
-        """Re-add what one revoked rule admitted besides SSH: one call, each new rule tagged with
-        the id it replaces. EC2 refuses the whole call if any permission already exists
-        (an earlier run, or a person), so then each is tried alone and duplicates count as done
-        (and are not ours to undo)."""
-        tags = [
-            {
-                "ResourceType": "security-group-rule",
-                "Tags": [{"Key": GUARDRAIL_TAG, "Value": rule_id}],
-            }
-        ]
+    def _authorize(
+        ec2: Any,
+        gid: str,
+        rule: SecurityGroupRule,
+        permissions: list[dict[str, Any]],
+        added: Readded,
+    ) -> None:
+        """Re-add what one revoked rule admitted besides SSH into `added` (so a failure part-way
+        can be undone): one call, each new rule tagged like the old one plus the id it replaces.
+        EC2 refuses the whole call if any permission already exists (an earlier run, or a person),
+        so then each is tried alone and duplicates count as done (and are not ours to undo)."""
+        tags = [{"ResourceType": "security-group-rule", "Tags": readd_tags(rule)[0]}]
         batches = [permissions]
-        added = Readded()
         while batches:
             batch = batches.pop(0)
             try:
@@ -478,7 +664,6 @@ class SshOpenToInternet:
                 r["SecurityGroupRuleId"] for r in response.get("SecurityGroupRules", [])
             ]
             added.permissions += batch
-        return added
 
 
 SSH_OPEN = SshOpenToInternet()

@@ -135,7 +135,9 @@ class SsmInstanceRole:
                 problem == "no_profile"
                 and settings.accept_dhmc
                 and managed
-                and managed.ping_status == "Online"
+                # A stopped instance is not Online (ConnectionLost): that it registered at all
+                # without a profile is what DHMC does.
+                and (managed.ping_status == "Online" or instance.state != "running")
             ):
                 results.append(
                     snapshot.result(
@@ -182,7 +184,19 @@ class SsmInstanceRole:
         for result in failed:
             instance = snapshot.instances[result.resource_id]
             problem = result.details.get("problem")
-            if problem == "no_profile":
+            if problem == "no_profile" and self._may_be_dhmc(instance, snapshot, settings):
+                records.append(
+                    FixRecord(
+                        self.id,
+                        instance.instance_id,
+                        "associate instance profile",
+                        Outcome.SKIPPED,
+                        covers=(instance.instance_id,),
+                        reason="DHMC is accepted and Systems Manager has not registered the "
+                        "instance yet (minutes after it starts): the drift scan decides",
+                    )
+                )
+            elif problem == "no_profile":
                 records.append(self._associate(instance, ctx))
             elif problem == "no_role":
                 by_profile.setdefault(instance.profile_name or "", []).append(instance.instance_id)
@@ -229,16 +243,23 @@ class SsmInstanceRole:
         except ClientError as error:
             code = error_code(error)
             if code == "IncorrectState" and "association" in str(error).lower():
-                # A person (or a concurrent run) associated a profile meanwhile; never replace it.
-                return FixRecord(
-                    self.id,
-                    iid,
-                    action,
-                    Outcome.ALREADY_COMPLIANT,
-                    None,
-                    None,
-                    "the instance got a profile meanwhile; left as it is",
-                    covers=(iid,),
+                # A profile was associated meanwhile. Done if it is ours (a concurrent run);
+                # a person's is never replaced, and their event judges its role.
+                current = self._associated_profile(ctx, iid)
+                if current == profile:
+                    return FixRecord(
+                        self.id,
+                        iid,
+                        action,
+                        Outcome.ALREADY_COMPLIANT,
+                        None,
+                        profile,
+                        "a concurrent run associated the guardrail's profile",
+                        covers=(iid,),
+                    )
+                return skipped(
+                    f"the instance got profile {current or '?'} meanwhile; left as it is "
+                    "(never replaced) for its own event or the next scan to judge"
                 )
             if code == "InvalidInstanceID.NotFound":
                 return FixRecord(
@@ -274,6 +295,41 @@ class SsmInstanceRole:
             at=ctx.clock(),
         )
 
+    @staticmethod
+    def _may_be_dhmc(instance: Instance, snapshot: AccountSnapshot, settings: Settings) -> bool:
+        """An event about an instance that just started: DHMC may not have registered it yet.
+        Only a drift scan, well after the start, gives it the guardrail's profile."""
+        return (
+            settings.accept_dhmc
+            and not snapshot.full
+            and instance.state == "running"
+            and instance.instance_id not in snapshot.managed_instances
+        )
+
+    @staticmethod
+    def _associated_profile(ctx: FixContext, instance_id: str) -> str | None:
+        """The name of the profile associated (or associating) with the instance now."""
+        try:
+            associations = ctx.clients.ec2.describe_iam_instance_profile_associations(
+                Filters=[
+                    {"Name": "instance-id", "Values": [instance_id]},
+                    {"Name": "state", "Values": ["associating", "associated"]},
+                ]
+            )["IamInstanceProfileAssociations"]
+        except ClientError:
+            return None
+        arns = [a.get("IamInstanceProfile", {}).get("Arn", "") for a in associations]
+        return next((arn.rsplit("/", 1)[-1] for arn in arns if arn), None)
+
+    @staticmethod
+    def _roles_in(ctx: FixContext, profile: str) -> list[str]:
+        """The roles the instance profile carries now."""
+        try:
+            raw = ctx.clients.iam.get_instance_profile(InstanceProfileName=profile)
+        except ClientError:
+            return []
+        return [r["RoleName"] for r in raw["InstanceProfile"].get("Roles", [])]
+
     def _add_role(
         self, profile: str, instance_ids: list[str], settings: Settings, ctx: FixContext
     ) -> FixRecord:
@@ -295,14 +351,27 @@ class SsmInstanceRole:
         except ClientError as error:
             code = error_code(error)
             if code == "LimitExceeded":  # a profile holds one role: someone added one meanwhile
+                roles = self._roles_in(ctx, profile)
+                if settings.instance_role in roles:  # a concurrent run: done
+                    return FixRecord(
+                        self.id,
+                        profile,
+                        action,
+                        Outcome.ALREADY_COMPLIANT,
+                        [],
+                        roles,
+                        "a concurrent run added the guardrail's role",
+                        covers=covers,
+                    )
                 return FixRecord(
                     self.id,
                     profile,
                     action,
-                    Outcome.ALREADY_COMPLIANT,
+                    Outcome.SKIPPED,
                     [],
-                    None,
-                    "the profile got a role meanwhile; left as it is",
+                    roles,
+                    f"the profile got role {', '.join(roles) or '?'} meanwhile; left as it is "
+                    "for the next scan to judge",
                     covers=covers,
                 )
             return FixRecord(
