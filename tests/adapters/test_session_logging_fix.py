@@ -500,3 +500,61 @@ def test_content_an_earlier_version_holds_promotes_that_version_not_latest(accou
     doc = account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]
     assert doc["DefaultVersion"] == "2" and preferences(account) == ours
     assert "runAsDefaultUser" not in preferences(account)
+
+
+@pytest.mark.parametrize("event", [False, True])
+def test_console_flags_come_into_force_only_once_no_role_would_be_refused(account, clients, event):
+    """The console writes both encryption flags true with no destination: inert. Adding the
+    guardrail's destinations would bring them into force for a role that cannot pass the
+    agent's check (modify_existing_roles=false: no grant), so they are written off."""
+    from guardrail.scope import Scope
+
+    create_preferences(account, CONSOLE)
+    put_only = account.iam.create_policy(
+        PolicyName="put-only",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "s3:PutObject",
+                        "Resource": "arn:aws:s3:::guardrail-logs/*",
+                    }
+                ],
+            }
+        ),
+    )["Policy"]["Arn"]
+    account.role("app", put_only, profile="app")
+    iid = account.instance(profile="app")
+    scope = Scope(instance_ids=frozenset({iid})) if event else None
+    report = account.run(
+        clients, "enforce", [LOGGING], scope=scope, modify_existing_roles=False, **OURS
+    )
+    prefs_fix, reasons = held(report)
+    assert prefs_fix.outcome is Outcome.APPLIED and set(reasons) == set(HELD)
+    inputs = preferences(account)
+    assert inputs["s3BucketName"] == "guardrail-logs"
+    assert inputs["cloudWatchLogGroupName"] == "/guardrail/sessions"
+    assert inputs["s3EncryptionEnabled"] is False and inputs["cloudWatchEncryptionEnabled"] is False
+    assert inputs["kmsKeyId"] == ""  # the owners' value, as it was
+
+
+def test_logs_under_a_sub_prefix_of_the_guardrails_are_granted(account, clients):
+    create_preferences(
+        account,
+        {
+            "s3BucketName": "guardrail-logs",
+            "s3KeyPrefix": "session-logs/team-a",
+            "s3EncryptionEnabled": True,
+        },
+    )
+    policy = delivery_policy(account, prefix="session-logs/")
+    account.role("app", profile="app")
+    iid = account.instance(profile="app")
+    settings = {"session_log_bucket": "guardrail-logs", "log_delivery_policy_arn": policy}
+    report = account.run(clients, "enforce", [LOGGING], **settings)
+    (grant,) = [f for f in report.fixes if f.resource_id == "app"]
+    assert grant.outcome is Outcome.APPLIED
+    again = account.run(clients, "report", [LOGGING], **settings)
+    assert {e.result.resource_id: e.result.status for e in again.evaluations}[iid] is Status.PASSED

@@ -443,3 +443,23 @@ def test_the_lockout_guard_counts_starting_instances():
     ]
     exposed = ssh_exposed_running(snapshot(instances, [bad]), "sg-bad")
     assert sorted(i.instance_id for i in exposed) == ["i-new", "i-up"]
+
+
+def test_which_rules_a_revoke_missed_is_decided_by_the_revoked_ids_when_ec2_lists_them():
+    """Default VPC: EC2 revokes what matches, lists the rest as UnknownIpPermissions (in its own
+    spelling) and the revoked rules by id. Two spellings of one source (0.0.0.0/0 and 1.2.3.4/0)
+    must not make the revoked rule count as missed: its re-adds would be undone, closing ports."""
+    from guardrail.controls.ssh_open import SSH_OPEN
+
+    revoked = SecurityGroupRule("sgr-a", "sg-1", "tcp", 0, 65535, cidr_ipv4="0.0.0.0/0")
+    changed = SecurityGroupRule("sgr-b", "sg-1", "tcp", 0, 65535, cidr_ipv4="1.2.3.4/0")
+
+    class Ec2:
+        def revoke_security_group_ingress(self, GroupId, IpPermissions):
+            return {
+                "Return": True,
+                "UnknownIpPermissions": [IpPermissions[1]],
+                "RevokedSecurityGroupRules": [{"SecurityGroupRuleId": "sgr-a"}],
+            }
+
+    assert SSH_OPEN._revoke(Ec2(), "sg-1", [revoked, changed]) == [changed]

@@ -152,8 +152,10 @@ def test_no_association_is_attempted_on_an_instance_ec2_would_refuse(state):
     assert fix.outcome is Outcome.SKIPPED and f"instance is {state}" in fix.reason
 
 
-@pytest.mark.parametrize("full", [False, True])
-def test_with_dhmc_accepted_only_a_drift_scan_associates_an_unregistered_instance(full):
+@pytest.mark.parametrize(
+    ("full", "imds"), [(False, "required"), (True, "required"), (False, "optional")]
+)
+def test_with_dhmc_accepted_only_a_drift_scan_associates_an_unregistered_instance(full, imds):
     """An event comes seconds after the start, before DHMC registers the instance: associating
     then would move a DHMC fleet onto the guardrail's profile. The drift scan decides."""
     from guardrail.controls.base import FixContext
@@ -168,12 +170,12 @@ def test_with_dhmc_accepted_only_a_drift_scan_associates_an_unregistered_instanc
     class Clients:
         ec2 = Ec2()
 
-    instance = Instance("i-1", "running", metadata_tokens="required")
+    instance = Instance("i-1", "running", metadata_tokens=imds)
     snapshot = AccountSnapshot("111122223333", "eu-west-1", instances={"i-1": instance}, full=full)
     settings = Settings(mode="enforce", instance_profile="guardrail-ec2", accept_dhmc=True)
     failed = [r for r in SSM_ROLE.check(snapshot, settings) if r.status is Status.FAILED]
     (fix,) = SSM_ROLE.remediate(failed, snapshot, FixContext(Clients(), settings))
-    if full:
+    if full or imds == "optional":  # DHMC cannot manage an IMDSv1 instance: no wait
         assert fix.outcome is Outcome.APPLIED and associated == ["i-1"]
     else:
         assert fix.outcome is Outcome.SKIPPED and "the drift scan decides" in fix.reason

@@ -57,6 +57,12 @@ def guardrail_prefix(settings: Settings) -> str:
     return settings.session_log_prefix.strip("/") if settings.session_log_bucket else ""
 
 
+def under(prefix: str, granted: str) -> bool:
+    """Whether keys under `prefix` fall under the `granted` prefix ("" grants the whole bucket)."""
+    prefix = prefix.strip("/")
+    return not granted or prefix == granted or prefix.startswith(granted + "/")
+
+
 def delivery_target(prefs: SessionPreferences | None, settings: Settings) -> dict[str, str]:
     """Where session logs go (or will go once the guardrail turns logging on, or names its key):
     the region's configured destinations, else the guardrail's own. Empty when there is nowhere
@@ -183,10 +189,29 @@ class Hold:
     what: str
     action: str  # the held fix, as its record names it
 
+    def on(self, inputs: Mapping[str, Any]) -> bool:
+        """Whether the agent applies the input: a flag only with its destination set (the
+        console writes both flags true with no destination at all)."""
+        if self.input == "kmsKeyId":
+            return bool(inputs.get(self.input))
+        return flag_on(inputs.get(self.input)) and bool(inputs.get(FLAG_DESTINATIONS[self.input]))
+
     def turned_on(self, prefs: SessionPreferences, inputs: Mapping[str, Any]) -> bool:
-        if self.input == "kmsKeyId":  # the owners' own key is theirs to name
-            return bool(inputs.get(self.input)) and not prefs.inputs.get(self.input)
-        return flag_on(inputs.get(self.input)) and not flag_on(prefs.inputs.get(self.input))
+        return self.on(inputs) and not self.on(prefs.inputs)
+
+    def held_value(self, prefs: SessionPreferences) -> Any:
+        """What the held input is written as: the owners' value, or off where theirs would
+        come into force with the destination the fix adds (None: left out)."""
+        value = prefs.inputs.get(self.input)
+        if self.input != "kmsKeyId" and flag_on(value):
+            return False
+        return value
+
+
+FLAG_DESTINATIONS = {
+    "s3EncryptionEnabled": "s3BucketName",
+    "cloudWatchEncryptionEnabled": "cloudWatchLogGroupName",
+}
 
 
 HOLDS = (
@@ -225,22 +250,25 @@ def holds(
             continue
         if roles := blocked.get(hold.needs):
             held[hold.input] = (
-                f"{hold.input} left as it was: role(s) {', '.join(roles)} cannot "
+                f"{hold.input} not turned on: role(s) {', '.join(roles)} cannot "
                 f"{hold.what} and their sessions would stop; grant them {hold.needs}"
                 + ("Decrypt and kms:GenerateDataKey on it" if hold.needs == "kms:" else "")
             )
         elif not full:
             held[hold.input] = (
-                f"{hold.input} left as it was until a drift scan has checked that every role "
+                f"{hold.input} not turned on until a drift scan has checked that every role "
                 f"can {hold.what}"
             )
     return held
 
 
+MAX_VERSIONS_SEARCHED = 20  # newest first: a matching version older than that stays FAILED
+
+
 def version_holding(ssm: Any, content: Mapping[str, Any]) -> str | None:
     """The newest version of the preferences whose content is `content` (compared as JSON)."""
     latest = int(ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]["LatestVersion"])
-    for number in range(latest, 0, -1):
+    for number in range(latest, max(latest - MAX_VERSIONS_SEARCHED, 0), -1):
         try:
             raw = ssm.get_document(
                 Name=SESSION_DOCUMENT, DocumentVersion=str(number), DocumentFormat="JSON"
@@ -514,11 +542,13 @@ class SessionLogging:
         action = PREFERENCE_ACTIONS[prefs.exists]
         inputs, why_not = desired_inputs(prefs, ctx.settings)
         before = dict(prefs.inputs) if prefs.exists else None
-        for name in held:  # left as the owners had it
-            if name in prefs.inputs:
-                inputs[name] = prefs.inputs[name]
+        for hold in HOLDS:
+            if hold.input not in held:
+                continue
+            if (value := hold.held_value(prefs)) is None and hold.input not in prefs.inputs:
+                inputs.pop(hold.input, None)
             else:
-                inputs.pop(name, None)
+                inputs[hold.input] = value
         if why_not:
             return FixRecord(
                 self.id, account, action, Outcome.SKIPPED, before, None, why_not, covers=(account,)
@@ -626,7 +656,7 @@ class SessionLogging:
         elif (
             target.get("bucket")
             and target.get("bucket") == settings.session_log_bucket
-            and target.get("prefix", "").strip("/") != guardrail_prefix(settings)
+            and not under(target.get("prefix", ""), guardrail_prefix(settings))
         ):
             reason = (
                 f"sessions log under s3://{target['bucket']}/{target.get('prefix', '')}, outside "

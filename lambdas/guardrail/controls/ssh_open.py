@@ -611,12 +611,9 @@ class SshOpenToInternet:
         revoked = {
             r.get("SecurityGroupRuleId") for r in response.get("RevokedSecurityGroupRules", [])
         }
-        return [
-            r
-            for r in rules
-            if permission_keys(rule_permission(r)) & unknown
-            or (revoked and r.rule_id not in revoked)
-        ]
+        if revoked:  # by id: two spellings of one source must not blur which rule went
+            return [r for r in rules if r.rule_id not in revoked]
+        return [r for r in rules if permission_keys(rule_permission(r)) & unknown]
 
     @staticmethod
     def _undo(

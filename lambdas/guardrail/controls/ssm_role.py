@@ -303,6 +303,7 @@ class SsmInstanceRole:
             settings.accept_dhmc
             and not snapshot.full
             and instance.state == "running"
+            and instance.metadata_tokens == "required"  # DHMC manages IMDSv2 instances only
             and instance.instance_id not in snapshot.managed_instances
         )
 
