@@ -402,25 +402,24 @@ def test_logs_outside_the_guardrails_prefix_are_not_blamed_on_a_boundary(account
     assert "outside the prefix session-logs/" in grant.reason and "boundary" not in grant.reason
 
 
+def put_only_policy(account, bucket):
+    """May upload session logs to `bucket`, nothing else: not the agent's encryption checks."""
+    statement = {
+        "Effect": "Allow",
+        "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+    }
+    return account.iam.create_policy(
+        PolicyName="put-only",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [statement]}),
+    )["Policy"]["Arn"]
+
+
 def test_an_encryption_flag_waits_for_roles_that_cannot_check_the_destination(account, clients):
     """With s3EncryptionEnabled on, the SSM Agent refuses a session unless the instance's role
     may read the bucket's encryption; turning the flag on for such a role locks people out."""
     create_preferences(account, {"s3BucketName": "their-bucket"})
-    put_only = account.iam.create_policy(
-        PolicyName="put-only",
-        PolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Action": "s3:PutObject",
-                        "Resource": "arn:aws:s3:::their-bucket/*",
-                    }
-                ],
-            }
-        ),
-    )["Policy"]["Arn"]
+    put_only = put_only_policy(account, "their-bucket")
     account.role("app", put_only, profile="app")
     account.instance(profile="app")
     report = account.run(clients, "enforce", [LOGGING], **OURS)
@@ -510,21 +509,7 @@ def test_console_flags_come_into_force_only_once_no_role_would_be_refused(accoun
     from guardrail.scope import Scope
 
     create_preferences(account, CONSOLE)
-    put_only = account.iam.create_policy(
-        PolicyName="put-only",
-        PolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Action": "s3:PutObject",
-                        "Resource": "arn:aws:s3:::guardrail-logs/*",
-                    }
-                ],
-            }
-        ),
-    )["Policy"]["Arn"]
+    put_only = put_only_policy(account, "guardrail-logs")
     account.role("app", put_only, profile="app")
     iid = account.instance(profile="app")
     scope = Scope(instance_ids=frozenset({iid})) if event else None

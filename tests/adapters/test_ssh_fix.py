@@ -217,28 +217,9 @@ def test_a_drift_scan_acts_on_the_rules_as_they_are_when_it_fixes(account, clien
     gid = account.group(perm("tcp", 0, 65535))
     account.instance([gid])
     snapshot = read(clients, Scope.everything())
-    (rule_id,) = [
-        r["SecurityGroupRuleId"]
-        for r in account.ec2.describe_security_group_rules(
-            Filters=[{"Name": "group-id", "Values": [gid]}]
-        )["SecurityGroupRules"]
-        if not r["IsEgress"]
-    ]
+    (rule_id,) = [r["SecurityGroupRuleId"] for r in rules_of(account, gid)]
     # The owner narrows the rule to private SSH while the scan is busy with other fixes.
-    account.ec2.modify_security_group_rules(
-        GroupId=gid,
-        SecurityGroupRules=[
-            {
-                "SecurityGroupRuleId": rule_id,
-                "SecurityGroupRule": {
-                    "IpProtocol": "tcp",
-                    "FromPort": 22,
-                    "ToPort": 22,
-                    "CidrIpv4": "10.0.0.0/8",
-                },
-            }
-        ],
-    )
+    narrow(account, gid, rule_id, 22, 22, "10.0.0.0/8")
     (record,) = fix(clients, snapshot)
     assert record.outcome is Outcome.ALREADY_COMPLIANT
     # The owner's private rule is untouched and no port was reopened to the internet.

@@ -228,6 +228,11 @@ class SsmInstanceRole:
         def skipped(reason: str) -> FixRecord:
             return FixRecord(self.id, iid, action, Outcome.SKIPPED, covers=(iid,), reason=reason)
 
+        def done(reason: str, after: str | None = None) -> FixRecord:
+            return FixRecord(
+                self.id, iid, action, Outcome.ALREADY_COMPLIANT, None, after, reason, covers=(iid,)
+            )
+
         if not profile:
             return skipped("GUARDRAIL_INSTANCE_PROFILE is not set: no profile to associate")
         if instance.state not in ASSOCIABLE_STATES:
@@ -247,31 +252,13 @@ class SsmInstanceRole:
                 # a person's is never replaced, and their event judges its role.
                 current = self._associated_profile(ctx, iid)
                 if current == profile:
-                    return FixRecord(
-                        self.id,
-                        iid,
-                        action,
-                        Outcome.ALREADY_COMPLIANT,
-                        None,
-                        profile,
-                        "a concurrent run associated the guardrail's profile",
-                        covers=(iid,),
-                    )
+                    return done("a concurrent run associated the guardrail's profile", profile)
                 return skipped(
                     f"the instance got profile {current or '?'} meanwhile; left as it is "
                     "(never replaced) for its own event or the next scan to judge"
                 )
             if code == "InvalidInstanceID.NotFound":
-                return FixRecord(
-                    self.id,
-                    iid,
-                    action,
-                    Outcome.ALREADY_COMPLIANT,
-                    None,
-                    None,
-                    "instance no longer exists",
-                    covers=(iid,),
-                )
+                return done("instance no longer exists")
             return FixRecord(
                 self.id,
                 iid,
