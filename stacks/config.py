@@ -41,10 +41,32 @@ RETENTION_DAYS = (
     3653,
 )
 REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
-SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$")
+RATE = re.compile(r"^rate\((\d+) (minute|hour|day)(s?)\)$")
+CRON = re.compile(r"^cron\((.+)\)$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 INSIGHT_SCOPES = ("account", "organization")
 MAX_FINDING_REFRESH_DAYS = 60  # the engine's own bound (GUARDRAIL_FINDING_REFRESH_DAYS)
+
+
+def schedule_problem(expression: str) -> str:
+    """Why EventBridge would refuse the schedule expression at deploy time ("" if it is valid):
+    a rate's unit is singular for 1 and plural otherwise; a cron has six fields, with "?" in
+    exactly one of day-of-month and day-of-week."""
+    if rate := RATE.match(expression):
+        value, plural = int(rate.group(1)), bool(rate.group(3))
+        if value < 1:
+            return "a rate must be at least 1"
+        if plural != (value > 1):
+            return "a rate's unit is singular for 1 and plural otherwise, e.g. rate(1 hour)"
+        return ""
+    if cron := CRON.match(expression):
+        fields = cron.group(1).split()
+        if len(fields) != 6:
+            return "a cron expression has six fields: minutes hours day-of-month month day-of-week year"
+        if (fields[2] == "?") == (fields[4] == "?"):
+            return "a cron expression takes ? in exactly one of day-of-month and day-of-week"
+        return ""
+    return "it must be rate(N unit) or cron(...)"
 
 
 class ConfigError(ValueError):
@@ -180,8 +202,8 @@ class GuardrailConfig:
             raise ConfigError(
                 f"context 'controls': unknown control(s) {unknown}; known: {sorted(known)}"
             )
-        if not SCHEDULE.match(self.scan_schedule):
-            raise ConfigError("context 'scanSchedule' must be rate(N unit) or cron(...)")
+        if problem := schedule_problem(self.scan_schedule):
+            raise ConfigError(f"context 'scanSchedule' {self.scan_schedule!r}: {problem}")
         if self.notification_email and not EMAIL.match(self.notification_email):
             raise ConfigError(
                 f"context 'notificationEmail' is not an email address: {self.notification_email!r}"

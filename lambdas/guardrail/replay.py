@@ -158,7 +158,7 @@ def process_event(
     `home_account` is the account the guardrail runs in, when known without a call (the Lambda's
     own ARN). `strict` drops events of another account or region; `guardrail replay` turns it off
     to run a captured event against another account (e.g. an emulator), noting the difference.
-    Raises on AWS errors while reading (EventBridge retries); never on a bad event.
+    Raises on AWS errors while reading (Lambda retries, then dead-letters); never on a bad event.
     """
     region = guardrail.clients.region
     settings = guardrail.settings
@@ -338,9 +338,23 @@ def load_event(path: str, stdin: TextIO | None = None) -> Any:
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror or error}") from error
     try:
-        return json.loads(text)
+        event = json.loads(text)
     except json.JSONDecodeError as error:
         raise UsageError(f"{path} is not JSON: {error}") from error
+    return dead_letter_payload(event)
+
+
+def dead_letter_payload(message: Any) -> Any:
+    """The event inside a message from the stack's dead-letter queue: Lambda's on-failure
+    destination wraps it as `requestPayload` (with `requestContext`, `responsePayload`), so a
+    dead-lettered event replays as it is. Anything else is taken as the event itself."""
+    if (
+        isinstance(message, dict)
+        and isinstance(message.get("requestPayload"), dict)
+        and "requestContext" in message
+    ):
+        return message["requestPayload"]
+    return message
 
 
 def replay_regions(

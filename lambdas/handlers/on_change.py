@@ -3,7 +3,7 @@
 Receives the CloudTrail API-call events and EC2 state-change notifications the stack routes here
 (IAM events forwarded from us-east-1 are evaluated in this function's region). A malformed or
 unknown event is logged, counted (EventsDropped) and dropped; AWS throttling or an outage that
-outlasts the retries raises, so EventBridge retries the event and then dead-letters it.
+outlasts the retries raises, so Lambda retries the event twice and then dead-letters it.
 """
 
 from __future__ import annotations

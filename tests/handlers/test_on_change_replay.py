@@ -74,6 +74,30 @@ def test_cli_replay_report_mode_exits_1_and_changes_nothing(world: World, tmp_pa
     assert f"instances {instance}" in out and "report only (mode report)" in out
 
 
+def test_a_message_from_the_dead_letter_queue_replays_as_its_event(world: World, tmp_path):
+    """An event that failed every retry lands in the DLQ wrapped by Lambda's on-failure
+    destination; the message body replays as it is."""
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.open_ssh(bad)
+    message = {
+        "version": "1.0",
+        "timestamp": "2026-11-26T10:00:00.000Z",
+        "requestContext": {
+            "requestId": "c9b4f8d2-0000-4000-8000-000000000001",
+            "functionArn": "arn:aws:lambda:eu-west-1:123456789012:function:on-change:$LATEST",
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": 3,
+        },
+        "requestPayload": world.event("state_change_running", {I1: instance}),
+        "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+        "responsePayload": {"errorType": "ThrottlingException"},
+    }
+    path = write_event(tmp_path, message)
+    code, out = run(["replay", path, "--mode", "report"])
+    assert code == 1 and f"instances {instance}" in out and "report only (mode report)" in out
+
+
 def test_cli_replay_enforce_fixes_and_exits_0(world: World, tmp_path):
     bad = world.group("ops")
     instance = world.launch(groups=[bad])[0]

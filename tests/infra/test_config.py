@@ -119,6 +119,13 @@ def test_cli_strings_are_parsed_like_cdk_json_values() -> None:
         ("controlModes", "ssh-open-to-internet=fix"),
         ("controls", "ssh-open"),
         ("scanSchedule", "every hour"),
+        # EventBridge refuses these only at deploy time: caught at synth instead.
+        ("scanSchedule", "rate(1 hours)"),
+        ("scanSchedule", "rate(5 hour)"),
+        ("scanSchedule", "rate(0 minutes)"),
+        ("scanSchedule", "cron(0 * * * *)"),
+        ("scanSchedule", "cron(0 * * * * *)"),
+        ("scanSchedule", "cron(0 * ? * ? *)"),
         ("notificationEmail", "not-an-email"),
         ("regions", "eu-west-1,eu-west-1"),
         ("regions", "Europe"),
@@ -134,6 +141,20 @@ def test_cli_strings_are_parsed_like_cdk_json_values() -> None:
 def test_bad_context_fails_synth_naming_the_key(key: str, value: str) -> None:
     with pytest.raises(ConfigError, match=key):
         config(**{key: value})
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "rate(1 hour)",
+        "rate(2 hours)",
+        "rate(30 minutes)",
+        "cron(0 * * * ? *)",
+        "cron(0 6 ? * MON-FRI *)",
+    ],
+)
+def test_valid_schedules_are_accepted(schedule: str) -> None:
+    assert config(scanSchedule=schedule).scan_schedule == schedule
 
 
 def test_context_becomes_engine_settings_the_engine_accepts() -> None:
