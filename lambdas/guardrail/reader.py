@@ -47,7 +47,9 @@ def parse_interface(eni: dict[str, Any], top: dict[str, Any]) -> NetworkInterfac
     # The instance's PublicIpAddress and SecurityGroups are its primary interface's (device
     # index 0). A public IPv4 (or Elastic IP) can also sit on any other private IP of an
     # interface: each is listed under PrivateIpAddresses[].Association.
-    primary = (eni.get("Attachment") or {}).get("DeviceIndex") == 0
+    # index 0 on network card 0: an instance with several network cards has a DeviceIndex 0 on each.
+    attachment = eni.get("Attachment") or {}
+    primary = attachment.get("DeviceIndex") == 0 and attachment.get("NetworkCardIndex", 0) == 0
     groups = [
         g["GroupId"]
         for g in [*eni.get("Groups", []), *(top.get("SecurityGroups", []) if primary else [])]

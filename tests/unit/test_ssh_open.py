@@ -252,6 +252,37 @@ def test_a_group_only_on_an_interface_without_a_public_address_is_not_critical()
     assert results[(ResourceType.SECURITY_GROUP, "sg-ssh")].severity == "CRITICAL"
 
 
+def test_device_index_0_of_a_second_network_card_is_not_the_primary_interface():
+    """Instances with several network cards have a DeviceIndex 0 on each; only card 0's carries
+    the instance's PublicIpAddress and SecurityGroups."""
+    from guardrail.reader import parse_instance
+
+    raw = {
+        "InstanceId": "i-1",
+        "State": {"Name": "running"},
+        "PublicIpAddress": "3.3.3.3",
+        "SecurityGroups": [{"GroupId": "sg-web"}],
+        "NetworkInterfaces": [
+            {
+                "NetworkInterfaceId": "eni-card0",
+                "Attachment": {"DeviceIndex": 0, "NetworkCardIndex": 0},
+                "Groups": [{"GroupId": "sg-web"}],
+                "Association": {"PublicIp": "3.3.3.3"},
+            },
+            {
+                "NetworkInterfaceId": "eni-card1",
+                "Attachment": {"DeviceIndex": 0, "NetworkCardIndex": 1},
+                "Groups": [{"GroupId": "sg-ssh"}],
+            },
+        ],
+    }
+    ssh = SecurityGroup("sg-ssh", rules=(rule(group_id="sg-ssh"),))
+    r = by_resource(SSH_OPEN.check(snapshot([parse_instance(raw)], [ssh]), Settings()))[
+        (ResourceType.INSTANCE, "i-1")
+    ]
+    assert r.severity == "HIGH"
+
+
 def test_without_a_per_interface_answer_an_instance_wide_public_ip_counts():
     from guardrail.reader import parse_instance
 
