@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from guardrail.controls import REGISTRY
-from guardrail.settings import MODES
+from guardrail.settings import MODES, is_policy_arn
 
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
 RETENTION_DAYS = (
@@ -220,7 +220,7 @@ class GuardrailConfig:
         if len(set(self.regions)) != len(self.regions):
             raise ConfigError("context 'regions' lists a region twice")
         for arn in self.equivalent_policy_arns:
-            if not arn.startswith("arn:") or ":policy/" not in arn:
+            if not is_policy_arn(arn):  # the Lambdas' Settings would refuse it at start-up
                 raise ConfigError(f"context 'equivalentPolicyArns': {arn!r} is not a policy ARN")
         if not self.session_log_prefix or self.session_log_prefix.startswith("/"):
             raise ConfigError(

@@ -45,9 +45,9 @@ def parse_interface(eni: dict[str, Any], top: dict[str, Any]) -> NetworkInterfac
     """One DescribeInstances NetworkInterfaces item (`top`: the instance): its groups and the
     addresses the internet can reach it on."""
     # The instance's PublicIpAddress and SecurityGroups are its primary interface's (device
-    # index 0). A public IPv4 (or Elastic IP) can also sit on any other private IP of an
-    # interface: each is listed under PrivateIpAddresses[].Association.
-    # index 0 on network card 0: an instance with several network cards has a DeviceIndex 0 on each.
+    # index 0 on network card 0: with several network cards, each card has a device index 0).
+    # A public IPv4 (or Elastic IP) can also sit on any other private IP of an interface: each
+    # is listed under PrivateIpAddresses[].Association.
     attachment = eni.get("Attachment") or {}
     primary = attachment.get("DeviceIndex") == 0 and attachment.get("NetworkCardIndex", 0) == 0
     groups = [

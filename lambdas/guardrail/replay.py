@@ -20,8 +20,8 @@ from .model import ResourceType, Result
 from .publisher import THROTTLING
 
 # Error codes (and botocore exception names) meaning "AWS was unavailable or throttled us after
-# botocore's own retries": the event is raised back to EventBridge, which retries it later (the
-# path is idempotent), then dead-letters it.
+# botocore's own retries": the event is raised, so Lambda runs it again later (the path is
+# idempotent), then dead-letters it.
 # Security Hub's throttling codes are the publisher's (one list, so neither side misses one).
 RETRYABLE = THROTTLING | frozenset(
     {

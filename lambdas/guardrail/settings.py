@@ -13,6 +13,11 @@ MODES = ("report", "enforce")
 _POLICY_ARN = re.compile(r"^arn:[\w-]+:iam::(\d{12}|aws):policy/.+$")
 
 
+def is_policy_arn(value: str) -> bool:
+    """An IAM managed policy ARN (AWS's or an account's), as attached policies are listed."""
+    return bool(_POLICY_ARN.match(value))
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
@@ -96,7 +101,7 @@ class Settings:
             raise SettingsError(
                 "GUARDRAIL_FINDING_REFRESH_DAYS must be a whole number from 0 to 60"
             )
-        names = [p for p in self.equivalent_policy_arns if not _POLICY_ARN.match(p)]
+        names = [p for p in self.equivalent_policy_arns if not is_policy_arn(p)]
         if names:
             # A name would never match an attached policy's ARN: every role carrying it would
             # be FAILED, and enforce would attach the core policy to each of them.

@@ -542,6 +542,24 @@ class SessionLogging:
         action = PREFERENCE_ACTIONS[prefs.exists]
         inputs, why_not = desired_inputs(prefs, ctx.settings)
         before = dict(prefs.inputs) if prefs.exists else None
+
+        def record(
+            outcome: Outcome, after: Any, reason: str = "", code: str | None = None
+        ) -> FixRecord:
+            at = ctx.clock() if outcome is Outcome.APPLIED else None
+            return FixRecord(
+                self.id,
+                account,
+                action,
+                outcome,
+                before,
+                after,
+                reason,
+                code,
+                covers=(account,),
+                at=at,
+            )
+
         for hold in HOLDS:
             if hold.input not in held:
                 continue
@@ -550,19 +568,9 @@ class SessionLogging:
             else:
                 inputs[hold.input] = value
         if why_not:
-            return FixRecord(
-                self.id, account, action, Outcome.SKIPPED, before, None, why_not, covers=(account,)
-            )
+            return record(Outcome.SKIPPED, None, why_not)
         if prefs.exists and inputs == dict(prefs.inputs):
-            return FixRecord(
-                self.id,
-                account,
-                action,
-                Outcome.ALREADY_COMPLIANT,
-                before,
-                before,
-                covers=(account,),
-            )
+            return record(Outcome.ALREADY_COMPLIANT, before)
         content = {**(dict(prefs.content) or DEFAULT_CONTENT), "inputs": inputs}
         ssm = ctx.clients.ssm
         try:
@@ -579,38 +587,15 @@ class SessionLogging:
             if error_code(error) == "DocumentAlreadyExists":
                 # Created meanwhile (a person, a concurrent run): what we would write was judged
                 # on no document at all and would drop their inputs. The next run judges theirs.
-                return FixRecord(
-                    self.id,
-                    account,
-                    action,
+                return record(
                     Outcome.SKIPPED,
-                    before,
                     None,
                     "the preferences were created meanwhile; left as they are for the next run "
                     "to judge",
-                    covers=(account,),
                 )
-            return FixRecord(
-                self.id,
-                account,
-                action,
-                Outcome.FAILED,
-                before,
-                inputs,
-                "preferences not changed",
-                error_code(error),
-                covers=(account,),
-            )
-        return FixRecord(
-            self.id,
-            account,
-            action,
-            Outcome.APPLIED,
-            before,
-            inputs,
-            "sessions now logged with encryption; other preferences kept",
-            covers=(account,),
-            at=ctx.clock(),
+            return record(Outcome.FAILED, inputs, "preferences not changed", error_code(error))
+        return record(
+            Outcome.APPLIED, inputs, "sessions now logged with encryption; other preferences kept"
         )
 
     @staticmethod

@@ -184,20 +184,8 @@ class SsmInstanceRole:
         for result in failed:
             instance = snapshot.instances[result.resource_id]
             problem = result.details.get("problem")
-            if problem == "no_profile" and self._may_be_dhmc(instance, snapshot, settings):
-                records.append(
-                    FixRecord(
-                        self.id,
-                        instance.instance_id,
-                        "associate instance profile",
-                        Outcome.SKIPPED,
-                        covers=(instance.instance_id,),
-                        reason="DHMC is accepted and Systems Manager has not registered the "
-                        "instance yet (minutes after it starts): the drift scan decides",
-                    )
-                )
-            elif problem == "no_profile":
-                records.append(self._associate(instance, ctx))
+            if problem == "no_profile":
+                records.append(self._associate(instance, snapshot, ctx))
             elif problem == "no_role":
                 by_profile.setdefault(instance.profile_name or "", []).append(instance.instance_id)
             elif problem == "no_policy":
@@ -221,7 +209,9 @@ class SsmInstanceRole:
             records.append(self._attach(role_name, instance_ids, snapshot, ctx))
         return records
 
-    def _associate(self, instance: Instance, ctx: FixContext) -> FixRecord:
+    def _associate(
+        self, instance: Instance, snapshot: AccountSnapshot, ctx: FixContext
+    ) -> FixRecord:
         iid, profile = instance.instance_id, ctx.settings.instance_profile
         action = "associate instance profile"
 
@@ -233,6 +223,11 @@ class SsmInstanceRole:
                 self.id, iid, action, Outcome.ALREADY_COMPLIANT, None, after, reason, covers=(iid,)
             )
 
+        if self._may_be_dhmc(instance, snapshot, ctx.settings):
+            return skipped(
+                "DHMC is accepted and Systems Manager has not registered the instance yet "
+                "(minutes after it starts): the drift scan decides"
+            )
         if not profile:
             return skipped("GUARDRAIL_INSTANCE_PROFILE is not set: no profile to associate")
         if instance.state not in ASSOCIABLE_STATES:
@@ -322,6 +317,13 @@ class SsmInstanceRole:
         self, profile: str, instance_ids: list[str], settings: Settings, ctx: FixContext
     ) -> FixRecord:
         action, covers = "add role to instance profile", tuple(instance_ids)
+
+        def record(outcome: Outcome, after: Any, reason: str, code: str | None = None) -> FixRecord:
+            at = ctx.clock() if outcome is Outcome.APPLIED else None
+            return FixRecord(
+                self.id, profile, action, outcome, [], after, reason, code, covers=covers, at=at
+            )
+
         if not settings.instance_role:
             return FixRecord(
                 self.id,
@@ -341,48 +343,22 @@ class SsmInstanceRole:
             if code == "LimitExceeded":  # a profile holds one role: someone added one meanwhile
                 roles = self._roles_in(ctx, profile)
                 if settings.instance_role in roles:  # a concurrent run: done
-                    return FixRecord(
-                        self.id,
-                        profile,
-                        action,
+                    return record(
                         Outcome.ALREADY_COMPLIANT,
-                        [],
                         roles,
                         "a concurrent run added the guardrail's role",
-                        covers=covers,
                     )
-                return FixRecord(
-                    self.id,
-                    profile,
-                    action,
+                return record(
                     Outcome.SKIPPED,
-                    [],
                     roles,
                     f"the profile got role {', '.join(roles) or '?'} meanwhile; left as it is "
                     "for the next scan to judge",
-                    covers=covers,
                 )
-            return FixRecord(
-                self.id,
-                profile,
-                action,
-                Outcome.FAILED,
-                [],
-                None,
-                "add role failed",
-                code,
-                covers=covers,
-            )
-        return FixRecord(
-            self.id,
-            profile,
-            action,
+            return record(Outcome.FAILED, None, "add role failed", code)
+        return record(
             Outcome.APPLIED,
-            [],
             [settings.instance_role],
             f"added {settings.instance_role} to {profile}",
-            covers=covers,
-            at=ctx.clock(),
         )
 
     def _attach(
