@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-import boto3
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -48,6 +47,12 @@ CREDENTIAL_CODES = {
 }
 
 
+# Steer only how an event is routed: a scan covers its one --region and has no actor.
+EVENT_ONLY = {"GUARDRAIL_REGIONS", "GUARDRAIL_ACTOR_ARNS"}
+# What AWS answers in a region the account has not enabled (opt-in regions), besides bad keys.
+REGION_DISABLED_CODES = {"InvalidClientTokenId", "AuthFailure", "UnrecognizedClientException"}
+
+
 class UsageError(Exception):
     """Something a person must fix before the scan can run (exit 2)."""
 
@@ -77,15 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--no-publish", action="store_true", help="do not send findings to Security Hub"
     )
-    settings_flags = scan.add_argument_group("settings (each mirrors an environment variable)")
-    for variable in ENV:
-        if variable == "GUARDRAIL_CONTROLS":
-            continue  # --control
-        settings_flags.add_argument(
-            flag_for(variable), dest=variable, metavar="VALUE", help=f"overrides ${variable}"
-        )
+    add_settings_flags(scan, skip=EVENT_ONLY)
     add_replay_parser(commands)
     return parser
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, skip: set[str] | frozenset[str]) -> None:
+    """One flag per GUARDRAIL_* variable (GUARDRAIL_CONTROLS is --control)."""
+    group = parser.add_argument_group("settings (each mirrors an environment variable)")
+    for variable in ENV:
+        if variable == "GUARDRAIL_CONTROLS" or variable in skip:
+            continue
+        group.add_argument(
+            flag_for(variable), dest=variable, metavar="VALUE", help=f"overrides ${variable}"
+        )
 
 
 def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
@@ -115,7 +125,7 @@ def run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(str(error)) from error
     except ValueError as error:
         raise UsageError(str(error)) from error
-    if not known_region(boto3.Session(), clients.region):
+    if not known_region(clients.session, clients.region):
         raise UsageError(f"unknown region {clients.region!r}")
     progress = err.isatty()
     if progress:
@@ -232,6 +242,13 @@ def main(
             return run_scan(args, out, err)
         if args.command == "replay":
             return run_replay(args, out, err)
+    except BrokenPipeError:  # `guardrail scan | head`: the reader stopped reading
+        if out is sys.stdout:  # nothing more reaches it, not even Python's flush at exit
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a Unix tool killed by SIGPIPE
+    except KeyboardInterrupt:
+        return 130
     except (UsageError, SettingsError) as error:
         print(f"guardrail: {error}", file=err)
         return 2
@@ -249,7 +266,15 @@ def main(
     except ClientError as error:
         code = error_code(error)
         if code in CREDENTIAL_CODES:
-            print(f"guardrail: AWS refused the credentials or the call ({code}): {error}", file=err)
+            hint = (
+                " (or the region is not enabled for this account: opt-in regions need enabling)"
+                if code in REGION_DISABLED_CODES
+                else ""
+            )
+            print(
+                f"guardrail: AWS refused the credentials or the call ({code}){hint}: {error}",
+                file=err,
+            )
         else:
             print(f"guardrail: AWS error {code}: {error}", file=err)
         return 2

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 FILTER_VALUES = 200  # EC2 accepts up to 200 values in one filter
+EC2_PAGE = 1000  # DescribeInstances and DescribeSecurityGroupRules: at most 1,000 per page
 
 
 def chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:

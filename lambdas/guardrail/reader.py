@@ -31,7 +31,7 @@ from .model import (
     SecurityGroupRule,
     SessionPreferences,
 )
-from .paging import FILTER_VALUES, chunks, pages
+from .paging import EC2_PAGE, FILTER_VALUES, chunks, pages
 from .scope import Scope
 from .settings import Settings
 
@@ -185,7 +185,7 @@ class SnapshotReader:
     def _instances(self, scope: Scope) -> dict[str, Instance]:
         ec2 = self.clients.ec2
         if scope.full:
-            raws = pages(ec2, "describe_instances", "Reservations", MaxResults=1000)
+            raws = pages(ec2, "describe_instances", "Reservations", MaxResults=EC2_PAGE)
             return self._collect(raws)
         ids = set(scope.instance_ids)
         # Instances whose profile carries a role: by profile ARN, exactly, in DescribeInstances.
@@ -206,8 +206,13 @@ class SnapshotReader:
         batches += [("iam-instance-profile.arn", b) for b in chunks(profile_arns, FILTER_VALUES)]
         for name, batch in batches:
             # Filters, not InstanceIds=: one deleted instance must not fail the whole call.
+            # Paged: a default group's users can be thousands, one response each otherwise.
             raws = pages(
-                ec2, "describe_instances", "Reservations", Filters=[{"Name": name, "Values": batch}]
+                ec2,
+                "describe_instances",
+                "Reservations",
+                Filters=[{"Name": name, "Values": batch}],
+                MaxResults=EC2_PAGE,
             )
             found.update(self._collect(raws))
         return found
@@ -276,7 +281,7 @@ class SnapshotReader:
                 self.clients.ec2,
                 "describe_security_group_rules",
                 "SecurityGroupRules",
-                MaxResults=1000,
+                MaxResults=EC2_PAGE,
                 **extra,
             ):
                 rules.setdefault(raw["GroupId"], []).append(SecurityGroupRule.from_api(raw))

@@ -299,9 +299,8 @@ def format_outcome(outcome: EventOutcome) -> str:
 
 def add_replay_parser(commands: Any) -> argparse.ArgumentParser:
     """The `replay` subcommand, on cli.py's subparsers (flags mirror `scan`'s)."""
-    from .cli import flag_for  # cli imports this module; import lazily to avoid a cycle
+    from .cli import add_settings_flags  # cli imports this module; import lazily (a cycle)
     from .controls import REGISTRY
-    from .settings import ENV
 
     replay_cmd = commands.add_parser(
         "replay",
@@ -318,15 +317,7 @@ def add_replay_parser(commands: Any) -> argparse.ArgumentParser:
     )
     replay_cmd.add_argument("--format", choices=("table", "json"), default="table")
     replay_cmd.add_argument("--no-publish", action="store_true")
-    settings_flags = replay_cmd.add_argument_group(
-        "settings (each mirrors an environment variable)"
-    )
-    for variable in ENV:
-        if variable == "GUARDRAIL_CONTROLS":
-            continue
-        settings_flags.add_argument(
-            flag_for(variable), dest=variable, metavar="VALUE", help=f"overrides ${variable}"
-        )
+    add_settings_flags(replay_cmd, skip=frozenset())
     return replay_cmd
 
 

@@ -149,6 +149,9 @@ def test_security_hub_not_enabled_is_a_clear_exit_2(account, monkeypatch):
         ),
         (["scan", "--region", "us-east-1", "--finding-refresh-days", "weekly"], "whole number"),
         (["nothing"], "invalid choice"),
+        # A scan covers its one --region: these steer only how events are routed (replay).
+        (["scan", "--regions", "eu-west-1"], "unrecognized arguments: --regions"),
+        (["scan", "--actor-arns", "arn:aws:iam::1:role/x"], "unrecognized arguments"),
     ],
 )
 def test_usage_errors_exit_2_without_traceback(aws, argv, message):
@@ -170,3 +173,59 @@ def test_unknown_profile_exit_2(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     code, _, err = run("scan", "--region", "us-east-1", "--profile", "nope")
     assert code == 2 and "nope" in err
+
+
+def test_an_explicit_profile_wins_over_a_stale_aws_profile(aws, monkeypatch, tmp_path):
+    """AWS_PROFILE left over in the shell names a profile that no longer exists: --profile
+    is what the user asked for, and every session the scan builds uses it."""
+    config = tmp_path / "config"
+    config.write_text(
+        "[profile good]\nregion = us-east-1\n"
+        "aws_access_key_id = testing\naws_secret_access_key = testing\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_PROFILE", "stale")
+    code, out, err = run(
+        "scan", "--profile", "good", "--no-publish", "--control", "ssh-open-to-internet"
+    )
+    assert (code, err) == (0, "") and "region us-east-1" in out
+
+
+def test_a_region_the_account_has_not_enabled_is_named_as_a_possible_cause(account, monkeypatch):
+    """In an opt-in region that is not enabled AWS answers InvalidClientTokenId (STS) or
+    AuthFailure (EC2): the message must not send the user only after their keys."""
+    import guardrail.cli
+    from botocore.stub import Stubber
+    from guardrail.clients import AwsClients
+
+    clients = AwsClients(session=account.session, region="af-south-1")
+    sts = account.session.client("sts", region_name="af-south-1")
+    clients.__dict__["sts"] = sts
+    stub = Stubber(sts)
+    stub.add_client_error(
+        "get_caller_identity",
+        "InvalidClientTokenId",
+        "The security token included in the request is invalid.",
+    )
+    stub.activate()
+    monkeypatch.setattr(guardrail.cli.AwsClients, "create", classmethod(lambda *_, **__: clients))
+    code, _, err = run("scan", "--region", "af-south-1", "--no-publish")
+    assert code == 2 and "InvalidClientTokenId" in err
+    assert "region is not enabled for this account" in err and "Traceback" not in err
+
+
+class ClosedPipe(io.StringIO):
+    def write(self, _text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_reader_that_stops_reading_ends_the_scan_quietly(exposed):
+    """`guardrail scan --format json | head`: no traceback, and not exit 1, which means
+    "something left FAILED"; 141 is what a Unix tool stopped by SIGPIPE returns."""
+    err = io.StringIO()
+    code = main(
+        ["scan", "--region", "us-east-1", "--no-publish", "--format", "json"],
+        out=ClosedPipe(),
+        err=err,
+    )
+    assert code == 141 and err.getvalue() == ""

@@ -66,6 +66,23 @@ def test_targeted_scope_reads_only_what_it_names(aws, account):
     assert counter.total <= 5, counter.by_operation()
 
 
+def test_an_event_about_a_group_with_many_users_reads_them_in_pages(aws, account, monkeypatch):
+    """A default group can have thousands of users: the targeted read pages them (one
+    unbounded response otherwise) and still finds every one."""
+    import guardrail.reader
+
+    monkeypatch.setattr(guardrail.reader, "EC2_PAGE", 5)
+    gid = account.group(OPEN_SSH)
+    ids = {account.instance([gid]) for _ in range(12)}
+    counter = CallCounter(aws)
+    clients = AwsClients(session=aws, region="us-east-1")
+    report = Guardrail(clients, Settings(), account_id="123456789012").run(
+        Scope(group_ids=frozenset({gid}), controls=frozenset({"ssh-open-to-internet"}))
+    )
+    assert {e.result.resource_id for e in report.evaluations} == ids | {gid}
+    assert counter.by_operation()["ec2:DescribeInstances"] == 3  # 12 users, 5 per page
+
+
 def test_dhmc_reads_managed_instances_only_for_profileless_ones_in_batches(aws, account):
     fleet(account, 5)
     small = scan_calls(aws, Settings(session_log_bucket="guardrail-logs", accept_dhmc=True))
