@@ -8,8 +8,11 @@ the docstring says so. `install()` adds, idempotently and without touching moto'
 - ``ssm:DescribeInstanceInformation`` (JSON). Emulated rule: an EC2 instance of the same
   account-region is reported when its instance profile's role carries
   ``AmazonSSMManagedInstanceCore`` (or, simulated with the evaluator below, a policy that allows
-  the actions the SSM Agent needs to register: ``AGENT_ACTIONS``). Running → ``Online``; stopped or
-  stopping → ``ConnectionLost``; every other instance is absent, as an unregistered one is in AWS.
+  the actions the SSM Agent needs to register: ``AGENT_ACTIONS``). Running → ``Online``; every
+  other instance is absent: an unregistered one, and, as AWS documents ("does not return
+  information for nodes that are either Stopped or Terminated"; amazon-ssm-agent#407), a stopped
+  one. An ``InstanceIds`` filter naming an instance that is shutting down, terminated or unknown
+  to EC2 fails the call with ``InvalidInstanceId``, as AWS does.
 - ``securityhub:BatchUpdateFindings`` (REST-JSON, ``PATCH /findings/batchupdate``): sets
   Workflow.Status, Note (and the other customer fields) on stored findings; unknown Id/ProductArn →
   ``UnprocessedFindings`` with ``FindingNotFound``. Like AWS, it does not change ``UpdatedAt``.
@@ -44,7 +47,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -297,6 +300,17 @@ def _ssm_describe_instance_information(self: Any) -> Any:
     wanted = _ssm_filters(
         self._get_param("Filters") or [], self._get_param("InstanceInformationFilterList") or []
     )
+    invalid = _invalid_instance_ids(
+        self.current_account,
+        self.region,
+        {v for field, values in wanted if field == "InstanceId" for v in values},
+    )
+    if invalid:
+        raise SSMException(
+            "InvalidInstanceId",
+            f"Instances [[{', '.join(invalid)}]] not in a valid state for account "
+            f"{self.current_account}",
+        )
     items = [
         item
         for item in managed_instances(self.current_account, self.region)
@@ -312,6 +326,18 @@ def _ssm_describe_instance_information(self: Any) -> Any:
     if start + int(size) < len(items):
         body["NextToken"] = _encode_token(start + int(size))
     return ActionResult(body)
+
+
+def _invalid_instance_ids(account_id: str, region: str, ids: set[str]) -> list[str]:
+    """The EC2 instance ids Systems Manager refuses: shutting down, terminated or unknown."""
+    from moto.ec2.models import ec2_backends
+
+    states = {i.id: i._state.name for i in ec2_backends[account_id][region].all_instances()}
+    return sorted(
+        i
+        for i in ids
+        if i.startswith("i-") and states.get(i, "terminated") in ("shutting-down", "terminated")
+    )
 
 
 _SSM_FILTER_FIELDS = {
@@ -359,12 +385,9 @@ def managed_instances(account_id: str, region: str) -> list[dict[str, Any]]:
     items = []
     for instance in ec2.all_instances():
         state = instance._state.name
-        if state == "running":
-            ping, last = "Online", now
-        elif state in ("stopped", "stopping"):
-            ping, last = "ConnectionLost", now - timedelta(minutes=30)
-        else:
+        if state != "running":
             continue
+        ping, last = "Online", now
         profile_arn = (instance.iam_instance_profile or {}).get("Arn") or ""
         if profile_arn not in registers:
             profile = profiles.get(profile_arn)

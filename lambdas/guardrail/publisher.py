@@ -41,6 +41,9 @@ CALLS_PER_SECOND = 10  # Security Hub allows 10 TPS (burst 30) per API; we stay 
 READS_PER_SECOND = 3  # GetFindings alone allows 3 TPS (burst 6)
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 10.0
+# Entry errors a resend cannot cure: the finding itself is refused (AWS answers InvalidInput for
+# ASFF violations). Others (InternalFailure, FindingNotFound just after an import) are retried.
+REFUSED = frozenset({"InvalidInput", "FindingSizeExceeded", "InvalidAccess", "AccessDenied"})
 THROTTLING = frozenset(
     {"TooManyRequestsException", "ThrottlingException", "LimitExceededException"}
 )
@@ -262,8 +265,9 @@ def _entry(finding_id: str, code: str, message: str) -> dict[str, str]:
 
 
 def finding_size(finding: Mapping[str, Any]) -> int:
-    """Bytes of the finding as the request body carries it (compact JSON, ASCII-escaped)."""
-    return len(json.dumps(finding, separators=(",", ":"), default=str).encode())
+    """Bytes of the finding as botocore writes it into the request body (json.dumps with its
+    default ", " and ": " separators, ASCII-escaped)."""
+    return len(json.dumps(finding, default=str).encode())
 
 
 def batches(sized: Sequence[tuple[dict[str, Any], int]]) -> Iterator[list[dict[str, Any]]]:
@@ -508,12 +512,14 @@ class FindingPublisher:
         request: Callable[[list[dict[str, Any]]], dict[str, Any]],
         rejections: Callable[[dict[str, Any], _Run], dict[str, tuple[str, str]]],
     ) -> tuple[list[dict[str, Any]], dict[str, tuple[str, str]]]:
-        """Sends `items`, retrying throttled calls and the entries an answer rejects (only those).
+        """Sends `items`, retrying throttled calls and the entries an answer rejects (only
+        those, and not those refused for what they are: REFUSED).
 
         Returns the accepted items and, by Id, the last error of those that never got through.
         """
         pending, accepted = list(items), []
         errors: dict[str, tuple[str, str]] = {}
+        refused: dict[str, tuple[str, str]] = {}
         for attempt in range(1, self._max_attempts + 1):
             if run.stopped:
                 errors = {
@@ -535,7 +541,8 @@ class FindingPublisher:
                 break
             errors = rejections(response, run)
             accepted += [p for p in pending if p["Id"] not in errors]
-            pending = [p for p in pending if p["Id"] in errors]
+            refused |= {i: e for i, e in errors.items() if e[0] in REFUSED}
+            pending = [p for p in pending if p["Id"] in errors and p["Id"] not in refused]
             if not pending or attempt == self._max_attempts:
                 break
             logger.warning(
@@ -547,7 +554,7 @@ class FindingPublisher:
                     "error_codes": dict(Counter(code for code, _ in errors.values())),
                 },
             )
-        return accepted, {p["Id"]: errors[p["Id"]] for p in pending}
+        return accepted, {**refused, **{p["Id"]: errors[p["Id"]] for p in pending}}
 
     def _call(
         self, run: _Run, operation: str, params: dict[str, Any], *, optional: bool = False

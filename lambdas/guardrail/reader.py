@@ -138,7 +138,8 @@ class SnapshotReader:
             asked |= {
                 i.instance_id
                 for i in evaluated
-                if role_problem(i, snapshot, self.settings) == "no_profile"
+                # Systems Manager lists no stopped instance: only running ones can be Online.
+                if i.state == "running" and role_problem(i, snapshot, self.settings) == "no_profile"
             }
         if SSH in controls:
             snapshot = replace(snapshot, bystanders=self._bystanders(scope, snapshot))
@@ -384,20 +385,37 @@ class SnapshotReader:
         )
 
     def _managed(self, instance_ids: list[str]) -> dict[str, ManagedInstance]:
-        """Systems Manager's view of the instances that lack an SSM role (DHMC may manage them)."""
-        managed = {}
+        """Systems Manager's view of running instances: whether DHMC manages one without a
+        profile, whether one behind an open group is Online."""
+        found: list[dict[str, Any]] = []
         for batch in chunks(instance_ids, SSM_IDS):
-            for raw in pages(
+            try:
+                found += self._instance_information([{"Key": "InstanceIds", "Values": batch}])
+            except ClientError as error:
+                if error_code(error) != "InvalidInstanceId":
+                    raise
+                # One instance terminated since DescribeInstances fails its whole batch: read
+                # the region's managed instances unfiltered instead, once, and pick ours.
+                asked = set(instance_ids)
+                found = [i for i in self._instance_information([]) if i["InstanceId"] in asked]
+                break
+        return {
+            raw["InstanceId"]: ManagedInstance(
+                raw["InstanceId"], raw.get("PingStatus", "Unknown"), raw.get("AgentVersion")
+            )
+            for raw in found
+        }
+
+    def _instance_information(self, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return list(
+            pages(
                 self.clients.ssm,
                 "describe_instance_information",
                 "InstanceInformationList",
                 MaxResults=SSM_IDS,
-                Filters=[{"Key": "InstanceIds", "Values": batch}],
-            ):
-                managed[raw["InstanceId"]] = ManagedInstance(
-                    raw["InstanceId"], raw.get("PingStatus", "Unknown"), raw.get("AgentVersion")
-                )
-        return managed
+                **({"Filters": filters} if filters else {}),
+            )
+        )
 
 
 def _decisions(result: dict[str, Any]) -> Iterator[tuple[tuple[str, str], str]]:

@@ -150,11 +150,13 @@ def test_findings_still_rejected_after_max_attempts_are_reported_and_logged(
     batch = findings(3)
     bad = batch[2]["Id"]
     stubber.add_response(
-        "batch_import_findings", imported(3, [(bad, "InvalidInput")]), {"Findings": batch}
+        "batch_import_findings", imported(3, [(bad, "InternalFailure")]), {"Findings": batch}
     )
     for _ in range(2):
         stubber.add_response(
-            "batch_import_findings", imported(1, [(bad, "InvalidInput")]), {"Findings": [batch[2]]}
+            "batch_import_findings",
+            imported(1, [(bad, "InternalFailure")]),
+            {"Findings": [batch[2]]},
         )
     publisher = FindingPublisher(
         client, sleep=clock.sleep, monotonic=clock.monotonic, max_attempts=3
@@ -165,10 +167,41 @@ def test_findings_still_rejected_after_max_attempts_are_reported_and_logged(
 
     assert summary.imported == 2 and not summary.ok
     assert summary.failed == [
-        {"Id": bad, "ErrorCode": "InvalidInput", "ErrorMessage": f"InvalidInput for {bad}"}
+        {"Id": bad, "ErrorCode": "InternalFailure", "ErrorMessage": f"InternalFailure for {bad}"}
     ]
     logged = [r for r in caplog.records if r.getMessage() == "findings not imported"]
-    assert logged and logged[0].error_codes == {"InvalidInput": 1} and logged[0].ids == [bad]
+    assert logged and logged[0].error_codes == {"InternalFailure": 1} and logged[0].ids == [bad]
+
+
+def test_a_finding_refused_for_what_it_is_is_not_resent(stubbed: Any, clock: FakeClock) -> None:
+    """InvalidInput ("Finding does not adhere to Amazon Finding Format") is the same answer
+    every time: resending would only wait. At 150 batches of 4 retries and 7.5 s of backoff each,
+    one malformed field in every finding would outlast the drift scan's 15 minutes."""
+    client, stubber = stubbed
+    batch = findings(3)
+    bad = batch[0]["Id"]
+    stubber.add_response(
+        "batch_import_findings", imported(3, [(bad, "InvalidInput")]), {"Findings": batch}
+    )
+
+    summary = FindingPublisher(client, sleep=clock.sleep, monotonic=clock.monotonic).publish(batch)
+
+    assert summary.calls == 1 and clock.sleeps == []
+    assert summary.imported == 2 and [f["Id"] for f in summary.failed] == [bad]
+    assert summary.failed[0]["ErrorCode"] == "InvalidInput"
+
+
+def test_a_findings_size_is_what_botocore_puts_on_the_wire() -> None:
+    """The 6 MB per call and 240 KB per finding limits apply to the body botocore sends: JSON
+    with ", " and ": " separators and non-ASCII escaped, 5-8% more than compact JSON."""
+    from botocore.serialize import create_serializer
+    from guardrail.publisher import finding_size
+
+    client = boto3.client("securityhub", region_name=REGION)
+    finding = findings(1)[0] | {"Title": "groupe ouvert à tous, port 22: «ssh»"}
+    model = client.meta.service_model.operation_model("BatchImportFindings")
+    body = create_serializer("rest-json").serialize_to_request({"Findings": [finding]}, model)
+    assert len(body["body"]) == len(b'{"Findings": []}') + finding_size(finding)
 
 
 @pytest.mark.parametrize(

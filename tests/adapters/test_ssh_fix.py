@@ -460,6 +460,28 @@ def test_guard_closes_ssh_when_every_running_instance_is_reachable(
     assert fix.outcome is Outcome.APPLIED and account.ingress(gid) == []
 
 
+def test_guard_survives_an_instance_terminated_between_the_reads(
+    managed_policies, account, clients
+):
+    """Systems Manager fails a whole DescribeInstanceInformation batch with InvalidInstanceId
+    when one id is terminated: the scan reads its managed instances unfiltered instead, and
+    only the instance that went away is missing from them."""
+    gid, reachable = guarded_group(account)
+    leaving = account.instance([gid], profile="core")
+
+    def terminate_once(**_):
+        if account.ec2.describe_instances(InstanceIds=[leaving])["Reservations"][0]["Instances"][0][
+            "State"
+        ]["Name"] in ("pending", "running"):
+            account.ec2.terminate_instances(InstanceIds=[leaving])
+
+    clients.ssm.meta.events.register("before-call.ssm.DescribeInstanceInformation", terminate_once)
+    report = account.run(clients, "enforce", [SSH], ssh_require_ssm_online=True)
+    (fix,) = report.fixes
+    assert fix.outcome is Outcome.SKIPPED and leaving in fix.reason
+    assert reachable not in fix.reason  # its Online status was still read
+
+
 def test_guard_sees_instances_outside_a_targeted_scope(managed_policies, account, clients):
     from guardrail.scope import Scope
 

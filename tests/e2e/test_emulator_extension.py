@@ -74,8 +74,9 @@ def test_only_instances_whose_role_lets_the_agent_register_are_managed(
     listed = emulated.client("ssm").describe_instance_information()["InstanceInformationList"]
     status = {i["InstanceId"]: i["PingStatus"] for i in listed}
 
-    assert status == {**dict.fromkeys(online + narrow, "Online"), stopped[0]: "ConnectionLost"}
-    assert not set(absent + gone) & set(status)
+    # AWS: "does not return information for nodes that are either Stopped or Terminated".
+    assert status == dict.fromkeys(online + narrow, "Online")
+    assert not set(absent + gone + stopped) & set(status)
     described = build.ec2.describe_instances(InstanceIds=online[:1])["Reservations"][0][
         "Instances"
     ][0]
@@ -121,6 +122,33 @@ def test_filters_by_instance_ids_in_both_filter_styles(managed_policies, emulate
 
     assert sorted(i["InstanceId"] for i in new["InstanceInformationList"]) == sorted(ids[:3])
     assert sorted(i["InstanceId"] for i in old["InstanceInformationList"]) == sorted(ids[3:5])
+
+
+def test_an_instance_id_aws_would_refuse_fails_the_whole_call(managed_policies, emulated, build):
+    """AWS answers InvalidInstanceId for an id that is shutting down, terminated or unknown
+    (Valid states are: Running, Pending, Stopped, and Stopping); a stopped or unmanaged one is
+    only absent."""
+    build.role("core", CORE)
+    ids = build.instances(3, build.profile("p", "core"))
+    build.ec2.stop_instances(InstanceIds=ids[1:2])
+    build.ec2.terminate_instances(InstanceIds=ids[2:])
+    ssm = emulated.client("ssm")
+
+    def listed(values):
+        answer = ssm.describe_instance_information(
+            Filters=[{"Key": "InstanceIds", "Values": values}]
+        )
+        return [i["InstanceId"] for i in answer["InstanceInformationList"]]
+
+    assert listed(ids[:2] + build.instances(1)) == ids[:1]
+    for refused in (ids, ["i-0123456789abcdef0"]):
+        assert (
+            errors(
+                ssm.describe_instance_information,
+                Filters=[{"Key": "InstanceIds", "Values": refused}],
+            )
+            == "InvalidInstanceId"
+        )
 
 
 def test_rejects_what_aws_rejects(emulated):

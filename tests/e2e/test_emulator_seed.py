@@ -190,9 +190,10 @@ def test_guardrail_resources_and_fresh_region(account):
         for i in page["InstanceInformationList"]
     }
     assert {managed.get(i) for i in seeded.instances["compliant"]} == {"Online"}
-    assert {managed.get(i) for i in seeded.instances["compliant-stopped"]} == {"ConnectionLost"}
-    assert not set(managed) & set(
-        seeded.instances["role-no-profile"] + seeded.instances["role-without-core"]
+    assert not set(managed) & set(  # stopped: AWS lists no stopped instance
+        seeded.instances["role-no-profile"]
+        + seeded.instances["role-without-core"]
+        + seeded.instances["compliant-stopped"]
     )
 
 

@@ -44,6 +44,17 @@ def role_problem(instance: Instance, snapshot: AccountSnapshot, settings: Settin
     return None
 
 
+def _dhmc_unknowable(instance: Instance, settings: Settings) -> bool:
+    """DHMC is accepted, the instance could be one of its (IMDSv2 only), but it is stopped and
+    DescribeInstanceInformation returns no stopped instance: nothing can tell until it runs."""
+    return (
+        settings.accept_dhmc
+        and instance.state in ("stopped", "stopping")
+        and instance.metadata_tokens == "required"
+        and not instance.profile_arn
+    )
+
+
 class SsmInstanceRole:
     id = "ssm-instance-role"
     title = "EC2 instance lacks the Systems Manager instance role"
@@ -135,9 +146,7 @@ class SsmInstanceRole:
                 problem == "no_profile"
                 and settings.accept_dhmc
                 and managed
-                # A stopped instance is not Online (ConnectionLost): that it registered at all
-                # without a profile is what DHMC does.
-                and (managed.ping_status == "Online" or instance.state != "running")
+                and managed.ping_status == "Online"
             ):
                 results.append(
                     snapshot.result(
@@ -153,7 +162,13 @@ class SsmInstanceRole:
                 )
                 continue
             reason = {
-                "no_profile": "no instance profile",
+                "no_profile": "no instance profile"
+                + (
+                    "; it is stopped, and Systems Manager lists no stopped instance: whether "
+                    "Default Host Management manages it shows once it runs"
+                    if _dhmc_unknowable(instance, settings)
+                    else ""
+                ),
                 "profile_missing": f"instance profile {instance.profile_name} no longer exists",
                 "no_role": f"instance profile {instance.profile_name} has no role",
                 "no_policy": f"role {role.name if role else '?'} lacks {CORE_POLICY}",
@@ -223,6 +238,11 @@ class SsmInstanceRole:
                 self.id, iid, action, Outcome.ALREADY_COMPLIANT, None, after, reason, covers=(iid,)
             )
 
+        if _dhmc_unknowable(instance, ctx.settings):
+            return skipped(
+                "DHMC is accepted and the instance is stopped (Systems Manager lists no stopped "
+                "instance): it is judged once it runs"
+            )
         if self._may_be_dhmc(instance, snapshot, ctx.settings):
             return skipped(
                 "DHMC is accepted and Systems Manager has not registered the instance yet "
