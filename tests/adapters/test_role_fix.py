@@ -177,6 +177,24 @@ def test_a_role_added_to_the_empty_profile_meanwhile_is_done_only_if_it_is_ours(
     assert evaluation.remediated is (who == "guardrail-ec2")
 
 
+def test_an_instance_whose_profile_was_deleted_is_left_to_a_person(account, clients):
+    """Associating the guardrail's profile would replace the owner's (EC2 keeps the deleted one
+    associated): the guardrail never calls it, and tells the person what to do."""
+    from emulator.calls import CallCounter
+
+    account.role("app", CORE, profile="app")
+    iid = account.instance(profile="app")
+    account.iam.remove_role_from_instance_profile(InstanceProfileName="app", RoleName="app")
+    account.iam.delete_instance_profile(InstanceProfileName="app")
+    counter = CallCounter(account.session)
+    report = account.run(clients, "enforce", [ROLE], **guardrail_profile(account))
+    (fix,) = report.fixes
+    assert (fix.resource_id, fix.action) == (iid, "replace deleted instance profile")
+    assert fix.outcome is Outcome.SKIPPED
+    assert "associate a new one by hand" in fix.reason
+    assert not {op for op in counter.by_operation() if "InstanceProfile" in op and "ec2:" in op}
+
+
 def test_a_profile_recreated_under_another_path_is_not_the_instances(account, clients):
     """The instance still names /old/app; the only profile called app is now /new/app, whose role
     has the core policy. The instance's own profile is gone: FAILED, not PASSED."""

@@ -276,6 +276,31 @@ def test_reimport_keeps_the_workflow_and_reopens_on_regression(hub):
     assert stored(hub)["a"]["Note"]["Text"] == "n"
 
 
+def test_reimport_that_unarchives_a_finding_reopens_it(hub):
+    """AWS: RecordState ARCHIVED → ACTIVE sets a NOTIFIED or RESOLVED workflow back to NEW
+    (here with Compliance PASSED throughout, so only the record state can have done it)."""
+    hub.batch_import_findings(Findings=[finding("a", status="PASSED")])
+    hub.batch_update_findings(
+        FindingIdentifiers=[{"Id": "a", "ProductArn": PRODUCT_ARN}],
+        Workflow={"Status": "RESOLVED"},
+    )
+    hub.batch_import_findings(
+        Findings=[
+            finding(
+                "a", status="PASSED", updated="2025-01-02T00:00:00.000Z", RecordState="ARCHIVED"
+            )
+        ]
+    )
+    assert stored(hub)["a"]["Workflow"]["Status"] == "RESOLVED"
+    hub.batch_import_findings(
+        Findings=[
+            finding("a", status="PASSED", updated="2025-01-03T00:00:00.000Z", RecordState="ACTIVE")
+        ]
+    )
+    assert stored(hub)["a"]["RecordState"] == "ACTIVE"
+    assert stored(hub)["a"]["Workflow"]["Status"] == "NEW"
+
+
 def test_reimport_that_is_not_newer_is_ignored(hub):
     hub.batch_import_findings(Findings=[finding("a", status="FAILED")])
     answer = hub.batch_import_findings(Findings=[finding("a", status="PASSED")])  # same UpdatedAt

@@ -80,6 +80,15 @@ def test_fix_keeps_every_owner_input_and_adds_encrypted_destinations():
     assert inputs["cloudWatchEncryptionEnabled"] is True and inputs["kmsKeyId"] == KEY
 
 
+def test_cloudwatch_logs_stream_during_the_session_unless_the_owner_chose_otherwise():
+    """Without streaming, CloudWatch receives a session's log only when it ends."""
+    inputs, _ = desired_inputs(SessionPreferences(True, {}), OURS)
+    assert inputs["cloudWatchStreamingEnabled"] is True
+    theirs = {"cloudWatchStreamingEnabled": False}
+    inputs, _ = desired_inputs(SessionPreferences(True, theirs), OURS)
+    assert inputs["cloudWatchStreamingEnabled"] is False
+
+
 def test_fix_never_replaces_an_owner_destination_or_key():
     theirs = {"s3BucketName": "their-bucket", "s3EncryptionEnabled": False, "kmsKeyId": "arn:their"}
     inputs, _ = desired_inputs(SessionPreferences(True, theirs), OURS)
