@@ -28,7 +28,8 @@ It also corrects moto behaviours the guardrail's results depend on (documented A
   ``Workflow.Status = NEW``. With Security Hub disabled every finding comes back in
   ``FailedFindings`` with ``InvalidAccess`` (moto accepted them). Findings are looked up by Id
   in a dict (moto scanned a list per finding: quadratic at benchmark sizes).
-- ``ReplaceIamInstanceProfileAssociation`` now shows in DescribeInstances' ``IamInstanceProfile``.
+- ``ReplaceIamInstanceProfileAssociation`` now shows in DescribeInstances' ``IamInstanceProfile``,
+  whose ``Id`` is the instance profile's id, as in AWS (moto put the association id there).
 - ``RunInstances`` with ``IamInstanceProfile`` and a count above one gives the profile to every
   instance launched (moto associated it with the first one only).
 - ``DescribeInstances`` accepts the filters ``iam-instance-profile.arn`` (the profile currently
@@ -648,15 +649,28 @@ def _ec2_run_instances(original: Any) -> Any:
     return run_instances
 
 
+def _show_profile(backend: Any, association: Any) -> None:
+    """DescribeInstances' IamInstanceProfile as AWS gives it: the profile's ARN and *its* id."""
+    profile = association.iam_instance_profile
+    backend.modify_instance_attribute(
+        association.instance_id, "iam_instance_profile", {"Arn": profile.arn, "Id": profile.id}
+    )
+
+
+def _ec2_profile_association_init(original: Any) -> Any:
+    def __init__(self: Any, ec2_backend: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, ec2_backend, *args, **kwargs)
+        _show_profile(ec2_backend, self)  # moto put the association id in IamInstanceProfile.Id
+
+    __init__.__wrapped__ = original  # type: ignore[attr-defined]
+    __init__.emulation = True  # type: ignore[attr-defined]
+    return __init__
+
+
 def _ec2_replace_profile_association(original: Any) -> Any:
     def replace_iam_instance_profile_association(self: Any, *args: Any, **kwargs: Any) -> Any:
         association = original(self, *args, **kwargs)
-        # moto left DescribeInstances showing the old profile; AWS shows the new one.
-        self.modify_instance_attribute(
-            association.instance_id,
-            "iam_instance_profile",
-            {"Arn": association.iam_instance_profile.arn, "Id": association.association_id},
-        )
+        _show_profile(self, association)  # moto left DescribeInstances showing the old profile
         return association
 
     replace_iam_instance_profile_association.__wrapped__ = original  # type: ignore[attr-defined]
@@ -759,7 +773,10 @@ def install() -> None:
         if _installed:
             return
         from moto.ec2 import utils as ec2_utils
-        from moto.ec2.models.iam_instance_profile import IamInstanceProfileAssociationBackend
+        from moto.ec2.models.iam_instance_profile import (
+            IamInstanceProfileAssociation,
+            IamInstanceProfileAssociationBackend,
+        )
         from moto.ec2.models.instances import InstanceBackend
         from moto.iam.responses import IamResponse
         from moto.securityhub import urls as securityhub_urls
@@ -781,6 +798,9 @@ def install() -> None:
         run = InstanceBackend.run_instances
         if not getattr(run, "emulation", False):
             InstanceBackend.run_instances = _ec2_run_instances(run)  # type: ignore[method-assign]
+        init = IamInstanceProfileAssociation.__init__
+        if not getattr(init, "emulation", False):
+            IamInstanceProfileAssociation.__init__ = _ec2_profile_association_init(init)  # type: ignore[method-assign]
         replace = IamInstanceProfileAssociationBackend.replace_iam_instance_profile_association
         if not getattr(replace, "emulation", False):
             IamInstanceProfileAssociationBackend.replace_iam_instance_profile_association = (  # type: ignore[method-assign]

@@ -135,7 +135,7 @@ class Instance:
     instance_type: str | None = None
     launched_at: str | None = None
     profile_arn: str | None = None
-    profile_association_id: str | None = None
+    profile_id: str | None = None  # the instance profile's id (AIPA...), as EC2 holds it
     metadata_tokens: str | None = None  # "required" means IMDSv2 only (DHMC needs it)
     tags: Mapping[str, str] = field(default_factory=dict)
     interfaces: tuple[NetworkInterface, ...] = ()  # empty: only the instance-wide view is known
@@ -181,6 +181,7 @@ class InstanceProfile:
     arn: str
     name: str
     role_names: tuple[str, ...] = ()
+    profile_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -295,8 +296,17 @@ class AccountSnapshot:
             control, ResourceType.INSTANCE, instance.instance_id, f"instance is {instance.state}"
         )
 
-    def role_of(self, instance: Instance) -> Role | None:
+    def profile_of(self, instance: Instance) -> InstanceProfile | None:
+        """The instance's profile, unless the one of that ARN is a later one: a profile deleted
+        and recreated under the same name and path is another profile, and EC2 keeps the
+        instance on the deleted one (its id tells them apart)."""
         profile = self.instance_profiles.get(instance.profile_arn or "")
+        if profile and instance.profile_id and profile.profile_id:
+            return profile if profile.profile_id == instance.profile_id else None
+        return profile
+
+    def role_of(self, instance: Instance) -> Role | None:
+        profile = self.profile_of(instance)
         if not profile or not profile.role_names:
             return None
         return self.roles.get(profile.role_names[0])

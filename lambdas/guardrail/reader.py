@@ -97,6 +97,7 @@ def parse_instance(raw: dict[str, Any]) -> Instance:
         instance_type=raw.get("InstanceType"),
         launched_at=launched.isoformat() if isinstance(launched, datetime) else launched,
         profile_arn=profile.get("Arn"),
+        profile_id=profile.get("Id"),
         metadata_tokens=raw.get("MetadataOptions", {}).get("HttpTokens"),
         tags={t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])},
         interfaces=interfaces if complete else (),
@@ -320,7 +321,9 @@ class SnapshotReader:
                     # the instance does not hold; its own is gone (the check reports that).
                     continue
             roles = raw.get("Roles", [])
-            profiles[arn] = InstanceProfile(arn, name, tuple(r["RoleName"] for r in roles))
+            profiles[arn] = InstanceProfile(
+                arn, name, tuple(r["RoleName"] for r in roles), raw.get("InstanceProfileId", "")
+            )
             role_arns.update({r["RoleName"]: r["Arn"] for r in roles})
         found: dict[str, Role] = {}
         for name, arn in sorted(role_arns.items()):

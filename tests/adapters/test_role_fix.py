@@ -195,6 +195,24 @@ def test_an_instance_whose_profile_was_deleted_is_left_to_a_person(account, clie
     assert not {op for op in counter.by_operation() if "InstanceProfile" in op and "ec2:" in op}
 
 
+def test_a_profile_recreated_under_the_same_name_is_not_the_instances(account, clients):
+    """Deleted and created again as it was (a Terraform re-create does this): same ARN, new id.
+    EC2 keeps the instance on the deleted profile, which gives it no credentials."""
+    account.role("app", CORE, profile="app")
+    iid = account.instance(profile="app")
+    account.iam.remove_role_from_instance_profile(InstanceProfileName="app", RoleName="app")
+    account.iam.delete_instance_profile(InstanceProfileName="app")
+    account.iam.create_instance_profile(InstanceProfileName="app")
+    account.iam.add_role_to_instance_profile(InstanceProfileName="app", RoleName="app")
+    assert profile_of(account, iid).endswith(":instance-profile/app")  # the same ARN
+    report = account.run(clients, "enforce", [ROLE], **guardrail_profile(account))
+    (evaluation,) = [e for e in report.evaluations if e.result.resource_id == iid]
+    assert evaluation.result.status is Status.FAILED
+    assert "one of that name was created since" in evaluation.result.reason
+    assert "associate a new one by hand" in evaluation.fixes[0].reason
+    assert profile_of(account, iid).endswith(":instance-profile/app")  # never replaced
+
+
 def test_a_profile_recreated_under_another_path_is_not_the_instances(account, clients):
     """The instance still names /old/app; the only profile called app is now /new/app, whose role
     has the core policy. The instance's own profile is gone: FAILED, not PASSED."""

@@ -573,6 +573,23 @@ def test_replaced_profile_shows_in_describe_instances(managed_policies, emulated
         "Instances"
     ][0]
     assert described["IamInstanceProfile"]["Arn"].endswith(":instance-profile/new")
+    new = build.iam.get_instance_profile(InstanceProfileName="new")["InstanceProfile"]
+    assert described["IamInstanceProfile"]["Id"] == new["InstanceProfileId"]
+
+
+def test_describe_instances_names_the_profiles_id_not_the_associations(
+    managed_policies, emulated, build
+):
+    """AWS: IamInstanceProfile.Id is "the ID of the instance profile" (moto gave the
+    association's). It is what tells a deleted profile from one recreated under its name."""
+    build.role("core", CORE)
+    launched = build.instances(2, build.profile("p", "core"))
+    bare = build.instances(1)[0]
+    build.ec2.associate_iam_instance_profile(IamInstanceProfile={"Name": "p"}, InstanceId=bare)
+    profile = build.iam.get_instance_profile(InstanceProfileName="p")["InstanceProfile"]
+    reservations = build.ec2.describe_instances(InstanceIds=[*launched, bare])["Reservations"]
+    ids = {i["IamInstanceProfile"]["Id"] for r in reservations for i in r["Instances"]}
+    assert ids == {profile["InstanceProfileId"]}
 
 
 def test_describe_instances_filters_by_the_associated_profile_arn(

@@ -97,6 +97,29 @@ def test_operator_declared_equivalent_policy_passes():
     )
 
 
+@pytest.mark.parametrize(
+    ("held", "current", "status"),
+    [
+        ("AIPAOLD", "AIPAOLD", Status.PASSED),
+        ("AIPAOLD", "AIPANEW", Status.FAILED),  # deleted, then recreated under its name
+        (None, "AIPANEW", Status.PASSED),  # an id not read: the ARN decides
+        ("AIPAOLD", "", Status.PASSED),
+    ],
+)
+def test_the_profile_an_instance_holds_is_known_by_its_id(held, current, status):
+    from dataclasses import replace
+
+    instance = Instance("i-1", "running", profile_arn=PROFILE, profile_id=held)
+    s = snap(instance, role_policies=[CORE])
+    s = replace(
+        s, instance_profiles={PROFILE: replace(s.instance_profiles[PROFILE], profile_id=current)}
+    )
+    result = only(SSM_ROLE.check(s, Settings()))
+    assert result.status is status
+    if status is Status.FAILED:
+        assert "no longer exists (one of that name was created since" in result.reason
+
+
 def test_dhmc_counts_only_when_the_operator_accepts_it_and_ssm_sees_the_instance():
     instance = Instance("i-1", "running", metadata_tokens="required")
     online = [ManagedInstance("i-1", "Online")]

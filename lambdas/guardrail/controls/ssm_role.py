@@ -33,7 +33,7 @@ def role_problem(instance: Instance, snapshot: AccountSnapshot, settings: Settin
     """Why the instance lacks an SSM role ('no_profile', 'profile_missing', 'no_role', 'no_policy')."""
     if not instance.profile_arn:
         return "no_profile"
-    profile = snapshot.instance_profiles.get(instance.profile_arn)
+    profile = snapshot.profile_of(instance)
     if profile is None:
         return "profile_missing"
     role = snapshot.role_of(instance)
@@ -169,7 +169,13 @@ class SsmInstanceRole:
                     if _dhmc_unknowable(instance, settings)
                     else ""
                 ),
-                "profile_missing": f"instance profile {instance.profile_name} no longer exists",
+                "profile_missing": f"instance profile {instance.profile_name} no longer exists"
+                + (
+                    " (one of that name was created since: EC2 keeps the instance on the "
+                    "deleted one)"
+                    if instance.profile_arn in snapshot.instance_profiles
+                    else ""
+                ),
                 "no_role": f"instance profile {instance.profile_name} has no role",
                 "no_policy": f"role {role.name if role else '?'} lacks {CORE_POLICY}",
             }[problem]
