@@ -1,7 +1,8 @@
 """`guardrail scan` and `guardrail replay`: the Lambdas' engine against a real account (or an
 emulator) from a shell.
 
-Exit codes: 0 nothing left FAILED, 1 something left FAILED, 2 usage, credential or setup errors.
+Exit codes: 0 nothing left FAILED, 1 something left FAILED, 2 usage, credential or setup errors;
+a reader that stops reading early (`| head`) changes none of them; 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -135,8 +136,23 @@ def run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     report = guardrail.run()
     if progress:
         print(f"evaluated {len(report.evaluations)} results", file=err, flush=True)
-    (print_json if args.format == "json" else print_table)(report, out)
+    try:
+        (print_json if args.format == "json" else print_table)(report, out)
+        out.flush()
+    except BrokenPipeError:  # `| head`: the reader has what it wanted; the result still counts
+        quiet_if_closed(out)
     return exit_code(bool(report.left_failed), report.published, err)
+
+
+def quiet_if_closed(*streams: TextIO) -> None:
+    """Point each stream whose reader has gone at /dev/null, so that neither Python's flush at
+    exit fails nor a healthy stream loses what it still holds."""
+    for stream in streams:
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 def exit_code(left_failed: bool, published: Any, err: TextIO) -> int:
@@ -238,15 +254,12 @@ def main(
     except SystemExit as exit_:  # argparse: --help exits 0, a usage error 2
         return int(exit_.code or 0) and 2
     try:
-        if args.command == "scan":
-            return run_scan(args, out, err)
-        if args.command == "replay":
-            return run_replay(args, out, err)
-    except BrokenPipeError:  # `guardrail scan | head`: the reader stopped reading
-        if out is sys.stdout:  # nothing more reaches it, not even Python's flush at exit
-            with contextlib.suppress(OSError, ValueError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # as a Unix tool killed by SIGPIPE
+        code = run_scan(args, out, err) if args.command == "scan" else run_replay(args, out, err)
+        out.flush()  # a reader that has left shows here, not in Python's flush at exit
+        return code
+    except BrokenPipeError:  # stderr's reader left too, or replay's output was cut short
+        quiet_if_closed(out, err)
+        return 141  # as a Unix tool stopped by SIGPIPE
     except KeyboardInterrupt:
         return 130
     except (UsageError, SettingsError) as error:
@@ -281,7 +294,6 @@ def main(
     except BotoCoreError as error:
         print(f"guardrail: {error}", file=err)
         return 2
-    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -219,13 +219,44 @@ class ClosedPipe(io.StringIO):
         raise BrokenPipeError(32, "Broken pipe")
 
 
-def test_a_reader_that_stops_reading_ends_the_scan_quietly(exposed):
-    """`guardrail scan --format json | head`: no traceback, and not exit 1, which means
-    "something left FAILED"; 141 is what a Unix tool stopped by SIGPIPE returns."""
+def test_a_reader_that_stops_reading_changes_nothing_but_the_output(exposed):
+    """`guardrail scan --format json | head`: no traceback, and the exit code still says
+    whether something was left FAILED (here it was: 1)."""
     err = io.StringIO()
     code = main(
         ["scan", "--region", "us-east-1", "--no-publish", "--format", "json"],
         out=ClosedPipe(),
         err=err,
     )
-    assert code == 141 and err.getvalue() == ""
+    assert code == 1 and err.getvalue() == ""
+
+
+def test_output_still_buffered_when_the_reader_left_is_dropped_quietly(exposed):
+    """A short report sits in the buffer until exit; a reader that has already gone (`| true`)
+    must not turn that flush into "Exception ignored ... BrokenPipeError"."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with open(write_end, "w") as out:
+        code = main(["scan", "--region", "us-east-1", "--no-publish"], out=out, err=io.StringIO())
+        assert code == 1
+    # leaving the block flushed and closed the pipe without an error
+
+
+def test_security_hub_problems_reach_stderr_when_stdout_is_cut_short(account, monkeypatch):
+    import guardrail.cli
+    from botocore.stub import Stubber
+    from guardrail.publisher import FindingPublisher
+
+    hub = account.session.client("securityhub")
+    stub = Stubber(hub)
+    stub.add_client_error(
+        "get_findings", "InvalidAccessException", "Account is not subscribed to AWS Security Hub"
+    )
+    stub.activate()
+    monkeypatch.setattr(guardrail.cli, "FindingPublisher", lambda _client: FindingPublisher(hub))
+    account.instance([account.group(OPEN_SSH)])
+    err = io.StringIO()
+    code = main(["scan", "--region", "us-east-1"], out=ClosedPipe(), err=err)
+    assert code == 2 and "Security Hub is not enabled" in err.getvalue()

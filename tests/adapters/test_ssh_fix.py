@@ -464,8 +464,10 @@ def test_guard_survives_an_instance_terminated_between_the_reads(
     managed_policies, account, clients
 ):
     """Systems Manager fails a whole DescribeInstanceInformation batch with InvalidInstanceId
-    when one id is terminated: the scan reads its managed instances unfiltered instead, and
-    only the instance that went away is missing from them."""
+    when one id is terminated: the scan reads its managed instances unfiltered instead of
+    stopping, and only the instance that went away is missing from them. That one still reads
+    as running (DescribeInstances came first), so the guard keeps the group open until the next
+    run, the cautious side of a race of seconds."""
     gid, reachable = guarded_group(account)
     leaving = account.instance([gid], profile="core")
 
