@@ -254,9 +254,9 @@ def main(
     except SystemExit as exit_:  # argparse: --help exits 0, a usage error 2
         return int(exit_.code or 0) and 2
     try:
-        code = run_scan(args, out, err) if args.command == "scan" else run_replay(args, out, err)
+        result = run_scan(args, out, err) if args.command == "scan" else run_replay(args, out, err)
         out.flush()  # a reader that has left shows here, not in Python's flush at exit
-        return code
+        return result
     except BrokenPipeError:  # stderr's reader left too, or replay's output was cut short
         quiet_if_closed(out, err)
         return 141  # as a Unix tool stopped by SIGPIPE
