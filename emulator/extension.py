@@ -13,6 +13,11 @@ the docstring says so. `install()` adds, idempotently and without touching moto'
   information for nodes that are either Stopped or Terminated"; amazon-ssm-agent#407), a stopped
   one. An ``InstanceIds`` filter naming an instance that is shutting down, terminated or unknown
   to EC2 fails the call with ``InvalidInstanceId``, as AWS does.
+- ``ssm:GetServiceSetting`` and ``ssm:UpdateServiceSetting`` (JSON), for the one setting the
+  guardrail reads, Default Host Management's role
+  (``/ssm/managed-instance/default-ec2-instance-management-role``, by path or ARN). Simplified: a
+  setting never updated reads ``$None`` with status ``Default``; any other setting id is
+  ``ServiceSettingNotFound``.
 - ``securityhub:BatchUpdateFindings`` (REST-JSON, ``PATCH /findings/batchupdate``): sets
   Workflow.Status, Note (and the other customer fields) on stored findings; unknown Id/ProductArn →
   ``UnprocessedFindings`` with ``FindingNotFound``. Like AWS, it does not change ``UpdatedAt``.
@@ -282,6 +287,58 @@ def _iam_simulate_principal_policy(self: Any) -> Any:
     if body["IsTruncated"]:
         body["Marker"] = _encode_token(start + size)
     return ActionResult(body)
+
+
+DHMC_SETTING_ID = "/ssm/managed-instance/default-ec2-instance-management-role"
+
+
+def _service_setting(response: Any) -> tuple[dict[str, Any], str]:
+    """The emulated settings of the caller's account-region (kept on moto's SSM backend, so a
+    reset of the emulator resets them), and the setting id asked for, as a path."""
+    from moto.ssm.exceptions import SSMException
+    from moto.ssm.models import ssm_backends
+
+    backend = ssm_backends[response.current_account][response.region]
+    settings = backend.__dict__.setdefault("_emulated_service_settings", {})
+    setting_id = str(response._get_param("SettingId") or "")
+    path = (
+        "/" + setting_id.split(":servicesetting/", 1)[1]
+        if ":servicesetting/" in setting_id
+        else setting_id
+    )
+    if path != DHMC_SETTING_ID:
+        raise SSMException("ServiceSettingNotFound", f"ServiceSetting {setting_id} is not found")
+    return settings, path
+
+
+def _ssm_get_service_setting(self: Any) -> Any:
+    """EMULATION of ssm:GetServiceSetting (rule: module doc)."""
+    from moto.core.responses import ActionResult
+    from moto.utilities.utils import get_partition
+
+    settings, path = _service_setting(self)
+    value, status = settings.get(path, ("$None", "Default"))
+    partition = get_partition(self.region)
+    return ActionResult(
+        {
+            "ServiceSetting": {
+                "SettingId": path,
+                "SettingValue": value,
+                "Status": status,
+                "ARN": f"arn:{partition}:ssm:{self.region}:{self.current_account}:servicesetting"
+                f"{path}",
+            }
+        }
+    )
+
+
+def _ssm_update_service_setting(self: Any) -> Any:
+    """EMULATION of ssm:UpdateServiceSetting (rule: module doc)."""
+    from moto.core.responses import ActionResult
+
+    settings, path = _service_setting(self)
+    settings[path] = (str(self._get_param("SettingValue") or ""), "Customized")
+    return ActionResult({})
 
 
 def _ssm_describe_instance_information(self: Any) -> Any:
@@ -787,6 +844,8 @@ def install() -> None:
         SimpleSystemManagerResponse.describe_instance_information = (
             _ssm_describe_instance_information  # type: ignore[attr-defined]
         )
+        SimpleSystemManagerResponse.get_service_setting = _ssm_get_service_setting  # type: ignore[attr-defined]
+        SimpleSystemManagerResponse.update_service_setting = _ssm_update_service_setting  # type: ignore[attr-defined]
         IamResponse.simulate_principal_policy = _iam_simulate_principal_policy  # type: ignore[attr-defined]
         SecurityHubResponse.batch_update_findings = _securityhub_batch_update_findings  # type: ignore[attr-defined]
         securityhub_urls.url_paths.setdefault(BATCH_UPDATE_PATH, SecurityHubResponse.dispatch)

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from .controls.base import error_code
 from .controls.session_logging import delivery_requirements, delivery_target
 from .controls.ssh_open import admits_internet_ssh, ssh_exposed_running
-from .controls.ssm_role import role_problem
+from .controls.ssm_role import DHMC_SETTING, role_problem, stopped_dhmc_candidate
 from .model import (
     SESSION_DOCUMENT,
     AccountSnapshot,
@@ -148,6 +148,8 @@ class SnapshotReader:
                 asked |= {i.instance_id for i in ssh_exposed_running(snapshot)}
         if asked:
             snapshot = replace(snapshot, managed_instances=self._managed(sorted(asked)))
+        if ROLE in controls and any(stopped_dhmc_candidate(i, self.settings) for i in evaluated):
+            snapshot = replace(snapshot, dhmc_role=self._dhmc_role())
         if LOGGING in controls and (
             scope.full
             or scope.preferences
@@ -408,6 +410,17 @@ class SnapshotReader:
             )
             for raw in found
         }
+
+    def _dhmc_role(self) -> str | None:
+        """The role Default Host Management uses in this region; None where it is off."""
+        try:
+            setting = self.clients.ssm.get_service_setting(SettingId=DHMC_SETTING)
+        except ClientError as error:
+            if error_code(error) == "ServiceSettingNotFound":
+                return None
+            raise
+        value = str(setting.get("ServiceSetting", {}).get("SettingValue") or "")
+        return None if value in ("", "$None") else value
 
     def _instance_information(self, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return list(

@@ -186,13 +186,15 @@ def test_an_instance_whose_profile_was_deleted_is_left_to_a_person(account, clie
     iid = account.instance(profile="app")
     account.iam.remove_role_from_instance_profile(InstanceProfileName="app", RoleName="app")
     account.iam.delete_instance_profile(InstanceProfileName="app")
-    counter = CallCounter(account.session)
+    counter = CallCounter(clients.ec2, clients.iam, clients.ssm)
     report = account.run(clients, "enforce", [ROLE], **guardrail_profile(account))
     (fix,) = report.fixes
     assert (fix.resource_id, fix.action) == (iid, "replace deleted instance profile")
     assert fix.outcome is Outcome.SKIPPED
     assert "associate a new one by hand" in fix.reason
-    assert not {op for op in counter.by_operation() if "InstanceProfile" in op and "ec2:" in op}
+    calls = counter.by_operation()
+    assert calls["ec2:DescribeInstances"] >= 1  # the counter sees the scan's calls
+    assert not {op for op in calls if "InstanceProfile" in op and op.startswith("ec2:")}
 
 
 def test_a_profile_recreated_under_the_same_name_is_not_the_instances(account, clients):
@@ -228,3 +230,48 @@ def test_a_profile_recreated_under_another_path_is_not_the_instances(account, cl
     report = account.run(clients, "report", [ROLE], **guardrail_profile(account))
     (result,) = [e.result for e in report.evaluations if e.result.resource_id == iid]
     assert result.status is Status.FAILED and "no longer exists" in result.reason
+
+
+@pytest.mark.parametrize("dhmc_configured", [True, False])
+def test_a_stopped_instance_without_a_profile_follows_the_regions_dhmc_setting(
+    account, clients, dhmc_configured
+):
+    """With DHMC accepted, Systems Manager cannot vouch for a stopped instance (it lists none),
+    so the region's DHMC setting decides, read once per scan and only when such an instance
+    exists."""
+    from emulator.calls import CallCounter
+
+    settings = {**guardrail_profile(account), "accept_dhmc": True}
+    launched = account.ec2.run_instances(
+        ImageId="ami-12345678",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=account.subnet,
+        MetadataOptions={"HttpTokens": "required"},
+    )
+    iid = launched["Instances"][0]["InstanceId"]
+    counter = CallCounter(clients.ec2, clients.iam, clients.ssm)
+    account.run(clients, "enforce", [ROLE], **settings)  # running: no setting read
+    calls = counter.by_operation()
+    assert calls["ec2:DescribeInstances"] >= 1 and "ssm:GetServiceSetting" not in calls
+    account.ec2.disassociate_iam_instance_profile(
+        AssociationId=account.ec2.describe_iam_instance_profile_associations()[
+            "IamInstanceProfileAssociations"
+        ][0]["AssociationId"]
+    )
+    account.ec2.stop_instances(InstanceIds=[iid])
+    if dhmc_configured:
+        account.ssm.update_service_setting(
+            SettingId="/ssm/managed-instance/default-ec2-instance-management-role",
+            SettingValue="AWSSystemsManagerDefaultEC2InstanceManagementRole",
+        )
+    counter = CallCounter(clients.ec2, clients.iam, clients.ssm)
+    report = account.run(clients, "enforce", [ROLE], **settings)
+    assert counter.by_operation()["ssm:GetServiceSetting"] == 1
+    (result,) = [e.result for e in report.evaluations if e.result.resource_id == iid]
+    if dhmc_configured:
+        assert result.status is Status.PASSED and report.fixes == []
+        assert profile_of(account, iid) == ""  # a DHMC instance keeps running without one
+    else:
+        assert result.status is Status.FAILED and "not configured" in result.reason
+        assert profile_of(account, iid).endswith(":instance-profile/guardrail-ec2")

@@ -151,6 +151,25 @@ def test_an_instance_id_aws_would_refuse_fails_the_whole_call(managed_policies, 
         )
 
 
+DHMC_SETTING = "/ssm/managed-instance/default-ec2-instance-management-role"
+
+
+def test_the_dhmc_service_setting_reads_what_was_set_per_region(emulated):
+    ssm, other = emulated.client("ssm"), emulated.client("ssm", region_name="eu-west-1")
+
+    def value(client, setting_id=DHMC_SETTING):
+        return client.get_service_setting(SettingId=setting_id)["ServiceSetting"]
+
+    assert (value(ssm)["SettingValue"], value(ssm)["Status"]) == ("$None", "Default")
+    arn = value(ssm)["ARN"]
+    assert arn.endswith(":123456789012:servicesetting" + DHMC_SETTING)
+    ssm.update_service_setting(SettingId=arn, SettingValue="DhmcRole")  # by ARN or by path
+    assert (value(ssm)["SettingValue"], value(ssm)["Status"]) == ("DhmcRole", "Customized")
+    assert value(ssm, arn)["SettingValue"] == "DhmcRole"
+    assert value(other)["SettingValue"] == "$None"  # one setting per account and region
+    assert errors(ssm.get_service_setting, SettingId="/ssm/no/such") == "ServiceSettingNotFound"
+
+
 def test_rejects_what_aws_rejects(emulated):
     ssm = emulated.client("ssm")
     assert errors(ssm.describe_instance_information, MaxResults=51) == "ValidationException"

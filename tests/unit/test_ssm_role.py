@@ -137,26 +137,48 @@ def test_dhmc_counts_only_when_the_operator_accepts_it_and_ssm_sees_the_instance
 
 
 @pytest.mark.parametrize("state", ["stopped", "stopping"])
-def test_a_stopped_instance_without_a_profile_waits_until_it_runs_when_dhmc_is_accepted(state):
+def test_a_stopped_instance_without_a_profile_is_judged_by_the_regions_dhmc_setting(state):
     """Systems Manager lists no stopped instance (DescribeInstanceInformation: "does not return
-    information for nodes that are either Stopped or Terminated"), so whether DHMC manages it
-    cannot be known: FAILED, saying why, and enforce does not give it the guardrail's profile."""
+    information for nodes that are either Stopped or Terminated"): where the region has DHMC,
+    a stopped IMDSv2 instance passes (no flapping each night it stops); where it has none, the
+    instance is FAILED, says so, and enforce gives it the guardrail's profile."""
+    from dataclasses import replace
+
     from guardrail.controls.base import FixContext
     from guardrail.model import Outcome
 
-    class NoCalls:  # any AWS call fails the test
-        def __getattr__(self, name):
-            raise AssertionError(f"unexpected AWS call: {name}")
+    associated: list[str] = []
+
+    class Ec2:
+        def associate_iam_instance_profile(self, IamInstanceProfile, InstanceId):
+            associated.append(InstanceId)
+
+    class Clients:
+        ec2 = Ec2()
 
     stopped = Instance("i-1", state, metadata_tokens="required")
     settings = Settings(mode="enforce", instance_profile="guardrail-ec2", accept_dhmc=True)
+    with_dhmc = replace(snap(stopped), dhmc_role="DhmcRole")
+    result = only(SSM_ROLE.check(with_dhmc, settings))
+    assert result.status is Status.PASSED and "(role DhmcRole)" in result.reason
     result = only(SSM_ROLE.check(snap(stopped), settings))
-    assert result.status is Status.FAILED and "shows once it runs" in result.reason
-    (fix,) = SSM_ROLE.remediate([result], snap(stopped), FixContext(NoCalls(), settings))
-    assert fix.outcome is Outcome.SKIPPED and "judged once it runs" in fix.reason
-    # Without DHMC accepted, or IMDSv1 (DHMC cannot manage it), nothing waits.
+    assert result.status is Status.FAILED
+    assert (
+        result.reason
+        == "no instance profile (Default Host Management is not configured in this region)"
+    )
+    (fix,) = SSM_ROLE.remediate([result], snap(stopped), FixContext(Clients(), settings))
+    if state == "stopped":
+        assert fix.outcome is Outcome.APPLIED and associated == ["i-1"]
+    else:  # EC2 refuses a stopping instance: its stopped state (drift scan) gets the profile
+        assert fix.outcome is Outcome.SKIPPED and associated == []
+    # Without DHMC accepted, or IMDSv1 (DHMC cannot manage it), the setting does not count.
     for instance, accept in ((stopped, False), (Instance("i-1", state), True)):
-        plain = only(SSM_ROLE.check(snap(instance), Settings(accept_dhmc=accept)))
+        plain = only(
+            SSM_ROLE.check(
+                replace(with_dhmc, instances={"i-1": instance}), Settings(accept_dhmc=accept)
+            )
+        )
         assert plain.status is Status.FAILED and plain.reason == "no instance profile"
 
 

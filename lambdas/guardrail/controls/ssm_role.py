@@ -44,9 +44,13 @@ def role_problem(instance: Instance, snapshot: AccountSnapshot, settings: Settin
     return None
 
 
-def _dhmc_unknowable(instance: Instance, settings: Settings) -> bool:
-    """DHMC is accepted, the instance could be one of its (IMDSv2 only), but it is stopped and
-    DescribeInstanceInformation returns no stopped instance: nothing can tell until it runs."""
+DHMC_SETTING = "/ssm/managed-instance/default-ec2-instance-management-role"
+
+
+def stopped_dhmc_candidate(instance: Instance, settings: Settings) -> bool:
+    """DHMC is accepted and the instance could be one of its (IMDSv2, no profile), but it is
+    stopped, and DescribeInstanceInformation lists no stopped instance: only the region's DHMC
+    setting can tell."""
     return (
         settings.accept_dhmc
         and instance.state in ("stopped", "stopping")
@@ -85,6 +89,13 @@ class SsmInstanceRole:
             why="instances of a profile an IAM event names (it may be deleted already)",
         ),
         Permission(("ssm:DescribeInstanceInformation",), why="managed-instance status (DHMC)"),
+        Permission(
+            ("ssm:GetServiceSetting",),
+            resources=(
+                f"arn:{{partition}}:ssm:{{region}}:{{account}}:servicesetting{DHMC_SETTING}",
+            ),
+            why="whether the region has DHMC, for a stopped instance without a profile",
+        ),
     )
     fix_permissions = (
         Permission(
@@ -142,12 +153,16 @@ class SsmInstanceRole:
                     )
                 )
                 continue
-            if (
-                problem == "no_profile"
-                and settings.accept_dhmc
-                and managed
-                and managed.ping_status == "Online"
-            ):
+            dhmc = ""  # why Default Host Management (accepted by settings) stands in for a profile
+            if problem == "no_profile" and settings.accept_dhmc:
+                if managed and managed.ping_status == "Online":
+                    dhmc = "managed through Default Host Management Configuration"
+                elif stopped_dhmc_candidate(instance, settings) and snapshot.dhmc_role:
+                    dhmc = (
+                        f"stopped, and Default Host Management is configured in this region "
+                        f"(role {snapshot.dhmc_role}): it manages the instance when it runs"
+                    )
+            if dhmc:
                 results.append(
                     snapshot.result(
                         self.id,
@@ -155,8 +170,7 @@ class SsmInstanceRole:
                         iid,
                         Status.PASSED,
                         "INFORMATIONAL",
-                        "no instance profile, but managed through Default Host "
-                        "Management Configuration (accepted by settings)",
+                        f"no instance profile, but {dhmc} (accepted by settings)",
                         details=details,
                     )
                 )
@@ -164,9 +178,8 @@ class SsmInstanceRole:
             reason = {
                 "no_profile": "no instance profile"
                 + (
-                    "; it is stopped, and Systems Manager lists no stopped instance: whether "
-                    "Default Host Management manages it shows once it runs"
-                    if _dhmc_unknowable(instance, settings)
+                    " (Default Host Management is not configured in this region)"
+                    if stopped_dhmc_candidate(instance, settings)
                     else ""
                 ),
                 "profile_missing": f"instance profile {instance.profile_name} no longer exists"
@@ -244,11 +257,6 @@ class SsmInstanceRole:
                 self.id, iid, action, Outcome.ALREADY_COMPLIANT, None, after, reason, covers=(iid,)
             )
 
-        if _dhmc_unknowable(instance, ctx.settings):
-            return skipped(
-                "DHMC is accepted and the instance is stopped (Systems Manager lists no stopped "
-                "instance): it is judged once it runs"
-            )
         if self._may_be_dhmc(instance, snapshot, ctx.settings):
             return skipped(
                 "DHMC is accepted and Systems Manager has not registered the instance yet "
