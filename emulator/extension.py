@@ -336,8 +336,8 @@ def _ssm_update_service_setting(self: Any) -> Any:
     """EMULATION of ssm:UpdateServiceSetting (rule: module doc)."""
     from moto.core.responses import ActionResult
 
-    settings, path = _service_setting(self)
-    settings[path] = (str(self._get_param("SettingValue") or ""), "Customized")
+    settings, path = _service_setting(self)  # an empty value: botocore refuses it (min 1)
+    settings[path] = (str(self._get_param("SettingValue")), "Customized")
     return ActionResult({})
 
 

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from .controls.base import error_code
 from .controls.session_logging import delivery_requirements, delivery_target
 from .controls.ssh_open import admits_internet_ssh, ssh_exposed_running
-from .controls.ssm_role import DHMC_SETTING, role_problem, stopped_dhmc_candidate
+from .controls.ssm_role import DHMC_SETTING, dhmc_unconfirmed, role_problem
 from .model import (
     SESSION_DOCUMENT,
     AccountSnapshot,
@@ -148,7 +148,9 @@ class SnapshotReader:
                 asked |= {i.instance_id for i in ssh_exposed_running(snapshot)}
         if asked:
             snapshot = replace(snapshot, managed_instances=self._managed(sorted(asked)))
-        if ROLE in controls and any(stopped_dhmc_candidate(i, self.settings) for i in evaluated):
+        if ROLE in controls and any(
+            dhmc_unconfirmed(i, snapshot, self.settings) for i in evaluated
+        ):
             snapshot = replace(snapshot, dhmc_role=self._dhmc_role())
         if LOGGING in controls and (
             scope.full

@@ -232,6 +232,54 @@ def test_a_profile_recreated_under_another_path_is_not_the_instances(account, cl
     assert result.status is Status.FAILED and "no longer exists" in result.reason
 
 
+def imdsv2_instance(account):
+    """A running instance without a profile that DHMC could manage (IMDSv2 only)."""
+    launched = account.ec2.run_instances(
+        ImageId="ami-12345678",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=account.subnet,
+        MetadataOptions={"HttpTokens": "required"},
+    )
+    return launched["Instances"][0]["InstanceId"]
+
+
+def configure_dhmc(account):
+    account.ssm.update_service_setting(
+        SettingId="/ssm/managed-instance/default-ec2-instance-management-role",
+        SettingValue="service-role/AWSSystemsManagerDefaultEC2InstanceManagementRole",
+    )
+
+
+@pytest.mark.parametrize("dhmc_configured", [True, False])
+def test_a_start_event_before_systems_manager_registers_the_instance(
+    account, clients, dhmc_configured
+):
+    """The event about a start comes before the agent registers: the region's DHMC setting
+    decides, so a DHMC instance is not FAILED (and reopened) each time it starts, and one in a
+    region without DHMC gets the guardrail's profile at once."""
+    from guardrail.scope import Scope
+
+    iid = imdsv2_instance(account)
+    if dhmc_configured:
+        configure_dhmc(account)
+    report = account.run(
+        clients,
+        "enforce",
+        [ROLE],
+        scope=Scope(instance_ids=frozenset({iid})),
+        accept_dhmc=True,
+        **guardrail_profile(account),
+    )
+    (result,) = [e.result for e in report.evaluations if e.result.resource_id == iid]
+    if dhmc_configured:
+        assert result.status is Status.PASSED and "AWSSystemsManagerDefault" in result.reason
+        assert report.fixes == [] and profile_of(account, iid) == ""
+    else:
+        assert result.status is Status.FAILED and "not configured" in result.reason
+        assert profile_of(account, iid).endswith(":instance-profile/guardrail-ec2")
+
+
 @pytest.mark.parametrize("dhmc_configured", [True, False])
 def test_a_stopped_instance_without_a_profile_follows_the_regions_dhmc_setting(
     account, clients, dhmc_configured
@@ -242,14 +290,7 @@ def test_a_stopped_instance_without_a_profile_follows_the_regions_dhmc_setting(
     from emulator.calls import CallCounter
 
     settings = {**guardrail_profile(account), "accept_dhmc": True}
-    launched = account.ec2.run_instances(
-        ImageId="ami-12345678",
-        MinCount=1,
-        MaxCount=1,
-        SubnetId=account.subnet,
-        MetadataOptions={"HttpTokens": "required"},
-    )
-    iid = launched["Instances"][0]["InstanceId"]
+    iid = imdsv2_instance(account)
     counter = CallCounter(clients.ec2, clients.iam, clients.ssm)
     account.run(clients, "enforce", [ROLE], **settings)  # running: no setting read
     calls = counter.by_operation()
@@ -261,10 +302,7 @@ def test_a_stopped_instance_without_a_profile_follows_the_regions_dhmc_setting(
     )
     account.ec2.stop_instances(InstanceIds=[iid])
     if dhmc_configured:
-        account.ssm.update_service_setting(
-            SettingId="/ssm/managed-instance/default-ec2-instance-management-role",
-            SettingValue="AWSSystemsManagerDefaultEC2InstanceManagementRole",
-        )
+        configure_dhmc(account)
     counter = CallCounter(clients.ec2, clients.iam, clients.ssm)
     report = account.run(clients, "enforce", [ROLE], **settings)
     assert counter.by_operation()["ssm:GetServiceSetting"] == 1

@@ -211,11 +211,18 @@ def test_no_association_is_attempted_on_an_instance_ec2_would_refuse(state):
 
 
 @pytest.mark.parametrize(
-    ("full", "imds"), [(False, "required"), (True, "required"), (False, "optional")]
+    ("full", "imds", "dhmc_role", "passes"),
+    [
+        (False, "required", "DhmcRole", True),  # an event seconds after the start
+        (False, "required", None, False),  # the region has no DHMC: associate at once
+        (True, "required", "DhmcRole", False),  # a drift scan asks Systems Manager itself
+        (False, "optional", "DhmcRole", False),  # DHMC cannot manage an IMDSv1 instance
+    ],
 )
-def test_with_dhmc_accepted_only_a_drift_scan_associates_an_unregistered_instance(full, imds):
-    """An event comes seconds after the start, before DHMC registers the instance: associating
-    then would move a DHMC fleet onto the guardrail's profile. The drift scan decides."""
+def test_an_instance_systems_manager_has_not_registered_yet(full, imds, dhmc_role, passes):
+    """An event comes seconds after a start, before DHMC registers the instance: the region's
+    DHMC setting decides, so a DHMC fleet neither gets the guardrail's profile nor flaps to
+    FAILED each time it starts; without DHMC there, the profile is associated at once."""
     from guardrail.controls.base import FixContext
     from guardrail.model import Outcome
 
@@ -229,12 +236,14 @@ def test_with_dhmc_accepted_only_a_drift_scan_associates_an_unregistered_instanc
         ec2 = Ec2()
 
     instance = Instance("i-1", "running", metadata_tokens=imds)
-    snapshot = AccountSnapshot("111122223333", "eu-west-1", instances={"i-1": instance}, full=full)
+    snapshot = AccountSnapshot(
+        "111122223333", "eu-west-1", instances={"i-1": instance}, full=full, dhmc_role=dhmc_role
+    )
     settings = Settings(mode="enforce", instance_profile="guardrail-ec2", accept_dhmc=True)
-    failed = [r for r in SSM_ROLE.check(snapshot, settings) if r.status is Status.FAILED]
-    (fix,) = SSM_ROLE.remediate(failed, snapshot, FixContext(Clients(), settings))
-    if full or imds == "optional":  # DHMC cannot manage an IMDSv1 instance: no wait
-        assert fix.outcome is Outcome.APPLIED and associated == ["i-1"]
-    else:
-        assert fix.outcome is Outcome.SKIPPED and "the drift scan decides" in fix.reason
-        assert associated == []
+    result = only(SSM_ROLE.check(snapshot, settings))
+    if passes:
+        assert result.status is Status.PASSED and "starting, and Default Host" in result.reason
+        return
+    assert result.status is Status.FAILED
+    (fix,) = SSM_ROLE.remediate([result], snapshot, FixContext(Clients(), settings))
+    assert fix.outcome is Outcome.APPLIED and associated == ["i-1"]

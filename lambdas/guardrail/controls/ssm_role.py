@@ -47,15 +47,21 @@ def role_problem(instance: Instance, snapshot: AccountSnapshot, settings: Settin
 DHMC_SETTING = "/ssm/managed-instance/default-ec2-instance-management-role"
 
 
-def stopped_dhmc_candidate(instance: Instance, settings: Settings) -> bool:
-    """DHMC is accepted and the instance could be one of its (IMDSv2, no profile), but it is
-    stopped, and DescribeInstanceInformation lists no stopped instance: only the region's DHMC
-    setting can tell."""
+def dhmc_unconfirmed(instance: Instance, snapshot: AccountSnapshot, settings: Settings) -> bool:
+    """DHMC is accepted and could manage the instance (IMDSv2, no profile), but Systems Manager
+    cannot confirm it now: it lists no stopped instance, and an event about a start comes before
+    the agent registers. The region's DHMC setting decides; a drift scan of a running instance
+    asks Systems Manager itself."""
+    managed = snapshot.managed_instances.get(instance.instance_id)
     return (
         settings.accept_dhmc
-        and instance.state in ("stopped", "stopping")
-        and instance.metadata_tokens == "required"
         and not instance.profile_arn
+        and instance.metadata_tokens == "required"
+        and not (managed and managed.ping_status == "Online")
+        and (
+            instance.state in ("stopped", "stopping")
+            or (not snapshot.full and instance.state in ("pending", "running"))
+        )
     )
 
 
@@ -154,13 +160,16 @@ class SsmInstanceRole:
                 )
                 continue
             dhmc = ""  # why Default Host Management (accepted by settings) stands in for a profile
+            unconfirmed = problem == "no_profile" and dhmc_unconfirmed(instance, snapshot, settings)
             if problem == "no_profile" and settings.accept_dhmc:
                 if managed and managed.ping_status == "Online":
                     dhmc = "managed through Default Host Management Configuration"
-                elif stopped_dhmc_candidate(instance, settings) and snapshot.dhmc_role:
+                elif unconfirmed and snapshot.dhmc_role:
                     dhmc = (
-                        f"stopped, and Default Host Management is configured in this region "
-                        f"(role {snapshot.dhmc_role}): it manages the instance when it runs"
+                        f"{'stopped' if instance.state in ('stopped', 'stopping') else 'starting'}"
+                        f", and Default Host Management is configured in this region (role "
+                        f"{snapshot.dhmc_role}): it manages the instance once it runs (a drift "
+                        "scan of the running instance asks Systems Manager)"
                     )
             if dhmc:
                 results.append(
@@ -179,7 +188,7 @@ class SsmInstanceRole:
                 "no_profile": "no instance profile"
                 + (
                     " (Default Host Management is not configured in this region)"
-                    if stopped_dhmc_candidate(instance, settings)
+                    if unconfirmed
                     else ""
                 ),
                 "profile_missing": f"instance profile {instance.profile_name} no longer exists"
@@ -257,18 +266,14 @@ class SsmInstanceRole:
                 self.id, iid, action, Outcome.ALREADY_COMPLIANT, None, after, reason, covers=(iid,)
             )
 
-        if self._may_be_dhmc(instance, snapshot, ctx.settings):
-            return skipped(
-                "DHMC is accepted and Systems Manager has not registered the instance yet "
-                "(minutes after it starts): the drift scan decides"
-            )
         if not profile:
             return skipped("GUARDRAIL_INSTANCE_PROFILE is not set: no profile to associate")
         if instance.state not in ASSOCIABLE_STATES:
             # AssociateIamInstanceProfile takes running or stopped instances only (IncorrectState
             # otherwise); the instance's next state-change event or the drift scan fixes it.
             return skipped(
-                f"instance is {instance.state}: a profile can be associated once it runs"
+                f"instance is {instance.state}: a profile can be associated once it is running or "
+                "stopped"
             )
         try:
             ctx.clients.ec2.associate_iam_instance_profile(
@@ -309,18 +314,6 @@ class SsmInstanceRole:
             f"associated {profile}",
             covers=(iid,),
             at=ctx.clock(),
-        )
-
-    @staticmethod
-    def _may_be_dhmc(instance: Instance, snapshot: AccountSnapshot, settings: Settings) -> bool:
-        """An event about an instance that just started: DHMC may not have registered it yet.
-        Only a drift scan, well after the start, gives it the guardrail's profile."""
-        return (
-            settings.accept_dhmc
-            and not snapshot.full
-            and instance.state == "running"
-            and instance.metadata_tokens == "required"  # DHMC manages IMDSv2 instances only
-            and instance.instance_id not in snapshot.managed_instances
         )
 
     @staticmethod
