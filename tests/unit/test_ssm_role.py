@@ -40,6 +40,20 @@ def snap(instance: Instance, role_policies=None, profile_roles=("app-role",), ma
     )
 
 
+def associating_clients():
+    """Clients whose EC2 records AssociateIamInstanceProfile; any other call fails the test."""
+    associated: list[str] = []
+
+    class Ec2:
+        def associate_iam_instance_profile(self, IamInstanceProfile, InstanceId):
+            associated.append(InstanceId)
+
+    class Clients:
+        ec2 = Ec2()
+
+    return Clients(), associated
+
+
 def only(results):
     assert len(results) == 1
     return results[0]
@@ -147,15 +161,7 @@ def test_a_stopped_instance_without_a_profile_is_judged_by_the_regions_dhmc_sett
     from guardrail.controls.base import FixContext
     from guardrail.model import Outcome
 
-    associated: list[str] = []
-
-    class Ec2:
-        def associate_iam_instance_profile(self, IamInstanceProfile, InstanceId):
-            associated.append(InstanceId)
-
-    class Clients:
-        ec2 = Ec2()
-
+    clients, associated = associating_clients()
     stopped = Instance("i-1", state, metadata_tokens="required")
     settings = Settings(mode="enforce", instance_profile="guardrail-ec2", accept_dhmc=True)
     with_dhmc = replace(snap(stopped), dhmc_role="DhmcRole")
@@ -167,7 +173,7 @@ def test_a_stopped_instance_without_a_profile_is_judged_by_the_regions_dhmc_sett
         result.reason
         == "no instance profile (Default Host Management is not configured in this region)"
     )
-    (fix,) = SSM_ROLE.remediate([result], snap(stopped), FixContext(Clients(), settings))
+    (fix,) = SSM_ROLE.remediate([result], snap(stopped), FixContext(clients, settings))
     if state == "stopped":
         assert fix.outcome is Outcome.APPLIED and associated == ["i-1"]
     else:  # EC2 refuses a stopping instance: its stopped state (drift scan) gets the profile
@@ -226,15 +232,7 @@ def test_an_instance_systems_manager_has_not_registered_yet(full, imds, dhmc_rol
     from guardrail.controls.base import FixContext
     from guardrail.model import Outcome
 
-    associated: list[str] = []
-
-    class Ec2:
-        def associate_iam_instance_profile(self, IamInstanceProfile, InstanceId):
-            associated.append(InstanceId)
-
-    class Clients:
-        ec2 = Ec2()
-
+    clients, associated = associating_clients()
     instance = Instance("i-1", "running", metadata_tokens=imds)
     snapshot = AccountSnapshot(
         "111122223333", "eu-west-1", instances={"i-1": instance}, full=full, dhmc_role=dhmc_role
@@ -245,5 +243,5 @@ def test_an_instance_systems_manager_has_not_registered_yet(full, imds, dhmc_rol
         assert result.status is Status.PASSED and "starting, and Default Host" in result.reason
         return
     assert result.status is Status.FAILED
-    (fix,) = SSM_ROLE.remediate([result], snapshot, FixContext(Clients(), settings))
+    (fix,) = SSM_ROLE.remediate([result], snapshot, FixContext(clients, settings))
     assert fix.outcome is Outcome.APPLIED and associated == ["i-1"]
