@@ -242,7 +242,8 @@ class AccountSnapshot:
     roles: Mapping[str, Role] = field(default_factory=dict)  # by name
     session_preferences: SessionPreferences | None = None  # None: not read (targeted snapshot)
     managed_instances: Mapping[str, ManagedInstance] = field(default_factory=dict)
-    # The region's Default Host Management role; read only for a stopped instance it may manage.
+    # The region's Default Host Management role; read only for an instance it may manage that
+    # Systems Manager cannot confirm (stopped, or an event about a start).
     dhmc_role: str | None = None
     delivery: Mapping[str, DeliveryCheck] = field(default_factory=dict)  # by role name
     delivery_target: Mapping[str, str] = field(

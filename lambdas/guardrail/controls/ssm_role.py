@@ -100,7 +100,7 @@ class SsmInstanceRole:
             resources=(
                 f"arn:{{partition}}:ssm:{{region}}:{{account}}:servicesetting{DHMC_SETTING}",
             ),
-            why="whether the region has DHMC, for a stopped instance without a profile",
+            why="whether the region has DHMC, for an instance Systems Manager cannot confirm",
         ),
     )
     fix_permissions = (
