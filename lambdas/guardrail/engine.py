@@ -140,7 +140,7 @@ class Guardrail:
             self.clients, self.settings, self.account_id, self.clients.partition
         )
         read_at = self.clock()
-        snapshot = reader.read(scope, {c.id for c in controls})
+        snapshot = reader.read(scope, {c.id for c in controls}, read_at)
         report = ScanReport(
             self.account_id,
             self.clients.region,

@@ -243,13 +243,14 @@ class AccountSnapshot:
     session_preferences: SessionPreferences | None = None  # None: not read (targeted snapshot)
     managed_instances: Mapping[str, ManagedInstance] = field(default_factory=dict)
     # The region's Default Host Management role; read only for an instance it may manage that
-    # Systems Manager cannot confirm (stopped, or an event about a start).
+    # Systems Manager cannot confirm (stopped, or started too recently to have registered).
     dhmc_role: str | None = None
     delivery: Mapping[str, DeliveryCheck] = field(default_factory=dict)  # by role name
     delivery_target: Mapping[str, str] = field(
         default_factory=dict
     )  # bucket/prefix/log_group/kms_key
     full: bool = False  # read for the whole account-region (a drift scan), not for one event
+    read_at: datetime | None = None  # when the read began (an instance's age is judged by it)
     # In a targeted read, the other instances behind a group that admits internet SSH: they
     # count among the group's users, the lockout guard asks after them, and the SSH check judges
     # those whose groups were all read (closing the group changes their finding too).

@@ -115,7 +115,9 @@ class SnapshotReader:
         # Group names and VPCs as DescribeInstances shows them: no DescribeSecurityGroups needed.
         self._group_meta: dict[str, tuple[str, str | None]] = {}
 
-    def read(self, scope: Scope, controls: Collection[str]) -> AccountSnapshot:
+    def read(
+        self, scope: Scope, controls: Collection[str], read_at: datetime | None = None
+    ) -> AccountSnapshot:
         instances = self._instances(scope)
         evaluated = [i for i in instances.values() if i.evaluated]
         snapshot = AccountSnapshot(
@@ -124,6 +126,7 @@ class SnapshotReader:
             self.partition,
             instances=instances,
             full=scope.full,
+            read_at=read_at,
         )
         if SSH in controls:
             used = {g for i in evaluated for g in i.security_group_ids}

@@ -119,8 +119,8 @@ def after_the_read(monkeypatch, change):
 
     real = engine.SnapshotReader.read
 
-    def read(self, scope, controls):
-        snapshot = real(self, scope, controls)
+    def read(self, scope, controls, read_at=None):
+        snapshot = real(self, scope, controls, read_at)
         change()
         return snapshot
 
@@ -260,9 +260,12 @@ def test_a_start_event_before_systems_manager_registers_the_instance(
     region without DHMC gets the guardrail's profile at once."""
     from guardrail.scope import Scope
 
+    from emulator.calls import CallCounter
+
     iid = imdsv2_instance(account)
     if dhmc_configured:
         configure_dhmc(account)
+    counter = CallCounter(clients.ec2, clients.iam, clients.ssm)
     report = account.run(
         clients,
         "enforce",
@@ -271,6 +274,9 @@ def test_a_start_event_before_systems_manager_registers_the_instance(
         accept_dhmc=True,
         **guardrail_profile(account),
     )
+    # Systems Manager was asked first (it does not know the instance yet), then the setting.
+    calls = counter.by_operation()
+    assert calls["ssm:DescribeInstanceInformation"] == 1 == calls["ssm:GetServiceSetting"]
     (result,) = [e.result for e in report.evaluations if e.result.resource_id == iid]
     if dhmc_configured:
         assert result.status is Status.PASSED and "AWSSystemsManagerDefault" in result.reason
@@ -285,26 +291,15 @@ def test_a_stopped_instance_without_a_profile_follows_the_regions_dhmc_setting(
     account, clients, dhmc_configured
 ):
     """With DHMC accepted, Systems Manager cannot vouch for a stopped instance (it lists none),
-    so the region's DHMC setting decides, read once per scan and only when such an instance
-    exists."""
+    so the region's DHMC setting decides, read once per scan."""
     from emulator.calls import CallCounter
 
-    settings = {**guardrail_profile(account), "accept_dhmc": True}
     iid = imdsv2_instance(account)
-    counter = CallCounter(clients.ec2, clients.iam, clients.ssm)
-    account.run(clients, "enforce", [ROLE], **settings)  # running: no setting read
-    calls = counter.by_operation()
-    assert calls["ec2:DescribeInstances"] >= 1 and "ssm:GetServiceSetting" not in calls
-    account.ec2.disassociate_iam_instance_profile(
-        AssociationId=account.ec2.describe_iam_instance_profile_associations()[
-            "IamInstanceProfileAssociations"
-        ][0]["AssociationId"]
-    )
     account.ec2.stop_instances(InstanceIds=[iid])
     if dhmc_configured:
         configure_dhmc(account)
     counter = CallCounter(clients.ec2, clients.iam, clients.ssm)
-    report = account.run(clients, "enforce", [ROLE], **settings)
+    report = account.run(clients, "enforce", [ROLE], accept_dhmc=True, **guardrail_profile(account))
     assert counter.by_operation()["ssm:GetServiceSetting"] == 1
     (result,) = [e.result for e in report.evaluations if e.result.resource_id == iid]
     if dhmc_configured:

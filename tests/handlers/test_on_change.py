@@ -648,6 +648,30 @@ def test_state_change_to_pending_or_running(world, name):
     assert passed(world, SSH, instance) and passed(world, ROLE, instance)
 
 
+@pytest.mark.parametrize("dhmc_configured", [True, False])
+@pytest.mark.parametrize("name", ["state_change_running", "start_instances"])
+def test_with_dhmc_accepted_a_start_is_judged_by_the_regions_dhmc_setting(
+    world, name, dhmc_configured
+):
+    """The event comes before the agent registers: a region with DHMC leaves the instance
+    without a profile and PASSED (no flap to FAILED at every start); one without DHMC gives it
+    the guardrail's profile in the same invocation."""
+    if dhmc_configured:
+        world.ssm.update_service_setting(
+            SettingId="/ssm/managed-instance/default-ec2-instance-management-role",
+            SettingValue="AWSSystemsManagerDefaultEC2InstanceManagementRole",
+        )
+    instance = world.launch()[0]  # IMDSv2, no profile
+    world.deliver(name, {I1: instance}, accept_dhmc=True)
+    assert world.calls["ssm:GetServiceSetting"] == 1
+    finding = world.finding(ROLE, instance)
+    if dhmc_configured:
+        assert world.profile_of(instance) is None and passed(world, ROLE, instance)
+        assert "started too recently" in finding["Description"]
+    else:
+        assert world.profile_of(instance) == GUARDRAIL_PROFILE and passed(world, ROLE, instance)
+
+
 def test_state_change_to_stopped_is_ignored_without_a_call(world):
     bad = world.group("ops")
     world.open_ssh(bad)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from guardrail.controls.ssm_role import SSM_ROLE, core_policy_arn
 from guardrail.model import (
@@ -216,31 +218,49 @@ def test_no_association_is_attempted_on_an_instance_ec2_would_refuse(state):
     assert fix.outcome is Outcome.SKIPPED and f"instance is {state}" in fix.reason
 
 
+READ_AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
-    ("full", "imds", "dhmc_role", "passes"),
+    ("state", "minutes", "imds", "dhmc_role", "online", "passes"),
     [
-        (False, "required", "DhmcRole", True),  # an event seconds after the start
-        (False, "required", None, False),  # the region has no DHMC: associate at once
-        (True, "required", "DhmcRole", False),  # a drift scan asks Systems Manager itself
-        (False, "optional", "DhmcRole", False),  # DHMC cannot manage an IMDSv1 instance
+        ("running", 2, "required", "DhmcRole", False, True),  # its agent is registering
+        ("pending", 0, "required", "DhmcRole", False, True),  # RunInstances, StartInstances
+        ("running", 2, "required", None, False, False),  # no DHMC here: associate at once
+        ("running", 90, "required", "DhmcRole", False, False),  # long enough: not Online fails
+        ("running", 2, "optional", "DhmcRole", False, False),  # DHMC cannot manage IMDSv1
+        ("running", 90, "required", None, True, True),  # Online: Systems Manager says so
     ],
 )
-def test_an_instance_systems_manager_has_not_registered_yet(full, imds, dhmc_role, passes):
-    """An event comes seconds after a start, before DHMC registers the instance: the region's
-    DHMC setting decides, so a DHMC fleet neither gets the guardrail's profile nor flaps to
-    FAILED each time it starts; without DHMC there, the profile is associated at once."""
+def test_an_instance_systems_manager_has_not_registered_yet(
+    state, minutes, imds, dhmc_role, online, passes
+):
+    """Seconds after a start (the event), or minutes (a scan), the agent may not have registered:
+    the region's DHMC setting decides then, so a DHMC fleet neither gets the guardrail's profile
+    nor flaps to FAILED each time it starts. Past the window, in events and scans alike, only
+    Systems Manager reporting the instance Online passes it."""
+    from datetime import timedelta
+
     from guardrail.controls.base import FixContext
     from guardrail.model import Outcome
 
     clients, associated = associating_clients()
-    instance = Instance("i-1", "running", metadata_tokens=imds)
+    launched = (READ_AT - timedelta(minutes=minutes)).isoformat()
+    instance = Instance("i-1", state, metadata_tokens=imds, launched_at=launched)
     snapshot = AccountSnapshot(
-        "111122223333", "eu-west-1", instances={"i-1": instance}, full=full, dhmc_role=dhmc_role
+        "111122223333",
+        "eu-west-1",
+        instances={"i-1": instance},
+        managed_instances={"i-1": ManagedInstance("i-1", "Online")} if online else {},
+        dhmc_role=dhmc_role,
+        read_at=READ_AT,
+        full=True,  # a drift scan minutes after a start waits as an event does
     )
     settings = Settings(mode="enforce", instance_profile="guardrail-ec2", accept_dhmc=True)
     result = only(SSM_ROLE.check(snapshot, settings))
     if passes:
-        assert result.status is Status.PASSED and "starting, and Default Host" in result.reason
+        assert result.status is Status.PASSED
+        assert ("managed through" if online else "started too recently") in result.reason
         return
     assert result.status is Status.FAILED
     (fix,) = SSM_ROLE.remediate([result], snapshot, FixContext(clients, settings))

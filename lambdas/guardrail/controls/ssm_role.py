@@ -9,6 +9,7 @@ profile, and touches an existing role only when settings allow it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -45,23 +46,35 @@ def role_problem(instance: Instance, snapshot: AccountSnapshot, settings: Settin
 
 
 DHMC_SETTING = "/ssm/managed-instance/default-ec2-instance-management-role"
+# How long after a start the SSM Agent may still be registering (minutes, usually): until then
+# Systems Manager not knowing the instance says nothing. A choice, with room for a slow boot.
+REGISTRATION_WINDOW = timedelta(minutes=30)
+
+
+def just_started(instance: Instance, snapshot: AccountSnapshot) -> bool:
+    """Started within REGISTRATION_WINDOW of the read (EC2 resets LaunchTime at every start)."""
+    if instance.state not in ("pending", "running") or not snapshot.read_at:
+        return False
+    try:
+        launched = datetime.fromisoformat(str(instance.launched_at).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if launched.tzinfo is None:
+        return False
+    return snapshot.read_at - launched < REGISTRATION_WINDOW
 
 
 def dhmc_unconfirmed(instance: Instance, snapshot: AccountSnapshot, settings: Settings) -> bool:
     """DHMC is accepted and could manage the instance (IMDSv2, no profile), but Systems Manager
-    cannot confirm it now: it lists no stopped instance, and an event about a start comes before
-    the agent registers. The region's DHMC setting decides; a drift scan of a running instance
-    asks Systems Manager itself."""
+    cannot confirm it now: it lists no stopped instance, nor one whose agent is still registering
+    after a start. The region's DHMC setting decides; otherwise Systems Manager does."""
     managed = snapshot.managed_instances.get(instance.instance_id)
     return (
         settings.accept_dhmc
         and not instance.profile_arn
         and instance.metadata_tokens == "required"
         and not (managed and managed.ping_status == "Online")
-        and (
-            instance.state in ("stopped", "stopping")
-            or (not snapshot.full and instance.state in ("pending", "running"))
-        )
+        and (instance.state in ("stopped", "stopping") or just_started(instance, snapshot))
     )
 
 
@@ -165,11 +178,15 @@ class SsmInstanceRole:
                 if managed and managed.ping_status == "Online":
                     dhmc = "managed through Default Host Management Configuration"
                 elif unconfirmed and snapshot.dhmc_role:
+                    when = (
+                        "stopped"
+                        if instance.state in ("stopped", "stopping")
+                        else "started too recently for Systems Manager to know it"
+                    )
                     dhmc = (
-                        f"{'stopped' if instance.state in ('stopped', 'stopping') else 'starting'}"
-                        f", and Default Host Management is configured in this region (role "
-                        f"{snapshot.dhmc_role}): it manages the instance once it runs (a drift "
-                        "scan of the running instance asks Systems Manager)"
+                        f"{when}, and Default Host Management is configured in this region (role "
+                        f"{snapshot.dhmc_role}); after {REGISTRATION_WINDOW.seconds // 60} minutes "
+                        "of running, Systems Manager must report it Online"
                     )
             if dhmc:
                 results.append(
