@@ -300,6 +300,11 @@ class AccountSnapshot:
             control, ResourceType.INSTANCE, instance.instance_id, f"instance is {instance.state}"
         )
 
+    def is_online(self, instance_id: str) -> bool:
+        """Systems Manager reports the instance Online (read only where a setting needs it)."""
+        managed = self.managed_instances.get(instance_id)
+        return managed is not None and managed.ping_status == "Online"
+
     def profile_of(self, instance: Instance) -> InstanceProfile | None:
         """The instance's profile, unless the one of that ARN is a later one: a profile deleted
         and recreated under the same name and path is another profile, and EC2 keeps the
@@ -368,6 +373,14 @@ class FixRecord:
             "error_code": self.error_code,
             "at": self.at.isoformat() if self.at else None,
         }
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 time as AWS writes it ("...Z" included); None when it is not one."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def last_fix_time(fixes: Iterable[FixRecord]) -> datetime | None:

@@ -31,6 +31,7 @@ from .findings import (
     keep_fix_record,
     timestamp,
 )
+from .model import parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def _against(
     """`finding` as it should go in over what Security Hub holds; None to leave that alone."""
     stored = old.raw
     active = stored.get("RecordState") == "ACTIVE"
-    ours = _parse_time(finding.get("UpdatedAt"))
+    ours = parse_time(finding.get("UpdatedAt"))
     if old.updated_at is not None and ours is not None and old.updated_at > ours:
         confirms = (
             active
@@ -249,15 +250,8 @@ def _resolve_missed(finding: Mapping[str, Any], stored: Mapping[str, Any]) -> bo
     note = stored.get("Note") or {}
     if not note:
         return True
-    noted, fixed_at = _parse_time(note.get("UpdatedAt")), _parse_time(fields.get(FIXED_AT_FIELD))
+    noted, fixed_at = parse_time(note.get("UpdatedAt")), parse_time(fields.get(FIXED_AT_FIELD))
     return bool(note.get("UpdatedBy") == PRODUCT and noted and fixed_at and noted < fixed_at)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _entry(finding_id: str, code: str, message: str) -> dict[str, str]:
@@ -423,7 +417,7 @@ class FindingPublisher:
             for f in response.get("Findings", []):
                 found[f["Id"]] = StoredFinding(
                     (f.get("ProductFields") or {}).get(FINGERPRINT_FIELD),
-                    _parse_time(f.get("UpdatedAt")),
+                    parse_time(f.get("UpdatedAt")),
                     f.get("CreatedAt"),
                     f,
                 )

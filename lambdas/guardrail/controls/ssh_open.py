@@ -452,8 +452,7 @@ class SshOpenToInternet:
         return sorted(
             i.instance_id
             for i in ssh_exposed_running(snapshot, gid)
-            if (m := snapshot.managed_instances.get(i.instance_id)) is None
-            or m.ping_status != "Online"
+            if not snapshot.is_online(i.instance_id)
         )
 
     def _close(

@@ -9,17 +9,27 @@ profile, and touches an existing role only when settings allow it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..model import AccountSnapshot, FixRecord, Instance, Outcome, ResourceType, Result, Status
+from ..model import (
+    AccountSnapshot,
+    FixRecord,
+    Instance,
+    Outcome,
+    ResourceType,
+    Result,
+    Status,
+    parse_time,
+)
 from ..settings import Settings
 from .base import FixContext, Permission, error_code
 
 CORE_POLICY = "AmazonSSMManagedInstanceCore"
 ASSOCIABLE_STATES = frozenset({"running", "stopped"})
+STOPPED_STATES = frozenset({"stopped", "stopping"})  # Systems Manager lists neither
 
 
 def core_policy_arn(partition: str) -> str:
@@ -55,11 +65,8 @@ def just_started(instance: Instance, snapshot: AccountSnapshot) -> bool:
     """Started within REGISTRATION_WINDOW of the read (EC2 resets LaunchTime at every start)."""
     if instance.state not in ("pending", "running") or not snapshot.read_at:
         return False
-    try:
-        launched = datetime.fromisoformat(str(instance.launched_at).replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    if launched.tzinfo is None:
+    launched = parse_time(instance.launched_at)
+    if launched is None or launched.tzinfo is None:
         return False
     return snapshot.read_at - launched < REGISTRATION_WINDOW
 
@@ -68,13 +75,12 @@ def dhmc_unconfirmed(instance: Instance, snapshot: AccountSnapshot, settings: Se
     """DHMC is accepted and could manage the instance (IMDSv2, no profile), but Systems Manager
     cannot confirm it now: it lists no stopped instance, nor one whose agent is still registering
     after a start. The region's DHMC setting decides; otherwise Systems Manager does."""
-    managed = snapshot.managed_instances.get(instance.instance_id)
     return (
         settings.accept_dhmc
         and not instance.profile_arn
         and instance.metadata_tokens == "required"
-        and not (managed and managed.ping_status == "Online")
-        and (instance.state in ("stopped", "stopping") or just_started(instance, snapshot))
+        and not snapshot.is_online(instance.instance_id)
+        and (instance.state in STOPPED_STATES or just_started(instance, snapshot))
     )
 
 
@@ -175,12 +181,12 @@ class SsmInstanceRole:
             dhmc = ""  # why Default Host Management (accepted by settings) stands in for a profile
             unconfirmed = problem == "no_profile" and dhmc_unconfirmed(instance, snapshot, settings)
             if problem == "no_profile" and settings.accept_dhmc:
-                if managed and managed.ping_status == "Online":
+                if snapshot.is_online(iid):
                     dhmc = "managed through Default Host Management Configuration"
                 elif unconfirmed and snapshot.dhmc_role:
                     when = (
                         "stopped"
-                        if instance.state in ("stopped", "stopping")
+                        if instance.state in STOPPED_STATES
                         else "started too recently for Systems Manager to know it"
                     )
                     dhmc = (
