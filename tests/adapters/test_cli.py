@@ -108,8 +108,10 @@ def test_findings_reach_security_hub(exposed):
     assert iid in ids
 
 
-def test_security_hub_not_enabled_is_a_clear_exit_2(account, monkeypatch):
-    # moto imports findings even with Security Hub disabled; AWS answers InvalidAccessException.
+@pytest.fixture
+def hub_not_enabled(account, monkeypatch):
+    """An account with an open group whose Security Hub is not enabled. moto imports findings
+    even then; AWS answers InvalidAccessException, stubbed here."""
     import guardrail.cli
     from botocore.stub import Stubber
     from guardrail.publisher import FindingPublisher
@@ -124,6 +126,10 @@ def test_security_hub_not_enabled_is_a_clear_exit_2(account, monkeypatch):
     stub.activate()
     monkeypatch.setattr(guardrail.cli, "FindingPublisher", lambda _client: FindingPublisher(hub))
     account.instance([account.group(OPEN_SSH)])
+
+
+@pytest.mark.usefixtures("hub_not_enabled")
+def test_security_hub_not_enabled_is_a_clear_exit_2():
     code, out, err = run("scan", "--region", "us-east-1", "--control", "ssh-open-to-internet")
     assert code == 2
     assert "Security Hub" in err and "not enabled" in err and "Traceback" not in err
@@ -244,19 +250,8 @@ def test_output_still_buffered_when_the_reader_left_is_dropped_quietly(exposed):
     # leaving the block flushed and closed the pipe without an error
 
 
-def test_security_hub_problems_reach_stderr_when_stdout_is_cut_short(account, monkeypatch):
-    import guardrail.cli
-    from botocore.stub import Stubber
-    from guardrail.publisher import FindingPublisher
-
-    hub = account.session.client("securityhub")
-    stub = Stubber(hub)
-    stub.add_client_error(
-        "get_findings", "InvalidAccessException", "Account is not subscribed to AWS Security Hub"
-    )
-    stub.activate()
-    monkeypatch.setattr(guardrail.cli, "FindingPublisher", lambda _client: FindingPublisher(hub))
-    account.instance([account.group(OPEN_SSH)])
+@pytest.mark.usefixtures("hub_not_enabled")
+def test_security_hub_problems_reach_stderr_when_stdout_is_cut_short():
     err = io.StringIO()
     code = main(["scan", "--region", "us-east-1"], out=ClosedPipe(), err=err)
     assert code == 2 and "Security Hub is not enabled" in err.getvalue()
