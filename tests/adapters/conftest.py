@@ -43,8 +43,10 @@ class Account:
             self.ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=list(permissions))
         return gid
 
-    def instance(self, groups=(), profile=None, count=1):
+    def instance(self, groups=(), profile=None, count=1, imds_tokens=None):
         kwargs = {"IamInstanceProfile": {"Name": profile}} if profile else {}
+        if imds_tokens:
+            kwargs["MetadataOptions"] = {"HttpTokens": imds_tokens}
         if groups:
             kwargs["SecurityGroupIds"] = list(groups)
         out = self.ec2.run_instances(

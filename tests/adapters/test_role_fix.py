@@ -232,18 +232,6 @@ def test_a_profile_recreated_under_another_path_is_not_the_instances(account, cl
     assert result.status is Status.FAILED and "no longer exists" in result.reason
 
 
-def imdsv2_instance(account):
-    """A running instance without a profile that DHMC could manage (IMDSv2 only)."""
-    launched = account.ec2.run_instances(
-        ImageId="ami-12345678",
-        MinCount=1,
-        MaxCount=1,
-        SubnetId=account.subnet,
-        MetadataOptions={"HttpTokens": "required"},
-    )
-    return launched["Instances"][0]["InstanceId"]
-
-
 def configure_dhmc(account):
     account.ssm.update_service_setting(
         SettingId="/ssm/managed-instance/default-ec2-instance-management-role",
@@ -262,7 +250,7 @@ def test_a_start_event_before_systems_manager_registers_the_instance(
 
     from emulator.calls import CallCounter
 
-    iid = imdsv2_instance(account)
+    iid = account.instance(imds_tokens="required")  # one DHMC could manage
     if dhmc_configured:
         configure_dhmc(account)
     counter = CallCounter(clients.ec2, clients.iam, clients.ssm)
@@ -294,7 +282,7 @@ def test_a_stopped_instance_without_a_profile_follows_the_regions_dhmc_setting(
     so the region's DHMC setting decides, read once per scan."""
     from emulator.calls import CallCounter
 
-    iid = imdsv2_instance(account)
+    iid = account.instance(imds_tokens="required")  # one DHMC could manage
     account.ec2.stop_instances(InstanceIds=[iid])
     if dhmc_configured:
         configure_dhmc(account)
