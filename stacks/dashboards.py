@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Aws, Duration
+from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
@@ -243,6 +243,10 @@ class AlarmTopic(Construct):
             "Key",
             description="ssm-guardrail: encrypts the alarm topic",
             enable_key_rotation=True,
+            # It protects messages in flight only: nothing outlives the topic, so a destroy
+            # schedules its deletion (the shortest wait) instead of leaving it billed.
+            removal_policy=RemovalPolicy.DESTROY,
+            pending_window=Duration.days(7),
         )
         self.key.add_to_resource_policy(
             iam.PolicyStatement(

@@ -536,3 +536,23 @@ def test_organization_insights_drop_the_per_account_product_filter() -> None:
         filters = insight["Properties"]["Filters"]
         assert "ProductArn" not in filters
         assert filters["GeneratorId"] == [{"Comparison": "PREFIX", "Value": "ssm-guardrail/"}]
+
+
+def test_destroy_keeps_the_session_log_key_and_schedules_the_alarm_keys_deletion(
+    synth: Synth,
+) -> None:
+    """`cdk destroy` keeps what audit evidence needs and nothing that would stay billed for
+    no purpose: the session-log key is retained; each alarm topic's key (messages in flight
+    only) is scheduled for deletion with the shortest wait."""
+    retained, deleted = [], []
+    for stack in (MAIN, OTHER, FORWARDER):
+        for key in synth.resources(stack, "AWS::KMS::Key").values():
+            description = key["Properties"]["Description"]
+            if key["DeletionPolicy"] == "Retain":
+                retained.append(description)
+            else:
+                assert key["DeletionPolicy"] == "Delete"
+                assert key["Properties"]["PendingWindowInDays"] == 7
+                deleted.append(description)
+    assert retained and all("session" in d for d in retained), retained
+    assert len(deleted) == 3 and all("alarm topic" in d for d in deleted), deleted
