@@ -28,6 +28,10 @@ RUNTIME = lambda_.Runtime.PYTHON_3_13
 POWERTOOLS_PARAMETER = "/aws/service/powertools/python/arm64/python3.13/latest"
 SERVICE_NAME = "ssm-guardrail"
 METRICS_NAMESPACE = "SsmGuardrail"
+# Settings only the deployed Lambdas take: their modes, their own roles, their region.
+DEPLOYMENT_ONLY = frozenset(
+    {"GUARDRAIL_MODE", "GUARDRAIL_CONTROL_MODES", "GUARDRAIL_ACTOR_ARNS", "GUARDRAIL_REGIONS"}
+)
 
 # Why each wildcard resource the engine declares is as narrow as IAM allows. Keys are the
 # resources as cdk-nag prints them; a new wildcard in the engine fails synth until reviewed here.
@@ -167,6 +171,9 @@ class GuardrailFunctions(Construct):
             raise ValueError(
                 f"settings the engine reads but the stack does not set: {sorted(missing)}"
             )
+        # What `guardrail scan` needs to judge and fix as this deployment does (the CliSettings
+        # output); not its mode (the CLI's is its own, report unless asked) nor event routing.
+        self.cli_settings = {k: v for k, v in settings.items() if k not in DEPLOYMENT_ONLY}
         self.environment = {
             **settings,
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,

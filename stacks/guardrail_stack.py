@@ -69,6 +69,8 @@ class GuardrailStack(Stack):
             "DeadLetterQueue": self.dlq.queue_url,
             "DriftScanFunction": self.functions.drift_scan.function_name,
             "OnChangeFunction": self.functions.on_change.function_name,
+            # `env $(…) guardrail scan`: the CLI judges and fixes as the Lambdas do (no spaces).
+            "CliSettings": " ".join(f"{k}={v}" for k, v in self.functions.cli_settings.items()),
         }.items():
             CfnOutput(self, name, value=value)
 

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from botocore.exceptions import (
@@ -25,8 +25,9 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ProfileNotFound,
 )
+from botocore.parsers import ResponseParserError
 
-from .clients import AwsClients
+from .clients import NO_REGION_HINT, AwsClients
 from .controls import REGISTRY
 from .controls.base import error_code
 from .engine import Guardrail, ScanReport
@@ -69,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     scan = commands.add_parser("scan", help="evaluate (and with --mode enforce, fix) one region")
-    scan.add_argument("--region", help="AWS region (default: the profile's or AWS_REGION)")
+    scan.add_argument(
+        "--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's)"
+    )
     scan.add_argument("--profile", help="AWS named profile")
     scan.add_argument(
         "--control",
@@ -136,12 +139,18 @@ def run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     report = guardrail.run()
     if progress:
         print(f"evaluated {len(report.evaluations)} results", file=err, flush=True)
-    try:
-        (print_json if args.format == "json" else print_table)(report, out)
-        out.flush()
-    except BrokenPipeError:  # `| head`: the reader has what it wanted; the result still counts
-        quiet_if_closed(out)
+    emit(out, lambda o: (print_json if args.format == "json" else print_table)(report, o))
     return exit_code(bool(report.left_failed), report.published, err)
+
+
+def emit(out: TextIO, write: Callable[[TextIO], None]) -> None:
+    """Print the results. A reader that stops early (`| head`) has what it wanted: the command
+    goes on and its result still decides the exit code."""
+    try:
+        write(out)
+        out.flush()
+    except BrokenPipeError:
+        quiet_if_closed(out)
 
 
 def quiet_if_closed(*streams: TextIO) -> None:
@@ -271,7 +280,7 @@ def main(
         )
         return 2
     except NoRegionError:
-        print("guardrail: no AWS region: pass --region or set AWS_REGION", file=err)
+        print(f"guardrail: no AWS region: {NO_REGION_HINT}", file=err)
         return 2
     except EndpointConnectionError as error:
         print(f"guardrail: cannot reach AWS: {error}", file=err)
@@ -293,6 +302,11 @@ def main(
         return 2
     except BotoCoreError as error:
         print(f"guardrail: {error}", file=err)
+        return 2
+    except ResponseParserError as error:  # not a BotoCoreError: an HTML page from a proxy, say
+        print(
+            f"guardrail: the answer was not AWS's (a proxy or wrong endpoint?): {error}", file=err
+        )
         return 2
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -19,6 +20,20 @@ CONFIG = Config(
 )
 
 
+NO_REGION_HINT = "pass --region or set AWS_REGION (or AWS_DEFAULT_REGION, or the profile's region)"
+
+
+def env_region() -> str | None:
+    """AWS_REGION, which the AWS CLI v2, the other SDKs and Lambda set and which wins over
+    AWS_DEFAULT_REGION and the profile's region there; boto3 alone does not read it."""
+    return os.environ.get("AWS_REGION", "").strip() or None
+
+
+def default_region(profile: str | None = None) -> str | None:
+    """The region a command uses without --region: AWS_REGION, else boto3's own choice."""
+    return env_region() or boto3.Session(profile_name=profile).region_name
+
+
 @dataclass
 class AwsClients:
     """The clients the guardrail uses, built lazily from one session; tests inject their own."""
@@ -28,9 +43,9 @@ class AwsClients:
 
     @classmethod
     def create(cls, region: str | None = None, profile: str | None = None) -> AwsClients:
-        session = boto3.Session(profile_name=profile, region_name=region)
+        session = boto3.Session(profile_name=profile, region_name=region or env_region())
         if not session.region_name:
-            raise ValueError("no AWS region: pass --region or set AWS_REGION")
+            raise ValueError(f"no AWS region: {NO_REGION_HINT}")
         return cls(session=session, region=session.region_name)
 
     def _client(self, service: str) -> Any:

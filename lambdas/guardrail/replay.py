@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -364,35 +364,36 @@ def replay_regions(
     return [default] if default else []
 
 
+def rendered(outcomes: Sequence[EventOutcome], fmt: str) -> Callable[[TextIO], None]:
+    """How to print the outcomes: one text block per region, or one JSON document (a list
+    when the event was evaluated in several regions)."""
+    if fmt == "json":
+        dicts = [outcome_dict(o) for o in outcomes]
+        text = json.dumps(dicts if len(dicts) > 1 else dicts[0], indent=2, default=str)
+    else:
+        text = "\n".join(format_outcome(o) for o in outcomes)
+    return lambda out: print(text, file=out)
+
+
 def run_replay(
     args: argparse.Namespace, out: TextIO, err: TextIO, env: Mapping[str, str] | None = None
 ) -> int:
     """`guardrail replay EVENT.json`: exit 0 nothing left FAILED (or dropped), 1 something left
     FAILED, 2 usage or setup errors (raised as cli.UsageError for cli.main to print)."""
-    import boto3
-
-    from .cli import UsageError, exit_code, settings_from
-    from .clients import AwsClients
+    from .cli import UsageError, emit, exit_code, settings_from
+    from .clients import NO_REGION_HINT, AwsClients, default_region
     from .publisher import FindingPublisher
 
     settings = settings_from(args, dict(os.environ if env is None else env))
     event = load_event(args.event_file)
     parsed = parse_event(event, actor_arns=settings.actor_arns)
     if isinstance(parsed, Dropped):
-        outcome = EventOutcome(parsed)
-        print(
-            json.dumps(outcome_dict(outcome), indent=2)
-            if args.format == "json"
-            else format_outcome(outcome),
-            file=out,
-        )
+        emit(out, rendered([EventOutcome(parsed)], args.format))
         return 0
-    default = boto3.Session(profile_name=args.profile).region_name or os.environ.get("AWS_REGION")
-    regions = replay_regions(parsed, args.region, settings.regions, default)
+    regions = replay_regions(parsed, args.region, settings.regions, default_region(args.profile))
     if not regions:
-        raise UsageError("no region: pass --region, set AWS_REGION or GUARDRAIL_REGIONS")
-    left_failed = False
-    outputs, summaries = [], []
+        raise UsageError(f"no AWS region: {NO_REGION_HINT}, or GUARDRAIL_REGIONS")
+    outcomes = []
     for region in regions:
         try:
             clients = AwsClients.create(region=region, profile=args.profile)
@@ -400,15 +401,9 @@ def run_replay(
             raise UsageError(str(error)) from error
         publisher = FindingPublisher(clients.securityhub) if settings.publish else None
         guardrail = Guardrail(clients, settings, publisher=publisher)
-        outcome = replay(event, guardrail, home_account=clients.account_id)
-        left_failed |= bool(outcome.report and outcome.report.left_failed)
-        summaries.append(outcome.report.published if outcome.report else None)
-        if args.format == "json":
-            outputs.append(outcome_dict(outcome))
-        else:
-            print(format_outcome(outcome), file=out)
-    if args.format == "json":
-        json.dump(outputs if len(outputs) > 1 else outputs[0], out, indent=2, default=str)
-        out.write("\n")
+        outcomes.append(replay(event, guardrail, home_account=clients.account_id))
+    emit(out, rendered(outcomes, args.format))
+    left_failed = any(o.report and o.report.left_failed for o in outcomes)
+    summaries = [o.report.published if o.report else None for o in outcomes]
     # As `guardrail scan`: results printed first; exit 2 if Security Hub could take nothing.
     return max(exit_code(left_failed, published, err) for published in summaries)

@@ -197,6 +197,62 @@ def test_an_explicit_profile_wins_over_a_stale_aws_profile(aws, monkeypatch, tmp
     assert (code, err) == (0, "") and "region us-east-1" in out
 
 
+def test_aws_region_names_the_default_region_over_aws_default_region(exposed, monkeypatch):
+    """AWS_REGION is what the AWS CLI v2, the other SDKs and Lambda read first; boto3 alone
+    ignores it. The scan must go where it says, not exit 2 or scan AWS_DEFAULT_REGION's."""
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    code, out, err = run("scan", "--no-publish", "--control", "ssh-open-to-internet")
+    assert (code, err) == (1, "") and "region us-east-1" in out  # the open group is found
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")  # empty there: it would exit 0
+    code, out, _ = run("scan", "--no-publish", "--control", "ssh-open-to-internet")
+    assert code == 1 and "region us-east-1" in out
+    code, out, _ = run(
+        "scan", "--region", "eu-west-1", "--no-publish", "--control", "ssh-open-to-internet"
+    )
+    assert code == 0 and "region eu-west-1" in out  # --region still wins
+
+
+def test_no_region_anywhere_says_where_one_can_be_given(monkeypatch, tmp_path):
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    code, _, err = run("scan", "--no-publish")
+    assert code == 2 and "no AWS region" in err
+    assert "AWS_REGION" in err and "AWS_DEFAULT_REGION" in err and "Traceback" not in err
+
+
+def test_an_answer_that_is_not_aws_s_exits_2_without_traceback(monkeypatch):
+    """A proxy or a wrong endpoint answering with an HTML page: botocore cannot parse it
+    (ResponseParserError, which is not a BotoCoreError). Exit 2 with a one-line reason."""
+    import http.server
+    import threading
+
+    class HtmlPage(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = b"<html><body>Proxy login required<br></body></html>"  # not XML
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HtmlPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        code, _, err = run("scan", "--region", "us-east-1", "--no-publish")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 2 and "not AWS's" in err and "Traceback" not in err
+
+
 def test_a_region_the_account_has_not_enabled_is_named_as_a_possible_cause(account, monkeypatch):
     """In an opt-in region that is not enabled AWS answers InvalidClientTokenId (STS) or
     AuthFailure (EC2): the message must not send the user only after their keys."""

@@ -74,6 +74,22 @@ def test_cli_replay_report_mode_exits_1_and_changes_nothing(world: World, tmp_pa
     assert f"instances {instance}" in out and "report only (mode report)" in out
 
 
+def test_a_reader_that_stops_early_leaves_replays_exit_code_as_the_results_say(
+    world: World, tmp_path
+):
+    """`guardrail replay EVENT.json | head`: as scan, no traceback and the exit code still
+    says that something was left FAILED (1), not 141."""
+    from tests.adapters.test_cli import ClosedPipe
+
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.open_ssh(bad)
+    path = write_event(tmp_path, world.event("state_change_running", {I1: instance}))
+    err = io.StringIO()
+    code = cli.main(["replay", path, "--mode", "report", "--no-publish"], ClosedPipe(), err)
+    assert (code, err.getvalue()) == (1, "")
+
+
 def test_a_message_from_the_dead_letter_queue_replays_as_its_event(world: World, tmp_path):
     """An event that failed every retry lands in the DLQ wrapped by Lambda's on-failure
     destination; the message body replays as it is."""

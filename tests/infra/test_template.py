@@ -556,3 +556,39 @@ def test_destroy_keeps_the_session_log_key_and_schedules_the_alarm_keys_deletion
                 deleted.append(description)
     assert retained and all("session" in d for d in retained), retained
     assert len(deleted) == 3 and all("alarm topic" in d for d in deleted), deleted
+
+
+def _tokens(value: Any) -> str:
+    """A template value with every reference written as <LogicalId> or <LogicalId.Attribute>."""
+    if isinstance(value, str):
+        return value
+    if "Ref" in value:
+        return f"<{value['Ref']}>"
+    if "Fn::GetAtt" in value:
+        return "<{}.{}>".format(*value["Fn::GetAtt"])
+    separator, parts = value["Fn::Join"]
+    return separator.join(_tokens(p) for p in parts)
+
+
+def test_cli_settings_output_lets_guardrail_scan_judge_and_fix_as_the_lambdas_do(
+    synth: Synth,
+) -> None:
+    """`env $(CliSettings) guardrail scan --mode enforce`: the guardrail's profile, role, bucket,
+    key and policies and every judgement setting, exactly as the Lambdas have them; never the
+    Lambdas' modes (a CLI scan stays report unless asked), actor roles or region."""
+    import shlex
+
+    output = synth.templates[MAIN]["Outputs"]["CliSettings"]["Value"]
+    pairs = dict(item.split("=", 1) for item in shlex.split(_tokens(output)))
+    (function, *_) = _functions(synth).values()
+    env = {
+        k: _tokens(v)
+        for k, v in function["Properties"]["Environment"]["Variables"].items()
+        if k.startswith("GUARDRAIL_")
+    }
+    excluded = {"GUARDRAIL_MODE", "GUARDRAIL_CONTROL_MODES", "GUARDRAIL_ACTOR_ARNS"}
+    assert pairs == {k: v for k, v in env.items() if k not in excluded | {"GUARDRAIL_REGIONS"}}
+    assert {"GUARDRAIL_INSTANCE_ROLE", "GUARDRAIL_LOG_DELIVERY_POLICY_ARN"} <= set(pairs)
+    # The deployment enforces every control here; the CLI with these settings still reports.
+    literal = Settings.from_env({k: v for k, v in pairs.items() if "<" not in v})
+    assert {literal.mode_for(c) for c in REGISTRY} == {"report"}
