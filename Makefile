@@ -7,7 +7,7 @@ NODE_STAMP := node_modules/.installed
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_VERSION_CHECK := 1
 
-.PHONY: demo test lint synth bench setup clean
+.PHONY: demo emulator test lint synth bench setup clean
 
 setup: $(STAMP) $(NODE_STAMP)
 
@@ -36,6 +36,9 @@ lint: $(STAMP)
 
 synth: $(STAMP) $(NODE_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npx --no-install cdk synth --quiet
+
+emulator: $(STAMP)
+	$(PY) -m emulator.server
 
 bench: $(STAMP)
 	$(PY) -m emulator.bench

@@ -3,15 +3,24 @@
 `EmulatedAccount` is a context manager: it starts the server on 127.0.0.1 (a free port), points
 boto3 at it for this process through AWS_ENDPOINT_URL with fake credentials, and on exit stops the
 server and puts the environment back as it was. Nothing leaves the machine.
+
+`python -m emulator.server` (`make emulator`) keeps one running, seeded as the demo's account, for
+`guardrail scan` and `guardrail replay` from another shell, until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import signal
+import socket
+import sys
+import threading
 import urllib.request
+from collections.abc import Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 import boto3
 
@@ -42,8 +51,11 @@ class EmulatedAccount:
     account): AttachRolePolicy of AmazonSSMManagedInstanceCore fails without it.
     """
 
-    def __init__(self, region: str = "us-east-1", *, load_managed_policies: bool = True) -> None:
+    def __init__(
+        self, region: str = "us-east-1", *, load_managed_policies: bool = True, port: int = 0
+    ) -> None:
         self.region = region
+        self.port = port  # 0: any free port
         self.account_id = ACCOUNT_ID
         self.load_managed_policies = load_managed_policies
         self.endpoint_url = ""
@@ -80,7 +92,9 @@ class EmulatedAccount:
         werkzeug = logging.getLogger("werkzeug")  # one access-log line per request otherwise
         self._log_level = werkzeug.level
         werkzeug.setLevel(logging.ERROR)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        if self.port and not port_free(self.port):  # moto's start() would wait forever
+            raise OSError(f"127.0.0.1:{self.port} is in use")
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         server.start()
         self._server = server
         host, port = server.get_host_and_port()
@@ -134,3 +148,73 @@ class EmulatedAccount:
             else:
                 os.environ[name] = value
         self._saved.clear()
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def shell_lines(
+    account: EmulatedAccount, settings: dict[str, str], shell_env: Iterable[str]
+) -> list[str]:
+    """What another shell (whose variables are named in `shell_env`) runs to point the CLI at
+    this account and nothing else: a per-service endpoint variable would send that service past
+    the emulator, a profile would win over the emulator's keys."""
+    point = {
+        "AWS_ENDPOINT_URL": account.endpoint_url,
+        "AWS_REGION": account.region,
+        "AWS_ACCESS_KEY_ID": "emulated",
+        "AWS_SECRET_ACCESS_KEY": "emulated",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    unset = ["AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"]
+    unset += sorted(k for k in shell_env if k.startswith("AWS_ENDPOINT_URL_"))
+    return ["unset " + " ".join(unset)] + [
+        f"export {k}={v}" for k, v in {**point, **settings}.items()
+    ]
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    parser = argparse.ArgumentParser(
+        prog="python -m emulator.server",
+        description="Keep an emulated account running on 127.0.0.1 for the CLI, until Ctrl-C.",
+    )
+    parser.add_argument("--port", type=int, default=5000, help="0: any free port")
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--instances", type=int, default=60, help="instances to seed (>= 60)")
+    parser.add_argument("--empty", action="store_true", help="seed nothing")
+    args = parser.parse_args(argv)
+    from .seed import seed_account
+
+    shell_env = list(os.environ)  # as the user's shell has it, before the emulator changes it
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with EmulatedAccount(args.region, port=args.port) as account:
+            settings = {}
+            if not args.empty:
+                seeded = seed_account(account.session(), args.region, instances=args.instances)
+                settings = seeded.settings_env()
+            print(f"emulated account {account.account_id} at {account.endpoint_url}", file=out)
+            print("in another shell (Ctrl-C here stops it):", file=out)
+            for line in shell_lines(account, settings, shell_env):
+                print(f"  {line}", file=out)
+            print("  .venv/bin/guardrail scan   # or: replay EVENT.json", file=out, flush=True)
+            stop.wait()
+    except KeyboardInterrupt:
+        pass
+    except OSError as error:
+        print(f"emulator: {error} (choose another with --port)", file=sys.stderr)
+        return 2
+    print("emulator stopped", file=out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

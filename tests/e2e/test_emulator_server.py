@@ -116,3 +116,61 @@ def test_simulate_principal_policy_over_the_wire(account):
         "s3:DeleteObject": "explicitDeny",
         "kms:Decrypt": "implicitDeny",
     }
+
+
+def test_make_emulator_serves_the_demo_account_to_the_cli_until_stopped():
+    """`make emulator` in one shell, the lines it prints and `guardrail scan` in another: the
+    scan runs against the seeded account (every control finds something, exit 1) and judges
+    profiles as AWS would (plain moto's association id in IamInstanceProfile.Id would make every
+    profile look recreated); Ctrl-C stops the server and frees its port."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "emulator.server", "--port", "0"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+    )
+    try:
+        lines, deadline = [], time.monotonic() + 120
+        while not any("guardrail scan" in line for line in lines):
+            assert time.monotonic() < deadline and server.poll() is None, lines
+            lines.append(server.stdout.readline())
+        shell = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GUARDRAIL_"))}
+        for line in lines:
+            if line.strip().startswith("export "):
+                name, value = line.strip().removeprefix("export ").split("=", 1)
+                shell[name] = value
+        assert shell["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+        assert shell["GUARDRAIL_INSTANCE_PROFILE"]  # enforce from that shell has what it needs
+        scan = subprocess.run(
+            [sys.executable, "-m", "guardrail", "scan", "--format", "json", "--no-publish"],
+            cwd=root,
+            env={**shell, "PYTHONPATH": str(root / "lambdas")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert scan.returncode == 1, scan.stderr
+        results = json.loads(scan.stdout)["results"]
+        failed = {r["control"] for r in results if r["status"] == "FAILED"}
+        assert failed == {"ssh-open-to-internet", "ssm-instance-role", "ssm-session-logging"}
+        assert sum(r["status"] == "PASSED" for r in results) > 20  # the compliant fleet
+        assert not [r for r in results if "was created since" in r["reason"]]
+        port = urlparse(shell["AWS_ENDPOINT_URL"]).port
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+        assert "emulator stopped" in server.stdout.read()
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            pass
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
