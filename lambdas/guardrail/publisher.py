@@ -192,6 +192,18 @@ ARCHIVED_COPY = (
 )
 
 
+def kept_of_stored(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """What a scan keeps of a stored finding: what it compares, resolves and archives by, and
+    our own ProductFields; not what Security Hub adds to each."""
+    kept = {
+        k: stored[k] for k in (*ARCHIVED_COPY, "RecordState", "Workflow", "Note") if k in stored
+    }
+    kept["ProductFields"] = {
+        k: v for k, v in (stored.get("ProductFields") or {}).items() if k.startswith(FIELD_PREFIX)
+    }
+    return kept
+
+
 def archived_copy(stored: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     finding = {k: stored[k] for k in ARCHIVED_COPY if k in stored}
     # Without the fingerprint: should the same result come back, it differs and is imported.
@@ -370,7 +382,12 @@ class FindingPublisher:
         for finding in findings:
             old = stored.get(finding["Id"])
             if old is None:
-                changed.append(finding)
+                # An archived result with no active finding to archive (a terminated instance
+                # never seen running, or one archived already) is not imported.
+                if finding.get("RecordState") == "ARCHIVED":
+                    run.unchanged += 1
+                else:
+                    changed.append(finding)
                 continue
             against = _against(finding, old, finding["Id"] in resolutions, run)
             if against is None:
@@ -405,6 +422,9 @@ class FindingPublisher:
         filters = {
             "ProductArn": [{"Value": a, "Comparison": "EQUALS"} for a in sorted(product_arns)],
             "GeneratorId": [{"Value": FIELD_PREFIX, "Comparison": "PREFIX"}],
+            # Archived ones stay 90 days: with instance churn they would outnumber the fleet in
+            # pages (3 a second) and memory, and a scan has nothing to compare with them.
+            "RecordState": [{"Value": "ACTIVE", "Comparison": "EQUALS"}],
         }
         found: dict[str, StoredFinding] = {}
         token = None
@@ -419,7 +439,7 @@ class FindingPublisher:
                     (f.get("ProductFields") or {}).get(FINGERPRINT_FIELD),
                     parse_time(f.get("UpdatedAt")),
                     f.get("CreatedAt"),
-                    f,
+                    kept_of_stored(f),
                 )
             token = response.get("NextToken")
             if not token:
