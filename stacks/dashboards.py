@@ -31,7 +31,13 @@ METRIC_PERIOD = Duration.minutes(5)
 # counts. tests/infra/test_dashboard.py runs that code and holds the dashboard to it.
 CONTROL_DIMENSIONS = ("control", "service")
 SERVICE_DIMENSIONS = ("service",)
-PER_CONTROL_METRICS = ("FindingsFailed", "FindingsPassed", "FixesApplied", "FixesFailed")
+PER_CONTROL_METRICS = (
+    "FindingsFailed",
+    "FindingsPassed",
+    "FixesApplied",
+    "FixesFailed",
+    "FixesDeferred",
+)
 ERROR_METRICS = ("PublishErrors", "EventsDropped")
 EVENT_METRICS = ("EventsEvaluated", "EventsIgnored", "EventsDropped", "EventsRetried")
 
@@ -167,13 +173,14 @@ class OperationsDashboard(Construct):
             "FindingsPassed": "Findings passed (per control)",
             "FixesApplied": "Fixes applied (per control)",
             "FixesFailed": "Fixes failed (per control)",
+            "FixesDeferred": "Fixes left to the next scan: out of time (per control)",
         }
         graphs = [
             cw.GraphWidget(title=titles[m], left=[_per_control(m)], width=12)
             for m in PER_CONTROL_METRICS
         ]
-        self.dashboard.add_widgets(*graphs[:2])
-        self.dashboard.add_widgets(*graphs[2:])
+        for pair in range(0, len(graphs), 2):
+            self.dashboard.add_widgets(*graphs[pair : pair + 2])
         self.dashboard.add_widgets(
             cw.GraphWidget(
                 title="Lambda errors and guardrail errors",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -110,6 +112,7 @@ class Guardrail:
         publisher: Any = None,
         controls: Sequence[Control] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.clients, self.settings, self.publisher, self.clock = (
             clients,
@@ -117,6 +120,7 @@ class Guardrail:
             publisher,
             clock,
         )
+        self.monotonic = monotonic
         self._account_id = account_id
         self.controls = list(REGISTRY.values()) if controls is None else list(controls)
 
@@ -133,7 +137,9 @@ class Guardrail:
             if self.settings.enabled(c.id) and (not scope.controls or c.id in scope.controls)
         ]
 
-    def run(self, scope: Scope | None = None) -> ScanReport:
+    def run(self, scope: Scope | None = None, *, fix_deadline: float = math.inf) -> ScanReport:
+        """Read, check, fix (enforce), publish. No fix starts once `monotonic()` reaches
+        `fix_deadline`: each is SKIPPED for the next scan, and what was done is still published."""
         scope = scope or Scope.everything()
         controls = self.selected(scope)
         reader = SnapshotReader(
@@ -148,7 +154,7 @@ class Guardrail:
             full_scan=scope.full,
             read_at=read_at,
         )
-        ctx = FixContext(self.clients, self.settings, self.clock)
+        ctx = FixContext(self.clients, self.settings, self.clock, fix_deadline, self.monotonic)
         for control in controls:
             results = control.check(snapshot, self.settings)
             mode = self.settings.mode_for(control.id)

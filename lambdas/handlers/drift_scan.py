@@ -7,13 +7,18 @@ Accepts a schedule rule event (source aws.events, detail {}), an EventBridge Sch
 from __future__ import annotations
 
 import json
+import math
+import time
 from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from guardrail.controls.base import OUT_OF_TIME
 from guardrail.engine import Guardrail
 from guardrail.runtime import build_guardrail, record_metrics, summary
 from guardrail.scope import Scope
+
+PUBLISH_RESERVE_SECONDS, PUBLISH_RESERVE_SHARE = 120.0, 0.3
 
 logger = Logger()
 metrics = Metrics()
@@ -33,11 +38,27 @@ def trigger(event: Any) -> str:
     return str(event.get("source") or "manual")
 
 
-def handle(event: Any, guardrail: Guardrail) -> dict[str, Any]:
+def fix_deadline(context: Any, now: float) -> float:
+    """When (time.monotonic) to stop starting fixes: the invocation's remaining time less what
+    is kept to publish (30%, at least 2 minutes). A run Lambda kills at its timeout after fixing
+    and before publishing loses the record of its fixes; the next scan finds them done."""
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining_ms):
+        return math.inf
+    remaining = remaining_ms() / 1000
+    return now + remaining - max(PUBLISH_RESERVE_SECONDS, PUBLISH_RESERVE_SHARE * remaining)
+
+
+def handle(event: Any, guardrail: Guardrail, deadline: float = math.inf) -> dict[str, Any]:
     source = trigger(event)
-    report = guardrail.run(Scope.everything())
+    report = guardrail.run(Scope.everything(), fix_deadline=deadline)
     record_metrics(report, metrics)
     result = summary(report)
+    late = sum(f.reason == OUT_OF_TIME for f in report.fixes)
+    if late:
+        logger.warning(
+            "out of time for fixes: the next scan makes the rest", extra={"not_started": late}
+        )
     logger.info("drift scan done", extra={"trigger": source, **result})
     return result
 
@@ -51,4 +72,5 @@ def _guardrail(function_arn: str) -> Guardrail:
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return handle(event, _guardrail(getattr(context, "invoked_function_arn", "")))
+    guardrail = _guardrail(getattr(context, "invoked_function_arn", ""))
+    return handle(event, guardrail, fix_deadline(context, time.monotonic()))

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from guardrail.controls import REGISTRY
+from guardrail.controls.base import OUT_OF_TIME
 from guardrail.engine import ScanReport
 from guardrail.events import Change, DropKind, Dropped
 from guardrail.model import Outcome, Status
@@ -80,10 +81,16 @@ def _report() -> ScanReport:
     ]
     fixes = [
         SimpleNamespace(
-            control=cid, outcome=outcome, action="fix", resource_id="r-1", error_code=None
+            control=cid,
+            outcome=outcome,
+            action="fix",
+            resource_id="r-1",
+            error_code=None,
+            reason=reason,
         )
         for cid in REGISTRY
         for outcome in Outcome
+        for reason in ("", OUT_OF_TIME)
     ]
     published = SimpleNamespace(
         imported={"f-1"},
@@ -120,7 +127,7 @@ def emitted(
     capsys.readouterr()
 
     report = _report()
-    drift_scan.handle({}, SimpleNamespace(run=lambda scope: report))  # type: ignore[arg-type]
+    drift_scan.handle({}, SimpleNamespace(run=lambda scope, **_: report))  # type: ignore[arg-type]
     dropped = EventOutcome(Dropped("not an event", DropKind.MALFORMED))
     ignored = EventOutcome(Dropped("our own change", DropKind.OWN_CHANGE))
     evaluated = EventOutcome(Change(Scope(instance_ids=frozenset({"i-1"})), "RunInstances"), report)
@@ -171,7 +178,13 @@ def test_dashboard_graphs_exactly_the_metrics_the_lambdas_emit(
     produced = emitted(envs[0], monkeypatch, capsys)
     names = {name for _, _, name, _ in produced}
     # The run above must have exercised what the issue asks the dashboard to show.
-    assert {"FindingsFailed", "FixesApplied", "FixesFailed", "PublishErrors"} <= names
+    assert {
+        "FindingsFailed",
+        "FixesApplied",
+        "FixesFailed",
+        "FixesDeferred",
+        "PublishErrors",
+    } <= names
     per_control = {(dims, name) for _, dims, name, _ in produced if "control" in dims}
     assert ("control", "service") in {dims for dims, _ in per_control}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,13 +35,26 @@ class Permission:
         return any(not a.split(":", 1)[1].startswith(read_prefixes) for a in self.actions)
 
 
+# Why a fix was not started: a drift scan near its time limit keeps the rest to report.
+OUT_OF_TIME = (
+    "not started: the scan was near its time limit and kept the rest to report what it did; "
+    "the next scan makes this fix"
+)
+
+
 @dataclass(frozen=True)
 class FixContext:
-    """What a remediation may touch: injected clients and the settings; the clock stamps fixes."""
+    """What a remediation may touch: injected clients and the settings; the clock stamps fixes.
+    No fix starts once `monotonic()` reaches `deadline` (each records OUT_OF_TIME instead)."""
 
     clients: AwsClients
     settings: Settings
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    deadline: float = math.inf
+    monotonic: Callable[[], float] = time.monotonic
+
+    def out_of_time(self) -> bool:
+        return self.monotonic() >= self.deadline
 
 
 class Control(Protocol):

@@ -27,7 +27,7 @@ from ..model import (
     Status,
 )
 from ..settings import Settings
-from .base import FixContext, Permission, error_code
+from .base import OUT_OF_TIME, FixContext, Permission, error_code
 
 DEFAULT_CONTENT: dict[str, Any] = {
     "schemaVersion": "1.0",
@@ -571,6 +571,8 @@ class SessionLogging:
             return record(Outcome.SKIPPED, None, why_not)
         if prefs.exists and inputs == dict(prefs.inputs):
             return record(Outcome.ALREADY_COMPLIANT, before)
+        if ctx.out_of_time():
+            return record(Outcome.SKIPPED, None, OUT_OF_TIME)
         content = {**(dict(prefs.content) or DEFAULT_CONTENT), "inputs": inputs}
         ssm = ctx.clients.ssm
         try:
@@ -660,6 +662,8 @@ class SessionLogging:
             )
         elif not settings.modify_existing_roles:
             reason = "GUARDRAIL_MODIFY_EXISTING_ROLES=false: report only"
+        elif ctx.out_of_time():
+            reason = OUT_OF_TIME
         else:
             reason = ""
         if reason:

@@ -30,7 +30,7 @@ from ..model import (
 )
 from ..paging import FILTER_VALUES, chunks, pages
 from ..settings import Settings
-from .base import FixContext, Permission, error_code
+from .base import OUT_OF_TIME, FixContext, Permission, error_code
 
 logger = logging.getLogger(__name__)
 
@@ -413,6 +413,8 @@ class SshOpenToInternet:
                     f"would lock out {', '.join(unreachable)}: running and not Online in Systems "
                     "Manager (GUARDRAIL_SSH_REQUIRE_SSM_ONLINE); give them a working SSM role first",
                 )
+            elif ctx.out_of_time():
+                record = self._skipped(gid, rules, OUT_OF_TIME)
             else:
                 record = self._close(group, rules, ctx)
             records.append(replace(record, covers=(gid, *users.get(gid, ()))))

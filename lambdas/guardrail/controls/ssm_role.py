@@ -25,7 +25,7 @@ from ..model import (
     parse_time,
 )
 from ..settings import Settings
-from .base import FixContext, Permission, error_code
+from .base import OUT_OF_TIME, FixContext, Permission, error_code
 
 CORE_POLICY = "AmazonSSMManagedInstanceCore"
 ASSOCIABLE_STATES = frozenset({"running", "stopped"})
@@ -291,6 +291,8 @@ class SsmInstanceRole:
 
         if not profile:
             return skipped("GUARDRAIL_INSTANCE_PROFILE is not set: no profile to associate")
+        if ctx.out_of_time():
+            return skipped(OUT_OF_TIME)
         if instance.state not in ASSOCIABLE_STATES:
             # AssociateIamInstanceProfile takes running or stopped instances only (IncorrectState
             # otherwise); the instance's next state-change event or the drift scan fixes it.
@@ -383,6 +385,8 @@ class SsmInstanceRole:
                 covers=covers,
                 reason="GUARDRAIL_INSTANCE_ROLE is not set: no role to add",
             )
+        if ctx.out_of_time():
+            return record(Outcome.SKIPPED, None, OUT_OF_TIME)
         # Not gated by modify_existing_roles: no existing role changes, the profile gains one.
         try:
             ctx.clients.iam.add_role_to_instance_profile(
@@ -420,16 +424,16 @@ class SsmInstanceRole:
             if role_name in snapshot.roles
             else []
         )
-        if not ctx.settings.modify_existing_roles:
+        why_not = (
+            "GUARDRAIL_MODIFY_EXISTING_ROLES=false: report only"
+            if not ctx.settings.modify_existing_roles
+            else OUT_OF_TIME
+            if ctx.out_of_time()
+            else ""
+        )
+        if why_not:
             return FixRecord(
-                self.id,
-                role_name,
-                action,
-                Outcome.SKIPPED,
-                before,
-                None,
-                "GUARDRAIL_MODIFY_EXISTING_ROLES=false: report only",
-                covers=covers,
+                self.id, role_name, action, Outcome.SKIPPED, before, None, why_not, covers=covers
             )
         policy = core_policy_arn(snapshot.partition)
         try:
