@@ -37,8 +37,9 @@ lint: $(STAMP)
 synth: $(STAMP) $(NODE_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npx --no-install cdk synth --quiet
 
+PORT ?= 5000
 emulator: $(STAMP)
-	$(PY) -m emulator.server
+	$(PY) -m emulator.server --port $(PORT)
 
 bench: $(STAMP)
 	$(PY) -m emulator.bench

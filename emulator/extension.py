@@ -617,6 +617,8 @@ FINDING_FIELDS: dict[str, tuple[str, ...]] = {
     "ResourceId": ("Resources", "Id"),
     "ResourceType": ("Resources", "Type"),
 }
+# GetFindings date filters emulated (Start/End only): the filter name → the finding's field.
+DATE_FIELDS = {"UpdatedAt": "UpdatedAt", "CreatedAt": "CreatedAt"}
 POSITIVE = {"EQUALS": str.__eq__, "PREFIX": str.startswith, "CONTAINS": str.__contains__}
 NEGATIVE = {
     "NOT_EQUALS": str.__eq__,
@@ -636,12 +638,32 @@ def _finding_values(data: dict[str, Any], path: tuple[str, ...]) -> list[str]:
     return [v for v in values if isinstance(v, str)]
 
 
+def _in_range(value: Any, condition: dict[str, Any]) -> bool:
+    """A DateFilter's Start/End, both inclusive (DateRange is not emulated)."""
+    from moto.securityhub.exceptions import InvalidInputException
+
+    if "DateRange" in condition:
+        raise InvalidInputException(op="GetFindings", msg="EMULATION: DateRange is not emulated")
+    if not isinstance(value, str):
+        return False
+
+    def at(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    start, end = condition.get("Start"), condition.get("End")
+    return (start is None or at(start) <= at(value)) and (end is None or at(value) <= at(end))
+
+
 def finding_matches(data: dict[str, Any], filters: dict[str, Any]) -> bool:
     """AWS's StringFilter rules: per field, positive comparisons are ORed and negative ones
     ANDed; fields are ANDed. Only the fields in FINDING_FIELDS are emulated."""
     from moto.securityhub.exceptions import InvalidInputException
 
     for name, conditions in (filters or {}).items():
+        if name in DATE_FIELDS:
+            if not any(_in_range(data.get(DATE_FIELDS[name]), c) for c in conditions):
+                return False
+            continue
         if name not in FINDING_FIELDS:
             raise InvalidInputException(
                 op="GetFindings", msg=f"EMULATION: filter {name} is not emulated"

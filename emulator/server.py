@@ -172,15 +172,20 @@ def shell_lines(
         "AWS_SECRET_ACCESS_KEY": "emulated",
         "AWS_EC2_METADATA_DISABLED": "true",
     }
+    # A proxy set in that shell must not get loopback (EmulatedAccount added it to this one's).
+    point["NO_PROXY"] = point["no_proxy"] = os.environ.get("NO_PROXY", "127.0.0.1,localhost")
     unset = ["AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"]
     unset += sorted(k for k in shell_env if k.startswith("AWS_ENDPOINT_URL_"))
+    unset += sorted(k for k in shell_env if k.startswith("GUARDRAIL_") and k not in settings)
     return ["unset " + " ".join(unset)] + [
         f"export {k}={v}" for k, v in {**point, **settings}.items()
     ]
 
 
-def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
-    out = out or sys.stdout
+def main(
+    argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     parser = argparse.ArgumentParser(
         prog="python -m emulator.server",
         description="Keep an emulated account running on 127.0.0.1 for the CLI, until Ctrl-C.",
@@ -193,8 +198,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     from .seed import seed_account
 
     shell_env = list(os.environ)  # as the user's shell has it, before the emulator changes it
+    if args.port and not port_free(args.port):
+        print(f"emulator: 127.0.0.1:{args.port} is in use (choose another with --port)", file=err)
+        return 2
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         with EmulatedAccount(args.region, port=args.port) as account:
             settings = {}
@@ -209,9 +217,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
             stop.wait()
     except KeyboardInterrupt:
         pass
-    except OSError as error:
-        print(f"emulator: {error} (choose another with --port)", file=sys.stderr)
-        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print("emulator stopped", file=out)
     return 0
 

@@ -222,9 +222,12 @@ class GuardrailConfig:
         for arn in self.equivalent_policy_arns:
             if not is_policy_arn(arn):  # the Lambdas' Settings would refuse it at start-up
                 raise ConfigError(f"context 'equivalentPolicyArns': {arn!r} is not a policy ARN")
-        if not self.session_log_prefix or self.session_log_prefix.startswith("/"):
+        prefix = self.session_log_prefix
+        # No blank or glob character: the CliSettings output is used as `env $(...)`.
+        if not prefix or prefix.startswith("/") or re.search(r"[\s*?\[\]'\"$`\\]", prefix):
             raise ConfigError(
-                "context 'sessionLogPrefix' must be a non-empty key prefix without a leading /"
+                "context 'sessionLogPrefix' must be a non-empty key prefix without a leading /, "
+                "blanks, quotes or glob characters"
             )
         if not self.session_log_group_name:
             raise ConfigError("context 'sessionLogGroupName' must not be empty")

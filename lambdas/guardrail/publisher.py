@@ -266,6 +266,10 @@ def _resolve_missed(finding: Mapping[str, Any], stored: Mapping[str, Any]) -> bo
     return bool(note.get("UpdatedBy") == PRODUCT and noted and fixed_at and noted < fixed_at)
 
 
+def _equals(value: str) -> dict[str, str]:
+    return {"Value": value, "Comparison": "EQUALS"}
+
+
 def _entry(finding_id: str, code: str, message: str) -> dict[str, str]:
     return {"Id": finding_id, "ErrorCode": code, "ErrorMessage": message}
 
@@ -373,8 +377,9 @@ class FindingPublisher:
         products = {f["ProductArn"] for f in findings} | (
             {archive.product_arn} if archive else set()
         )
+        times = [t for f in findings if (t := parse_time(f.get("UpdatedAt"))) is not None]
         try:
-            stored = self.stored(products, run)
+            stored = self.stored(products, run, min(times) if times else None)
         except CallError as error:  # cannot tell what changed: import everything, lose nothing
             logger.warning("could not read stored findings", extra={"error": str(error)})
             return list(findings)
@@ -417,15 +422,27 @@ class FindingPublisher:
             ]
         return changed
 
-    def stored(self, product_arns: set[str], run: _Run) -> dict[str, StoredFinding]:
-        """Every finding of ours Security Hub holds for these products (GetFindings, 100 a page)."""
+    def stored(
+        self, product_arns: set[str], run: _Run, since: datetime | None = None
+    ) -> dict[str, StoredFinding]:
+        """The active findings of ours Security Hub holds for these products (GetFindings, 100 a
+        page), and those archived since `since` (an event's newer reading of a resource deleted
+        meanwhile). Older archived ones stay 90 days: with instance churn they would outnumber
+        the fleet in pages (3 a second) and memory, and a scan has nothing to compare with them."""
         filters = {
             "ProductArn": [{"Value": a, "Comparison": "EQUALS"} for a in sorted(product_arns)],
             "GeneratorId": [{"Value": FIELD_PREFIX, "Comparison": "PREFIX"}],
-            # Archived ones stay 90 days: with instance churn they would outnumber the fleet in
-            # pages (3 a second) and memory, and a scan has nothing to compare with them.
-            "RecordState": [{"Value": "ACTIVE", "Comparison": "EQUALS"}],
         }
+        found = self._read({**filters, "RecordState": [_equals("ACTIVE")]}, run)
+        if since is not None:
+            recent = {
+                "RecordState": [_equals("ARCHIVED")],
+                "UpdatedAt": [{"Start": timestamp(since)}],
+            }
+            found.update(self._read({**filters, **recent}, run))
+        return found
+
+    def _read(self, filters: dict[str, Any], run: _Run) -> dict[str, StoredFinding]:
         found: dict[str, StoredFinding] = {}
         token = None
         while True:

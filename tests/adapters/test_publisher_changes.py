@@ -104,7 +104,8 @@ def test_a_repeated_scan_imports_nothing_and_a_change_imports_only_itself(hub) -
     summary = publisher(hub).publish(again, refresh_before=an_hour_later - WEEK)
 
     assert summary.ok and summary.imported == 1 and summary.unchanged == 149
-    assert summary.calls == 2 + 1  # two GetFindings pages, one import
+    # Two GetFindings pages of active findings, one (empty) of those archived since, one import.
+    assert summary.calls == 2 + 1 + 1
     held = stored(hub)
     assert held[again[7]["Id"]]["Compliance"]["Status"] == "PASSED"
     # first seen stays first seen: the changed finding kept its CreatedAt
@@ -184,8 +185,8 @@ def test_reading_stored_findings_keeps_to_getfindings_3_calls_a_second(hub) -> N
     summary = publisher(hub, clock).publish(
         [finding(n, at=T0 + timedelta(hours=1)) for n in range(700)], refresh_before=T0
     )
-    assert summary.unchanged == 700 and summary.calls == 7
-    assert clock.slept >= 2.0  # 7 reads at 3 a second: two full waits
+    assert summary.unchanged == 700 and summary.calls == 7 + 1  # + archived since: none
+    assert clock.slept >= 2.0  # 8 reads at 3 a second: two full waits
 
 
 def test_an_unreachable_read_still_imports_everything() -> None:
@@ -525,7 +526,8 @@ def test_archived_findings_are_not_read_again_by_every_scan(hub) -> None:
         refresh_before=later - WEEK,
         archive=ArchiveMissing(product, generators, later),
     )
-    assert len(calls) == 1  # 251 stored findings would take 3 pages
+    # 1 page of active findings (251 stored would take 3), 1 of those archived since the read.
+    assert len(calls) == 2 and "UpdatedAt" in calls[1]["Filters"]
     assert summary.ok and summary.imported == 0 and summary.unchanged == 1
     held = stored(hub)
     assert sum(f["RecordState"] == "ARCHIVED" for f in held.values()) == 250
@@ -543,3 +545,23 @@ def test_an_instance_gone_before_it_was_ever_seen_leaves_no_archived_finding(hub
     held = stored(hub)
     assert held[finding(1)["Id"]]["RecordState"] == "ARCHIVED"
     assert finding(2)["Id"] not in held
+
+
+def test_an_events_newer_archived_reading_stands_over_an_older_scans_fix(hub) -> None:
+    """The instance terminated between the scan's read and its publish: the event's archived
+    NOT_APPLICABLE reading is newer. The scan reads findings archived since its own reading
+    (one small GetFindings), so it neither imports over it nor marks it RESOLVED."""
+    from guardrail.findings import RESOLUTION_NOTE
+
+    publisher(hub).publish([finding(1)], refresh_before=T0 - WEEK)  # FAILED, ACTIVE
+    gone = finding(1, Status.NOT_APPLICABLE, at=T0 + timedelta(minutes=7))  # an event's
+    assert publisher(hub).publish([gone]).ok
+    fixed = finding(1, Status.PASSED, at=T0 + timedelta(minutes=5))  # the scan fixed it first
+    calls = get_findings_calls(hub)
+    summary = publisher(hub).publish(
+        [fixed], {fixed["Id"]: RESOLUTION_NOTE}, refresh_before=T0 - WEEK
+    )
+    assert len(calls) == 2  # the active findings, then those archived since the scan's reading
+    held = stored(hub)[fixed["Id"]]
+    assert (summary.superseded, summary.imported, summary.resolved) == (1, 0, 0)
+    assert (held["RecordState"], held["Workflow"]["Status"]) == ("ARCHIVED", "NEW")

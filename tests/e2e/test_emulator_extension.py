@@ -251,6 +251,29 @@ def test_get_findings_applies_string_filters_and_pages(hub):
         ids(NoteText=[{"Value": "x", "Comparison": "EQUALS"}])
 
 
+def test_get_findings_applies_date_filters_inclusive_start_and_end(hub):
+    hub.batch_import_findings(
+        Findings=[
+            finding(name, updated=f"2025-01-0{day}T00:00:00.000Z")
+            for name, day in (("jan1", 1), ("jan2", 2), ("jan3", 3))
+        ]
+    )
+
+    def ids(*conditions):
+        found = hub.get_findings(Filters={"UpdatedAt": list(conditions)})["Findings"]
+        return sorted(f["Id"] for f in found)
+
+    assert ids({"Start": "2025-01-02T00:00:00.000Z"}) == ["jan2", "jan3"]
+    assert ids({"End": "2025-01-02T00:00:00Z"}) == ["jan1", "jan2"]
+    assert ids({"Start": "2025-01-01T12:00:00Z", "End": "2025-01-02T12:00:00Z"}) == ["jan2"]
+    assert ids({"End": "2025-01-01T00:00:00Z"}, {"Start": "2025-01-03T00:00:00Z"}) == [
+        "jan1",
+        "jan3",
+    ]
+    with pytest.raises(ClientError, match="not emulated"):
+        ids({"DateRange": {"Value": 1, "Unit": "DAYS"}})
+
+
 def test_unknown_finding_ids_come_back_unprocessed(hub):
     hub.batch_import_findings(Findings=[finding("a")])
     other_product = PRODUCT_ARN.replace("default", "other")

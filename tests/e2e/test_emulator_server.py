@@ -136,18 +136,30 @@ def test_make_emulator_serves_the_demo_account_to_the_cli_until_stopped():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        # The user's shell has a proxy (as corporate machines do) and a leftover setting.
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+            "GUARDRAIL_MODE": "enforce",
+        },
     )
     try:
         lines, deadline = [], time.monotonic() + 120
         while not any("guardrail scan" in line for line in lines):
             assert time.monotonic() < deadline and server.poll() is None, lines
             lines.append(server.stdout.readline())
-        shell = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GUARDRAIL_"))}
-        for line in lines:
-            if line.strip().startswith("export "):
-                name, value = line.strip().removeprefix("export ").split("=", 1)
+        shell = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "NO_PROXY"))},
+            "GUARDRAIL_MODE": "enforce",
+            "HTTP_PROXY": "http://127.0.0.1:9",  # nothing listens there
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+        }
+        for line in (line.strip() for line in lines):
+            if line.startswith("export "):
+                name, value = line.removeprefix("export ").split("=", 1)
                 shell[name] = value
+            elif line.startswith("unset "):
+                for name in line.split()[1:]:
+                    shell.pop(name, None)
         assert shell["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
         assert shell["GUARDRAIL_INSTANCE_PROFILE"]  # enforce from that shell has what it needs
         scan = subprocess.run(
@@ -158,12 +170,18 @@ def test_make_emulator_serves_the_demo_account_to_the_cli_until_stopped():
             text=True,
             timeout=120,
         )
-        assert scan.returncode == 1, scan.stderr
+        assert scan.returncode == 1, scan.stderr  # report mode: GUARDRAIL_MODE was unset
         results = json.loads(scan.stdout)["results"]
         failed = {r["control"] for r in results if r["status"] == "FAILED"}
         assert failed == {"ssh-open-to-internet", "ssm-instance-role", "ssm-session-logging"}
         assert sum(r["status"] == "PASSED" for r in results) > 20  # the compliant fleet
         assert not [r for r in results if "was created since" in r["reason"]]
+        # The leftover GUARDRAIL_MODE=enforce was unset: nothing was changed.
+        assert all(
+            r["remediation"] == "report only (mode report)"
+            for r in results
+            if r["status"] == "FAILED"
+        )
         port = urlparse(shell["AWS_ENDPOINT_URL"]).port
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=30) == 0

@@ -130,6 +130,10 @@ def test_cli_strings_are_parsed_like_cdk_json_values() -> None:
         ("regions", "eu-west-1,eu-west-1"),
         ("regions", "Europe"),
         ("sessionLogRetentionDays", "100"),
+        # CliSettings is used as `env $(...)`: a blank or a glob would break or expand it.
+        ("sessionLogPrefix", "audit logs/"),
+        ("sessionLogPrefix", "logs-*/"),
+        ("sessionLogPrefix", "/logs/"),
         ("modifyExistingRoles", "maybe"),
         ("equivalentPolicyArns", "AmazonSSMManagedInstanceCore"),
         ("onChangeConcurrency", "-1"),

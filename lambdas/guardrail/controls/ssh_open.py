@@ -413,7 +413,7 @@ class SshOpenToInternet:
                     f"would lock out {', '.join(unreachable)}: running and not Online in Systems "
                     "Manager (GUARDRAIL_SSH_REQUIRE_SSM_ONLINE); give them a working SSM role first",
                 )
-            elif ctx.out_of_time():
+            elif rules and ctx.out_of_time():  # rules gone: already compliant, not deferred
                 record = self._skipped(gid, rules, OUT_OF_TIME)
             else:
                 record = self._close(group, rules, ctx)
