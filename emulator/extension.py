@@ -644,14 +644,11 @@ def _in_range(value: Any, condition: dict[str, Any]) -> bool:
 
     if "DateRange" in condition:
         raise InvalidInputException(op="GetFindings", msg="EMULATION: DateRange is not emulated")
-    if not isinstance(value, str):
+    at = _parse_time(value)
+    if at is None:
         return False
-
-    def at(text: str) -> datetime:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-    start, end = condition.get("Start"), condition.get("End")
-    return (start is None or at(start) <= at(value)) and (end is None or at(value) <= at(end))
+    start, end = _parse_time(condition.get("Start")), _parse_time(condition.get("End"))
+    return (start is None or start <= at) and (end is None or at <= end)
 
 
 def finding_matches(data: dict[str, Any], filters: dict[str, Any]) -> bool:

@@ -266,7 +266,7 @@ def main(
         result = run_scan(args, out, err) if args.command == "scan" else run_replay(args, out, err)
         out.flush()  # a reader that has left shows here, not in Python's flush at exit
         return result
-    except BrokenPipeError:  # stderr's reader left too, or replay's output was cut short
+    except BrokenPipeError:  # stderr's reader left too (emit() handles stdout's alone)
         quiet_if_closed(out, err)
         return 141  # as a Unix tool stopped by SIGPIPE
     except KeyboardInterrupt:

@@ -430,7 +430,7 @@ class FindingPublisher:
         meanwhile). Older archived ones stay 90 days: with instance churn they would outnumber
         the fleet in pages (3 a second) and memory, and a scan has nothing to compare with them."""
         filters = {
-            "ProductArn": [{"Value": a, "Comparison": "EQUALS"} for a in sorted(product_arns)],
+            "ProductArn": [_equals(a) for a in sorted(product_arns)],
             "GeneratorId": [{"Value": FIELD_PREFIX, "Comparison": "PREFIX"}],
         }
         found = self._read({**filters, "RecordState": [_equals("ACTIVE")]}, run)
