@@ -18,6 +18,11 @@ CONFIG = Config(
     connect_timeout=5,
     read_timeout=30,
 )
+# The publisher paces Security Hub and retries throttling itself (5 attempts, with backoff in the
+# caller's clock); stacked on the 9 tries above (max_attempts counts retries), one throttled batch
+# took 45 requests and up to 7 minutes of botocore's backoff, past what the drift scan keeps for
+# publishing. botocore still retries what only it sees (5xx answers, dropped connections).
+SECURITY_HUB_CONFIG = CONFIG.merge(Config(retries={"mode": "standard", "total_max_attempts": 3}))
 
 
 NO_REGION_HINT = "pass --region or set AWS_REGION (or AWS_DEFAULT_REGION, or the profile's region)"
@@ -48,8 +53,8 @@ class AwsClients:
             raise ValueError(f"no AWS region: {NO_REGION_HINT}")
         return cls(session=session, region=session.region_name)
 
-    def _client(self, service: str) -> Any:
-        return self.session.client(service, region_name=self.region, config=CONFIG)
+    def _client(self, service: str, config: Config = CONFIG) -> Any:
+        return self.session.client(service, region_name=self.region, config=config)
 
     @cached_property
     def ec2(self) -> Any:
@@ -65,7 +70,7 @@ class AwsClients:
 
     @cached_property
     def securityhub(self) -> Any:
-        return self._client("securityhub")
+        return self._client("securityhub", SECURITY_HUB_CONFIG)
 
     @cached_property
     def sts(self) -> Any:

@@ -460,3 +460,89 @@ def test_batches_stay_under_6_mb(clock: FakeClock) -> None:
     sizes = [sum(len(f["Description"]) for f in sent) for sent in client.batches]
     assert summary.imported == 70 and len(client.batches) == 3
     assert all(size < 6 * 1024 * 1024 for size in sizes)
+
+
+class SecurityHubAnswers:
+    """A loopback Security Hub endpoint answering from a script of (status, error code) pairs,
+    the last one repeated; it counts the requests that reach it."""
+
+    def __init__(self, *script: tuple[int, str | None]) -> None:
+        import http.server
+        import json
+        import threading
+
+        self.requests = 0
+        answers = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status, code = script[min(answers.requests, len(script) - 1)]
+                answers.requests += 1
+                body = json.dumps({"message": code} if code else imported(1)).encode()
+                self.send_response(status)
+                if code:
+                    self.send_header("x-amzn-ErrorType", code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def client(self) -> Any:
+        from guardrail.clients import AwsClients
+
+        session = boto3.Session(region_name=REGION)
+        clients = AwsClients(session=session, region=REGION)
+        endpoint = f"http://127.0.0.1:{self.server.server_port}"
+        clients.__dict__["securityhub"] = session.client(
+            "securityhub", endpoint_url=endpoint, config=clients.securityhub.meta.config
+        )
+        return clients.securityhub
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def botocore_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """botocore's own retry delays (it sleeps with time.sleep), recorded instead of slept."""
+    import time
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    return sleeps
+
+
+def test_endless_throttling_costs_a_bounded_number_of_requests(clock, botocore_sleeps):
+    """The publisher retries throttling itself (5 attempts); the Security Hub client adds only
+    3 tries of its own per attempt: 15 requests and at most 15 s of botocore's waiting for one
+    batch, where the shared adaptive config (9 tries) made it 45 requests and up to 7 minutes,
+    past what the drift scan keeps for publishing."""
+    answers = SecurityHubAnswers((429, "TooManyRequestsException"))
+    try:
+        publisher = FindingPublisher(answers.client(), sleep=clock.sleep, monotonic=clock.monotonic)
+        summary = publisher.publish(findings(1))
+    finally:
+        answers.close()
+    assert [f["ErrorCode"] for f in summary.failed] == ["TooManyRequestsException"]
+    assert answers.requests == 15
+    assert len(botocore_sleeps) == 10 and sum(botocore_sleeps) <= 15
+
+
+def test_a_passing_server_error_is_still_retried_by_the_client(clock, botocore_sleeps):
+    """A 503 the next try cures never reaches the publisher: the finding is imported at once."""
+    answers = SecurityHubAnswers((503, "ServiceUnavailableException"), (200, None))
+    try:
+        publisher = FindingPublisher(answers.client(), sleep=clock.sleep, monotonic=clock.monotonic)
+        summary = publisher.publish(findings(1))
+    finally:
+        answers.close()
+    assert summary.ok and summary.imported == 1 and summary.calls == 1
+    assert answers.requests == 2 and len(botocore_sleeps) == 1
