@@ -192,3 +192,56 @@ def test_make_emulator_serves_the_demo_account_to_the_cli_until_stopped():
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_a_taken_port_is_refused_at_once_with_the_way_out():
+    """moto's start() on a taken port would wait forever: the command says so and exits 2."""
+    import io
+
+    from emulator.server import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out, err = io.StringIO(), io.StringIO()
+        assert main(["--port", str(port), "--empty"], out, err) == 2
+    assert f"127.0.0.1:{port} is in use" in err.getvalue() and "--port" in err.getvalue()
+    assert out.getvalue() == ""  # no server was started, no lines to copy
+    with pytest.raises(OSError, match="in use"), socket.socket() as again:
+        again.bind(("127.0.0.1", 0))
+        again.listen()
+        EmulatedAccount(port=again.getsockname()[1], load_managed_policies=False).start()
+
+
+def test_sigterm_stops_the_server_and_gives_the_process_its_handler_back():
+    """A `kill` (what a process manager sends) stops it like Ctrl-C; the caller's own SIGTERM
+    handler is in place again afterwards, and the environment is as it was."""
+    import io
+    import signal
+
+    from emulator.server import main
+
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: received.append(signum))
+
+    class Terminal(io.StringIO):
+        def write(self, text: str) -> int:
+            written = super().write(text)
+            if "guardrail scan" in text:  # the last line: the server is up
+                os.kill(os.getpid(), signal.SIGTERM)
+            return written
+
+    before = dict(os.environ)
+    out = Terminal()
+    try:
+        assert main(["--port", "0", "--empty"], out, io.StringIO()) == 0
+        ours = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert out.getvalue().rstrip().endswith("emulator stopped")
+    assert received == []  # the emulator's handler took the signal while it ran
+    assert ours is not None and ours not in (signal.SIG_DFL, signal.SIG_IGN)
+    ours(signal.SIGTERM, None)  # the handler back in place is the caller's
+    assert received == [signal.SIGTERM]
+    assert dict(os.environ) == before

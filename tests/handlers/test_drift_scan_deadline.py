@@ -97,3 +97,28 @@ def test_the_lambda_handler_passes_its_remaining_time(world: World, monkeypatch)
 
     assert world.state() == before and result["fixes"]["skipped"] >= 2
     assert "applied" not in result["fixes"]
+
+
+def test_a_group_closed_meanwhile_is_done_not_deferred_when_time_is_out(world: World):
+    """Someone removed the wide rule between the scan's reading and its fix: with no time left
+    the group is still already compliant (PASSED), not a fix deferred to the next scan."""
+    bad = world.group("ops")
+    rule = world.open_ssh(bad)
+    instance = world.launch(groups=[bad])[0]
+    guardrail = world.guardrail("enforce", fresh=True, controls=(SSH,))
+    reads: list[str] = []
+
+    def someone_closes_it_after_the_first_read(**_: Any) -> None:
+        reads.append("DescribeSecurityGroupRules")
+        if len(reads) == 2:  # the fix re-reads the group's rules as they are now
+            world.ec2.revoke_security_group_ingress(GroupId=bad, SecurityGroupRuleIds=[rule])
+
+    guardrail.clients.session.events.register(
+        "before-call.ec2.DescribeSecurityGroupRules", someone_closes_it_after_the_first_read
+    )
+    report = guardrail.run(fix_deadline=-math.inf)
+
+    assert len(reads) == 2 and world.internet_ssh(bad) == []
+    assert [(f.resource_id, f.outcome) for f in report.fixes] == [(bad, Outcome.ALREADY_COMPLIANT)]
+    assert report.published is not None and report.published.ok
+    assert world.finding(SSH, instance)["Compliance"]["Status"] == "PASSED"
