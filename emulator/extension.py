@@ -725,6 +725,19 @@ def _ec2_run_instances(original: Any) -> Any:
     return run_instances
 
 
+def _ec2_authorize_ingress(self: Any) -> Any:
+    """AuthorizeSecurityGroupIngress answering with every rule it created, as EC2 does; moto
+    lists only those of the last IpPermission sent."""
+    from moto.core.responses import ActionResult
+
+    self.error_on_dryrun()
+    created: list[Any] = []
+    for kwargs in self._process_rules_from_querystring():
+        rules, _ = self.ec2_backend.authorize_security_group_ingress(**kwargs)
+        created += rules
+    return ActionResult({"Return": True, "SecurityGroupRules": created})
+
+
 def _show_profile(backend: Any, association: Any) -> None:
     """DescribeInstances' IamInstanceProfile as AWS gives it: the profile's ARN and *its* id."""
     profile = association.iam_instance_profile
@@ -854,6 +867,7 @@ def install() -> None:
             IamInstanceProfileAssociationBackend,
         )
         from moto.ec2.models.instances import InstanceBackend
+        from moto.ec2.responses.security_groups import SecurityGroups
         from moto.iam.responses import IamResponse
         from moto.securityhub import urls as securityhub_urls
         from moto.securityhub.models import SecurityHubBackend
@@ -867,6 +881,7 @@ def install() -> None:
         SimpleSystemManagerResponse.update_service_setting = _ssm_update_service_setting  # type: ignore[attr-defined]
         IamResponse.simulate_principal_policy = _iam_simulate_principal_policy  # type: ignore[attr-defined]
         SecurityHubResponse.batch_update_findings = _securityhub_batch_update_findings  # type: ignore[attr-defined]
+        SecurityGroups.authorize_security_group_ingress = _ec2_authorize_ingress  # type: ignore[method-assign]
         securityhub_urls.url_paths.setdefault(BATCH_UPDATE_PATH, SecurityHubResponse.dispatch)
         SecurityHubBackend.batch_import_findings = _securityhub_import_findings  # type: ignore[method-assign]
         SecurityHubBackend.get_findings = _securityhub_get_findings()  # type: ignore[method-assign]

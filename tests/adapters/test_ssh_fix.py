@@ -390,6 +390,97 @@ def test_undo_for_a_vanished_rule_keeps_what_a_revoked_rule_still_needs(account,
     ]
 
 
+def test_the_record_names_only_the_rules_the_fix_created(account, clients):
+    """The owner already admits tcp 0-21 from the internet on a rule of their own. The record
+    must not claim it: an undo that follows the record would delete the owner's rule."""
+    gid = account.group(perm("tcp", 0, 65535, description="legacy"), perm("tcp", 0, 21))
+    (owners,) = [r["SecurityGroupRuleId"] for r in rules_of(account, gid) if r["ToPort"] == 21]
+    account.instance([gid])
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    assert record.outcome is Outcome.APPLIED
+    assert [(p["FromPort"], p["ToPort"]) for p in record.after["readded"]] == [(23, 65535)]
+    assert [(p["FromPort"], p["ToPort"]) for p in record.after["already_present"]] == [(0, 21)]
+    assert "re-added 1 rule(s)" in record.reason and "1 already present" in record.reason
+    created = set(record.after["new_rule_ids"])
+    assert len(created) == 1 and owners not in created
+    # Undoing by the record brings back the wide rule and leaves the owner's own rule alone.
+    account.ec2.revoke_security_group_ingress(GroupId=gid, SecurityGroupRuleIds=sorted(created))
+    assert {r["SecurityGroupRuleId"] for r in rules_of(account, gid)} == {owners}
+
+
+class TakeBackFails:
+    """Wraps the EC2 client: revoking anything that does not cover port 22 (taking back the
+    re-added rules) is refused."""
+
+    def __init__(self, ec2):
+        self.ec2 = ec2
+
+    def __getattr__(self, name):
+        return getattr(self.ec2, name)
+
+    def revoke_security_group_ingress(self, **kwargs):
+        if all(not p["FromPort"] <= 22 <= p["ToPort"] for p in kwargs["IpPermissions"]):
+            raise ClientError(
+                {"Error": {"Code": "UnauthorizedOperation", "Message": "no"}},
+                "RevokeSecurityGroupIngress",
+            )
+        return self.ec2.revoke_security_group_ingress(**kwargs)
+
+
+def owner_revokes_before_the_fix_does(account, clients, gid, *permissions):
+    def revoke_once(**_):
+        clients.ec2.meta.events.unregister(
+            "before-call.ec2.RevokeSecurityGroupIngress", revoke_once
+        )
+        account.ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=list(permissions))
+
+    clients.ec2.meta.events.register("before-call.ec2.RevokeSecurityGroupIngress", revoke_once)
+
+
+def test_rules_re_added_for_a_vanished_rule_that_cannot_be_taken_back_are_reported(
+    account, clients
+):
+    """The owner revokes the wide rule while the fix runs; what the fix re-added for it would
+    now admit the internet to 65,534 ports they closed. Not "already compliant": FAILED, with
+    the rules to revoke by hand."""
+    from guardrail.scope import Scope
+
+    gid = account.group(perm("tcp", 0, 65535))
+    account.instance([gid])
+    snapshot = read(clients, Scope(group_ids=frozenset({gid})))
+    owner_revokes_before_the_fix_does(account, clients, gid, perm("tcp", 0, 65535))
+    clients.__dict__["ec2"] = TakeBackFails(clients.ec2)
+    (record,) = fix(clients, snapshot)
+    left = account.ingress(gid)
+    assert left == [("tcp", 0, 21, "0.0.0.0/0", None), ("tcp", 23, 65535, "0.0.0.0/0", None)]
+    assert record.outcome is Outcome.FAILED and not record.outcome.ok
+    assert "could not be taken back (UnauthorizedOperation)" in record.reason
+    assert "revoke them by hand" in record.reason
+    assert [(p["FromPort"], p["ToPort"]) for p in record.after["left_open"]] == [
+        (0, 21),
+        (23, 65535),
+    ]
+    assert set(record.after["left_open_rule_ids"]) == {
+        r["SecurityGroupRuleId"] for r in rules_of(account, gid)
+    }
+
+
+def test_taking_back_goes_rule_by_rule_when_one_of_them_is_already_gone(account, clients):
+    """Outside a default VPC one permission that matches nothing refuses the whole revoke: the
+    owner removing one re-added rule too must not keep the other one open."""
+    from guardrail.scope import Scope
+
+    gid = account.group(perm("tcp", 0, 65535))
+    account.instance([gid])
+    snapshot = read(clients, Scope(group_ids=frozenset({gid})))
+    owner_revokes_before_the_fix_does(
+        account, clients, gid, perm("tcp", 0, 65535), perm("tcp", 0, 21)
+    )
+    (record,) = fix(clients, snapshot)
+    assert record.outcome is Outcome.ALREADY_COMPLIANT
+    assert account.ingress(gid) == []
+
+
 def test_a_group_owned_by_another_account_is_not_changed(account, clients):
     from dataclasses import replace
 

@@ -693,3 +693,48 @@ def test_describe_instances_filters_by_a_group_on_any_interface(emulated, build)
     build.ec2.modify_instance_attribute(InstanceId=plain, Groups=[primary])
     assert by_group(primary) == [plain]
     assert by_group(primary, secondary) == sorted([dual, plain])  # values of a filter are ORed
+
+
+def test_authorize_ingress_answers_with_every_rule_it_created(emulated, build):
+    """The fix record's new rule ids come from this answer (moto named only the last one)."""
+    vpc = build.ec2.describe_subnets(SubnetIds=[build.subnet])["Subnets"][0]["VpcId"]
+    gid = build.ec2.create_security_group(GroupName="two", Description="d", VpcId=vpc)["GroupId"]
+    answer = build.ec2.authorize_security_group_ingress(
+        GroupId=gid,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 0,
+                "ToPort": 21,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            },
+            {
+                "IpProtocol": "udp",
+                "FromPort": 53,
+                "ToPort": 53,
+                "IpRanges": [{"CidrIp": "10.0.0.0/8"}, {"CidrIp": "0.0.0.0/0"}],
+            },
+        ],
+    )["SecurityGroupRules"]
+    held = build.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [gid]}])[
+        "SecurityGroupRules"
+    ]
+    assert len(answer) == 3
+    assert {r["SecurityGroupRuleId"] for r in answer} == {
+        r["SecurityGroupRuleId"] for r in held if not r["IsEgress"]
+    }
+    assert (
+        errors(
+            build.ec2.authorize_security_group_ingress,
+            GroupId=gid,
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 0,
+                    "ToPort": 21,
+                    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+                }
+            ],
+        )
+        == "InvalidPermission.Duplicate"
+    )

@@ -185,6 +185,28 @@ def readd_tags(rule: SecurityGroupRule) -> tuple[list[dict[str, str]], list[str]
     return [*kept, {"Key": GUARDRAIL_TAG, "Value": rule.rule_id}], dropped
 
 
+def readded_record(
+    rules: Iterable[SecurityGroupRule],
+    added: Mapping[str, Readded],
+    planned: Mapping[str, list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """What the fix re-added for `rules` (an undo revokes exactly these), the new rule ids, and
+    what was planned but already in the group (a person's rule, or an earlier run's): not
+    created here, so an undo must leave it."""
+    readded: list[dict[str, Any]] = []
+    new_ids: list[str] = []
+    present: list[dict[str, Any]] = []
+    for rule in rules:
+        made = added.get(rule.rule_id, Readded())
+        readded += made.permissions
+        new_ids += made.rule_ids
+        present += [p for p in planned.get(rule.rule_id, []) if p not in made.permissions]
+    record: dict[str, Any] = {"readded": readded, "new_rule_ids": new_ids}
+    if present:
+        record["already_present"] = present
+    return record
+
+
 def describe_rule(rule: SecurityGroupRule) -> dict[str, Any]:
     """A rule as a person (and an undo) needs it: id, protocol, ports, source, description, and
     its tags when it has any."""
@@ -511,7 +533,7 @@ class SshOpenToInternet:
                 return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
             return record(
                 Outcome.FAILED,
-                [p for ps in readd.values() for p in ps],
+                readded_record(rules, added, readd),
                 "revoke failed; re-added rules are a subset of the old ones",
                 code,
             )
@@ -519,14 +541,32 @@ class SshOpenToInternet:
         # that was revoked still needs (two rules' re-adds can overlap: EC2 holds one copy).
         revoked = [r for r in rules if r not in missed]
         needed = {k for r in revoked for p in readd.get(r.rule_id, []) for k in permission_keys(p)}
-        self._undo(ec2, gid, [added[r.rule_id] for r in missed if r.rule_id in added], needed)
-        after = [p for r in revoked for p in readd.get(r.rule_id, [])]
-        new_ids = [i for r in revoked if r.rule_id in added for i in added[r.rule_id].rule_ids]
+        taken_back = [added[r.rule_id] for r in missed if r.rule_id in added]
+        left, undo_code = self._undo(ec2, gid, taken_back, needed)
+        if left:
+            # The access those rules gave is gone (someone revoked them), but what the fix added
+            # for them stays: wider than the owner left the group. A person must know, and a
+            # retry would not: it finds no internet SSH and nothing to do.
+            return record(
+                Outcome.FAILED,
+                {
+                    **readded_record(revoked, added, readd),
+                    "left_open": left,
+                    "left_open_rule_ids": [i for a in taken_back for i in a.rule_ids],
+                },
+                f"{', '.join(r.rule_id for r in missed)} changed or revoked by someone else "
+                f"meanwhile, and the {len(left)} rule(s) re-added for them could not be taken "
+                f"back ({undo_code}): they admit the internet to other ports; revoke them by hand",
+            )
+        after_record = readded_record(revoked, added, readd)
+        after = after_record["readded"]
         done = (
             f"revoked {len(revoked)} rule(s); re-added {len(after)} rule(s) for the other ports"
             if after
             else f"revoked {len(revoked)} rule(s)"
         )
+        if present := after_record.get("already_present"):
+            done += f" ({len(present)} already present: not created, not ours)"
         try:
             # Only when the revoke missed a rule: was it revoked, or changed, by someone else?
             now = self._current_rules(ec2, [gid]).get(gid, []) if missed else []
@@ -534,7 +574,7 @@ class SshOpenToInternet:
             ids = ", ".join(r.rule_id for r in missed)
             return record(
                 Outcome.FAILED,
-                {"readded": after, "new_rule_ids": new_ids},
+                after_record,
                 f"{done}; {ids} no longer as read and could not be re-read",
                 error_code(error),
             )
@@ -556,12 +596,12 @@ class SshOpenToInternet:
             # Not done, and not ours to guess at: the change's own event (ModifySecurityGroupRules)
             # or the drift scan judges the rule as it is now.
             reason = "; ".join([done, *notes, *parts] if revoked else parts)
-            return record(Outcome.SKIPPED, {"readded": after, "new_rule_ids": new_ids}, reason)
+            return record(Outcome.SKIPPED, after_record, reason)
         if not revoked:
             reason = "rule already revoked" if len(gone) == len(rules) else "; ".join(parts)
             return record(Outcome.ALREADY_COMPLIANT, [], reason)
         reason = "; ".join(notes + parts) or done
-        return record(Outcome.APPLIED, {"readded": after, "new_rule_ids": new_ids}, reason)
+        return record(Outcome.APPLIED, after_record, reason)
 
     @staticmethod
     def _classify(
@@ -619,18 +659,30 @@ class SshOpenToInternet:
     @staticmethod
     def _undo(
         ec2: Any, gid: str, added: Iterable[Readded], keep: Collection[tuple[Any, ...]] = ()
-    ) -> None:
-        """Best effort: revoke exactly the permissions this fix added (not pre-existing ones),
-        except those in `keep`."""
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Revoke exactly the permissions this fix added (not pre-existing ones), except those in
+        `keep`. Returns what could not be taken back, with the error code (none: all gone)."""
         keep = set(keep)
         permissions = [
             p for readded in added for p in readded.permissions if not permission_keys(p) & keep
         ]
-        if permissions:
+        batches = [permissions] if permissions else []
+        left: list[dict[str, Any]] = []
+        code = None
+        while batches:
+            batch = batches.pop(0)
             try:
-                ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=permissions)
-            except ClientError:
-                logger.warning("could not undo re-added rules", extra={"group": gid})
+                ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=batch)
+            except ClientError as error:
+                if error_code(error) not in ALREADY_GONE:
+                    left, code = left + batch, error_code(error)
+                elif len(batch) > 1:  # one already gone refuses the call (non-default VPC)
+                    batches += [[p] for p in batch]
+        if left:
+            logger.error(
+                "could not take back re-added rules", extra={"group": gid, "error_code": code}
+            )
+        return left, code
 
     @staticmethod
     def _authorize(
