@@ -221,7 +221,7 @@ class DeliveryCheck:
 
     role_name: str
     denied: tuple[str, ...] = ()  # "action on resource" pairs the simulation did not allow
-    # the subset an explicit Deny or the permissions boundary blocks: attaching cannot help
+    # the subset an explicit Deny, the permissions boundary or an SCP blocks: attaching cannot help
     explicitly_denied: tuple[str, ...] = ()
 
     @property

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 SSH, ROLE, LOGGING = "ssh-open-to-internet", "ssm-instance-role", "ssm-session-logging"
 SSM_IDS = 50  # DescribeInstanceInformation returns at most 50 per page
+# Simulated decisions no policy the guardrail attaches can turn into "allowed".
+CANNOT_BE_GRANTED = frozenset({"explicitDeny", "boundaryDeny", "organizationsDeny"})
 
 
 def parse_interface(eni: dict[str, Any], top: dict[str, Any]) -> NetworkInterface:
@@ -372,7 +374,7 @@ class SnapshotReader:
                 tuple(
                     f"{a} on {r}"
                     for a, r in denied
-                    if decisions.get((a, r)) in ("explicitDeny", "boundaryDeny")
+                    if decisions.get((a, r)) in CANNOT_BE_GRANTED
                 ),
             )
         return checks
@@ -442,7 +444,8 @@ class SnapshotReader:
 def _decisions(result: dict[str, Any]) -> Iterator[tuple[tuple[str, str], str]]:
     """((action, resource), decision) from a SimulatePrincipalPolicy result, in either shape:
     per resource (ResourceSpecificResults) or one decision for the action. A pair the role's
-    permissions boundary does not allow is "boundaryDeny": no identity policy can lift it."""
+    permissions boundary does not allow is "boundaryDeny", one a service control policy does
+    not allow (OrganizationsDecisionDetail) "organizationsDeny": no identity policy lifts them."""
     action = result.get("EvalActionName", "")
     specific = result.get("ResourceSpecificResults") or []
     entries = [
@@ -453,6 +456,9 @@ def _decisions(result: dict[str, Any]) -> Iterator[tuple[tuple[str, str], str]]:
         detail = entry.get("PermissionsBoundaryDecisionDetail") or result.get(
             "PermissionsBoundaryDecisionDetail"
         )
+        organizations = result.get("OrganizationsDecisionDetail") or {}
         if decision != "allowed" and detail and detail.get("AllowedByPermissionsBoundary") is False:
             decision = "boundaryDeny"
+        elif decision != "allowed" and organizations.get("AllowedByOrganizations") is False:
+            decision = "organizationsDeny"
         yield (action, resource), decision

@@ -212,7 +212,10 @@ def test_explicit_deny_is_skipped_not_claimed_as_fixed(account, clients):
     iid = account.instance(profile="denied")
     report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
     (fix,) = [f for f in report.fixes if f.resource_id == "denied"]
-    assert fix.outcome is Outcome.SKIPPED and "boundary blocks kms:GenerateDataKey" in fix.reason
+    assert (
+        fix.outcome is Outcome.SKIPPED
+        and "service control policy blocks kms:GenerateDataKey" in fix.reason
+    )
     (evaluation,) = [e for e in report.evaluations if e.result.resource_id == iid]
     assert evaluation.left_failed and not evaluation.remediated
     # Nothing was attached: the role is exactly as its owners left it.
@@ -317,6 +320,39 @@ def test_a_permissions_boundary_that_blocks_delivery_is_skipped_and_the_key_left
     assert grant.outcome is Outcome.SKIPPED and "permissions boundary" in grant.reason
     assert account.iam.list_attached_role_policies(RoleName="bounded")["AttachedPolicies"] == []
     assert not any(e.remediated for e in report.evaluations if e.result.resource_id == iid)
+    assert "kmsKeyId" not in preferences(account)  # the role could never use the key
+
+
+def test_a_service_control_policy_that_blocks_the_key_is_skipped_and_the_key_left_out(
+    account, clients, monkeypatch
+):
+    """Under an allow-list SCP without kms:*, IAM's simulation answers implicitDeny with
+    OrganizationsDecisionDetail.AllowedByOrganizations false (moto has no SCPs: the emulated
+    answer is given that detail, as AWS does). Attaching the delivery policy cannot lift it;
+    naming the key in the preferences would stop every session on that role's instances."""
+    import emulator.extension as extension
+
+    simulate = extension.simulate
+
+    def under_an_scp_without_kms(*args, **kwargs):
+        results = simulate(*args, **kwargs)
+        for result in results:
+            allowed = not result["EvalActionName"].startswith("kms:")
+            result["OrganizationsDecisionDetail"] = {"AllowedByOrganizations": allowed}
+            if not allowed:
+                result["EvalDecision"] = "implicitDeny"
+                for specific in result.get("ResourceSpecificResults", []):
+                    specific["EvalResourceDecision"] = "implicitDeny"
+        return results
+
+    monkeypatch.setattr(extension, "simulate", under_an_scp_without_kms)
+    policy = delivery_policy(account)
+    account.role("app", profile="app")
+    account.instance(profile="app")
+    report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
+    (grant,) = [f for f in report.fixes if f.resource_id == "app"]
+    assert grant.outcome is Outcome.SKIPPED and "service control policy blocks kms:" in grant.reason
+    assert account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"] == []
     assert "kmsKeyId" not in preferences(account)  # the role could never use the key
 
 

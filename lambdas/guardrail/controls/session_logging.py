@@ -634,11 +634,12 @@ class SessionLogging:
         if not settings.log_delivery_policy_arn:
             reason = "GUARDRAIL_LOG_DELIVERY_POLICY_ARN is not set"
         elif delivery is not None and delivery.explicitly_denied:
-            # An explicit Deny wins over any Allow; a permissions boundary caps every policy.
+            # An explicit Deny wins over any Allow; a permissions boundary and the account's
+            # service control policies cap every policy.
             reason = (
-                f"an explicit Deny or the permissions boundary blocks "
+                f"an explicit Deny, the permissions boundary or a service control policy blocks "
                 f"{', '.join(delivery.explicitly_denied)}: attaching a policy cannot override "
-                "it; change the Deny or the boundary"
+                "it; change the Deny, the boundary or the SCP"
             )
         elif (
             target.get("bucket")
