@@ -537,6 +537,59 @@ def test_content_an_earlier_version_holds_promotes_that_version_not_latest(accou
     assert "runAsDefaultUser" not in preferences(account)
 
 
+def owners_version(account, inputs):
+    content = {"schemaVersion": "1.0", "sessionType": "Standard_Stream", "inputs": inputs}
+    version = account.ssm.update_document(
+        Name=SESSION_DOCUMENT,
+        Content=json.dumps(content),
+        DocumentVersion="$LATEST",
+        DocumentFormat="JSON",
+    )["DocumentDescription"]["DocumentVersion"]
+    account.ssm.update_document_default_version(Name=SESSION_DOCUMENT, DocumentVersion=version)
+    return version
+
+
+def test_preferences_an_owner_changes_meanwhile_are_left_to_them(account, clients, monkeypatch):
+    """Read at version 1; the owner saves a version 2 (run-as) and makes it the default before
+    the fix writes. Writing ours, built on version 1, would drop their change: the fix stands
+    back. (A version 2 left as a draft is not live: the fix goes on top, as after a rollback.)"""
+    from guardrail.reader import SnapshotReader
+
+    create_preferences(account, {"idleSessionTimeout": "20"})
+    real_read = SnapshotReader._preferences
+    theirs = {"idleSessionTimeout": "20", "runAsEnabled": True, "runAsDefaultUser": "ops"}
+
+    def read_then_the_owner_saves(reader):
+        read = real_read(reader)
+        owners_version(account, theirs)
+        return read
+
+    monkeypatch.setattr(SnapshotReader, "_preferences", read_then_the_owner_saves)
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.SKIPPED and "changed meanwhile" in fix.reason
+    doc = account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]
+    assert doc["LatestVersion"] == "2" and doc["DefaultVersion"] == "2"  # nothing written
+    assert preferences(account) == theirs
+    assert report.left_failed  # the next run judges what is there now
+
+
+def test_a_rolled_back_default_gets_the_fix_on_top_of_the_latest_version(account, clients):
+    """The owner rolled back to version 1 and left a draft at version 2: the fix's new content
+    goes on top (version 3), built on version 1, the live one, and becomes the default."""
+    create_preferences(account, {"idleSessionTimeout": "20"})
+    owners_version(account, {"runAsEnabled": True, "runAsDefaultUser": "root-draft"})
+    account.ssm.update_document_default_version(Name=SESSION_DOCUMENT, DocumentVersion="1")
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.APPLIED
+    doc = account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]
+    assert doc["DefaultVersion"] == "3" and doc["LatestVersion"] == "3"
+    live = preferences(account)
+    assert live["idleSessionTimeout"] == "20" and live["s3BucketName"]
+    assert "runAsDefaultUser" not in live  # the draft never went live
+
+
 @pytest.mark.parametrize("event", [False, True])
 def test_console_flags_come_into_force_only_once_no_role_would_be_refused(account, clients, event):
     """The console writes both encryption flags true with no destination: inert. Adding the

@@ -265,6 +265,28 @@ def holds(
 MAX_VERSIONS_SEARCHED = 20  # newest first: a matching version older than that stays FAILED
 
 
+def _new_version(ssm: Any, content: Mapping[str, Any], on_top_of: str) -> str:
+    """The version holding `content`: a new one on top of `on_top_of`, or the one that already
+    holds it (an earlier run stopped before promoting it, or an owner rolled back). Never
+    whatever $LATEST holds."""
+    try:
+        return str(
+            ssm.update_document(
+                Name=SESSION_DOCUMENT,
+                Content=json.dumps(content),
+                DocumentVersion=on_top_of,
+                DocumentFormat="JSON",
+            )["DocumentDescription"]["DocumentVersion"]
+        )
+    except ClientError as error:
+        if error_code(error) != "DuplicateDocumentContent":
+            raise
+        found = version_holding(ssm, content)
+        if found is None:
+            raise
+        return found
+
+
 def version_holding(ssm: Any, content: Mapping[str, Any]) -> str | None:
     """The newest version of the preferences whose content is `content` (compared as JSON)."""
     latest = int(ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]["LatestVersion"])
@@ -583,8 +605,14 @@ class SessionLogging:
                     DocumentType="Session",
                     DocumentFormat="JSON",
                 )
-            else:
-                self._update(ssm, content)
+            elif not self._update(ssm, content, prefs.document_version):
+                # Changed since the read (a person, a concurrent run): what we would write was
+                # judged on the older version and would drop their change.
+                return record(
+                    Outcome.SKIPPED,
+                    None,
+                    "the preferences changed meanwhile; left as they are for the next run to judge",
+                )
         except ClientError as error:
             if error_code(error) == "DocumentAlreadyExists":
                 # Created meanwhile (a person, a concurrent run): what we would write was judged
@@ -601,25 +629,28 @@ class SessionLogging:
         )
 
     @staticmethod
-    def _update(ssm: Any, content: Mapping[str, Any]) -> None:
-        """UpdateDocument makes a new version but not the default: promote it explicitly."""
+    def _update(ssm: Any, content: Mapping[str, Any], read_version: str | None) -> bool:
+        """A new version from the version read, made the default (UpdateDocument does not).
+        UpdateDocument accepts only the latest version, so naming the one read makes a newer
+        one (an owner's edit since) refuse the write: False, nothing changed. When the one
+        read is the default but not the latest (a rollback, a draft left at $LATEST), the
+        write goes on top of the latest, if the default is still the one read."""
         try:
-            version = ssm.update_document(
-                Name=SESSION_DOCUMENT,
-                Content=json.dumps(content),
-                DocumentVersion="$LATEST",
-                DocumentFormat="JSON",
-            )["DocumentDescription"]["DocumentVersion"]
+            version = _new_version(ssm, content, read_version or "$LATEST")
         except ClientError as error:
-            if error_code(error) != "DuplicateDocumentContent":
+            if error_code(error) != "InvalidDocumentVersion" or not read_version:
                 raise
-            # A version already holds this content (an earlier run stopped before promoting
-            # it, or an owner rolled back). Promote that one: never whatever $LATEST holds.
-            found = version_holding(ssm, content)
-            if found is None:
+            described = ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]
+            if str(described.get("DefaultVersion")) != read_version:
+                return False
+            try:
+                version = _new_version(ssm, content, str(described["LatestVersion"]))
+            except ClientError as again:
+                if error_code(again) == "InvalidDocumentVersion":
+                    return False
                 raise
-            version = found
         ssm.update_document_default_version(Name=SESSION_DOCUMENT, DocumentVersion=version)
+        return True
 
     def _grant_delivery(
         self, role_name: str, instance_ids: list[str], snapshot: AccountSnapshot, ctx: FixContext
