@@ -372,9 +372,7 @@ class SnapshotReader:
                 role.name,
                 tuple(f"{a} on {r}" for a, r in denied),
                 tuple(
-                    f"{a} on {r}"
-                    for a, r in denied
-                    if decisions.get((a, r)) in CANNOT_BE_GRANTED
+                    f"{a} on {r}" for a, r in denied if decisions.get((a, r)) in CANNOT_BE_GRANTED
                 ),
             )
         return checks

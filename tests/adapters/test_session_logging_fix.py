@@ -182,6 +182,84 @@ def test_roles_without_delivery_rights_get_the_delivery_policy_once(account, cli
     assert not account.run(clients, "enforce", [LOGGING], **settings).left_failed
 
 
+THEIR_KEY = "arn:aws:kms:us-east-1:123456789012:key/their-0000-key"
+
+
+def instance_result(report, iid):
+    (result,) = [e.result for e in report.evaluations if e.result.resource_id == iid]
+    return result
+
+
+def test_with_logging_off_delivery_is_judged_on_the_key_the_fix_keeps(account, clients):
+    """The owners already name their own kmsKeyId; the fix turns logging on and keeps it. A
+    role that may use only the guardrail's key is refused before the fix and after it alike,
+    and attaching the guardrail's policy (which grants its key, not theirs) is not claimed as
+    the cure."""
+    create_preferences(account, {"kmsKeyId": THEIR_KEY, "idleSessionTimeout": "20"})
+    policy = delivery_policy(account)
+    account.role("app", policy, profile="app")
+    iid = account.instance(profile="app")
+    settings = {**OURS, "log_delivery_policy_arn": policy}
+    before = instance_result(account.run(clients, "report", [LOGGING], **settings), iid)
+    assert before.status is Status.FAILED and f"kms:Decrypt on {THEIR_KEY}" in before.reason
+    assert KEY not in before.reason
+
+    report = account.run(clients, "enforce", [LOGGING], **settings)
+    (grant,) = [f for f in report.fixes if f.resource_id == "app"]
+    assert grant.outcome is Outcome.SKIPPED and f"KMS key {THEIR_KEY}" in grant.reason
+    assert "grant delivery there yourself" in grant.reason
+    assert preferences(account)["kmsKeyId"] == THEIR_KEY  # kept
+    after = instance_result(account.run(clients, "report", [LOGGING], **settings), iid)
+    assert after.status is Status.FAILED and after.reason == before.reason
+
+
+def test_logs_to_the_guardrails_bucket_need_its_key_whatever_key_sessions_use(account, clients):
+    """The guardrail's bucket encrypts with its KMS key: a role allowed to put objects there and
+    to use the owners' session key, but not the bucket's key, cannot deliver."""
+    create_preferences(
+        account,
+        {
+            "s3BucketName": "guardrail-logs",
+            "s3KeyPrefix": "",
+            "s3EncryptionEnabled": True,
+            "kmsKeyId": THEIR_KEY,
+        },
+    )
+    own = account.iam.create_policy(
+        PolicyName="own-delivery",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:PutObject", "s3:GetEncryptionConfiguration"],
+                        "Resource": [
+                            "arn:aws:s3:::guardrail-logs",
+                            "arn:aws:s3:::guardrail-logs/*",
+                        ],
+                    },
+                    {
+                        "Effect": "Allow",
+                        "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                        "Resource": THEIR_KEY,
+                    },
+                ],
+            }
+        ),
+    )["Policy"]["Arn"]
+    policy = delivery_policy(account)
+    account.role("app", own, profile="app")
+    iid = account.instance(profile="app")
+    settings = {**OURS, "session_log_prefix": "", "log_delivery_policy_arn": policy}
+    result = instance_result(account.run(clients, "report", [LOGGING], **settings), iid)
+    assert result.status is Status.FAILED
+    assert result.details["denied"] == [f"kms:GenerateDataKey on {KEY}"]
+    account.run(clients, "enforce", [LOGGING], **settings)  # grants the guardrail's policy
+    after = instance_result(account.run(clients, "report", [LOGGING], **settings), iid)
+    assert after.status is Status.PASSED, after.reason
+
+
 def deny_generate_data_key(account, role):
     account.iam.put_role_policy(
         RoleName=role,

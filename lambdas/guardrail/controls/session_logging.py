@@ -69,24 +69,31 @@ def delivery_target(prefs: SessionPreferences | None, settings: Settings) -> dic
     to deliver."""
     if prefs is None:
         return {}
+    owners_key = str(prefs.inputs.get("kmsKeyId") or "")
     if prefs.logging_on:
-        key = str(prefs.inputs.get("kmsKeyId") or "")
-        return {
+        target = {
             "bucket": prefs.s3_bucket,
             "prefix": str(prefs.inputs.get("s3KeyPrefix") or ""),
             "log_group": prefs.log_group,
             "kms_key": settings.session_log_kms_key
             if guardrail_key_missing(prefs, settings)
-            else key,
+            else owners_key,
         }
-    if not (settings.session_log_bucket or settings.session_log_group):
+    elif settings.session_log_bucket or settings.session_log_group:
+        target = {
+            "bucket": settings.session_log_bucket,
+            "prefix": guardrail_prefix(settings),
+            "log_group": settings.session_log_group,
+            # The fix keeps a key the owners already name (desired_inputs).
+            "kms_key": owners_key or settings.session_log_kms_key,
+        }
+    else:
         return {}
-    return {
-        "bucket": settings.session_log_bucket,
-        "prefix": guardrail_prefix(settings),
-        "log_group": settings.session_log_group,
-        "kms_key": settings.session_log_kms_key,
-    }
+    if target["bucket"] and target["bucket"] == settings.session_log_bucket:
+        # The guardrail's bucket encrypts with its key (SSE-KMS): PutObject needs it too,
+        # whatever key the preferences name for the sessions themselves.
+        target["bucket_key"] = settings.session_log_kms_key
+    return target
 
 
 def delivery_requirements(
@@ -110,6 +117,9 @@ def delivery_requirements(
     key = key_arn(target.get("kms_key", ""), partition, region, account)
     if key:
         pairs += [("kms:Decrypt", key), ("kms:GenerateDataKey", key)]
+    bucket_key = key_arn(target.get("bucket_key", ""), partition, region, account)
+    if bucket_key and bucket_key != key:
+        pairs.append(("kms:GenerateDataKey", bucket_key))
     return pairs
 
 
@@ -659,9 +669,15 @@ class SessionLogging:
         settings, target = ctx.settings, snapshot.delivery_target
         role = snapshot.roles.get(role_name)
         before = sorted(role.attached_policy_arns) if role else []
+        delivery = snapshot.delivery.get(role_name)
         ours = {settings.session_log_bucket, settings.session_log_group} - {""}
         theirs = {target.get("bucket", ""), target.get("log_group", "")} - {""}
-        delivery = snapshot.delivery.get(role_name)
+        key = target.get("kms_key", "")
+        if key and key != settings.session_log_kms_key and delivery is not None:
+            # The owners' key: the guardrail's policy does not grant it.
+            theirs |= {
+                f"KMS key {key}" for d in delivery.denied if d.startswith("kms:") and key in d
+            }
         if not settings.log_delivery_policy_arn:
             reason = "GUARDRAIL_LOG_DELIVERY_POLICY_ARN is not set"
         elif delivery is not None and delivery.explicitly_denied:
@@ -682,15 +698,15 @@ class SessionLogging:
                 f"the prefix {guardrail_prefix(settings)}/ the log-delivery policy grants: set "
                 "s3KeyPrefix to it in the preferences"
             )
+        elif not theirs <= ours:
+            reason = (
+                f"sessions log to {', '.join(sorted(theirs - ours))}, not the guardrail's "
+                "destinations or key: grant delivery there yourself"
+            )
         elif settings.log_delivery_policy_arn in before:
             reason = (
                 "the log-delivery policy is already attached and delivery is still not allowed "
                 "(a permissions boundary?): attaching again cannot help"
-            )
-        elif not theirs <= ours:
-            reason = (
-                f"sessions log to {', '.join(sorted(theirs - ours))}, not the guardrail's "
-                "destinations: grant delivery there yourself"
             )
         elif not settings.modify_existing_roles:
             reason = "GUARDRAIL_MODIFY_EXISTING_ROLES=false: report only"
