@@ -14,6 +14,8 @@ AWS_NOTES_EVENTS: dict[str, frozenset[str]] = {
             "StartInstances",
             "ModifyInstanceAttribute",
             "ModifyNetworkInterfaceAttribute",
+            # Not in AWS-NOTES.md's list: an attached interface brings its groups to the instance.
+            "AttachNetworkInterface",
             "AssociateIamInstanceProfile",
             "DisassociateIamInstanceProfile",
             "ReplaceIamInstanceProfileAssociation",

@@ -266,9 +266,14 @@ def _start_instances(request: dict[str, Any], response: dict[str, Any]) -> Parse
     return _instances(ids, "StartInstances")
 
 
-def _modify_instance_attribute(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
-    """ModifyInstanceAttribute: of its attributes only the security groups (groupSet) matter."""
-    return _instances([request.get("instanceId")], "ModifyInstanceAttribute", frozenset({SSH}))
+def _instance_groups(call: str) -> Parser:
+    """A call that names one instance in `requestParameters.instanceId` and can change only the
+    security groups guarding it: that instance, ssh only."""
+
+    def parse(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+        return _instances([request.get("instanceId")], call, frozenset({SSH}))
+
+    return parse
 
 
 def _modify_interface_attribute(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
@@ -351,8 +356,12 @@ EVENT_TYPES: dict[str, EventType] = {
     "ModifySecurityGroupRules": EventType(EC2, _modify_rules),
     "RunInstances": EventType(EC2, _run_instances),
     "StartInstances": EventType(EC2, _start_instances),
-    "ModifyInstanceAttribute": EventType(EC2, _modify_instance_attribute),
+    # Of ModifyInstanceAttribute's attributes only the security groups (groupSet) matter.
+    "ModifyInstanceAttribute": EventType(EC2, _instance_groups("ModifyInstanceAttribute")),
     "ModifyNetworkInterfaceAttribute": EventType(EC2, _modify_interface_attribute),
+    # An attached interface brings its own groups to the instance (its deviceIndex and
+    # networkCardIndex change nothing a control reads); the request names the instance.
+    "AttachNetworkInterface": EventType(EC2, _instance_groups("AttachNetworkInterface")),
     "AssociateIamInstanceProfile": EventType(
         EC2, _profile_call("AssociateIamInstanceProfileRequest")
     ),

@@ -553,6 +553,45 @@ def test_interface_moved_into_an_open_group(world):
     assert world.finding_id(ROLE, bystander) not in world.findings()
 
 
+def attach_interface(world: World, instance: str, group: str) -> str:
+    """A second interface, in `group` and without a public address, attached to `instance`."""
+    eni = world.ec2.create_network_interface(SubnetId=world.subnet, Groups=[group])
+    eni_id = str(eni["NetworkInterface"]["NetworkInterfaceId"])
+    world.ec2.attach_network_interface(
+        NetworkInterfaceId=eni_id, InstanceId=instance, DeviceIndex=1
+    )
+    return eni_id
+
+
+@pytest.mark.parametrize("mode", ["enforce", "report"])
+def test_interface_attached_from_an_open_group(world, mode):
+    bad = world.group("ops")
+    world.open_ssh(bad)
+    instance = world.launch()[0]  # its primary interface is in `web` only
+    state = world.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
+    assert state["State"]["Name"] == "running"
+    world.guardrail("report").run()  # the drift scan: nothing wrong yet
+    assert passed(world, SSH, instance)
+    eni = attach_interface(world, instance, bad)
+    before = world.state()
+
+    result = world.deliver("attach_network_interface", {I1: instance, ENI: eni}, mode=mode)
+
+    assert "dropped" not in result, result
+    assert result["event"]["instance_ids"] == [instance]
+    assert result["event"]["controls"] == [SSH]
+    finding = world.finding(SSH, instance)
+    if mode == "enforce":
+        assert world.internet_ssh(bad) == [] and result["fixes"] == {"applied": 1}
+        assert resolved(world, SSH, instance) and passed(world, SSH, bad)
+    else:
+        assert world.state() == before and not result["fixes"]
+        assert finding["Compliance"]["Status"] == "FAILED"
+        # The group is on the attached interface, which has no public address: HIGH.
+        assert finding["Severity"]["Label"] == "HIGH"
+        assert world.finding(SSH, bad)["Compliance"]["Status"] == "FAILED"
+
+
 @pytest.mark.parametrize("mode", ["report", "enforce"])
 def test_an_instance_event_sees_every_user_of_its_open_group(world, mode):
     """An event about one instance of a shared open group: the group's finding counts every user

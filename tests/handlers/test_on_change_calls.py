@@ -21,6 +21,7 @@ from tests.handlers.test_on_change import (
     PREFS,
     SG,
     World,
+    attach_interface,
     prefs_content,
 )
 
@@ -64,6 +65,13 @@ def interface_in_open_group(w: World) -> dict[str, str]:
     eni = w.interface_of(instance)
     w.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[bad])
     return {ENI: eni, SG: bad}
+
+
+def interface_attached_from_open_group(w: World) -> dict[str, str]:
+    bad = w.group("ops")
+    w.open_ssh(bad)
+    instance = w.launch()[0]
+    return {I1: instance, ENI: attach_interface(w, instance, bad)}
 
 
 def associated_role_without_core(w: World) -> dict[str, str]:
@@ -177,6 +185,7 @@ CASES: list[tuple[str, Callable[[World], dict[str, str]]]] = [
     ("state_change_running", instance_open_no_profile),
     ("modify_instance_attribute_groups", instance_in_open_group),
     ("modify_network_interface_attribute", interface_in_open_group),
+    ("attach_network_interface", interface_attached_from_open_group),
     ("associate_iam_instance_profile", associated_role_without_core),
     ("disassociate_iam_instance_profile", disassociated),
     ("replace_iam_instance_profile_association", replaced_with_bare_profile),

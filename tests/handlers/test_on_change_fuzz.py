@@ -24,18 +24,20 @@ from hypothesis import strategies as st
 
 from tests.handlers.test_on_change import (
     ACCOUNT,
+    ENI,
     GUARDRAIL_ACTOR,
     I1,
     PLACEHOLDER_ACCOUNT,
     SG,
     World,
+    attach_interface,
     emulated_world,
 )
 from tests.unit.test_events import ANY_EVENT
 
 
 @pytest.fixture(scope="module")
-def fuzz_world() -> Iterator[tuple[World, dict[str, Any], dict[str, str]]]:
+def fuzz_world() -> Iterator[tuple[World, dict[str, Any], dict[str, dict[str, str]]]]:
     patch = pytest.MonkeyPatch()
     with emulated_world(patch) as world:
         # Non-compliant on purpose: internet SSH, an instance without a profile, a team role
@@ -43,9 +45,16 @@ def fuzz_world() -> Iterator[tuple[World, dict[str, Any], dict[str, str]]]:
         ops = world.group("ops")
         world.open_ssh(ops)
         bare = world.launch(groups=[ops])[0]
+        side = world.group("ops-side")
+        world.open_ssh(side)
+        joined = world.launch()[0]  # in `web`, then given a second interface in `ops-side`
+        eni = attach_interface(world, joined, side)
         world.app_role(name="team-role", profile="team-profile", core=False)
         world.launch(profile="team-profile")
-        real = {SG: ops, I1: bare, '"roleName": "app-role"': '"roleName": "team-role"'}
+        ids = {SG: ops, I1: bare, '"roleName": "app-role"': '"roleName": "team-role"'}
+        # The ids each real shape is given: the attach names the instance its interface joined.
+        real = {name: ids for name in REAL_SHAPES}
+        real["attach_network_interface"] = {**ids, I1: joined, ENI: eni}
         yield world, world.state(), real
     patch.undo()
 
@@ -69,7 +78,12 @@ def test_any_event_neither_raises_nor_changes_the_account(fuzz_world, event):
 
 
 # Real shapes that, with the world's ids, would lead to a fix if they were not dropped.
-REAL_SHAPES = ["authorize_ingress_ip_permissions", "start_instances", "iam_detach_role_policy"]
+REAL_SHAPES = [
+    "authorize_ingress_ip_permissions",
+    "attach_network_interface",
+    "start_instances",
+    "iam_detach_role_policy",
+]
 OWN_SESSION = GUARDRAIL_ACTOR.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/")
 
 
@@ -99,7 +113,7 @@ def test_real_events_that_must_be_dropped_change_nothing(fuzz_world, name, how):
     world, before, real = fuzz_world
     if name.startswith("iam_") and how == "other region":
         how = "failed call"  # IAM is global: its events are evaluated in every region
-    event = world.event(name, real)
+    event = world.event(name, real[name])
     findings = len(world.findings())
     must_drop(event, how)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -116,7 +130,7 @@ def test_the_same_real_events_unmutated_would_fix_something(fuzz_world):
     for name in REAL_SHAPES:
         with contextlib.redirect_stdout(io.StringIO()):
             result = on_change.handle(
-                world.event(name, real), world.guardrail("enforce"), home_account=ACCOUNT
+                world.event(name, real[name]), world.guardrail("enforce"), home_account=ACCOUNT
             )
         # each reaches a fix
         assert "dropped" not in result and result["fixes"], (name, result)

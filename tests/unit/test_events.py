@@ -170,6 +170,56 @@ def test_modify_instance_attribute_touches_the_instance_for_ssh_only():
     )
 
 
+def test_attached_interface_touches_the_instance_it_joins_for_ssh_only():
+    parsed = change("attach_network_interface", region="eu-west-1")
+    # The interface's groups now guard the instance the request names; only SSH can change.
+    assert parsed.scope == Scope(instance_ids=frozenset({I1}), controls=frozenset({SSH}))
+    assert parsed.event_name == "AttachNetworkInterface" and parsed.account_id == ACCOUNT
+
+
+def test_attached_interface_with_stray_whitespace_around_the_instance_id():
+    event = load("attach_network_interface")
+    event["detail"]["requestParameters"]["instanceId"] = f" \t{I1}\n"
+    assert to_scope(event) == Scope(instance_ids=frozenset({I1}), controls=frozenset({SSH}))
+
+
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [
+        (..., ""),  # no instanceId at all
+        (None, ""),
+        ("   ", " (got '   ')"),
+        ("i-XYZ", " (got 'i-XYZ')"),
+        ("eni-0a1b2c3d4e5f60001", " (got 'eni-0a1b2c3d4e5f60001')"),  # the interface, not it
+        (7, " (got 7)"),
+    ],
+    ids=["missing", "null", "blank", "garbage", "interface-id", "number"],
+)
+def test_attached_interface_without_a_valid_instance_id_is_malformed(value, got):
+    event = load("attach_network_interface")
+    request = event["detail"]["requestParameters"]
+    if value is ...:
+        del request["instanceId"]
+    else:
+        request["instanceId"] = value
+    result = dropped(event)
+    assert result.kind is DropKind.MALFORMED and result.bad_input
+    assert result.event_name == "AttachNetworkInterface"
+    assert result.reason == f"AttachNetworkInterface: no valid instance id{got}"
+
+
+def test_failed_attach_is_dropped_as_a_failed_call():
+    event = load("attach_network_interface")
+    event["detail"]["errorCode"] = "Client.InvalidParameterValue"
+    event["detail"]["errorMessage"] = (
+        f"Instance '{I1}' already has an interface attached at device index '1'."
+    )
+    event["detail"]["responseElements"] = None
+    result = dropped(event)
+    assert result.kind is DropKind.FAILED_CALL and not result.bad_input
+    assert "Client.InvalidParameterValue" in result.reason
+
+
 @pytest.mark.parametrize(
     "name",
     [
