@@ -53,7 +53,9 @@ WILDCARD_REASONS = {
         "The security-group rules the SSH fix re-adds exist only once AuthorizeSecurityGroupIngress "
         "creates them, so their ids cannot be named; ec2:CreateTags there is allowed only at "
         "creation (condition ec2:CreateAction = AuthorizeSecurityGroupIngress) to label each new "
-        "rule with the rule it replaces."
+        "rule with the rule it replaces, and otherwise only to add the one key "
+        "ssm-guardrail:relied-on (aws:TagKeys) to a rule that already carries "
+        "ssm-guardrail:replaces, i.e. one the guardrail re-added."
     ),
     f"{_EC2}:instance/*": (
         "ec2:AssociateIamInstanceProfile on an instance that has no profile: any instance in "

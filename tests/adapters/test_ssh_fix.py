@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from botocore.exceptions import ClientError
 from guardrail.model import Outcome, Status
@@ -479,6 +481,116 @@ def test_taking_back_goes_rule_by_rule_when_one_of_them_is_already_gone(account,
     (record,) = fix(clients, snapshot)
     assert record.outcome is Outcome.ALREADY_COMPLIANT
     assert account.ingress(gid) == []
+
+
+def test_two_runs_closing_one_group_at_once_keep_the_other_ports(account, clients, aws):
+    """Two invocations (an event delivered twice, or an event and the drift scan) fix the same
+    group in the same instant. A re-adds tcp 0-21/23-65535; B finds them there, marks them as
+    relied on and revokes the wide rule; A's revoke then finds it gone. A keeps the rules B
+    counts on: the web ports stay open, only SSH closes."""
+    from guardrail.clients import AwsClients
+    from guardrail.scope import Scope
+
+    gid = account.group(perm("tcp", 0, 65535, description="web+ssh"))
+    account.instance([gid])
+    other = AwsClients(session=aws, region="us-east-1")  # the other invocation's clients
+    mine = read(clients, Scope(group_ids=frozenset({gid})))
+    theirs = read(other, Scope(group_ids=frozenset({gid})))
+    b: list[Any] = []
+
+    def the_other_run_fixes_now(**_):
+        clients.ec2.meta.events.unregister(
+            "before-call.ec2.RevokeSecurityGroupIngress", the_other_run_fixes_now
+        )
+        b.extend(fix(other, theirs))
+
+    clients.ec2.meta.events.register(
+        "before-call.ec2.RevokeSecurityGroupIngress", the_other_run_fixes_now
+    )
+    (a,) = fix(clients, mine)
+    (b_record,) = b
+    assert account.ingress(gid) == [
+        ("tcp", 0, 21, "0.0.0.0/0", "web+ssh"),
+        ("tcp", 23, 65535, "0.0.0.0/0", "web+ssh"),
+    ]
+    assert b_record.outcome is Outcome.APPLIED and len(b_record.after["already_present"]) == 2
+    assert a.outcome is Outcome.ALREADY_COMPLIANT and "by another run" in a.reason
+    kept = {r["SecurityGroupRuleId"] for r in a.after["kept_for_another_run"]}
+    assert kept == {r["SecurityGroupRuleId"] for r in rules_of(account, gid)}
+    tags = [{t["Key"]: t["Value"] for t in r["Tags"]} for r in rules_of(account, gid)]
+    old = mine.security_groups[gid].ingress[0].rule_id
+    assert all(t["ssm-guardrail:relied-on"] == old for t in tags)
+
+
+def test_a_person_deleting_the_rule_meanwhile_leaves_no_relied_on_mark_to_keep(account, clients):
+    """Without another run's mark, what was re-added for a rule a person revoked is taken
+    back, and an owner's own rule is never tagged by the guardrail."""
+    from guardrail.scope import Scope
+
+    gid = account.group(perm("tcp", 0, 65535), perm("tcp", 0, 21, description="ftp"))
+    account.instance([gid])
+    snapshot = read(clients, Scope(group_ids=frozenset({gid})))
+    owner_revokes_before_the_fix_does(account, clients, gid, perm("tcp", 0, 65535))
+    (record,) = fix(clients, snapshot)
+    assert record.outcome is Outcome.ALREADY_COMPLIANT and record.reason == "rule already revoked"
+    assert account.ingress(gid) == [("tcp", 0, 21, "0.0.0.0/0", "ftp")]
+    assert [r["Tags"] for r in rules_of(account, gid)] == [[]]
+
+
+class RevokeAnswersWithRevokedRules:
+    """Wraps the emulator's EC2 client: RevokeSecurityGroupIngress answers, as EC2 does, with
+    the rules it revoked (RevokedSecurityGroupRules: ids and content); moto leaves them out."""
+
+    def __init__(self, ec2, before_revoke=None):
+        self.ec2, self.before_revoke = ec2, before_revoke
+
+    def __getattr__(self, name):
+        return getattr(self.ec2, name)
+
+    def revoke_security_group_ingress(self, **kwargs):
+        if self.before_revoke:
+            self.before_revoke()
+            self.before_revoke = None
+        gid = kwargs["GroupId"]
+        held = self.ec2.describe_security_group_rules(
+            Filters=[{"Name": "group-id", "Values": [gid]}]
+        )["SecurityGroupRules"]
+        answer = self.ec2.revoke_security_group_ingress(**kwargs)
+        now = self.ec2.describe_security_group_rules(
+            Filters=[{"Name": "group-id", "Values": [gid]}]
+        )["SecurityGroupRules"]
+        left = {r["SecurityGroupRuleId"] for r in now}
+        return {
+            **answer,
+            "RevokedSecurityGroupRules": [r for r in held if r["SecurityGroupRuleId"] not in left],
+        }
+
+
+def test_a_rule_re_created_as_it_was_meanwhile_is_revoked_and_the_rest_kept(account, clients):
+    """The owner deletes the wide rule and adds it again (a new id) between the read and the
+    revoke. The revoke, by content, removes the new one: its access was the one judged, so the
+    re-added ports stay and the fix is APPLIED (it was taken back, closing every port)."""
+    from guardrail.scope import Scope
+
+    gid = account.group(perm("tcp", 0, 65535))
+    account.instance([gid])
+    snapshot = read(clients, Scope(group_ids=frozenset({gid})))
+
+    def re_create():
+        account.ec2.revoke_security_group_ingress(
+            GroupId=gid, IpPermissions=[perm("tcp", 0, 65535)]
+        )
+        account.ec2.authorize_security_group_ingress(
+            GroupId=gid, IpPermissions=[perm("tcp", 0, 65535)]
+        )
+
+    clients.__dict__["ec2"] = RevokeAnswersWithRevokedRules(clients.ec2, re_create)
+    (record,) = fix(clients, snapshot)
+    assert record.outcome is Outcome.APPLIED
+    assert account.ingress(gid) == [
+        ("tcp", 0, 21, "0.0.0.0/0", None),
+        ("tcp", 23, 65535, "0.0.0.0/0", None),
+    ]
 
 
 def test_a_group_owned_by_another_account_is_not_changed(account, clients):

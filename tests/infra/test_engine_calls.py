@@ -10,6 +10,7 @@ AccessDenied in a real account that moto never shows.
 from __future__ import annotations
 
 import ast
+import json
 from functools import cached_property
 from typing import Any
 
@@ -128,15 +129,26 @@ def _fix_tags_rules_on_create() -> bool:
     return "TagSpecifications" in source and '"security-group-rule"' in source
 
 
-def test_tag_on_create_may_tag_only_new_security_group_rules(synth: Synth) -> None:
+def test_rules_may_be_tagged_only_at_creation_or_with_the_relied_on_mark(synth: Synth) -> None:
+    """ec2:CreateTags reaches security group rules only: at creation (the re-adds), or to add
+    the one relied-on key to a rule the guardrail re-added (tagged with the rule it replaces);
+    never an owner's rule, never another key."""
     assert _fix_tags_rules_on_create(), "the premise changed: revisit these two tests"
     statements = _statements(synth, "ec2:CreateTags")
     assert statements, "the fix tags the rules it re-adds: ec2:CreateTags must be granted"
     for statement in statements:
         assert [r.endswith(":security-group-rule/*") for r in _resources(statement)] == [True]
-        assert statement["Condition"] == {
-            "StringEquals": {"ec2:CreateAction": "AuthorizeSecurityGroupIngress"}
-        }
+    # Each fixing Lambda has both statements.
+    assert {json.dumps(s["Condition"], sort_keys=True) for s in statements} == {
+        json.dumps(c, sort_keys=True)
+        for c in (
+            {"StringEquals": {"ec2:CreateAction": "AuthorizeSecurityGroupIngress"}},
+            {
+                "ForAllValues:StringEquals": {"aws:TagKeys": ["ssm-guardrail:relied-on"]},
+                "Null": {"ec2:ResourceTag/ssm-guardrail:replaces": "false"},
+            },
+        )
+    }
 
 
 def test_tagged_authorize_is_allowed_on_the_rules_it_creates(synth: Synth) -> None:

@@ -40,6 +40,9 @@ TCP = ("tcp", "6")
 ALREADY_GONE = ("InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound")
 GROUP_GONE = ("InvalidGroup.NotFound", "InvalidGroupId.NotFound")
 GUARDRAIL_TAG = "ssm-guardrail:replaces"
+# Put on re-added rules a run found already there (another run's, for the same rule) before it
+# revokes that rule counting on them: the run that made them must not take them back.
+RELIED_ON_TAG = "ssm-guardrail:relied-on"
 MAX_TAGS = 50  # tags per EC2 resource (a security group rule included)
 ADDRESS = {4: "a public IPv4 address", 6: "an IPv6 address"}
 NO_ADDRESS = {4: "no public IPv4 address", 6: "no IPv6 address"}
@@ -84,6 +87,7 @@ class Readded:
 
     rule_ids: list[str] = field(default_factory=list)
     permissions: list[dict[str, Any]] = field(default_factory=list)
+    present: list[dict[str, Any]] = field(default_factory=list)  # already in the group
 
 
 @dataclass(frozen=True)
@@ -174,25 +178,27 @@ def permission_keys(permission: Mapping[str, Any]) -> set[tuple[Any, ...]]:
 def readd_tags(rule: SecurityGroupRule) -> tuple[list[dict[str, str]], list[str]]:
     """Tags for the rules re-added in place of `rule`: its owner's (not "aws:" ones, which EC2
     reserves) and ours naming the rule they replace; and the owner's keys dropped to stay within
-    EC2's 50 tags per resource (ours stays: it is what lets a person trace and undo the fix)."""
+    EC2's 50 tags per resource (ours stays: it is what lets a person trace and undo the fix, and
+    room is kept for RELIED_ON_TAG)."""
     owners = [
         {"Key": k, "Value": v}
         for k, v in rule.tags
         if not k.lower().startswith("aws:") and k != GUARDRAIL_TAG
     ]
-    kept = owners[: MAX_TAGS - 1]
-    dropped = [t["Key"] for t in owners[MAX_TAGS - 1 :]]
+    kept = owners[: MAX_TAGS - 2]
+    dropped = [t["Key"] for t in owners[MAX_TAGS - 2 :]]
     return [*kept, {"Key": GUARDRAIL_TAG, "Value": rule.rule_id}], dropped
 
 
 def readded_record(
     rules: Iterable[SecurityGroupRule],
     added: Mapping[str, Readded],
-    planned: Mapping[str, list[dict[str, Any]]],
+    kept: Sequence[SecurityGroupRule] = (),
 ) -> dict[str, Any]:
     """What the fix re-added for `rules` (an undo revokes exactly these), the new rule ids, and
-    what was planned but already in the group (a person's rule, or an earlier run's): not
-    created here, so an undo must leave it."""
+    what was planned but already in the group (a person's rule, or another run's): not created
+    here, so an undo must leave it; and, under `kept_for_another_run`, rules made here for a rule
+    another run revoked counting on them."""
     readded: list[dict[str, Any]] = []
     new_ids: list[str] = []
     present: list[dict[str, Any]] = []
@@ -200,11 +206,27 @@ def readded_record(
         made = added.get(rule.rule_id, Readded())
         readded += made.permissions
         new_ids += made.rule_ids
-        present += [p for p in planned.get(rule.rule_id, []) if p not in made.permissions]
+        present += made.present
     record: dict[str, Any] = {"readded": readded, "new_rule_ids": new_ids}
     if present:
         record["already_present"] = present
+    if kept:
+        record["kept_for_another_run"] = [describe_rule(r) for r in kept]
     return record
+
+
+def _revoked_permission(revoked: Mapping[str, Any]) -> dict[str, Any]:
+    """A RevokedSecurityGroupRules entry as an IpPermission (for permission_keys)."""
+    permission: dict[str, Any] = {
+        "IpProtocol": revoked.get("IpProtocol", "-1"),
+        "FromPort": revoked.get("FromPort"),
+        "ToPort": revoked.get("ToPort"),
+    }
+    if revoked.get("CidrIpv4"):
+        permission["IpRanges"] = [{"CidrIp": revoked["CidrIpv4"]}]
+    if revoked.get("CidrIpv6"):
+        permission["Ipv6Ranges"] = [{"CidrIpv6": revoked["CidrIpv6"]}]
+    return permission
 
 
 def describe_rule(rule: SecurityGroupRule) -> dict[str, Any]:
@@ -297,6 +319,16 @@ class SshOpenToInternet:
             resources=("arn:{partition}:ec2:{region}:{account}:security-group-rule/*",),
             conditions={"StringEquals": {"ec2:CreateAction": "AuthorizeSecurityGroupIngress"}},
             why="tag re-added rules with the rule they replace (so a person can undo)",
+        ),
+        Permission(
+            ("ec2:CreateTags",),
+            resources=("arn:{partition}:ec2:{region}:{account}:security-group-rule/*",),
+            conditions={
+                "ForAllValues:StringEquals": {"aws:TagKeys": [RELIED_ON_TAG]},
+                "Null": {f"ec2:ResourceTag/{GUARDRAIL_TAG}": "false"},
+            },
+            why="mark another run's re-added rules as relied on before revoking the rule they "
+            "replace (only that tag, only on rules the guardrail re-added)",
         ),
     )
     no_fix_reason = ""
@@ -525,6 +557,7 @@ class SshOpenToInternet:
                     "could not re-add the other ports; nothing was revoked",
                     code,
                 )
+        self._mark_relied_on(ec2, gid, added)
         try:
             missed = self._revoke(ec2, gid, rules)
         except ClientError as error:
@@ -533,15 +566,26 @@ class SshOpenToInternet:
                 return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
             return record(
                 Outcome.FAILED,
-                readded_record(rules, added, readd),
+                readded_record(rules, added),
                 "revoke failed; re-added rules are a subset of the old ones",
                 code,
             )
         # Rules no longer as read: what was re-added for them must go again, except what a rule
-        # that was revoked still needs (two rules' re-adds can overlap: EC2 holds one copy).
+        # that was revoked still needs (two rules' re-adds can overlap: EC2 holds one copy) and
+        # what another run marked as relied on (it revoked the rule counting on those re-adds).
         revoked = [r for r in rules if r not in missed]
         needed = {k for r in revoked for p in readd.get(r.rule_id, []) for k in permission_keys(p)}
         taken_back = [added[r.rule_id] for r in missed if r.rule_id in added]
+        now: list[SecurityGroupRule] = []
+        reread_code = None
+        try:
+            # Only when the revoke missed a rule: was it revoked, or changed, by someone else?
+            now = self._current_rules(ec2, [gid]).get(gid, []) if missed else []
+        except ClientError as error:
+            reread_code = error_code(error)
+        made = {i for a in taken_back for i in a.rule_ids}
+        relied = [c for c in now if c.rule_id in made and RELIED_ON_TAG in dict(c.tags)]
+        needed |= {k for c in relied for k in permission_keys(rule_permission(c))}
         left, undo_code = self._undo(ec2, gid, taken_back, needed)
         if left:
             # The access those rules gave is gone (someone revoked them), but what the fix added
@@ -550,15 +594,15 @@ class SshOpenToInternet:
             return record(
                 Outcome.FAILED,
                 {
-                    **readded_record(revoked, added, readd),
+                    **readded_record(revoked, added),
                     "left_open": left,
-                    "left_open_rule_ids": [i for a in taken_back for i in a.rule_ids],
+                    "left_open_rule_ids": sorted(made),
                 },
                 f"{', '.join(r.rule_id for r in missed)} changed or revoked by someone else "
                 f"meanwhile, and the {len(left)} rule(s) re-added for them could not be taken "
                 f"back ({undo_code}): they admit the internet to other ports; revoke them by hand",
             )
-        after_record = readded_record(revoked, added, readd)
+        after_record = readded_record(revoked, added, relied)
         after = after_record["readded"]
         done = (
             f"revoked {len(revoked)} rule(s); re-added {len(after)} rule(s) for the other ports"
@@ -567,22 +611,23 @@ class SshOpenToInternet:
         )
         if present := after_record.get("already_present"):
             done += f" ({len(present)} already present: not created, not ours)"
-        try:
-            # Only when the revoke missed a rule: was it revoked, or changed, by someone else?
-            now = self._current_rules(ec2, [gid]).get(gid, []) if missed else []
-        except ClientError as error:
+        if reread_code:
             ids = ", ".join(r.rule_id for r in missed)
             return record(
                 Outcome.FAILED,
                 after_record,
                 f"{done}; {ids} no longer as read and could not be re-read",
-                error_code(error),
+                reread_code,
             )
         gone, closed, still_open = self._classify(missed, now)
+        by_another_run = (
+            f"already revoked by another run of the guardrail, which counts on the {len(relied)} "
+            "rule(s) re-added here for the other ports: kept"
+        )
         parts = [
             f"{', '.join(ids)} {what}"
             for ids, what in (
-                (gone, "already revoked"),
+                (gone, by_another_run if relied else "already revoked"),
                 (closed, "changed meanwhile, no longer admitting internet SSH: left as set"),
                 (
                     still_open,
@@ -598,10 +643,39 @@ class SshOpenToInternet:
             reason = "; ".join([done, *notes, *parts] if revoked else parts)
             return record(Outcome.SKIPPED, after_record, reason)
         if not revoked:
+            if relied:
+                return record(Outcome.ALREADY_COMPLIANT, after_record, "; ".join(parts))
             reason = "rule already revoked" if len(gone) == len(rules) else "; ".join(parts)
             return record(Outcome.ALREADY_COMPLIANT, [], reason)
         reason = "; ".join(notes + parts) or done
         return record(Outcome.APPLIED, after_record, reason)
+
+    @staticmethod
+    def _mark_relied_on(ec2: Any, gid: str, added: Mapping[str, Readded]) -> None:
+        """Re-adds found already in the group that another run made for the same rule (tagged
+        with its id) get RELIED_ON_TAG before this run revokes that rule: should that run's own
+        revoke then find the rule gone, it keeps them instead of taking back what this run's
+        fix counts on. Best effort: without the mark, that run takes them back as before."""
+        wanted = {rule_id: a.present for rule_id, a in added.items() if a.present}
+        if not wanted:
+            return
+        try:
+            current = SshOpenToInternet._current_rules(ec2, [gid]).get(gid, [])
+            for rule_id, permissions in wanted.items():
+                keys = {k for p in permissions for k in permission_keys(p)}
+                ids = [
+                    c.rule_id
+                    for c in current
+                    if dict(c.tags).get(GUARDRAIL_TAG) == rule_id
+                    and permission_keys(rule_permission(c)) & keys
+                ]
+                if ids:
+                    ec2.create_tags(Resources=ids, Tags=[{"Key": RELIED_ON_TAG, "Value": rule_id}])
+        except ClientError as error:
+            logger.warning(
+                "could not mark re-added rules as relied on",
+                extra={"group": gid, "error_code": error_code(error)},
+            )
 
     @staticmethod
     def _classify(
@@ -649,11 +723,17 @@ class SshOpenToInternet:
                     missed.append(rule)
             return missed
         unknown = {k for p in response.get("UnknownIpPermissions", []) for k in permission_keys(p)}
-        revoked = {
-            r.get("SecurityGroupRuleId") for r in response.get("RevokedSecurityGroupRules", [])
-        }
-        if revoked:  # by id: two spellings of one source must not blur which rule went
-            return [r for r in rules if r.rule_id not in revoked]
+        gone = response.get("RevokedSecurityGroupRules", [])
+        if gone:
+            # By id, and by content for a rule deleted and re-created as it was since the read
+            # (a new id): its access, the one judged, is what went.
+            ids = {r.get("SecurityGroupRuleId") for r in gone}
+            contents = {k for r in gone for k in permission_keys(_revoked_permission(r))}
+            return [
+                r
+                for r in rules
+                if r.rule_id not in ids and not permission_keys(rule_permission(r)) & contents
+            ]
         return [r for r in rules if permission_keys(rule_permission(r)) & unknown]
 
     @staticmethod
@@ -709,6 +789,8 @@ class SshOpenToInternet:
                     raise
                 if len(batch) > 1:
                     batches += [[p] for p in batch]
+                else:
+                    added.present += batch
                 continue
             added.rule_ids += [
                 r["SecurityGroupRuleId"] for r in response.get("SecurityGroupRules", [])
