@@ -16,16 +16,23 @@ SESSION_DOCUMENT = "SSM-SessionManagerRunShell"
 EVALUATED_STATES = frozenset({"pending", "running", "stopping", "stopped"})
 
 
+GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")  # every routable IPv6 address today
+
+
 def is_internet(cidr: str | None) -> bool:
-    """True for a source spanning a whole address family (prefix length 0). EC2 keeps a CIDR as
-    written ("0::/0", "0:0:0:0:0:0:0:0/0", "1.2.3.4/0"), so comparing strings with 0.0.0.0/0 and
-    ::/0 misses them; anything that is not a CIDR is not the internet."""
+    """True for a source spanning a whole address family (prefix length 0), or every global
+    IPv6 address (2000::/3, ::/1, ...). EC2 keeps a CIDR as written ("0::/0", "1.2.3.4/0"), so
+    comparing strings with 0.0.0.0/0 and ::/0 misses them; anything not a CIDR is not the
+    internet."""
     if not cidr:
         return False
     try:
-        return ipaddress.ip_network(cidr, strict=False).prefixlen == 0
+        network = ipaddress.ip_network(cidr, strict=False)
     except ValueError:
         return False
+    if isinstance(network, ipaddress.IPv6Network) and network.supernet_of(GLOBAL_UNICAST_V6):
+        return True
+    return network.prefixlen == 0
 
 
 class Status(StrEnum):

@@ -234,7 +234,7 @@ def rules_of(account, gid):
     return [r for r in raw["SecurityGroupRules"] if not r["IsEgress"]]
 
 
-@pytest.mark.parametrize("cidr", ["0::/0", "0:0:0:0:0:0:0:0/0", "1.2.3.4/0"])
+@pytest.mark.parametrize("cidr", ["0::/0", "0:0:0:0:0:0:0:0/0", "1.2.3.4/0", "2000::/3"])
 def test_internet_written_another_way_is_closed_and_the_rest_kept(account, clients, cidr):
     gid = account.group(perm("tcp", 0, 1024, cidr))
     iid = account.instance([gid])

@@ -63,7 +63,12 @@ def rule(protocol="tcp", low=22, high=22, v4="0.0.0.0/0", v6=None, **kw) -> Secu
         (rule(v6="2001:db8::1/0"), True),
         (rule(v4="1.2.3.4/0"), True),
         (rule("-1", -1, -1, v6="::0/0"), True),
-        (rule(v6="::/1"), False),
+        # Every global IPv6 address without being ::/0 is the internet too
+        (rule(v6="2000::/3"), True),
+        (rule(v6="::/1"), True),
+        (rule(v6="2000::/4"), False),  # a part of it, like any other range
+        (rule(v6="2001:db8::/32"), False),
+        (rule(v6="fc00::/7"), False),  # unique local
         (rule(v4="not-a-cidr"), False),
     ],
 )
@@ -494,3 +499,33 @@ def test_which_rules_a_revoke_missed_is_decided_by_the_revoked_ids_when_ec2_list
             }
 
     assert SSH_OPEN._revoke(Ec2(), "sg-1", [revoked, changed]) == [changed]
+
+
+def test_ec2s_revoked_rules_count_by_id_or_by_content_exactly_as_written():
+    """EC2 lists each revoked rule with its content. A rule deleted and added again as it was
+    (a new id) between the read and the revoke went with it: not missed. Another spelling of
+    the same source (1.2.3.4/0 for 0.0.0.0/0) is another rule: still missed."""
+    from guardrail.controls.ssh_open import SSH_OPEN
+
+    read = SecurityGroupRule("sgr-old", "sg-1", "tcp", 0, 65535, cidr_ipv4="0.0.0.0/0")
+    other = SecurityGroupRule("sgr-b", "sg-1", "tcp", 0, 65535, cidr_ipv4="1.2.3.4/0")
+
+    class Ec2:
+        def revoke_security_group_ingress(self, GroupId, IpPermissions):
+            return {
+                "Return": True,
+                "UnknownIpPermissions": [IpPermissions[1]],
+                "RevokedSecurityGroupRules": [
+                    {
+                        "SecurityGroupRuleId": "sgr-new",  # the same rule, added again
+                        "GroupId": "sg-1",
+                        "IsEgress": False,
+                        "IpProtocol": "tcp",
+                        "FromPort": 0,
+                        "ToPort": 65535,
+                        "CidrIpv4": "0.0.0.0/0",
+                    }
+                ],
+            }
+
+    assert SSH_OPEN._revoke(Ec2(), "sg-1", [read, other]) == [other]

@@ -215,18 +215,10 @@ def readded_record(
     return record
 
 
-def _revoked_permission(revoked: Mapping[str, Any]) -> dict[str, Any]:
-    """A RevokedSecurityGroupRules entry as an IpPermission (for permission_keys)."""
-    permission: dict[str, Any] = {
-        "IpProtocol": revoked.get("IpProtocol", "-1"),
-        "FromPort": revoked.get("FromPort"),
-        "ToPort": revoked.get("ToPort"),
-    }
-    if revoked.get("CidrIpv4"):
-        permission["IpRanges"] = [{"CidrIp": revoked["CidrIpv4"]}]
-    if revoked.get("CidrIpv6"):
-        permission["Ipv6Ranges"] = [{"CidrIpv6": revoked["CidrIpv6"]}]
-    return permission
+def as_written(rule: SecurityGroupRule) -> tuple[Any, ...]:
+    """A rule's content exactly as EC2 holds it (no spelling normalised): a rule deleted and added
+    again as it was has the same; two spellings of one source do not."""
+    return (rule.protocol, rule.from_port, rule.to_port, rule.cidr_ipv4, rule.cidr_ipv6)
 
 
 def describe_rule(rule: SecurityGroupRule) -> dict[str, Any]:
@@ -728,12 +720,8 @@ class SshOpenToInternet:
             # By id, and by content for a rule deleted and re-created as it was since the read
             # (a new id): its access, the one judged, is what went.
             ids = {r.get("SecurityGroupRuleId") for r in gone}
-            contents = {k for r in gone for k in permission_keys(_revoked_permission(r))}
-            return [
-                r
-                for r in rules
-                if r.rule_id not in ids and not permission_keys(rule_permission(r)) & contents
-            ]
+            contents = {as_written(SecurityGroupRule.from_api({"GroupId": gid, **r})) for r in gone}
+            return [r for r in rules if r.rule_id not in ids and as_written(r) not in contents]
         return [r for r in rules if permission_keys(rule_permission(r)) & unknown]
 
     @staticmethod
