@@ -583,12 +583,18 @@ class SshOpenToInternet:
             # The access those rules gave is gone (someone revoked them), but what the fix added
             # for them stays: wider than the owner left the group. A person must know, and a
             # retry would not: it finds no internet SSH and nothing to do.
+            left_keys = {k for p in left for k in permission_keys(p)}
+            left_ids = [
+                c.rule_id
+                for c in now
+                if c.rule_id in made and permission_keys(rule_permission(c)) & left_keys
+            ]
             return record(
                 Outcome.FAILED,
                 {
                     **readded_record(revoked, added),
                     "left_open": left,
-                    "left_open_rule_ids": sorted(made),
+                    "left_open_rule_ids": left_ids or sorted(made),
                 },
                 f"{', '.join(r.rule_id for r in missed)} changed or revoked by someone else "
                 f"meanwhile, and the {len(left)} rule(s) re-added for them could not be taken "
