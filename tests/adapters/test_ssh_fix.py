@@ -537,6 +537,73 @@ def test_a_person_deleting_the_rule_meanwhile_leaves_no_relied_on_mark_to_keep(a
     assert [r["Tags"] for r in rules_of(account, gid)] == [[]]
 
 
+@pytest.mark.parametrize("person", ["revokes", "narrows to 443"])
+def test_a_person_closing_the_rule_while_two_runs_fix_it_is_never_widened_again(
+    account, clients, aws, person
+):
+    """B has marked A's re-adds as relied on; then a person revokes (or narrows) the wide rule
+    before either run's revoke. Both revokes miss: B takes its mark off, so A takes its re-adds
+    back and the group is as the person left it."""
+    from guardrail.clients import AwsClients
+    from guardrail.scope import Scope
+
+    gid = account.group(perm("tcp", 0, 65535, description="web+ssh"))
+    (rule_id,) = [r["SecurityGroupRuleId"] for r in rules_of(account, gid)]
+    account.instance([gid])
+    other = AwsClients(session=aws, region="us-east-1")
+    mine = read(clients, Scope(group_ids=frozenset({gid})))
+    theirs = read(other, Scope(group_ids=frozenset({gid})))
+    b: list[Any] = []
+
+    def the_person_acts(**_):
+        other.ec2.meta.events.unregister(
+            "before-call.ec2.RevokeSecurityGroupIngress", the_person_acts
+        )
+        if person == "revokes":
+            account.ec2.revoke_security_group_ingress(
+                GroupId=gid, IpPermissions=[perm("tcp", 0, 65535)]
+            )
+        else:
+            narrow(account, gid, rule_id, 443, 443, "0.0.0.0/0")
+
+    def the_other_run_fixes_now(**_):
+        clients.ec2.meta.events.unregister(
+            "before-call.ec2.RevokeSecurityGroupIngress", the_other_run_fixes_now
+        )
+        other.ec2.meta.events.register(
+            "before-call.ec2.RevokeSecurityGroupIngress", the_person_acts
+        )
+        b.extend(fix(other, theirs))
+
+    clients.ec2.meta.events.register(
+        "before-call.ec2.RevokeSecurityGroupIngress", the_other_run_fixes_now
+    )
+    (a,) = fix(clients, mine)
+    left = [r[:4] for r in account.ingress(gid)]
+    assert left == ([] if person == "revokes" else [("tcp", 443, 443, "0.0.0.0/0")])
+    assert "another run" not in a.reason
+    assert all("ssm-guardrail:relied-on" not in str(r["Tags"]) for r in rules_of(account, gid))
+
+
+def test_a_relied_on_tag_on_the_owners_rule_is_neither_copied_nor_honoured(account, clients):
+    """A rule that carries the mark already (an earlier re-add the owner widened again; tags
+    copied by their tooling): the re-adds do not inherit it, and a person revoking the rule
+    meanwhile gets every re-add taken back."""
+    from guardrail.scope import Scope
+
+    gid = account.group(perm("tcp", 0, 65535))
+    (rule_id,) = [r["SecurityGroupRuleId"] for r in rules_of(account, gid)]
+    account.ec2.create_tags(
+        Resources=[rule_id], Tags=[{"Key": "ssm-guardrail:relied-on", "Value": rule_id}]
+    )
+    account.instance([gid])
+    snapshot = read(clients, Scope(group_ids=frozenset({gid})))
+    owner_revokes_before_the_fix_does(account, clients, gid, perm("tcp", 0, 65535))
+    (record,) = fix(clients, snapshot)
+    assert record.outcome is Outcome.ALREADY_COMPLIANT and record.reason == "rule already revoked"
+    assert account.ingress(gid) == []
+
+
 class RevokeAnswersWithRevokedRules:
     """Wraps the emulator's EC2 client: RevokeSecurityGroupIngress answers, as EC2 does, with
     the rules it revoked (RevokedSecurityGroupRules: ids and content); moto leaves them out."""

@@ -129,6 +129,17 @@ def _fix_tags_rules_on_create() -> bool:
     return "TagSpecifications" in source and '"security-group-rule"' in source
 
 
+def test_the_relied_on_mark_is_the_only_tag_the_fix_may_take_off(synth: Synth) -> None:
+    statements = _statements(synth, "ec2:DeleteTags")
+    assert statements, "a run that did not revoke the rule takes its relied-on mark off"
+    for statement in statements:
+        assert [r.endswith(":security-group-rule/*") for r in _resources(statement)] == [True]
+        assert statement["Condition"] == {
+            "ForAllValues:StringEquals": {"aws:TagKeys": ["ssm-guardrail:relied-on"]},
+            "Null": {"ec2:ResourceTag/ssm-guardrail:replaces": "false"},
+        }
+
+
 def test_rules_may_be_tagged_only_at_creation_or_with_the_relied_on_mark(synth: Synth) -> None:
     """ec2:CreateTags reaches security group rules only: at creation (the re-adds), or to add
     the one relied-on key to a rule the guardrail re-added (tagged with the rule it replaces);

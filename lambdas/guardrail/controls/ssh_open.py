@@ -183,7 +183,7 @@ def readd_tags(rule: SecurityGroupRule) -> tuple[list[dict[str, str]], list[str]
     owners = [
         {"Key": k, "Value": v}
         for k, v in rule.tags
-        if not k.lower().startswith("aws:") and k != GUARDRAIL_TAG
+        if not k.lower().startswith("aws:") and k not in (GUARDRAIL_TAG, RELIED_ON_TAG)
     ]
     kept = owners[: MAX_TAGS - 2]
     dropped = [t["Key"] for t in owners[MAX_TAGS - 2 :]]
@@ -321,6 +321,15 @@ class SshOpenToInternet:
             },
             why="mark another run's re-added rules as relied on before revoking the rule they "
             "replace (only that tag, only on rules the guardrail re-added)",
+        ),
+        Permission(
+            ("ec2:DeleteTags",),
+            resources=("arn:{partition}:ec2:{region}:{account}:security-group-rule/*",),
+            conditions={
+                "ForAllValues:StringEquals": {"aws:TagKeys": [RELIED_ON_TAG]},
+                "Null": {f"ec2:ResourceTag/{GUARDRAIL_TAG}": "false"},
+            },
+            why="take that mark off again when this run did not revoke the rule after all",
         ),
     )
     no_fix_reason = ""
@@ -549,11 +558,12 @@ class SshOpenToInternet:
                     "could not re-add the other ports; nothing was revoked",
                     code,
                 )
-        self._mark_relied_on(ec2, gid, added)
+        marked = self._mark_relied_on(ec2, gid, added)
         try:
             missed = self._revoke(ec2, gid, rules)
         except ClientError as error:
             code = error_code(error)
+            self._unmark(ec2, marked, [r.rule_id for r in rules])
             if code in GROUP_GONE:
                 return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
             return record(
@@ -566,6 +576,8 @@ class SshOpenToInternet:
         # that was revoked still needs (two rules' re-adds can overlap: EC2 holds one copy) and
         # what another run marked as relied on (it revoked the rule counting on those re-adds).
         revoked = [r for r in rules if r not in missed]
+        # This run no longer counts on what it marked for a rule it did not revoke.
+        self._unmark(ec2, marked, [r.rule_id for r in missed])
         needed = {k for r in revoked for p in readd.get(r.rule_id, []) for k in permission_keys(p)}
         taken_back = [added[r.rule_id] for r in missed if r.rule_id in added]
         now: list[SecurityGroupRule] = []
@@ -576,7 +588,10 @@ class SshOpenToInternet:
         except ClientError as error:
             reread_code = error_code(error)
         made = {i for a in taken_back for i in a.rule_ids}
-        relied = [c for c in now if c.rule_id in made and RELIED_ON_TAG in dict(c.tags)]
+        missed_ids = {r.rule_id for r in missed}
+        relied = [
+            c for c in now if c.rule_id in made and dict(c.tags).get(RELIED_ON_TAG) in missed_ids
+        ]
         needed |= {k for c in relied for k in permission_keys(rule_permission(c))}
         left, undo_code = self._undo(ec2, gid, taken_back, needed)
         if left:
@@ -592,7 +607,7 @@ class SshOpenToInternet:
             return record(
                 Outcome.FAILED,
                 {
-                    **readded_record(revoked, added),
+                    **readded_record(revoked, added, relied),
                     "left_open": left,
                     "left_open_rule_ids": left_ids or sorted(made),
                 },
@@ -649,14 +664,16 @@ class SshOpenToInternet:
         return record(Outcome.APPLIED, after_record, reason)
 
     @staticmethod
-    def _mark_relied_on(ec2: Any, gid: str, added: Mapping[str, Readded]) -> None:
+    def _mark_relied_on(ec2: Any, gid: str, added: Mapping[str, Readded]) -> dict[str, list[str]]:
         """Re-adds found already in the group that another run made for the same rule (tagged
         with its id) get RELIED_ON_TAG before this run revokes that rule: should that run's own
         revoke then find the rule gone, it keeps them instead of taking back what this run's
-        fix counts on. Best effort: without the mark, that run takes them back as before."""
+        fix counts on. Best effort: without the mark, that run takes them back as before.
+        Returns the rule ids marked, by the rule they replace."""
         wanted = {rule_id: a.present for rule_id, a in added.items() if a.present}
+        marked: dict[str, list[str]] = {}
         if not wanted:
-            return
+            return marked
         try:
             current = SshOpenToInternet._current_rules(ec2, [gid]).get(gid, [])
             for rule_id, permissions in wanted.items():
@@ -669,10 +686,28 @@ class SshOpenToInternet:
                 ]
                 if ids:
                     ec2.create_tags(Resources=ids, Tags=[{"Key": RELIED_ON_TAG, "Value": rule_id}])
+                    marked[rule_id] = ids
         except ClientError as error:
             logger.warning(
                 "could not mark re-added rules as relied on",
                 extra={"group": gid, "error_code": error_code(error)},
+            )
+        return marked
+
+    @staticmethod
+    def _unmark(ec2: Any, marked: Mapping[str, list[str]], rule_ids: Iterable[str]) -> None:
+        """Take the relied-on mark off again where this run did not revoke the rule (someone
+        else did, or changed it): the run that made the re-adds must then take them back, or a
+        person's close would be widened again."""
+        ids = [i for rule_id in rule_ids for i in marked.get(rule_id, [])]
+        if not ids:
+            return
+        try:
+            ec2.delete_tags(Resources=ids, Tags=[{"Key": RELIED_ON_TAG}])
+        except ClientError as error:
+            logger.error(
+                "could not take the relied-on mark off re-added rules",
+                extra={"rules": ids, "error_code": error_code(error)},
             )
 
     @staticmethod
