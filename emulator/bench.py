@@ -29,14 +29,15 @@ SIZES = (500, 5000)
 # moto serializes DescribeInstances at about 5 ms per instance (AWS answers a 1,000-instance page
 # in well under a second), so one 5,000-instance page outlasts the product's 30 s read timeout and
 # the retries would be moto's, not the guardrail's. Same retries and user agent; longer wait only.
-EMULATOR_CONFIG = CONFIG.merge(Config(read_timeout=900))
+EMULATOR_TIMEOUT = Config(read_timeout=900)
 
 
 class EmulatorClients(AwsClients):
-    """The product's clients with a read timeout that fits the emulator's speed."""
+    """The product's clients (their retry settings included) with a read timeout that fits the
+    emulator's speed."""
 
-    def _client(self, service: str) -> Any:
-        return self.session.client(service, region_name=self.region, config=EMULATOR_CONFIG)
+    def _client(self, service: str, config: Config = CONFIG) -> Any:
+        return super()._client(service, config.merge(EMULATOR_TIMEOUT))
 
 
 class OperationTimer:

@@ -228,8 +228,24 @@ class DeliveryCheck:
 
     role_name: str
     denied: tuple[str, ...] = ()  # "action on resource" pairs the simulation did not allow
-    # the subset an explicit Deny, the permissions boundary or an SCP blocks: attaching cannot help
+    # the subset an explicit Deny, the permissions boundary or an SCP blocks, each naming which:
+    # attaching cannot help
     explicitly_denied: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return not self.denied
+
+
+@dataclass(frozen=True)
+class AgentAccess:
+    """Whether the SSM Agent may make Session Manager's calls with a role (policy simulation)."""
+
+    role_name: str
+    # (action, decision) for each agent action the simulation did not allow; the decision is
+    # "explicitDeny", "boundaryDeny" (permissions boundary), "organizationsDeny" (a service
+    # control policy) or "implicitDeny" (no policy of the role allows it)
+    denied: tuple[tuple[str, str], ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -253,6 +269,9 @@ class AccountSnapshot:
     # Systems Manager cannot confirm (stopped, or started too recently to have registered).
     dhmc_role: str | None = None
     delivery: Mapping[str, DeliveryCheck] = field(default_factory=dict)  # by role name
+    # The SSM Agent's Session Manager actions, simulated for each role that carries the core
+    # policy (or an equivalent), by role name; a role missing here was not simulated.
+    agent_access: Mapping[str, AgentAccess] = field(default_factory=dict)
     delivery_target: Mapping[str, str] = field(
         default_factory=dict
     )  # bucket/prefix/log_group/kms_key

@@ -17,10 +17,18 @@ from botocore.exceptions import ClientError
 from .controls.base import error_code
 from .controls.session_logging import delivery_requirements, delivery_target
 from .controls.ssh_open import admits_internet_ssh, ssh_exposed_running
-from .controls.ssm_role import DHMC_SETTING, dhmc_unconfirmed, role_problem
+from .controls.ssm_role import (
+    AGENT_ACTIONS,
+    DHMC_SETTING,
+    REFUSALS,
+    agent_roles,
+    dhmc_unconfirmed,
+    role_problem,
+)
 from .model import (
     SESSION_DOCUMENT,
     AccountSnapshot,
+    AgentAccess,
     DeliveryCheck,
     Instance,
     InstanceProfile,
@@ -136,6 +144,12 @@ class SnapshotReader:
         if ROLE in controls or LOGGING in controls:
             profiles, roles = self._iam({i.profile_arn for i in evaluated if i.profile_arn})
             snapshot = replace(snapshot, instance_profiles=profiles, roles=roles)
+        if ROLE in controls:
+            # A role carrying the core policy can still be refused the agent's calls (explicit
+            # Deny, permissions boundary, SCP); one without it fails on that alone, unasked.
+            passing = agent_roles(evaluated, snapshot, self.settings)
+            if passing:
+                snapshot = replace(snapshot, agent_access=self._agent_access(passing.values()))
         # Systems Manager's view of instances, only where a setting makes it matter: DHMC for
         # profile-less instances, and the SSH lockout guard for running instances behind a group
         # that admits internet SSH.
@@ -350,6 +364,23 @@ class SnapshotReader:
             found[name] = Role(name, arn, attached)
         return profiles, found
 
+    def _simulate(
+        self, role: Role, actions: list[str], resources: list[str] | None = None
+    ) -> dict[tuple[str, str], str]:
+        """One SimulatePrincipalPolicy of the role (paged): (action, resource) → decision.
+        Without `resources` IAM simulates each action on "*"."""
+        decisions: dict[tuple[str, str], str] = {}
+        for result in pages(
+            self.clients.iam,
+            "simulate_principal_policy",
+            "EvaluationResults",
+            PolicySourceArn=role.arn,
+            ActionNames=actions,
+            **({"ResourceArns": resources} if resources else {}),
+        ):
+            decisions.update(_decisions(result))
+        return decisions
+
     def _delivery(self, roles: Iterable[Role], target: dict[str, str]) -> dict[str, DeliveryCheck]:
         """One SimulatePrincipalPolicy per distinct role over the delivery (action, resource) pairs."""
         pairs = delivery_requirements(target, self.partition, self.clients.region, self.account_id)
@@ -357,25 +388,39 @@ class SnapshotReader:
         resources = sorted({r for _, r in pairs})
         checks = {}
         for role in roles:
-            decisions: dict[tuple[str, str], str] = {}
-            for result in pages(
-                self.clients.iam,
-                "simulate_principal_policy",
-                "EvaluationResults",
-                PolicySourceArn=role.arn,
-                ActionNames=actions,
-                ResourceArns=resources,
-            ):
-                decisions.update(_decisions(result))
+            decisions = self._simulate(role, actions, resources)
             denied = [(a, r) for a, r in pairs if decisions.get((a, r)) != "allowed"]
             checks[role.name] = DeliveryCheck(
                 role.name,
                 tuple(f"{a} on {r}" for a, r in denied),
                 tuple(
-                    f"{a} on {r}" for a, r in denied if decisions.get((a, r)) in CANNOT_BE_GRANTED
+                    f"{a} on {r} (refused by {REFUSALS[decision][1]})"
+                    for a, r in denied
+                    if (decision := decisions.get((a, r), "")) in CANNOT_BE_GRANTED
                 ),
             )
         return checks
+
+    def _agent_access(self, roles: Iterable[Role]) -> dict[str, AgentAccess]:
+        """One SimulatePrincipalPolicy per distinct role over the SSM Agent's actions (on "*")."""
+        access = {}
+        for role in roles:
+            try:
+                decisions = self._simulate(role, list(AGENT_ACTIONS))
+            except ClientError as error:
+                if error_code(error) == "NoSuchEntity":
+                    continue  # deleted since its policies were read: its own event judges that
+                raise
+            denied = []
+            for action in AGENT_ACTIONS:
+                answers = [d for (a, _), d in decisions.items() if a.lower() == action.lower()]
+                refused = [d for d in answers if d != "allowed"]
+                if refused or not answers:  # not answered is not allowed
+                    # What no policy the guardrail attaches lifts comes first.
+                    refused.sort(key=lambda d: d not in CANNOT_BE_GRANTED)
+                    denied.append((action, refused[0] if refused else "implicitDeny"))
+            access[role.name] = AgentAccess(role.name, tuple(denied))
+        return access
 
     # --- SSM -------------------------------------------------------------------------------
 

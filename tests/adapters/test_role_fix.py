@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from guardrail.model import Outcome, Status
 
@@ -101,8 +103,8 @@ def test_no_guardrail_profile_configured_means_no_fix(account, clients):
 def test_equivalent_policy_is_not_replaced(account, clients):
     policy = account.iam.create_policy(
         PolicyName="our-core",
-        PolicyDocument='{"Version":"2012-10-17",'
-        '"Statement":[{"Effect":"Allow","Action":"ssm:*","Resource":"*"}]}',
+        PolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+        '"Action":["ssm:*","ssmmessages:*"],"Resource":"*"}]}',
     )
     arn = policy["Policy"]["Arn"]
     account.role("app", arn, profile="app")
@@ -296,3 +298,167 @@ def test_a_stopped_instance_without_a_profile_follows_the_regions_dhmc_setting(
     else:
         assert result.status is Status.FAILED and "not configured" in result.reason
         assert profile_of(account, iid).endswith(":instance-profile/guardrail-ec2")
+
+
+# --- a role with the core policy that the SSM Agent still cannot use ---------------------------
+
+AGENT = (
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+)
+
+
+def simulated_roles(clients) -> list[str]:
+    """The role of every SimulatePrincipalPolicy request the IAM client sends, in order."""
+    roles: list[str] = []
+
+    def record(params, **_):
+        roles.append(params["PolicySourceArn"].rsplit("/", 1)[-1])
+
+    clients.iam.meta.events.register("before-parameter-build.iam.SimulatePrincipalPolicy", record)
+    return roles
+
+
+def policy(account, name, *statements):
+    document = {"Version": "2012-10-17", "Statement": list(statements)}
+    return account.iam.create_policy(PolicyName=name, PolicyDocument=json.dumps(document))[
+        "Policy"
+    ]["Arn"]
+
+
+def attached(account, role):
+    return {
+        p["PolicyArn"]
+        for p in account.iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+    }
+
+
+def judged(report, iid):
+    (evaluation,) = [e for e in report.evaluations if e.result.resource_id == iid]
+    return evaluation
+
+
+def test_a_permissions_boundary_without_systems_manager_fails_and_its_fix_claims_nothing(
+    account, clients
+):
+    """AmazonSSMManagedInstanceCore under a boundary allowing s3:* only: the agent can never
+    reach Session Manager. FAILED naming the boundary; attaching cannot help, so SKIPPED."""
+    s3_only = policy(account, "s3-only", {"Effect": "Allow", "Action": "s3:*", "Resource": "*"})
+    account.role("bounded", CORE, profile="bounded", boundary=s3_only)
+    iid = account.instance(profile="bounded")
+    report = account.run(clients, "enforce", [ROLE], **guardrail_profile(account))
+    evaluation = judged(report, iid)
+    assert evaluation.result.status is Status.FAILED
+    assert "permissions boundary does not allow" in evaluation.result.reason
+    assert all(action in evaluation.result.reason for action in AGENT)
+    (fix,) = evaluation.fixes
+    assert fix.outcome is Outcome.SKIPPED and not evaluation.remediated
+    assert "cannot help" in fix.reason and "permissions boundary" in fix.reason
+    assert attached(account, "bounded") == {CORE}  # nothing attached
+    assert profile_of(account, iid).endswith("/bounded")  # nor the profile replaced
+
+
+def test_an_explicit_deny_on_systems_manager_fails_naming_the_deny(account, clients):
+    account.role("denied", CORE, profile="denied")
+    account.iam.put_role_policy(
+        RoleName="denied",
+        PolicyName="no-ssm",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Deny", "Action": "ssm:*", "Resource": "*"}],
+            }
+        ),
+    )
+    iid = account.instance(profile="denied")
+    report = account.run(clients, "enforce", [ROLE], **guardrail_profile(account))
+    evaluation = judged(report, iid)
+    assert evaluation.result.status is Status.FAILED
+    assert "explicit Deny refuses ssm:UpdateInstanceInformation" in evaluation.result.reason
+    assert "ssmmessages" not in evaluation.result.reason  # the core policy allows those
+    (fix,) = evaluation.fixes
+    assert fix.outcome is Outcome.SKIPPED and "remove or narrow the Deny" in fix.reason
+    assert attached(account, "denied") == {CORE}
+
+
+def test_a_service_control_policy_that_refuses_the_agent_fails_naming_it(
+    account, clients, monkeypatch
+):
+    """Under an SCP without ssmmessages:*, IAM's simulation answers implicitDeny with
+    OrganizationsDecisionDetail.AllowedByOrganizations false (moto has no SCPs: the emulated
+    answer is given that detail, as AWS does)."""
+    import emulator.extension as extension
+
+    simulate = extension.simulate
+
+    def under_an_scp_without_ssmmessages(*args, **kwargs):
+        results = simulate(*args, **kwargs)
+        for result in results:
+            allowed = not result["EvalActionName"].startswith("ssmmessages:")
+            result["OrganizationsDecisionDetail"] = {"AllowedByOrganizations": allowed}
+            if not allowed:
+                result["EvalDecision"] = "implicitDeny"
+        return results
+
+    monkeypatch.setattr(extension, "simulate", under_an_scp_without_ssmmessages)
+    account.role("app", CORE, profile="app")
+    iid = account.instance(profile="app")
+    report = account.run(clients, "enforce", [ROLE], **guardrail_profile(account))
+    evaluation = judged(report, iid)
+    assert evaluation.result.status is Status.FAILED
+    assert "service control policy refuses ssmmessages:" in evaluation.result.reason
+    assert "ssm:UpdateInstanceInformation" not in evaluation.result.reason
+    (fix,) = evaluation.fixes
+    assert fix.outcome is Outcome.SKIPPED and "service control polic" in fix.reason
+    assert attached(account, "app") == {CORE}
+
+
+def test_a_declared_equivalent_without_the_agents_channels_fails_and_is_left_to_its_owner(
+    account, clients
+):
+    """An operator's "equivalent" policy that grants ssm:* but not ssmmessages:* lets the agent
+    register but never open a session: FAILED naming the channels, nothing attached over it."""
+    ours = policy(account, "our-core", {"Effect": "Allow", "Action": "ssm:*", "Resource": "*"})
+    account.role("app", ours, profile="app")
+    iid = account.instance(profile="app")
+    report = account.run(
+        clients, "enforce", [ROLE], equivalent_policy_arns=(ours,), **guardrail_profile(account)
+    )
+    evaluation = judged(report, iid)
+    assert evaluation.result.status is Status.FAILED
+    assert "no policy of the role allows ssmmessages:CreateControlChannel" in (
+        evaluation.result.reason
+    )
+    (fix,) = evaluation.fixes
+    assert fix.outcome is Outcome.SKIPPED and not evaluation.remediated
+    assert attached(account, "app") == {ours}
+
+
+def test_the_agent_is_simulated_once_per_role_with_the_core_policy_and_never_without_it(
+    account, clients
+):
+    """Five instances on two roles with the core policy: two simulations, both PASSED. A role
+    without it fails on that alone and costs no simulation."""
+    from emulator.calls import CallCounter
+
+    account.role("web", CORE, profile="web")
+    account.role("batch", CORE, READONLY, profile="batch")
+    account.role("legacy", READONLY, profile="legacy")
+    passing = [
+        *account.instance(profile="web", count=3),
+        *account.instance(profile="batch", count=2),
+    ]
+    legacy = account.instance(profile="legacy", count=2)
+    counter = CallCounter(clients.iam)
+    roles = simulated_roles(clients)
+    report = account.run(clients, "report", [ROLE])
+    assert counter.by_operation()["iam:SimulatePrincipalPolicy"] == 2
+    assert sorted(roles) == ["batch", "web"]
+    status = {e.result.resource_id: e.result.status for e in report.evaluations}
+    assert status == {
+        **dict.fromkeys(passing, Status.PASSED),
+        **dict.fromkeys(legacy, Status.FAILED),
+    }

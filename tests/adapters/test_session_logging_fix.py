@@ -290,10 +290,8 @@ def test_explicit_deny_is_skipped_not_claimed_as_fixed(account, clients):
     iid = account.instance(profile="denied")
     report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
     (fix,) = [f for f in report.fixes if f.resource_id == "denied"]
-    assert (
-        fix.outcome is Outcome.SKIPPED
-        and "service control policy blocks kms:GenerateDataKey" in fix.reason
-    )
+    assert fix.outcome is Outcome.SKIPPED
+    assert f"kms:GenerateDataKey on {KEY} (refused by an explicit Deny)" in fix.reason
     (evaluation,) = [e for e in report.evaluations if e.result.resource_id == iid]
     assert evaluation.left_failed and not evaluation.remediated
     # Nothing was attached: the role is exactly as its owners left it.
@@ -395,7 +393,8 @@ def test_a_permissions_boundary_that_blocks_delivery_is_skipped_and_the_key_left
     report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
     (grant,) = [f for f in report.fixes if f.resource_id == "bounded"]
     # Attaching would change nothing the boundary does not allow: skipped, never "fixed".
-    assert grant.outcome is Outcome.SKIPPED and "permissions boundary" in grant.reason
+    assert grant.outcome is Outcome.SKIPPED
+    assert "(refused by a permissions boundary)" in grant.reason and "explicit" not in grant.reason
     assert account.iam.list_attached_role_policies(RoleName="bounded")["AttachedPolicies"] == []
     assert not any(e.remediated for e in report.evaluations if e.result.resource_id == iid)
     assert "kmsKeyId" not in preferences(account)  # the role could never use the key
@@ -429,7 +428,9 @@ def test_a_service_control_policy_that_blocks_the_key_is_skipped_and_the_key_lef
     account.instance(profile="app")
     report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
     (grant,) = [f for f in report.fixes if f.resource_id == "app"]
-    assert grant.outcome is Outcome.SKIPPED and "service control policy blocks kms:" in grant.reason
+    assert grant.outcome is Outcome.SKIPPED
+    assert f"kms:Decrypt on {KEY} (refused by a service control policy)" in grant.reason
+    assert "boundary" not in grant.reason and "explicit" not in grant.reason
     assert account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"] == []
     assert "kmsKeyId" not in preferences(account)  # the role could never use the key
 

@@ -206,7 +206,10 @@ HEAVY_CASES: list[tuple[str, Callable[[World], dict[str, str]]]] = [
     ("state_change_running", everything_wrong),
 ]
 MEASURED = {
-    "running_role_without_delivery": 9,  # 8 reads and Security Hub + 1 fix
+    # 9 reads and Security Hub + 1 fix. The role carries the core policy, so the SSM Agent's
+    # actions are simulated for it too (a boundary, Deny or SCP can still refuse them): a second
+    # SimulatePrincipalPolicy beside the log-delivery one (was 9).
+    "running_role_without_delivery": 10,
     "associated_role_without_core_or_delivery": 9,  # 7 + 2 fixes
     # 9 reads and Security Hub (the group's other users are read: closing it changes theirs too)
     # + 4 fixes: revoke the 0-1024 rule, re-add 0-21 and 23-1024, two policies on the role.

@@ -58,6 +58,16 @@ def identity_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[st
                 yield logical_id, statement
 
 
+def _text(value: Any) -> str:
+    """A condition value as text, CloudFormation pseudo parameters (Fn::Join's Refs) left out:
+    arn:${Partition}:ec2:*:${AccountId}:instance/* reads arn::ec2:*::instance/*."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        return "".join(p for p in value["Fn::Join"][1] if isinstance(p, str))
+    return ""
+
+
 def violations(template: dict[str, Any], *, pass_roles: set[str]) -> list[Violation]:
     """Every least-privilege violation; `pass_roles` are the logical ids iam:PassRole may target."""
     found: list[Violation] = []
@@ -87,9 +97,17 @@ def violations(template: dict[str, Any], *, pass_roles: set[str]) -> list[Violat
                         Violation(logical_id, "passrole-scope", f"iam:PassRole on {resource!r}")
                     )
             passed = conditions.get("StringEquals", {}).get("iam:PassedToService")
-            if passed not in ("ec2.amazonaws.com", ["ec2.amazonaws.com"]):
+            associated = _text(conditions.get("ArnLike", {}).get("iam:AssociatedResourceArn"))
+            for_instances = associated.startswith("arn:") and associated.endswith(
+                ":ec2:*::instance/*"
+            )
+            if passed not in ("ec2.amazonaws.com", ["ec2.amazonaws.com"]) and not for_instances:
                 found.append(
-                    Violation(logical_id, "passrole-service", f"iam:PassedToService is {passed!r}")
+                    Violation(
+                        logical_id,
+                        "passrole-service",
+                        f"iam:PassedToService is {passed!r}, iam:AssociatedResourceArn {associated!r}",
+                    )
                 )
         if "iam:attachrolepolicy" in lowered:
             values = [

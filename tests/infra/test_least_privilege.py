@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -74,6 +75,15 @@ GUARDRAIL_ROLE = {"Fn::GetAtt": ["GuardrailRole", "Arn"]}
                 "Action": "iam:PassRole",
                 "Resource": GUARDRAIL_ROLE,
                 "Condition": {"StringEquals": {"iam:PassedToService": "lambda.amazonaws.com"}},
+            },
+            "passrole-service",
+        ),
+        (
+            {
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": GUARDRAIL_ROLE,
+                "Condition": {"ArnLike": {"iam:AssociatedResourceArn": "arn:aws:lambda:*:1:*"}},
             },
             "passrole-service",
         ),
@@ -210,11 +220,32 @@ def test_mutating_actions_are_scoped_as_the_issue_requires(synth: Synth) -> None
             for a in s["Action"] if isinstance(s["Action"], list) else [s["Action"]]:
                 by_action.setdefault(a, []).append(s)
 
-        (pass_role,) = by_action["iam:PassRole"]
-        assert pass_role["Resource"] == {"Fn::GetAtt": [instance_role, "Arn"]}
-        assert pass_role["Condition"] == {
-            "StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}
-        }
+        # Only the guardrail's role: to EC2 (associating its profile), or for this account's
+        # instances (AddRoleToInstanceProfile's context).
+        pass_roles = by_action["iam:PassRole"]
+        assert [p["Resource"] for p in pass_roles] == [{"Fn::GetAtt": [instance_role, "Arn"]}] * 2
+        assert sorted(json.dumps(p["Condition"], sort_keys=True) for p in pass_roles) == sorted(
+            json.dumps(c, sort_keys=True)
+            for c in (
+                {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+                {
+                    "ArnLike": {
+                        "iam:AssociatedResourceArn": {
+                            "Fn::Join": [
+                                "",
+                                [
+                                    "arn:",
+                                    {"Ref": "AWS::Partition"},
+                                    ":ec2:*:",
+                                    {"Ref": "AWS::AccountId"},
+                                    ":instance/*",
+                                ],
+                            ]
+                        }
+                    }
+                },
+            )
+        )
 
         for attach in by_action["iam:AttachRolePolicy"]:
             allowed = attach["Condition"]["ArnEquals"]["iam:PolicyARN"]

@@ -218,6 +218,57 @@ def test_no_association_is_attempted_on_an_instance_ec2_would_refuse(state):
     assert fix.outcome is Outcome.SKIPPED and f"instance is {state}" in fix.reason
 
 
+@pytest.mark.parametrize(
+    ("denied", "named", "change"),
+    [
+        (
+            (("ssm:UpdateInstanceInformation", "explicitDeny"),),
+            "an explicit Deny refuses ssm:UpdateInstanceInformation",
+            "remove or narrow the Deny",
+        ),
+        (
+            (
+                ("ssmmessages:CreateControlChannel", "boundaryDeny"),
+                ("ssmmessages:OpenControlChannel", "boundaryDeny"),
+            ),
+            "the permissions boundary does not allow ssmmessages:CreateControlChannel, "
+            "ssmmessages:OpenControlChannel",
+            "allow them in the role's permissions boundary",
+        ),
+        (
+            (("ssmmessages:OpenDataChannel", "organizationsDeny"),),
+            "a service control policy refuses ssmmessages:OpenDataChannel",
+            "service control policies allow them",
+        ),
+    ],
+)
+def test_a_core_role_the_agent_may_not_use_fails_and_its_fix_makes_no_call(denied, named, change):
+    """The simulated answer lives in the snapshot: the check names what refuses which action,
+    and the fix says what a person must change instead of attaching anything."""
+    from dataclasses import replace
+
+    from guardrail.controls.base import FixContext
+    from guardrail.model import AgentAccess, Outcome
+
+    class NoCalls:  # any AWS call fails the test
+        def __getattr__(self, name):
+            raise AssertionError(f"unexpected AWS call: {name}")
+
+    instance = Instance("i-1", "running", profile_arn=PROFILE)
+    allowed = replace(
+        snap(instance, role_policies=[CORE]), agent_access={"app-role": AgentAccess("app-role")}
+    )
+    assert only(SSM_ROLE.check(allowed, Settings())).status is Status.PASSED
+    refused = replace(allowed, agent_access={"app-role": AgentAccess("app-role", denied)})
+    result = only(SSM_ROLE.check(refused, Settings()))
+    assert result.status is Status.FAILED and result.details["problem"] == "agent_denied"
+    assert named in result.reason and "AmazonSSMManagedInstanceCore" in result.reason
+    settings = Settings(mode="enforce", instance_profile="guardrail-ec2")
+    (fix,) = SSM_ROLE.remediate([result], refused, FixContext(NoCalls(), settings))
+    assert fix.outcome is Outcome.SKIPPED and fix.covers == ("i-1",)
+    assert "attaching a policy cannot help" in fix.reason and change in fix.reason
+
+
 READ_AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 

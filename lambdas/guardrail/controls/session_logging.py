@@ -684,9 +684,8 @@ class SessionLogging:
             # An explicit Deny wins over any Allow; a permissions boundary and the account's
             # service control policies cap every policy.
             reason = (
-                f"an explicit Deny, the permissions boundary or a service control policy blocks "
                 f"{', '.join(delivery.explicitly_denied)}: attaching a policy cannot override "
-                "it; change the Deny, the boundary or the SCP"
+                "that; change what refuses it"
             )
         elif (
             target.get("bucket")

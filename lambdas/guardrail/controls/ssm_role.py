@@ -1,14 +1,16 @@
 """ssm-instance-role: the instance's profile carries a role with AmazonSSMManagedInstanceCore.
 
-Fails with no instance profile, a profile with no role, or a role without the managed policy (or
-one the operator declares equivalent). The fix associates the guardrail's profile, adds the
-guardrail's role to an empty profile, or attaches the policy; it never replaces or removes a
-profile, and touches an existing role only when settings allow it.
+Fails with no instance profile, a profile with no role, a role without the managed policy (or
+one the operator declares equivalent), or a role with it that may still not make the SSM Agent's
+Session Manager calls (an explicit Deny, its permissions boundary or a service control policy:
+IAM policy simulation). The fix associates the guardrail's profile, adds the guardrail's role to
+an empty profile, or attaches the policy; it never replaces or removes a profile, touches an
+existing role only when settings allow it, and leaves a refused agent to a person.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -16,11 +18,13 @@ from botocore.exceptions import ClientError
 
 from ..model import (
     AccountSnapshot,
+    AgentAccess,
     FixRecord,
     Instance,
     Outcome,
     ResourceType,
     Result,
+    Role,
     Status,
     parse_time,
 )
@@ -30,6 +34,33 @@ from .base import OUT_OF_TIME, FixContext, Permission, error_code
 CORE_POLICY = "AmazonSSMManagedInstanceCore"
 ASSOCIABLE_STATES = frozenset({"running", "stopped"})
 STOPPED_STATES = frozenset({"stopped", "stopping"})  # Systems Manager lists neither
+# What the SSM Agent calls to register and to carry Session Manager sessions (all granted by
+# AmazonSSMManagedInstanceCore). Simulated on "*" once per role that carries the core policy:
+# an explicit Deny, the role's permissions boundary or a service control policy refusing one
+# keeps Session Manager out whatever policy is attached.
+AGENT_ACTIONS = (
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+)
+# By SimulatePrincipalPolicy decision (as the reader names them), in the order reasons name
+# them: what refuses an agent action, what no attached policy can lift, what a person changes.
+REFUSALS = {
+    "explicitDeny": ("an explicit Deny refuses", "an explicit Deny", "remove or narrow the Deny"),
+    "boundaryDeny": (
+        "the permissions boundary does not allow",
+        "a permissions boundary",
+        "allow them in the role's permissions boundary",
+    ),
+    "organizationsDeny": (
+        "a service control policy refuses",
+        "a service control policy",
+        "have the organization's service control policies allow them",
+    ),
+    "implicitDeny": ("no policy of the role allows", "", "allow them in the role's policy"),
+}
 
 
 def core_policy_arn(partition: str) -> str:
@@ -41,7 +72,9 @@ def accepted_policies(partition: str, settings: Settings) -> frozenset[str]:
 
 
 def role_problem(instance: Instance, snapshot: AccountSnapshot, settings: Settings) -> str | None:
-    """Why the instance lacks an SSM role ('no_profile', 'profile_missing', 'no_role', 'no_policy')."""
+    """Why the instance lacks an SSM role ('no_profile', 'profile_missing', 'no_role',
+    'no_policy', or 'agent_denied': the role carries the policy, but the simulation of the SSM
+    Agent's actions did not allow them all)."""
     if not instance.profile_arn:
         return "no_profile"
     profile = snapshot.profile_of(instance)
@@ -52,7 +85,44 @@ def role_problem(instance: Instance, snapshot: AccountSnapshot, settings: Settin
         return "no_role"
     if not role.attached_policy_arns & accepted_policies(snapshot.partition, settings):
         return "no_policy"
+    access = snapshot.agent_access.get(role.name)
+    if access is not None and not access.allowed:
+        return "agent_denied"
     return None
+
+
+def agent_roles(
+    instances: Iterable[Instance], snapshot: AccountSnapshot, settings: Settings
+) -> dict[str, Role]:
+    """The distinct roles of `instances` that carry the core policy (or an equivalent), by name:
+    the ones whose SSM Agent actions the reader simulates (any other role fails on its policies)."""
+    return {
+        role.name: role
+        for instance in instances
+        if role_problem(instance, snapshot, settings) in (None, "agent_denied")
+        and (role := snapshot.role_of(instance)) is not None
+    }
+
+
+def refusal(access: AgentAccess) -> str:
+    """What refuses which agent actions, e.g. 'the permissions boundary does not allow
+    ssm:UpdateInstanceInformation, ssmmessages:OpenDataChannel'."""
+    by_decision: dict[str, list[str]] = {}
+    for action, decision in access.denied:
+        by_decision.setdefault(decision, []).append(action)
+    order = [d for d in REFUSALS if d in by_decision] + sorted(set(by_decision) - set(REFUSALS))
+    return "; ".join(
+        f"{REFUSALS[d][0] if d in REFUSALS else f'the simulation answers {d} for'} "
+        f"{', '.join(by_decision[d])}"
+        for d in order
+    )
+
+
+def carried_policy(role: Role, partition: str) -> str:
+    """How a reason names the policy a role passes on: the core policy, or an equivalent."""
+    if core_policy_arn(partition) in role.attached_policy_arns:
+        return CORE_POLICY
+    return f"a policy declared equivalent to {CORE_POLICY}"
 
 
 DHMC_SETTING = "/ssm/managed-instance/default-ec2-instance-management-role"
@@ -88,8 +158,10 @@ class SsmInstanceRole:
     id = "ssm-instance-role"
     title = "EC2 instance lacks the Systems Manager instance role"
     description = (
-        "The instance has no instance profile, a profile without a role, or a role without "
-        "AmazonSSMManagedInstanceCore, so Session Manager cannot reach it."
+        "The instance has no instance profile, a profile without a role, a role without "
+        "AmazonSSMManagedInstanceCore, or a role whose explicit Deny, permissions boundary or "
+        "service control policies refuse the SSM Agent's calls, so Session Manager cannot "
+        "reach it."
     )
     related_requirements = ("AWS Foundational Security Best Practices v1.0.0/SSM.1",)
     finding_types = ("Software and Configuration Checks/AWS Security Best Practices",)
@@ -113,6 +185,12 @@ class SsmInstanceRole:
             ("ec2:DescribeIamInstanceProfileAssociations",),
             why="instances of a profile an IAM event names (it may be deleted already)",
         ),
+        Permission(
+            ("iam:SimulatePrincipalPolicy",),
+            resources=("arn:{partition}:iam::{account}:role/*",),
+            why="whether the SSM Agent may make its calls with each distinct role that carries "
+            "the core policy",
+        ),
         Permission(("ssm:DescribeInstanceInformation",), why="managed-instance status (DHMC)"),
         Permission(
             ("ssm:GetServiceSetting",),
@@ -132,7 +210,21 @@ class SsmInstanceRole:
             ("iam:PassRole",),
             resources=("{guardrail_role_arn}",),
             conditions={"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
-            why="associating the profile and adding the role to a profile pass the guardrail's role",
+            why="associating the guardrail's profile passes its role to EC2",
+        ),
+        Permission(
+            ("iam:PassRole",),
+            resources=("{guardrail_role_arn}",),
+            # AddRoleToInstanceProfile checks iam:PassRole with the instances as its context
+            # (iam:AssociatedResourceArn, which AWS documents as arn:...:ec2:*:<account>:
+            # instance/* for that call); it is not documented to name a service.
+            conditions={
+                "ArnLike": {
+                    "iam:AssociatedResourceArn": "arn:{partition}:ec2:*:{account}:instance/*"
+                }
+            },
+            why="adding the guardrail's role to an empty profile passes it for this account's "
+            "instances",
         ),
         Permission(
             ("iam:AddRoleToInstanceProfile",),
@@ -223,7 +315,8 @@ class SsmInstanceRole:
                 ),
                 "no_role": f"instance profile {instance.profile_name} has no role",
                 "no_policy": f"role {role.name if role else '?'} lacks {CORE_POLICY}",
-            }[problem]
+                "agent_denied": "",
+            }[problem] or self._agent_denied(role, snapshot, details)
             details["problem"] = problem
             results.append(
                 snapshot.result(
@@ -238,6 +331,18 @@ class SsmInstanceRole:
             )
         return results
 
+    @staticmethod
+    def _agent_denied(role: Role | None, snapshot: AccountSnapshot, details: dict[str, Any]) -> str:
+        """The reason for a role that carries the policy but may not make the agent's calls."""
+        access = snapshot.agent_access.get(role.name) if role else None
+        if role is None or access is None:
+            return "the SSM Agent's calls are refused"
+        details["agent_denied"] = dict(access.denied)
+        return (
+            f"role {role.name} carries {carried_policy(role, snapshot.partition)}, but "
+            f"{refusal(access)}: the SSM Agent cannot serve Session Manager with it"
+        )
+
     def settle(self, snapshot: AccountSnapshot, records: Sequence[FixRecord]) -> AccountSnapshot:
         return snapshot  # each fix settles its results whole: nothing is left half done
 
@@ -247,6 +352,7 @@ class SsmInstanceRole:
         settings, records = ctx.settings, []
         by_role: dict[str, list[str]] = {}
         by_profile: dict[str, list[str]] = {}
+        refused: dict[str, list[str]] = {}
         for result in failed:
             instance = snapshot.instances[result.resource_id]
             problem = result.details.get("problem")
@@ -257,6 +363,9 @@ class SsmInstanceRole:
             elif problem == "no_policy":
                 role = snapshot.role_of(instance)
                 by_role.setdefault(role.name if role else "", []).append(instance.instance_id)
+            elif problem == "agent_denied":
+                role = snapshot.role_of(instance)
+                refused.setdefault(role.name if role else "", []).append(instance.instance_id)
             else:
                 records.append(
                     FixRecord(
@@ -273,7 +382,39 @@ class SsmInstanceRole:
             records.append(self._add_role(profile, instance_ids, settings, ctx))
         for role_name, instance_ids in by_role.items():
             records.append(self._attach(role_name, instance_ids, snapshot, ctx))
+        for role_name, instance_ids in refused.items():
+            records.append(self._agent_refused(role_name, instance_ids, snapshot))
         return records
+
+    def _agent_refused(
+        self, role_name: str, instance_ids: list[str], snapshot: AccountSnapshot
+    ) -> FixRecord:
+        """A role with the core policy whose agent actions are refused: nothing the guardrail
+        may do lets them through (it never edits a Deny, a boundary or an SCP), so it says who
+        must change what, once per role."""
+        role = snapshot.roles.get(role_name)
+        access = snapshot.agent_access.get(role_name) or AgentAccess(role_name)
+        before = sorted(role.attached_policy_arns) if role else []
+        refused = {decision for _, decision in access.denied}
+        decisions = [d for d in REFUSALS if d in refused]
+        blockers = [REFUSALS[d][1] for d in decisions if REFUSALS[d][1]]
+        policy = carried_policy(role, snapshot.partition) if role else CORE_POLICY
+        changes = "; ".join([REFUSALS[d][2] for d in decisions] or ["see the role in IAM"])
+        if blockers:
+            why = f"attaching a policy cannot help: no Allow lifts {' or '.join(blockers)}"
+        else:  # its own policy falls short: the guardrail does not second-guess it
+            why = f"the role carries {policy} already, which the guardrail leaves to its owner"
+        reason = f"{refusal(access) or 'the SSM Agent is refused'}: {why}; {changes}"
+        return FixRecord(
+            self.id,
+            role_name,
+            "let the SSM Agent through",
+            Outcome.SKIPPED,
+            before,
+            None,
+            reason,
+            covers=tuple(instance_ids),
+        )
 
     def _associate(
         self, instance: Instance, snapshot: AccountSnapshot, ctx: FixContext
