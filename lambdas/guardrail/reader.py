@@ -48,7 +48,9 @@ logger = logging.getLogger(__name__)
 SSH, ROLE, LOGGING = "ssh-open-to-internet", "ssm-instance-role", "ssm-session-logging"
 SSM_IDS = 50  # DescribeInstanceInformation returns at most 50 per page
 # Simulated decisions no policy the guardrail attaches can turn into "allowed".
-CANNOT_BE_GRANTED = frozenset({"explicitDeny", "boundaryDeny", "organizationsDeny"})
+CANNOT_BE_GRANTED = frozenset(
+    {"explicitDeny", "boundaryDeny", "organizationsDeny", "conditionalDeny"}
+)
 
 
 def parse_interface(eni: dict[str, Any], top: dict[str, Any]) -> NetworkInterface:
@@ -401,12 +403,19 @@ class SnapshotReader:
             )
         return checks
 
-    def _agent_access(self, roles: Iterable[Role]) -> dict[str, AgentAccess]:
-        """One SimulatePrincipalPolicy per distinct role over the SSM Agent's actions (on "*")."""
+    def _agent_access(self, roles: Iterable[tuple[Role, str]]) -> dict[str, AgentAccess]:
+        """One SimulatePrincipalPolicy per distinct role over the SSM Agent's actions, on one of
+        its instances (ssm:UpdateInstanceInformation may be scoped to instances; "*" would miss
+        a statement scoped so). A Deny whose conditions need context the simulation lacks
+        (aws:SourceVpce, say) is not counted as refusing: it cannot be judged here."""
         access = {}
-        for role in roles:
+        for role, instance_id in roles:
+            instance_arn = (
+                f"arn:{self.partition}:ec2:{self.clients.region}:{self.account_id}:"
+                f"instance/{instance_id}"
+            )
             try:
-                decisions = self._simulate(role, list(AGENT_ACTIONS))
+                decisions = self._simulate(role, list(AGENT_ACTIONS), [instance_arn])
             except ClientError as error:
                 if error_code(error) == "NoSuchEntity":
                     continue  # deleted since its policies were read: its own event judges that
@@ -414,7 +423,7 @@ class SnapshotReader:
             denied = []
             for action in AGENT_ACTIONS:
                 answers = [d for (a, _), d in decisions.items() if a.lower() == action.lower()]
-                refused = [d for d in answers if d != "allowed"]
+                refused = [d for d in answers if d not in ("allowed", "conditionalDeny")]
                 if refused or not answers:  # not answered is not allowed
                     # What no policy the guardrail attaches lifts comes first.
                     refused.sort(key=lambda d: d not in CANNOT_BE_GRANTED)
@@ -488,7 +497,9 @@ def _decisions(result: dict[str, Any]) -> Iterator[tuple[tuple[str, str], str]]:
     """((action, resource), decision) from a SimulatePrincipalPolicy result, in either shape:
     per resource (ResourceSpecificResults) or one decision for the action. A pair the role's
     permissions boundary does not allow is "boundaryDeny", one a service control policy does
-    not allow (OrganizationsDecisionDetail) "organizationsDeny": no identity policy lifts them."""
+    not allow (OrganizationsDecisionDetail) "organizationsDeny": no identity policy lifts them.
+    An explicit Deny that needed context keys the simulation was not given (MissingContextValues)
+    is "conditionalDeny": whether it applies to the real calls is not known here."""
     action = result.get("EvalActionName", "")
     specific = result.get("ResourceSpecificResults") or []
     entries = [
@@ -504,4 +515,8 @@ def _decisions(result: dict[str, Any]) -> Iterator[tuple[tuple[str, str], str]]:
             decision = "boundaryDeny"
         elif decision != "allowed" and organizations.get("AllowedByOrganizations") is False:
             decision = "organizationsDeny"
+        elif decision == "explicitDeny" and (
+            entry.get("MissingContextValues") or result.get("MissingContextValues")
+        ):
+            decision = "conditionalDeny"
         yield (action, resource), decision

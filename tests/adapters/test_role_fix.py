@@ -462,3 +462,70 @@ def test_the_agent_is_simulated_once_per_role_with_the_core_policy_and_never_wit
         **dict.fromkeys(passing, Status.PASSED),
         **dict.fromkeys(legacy, Status.FAILED),
     }
+
+
+def test_the_agent_is_judged_on_an_instance_of_the_role_not_on_star(account, clients):
+    """ssm:UpdateInstanceInformation can be scoped to instances. Simulated on "*", an equivalent
+    policy scoped so read as refusing (a false alarm telling the owner to allow what they do)
+    and a Deny scoped so read as nothing (a miss). Simulated on one of the role's instances,
+    both are judged as AWS judges the agent's call."""
+    instances = "arn:aws:ec2:*:123456789012:instance/*"
+    scoped = policy(
+        account,
+        "scoped-core",
+        {"Effect": "Allow", "Action": "ssm:UpdateInstanceInformation", "Resource": instances},
+        {"Effect": "Allow", "Action": "ssmmessages:*", "Resource": "*"},
+    )
+    account.role("scoped", scoped, profile="scoped")
+    working = account.instance(profile="scoped")
+    account.role("fenced", CORE, profile="fenced")
+    account.iam.put_role_policy(
+        RoleName="fenced",
+        PolicyName="no-registration",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Deny",
+                        "Action": "ssm:UpdateInstanceInformation",
+                        "Resource": instances,
+                    }
+                ],
+            }
+        ),
+    )
+    refused = account.instance(profile="fenced")
+    report = account.run(clients, "report", [ROLE], equivalent_policy_arns=(scoped,))
+    assert judged(report, working).result.status is Status.PASSED
+    result = judged(report, refused).result
+    assert result.status is Status.FAILED
+    assert "explicit Deny refuses ssm:UpdateInstanceInformation" in result.reason
+
+
+def test_a_deny_the_simulation_cannot_evaluate_is_not_called_a_refusal(
+    account, clients, monkeypatch
+):
+    """A data-perimeter Deny (say, unless aws:SourceVpce is ours) needs context the simulation
+    is not given: IAM answers explicitDeny listing MissingContextValues. Whether it stops the
+    agent's real calls is unknown, so the role is not failed and no one is told to remove a
+    working perimeter."""
+    import emulator.extension as extension
+
+    simulate = extension.simulate
+
+    def behind_a_perimeter(*args, **kwargs):
+        results = simulate(*args, **kwargs)
+        for result in results:
+            result["EvalDecision"] = "explicitDeny"
+            result["MissingContextValues"] = ["aws:SourceVpce"]
+            for specific in result.get("ResourceSpecificResults", []):
+                specific["EvalResourceDecision"] = "explicitDeny"
+        return results
+
+    monkeypatch.setattr(extension, "simulate", behind_a_perimeter)
+    account.role("app", CORE, profile="app")
+    iid = account.instance(profile="app")
+    report = account.run(clients, "enforce", [ROLE], **guardrail_profile(account))
+    evaluation = judged(report, iid)
+    assert evaluation.result.status is Status.PASSED and not evaluation.fixes

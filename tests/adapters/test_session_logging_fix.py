@@ -711,3 +711,34 @@ def test_logs_under_a_sub_prefix_of_the_guardrails_are_granted(account, clients)
     assert grant.outcome is Outcome.APPLIED
     again = account.run(clients, "report", [LOGGING], **settings)
     assert {e.result.resource_id: e.result.status for e in again.evaluations}[iid] is Status.PASSED
+
+
+def test_a_delivery_deny_with_conditions_the_simulation_cannot_evaluate_is_named_so(
+    account, clients, monkeypatch
+):
+    """A Deny on kms:* unless the call comes through the owners' endpoint: IAM answers
+    explicitDeny with MissingContextValues. Attaching cannot change it, and the record says
+    it is the Deny's conditions to check, not a Deny to remove."""
+    import emulator.extension as extension
+
+    simulate = extension.simulate
+
+    def behind_a_perimeter(*args, **kwargs):
+        results = simulate(*args, **kwargs)
+        for result in results:
+            if result["EvalActionName"].startswith("kms:"):
+                result["EvalDecision"] = "explicitDeny"
+                result["MissingContextValues"] = ["aws:SourceVpce"]
+                for specific in result.get("ResourceSpecificResults", []):
+                    specific["EvalResourceDecision"] = "explicitDeny"
+        return results
+
+    monkeypatch.setattr(extension, "simulate", behind_a_perimeter)
+    policy = delivery_policy(account)
+    account.role("app", profile="app")
+    account.instance(profile="app")
+    report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
+    (grant,) = [f for f in report.fixes if f.resource_id == "app"]
+    assert grant.outcome is Outcome.SKIPPED
+    assert "(refused by a Deny whose conditions (context keys)" in grant.reason
+    assert account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"] == []

@@ -517,9 +517,10 @@ def test_two_runs_closing_one_group_at_once_keep_the_other_ports(account, client
     assert a.outcome is Outcome.ALREADY_COMPLIANT and "by another run" in a.reason
     kept = {r["SecurityGroupRuleId"] for r in a.after["kept_for_another_run"]}
     assert kept == {r["SecurityGroupRuleId"] for r in rules_of(account, gid)}
-    tags = [{t["Key"]: t["Value"] for t in r["Tags"]} for r in rules_of(account, gid)]
     old = mine.security_groups[gid].ingress[0].rule_id
-    assert all(t["ssm-guardrail:relied-on"] == old for t in tags)
+    for r in rules_of(account, gid):
+        marks = [t for t in r["Tags"] if t["Key"].startswith("ssm-guardrail:relied-on:")]
+        assert [m["Value"] for m in marks] == [old]  # B's own key, naming the rule it revoked
 
 
 def test_a_person_deleting_the_rule_meanwhile_leaves_no_relied_on_mark_to_keep(account, clients):
@@ -535,6 +536,43 @@ def test_a_person_deleting_the_rule_meanwhile_leaves_no_relied_on_mark_to_keep(a
     assert record.outcome is Outcome.ALREADY_COMPLIANT and record.reason == "rule already revoked"
     assert account.ingress(gid) == [("tcp", 0, 21, "0.0.0.0/0", "ftp")]
     assert [r["Tags"] for r in rules_of(account, gid)] == [[]]
+
+
+def test_three_runs_at_once_one_taking_its_mark_off_leaves_the_others(account, clients, aws):
+    """A re-adds; B finds A's re-adds and marks them; C does too and revokes the wide rule; B's
+    revoke then misses, so B takes its own mark off, not C's; A's revoke misses and A keeps what
+    C counts on."""
+    from guardrail.clients import AwsClients
+    from guardrail.scope import Scope
+
+    gid = account.group(perm("tcp", 0, 65535, description="web+ssh"))
+    account.instance([gid])
+    b_clients = AwsClients(session=aws, region="us-east-1")
+    c_clients = AwsClients(session=aws, region="us-east-1")
+    a_read, b_read, c_read = (
+        read(c, Scope(group_ids=frozenset({gid}))) for c in (clients, b_clients, c_clients)
+    )
+    records: dict[str, Any] = {}
+    event = "before-call.ec2.RevokeSecurityGroupIngress"
+
+    def c_runs_before_b_revokes(**_):
+        b_clients.ec2.meta.events.unregister(event, c_runs_before_b_revokes)
+        (records["c"],) = fix(c_clients, c_read)
+
+    def b_runs_before_a_revokes(**_):
+        clients.ec2.meta.events.unregister(event, b_runs_before_a_revokes)
+        b_clients.ec2.meta.events.register(event, c_runs_before_b_revokes)
+        (records["b"],) = fix(b_clients, b_read)
+
+    clients.ec2.meta.events.register(event, b_runs_before_a_revokes)
+    (a,) = fix(clients, a_read)
+    assert records["c"].outcome is Outcome.APPLIED  # C revoked the wide rule
+    assert records["b"].outcome is Outcome.ALREADY_COMPLIANT  # B's revoke missed
+    assert a.outcome is Outcome.ALREADY_COMPLIANT and "by another run" in a.reason
+    assert account.ingress(gid) == [
+        ("tcp", 0, 21, "0.0.0.0/0", "web+ssh"),
+        ("tcp", 23, 65535, "0.0.0.0/0", "web+ssh"),
+    ]
 
 
 @pytest.mark.parametrize("person", ["revokes", "narrows to 443"])
@@ -594,7 +632,8 @@ def test_a_relied_on_tag_on_the_owners_rule_is_neither_copied_nor_honoured(accou
     gid = account.group(perm("tcp", 0, 65535))
     (rule_id,) = [r["SecurityGroupRuleId"] for r in rules_of(account, gid)]
     account.ec2.create_tags(
-        Resources=[rule_id], Tags=[{"Key": "ssm-guardrail:relied-on", "Value": rule_id}]
+        Resources=[rule_id],
+        Tags=[{"Key": "ssm-guardrail:relied-on:0123456789ab", "Value": rule_id}],
     )
     account.instance([gid])
     snapshot = read(clients, Scope(group_ids=frozenset({gid})))

@@ -135,8 +135,9 @@ def test_the_relied_on_mark_is_the_only_tag_the_fix_may_take_off(synth: Synth) -
     for statement in statements:
         assert [r.endswith(":security-group-rule/*") for r in _resources(statement)] == [True]
         assert statement["Condition"] == {
-            "ForAllValues:StringEquals": {"aws:TagKeys": ["ssm-guardrail:relied-on"]},
-            "Null": {"ec2:ResourceTag/ssm-guardrail:replaces": "false"},
+            "ForAllValues:StringLike": {"aws:TagKeys": ["ssm-guardrail:relied-on:*"]},
+            # without a key named, DeleteTags would take every tag off
+            "Null": {"ec2:ResourceTag/ssm-guardrail:replaces": "false", "aws:TagKeys": "false"},
         }
 
 
@@ -155,7 +156,7 @@ def test_rules_may_be_tagged_only_at_creation_or_with_the_relied_on_mark(synth: 
         for c in (
             {"StringEquals": {"ec2:CreateAction": "AuthorizeSecurityGroupIngress"}},
             {
-                "ForAllValues:StringEquals": {"aws:TagKeys": ["ssm-guardrail:relied-on"]},
+                "ForAllValues:StringLike": {"aws:TagKeys": ["ssm-guardrail:relied-on:*"]},
                 "Null": {"ec2:ResourceTag/ssm-guardrail:replaces": "false"},
             },
         )

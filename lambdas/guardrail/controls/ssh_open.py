@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -41,9 +42,11 @@ ALREADY_GONE = ("InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFou
 GROUP_GONE = ("InvalidGroup.NotFound", "InvalidGroupId.NotFound")
 GUARDRAIL_TAG = "ssm-guardrail:replaces"
 # Put on re-added rules a run found already there (another run's, for the same rule) before it
-# revokes that rule counting on them: the run that made them must not take them back.
+# revokes that rule counting on them: the run that made them must not take them back. Each run
+# writes its own key (the prefix and a token), so taking its mark off never takes another's.
 RELIED_ON_TAG = "ssm-guardrail:relied-on"
 MAX_TAGS = 50  # tags per EC2 resource (a security group rule included)
+MARK_ROOM = 5  # tags left free on a re-added rule for runs' marks
 ADDRESS = {4: "a public IPv4 address", 6: "an IPv6 address"}
 NO_ADDRESS = {4: "no public IPv4 address", 6: "no IPv6 address"}
 PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6", "all": "-1"}
@@ -179,14 +182,16 @@ def readd_tags(rule: SecurityGroupRule) -> tuple[list[dict[str, str]], list[str]
     """Tags for the rules re-added in place of `rule`: its owner's (not "aws:" ones, which EC2
     reserves) and ours naming the rule they replace; and the owner's keys dropped to stay within
     EC2's 50 tags per resource (ours stays: it is what lets a person trace and undo the fix, and
-    room is kept for RELIED_ON_TAG)."""
+    room is kept for runs' RELIED_ON_TAG marks)."""
     owners = [
         {"Key": k, "Value": v}
         for k, v in rule.tags
-        if not k.lower().startswith("aws:") and k not in (GUARDRAIL_TAG, RELIED_ON_TAG)
+        if not k.lower().startswith("aws:")
+        and k != GUARDRAIL_TAG
+        and not k.startswith(RELIED_ON_TAG)
     ]
-    kept = owners[: MAX_TAGS - 2]
-    dropped = [t["Key"] for t in owners[MAX_TAGS - 2 :]]
+    kept = owners[: MAX_TAGS - 1 - MARK_ROOM]
+    dropped = [t["Key"] for t in owners[MAX_TAGS - 1 - MARK_ROOM :]]
     return [*kept, {"Key": GUARDRAIL_TAG, "Value": rule.rule_id}], dropped
 
 
@@ -219,6 +224,11 @@ def as_written(rule: SecurityGroupRule) -> tuple[Any, ...]:
     """A rule's content exactly as EC2 holds it (no spelling normalised): a rule deleted and added
     again as it was has the same; two spellings of one source do not."""
     return (rule.protocol, rule.from_port, rule.to_port, rule.cidr_ipv4, rule.cidr_ipv6)
+
+
+def relied_on_for(rule: SecurityGroupRule) -> set[str]:
+    """The rule ids runs' marks on `rule` say they revoked counting on it."""
+    return {v for k, v in rule.tags if k.startswith(f"{RELIED_ON_TAG}:")}
 
 
 def describe_rule(rule: SecurityGroupRule) -> dict[str, Any]:
@@ -316,7 +326,7 @@ class SshOpenToInternet:
             ("ec2:CreateTags",),
             resources=("arn:{partition}:ec2:{region}:{account}:security-group-rule/*",),
             conditions={
-                "ForAllValues:StringEquals": {"aws:TagKeys": [RELIED_ON_TAG]},
+                "ForAllValues:StringLike": {"aws:TagKeys": [f"{RELIED_ON_TAG}:*"]},
                 "Null": {f"ec2:ResourceTag/{GUARDRAIL_TAG}": "false"},
             },
             why="mark another run's re-added rules as relied on before revoking the rule they "
@@ -326,8 +336,9 @@ class SshOpenToInternet:
             ("ec2:DeleteTags",),
             resources=("arn:{partition}:ec2:{region}:{account}:security-group-rule/*",),
             conditions={
-                "ForAllValues:StringEquals": {"aws:TagKeys": [RELIED_ON_TAG]},
-                "Null": {f"ec2:ResourceTag/{GUARDRAIL_TAG}": "false"},
+                "ForAllValues:StringLike": {"aws:TagKeys": [f"{RELIED_ON_TAG}:*"]},
+                # DeleteTags without Tags would take every tag off: the key must be named.
+                "Null": {f"ec2:ResourceTag/{GUARDRAIL_TAG}": "false", "aws:TagKeys": "false"},
             },
             why="take that mark off again when this run did not revoke the rule after all",
         ),
@@ -558,12 +569,13 @@ class SshOpenToInternet:
                     "could not re-add the other ports; nothing was revoked",
                     code,
                 )
-        marked = self._mark_relied_on(ec2, gid, added)
+        mark = f"{RELIED_ON_TAG}:{uuid.uuid4().hex[:12]}"  # this run's own key
+        marked = self._mark_relied_on(ec2, gid, added, mark)
         try:
             missed = self._revoke(ec2, gid, rules)
         except ClientError as error:
             code = error_code(error)
-            self._unmark(ec2, marked, [r.rule_id for r in rules])
+            self._unmark(ec2, marked, [r.rule_id for r in rules], mark)
             if code in GROUP_GONE:
                 return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
             return record(
@@ -577,7 +589,7 @@ class SshOpenToInternet:
         # what another run marked as relied on (it revoked the rule counting on those re-adds).
         revoked = [r for r in rules if r not in missed]
         # This run no longer counts on what it marked for a rule it did not revoke.
-        self._unmark(ec2, marked, [r.rule_id for r in missed])
+        self._unmark(ec2, marked, [r.rule_id for r in missed], mark)
         needed = {k for r in revoked for p in readd.get(r.rule_id, []) for k in permission_keys(p)}
         taken_back = [added[r.rule_id] for r in missed if r.rule_id in added]
         now: list[SecurityGroupRule] = []
@@ -589,9 +601,7 @@ class SshOpenToInternet:
             reread_code = error_code(error)
         made = {i for a in taken_back for i in a.rule_ids}
         missed_ids = {r.rule_id for r in missed}
-        relied = [
-            c for c in now if c.rule_id in made and dict(c.tags).get(RELIED_ON_TAG) in missed_ids
-        ]
+        relied = [c for c in now if c.rule_id in made and relied_on_for(c) & missed_ids]
         needed |= {k for c in relied for k in permission_keys(rule_permission(c))}
         left, undo_code = self._undo(ec2, gid, taken_back, needed)
         if left:
@@ -664,9 +674,11 @@ class SshOpenToInternet:
         return record(Outcome.APPLIED, after_record, reason)
 
     @staticmethod
-    def _mark_relied_on(ec2: Any, gid: str, added: Mapping[str, Readded]) -> dict[str, list[str]]:
+    def _mark_relied_on(
+        ec2: Any, gid: str, added: Mapping[str, Readded], mark: str
+    ) -> dict[str, list[str]]:
         """Re-adds found already in the group that another run made for the same rule (tagged
-        with its id) get RELIED_ON_TAG before this run revokes that rule: should that run's own
+        with its id) get this run's `mark` before it revokes that rule: should that run's own
         revoke then find the rule gone, it keeps them instead of taking back what this run's
         fix counts on. Best effort: without the mark, that run takes them back as before.
         Returns the rule ids marked, by the rule they replace."""
@@ -685,7 +697,7 @@ class SshOpenToInternet:
                     and permission_keys(rule_permission(c)) & keys
                 ]
                 if ids:
-                    ec2.create_tags(Resources=ids, Tags=[{"Key": RELIED_ON_TAG, "Value": rule_id}])
+                    ec2.create_tags(Resources=ids, Tags=[{"Key": mark, "Value": rule_id}])
                     marked[rule_id] = ids
         except ClientError as error:
             logger.warning(
@@ -695,15 +707,18 @@ class SshOpenToInternet:
         return marked
 
     @staticmethod
-    def _unmark(ec2: Any, marked: Mapping[str, list[str]], rule_ids: Iterable[str]) -> None:
+    def _unmark(
+        ec2: Any, marked: Mapping[str, list[str]], rule_ids: Iterable[str], mark: str
+    ) -> None:
         """Take the relied-on mark off again where this run did not revoke the rule (someone
         else did, or changed it): the run that made the re-adds must then take them back, or a
-        person's close would be widened again."""
+        person's close would be widened again. Only this run's own key: another run's mark
+        stands."""
         ids = [i for rule_id in rule_ids for i in marked.get(rule_id, [])]
         if not ids:
             return
         try:
-            ec2.delete_tags(Resources=ids, Tags=[{"Key": RELIED_ON_TAG}])
+            ec2.delete_tags(Resources=ids, Tags=[{"Key": mark}])
         except ClientError as error:
             logger.error(
                 "could not take the relied-on mark off re-added rules",

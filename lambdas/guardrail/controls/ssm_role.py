@@ -59,6 +59,11 @@ REFUSALS = {
         "a service control policy",
         "have the organization's service control policies allow them",
     ),
+    "conditionalDeny": (
+        "a Deny with conditions the simulation cannot evaluate may refuse",
+        "a Deny whose conditions (context keys) the simulation cannot evaluate",
+        "check that the Deny's conditions let these calls through",
+    ),
     "implicitDeny": ("no policy of the role allows", "", "allow them in the role's policy"),
 }
 
@@ -93,15 +98,19 @@ def role_problem(instance: Instance, snapshot: AccountSnapshot, settings: Settin
 
 def agent_roles(
     instances: Iterable[Instance], snapshot: AccountSnapshot, settings: Settings
-) -> dict[str, Role]:
-    """The distinct roles of `instances` that carry the core policy (or an equivalent), by name:
-    the ones whose SSM Agent actions the reader simulates (any other role fails on its policies)."""
-    return {
-        role.name: role
-        for instance in instances
-        if role_problem(instance, snapshot, settings) in (None, "agent_denied")
-        and (role := snapshot.role_of(instance)) is not None
-    }
+) -> dict[str, tuple[Role, str]]:
+    """The distinct roles of `instances` that carry the core policy (or an equivalent), by name,
+    each with one of its instances: the ones whose SSM Agent actions the reader simulates, on
+    that instance (any other role fails on its policies)."""
+    found: dict[str, tuple[Role, str]] = {}
+    for instance in instances:
+        role = snapshot.role_of(instance)
+        if role is not None and role_problem(instance, snapshot, settings) in (
+            None,
+            "agent_denied",
+        ):
+            found.setdefault(role.name, (role, instance.instance_id))
+    return found
 
 
 def refusal(access: AgentAccess) -> str:
