@@ -110,3 +110,23 @@ def account(aws):
 def managed_policies(monkeypatch):
     """AWS managed policies exist in moto only when loaded (slower start: only where needed)."""
     monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+
+
+def answer_simulations(monkeypatch, prefix: str, decision: str, **fields) -> None:
+    """The emulated SimulatePrincipalPolicy answers `decision` for the actions starting with
+    `prefix`, with the result fields AWS adds and moto cannot (OrganizationsDecisionDetail
+    under an SCP, MissingContextValues for a Deny that needs context keys)."""
+    import emulator.extension as extension
+
+    simulate = extension.simulate
+
+    def answered(*args, **kwargs):
+        results = simulate(*args, **kwargs)
+        for result in results:
+            if result["EvalActionName"].startswith(prefix):
+                result.update(EvalDecision=decision, **fields)
+                for specific in result.get("ResourceSpecificResults", []):
+                    specific["EvalResourceDecision"] = decision
+        return results
+
+    monkeypatch.setattr(extension, "simulate", answered)

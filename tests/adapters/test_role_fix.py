@@ -7,7 +7,7 @@ import json
 import pytest
 from guardrail.model import Outcome, Status
 
-from .conftest import CORE
+from .conftest import CORE, answer_simulations
 
 ROLE = "ssm-instance-role"
 READONLY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
@@ -329,6 +329,11 @@ def policy(account, name, *statements):
     ]["Arn"]
 
 
+def inline(account, role, name, *statements):
+    document = {"Version": "2012-10-17", "Statement": list(statements)}
+    account.iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(document))
+
+
 def attached(account, role):
     return {
         p["PolicyArn"]
@@ -363,16 +368,7 @@ def test_a_permissions_boundary_without_systems_manager_fails_and_its_fix_claims
 
 def test_an_explicit_deny_on_systems_manager_fails_naming_the_deny(account, clients):
     account.role("denied", CORE, profile="denied")
-    account.iam.put_role_policy(
-        RoleName="denied",
-        PolicyName="no-ssm",
-        PolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Deny", "Action": "ssm:*", "Resource": "*"}],
-            }
-        ),
-    )
+    inline(account, "denied", "no-ssm", {"Effect": "Deny", "Action": "ssm:*", "Resource": "*"})
     iid = account.instance(profile="denied")
     report = account.run(clients, "enforce", [ROLE], **guardrail_profile(account))
     evaluation = judged(report, iid)
@@ -390,20 +386,12 @@ def test_a_service_control_policy_that_refuses_the_agent_fails_naming_it(
     """Under an SCP without ssmmessages:*, IAM's simulation answers implicitDeny with
     OrganizationsDecisionDetail.AllowedByOrganizations false (moto has no SCPs: the emulated
     answer is given that detail, as AWS does)."""
-    import emulator.extension as extension
-
-    simulate = extension.simulate
-
-    def under_an_scp_without_ssmmessages(*args, **kwargs):
-        results = simulate(*args, **kwargs)
-        for result in results:
-            allowed = not result["EvalActionName"].startswith("ssmmessages:")
-            result["OrganizationsDecisionDetail"] = {"AllowedByOrganizations": allowed}
-            if not allowed:
-                result["EvalDecision"] = "implicitDeny"
-        return results
-
-    monkeypatch.setattr(extension, "simulate", under_an_scp_without_ssmmessages)
+    answer_simulations(
+        monkeypatch,
+        "ssmmessages:",
+        "implicitDeny",
+        OrganizationsDecisionDetail={"AllowedByOrganizations": False},
+    )
     account.role("app", CORE, profile="app")
     iid = account.instance(profile="app")
     report = account.run(clients, "enforce", [ROLE], **guardrail_profile(account))
@@ -479,21 +467,11 @@ def test_the_agent_is_judged_on_an_instance_of_the_role_not_on_star(account, cli
     account.role("scoped", scoped, profile="scoped")
     working = account.instance(profile="scoped")
     account.role("fenced", CORE, profile="fenced")
-    account.iam.put_role_policy(
-        RoleName="fenced",
-        PolicyName="no-registration",
-        PolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Deny",
-                        "Action": "ssm:UpdateInstanceInformation",
-                        "Resource": instances,
-                    }
-                ],
-            }
-        ),
+    inline(
+        account,
+        "fenced",
+        "no-registration",
+        {"Effect": "Deny", "Action": "ssm:UpdateInstanceInformation", "Resource": instances},
     )
     refused = account.instance(profile="fenced")
     report = account.run(clients, "report", [ROLE], equivalent_policy_arns=(scoped,))
@@ -510,20 +488,7 @@ def test_a_deny_the_simulation_cannot_evaluate_is_not_called_a_refusal(
     is not given: IAM answers explicitDeny listing MissingContextValues. Whether it stops the
     agent's real calls is unknown, so the role is not failed and no one is told to remove a
     working perimeter."""
-    import emulator.extension as extension
-
-    simulate = extension.simulate
-
-    def behind_a_perimeter(*args, **kwargs):
-        results = simulate(*args, **kwargs)
-        for result in results:
-            result["EvalDecision"] = "explicitDeny"
-            result["MissingContextValues"] = ["aws:SourceVpce"]
-            for specific in result.get("ResourceSpecificResults", []):
-                specific["EvalResourceDecision"] = "explicitDeny"
-        return results
-
-    monkeypatch.setattr(extension, "simulate", behind_a_perimeter)
+    answer_simulations(monkeypatch, "", "explicitDeny", MissingContextValues=["aws:SourceVpce"])
     account.role("app", CORE, profile="app")
     iid = account.instance(profile="app")
     report = account.run(clients, "enforce", [ROLE], **guardrail_profile(account))

@@ -8,6 +8,8 @@ import json
 import pytest
 from guardrail.model import SESSION_DOCUMENT, Outcome, ResourceType, Status
 
+from .conftest import answer_simulations
+
 LOGGING = "ssm-session-logging"
 KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 OURS = {
@@ -400,37 +402,39 @@ def test_a_permissions_boundary_that_blocks_delivery_is_skipped_and_the_key_left
     assert "kmsKeyId" not in preferences(account)  # the role could never use the key
 
 
-def test_a_service_control_policy_that_blocks_the_key_is_skipped_and_the_key_left_out(
-    account, clients, monkeypatch
+@pytest.mark.parametrize(
+    ("decision", "answer", "named"),
+    [
+        # An allow-list SCP without kms:*: implicitDeny, not allowed by the organization.
+        (
+            "implicitDeny",
+            {"OrganizationsDecisionDetail": {"AllowedByOrganizations": False}},
+            f"kms:Decrypt on {KEY} (refused by a service control policy)",
+        ),
+        # A Deny on kms:* unless through the owners' endpoint: it needs context keys the
+        # simulation is not given; the record says to check its conditions, not to remove it.
+        (
+            "explicitDeny",
+            {"MissingContextValues": ["aws:SourceVpce"]},
+            "(refused by a Deny whose conditions (context keys) the simulation cannot evaluate)",
+        ),
+    ],
+    ids=["scp", "conditional-deny"],
+)
+def test_what_no_attached_policy_can_lift_is_skipped_naming_it_and_the_key_left_out(
+    account, clients, monkeypatch, decision, answer, named
 ):
-    """Under an allow-list SCP without kms:*, IAM's simulation answers implicitDeny with
-    OrganizationsDecisionDetail.AllowedByOrganizations false (moto has no SCPs: the emulated
-    answer is given that detail, as AWS does). Attaching the delivery policy cannot lift it;
-    naming the key in the preferences would stop every session on that role's instances."""
-    import emulator.extension as extension
-
-    simulate = extension.simulate
-
-    def under_an_scp_without_kms(*args, **kwargs):
-        results = simulate(*args, **kwargs)
-        for result in results:
-            allowed = not result["EvalActionName"].startswith("kms:")
-            result["OrganizationsDecisionDetail"] = {"AllowedByOrganizations": allowed}
-            if not allowed:
-                result["EvalDecision"] = "implicitDeny"
-                for specific in result.get("ResourceSpecificResults", []):
-                    specific["EvalResourceDecision"] = "implicitDeny"
-        return results
-
-    monkeypatch.setattr(extension, "simulate", under_an_scp_without_kms)
+    """IAM's simulation says so in fields moto cannot give (the emulated answer is given them,
+    as AWS does). Attaching the delivery policy cannot help; naming the key in the preferences
+    would stop every session on that role's instances."""
+    answer_simulations(monkeypatch, "kms:", decision, **answer)
     policy = delivery_policy(account)
     account.role("app", profile="app")
     account.instance(profile="app")
     report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
     (grant,) = [f for f in report.fixes if f.resource_id == "app"]
-    assert grant.outcome is Outcome.SKIPPED
-    assert f"kms:Decrypt on {KEY} (refused by a service control policy)" in grant.reason
-    assert "boundary" not in grant.reason and "explicit" not in grant.reason
+    assert grant.outcome is Outcome.SKIPPED and named in grant.reason
+    assert "boundary" not in grant.reason
     assert account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"] == []
     assert "kmsKeyId" not in preferences(account)  # the role could never use the key
 
@@ -568,19 +572,24 @@ def test_an_encryption_flag_waits_for_roles_that_cannot_check_the_destination(ac
     assert preferences(account) == {"s3BucketName": "their-bucket", "s3EncryptionEnabled": True}
 
 
-def test_preferences_created_meanwhile_are_left_to_their_owners(account, clients, monkeypatch):
-    """Read absent, created by a person before the fix: writing ours would drop their inputs."""
+def after_the_preferences_are_read(monkeypatch, change):
+    """`change` runs between the guardrail's read of the preferences and its write."""
     from guardrail.reader import SnapshotReader
 
+    read = SnapshotReader._preferences
+
+    def read_then_change(reader):
+        held = read(reader)
+        change()
+        return held
+
+    monkeypatch.setattr(SnapshotReader, "_preferences", read_then_change)
+
+
+def test_preferences_created_meanwhile_are_left_to_their_owners(account, clients, monkeypatch):
+    """Read absent, created by a person before the fix: writing ours would drop their inputs."""
     owners = {"runAsEnabled": True, "runAsDefaultUser": "ops", "idleSessionTimeout": "15"}
-    real_read = SnapshotReader._preferences
-
-    def read_then_a_person_creates_them(reader):
-        read = real_read(reader)
-        create_preferences(account, owners)
-        return read
-
-    monkeypatch.setattr(SnapshotReader, "_preferences", read_then_a_person_creates_them)
+    after_the_preferences_are_read(monkeypatch, lambda: create_preferences(account, owners))
     report = account.run(clients, "enforce", [LOGGING], **OURS)
     (fix,) = region_fix(report)
     assert fix.outcome is Outcome.SKIPPED and "created meanwhile" in fix.reason
@@ -632,18 +641,9 @@ def test_preferences_an_owner_changes_meanwhile_are_left_to_them(account, client
     """Read at version 1; the owner saves a version 2 (run-as) and makes it the default before
     the fix writes. Writing ours, built on version 1, would drop their change: the fix stands
     back. (A version 2 left as a draft is not live: the fix goes on top, as after a rollback.)"""
-    from guardrail.reader import SnapshotReader
-
     create_preferences(account, {"idleSessionTimeout": "20"})
-    real_read = SnapshotReader._preferences
     theirs = {"idleSessionTimeout": "20", "runAsEnabled": True, "runAsDefaultUser": "ops"}
-
-    def read_then_the_owner_saves(reader):
-        read = real_read(reader)
-        owners_version(account, theirs)
-        return read
-
-    monkeypatch.setattr(SnapshotReader, "_preferences", read_then_the_owner_saves)
+    after_the_preferences_are_read(monkeypatch, lambda: owners_version(account, theirs))
     report = account.run(clients, "enforce", [LOGGING], **OURS)
     (fix,) = region_fix(report)
     assert fix.outcome is Outcome.SKIPPED and "changed meanwhile" in fix.reason
@@ -711,34 +711,3 @@ def test_logs_under_a_sub_prefix_of_the_guardrails_are_granted(account, clients)
     assert grant.outcome is Outcome.APPLIED
     again = account.run(clients, "report", [LOGGING], **settings)
     assert {e.result.resource_id: e.result.status for e in again.evaluations}[iid] is Status.PASSED
-
-
-def test_a_delivery_deny_with_conditions_the_simulation_cannot_evaluate_is_named_so(
-    account, clients, monkeypatch
-):
-    """A Deny on kms:* unless the call comes through the owners' endpoint: IAM answers
-    explicitDeny with MissingContextValues. Attaching cannot change it, and the record says
-    it is the Deny's conditions to check, not a Deny to remove."""
-    import emulator.extension as extension
-
-    simulate = extension.simulate
-
-    def behind_a_perimeter(*args, **kwargs):
-        results = simulate(*args, **kwargs)
-        for result in results:
-            if result["EvalActionName"].startswith("kms:"):
-                result["EvalDecision"] = "explicitDeny"
-                result["MissingContextValues"] = ["aws:SourceVpce"]
-                for specific in result.get("ResourceSpecificResults", []):
-                    specific["EvalResourceDecision"] = "explicitDeny"
-        return results
-
-    monkeypatch.setattr(extension, "simulate", behind_a_perimeter)
-    policy = delivery_policy(account)
-    account.role("app", profile="app")
-    account.instance(profile="app")
-    report = account.run(clients, "enforce", [LOGGING], log_delivery_policy_arn=policy, **OURS)
-    (grant,) = [f for f in report.fixes if f.resource_id == "app"]
-    assert grant.outcome is Outcome.SKIPPED
-    assert "(refused by a Deny whose conditions (context keys)" in grant.reason
-    assert account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"] == []

@@ -429,14 +429,25 @@ class TakeBackFails:
         return self.ec2.revoke_security_group_ingress(**kwargs)
 
 
-def owner_revokes_before_the_fix_does(account, clients, gid, *permissions):
-    def revoke_once(**_):
-        clients.ec2.meta.events.unregister(
-            "before-call.ec2.RevokeSecurityGroupIngress", revoke_once
-        )
-        account.ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=list(permissions))
+def before_its_revoke(clients, action):
+    """Runs `action` once, just before the next RevokeSecurityGroupIngress these clients send
+    (after the fix re-added the other ports): another run, or a person, acting in between."""
+    event = "before-call.ec2.RevokeSecurityGroupIngress"
 
-    clients.ec2.meta.events.register("before-call.ec2.RevokeSecurityGroupIngress", revoke_once)
+    def once(**_):
+        clients.ec2.meta.events.unregister(event, once)
+        action()
+
+    clients.ec2.meta.events.register(event, once)
+
+
+def owner_revokes_before_the_fix_does(account, clients, gid, *permissions):
+    before_its_revoke(
+        clients,
+        lambda: account.ec2.revoke_security_group_ingress(
+            GroupId=gid, IpPermissions=list(permissions)
+        ),
+    )
 
 
 def test_rules_re_added_for_a_vanished_rule_that_cannot_be_taken_back_are_reported(
@@ -497,16 +508,7 @@ def test_two_runs_closing_one_group_at_once_keep_the_other_ports(account, client
     mine = read(clients, Scope(group_ids=frozenset({gid})))
     theirs = read(other, Scope(group_ids=frozenset({gid})))
     b: list[Any] = []
-
-    def the_other_run_fixes_now(**_):
-        clients.ec2.meta.events.unregister(
-            "before-call.ec2.RevokeSecurityGroupIngress", the_other_run_fixes_now
-        )
-        b.extend(fix(other, theirs))
-
-    clients.ec2.meta.events.register(
-        "before-call.ec2.RevokeSecurityGroupIngress", the_other_run_fixes_now
-    )
+    before_its_revoke(clients, lambda: b.extend(fix(other, theirs)))
     (a,) = fix(clients, mine)
     (b_record,) = b
     assert account.ingress(gid) == [
@@ -553,18 +555,12 @@ def test_three_runs_at_once_one_taking_its_mark_off_leaves_the_others(account, c
         read(c, Scope(group_ids=frozenset({gid}))) for c in (clients, b_clients, c_clients)
     )
     records: dict[str, Any] = {}
-    event = "before-call.ec2.RevokeSecurityGroupIngress"
 
-    def c_runs_before_b_revokes(**_):
-        b_clients.ec2.meta.events.unregister(event, c_runs_before_b_revokes)
-        (records["c"],) = fix(c_clients, c_read)
-
-    def b_runs_before_a_revokes(**_):
-        clients.ec2.meta.events.unregister(event, b_runs_before_a_revokes)
-        b_clients.ec2.meta.events.register(event, c_runs_before_b_revokes)
+    def b_runs():
+        before_its_revoke(b_clients, lambda: records.update(c=fix(c_clients, c_read)[0]))
         (records["b"],) = fix(b_clients, b_read)
 
-    clients.ec2.meta.events.register(event, b_runs_before_a_revokes)
+    before_its_revoke(clients, b_runs)
     (a,) = fix(clients, a_read)
     assert records["c"].outcome is Outcome.APPLIED  # C revoked the wide rule
     assert records["b"].outcome is Outcome.ALREADY_COMPLIANT  # B's revoke missed
@@ -593,10 +589,7 @@ def test_a_person_closing_the_rule_while_two_runs_fix_it_is_never_widened_again(
     theirs = read(other, Scope(group_ids=frozenset({gid})))
     b: list[Any] = []
 
-    def the_person_acts(**_):
-        other.ec2.meta.events.unregister(
-            "before-call.ec2.RevokeSecurityGroupIngress", the_person_acts
-        )
+    def the_person_acts():
         if person == "revokes":
             account.ec2.revoke_security_group_ingress(
                 GroupId=gid, IpPermissions=[perm("tcp", 0, 65535)]
@@ -604,18 +597,11 @@ def test_a_person_closing_the_rule_while_two_runs_fix_it_is_never_widened_again(
         else:
             narrow(account, gid, rule_id, 443, 443, "0.0.0.0/0")
 
-    def the_other_run_fixes_now(**_):
-        clients.ec2.meta.events.unregister(
-            "before-call.ec2.RevokeSecurityGroupIngress", the_other_run_fixes_now
-        )
-        other.ec2.meta.events.register(
-            "before-call.ec2.RevokeSecurityGroupIngress", the_person_acts
-        )
+    def the_other_run_fixes_now():
+        before_its_revoke(other, the_person_acts)
         b.extend(fix(other, theirs))
 
-    clients.ec2.meta.events.register(
-        "before-call.ec2.RevokeSecurityGroupIngress", the_other_run_fixes_now
-    )
+    before_its_revoke(clients, the_other_run_fixes_now)
     (a,) = fix(clients, mine)
     left = [r[:4] for r in account.ingress(gid)]
     assert left == ([] if person == "revokes" else [("tcp", 443, 443, "0.0.0.0/0")])

@@ -699,15 +699,11 @@ def test_authorize_ingress_answers_with_every_rule_it_created(emulated, build):
     """The fix record's new rule ids come from this answer (moto named only the last one)."""
     vpc = build.ec2.describe_subnets(SubnetIds=[build.subnet])["Subnets"][0]["VpcId"]
     gid = build.ec2.create_security_group(GroupName="two", Description="d", VpcId=vpc)["GroupId"]
+    ftp = {"IpProtocol": "tcp", "FromPort": 0, "ToPort": 21, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
     answer = build.ec2.authorize_security_group_ingress(
         GroupId=gid,
         IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 0,
-                "ToPort": 21,
-                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-            },
+            ftp,
             {
                 "IpProtocol": "udp",
                 "FromPort": 53,
@@ -727,14 +723,7 @@ def test_authorize_ingress_answers_with_every_rule_it_created(emulated, build):
         errors(
             build.ec2.authorize_security_group_ingress,
             GroupId=gid,
-            IpPermissions=[
-                {
-                    "IpProtocol": "tcp",
-                    "FromPort": 0,
-                    "ToPort": 21,
-                    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-                }
-            ],
+            IpPermissions=[ftp],
         )
         == "InvalidPermission.Duplicate"
     )
