@@ -367,10 +367,9 @@ class SnapshotReader:
         return profiles, found
 
     def _simulate(
-        self, role: Role, actions: list[str], resources: list[str] | None = None
+        self, role: Role, actions: list[str], resources: list[str]
     ) -> dict[tuple[str, str], str]:
-        """One SimulatePrincipalPolicy of the role (paged): (action, resource) → decision.
-        Without `resources` IAM simulates each action on "*"."""
+        """One SimulatePrincipalPolicy of the role (paged): (action, resource) → decision."""
         decisions: dict[tuple[str, str], str] = {}
         for result in pages(
             self.clients.iam,
@@ -378,7 +377,7 @@ class SnapshotReader:
             "EvaluationResults",
             PolicySourceArn=role.arn,
             ActionNames=actions,
-            **({"ResourceArns": resources} if resources else {}),
+            ResourceArns=resources,
         ):
             decisions.update(_decisions(result))
         return decisions
