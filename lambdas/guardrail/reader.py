@@ -22,6 +22,7 @@ from .controls.ssm_role import (
     DHMC_SETTING,
     REFUSALS,
     agent_roles,
+    core_policy_arn,
     dhmc_unconfirmed,
     role_problem,
 )
@@ -406,9 +407,13 @@ class SnapshotReader:
         """One SimulatePrincipalPolicy per distinct role over the SSM Agent's actions, on one of
         its instances (ssm:UpdateInstanceInformation may be scoped to instances; "*" would miss
         a statement scoped so). A Deny whose conditions need context the simulation lacks
-        (aws:SourceVpce, say) is not counted as refusing: it cannot be judged here."""
+        (aws:SourceVpce, say) cannot be judged here: over the AWS-managed core policy, which
+        allows every agent action, it is not counted as refusing; over a declared equivalent it
+        is, as it may hide an Allow that is missing."""
         access = {}
+        core = core_policy_arn(self.partition)
         for role, instance_id in roles:
+            unjudged = ("conditionalDeny",) if core in role.attached_policy_arns else ()
             instance_arn = (
                 f"arn:{self.partition}:ec2:{self.clients.region}:{self.account_id}:"
                 f"instance/{instance_id}"
@@ -422,7 +427,7 @@ class SnapshotReader:
             denied = []
             for action in AGENT_ACTIONS:
                 answers = [d for (a, _), d in decisions.items() if a.lower() == action.lower()]
-                refused = [d for d in answers if d not in ("allowed", "conditionalDeny")]
+                refused = [d for d in answers if d != "allowed" and d not in unjudged]
                 if refused or not answers:  # not answered is not allowed
                     # What no policy the guardrail attaches lifts comes first.
                     refused.sort(key=lambda d: d not in CANNOT_BE_GRANTED)
@@ -510,12 +515,14 @@ def _decisions(result: dict[str, Any]) -> Iterator[tuple[tuple[str, str], str]]:
             "PermissionsBoundaryDecisionDetail"
         )
         organizations = result.get("OrganizationsDecisionDetail") or {}
-        if decision != "allowed" and detail and detail.get("AllowedByPermissionsBoundary") is False:
+        if decision == "explicitDeny" and (
+            entry.get("MissingContextValues") or result.get("MissingContextValues")
+        ):
+            decision = "conditionalDeny"  # wherever the Deny is: a perimeter is often an SCP
+        elif (
+            decision != "allowed" and detail and detail.get("AllowedByPermissionsBoundary") is False
+        ):
             decision = "boundaryDeny"
         elif decision != "allowed" and organizations.get("AllowedByOrganizations") is False:
             decision = "organizationsDeny"
-        elif decision == "explicitDeny" and (
-            entry.get("MissingContextValues") or result.get("MissingContextValues")
-        ):
-            decision = "conditionalDeny"
         yield (action, resource), decision

@@ -481,16 +481,39 @@ def test_the_agent_is_judged_on_an_instance_of_the_role_not_on_star(account, cli
     assert "explicit Deny refuses ssm:UpdateInstanceInformation" in result.reason
 
 
+@pytest.mark.parametrize("in_an_scp", [False, True], ids=["role-policy", "scp"])
 def test_a_deny_the_simulation_cannot_evaluate_is_not_called_a_refusal(
-    account, clients, monkeypatch
+    account, clients, monkeypatch, in_an_scp
 ):
-    """A data-perimeter Deny (say, unless aws:SourceVpce is ours) needs context the simulation
-    is not given: IAM answers explicitDeny listing MissingContextValues. Whether it stops the
-    agent's real calls is unknown, so the role is not failed and no one is told to remove a
-    working perimeter."""
-    answer_simulations(monkeypatch, "", "explicitDeny", MissingContextValues=["aws:SourceVpce"])
+    """A data-perimeter Deny (say, unless aws:SourceVpce is ours), in the role's policies or in
+    an SCP, needs context the simulation is not given: IAM answers explicitDeny listing
+    MissingContextValues. Over AmazonSSMManagedInstanceCore, which allows every agent action,
+    whether it stops the real calls is unknown: the role is not failed and no one is told to
+    remove a working perimeter."""
+    scp = {"OrganizationsDecisionDetail": {"AllowedByOrganizations": False}} if in_an_scp else {}
+    answer_simulations(
+        monkeypatch, "", "explicitDeny", MissingContextValues=["aws:SourceVpce"], **scp
+    )
     account.role("app", CORE, profile="app")
     iid = account.instance(profile="app")
     report = account.run(clients, "enforce", [ROLE], **guardrail_profile(account))
     evaluation = judged(report, iid)
     assert evaluation.result.status is Status.PASSED and not evaluation.fixes
+
+
+def test_a_deny_the_simulation_cannot_evaluate_does_not_hide_what_an_equivalent_lacks(
+    account, clients, monkeypatch
+):
+    """Behind the same perimeter, a declared-equivalent policy that allows ssm:* only: the
+    Deny's answer would hide that nothing allows the ssmmessages channels. Without the core
+    policy to vouch for the Allow, the conditional Deny counts: FAILED."""
+    answer_simulations(monkeypatch, "", "explicitDeny", MissingContextValues=["aws:SourceVpce"])
+    ours = policy(account, "our-core", {"Effect": "Allow", "Action": "ssm:*", "Resource": "*"})
+    account.role("app", ours, profile="app")
+    iid = account.instance(profile="app")
+    report = account.run(
+        clients, "report", [ROLE], equivalent_policy_arns=(ours,), **guardrail_profile(account)
+    )
+    result = judged(report, iid).result
+    assert result.status is Status.FAILED
+    assert "a Deny with conditions the simulation cannot evaluate may refuse" in result.reason

@@ -629,6 +629,84 @@ def test_a_relied_on_tag_on_the_owners_rule_is_neither_copied_nor_honoured(accou
     assert account.ingress(gid) == []
 
 
+class TagCallsFail:
+    """Wraps the EC2 client: CreateTags or DeleteTags (`operation`) is refused."""
+
+    def __init__(self, ec2, operation, code):
+        self.ec2, self.operation, self.code = ec2, operation, code
+
+    def __getattr__(self, name):
+        if name != self.operation:
+            return getattr(self.ec2, name)
+
+        def refused(**_):
+            raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, name)
+
+        return refused
+
+
+def two_runs(account, clients, aws, gid):
+    """The other invocation's clients, and each run's reading of the group."""
+    from guardrail.clients import AwsClients
+    from guardrail.scope import Scope
+
+    other = AwsClients(session=aws, region="us-east-1")
+    scope = Scope(group_ids=frozenset({gid}))
+    return other, read(clients, scope), read(other, scope)
+
+
+def test_a_run_that_cannot_mark_the_other_runs_re_adds_leaves_the_rule_to_it(account, clients, aws):
+    """B finds A's re-adds but cannot mark them (the rule's 50 tags, throttling): revoking
+    would let A take them back. B revokes nothing (SKIPPED); A closes the rule, ports kept."""
+    gid = account.group(perm("tcp", 0, 65535))
+    account.instance([gid])
+    other, mine, theirs = two_runs(account, clients, aws, gid)
+    b: list[Any] = []
+
+    def the_other_run_fixes_now():
+        other.__dict__["ec2"] = TagCallsFail(other.ec2, "create_tags", "TagLimitExceeded")
+        b.extend(fix(other, theirs))
+
+    before_its_revoke(clients, the_other_run_fixes_now)
+    (a,) = fix(clients, mine)
+    (b_record,) = b
+    assert b_record.outcome is Outcome.SKIPPED and "could not be marked" in b_record.reason
+    assert a.outcome is Outcome.APPLIED
+    assert account.ingress(gid) == [
+        ("tcp", 0, 21, "0.0.0.0/0", None),
+        ("tcp", 23, 65535, "0.0.0.0/0", None),
+    ]
+
+
+def test_a_mark_that_cannot_be_taken_off_is_a_failed_fix_naming_the_rules(account, clients, aws):
+    """B marked A's re-adds, then a person revoked the wide rule: B must take its mark off,
+    and cannot. A keeps what the mark names, wider than the person left it; B's record is
+    FAILED and names those rules, to revoke by hand."""
+    gid = account.group(perm("tcp", 0, 65535))
+    account.instance([gid])
+    other, mine, theirs = two_runs(account, clients, aws, gid)
+    b: list[Any] = []
+
+    def the_other_run_fixes_now():
+        before_its_revoke(
+            other,
+            lambda: account.ec2.revoke_security_group_ingress(
+                GroupId=gid, IpPermissions=[perm("tcp", 0, 65535)]
+            ),
+        )
+        other.__dict__["ec2"] = TagCallsFail(other.ec2, "delete_tags", "RequestLimitExceeded")
+        b.extend(fix(other, theirs))
+
+    before_its_revoke(clients, the_other_run_fixes_now)
+    fix(clients, mine)
+    (b_record,) = b
+    assert b_record.outcome is Outcome.FAILED and "revoke them by hand" in b_record.reason
+    assert "(RequestLimitExceeded)" in b_record.reason
+    assert set(b_record.after["left_open_rule_ids"]) == {
+        r["SecurityGroupRuleId"] for r in rules_of(account, gid)
+    }
+
+
 class RevokeAnswersWithRevokedRules:
     """Wraps the emulator's EC2 client: RevokeSecurityGroupIngress answers, as EC2 does, with
     the rules it revoked (RevokedSecurityGroupRules: ids and content); moto leaves them out."""

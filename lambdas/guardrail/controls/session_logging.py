@@ -687,6 +687,8 @@ class SessionLogging:
                 f"{', '.join(delivery.explicitly_denied)}: attaching a policy cannot override "
                 "that; change what refuses it"
             )
+            if any("conditions" in d for d in delivery.explicitly_denied):
+                reason += " (a Deny with conditions may let the real calls through: check them)"
         elif (
             target.get("bucket")
             and target.get("bucket") == settings.session_log_bucket

@@ -570,7 +570,18 @@ class SshOpenToInternet:
                     code,
                 )
         mark = f"{RELIED_ON_TAG}:{uuid.uuid4().hex[:12]}"  # this run's own key
-        marked = self._mark_relied_on(ec2, gid, added, mark)
+        marked, mark_code = self._mark_relied_on(ec2, gid, added, mark)
+        if mark_code:
+            # Another run's re-adds are there and this run could not say it counts on them:
+            # revoking now could leave that run to take them back, closing the other ports.
+            self._unmark(ec2, marked, [r.rule_id for r in rules], mark)
+            self._undo(ec2, gid, added.values())
+            return record(
+                Outcome.SKIPPED,
+                None,
+                f"another run's re-added rules are in place and could not be marked as relied on "
+                f"({mark_code}): nothing was revoked; that run, or the next, closes the rule",
+            )
         try:
             missed = self._revoke(ec2, gid, rules)
         except ClientError as error:
@@ -589,7 +600,7 @@ class SshOpenToInternet:
         # what another run marked as relied on (it revoked the rule counting on those re-adds).
         revoked = [r for r in rules if r not in missed]
         # This run no longer counts on what it marked for a rule it did not revoke.
-        self._unmark(ec2, marked, [r.rule_id for r in missed], mark)
+        still_marked, unmark_code = self._unmark(ec2, marked, [r.rule_id for r in missed], mark)
         needed = {k for r in revoked for p in readd.get(r.rule_id, []) for k in permission_keys(p)}
         taken_back = [added[r.rule_id] for r in missed if r.rule_id in added]
         now: list[SecurityGroupRule] = []
@@ -624,6 +635,17 @@ class SshOpenToInternet:
                 f"{', '.join(r.rule_id for r in missed)} changed or revoked by someone else "
                 f"meanwhile, and the {len(left)} rule(s) re-added for them could not be taken "
                 f"back ({undo_code}): they admit the internet to other ports; revoke them by hand",
+            )
+        if still_marked:
+            # A person closed the rule meanwhile; this run's mark may keep the run that made
+            # those rules from taking them back: access wider than the owner left.
+            return record(
+                Outcome.FAILED,
+                {**readded_record(revoked, added, relied), "left_open_rule_ids": still_marked},
+                f"{', '.join(r.rule_id for r in missed)} changed or revoked by someone else "
+                f"meanwhile, and this run's relied-on mark ({mark}) could not be taken off "
+                f"{', '.join(still_marked)} ({unmark_code}): if those rules are still there, "
+                "revoke them by hand",
             )
         after_record = readded_record(revoked, added, relied)
         after = after_record["readded"]
@@ -676,16 +698,16 @@ class SshOpenToInternet:
     @staticmethod
     def _mark_relied_on(
         ec2: Any, gid: str, added: Mapping[str, Readded], mark: str
-    ) -> dict[str, list[str]]:
+    ) -> tuple[dict[str, list[str]], str | None]:
         """Re-adds found already in the group that another run made for the same rule (tagged
         with its id) get this run's `mark` before it revokes that rule: should that run's own
         revoke then find the rule gone, it keeps them instead of taking back what this run's
         fix counts on. Best effort: without the mark, that run takes them back as before.
-        Returns the rule ids marked, by the rule they replace."""
+        Returns the rule ids marked, by the rule they replace, and the error that stopped it."""
         wanted = {rule_id: a.present for rule_id, a in added.items() if a.present}
         marked: dict[str, list[str]] = {}
         if not wanted:
-            return marked
+            return marked, None
         try:
             current = SshOpenToInternet._current_rules(ec2, [gid]).get(gid, [])
             for rule_id, permissions in wanted.items():
@@ -704,19 +726,20 @@ class SshOpenToInternet:
                 "could not mark re-added rules as relied on",
                 extra={"group": gid, "error_code": error_code(error)},
             )
-        return marked
+            return marked, error_code(error)
+        return marked, None
 
     @staticmethod
     def _unmark(
         ec2: Any, marked: Mapping[str, list[str]], rule_ids: Iterable[str], mark: str
-    ) -> None:
+    ) -> tuple[list[str], str | None]:
         """Take the relied-on mark off again where this run did not revoke the rule (someone
         else did, or changed it): the run that made the re-adds must then take them back, or a
         person's close would be widened again. Only this run's own key: another run's mark
-        stands."""
+        stands. Returns the rule ids still marked, and the error."""
         ids = [i for rule_id in rule_ids for i in marked.get(rule_id, [])]
         if not ids:
-            return
+            return [], None
         try:
             ec2.delete_tags(Resources=ids, Tags=[{"Key": mark}])
         except ClientError as error:
@@ -724,6 +747,8 @@ class SshOpenToInternet:
                 "could not take the relied-on mark off re-added rules",
                 extra={"rules": ids, "error_code": error_code(error)},
             )
+            return ids, error_code(error)
+        return [], None
 
     @staticmethod
     def _classify(
