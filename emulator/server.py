@@ -109,11 +109,14 @@ class EmulatedAccount:
             self.stop()
             raise
 
-    def stop(self) -> None:
+    def stop(self, *, reset: bool = True) -> None:
+        """Stop the server and put the environment back. `reset` forgets the emulated resources
+        first (moto's state is process-wide); a process that exits next can skip it."""
         if self._server is None:
             return
         try:
-            self.reset()  # moto's state is process-wide: leave none behind for the next user
+            if reset:
+                self.reset()  # leave nothing behind for the next user in this process
         except OSError:
             pass  # the server is going away anyway; the next EmulatedAccount resets on start
         finally:
@@ -203,8 +206,10 @@ def main(
         return 2
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    account = EmulatedAccount(args.region, port=args.port)
     try:
-        with EmulatedAccount(args.region, port=args.port) as account:
+        account.start()
+        try:
             settings = {}
             if not args.empty:
                 seeded = seed_account(account.session(), args.region, instances=args.instances)
@@ -215,6 +220,8 @@ def main(
                 print(f"  {line}", file=out)
             print("  .venv/bin/guardrail scan   # or: replay EVENT.json", file=out, flush=True)
             stop.wait()
+        finally:
+            account.stop(reset=False)  # this process ends: nothing to forget
     except KeyboardInterrupt:
         pass
     finally:
