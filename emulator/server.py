@@ -206,6 +206,9 @@ def main(
         return 2
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C stops it even when started with SIGINT ignored (from a script run in the
+    # background, say): Python then installs no KeyboardInterrupt of its own.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     account = EmulatedAccount(args.region, port=args.port)
     try:
         account.start()
@@ -226,6 +229,7 @@ def main(
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     print("emulator stopped", file=out)
     return 0
 

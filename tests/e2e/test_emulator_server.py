@@ -132,6 +132,8 @@ def test_make_emulator_serves_the_demo_account_to_the_cli_until_stopped():
     root = Path(__file__).resolve().parents[2]
     server = subprocess.Popen(
         [sys.executable, "-m", "emulator.server", "--port", "0"],
+        # As a script run in the background would start it: Ctrl-C ignored unless it says not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
