@@ -673,11 +673,15 @@ class SessionLogging:
         ours = {settings.session_log_bucket, settings.session_log_group} - {""}
         theirs = {target.get("bucket", ""), target.get("log_group", "")} - {""}
         key = target.get("kms_key", "")
-        if key and key != settings.session_log_kms_key and delivery is not None:
-            # The owners' key: the guardrail's policy does not grant it.
-            theirs |= {
-                f"KMS key {key}" for d in delivery.denied if d.startswith("kms:") and key in d
-            }
+        if (
+            key
+            and key != settings.session_log_kms_key
+            and delivery is not None
+            and any(d.startswith("kms:") and key in d for d in delivery.denied)
+        ):
+            theirs.add(
+                f"KMS key {key}"
+            )  # the owners' key, which the guardrail's policy does not grant
         if not settings.log_delivery_policy_arn:
             reason = "GUARDRAIL_LOG_DELIVERY_POLICY_ARN is not set"
         elif delivery is not None and delivery.explicitly_denied:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,6 +40,7 @@ ALL_TRAFFIC = ("-1", "all")
 TCP = ("tcp", "6")
 ALREADY_GONE = ("InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound")
 GROUP_GONE = ("InvalidGroup.NotFound", "InvalidGroupId.NotFound")
+DUPLICATE = ("InvalidPermission.Duplicate",)
 GUARDRAIL_TAG = "ssm-guardrail:replaces"
 # Put on re-added rules a run found already there (another run's, for the same rule) before it
 # revokes that rule counting on them: the run that made them must not take them back. Each run
@@ -176,6 +177,11 @@ def permission_keys(permission: Mapping[str, Any]) -> set[tuple[Any, ...]]:
             network = cidr or ""
         keys.add((protocol, *ports, network))
     return keys
+
+
+def rule_keys(rule: SecurityGroupRule) -> set[tuple[Any, ...]]:
+    """permission_keys of a rule's content (how a revoke by content matches it)."""
+    return permission_keys(rule_permission(rule))
 
 
 def readd_tags(rule: SecurityGroupRule) -> tuple[list[dict[str, str]], list[str]]:
@@ -613,41 +619,33 @@ class SshOpenToInternet:
         made = {i for a in taken_back for i in a.rule_ids}
         missed_ids = {r.rule_id for r in missed}
         relied = [c for c in now if c.rule_id in made and relied_on_for(c) & missed_ids]
-        needed |= {k for c in relied for k in permission_keys(rule_permission(c))}
+        needed |= {k for c in relied for k in rule_keys(c)}
         left, undo_code = self._undo(ec2, gid, taken_back, needed)
+        after_record = readded_record(revoked, added, relied)
+        by_someone = f"{', '.join(r.rule_id for r in missed)} changed or revoked by someone else"
         if left:
             # The access those rules gave is gone (someone revoked them), but what the fix added
             # for them stays: wider than the owner left the group. A person must know, and a
             # retry would not: it finds no internet SSH and nothing to do.
             left_keys = {k for p in left for k in permission_keys(p)}
-            left_ids = [
-                c.rule_id
-                for c in now
-                if c.rule_id in made and permission_keys(rule_permission(c)) & left_keys
-            ]
+            left_ids = [c.rule_id for c in now if c.rule_id in made and rule_keys(c) & left_keys]
             return record(
                 Outcome.FAILED,
-                {
-                    **readded_record(revoked, added, relied),
-                    "left_open": left,
-                    "left_open_rule_ids": left_ids or sorted(made),
-                },
-                f"{', '.join(r.rule_id for r in missed)} changed or revoked by someone else "
-                f"meanwhile, and the {len(left)} rule(s) re-added for them could not be taken "
-                f"back ({undo_code}): they admit the internet to other ports; revoke them by hand",
+                {**after_record, "left_open": left, "left_open_rule_ids": left_ids or sorted(made)},
+                f"{by_someone} meanwhile, and the {len(left)} rule(s) re-added for them could not "
+                f"be taken back ({undo_code}): they admit the internet to other ports; revoke them "
+                "by hand",
             )
         if still_marked:
             # A person closed the rule meanwhile; this run's mark may keep the run that made
             # those rules from taking them back: access wider than the owner left.
             return record(
                 Outcome.FAILED,
-                {**readded_record(revoked, added, relied), "left_open_rule_ids": still_marked},
-                f"{', '.join(r.rule_id for r in missed)} changed or revoked by someone else "
-                f"meanwhile, and this run's relied-on mark ({mark}) could not be taken off "
-                f"{', '.join(still_marked)} ({unmark_code}): if those rules are still there, "
-                "revoke them by hand",
+                {**after_record, "left_open_rule_ids": still_marked},
+                f"{by_someone} meanwhile, and this run's relied-on mark ({mark}) could not be "
+                f"taken off {', '.join(still_marked)} ({unmark_code}): if those rules are still "
+                "there, revoke them by hand",
             )
-        after_record = readded_record(revoked, added, relied)
         after = after_record["readded"]
         done = (
             f"revoked {len(revoked)} rule(s); re-added {len(after)} rule(s) for the other ports"
@@ -715,8 +713,7 @@ class SshOpenToInternet:
                 ids = [
                     c.rule_id
                     for c in current
-                    if dict(c.tags).get(GUARDRAIL_TAG) == rule_id
-                    and permission_keys(rule_permission(c)) & keys
+                    if dict(c.tags).get(GUARDRAIL_TAG) == rule_id and rule_keys(c) & keys
                 ]
                 if ids:
                     ec2.create_tags(Resources=ids, Tags=[{"Key": mark, "Value": rule_id}])
@@ -803,7 +800,7 @@ class SshOpenToInternet:
             ids = {r.get("SecurityGroupRuleId") for r in gone}
             contents = {as_written(SecurityGroupRule.from_api({"GroupId": gid, **r})) for r in gone}
             return [r for r in rules if r.rule_id not in ids and as_written(r) not in contents]
-        return [r for r in rules if permission_keys(rule_permission(r)) & unknown]
+        return [r for r in rules if rule_keys(r) & unknown]
 
     @staticmethod
     def _undo(
@@ -815,18 +812,16 @@ class SshOpenToInternet:
         permissions = [
             p for readded in added for p in readded.permissions if not permission_keys(p) & keep
         ]
-        batches = [permissions] if permissions else []
         left: list[dict[str, Any]] = []
         code = None
-        while batches:
-            batch = batches.pop(0)
-            try:
-                ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=batch)
-            except ClientError as error:
-                if error_code(error) not in ALREADY_GONE:
-                    left, code = left + batch, error_code(error)
-                elif len(batch) > 1:  # one already gone refuses the call (non-default VPC)
-                    batches += [[p] for p in batch]
+
+        def revoke(batch: list[dict[str, Any]]) -> Any:
+            return ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=batch)
+
+        # One already gone refuses the whole call outside a default VPC: then each goes alone.
+        for batch, _, error in each_alone_if_refused(revoke, permissions, ALREADY_GONE):
+            if error is not None and error_code(error) not in ALREADY_GONE:
+                left, code = left + batch, error_code(error)
         if left:
             logger.error(
                 "could not take back re-added rules", extra={"group": gid, "error_code": code}
@@ -846,25 +841,44 @@ class SshOpenToInternet:
         EC2 refuses the whole call if any permission already exists (an earlier run, or a person),
         so then each is tried alone and duplicates count as done (and are not ours to undo)."""
         tags = [{"ResourceType": "security-group-rule", "Tags": readd_tags(rule)[0]}]
-        batches = [permissions]
-        while batches:
-            batch = batches.pop(0)
-            try:
-                response = ec2.authorize_security_group_ingress(
-                    GroupId=gid, IpPermissions=batch, TagSpecifications=tags
-                )
-            except ClientError as error:
-                if error_code(error) != "InvalidPermission.Duplicate":
-                    raise
-                if len(batch) > 1:
-                    batches += [[p] for p in batch]
-                else:
-                    added.present += batch
+
+        def authorize(batch: list[dict[str, Any]]) -> Any:
+            return ec2.authorize_security_group_ingress(
+                GroupId=gid, IpPermissions=batch, TagSpecifications=tags
+            )
+
+        for batch, response, error in each_alone_if_refused(authorize, permissions, DUPLICATE):
+            if error is not None:
+                if error_code(error) not in DUPLICATE:
+                    raise error
+                added.present += batch
                 continue
             added.rule_ids += [
                 r["SecurityGroupRuleId"] for r in response.get("SecurityGroupRules", [])
             ]
             added.permissions += batch
+
+
+def each_alone_if_refused(
+    send: Callable[[list[dict[str, Any]]], Any],
+    permissions: list[dict[str, Any]],
+    split_on: Collection[str],
+) -> Iterator[tuple[list[dict[str, Any]], Any, ClientError | None]]:
+    """Sends `permissions` in one call; when EC2 refuses the whole call with an error in
+    `split_on` (one permission already there, or already gone), sends each alone. Yields each
+    batch sent with its answer, or with the error that refused it."""
+    batches = [permissions] if permissions else []
+    while batches:
+        batch = batches.pop(0)
+        try:
+            response = send(batch)
+        except ClientError as error:
+            if error_code(error) in split_on and len(batch) > 1:
+                batches += [[p] for p in batch]
+            else:
+                yield batch, None, error
+            continue
+        yield batch, response, None
 
 
 SSH_OPEN = SshOpenToInternet()
