@@ -679,9 +679,8 @@ class SessionLogging:
             and delivery is not None
             and any(d.startswith("kms:") and key in d for d in delivery.denied)
         ):
-            theirs.add(
-                f"KMS key {key}"
-            )  # the owners' key, which the guardrail's policy does not grant
+            # The owners' key, which the guardrail's policy does not grant.
+            theirs.add(f"KMS key {key}")
         if not settings.log_delivery_policy_arn:
             reason = "GUARDRAIL_LOG_DELIVERY_POLICY_ARN is not set"
         elif delivery is not None and delivery.explicitly_denied:
