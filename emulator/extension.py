@@ -167,22 +167,30 @@ def _unique(policies: list[SourcePolicy]) -> tuple[SourcePolicy, ...]:
     return tuple(seen.values())
 
 
+# Most restrictive first: the aggregate decision of an action over several resources.
+_RESTRICTIVE = ("explicitDeny", "implicitDeny", "allowed")
+
+
 def simulate(
     identity: Sequence[SourcePolicy],
     actions: Sequence[str],
     resources: Sequence[str],
     boundary: Sequence[SourcePolicy] | None = None,
 ) -> list[dict[str, Any]]:
-    """EvaluationResults for every action x resource pair.
+    """EvaluationResults as IAM's API reference documents them now: one per action, whatever
+    the number of resources. Its top-level EvalDecision (and MatchedStatements, boundary detail)
+    is the aggregate, the most restrictive over the resources; ResourceSpecificResults holds the
+    decision for each resource.
 
     A permissions boundary, when the role has one, must also allow the pair (its explicit Deny
     wins as well). Resource policies, SCPs and session policies are not modelled.
     """
     results = []
     for action in actions:
+        specific = []
         for resource in resources:
             decision = evaluate(identity, action, resource)
-            entry: dict[str, Any] = {"EvalActionName": action, "EvalResourceName": resource}
+            entry: dict[str, Any] = {"EvalResourceName": resource}
             if boundary is not None:
                 bounded = evaluate(boundary, action, resource)
                 entry["PermissionsBoundaryDecisionDetail"] = {
@@ -192,12 +200,29 @@ def simulate(
                     decision = bounded
                 elif bounded.decision == "implicitDeny" and decision.decision == "allowed":
                     decision = Decision("implicitDeny")
-            entry["EvalDecision"] = decision.decision
+            entry["EvalResourceDecision"] = decision.decision
             entry["MatchedStatements"] = [
                 {"SourcePolicyId": p.policy_id, "SourcePolicyType": p.policy_type}
                 for p in decision.matched
             ]
-            results.append(entry)
+            specific.append(entry)
+        worst = min(specific, key=lambda e: _RESTRICTIVE.index(e["EvalResourceDecision"]))
+        result: dict[str, Any] = {
+            "EvalActionName": action,
+            "EvalDecision": worst["EvalResourceDecision"],
+            "MatchedStatements": worst["MatchedStatements"],
+            "ResourceSpecificResults": specific,
+        }
+        if len(resources) == 1:
+            result["EvalResourceName"] = resources[0]
+        if boundary is not None:
+            result["PermissionsBoundaryDecisionDetail"] = {
+                "AllowedByPermissionsBoundary": all(
+                    e["PermissionsBoundaryDecisionDetail"]["AllowedByPermissionsBoundary"]
+                    for e in specific
+                )
+            }
+        results.append(result)
     return results
 
 

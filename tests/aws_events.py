@@ -27,6 +27,15 @@ AWS_NOTES_EVENTS: dict[str, frozenset[str]] = {
             "DeleteRolePolicy",
             "RemoveRoleFromInstanceProfile",
             "DeleteInstanceProfile",
+            # Not in AWS-NOTES.md's list: the SSM role check simulates the SSM Agent's actions
+            # and the logging check log delivery, each over the role's managed and inline
+            # policies and its permissions boundary; a role joining a profile reaches its
+            # instances.
+            "AttachRolePolicy",
+            "PutRolePolicy",
+            "PutRolePermissionsBoundary",
+            "DeleteRolePermissionsBoundary",
+            "AddRoleToInstanceProfile",
         }
     ),
     "aws.ssm": frozenset(

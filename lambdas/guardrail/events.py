@@ -329,10 +329,18 @@ def _iam(*, role: bool, profile: bool, controls: frozenset[str]) -> Parser:
     return parse
 
 
-def _detach_role_policy(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
-    """AmazonSSMManagedInstanceCore grants no s3/logs/kms action, so detaching it can only affect
-    the SSM role check; any other policy (an equivalent one, the log-delivery one) may affect both."""
-    parsed = _iam(role=True, profile=False, controls=PROFILE_CONTROLS)(request, response)
+# A change to a role leads to the instances whose profile carries it; a change to a profile (a
+# role added or removed, the profile deleted) to the instances using that profile, whatever role
+# it holds now (a role that has left it no longer leads there).
+_role_change = _iam(role=True, profile=False, controls=PROFILE_CONTROLS)
+_profile_change = _iam(role=False, profile=True, controls=PROFILE_CONTROLS)
+
+
+def _role_policy(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    """Attach/DetachRolePolicy. AmazonSSMManagedInstanceCore grants no s3/logs/kms action, so
+    attaching or detaching it can only affect the SSM role check; any other policy (an equivalent
+    one, the log-delivery one, one with a Deny for the agent or for delivery) may affect both."""
+    parsed = _role_change(request, response)
     if isinstance(parsed, Scope) and _str(request.get("policyArn")).endswith(CORE_POLICY_SUFFIX):
         return replace(parsed, controls=frozenset({ROLE}))
     return parsed
@@ -371,19 +379,20 @@ EVENT_TYPES: dict[str, EventType] = {
     "ReplaceIamInstanceProfileAssociation": EventType(
         EC2, _profile_call("ReplaceIamInstanceProfileAssociationRequest")
     ),
-    # A detached managed policy may be AmazonSSMManagedInstanceCore or the log-delivery policy.
-    "DetachRolePolicy": EventType(IAM, _detach_role_policy),
-    # Inline policies only matter for log delivery: the SSM role check reads managed policies.
-    "DeleteRolePolicy": EventType(
-        IAM, _iam(role=True, profile=False, controls=frozenset({LOGGING}))
-    ),
-    # The role has left the profile, so the profile (not the role) leads to the instances.
-    "RemoveRoleFromInstanceProfile": EventType(
-        IAM, _iam(role=False, profile=True, controls=PROFILE_CONTROLS)
-    ),
-    "DeleteInstanceProfile": EventType(
-        IAM, _iam(role=False, profile=True, controls=PROFILE_CONTROLS)
-    ),
+    # A managed policy attached or detached may be AmazonSSMManagedInstanceCore, the log-delivery
+    # policy, or one whose Deny refuses the SSM Agent's calls or log delivery.
+    "AttachRolePolicy": EventType(IAM, _role_policy),
+    "DetachRolePolicy": EventType(IAM, _role_policy),
+    # Both checks simulate the role's inline policies and its permissions boundary: an inline
+    # Deny or a boundary can refuse the agent (SimulatePrincipalPolicy) or log delivery, and an
+    # inline Allow can grant delivery.
+    "PutRolePolicy": EventType(IAM, _role_change),
+    "DeleteRolePolicy": EventType(IAM, _role_change),
+    "PutRolePermissionsBoundary": EventType(IAM, _role_change),
+    "DeleteRolePermissionsBoundary": EventType(IAM, _role_change),
+    "AddRoleToInstanceProfile": EventType(IAM, _profile_change),
+    "RemoveRoleFromInstanceProfile": EventType(IAM, _profile_change),
+    "DeleteInstanceProfile": EventType(IAM, _profile_change),
     "CreateDocument": EventType(SSM, _session_document),
     "UpdateDocument": EventType(SSM, _session_document),
     "UpdateDocumentDefaultVersion": EventType(SSM, _session_document),

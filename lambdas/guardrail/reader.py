@@ -147,12 +147,6 @@ class SnapshotReader:
         if ROLE in controls or LOGGING in controls:
             profiles, roles = self._iam({i.profile_arn for i in evaluated if i.profile_arn})
             snapshot = replace(snapshot, instance_profiles=profiles, roles=roles)
-        if ROLE in controls:
-            # A role carrying the core policy can still be refused the agent's calls (explicit
-            # Deny, permissions boundary, SCP); one without it fails on that alone, unasked.
-            passing = agent_roles(evaluated, snapshot, self.settings)
-            if passing:
-                snapshot = replace(snapshot, agent_access=self._agent_access(passing.values()))
         # Systems Manager's view of instances, only where a setting makes it matter: DHMC for
         # profile-less instances, and the SSH lockout guard for running instances behind a group
         # that admits internet SSH.
@@ -174,6 +168,8 @@ class SnapshotReader:
             dhmc_unconfirmed(i, snapshot, self.settings) for i in evaluated
         ):
             snapshot = replace(snapshot, dhmc_role=self._dhmc_role())
+        target: dict[str, str] = {}
+        delivering: dict[str, Role] = {}
         if LOGGING in controls and (
             scope.full
             or scope.preferences
@@ -183,13 +179,17 @@ class SnapshotReader:
             # logging result is NOT_APPLICABLE whatever the region's destinations are.
             prefs = self._preferences()
             target = delivery_target(prefs, self.settings)
-            used_roles = {r.name: r for i in evaluated if (r := snapshot.role_of(i)) is not None}
-            snapshot = replace(
-                snapshot,
-                session_preferences=prefs,
-                delivery_target=target,
-                delivery=self._delivery(used_roles.values(), target) if target else {},
-            )
+            if target:
+                delivering = {
+                    r.name: r for i in evaluated if (r := snapshot.role_of(i)) is not None
+                }
+            snapshot = replace(snapshot, session_preferences=prefs, delivery_target=target)
+        # A role carrying the core policy can still be refused the agent's calls (explicit
+        # Deny, permissions boundary, SCP); one without it fails on that alone, unasked.
+        agents = agent_roles(evaluated, snapshot, self.settings) if ROLE in controls else {}
+        if agents or delivering:
+            access, delivery = self._simulations(agents, delivering, target)
+            snapshot = replace(snapshot, agent_access=access, delivery=delivery)
         return snapshot
 
     # --- EC2 -------------------------------------------------------------------------------
@@ -383,57 +383,68 @@ class SnapshotReader:
             decisions.update(_decisions(result))
         return decisions
 
-    def _delivery(self, roles: Iterable[Role], target: dict[str, str]) -> dict[str, DeliveryCheck]:
-        """One SimulatePrincipalPolicy per distinct role over the delivery (action, resource) pairs."""
+    def _simulations(
+        self,
+        agents: dict[str, tuple[Role, str]],
+        delivering: dict[str, Role],
+        target: dict[str, str],
+    ) -> tuple[dict[str, AgentAccess], dict[str, DeliveryCheck]]:
+        """One SimulatePrincipalPolicy per distinct role over all it needs judged: the SSM
+        Agent's actions on one of its instances (`agents`: roles carrying the core policy; "*"
+        would miss an Allow scoped to instances) and the log-delivery pairs (`delivering`). The
+        API simulates every action on every resource; the pairs no check asks about are ignored.
+        A role deleted since its policies were read is left unjudged: its own event judges it."""
         pairs = delivery_requirements(target, self.partition, self.clients.region, self.account_id)
-        actions = sorted({a for a, _ in pairs})
-        resources = sorted({r for _, r in pairs})
-        checks = {}
-        for role in roles:
-            decisions = self._simulate(role, actions, resources)
-            denied = [(a, r) for a, r in pairs if decisions.get((a, r)) != "allowed"]
-            checks[role.name] = DeliveryCheck(
-                role.name,
-                tuple(f"{a} on {r}" for a, r in denied),
-                tuple(
-                    f"{a} on {r} (refused by {REFUSALS[decision][1]})"
-                    for a, r in denied
-                    if (decision := decisions.get((a, r), "")) in CANNOT_BE_GRANTED
-                ),
-            )
-        return checks
-
-    def _agent_access(self, roles: Iterable[tuple[Role, str]]) -> dict[str, AgentAccess]:
-        """One SimulatePrincipalPolicy per distinct role over the SSM Agent's actions, on one of
-        its instances (ssm:UpdateInstanceInformation may be scoped to instances; "*" would miss
-        a statement scoped so). A Deny whose conditions need context the simulation lacks
-        (aws:SourceVpce, say) cannot be judged here: over the AWS-managed core policy, which
-        allows every agent action, it is not counted as refusing; over a declared equivalent it
-        is, as it may hide an Allow that is missing."""
-        access = {}
-        core = core_policy_arn(self.partition)
-        for role, instance_id in roles:
-            unjudged = ("conditionalDeny",) if core in role.attached_policy_arns else ()
-            instance_arn = (
-                f"arn:{self.partition}:ec2:{self.clients.region}:{self.account_id}:"
-                f"instance/{instance_id}"
-            )
+        access: dict[str, AgentAccess] = {}
+        checks: dict[str, DeliveryCheck] = {}
+        for name in sorted(agents.keys() | delivering.keys()):
+            role = agents[name][0] if name in agents else delivering[name]
+            actions: list[str] = []
+            resources: list[str] = []
+            if name in agents:
+                instance_arn = (
+                    f"arn:{self.partition}:ec2:{self.clients.region}:{self.account_id}:"
+                    f"instance/{agents[name][1]}"
+                )
+                actions += AGENT_ACTIONS
+                resources.append(instance_arn)
+            if name in delivering:
+                actions += sorted({a for a, _ in pairs})
+                resources += sorted({r for _, r in pairs})
             try:
-                decisions = self._simulate(role, list(AGENT_ACTIONS), [instance_arn])
+                decisions = self._simulate(role, actions, resources)
             except ClientError as error:
                 if error_code(error) == "NoSuchEntity":
-                    continue  # deleted since its policies were read: its own event judges that
+                    continue
                 raise
-            denied = []
-            for action in AGENT_ACTIONS:
-                answers = [d for (a, _), d in decisions.items() if a.lower() == action.lower()]
-                refused = [d for d in answers if d != "allowed" and d not in unjudged]
-                if refused or not answers:  # not answered is not allowed
-                    # What no policy the guardrail attaches lifts comes first.
-                    refused.sort(key=lambda d: d not in CANNOT_BE_GRANTED)
-                    denied.append((action, refused[0] if refused else "implicitDeny"))
-            access[role.name] = AgentAccess(role.name, tuple(denied))
-        return access
+            if name in agents:
+                access[name] = self._agent_access(role, decisions, instance_arn)
+            if name in delivering:
+                checks[name] = _delivery_check(name, pairs, decisions)
+        return access, checks
+
+    def _agent_access(
+        self, role: Role, decisions: dict[tuple[str, str], str], instance_arn: str
+    ) -> AgentAccess:
+        """The agent's actions on its instance. A Deny whose conditions need context the
+        simulation lacks (aws:SourceVpce, say) cannot be judged here: over the AWS-managed core
+        policy, which allows every agent action, it is not counted as refusing; over a declared
+        equivalent it is, as it may hide an Allow that is missing."""
+        core = core_policy_arn(self.partition)
+        unjudged = ("conditionalDeny",) if core in role.attached_policy_arns else ()
+        denied = []
+        for action in AGENT_ACTIONS:
+            answers = [
+                d
+                for (a, r), d in decisions.items()
+                if a.lower() == action.lower() and r == instance_arn
+            ]
+            refused = [d for d in answers if d != "allowed" and d not in unjudged]
+            if refused or not answers:  # not answered is not allowed
+                # What no policy the guardrail attaches lifts comes first.
+                refused.sort(key=lambda d: d not in CANNOT_BE_GRANTED)
+                denied.append((action, refused[0] if refused else "implicitDeny"))
+        return AgentAccess(role.name, tuple(denied))
 
     # --- SSM -------------------------------------------------------------------------------
 
@@ -497,31 +508,49 @@ class SnapshotReader:
         )
 
 
+def _delivery_check(
+    role_name: str, pairs: list[tuple[str, str]], decisions: dict[tuple[str, str], str]
+) -> DeliveryCheck:
+    denied = [(a, r) for a, r in pairs if decisions.get((a, r)) != "allowed"]
+    return DeliveryCheck(
+        role_name,
+        tuple(f"{a} on {r}" for a, r in denied),
+        tuple(
+            f"{a} on {r} (refused by {REFUSALS[decision][1]})"
+            for a, r in denied
+            if (decision := decisions.get((a, r), "")) in CANNOT_BE_GRANTED
+        ),
+    )
+
+
 def _decisions(result: dict[str, Any]) -> Iterator[tuple[tuple[str, str], str]]:
     """((action, resource), decision) from a SimulatePrincipalPolicy result, in either shape:
     per resource (ResourceSpecificResults) or one decision for the action. A pair the role's
     permissions boundary does not allow is "boundaryDeny", one a service control policy does
     not allow (OrganizationsDecisionDetail) "organizationsDeny": no identity policy lifts them.
     An explicit Deny that needed context keys the simulation was not given (MissingContextValues)
-    is "conditionalDeny": whether it applies to the real calls is not known here."""
+    is "conditionalDeny": whether it applies to the real calls is not known here.
+
+    With ResourceSpecificResults, a resource's MissingContextValues are its entry's only: the
+    top-level list gathers every resource of the call, so another resource's conditioned Deny
+    would make a plain Deny look conditional. The boundary detail is the entry's where it has
+    one; SCPs are reported for the action only (no per-resource form)."""
     action = result.get("EvalActionName", "")
     specific = result.get("ResourceSpecificResults") or []
     entries = [
         (item.get("EvalResourceName", ""), item.get("EvalResourceDecision", ""), item)
         for item in specific
     ] or [(result.get("EvalResourceName", "*"), result.get("EvalDecision", ""), result)]
+    organizations = result.get("OrganizationsDecisionDetail") or {}
     for resource, decision, entry in entries:
-        detail = entry.get("PermissionsBoundaryDecisionDetail") or result.get(
-            "PermissionsBoundaryDecisionDetail"
+        detail = (
+            entry.get("PermissionsBoundaryDecisionDetail")
+            or result.get("PermissionsBoundaryDecisionDetail")
+            or {}
         )
-        organizations = result.get("OrganizationsDecisionDetail") or {}
-        if decision == "explicitDeny" and (
-            entry.get("MissingContextValues") or result.get("MissingContextValues")
-        ):
+        if decision == "explicitDeny" and entry.get("MissingContextValues"):
             decision = "conditionalDeny"  # wherever the Deny is: a perimeter is often an SCP
-        elif (
-            decision != "allowed" and detail and detail.get("AllowedByPermissionsBoundary") is False
-        ):
+        elif decision != "allowed" and detail.get("AllowedByPermissionsBoundary") is False:
             decision = "boundaryDeny"
         elif decision != "allowed" and organizations.get("AllowedByOrganizations") is False:
             decision = "organizationsDeny"

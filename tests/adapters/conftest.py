@@ -127,6 +127,9 @@ def answer_simulations(monkeypatch, prefix: str, decision: str, **fields) -> Non
                 result.update(EvalDecision=decision, **fields)
                 for specific in result.get("ResourceSpecificResults", []):
                     specific["EvalResourceDecision"] = decision
+                    # Each resource carries its own missing keys; SCPs are the action's only.
+                    if "MissingContextValues" in fields:
+                        specific["MissingContextValues"] = fields["MissingContextValues"]
         return results
 
     monkeypatch.setattr(extension, "simulate", answered)

@@ -389,7 +389,16 @@ def simulate(
     extra = {"ResourceArns": resources} if resources else {}
     answer = iam.simulate_principal_policy(PolicySourceArn=role_arn, ActionNames=actions, **extra)
     assert answer["IsTruncated"] is False
-    return {(r["EvalActionName"], r["EvalResourceName"]): r for r in answer["EvaluationResults"]}
+    # One result per action (IAM's documented shape), each resource's decision in its own entry.
+    assert [r["EvalActionName"] for r in answer["EvaluationResults"]] == actions
+    return {
+        (r["EvalActionName"], entry["EvalResourceName"]): {
+            **entry,
+            "EvalDecision": entry["EvalResourceDecision"],
+        }
+        for r in answer["EvaluationResults"]
+        for entry in r["ResourceSpecificResults"]
+    }
 
 
 def test_allowed_and_implicit_deny_over_wildcard_resources(emulated, build):
@@ -438,6 +447,36 @@ def test_allowed_and_implicit_deny_over_wildcard_resources(emulated, build):
         )
         == []
     )
+
+
+def test_one_result_per_action_whose_top_level_is_the_most_restrictive_over_its_resources(
+    emulated, build
+):
+    """IAM's documented shape: the top-level decision of an action simulated on several
+    resources is the most restrictive of them; only ResourceSpecificResults tells them apart."""
+    mixed = build.policy(
+        "mixed",
+        {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::b/secret/*"},
+    )
+    arn = build.role("app", mixed)
+    answer = emulated.client("iam").simulate_principal_policy(
+        PolicySourceArn=arn,
+        ActionNames=["s3:PutObject", "s3:GetObject", "logs:PutLogEvents"],
+        ResourceArns=["arn:aws:s3:::b/open/x", "arn:aws:s3:::b/secret/x"],
+    )
+    top = {r["EvalActionName"]: r for r in answer["EvaluationResults"]}
+
+    assert {a: r["EvalDecision"] for a, r in top.items()} == {
+        "s3:PutObject": "explicitDeny",  # allowed on one resource, denied on the other
+        "s3:GetObject": "allowed",
+        "logs:PutLogEvents": "implicitDeny",
+    }
+    assert "EvalResourceName" not in top["s3:PutObject"]  # several resources: no single one
+    assert [
+        (e["EvalResourceName"], e["EvalResourceDecision"])
+        for e in top["s3:PutObject"]["ResourceSpecificResults"]
+    ] == [("arn:aws:s3:::b/open/x", "allowed"), ("arn:aws:s3:::b/secret/x", "explicitDeny")]
 
 
 def test_explicit_deny_wins_over_allow(emulated, build):
@@ -546,11 +585,12 @@ def test_pages_with_max_items_and_unknown_role_is_no_such_entity(managed_policie
             PolicySourceArn=arn,
             ActionNames=["ssm:GetDocument", "ssm:PutInventory", "s3:GetObject"],
             ResourceArns=["arn:aws:s3:::a", "arn:aws:s3:::b"],
-            PaginationConfig={"PageSize": 4},
+            PaginationConfig={"PageSize": 2},
         )
     )
 
-    assert [len(p["EvaluationResults"]) for p in pages] == [4, 2]
+    # One result per action, whatever the number of resources: 3 actions, pages of 2.
+    assert [len(p["EvaluationResults"]) for p in pages] == [2, 1]
     assert (
         errors(
             iam.simulate_principal_policy,

@@ -813,6 +813,220 @@ def test_deleted_profile_is_reported_never_replaced(world):
     assert "no longer exists" in finding["Description"]
 
 
+# --- IAM: what the SSM Agent may do with a role (SimulatePrincipalPolicy) --------------------------
+
+DENY_SSM = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Action": ["ssm:*", "ssmmessages:*", "ec2messages:*"],
+                "Resource": "*",
+            }
+        ],
+    }
+)
+# Allows log delivery and the agent's channels, but not ssm:UpdateInstanceInformation.
+BOUNDARY_WITHOUT_SSM = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:*", "logs:*", "kms:*", "ssmmessages:*", "ec2messages:*"],
+                "Resource": "*",
+            }
+        ],
+    }
+)
+
+
+def inline_deny_of_the_fixture() -> tuple[str, str]:
+    """The inline policy iam_put_role_policy.json records (name, document): Deny ssmmessages:*."""
+    request = json.loads((FIXTURES / "iam_put_role_policy.json").read_text())["detail"][
+        "requestParameters"
+    ]
+    return request["policyName"], request["policyDocument"]
+
+
+def agent_refused(world: World, instance: str) -> str:
+    """The instance's ssm-instance-role finding is FAILED because the role carries the core
+    policy but the SSM Agent's calls are refused; its description."""
+    finding = world.finding(ROLE, instance)
+    assert finding["Compliance"]["Status"] == "FAILED" and finding["RecordState"] == "ACTIVE"
+    details = json.loads(finding["ProductFields"]["ssm-guardrail/Details"])
+    assert details["problem"] == "agent_denied", details
+    return str(finding["Description"])
+
+
+def role_with_core_and_delivery_passing(world: World) -> str:
+    """app-role (core policy, inline log delivery) on a running instance, PASSED by a drift scan."""
+    world.app_role()
+    instance = world.launch(profile="app-profile")[0]
+    world.guardrail("report").run()
+    assert passed(world, ROLE, instance) and passed(world, LOGGING, instance)
+    return instance
+
+
+def test_attached_deny_policy_fails_the_role_and_is_left_to_a_person(world):
+    """A managed policy whose Deny covers the agent's calls: the finding turns FAILED within the
+    event (not at the next drift scan), and nothing is changed: no Allow lifts a Deny."""
+    instance = role_with_core_and_delivery_passing(world)
+    deny = world.iam.create_policy(PolicyName="app-policy", PolicyDocument=DENY_SSM)
+    world.iam.attach_role_policy(RoleName="app-role", PolicyArn=deny["Policy"]["Arn"])
+    before = world.state()
+
+    result = world.deliver("iam_attach_role_policy")
+
+    assert result["event"]["role_names"] == ["app-role"]
+    assert result["event"]["controls"] == [ROLE, LOGGING]
+    description = agent_refused(world, instance)
+    assert "an explicit Deny refuses ssm:UpdateInstanceInformation" in description
+    assert result["fixes"] == {"skipped": 1} and world.state() == before
+    fields = world.finding(ROLE, instance)["ProductFields"]
+    assert fields["ssm-guardrail/Fix1/Outcome"] == "skipped"
+    assert "remove or narrow the Deny" in fields["ssm-guardrail/Fix1/Reason"]
+    assert passed(world, LOGGING, instance)  # the Deny covers no delivery action
+
+
+def test_inline_deny_put_on_the_role_fails_it_and_is_left_to_a_person(world):
+    instance = role_with_core_and_delivery_passing(world)
+    name, document = inline_deny_of_the_fixture()
+    world.iam.put_role_policy(RoleName="app-role", PolicyName=name, PolicyDocument=document)
+    before = world.state()
+
+    result = world.deliver("iam_put_role_policy")
+
+    description = agent_refused(world, instance)
+    assert "an explicit Deny refuses ssmmessages:CreateControlChannel" in description
+    assert "ssm:UpdateInstanceInformation" not in description  # the Deny names ssmmessages only
+    assert result["fixes"] == {"skipped": 1} and world.state() == before
+    assert passed(world, LOGGING, instance)
+
+
+def test_deleting_the_inline_deny_turns_the_role_passed_again(world):
+    """The drift scan found the agent refused by an inline Deny; a person deletes the Deny and its
+    DeleteRolePolicy event turns the finding PASSED (it used to re-read log delivery only)."""
+    world.app_role()
+    name, document = inline_deny_of_the_fixture()
+    world.iam.put_role_policy(RoleName="app-role", PolicyName=name, PolicyDocument=document)
+    instance = world.launch(profile="app-profile")[0]
+    world.guardrail("report").run()
+    agent_refused(world, instance)
+    world.iam.delete_role_policy(RoleName="app-role", PolicyName=name)
+
+    result = world.deliver("iam_delete_role_policy", {"session-log-delivery": name})
+
+    assert result["event"]["controls"] == [ROLE, LOGGING] and not result["fixes"]
+    assert passed(world, ROLE, instance) and passed(world, LOGGING, instance)
+
+
+def test_core_policy_attached_by_a_person_turns_the_role_passed(world):
+    """In seconds, not at the next drift scan; the guardrail has nothing left to do, and (the core
+    policy granting no delivery action) reads nothing of log delivery."""
+    world.app_role(core=False)
+    instance = world.launch(profile="app-profile")[0]
+    world.guardrail("report").run()
+    assert world.finding(ROLE, instance)["Compliance"]["Status"] == "FAILED"
+    world.iam.attach_role_policy(RoleName="app-role", PolicyArn=CORE)
+    before = world.state()
+
+    result = world.deliver("iam_attach_role_policy_core")
+
+    assert result["event"]["controls"] == [ROLE]
+    assert not result["fixes"] and world.state() == before
+    assert passed(world, ROLE, instance)
+    assert world.finding(ROLE, instance)["Workflow"]["Status"] != "RESOLVED"  # a person fixed it
+    assert "ssm:GetDocument" not in world.calls
+
+
+def test_core_role_added_to_the_empty_profile_turns_the_instance_passed(world):
+    """The instance's profile had no role (FAILED); a person adds theirs: PASSED, and the guardrail
+    does not add its own role as well (a profile holds one)."""
+    world.app_role()
+    world.iam.remove_role_from_instance_profile(
+        InstanceProfileName="app-profile", RoleName="app-role"
+    )
+    instance = world.launch(profile="app-profile")[0]
+    world.guardrail("report").run()
+    assert "has no role" in world.finding(ROLE, instance)["Description"]
+    world.iam.add_role_to_instance_profile(InstanceProfileName="app-profile", RoleName="app-role")
+    before = world.state()
+
+    result = world.deliver("iam_add_role_to_instance_profile")
+
+    assert result["event"]["profile_names"] == ["app-profile"]
+    assert not result["fixes"] and world.state() == before
+    assert before["profiles"]["app-profile"] == ["app-role"]
+    assert passed(world, ROLE, instance) and passed(world, LOGGING, instance)
+
+
+def test_boundary_without_the_agents_actions_fails_the_role_until_it_is_deleted(world):
+    instance = role_with_core_and_delivery_passing(world)
+    boundary = world.iam.create_policy(
+        PolicyName="app-boundary", PolicyDocument=BOUNDARY_WITHOUT_SSM
+    )["Policy"]["Arn"]
+    world.iam.put_role_permissions_boundary(RoleName="app-role", PermissionsBoundary=boundary)
+    before = world.state()
+
+    result = world.deliver("iam_put_role_permissions_boundary")
+
+    description = agent_refused(world, instance)
+    assert "the permissions boundary does not allow ssm:UpdateInstanceInformation" in description
+    assert "ssmmessages" not in description  # the boundary allows the channels
+    assert result["fixes"] == {"skipped": 1} and world.state() == before
+    assert passed(world, LOGGING, instance)  # the boundary allows delivery
+
+    world.iam.delete_role_permissions_boundary(RoleName="app-role")
+    result = world.deliver("iam_delete_role_permissions_boundary")
+
+    assert not result["fixes"] and passed(world, ROLE, instance)
+
+
+def test_attached_policy_granting_delivery_turns_logging_passed(world):
+    """AttachRolePolicy of a policy other than the core one also re-reads log delivery: a team
+    attaching its own delivery policy sees ssm-session-logging PASSED without a fix."""
+    world.app_role(delivery_inline=False)
+    instance = world.launch(profile="app-profile")[0]
+    world.guardrail("report").run()
+    assert world.finding(LOGGING, instance)["Compliance"]["Status"] == "FAILED"
+    grant = world.iam.create_policy(PolicyName="app-policy", PolicyDocument=DELIVERY)
+    world.iam.attach_role_policy(RoleName="app-role", PolicyArn=grant["Policy"]["Arn"])
+    before = world.state()
+
+    result = world.deliver("iam_attach_role_policy")
+
+    assert not result["fixes"] and world.state() == before
+    assert world.delivery_policy not in world.attached("app-role")
+    assert passed(world, LOGGING, instance) and passed(world, ROLE, instance)
+
+
+def test_the_guardrails_own_iam_changes_are_dropped_without_a_call(world):
+    """Its AttachRolePolicy (the core policy) and AddRoleToInstanceProfile (its role into an
+    empty profile) come back as events: dropped as its own, unread. The same events from a
+    person would be evaluated and lead to a fix here (the role lacks the core policy)."""
+    world.app_role(core=False)
+    instance = world.launch(profile="app-profile")[0]
+    before = world.state()
+    on_change.metrics.clear_metrics()
+    for name in ("own_attach_role_policy", "own_add_role_to_instance_profile"):
+        result = world.deliver(name)
+        assert result["dropped"] == "own_change", (name, result)
+        assert sum(world.calls.values()) == 0 and world.state() == before
+    assert "EventsIgnored" in on_change.metrics.metric_set
+    assert "EventsDropped" not in on_change.metrics.metric_set
+    assert world.finding_id(ROLE, instance) not in world.findings()
+    on_change.metrics.clear_metrics()
+    # Made by a person instead, the same calls are evaluated (and the role fixed).
+    event = world.event("own_add_role_to_instance_profile")
+    event["detail"]["userIdentity"] = world.event("iam_detach_role_policy")["detail"][
+        "userIdentity"
+    ]
+    assert world.deliver(event)["fixes"] == {"applied": 1}
+    assert CORE in world.attached("app-role") and resolved(world, ROLE, instance)
+
+
 # --- SSM: the region's Session Manager preferences ------------------------------------------------
 
 

@@ -7,6 +7,7 @@ the account comes from the event.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -22,10 +23,20 @@ from tests.handlers.test_on_change import (
     SG,
     World,
     attach_interface,
+    inline_deny_of_the_fixture,
     prefs_content,
 )
 
 MAX_CALLS = 8
+DESCRIBE_ONLY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "ec2:DescribeTags", "Resource": "*"}],
+    }
+)
+ALLOW_ALL = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+)
 
 world = test_on_change.world  # the emulated account fixture
 
@@ -124,6 +135,50 @@ def inline_deleted(w: World) -> dict[str, str]:
     return {}
 
 
+def policy_attached_to_role_without_delivery(w: World) -> dict[str, str]:
+    """A person attaches a policy of theirs (neither the core nor a delivery one) to a role that
+    cannot deliver session logs: the role is judged again and the log-delivery policy attached."""
+    w.app_role(delivery_inline=False)
+    w.launch(profile="app-profile")
+    policy = w.iam.create_policy(PolicyName="app-policy", PolicyDocument=DESCRIBE_ONLY)
+    w.iam.attach_role_policy(RoleName="app-role", PolicyArn=policy["Policy"]["Arn"])
+    return {}
+
+
+def inline_deny_put_on_role_without_delivery(w: World) -> dict[str, str]:
+    """The fixture's inline Deny (ssmmessages:*) put on a role with the core policy but no log
+    delivery: two verdicts, the agent refused (left to a person) and delivery (fixed)."""
+    w.app_role(delivery_inline=False)
+    w.launch(profile="app-profile")
+    name, document = inline_deny_of_the_fixture()
+    w.iam.put_role_policy(RoleName="app-role", PolicyName=name, PolicyDocument=document)
+    return {}
+
+
+def boundary_put_on_role_without_delivery(w: World) -> dict[str, str]:
+    w.app_role(delivery_inline=False)
+    w.launch(profile="app-profile")
+    boundary = w.iam.create_policy(PolicyName="app-boundary", PolicyDocument=ALLOW_ALL)
+    w.iam.put_role_permissions_boundary(
+        RoleName="app-role", PermissionsBoundary=boundary["Policy"]["Arn"]
+    )
+    return {}
+
+
+def boundary_deleted_from_role_without_delivery(w: World) -> dict[str, str]:
+    boundary_put_on_role_without_delivery(w)
+    w.iam.delete_role_permissions_boundary(RoleName="app-role")
+    return {}
+
+
+def role_without_delivery_added_to_empty_profile(w: World) -> dict[str, str]:
+    w.app_role(delivery_inline=False)
+    w.iam.remove_role_from_instance_profile(InstanceProfileName="app-profile", RoleName="app-role")
+    w.launch(profile="app-profile")
+    w.iam.add_role_to_instance_profile(InstanceProfileName="app-profile", RoleName="app-role")
+    return {}
+
+
 def role_removed(w: World) -> dict[str, str]:
     w.app_role()
     w.launch(profile="app-profile")
@@ -193,6 +248,10 @@ CASES: list[tuple[str, Callable[[World], dict[str, str]]]] = [
     ("iam_delete_role_policy", inline_deleted),
     ("iam_remove_role_from_instance_profile", role_removed),
     ("iam_delete_instance_profile", profile_deleted),
+    ("iam_attach_role_policy", policy_attached_to_role_without_delivery),
+    ("iam_put_role_policy", inline_deny_put_on_role_without_delivery),
+    ("iam_put_role_permissions_boundary", boundary_put_on_role_without_delivery),
+    ("iam_delete_role_permissions_boundary", boundary_deleted_from_role_without_delivery),
     ("ssm_create_document", prefs_without_logging),
     ("ssm_update_document_default_version", prefs_without_logging),
     ("ssm_delete_document", prefs_deleted),
@@ -204,16 +263,20 @@ HEAVY_CASES: list[tuple[str, Callable[[World], dict[str, str]]]] = [
     ("state_change_running", running_role_without_delivery),
     ("associate_iam_instance_profile", associated_role_without_core_or_delivery),
     ("state_change_running", everything_wrong),
+    ("iam_add_role_to_instance_profile", role_without_delivery_added_to_empty_profile),
 ]
 MEASURED = {
-    # 9 reads and Security Hub + 1 fix. The role carries the core policy, so the SSM Agent's
-    # actions are simulated for it too (a boundary, Deny or SCP can still refuse them): a second
-    # SimulatePrincipalPolicy beside the log-delivery one (was 9).
-    "running_role_without_delivery": 10,
+    # 8 reads and Security Hub + 1 fix. The role carries the core policy, so the SSM Agent's
+    # actions are simulated for it too (a boundary, Deny or SCP can still refuse them), in the
+    # same SimulatePrincipalPolicy as its log delivery (10 with a call each).
+    "running_role_without_delivery": 9,
     "associated_role_without_core_or_delivery": 9,  # 7 + 2 fixes
     # 9 reads and Security Hub (the group's other users are read: closing it changes theirs too)
     # + 4 fixes: revoke the 0-1024 rule, re-add 0-21 and 23-1024, two policies on the role.
     "everything_wrong": 13,
+    # A profile-named event finds its instances through the associations (no ARN to filter
+    # DescribeInstances by) and reads the profile: 8 reads and Security Hub + 1 fix.
+    "role_without_delivery_added_to_empty_profile": 9,
 }
 
 
@@ -275,3 +338,55 @@ def test_run_instances_with_two_instances_costs_the_same_reads_as_one(world: Wor
     # The instances, then the other users of their open group: one call each, for any number.
     assert reads == {"ec2:DescribeInstances": 2, "ec2:DescribeSecurityGroupRules": 1}, reads
     assert two.get("ec2:AssociateIamInstanceProfile") == 2  # one per instance: the only way
+
+
+def test_a_role_no_instance_profile_carries_costs_one_call(world: World):
+    """AttachRolePolicy on a role that no profile carries (so no instance can use it): the one
+    ListInstanceProfilesForRole, then nothing to evaluate and nothing to publish."""
+    world.iam.create_role(RoleName="app-role", AssumeRolePolicyDocument=test_on_change.TRUST)
+    policy = world.iam.create_policy(PolicyName="app-policy", PolicyDocument=DESCRIBE_ONLY)
+    world.iam.attach_role_policy(RoleName="app-role", PolicyArn=policy["Policy"]["Arn"])
+    result = world.deliver("iam_attach_role_policy")
+    assert result["results"] == 0 and not result["fixes"]
+    assert dict(world.calls) == {"iam:ListInstanceProfilesForRole": 1}
+
+
+def test_a_person_attaching_the_core_policy_costs_5_calls(world: World):
+    """A verdict without a fix (the role now passes): the role's instances, its policies, one
+    simulation of the agent's actions, one import; nothing of log delivery."""
+    world.app_role(core=False)
+    world.launch(profile="app-profile")
+    world.iam.attach_role_policy(RoleName="app-role", PolicyArn=CORE)
+    result = world.deliver("iam_attach_role_policy_core")
+    assert result["results"] == 1 and result["left_failed"] == 0 and not result["fixes"]
+    assert dict(world.calls) == {
+        "iam:ListInstanceProfilesForRole": 1,
+        "ec2:DescribeInstances": 1,
+        "iam:ListAttachedRolePolicies": 1,
+        "iam:SimulatePrincipalPolicy": 1,
+        "securityhub:BatchImportFindings": 1,
+    }
+
+
+def test_a_compliant_role_added_to_an_empty_profile_costs_7_calls(world: World):
+    """A verdict without a fix: the instances of the profile (associations, then the instances),
+    the profile and its role's policies, one simulation for both the agent's actions and log
+    delivery, the preferences, one import."""
+    world.app_role()
+    world.iam.remove_role_from_instance_profile(
+        InstanceProfileName="app-profile", RoleName="app-role"
+    )
+    world.launch(profile="app-profile")
+    world.iam.add_role_to_instance_profile(InstanceProfileName="app-profile", RoleName="app-role")
+    result = world.deliver("iam_add_role_to_instance_profile")
+    # The instance's role and logging results, and the region's logging one (the preferences).
+    assert result["results"] == 3 and result["left_failed"] == 0 and not result["fixes"]
+    assert dict(world.calls) == {
+        "ec2:DescribeIamInstanceProfileAssociations": 1,
+        "ec2:DescribeInstances": 1,
+        "iam:GetInstanceProfile": 1,
+        "iam:ListAttachedRolePolicies": 1,
+        "iam:SimulatePrincipalPolicy": 1,
+        "ssm:GetDocument": 1,
+        "securityhub:BatchImportFindings": 1,
+    }

@@ -51,10 +51,21 @@ def fuzz_world() -> Iterator[tuple[World, dict[str, Any], dict[str, dict[str, st
         eni = attach_interface(world, joined, side)
         world.app_role(name="team-role", profile="team-profile", core=False)
         world.launch(profile="team-profile")
+        # One role without the core policy per IAM shape, so each still has something to fix
+        # when the last test delivers them all unmutated.
+        world.app_role(name="crew-role", profile="crew-profile", core=False)
+        world.launch(profile="crew-profile")
+        world.app_role(name="cast-role", profile="cast-profile", core=False)
+        world.launch(profile="cast-profile")
         ids = {SG: ops, I1: bare, '"roleName": "app-role"': '"roleName": "team-role"'}
         # The ids each real shape is given: the attach names the instance its interface joined.
         real = {name: ids for name in REAL_SHAPES}
         real["attach_network_interface"] = {**ids, I1: joined, ENI: eni}
+        real["iam_attach_role_policy"] = {'"roleName": "app-role"': '"roleName": "crew-role"'}
+        real["iam_add_role_to_instance_profile"] = {
+            '"instanceProfileName": "app-profile"': '"instanceProfileName": "cast-profile"',
+            '"roleName": "app-role"': '"roleName": "cast-role"',
+        }
         yield world, world.state(), real
     patch.undo()
 
@@ -83,6 +94,9 @@ REAL_SHAPES = [
     "attach_network_interface",
     "start_instances",
     "iam_detach_role_policy",
+    # The IAM calls the guardrail makes itself (its own are dropped, as "own change" shows).
+    "iam_attach_role_policy",
+    "iam_add_role_to_instance_profile",
 ]
 OWN_SESSION = GUARDRAIL_ACTOR.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/")
 

@@ -257,16 +257,85 @@ def test_detaching_the_core_policy_can_only_affect_the_ssm_role():
     assert to_scope(event).controls == PROFILE_CONTROLS
 
 
-def test_delete_role_policy_can_only_affect_log_delivery():
-    assert to_scope(load("iam_delete_role_policy")) == Scope(
-        role_names=frozenset({"app-role"}), controls=frozenset({LOGGING})
-    )
+def test_attaching_the_core_policy_can_only_affect_the_ssm_role():
+    parsed = change("iam_attach_role_policy_core", region="eu-west-1")
+    assert parsed.scope == Scope(role_names=frozenset({"app-role"}), controls=frozenset({ROLE}))
+    assert parsed.event_name == "AttachRolePolicy" and parsed.global_service
+    assert parsed.actor and "alice@example.com" in parsed.actor
 
 
 @pytest.mark.parametrize(
-    "name", ["iam_remove_role_from_instance_profile", "iam_delete_instance_profile"]
+    "policy_arn",
+    [
+        f"arn:aws:iam::{ACCOUNT}:policy/app-policy",  # the fixture's: may Deny the agent
+        f"arn:aws:iam::{ACCOUNT}:policy/ssm-guardrail-log-delivery",
+        # The account's own policy of the same name is not AWS's: it may grant or Deny anything.
+        f"arn:aws:iam::{ACCOUNT}:policy/AmazonSSMManagedInstanceCore",
+        "arn:aws:iam::aws:policy/AmazonS3FullAccess",
+    ],
+)
+def test_attaching_any_other_policy_may_affect_the_ssm_role_and_log_delivery(policy_arn):
+    event = load("iam_attach_role_policy")
+    event["detail"]["requestParameters"]["policyArn"] = policy_arn
+    assert to_scope(event) == Scope(role_names=frozenset({"app-role"}), controls=PROFILE_CONTROLS)
+
+
+def test_attaching_the_core_policy_is_recognised_in_every_partition():
+    event = load("iam_attach_role_policy_core")
+    event["detail"]["requestParameters"]["policyArn"] = (
+        "arn:aws-us-gov:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    )
+    assert to_scope(event).controls == frozenset({ROLE})
+
+
+@pytest.mark.parametrize(
+    ("name", "event_name"),
+    [
+        ("iam_put_role_policy", "PutRolePolicy"),
+        ("iam_delete_role_policy", "DeleteRolePolicy"),
+        ("iam_put_role_permissions_boundary", "PutRolePermissionsBoundary"),
+        ("iam_delete_role_permissions_boundary", "DeleteRolePermissionsBoundary"),
+    ],
+)
+def test_inline_policy_and_boundary_events_may_affect_the_ssm_role_and_log_delivery(
+    name, event_name
+):
+    """Both checks simulate the role's inline policies and boundary: an inline Deny or a boundary
+    can refuse the SSM Agent (ssm-instance-role) as well as log delivery."""
+    parsed = change(name, region="eu-west-1")
+    assert parsed.event_name == event_name and parsed.global_service
+    assert parsed.scope == Scope(role_names=frozenset({"app-role"}), controls=PROFILE_CONTROLS)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        # As a client may send it: URL-encoded (CloudTrail usually records it decoded).
+        "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%5D%7D",
+        {"Version": "2012-10-17", "Statement": []},  # already parsed
+        "not a policy",
+        None,
+    ],
+    ids=["url-encoded", "object", "junk", "null"],
+)
+def test_put_role_policy_is_routed_whatever_its_document_looks_like(document):
+    """The document is not read here: the checks simulate what IAM holds after the call."""
+    event = load("iam_put_role_policy")
+    event["detail"]["requestParameters"]["policyDocument"] = document
+    assert to_scope(event) == Scope(role_names=frozenset({"app-role"}), controls=PROFILE_CONTROLS)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "iam_remove_role_from_instance_profile",
+        "iam_delete_instance_profile",
+        "iam_add_role_to_instance_profile",
+    ],
 )
 def test_profile_events_lead_to_instances_through_the_profile(name):
+    # AddRoleToInstanceProfile names the role too, but only the profile leads to the instances
+    # that just gained it.
     assert to_scope(load(name)) == Scope(
         profile_names=frozenset({"app-profile"}), controls=PROFILE_CONTROLS
     )
@@ -312,13 +381,44 @@ def test_failed_calls_are_dropped(name):
     assert load(name)["detail"]["errorCode"] in result.reason
 
 
+NEW_IAM_FIXTURES = [
+    "iam_attach_role_policy",
+    "iam_attach_role_policy_core",
+    "iam_put_role_policy",
+    "iam_put_role_permissions_boundary",
+    "iam_delete_role_permissions_boundary",
+    "iam_add_role_to_instance_profile",
+]
+
+
+@pytest.mark.parametrize("name", NEW_IAM_FIXTURES)
+def test_failed_iam_role_and_profile_calls_are_dropped(name):
+    event = load(name)
+    event["detail"]["errorCode"] = "AccessDenied"
+    event["detail"]["errorMessage"] = (
+        "User: arn:aws:sts::111122223333:assumed-role/dev/bob is not authorized to perform: "
+        "iam:" + event["detail"]["eventName"]
+    )
+    result = dropped(event, region="eu-west-1")
+    assert result.kind is DropKind.FAILED_CALL and not result.bad_input
+    assert result.event_name == event["detail"]["eventName"] and "AccessDenied" in result.reason
+
+
 def test_failure_is_judged_by_error_code_not_by_a_null_response():
     event = load("iam_detach_role_policy")
     assert event["detail"]["responseElements"] is None
     assert isinstance(parse_event(event), Change)
 
 
-@pytest.mark.parametrize("name", ["own_revoke_ingress", "own_authorize_ingress"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "own_revoke_ingress",
+        "own_authorize_ingress",
+        "own_attach_role_policy",  # the core policy it attached to a role
+        "own_add_role_to_instance_profile",  # its role, added to an empty profile
+    ],
+)
 def test_the_guardrails_own_changes_are_not_refixed(name):
     result = dropped(load(name), actor_arns=[GUARDRAIL_ROLE])
     assert result.kind is DropKind.OWN_CHANGE
@@ -441,6 +541,42 @@ def test_names_iam_would_refuse_are_malformed_not_sent_to_iam(fixture, field, va
     event = load(fixture)
     event["detail"]["requestParameters"][field] = value
     assert dropped(event).kind is DropKind.MALFORMED
+
+
+@pytest.mark.parametrize(
+    ("fixture", "field"),
+    [
+        ("iam_attach_role_policy", "roleName"),
+        ("iam_attach_role_policy_core", "roleName"),
+        ("iam_put_role_policy", "roleName"),
+        ("iam_put_role_permissions_boundary", "roleName"),
+        ("iam_delete_role_permissions_boundary", "roleName"),
+        ("iam_add_role_to_instance_profile", "instanceProfileName"),
+    ],
+)
+@pytest.mark.parametrize(
+    "value", [..., None, "", "app role", "rôle", "r" * 129, ["app-role"], 7], ids=repr
+)
+def test_new_iam_events_without_a_valid_name_are_malformed(fixture, field, value):
+    event = load(fixture)
+    request = event["detail"]["requestParameters"]
+    if value is ...:
+        del request[field]
+    else:
+        request[field] = value
+    result = dropped(event)
+    assert result.kind is DropKind.MALFORMED and result.bad_input
+    assert result.event_name == event["detail"]["eventName"]
+    assert result.reason.startswith("IAM event without a valid role or instance profile name")
+
+
+def test_a_role_added_to_a_profile_is_not_what_leads_to_the_instances():
+    """AddRoleToInstanceProfile with a valid role but a broken profile name cannot be evaluated:
+    the role's other profiles did not change."""
+    event = load("iam_add_role_to_instance_profile")
+    event["detail"]["requestParameters"]["instanceProfileName"] = "a/b"
+    result = dropped(event)
+    assert result.kind is DropKind.MALFORMED and "'a/b'" in result.reason
 
 
 def test_longest_valid_iam_names_are_accepted():
