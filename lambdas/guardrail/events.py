@@ -336,6 +336,12 @@ _role_change = _iam(role=True, profile=False, controls=PROFILE_CONTROLS)
 _profile_change = _iam(role=False, profile=True, controls=PROFILE_CONTROLS)
 
 
+def _profile_deleted(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    """DeleteInstanceProfile: its instances still name the deleted profile (EC2 keeps them on it)."""
+    parsed = _profile_change(request, response)
+    return replace(parsed, profiles_deleted=True) if isinstance(parsed, Scope) else parsed
+
+
 def _role_policy(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
     """Attach/DetachRolePolicy. AmazonSSMManagedInstanceCore grants no s3/logs/kms action, so
     attaching or detaching it can only affect the SSM role check; any other policy (an equivalent
@@ -392,7 +398,7 @@ EVENT_TYPES: dict[str, EventType] = {
     "DeleteRolePermissionsBoundary": EventType(IAM, _role_change),
     "AddRoleToInstanceProfile": EventType(IAM, _profile_change),
     "RemoveRoleFromInstanceProfile": EventType(IAM, _profile_change),
-    "DeleteInstanceProfile": EventType(IAM, _profile_change),
+    "DeleteInstanceProfile": EventType(IAM, _profile_deleted),
     "CreateDocument": EventType(SSM, _session_document),
     "UpdateDocument": EventType(SSM, _session_document),
     "UpdateDocumentDefaultVersion": EventType(SSM, _session_document),

@@ -216,11 +216,16 @@ class SnapshotReader:
             raws = pages(ec2, "describe_instances", "Reservations", MaxResults=EC2_PAGE)
             return self._collect(raws)
         ids = set(scope.instance_ids)
-        # Instances whose profile carries a role: by profile ARN, exactly, in DescribeInstances.
+        # Instances whose profile carries a role, or whose profile is named and still exists:
+        # by profile ARN, exactly, in DescribeInstances (whatever the region's size).
         profile_arns = self._profiles_of_roles(scope.role_names)
-        listed = {arn.rsplit("/", 1)[-1] for arn in profile_arns}
-        if set(scope.profile_names) - listed:
-            ids |= self._instances_with_profile_names(set(scope.profile_names) - listed)
+        named = set(scope.profile_names) - {arn.rsplit("/", 1)[-1] for arn in profile_arns}
+        if named and not scope.profiles_deleted:
+            existing = self._profiles_by_name(named)
+            profile_arns |= existing
+            named -= {arn.rsplit("/", 1)[-1] for arn in existing}
+        if named:
+            ids |= self._instances_with_profile_names(named)
         found: dict[str, Instance] = {}
         batches = [("instance-id", batch) for batch in chunks(ids, FILTER_VALUES)]
         batches += [
@@ -275,6 +280,22 @@ class SnapshotReader:
             except ClientError as error:
                 if error_code(error) != "NoSuchEntity":
                     raise
+        return arns
+
+    def _profiles_by_name(self, names: Iterable[str]) -> set[str]:
+        """ARNs of the named instance profiles that exist (kept, with their roles, so the IAM
+        read does not ask for them again); one deleted since its event is left out."""
+        arns: set[str] = set()
+        for name in sorted(names):
+            try:
+                raw = self.clients.iam.get_instance_profile(InstanceProfileName=name)
+            except ClientError as error:
+                if error_code(error) != "NoSuchEntity":
+                    raise
+                continue
+            profile = raw["InstanceProfile"]
+            self._listed_profiles[profile["Arn"]] = profile
+            arns.add(profile["Arn"])
         return arns
 
     def _instances_with_profile_names(self, names: set[str]) -> set[str]:

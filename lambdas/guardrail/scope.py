@@ -20,6 +20,10 @@ class Scope:
     interface_ids: frozenset[str] = frozenset()
     group_ids: frozenset[str] = frozenset()
     profile_names: frozenset[str] = frozenset()
+    # The named profiles were deleted (DeleteInstanceProfile): their instances are found through
+    # their associations, which still name them; a profile created under the name since is not
+    # theirs. A named profile that exists is read by name, and its ARN finds its instances.
+    profiles_deleted: bool = False
     role_names: frozenset[str] = frozenset()
     preferences: bool = False  # evaluate the region's Session Manager preferences
     controls: frozenset[str] = frozenset()

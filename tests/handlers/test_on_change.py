@@ -813,6 +813,52 @@ def test_deleted_profile_is_reported_never_replaced(world):
     assert "no longer exists" in finding["Description"]
 
 
+def test_a_deleted_profile_recreated_on_another_path_still_leads_to_its_instances(world):
+    """DeleteInstanceProfile, then a profile of that name created on another path before the
+    event is read: the instance still names the deleted one (EC2 keeps it there), found through
+    its association; the new profile, found by name, has no instance and is not the instance's."""
+    world.app_role()
+    instance = world.launch(profile="app-profile")[0]
+    world.iam.remove_role_from_instance_profile(
+        InstanceProfileName="app-profile", RoleName="app-role"
+    )
+    world.iam.delete_instance_profile(InstanceProfileName="app-profile")
+    world.iam.create_instance_profile(InstanceProfileName="app-profile", Path="/new/")
+    world.iam.add_role_to_instance_profile(InstanceProfileName="app-profile", RoleName="app-role")
+
+    result = world.deliver("iam_delete_instance_profile")
+
+    assert result["fixes"] == {"skipped": 1}
+    finding = world.finding(ROLE, instance)
+    assert finding["Compliance"]["Status"] == "FAILED"
+    assert "no longer exists" in finding["Description"]
+
+
+def test_a_profile_event_reads_the_profile_by_name_not_the_regions_associations(world):
+    """RemoveRoleFromInstanceProfile of a profile that still exists: its ARN finds its instances
+    (one call whatever the region's size). Deleted before the event is read, the profile leads to
+    its instances through their associations instead."""
+    world.app_role()
+    instance = world.launch(profile="app-profile")[0]
+    world.launch()  # another instance of the region, without a profile
+    world.iam.remove_role_from_instance_profile(
+        InstanceProfileName="app-profile", RoleName="app-role"
+    )
+    world.deliver("iam_remove_role_from_instance_profile")
+    assert "ec2:DescribeIamInstanceProfileAssociations" not in world.calls
+    assert world.calls["iam:GetInstanceProfile"] == 1  # read once, for both uses
+    assert resolved(world, ROLE, instance)  # the guardrail's role added to the empty profile
+
+    world.iam.remove_role_from_instance_profile(
+        InstanceProfileName="app-profile", RoleName=GUARDRAIL_ROLE
+    )
+    world.iam.delete_instance_profile(InstanceProfileName="app-profile")
+    result = world.deliver("iam_remove_role_from_instance_profile")
+    assert world.calls["ec2:DescribeIamInstanceProfileAssociations"] == 1
+    assert result["results"] > 0 and result["fixes"] == {"skipped": 1}
+    assert "no longer exists" in world.finding(ROLE, instance)["Description"]
+
+
 # --- IAM: what the SSM Agent may do with a role (SimulatePrincipalPolicy) --------------------------
 
 DENY_SSM = json.dumps(

@@ -326,18 +326,21 @@ def test_put_role_policy_is_routed_whatever_its_document_looks_like(document):
 
 
 @pytest.mark.parametrize(
-    "name",
+    ("name", "deleted"),
     [
-        "iam_remove_role_from_instance_profile",
-        "iam_delete_instance_profile",
-        "iam_add_role_to_instance_profile",
+        ("iam_remove_role_from_instance_profile", False),
+        ("iam_delete_instance_profile", True),
+        ("iam_add_role_to_instance_profile", False),
     ],
 )
-def test_profile_events_lead_to_instances_through_the_profile(name):
+def test_profile_events_lead_to_instances_through_the_profile(name, deleted):
     # AddRoleToInstanceProfile names the role too, but only the profile leads to the instances
-    # that just gained it.
+    # that just gained it. A deleted profile is found through its instances' associations (its
+    # name may already be a new profile's); one that exists is read by name.
     assert to_scope(load(name)) == Scope(
-        profile_names=frozenset({"app-profile"}), controls=PROFILE_CONTROLS
+        profile_names=frozenset({"app-profile"}),
+        profiles_deleted=deleted,
+        controls=PROFILE_CONTROLS,
     )
 
 
