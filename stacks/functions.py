@@ -84,6 +84,15 @@ class FunctionSpec:
     timeout: Duration
     memory_mb: int
     retry_attempts: int
+    role_prefix: str  # its role is <role_prefix><region>: the same name pattern in every region
+
+    def role_name(self) -> str:
+        return f"{self.role_prefix}{Aws.REGION}"
+
+    def actor_pattern(self) -> str:
+        """Its role in every guarded region of the account: IAM's events reach every regional
+        stack (IamEventForwarder), so each must know the others' changes as the guardrail's."""
+        return f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/{self.role_prefix}*"
 
 
 DRIFT_SCAN = FunctionSpec(
@@ -95,6 +104,7 @@ DRIFT_SCAN = FunctionSpec(
     Duration.minutes(15),
     1024,
     1,
+    "ssm-guardrail-drift-scan-",
 )
 ON_CHANGE = FunctionSpec(
     "OnChange",
@@ -103,6 +113,7 @@ ON_CHANGE = FunctionSpec(
     Duration.minutes(5),
     512,
     2,
+    "ssm-guardrail-on-change-",
 )
 
 
@@ -164,7 +175,9 @@ class GuardrailFunctions(Construct):
             "GUARDRAIL_SESSION_LOG_GROUP": store.log_group.log_group_name,
             "GUARDRAIL_SESSION_LOG_KMS_KEY": store.key.key_arn,
             "GUARDRAIL_LOG_DELIVERY_POLICY_ARN": access.log_delivery_policy.managed_policy_arn,
-            "GUARDRAIL_ACTOR_ARNS": ",".join(r.role_arn for r in self.roles.values()),
+            # Its roles in every region: an IAM change one regional stack makes (a policy
+            # attached, a role added to a profile) is forwarded to all of them.
+            "GUARDRAIL_ACTOR_ARNS": ",".join(s.actor_pattern() for s in (DRIFT_SCAN, ON_CHANGE)),
             # Each regional stack evaluates its own region; IAM events are forwarded to it by
             # EventBridge (IamEventForwarder), not fanned out by the function.
             "GUARDRAIL_REGIONS": Aws.REGION,
@@ -202,6 +215,7 @@ class GuardrailFunctions(Construct):
         role = iam.Role(
             self,
             f"{spec.construct_id}Role",
+            role_name=spec.role_name(),
             description=f"ssm-guardrail {spec.construct_id}: reads, fixes and reports (generated from "
             "the engine's declared permissions)",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),

@@ -390,9 +390,11 @@ class SnapshotReader:
 
     def _simulate(
         self, role: Role, actions: list[str], resources: list[str]
-    ) -> dict[tuple[str, str], str]:
-        """One SimulatePrincipalPolicy of the role (paged): (action, resource) → decision."""
+    ) -> tuple[dict[tuple[str, str], str], set[tuple[str, str]]]:
+        """One SimulatePrincipalPolicy of the role (paged): (action in lower case, resource) →
+        decision, and the pairs whose refusal the answer cannot pin on that resource alone."""
         decisions: dict[tuple[str, str], str] = {}
+        unsure: set[tuple[str, str]] = set()
         for result in pages(
             self.clients.iam,
             "simulate_principal_policy",
@@ -401,8 +403,11 @@ class SnapshotReader:
             ActionNames=actions,
             ResourceArns=resources,
         ):
-            decisions.update(_decisions(result))
-        return decisions
+            for pair, decision, exact in _decisions(result, resources):
+                decisions[pair] = decision
+                if not exact:
+                    unsure.add(pair)
+        return decisions, unsure
 
     def _simulations(
         self,
@@ -432,8 +437,10 @@ class SnapshotReader:
             if name in delivering:
                 actions += sorted({a for a, _ in pairs})
                 resources += sorted({r for _, r in pairs})
+            wanted = [(a.lower(), instance_arn) for a in AGENT_ACTIONS] if name in agents else []
+            wanted += [(a.lower(), r) for a, r in pairs] if name in delivering else []
             try:
-                decisions = self._simulate(role, actions, resources)
+                decisions = self._decide(role, actions, resources, wanted)
             except ClientError as error:
                 if error_code(error) == "NoSuchEntity":
                     continue
@@ -443,6 +450,23 @@ class SnapshotReader:
             if name in delivering:
                 checks[name] = _delivery_check(name, pairs, decisions)
         return access, checks
+
+    def _decide(
+        self, role: Role, actions: list[str], resources: list[str], wanted: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """The decisions of one simulation of every action on every resource, for the `wanted`
+        pairs. A refusal the answer gives for the action only (a service control policy, an
+        answer without per-resource results) may come from a resource no check asked about: the
+        s3:PutObject simulated on the instance, say. Those pairs are simulated again, one call
+        per resource, where the answer can only be that resource's (rare: only a refusal)."""
+        decisions, unsure = self._simulate(role, actions, resources)
+        again: dict[str, list[str]] = {}
+        for action, resource in wanted:
+            if (action, resource) in unsure:
+                again.setdefault(resource, []).append(action)
+        for resource, names in sorted(again.items()):
+            decisions.update(self._simulate(role, sorted(set(names)), [resource])[0])
+        return decisions
 
     def _agent_access(
         self, role: Role, decisions: dict[tuple[str, str], str], instance_arn: str
@@ -455,16 +479,10 @@ class SnapshotReader:
         unjudged = ("conditionalDeny",) if core in role.attached_policy_arns else ()
         denied = []
         for action in AGENT_ACTIONS:
-            answers = [
-                d
-                for (a, r), d in decisions.items()
-                if a.lower() == action.lower() and r == instance_arn
-            ]
-            refused = [d for d in answers if d != "allowed" and d not in unjudged]
-            if refused or not answers:  # not answered is not allowed
-                # What no policy the guardrail attaches lifts comes first.
-                refused.sort(key=lambda d: d not in CANNOT_BE_GRANTED)
-                denied.append((action, refused[0] if refused else "implicitDeny"))
+            # Not answered is not allowed.
+            decision = decisions.get((action.lower(), instance_arn), "implicitDeny")
+            if decision != "allowed" and decision not in unjudged:
+                denied.append((action, decision))
         return AgentAccess(role.name, tuple(denied))
 
     # --- SSM -------------------------------------------------------------------------------
@@ -532,47 +550,56 @@ class SnapshotReader:
 def _delivery_check(
     role_name: str, pairs: list[tuple[str, str]], decisions: dict[tuple[str, str], str]
 ) -> DeliveryCheck:
-    denied = [(a, r) for a, r in pairs if decisions.get((a, r)) != "allowed"]
+    denied = [(a, r) for a, r in pairs if decisions.get((a.lower(), r)) != "allowed"]
     return DeliveryCheck(
         role_name,
         tuple(f"{a} on {r}" for a, r in denied),
         tuple(
             f"{a} on {r} (refused by {REFUSALS[decision][1]})"
             for a, r in denied
-            if (decision := decisions.get((a, r), "")) in CANNOT_BE_GRANTED
+            if (decision := decisions.get((a.lower(), r), "")) in CANNOT_BE_GRANTED
         ),
     )
 
 
-def _decisions(result: dict[str, Any]) -> Iterator[tuple[tuple[str, str], str]]:
-    """((action, resource), decision) from a SimulatePrincipalPolicy result, in either shape:
-    per resource (ResourceSpecificResults) or one decision for the action. A pair the role's
-    permissions boundary does not allow is "boundaryDeny", one a service control policy does
-    not allow (OrganizationsDecisionDetail) "organizationsDeny": no identity policy lifts them.
-    An explicit Deny that needed context keys the simulation was not given (MissingContextValues)
-    is "conditionalDeny": whether it applies to the real calls is not known here.
+def _decisions(
+    result: dict[str, Any], resources: list[str]
+) -> Iterator[tuple[tuple[str, str], str, bool]]:
+    """((action in lower case, resource), decision, exact) from a SimulatePrincipalPolicy
+    result. A pair the role's permissions boundary does not allow is "boundaryDeny", one a
+    service control policy does not allow (OrganizationsDecisionDetail) "organizationsDeny": no
+    identity policy lifts them. An explicit Deny that needed context keys the simulation was not
+    given (MissingContextValues) is "conditionalDeny": whether it applies to the real calls is
+    not known here.
 
-    With ResourceSpecificResults, a resource's MissingContextValues are its entry's only: the
-    top-level list gathers every resource of the call, so another resource's conditioned Deny
-    would make a plain Deny look conditional. The boundary detail is the entry's where it has
-    one; SCPs are reported for the action only (no per-resource form)."""
-    action = result.get("EvalActionName", "")
+    IAM answers one result per action: its top level aggregates every resource of the call
+    (the most restrictive decision, every resource's missing context keys), each resource's own
+    answer is in ResourceSpecificResults. A resource is read from its own entry; what only the
+    action's level says (an SCP, a boundary detail the entry lacks, a refusal without
+    per-resource results) is not `exact` when the call named several resources."""
+    action = str(result.get("EvalActionName", "")).lower()
+    several = len(resources) > 1
     specific = result.get("ResourceSpecificResults") or []
     entries = [
-        (item.get("EvalResourceName", ""), item.get("EvalResourceDecision", ""), item)
+        (item.get("EvalResourceName", ""), item.get("EvalResourceDecision", ""), item, True)
         for item in specific
-    ] or [(result.get("EvalResourceName", "*"), result.get("EvalDecision", ""), result)]
+    ]
+    if not entries:
+        # One decision for the action: the aggregate over every resource of the call.
+        decision = result.get("EvalDecision", "")
+        named = result.get("EvalResourceName")
+        targets = [named] if named in resources else resources or [named or "*"]
+        entries = [(r, decision, result, decision == "allowed" or not several) for r in targets]
     organizations = result.get("OrganizationsDecisionDetail") or {}
-    for resource, decision, entry in entries:
-        detail = (
-            entry.get("PermissionsBoundaryDecisionDetail")
-            or result.get("PermissionsBoundaryDecisionDetail")
-            or {}
-        )
+    for resource, decision, entry, exact in entries:
+        own = entry.get("PermissionsBoundaryDecisionDetail")
+        detail = own or result.get("PermissionsBoundaryDecisionDetail") or {}
         if decision == "explicitDeny" and entry.get("MissingContextValues"):
             decision = "conditionalDeny"  # wherever the Deny is: a perimeter is often an SCP
         elif decision != "allowed" and detail.get("AllowedByPermissionsBoundary") is False:
             decision = "boundaryDeny"
+            exact = exact and (own is not None or not several)
         elif decision != "allowed" and organizations.get("AllowedByOrganizations") is False:
             decision = "organizationsDeny"
-        yield (action, resource), decision
+            exact = exact and not several
+        yield (action, resource), decision, exact

@@ -3,8 +3,10 @@ on its own resources, read per resource as IAM's API reference documents the ans
 
 from __future__ import annotations
 
+import fnmatch
+
 import pytest
-from guardrail.model import Status
+from guardrail.model import Outcome, Status
 
 from .conftest import CORE
 from .test_role_fix import inline, policy, simulated_roles
@@ -20,6 +22,7 @@ def logging_to_ours(account):
         account,
         {
             "s3BucketName": OURS["session_log_bucket"],
+            "s3KeyPrefix": "session-logs",
             "s3EncryptionEnabled": True,
             "cloudWatchLogGroupName": OURS["session_log_group"],
             "cloudWatchEncryptionEnabled": True,
@@ -109,3 +112,119 @@ def test_a_plain_deny_on_the_instance_is_not_excused_by_a_conditioned_deny_elsew
     result = verdicts(report, iid)[ROLE]
     assert result.status is Status.FAILED
     assert "explicit Deny refuses ssm:UpdateInstanceInformation" in result.reason
+
+
+def answered_as(monkeypatch, reshape):
+    """The emulated SimulatePrincipalPolicy, its answer passed through `reshape(results,
+    resources)` first: the shapes and details IAM gives that the emulator does not model."""
+    import emulator.extension as extension
+
+    simulate = extension.simulate
+
+    def answered(identity, actions, resources, boundary=None):
+        return reshape(simulate(identity, actions, resources, boundary), resources)
+
+    monkeypatch.setattr(extension, "simulate", answered)
+
+
+def scp_allowing_s3_only_on(pattern):
+    """A data-perimeter SCP: s3:* only on resources matching `pattern`. OrganizationsDecisionDetail
+    has no per-resource form: one flag per action, over every resource of the call."""
+
+    def reshape(results, resources):
+        for result in results:
+            if not result["EvalActionName"].startswith("s3:"):
+                continue
+            allowed = {r: fnmatch.fnmatchcase(r, pattern) for r in resources}
+            for entry in result["ResourceSpecificResults"]:
+                if not allowed[entry["EvalResourceName"]]:
+                    entry["EvalResourceDecision"] = "implicitDeny"
+            if not all(allowed.values()):
+                result["EvalDecision"] = "implicitDeny"
+            result["OrganizationsDecisionDetail"] = {
+                "AllowedByOrganizations": all(allowed.values())
+            }
+        return results
+
+    return reshape
+
+
+@pytest.mark.parametrize(
+    ("perimeter", "refused"),
+    [("arn:aws:s3:::guardrail-logs*", False), ("arn:aws:s3:::corp-*", True)],
+    ids=["scp-allows-the-bucket", "scp-refuses-the-bucket"],
+)
+def test_an_scp_is_pinned_on_the_log_bucket_only_when_it_refuses_the_bucket(
+    account, clients, monkeypatch, perimeter, refused
+):
+    """One call simulates s3:PutObject on the instance too, which an SCP allowing s3 only on the
+    company's buckets refuses: the action's one SCP flag is then False. The bucket's own pairs
+    are asked again alone, so a role that merely lacks the grant gets it (attaching helps), and
+    only an SCP that refuses the bucket itself is reported as one (attaching cannot help)."""
+    answered_as(monkeypatch, scp_allowing_s3_only_on(perimeter))
+    logging_to_ours(account)
+    delivery = delivery_policy(account)
+    account.role("app", CORE, profile="app")
+    iid = account.instance(profile="app")
+    roles = simulated_roles(clients)
+
+    report = account.run(
+        clients, "enforce", [ROLE, LOGGING], log_delivery_policy_arn=delivery, **OURS
+    )
+
+    # The merged call, then one per bucket resource its s3 pairs name (object and bucket).
+    assert roles == ["app"] * 3
+    (grant,) = [f for f in report.fixes if f.resource_id == "app"]
+    if refused:
+        assert grant.outcome is Outcome.SKIPPED
+        assert "service control polic" in grant.reason
+    else:
+        assert grant.outcome is Outcome.APPLIED, grant.reason
+    assert verdicts(report, iid)[ROLE].status is Status.PASSED
+
+
+def test_an_answer_without_per_resource_results_is_asked_again_per_resource(
+    account, clients, monkeypatch
+):
+    """Answered with the action's aggregate alone (no ResourceSpecificResults, no resource
+    name), a refusal cannot be pinned on a resource: s3:PutObject is refused on the instance
+    (nothing grants it there) though allowed on the bucket. Allowed pairs are allowed everywhere;
+    the refused ones are asked again alone, and the role is judged as it is: PASSED."""
+
+    def aggregate_only(results, resources):
+        for result in results:
+            result.pop("ResourceSpecificResults")
+            result.pop("EvalResourceName", None)
+        return results
+
+    answered_as(monkeypatch, aggregate_only)
+    logging_to_ours(account)
+    account.role("app", CORE, delivery_policy(account), profile="app")
+    iid = account.instance(profile="app")
+
+    report = account.run(clients, "report", [ROLE, LOGGING], **OURS)
+
+    assert {c: r.status for c, r in verdicts(report, iid).items()} == {
+        ROLE: Status.PASSED,
+        LOGGING: Status.PASSED,
+    }
+
+
+def test_action_names_echoed_in_another_case_are_the_same_actions(account, clients, monkeypatch):
+    """IAM action names are case-insensitive: an answer naming s3:putobject answers s3:PutObject.
+    Read case-sensitively, every role would be reported unable to deliver, for good."""
+
+    def lower_case(results, resources):
+        for result in results:
+            result["EvalActionName"] = result["EvalActionName"].lower()
+        return results
+
+    answered_as(monkeypatch, lower_case)
+    logging_to_ours(account)
+    account.role("app", CORE, delivery_policy(account), profile="app")
+    iid = account.instance(profile="app")
+
+    report = account.run(clients, "report", [ROLE, LOGGING], **OURS)
+
+    assert verdicts(report, iid)[LOGGING].status is Status.PASSED
+    assert verdicts(report, iid)[ROLE].status is Status.PASSED

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match
 from guardrail.controls import REGISTRY
+from guardrail.events import is_own_change
 from guardrail.findings import PRODUCT, product_arn
 from guardrail.settings import ENV, Settings
 
@@ -25,6 +26,17 @@ HANDLERS = {"handlers.drift_scan.lambda_handler", "handlers.on_change.lambda_han
 
 def _ref(value: dict[str, Any]) -> str:
     return value.get("Ref") or value["Fn::GetAtt"][0]
+
+
+def _rendered(value: Any, region: str) -> str:
+    """A template value (string, Ref, Fn::Join) as CloudFormation renders it in `region`."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(_rendered(p, region) for p in parts)
+    pseudo = {"AWS::Region": region, "AWS::Partition": "aws", "AWS::AccountId": "123456789012"}
+    return pseudo[value["Ref"]]
 
 
 def _functions(synth: Synth, stack: str = MAIN) -> dict[str, dict[str, Any]]:
@@ -111,11 +123,18 @@ def test_functions_get_every_setting_the_engine_reads(synth: Synth) -> None:
             t["Resources"][_ref(env["GUARDRAIL_LOG_DELIVERY_POLICY_ARN"])]["Type"]
             == "AWS::IAM::ManagedPolicy"
         )
-        actors = [p for p in env["GUARDRAIL_ACTOR_ARNS"]["Fn::Join"][1] if isinstance(p, dict)]
-        function_roles = {
-            f2["Properties"]["Role"]["Fn::GetAtt"][0] for f2 in _functions(synth).values()
-        }
-        assert {a["Fn::GetAtt"][0] for a in actors} == function_roles
+        # The functions' roles in every region count as the guardrail's own: IAM events one
+        # regional stack causes reach all of them.
+        actors = _rendered(env["GUARDRAIL_ACTOR_ARNS"], "eu-west-1").split(",")
+        for f2 in _functions(synth).values():
+            role = t["Resources"][f2["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"]
+            for region in ("eu-west-1", "us-east-1", "ap-southeast-2"):
+                arn = f"arn:aws:iam::123456789012:role/{_rendered(role['RoleName'], region)}"
+                assert is_own_change({"userIdentity": {"arn": arn}}, actors), arn
+        assert not is_own_change(
+            {"userIdentity": {"arn": "arn:aws:iam::123456789012:role/ssm-guardrail-instance"}},
+            actors,
+        )
         assert env["GUARDRAIL_REGIONS"] == {"Ref": "AWS::Region"}
 
 
