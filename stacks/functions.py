@@ -68,6 +68,11 @@ WILDCARD_REASONS = {
         "or the guardrail's log-delivery policy; iam:SimulatePrincipalPolicy only reads. The "
         "role is whichever one an instance carries."
     ),
+    f"{_IAM}:policy/*": (
+        "iam:ListEntitiesForPolicy only reads which roles use a customer-managed policy whose "
+        "default version an IAM event changed; the policy is whichever one the event names, so "
+        "the ARN is limited to this account's managed policies (AWS's own are never asked about)."
+    ),
     f"{_IAM}:instance-profile/*": (
         "iam:AddRoleToInstanceProfile fills an instance profile that has no role; the profile is "
         "whichever one an instance carries, and the only role it can add is the guardrail's "

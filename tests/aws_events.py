@@ -36,6 +36,11 @@ AWS_NOTES_EVENTS: dict[str, frozenset[str]] = {
             "PutRolePermissionsBoundary",
             "DeleteRolePermissionsBoundary",
             "AddRoleToInstanceProfile",
+            # Not in AWS-NOTES.md's list either: a customer-managed policy given a new default
+            # version changes every role using it (an equivalent of the core policy, a Deny, a
+            # boundary, a delivery grant) without any role event.
+            "CreatePolicyVersion",
+            "SetDefaultPolicyVersion",
         }
     ),
     "aws.ssm": frozenset(

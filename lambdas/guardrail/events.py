@@ -41,6 +41,12 @@ INTERFACE_ID = re.compile(r"^eni-[0-9a-f]{8,17}$")
 ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,128}$")
 ACCOUNT_ID = re.compile(r"^\d{12}$")
+# A managed policy: arn:<partition>:iam::<12 digits, or "aws" for AWS's own>:policy/<path/>name
+# (a path is at most 512 characters from ! to ~, a name 1-128 of IAM's name characters).
+POLICY_ARN = re.compile(
+    r"^arn:aws(?:-[a-z0-9]+)*:iam::(?:\d{12}|aws):policy/"
+    r"(?:[!-~]{1,510}/)?[A-Za-z0-9+=,.@_-]{1,128}$"
+)
 CORE_POLICY_SUFFIX = ":iam::aws:policy/AmazonSSMManagedInstanceCore"  # any partition
 GLOBAL_SOURCES = frozenset({"iam.amazonaws.com"})  # events delivered from us-east-1 to every region
 
@@ -112,6 +118,7 @@ class Change:
             "group_ids": sorted(s.group_ids),
             "profile_names": sorted(s.profile_names),
             "role_names": sorted(s.role_names),
+            "policy_arns": sorted(s.policy_arns),
             "preferences": s.preferences,
             "controls": sorted(s.controls),
         }
@@ -352,6 +359,42 @@ def _role_policy(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
     return parsed
 
 
+def _policy_arn(request: dict[str, Any], call: str) -> Parsed:
+    """The customer-managed policy a policy-version call names. AWS's own policies
+    (arn:<partition>:iam::aws:policy/...) are changed by AWS, never by this account's calls."""
+    policies, bad = _valid([request.get("policyArn")], POLICY_ARN)
+    if not policies:
+        return Dropped(
+            f"{call}: no valid managed policy ARN" + (f" (got {', '.join(bad)})" if bad else ""),
+            DropKind.MALFORMED,
+        )
+    (arn,) = policies
+    if arn.split(":", 5)[4] == "aws":
+        return Dropped(f"{arn[:160]} is an AWS managed policy", DropKind.IRRELEVANT)
+    return Scope(policy_arns=policies, controls=PROFILE_CONTROLS)
+
+
+def _true(value: Any) -> bool:
+    """CloudTrail records a boolean request parameter as a JSON boolean or as a string."""
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def _policy_version_created(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    """CreatePolicyVersion: only a version made the default (setAsDefault) changes what the
+    policy grants or denies; any other is a draft until SetDefaultPolicyVersion."""
+    version = _dict(response.get("policyVersion"))
+    if not (_true(request.get("setAsDefault")) or _true(version.get("isDefaultVersion"))):
+        return Dropped(
+            "a policy version not set as the default changes no permission", DropKind.IRRELEVANT
+        )
+    return _policy_arn(request, "CreatePolicyVersion")
+
+
+def _default_policy_version(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    """SetDefaultPolicyVersion: another of its versions is what the policy grants now."""
+    return _policy_arn(request, "SetDefaultPolicyVersion")
+
+
 def _session_document(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
     """Only the Session Manager preferences document matters (named by name or by ARN)."""
     name = _str(request.get("name")) or _str(request.get("Name"))
@@ -396,6 +439,11 @@ EVENT_TYPES: dict[str, EventType] = {
     "DeleteRolePolicy": EventType(IAM, _role_change),
     "PutRolePermissionsBoundary": EventType(IAM, _role_change),
     "DeleteRolePermissionsBoundary": EventType(IAM, _role_change),
+    # A customer-managed policy edited in place (a new default version) changes every role it is
+    # attached to, or bounds as their permissions boundary: an equivalent of the core policy, a
+    # Deny, a boundary or a delivery grant; its roles lead to their instances.
+    "CreatePolicyVersion": EventType(IAM, _policy_version_created),
+    "SetDefaultPolicyVersion": EventType(IAM, _default_policy_version),
     "AddRoleToInstanceProfile": EventType(IAM, _profile_change),
     "RemoveRoleFromInstanceProfile": EventType(IAM, _profile_change),
     "DeleteInstanceProfile": EventType(IAM, _profile_deleted),

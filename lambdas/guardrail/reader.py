@@ -216,9 +216,11 @@ class SnapshotReader:
             raws = pages(ec2, "describe_instances", "Reservations", MaxResults=EC2_PAGE)
             return self._collect(raws)
         ids = set(scope.instance_ids)
-        # Instances whose profile carries a role, or whose profile is named and still exists:
-        # by profile ARN, exactly, in DescribeInstances (whatever the region's size).
-        profile_arns = self._profiles_of_roles(scope.role_names)
+        # Instances whose profile carries a role (named, or using a named managed policy), or
+        # whose profile is named and still exists: by profile ARN, exactly, in DescribeInstances
+        # (whatever the region's size).
+        roles = set(scope.role_names) | self._roles_of_policies(scope.policy_arns)
+        profile_arns = self._profiles_of_roles(roles)
         named = set(scope.profile_names) - {arn.rsplit("/", 1)[-1] for arn in profile_arns}
         if named and not scope.profiles_deleted:
             existing = self._profiles_by_name(named)
@@ -262,6 +264,26 @@ class SnapshotReader:
                 for g in groups:
                     self._group_meta[g["GroupId"]] = (g.get("GroupName", ""), raw.get("VpcId"))
         return found
+
+    def _roles_of_policies(self, policy_arns: Iterable[str]) -> set[str]:
+        """Names of the roles that use these managed policies, attached or as their permissions
+        boundary: ListEntitiesForPolicy without a PolicyUsageFilter answers both usages in one
+        (paged) call. A policy deleted since its event leads to no role."""
+        names: set[str] = set()
+        for arn in sorted(policy_arns):
+            try:
+                for role in pages(
+                    self.clients.iam,
+                    "list_entities_for_policy",
+                    "PolicyRoles",
+                    PolicyArn=arn,
+                    EntityFilter="Role",
+                ):
+                    names.add(role["RoleName"])
+            except ClientError as error:
+                if error_code(error) != "NoSuchEntity":
+                    raise
+        return names
 
     def _profiles_of_roles(self, role_names: Iterable[str]) -> set[str]:
         """ARNs of the instance profiles that carry these roles (kept, with their roles, so the

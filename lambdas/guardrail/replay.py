@@ -268,6 +268,7 @@ def format_outcome(outcome: EventOutcome) -> str:
                 f"groups {_names(scope.group_ids)}",
                 f"profiles {_names(scope.profile_names)}",
                 f"roles {_names(scope.role_names)}",
+                f"policies {_names(scope.policy_arns)}",
                 f"preferences {'yes' if scope.preferences else 'no'}",
                 f"controls {_names(scope.controls) if scope.controls else 'all'}",
             ]

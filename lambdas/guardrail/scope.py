@@ -10,9 +10,10 @@ class Scope:
     """Resources to evaluate. `full` reads everything; otherwise only the named resources.
 
     Instances are found by id, by one of their network interfaces, by a security group on any
-    of their interfaces, by instance profile name, or by a role that one of their profiles
-    carries. `controls` limits
-    the evaluation (and so the reads) to those control ids; empty means every enabled control.
+    of their interfaces, by instance profile name, by a role that one of their profiles
+    carries, or by a managed policy such a role has attached or as its permissions boundary.
+    `controls` limits the evaluation (and so the reads) to those control ids; empty means every
+    enabled control.
     """
 
     full: bool = False
@@ -25,6 +26,7 @@ class Scope:
     # theirs. A named profile that exists is read by name, and its ARN finds its instances.
     profiles_deleted: bool = False
     role_names: frozenset[str] = frozenset()
+    policy_arns: frozenset[str] = frozenset()  # customer-managed policies: their roles' instances
     preferences: bool = False  # evaluate the region's Session Manager preferences
     controls: frozenset[str] = frozenset()
 
@@ -41,5 +43,6 @@ class Scope:
             or self.group_ids
             or self.profile_names
             or self.role_names
+            or self.policy_arns
             or self.preferences
         )

@@ -1048,6 +1048,233 @@ def test_attached_policy_granting_delivery_turns_logging_passed(world):
     assert passed(world, LOGGING, instance) and passed(world, ROLE, instance)
 
 
+# --- IAM: a customer-managed policy edited in place (a new default version) ----------------------
+
+# What AmazonSSMManagedInstanceCore grants the SSM Agent for Session Manager, as a team's own
+# policy (declared equivalent) may.
+AGENT_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "ssm:UpdateInstanceInformation",
+                    "ssmmessages:CreateControlChannel",
+                    "ssmmessages:CreateDataChannel",
+                    "ssmmessages:OpenControlChannel",
+                    "ssmmessages:OpenDataChannel",
+                    "ec2messages:*",
+                ],
+                "Resource": "*",
+            }
+        ],
+    }
+)
+TEAM_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "ec2:DescribeTags", "Resource": "*"}],
+    }
+)
+DENY_DELIVERY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "ec2:DescribeTags", "Resource": "*"},
+            {"Effect": "Deny", "Action": "s3:PutObject", "Resource": "*"},
+        ],
+    }
+)
+
+
+def agent_policy_of_the_fixture() -> str:
+    """The version iam_create_policy_version.json records: the agent may register, but has no
+    Session Manager channel (ssmmessages)."""
+    request = json.loads((FIXTURES / "iam_create_policy_version.json").read_text())["detail"][
+        "requestParameters"
+    ]
+    return str(request["policyDocument"])
+
+
+def team_policy_on_app_role(world: World, document: str) -> str:
+    """The team's customer-managed app-policy (the fixtures' policy), attached to app-role."""
+    arn = str(
+        world.iam.create_policy(PolicyName="app-policy", PolicyDocument=document)["Policy"]["Arn"]
+    )
+    world.iam.attach_role_policy(RoleName="app-role", PolicyArn=arn)
+    return arn
+
+
+def test_an_equivalent_policy_edited_in_place_fails_the_role_until_rolled_back(world):
+    """A policy declared equivalent to the core policy gets a new default version without the
+    Session Manager channels: the finding turns FAILED within the event (the guardrail leaves
+    the owner's policy alone), and SetDefaultPolicyVersion back to v1 turns it PASSED."""
+    world.app_role(core=False)
+    arn = team_policy_on_app_role(world, AGENT_POLICY)
+    equivalent = {"equivalent_policy_arns": (arn,)}
+    instance = world.launch(profile="app-profile")[0]
+    world.guardrail("report", **equivalent).run()
+    assert passed(world, ROLE, instance) and passed(world, LOGGING, instance)
+    world.iam.create_policy_version(
+        PolicyArn=arn, PolicyDocument=agent_policy_of_the_fixture(), SetAsDefault=True
+    )
+    before = world.state()
+
+    result = world.deliver("iam_create_policy_version", **equivalent)
+
+    assert result["event"]["policy_arns"] == [arn]
+    assert result["event"]["controls"] == [ROLE, LOGGING]
+    description = agent_refused(world, instance)
+    assert f"carries a policy declared equivalent to {CORE_NAME}" in description
+    assert "no policy of the role allows ssmmessages:CreateControlChannel" in description
+    assert "ssm:UpdateInstanceInformation" not in description  # v2 still allows registering
+    assert result["fixes"] == {"skipped": 1} and world.state() == before
+    assert CORE not in world.attached("app-role")  # the owner's policy, the owner's fix
+    assert passed(world, LOGGING, instance)
+
+    world.iam.set_default_policy_version(PolicyArn=arn, VersionId="v1")
+    result = world.deliver("iam_set_default_policy_version", **equivalent)
+
+    assert result["event"]["policy_arns"] == [arn] and not result["fixes"]
+    assert passed(world, ROLE, instance) and world.state() == before
+
+
+def test_a_policy_whose_new_default_denies_delivery_fails_logging_for_a_person(world):
+    """A team policy on the role gets a new default version with a Deny on s3:PutObject: the
+    logging finding turns FAILED within the event, and the delivery fix is SKIPPED naming the
+    explicit Deny (no Allow the guardrail could attach lifts it)."""
+    instance = role_with_core_and_delivery_passing(world)
+    arn = team_policy_on_app_role(world, TEAM_POLICY)
+    world.iam.create_policy_version(PolicyArn=arn, PolicyDocument=DENY_DELIVERY, SetAsDefault=True)
+    before = world.state()
+
+    result = world.deliver("iam_create_policy_version")
+
+    assert result["event"]["policy_arns"] == [arn]
+    finding = world.finding(LOGGING, instance)
+    assert finding["Compliance"]["Status"] == "FAILED"
+    assert result["fixes"] == {"skipped": 1} and world.state() == before
+    assert world.delivery_policy not in world.attached("app-role")
+    fields = finding["ProductFields"]
+    assert fields["ssm-guardrail/Fix1/Outcome"] == "skipped"
+    reason = fields["ssm-guardrail/Fix1/Reason"]
+    assert "s3:PutObject on arn:aws:s3:::" in reason and "refused by an explicit Deny" in reason
+    assert "attaching a policy cannot override that" in reason
+    assert passed(world, ROLE, instance)  # the Deny covers no agent action
+
+
+def test_a_policy_no_role_uses_costs_one_call_and_publishes_nothing(world):
+    """The team's policy is attached to no role (an instance with a role runs beside it): the
+    one ListEntitiesForPolicy, then nothing to evaluate, no Security Hub call."""
+    world.app_role()
+    world.launch(profile="app-profile")
+    arn = world.iam.create_policy(PolicyName="app-policy", PolicyDocument=TEAM_POLICY)["Policy"][
+        "Arn"
+    ]
+    world.iam.create_policy_version(PolicyArn=arn, PolicyDocument=DENY_DELIVERY, SetAsDefault=True)
+    before = world.state()
+
+    result = world.deliver("iam_create_policy_version")
+
+    assert result["event"]["policy_arns"] == [arn]
+    assert result["results"] == 0 and not result["fixes"] and world.state() == before
+    assert dict(world.calls) == {"iam:ListEntitiesForPolicy": 1}
+    assert world.findings() == {}
+
+
+def test_a_boundary_policy_edited_in_place_fails_the_role_it_bounds(world):
+    """The policy is app-role's permissions boundary, attached to no role: IAM's
+    ListEntitiesForPolicy lists the role when no PolicyUsageFilter narrows the answer to
+    attached policies. (moto lists only attached policies' roles: IAM's answer is given here,
+    and only to a request that asks for both usages.) The new default version leaves out
+    ssm:UpdateInstanceInformation: FAILED within the event, left to a person."""
+    instance = role_with_core_and_delivery_passing(world)
+    allow_all = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+        }
+    )
+    boundary = world.iam.create_policy(PolicyName="app-policy", PolicyDocument=allow_all)
+    arn = boundary["Policy"]["Arn"]
+    world.iam.put_role_permissions_boundary(RoleName="app-role", PermissionsBoundary=arn)
+    world.iam.create_policy_version(
+        PolicyArn=arn, PolicyDocument=BOUNDARY_WITHOUT_SSM, SetAsDefault=True
+    )
+    role_id = world.iam.get_role(RoleName="app-role")["Role"]["RoleId"]
+    asked: list[dict[str, Any]] = []
+
+    class Response:
+        status_code = 200
+        headers: dict[str, str] = {}
+
+    def as_iam_answers(params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
+        request = params["body"]  # the query parameters as sent
+        asked.append(request)
+        boundaries = request.get("PolicyUsageFilter") in (None, "PermissionsBoundary")
+        roles = [{"RoleName": "app-role", "RoleId": role_id}] if boundaries else []
+        return Response(), {
+            "PolicyRoles": roles,
+            "PolicyUsers": [],
+            "PolicyGroups": [],
+            "IsTruncated": False,
+            "ResponseMetadata": {"HTTPStatusCode": 200},
+        }
+
+    guardrail = world.guardrail(fresh=True)
+    guardrail.clients.session.events.register(
+        "before-call.iam.ListEntitiesForPolicy", as_iam_answers
+    )
+    before = world.state()
+
+    result = on_change.handle(
+        world.event("iam_create_policy_version"), guardrail, home_account=ACCOUNT
+    )
+
+    assert [(a["PolicyArn"], a["EntityFilter"]) for a in asked] == [(arn, "Role")]
+    description = agent_refused(world, instance)
+    assert "the permissions boundary does not allow ssm:UpdateInstanceInformation" in description
+    assert result["fixes"] == {"skipped": 1} and world.state() == before
+    assert passed(world, LOGGING, instance)  # the boundary still allows delivery
+
+
+def test_a_policy_deleted_before_its_event_is_read_ends_quietly(world):
+    """ListEntitiesForPolicy answers NoSuchEntity for a policy deleted since its event: no
+    role, nothing to evaluate, no retry. (moto answers an empty list instead: IAM's answer is
+    given here.)"""
+    world.app_role()
+    world.launch(profile="app-profile")
+    guardrail = world.guardrail(fresh=True)
+    refuse(guardrail, "iam.ListEntitiesForPolicy", "NoSuchEntity")
+    event = world.event("iam_set_default_policy_version")
+    result = on_change.handle(event, guardrail, home_account=ACCOUNT)
+    assert "dropped" not in result and result["results"] == 0 and not result["fixes"]
+    assert world.findings() == {}
+
+
+def test_a_policy_version_not_made_the_default_is_dropped_without_a_call(world):
+    """The same draft as the fixture's, created without SetAsDefault: the policy still grants
+    what v1 grants, so the event is dropped unread and the role stays PASSED."""
+    world.app_role(core=False)
+    arn = team_policy_on_app_role(world, AGENT_POLICY)
+    equivalent = {"equivalent_policy_arns": (arn,)}
+    instance = world.launch(profile="app-profile")[0]
+    world.guardrail("report", **equivalent).run()
+    world.iam.create_policy_version(PolicyArn=arn, PolicyDocument=agent_policy_of_the_fixture())
+    before, findings = world.state(), world.findings()
+    on_change.metrics.clear_metrics()
+
+    result = world.deliver("iam_create_policy_version_not_default", **equivalent)
+
+    assert result["dropped"] == "irrelevant" and "not set as the default" in result["reason"]
+    assert sum(world.calls.values()) == 0 and world.state() == before
+    assert "EventsIgnored" in on_change.metrics.metric_set
+    assert "EventsDropped" not in on_change.metrics.metric_set
+    assert world.findings() == findings and passed(world, ROLE, instance)
+    on_change.metrics.clear_metrics()
+
+
 def test_the_guardrails_own_iam_changes_are_dropped_without_a_call(world):
     """Its AttachRolePolicy (the core policy) and AddRoleToInstanceProfile (its role into an
     empty profile) come back as events: dropped as its own, unread. The same events from a
@@ -1359,6 +1586,22 @@ def throttle(guardrail: Guardrail, operation: str, client: Any = None) -> None:
 
     events = client.meta.events if client is not None else guardrail.clients.session.events
     events.register(f"before-call.{operation}", answer)
+
+
+def refuse(guardrail: Guardrail, operation: str, code: str) -> None:
+    """Make every `operation` call of the guardrail's clients answer the error `code`."""
+
+    class Response:
+        status_code = 404
+        headers: dict[str, str] = {}
+
+    def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
+        return Response(), {
+            "Error": {"Code": code, "Message": f"emulated {code}"},
+            "ResponseMetadata": {"HTTPStatusCode": 404},
+        }
+
+    guardrail.clients.session.events.register(f"before-call.{operation}", answer)
 
 
 def test_throttled_read_raises_so_eventbridge_retries(world):

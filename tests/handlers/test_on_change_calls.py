@@ -17,6 +17,7 @@ from tests.handlers import test_on_change
 from tests.handlers.test_on_change import (
     ASSOC,
     CORE,
+    DELIVERY,
     ENI,
     I1,
     PREFS,
@@ -171,6 +172,30 @@ def boundary_deleted_from_role_without_delivery(w: World) -> dict[str, str]:
     return {}
 
 
+def team_delivery_policy(w: World, v1: str, v2: str) -> str:
+    """A role with the core policy whose log delivery comes from the team's own managed policy
+    (the fixtures' app-policy), v1 then v2 made the default, on a running instance."""
+    w.app_role(delivery_inline=False)
+    w.launch(profile="app-profile")
+    policy = w.iam.create_policy(PolicyName="app-policy", PolicyDocument=v1)["Policy"]["Arn"]
+    w.iam.attach_role_policy(RoleName="app-role", PolicyArn=policy)
+    w.iam.create_policy_version(PolicyArn=policy, PolicyDocument=v2, SetAsDefault=True)
+    return str(policy)
+
+
+def delivery_policy_edited_to_drop_delivery(w: World) -> dict[str, str]:
+    """The team's delivery policy gets a new default version that grants something else: the
+    role is found through the policy, judged again, and the log-delivery policy attached."""
+    team_delivery_policy(w, DELIVERY, DESCRIBE_ONLY)
+    return {}
+
+
+def delivery_policy_rolled_back_to_a_version_without_delivery(w: World) -> dict[str, str]:
+    policy = team_delivery_policy(w, DESCRIBE_ONLY, DELIVERY)
+    w.iam.set_default_policy_version(PolicyArn=policy, VersionId="v1")
+    return {}
+
+
 def role_without_delivery_added_to_empty_profile(w: World) -> dict[str, str]:
     w.app_role(delivery_inline=False)
     w.iam.remove_role_from_instance_profile(InstanceProfileName="app-profile", RoleName="app-role")
@@ -259,11 +284,14 @@ CASES: list[tuple[str, Callable[[World], dict[str, str]]]] = [
 ]
 # Events whose one instance needs its role's log delivery evaluated (GetDocument and
 # SimulatePrincipalPolicy) *and* a fix, or several fixes (EC2 and IAM have no batch form for
-# them): over 8. Each is held to what was measured, so any new call shows.
+# them), or a policy's roles found first: over 8. Each is held to what was measured, so any new
+# call shows.
 HEAVY_CASES: list[tuple[str, Callable[[World], dict[str, str]]]] = [
     ("state_change_running", running_role_without_delivery),
     ("associate_iam_instance_profile", associated_role_without_core_or_delivery),
     ("state_change_running", everything_wrong),
+    ("iam_create_policy_version", delivery_policy_edited_to_drop_delivery),
+    ("iam_set_default_policy_version", delivery_policy_rolled_back_to_a_version_without_delivery),
 ]
 MEASURED = {
     # 8 reads and Security Hub + 1 fix. The role carries the core policy, so the SSM Agent's
@@ -274,6 +302,10 @@ MEASURED = {
     # 9 reads and Security Hub (the group's other users are read: closing it changes theirs too)
     # + 4 fixes: revoke the 0-1024 rule, re-add 0-21 and 23-1024, two policies on the role.
     "everything_wrong": 13,
+    # AttachRolePolicy's 8 for the same role (a delivery fix), + ListEntitiesForPolicy: the
+    # event names the policy, not the role.
+    "delivery_policy_edited_to_drop_delivery": 9,
+    "delivery_policy_rolled_back_to_a_version_without_delivery": 9,
 }
 
 
@@ -386,4 +418,24 @@ def test_a_compliant_role_added_to_an_empty_profile_costs_6_calls(world: World):
         "iam:SimulatePrincipalPolicy": 1,
         "ssm:GetDocument": 1,
         "securityhub:BatchImportFindings": 1,
+    }
+
+
+def test_a_new_default_policy_version_costs_one_call_more_than_attaching_it(world: World):
+    """The policy's roles (ListEntitiesForPolicy), then exactly AttachRolePolicy's path for the
+    one role: its profiles, its instances, its policies, one simulation for the agent's actions
+    and log delivery, the preferences, the delivery fix, the import and its RESOLVED note."""
+    delivery_policy_edited_to_drop_delivery(world)
+    result = world.deliver("iam_create_policy_version")
+    assert result["fixes"] == {"applied": 1} and result["left_failed"] == 0
+    assert dict(world.calls) == {
+        "iam:ListEntitiesForPolicy": 1,
+        "iam:ListInstanceProfilesForRole": 1,
+        "ec2:DescribeInstances": 1,
+        "iam:ListAttachedRolePolicies": 1,
+        "iam:SimulatePrincipalPolicy": 1,
+        "ssm:GetDocument": 1,
+        "iam:AttachRolePolicy": 1,
+        "securityhub:BatchImportFindings": 1,
+        "securityhub:BatchUpdateFindings": 1,
     }

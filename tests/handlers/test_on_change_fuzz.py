@@ -29,6 +29,7 @@ from tests.handlers.test_on_change import (
     I1,
     PLACEHOLDER_ACCOUNT,
     SG,
+    TEAM_POLICY,
     World,
     attach_interface,
     emulated_world,
@@ -57,6 +58,11 @@ def fuzz_world() -> Iterator[tuple[World, dict[str, Any], dict[str, dict[str, st
         world.launch(profile="crew-profile")
         world.app_role(name="cast-role", profile="cast-profile", core=False)
         world.launch(profile="cast-profile")
+        # Found only through the team policy attached to it (a policy-version event).
+        world.app_role(name="deck-role", profile="deck-profile", core=False)
+        world.launch(profile="deck-profile")
+        deck = world.iam.create_policy(PolicyName="deck-policy", PolicyDocument=TEAM_POLICY)
+        world.iam.attach_role_policy(RoleName="deck-role", PolicyArn=deck["Policy"]["Arn"])
         ids = {SG: ops, I1: bare, '"roleName": "app-role"': '"roleName": "team-role"'}
         # The ids each real shape is given: the attach names the instance its interface joined.
         real = {name: ids for name in REAL_SHAPES}
@@ -66,6 +72,7 @@ def fuzz_world() -> Iterator[tuple[World, dict[str, Any], dict[str, dict[str, st
             '"instanceProfileName": "app-profile"': '"instanceProfileName": "cast-profile"',
             '"roleName": "app-role"': '"roleName": "cast-role"',
         }
+        real["iam_create_policy_version"] = {":policy/app-policy": ":policy/deck-policy"}
         yield world, world.state(), real
     patch.undo()
 
@@ -97,6 +104,8 @@ REAL_SHAPES = [
     # The IAM calls the guardrail makes itself (its own are dropped, as "own change" shows).
     "iam_attach_role_policy",
     "iam_add_role_to_instance_profile",
+    # A new default version of a policy: its roles, then their instances.
+    "iam_create_policy_version",
 ]
 OWN_SESSION = GUARDRAIL_ACTOR.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/")
 

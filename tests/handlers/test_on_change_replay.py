@@ -150,6 +150,27 @@ def test_cli_replay_of_an_iam_event_runs_in_every_covered_region(world: World, t
     assert f"region {REGION}" in out and "region us-west-2" in out
 
 
+def test_replay_of_a_policy_version_names_the_policy_and_reaches_its_roles_instances(
+    world: World, tmp_path
+):
+    """SetDefaultPolicyVersion names no role: the touched line shows the policy, and its role's
+    instance is evaluated (found through the policy)."""
+    world.app_role()
+    instance = world.launch(profile="app-profile")[0]
+    policy = world.iam.create_policy(
+        PolicyName="app-policy", PolicyDocument=test_on_change.TEAM_POLICY
+    )["Policy"]["Arn"]
+    world.iam.attach_role_policy(RoleName="app-role", PolicyArn=policy)
+    path = write_event(tmp_path, world.event("iam_set_default_policy_version"))
+    here = {"GUARDRAIL_REGIONS": REGION}
+    code, out = run(["replay", path, "--mode", "report", "--no-publish"], env=here)
+    assert code == 0, out
+    assert f"roles -; policies {policy}; preferences no;" in out
+    assert f"PASSED         ssm-instance-role      {instance}" in out
+    code, out = run(["replay", path, "--no-publish", "--format", "json"], env=here)
+    assert json.loads(out)["event"]["policy_arns"] == [policy]
+
+
 def test_cli_replay_of_a_dropped_event_says_why(world: World, tmp_path):
     path = write_event(tmp_path, world.event("failed_authorize_ingress"))
     code, out = run(["replay", path])

@@ -307,6 +307,120 @@ def test_inline_policy_and_boundary_events_may_affect_the_ssm_role_and_log_deliv
     assert parsed.scope == Scope(role_names=frozenset({"app-role"}), controls=PROFILE_CONTROLS)
 
 
+# --- a customer-managed policy edited in place ------------------------------------------------
+
+POLICY = f"arn:aws:iam::{ACCOUNT}:policy/app-policy"
+POLICY_VERSION_FIXTURES = [
+    ("iam_create_policy_version", "CreatePolicyVersion"),
+    ("iam_set_default_policy_version", "SetDefaultPolicyVersion"),
+]
+
+
+@pytest.mark.parametrize(("name", "event_name"), POLICY_VERSION_FIXTURES)
+def test_a_new_default_policy_version_leads_to_the_roles_using_the_policy(name, event_name):
+    """The policy may be an equivalent of the core policy, a Deny, a boundary or a delivery
+    grant: both checks are judged again on the roles it reaches (found by the reader)."""
+    parsed = change(name, region="eu-west-1")
+    assert parsed.event_name == event_name and parsed.global_service
+    assert parsed.scope == Scope(policy_arns=frozenset({POLICY}), controls=PROFILE_CONTROLS)
+    assert not parsed.scope.empty
+    assert parsed.as_log()["policy_arns"] == [POLICY]
+
+
+@pytest.mark.parametrize("value", [True, "true", "True", " TRUE\n"], ids=repr)
+def test_set_as_default_is_read_as_a_boolean_or_as_a_string(value):
+    event = load("iam_create_policy_version")
+    event["detail"]["requestParameters"]["setAsDefault"] = value
+    event["detail"]["responseElements"] = None  # the request alone decides
+    assert to_scope(event).policy_arns == {POLICY}
+
+
+@pytest.mark.parametrize("value", [..., False, "false", None, "", "yes", {}], ids=repr)
+def test_a_policy_version_not_made_the_default_changes_nothing(value):
+    event = load("iam_create_policy_version_not_default")
+    request = event["detail"]["requestParameters"]
+    assert "setAsDefault" not in request  # as the CLI records it without --set-as-default
+    if value is not ...:
+        request["setAsDefault"] = value
+    result = dropped(event, region="eu-west-1")
+    assert result.kind is DropKind.IRRELEVANT and not result.bad_input
+    assert result.event_name == "CreatePolicyVersion" and "not set as the default" in result.reason
+
+
+def test_a_version_the_response_names_the_default_is_routed_without_set_as_default():
+    event = load("iam_create_policy_version_not_default")
+    event["detail"]["responseElements"]["policyVersion"]["isDefaultVersion"] = True
+    assert to_scope(event).policy_arns == {POLICY}
+
+
+@pytest.mark.parametrize(("name", "event_name"), POLICY_VERSION_FIXTURES)
+@pytest.mark.parametrize(
+    "arn",
+    [
+        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+        "arn:aws:iam::aws:policy/service-role/AmazonEC2RoleforSSM",
+        "arn:aws-us-gov:iam::aws:policy/AmazonSSMManagedInstanceCore",
+    ],
+)
+def test_aws_managed_policies_are_changed_by_aws_not_by_this_account(name, event_name, arn):
+    event = load(name)
+    event["detail"]["requestParameters"]["policyArn"] = arn
+    result = dropped(event)
+    assert result.kind is DropKind.IRRELEVANT and not result.bad_input
+    assert result.event_name == event_name and "AWS managed policy" in result.reason
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        f"arn:aws:iam::{ACCOUNT}:policy/team/app/app-policy",  # a path
+        f"arn:aws-cn:iam::{ACCOUNT}:policy/app-policy",
+        f"arn:aws-us-gov:iam::{ACCOUNT}:policy/app+policy=,.@_-",  # every name character
+        f"arn:aws:iam::{ACCOUNT}:policy/" + "p" * 128,  # the longest name
+        f"  arn:aws:iam::{ACCOUNT}:policy/app-policy\t",
+    ],
+)
+def test_every_shape_of_a_customer_managed_policy_arn_is_accepted(arn):
+    event = load("iam_set_default_policy_version")
+    event["detail"]["requestParameters"]["policyArn"] = arn
+    assert to_scope(event).policy_arns == {arn.strip()}
+
+
+@pytest.mark.parametrize(("name", "event_name"), POLICY_VERSION_FIXTURES)
+@pytest.mark.parametrize(
+    "value",
+    [
+        ...,  # no policyArn at all
+        None,
+        "",
+        "app-policy",  # a name, not an ARN
+        f"arn:aws:iam::{ACCOUNT}:role/app-role",
+        f"arn:aws:iam::{ACCOUNT}:policy/",
+        f"arn:aws:iam::{ACCOUNT}:policy//app-policy",  # an empty path segment
+        f"arn:aws:iam::{ACCOUNT}:policy/app policy",
+        f"arn:aws:iam::{ACCOUNT}:policy/" + "p" * 129,
+        "arn:aws:iam::1111:policy/app-policy",
+        "arn:aws:iam::*:policy/app-policy",
+        f"arn:aws:iam:us-east-1:{ACCOUNT}:policy/app-policy",  # IAM ARNs name no region
+        "arn:aws:s3:::app-policy",
+        [POLICY],
+        7,
+    ],
+    ids=repr,
+)
+def test_policy_version_events_without_a_valid_policy_arn_are_malformed(name, event_name, value):
+    event = load(name)
+    request = event["detail"]["requestParameters"]
+    if value is ...:
+        del request["policyArn"]
+    else:
+        request["policyArn"] = value
+    result = dropped(event)
+    assert result.kind is DropKind.MALFORMED and result.bad_input
+    assert result.event_name == event_name
+    assert result.reason.startswith(f"{event_name}: no valid managed policy ARN")
+
+
 @pytest.mark.parametrize(
     "document",
     [
@@ -391,6 +505,9 @@ NEW_IAM_FIXTURES = [
     "iam_put_role_permissions_boundary",
     "iam_delete_role_permissions_boundary",
     "iam_add_role_to_instance_profile",
+    "iam_create_policy_version",
+    "iam_create_policy_version_not_default",
+    "iam_set_default_policy_version",
 ]
 
 
@@ -712,3 +829,7 @@ def test_parser_never_raises_and_always_explains(event):
         # Whatever the event said, only well-formed ids reach the reader's filters.
         assert all(i.startswith("i-") and i == i.strip() for i in scope.instance_ids)
         assert all(g.startswith("sg-") and g == g.strip() for g in scope.group_ids)
+        assert all(
+            a.startswith("arn:") and ":iam::aws:" not in a and a == a.strip()
+            for a in scope.policy_arns
+        )

@@ -191,6 +191,12 @@ class SsmInstanceRole:
             why="each distinct role's policies; the profiles of a role an IAM event names",
         ),
         Permission(
+            ("iam:ListEntitiesForPolicy",),
+            resources=("arn:{partition}:iam::{account}:policy/*",),
+            why="the roles using a customer-managed policy an IAM event names (a new default "
+            "version), attached or as their permissions boundary",
+        ),
+        Permission(
             ("ec2:DescribeIamInstanceProfileAssociations",),
             why="instances of a profile an IAM event names (it may be deleted already)",
         ),
