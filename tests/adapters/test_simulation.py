@@ -114,6 +114,16 @@ def test_a_plain_deny_on_the_instance_is_not_excused_by_a_conditioned_deny_elsew
     assert "explicit Deny refuses ssm:UpdateInstanceInformation" in result.reason
 
 
+def judged_with_core_and_delivery(account, clients):
+    """Both verdicts, in a report scan, on an instance whose role carries the core policy and
+    the guardrail's delivery policy, logging to the guardrail's destinations."""
+    logging_to_ours(account)
+    account.role("app", CORE, delivery_policy(account), profile="app")
+    iid = account.instance(profile="app")
+    report = account.run(clients, "report", [ROLE, LOGGING], **OURS)
+    return {control: result.status for control, result in verdicts(report, iid).items()}
+
+
 def answered_as(monkeypatch, reshape):
     """The emulated SimulatePrincipalPolicy, its answer passed through `reshape(results,
     resources)` first: the shapes and details IAM gives that the emulator does not model."""
@@ -198,13 +208,7 @@ def test_an_answer_without_per_resource_results_is_asked_again_per_resource(
         return results
 
     answered_as(monkeypatch, aggregate_only)
-    logging_to_ours(account)
-    account.role("app", CORE, delivery_policy(account), profile="app")
-    iid = account.instance(profile="app")
-
-    report = account.run(clients, "report", [ROLE, LOGGING], **OURS)
-
-    assert {c: r.status for c, r in verdicts(report, iid).items()} == {
+    assert judged_with_core_and_delivery(account, clients) == {
         ROLE: Status.PASSED,
         LOGGING: Status.PASSED,
     }
@@ -220,11 +224,7 @@ def test_action_names_echoed_in_another_case_are_the_same_actions(account, clien
         return results
 
     answered_as(monkeypatch, lower_case)
-    logging_to_ours(account)
-    account.role("app", CORE, delivery_policy(account), profile="app")
-    iid = account.instance(profile="app")
-
-    report = account.run(clients, "report", [ROLE, LOGGING], **OURS)
-
-    assert verdicts(report, iid)[LOGGING].status is Status.PASSED
-    assert verdicts(report, iid)[ROLE].status is Status.PASSED
+    assert judged_with_core_and_delivery(account, clients) == {
+        ROLE: Status.PASSED,
+        LOGGING: Status.PASSED,
+    }
