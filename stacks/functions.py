@@ -94,10 +94,14 @@ class FunctionSpec:
     def role_name(self) -> str:
         return f"{self.role_prefix}{Aws.REGION}"
 
-    def actor_pattern(self) -> str:
-        """Its role in every guarded region of the account: IAM's events reach every regional
-        stack (IamEventForwarder), so each must know the others' changes as the guardrail's."""
-        return f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/{self.role_prefix}*"
+    def actor_arns(self, regions: tuple[str, ...]) -> list[str]:
+        """Its role in each guarded region of the account: IAM's events reach every regional
+        stack (IamEventForwarder), so each must know the others' changes as the guardrail's.
+        Exact names, not a `*`: anyone allowed to create a role could name one to match."""
+        return [
+            f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/{self.role_prefix}{region}"
+            for region in regions or (Aws.REGION,)
+        ]
 
 
 DRIFT_SCAN = FunctionSpec(
@@ -182,7 +186,9 @@ class GuardrailFunctions(Construct):
             "GUARDRAIL_LOG_DELIVERY_POLICY_ARN": access.log_delivery_policy.managed_policy_arn,
             # Its roles in every region: an IAM change one regional stack makes (a policy
             # attached, a role added to a profile) is forwarded to all of them.
-            "GUARDRAIL_ACTOR_ARNS": ",".join(s.actor_pattern() for s in (DRIFT_SCAN, ON_CHANGE)),
+            "GUARDRAIL_ACTOR_ARNS": ",".join(
+                a for s in (DRIFT_SCAN, ON_CHANGE) for a in s.actor_arns(config.regions)
+            ),
             # Each regional stack evaluates its own region; IAM events are forwarded to it by
             # EventBridge (IamEventForwarder), not fanned out by the function.
             "GUARDRAIL_REGIONS": Aws.REGION,

@@ -482,12 +482,13 @@ class SnapshotReader:
         s3:PutObject simulated on the instance, say. Those pairs are simulated again, one call
         per resource, where the answer can only be that resource's (rare: only a refusal)."""
         decisions, unsure = self._simulate(role, actions, resources)
-        again: dict[str, list[str]] = {}
+        spelled = {a.lower(): a for a in actions}  # asked again as first asked
+        again: dict[str, set[str]] = {}
         for action, resource in wanted:
             if (action, resource) in unsure:
-                again.setdefault(resource, []).append(action)
+                again.setdefault(resource, set()).add(spelled.get(action, action))
         for resource, names in sorted(again.items()):
-            decisions.update(self._simulate(role, sorted(set(names)), [resource])[0])
+            decisions.update(self._simulate(role, sorted(names), [resource])[0])
         return decisions
 
     def _agent_access(

@@ -184,6 +184,20 @@ def process_event(
             )
         notes.append(f"event from account {account}, evaluated in account {home_account}")
         account = home_account
+    own_policy = settings.log_delivery_policy_arn
+    if own_policy and parsed.scope.policy_arns and parsed.scope.policy_arns <= {own_policy}:
+        # CloudFormation makes a new default version of it whenever a stack update changes it,
+        # as the deploying principal: every role the guardrail gave it, in every region, would be
+        # read again in one on-change run. Its stack owns it; the drift scan judges its roles.
+        return EventOutcome(
+            Dropped(
+                "the guardrail's own log-delivery policy: its stack changes it, and the drift "
+                "scan judges the roles it is attached to",
+                DropKind.IRRELEVANT,
+                parsed.event_name,
+                parsed.event_id,
+            )
+        )
     if not strict and parsed.region and parsed.region != region and not parsed.global_service:
         notes.append(f"event from {parsed.region}, evaluated in {region}")
     # Run without publishing, add the archived results, then publish everything in one go.

@@ -228,3 +228,42 @@ def test_action_names_echoed_in_another_case_are_the_same_actions(account, clien
         ROLE: Status.PASSED,
         LOGGING: Status.PASSED,
     }
+
+
+def test_a_boundary_detail_given_only_for_the_action_is_asked_again_per_resource(
+    account, clients, monkeypatch
+):
+    """A boundary allowing s3 on the guardrail's bucket only. Answered with the boundary detail
+    at the action's level alone (no per-resource detail), s3:PutObject's is False: the call also
+    simulated it on the instance, outside the boundary. The bucket's pairs are asked alone: the
+    boundary allows them, the role merely lacks the grant, and attaching it is the fix (not
+    SKIPPED as "the permissions boundary does not allow")."""
+
+    def boundary_for_the_action_only(results, resources):
+        for result in results:
+            for entry in result["ResourceSpecificResults"]:
+                entry.pop("PermissionsBoundaryDecisionDetail", None)
+        return results
+
+    answered_as(monkeypatch, boundary_for_the_action_only)
+    logging_to_ours(account)
+    delivery = delivery_policy(account)
+    boundary = policy(
+        account,
+        "app-boundary",
+        {"Effect": "Allow", "Action": ["ssm:*", "ssmmessages:*", "ec2messages:*"], "Resource": "*"},
+        {"Effect": "Allow", "Action": ["logs:*", "kms:*"], "Resource": "*"},
+        {"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::guardrail-logs*"},
+    )
+    account.role("app", CORE, profile="app", boundary=boundary)
+    iid = account.instance(profile="app")
+    roles = simulated_roles(clients)
+
+    report = account.run(
+        clients, "enforce", [ROLE, LOGGING], log_delivery_policy_arn=delivery, **OURS
+    )
+
+    assert roles == ["app"] * 3  # the merged call, then the object's and the bucket's pairs
+    (grant,) = [f for f in report.fixes if f.resource_id == "app"]
+    assert grant.outcome is Outcome.APPLIED, grant.reason
+    assert verdicts(report, iid)[ROLE].status is Status.PASSED

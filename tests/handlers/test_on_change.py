@@ -1183,6 +1183,25 @@ def test_a_policy_no_role_uses_costs_one_call_and_publishes_nothing(world):
     assert world.findings() == {}
 
 
+def test_the_guardrails_own_delivery_policy_edited_by_its_stack_is_left_to_the_drift_scan(world):
+    """A stack update that changes the guardrail's log-delivery policy makes a new default
+    version of it, as the deploying principal (CloudFormation), not the guardrail: forwarded to
+    every region, it would read every role the guardrail gave it, in one on-change run each.
+    Dropped without a call; the same event about a team's policy is evaluated."""
+    world.app_role(delivery_inline=False)
+    world.launch(profile="app-profile")
+    world.iam.attach_role_policy(RoleName="app-role", PolicyArn=world.delivery_policy)
+    team = f"arn:aws:iam::{ACCOUNT}:policy/app-policy"  # the fixture's policy
+
+    result = world.deliver("iam_create_policy_version", {team: world.delivery_policy})
+
+    assert result["dropped"] == "irrelevant" and "own log-delivery policy" in result["reason"]
+    assert sum(world.calls.values()) == 0
+    world.iam.create_policy(PolicyName="app-policy", PolicyDocument=TEAM_POLICY)
+    assert "dropped" not in world.deliver("iam_create_policy_version")
+    assert world.calls["iam:ListEntitiesForPolicy"] == 1
+
+
 def test_a_boundary_policy_edited_in_place_fails_the_role_it_bounds(world):
     """The policy is app-role's permissions boundary, attached to no role: IAM's
     ListEntitiesForPolicy lists the role when no PolicyUsageFilter narrows the answer to

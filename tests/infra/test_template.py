@@ -17,7 +17,7 @@ from stacks.config import GuardrailConfig
 from stacks.events import CLOUDTRAIL_EVENTS, STATE_CHANGE_DETAIL_TYPE
 from tests.aws_events import AWS_NOTES_EVENTS
 
-from .conftest import EMAIL, FORWARDER, MAIN, OTHER, PSEUDO, Synth, render
+from .conftest import EMAIL, FORWARDER, MAIN, OTHER, PSEUDO, REGIONS, Synth, render
 
 pytestmark = pytest.mark.infra
 
@@ -26,17 +26,6 @@ HANDLERS = {"handlers.drift_scan.lambda_handler", "handlers.on_change.lambda_han
 
 def _ref(value: dict[str, Any]) -> str:
     return value.get("Ref") or value["Fn::GetAtt"][0]
-
-
-def _rendered(value: Any, region: str) -> str:
-    """A template value (string, Ref, Fn::Join) as CloudFormation renders it in `region`."""
-    if isinstance(value, str):
-        return value
-    if "Fn::Join" in value:
-        separator, parts = value["Fn::Join"]
-        return separator.join(_rendered(p, region) for p in parts)
-    pseudo = {"AWS::Region": region, "AWS::Partition": "aws", "AWS::AccountId": "123456789012"}
-    return pseudo[value["Ref"]]
 
 
 def _functions(synth: Synth, stack: str = MAIN) -> dict[str, dict[str, Any]]:
@@ -123,18 +112,25 @@ def test_functions_get_every_setting_the_engine_reads(synth: Synth) -> None:
             t["Resources"][_ref(env["GUARDRAIL_LOG_DELIVERY_POLICY_ARN"])]["Type"]
             == "AWS::IAM::ManagedPolicy"
         )
-        # The functions' roles in every region count as the guardrail's own: IAM events one
-        # regional stack causes reach all of them.
-        actors = _rendered(env["GUARDRAIL_ACTOR_ARNS"], "eu-west-1").split(",")
-        for f2 in _functions(synth).values():
-            role = t["Resources"][f2["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"]
-            for region in ("eu-west-1", "us-east-1", "ap-southeast-2"):
-                arn = f"arn:aws:iam::123456789012:role/{_rendered(role['RoleName'], region)}"
-                assert is_own_change({"userIdentity": {"arn": arn}}, actors), arn
-        assert not is_own_change(
-            {"userIdentity": {"arn": "arn:aws:iam::123456789012:role/ssm-guardrail-instance"}},
-            actors,
+        # The functions' roles in every guarded region count as the guardrail's own: IAM events
+        # one regional stack causes reach all of them. Exact ARNs: a role someone names with
+        # the same prefix, or the roles of a region not guarded, are not the guardrail.
+        actors = render(env["GUARDRAIL_ACTOR_ARNS"]).split(",")
+        here, account = PSEUDO["AWS::Region"], PSEUDO["AWS::AccountId"]
+        prefixes = [
+            render(
+                t["Resources"][f2["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"]["RoleName"]
+            ).removesuffix(here)
+            for f2 in _functions(synth).values()
+        ]
+        assert sorted(actors) == sorted(
+            f"arn:aws:iam::{account}:role/{prefix}{region}"
+            for prefix in prefixes
+            for region in REGIONS
         )
+        for outsider in ("ssm-guardrail-on-change-mine", "ssm-guardrail-on-change-ap-south-1"):
+            detail = {"userIdentity": {"arn": f"arn:aws:iam::{account}:role/{outsider}"}}
+            assert not is_own_change(detail, actors)
         assert env["GUARDRAIL_REGIONS"] == {"Ref": "AWS::Region"}
 
 
