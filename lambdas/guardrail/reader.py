@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 SSH, ROLE, LOGGING = "ssh-open-to-internet", "ssm-instance-role", "ssm-session-logging"
 SSM_IDS = 50  # DescribeInstanceInformation returns at most 50 per page
+IAM_PAGE = 1000  # IAM's list calls return at most 1,000 per page (100 unless asked)
+ROLES_ONE_BY_ONE = 10  # more roles than this: the account's profiles are listed instead
 # Simulated decisions no policy the guardrail attaches can turn into "allowed".
 CANNOT_BE_GRANTED = frozenset(
     {"explicitDeny", "boundaryDeny", "organizationsDeny", "conditionalDeny"}
@@ -278,6 +280,7 @@ class SnapshotReader:
                     "PolicyRoles",
                     PolicyArn=arn,
                     EntityFilter="Role",
+                    MaxItems=IAM_PAGE,
                 ):
                     names.add(role["RoleName"])
             except ClientError as error:
@@ -287,22 +290,32 @@ class SnapshotReader:
 
     def _profiles_of_roles(self, role_names: Iterable[str]) -> set[str]:
         """ARNs of the instance profiles that carry these roles (kept, with their roles, so the
-        IAM read does not ask for them again)."""
-        arns: set[str] = set()
-        for role in sorted(role_names):
-            try:
-                for profile in pages(
-                    self.clients.iam,
-                    "list_instance_profiles_for_role",
-                    "InstanceProfiles",
-                    RoleName=role,
-                ):
-                    self._listed_profiles[profile["Arn"]] = profile
-                    arns.add(profile["Arn"])
-            except ClientError as error:
-                if error_code(error) != "NoSuchEntity":
-                    raise
-        return arns
+        IAM read does not ask for them again). One call per role, or for more roles than
+        ROLES_ONE_BY_ONE (a policy's, say: a boundary many Lambda roles share) the account's
+        profiles, 1,000 a page, each listing its role."""
+        asked = set(role_names)
+        names = sorted(asked)
+        found: list[dict[str, Any]] = []
+        if len(names) > ROLES_ONE_BY_ONE:
+            listed = pages(
+                self.clients.iam, "list_instance_profiles", "InstanceProfiles", MaxItems=IAM_PAGE
+            )
+            found = [p for p in listed if any(r.get("RoleName") in asked for r in p["Roles"])]
+        else:
+            for role in names:
+                try:
+                    found += pages(
+                        self.clients.iam,
+                        "list_instance_profiles_for_role",
+                        "InstanceProfiles",
+                        RoleName=role,
+                    )
+                except ClientError as error:
+                    if error_code(error) != "NoSuchEntity":
+                        raise
+        for profile in found:
+            self._listed_profiles[profile["Arn"]] = profile
+        return {profile["Arn"] for profile in found}
 
     def _profiles_by_name(self, names: Iterable[str]) -> set[str]:
         """ARNs of the named instance profiles that exist (kept, with their roles, so the IAM

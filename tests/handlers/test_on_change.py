@@ -1164,6 +1164,26 @@ def test_a_policy_whose_new_default_denies_delivery_fails_logging_for_a_person(w
     assert passed(world, ROLE, instance)  # the Deny covers no agent action
 
 
+def test_a_policy_many_roles_use_lists_the_accounts_profiles_once_not_each_roles(world):
+    """The same Deny edited into a policy 30 other roles (Lambda functions', without profiles)
+    also use: their instance profiles are found in one ListInstanceProfiles page, not 31
+    ListInstanceProfilesForRole calls, and app-role's instance is judged as with one role."""
+    instance = role_with_core_and_delivery_passing(world)
+    arn = team_policy_on_app_role(world, TEAM_POLICY)
+    for n in range(30):
+        world.iam.create_role(RoleName=f"fn-{n}", AssumeRolePolicyDocument=TRUST)
+        world.iam.attach_role_policy(RoleName=f"fn-{n}", PolicyArn=arn)
+    world.iam.create_policy_version(PolicyArn=arn, PolicyDocument=DENY_DELIVERY, SetAsDefault=True)
+
+    result = world.deliver("iam_create_policy_version")
+
+    assert world.finding(LOGGING, instance)["Compliance"]["Status"] == "FAILED"
+    assert result["fixes"] == {"skipped": 1} and passed(world, ROLE, instance)
+    assert world.calls["iam:ListEntitiesForPolicy"] == 1
+    assert world.calls["iam:ListInstanceProfiles"] == 1
+    assert "iam:ListInstanceProfilesForRole" not in world.calls
+
+
 def test_a_policy_no_role_uses_costs_one_call_and_publishes_nothing(world):
     """The team's policy is attached to no role (an instance with a role runs beside it): the
     one ListEntitiesForPolicy, then nothing to evaluate, no Security Hub call."""

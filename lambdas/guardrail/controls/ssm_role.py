@@ -181,9 +181,10 @@ class SsmInstanceRole:
     recommendation_url = "https://docs.aws.amazon.com/systems-manager/latest/userguide/setup-instance-permissions.html"
     read_permissions = (
         Permission(
-            ("iam:GetInstanceProfile",),
+            ("iam:GetInstanceProfile", "iam:ListInstanceProfiles"),
             resources=("arn:{partition}:iam::{account}:instance-profile/*",),
-            why="each distinct instance profile, once",
+            why="each distinct instance profile, once; the account's profiles when an IAM event "
+            "names a policy many roles use",
         ),
         Permission(
             ("iam:ListAttachedRolePolicies", "iam:ListInstanceProfilesForRole"),
