@@ -91,15 +91,15 @@ class FunctionSpec:
     retry_attempts: int
     role_prefix: str  # its role is <role_prefix><region>: the same name pattern in every region
 
-    def role_name(self) -> str:
-        return f"{self.role_prefix}{Aws.REGION}"
+    def role_name(self, region: str = Aws.REGION) -> str:
+        return f"{self.role_prefix}{region}"
 
     def actor_arns(self, regions: tuple[str, ...]) -> list[str]:
         """Its role in each guarded region of the account: IAM's events reach every regional
         stack (IamEventForwarder), so each must know the others' changes as the guardrail's.
         Exact names, not a `*`: anyone allowed to create a role could name one to match."""
         return [
-            f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/{self.role_prefix}{region}"
+            f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/{self.role_name(region)}"
             for region in regions or (Aws.REGION,)
         ]
 

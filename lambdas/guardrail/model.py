@@ -244,7 +244,8 @@ class AgentAccess:
     role_name: str
     # (action, decision) for each agent action the simulation did not allow; the decision is
     # "explicitDeny", "boundaryDeny" (permissions boundary), "organizationsDeny" (a service
-    # control policy) or "implicitDeny" (no policy of the role allows it)
+    # control policy), "conditionalDeny" (a Deny whose conditions need context the simulation
+    # lacks) or "implicitDeny" (no policy of the role allows it)
     denied: tuple[tuple[str, str], ...] = ()
 
     @property

@@ -606,7 +606,8 @@ class SshOpenToInternet:
         # what another run marked as relied on (it revoked the rule counting on those re-adds).
         revoked = [r for r in rules if r not in missed]
         # This run no longer counts on what it marked for a rule it did not revoke.
-        still_marked, unmark_code = self._unmark(ec2, marked, [r.rule_id for r in missed], mark)
+        missed_ids = [r.rule_id for r in missed]
+        still_marked, unmark_code = self._unmark(ec2, marked, missed_ids, mark)
         needed = {k for r in revoked for p in readd.get(r.rule_id, []) for k in permission_keys(p)}
         taken_back = [added[r.rule_id] for r in missed if r.rule_id in added]
         now: list[SecurityGroupRule] = []
@@ -617,12 +618,11 @@ class SshOpenToInternet:
         except ClientError as error:
             reread_code = error_code(error)
         made = {i for a in taken_back for i in a.rule_ids}
-        missed_ids = {r.rule_id for r in missed}
-        relied = [c for c in now if c.rule_id in made and relied_on_for(c) & missed_ids]
+        relied = [c for c in now if c.rule_id in made and relied_on_for(c).intersection(missed_ids)]
         needed |= {k for c in relied for k in rule_keys(c)}
         left, undo_code = self._undo(ec2, gid, taken_back, needed)
         after_record = readded_record(revoked, added, relied)
-        by_someone = f"{', '.join(r.rule_id for r in missed)} changed or revoked by someone else"
+        by_someone = f"{', '.join(missed_ids)} changed or revoked by someone else"
         if left:
             # The access those rules gave is gone (someone revoked them), but what the fix added
             # for them stays: wider than the owner left the group. A person must know, and a
@@ -655,11 +655,10 @@ class SshOpenToInternet:
         if present := after_record.get("already_present"):
             done += f" ({len(present)} already present: not created, not ours)"
         if reread_code:
-            ids = ", ".join(r.rule_id for r in missed)
             return record(
                 Outcome.FAILED,
                 after_record,
-                f"{done}; {ids} no longer as read and could not be re-read",
+                f"{done}; {', '.join(missed_ids)} no longer as read and could not be re-read",
                 reread_code,
             )
         gone, closed, still_open = self._classify(missed, now)

@@ -35,9 +35,9 @@ CORE_POLICY = "AmazonSSMManagedInstanceCore"
 ASSOCIABLE_STATES = frozenset({"running", "stopped"})
 STOPPED_STATES = frozenset({"stopped", "stopping"})  # Systems Manager lists neither
 # What the SSM Agent calls to register and to carry Session Manager sessions (all granted by
-# AmazonSSMManagedInstanceCore). Simulated on "*" once per role that carries the core policy:
-# an explicit Deny, the role's permissions boundary or a service control policy refusing one
-# keeps Session Manager out whatever policy is attached.
+# AmazonSSMManagedInstanceCore). Simulated once per role that carries the core policy, on one of
+# its instances: an explicit Deny, the role's permissions boundary or a service control policy
+# refusing one keeps Session Manager out whatever policy is attached.
 AGENT_ACTIONS = (
     "ssm:UpdateInstanceInformation",
     "ssmmessages:CreateControlChannel",
@@ -113,17 +113,22 @@ def agent_roles(
     return found
 
 
-def refusal(access: AgentAccess) -> str:
-    """What refuses which agent actions, e.g. 'the permissions boundary does not allow
-    ssm:UpdateInstanceInformation, ssmmessages:OpenDataChannel'."""
+def refused_by(access: AgentAccess) -> dict[str, list[str]]:
+    """The refused agent actions by decision, in REFUSALS' order (any other decision last)."""
     by_decision: dict[str, list[str]] = {}
     for action, decision in access.denied:
         by_decision.setdefault(decision, []).append(action)
     order = [d for d in REFUSALS if d in by_decision] + sorted(set(by_decision) - set(REFUSALS))
+    return {d: by_decision[d] for d in order}
+
+
+def refusal(access: AgentAccess) -> str:
+    """What refuses which agent actions, e.g. 'the permissions boundary does not allow
+    ssm:UpdateInstanceInformation, ssmmessages:OpenDataChannel'."""
     return "; ".join(
         f"{REFUSALS[d][0] if d in REFUSALS else f'the simulation answers {d} for'} "
-        f"{', '.join(by_decision[d])}"
-        for d in order
+        f"{', '.join(actions)}"
+        for d, actions in refused_by(access).items()
     )
 
 
@@ -315,24 +320,26 @@ class SsmInstanceRole:
                     )
                 )
                 continue
-            reason = {
-                "no_profile": "no instance profile"
-                + (
-                    " (Default Host Management is not configured in this region)"
-                    if unconfirmed
-                    else ""
-                ),
-                "profile_missing": f"instance profile {instance.profile_name} no longer exists"
-                + (
-                    " (one of that name was created since: EC2 keeps the instance on the "
-                    "deleted one)"
-                    if instance.profile_arn in snapshot.instance_profiles
-                    else ""
-                ),
-                "no_role": f"instance profile {instance.profile_name} has no role",
-                "no_policy": f"role {role.name if role else '?'} lacks {CORE_POLICY}",
-                "agent_denied": "",
-            }[problem] or self._agent_denied(role, snapshot, details)
+            if problem == "agent_denied":
+                reason = self._agent_denied(role, snapshot, details)
+            else:
+                reason = {
+                    "no_profile": "no instance profile"
+                    + (
+                        " (Default Host Management is not configured in this region)"
+                        if unconfirmed
+                        else ""
+                    ),
+                    "profile_missing": f"instance profile {instance.profile_name} no longer exists"
+                    + (
+                        " (one of that name was created since: EC2 keeps the instance on the "
+                        "deleted one)"
+                        if instance.profile_arn in snapshot.instance_profiles
+                        else ""
+                    ),
+                    "no_role": f"instance profile {instance.profile_name} has no role",
+                    "no_policy": f"role {role.name if role else '?'} lacks {CORE_POLICY}",
+                }[problem]
             details["problem"] = problem
             results.append(
                 snapshot.result(
@@ -411,8 +418,7 @@ class SsmInstanceRole:
         role = snapshot.roles.get(role_name)
         access = snapshot.agent_access.get(role_name) or AgentAccess(role_name)
         before = sorted(role.attached_policy_arns) if role else []
-        refused = {decision for _, decision in access.denied}
-        decisions = [d for d in REFUSALS if d in refused]
+        decisions = [d for d in refused_by(access) if d in REFUSALS]
         blockers = [REFUSALS[d][1] for d in decisions if REFUSALS[d][1]]
         policy = carried_policy(role, snapshot.partition) if role else CORE_POLICY
         changes = "; ".join([REFUSALS[d][2] for d in decisions] or ["see the role in IAM"])
