@@ -39,7 +39,13 @@ PER_CONTROL_METRICS = (
     "FixesDeferred",
 )
 ERROR_METRICS = ("PublishErrors", "EventsDropped")
-EVENT_METRICS = ("EventsEvaluated", "EventsIgnored", "EventsDropped", "EventsRetried")
+EVENT_METRICS = (
+    "EventsEvaluated",
+    "EventsIgnored",
+    "EventsDeferred",
+    "EventsDropped",
+    "EventsRetried",
+)
 
 StringFilter = securityhub.CfnInsight.StringFilterProperty
 

@@ -60,6 +60,7 @@ class DropKind(StrEnum):
     IRRELEVANT = "irrelevant"  # a handled event that cannot affect any control
     OTHER_REGION = "other_region"  # a regional event for another region's function
     OTHER_ACCOUNT = "other_account"  # an event from an account the guardrail does not run in
+    DEFERRED = "deferred"  # it touched more roles than an event evaluates: the drift scan does
 
     @property
     def bad_input(self) -> bool:

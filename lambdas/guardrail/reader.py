@@ -50,10 +50,27 @@ SSH, ROLE, LOGGING = "ssh-open-to-internet", "ssm-instance-role", "ssm-session-l
 SSM_IDS = 50  # DescribeInstanceInformation returns at most 50 per page
 IAM_PAGE = 1000  # IAM's list calls return at most 1,000 per page (100 unless asked)
 ROLES_ONE_BY_ONE = 10  # more roles than this: the account's profiles are listed instead
+# An event whose instances carry more roles than this is left to the drift scan: each role costs
+# its ListAttachedRolePolicies and SimulatePrincipalPolicy (and maybe fixes), and the on-change
+# Lambda has 5 minutes. A managed policy (a shared permissions boundary, say) can reach thousands.
+EVENT_ROLE_LIMIT = 100
 # Simulated decisions no policy the guardrail attaches can turn into "allowed".
 CANNOT_BE_GRANTED = frozenset(
     {"explicitDeny", "boundaryDeny", "organizationsDeny", "conditionalDeny"}
 )
+
+
+class ScopeTooBroad(Exception):
+    """A targeted read would judge more than EVENT_ROLE_LIMIT roles: the event is deferred to the
+    drift scan (15 minutes, a fix deadline) rather than time out, be retried twice and repeat the
+    same IAM calls each time."""
+
+    def __init__(self, roles: int) -> None:
+        super().__init__(
+            f"its instances carry {roles} roles, more than an event evaluates "
+            f"({EVENT_ROLE_LIMIT}); the next drift scan judges them"
+        )
+        self.roles = roles
 
 
 def parse_interface(eni: dict[str, Any], top: dict[str, Any]) -> NetworkInterface:
@@ -135,6 +152,10 @@ class SnapshotReader:
     ) -> AccountSnapshot:
         instances = self._instances(scope)
         evaluated = [i for i in instances.values() if i.evaluated]
+        if not scope.full and (ROLE in controls or LOGGING in controls):
+            judged = self._roles_to_judge(evaluated)
+            if judged > EVENT_ROLE_LIMIT:
+                raise ScopeTooBroad(judged)
         snapshot = AccountSnapshot(
             self.account_id,
             self.clients.region,
@@ -266,6 +287,18 @@ class SnapshotReader:
                 for g in groups:
                     self._group_meta[g["GroupId"]] = (g.get("GroupName", ""), raw.get("VpcId"))
         return found
+
+    def _roles_to_judge(self, instances: Iterable[Instance]) -> int:
+        """How many roles the IAM read would judge: those of profiles already listed (an IAM
+        event's), and one for each profile not read yet (an instance event's)."""
+        judged: set[str] = set()
+        for instance in instances:
+            arn = instance.profile_arn
+            if not arn:
+                continue
+            roles = self._listed_profiles.get(arn, {}).get("Roles") or []
+            judged |= {f"role/{r['RoleName']}" for r in roles} or {arn}
+        return len(judged)
 
     def _roles_of_policies(self, policy_arns: Iterable[str]) -> set[str]:
         """Names of the roles that use these managed policies, attached or as their permissions

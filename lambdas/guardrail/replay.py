@@ -18,6 +18,7 @@ from .engine import Evaluation, Guardrail, ScanReport
 from .events import SSH, Change, DropKind, Dropped, parse_event
 from .model import ResourceType, Result
 from .publisher import THROTTLING
+from .reader import ScopeTooBroad
 
 # Error codes (and botocore exception names) meaning "AWS was unavailable or throttled us after
 # botocore's own retries": the event is raised, so Lambda runs it again later (the path is
@@ -201,7 +202,12 @@ def process_event(
     if not strict and parsed.region and parsed.region != region and not parsed.global_service:
         notes.append(f"event from {parsed.region}, evaluated in {region}")
     # Run without publishing, add the archived results, then publish everything in one go.
-    report = _guardrail_for(guardrail, account or home_account).run(parsed.scope)
+    try:
+        report = _guardrail_for(guardrail, account or home_account).run(parsed.scope)
+    except ScopeTooBroad as error:
+        return EventOutcome(
+            Dropped(str(error), DropKind.DEFERRED, parsed.event_name, parsed.event_id)
+        )
     publisher = guardrail.publisher
     bound = _guardrail_for(guardrail, report.account_id, publisher=publisher)
     archived = gone(parsed, report, bound)

@@ -2,8 +2,10 @@
 
 Receives the CloudTrail API-call events and EC2 state-change notifications the stack routes here
 (IAM events forwarded from us-east-1 are evaluated in this function's region). A malformed or
-unknown event is logged, counted (EventsDropped) and dropped; AWS throttling or an outage that
-outlasts the retries raises, so Lambda retries the event twice and then dead-letters it.
+unknown event is logged, counted (EventsDropped) and dropped; one whose instances carry more
+roles than an event evaluates is counted (EventsDeferred) and left to the drift scan. AWS
+throttling or an outage that outlasts the retries raises, so Lambda retries the event twice and
+then dead-letters it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from guardrail.engine import Guardrail
+from guardrail.events import DropKind
 from guardrail.replay import RetryableEventError, process_event
 from guardrail.runtime import build_guardrail, record_metrics, summary
 
@@ -26,10 +29,15 @@ def handle(event: Any, guardrail: Guardrail, *, home_account: str | None = None)
     outcome = process_event(event, guardrail, home_account=home_account)
     dropped = outcome.dropped
     if dropped is not None:
-        # Bad input is someone's problem (routing, a new event shape); the rest is expected.
-        name = "EventsDropped" if dropped.bad_input else "EventsIgnored"
+        # Bad input is someone's problem (routing, a new event shape); a deferred event waits
+        # for the drift scan (worth a look if it recurs); the rest is expected.
+        if dropped.bad_input:
+            name, log = "EventsDropped", logger.warning
+        elif dropped.kind is DropKind.DEFERRED:
+            name, log = "EventsDeferred", logger.warning
+        else:
+            name, log = "EventsIgnored", logger.info
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
-        log = logger.warning if dropped.bad_input else logger.info
         log("event dropped", extra=dropped.as_log())
         return {"dropped": dropped.kind.value, "reason": dropped.reason}
     change, report = outcome.change, outcome.report

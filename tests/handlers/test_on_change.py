@@ -21,6 +21,7 @@ import boto3
 import botocore.session
 import pytest
 from botocore.exceptions import ClientError
+from guardrail import reader
 from guardrail.clients import AwsClients
 from guardrail.engine import Guardrail
 from guardrail.publisher import FindingPublisher
@@ -1182,6 +1183,54 @@ def test_a_policy_many_roles_use_lists_the_accounts_profiles_once_not_each_roles
     assert world.calls["iam:ListEntitiesForPolicy"] == 1
     assert world.calls["iam:ListInstanceProfiles"] == 1
     assert "iam:ListInstanceProfilesForRole" not in world.calls
+
+
+@pytest.mark.parametrize("roles_with_instances", [2, 3])
+def test_an_event_whose_instances_carry_more_roles_than_the_limit_is_left_to_the_drift_scan(
+    world, monkeypatch, roles_with_instances
+):
+    """The same Deny edited into a policy that 1 or 2 more roles with running instances use (one
+    role on two profiles; a role whose profile has no instance here does not count), the limit
+    set to 2 roles. At 2 the event is judged as with one role. At 3 it is deferred: counted,
+    nothing judged, fixed or published (no ListAttachedRolePolicies, no simulation, no Security
+    Hub call), the account and the findings as they were; the next drift scan judges them."""
+    monkeypatch.setattr(reader, "EVENT_ROLE_LIMIT", 2)
+    instance = role_with_core_and_delivery_passing(world)
+    arn = team_policy_on_app_role(world, TEAM_POLICY)
+    for n in range(roles_with_instances):  # the last role's profile has no instance here
+        world.app_role(name=f"team-{n}", profile=f"team-{n}")
+        world.iam.attach_role_policy(RoleName=f"team-{n}", PolicyArn=arn)
+        if n < roles_with_instances - 1:
+            world.launch(profile=f"team-{n}")
+    # A second profile of team-0's role, with an instance: roles are counted, not profiles.
+    world.iam.create_instance_profile(InstanceProfileName="team-0-spare")
+    world.iam.add_role_to_instance_profile(InstanceProfileName="team-0-spare", RoleName="team-0")
+    world.launch(profile="team-0-spare")
+    world.iam.create_policy_version(PolicyArn=arn, PolicyDocument=DENY_DELIVERY, SetAsDefault=True)
+    before, findings = world.state(), world.findings()
+    on_change.metrics.clear_metrics()
+
+    result = world.deliver("iam_create_policy_version")
+
+    if roles_with_instances == 2:
+        assert world.finding(LOGGING, instance)["Compliance"]["Status"] == "FAILED"
+        assert result["fixes"] == {"skipped": 2}
+        assert "EventsEvaluated" in on_change.metrics.metric_set
+    else:
+        assert result == {
+            "dropped": "deferred",
+            "reason": "its instances carry 3 roles, more than an event evaluates (2); the next "
+            "drift scan judges them",
+        }
+        assert "EventsDeferred" in on_change.metrics.metric_set
+        assert "EventsDropped" not in on_change.metrics.metric_set
+        assert world.state() == before and world.findings() == findings
+        assert set(world.calls) <= {
+            "iam:ListEntitiesForPolicy",
+            "iam:ListInstanceProfilesForRole",
+            "ec2:DescribeInstances",
+        }
+    on_change.metrics.clear_metrics()
 
 
 def test_a_policy_no_role_uses_costs_one_call_and_publishes_nothing(world):
