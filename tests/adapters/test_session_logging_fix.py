@@ -123,6 +123,36 @@ def test_unencrypted_s3_logging_gets_encryption_and_keeps_its_bucket(account, cl
     assert preferences(account) == {"s3BucketName": "their-bucket", "s3EncryptionEnabled": True}
 
 
+def test_a_foreign_unencrypted_log_group_is_left_but_the_s3_flag_is_turned_on(account, clients):
+    """The team logs to its own bucket and log group, neither flag on: the S3 flag is safe to
+    turn on (every bucket is encrypted by default) and is; their log group's flag could stop
+    sessions until they encrypt it, so it is left off and named. The region stays FAILED for the
+    log group alone; a second run has nothing to write and says why."""
+    theirs = {
+        "s3BucketName": "their-bucket",
+        "s3EncryptionEnabled": False,
+        "cloudWatchLogGroupName": "/team/sessions",
+        "cloudWatchEncryptionEnabled": False,
+    }
+    create_preferences(account, theirs)
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+
+    assert preferences(account) == {**theirs, "s3EncryptionEnabled": True}
+    fix, left = held(report)
+    assert fix.outcome is Outcome.APPLIED
+    assert list(left) == ["turn on cloudWatchEncryptionEnabled"]
+    assert "/team/sessions is not the guardrail's" in left["turn on cloudWatchEncryptionEnabled"]
+    (r,) = [e.result for e in report.evaluations if e.result.resource_type is ResourceType.ACCOUNT]
+    assert r.status is Status.FAILED and r.details == {
+        "unencrypted": ["cloudWatchEncryptionEnabled"]
+    }
+
+    again = account.run(clients, "enforce", [LOGGING], **OURS)
+    (skipped,) = region_fix(again)
+    assert skipped.outcome is Outcome.SKIPPED and "/team/sessions" in skipped.reason
+    assert account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]["LatestVersion"] == "2"
+
+
 def test_without_guardrail_destinations_the_fix_is_skipped_with_a_reason(account, clients):
     report = account.run(clients, "enforce", [LOGGING])
     (fix,) = region_fix(report)

@@ -99,6 +99,10 @@ def test_unencrypted_foreign_log_group_is_not_touched():
     theirs = {"cloudWatchLogGroupName": "their-group", "cloudWatchEncryptionEnabled": False}
     inputs, why_not = desired_inputs(SessionPreferences(True, theirs), OURS)
     assert inputs == theirs and "their-group" in why_not
+    # Beside an unencrypted bucket: the bucket's flag is still written, the group's is not.
+    theirs = {**theirs, "s3BucketName": "their-bucket", "s3EncryptionEnabled": False}
+    inputs, why_not = desired_inputs(SessionPreferences(True, theirs), OURS)
+    assert inputs == {**theirs, "s3EncryptionEnabled": True} and not why_not
 
 
 def test_no_destination_configured_means_no_fix():

@@ -176,17 +176,28 @@ def desired_inputs(prefs: SessionPreferences, settings: Settings) -> tuple[dict[
     if prefs.s3_bucket and not flag_on(inputs.get("s3EncryptionEnabled")):
         # Every S3 bucket has default encryption (SSE-S3) since January 2023, so this is safe.
         inputs["s3EncryptionEnabled"] = True
-    if prefs.log_group and not flag_on(inputs.get("cloudWatchEncryptionEnabled")):
-        if prefs.log_group != settings.session_log_group:
-            # Session Manager refuses to start sessions if the group is not KMS-encrypted.
-            return inputs, (
-                f"log group {prefs.log_group} is not the guardrail's: turning on "
-                "cloudWatchEncryptionEnabled could block sessions; encrypt it first"
-            )
+    foreign = foreign_group_left(prefs, settings)
+    if prefs.log_group and not flag_on(inputs.get("cloudWatchEncryptionEnabled")) and not foreign:
         inputs["cloudWatchEncryptionEnabled"] = True
     if guardrail_key_missing(prefs, settings):
         inputs["kmsKeyId"] = settings.session_log_kms_key
-    return inputs, ""
+    # A foreign group is left to its owners; the rest is still written (the S3 flag, say).
+    return inputs, foreign if inputs == dict(prefs.inputs) else ""
+
+
+def foreign_group_left(prefs: SessionPreferences, settings: Settings) -> str:
+    """Why the fix leaves cloudWatchEncryptionEnabled off: the region logs to a log group that
+    is not the guardrail's and has it off (empty: nothing left)."""
+    group = prefs.log_group
+    if not group or group == settings.session_log_group:
+        return ""
+    if flag_on(prefs.inputs.get("cloudWatchEncryptionEnabled")):
+        return ""
+    # Session Manager refuses to start sessions if the group is not KMS-encrypted.
+    return (
+        f"log group {group} is not the guardrail's: turning on cloudWatchEncryptionEnabled "
+        "could block sessions; encrypt it first"
+    )
 
 
 @dataclass(frozen=True)
@@ -547,18 +558,16 @@ class SessionLogging:
             held = holds(prefs, ctx.settings, blocked, snapshot.full)
             fixed = [self._fix_preferences(prefs, account, ctx, held=held)]
             if fixed[0].outcome.ok:
-                # Logging is on; what is held is not: the region's result stays FAILED (LOW).
+                # Logging is on; what is held, or a foreign group's encryption, is not: the
+                # region's result stays FAILED (LOW).
+                left = {h.action: held[h.input] for h in HOLDS if h.input in held}
+                if foreign := foreign_group_left(prefs, ctx.settings):
+                    left["turn on cloudWatchEncryptionEnabled"] = foreign
                 fixed += [
                     FixRecord(
-                        self.id,
-                        account,
-                        h.action,
-                        Outcome.SKIPPED,
-                        reason=held[h.input],
-                        covers=(account,),
+                        self.id, account, action, Outcome.SKIPPED, reason=why, covers=(account,)
                     )
-                    for h in HOLDS
-                    if h.input in held
+                    for action, why in left.items()
                 ]
             records[:0] = fixed
         return records
