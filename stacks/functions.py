@@ -69,9 +69,10 @@ WILDCARD_REASONS = {
         "role is whichever one an instance carries."
     ),
     f"{_IAM}:policy/*": (
-        "iam:ListEntitiesForPolicy only reads which roles use a customer-managed policy whose "
-        "default version an IAM event changed; the policy is whichever one the event names, so "
-        "the ARN is limited to this account's managed policies (AWS's own are never asked about)."
+        "iam:ListEntitiesForPolicy (on-change role only) only reads which roles use a "
+        "customer-managed policy whose default version an IAM event changed; the policy is "
+        "whichever one the event names, so the ARN is limited to this account's managed policies "
+        "(AWS's own are never asked about)."
     ),
     f"{_IAM}:instance-profile/*": (
         "iam:AddRoleToInstanceProfile fills an instance profile that has no role; the profile is "
@@ -90,6 +91,8 @@ class FunctionSpec:
     memory_mb: int
     retry_attempts: int
     role_prefix: str  # its role is <role_prefix><region>: the same name pattern in every region
+    # It evaluates events: its role also gets the reads only a targeted read makes (events_only).
+    events: bool = False
 
     def role_name(self, region: str = Aws.REGION) -> str:
         return f"{self.role_prefix}{region}"
@@ -123,6 +126,7 @@ ON_CHANGE = FunctionSpec(
     512,
     2,
     "ssm-guardrail-on-change-",
+    events=True,
 )
 
 
@@ -231,7 +235,7 @@ class GuardrailFunctions(Construct):
             "the engine's declared permissions)",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
         )
-        permissions = self.permissions
+        permissions = [p for p in self.permissions if spec.events or not p.events_only]
         for statement in generated.statements(permissions, self.placeholders):
             role.add_to_policy(statement)
         wildcards = sorted({_nag_form(r) for p in permissions for r in p.resources if "*" in r})

@@ -152,3 +152,28 @@ def _own_account_only(conditions: dict[str, Any]) -> bool:
     return any(
         isinstance(equals.get(key), (str, dict)) and equals.get(key) != "*" for key in ACCOUNT_KEYS
     )
+
+
+def granted_by_handler(template: dict[str, Any]) -> dict[str, set[str]]:
+    """Lambda handler (e.g. handlers.drift_scan.lambda_handler) -> the actions its role's
+    identity policies (inline or attached AWS::IAM::Policy) allow."""
+    roles = {
+        resource["Properties"]["Handler"]: resource["Properties"]["Role"]["Fn::GetAtt"][0]
+        for resource in template.get("Resources", {}).values()
+        if resource.get("Type") == "AWS::Lambda::Function"
+    }
+    granted: dict[str, set[str]] = {}
+    for handler, role in roles.items():
+        policies = {
+            logical_id
+            for logical_id, resource in template["Resources"].items()
+            if resource.get("Type") == "AWS::IAM::Policy"
+            and {"Ref": role} in resource["Properties"].get("Roles", [])
+        }
+        granted[handler] = {
+            action
+            for logical_id, statement in identity_statements(template)
+            if logical_id in policies | {role} and statement.get("Effect") == "Allow"
+            for action in _list(statement.get("Action"))
+        }
+    return granted

@@ -130,8 +130,9 @@ def emitted(
     drift_scan.handle({}, SimpleNamespace(run=lambda scope, **_: report))  # type: ignore[arg-type]
     dropped = EventOutcome(Dropped("not an event", DropKind.MALFORMED))
     ignored = EventOutcome(Dropped("our own change", DropKind.OWN_CHANGE))
+    deferred = EventOutcome(Dropped("more roles than an event evaluates", DropKind.DEFERRED))
     evaluated = EventOutcome(Change(Scope(instance_ids=frozenset({"i-1"})), "RunInstances"), report)
-    for outcome in (dropped, ignored, evaluated):
+    for outcome in (dropped, ignored, deferred, evaluated):
         monkeypatch.setattr(on_change, "process_event", lambda *a, _o=outcome, **k: _o)
         if outcome is evaluated:
             # The throttled Security Hub entry: counted as EventsRetried, raised for EventBridge.

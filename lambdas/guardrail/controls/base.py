@@ -28,6 +28,9 @@ class Permission:
     resources: tuple[str, ...] = ("*",)
     conditions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     why: str = ""
+    # Only an event's targeted read uses it (a full scan never calls it): the drift scan's role is
+    # not granted it, the on-change role is.
+    events_only: bool = False
 
     @property
     def mutating(self) -> bool:

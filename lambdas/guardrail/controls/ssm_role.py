@@ -186,25 +186,39 @@ class SsmInstanceRole:
     recommendation_url = "https://docs.aws.amazon.com/systems-manager/latest/userguide/setup-instance-permissions.html"
     read_permissions = (
         Permission(
-            ("iam:GetInstanceProfile", "iam:ListInstanceProfiles"),
+            ("iam:GetInstanceProfile",),
             resources=("arn:{partition}:iam::{account}:instance-profile/*",),
-            why="each distinct instance profile, once; the account's profiles when an IAM event "
-            "names a policy many roles use",
+            why="each distinct instance profile, once; one an IAM event names; the role a "
+            "profile got meanwhile when adding one is refused (a fix)",
         ),
         Permission(
-            ("iam:ListAttachedRolePolicies", "iam:ListInstanceProfilesForRole"),
+            ("iam:ListInstanceProfiles",),
+            resources=("arn:{partition}:iam::{account}:instance-profile/*",),
+            why="the account's profiles when an IAM event names a policy many roles use",
+            events_only=True,
+        ),
+        Permission(
+            ("iam:ListAttachedRolePolicies",),
             resources=("arn:{partition}:iam::{account}:role/*",),
-            why="each distinct role's policies; the profiles of a role an IAM event names",
+            why="each distinct role's policies",
+        ),
+        Permission(
+            ("iam:ListInstanceProfilesForRole",),
+            resources=("arn:{partition}:iam::{account}:role/*",),
+            why="the profiles of a role an IAM event names, or of one using a policy it names",
+            events_only=True,
         ),
         Permission(
             ("iam:ListEntitiesForPolicy",),
             resources=("arn:{partition}:iam::{account}:policy/*",),
             why="the roles using a customer-managed policy an IAM event names (a new default "
             "version), attached or as their permissions boundary",
+            events_only=True,
         ),
         Permission(
             ("ec2:DescribeIamInstanceProfileAssociations",),
-            why="instances of a profile an IAM event names (it may be deleted already)",
+            why="instances of a profile an IAM event names (it may be deleted already); the "
+            "profile an instance got meanwhile when associating one is refused (a fix)",
         ),
         Permission(
             ("iam:SimulatePrincipalPolicy",),
