@@ -215,6 +215,22 @@ def test_every_rule_target_retries_then_dead_letters_to_the_encrypted_queue(synt
         }
 
 
+# EventBridge's default quota on an event pattern, in characters (adjustable to 4,096): a rule
+# whose pattern grows past it fails at deploy time, never at synth.
+EVENT_PATTERN_QUOTA = 2048
+
+
+def test_every_event_pattern_fits_eventbridges_default_size_quota(synth: Synth) -> None:
+    sizes = {
+        (stack, logical_id): len(json.dumps(rule["Properties"]["EventPattern"]))
+        for stack in (MAIN, OTHER, FORWARDER)
+        for logical_id, rule in synth.resources(stack, "AWS::Events::Rule").items()
+        if "EventPattern" in rule["Properties"]
+    }
+    assert len(sizes) >= 4  # the EC2, IAM, SSM and state-change rules, the forwarder's
+    assert max(sizes.values()) <= EVENT_PATTERN_QUOTA, sizes
+
+
 def test_us_east_1_forwards_iam_events_to_the_other_regions_default_bus(synth: Synth) -> None:
     rules = list(synth.resources(FORWARDER, "AWS::Events::Rule").values())
     assert len(rules) == 1
