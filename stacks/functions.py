@@ -3,6 +3,7 @@ IAM generated from the engine's declared permissions."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,17 +95,19 @@ class FunctionSpec:
     # It evaluates events: its role also gets the reads only a targeted read makes (events_only).
     events: bool = False
 
-    def role_name(self, region: str = Aws.REGION) -> str:
-        return f"{self.role_prefix}{region}"
+    def role_name(self) -> str:
+        return f"{self.role_prefix}{Aws.REGION}"
 
-    def actor_arns(self, regions: tuple[str, ...]) -> list[str]:
-        """Its role in each guarded region of the account: IAM's events reach every regional
-        stack (IamEventForwarder), so each must know the others' changes as the guardrail's.
-        Exact names, not a `*`: anyone allowed to create a role could name one to match."""
-        return [
-            f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/{self.role_name(region)}"
-            for region in regions or (Aws.REGION,)
-        ]
+
+def actor_arns(specs: Sequence[FunctionSpec], regions: Sequence[str]) -> str:
+    """The functions' roles in each guarded region of the account: IAM's events reach every
+    regional stack (IamEventForwarder), so each must know the others' changes as the guardrail's.
+    Exact names, not a `*`: anyone allowed to create a role could name one to match. Written as
+    `{a|b}` alternatives, which the settings spell out: listed one by one, 34 regions' ARNs
+    would pass Lambda's 4 KB limit on a function's environment."""
+    names = "|".join(spec.role_prefix for spec in specs)
+    places = "|".join(regions or (Aws.REGION,))
+    return f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/{{{names}}}{{{places}}}"
 
 
 DRIFT_SCAN = FunctionSpec(
@@ -190,9 +193,7 @@ class GuardrailFunctions(Construct):
             "GUARDRAIL_LOG_DELIVERY_POLICY_ARN": access.log_delivery_policy.managed_policy_arn,
             # Its roles in every region: an IAM change one regional stack makes (a policy
             # attached, a role added to a profile) is forwarded to all of them.
-            "GUARDRAIL_ACTOR_ARNS": ",".join(
-                a for s in (DRIFT_SCAN, ON_CHANGE) for a in s.actor_arns(config.regions)
-            ),
+            "GUARDRAIL_ACTOR_ARNS": actor_arns((DRIFT_SCAN, ON_CHANGE), config.regions),
             # Each regional stack evaluates its own region; IAM events are forwarded to it by
             # EventBridge (IamEventForwarder), not fanned out by the function.
             "GUARDRAIL_REGIONS": Aws.REGION,

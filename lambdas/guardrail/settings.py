@@ -50,6 +50,24 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+_ALTERNATIVES = re.compile(r"\{([^{}]*)\}")
+
+
+def expand_alternatives(pattern: str) -> list[str]:
+    """`{a|b}` groups spelled out, e.g. "role/{scan-|change-}{us-east-1|eu-west-1}" is four
+    ARNs. IAM names cannot hold braces or bars, so the groups are never part of a real name;
+    the stack writes its roles in every guarded region this way (34 regions' ARNs listed one by
+    one would pass Lambda's 4 KB environment limit)."""
+    match = _ALTERNATIVES.search(pattern)
+    head = pattern if match is None else pattern[: match.start()]
+    if "{" in head or "}" in head:
+        raise SettingsError(f"unbalanced braces in {pattern!r}")
+    if match is None:
+        return [pattern]
+    rest = expand_alternatives(pattern[match.end() :])
+    return [head + choice + tail for choice in match.group(1).split("|") for tail in rest]
+
+
 @dataclass(frozen=True)
 class Settings:
     mode: str = "report"  # default for every control
@@ -146,6 +164,8 @@ class Settings:
                     changes[attr] = int(raw.strip())
                 except ValueError:
                     raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+            elif attr == "actor_arns":
+                changes[attr] = tuple(a for p in _csv(raw) for a in expand_alternatives(p))
             elif isinstance(default, tuple):
                 changes[attr] = _csv(raw)
             elif attr == "control_modes":

@@ -17,7 +17,18 @@ from stacks.config import GuardrailConfig
 from stacks.events import CLOUDTRAIL_EVENTS, STATE_CHANGE_DETAIL_TYPE
 from tests.aws_events import AWS_NOTES_EVENTS
 
-from .conftest import EMAIL, FORWARDER, MAIN, OTHER, PSEUDO, REGIONS, Synth, render
+from .conftest import (
+    EMAIL,
+    FORWARDER,
+    MAIN,
+    OTHER,
+    PSEUDO,
+    REGIONS,
+    Synth,
+    cdk_json_context,
+    render,
+    without_cli_environment,
+)
 
 pytestmark = pytest.mark.infra
 
@@ -115,7 +126,8 @@ def test_functions_get_every_setting_the_engine_reads(synth: Synth) -> None:
         # The functions' roles in every guarded region count as the guardrail's own: IAM events
         # one regional stack causes reach all of them. Exact ARNs: a role someone names with
         # the same prefix, or the roles of a region not guarded, are not the guardrail.
-        actors = render(env["GUARDRAIL_ACTOR_ARNS"]).split(",")
+        written = render(env["GUARDRAIL_ACTOR_ARNS"])
+        actors = Settings.from_env({"GUARDRAIL_ACTOR_ARNS": written}).actor_arns
         here, account = PSEUDO["AWS::Region"], PSEUDO["AWS::AccountId"]
         prefixes = [
             render(
@@ -213,6 +225,91 @@ def test_every_rule_target_retries_then_dead_letters_to_the_encrypted_queue(synt
         assert config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == {
             "Fn::GetAtt": [queue_id, "Arn"]
         }
+
+
+# Every commercial region (34): a deployment that guards them all.
+ALL_REGIONS = [
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-north-1",
+    "il-central-1",
+    "me-south-1",
+    "me-central-1",
+    "mx-central-1",
+    "sa-east-1",
+]
+LAMBDA_ENVIRONMENT_QUOTA = 4096  # bytes, every variable's name and value together
+
+
+def _longest(value: Any) -> str:
+    """A template value as long as AWS could make it: the longest partition and region, and
+    names and ARNs of resources at generous lengths (128 and 256 characters)."""
+    if isinstance(value, str):
+        return value
+    pseudo = {"AWS::Partition": "aws-us-gov", "AWS::Region": "ap-southeast-7"}
+    if "Ref" in value:
+        return pseudo.get(value["Ref"], "1" * 12 if value["Ref"] == "AWS::AccountId" else "x" * 128)
+    if "Fn::GetAtt" in value:
+        return "x" * 256
+    separator, parts = value["Fn::Join"]
+    return separator.join(_longest(p) for p in parts)
+
+
+def test_the_functions_environment_fits_lambdas_4_kb_with_every_region_guarded() -> None:
+    """Lambda refuses a function whose variables pass 4 KB. The roles of every guarded region
+    are written as alternatives, so guarding all 34 regions costs some 500 characters, not
+    one ARN per region and function (about 4,600 by themselves)."""
+    from aws_cdk import App, Environment
+    from aws_cdk.assertions import Template
+
+    from stacks import GuardrailConfig, GuardrailStack
+
+    context = {**cdk_json_context(), "regions": ALL_REGIONS, "notificationEmail": EMAIL}
+    with without_cli_environment():
+        app = App(context=context)
+        config = GuardrailConfig.from_context(app.node.try_get_context)
+        stack = GuardrailStack(
+            app, "Sized", config=config, env=Environment(region="ap-southeast-7")
+        )
+        template = Template.from_stack(stack).to_json()
+    functions = [
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function"
+    ]
+    assert len(functions) == 2
+    for function in functions:
+        env = {k: _longest(v) for k, v in function["Environment"]["Variables"].items()}
+        actors = Settings.from_env({"GUARDRAIL_ACTOR_ARNS": env["GUARDRAIL_ACTOR_ARNS"]})
+        assert len(actors.actor_arns) == 2 * len(ALL_REGIONS)
+        size = sum(len(k) + len(v) for k, v in env.items())
+        assert size <= LAMBDA_ENVIRONMENT_QUOTA, size
 
 
 # EventBridge's default quota on an event pattern, in characters (adjustable to 4,096): a rule

@@ -26,6 +26,7 @@ from guardrail.events import (
     to_scope,
 )
 from guardrail.scope import Scope
+from guardrail.settings import Settings, SettingsError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -562,6 +563,34 @@ def test_actor_arns_with_path_and_wildcards():
     assert not is_own_change(detail, [f"arn:aws:iam::{ACCOUNT}:role/ssm-guardrail-Other"])
     assert not is_own_change(detail, ["arn:aws:iam::999999999999:role/ssm-guardrail-*"])
     assert not is_own_change(load("authorize_ingress_ip_permissions")["detail"], [GUARDRAIL_ROLE])
+
+
+def test_actor_arns_written_as_alternatives_are_spelled_out_exactly():
+    """How the stack writes its roles in every guarded region (one ARN a region would pass
+    Lambda's 4 KB environment limit): each combination is the guardrail's, a role someone names
+    with the same prefix, or the role of a region not guarded, is not."""
+    written = f"arn:aws:iam::{ACCOUNT}:role/{{scan-|change-}}{{us-east-1|eu-west-1}}"
+    actors = Settings.from_env({"GUARDRAIL_ACTOR_ARNS": f"{written}, {GUARDRAIL_ROLE}"}).actor_arns
+    assert actors == (
+        *(
+            f"arn:aws:iam::{ACCOUNT}:role/{name}-{region}"
+            for name in ("scan", "change")
+            for region in ("us-east-1", "eu-west-1")
+        ),
+        GUARDRAIL_ROLE,
+    )
+    for name, own in [
+        ("change-eu-west-1", True),
+        ("scan-us-east-1", True),
+        ("change-ap-south-1", False),
+        ("change-mine", False),
+        ("{scan-|change-}{us-east-1|eu-west-1}", False),
+    ]:
+        detail = {"userIdentity": {"arn": f"arn:aws:iam::{ACCOUNT}:role/{name}"}}
+        assert is_own_change(detail, actors) is own, name
+    for bad in ("role/{a|b", "role/a}b", "role/{a{b}}"):
+        with pytest.raises(SettingsError, match="unbalanced braces"):
+            Settings.from_env({"GUARDRAIL_ACTOR_ARNS": bad})
 
 
 def test_principal_key_normalises_assumed_roles_and_paths():
