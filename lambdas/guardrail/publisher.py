@@ -40,6 +40,7 @@ MAX_FINDING_BYTES = 240 * 1024
 MAX_CALL_BYTES = 6 * 1024 * 1024 - 64 * 1024  # headroom for the request envelope
 CALLS_PER_SECOND = 10  # Security Hub allows 10 TPS (burst 30) per API; we stay under 10 overall
 READS_PER_SECOND = 3  # GetFindings alone allows 3 TPS (burst 6)
+OPEN_END = timedelta(days=366)  # the End of a date filter meant to have none
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 10.0
 # Entry errors a resend cannot cure: the finding itself is refused (AWS answers InvalidInput for
@@ -435,9 +436,13 @@ class FindingPublisher:
         }
         found = self._read({**filters, "RecordState": [_equals("ACTIVE")]}, run)
         if since is not None:
+            # An End too, far ahead: the API reference makes both optional, but AWS is reported
+            # to reject a Start alone (elastic/integrations#19101), which would cost every
+            # event's read and so its change detection.
+            until = since + OPEN_END
             recent = {
                 "RecordState": [_equals("ARCHIVED")],
-                "UpdatedAt": [{"Start": timestamp(since)}],
+                "UpdatedAt": [{"Start": timestamp(since), "End": timestamp(until)}],
             }
             found.update(self._read({**filters, **recent}, run))
         return found

@@ -527,7 +527,11 @@ def test_archived_findings_are_not_read_again_by_every_scan(hub) -> None:
         archive=ArchiveMissing(product, generators, later),
     )
     # 1 page of active findings (251 stored would take 3), 1 of those archived since the read.
-    assert len(calls) == 2 and "UpdatedAt" in calls[1]["Filters"]
+    assert len(calls) == 2
+    # Archived since the scan's reading, with an End as well (a Start alone may be refused).
+    assert calls[1]["Filters"]["UpdatedAt"] == [
+        {"Start": "2026-05-04T05:00:00.000Z", "End": "2027-05-05T05:00:00.000Z"}
+    ]
     assert summary.ok and summary.imported == 0 and summary.unchanged == 1
     held = stored(hub)
     assert sum(f["RecordState"] == "ARCHIVED" for f in held.values()) == 250
