@@ -274,14 +274,21 @@ def _start_instances(request: dict[str, Any], response: dict[str, Any]) -> Parse
     return _instances(ids, "StartInstances")
 
 
-def _instance_groups(call: str) -> Parser:
-    """A call that names one instance in `requestParameters.instanceId` and can change only the
-    security groups guarding it: that instance, ssh only."""
+def _attach_network_interface(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    """The attached interface's groups now guard the instance the request names: that
+    instance, ssh only."""
+    return _instances([request.get("instanceId")], "AttachNetworkInterface", frozenset({SSH}))
 
-    def parse(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
-        return _instances([request.get("instanceId")], call, frozenset({SSH}))
 
-    return parse
+def _modify_instance_attribute(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    """ModifyInstanceAttribute changes one attribute a call: only a new groupSet can change a
+    verdict (an instance type, user data or termination protection cannot)."""
+    if not items(request.get("groupSet")):
+        return Dropped(
+            "instance attribute change without a groupSet cannot affect any control",
+            DropKind.IRRELEVANT,
+        )
+    return _instances([request.get("instanceId")], "ModifyInstanceAttribute", frozenset({SSH}))
 
 
 def _modify_interface_attribute(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
@@ -415,11 +422,11 @@ EVENT_TYPES: dict[str, EventType] = {
     "RunInstances": EventType(EC2, _run_instances),
     "StartInstances": EventType(EC2, _start_instances),
     # Of ModifyInstanceAttribute's attributes only the security groups (groupSet) matter.
-    "ModifyInstanceAttribute": EventType(EC2, _instance_groups("ModifyInstanceAttribute")),
+    "ModifyInstanceAttribute": EventType(EC2, _modify_instance_attribute),
     "ModifyNetworkInterfaceAttribute": EventType(EC2, _modify_interface_attribute),
     # An attached interface brings its own groups to the instance (its deviceIndex and
     # networkCardIndex change nothing a control reads); the request names the instance.
-    "AttachNetworkInterface": EventType(EC2, _instance_groups("AttachNetworkInterface")),
+    "AttachNetworkInterface": EventType(EC2, _attach_network_interface),
     "AssociateIamInstanceProfile": EventType(
         EC2, _profile_call("AssociateIamInstanceProfileRequest")
     ),

@@ -171,6 +171,19 @@ def test_modify_instance_attribute_touches_the_instance_for_ssh_only():
     )
 
 
+@pytest.mark.parametrize(
+    "attribute",
+    [{"instanceType": {"value": "m7g.large"}}, {"disableApiTermination": {"value": True}}, {}],
+)
+def test_an_instance_attribute_other_than_its_groups_is_dropped_without_a_call(attribute):
+    event = load("modify_instance_attribute_groups")
+    request = event["detail"]["requestParameters"]
+    del request["groupSet"]
+    request.update(attribute)
+    result = dropped(event)
+    assert result.kind is DropKind.IRRELEVANT and "without a groupSet" in result.reason
+
+
 def test_attached_interface_touches_the_instance_it_joins_for_ssh_only():
     parsed = change("attach_network_interface", region="eu-west-1")
     # The interface's groups now guard the instance the request names; only SSH can change.
