@@ -67,8 +67,9 @@ class ScopeTooBroad(Exception):
 
     def __init__(self, roles: int) -> None:
         super().__init__(
-            f"its instances carry {roles} roles, more than an event evaluates "
-            f"({EVENT_ROLE_LIMIT}); the next drift scan judges them"
+            f"its instances carry {roles} roles (an instance profile not read yet counts as "
+            f"one), more than an event evaluates ({EVENT_ROLE_LIMIT}); the next drift scan "
+            "judges them"
         )
         self.roles = roles
 

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -64,6 +64,7 @@ class EventOutcome:
     report: ScanReport | None = None
     archived: list[Result] = field(default_factory=list)  # resources gone: findings archived
     notes: list[str] = field(default_factory=list)
+    deferred: str = ""  # why the event's role and logging checks wait for the drift scan
 
     @property
     def dropped(self) -> Dropped | None:
@@ -202,19 +203,26 @@ def process_event(
     if not strict and parsed.region and parsed.region != region and not parsed.global_service:
         notes.append(f"event from {parsed.region}, evaluated in {region}")
     # Run without publishing, add the archived results, then publish everything in one go.
+    runner = _guardrail_for(guardrail, account or home_account)
+    deferred = ""
     try:
-        report = _guardrail_for(guardrail, account or home_account).run(parsed.scope)
+        report = runner.run(parsed.scope)
     except ScopeTooBroad as error:
-        return EventOutcome(
-            Dropped(str(error), DropKind.DEFERRED, parsed.event_name, parsed.event_id)
-        )
+        if SSH not in {c.id for c in runner.selected(parsed.scope)}:
+            return EventOutcome(
+                Dropped(str(error), DropKind.DEFERRED, parsed.event_name, parsed.event_id)
+            )
+        # Internet SSH needs no IAM read: it is judged (and closed) now; the roles wait.
+        report = runner.run(replace(parsed.scope, controls=frozenset({SSH})))
+        deferred = f"role and logging left to the drift scan: {error}"
+        notes.append(deferred)
     publisher = guardrail.publisher
     bound = _guardrail_for(guardrail, report.account_id, publisher=publisher)
     archived = gone(parsed, report, bound)
     report.evaluations += [Evaluation(r, settings.mode_for(r.control)) for r in archived]
     if publisher is not None and settings.publish and report.evaluations:
         report.published = bound.publish(report)
-    return EventOutcome(parsed, report, archived, notes)
+    return EventOutcome(parsed, report, archived, notes, deferred)
 
 
 def replay(event: Any, guardrail: Guardrail, *, home_account: str | None = None) -> EventOutcome:

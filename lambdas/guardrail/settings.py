@@ -65,7 +65,8 @@ def expand_alternatives(pattern: str) -> list[str]:
     if match is None:
         return [pattern]
     rest = expand_alternatives(pattern[match.end() :])
-    return [head + choice + tail for choice in match.group(1).split("|") for tail in rest]
+    choices = [c.strip() for c in match.group(1).split("|")]
+    return [head + choice + tail for choice in choices for tail in rest]
 
 
 @dataclass(frozen=True)

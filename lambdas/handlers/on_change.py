@@ -3,7 +3,8 @@
 Receives the CloudTrail API-call events and EC2 state-change notifications the stack routes here
 (IAM events forwarded from us-east-1 are evaluated in this function's region). A malformed or
 unknown event is logged, counted (EventsDropped) and dropped; one whose instances carry more
-roles than an event evaluates is counted (EventsDeferred) and left to the drift scan. AWS
+roles than an event evaluates is counted (EventsDeferred) and its role and logging checks are left
+to the drift scan (internet SSH is still judged). AWS
 throttling or an outage that outlasts the retries raises, so Lambda retries the event twice and
 then dead-letters it.
 """
@@ -43,6 +44,9 @@ def handle(event: Any, guardrail: Guardrail, *, home_account: str | None = None)
     change, report = outcome.change, outcome.report
     assert change is not None and report is not None
     metrics.add_metric(name="EventsEvaluated", unit=MetricUnit.Count, value=1)
+    if outcome.deferred:  # SSH judged; its roles wait for the drift scan
+        metrics.add_metric(name="EventsDeferred", unit=MetricUnit.Count, value=1)
+        logger.warning("event partly deferred", extra={"reason": outcome.deferred})
     record_metrics(report, metrics)
     result = {
         **summary(report),

@@ -1219,8 +1219,8 @@ def test_an_event_whose_instances_carry_more_roles_than_the_limit_is_left_to_the
     else:
         assert result == {
             "dropped": "deferred",
-            "reason": "its instances carry 3 roles, more than an event evaluates (2); the next "
-            "drift scan judges them",
+            "reason": "its instances carry 3 roles (an instance profile not read yet counts as "
+            "one), more than an event evaluates (2); the next drift scan judges them",
         }
         assert "EventsDeferred" in on_change.metrics.metric_set
         assert "EventsDropped" not in on_change.metrics.metric_set
@@ -1230,6 +1230,40 @@ def test_an_event_whose_instances_carry_more_roles_than_the_limit_is_left_to_the
             "iam:ListInstanceProfilesForRole",
             "ec2:DescribeInstances",
         }
+    on_change.metrics.clear_metrics()
+
+
+def test_an_instance_event_over_the_role_limit_still_closes_internet_ssh_at_once(
+    world, monkeypatch
+):
+    """StartInstances of three instances on three profiles (their roles lack the core policy)
+    behind a group open to SSH, the limit set to 2: internet SSH needs no IAM read, so it is
+    judged and closed within the event; the roles wait for the drift scan (counted, logged as a
+    note), and no role or logging finding is written for them."""
+    monkeypatch.setattr(reader, "EVENT_ROLE_LIMIT", 2)
+    bad = world.group("ops")
+    ids = []
+    for n in range(3):
+        world.app_role(name=f"team-{n}", profile=f"team-{n}", core=False)
+        ids += world.launch(groups=[bad], profile=f"team-{n}")
+    world.ec2.stop_instances(InstanceIds=ids)
+    world.open_ssh(bad)
+    world.ec2.start_instances(InstanceIds=ids)
+    event = world.event("start_instances")
+    for part in ("requestParameters", "responseElements"):
+        event["detail"][part]["instancesSet"]["items"] = [{"instanceId": i} for i in ids]
+    on_change.metrics.clear_metrics()
+
+    result = world.deliver(event)
+
+    assert "dropped" not in result and result["fixes"] == {"applied": 1}
+    assert world.internet_ssh(bad) == [] and all(resolved(world, SSH, i) for i in ids)
+    assert {"EventsEvaluated", "EventsDeferred"} <= set(on_change.metrics.metric_set)
+    for instance in ids:
+        assert CORE not in world.attached(f"team-{ids.index(instance)}")
+        for control in (ROLE, LOGGING):
+            assert world.finding_id(control, instance) not in world.findings()
+    assert "iam:ListAttachedRolePolicies" not in world.calls
     on_change.metrics.clear_metrics()
 
 

@@ -601,6 +601,8 @@ def test_actor_arns_written_as_alternatives_are_spelled_out_exactly():
     ]:
         detail = {"userIdentity": {"arn": f"arn:aws:iam::{ACCOUNT}:role/{name}"}}
         assert is_own_change(detail, actors) is own, name
+    spaced = Settings.from_env({"GUARDRAIL_ACTOR_ARNS": "arn:aws:iam::1:role/{ a | b }"})
+    assert spaced.actor_arns == ("arn:aws:iam::1:role/a", "arn:aws:iam::1:role/b")
     for bad in ("role/{a|b", "role/a}b", "role/{a{b}}"):
         with pytest.raises(SettingsError, match="unbalanced braces"):
             Settings.from_env({"GUARDRAIL_ACTOR_ARNS": bad})
