@@ -4,9 +4,8 @@ Receives the CloudTrail API-call events and EC2 state-change notifications the s
 (IAM events forwarded from us-east-1 are evaluated in this function's region). A malformed or
 unknown event is logged, counted (EventsDropped) and dropped; one whose instances carry more
 roles than an event evaluates is counted (EventsDeferred) and its role and logging checks are left
-to the drift scan (internet SSH is still judged). AWS
-throttling or an outage that outlasts the retries raises, so Lambda retries the event twice and
-then dead-letters it.
+to the drift scan (internet SSH is still judged). AWS throttling or an outage that outlasts the
+retries raises, so Lambda retries the event twice and then dead-letters it.
 """
 
 from __future__ import annotations
