@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections import Counter
@@ -252,10 +253,35 @@ def print_table(report: ScanReport, out: TextIO) -> None:
         )
 
 
+_RECORD_FIELDS = {*vars(logging.makeLogRecord({})), "message"}
+
+
+class LogLine(logging.Formatter):
+    """The engine's warnings as one line each on stderr, their `extra` fields after the
+    message; never a traceback (the results, the line and the exit code say what went wrong)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extra = {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
+        line = f"guardrail: {record.levelname.lower()}: {record.getMessage()}"
+        details = ", ".join(f"{k}={v}" for k, v in extra.items())
+        return f"{line} ({details})" if details else line
+
+
 def main(
     argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(LogLine())
+    engine_log = logging.getLogger("guardrail")
+    engine_log.addHandler(handler)
+    try:
+        return _main(argv, out, err)
+    finally:
+        engine_log.removeHandler(handler)
+
+
+def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     parser = build_parser()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):

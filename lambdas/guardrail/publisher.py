@@ -576,6 +576,15 @@ class FindingPublisher:
                     continue
                 break
             errors = rejections(response, run)
+            if (
+                errors
+                and len(errors) == len(pending)
+                and {e[0] for e in errors.values()} == {"InvalidAccess"}
+            ):
+                # Every entry refused for access (an account Security Hub is not enabled for
+                # can answer so, entry by entry): no later call can succeed either.
+                run.stopped = CallError("InvalidAccessException", next(iter(errors.values()))[1])
+                run.errors.append(self._fatal_message(run.stopped))
             accepted += [p for p in pending if p["Id"] not in errors]
             refused |= {i: e for i, e in errors.items() if e[0] in REFUSED}
             pending = [p for p in pending if p["Id"] in errors and p["Id"] not in refused]

@@ -354,14 +354,24 @@ def load_event(path: str, stdin: TextIO | None = None) -> Any:
     from .cli import UsageError
 
     try:
-        text = (stdin or sys.stdin).read() if path == "-" else Path(path).read_text("utf-8")
+        text = (stdin or sys.stdin).read() if path == "-" else decoded(Path(path).read_bytes())
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{path} is neither UTF-8 nor UTF-16 text: {error.reason}") from error
     try:
         event = json.loads(text)
     except json.JSONDecodeError as error:
         raise UsageError(f"{path} is not JSON: {error}") from error
     return dead_letter_payload(event)
+
+
+def decoded(data: bytes) -> str:
+    """A saved event's text: UTF-8 (with or without a byte-order mark), or UTF-16 with one
+    (what Windows PowerShell's `>` writes)."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data.decode("utf-16")
+    return data.decode("utf-8-sig")
 
 
 def dead_letter_payload(message: Any) -> Any:
@@ -407,8 +417,9 @@ def rendered(outcomes: Sequence[EventOutcome], fmt: str) -> Callable[[TextIO], N
 def run_replay(
     args: argparse.Namespace, out: TextIO, err: TextIO, env: Mapping[str, str] | None = None
 ) -> int:
-    """`guardrail replay EVENT.json`: exit 0 nothing left FAILED (or dropped), 1 something left
-    FAILED, 2 usage or setup errors (raised as cli.UsageError for cli.main to print)."""
+    """`guardrail replay EVENT.json`: exit 0 nothing left FAILED (or dropped as irrelevant), 1
+    something left FAILED, 2 usage or setup errors (an event that cannot be read or routed is
+    printed as dropped; the others are raised as cli.UsageError for cli.main to print)."""
     from .cli import UsageError, emit, exit_code, settings_from
     from .clients import NO_REGION_HINT, AwsClients, default_region
     from .publisher import FindingPublisher
@@ -418,7 +429,8 @@ def run_replay(
     parsed = parse_event(event, actor_arns=settings.actor_arns)
     if isinstance(parsed, Dropped):
         emit(out, rendered([EventOutcome(parsed)], args.format))
-        return 0
+        # An event that cannot be read is a usage error here (the Lambda only counts it).
+        return 2 if parsed.bad_input else 0
     regions = replay_regions(parsed, args.region, settings.regions, default_region(args.profile))
     if not regions:
         raise UsageError(f"no AWS region: {NO_REGION_HINT}, or GUARDRAIL_REGIONS")

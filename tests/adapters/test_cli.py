@@ -136,6 +136,27 @@ def test_security_hub_not_enabled_is_a_clear_exit_2():
     assert "FAILED" in out  # the scan itself still ran and printed
 
 
+def test_an_error_escaping_a_fix_is_one_line_on_stderr_not_a_traceback(exposed, monkeypatch):
+    """The SSH fix's re-read throttled past botocore's retries: the engine records the fix as
+    FAILED and logs the error; the CLI shows that log as one line with its details."""
+    from botocore.exceptions import ClientError
+    from guardrail.controls.ssh_open import SshOpenToInternet
+
+    def throttled(*_: object) -> None:
+        error = {"Error": {"Code": "RequestLimitExceeded", "Message": "Request limit exceeded."}}
+        raise ClientError(error, "DescribeSecurityGroupRules")
+
+    monkeypatch.setattr(SshOpenToInternet, "_current_rules", staticmethod(throttled))
+    code, _, err = run(
+        "scan", "--region", "us-east-1", "--mode", "enforce", "--control", "ssh-open-to-internet",
+        "--no-publish",
+    )  # fmt: skip
+    assert code == 1 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if line]
+    assert lines and all(line.startswith("guardrail: ") for line in lines), err
+    assert "guardrail: error: remediation failed (control=ssh-open-to-internet)" in lines
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -267,6 +267,24 @@ def test_security_hub_not_enabled_is_reported_clearly_and_nothing_raises(
     ]  # fmt: skip
 
 
+def test_every_entry_refused_for_access_is_as_fatal_as_the_call_refused(
+    stubbed: Any, clock: FakeClock
+) -> None:
+    """Security Hub not enabled can also come back entry by entry (InvalidAccess in
+    FailedFindings, HTTP 200): reported as not enabled, the next batch is not sent, and the
+    summary is fatal (the CLI exits 2) instead of a warning about rejected findings."""
+    client, stubber = stubbed
+    batch = findings(150)
+    refused = [(f["Id"], "InvalidAccess") for f in batch[:100]]
+    stubber.add_response("batch_import_findings", imported(100, refused), {"Findings": batch[:100]})
+
+    summary = FindingPublisher(client, sleep=clock.sleep, monotonic=clock.monotonic).publish(batch)
+
+    assert summary.fatal and summary.imported == 0 and summary.calls == 1
+    assert len(summary.errors) == 1 and "Security Hub is not enabled" in summary.errors[0]
+    assert len(summary.failed) == 150
+
+
 def test_access_denied_is_recorded_not_raised(stubbed: Any, clock: FakeClock) -> None:
     client, stubber = stubbed
     stubber.add_client_error("batch_import_findings", "AccessDeniedException", "no", 403)

@@ -194,6 +194,36 @@ def test_guardrail_replay_through_main_reports_usage_errors_with_exit_2(tmp_path
     assert "Traceback" not in err.getvalue()
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig"], ids=["utf16-powershell", "utf8-bom"])
+def test_an_event_saved_as_utf16_or_with_a_bom_replays_as_utf8_does(
+    world: World, tmp_path, encoding
+):
+    """Windows PowerShell 5.1's `>` writes UTF-16 (with a byte-order mark); other editors add
+    a UTF-8 one. Either replays exactly as the plain UTF-8 file."""
+    event = json.dumps(world.event("failed_authorize_ingress"))
+    plain, saved = tmp_path / "plain.json", tmp_path / "saved.json"
+    plain.write_text(event, encoding="utf-8")
+    saved.write_bytes(event.encode(encoding))
+    assert run(["replay", str(saved)]) == run(["replay", str(plain)])
+    latin = tmp_path / "latin.json"
+    latin.write_bytes('{"detail": "caf\u00e9"}'.encode("latin-1"))
+    with pytest.raises(cli.UsageError, match="neither UTF-8 nor UTF-16"):
+        run(["replay", str(latin)])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, [], None, "not an event", json.dumps({"detail-type": "x"})],
+    ids=["empty", "list", "null", "string", "double-encoded"],
+)
+def test_an_event_that_cannot_be_read_is_a_usage_error_for_the_cli(tmp_path, body):
+    """A dead-letter body copied as a JSON string (`--output json` quotes it again), an empty
+    object: the Lambda counts and drops these; a person replaying a file is told (exit 2), with
+    the reason printed."""
+    code, out = run(["replay", write_event(tmp_path, body), "--no-publish"])
+    assert code == 2 and "dropped (malformed)" in out
+
+
 def test_replay_reads_stdin(world: World, monkeypatch):
     event = world.event("ssm_update_other_document")
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(event)))
