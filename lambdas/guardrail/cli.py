@@ -31,6 +31,8 @@ from botocore.parsers import ResponseParserError
 from .clients import NO_REGION_HINT, AwsClients
 from .controls import REGISTRY
 from .controls.base import error_code
+from .controls.ssh_open import SSH_OPEN
+from .controls.ssm_role import SSM_ROLE
 from .engine import Guardrail, ScanReport
 from .model import Status
 from .publisher import FindingPublisher
@@ -112,7 +114,32 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         values["GUARDRAIL_CONTROLS"] = ",".join(args.control_ids)
     if args.no_publish:
         values["GUARDRAIL_PUBLISH"] = "false"
-    return Settings().with_values(values)
+    settings = Settings().with_values(values)
+    if missing := lockout_risk(settings):
+        raise UsageError(
+            f"enforce would close internet SSH on instances whose role fix cannot be made: "
+            f"{' and '.join(missing)} not set. Take the stack's settings (env $(CliSettings), "
+            "see the README), or set GUARDRAIL_SSH_REQUIRE_SSM_ONLINE=true, or enforce SSH "
+            "alone (--control ssh-open-to-internet)"
+        )
+    return settings
+
+
+def lockout_risk(settings: Settings) -> list[str]:
+    """The settings the role fix needs that are missing, when SSH and the role are both
+    enforced without the lockout guard: an instance without a profile (or with an empty one)
+    would lose internet SSH and get no way in through Session Manager."""
+    enforced = [
+        c for c in (SSH_OPEN.id, SSM_ROLE.id)
+        if settings.enabled(c) and settings.mode_for(c) == "enforce"
+    ]  # fmt: skip
+    if len(enforced) < 2 or settings.ssh_require_ssm_online:
+        return []
+    needed = {
+        "GUARDRAIL_INSTANCE_PROFILE": settings.instance_profile,
+        "GUARDRAIL_INSTANCE_ROLE": settings.instance_role,
+    }
+    return [name for name, value in needed.items() if not value]
 
 
 def known_region(session: Any, region: str) -> bool:

@@ -80,6 +80,21 @@ def test_enforce_fixes_and_exits_0_with_status_as_found(exposed):
     assert code == 0
 
 
+def test_enforce_without_the_role_fixs_settings_is_refused_before_any_change(exposed, monkeypatch):
+    """Every control enforced from a shell without the stack's settings: the role fix could not
+    give a profile-less instance a way in, yet SSH would close. Refused (exit 2), naming what is
+    missing and the ways out; nothing is changed. Each way out then runs."""
+    account, gid, _ = exposed
+    code, out, err = run("scan", "--region", "us-east-1", "--mode", "enforce")
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "GUARDRAIL_INSTANCE_PROFILE and GUARDRAIL_INSTANCE_ROLE not set" in err
+    assert account.ingress(gid) != []  # internet SSH still as it was
+    # Report mode, or the lockout guard, is not refused.
+    assert run("scan", "--region", "us-east-1", "--no-publish")[0] == 1
+    monkeypatch.setenv("GUARDRAIL_SSH_REQUIRE_SSM_ONLINE", "true")
+    assert run("scan", "--region", "us-east-1", "--mode", "enforce", "--no-publish")[0] != 2
+
+
 def test_environment_variables_work_and_flags_override_them(exposed, monkeypatch):
     account, gid, _ = exposed
     monkeypatch.setenv("GUARDRAIL_MODE", "enforce")

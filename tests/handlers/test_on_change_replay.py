@@ -17,6 +17,7 @@ from tests.handlers.test_on_change import (
     ACCOUNT,
     FIXTURES,
     GUARDRAIL_PROFILE,
+    GUARDRAIL_ROLE,
     I1,
     PLACEHOLDER_ACCOUNT,
     REGION,
@@ -127,6 +128,8 @@ def test_cli_replay_enforce_fixes_and_exits_0(world: World, tmp_path):
             "enforce",
             "--instance-profile",
             GUARDRAIL_PROFILE,
+            "--instance-role",
+            GUARDRAIL_ROLE,
             "--format",
             "json",
         ]
