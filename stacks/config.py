@@ -73,13 +73,20 @@ class ConfigError(ValueError):
     """A context value is malformed; the message names the context key."""
 
 
+def _json(key: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"context {key!r} is not valid JSON ({error.msg}): {text!r}") from None
+
+
 def _list(key: str, value: Any) -> tuple[str, ...]:
     if value is None or value == "":
         return ()
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            value = json.loads(text)
+            value = _json(key, text)
         else:
             return tuple(v.strip() for v in text.split(",") if v.strip())
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
@@ -99,6 +106,9 @@ def _bool(key: str, value: Any) -> bool:
 
 
 def _int(key: str, value: Any) -> int:
+    # int() would take true as 1 and 365.9 as 365.
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"context {key!r} must be an integer, not {value!r}")
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -115,7 +125,7 @@ def _mapping(key: str, value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("{"):
-            value = json.loads(text)
+            value = _json(key, text)
         else:  # control-id=enforce,other=report (the engine's own GUARDRAIL_CONTROL_MODES syntax)
             pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
             if any(len(p) != 2 for p in pairs):

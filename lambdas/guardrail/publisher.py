@@ -383,6 +383,11 @@ class FindingPublisher:
             stored = self.stored(products, run, min(times) if times else None)
         except CallError as error:  # cannot tell what changed: import everything, lose nothing
             logger.warning("could not read stored findings", extra={"error": str(error)})
+            # Reported (PublishErrors, the CLI's warning): every finding is now billed again.
+            run.errors.append(
+                f"could not read stored findings ({error}): every finding imported, none "
+                "compared, archived or resolved by what Security Hub holds"
+            )
             return list(findings)
         changed = []
         for finding in findings:

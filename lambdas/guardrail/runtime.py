@@ -56,12 +56,12 @@ def record_metrics(report: ScanReport, metrics: Any) -> None:
             ) as metric:
                 metric.add_dimension(name="control", value=control)
     published = report.published
-    if published is not None and (published.errors or published.failed):
-        metrics.add_metric(
-            name="PublishErrors",
-            unit=MetricUnit.Count,
-            value=len(published.errors) + len(published.failed),
-        )
+    if published is None:
+        return
+    # Failed calls, and findings not imported or not marked RESOLVED.
+    problems = len(published.errors) + len(published.failed) + len(published.unresolved)
+    if problems:
+        metrics.add_metric(name="PublishErrors", unit=MetricUnit.Count, value=problems)
 
 
 def summary(report: ScanReport) -> dict[str, Any]:

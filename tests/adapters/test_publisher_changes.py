@@ -160,7 +160,8 @@ def test_when_stored_findings_cannot_be_read_everything_is_imported() -> None:
         )
         summary = publisher(client).publish([finding(1), finding(2)], refresh_before=T0)
         stub.assert_no_pending_responses()
-    assert summary.ok and summary.imported == 2  # dearer, but no finding is lost
+    assert summary.imported == 2 and not summary.fatal  # dearer, but no finding is lost
+    assert "could not read stored findings" in summary.errors[0]  # and said so
 
 
 def test_an_hourly_drift_scan_stops_re_importing_a_quiet_account(aws, account, hub) -> None:
@@ -206,7 +207,8 @@ def test_an_unreachable_read_still_imports_everything() -> None:
         client.get_findings = timeout  # type: ignore[method-assign]
         summary = publisher(client).publish([finding(1)], refresh_before=T0)
         stub.assert_no_pending_responses()
-    assert calls == ["get_findings"] and summary.ok and summary.imported == 1
+    assert calls == ["get_findings"] and summary.imported == 1 and not summary.fatal
+    assert "could not read stored findings" in summary.errors[0]
 
 
 def test_security_hub_disabled_stops_at_the_read_with_a_clear_error(aws) -> None:
@@ -493,7 +495,9 @@ def test_access_denied_on_the_optional_read_still_imports_everything() -> None:
         )
         summary = publisher(client).publish([finding(1), finding(2)], refresh_before=T0)
         stub.assert_no_pending_responses()
-    assert summary.ok and summary.imported == 2 and not summary.fatal
+    assert summary.imported == 2 and not summary.fatal
+    # Reported, not silent: every finding was billed again (PublishErrors, the CLI's warning).
+    assert len(summary.errors) == 1 and "could not read stored findings" in summary.errors[0]
 
 
 def get_findings_calls(client: Any) -> list[dict[str, Any]]:

@@ -140,9 +140,15 @@ def test_cli_strings_are_parsed_like_cdk_json_values() -> None:
         ("insightScope", "world"),
         ("findingRefreshDays", "61"),
         ("findingRefreshDays", "-1"),
+        # JSON that does not parse names its key, as any other bad value does.
+        ("controlModes", '{"ssh-open-to-internet": "enforce"'),
+        ("regions", "[us-east-1]"),
+        # int() would read these as 1 and 365.
+        ("sessionLogRetentionDays", True),
+        ("sessionLogRetentionDays", 365.9),
     ],
 )
-def test_bad_context_fails_synth_naming_the_key(key: str, value: str) -> None:
+def test_bad_context_fails_synth_naming_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=key):
         config(**{key: value})
 

@@ -1,0 +1,45 @@
+"""The Lambdas' PublishErrors metric counts every Security Hub problem the summary reports."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from guardrail.engine import ScanReport
+from guardrail.runtime import record_metrics
+
+
+class Metrics:
+    namespace = "SsmGuardrail"
+
+    def __init__(self) -> None:
+        self.added: dict[str, float] = {}
+
+    def add_metric(self, name: str, unit: Any, value: float) -> None:
+        self.added[name] = value
+
+
+def published(**problems: list[Any]) -> SimpleNamespace:
+    empty: dict[str, list[Any]] = {"errors": [], "failed": [], "unresolved": []}
+    return SimpleNamespace(**{**empty, **problems})
+
+
+@pytest.mark.parametrize(
+    ("problems", "count"),
+    [
+        ({}, None),
+        # A fixed finding left NEW: BatchUpdateFindings throttled to the end, or unprocessed.
+        ({"unresolved": [{"Id": "f-1", "ErrorCode": "ThrottlingException"}]}, 1),
+        # The stored findings could not be read: every finding imported, none compared.
+        ({"errors": ["could not read stored findings (AccessDeniedException)"]}, 1),
+        ({"errors": ["e"], "failed": [{"Id": "f-2"}], "unresolved": [{"Id": "f-3"}]}, 3),
+    ],
+)
+def test_publish_errors_counts_failed_calls_and_findings_not_imported_or_resolved(
+    problems: dict[str, list[Any]], count: int | None
+) -> None:
+    metrics = Metrics()
+    report = ScanReport("111122223333", "us-east-1", published=published(**problems))
+    record_metrics(report, metrics)
+    assert metrics.added.get("PublishErrors") == count
