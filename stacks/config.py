@@ -106,10 +106,10 @@ def _bool(key: str, value: Any) -> bool:
 
 
 def _int(key: str, value: Any) -> int:
-    # int() would take true as 1 and 365.9 as 365.
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ConfigError(f"context {key!r} must be an integer, not {value!r}")
     try:
+        # int() would take true as 1 and 365.9 as 365.
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)
         return int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"context {key!r} must be an integer, not {value!r}") from None

@@ -581,11 +581,7 @@ class FindingPublisher:
                     continue
                 break
             errors = rejections(response, run)
-            if (
-                errors
-                and len(errors) == len(pending)
-                and {e[0] for e in errors.values()} == {"InvalidAccess"}
-            ):
+            if len(errors) == len(pending) and {e[0] for e in errors.values()} == {"InvalidAccess"}:
                 # Every entry refused for access (an account Security Hub is not enabled for
                 # can answer so, entry by entry): no later call can succeed either.
                 run.stopped = CallError("InvalidAccessException", next(iter(errors.values()))[1])
