@@ -420,7 +420,7 @@ def run_replay(
     """`guardrail replay EVENT.json`: exit 0 nothing left FAILED (or dropped as irrelevant), 1
     something left FAILED, 2 usage or setup errors (an event that cannot be read or routed is
     printed as dropped; the others are raised as cli.UsageError for cli.main to print)."""
-    from .cli import UsageError, emit, exit_code, settings_from
+    from .cli import UsageError, emit, exit_code, known_region, settings_from
     from .clients import NO_REGION_HINT, AwsClients, default_region
     from .publisher import FindingPublisher
 
@@ -434,15 +434,25 @@ def run_replay(
     regions = replay_regions(parsed, args.region, settings.regions, default_region(args.profile))
     if not regions:
         raise UsageError(f"no AWS region: {NO_REGION_HINT}, or GUARDRAIL_REGIONS")
-    outcomes = []
-    for region in regions:
-        try:
-            clients = AwsClients.create(region=region, profile=args.profile)
-        except ValueError as error:
-            raise UsageError(str(error)) from error
-        publisher = FindingPublisher(clients.securityhub) if settings.publish else None
-        guardrail = Guardrail(clients, settings, publisher=publisher)
-        outcomes.append(replay(event, guardrail, home_account=clients.account_id))
+    outcomes: list[EventOutcome] = []
+    try:
+        for region in regions:
+            try:
+                clients = AwsClients.create(region=region, profile=args.profile)
+            except ValueError as error:
+                raise UsageError(str(error)) from error
+            if not outcomes and (
+                unknown := [r for r in regions if not known_region(clients.session, r)]
+            ):
+                # Before any region is changed, not after the first one was.
+                raise UsageError(f"unknown region(s) {', '.join(map(repr, unknown))}")
+            publisher = FindingPublisher(clients.securityhub) if settings.publish else None
+            guardrail = Guardrail(clients, settings, publisher=publisher)
+            outcomes.append(replay(event, guardrail, home_account=clients.account_id))
+    except BaseException:
+        if outcomes:  # what the regions before the failing one did (and changed) is printed
+            emit(out, rendered(outcomes, args.format))
+        raise
     emit(out, rendered(outcomes, args.format))
     left_failed = any(o.report and o.report.left_failed for o in outcomes)
     summaries = [o.report.published if o.report else None for o in outcomes]

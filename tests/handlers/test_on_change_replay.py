@@ -153,6 +153,46 @@ def test_cli_replay_of_an_iam_event_runs_in_every_covered_region(world: World, t
     assert f"region {REGION}" in out and "region us-west-2" in out
 
 
+def test_an_unknown_region_among_the_covered_ones_stops_replay_before_any_change(
+    world: World, tmp_path
+):
+    world.app_role(core=False)
+    world.launch(profile="app-profile")
+    before = world.state()
+    path = write_event(tmp_path, world.event("iam_detach_role_policy"))
+    covered = {"GUARDRAIL_REGIONS": f"{REGION},xx-fake-1"}
+    with pytest.raises(cli.UsageError, match=r"unknown region.*'xx-fake-1'"):
+        run(["replay", path, "--mode", "enforce", "--instance-profile", GUARDRAIL_PROFILE,
+             "--instance-role", GUARDRAIL_ROLE, "--no-publish"], env=covered)  # fmt: skip
+    assert world.state() == before  # us-east-1's role was not fixed first
+
+
+def test_what_earlier_regions_did_is_printed_when_a_later_region_fails(
+    world: World, tmp_path, monkeypatch
+):
+    """AccessDenied (say) in the second covered region: the first region's outcome, changes
+    included, is printed before the error reaches cli.main."""
+    from botocore.exceptions import ClientError
+    from guardrail import replay as replay_module
+
+    real, regions = replay_module.replay, []
+
+    def second_denied(event: Any, guardrail: Any, **kwargs: Any) -> Any:
+        regions.append(guardrail.clients.region)
+        if len(regions) == 2:
+            raise ClientError({"Error": {"Code": "AccessDenied"}}, "DescribeInstances")
+        return real(event, guardrail, **kwargs)
+
+    monkeypatch.setattr(replay_module, "replay", second_denied)
+    path = write_event(tmp_path, world.event("iam_detach_role_policy"))
+    out = io.StringIO()
+    args = cli.build_parser().parse_args(["replay", path, "--no-publish"])
+    with pytest.raises(ClientError):
+        run_replay(args, out, io.StringIO(), env={"GUARDRAIL_REGIONS": f"{REGION},us-west-2"})
+    assert regions == [REGION, "us-west-2"]
+    assert f"region {REGION}" in out.getvalue() and "us-west-2" not in out.getvalue()
+
+
 def test_replay_of_a_policy_version_names_the_policy_and_reaches_its_roles_instances(
     world: World, tmp_path
 ):
