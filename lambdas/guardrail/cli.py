@@ -149,16 +149,22 @@ def known_region(session: Any, region: str) -> bool:
     )
 
 
+def clients_for(regions: Sequence[str | None], profile: str | None) -> list[AwsClients]:
+    """Clients for each region (None: the default one), no call made yet. An unknown profile or
+    region is a usage error, every region checked before any is used."""
+    try:
+        made = [AwsClients.create(region=region, profile=profile) for region in regions]
+    except (ProfileNotFound, ValueError) as error:
+        raise UsageError(str(error)) from error
+    unknown = [c.region for c in made if not known_region(c.session, c.region)]
+    if unknown:
+        raise UsageError(f"unknown region {', '.join(map(repr, unknown))}")
+    return made
+
+
 def run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     settings = settings_from(args, dict(os.environ))
-    try:
-        clients = AwsClients.create(region=args.region, profile=args.profile)
-    except ProfileNotFound as error:
-        raise UsageError(str(error)) from error
-    except ValueError as error:
-        raise UsageError(str(error)) from error
-    if not known_region(clients.session, clients.region):
-        raise UsageError(f"unknown region {clients.region!r}")
+    (clients,) = clients_for([args.region], args.profile)
     progress = err.isatty()
     if progress:
         print(f"scanning {clients.region} ({settings.mode} mode)...", file=err, flush=True)

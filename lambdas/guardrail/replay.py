@@ -420,8 +420,8 @@ def run_replay(
     """`guardrail replay EVENT.json`: exit 0 nothing left FAILED (or dropped as irrelevant), 1
     something left FAILED, 2 usage or setup errors (an event that cannot be read or routed is
     printed as dropped; the others are raised as cli.UsageError for cli.main to print)."""
-    from .cli import UsageError, emit, exit_code, known_region, settings_from
-    from .clients import NO_REGION_HINT, AwsClients, default_region
+    from .cli import UsageError, clients_for, emit, exit_code, settings_from
+    from .clients import NO_REGION_HINT, default_region
     from .publisher import FindingPublisher
 
     settings = settings_from(args, dict(os.environ if env is None else env))
@@ -435,17 +435,8 @@ def run_replay(
     if not regions:
         raise UsageError(f"no AWS region: {NO_REGION_HINT}, or GUARDRAIL_REGIONS")
     outcomes: list[EventOutcome] = []
-    try:
-        for region in regions:
-            try:
-                clients = AwsClients.create(region=region, profile=args.profile)
-            except ValueError as error:
-                raise UsageError(str(error)) from error
-            if not outcomes and (
-                unknown := [r for r in regions if not known_region(clients.session, r)]
-            ):
-                # Before any region is changed, not after the first one was.
-                raise UsageError(f"unknown region(s) {', '.join(map(repr, unknown))}")
+    try:  # every region checked before any is changed, not after the first one was
+        for clients in clients_for(regions, args.profile):
             publisher = FindingPublisher(clients.securityhub) if settings.publish else None
             guardrail = Guardrail(clients, settings, publisher=publisher)
             outcomes.append(replay(event, guardrail, home_account=clients.account_id))
