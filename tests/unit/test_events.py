@@ -55,6 +55,20 @@ def dropped(event: Any, **kwargs: Any) -> Dropped:
     return parsed
 
 
+def malformed(fixture: str, field: str, value: Any) -> Dropped:
+    """The fixture with one request field set to `value` (`...`: removed): dropped as bad
+    input."""
+    event = load(fixture)
+    request = event["detail"]["requestParameters"]
+    if value is ...:
+        del request[field]
+    else:
+        request[field] = value
+    result = dropped(event)
+    assert result.kind is DropKind.MALFORMED and result.bad_input
+    return result
+
+
 # --- security groups ---------------------------------------------------------------------------
 
 SG_FIXTURES = [
@@ -210,14 +224,7 @@ def test_attached_interface_with_stray_whitespace_around_the_instance_id():
     ids=["missing", "null", "blank", "garbage", "interface-id", "number"],
 )
 def test_attached_interface_without_a_valid_instance_id_is_malformed(value, got):
-    event = load("attach_network_interface")
-    request = event["detail"]["requestParameters"]
-    if value is ...:
-        del request["instanceId"]
-    else:
-        request["instanceId"] = value
-    result = dropped(event)
-    assert result.kind is DropKind.MALFORMED and result.bad_input
+    result = malformed("attach_network_interface", "instanceId", value)
     assert result.event_name == "AttachNetworkInterface"
     assert result.reason == f"AttachNetworkInterface: no valid instance id{got}"
 
@@ -423,14 +430,7 @@ def test_every_shape_of_a_customer_managed_policy_arn_is_accepted(arn):
     ids=repr,
 )
 def test_policy_version_events_without_a_valid_policy_arn_are_malformed(name, event_name, value):
-    event = load(name)
-    request = event["detail"]["requestParameters"]
-    if value is ...:
-        del request["policyArn"]
-    else:
-        request["policyArn"] = value
-    result = dropped(event)
-    assert result.kind is DropKind.MALFORMED and result.bad_input
+    result = malformed(name, "policyArn", value)
     assert result.event_name == event_name
     assert result.reason.startswith(f"{event_name}: no valid managed policy ARN")
 
@@ -722,15 +722,8 @@ def test_names_iam_would_refuse_are_malformed_not_sent_to_iam(fixture, field, va
     "value", [..., None, "", "app role", "rôle", "r" * 129, ["app-role"], 7], ids=repr
 )
 def test_new_iam_events_without_a_valid_name_are_malformed(fixture, field, value):
-    event = load(fixture)
-    request = event["detail"]["requestParameters"]
-    if value is ...:
-        del request[field]
-    else:
-        request[field] = value
-    result = dropped(event)
-    assert result.kind is DropKind.MALFORMED and result.bad_input
-    assert result.event_name == event["detail"]["eventName"]
+    result = malformed(fixture, field, value)
+    assert result.event_name == load(fixture)["detail"]["eventName"]
     assert result.reason.startswith("IAM event without a valid role or instance profile name")
 
 
