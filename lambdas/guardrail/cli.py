@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -367,6 +368,23 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
             f"guardrail: the answer was not AWS's (a proxy or wrong endpoint?): {error}", file=err
         )
         return 2
+    except KeyError as error:
+        if not raised_by_botocore_parser(error):
+            raise  # ours: a defect, shown with its traceback
+        # A page that is well-formed XML but not an AWS answer (a proxy's login page, say):
+        # botocore's parser looks for the operation's result element and does not find it.
+        print(
+            f"guardrail: the answer was not AWS's (a proxy or wrong endpoint?): "
+            f"it lacks the element {error!s}",
+            file=err,
+        )
+        return 2
+
+
+def raised_by_botocore_parser(error: BaseException) -> bool:
+    """Whether `error` was raised inside botocore's response parser (its innermost frame)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and frames[-1].filename.replace(os.sep, "/").endswith("botocore/parsers.py")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -257,21 +257,30 @@ def test_no_region_anywhere_says_where_one_can_be_given(monkeypatch, tmp_path):
     assert "AWS_REGION" in err and "AWS_DEFAULT_REGION" in err and "Traceback" not in err
 
 
-def test_an_answer_that_is_not_aws_s_exits_2_without_traceback(monkeypatch):
+@pytest.mark.parametrize(
+    "page",
+    [
+        b"<html><body>Proxy login required<br></body></html>",  # not XML
+        b"<html><body><p>Proxy login required</p></body></html>",  # XML: botocore's KeyError
+    ],
+    ids=["html", "well-formed-xml"],
+)
+def test_an_answer_that_is_not_aws_s_exits_2_without_traceback(monkeypatch, page):
     """A proxy or a wrong endpoint answering with an HTML page: botocore cannot parse it
-    (ResponseParserError, which is not a BotoCoreError). Exit 2 with a one-line reason."""
+    (ResponseParserError, which is not a BotoCoreError), or, when the page happens to be
+    well-formed XML, does not find the result element in it (a KeyError inside its parser).
+    Exit 2 with the reason, no traceback, either way."""
     import http.server
     import threading
 
     class HtmlPage(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            body = b"<html><body>Proxy login required<br></body></html>"  # not XML
             self.send_response(200)
             self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(page)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(page)
 
         def log_message(self, *_args):
             pass
@@ -287,6 +296,19 @@ def test_an_answer_that_is_not_aws_s_exits_2_without_traceback(monkeypatch):
         server.shutdown()
         server.server_close()
     assert code == 2 and "not AWS's" in err and "Traceback" not in err
+
+
+def test_a_key_error_of_the_guardrail_s_own_code_is_not_blamed_on_aws(account, monkeypatch):
+    """Only a KeyError raised inside botocore's parser means a foreign answer: one from the
+    guardrail's own code is a defect and keeps its traceback."""
+    import guardrail.cli
+
+    def broken(*_args, **_kwargs):
+        return {}["missing"]
+
+    monkeypatch.setattr(guardrail.cli, "run_scan", broken)
+    with pytest.raises(KeyError, match="missing"):
+        run("scan", "--region", "us-east-1", "--no-publish")
 
 
 def test_a_region_the_account_has_not_enabled_is_named_as_a_possible_cause(account, monkeypatch):
