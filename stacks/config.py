@@ -43,15 +43,64 @@ RETENTION_DAYS = (
 REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 RATE = re.compile(r"^rate\((\d+) (minute|hour|day)(s?)\)$")
 CRON = re.compile(r"^cron\((.+)\)$")
+LOG_GROUP_NAME = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 INSIGHT_SCOPES = ("account", "organization")
 MAX_FINDING_REFRESH_DAYS = 60  # the engine's own bound (GUARDRAIL_FINDING_REFRESH_DAYS)
 
 
+MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+# EventBridge's cron fields, in order: name, lowest and highest value, the names it also takes.
+CRON_FIELDS = (
+    ("minutes", 0, 59, ()),
+    ("hours", 0, 23, ()),
+    ("day-of-month", 1, 31, ()),
+    ("month", 1, 12, MONTHS),
+    ("day-of-week", 1, 7, DAYS),
+    ("year", 1970, 2199, ()),
+)
+DAY_OF_MONTH, DAY_OF_WEEK = 2, 4
+# The forms only the day fields take: L (last), nW (nearest weekday), nL and n#k (the last, the
+# k-th such day of the week in the month).
+DAY_FORMS = {
+    DAY_OF_MONTH: re.compile(r"^(?:L|LW|(\w+)W)$"),
+    DAY_OF_WEEK: re.compile(r"^(?:L|(\w+)L|(\w+)#[1-5])$"),
+}
+
+
+def cron_field_problem(index: int, text: str) -> str:
+    """Why EventBridge would refuse one cron field ("" if it is valid): values out of range,
+    unknown names, steps below 1, or wildcards the field does not take."""
+    name, low, high, names = CRON_FIELDS[index]
+    valid = f"{name} takes {low}-{high}" + (f" or {names[0]}-{names[-1]}" if names else "")
+
+    def value_ok(value: str) -> bool:
+        if value.isdigit():
+            return low <= int(value) <= high
+        return value.upper() in names
+
+    if text == "?":
+        return "" if index in DAY_FORMS else f"{name} cannot be ?"
+    if index in DAY_FORMS and (form := DAY_FORMS[index].match(text)):
+        given = [g for g in form.groups() if g is not None]
+        return "" if all(value_ok(g) for g in given) else f"{text!r}: {valid}"
+    for item in text.split(","):
+        base, slash, step = item.partition("/")
+        if slash and not (step.isdigit() and int(step) >= 1):
+            return f"{text!r}: a step after / is a number of at least 1"
+        if base == "*":
+            continue
+        first, dash, last = base.partition("-")
+        if not all(value_ok(v) for v in ((first, last) if dash else (first,))):
+            return f"{text!r}: {valid}"
+    return ""
+
+
 def schedule_problem(expression: str) -> str:
     """Why EventBridge would refuse the schedule expression at deploy time ("" if it is valid):
-    a rate's unit is singular for 1 and plural otherwise; a cron has six fields, with "?" in
-    exactly one of day-of-month and day-of-week."""
+    a rate's unit is singular for 1 and plural otherwise; a cron has six fields, each in its
+    range, with "?" in exactly one of day-of-month and day-of-week."""
     if rate := RATE.match(expression):
         value, plural = int(rate.group(1)), bool(rate.group(3))
         if value < 1:
@@ -63,9 +112,9 @@ def schedule_problem(expression: str) -> str:
         fields = cron.group(1).split()
         if len(fields) != 6:
             return "a cron expression has six fields: minutes hours day-of-month month day-of-week year"
-        if (fields[2] == "?") == (fields[4] == "?"):
+        if (fields[DAY_OF_MONTH] == "?") == (fields[DAY_OF_WEEK] == "?"):
             return "a cron expression takes ? in exactly one of day-of-month and day-of-week"
-        return ""
+        return next((p for i, f in enumerate(fields) if (p := cron_field_problem(i, f))), "")
     return "it must be rate(N unit) or cron(...)"
 
 
@@ -239,8 +288,13 @@ class GuardrailConfig:
                 "context 'sessionLogPrefix' must be a non-empty key prefix without a leading /, "
                 "blanks, quotes or glob characters"
             )
-        if not self.session_log_group_name:
-            raise ConfigError("context 'sessionLogGroupName' must not be empty")
+        group = self.session_log_group_name
+        # CloudWatch Logs' own rule for names (CreateLogGroup refuses others at deploy time).
+        if not LOG_GROUP_NAME.match(group) or group.startswith("aws/"):
+            raise ConfigError(
+                f"context 'sessionLogGroupName' {group!r} is not a log group name: 1-512 of "
+                "letters, digits and . - _ / #, not starting with aws/"
+            )
         for key, days in (
             ("sessionLogRetentionDays", self.session_log_retention_days),
             ("functionLogRetentionDays", self.function_log_retention_days),

@@ -126,6 +126,19 @@ def test_cli_strings_are_parsed_like_cdk_json_values() -> None:
         ("scanSchedule", "cron(0 * * * *)"),
         ("scanSchedule", "cron(0 * * * * *)"),
         ("scanSchedule", "cron(0 * ? * ? *)"),
+        ("scanSchedule", "cron(99 * * * ? *)"),  # minute 99
+        ("scanSchedule", "cron(0 24 * * ? *)"),
+        ("scanSchedule", "cron(0 12 ? * 0 *)"),  # day-of-week is 1-7
+        ("scanSchedule", "cron(0 12 ? FOO MON *)"),
+        ("scanSchedule", "cron(*/0 * * * ? *)"),
+        ("scanSchedule", "cron(0 ? 1 * ? *)"),  # ? in hours
+        ("scanSchedule", "cron(0 12 ? * 6#6 *)"),
+        ("scanSchedule", "cron(0 12 ? * MON 1969)"),
+        # CreateLogGroup refuses these at deploy time: caught at synth instead.
+        ("sessionLogGroupName", "session logs"),
+        ("sessionLogGroupName", "aws/ssm/sessions"),
+        ("sessionLogGroupName", "x" * 513),
+        ("sessionLogGroupName", ""),
         ("notificationEmail", "not-an-email"),
         ("regions", "eu-west-1,eu-west-1"),
         ("regions", "Europe"),
@@ -161,10 +174,21 @@ def test_bad_context_fails_synth_naming_the_key(key: str, value: object) -> None
         "rate(30 minutes)",
         "cron(0 * * * ? *)",
         "cron(0 6 ? * MON-FRI *)",
+        "cron(0/15 8-17 ? * 2-6 2025-2030)",
+        "cron(0 12 L * ? *)",
+        "cron(0 12 15W * ? *)",
+        "cron(0 12 ? * 6#3 *)",
+        "cron(0 12 ? * 5L *)",
+        "cron(0 12 1,15 JAN-MAR ? *)",
     ],
 )
 def test_valid_schedules_are_accepted(schedule: str) -> None:
     assert config(scanSchedule=schedule).scan_schedule == schedule
+
+
+@pytest.mark.parametrize("name", ["/aws/ssm/sessions", "team.logs/ssm_sessions#1", "x" * 512])
+def test_log_group_names_cloudwatch_takes_are_accepted(name: str) -> None:
+    assert config(sessionLogGroupName=name).session_log_group_name == name
 
 
 def test_context_becomes_engine_settings_the_engine_accepts() -> None:
