@@ -65,6 +65,76 @@ class HubState:
         return Counter(f.get("RecordState", "-") for f in self.findings)
 
 
+INTERNET = ("0.0.0.0/0", "::/0")
+PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
+PREFERENCES = "SSM-SessionManagerRunShell"
+
+
+@dataclass(frozen=True)
+class Ingress:
+    """One ingress rule as the account holds it, read apart from the engine."""
+
+    group_id: str
+    source: str  # a CIDR, a prefix list id or a referenced group id
+    protocol: str  # tcp, udp, icmp, icmpv6, -1 (all) or a protocol number
+    low: int  # -1: every port
+    high: int
+
+    def admits(self, protocol: str, port: int) -> bool:
+        if self.protocol == "-1":
+            return True
+        if self.protocol != protocol:
+            return False
+        return self.low == -1 or port == -1 or self.low <= port <= self.high
+
+    def probes(self) -> list[tuple[str, int]]:
+        """Protocol and port pairs the rule admits that a fix might take away: its ends, SSH
+        and its neighbours, a few common ports; udp too for all traffic."""
+        if self.protocol == "-1":
+            return [("tcp", p) for p in (0, 21, 22, 23, 443, 65535)] + [
+                ("udp", p) for p in (0, 22, 53, 65535)
+            ]
+        if self.protocol not in ("tcp", "udp") or self.low == -1:
+            return [(self.protocol, -1)]
+        ports = {self.low, self.high, 21, 22, 23, 80, 443, 3389}
+        return [(self.protocol, p) for p in sorted(ports) if self.low <= p <= self.high]
+
+
+def read_ingress(ec2: Any) -> list[Ingress]:
+    rules = []
+    for page in ec2.get_paginator("describe_security_group_rules").paginate():
+        for raw in page["SecurityGroupRules"]:
+            if raw.get("IsEgress"):
+                continue
+            source = (
+                raw.get("CidrIpv4")
+                or raw.get("CidrIpv6")
+                or raw.get("PrefixListId")
+                or (raw.get("ReferencedGroupInfo") or {}).get("GroupId", "?")
+            )
+            protocol = str(raw["IpProtocol"]).lower()
+            rules.append(
+                Ingress(
+                    raw["GroupId"],
+                    source,
+                    PROTOCOL_NAMES.get(protocol, protocol),
+                    int(raw.get("FromPort", -1)),
+                    int(raw.get("ToPort", -1)),
+                )
+            )
+    return rules
+
+
+def read_destinations(ssm: Any) -> dict[str, Any]:
+    """The region's Session Manager preferences' log destinations ({} when there are none)."""
+    try:
+        content = json.loads(ssm.get_document(Name=PREFERENCES)["Content"])
+    except ssm.exceptions.InvalidDocument:
+        return {}
+    inputs = content.get("inputs") or {}
+    return {k: inputs[k] for k in ("s3BucketName", "cloudWatchLogGroupName") if inputs.get(k)}
+
+
 @dataclass
 class DemoRun:
     seeded: Seeded
@@ -73,6 +143,11 @@ class DemoRun:
     scans: list[Scan]
     hub: HubState
     problems: list[str]
+    # The account itself, read apart from the engine: ingress rules before the enforce scan
+    # and after the re-scan, and the preferences' log destinations at the end.
+    ingress_before: list[Ingress] = field(default_factory=list)
+    ingress_after: list[Ingress] = field(default_factory=list)
+    destinations: dict[str, Any] = field(default_factory=dict)
 
     def scan(self, name: str) -> Scan:
         return next(s for s in self.scans if s.name == name)
@@ -95,11 +170,14 @@ def run_flow(
     clients = AwsClients(session=session, region=account.region)
     publisher = FindingPublisher(clients.securityhub)
     scans = []
+    ingress_before: list[Ingress] = []
     for name, mode in (
         ("report scan", "report"),
         ("enforce scan", "enforce"),
         ("re-scan", "report"),
     ):
+        if mode == "enforce":
+            ingress_before = read_ingress(clients.ec2)
         counter.reset()
         started = time.perf_counter()
         guardrail = Guardrail(
@@ -110,7 +188,17 @@ def run_flow(
             Scan(name, mode, report, time.perf_counter() - started, counter.by_operation())
         )
     hub = read_security_hub(clients.securityhub)
-    run = DemoRun(seeded, account.endpoint_url, seed_seconds, scans, hub, [])
+    run = DemoRun(
+        seeded,
+        account.endpoint_url,
+        seed_seconds,
+        scans,
+        hub,
+        [],
+        ingress_before,
+        read_ingress(clients.ec2),
+        read_destinations(clients.ssm),
+    )
     run.problems = assess(run)
     return run
 
@@ -154,6 +242,17 @@ def assess(run: DemoRun) -> list[str]:
         missed = sorted(i for i in seeded.expected(control, FAILED) if (control, i) not in seen)
         if missed:
             problems.append(f"report scan: {control} missed seeded failures on {', '.join(missed)}")
+    region = [
+        e.result
+        for e in first.evaluations
+        if e.result.control == "ssm-session-logging"
+        and e.result.resource_type is ResourceType.ACCOUNT
+    ]
+    if [r.status for r in region] != [Status.FAILED]:
+        problems.append(
+            "report scan: the region's Session Manager preferences (seeded absent) are judged "
+            f"{[r.status.value for r in region] or 'not at all'}, not FAILED once"
+        )
     if first.fixes:
         problems.append(f"report scan changed {len(first.fixes)} thing(s); report mode must not")
 
@@ -192,7 +291,10 @@ def assess(run: DemoRun) -> list[str]:
                 f"{evaluation.result.reason}"
             )
 
-    # 4. Security Hub took every finding, resolved the fixed ones, and agrees with the re-scan.
+    # 4. The account itself, read apart from the engine.
+    problems += account_problems(run)
+
+    # 5. Security Hub took every finding, resolved the fixed ones, and agrees with the re-scan.
     for scan in run.scans:
         summary = scan.report.published
         if summary is None:
@@ -207,9 +309,11 @@ def assess(run: DemoRun) -> list[str]:
         problems.append(
             f"Security Hub: {counts[('FAILED', 'RESOLVED')]} finding(s) FAILED yet RESOLVED"
         )
-    if sum(n for (_, workflow), n in counts.items() if workflow == "RESOLVED") < len(claimed):
+    resolved = sum(n for (_, workflow), n in counts.items() if workflow == "RESOLVED")
+    if resolved != len(claimed):
         problems.append(
-            f"Security Hub: fewer RESOLVED findings than the {len(claimed)} fixed results"
+            f"Security Hub: {resolved} RESOLVED finding(s), not one per the {len(claimed)} "
+            "fixed results"
         )
     still = {e.result.key for e in rescan.evaluations if e.result.status is Status.FAILED}
     hub_failed = sum(n for (compliance, _), n in counts.items() if compliance == "FAILED")
@@ -217,6 +321,44 @@ def assess(run: DemoRun) -> list[str]:
         problems.append(
             f"Security Hub holds {hub_failed} FAILED finding(s); the re-scan has {len(still)}"
         )
+    return problems
+
+
+def account_problems(run: DemoRun) -> list[str]:
+    """What the account shows after the re-scan, whatever the engine reports: no rule lost
+    access other than internet TCP 22; a group the enforce scan says it closed admits no
+    internet SSH; the region's sessions have a log destination."""
+    problems = []
+    for rule in run.ingress_before:
+        lost = [
+            f"{protocol}/{port}"
+            for protocol, port in rule.probes()
+            if not (rule.source in INTERNET and protocol == "tcp" and port == 22)
+            and not any(
+                after.group_id == rule.group_id
+                and after.source == rule.source
+                and after.admits(protocol, port)
+                for after in run.ingress_after
+            )
+        ]
+        if lost:
+            problems.append(
+                f"account: {label(run, ResourceType.SECURITY_GROUP, rule.group_id)} no longer "
+                f"admits {', '.join(lost)} from {rule.source}: a fix took more than SSH"
+            )
+    closed = {
+        f.resource_id
+        for f in run.scan("enforce scan").report.fixes
+        if f.control == "ssh-open-to-internet" and f.outcome is Outcome.APPLIED
+    }
+    for rule in run.ingress_after:
+        if rule.group_id in closed and rule.source in INTERNET and rule.admits("tcp", 22):
+            problems.append(
+                f"account: {label(run, ResourceType.SECURITY_GROUP, rule.group_id)} still admits "
+                f"SSH from {rule.source} although the enforce scan closed it"
+            )
+    if not run.destinations:
+        problems.append("account: the region's Session Manager preferences log nowhere")
     return problems
 
 
@@ -397,8 +539,11 @@ def print_run(run: DemoRun, out: TextIO) -> None:
     print("ssm-guardrail demo — against an EMULATED AWS account", file=out)
     print(
         f"{EMULATED} moto on {run.endpoint} (loopback only, fake credentials, account "
-        f"{seeded.account_id}, {seeded.region}); DescribeInstanceInformation, BatchUpdateFindings and "
-        "SimulatePrincipalPolicy come from the emulation extension (emulator/extension.py).",
+        f"{seeded.account_id}, {seeded.region}). emulator/extension.py adds what moto lacks or "
+        "answers otherwise than AWS: DescribeInstanceInformation, Get/UpdateServiceSetting, "
+        "SimulatePrincipalPolicy, Security Hub's BatchImportFindings (ASFF checks, update rules), "
+        "BatchUpdateFindings and GetFindings filters, and parts of RunInstances, "
+        "AuthorizeSecurityGroupIngress and DescribeInstances.",
         file=out,
     )
     print(
@@ -432,8 +577,8 @@ def print_run(run: DemoRun, out: TextIO) -> None:
     print("", file=out)
     if run.ok:
         print(
-            "RESULT: OK — every fix the enforce scan claimed is confirmed by the re-scan; "
-            "Security Hub agrees.",
+            "RESULT: OK — every fix the enforce scan claimed is confirmed by the re-scan and by "
+            "the account itself (no rule lost more than SSH); Security Hub agrees.",
             file=out,
         )
     else:

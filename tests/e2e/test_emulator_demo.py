@@ -122,6 +122,69 @@ def test_assess_flags_a_fix_the_rescan_does_not_confirm(run):
     assert any("still FAILED" in p and "although the enforce scan fixed it" in p for p in problems)
 
 
+def test_the_account_itself_kept_every_other_port_the_fixes_touched(run):
+    """Read apart from the engine: the range and all-traffic groups still admit their other
+    ports from the internet, and no group the enforce scan closed admits SSH from it."""
+    names = {gid: name for name, gid in run.seeded.groups.items()}
+    after = run.ingress_after
+    for name in ("all-tcp", "admin-range", "all-traffic"):
+        gid = run.seeded.groups[name]
+        internet = [r for r in after if r.group_id == gid and r.source in demo.INTERNET]
+        assert any(r.admits("tcp", 21) for r in internet), name
+        assert any(r.admits("tcp", 23) for r in internet), name
+        assert not any(r.admits("tcp", 22) for r in internet), name
+    udp = [r for r in after if names.get(r.group_id) == "all-traffic" and r.admits("udp", 22)]
+    assert udp  # all traffic kept UDP, 22 included
+    assert run.destinations  # the region's sessions are logged somewhere
+
+
+def test_assess_flags_a_fix_that_took_more_than_ssh(run):
+    """A fix that revoked a 0-65535 rule and re-added nothing shows, although the engine's own
+    re-scan (which judges SSH alone) passes the group."""
+    gid = run.seeded.groups["all-tcp"]
+    lost = [r for r in run.ingress_after if not (r.group_id == gid and r.protocol == "tcp")]
+    problems = demo.assess(replace(run, ingress_after=lost, problems=[]))
+    assert any(
+        p.startswith("account: group all-tcp no longer admits tcp/0, tcp/21, tcp/23")
+        for p in problems
+    ), problems
+
+
+def test_assess_flags_internet_ssh_left_on_a_group_the_enforce_scan_closed(run):
+    gid = run.seeded.groups["ssh-world"]
+    left = [*run.ingress_after, demo.Ingress(gid, "::/0", "tcp", 22, 22)]
+    problems = demo.assess(replace(run, ingress_after=left, problems=[]))
+    assert "account: group ssh-world still admits SSH from ::/0" in " ".join(problems)
+
+
+def test_assess_flags_preferences_not_judged_or_logging_nowhere(run):
+    first, enforce, rescan = run.scans
+    blind = replace(
+        first.report,
+        evaluations=[
+            e for e in first.report.evaluations if e.result.resource_type.value != "AwsAccount"
+        ],
+    )
+    pretend = replace(
+        run, scans=[replace(first, report=blind), enforce, rescan], destinations={}, problems=[]
+    )
+    problems = demo.assess(pretend)
+    assert any("preferences (seeded absent) are judged not at all" in p for p in problems)
+    assert "account: the region's Session Manager preferences log nowhere" in problems
+
+
+def test_assess_flags_security_hub_resolving_more_than_was_fixed(run):
+    passed = [f for f in run.hub.findings if f["Compliance"]["Status"] == "PASSED"]
+    assert any(f["Workflow"]["Status"] == "NEW" for f in passed)  # never failed: not resolved
+    everything = [
+        {**f, "Workflow": {"Status": "RESOLVED"}} if f in passed else f for f in run.hub.findings
+    ]
+    problems = demo.assess(replace(run, hub=demo.HubState(everything), problems=[]))
+    assert any(
+        p.startswith("Security Hub:") and "RESOLVED finding(s), not one per" in p for p in problems
+    )
+
+
 def test_bench_measures_calls_at_two_sizes(
     account, run
 ):  # `run` first: the bench resets the account
