@@ -12,7 +12,8 @@ the docstring says so. `install()` adds, idempotently and without touching moto'
   other instance is absent: an unregistered one, and, as AWS documents ("does not return
   information for nodes that are either Stopped or Terminated"; amazon-ssm-agent#407), a stopped
   one. An ``InstanceIds`` filter naming an instance that is shutting down, terminated or unknown
-  to EC2 fails the call with ``InvalidInstanceId``, as AWS does.
+  to EC2 fails the call with ``InvalidInstanceId``, as AWS does; so do both filter forms in one
+  request and two ResourceType values (``InvalidInstanceInformationFilterValue``).
 - ``ssm:GetServiceSetting`` and ``ssm:UpdateServiceSetting`` (JSON), for the one setting the
   guardrail reads, Default Host Management's role
   (``/ssm/managed-instance/default-ec2-instance-management-role``, by path or ARN). Simplified: a
@@ -31,8 +32,11 @@ It also corrects moto behaviours the guardrail's results depend on (documented A
   stored one, and resets Workflow NOTIFIED/RESOLVED → NEW when RecordState goes ARCHIVED → ACTIVE
   or Compliance.Status goes PASSED → FAILED/WARNING/NOT_AVAILABLE. New findings start
   ``Workflow.Status = NEW``. With Security Hub disabled every finding comes back in
-  ``FailedFindings`` with ``InvalidAccess`` (moto accepted them). Findings are looked up by Id
-  in a dict (moto scanned a list per finding: quadratic at benchmark sizes).
+  ``FailedFindings`` with ``InvalidAccess`` (moto accepted them). A finding ASFF does not allow
+  (`asff_problem`: required attributes, lengths, counts, enumerations, timestamps, another
+  account or product) comes back in ``FailedFindings`` with ``InvalidInput``, and more than 100
+  findings fail the request, as in AWS (moto took anything with an Id and a resource). Findings
+  are looked up by Id in a dict (moto scanned a list per finding: quadratic at benchmark sizes).
 - ``ReplaceIamInstanceProfileAssociation`` now shows in DescribeInstances' ``IamInstanceProfile``,
   whose ``Id`` is the instance profile's id, as in AWS (moto put the association id there).
 - ``RunInstances`` with ``IamInstanceProfile`` and a count above one gives the profile to every
@@ -435,10 +439,16 @@ _SSM_FILTER_FIELDS = {
 def _ssm_filters(
     filters: list[dict[str, Any]], legacy: list[dict[str, Any]]
 ) -> list[tuple[str, set[str]]]:
-    """(field, accepted values) pairs from `Filters` (Key/Values) and the older
-    `InstanceInformationFilterList` (key/valueSet); every pair must hold."""
-    from moto.ssm.exceptions import InvalidFilterKey, InvalidFilterValue
+    """(field, accepted values) pairs from `Filters` (Key/Values) or the older
+    `InstanceInformationFilterList` (key/valueSet); every pair must hold. As AWS: not both
+    forms in one request, at least one value, and one value at most for ResourceType."""
+    from moto.ssm.exceptions import InvalidFilterKey, SSMException
 
+    def invalid(message: str) -> Exception:
+        return SSMException("InvalidInstanceInformationFilterValue", message)
+
+    if filters and legacy:
+        raise invalid("use either Filters or InstanceInformationFilterList, not both")
     pairs = [(f.get("Key", ""), f.get("Values") or []) for f in filters]
     pairs += [(f.get("key", ""), f.get("valueSet") or []) for f in legacy]
     wanted = []
@@ -447,7 +457,9 @@ def _ssm_filters(
         if field is None:
             raise InvalidFilterKey(f"emulation: filter key {key!r} is not supported")
         if not values:
-            raise InvalidFilterValue(f"filter {key} needs at least one value")
+            raise invalid(f"filter {key} needs at least one value")
+        if field == "ResourceType" and len(values) > 1:
+            raise invalid("ResourceType filter may contain only one value")
         wanted.append((field, {str(v).strip() for v in values}))
     return wanted
 
@@ -586,17 +598,17 @@ def _securityhub_import_findings(
             for f in findings
         ]
         return len(failed), 0, failed
+    if len(findings) > MAX_IMPORT:
+        from moto.securityhub.exceptions import InvalidInputException
+
+        raise InvalidInputException(
+            "BatchImportFindings", f"at most {MAX_IMPORT} findings per request, not {len(findings)}"
+        )
     for data in findings:
         finding_id = data.get("Id", "")
-        resources = data.get("Resources")
-        if not finding_id or not isinstance(resources, list) or not resources:
-            failed.append(
-                {
-                    "Id": finding_id,
-                    "ErrorCode": "InvalidInput",
-                    "ErrorMessage": "Finding must have an Id and at least one resource",
-                }
-            )
+        problem = asff_problem(data, self.account_id, self.region_name)
+        if problem:
+            failed.append({"Id": finding_id, "ErrorCode": "InvalidInput", "ErrorMessage": problem})
             continue
         success += 1
         existing = stored.get(finding_id)
@@ -625,6 +637,80 @@ def _securityhub_import_findings(
             merged["WorkflowState"] = "NEW"
         existing.data = merged
     return len(failed), success, failed
+
+
+# ASFF's documented limits, checked apart from the product's own (findings.py) so that a
+# finding AWS would refuse fails here too.
+MAX_IMPORT = 100  # findings per BatchImportFindings request
+ASFF_REQUIRED = (
+    "SchemaVersion",
+    "Id",
+    "ProductArn",
+    "GeneratorId",
+    "AwsAccountId",
+    "CreatedAt",
+    "UpdatedAt",
+    "Title",
+    "Description",
+    "Resources",
+)
+ASFF_MAX_LENGTH = {"Id": 512, "GeneratorId": 512, "Title": 256, "Description": 1024}
+ASFF_MAX_ITEMS = {"Resources": 32, "Types": 50}
+MAX_PRODUCT_FIELDS, MAX_PRODUCT_FIELD_KEY, MAX_PRODUCT_FIELD_VALUE = 50, 128, 2048
+ASFF_ENUMS = {
+    ("Severity", "Label"): ("INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"),
+    ("Compliance", "Status"): ("PASSED", "WARNING", "FAILED", "NOT_AVAILABLE"),
+    ("RecordState",): ("ACTIVE", "ARCHIVED"),
+}
+
+
+def asff_problem(data: dict[str, Any], account_id: str, region: str) -> str:
+    """Why Security Hub would put the finding in FailedFindings ("" if it takes it), in its
+    words: required attributes, lengths, counts, enumerations, timestamps, and a finding for
+    the calling account through its own default product in the region called."""
+    invalid = "Finding does not adhere to Amazon Security Finding Format."
+    for key in ASFF_REQUIRED:
+        if data.get(key) in (None, "", []):
+            return f"{invalid} data should have required property '{key}'"
+    if not (data.get("Types") or (data.get("FindingProviderFields") or {}).get("Types")):
+        return f"{invalid} data should have required property 'Types'"
+    if not (data.get("Severity") or (data.get("FindingProviderFields") or {}).get("Severity")):
+        return f"{invalid} data should have required property 'Severity'"
+    for key, limit in ASFF_MAX_LENGTH.items():
+        if len(str(data[key])) > limit:
+            return f"{invalid} data.{key} should NOT be longer than {limit} characters"
+    for key, limit in ASFF_MAX_ITEMS.items():
+        if len(data.get(key) or ()) > limit:
+            return f"{invalid} data.{key} should NOT have more than {limit} items"
+    fields = data.get("ProductFields") or {}
+    if len(fields) > MAX_PRODUCT_FIELDS:
+        return f"{invalid} data.ProductFields should NOT have more than {MAX_PRODUCT_FIELDS} properties"
+    for name, value in fields.items():
+        if not isinstance(value, str) or len(name) > MAX_PRODUCT_FIELD_KEY:
+            return f"{invalid} data.ProductFields['{name}'] is not a string under a short key"
+        if len(value) > MAX_PRODUCT_FIELD_VALUE:
+            return (
+                f"{invalid} data.ProductFields['{name}'] should NOT be longer than "
+                f"{MAX_PRODUCT_FIELD_VALUE} characters"
+            )
+    for path, allowed in ASFF_ENUMS.items():
+        value: Any = data
+        for step in path:
+            value = value.get(step) if isinstance(value, dict) else None
+        if value is not None and value not in allowed:
+            return f"{invalid} data.{'.'.join(path)} should be equal to one of the allowed values"
+    for key in ("CreatedAt", "UpdatedAt", "FirstObservedAt", "LastObservedAt"):
+        if key in data and _parse_time(data[key]) is None:
+            return f'{invalid} data.{key} should match format "date-time"'
+    if data["AwsAccountId"] != account_id:
+        return f"AwsAccountId {data['AwsAccountId']} is not the calling account {account_id}"
+    product = str(data["ProductArn"])
+    if not re.fullmatch(
+        rf"arn:[\w-]+:securityhub:{re.escape(region)}:{account_id}:product/{account_id}/default",
+        product,
+    ):
+        return f"ProductArn {product} is not this account's default product in {region}"
+    return ""
 
 
 # GetFindings string filters emulated: the filter name → where the value sits in a finding.

@@ -178,6 +178,18 @@ def test_rejects_what_aws_rejects(emulated):
         errors(ssm.describe_instance_information, Filters=[{"Key": "Nonsense", "Values": ["x"]}])
         == "InvalidFilterKey"
     )
+    both = {
+        "Filters": [{"Key": "InstanceIds", "Values": ["i-0123456789abcdef0"]}],
+        "InstanceInformationFilterList": [
+            {"key": "InstanceIds", "valueSet": ["i-0123456789abcdef0"]}
+        ],
+    }
+    two_types = {"Filters": [{"Key": "ResourceType", "Values": ["EC2Instance", "ManagedInstance"]}]}
+    for kwargs in (both, two_types):
+        assert (
+            errors(ssm.describe_instance_information, **kwargs)
+            == "InvalidInstanceInformationFilterValue"
+        )
 
 
 # --- securityhub:BatchUpdateFindings ---------------------------------------------------------
@@ -377,6 +389,53 @@ def test_batch_update_validates_its_input(hub):
         errors(hub.batch_update_findings, FindingIdentifiers=ids * 101, Workflow={"Status": "NEW"})
         == "InvalidInputException"
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"Title": "t" * 257}, "data.Title should NOT be longer than 256"),
+        ({"Description": "d" * 1025}, "data.Description should NOT be longer than 1024"),
+        ({"ProductFields": {f"k{i}": "v" for i in range(51)}}, "more than 50 properties"),
+        ({"ProductFields": {"k": "v" * 2049}}, "should NOT be longer than 2048"),
+        ({"Severity": {"Label": "SUPERBAD"}}, "data.Severity.Label should be equal to one of"),
+        ({"Compliance": {"Status": "OK"}}, "data.Compliance.Status should be equal to one of"),
+        ({"UpdatedAt": "not a time"}, 'data.UpdatedAt should match format "date-time"'),
+        ({"Resources": [{"Type": "Other", "Id": f"r{i}"} for i in range(33)]}, "32 items"),
+        ({"Title": ""}, "required property 'Title'"),
+        ({"Types": []}, "required property 'Types'"),
+        ({"AwsAccountId": "210987654321"}, "not the calling account"),
+        ({"ProductArn": PRODUCT_ARN.replace("us-east-1", "eu-west-1")}, "default product"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else next(iter(v)),
+)
+def test_a_finding_asff_refuses_fails_alone_as_aws_answers(hub, change, message):
+    """Security Hub refuses what ASFF does not allow, finding by finding: the product's own
+    clipping (findings.py) must keep every finding inside these limits."""
+    answer = hub.batch_import_findings(Findings=[{**finding("bad"), **change}, finding("good")])
+    assert answer["SuccessCount"] == 1 and answer["FailedCount"] == 1
+    failed = answer["FailedFindings"][0]
+    assert failed["Id"] == "bad" and failed["ErrorCode"] == "InvalidInput"
+    assert message in failed["ErrorMessage"]
+    assert set(stored(hub)) == {"good"}
+
+
+def test_a_finding_at_every_limit_is_taken(hub):
+    at_limits = {
+        **finding("full"),
+        "Title": "t" * 256,
+        "Description": "d" * 1024,
+        "ProductFields": {f"k{i}": "v" * 2048 for i in range(50)},
+    }
+    assert hub.batch_import_findings(Findings=[at_limits])["SuccessCount"] == 1
+
+
+def test_more_than_100_findings_fail_the_whole_request(hub):
+    assert (
+        errors(hub.batch_import_findings, Findings=[finding(f"f{i}") for i in range(101)])
+        == "InvalidInputException"
+    )
+    assert stored(hub) == {}
 
 
 # --- iam:SimulatePrincipalPolicy -------------------------------------------------------------
