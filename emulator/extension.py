@@ -23,7 +23,8 @@ the docstring says so. `install()` adds, idempotently and without touching moto'
   Workflow.Status, Note (and the other customer fields) on stored findings; unknown Id/ProductArn →
   ``UnprocessedFindings`` with ``FindingNotFound``. Like AWS, it does not change ``UpdatedAt``.
 - ``iam:SimulatePrincipalPolicy`` (query/XML) for role ARNs: see `simulate`.
-- ``securityhub:GetFindings`` string filters (moto ignored every filter): see `finding_matches`.
+- ``securityhub:GetFindings`` string filters and date filters (Start/End, DateRange in days;
+  UpdatedAt, CreatedAt, NoteUpdatedAt) (moto ignored every filter): see `finding_matches`.
 
 It also corrects moto behaviours the guardrail's results depend on (documented AWS rules):
 
@@ -57,7 +58,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -728,8 +729,12 @@ FINDING_FIELDS: dict[str, tuple[str, ...]] = {
     "ResourceId": ("Resources", "Id"),
     "ResourceType": ("Resources", "Type"),
 }
-# GetFindings date filters emulated (Start/End only): the filter name → the finding's field.
-DATE_FIELDS = {"UpdatedAt": "UpdatedAt", "CreatedAt": "CreatedAt"}
+# GetFindings date filters emulated: the filter name → where the date sits in a finding.
+DATE_FIELDS: dict[str, tuple[str, ...]] = {
+    "UpdatedAt": ("UpdatedAt",),
+    "CreatedAt": ("CreatedAt",),
+    "NoteUpdatedAt": ("Note", "UpdatedAt"),
+}
 POSITIVE = {"EQUALS": str.__eq__, "PREFIX": str.startswith, "CONTAINS": str.__contains__}
 NEGATIVE = {
     "NOT_EQUALS": str.__eq__,
@@ -750,14 +755,17 @@ def _finding_values(data: dict[str, Any], path: tuple[str, ...]) -> list[str]:
 
 
 def _in_range(value: Any, condition: dict[str, Any]) -> bool:
-    """A DateFilter's Start/End, both inclusive (DateRange is not emulated)."""
-    from moto.securityhub.exceptions import InvalidInputException
-
-    if "DateRange" in condition:
-        raise InvalidInputException(op="GetFindings", msg="EMULATION: DateRange is not emulated")
+    """A DateFilter: Start and End, both inclusive, or a DateRange of the last N days."""
     at = _parse_time(value)
     if at is None:
         return False
+    if "DateRange" in condition:
+        days = condition["DateRange"]
+        if days.get("Unit") != "DAYS":
+            from moto.securityhub.exceptions import InvalidInputException
+
+            raise InvalidInputException(op="GetFindings", msg="DateRange Unit must be DAYS")
+        return at >= datetime.now(UTC) - timedelta(days=int(days["Value"]))
     start, end = _parse_time(condition.get("Start")), _parse_time(condition.get("End"))
     return (start is None or start <= at) and (end is None or at <= end)
 
@@ -769,7 +777,8 @@ def finding_matches(data: dict[str, Any], filters: dict[str, Any]) -> bool:
 
     for name, conditions in (filters or {}).items():
         if name in DATE_FIELDS:
-            if not any(_in_range(data.get(DATE_FIELDS[name]), c) for c in conditions):
+            values = _finding_values(data, DATE_FIELDS[name]) or [None]
+            if not any(_in_range(v, c) for c in conditions for v in values):
                 return False
             continue
         if name not in FINDING_FIELDS:

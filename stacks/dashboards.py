@@ -77,10 +77,12 @@ class FindingInsights(Construct):
             "record_state": _eq("ACTIVE"),
             "workflow_status": _eq("NEW", "NOTIFIED"),  # several EQUALS on one field are ORed
         }
+        # Resolved when the note was written (BatchUpdateFindings, with the RESOLVED mark): not
+        # UpdatedAt, which the weekly refresh re-import moves on every finding, resolved or not.
         resolved: dict[str, Any] = {
             **ours,
             "workflow_status": _eq("RESOLVED"),
-            "updated_at": [
+            "note_updated_at": [
                 securityhub.CfnInsight.DateFilterProperty(
                     date_range=securityhub.CfnInsight.DateRangeProperty(unit="DAYS", value=7)
                 )

@@ -7,7 +7,7 @@ from botocore.exceptions import ClientError
 
 from emulator import extension
 from emulator.extension import SourcePolicy, evaluate, statement_applies
-from tests.e2e.conftest import CORE, PRODUCT_ARN, finding
+from tests.e2e.conftest import ACCOUNT, CORE, PRODUCT_ARN, finding
 
 
 def errors(call, **kwargs) -> str:
@@ -282,8 +282,44 @@ def test_get_findings_applies_date_filters_inclusive_start_and_end(hub):
         "jan1",
         "jan3",
     ]
-    with pytest.raises(ClientError, match="not emulated"):
-        ids({"DateRange": {"Value": 1, "Unit": "DAYS"}})
+    assert ids({"DateRange": {"Value": 1, "Unit": "DAYS"}}) == []  # all in January 2025
+    with pytest.raises(ClientError, match="Unit must be DAYS"):
+        ids({"DateRange": {"Value": 1, "Unit": "WEEKS"}})
+
+
+def test_the_resolved_insight_shows_resolutions_of_the_last_7_days_not_refreshes(hub):
+    """The 'resolved in the last 7 days' insight's filter (stacks/dashboards.py; the infra test
+    pins the template to it): a finding resolved 30 days ago and re-imported by this week's
+    refresh is not in it; one resolved today is. Its first version filtered on UpdatedAt,
+    which the refresh moves: it showed both."""
+    from datetime import UTC, datetime, timedelta
+
+    from moto.securityhub.models import securityhub_backends
+
+    hub.batch_import_findings(Findings=[finding("today"), finding("long-ago")])
+    hub.batch_update_findings(
+        FindingIdentifiers=[{"Id": i, "ProductArn": PRODUCT_ARN} for i in ("today", "long-ago")],
+        Workflow={"Status": "RESOLVED"},
+        Note={"Text": "ssm-guardrail fixed this automatically", "UpdatedBy": "ssm-guardrail"},
+    )
+    backend = securityhub_backends[ACCOUNT]["us-east-1"]
+    (old,) = [f for f in backend.findings if f.id == "long-ago"]
+    month_ago = datetime.now(UTC) - timedelta(days=30)
+    old.data["Note"]["UpdatedAt"] = month_ago.isoformat().replace("+00:00", "Z")
+    refreshed = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    hub.batch_import_findings(
+        Findings=[finding(i, status="PASSED", updated=refreshed) for i in ("today", "long-ago")]
+    )
+
+    def insight(date_field: str) -> list[str]:
+        filters = {
+            "WorkflowStatus": [{"Comparison": "EQUALS", "Value": "RESOLVED"}],
+            date_field: [{"DateRange": {"Unit": "DAYS", "Value": 7}}],
+        }
+        return sorted(f["Id"] for f in hub.get_findings(Filters=filters)["Findings"])
+
+    assert insight("NoteUpdatedAt") == ["today"]
+    assert insight("UpdatedAt") == ["long-ago", "today"]  # the first version's filter
 
 
 def test_unknown_finding_ids_come_back_unprocessed(hub):

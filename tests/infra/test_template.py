@@ -502,7 +502,9 @@ def test_insights_cover_the_guardrails_own_findings(synth: Synth) -> None:
         )
         if "resolved" in name:
             assert filters["WorkflowStatus"] == [{"Comparison": "EQUALS", "Value": "RESOLVED"}]
-            assert filters["UpdatedAt"] == [{"DateRange": {"Unit": "DAYS", "Value": 7}}]
+            # The exact filter tests/e2e/test_emulator_extension.py applies to findings.
+            assert filters["NoteUpdatedAt"] == [{"DateRange": {"Unit": "DAYS", "Value": 7}}]
+            assert "UpdatedAt" not in filters
         else:
             assert filters["ComplianceStatus"] == [{"Comparison": "EQUALS", "Value": "FAILED"}]
             assert filters["RecordState"] == [{"Comparison": "EQUALS", "Value": "ACTIVE"}]
