@@ -34,7 +34,7 @@ It also corrects moto behaviours the guardrail's results depend on (documented A
   or Compliance.Status goes PASSED → FAILED/WARNING/NOT_AVAILABLE. New findings start
   ``Workflow.Status = NEW``. With Security Hub disabled every finding comes back in
   ``FailedFindings`` with ``InvalidAccess`` (moto accepted them). A finding ASFF does not allow
-  (`asff_problem`: required attributes, lengths, counts, enumerations, timestamps, another
+  (`asff_problem`: 240 KB, required attributes, lengths, counts, enumerations, timestamps, another
   account or product) comes back in ``FailedFindings`` with ``InvalidInput``, and more than 100
   findings fail the request, as in AWS (moto took anything with an Id and a resource). Findings
   are looked up by Id in a dict (moto scanned a list per finding: quadratic at benchmark sizes).
@@ -643,6 +643,7 @@ def _securityhub_import_findings(
 # ASFF's documented limits, checked apart from the product's own (findings.py) so that a
 # finding AWS would refuse fails here too.
 MAX_IMPORT = 100  # findings per BatchImportFindings request
+MAX_FINDING_BYTES = 240 * 1024
 ASFF_REQUIRED = (
     "SchemaVersion",
     "Id",
@@ -670,6 +671,8 @@ def asff_problem(data: dict[str, Any], account_id: str, region: str) -> str:
     words: required attributes, lengths, counts, enumerations, timestamps, and a finding for
     the calling account through its own default product in the region called."""
     invalid = "Finding does not adhere to Amazon Security Finding Format."
+    if len(json.dumps(data, separators=(",", ":"))) > MAX_FINDING_BYTES:
+        return f"Finding size exceeds the maximum of {MAX_FINDING_BYTES // 1024} KB"
     for key in ASFF_REQUIRED:
         if data.get(key) in (None, "", []):
             return f"{invalid} data should have required property '{key}'"

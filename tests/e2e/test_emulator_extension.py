@@ -439,6 +439,7 @@ def test_batch_update_validates_its_input(hub):
         ({"UpdatedAt": "not a time"}, 'data.UpdatedAt should match format "date-time"'),
         ({"Resources": [{"Type": "Other", "Id": f"r{i}"} for i in range(33)]}, "32 items"),
         ({"Title": ""}, "required property 'Title'"),
+        ({"UserDefinedFields": {f"k{i}": "v" * 1000 for i in range(250)}}, "exceeds the maximum"),
         ({"Types": []}, "required property 'Types'"),
         ({"AwsAccountId": "210987654321"}, "not the calling account"),
         ({"ProductArn": PRODUCT_ARN.replace("us-east-1", "eu-west-1")}, "default product"),
