@@ -173,6 +173,27 @@ def test_findings_still_rejected_after_max_attempts_are_reported_and_logged(
     assert logged and logged[0].error_codes == {"InternalFailure": 1} and logged[0].ids == [bad]
 
 
+def test_a_failed_count_the_listed_failures_do_not_explain_is_reported(
+    stubbed: Any, clock: FakeClock
+) -> None:
+    """An answer counting a failure it does not list (FailedCount 1, no FailedFindings): which
+    finding was lost cannot be told, but the summary must not claim everything went in."""
+    client, stubber = stubbed
+    batch = findings(3)
+    stubber.add_response(
+        "batch_import_findings",
+        {"FailedCount": 1, "SuccessCount": 2, "FailedFindings": []},
+        {"Findings": batch},
+    )
+
+    summary = FindingPublisher(client, sleep=clock.sleep, monotonic=clock.monotonic).publish(batch)
+
+    assert not summary.ok and not summary.fatal and summary.calls == 1
+    assert summary.errors == [
+        "BatchImportFindings reported FailedCount 1 but listed 0 FailedFindings"
+    ]
+
+
 def test_a_finding_refused_for_what_it_is_is_not_resent(stubbed: Any, clock: FakeClock) -> None:
     """InvalidInput ("Finding does not adhere to Amazon Finding Format") is the same answer
     every time: resending would only wait. At 150 batches of 4 retries and 7.5 s of backoff each,
@@ -283,6 +304,32 @@ def test_every_entry_refused_for_access_is_as_fatal_as_the_call_refused(
     assert summary.fatal and summary.imported == 0 and summary.calls == 1
     assert len(summary.errors) == 1 and "Security Hub is not enabled" in summary.errors[0]
     assert len(summary.failed) == 150
+
+
+@pytest.mark.parametrize("others", ["accepted", "InvalidInput"])
+def test_some_entries_refused_for_access_do_not_stop_the_next_batches(
+    stubbed: Any, clock: FakeClock, others: str
+) -> None:
+    """InvalidAccess on some entries only (a finding for an account or product this one may
+    not import to) is that finding's failure, not Security Hub being off: the next batch is
+    still imported and the run is not fatal."""
+    client, stubber = stubbed
+    batch = findings(150)
+    bad = batch[0]["Id"]
+    refused = [(bad, "InvalidAccess")]
+    if others != "accepted":
+        refused += [(f["Id"], others) for f in batch[1:100]]
+    stubber.add_response("batch_import_findings", imported(100, refused), {"Findings": batch[:100]})
+    stubber.add_response("batch_import_findings", imported(50), {"Findings": batch[100:]})
+
+    summary = FindingPublisher(client, sleep=clock.sleep, monotonic=clock.monotonic).publish(batch)
+
+    assert not summary.fatal and summary.errors == [] and summary.calls == 2
+    assert summary.imported == 150 - len(refused)
+    assert summary.failed[0] == {
+        "Id": bad, "ErrorCode": "InvalidAccess", "ErrorMessage": f"InvalidAccess for {bad}"
+    }  # fmt: skip
+    assert len(summary.failed) == len(refused)
 
 
 def test_access_denied_is_recorded_not_raised(stubbed: Any, clock: FakeClock) -> None:

@@ -573,3 +573,53 @@ def test_an_events_newer_archived_reading_stands_over_an_older_scans_fix(hub) ->
     held = stored(hub)[fixed["Id"]]
     assert (summary.superseded, summary.imported, summary.resolved) == (1, 0, 0)
     assert (held["RecordState"], held["Workflow"]["Status"]) == ("ARCHIVED", "NEW")
+
+
+def imports_sent(client: Any) -> list[str]:
+    """The Ids of every finding sent to BatchImportFindings from now on (each one is billed)."""
+    sent: list[str] = []
+    client.meta.events.register(
+        "provide-client-params.securityhub.BatchImportFindings",
+        lambda params, **_: sent.extend(f["Id"] for f in params["Findings"]),
+    )
+    return sent
+
+
+@pytest.mark.parametrize(
+    "event_after_read", [timedelta(0), timedelta(minutes=3)], ids=["at-the-read", "after-it"]
+)
+def test_a_slow_drift_scan_does_not_archive_what_an_event_published_during_it(
+    hub, event_after_read: timedelta
+) -> None:
+    """The scan reads the account at `at` and produces finding 1 only. While it runs, events
+    publish findings it never produced: finding 2 re-read (its port closed), finding 3 new (an
+    instance launched after the read). They are newer than anything the scan knows: left
+    active, and not sent (an archived copy would be billed, and is older than what it hides).
+    Finding 4, untouched since the last scan, is archived as before."""
+    from guardrail.publisher import ArchiveMissing
+
+    generators = frozenset({f"ssm-guardrail/{SSH_OPEN.id}"})
+    product = finding(1)["ProductArn"]
+    publisher(hub).publish([finding(n) for n in (1, 2, 4)], refresh_before=T0 - WEEK)
+    at = T0 + timedelta(hours=1)
+    by_events = [
+        finding(2, Status.PASSED, at=at + event_after_read),
+        finding(3, at=at + event_after_read),
+    ]
+    assert publisher(hub).publish(by_events).ok
+    sent = imports_sent(hub)
+
+    summary = publisher(hub).publish(
+        [finding(1, at=at)],
+        refresh_before=at - WEEK,
+        archive=ArchiveMissing(product, generators, at),
+    )
+
+    assert summary.ok and summary.unchanged == 1
+    assert sent == [finding(4)["Id"]] and summary.imported == 1
+    held = stored(hub)
+    assert held[finding(4)["Id"]]["RecordState"] == "ARCHIVED"
+    for by_event in by_events:
+        kept = held[by_event["Id"]]
+        assert (kept["RecordState"], kept["UpdatedAt"]) == ("ACTIVE", by_event["UpdatedAt"])
+        assert kept["Compliance"] == by_event["Compliance"]

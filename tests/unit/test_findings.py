@@ -398,3 +398,28 @@ def test_arns_follow_the_partition() -> None:
 
 def test_the_resolution_note_fits_and_points_to_the_detail() -> None:
     assert len(RESOLUTION_NOTE) <= 512 and "ProductFields" in RESOLUTION_NOTE
+
+
+@pytest.mark.parametrize(
+    ("partition", "region", "named"),
+    [
+        ("aws-us-gov", "us-gov-west-1", "aws-us-gov"),
+        ("aws-cn", "cn-north-1", "aws-cn"),
+        ("aws-iso", "us-iso-east-1", None),
+        ("aws-iso-b", "us-isob-east-1", None),
+    ],
+)
+def test_a_resource_names_its_partition_only_where_asff_allows_it(
+    partition: str, region: str, named: str | None
+) -> None:
+    """Resources[].Partition is an ASFF enum (aws, aws-cn, aws-us-gov): a result from another
+    partition leaves it out rather than have the finding refused (InvalidInput); its ARN still
+    says where the resource lives."""
+    finding = build_finding(
+        result(partition=partition, region=region), SSH_OPEN, generated_at=NOW, instance=INSTANCE
+    )
+    assert_valid(finding)
+    resource = finding["Resources"][0]
+    assert resource.get("Partition") == named
+    assert resource["Id"] == f"arn:{partition}:ec2:{region}:{ACCOUNT}:instance/i-0abc"
+    assert resource["Region"] == region
