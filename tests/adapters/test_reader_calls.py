@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from guardrail.clients import AwsClients
 from guardrail.engine import Guardrail
+from guardrail.model import Status
 from guardrail.scope import Scope
 from guardrail.settings import Settings
 
@@ -94,3 +95,71 @@ def test_dhmc_reads_managed_instances_only_for_profileless_ones_in_batches(aws, 
     large = scan_calls(aws, Settings(session_log_bucket="guardrail-logs", accept_dhmc=True))
     assert small["ssm:DescribeInstanceInformation"] == 1
     assert large["ssm:DescribeInstanceInformation"] == 2
+
+
+# --- what the reader takes from DescribeInstances and IAM as they answer -----------------------
+
+SSH = "ssh-open-to-internet"
+OPEN_SSH_V6 = {
+    "IpProtocol": "tcp",
+    "FromPort": 22,
+    "ToPort": 22,
+    "Ipv6Ranges": [{"CidrIpv6": "::/0"}],
+}
+
+
+def test_an_ipv6_only_instance_behind_an_ipv6_open_group_is_critical(account, clients):
+    """No public IPv4, one IPv6 address (NetworkInterfaces[].Ipv6Addresses[] in the raw
+    DescribeInstances answer): a ::/0 rule reaches it now, so the finding is CRITICAL, not the
+    HIGH of an instance the internet cannot reach."""
+    block = account.ec2.associate_vpc_cidr_block(
+        VpcId=account.vpc, AmazonProvidedIpv6CidrBlock=True
+    )["Ipv6CidrBlockAssociation"]["Ipv6CidrBlock"]
+    account.ec2.associate_subnet_cidr_block(
+        SubnetId=account.subnet, Ipv6CidrBlock=block.replace("/56", "/64")
+    )
+    gid = account.group(OPEN_SSH_V6)
+    iid = account.instance([gid])
+    raw = account.ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert raw.get("PublicIpAddress") is None
+    (eni,) = raw["NetworkInterfaces"]
+    (address,) = account.ec2.assign_ipv6_addresses(
+        NetworkInterfaceId=eni["NetworkInterfaceId"], Ipv6AddressCount=1
+    )["AssignedIpv6Addresses"]
+    report = Guardrail(clients, Settings(), account_id="123456789012").run(
+        Scope(group_ids=frozenset({gid}), controls=frozenset({SSH}))
+    )
+    results = {e.result.resource_id: e.result for e in report.evaluations}
+    assert (results[iid].severity, results[gid].severity) == ("CRITICAL", "CRITICAL")
+    assert results[iid].reason.endswith("instance is running with an IPv6 address")
+    assert report.snapshot is not None
+    assert report.snapshot.instances[iid].ipv6_addresses == (address,)
+
+
+def test_a_role_deleted_while_its_profile_is_read_is_skipped_not_a_failed_read(account, clients):
+    """The role leaves its profile and is deleted between GetInstanceProfile and
+    ListAttachedRolePolicies (NoSuchEntity): the scan still judges every instance; the one whose
+    role went is left with a profile without a role, as the next read will find it."""
+    account.role("leaving", CORE, profile="leaving")
+    account.role("staying", CORE, profile="staying")
+    gone = account.instance(profile="leaving")
+    kept = account.instance(profile="staying")
+
+    def delete_the_role_first(params, **_):
+        if params["RoleName"] == "leaving":
+            account.iam.remove_role_from_instance_profile(
+                InstanceProfileName="leaving", RoleName="leaving"
+            )
+            account.iam.detach_role_policy(RoleName="leaving", PolicyArn=CORE)
+            account.iam.delete_role(RoleName="leaving")
+
+    clients.iam.meta.events.register(
+        "before-parameter-build.iam.ListAttachedRolePolicies", delete_the_role_first
+    )
+    report = Guardrail(clients, Settings(), account_id="123456789012").run(
+        Scope(instance_ids=frozenset({gone, kept}), controls=frozenset({"ssm-instance-role"}))
+    )
+    results = {e.result.resource_id: e.result for e in report.evaluations}
+    assert results[kept].status is Status.PASSED
+    assert results[gone].status is Status.FAILED
+    assert results[gone].reason == "instance profile leaving has no role"

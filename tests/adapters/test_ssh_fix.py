@@ -943,3 +943,24 @@ def test_the_fix_as_applied_never_widens_and_only_drops_internet_ssh(account, cl
                 assert not now, f"internet SSH still open: {probe}"
         elif was and protocol != "esp" and not (protocol == "icmpv6") ^ (":" in source):
             assert now, f"the fix broke {probe}"  # (exotic protocols of all-traffic rules go)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [perm("tcp", 22, 22), perm("tcp", 0, 65535)],
+    ids=["revoke", "re-add"],  # the first call that finds the group gone
+)
+def test_a_group_deleted_between_the_read_and_the_fix_counts_as_done(account, clients, rule):
+    """The owner moves the instance off the open group and deletes it while the event is read:
+    EC2 answers InvalidGroup.NotFound to the fix's first call (the re-add of the other ports, or
+    the revoke when there are none). Nothing admits internet SSH any more: done, not FAILED."""
+    from guardrail.scope import Scope
+
+    gid = account.group(rule)
+    iid = account.instance([gid])
+    snapshot = read(clients, Scope(group_ids=frozenset({gid})))
+    account.move(iid, [account.group()])
+    account.ec2.delete_security_group(GroupId=gid)
+    (record,) = fix(clients, snapshot)
+    assert record.outcome is Outcome.ALREADY_COMPLIANT and record.outcome.ok
+    assert record.reason == "security group no longer exists" and record.error_code is None

@@ -319,3 +319,77 @@ def test_replay_with_rejected_findings_warns_and_exits_by_the_results(
     code = run_replay(cli.build_parser().parse_args(["replay", path]), out, err, env={})
     assert code == 0  # the preferences were evaluated and (report mode) pass: nothing FAILED
     assert "warning: Security Hub: 1 finding(s) not imported" in err.getvalue()
+
+
+# --- which failures make the on-change Lambda raise (EventBridge retries it) -------------------
+
+
+@pytest.mark.parametrize(
+    ("control", "operation", "code"),
+    [
+        (SSH, "ec2.RevokeSecurityGroupIngress", "UnauthorizedOperation"),
+        (test_on_change.ROLE, "iam.AttachRolePolicy", "AccessDenied"),
+    ],
+    ids=["ec2-unauthorized", "iam-access-denied"],
+)
+def test_a_fix_the_guardrail_may_not_make_is_recorded_not_retried(
+    world: World, control: str, operation: str, code: str
+):
+    """A denied fix fails the same way on every retry: the event is handled (no exception for
+    EventBridge to retry, then dead-letter), the failure recorded and the finding FAILED."""
+    from handlers import on_change
+
+    from tests.handlers.test_on_change import CORE, refuse
+
+    if control == SSH:
+        bad = world.group("ops")
+        instance = world.launch(groups=[bad])[0]
+        world.open_ssh(bad)
+        event = world.event("authorize_ingress_ip_permissions", {SG: bad})
+    else:
+        world.app_role()
+        instance = world.launch(profile="app-profile")[0]
+        world.iam.detach_role_policy(RoleName="app-role", PolicyArn=CORE)
+        event = world.event("iam_detach_role_policy")
+    guardrail = world.guardrail(fresh=True)
+    refuse(guardrail, operation, code)
+    result = on_change.handle(event, guardrail, home_account=ACCOUNT)  # no RetryableEventError
+    assert result["fixes"] == {"failed": 1} and result["left_failed"] >= 1
+    assert world.finding(control, instance)["Compliance"]["Status"] == "FAILED"
+    if control == SSH:
+        assert world.internet_ssh(bad)
+    else:
+        assert CORE not in world.attached("app-role")
+
+
+def test_a_throttled_security_hub_import_raises_and_the_retry_publishes(world: World):
+    """Security Hub throttles every BatchImportFindings attempt (TooManyRequestsException, past
+    the publisher's retries): nothing reached it, so the event raises for EventBridge to retry,
+    and the retry publishes the finding."""
+    from guardrail.replay import RetryableEventError
+    from handlers import on_change
+
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.open_ssh(bad)
+    event = world.event("authorize_ingress_ip_permissions", {SG: bad})
+    guardrail = world.guardrail("report", fresh=True)
+
+    class Response:
+        status_code = 429
+        headers: dict[str, str] = {}
+
+    def throttled(**_: Any) -> tuple[Any, dict[str, Any]]:
+        return Response(), {
+            "Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"},
+            "ResponseMetadata": {"HTTPStatusCode": 429},
+        }
+
+    assert guardrail.publisher is not None
+    hub = guardrail.publisher._client
+    hub.meta.events.register("before-call.securityhub.BatchImportFindings", throttled)
+    with pytest.raises(RetryableEventError, match=r"Security Hub .*: TooManyRequestsException"):
+        on_change.handle(event, guardrail, home_account=ACCOUNT)
+    assert world.findings() == {}
+    world.deliver(event, mode="report")  # EventBridge's retry
+    assert world.finding(SSH, instance)["Compliance"]["Status"] == "FAILED"

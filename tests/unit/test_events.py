@@ -95,6 +95,34 @@ def test_group_named_only_by_name_takes_the_id_from_the_response_rule_set():
     assert to_scope(event).group_ids == {SG}
 
 
+@pytest.mark.parametrize("named", [None, "default"], ids=["rule-ids-only", "group-name"])
+def test_a_revoke_by_rule_ids_takes_the_group_from_the_revoked_rule_set(named):
+    """RevokeSecurityGroupIngress whose request names no groupId (only the rule ids, or the
+    default VPC's groupName): the group is the one of the rules the response says it revoked."""
+    event = load("revoke_ingress_rule_ids")
+    request = event["detail"]["requestParameters"]
+    del request["groupId"]
+    if named:
+        request["groupName"] = named
+    event["detail"]["responseElements"]["revokedSecurityGroupRuleSet"] = {
+        "items": [
+            {
+                "groupOwnerId": ACCOUNT,
+                "groupId": SG,
+                "securityGroupRuleId": "sgr-0a1b2c3d4e5f60001",
+                "isEgress": False,
+                "ipProtocol": "tcp",
+                "fromPort": 22,
+                "toPort": 22,
+                "cidrIpv4": "0.0.0.0/0",
+            }
+        ]
+    }
+    parsed = parse_event(event)
+    assert isinstance(parsed, Change), parsed
+    assert parsed.scope == Scope(group_ids=frozenset({SG}), controls=frozenset({SSH}))
+
+
 def test_group_named_only_by_name_without_rule_set_is_dropped_as_unresolved():
     result = dropped(load("authorize_ingress_group_name_no_rule_set"))
     assert result.kind is DropKind.UNRESOLVED

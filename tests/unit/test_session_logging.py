@@ -119,16 +119,29 @@ def test_delivery_target_prefers_the_region_configuration():
 
 
 def test_delivery_requirements_cover_s3_logs_and_kms():
-    pairs = dict(
-        delivery_requirements(
-            delivery_target(SessionPreferences(False), OURS), "aws", "eu-west-1", "111122223333"
-        )
+    """Every permission AWS-NOTES.md lists for an instance to deliver session logs: a role
+    missing any one of them cannot log, so each must be simulated."""
+    required = delivery_requirements(
+        delivery_target(SessionPreferences(False), OURS), "aws", "eu-west-1", "111122223333"
     )
+    assert sorted(action for action, _ in required) == [
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+        "logs:CreateLogStream",
+        "logs:DescribeLogGroups",
+        "logs:DescribeLogStreams",
+        "logs:PutLogEvents",
+        "s3:GetEncryptionConfiguration",
+        "s3:PutObject",
+    ]
+    pairs = dict(required)
     assert pairs["s3:PutObject"] == "arn:aws:s3:::guardrail-logs/session-logs/session.log"
     assert pairs["s3:GetEncryptionConfiguration"] == "arn:aws:s3:::guardrail-logs"
-    assert pairs["logs:PutLogEvents"].startswith(
-        "arn:aws:logs:eu-west-1:111122223333:log-group:/guardrail/sessions:"
-    )
+    group = "arn:aws:logs:eu-west-1:111122223333:log-group:/guardrail/sessions:"
+    for action in ("logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"):
+        assert pairs[action].startswith(group), action
+    # DescribeLogGroups is a list call: simulated on every log group of the region.
+    assert pairs["logs:DescribeLogGroups"] == "arn:aws:logs:eu-west-1:111122223333:log-group:*"
     assert pairs["kms:GenerateDataKey"] == KEY and pairs["kms:Decrypt"] == KEY
 
 
@@ -194,3 +207,62 @@ def test_instance_delivery_results():
     assert {r.resource_id: r for r in SESSION_LOGGING.check(allowed, OURS)}[
         "i-ok"
     ].status is Status.PASSED
+
+
+@pytest.mark.parametrize(
+    ("prefix", "granted"),
+    [
+        ("session-logs", True),
+        ("session-logs/eu-west-1", True),
+        ("session-logs-old", False),  # shares the name's start, not the folder
+        ("session-logsarchive", False),
+    ],
+)
+def test_the_delivery_policy_is_attached_only_where_its_prefix_covers_the_logs(prefix, granted):
+    """The guardrail's log-delivery policy allows s3:PutObject under session-logs/ only: a role
+    whose sessions log to the sibling prefix session-logs-old/ would still be refused, so it
+    gets no policy, and the reason says where the logs go instead."""
+    from guardrail.controls.base import FixContext
+    from guardrail.model import Outcome
+
+    attached: list[str] = []
+
+    class Iam:
+        def attach_role_policy(self, RoleName, PolicyArn):
+            attached.append(RoleName)
+
+    class Clients:
+        iam = Iam()
+
+    settings = Settings(
+        mode="enforce",
+        session_log_bucket="guardrail-logs",
+        session_log_prefix="session-logs/",
+        log_delivery_policy_arn="arn:aws:iam::111122223333:policy/d",
+    )
+    prefs = SessionPreferences(
+        True,
+        {"s3BucketName": "guardrail-logs", "s3KeyPrefix": prefix, "s3EncryptionEnabled": True},
+    )
+    profile = "arn:aws:iam::111122223333:instance-profile/p"
+    refused = f"s3:PutObject on arn:aws:s3:::guardrail-logs/{prefix}/session.log"
+    s = AccountSnapshot(
+        "111122223333",
+        "eu-west-1",
+        instances={"i-1": Instance("i-1", "running", profile_arn=profile)},
+        instance_profiles={profile: InstanceProfile(profile, "p", ("r",))},
+        roles={"r": Role("r", "arn:aws:iam::111122223333:role/r")},
+        session_preferences=prefs,
+        delivery_target=delivery_target(prefs, settings),
+        delivery={"r": DeliveryCheck("r", (refused,))},
+    )
+    failed = [r for r in SESSION_LOGGING.check(s, settings) if r.status is Status.FAILED]
+    (grant,) = SESSION_LOGGING.remediate(failed, s, FixContext(Clients(), settings))
+    if granted:
+        assert grant.outcome is Outcome.APPLIED and attached == ["r"]
+    else:
+        assert grant.outcome is Outcome.SKIPPED and attached == []
+        assert f"sessions log under s3://guardrail-logs/{prefix}, outside the prefix " in (
+            grant.reason
+        )
+        assert "session-logs/ the log-delivery policy grants" in grant.reason

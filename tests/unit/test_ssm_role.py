@@ -316,3 +316,40 @@ def test_an_instance_systems_manager_has_not_registered_yet(
     assert result.status is Status.FAILED
     (fix,) = SSM_ROLE.remediate([result], snapshot, FixContext(clients, settings))
     assert fix.outcome is Outcome.APPLIED and associated == ["i-1"]
+
+
+@pytest.mark.parametrize(
+    ("policies", "carried"),
+    [
+        ([CORE], "AmazonSSMManagedInstanceCore"),
+        ([CUSTOM], "a policy declared equivalent to AmazonSSMManagedInstanceCore"),
+    ],
+    ids=["core", "equivalent"],
+)
+def test_a_refused_role_is_said_to_carry_the_policy_it_actually_has(policies, carried):
+    """A person reading "carries AmazonSSMManagedInstanceCore" looks for the AWS policy on the
+    role: a role passing on a declared equivalent must be named as such, in the finding and in
+    the fix's reason."""
+    from dataclasses import replace
+
+    from guardrail.controls.base import FixContext
+    from guardrail.model import AgentAccess
+
+    class NoCalls:  # any AWS call fails the test
+        def __getattr__(self, name):
+            raise AssertionError(f"unexpected AWS call: {name}")
+
+    instance = Instance("i-1", "running", profile_arn=PROFILE)
+    denied = (("ssm:UpdateInstanceInformation", "implicitDeny"),)
+    refused = replace(
+        snap(instance, role_policies=policies),
+        agent_access={"app-role": AgentAccess("app-role", denied)},
+    )
+    settings = Settings(
+        mode="enforce", instance_profile="guardrail-ec2", equivalent_policy_arns=(CUSTOM,)
+    )
+    result = only(SSM_ROLE.check(refused, settings))
+    assert result.status is Status.FAILED
+    assert result.reason.startswith(f"role app-role carries {carried}, but no policy of the role")
+    (fix,) = SSM_ROLE.remediate([result], refused, FixContext(NoCalls(), settings))
+    assert f"the role carries {carried} already" in fix.reason
