@@ -543,7 +543,8 @@ def print_run(run: DemoRun, out: TextIO) -> None:
         "answers otherwise than AWS: DescribeInstanceInformation, Get/UpdateServiceSetting, "
         "SimulatePrincipalPolicy, Security Hub's BatchImportFindings (ASFF checks, update rules), "
         "BatchUpdateFindings and GetFindings filters, and parts of RunInstances, "
-        "AuthorizeSecurityGroupIngress and DescribeInstances.",
+        "AuthorizeSecurityGroupIngress, ReplaceIamInstanceProfileAssociation and "
+        "DescribeInstances.",
         file=out,
     )
     print(

@@ -34,12 +34,16 @@ It also corrects moto behaviours the guardrail's results depend on (documented A
   or Compliance.Status goes PASSED → FAILED/WARNING/NOT_AVAILABLE. New findings start
   ``Workflow.Status = NEW``. With Security Hub disabled every finding comes back in
   ``FailedFindings`` with ``InvalidAccess`` (moto accepted them). A finding ASFF does not allow
-  (`asff_problem`: 240 KB, required attributes, lengths, counts, enumerations, timestamps, another
-  account or product) comes back in ``FailedFindings`` with ``InvalidInput``, and more than 100
-  findings fail the request, as in AWS (moto took anything with an Id and a resource). Findings
+  (`asff_problem`: 240 KB, required attributes, lengths, counts, enumerations, patterns,
+  timestamps) comes back in ``FailedFindings`` with ``InvalidInput``; a finding for another
+  account, or through another product, and more than 100 findings fail the whole request
+  (``AccessDeniedException``, ``InvalidInputException``), as in AWS (moto took anything with an
+  Id and a resource). Findings
   are looked up by Id in a dict (moto scanned a list per finding: quadratic at benchmark sizes).
 - ``ReplaceIamInstanceProfileAssociation`` now shows in DescribeInstances' ``IamInstanceProfile``,
   whose ``Id`` is the instance profile's id, as in AWS (moto put the association id there).
+- ``AuthorizeSecurityGroupIngress`` answers with every rule it created, as EC2 does (moto listed
+  only those of the last IpPermission sent).
 - ``RunInstances`` with ``IamInstanceProfile`` and a count above one gives the profile to every
   instance launched (moto associated it with the first one only).
 - ``DescribeInstances`` accepts the filters ``iam-instance-profile.arn`` (the profile currently
@@ -606,8 +610,14 @@ def _securityhub_import_findings(
             "BatchImportFindings", f"at most {MAX_IMPORT} findings per request, not {len(findings)}"
         )
     for data in findings:
+        if foreign := foreign_finding(data, self.account_id, self.region_name):
+            from moto.securityhub.exceptions import SecurityHubClientError
+
+            # As AWS Support describes it (prowler#867): the whole call is refused.
+            raise SecurityHubClientError("AccessDeniedException", foreign)
+    for data in findings:
         finding_id = data.get("Id", "")
-        problem = asff_problem(data, self.account_id, self.region_name)
+        problem = asff_problem(data)
         if problem:
             failed.append({"Id": finding_id, "ErrorCode": "InvalidInput", "ErrorMessage": problem})
             continue
@@ -656,6 +666,11 @@ ASFF_REQUIRED = (
     "Description",
     "Resources",
 )
+ASFF_SCHEMA_VERSION = "2018-10-08"
+# ASFF's timestamp formats: a date, T, a time (fractions optional) and Z or an offset.
+ASFF_TIMESTAMP = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:?[0-9]{2})\Z"
+)
 ASFF_MAX_LENGTH = {"Id": 512, "GeneratorId": 512, "Title": 256, "Description": 1024}
 ASFF_MAX_ITEMS = {"Resources": 32, "Types": 50}
 MAX_PRODUCT_FIELDS, MAX_PRODUCT_FIELD_KEY, MAX_PRODUCT_FIELD_VALUE = 50, 128, 2048
@@ -666,16 +681,20 @@ ASFF_ENUMS = {
 }
 
 
-def asff_problem(data: dict[str, Any], account_id: str, region: str) -> str:
+def asff_problem(data: dict[str, Any]) -> str:
     """Why Security Hub would put the finding in FailedFindings ("" if it takes it), in its
-    words: required attributes, lengths, counts, enumerations, timestamps, and a finding for
-    the calling account through its own default product in the region called."""
-    invalid = "Finding does not adhere to Amazon Security Finding Format."
+    words: size, required attributes, lengths, counts, enumerations and patterns."""
+    invalid = "Finding does not adhere to Amazon Finding Format."
     if len(json.dumps(data, separators=(",", ":"))) > MAX_FINDING_BYTES:
         return f"Finding size exceeds the maximum of {MAX_FINDING_BYTES // 1024} KB"
     for key in ASFF_REQUIRED:
         if data.get(key) in (None, "", []):
             return f"{invalid} data should have required property '{key}'"
+    if data["SchemaVersion"] != ASFF_SCHEMA_VERSION:
+        return f"{invalid} data.SchemaVersion should be equal to {ASFF_SCHEMA_VERSION}"
+    for key in ("Title", "Description"):
+        if not str(data[key]).strip():
+            return f'{invalid} data.{key} should match pattern ".*\\S.*"'
     if not (data.get("Types") or (data.get("FindingProviderFields") or {}).get("Types")):
         return f"{invalid} data should have required property 'Types'"
     if not (data.get("Severity") or (data.get("FindingProviderFields") or {}).get("Severity")):
@@ -704,11 +723,17 @@ def asff_problem(data: dict[str, Any], account_id: str, region: str) -> str:
         if value is not None and value not in allowed:
             return f"{invalid} data.{'.'.join(path)} should be equal to one of the allowed values"
     for key in ("CreatedAt", "UpdatedAt", "FirstObservedAt", "LastObservedAt"):
-        if key in data and _parse_time(data[key]) is None:
+        if key in data and not ASFF_TIMESTAMP.match(str(data[key])):
             return f'{invalid} data.{key} should match format "date-time"'
-    if data["AwsAccountId"] != account_id:
-        return f"AwsAccountId {data['AwsAccountId']} is not the calling account {account_id}"
-    product = str(data["ProductArn"])
+    return ""
+
+
+def foreign_finding(data: dict[str, Any], account_id: str, region: str) -> str:
+    """Why the calling account may not import the finding ("" if it may): another account's,
+    or through a product other than its own default one in the region called."""
+    if data.get("AwsAccountId") != account_id:
+        return f"AwsAccountId {data.get('AwsAccountId')} is not the calling account {account_id}"
+    product = str(data.get("ProductArn"))
     if not re.fullmatch(
         rf"arn:[\w-]+:securityhub:{re.escape(region)}:{account_id}:product/{account_id}/default",
         product,
@@ -764,11 +789,13 @@ def _in_range(value: Any, condition: dict[str, Any]) -> bool:
         return False
     if "DateRange" in condition:
         days = condition["DateRange"]
-        if days.get("Unit") != "DAYS":
+        if days.get("Unit") != "DAYS" or not isinstance(days.get("Value"), int):
             from moto.securityhub.exceptions import InvalidInputException
 
-            raise InvalidInputException(op="GetFindings", msg="DateRange Unit must be DAYS")
-        return at >= datetime.now(UTC) - timedelta(days=int(days["Value"]))
+            raise InvalidInputException(
+                op="GetFindings", msg="DateRange needs Unit DAYS and a Value"
+            )
+        return at >= datetime.now(UTC) - timedelta(days=days["Value"])
     start, end = _parse_time(condition.get("Start")), _parse_time(condition.get("End"))
     return (start is None or start <= at) and (end is None or at <= end)
 

@@ -40,11 +40,11 @@ RETENTION_DAYS = (
     3288,
     3653,
 )
-REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
-RATE = re.compile(r"^rate\((\d+) (minute|hour|day)(s?)\)$")
-CRON = re.compile(r"^cron\((.+)\)$")
-LOG_GROUP_NAME = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]\Z")
+RATE = re.compile(r"^rate\(([0-9]+) (minute|hour|day)(s?)\)\Z")
+CRON = re.compile(r"^cron\((.+)\)\Z")
+LOG_GROUP_NAME = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}\Z")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 INSIGHT_SCOPES = ("account", "organization")
 MAX_FINDING_REFRESH_DAYS = 60  # the engine's own bound (GUARDRAIL_FINDING_REFRESH_DAYS)
 
@@ -61,11 +61,12 @@ CRON_FIELDS = (
     ("year", 1970, 2199, ()),
 )
 DAY_OF_MONTH, DAY_OF_WEEK = 2, 4
-# The forms only the day fields take: L (last), nW (nearest weekday), nL and n#k (the last, the
-# k-th such day of the week in the month).
+# The forms only the day fields take: L (last), L-n (n days before it), nW (nearest weekday), nL
+# and n#k (the last, the k-th such day of the week in the month). Letters in any case: an
+# unknown form is refused at deploy anyway, so doubt is resolved in favour of accepting.
 DAY_FORMS = {
-    DAY_OF_MONTH: re.compile(r"^(?:L|LW|(\w+)W)$"),
-    DAY_OF_WEEK: re.compile(r"^(?:L|(\w+)L|(\w+)#[1-5])$"),
+    DAY_OF_MONTH: re.compile(r"^(?:L|LW|L-[0-9]+|([0-9]+)W)\Z"),
+    DAY_OF_WEEK: re.compile(r"^(?:L|([0-9A-Z]+)L|([0-9A-Z]+)#[1-5])\Z"),
 }
 
 
@@ -76,18 +77,18 @@ def cron_field_problem(index: int, text: str) -> str:
     valid = f"{name} takes {low}-{high}" + (f" or {names[0]}-{names[-1]}" if names else "")
 
     def value_ok(value: str) -> bool:
-        if value.isdigit():
+        if re.fullmatch("[0-9]+", value):
             return low <= int(value) <= high
         return value.upper() in names
 
     if text == "?":
         return "" if index in DAY_FORMS else f"{name} cannot be ?"
-    if index in DAY_FORMS and (form := DAY_FORMS[index].match(text)):
+    if index in DAY_FORMS and (form := DAY_FORMS[index].match(text.upper())):
         given = [g for g in form.groups() if g is not None]
         return "" if all(value_ok(g) for g in given) else f"{text!r}: {valid}"
     for item in text.split(","):
         base, slash, step = item.partition("/")
-        if slash and not (step.isdigit() and int(step) >= 1):
+        if slash and not (re.fullmatch("[0-9]+", step) and int(step) >= 1):
             return f"{text!r}: a step after / is a number of at least 1"
         if base == "*":
             continue
@@ -272,7 +273,7 @@ class GuardrailConfig:
                 raise ConfigError(
                     f"context 'regions'/'iamEventRegion': {region!r} is not a region name"
                 )
-        if self.account and not re.fullmatch(r"\d{12}", self.account):
+        if self.account and not re.fullmatch(r"[0-9]{12}", self.account):
             raise ConfigError(
                 f"context 'account' must be a 12-digit account id, not {self.account!r}"
             )

@@ -310,9 +310,9 @@ def test_every_entry_refused_for_access_is_as_fatal_as_the_call_refused(
 def test_some_entries_refused_for_access_do_not_stop_the_next_batches(
     stubbed: Any, clock: FakeClock, others: str
 ) -> None:
-    """InvalidAccess on some entries only (a finding for an account or product this one may
-    not import to) is that finding's failure, not Security Hub being off: the next batch is
-    still imported and the run is not fatal."""
+    """InvalidAccess on some entries only is those findings' failure, not proof that Security
+    Hub is off (which refuses every entry of every batch): the next batch is still imported and
+    the run is not fatal."""
     client, stubber = stubbed
     batch = findings(150)
     bad = batch[0]["Id"]

@@ -283,8 +283,9 @@ def test_get_findings_applies_date_filters_inclusive_start_and_end(hub):
         "jan3",
     ]
     assert ids({"DateRange": {"Value": 1, "Unit": "DAYS"}}) == []  # all in January 2025
-    with pytest.raises(ClientError, match="Unit must be DAYS"):
-        ids({"DateRange": {"Value": 1, "Unit": "WEEKS"}})
+    for malformed in ({"Value": 1, "Unit": "WEEKS"}, {"Unit": "DAYS"}):
+        with pytest.raises(ClientError, match="DateRange needs Unit DAYS and a Value"):
+            ids({"DateRange": malformed})
 
 
 def test_the_resolved_insight_shows_resolutions_of_the_last_7_days_not_refreshes(hub):
@@ -437,12 +438,15 @@ def test_batch_update_validates_its_input(hub):
         ({"Severity": {"Label": "SUPERBAD"}}, "data.Severity.Label should be equal to one of"),
         ({"Compliance": {"Status": "OK"}}, "data.Compliance.Status should be equal to one of"),
         ({"UpdatedAt": "not a time"}, 'data.UpdatedAt should match format "date-time"'),
+        ({"CreatedAt": "2025-01-01"}, 'data.CreatedAt should match format "date-time"'),
+        ({"UpdatedAt": "2025-01-01T00:00:00"}, "format"),  # no zone
+        ({"UpdatedAt": "2025-01-01 00:00:00Z"}, "format"),  # no T
+        ({"SchemaVersion": "2020-01-01"}, "data.SchemaVersion should be equal to 2018-10-08"),
+        ({"Title": "   "}, "data.Title should match pattern"),
         ({"Resources": [{"Type": "Other", "Id": f"r{i}"} for i in range(33)]}, "32 items"),
         ({"Title": ""}, "required property 'Title'"),
         ({"UserDefinedFields": {f"k{i}": "v" * 1000 for i in range(250)}}, "exceeds the maximum"),
         ({"Types": []}, "required property 'Types'"),
-        ({"AwsAccountId": "210987654321"}, "not the calling account"),
-        ({"ProductArn": PRODUCT_ARN.replace("us-east-1", "eu-west-1")}, "default product"),
     ],
     ids=lambda v: v if isinstance(v, str) else next(iter(v)),
 )
@@ -455,6 +459,31 @@ def test_a_finding_asff_refuses_fails_alone_as_aws_answers(hub, change, message)
     assert failed["Id"] == "bad" and failed["ErrorCode"] == "InvalidInput"
     assert message in failed["ErrorMessage"]
     assert set(stored(hub)) == {"good"}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"AwsAccountId": "210987654321"},
+        {"ProductArn": PRODUCT_ARN.replace("us-east-1", "eu-west-1")},
+        {"ProductArn": PRODUCT_ARN.replace("default", "other")},
+    ],
+    ids=["account", "region", "product"],
+)
+def test_a_finding_for_another_account_or_product_fails_the_whole_call(hub, change):
+    """As AWS Support describes it (prowler#867): AccessDeniedException for the request, so
+    the finding beside it is not imported either."""
+    code = errors(hub.batch_import_findings, Findings=[finding("good"), {**finding("x"), **change}])
+    assert code == "AccessDeniedException"
+    assert stored(hub) == {}
+
+
+def test_timestamps_in_asff_s_formats_are_taken(hub):
+    stamps = ["2025-01-01T00:00:00Z", "2025-01-01T00:00:00.123456789Z", "2025-01-01T00:00:00+02:00"]
+    answer = hub.batch_import_findings(
+        Findings=[finding(f"t{i}", updated=t) for i, t in enumerate(stamps)]
+    )
+    assert answer["SuccessCount"] == 3
 
 
 def test_a_finding_at_every_limit_is_taken(hub):
