@@ -101,9 +101,7 @@ def test_dhmc_reads_managed_instances_only_for_profileless_ones_in_batches(aws, 
 
 SSH = "ssh-open-to-internet"
 OPEN_SSH_V6 = {
-    "IpProtocol": "tcp",
-    "FromPort": 22,
-    "ToPort": 22,
+    **{k: v for k, v in OPEN_SSH.items() if k != "IpRanges"},
     "Ipv6Ranges": [{"CidrIpv6": "::/0"}],
 }
 

@@ -1692,38 +1692,32 @@ def test_iam_event_for_a_role_that_no_longer_exists_ends_quietly(world):
 # --- AWS trouble ----------------------------------------------------------------------------------
 
 
-def throttle(guardrail: Guardrail, operation: str, client: Any = None) -> None:
-    """Make every `operation` call answer ThrottlingException (after botocore's retries), on
-    the guardrail's clients or on one `client` made before."""
+def answer_error(
+    guardrail: Guardrail, operation: str, code: str, status: int, client: Any = None
+) -> None:
+    """Make every `operation` call answer the error `code` (after botocore's retries, when it
+    retries that code), on the guardrail's clients or on one `client` made before."""
 
     class Response:
-        status_code = 400
+        status_code = status
         headers: dict[str, str] = {}
 
     def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
         return Response(), {
-            "Error": {"Code": "Throttling", "Message": "Rate exceeded"},
-            "ResponseMetadata": {"HTTPStatusCode": 400},
+            "Error": {"Code": code, "Message": f"emulated {code}"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
         }
 
     events = client.meta.events if client is not None else guardrail.clients.session.events
     events.register(f"before-call.{operation}", answer)
 
 
+def throttle(guardrail: Guardrail, operation: str, client: Any = None) -> None:
+    answer_error(guardrail, operation, "Throttling", 400, client)
+
+
 def refuse(guardrail: Guardrail, operation: str, code: str) -> None:
-    """Make every `operation` call of the guardrail's clients answer the error `code`."""
-
-    class Response:
-        status_code = 404
-        headers: dict[str, str] = {}
-
-    def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
-        return Response(), {
-            "Error": {"Code": code, "Message": f"emulated {code}"},
-            "ResponseMetadata": {"HTTPStatusCode": 404},
-        }
-
-    guardrail.clients.session.events.register(f"before-call.{operation}", answer)
+    answer_error(guardrail, operation, code, 404)
 
 
 def test_throttled_read_raises_so_eventbridge_retries(world):

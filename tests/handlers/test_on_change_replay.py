@@ -15,6 +15,7 @@ from guardrail.replay import format_outcome, outcome_dict, replay, run_replay
 from tests.handlers import test_on_change
 from tests.handlers.test_on_change import (
     ACCOUNT,
+    CORE,
     FIXTURES,
     GUARDRAIL_PROFILE,
     GUARDRAIL_ROLE,
@@ -24,6 +25,8 @@ from tests.handlers.test_on_change import (
     SG,
     SSH,
     World,
+    answer_error,
+    refuse,
 )
 
 world = test_on_change.world  # the emulated account fixture
@@ -339,8 +342,6 @@ def test_a_fix_the_guardrail_may_not_make_is_recorded_not_retried(
     EventBridge to retry, then dead-letter), the failure recorded and the finding FAILED."""
     from handlers import on_change
 
-    from tests.handlers.test_on_change import CORE, refuse
-
     if control == SSH:
         bad = world.group("ops")
         instance = world.launch(groups=[bad])[0]
@@ -375,19 +376,10 @@ def test_a_throttled_security_hub_import_raises_and_the_retry_publishes(world: W
     event = world.event("authorize_ingress_ip_permissions", {SG: bad})
     guardrail = world.guardrail("report", fresh=True)
 
-    class Response:
-        status_code = 429
-        headers: dict[str, str] = {}
-
-    def throttled(**_: Any) -> tuple[Any, dict[str, Any]]:
-        return Response(), {
-            "Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"},
-            "ResponseMetadata": {"HTTPStatusCode": 429},
-        }
-
     assert guardrail.publisher is not None
     hub = guardrail.publisher._client
-    hub.meta.events.register("before-call.securityhub.BatchImportFindings", throttled)
+    # Security Hub's throttling answer.
+    answer_error(guardrail, "securityhub.BatchImportFindings", "TooManyRequestsException", 429, hub)
     with pytest.raises(RetryableEventError, match=r"Security Hub .*: TooManyRequestsException"):
         on_change.handle(event, guardrail, home_account=ACCOUNT)
     assert world.findings() == {}
