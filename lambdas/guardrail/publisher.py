@@ -137,6 +137,10 @@ class _Run:
     # Stored findings of resources we fixed that were never marked RESOLVED (that call failed).
     unresolved_fixes: set[str] = field(default_factory=set)
     stopped: CallError | None = None  # an error after which no call can succeed
+    # Failures an import answer counted (FailedCount) but did not name, and the findings of the
+    # batches so answered: any of them may not have landed, so none is marked RESOLVED.
+    unnamed_failures: int = 0
+    unconfirmed: set[str] = field(default_factory=set)
 
     def summary(self) -> PublishSummary:
         return PublishSummary(
@@ -496,6 +500,7 @@ class FindingPublisher:
             else:
                 sized.append((finding, size))
         for batch in batches(sized):
+            unnamed = run.unnamed_failures
             accepted, rejected = self._send(
                 run,
                 "batch_import_findings",
@@ -504,6 +509,8 @@ class FindingPublisher:
                 _import_rejections,
             )
             run.imported.update(f["Id"] for f in accepted)
+            if run.unnamed_failures > unnamed:
+                run.unconfirmed.update(f["Id"] for f in accepted)
             run.failed.extend(_entry(i, code, message) for i, (code, message) in rejected.items())
         if run.failed:
             self._log_failures("findings not imported", run.failed)
@@ -523,6 +530,17 @@ class FindingPublisher:
             elif finding_id not in run.imported and finding_id not in run.unresolved_fixes:
                 run.unresolved.append(
                     _entry(finding_id, "ImportFailed", "not resolved because its import failed")
+                )
+            elif finding_id in run.unconfirmed:
+                # Resolving a finding whose PASSED import may not have landed could mark the
+                # stored FAILED one RESOLVED. If it did land, the next drift scan finds the fix
+                # unresolved and resolves it (_resolve_missed).
+                run.unresolved.append(
+                    _entry(
+                        finding_id,
+                        "ImportUnconfirmed",
+                        "not resolved: its import batch counted failures it did not name",
+                    )
                 )
             else:
                 text = clip(note.strip() or f"resolved by {PRODUCT}", MAX_NOTE)
@@ -684,6 +702,7 @@ def _import_rejections(response: dict[str, Any], run: _Run) -> dict[str, tuple[s
         for f in response.get("FailedFindings", [])
     }
     failed_count = int(response.get("FailedCount", len(rejected)))
+    run.unnamed_failures += max(0, failed_count - len(rejected))
     if failed_count != len(rejected):
         run.errors.append(
             f"BatchImportFindings reported FailedCount {failed_count} "

@@ -177,7 +177,8 @@ def test_a_failed_count_the_listed_failures_do_not_explain_is_reported(
     stubbed: Any, clock: FakeClock
 ) -> None:
     """An answer counting a failure it does not list (FailedCount 1, no FailedFindings): which
-    finding was lost cannot be told, but the summary must not claim everything went in."""
+    finding was lost cannot be told, but the summary must not claim everything went in, and no
+    finding of that batch is marked RESOLVED on the strength of it."""
     client, stubber = stubbed
     batch = findings(3)
     stubber.add_response(
@@ -186,12 +187,20 @@ def test_a_failed_count_the_listed_failures_do_not_explain_is_reported(
         {"Findings": batch},
     )
 
-    summary = FindingPublisher(client, sleep=clock.sleep, monotonic=clock.monotonic).publish(batch)
+    fixed = batch[0]["Id"]
+
+    summary = FindingPublisher(client, sleep=clock.sleep, monotonic=clock.monotonic).publish(
+        batch, resolutions={fixed: "fixed"}
+    )
 
     assert not summary.ok and not summary.fatal and summary.calls == 1
     assert summary.errors == [
         "BatchImportFindings reported FailedCount 1 but listed 0 FailedFindings"
     ]
+    # The lost one may be the fixed finding's PASSED import: resolving would mark the stored
+    # FAILED finding RESOLVED. Not resolved (no BatchUpdateFindings), and said so.
+    assert summary.resolved == 0
+    assert [(u["Id"], u["ErrorCode"]) for u in summary.unresolved] == [(fixed, "ImportUnconfirmed")]
 
 
 def test_a_finding_refused_for_what_it_is_is_not_resent(stubbed: Any, clock: FakeClock) -> None:
