@@ -500,10 +500,11 @@ def test_access_denied_on_the_optional_read_still_imports_everything() -> None:
     assert len(summary.errors) == 1 and "could not read stored findings" in summary.errors[0]
 
 
-def get_findings_calls(client: Any) -> list[dict[str, Any]]:
+def calls_to(client: Any, operation: str = "GetFindings") -> list[dict[str, Any]]:
+    """The parameters of every Security Hub `operation` call made from now on."""
     calls: list[dict[str, Any]] = []
     client.meta.events.register(
-        "provide-client-params.securityhub.GetFindings", lambda params, **_: calls.append(params)
+        f"provide-client-params.securityhub.{operation}", lambda params, **_: calls.append(params)
     )
     return calls
 
@@ -524,7 +525,7 @@ def test_archived_findings_are_not_read_again_by_every_scan(hub) -> None:
     )
     assert archived.imported == 250
     later = T0 + timedelta(hours=2)
-    calls = get_findings_calls(hub)
+    calls = calls_to(hub)
     summary = publisher(hub).publish(
         [finding(0, at=later)],
         refresh_before=later - WEEK,
@@ -565,7 +566,7 @@ def test_an_events_newer_archived_reading_stands_over_an_older_scans_fix(hub) ->
     gone = finding(1, Status.NOT_APPLICABLE, at=T0 + timedelta(minutes=7))  # an event's
     assert publisher(hub).publish([gone]).ok
     fixed = finding(1, Status.PASSED, at=T0 + timedelta(minutes=5))  # the scan fixed it first
-    calls = get_findings_calls(hub)
+    calls = calls_to(hub)
     summary = publisher(hub).publish(
         [fixed], {fixed["Id"]: RESOLUTION_NOTE}, refresh_before=T0 - WEEK
     )
@@ -573,16 +574,6 @@ def test_an_events_newer_archived_reading_stands_over_an_older_scans_fix(hub) ->
     held = stored(hub)[fixed["Id"]]
     assert (summary.superseded, summary.imported, summary.resolved) == (1, 0, 0)
     assert (held["RecordState"], held["Workflow"]["Status"]) == ("ARCHIVED", "NEW")
-
-
-def imports_sent(client: Any) -> list[str]:
-    """The Ids of every finding sent to BatchImportFindings from now on (each one is billed)."""
-    sent: list[str] = []
-    client.meta.events.register(
-        "provide-client-params.securityhub.BatchImportFindings",
-        lambda params, **_: sent.extend(f["Id"] for f in params["Findings"]),
-    )
-    return sent
 
 
 @pytest.mark.parametrize(
@@ -607,7 +598,7 @@ def test_a_slow_drift_scan_does_not_archive_what_an_event_published_during_it(
         finding(3, at=at + event_after_read),
     ]
     assert publisher(hub).publish(by_events).ok
-    sent = imports_sent(hub)
+    imports = calls_to(hub, "BatchImportFindings")  # each finding sent is billed
 
     summary = publisher(hub).publish(
         [finding(1, at=at)],
@@ -616,6 +607,7 @@ def test_a_slow_drift_scan_does_not_archive_what_an_event_published_during_it(
     )
 
     assert summary.ok and summary.unchanged == 1
+    sent = [f["Id"] for call in imports for f in call["Findings"]]
     assert sent == [finding(4)["Id"]] and summary.imported == 1
     held = stored(hub)
     assert held[finding(4)["Id"]]["RecordState"] == "ARCHIVED"
