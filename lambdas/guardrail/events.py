@@ -274,10 +274,14 @@ def _start_instances(request: dict[str, Any], response: dict[str, Any]) -> Parse
     return _instances(ids, "StartInstances")
 
 
-def _attach_network_interface(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
-    """The attached interface's groups now guard the instance the request names: that
-    instance, ssh only."""
-    return _instances([request.get("instanceId")], "AttachNetworkInterface", frozenset({SSH}))
+def _instance_groups(call: str) -> Parser:
+    """A call that names one instance in `requestParameters.instanceId` and can change only the
+    security groups guarding it: that instance, ssh only."""
+
+    def parse(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+        return _instances([request.get("instanceId")], call, frozenset({SSH}))
+
+    return parse
 
 
 def _modify_instance_attribute(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
@@ -288,7 +292,7 @@ def _modify_instance_attribute(request: dict[str, Any], response: dict[str, Any]
             "instance attribute change without a groupSet cannot affect any control",
             DropKind.IRRELEVANT,
         )
-    return _instances([request.get("instanceId")], "ModifyInstanceAttribute", frozenset({SSH}))
+    return _instance_groups("ModifyInstanceAttribute")(request, response)
 
 
 def _modify_interface_attribute(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
@@ -426,7 +430,7 @@ EVENT_TYPES: dict[str, EventType] = {
     "ModifyNetworkInterfaceAttribute": EventType(EC2, _modify_interface_attribute),
     # An attached interface brings its own groups to the instance (its deviceIndex and
     # networkCardIndex change nothing a control reads); the request names the instance.
-    "AttachNetworkInterface": EventType(EC2, _attach_network_interface),
+    "AttachNetworkInterface": EventType(EC2, _instance_groups("AttachNetworkInterface")),
     "AssociateIamInstanceProfile": EventType(
         EC2, _profile_call("AssociateIamInstanceProfileRequest")
     ),
