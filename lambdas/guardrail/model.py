@@ -200,13 +200,14 @@ class SessionPreferences:
     content: Mapping[str, Any] = field(default_factory=dict)  # the whole document, kept intact
     document_version: str | None = None
 
+    # A name of blanks is no destination: the agent has nowhere to send the logs.
     @property
     def s3_bucket(self) -> str:
-        return str(self.inputs.get("s3BucketName") or "")
+        return str(self.inputs.get("s3BucketName") or "").strip()
 
     @property
     def log_group(self) -> str:
-        return str(self.inputs.get("cloudWatchLogGroupName") or "")
+        return str(self.inputs.get("cloudWatchLogGroupName") or "").strip()
 
     @property
     def logging_on(self) -> bool:

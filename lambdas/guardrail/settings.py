@@ -11,6 +11,9 @@ MODES = ("report", "enforce")
 
 
 _POLICY_ARN = re.compile(r"^arn:[\w-]+:iam::(\d{12}|aws):policy/.+$")
+# A key, not an alias: IAM authorizes kms: actions on the key's ARN, and only KMS resolves an
+# alias, so with one the guardrail could not tell which roles may use the key.
+_KEY_ARN = re.compile(r"^arn:[\w-]+:kms:[a-z0-9-]+:\d{12}:key/[\w-]+$")
 
 
 def is_policy_arn(value: str) -> bool:
@@ -128,8 +131,11 @@ class Settings:
                 "GUARDRAIL_EQUIVALENT_POLICY_ARNS takes policy ARNs "
                 f"(arn:aws:iam::123456789012:policy/name), not {', '.join(map(repr, names))}"
             )
-        if self.session_log_kms_key and not self.session_log_kms_key.startswith("arn:"):
-            raise SettingsError("GUARDRAIL_SESSION_LOG_KMS_KEY must be a key ARN")
+        if self.session_log_kms_key and not _KEY_ARN.match(self.session_log_kms_key):
+            raise SettingsError(
+                "GUARDRAIL_SESSION_LOG_KMS_KEY must be a key ARN "
+                f"(arn:aws:kms:<region>:<account>:key/<id>), not {self.session_log_kms_key!r}"
+            )
 
     def mode_for(self, control: str) -> str:
         return self.control_modes.get(control, self.mode)

@@ -743,3 +743,56 @@ def test_logs_under_a_sub_prefix_of_the_guardrails_are_granted(account, clients)
     assert grant.outcome is Outcome.APPLIED
     again = account.run(clients, "report", [LOGGING], **settings)
     assert {e.result.resource_id: e.result.status for e in again.evaluations}[iid] is Status.PASSED
+
+
+def test_the_record_names_the_version_to_roll_back_to_and_rolling_back_restores(account, clients):
+    """The finding says which version was the default before the fix; making it the default
+    again gives the owners exactly their preferences back."""
+    owners = {"idleSessionTimeout": "20", "runAsEnabled": True, "runAsDefaultUser": "ops"}
+    create_preferences(account, owners)
+    (fix,) = region_fix(account.run(clients, "enforce", [LOGGING], **OURS))
+    assert fix.outcome is Outcome.APPLIED
+    assert "version 2 is now the default, was 1" in fix.reason
+    account.ssm.update_document_default_version(Name=SESSION_DOCUMENT, DocumentVersion="1")
+    assert preferences(account) == owners
+
+
+def test_created_preferences_say_deleting_them_undoes_the_fix(account, clients):
+    (fix,) = region_fix(account.run(clients, "enforce", [LOGGING], **OURS))
+    assert fix.outcome is Outcome.APPLIED and f"deleting {SESSION_DOCUMENT}" in fix.reason
+
+
+@pytest.mark.parametrize(
+    "blank", [{"s3BucketName": "   "}, {"cloudWatchLogGroupName": " ", "s3BucketName": ""}]
+)
+def test_a_destination_named_with_blanks_is_no_logging_and_gets_the_guardrails(
+    account, clients, blank
+):
+    """Blanks are nowhere to send logs: reported as logging off (not "logged, unencrypted",
+    nor a request to encrypt a log group that does not exist), and the fix logs to the
+    guardrail's destinations, keeping the owners' other inputs."""
+    create_preferences(account, {**blank, "s3EncryptionEnabled": True, "idleSessionTimeout": "20"})
+    report = account.run(clients, "report", [LOGGING], **OURS)
+    (region,) = [
+        e.result for e in report.evaluations if e.result.resource_type is ResourceType.ACCOUNT
+    ]
+    assert region.status is Status.FAILED and region.severity == "MEDIUM", region.reason
+    account.run(clients, "enforce", [LOGGING], **OURS)
+    inputs = preferences(account)
+    assert inputs["s3BucketName"] == "guardrail-logs" and inputs["idleSessionTimeout"] == "20"
+    assert inputs["cloudWatchLogGroupName"] == "/guardrail/sessions"
+
+
+def test_the_owners_naming_the_guardrails_key_by_its_id_is_the_guardrails_key(account, clients):
+    """Terraform's key_id is the bare id of the key the guardrail uses: the role is granted the
+    guardrail's delivery policy (which grants that key), not told the key is foreign."""
+    create_preferences(account, {"idleSessionTimeout": "20", "kmsKeyId": KEY.split("/")[-1]})
+    policy = delivery_policy(account)
+    account.role("app", profile="app")
+    iid = account.instance(profile="app")
+    settings = {**OURS, "log_delivery_policy_arn": policy}
+    report = account.run(clients, "enforce", [LOGGING], **settings)
+    (grant,) = [f for f in report.fixes if f.resource_id == "app"]
+    assert grant.outcome is Outcome.APPLIED, grant.reason
+    after = instance_result(account.run(clients, "report", [LOGGING], **settings), iid)
+    assert after.status is Status.PASSED, after.reason

@@ -19,7 +19,7 @@ from guardrail.model import (
     SessionPreferences,
     Status,
 )
-from guardrail.settings import Settings
+from guardrail.settings import Settings, SettingsError
 
 KEY = "arn:aws:kms:eu-west-1:111122223333:key/abcd"
 OURS = Settings(
@@ -42,6 +42,9 @@ def region_result(prefs: SessionPreferences):
         ({}, False, Status.FAILED, "MEDIUM"),  # absent: a fresh account
         ({"runAsEnabled": True}, True, Status.FAILED, "MEDIUM"),  # neither destination
         ({"s3BucketName": "", "cloudWatchLogGroupName": ""}, True, Status.FAILED, "MEDIUM"),
+        # names of blanks are nowhere to log: not "logged, only unencrypted"
+        ({"s3BucketName": "   ", "s3EncryptionEnabled": True}, True, Status.FAILED, "MEDIUM"),
+        ({"cloudWatchLogGroupName": " \t"}, True, Status.FAILED, "MEDIUM"),
         ({"s3BucketName": "b", "s3EncryptionEnabled": True}, True, Status.PASSED, "INFORMATIONAL"),
         (
             {"cloudWatchLogGroupName": "g", "cloudWatchEncryptionEnabled": True},
@@ -162,6 +165,30 @@ def test_the_session_key_is_checked_by_its_arn_however_it_is_named(key_id, expec
     )
     assert pairs.get("kms:Decrypt") == expected and pairs.get("kms:GenerateDataKey") == expected
     assert pairs["s3:PutObject"] == "arn:aws:s3:::b/session.log"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "arn:aws:kms:eu-west-1:111122223333:alias/guardrail",  # only KMS resolves an alias
+        "alias/guardrail",
+        "1234abcd-12ab-34cd-56ef-1234567890ab",  # a bare id: in which account and region?
+        "arn:aws:kms:eu-west-1:111122223333:key/",
+    ],
+)
+def test_the_guardrails_key_must_be_a_key_arn(key):
+    """With an alias no kms: action could be simulated for the roles, so the key would be named
+    in the preferences while roles that cannot use it are refused every session."""
+    with pytest.raises(SettingsError, match="GUARDRAIL_SESSION_LOG_KMS_KEY must be a key ARN"):
+        Settings(session_log_kms_key=key)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [KEY, "arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab"],
+)
+def test_a_key_arn_is_accepted(key):
+    assert Settings(session_log_kms_key=key).session_log_kms_key == key
 
 
 @pytest.mark.parametrize("flag", [None, "false", False, 0])

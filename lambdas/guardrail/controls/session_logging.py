@@ -215,7 +215,8 @@ class Hold:
         console writes both flags true with no destination at all)."""
         if self.input == "kmsKeyId":
             return bool(inputs.get(self.input))
-        return flag_on(inputs.get(self.input)) and bool(inputs.get(FLAG_DESTINATIONS[self.input]))
+        destination = str(inputs.get(FLAG_DESTINATIONS[self.input]) or "").strip()
+        return flag_on(inputs.get(self.input)) and bool(destination)
 
     def turned_on(self, prefs: SessionPreferences, inputs: Mapping[str, Any]) -> bool:
         return self.on(inputs) and not self.on(prefs.inputs)
@@ -624,7 +625,13 @@ class SessionLogging:
                     DocumentType="Session",
                     DocumentFormat="JSON",
                 )
-            elif not self._update(ssm, content, prefs.document_version):
+                undo = f"there were none: deleting {SESSION_DOCUMENT} undoes this"
+            elif version := self._update(ssm, content, prefs.document_version):
+                undo = (
+                    f"version {version} is now the default, was {prefs.document_version}: "
+                    "update-document-default-version back to it undoes this"
+                )
+            else:
                 # Changed since the read (a person, a concurrent run): what we would write was
                 # judged on the older version and would drop their change.
                 return record(
@@ -644,16 +651,19 @@ class SessionLogging:
                 )
             return record(Outcome.FAILED, inputs, "preferences not changed", error_code(error))
         return record(
-            Outcome.APPLIED, inputs, "sessions now logged with encryption; other preferences kept"
+            Outcome.APPLIED,
+            inputs,
+            f"sessions now logged with encryption; other preferences kept; {undo}",
         )
 
     @staticmethod
-    def _update(ssm: Any, content: Mapping[str, Any], read_version: str | None) -> bool:
+    def _update(ssm: Any, content: Mapping[str, Any], read_version: str | None) -> str | None:
         """A new version from the version read, made the default (UpdateDocument does not).
         UpdateDocument accepts only the latest version, so naming the one read makes a newer
-        one (an owner's edit since) refuse the write: False, nothing changed. When the one
-        read is the default but not the latest (a rollback, a draft left at $LATEST), the
-        write goes on top of the latest, if the default is still the one read."""
+        one (an owner's edit since) refuse the write: None, nothing changed. When the one read
+        is the default but not the latest (a rollback, a draft left at $LATEST), the write goes
+        on top of the latest, if the default is still the one read. Returns the version made
+        the default."""
         try:
             version = _new_version(ssm, content, read_version or "$LATEST")
         except ClientError as error:
@@ -661,15 +671,15 @@ class SessionLogging:
                 raise
             described = ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]
             if str(described.get("DefaultVersion")) != read_version:
-                return False
+                return None
             try:
                 version = _new_version(ssm, content, str(described["LatestVersion"]))
             except ClientError as again:
                 if error_code(again) == "InvalidDocumentVersion":
-                    return False
+                    return None
                 raise
         ssm.update_document_default_version(Name=SESSION_DOCUMENT, DocumentVersion=version)
-        return True
+        return version
 
     def _grant_delivery(
         self, role_name: str, instance_ids: list[str], snapshot: AccountSnapshot, ctx: FixContext
@@ -681,15 +691,20 @@ class SessionLogging:
         delivery = snapshot.delivery.get(role_name)
         ours = {settings.session_log_bucket, settings.session_log_group} - {""}
         theirs = {target.get("bucket", ""), target.get("log_group", "")} - {""}
-        key = target.get("kms_key", "")
+        named = target.get("kms_key", "")
+        # As ARNs: the owners may name the guardrail's own key by its bare id.
+        key, guardrail_key = (
+            key_arn(k, snapshot.partition, snapshot.region, snapshot.account_id)
+            for k in (named, settings.session_log_kms_key)
+        )
         if (
             key
-            and key != settings.session_log_kms_key
+            and key != guardrail_key
             and delivery is not None
             and any(d.startswith("kms:") and key in d for d in delivery.denied)
         ):
             # The owners' key, which the guardrail's policy does not grant.
-            theirs.add(f"KMS key {key}")
+            theirs.add(f"KMS key {named}")
         if not settings.log_delivery_policy_arn:
             reason = "GUARDRAIL_LOG_DELIVERY_POLICY_ARN is not set"
         elif delivery is not None and delivery.explicitly_denied:
