@@ -21,6 +21,7 @@ from .controls.ssm_role import (
     AGENT_ACTIONS,
     DHMC_SETTING,
     REFUSALS,
+    WITH_CORE,
     agent_roles,
     core_policy_arn,
     dhmc_unconfirmed,
@@ -209,7 +210,8 @@ class SnapshotReader:
                 }
             snapshot = replace(snapshot, session_preferences=prefs, delivery_target=target)
         # A role carrying the core policy can still be refused the agent's calls (explicit
-        # Deny, permissions boundary, SCP); one without it fails on that alone, unasked.
+        # Deny, permissions boundary, SCP); one without it fails on that alone, and is asked
+        # only when the fix would attach the policy (would it help?).
         agents = agent_roles(evaluated, snapshot, self.settings) if ROLE in controls else {}
         if agents or delivering:
             access, delivery = self._simulations(agents, delivering, target)
@@ -458,12 +460,15 @@ class SnapshotReader:
         return profiles, found
 
     def _simulate(
-        self, role: Role, actions: list[str], resources: list[str]
+        self, role: Role, actions: list[str], resources: list[str], with_core: bool = False
     ) -> tuple[dict[tuple[str, str], str], set[tuple[str, str]]]:
         """One SimulatePrincipalPolicy of the role (paged): (action in lower case, resource) →
-        decision, and the pairs whose refusal the answer cannot pin on that resource alone."""
+        decision, and the pairs whose refusal the answer cannot pin on that resource alone.
+        `with_core`: as if the role carried the core policy too (for the agent's actions only,
+        so the other pairs' decisions are the role's own)."""
         decisions: dict[tuple[str, str], str] = {}
         unsure: set[tuple[str, str]] = set()
+        extra = {"PolicyInputList": [json.dumps(WITH_CORE)]} if with_core else {}
         for result in pages(
             self.clients.iam,
             "simulate_principal_policy",
@@ -471,6 +476,7 @@ class SnapshotReader:
             PolicySourceArn=role.arn,
             ActionNames=actions,
             ResourceArns=resources,
+            **extra,
         ):
             for pair, decision, exact in _decisions(result, resources):
                 decisions[pair] = decision
@@ -480,13 +486,14 @@ class SnapshotReader:
 
     def _simulations(
         self,
-        agents: dict[str, tuple[Role, str]],
+        agents: dict[str, tuple[Role, str, bool]],
         delivering: dict[str, Role],
         target: dict[str, str],
     ) -> tuple[dict[str, AgentAccess], dict[str, DeliveryCheck]]:
         """One SimulatePrincipalPolicy per distinct role over all it needs judged: the SSM
-        Agent's actions on one of its instances (`agents`: roles carrying the core policy; "*"
-        would miss an Allow scoped to instances) and the log-delivery pairs (`delivering`). The
+        Agent's actions on one of its instances (`agents`: roles carrying the core policy, or to
+        be given it; "*" would miss an Allow scoped to instances) and the log-delivery pairs
+        (`delivering`). The
         API simulates every action on every resource; the pairs no check asks about are ignored.
         A role deleted since its policies were read is left unjudged: its own event judges it."""
         pairs = delivery_requirements(target, self.partition, self.clients.region, self.account_id)
@@ -508,45 +515,51 @@ class SnapshotReader:
                 resources += sorted({r for _, r in pairs})
             wanted = [(a.lower(), instance_arn) for a in AGENT_ACTIONS] if name in agents else []
             wanted += [(a.lower(), r) for a, r in pairs] if name in delivering else []
+            with_core = name in agents and agents[name][2]
             try:
-                decisions = self._decide(role, actions, resources, wanted)
+                decisions = self._decide(role, actions, resources, wanted, with_core)
             except ClientError as error:
                 if error_code(error) == "NoSuchEntity":
                     continue
                 raise
             if name in agents:
-                access[name] = self._agent_access(role, decisions, instance_arn)
+                access[name] = self._agent_access(role, decisions, instance_arn, with_core)
             if name in delivering:
                 checks[name] = _delivery_check(name, pairs, decisions)
         return access, checks
 
     def _decide(
-        self, role: Role, actions: list[str], resources: list[str], wanted: list[tuple[str, str]]
+        self,
+        role: Role,
+        actions: list[str],
+        resources: list[str],
+        wanted: list[tuple[str, str]],
+        with_core: bool,
     ) -> dict[tuple[str, str], str]:
         """The decisions of one simulation of every action on every resource, for the `wanted`
         pairs. A refusal the answer gives for the action only (a service control policy, an
         answer without per-resource results) may come from a resource no check asked about: the
         s3:PutObject simulated on the instance, say. Those pairs are simulated again, one call
         per resource, where the answer can only be that resource's (rare: only a refusal)."""
-        decisions, unsure = self._simulate(role, actions, resources)
+        decisions, unsure = self._simulate(role, actions, resources, with_core)
         spelled = {a.lower(): a for a in actions}  # asked again as first asked
         again: dict[str, set[str]] = {}
         for action, resource in wanted:
             if (action, resource) in unsure:
                 again.setdefault(resource, set()).add(spelled.get(action, action))
         for resource, names in sorted(again.items()):
-            decisions.update(self._simulate(role, sorted(names), [resource])[0])
+            decisions.update(self._simulate(role, sorted(names), [resource], with_core)[0])
         return decisions
 
     def _agent_access(
-        self, role: Role, decisions: dict[tuple[str, str], str], instance_arn: str
+        self, role: Role, decisions: dict[tuple[str, str], str], instance_arn: str, with_core: bool
     ) -> AgentAccess:
         """The agent's actions on its instance. A Deny whose conditions need context the
         simulation lacks (aws:SourceVpce, say) cannot be judged here: over the AWS-managed core
-        policy, which allows every agent action, it is not counted as refusing; over a declared
-        equivalent it is, as it may hide an Allow that is missing."""
-        core = core_policy_arn(self.partition)
-        unjudged = ("conditionalDeny",) if core in role.attached_policy_arns else ()
+        policy (carried, or to be attached), which allows every agent action, it is not counted
+        as refusing; over a declared equivalent it is, as it may hide an Allow that is missing."""
+        core = with_core or core_policy_arn(self.partition) in role.attached_policy_arns
+        unjudged = ("conditionalDeny",) if core else ()
         denied = []
         for action in AGENT_ACTIONS:
             # Not answered is not allowed.

@@ -140,6 +140,11 @@ class Settings:
     def mode_for(self, control: str) -> str:
         return self.control_modes.get(control, self.mode)
 
+    def may_modify(self, role_name: str) -> bool:
+        """Whether a fix may attach a policy to the role: any role, or with
+        GUARDRAIL_MODIFY_EXISTING_ROLES=false only the guardrail's own (its stack made it)."""
+        return self.modify_existing_roles or role_name == self.instance_role
+
     def enabled(self, control: str) -> bool:
         return not self.controls or control in self.controls
 

@@ -517,3 +517,99 @@ def test_a_deny_the_simulation_cannot_evaluate_does_not_hide_what_an_equivalent_
     result = judged(report, iid).result
     assert result.status is Status.FAILED
     assert "a Deny with conditions the simulation cannot evaluate may refuse" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("blocker", "named"),
+    [
+        ("boundary", "permissions boundary does not allow"),
+        ("deny", "explicit Deny refuses"),
+    ],
+)
+def test_the_core_policy_is_not_attached_where_it_would_let_no_session_through(
+    account, clients, blocker, named
+):
+    """A role without the core policy under a boundary allowing s3:* only, or with a Deny on
+    ssmmessages:*: attaching AmazonSSMManagedInstanceCore would hand the role ssm:GetParameters
+    and the rest for no session at all. The role is simulated as if it carried the policy; the
+    fix is SKIPPED naming what refuses, nothing is attached, and the finding is not called fixed."""
+    if blocker == "boundary":
+        s3_only = policy(account, "s3-only", {"Effect": "Allow", "Action": "s3:*", "Resource": "*"})
+        account.role("app", READONLY, profile="app", boundary=s3_only)
+    else:
+        account.role("app", READONLY, profile="app")
+        deny = {"Effect": "Deny", "Action": "ssmmessages:*", "Resource": "*"}
+        inline(account, "app", "no-sessions", deny)
+    iid = account.instance(profile="app")
+    report = account.run(clients, "enforce", [ROLE], **guardrail_profile(account))
+    evaluation = judged(report, iid)
+    assert evaluation.result.status is Status.FAILED and not evaluation.remediated
+    (fix,) = evaluation.fixes
+    assert fix.outcome is Outcome.SKIPPED, fix.reason
+    assert named in fix.reason and "even with AmazonSSMManagedInstanceCore" in fix.reason
+    assert attached(account, "app") == {READONLY}
+
+
+def test_a_role_the_fix_may_attach_to_is_simulated_in_the_same_single_call(account, clients):
+    """Enforce with existing roles modifiable: the role without the core policy is simulated
+    once, as if it carried it, and the policy is attached (nothing refuses the agent). Report
+    mode, or existing roles not to be modified, asks nothing of it."""
+    from emulator.calls import CallCounter
+
+    account.role("legacy", READONLY, profile="legacy")
+    iid = account.instance(profile="legacy")
+    ours = guardrail_profile(account)
+    for mode, settings, simulations in (
+        ("report", {}, 0),
+        ("enforce", {"modify_existing_roles": False}, 0),
+        ("enforce", {}, 1),
+    ):
+        counter = CallCounter(clients.iam)
+        report = account.run(clients, mode, [ROLE], **settings, **ours)
+        calls = counter.by_operation()
+        assert calls.get("iam:SimulatePrincipalPolicy", 0) == simulations, (mode, settings)
+    assert judged(report, iid).remediated
+    assert attached(account, "legacy") == {READONLY, CORE}
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "said"),
+    [
+        ("LimitExceeded", "Cannot exceed quota for PoliciesPerRole: 10", "quota of managed"),
+        ("UnmodifiableEntity", "Cannot perform the operation on the protected role", "no one"),
+    ],
+)
+def test_an_attach_iam_refuses_says_why_in_awss_words(
+    account, clients, monkeypatch, code, message, said
+):
+    """moto enforces neither the managed-policy quota nor protected roles: the emulated
+    AttachRolePolicy answers AWS's error. The record keeps AWS's message and says what to do."""
+    account.role("full", READONLY, profile="full")
+    iid = account.instance(profile="full")
+
+    class Response:
+        status_code, headers = 409, {}
+
+    def answer(**_):
+        return Response(), {"Error": {"Code": code, "Message": message}}
+
+    clients.iam.meta.events.register("before-call.iam.AttachRolePolicy", answer)
+    report = account.run(clients, "enforce", [ROLE], **guardrail_profile(account))
+    (fix,) = judged(report, iid).fixes
+    assert fix.outcome is Outcome.FAILED and fix.error_code == code
+    assert said in fix.reason and message in fix.reason
+
+
+def test_the_guardrails_own_role_is_repaired_when_existing_roles_are_not_to_be(account, clients):
+    """GUARDRAIL_MODIFY_EXISTING_ROLES=false keeps the guardrail off the owners' roles, not off
+    its own: someone detached the core policy from the guardrail's role, which every instance
+    it associated uses; left alone, each association would be reported fixed and then FAILED."""
+    ours = guardrail_profile(account)
+    account.iam.detach_role_policy(RoleName=ours["instance_role"], PolicyArn=CORE)
+    account.role("app", READONLY, profile="app")
+    theirs = account.instance(profile="app")
+    mine = account.instance(profile=ours["instance_profile"])
+    report = account.run(clients, "enforce", [ROLE], modify_existing_roles=False, **ours)
+    assert judged(report, mine).remediated
+    assert attached(account, ours["instance_role"]) == {CORE}
+    assert not judged(report, theirs).remediated and attached(account, "app") == {READONLY}

@@ -796,3 +796,29 @@ def test_the_owners_naming_the_guardrails_key_by_its_id_is_the_guardrails_key(ac
     assert grant.outcome is Outcome.APPLIED, grant.reason
     after = instance_result(account.run(clients, "report", [LOGGING], **settings), iid)
     assert after.status is Status.PASSED, after.reason
+
+
+def test_the_guardrails_own_role_gets_delivery_when_existing_roles_are_not_to_be(account, clients):
+    """GUARDRAIL_MODIFY_EXISTING_ROLES=false keeps the log-delivery policy off the owners' roles,
+    not off the guardrail's own instance role."""
+    policy = delivery_policy(account)
+    account.role("guardrail-ec2", profile="guardrail-ec2")
+    account.role("app", profile="app")
+    mine = account.instance(profile="guardrail-ec2")
+    account.instance(profile="app")
+    settings = {
+        **OURS,
+        "log_delivery_policy_arn": policy,
+        "instance_role": "guardrail-ec2",
+        "modify_existing_roles": False,
+    }
+    report = account.run(clients, "enforce", [LOGGING], **settings)
+    grants = {f.resource_id: f for f in report.fixes if f.action == "attach log-delivery policy"}
+    assert (
+        grants["guardrail-ec2"].outcome is Outcome.APPLIED
+        and mine in grants["guardrail-ec2"].covers
+    )
+    assert (
+        grants["app"].outcome is Outcome.SKIPPED and "MODIFY_EXISTING_ROLES" in grants["app"].reason
+    )
+    assert account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"] == []

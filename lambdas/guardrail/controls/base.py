@@ -103,3 +103,18 @@ def error_code(error: Exception) -> str:
     if not response:
         return type(error).__name__
     return str(response.get("Error", {}).get("Code", "Unknown"))
+
+
+def attach_failed(error: Exception) -> str:
+    """Why AttachRolePolicy refused, in words a person acts on (AWS's own message kept)."""
+    code = error_code(error)
+    message = str(getattr(error, "response", {}).get("Error", {}).get("Message", "")).strip()
+    said = f" (AWS: {message})" if message else ""
+    if code == "LimitExceeded":
+        return (
+            f"attach failed: the role holds its quota of managed policies{said}; detach one, "
+            "raise the quota, or declare a policy it carries equivalent"
+        )
+    if code == "UnmodifiableEntity":
+        return f"attach failed: IAM lets no one change this role (service-linked){said}"
+    return f"attach failed{said}"

@@ -27,7 +27,7 @@ from ..model import (
     Status,
 )
 from ..settings import Settings
-from .base import OUT_OF_TIME, FixContext, Permission, error_code
+from .base import OUT_OF_TIME, FixContext, Permission, attach_failed, error_code
 
 DEFAULT_CONTENT: dict[str, Any] = {
     "schemaVersion": "1.0",
@@ -736,7 +736,7 @@ class SessionLogging:
                 "the log-delivery policy is already attached and delivery is still not allowed "
                 "(a permissions boundary?): attaching again cannot help"
             )
-        elif not settings.modify_existing_roles:
+        elif not settings.may_modify(role_name):
             reason = "GUARDRAIL_MODIFY_EXISTING_ROLES=false: report only"
         elif ctx.out_of_time():
             reason = OUT_OF_TIME
@@ -758,7 +758,7 @@ class SessionLogging:
                 Outcome.FAILED,
                 before,
                 None,
-                "attach failed",
+                attach_failed(error),
                 error_code(error),
                 covers=covers,
             )

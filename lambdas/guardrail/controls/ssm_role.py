@@ -29,7 +29,7 @@ from ..model import (
     parse_time,
 )
 from ..settings import Settings
-from .base import OUT_OF_TIME, FixContext, Permission, error_code
+from .base import OUT_OF_TIME, FixContext, Permission, attach_failed, error_code
 
 CORE_POLICY = "AmazonSSMManagedInstanceCore"
 ASSOCIABLE_STATES = frozenset({"running", "stopped"})
@@ -96,20 +96,37 @@ def role_problem(instance: Instance, snapshot: AccountSnapshot, settings: Settin
     return None
 
 
+# Simulated beside the role's own policies for a role the fix would attach the core policy to:
+# what still refuses these is what attaching cannot lift (a Deny, the boundary, an SCP).
+WITH_CORE = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": list(AGENT_ACTIONS), "Resource": "*"}],
+}
+
+
+def attaches(role_name: str, settings: Settings) -> bool:
+    """Whether the role fix may attach the core policy to the role, which lacks it."""
+    return settings.mode_for(SSM_ROLE_ID) == "enforce" and settings.may_modify(role_name)
+
+
 def agent_roles(
     instances: Iterable[Instance], snapshot: AccountSnapshot, settings: Settings
-) -> dict[str, tuple[Role, str]]:
-    """The distinct roles of `instances` that carry the core policy (or an equivalent), by name,
-    each with one of its instances: the ones whose SSM Agent actions the reader simulates, on
-    that instance (any other role fails on its policies)."""
-    found: dict[str, tuple[Role, str]] = {}
+) -> dict[str, tuple[Role, str, bool]]:
+    """The distinct roles of `instances` whose SSM Agent actions the reader simulates, by name,
+    each with one of its instances (simulated on it) and whether to simulate it as if it carried
+    the core policy: roles that carry it (or an equivalent), and roles the fix would attach it
+    to, so that it is never attached where a Deny, the boundary or an SCP would still refuse the
+    agent (any other role fails on its policies, unasked)."""
+    found: dict[str, tuple[Role, str, bool]] = {}
     for instance in instances:
         role = snapshot.role_of(instance)
-        if role is not None and role_problem(instance, snapshot, settings) in (
-            None,
-            "agent_denied",
-        ):
-            found.setdefault(role.name, (role, instance.instance_id))
+        problem = role_problem(instance, snapshot, settings)
+        if role is None or role.name in found:
+            continue
+        if problem in (None, "agent_denied"):
+            found[role.name] = (role, instance.instance_id, False)
+        elif problem == "no_policy" and attaches(role.name, settings):
+            found[role.name] = (role, instance.instance_id, True)
     return found
 
 
@@ -168,8 +185,11 @@ def dhmc_unconfirmed(instance: Instance, snapshot: AccountSnapshot, settings: Se
     )
 
 
+SSM_ROLE_ID = "ssm-instance-role"
+
+
 class SsmInstanceRole:
-    id = "ssm-instance-role"
+    id = SSM_ROLE_ID
     title = "EC2 instance lacks the Systems Manager instance role"
     description = (
         "The instance has no instance profile, a profile without a role, a role without "
@@ -601,13 +621,20 @@ class SsmInstanceRole:
             if role_name in snapshot.roles
             else []
         )
-        why_not = (
-            "GUARDRAIL_MODIFY_EXISTING_ROLES=false: report only"
-            if not ctx.settings.modify_existing_roles
-            else OUT_OF_TIME
-            if ctx.out_of_time()
-            else ""
-        )
+        # The reader simulated the role as if it carried the policy (when this fix may attach).
+        access = snapshot.agent_access.get(role_name)
+        if not ctx.settings.may_modify(role_name):
+            why_not = "GUARDRAIL_MODIFY_EXISTING_ROLES=false: report only"
+        elif access is not None and not access.allowed:
+            changes = "; ".join(REFUSALS[d][2] for d in refused_by(access) if d in REFUSALS)
+            why_not = (
+                f"{refusal(access)} even with {CORE_POLICY}: attaching it would widen the role "
+                f"and let no session through; {changes or 'see the role in IAM'}"
+            )
+        elif ctx.out_of_time():
+            why_not = OUT_OF_TIME
+        else:
+            why_not = ""
         if why_not:
             return FixRecord(
                 self.id, role_name, action, Outcome.SKIPPED, before, None, why_not, covers=covers
@@ -623,7 +650,7 @@ class SsmInstanceRole:
                 Outcome.FAILED,
                 before,
                 None,
-                "attach failed",
+                attach_failed(error),
                 error_code(error),
                 covers=covers,
             )
