@@ -43,7 +43,8 @@ It also corrects moto behaviours the guardrail's results depend on (documented A
 - ``ReplaceIamInstanceProfileAssociation`` now shows in DescribeInstances' ``IamInstanceProfile``,
   whose ``Id`` is the instance profile's id, as in AWS (moto put the association id there).
 - ``AuthorizeSecurityGroupIngress`` answers with every rule it created, as EC2 does (moto listed
-  only those of the last IpPermission sent).
+  only those of the last IpPermission sent), and is all or nothing: a refused permission (a
+  duplicate, the rules quota) leaves none of the call's rules (moto kept those added before it).
 - ``RunInstances`` with ``IamInstanceProfile`` and a count above one gives the profile to every
   instance launched (moto associated it with the first one only).
 - ``DescribeInstances`` accepts the filters ``iam-instance-profile.arn`` (the profile currently
@@ -877,14 +878,27 @@ def _ec2_run_instances(original: Any) -> Any:
 
 def _ec2_authorize_ingress(self: Any) -> Any:
     """AuthorizeSecurityGroupIngress answering with every rule it created, as EC2 does; moto
-    lists only those of the last IpPermission sent."""
+    lists only those of the last IpPermission sent. All or nothing, as EC2 is: a permission
+    refused (a duplicate, the rules quota) leaves none of the call's rules behind; moto kept
+    those it had added before it."""
     from moto.core.responses import ActionResult
 
     self.error_on_dryrun()
     created: list[Any] = []
-    for kwargs in self._process_rules_from_querystring():
-        rules, _ = self.ec2_backend.authorize_security_group_ingress(**kwargs)
-        created += rules
+    before: dict[int, tuple[Any, list[Any]]] = {}
+    try:
+        for kwargs in self._process_rules_from_querystring():
+            group = self.ec2_backend.get_security_group_by_name_or_id(
+                kwargs["group_name_or_id"], kwargs.get("vpc_id")
+            )
+            if group is not None:
+                before.setdefault(id(group), (group, list(group.ingress_rules)))
+            rules, _ = self.ec2_backend.authorize_security_group_ingress(**kwargs)
+            created += rules
+    except Exception:
+        for group, rules in before.values():
+            group.ingress_rules = rules
+        raise
     return ActionResult({"Return": True, "SecurityGroupRules": created})
 
 

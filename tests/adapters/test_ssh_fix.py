@@ -782,9 +782,10 @@ def test_a_group_owned_by_another_account_is_not_changed(account, clients):
 
 def test_a_readd_failing_part_way_leaves_nothing_behind(account, clients):
     # All traffic from the internet; tcp 0-21 already admitted on its own. Re-adding meets the
-    # duplicate, goes one permission at a time, and the group's rule quota (60) stops it midway.
+    # duplicate, goes one permission at a time, and the group's rule quota (60) stops it midway;
+    # narrowing in place would need 61 rules too (two added, the rule itself made icmp).
     gid = account.group(perm("-1", -1, -1), perm("tcp", 0, 21))
-    fillers = [perm("tcp", 1000 + n, 1000 + n, "10.0.0.0/8") for n in range(56)]
+    fillers = [perm("tcp", 1000 + n, 1000 + n, "10.0.0.0/8") for n in range(57)]
     account.ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=fillers)
     before = account.ingress(gid)
     account.instance([gid])
@@ -964,3 +965,132 @@ def test_a_group_deleted_between_the_read_and_the_fix_counts_as_done(account, cl
     (record,) = fix(clients, snapshot)
     assert record.outcome is Outcome.ALREADY_COMPLIANT and record.outcome.ok
     assert record.reason == "security group no longer exists" and record.error_code is None
+
+
+def fill(account, gid, rules):
+    """Private rules up to `rules` inbound rules in all (EC2's default quota is 60)."""
+    room = rules - len(account.ingress(gid))
+    fillers = [perm("tcp", 9000 + n, 9000 + n, "10.0.0.0/8") for n in range(room)]
+    account.ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=fillers)
+
+
+def internet_rules(account, gid):
+    return [r for r in account.ingress(gid) if r[3] == "0.0.0.0/0"]
+
+
+def rule_ids(account, gid):
+    return {
+        r["SecurityGroupRuleId"]
+        for r in account.ec2.describe_security_group_rules(
+            Filters=[{"Name": "group-id", "Values": [gid]}]
+        )["SecurityGroupRules"]
+        if r.get("CidrIpv4") == "0.0.0.0/0" and not r["IsEgress"]
+    }
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "kept"),
+    [
+        (22, 8080, [("tcp", 23, 8080, "0.0.0.0/0", "app")]),  # ends with as many rules
+        (0, 1024, [("tcp", 0, 21, "0.0.0.0/0", "app"), ("tcp", 23, 1024, "0.0.0.0/0", "app")]),
+    ],
+)
+def test_a_group_at_its_rules_quota_is_closed_by_narrowing_the_rule_in_place(
+    account, clients, low, high, kept
+):
+    """Re-adding the other ports before the revoke needs a free rule per range, which a group at
+    or near EC2's quota of 60 inbound rules lacks (RulesPerSecurityGroupLimitExceeded): the rule
+    is narrowed in place (ModifySecurityGroupRules), its other range added first. The group
+    ends within the quota with every other port still open, and the rule keeps its id and
+    description; a second run has nothing to do."""
+    gid = account.group(perm("tcp", low, high, description="app"))
+    fill(account, gid, 60 - len(kept) + 1)  # the end state fits; the re-add-first path does not
+    (rule_id,) = rule_ids(account, gid)
+    account.instance([gid])
+    report = account.run(clients, "enforce", [SSH])
+    (fix,) = report.fixes
+    assert fix.outcome is Outcome.APPLIED, fix.reason
+    assert "quota" in fix.reason and "in place" in fix.reason
+    assert fix.after["narrowed_in_place"][0]["SecurityGroupRuleId"] == rule_id
+    assert internet_rules(account, gid) == kept
+    assert rule_id in rule_ids(account, gid) and len(account.ingress(gid)) <= 60
+    assert account.run(clients, "enforce", [SSH]).fixes == []
+
+
+def test_a_group_too_full_even_to_narrow_is_left_as_it_was_saying_so(account, clients):
+    """60 rules, one of them 0-1024 from the internet: keeping 0-21 and 23-1024 needs a 61st
+    rule. Nothing is revoked or narrowed (less access than before is never the way out), and
+    the record says what to do."""
+    gid = account.group(perm("tcp", 0, 1024, description="app"))
+    fill(account, gid, 60)
+    account.instance([gid])
+    before = account.ingress(gid)
+    (fix,) = account.run(clients, "enforce", [SSH]).fixes
+    assert fix.outcome is Outcome.FAILED and fix.error_code == "RulesPerSecurityGroupLimitExceeded"
+    assert "quota" in fix.reason and "remove rules" in fix.reason
+    assert account.ingress(gid) == before
+
+
+@pytest.mark.parametrize("reads", [2, 3], ids=["before-the-add", "after-the-add"])
+def test_a_rule_changed_before_it_is_narrowed_is_not_written_over(
+    account, clients, monkeypatch, reads
+):
+    """ModifySecurityGroupRules writes whatever the rule holds: an owner who changed the rule
+    meanwhile (here to a private network) keeps their change, and what the fix added is taken
+    back. The change lands before the narrowing's first read of the group, or between its
+    re-add and its last read."""
+    from guardrail.controls.ssh_open import SshOpenToInternet
+
+    gid = account.group(perm("tcp", 0, 1024, description="app"))
+    fill(account, gid, 59)
+    (rule_id,) = rule_ids(account, gid)
+    account.instance([gid])
+    read = SshOpenToInternet._current_rules
+    calls = []
+
+    def owner_changes_it_first(ec2, group_ids):
+        calls.append(group_ids)  # the drift scan's read, then the narrowing's two
+        if len(calls) != reads:
+            return read(ec2, group_ids)
+        account.ec2.modify_security_group_rules(
+            GroupId=gid,
+            SecurityGroupRules=[
+                {
+                    "SecurityGroupRuleId": rule_id,
+                    "SecurityGroupRule": {
+                        "IpProtocol": "tcp",
+                        "FromPort": 0,
+                        "ToPort": 1024,
+                        "CidrIpv4": "10.1.0.0/16",
+                    },
+                }
+            ],
+        )
+        return read(ec2, group_ids)
+
+    monkeypatch.setattr(SshOpenToInternet, "_current_rules", staticmethod(owner_changes_it_first))
+    (fix,) = account.run(clients, "enforce", [SSH]).fixes
+    assert fix.outcome is Outcome.SKIPPED and "changed or revoked meanwhile" in fix.reason
+    assert ("tcp", 0, 1024, "10.1.0.0/16") in [r[:4] for r in account.ingress(gid)]
+    assert internet_rules(account, gid) == []  # the 0-21 the fix added taken back
+    assert len(calls) == 3  # the change was made where the test meant it
+
+
+def test_an_all_traffic_rule_at_the_quota_becomes_its_last_kept_protocol_in_place(account, clients):
+    """All traffic from the internet in a group of 57 rules: re-adding tcp 0-21, tcp 23-65535,
+    udp and icmp first needs 61. Narrowed in place, the rule itself becomes icmp (its id kept)
+    and the other three are added: 60 rules, every protocol but internet SSH still admitted."""
+    gid = account.group(perm("-1", -1, -1, description="all"))
+    fill(account, gid, 57)
+    (rule_id,) = rule_ids(account, gid)
+    account.instance([gid])
+    (fix,) = account.run(clients, "enforce", [SSH]).fixes
+    assert fix.outcome is Outcome.APPLIED, fix.reason
+    assert "other IP protocols" in fix.reason  # what an all-traffic rule cannot keep
+    assert internet_rules(account, gid) == [
+        ("icmp", -1, -1, "0.0.0.0/0", "all"),
+        ("tcp", 0, 21, "0.0.0.0/0", "all"),
+        ("tcp", 23, 65535, "0.0.0.0/0", "all"),
+        ("udp", 0, 65535, "0.0.0.0/0", "all"),
+    ]
+    assert rule_id in rule_ids(account, gid) and len(account.ingress(gid)) == 60

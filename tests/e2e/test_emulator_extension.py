@@ -892,3 +892,30 @@ def test_authorize_ingress_answers_with_every_rule_it_created(emulated, build):
         )
         == "InvalidPermission.Duplicate"
     )
+
+
+def test_authorize_ingress_is_all_or_nothing(emulated, build):
+    """A call refused part-way (here its second permission is a duplicate) leaves none of its
+    rules, as in EC2: the SSH fix takes back exactly what an answer said it created."""
+    vpc = build.ec2.describe_subnets(SubnetIds=[build.subnet])["Subnets"][0]["VpcId"]
+    gid = build.ec2.create_security_group(GroupName="one", Description="d", VpcId=vpc)["GroupId"]
+
+    def rule(low, high):
+        return {
+            "IpProtocol": "tcp",
+            "FromPort": low,
+            "ToPort": high,
+            "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+        }
+
+    build.ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=[rule(80, 80)])
+    refused = errors(
+        build.ec2.authorize_security_group_ingress,
+        GroupId=gid,
+        IpPermissions=[rule(0, 21), rule(80, 80)],
+    )
+    held = build.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [gid]}])[
+        "SecurityGroupRules"
+    ]
+    assert refused == "InvalidPermission.Duplicate"
+    assert [(r["FromPort"], r["ToPort"]) for r in held if not r["IsEgress"]] == [(80, 80)]

@@ -3,7 +3,8 @@
 Counts only tcp (or all-traffic, protocol -1) rules whose range includes 22 and whose source is the
 whole internet (any /0); UDP 22, private CIDRs, prefix lists and group references are not internet
 SSH. The fix revokes exactly the offending rule (by its content as read: protocol, ports, CIDR)
-after re-adding whatever else that rule admitted, so no other port or protocol loses access.
+after re-adding whatever else that rule admitted, so no other port or protocol loses access; in a
+group at its rules quota it narrows the rule in place instead.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ TCP = ("tcp", "6")
 ALREADY_GONE = ("InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound")
 GROUP_GONE = ("InvalidGroup.NotFound", "InvalidGroupId.NotFound")
 DUPLICATE = ("InvalidPermission.Duplicate",)
+RULE_QUOTA = "RulesPerSecurityGroupLimitExceeded"  # inbound rules per group (60 by default)
 GUARDRAIL_TAG = "ssm-guardrail:replaces"
 # Put on re-added rules a run found already there (another run's, for the same rule) before it
 # revokes that rule counting on them: the run that made them must not take them back. Each run
@@ -139,6 +141,22 @@ def ip_permission(rule: SecurityGroupRule, ports: PortRange) -> dict[str, Any]:
         "ToPort": ports.to_port,
         key: [source],
     }
+
+
+def rule_request(permission: Mapping[str, Any]) -> dict[str, Any]:
+    """An IpPermission of one source as ModifySecurityGroupRules' SecurityGroupRuleRequest (which
+    replaces the rule's content, its description included)."""
+    v6 = bool(permission.get("Ipv6Ranges"))
+    source = permission["Ipv6Ranges" if v6 else "IpRanges"][0]
+    request = {
+        "IpProtocol": permission["IpProtocol"],
+        "FromPort": permission["FromPort"],
+        "ToPort": permission["ToPort"],
+        ("CidrIpv6" if v6 else "CidrIpv4"): source["CidrIpv6" if v6 else "CidrIp"],
+    }
+    if source.get("Description"):
+        request["Description"] = source["Description"]
+    return request
 
 
 def rule_permission(rule: SecurityGroupRule) -> dict[str, Any]:
@@ -321,6 +339,11 @@ class SshOpenToInternet:
             ("ec2:RevokeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupIngress"),
             resources=("arn:{partition}:ec2:{region}:{account}:security-group/*",),
             why="revoke the offending rule; re-add the other ports it admitted",
+        ),
+        Permission(
+            ("ec2:ModifySecurityGroupRules",),
+            resources=("arn:{partition}:ec2:{region}:{account}:security-group/*",),
+            why="narrow the offending rule in place when the group is at its rules quota",
         ),
         Permission(
             ("ec2:CreateTags",),
@@ -569,6 +592,8 @@ class SshOpenToInternet:
                     return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
                 # Including what this call added before it failed (one permission at a time).
                 self._undo(ec2, gid, added.values())
+                if code == RULE_QUOTA:
+                    return self._narrow(ec2, gid, rules, readd, notes, record)
                 return record(
                     Outcome.FAILED,
                     None,
@@ -691,6 +716,101 @@ class SshOpenToInternet:
             return record(Outcome.ALREADY_COMPLIANT, [], reason)
         reason = "; ".join(notes + parts) or done
         return record(Outcome.APPLIED, after_record, reason)
+
+    def _narrow(
+        self,
+        ec2: Any,
+        gid: str,
+        rules: list[SecurityGroupRule],
+        readd: Mapping[str, list[dict[str, Any]]],
+        notes: list[str],
+        record: Callable[..., FixRecord],
+    ) -> FixRecord:
+        """The group is at its rules quota, and re-adding every kept range before revoking needs
+        a free rule per range. Instead each rule is narrowed in place to the last range it keeps
+        (ModifySecurityGroupRules on its id: description and tags stay), its other ranges added
+        first, and a rule keeping nothing revoked: the group never holds more rules than at the
+        end, nor less access than before. ModifySecurityGroupRules writes over whatever the rule
+        holds, so only rules still exactly as judged are narrowed."""
+        quota = f"the group is at its inbound rules quota ({RULE_QUOTA})"
+        added = Readded()
+        try:
+            # What the group holds already is not added again: at the quota EC2 may refuse a
+            # duplicate for the quota rather than as a duplicate.
+            held = {k for r in self._current_rules(ec2, [gid]).get(gid, []) for k in rule_keys(r)}
+            for rule in rules:
+                first = readd.get(rule.rule_id, [])[:-1]
+                added.present += [p for p in first if permission_keys(p) <= held]
+                missing = [p for p in first if not permission_keys(p) <= held]
+                self._authorize(ec2, gid, rule, missing, added)
+            now = {r.rule_id: r for r in self._current_rules(ec2, [gid]).get(gid, [])}
+        except ClientError as error:
+            self._undo(ec2, gid, [added])
+            if error_code(error) in GROUP_GONE:
+                return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
+            return record(
+                Outcome.FAILED,
+                None,
+                f"{quota}, even for narrowing the rule in place; nothing was revoked: remove "
+                "rules the group no longer needs, or raise the quota",
+                error_code(error),
+            )
+        moved = [
+            r.rule_id
+            for r in rules
+            if r.rule_id not in now or as_written(now[r.rule_id]) != as_written(r)
+        ]
+        if moved:
+            self._undo(ec2, gid, [added])
+            return record(
+                Outcome.SKIPPED,
+                None,
+                f"{quota}; {', '.join(moved)} changed or revoked meanwhile: nothing narrowed or "
+                "revoked, the next run judges the group as it is now",
+            )
+        narrowed = {r.rule_id: readd[r.rule_id][-1] for r in rules if readd.get(r.rule_id)}
+        dropped = [r for r in rules if not readd.get(r.rule_id)]
+        try:
+            ec2.modify_security_group_rules(
+                GroupId=gid,
+                SecurityGroupRules=[
+                    {"SecurityGroupRuleId": rid, "SecurityGroupRule": rule_request(p)}
+                    for rid, p in narrowed.items()
+                ],
+            )
+        except ClientError as error:
+            self._undo(ec2, gid, [added])
+            if error_code(error) in GROUP_GONE:
+                return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
+            return record(
+                Outcome.FAILED,
+                None,
+                f"{quota}; narrowing failed, nothing was revoked",
+                error_code(error),
+            )
+        after = {
+            "narrowed_in_place": [{"SecurityGroupRuleId": k, "to": v} for k, v in narrowed.items()],
+            "readded": added.permissions,
+            "new_rule_ids": added.rule_ids,
+            **({"already_present": added.present} if added.present else {}),
+        }
+        done = (
+            f"{quota}: narrowed {len(narrowed)} rule(s) in place to the other ports (ids, "
+            f"descriptions and tags kept; ModifySecurityGroupRules back to Before undoes it), "
+            f"re-added {len(added.permissions)} rule(s)"
+        )
+        try:
+            missed = self._revoke(ec2, gid, dropped) if dropped else []
+        except ClientError as error:
+            return record(
+                Outcome.FAILED, after, f"{done}; revoking the others failed", error_code(error)
+            )
+        if missed:
+            ids = ", ".join(r.rule_id for r in missed)
+            return record(
+                Outcome.SKIPPED, after, f"{done}; {ids} changed or revoked meanwhile: left as is"
+            )
+        return record(Outcome.APPLIED, after, "; ".join([done, *notes]))
 
     @staticmethod
     def _mark_relied_on(
