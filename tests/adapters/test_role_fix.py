@@ -613,3 +613,24 @@ def test_the_guardrails_own_role_is_repaired_when_existing_roles_are_not_to_be(a
     assert judged(report, mine).remediated
     assert attached(account, ours["instance_role"]) == {CORE}
     assert not judged(report, theirs).remediated and attached(account, "app") == {READONLY}
+
+
+def test_an_attach_within_an_event_says_the_roles_other_instances_change_too(account, clients):
+    """Three instances share a role; an event about one attaches the core policy. The record
+    tells the person that the role's other instances changed too and when their findings
+    follow; a drift scan, which judges them all, has nothing to add."""
+    from guardrail.scope import Scope
+
+    ours = guardrail_profile(account)
+    account.role("app", READONLY, profile="app")
+    first, *others = account.instance(profile="app", count=3)
+    event = Scope(instance_ids=frozenset({first}))
+    report = account.run(clients, "enforce", [ROLE], scope=event, **ours)
+    (fix,) = report.fixes
+    assert fix.outcome is Outcome.APPLIED and fix.covers == (first,)
+    assert "other instance using the role gains it too" in fix.reason
+    assert "next drift scan" in fix.reason
+    account.iam.detach_role_policy(RoleName="app", PolicyArn=CORE)
+    (scan_fix,) = account.run(clients, "enforce", [ROLE], **ours).fixes
+    assert set(scan_fix.covers) == {first, *others}
+    assert scan_fix.reason == "attached AmazonSSMManagedInstanceCore to app"

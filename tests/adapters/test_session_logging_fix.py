@@ -822,3 +822,19 @@ def test_the_guardrails_own_role_gets_delivery_when_existing_roles_are_not_to_be
         grants["app"].outcome is Outcome.SKIPPED and "MODIFY_EXISTING_ROLES" in grants["app"].reason
     )
     assert account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"] == []
+
+
+def test_a_delivery_grant_within_an_event_says_the_roles_other_instances_change_too(
+    account, clients
+):
+    from guardrail.scope import Scope
+
+    policy = delivery_policy(account)
+    account.role("app", profile="app")
+    first, _ = account.instance(profile="app", count=2)
+    settings = {**OURS, "log_delivery_policy_arn": policy}
+    event = Scope(instance_ids=frozenset({first}))
+    report = account.run(clients, "enforce", [LOGGING], scope=event, **settings)
+    (grant,) = [f for f in report.fixes if f.resource_id == "app"]
+    assert grant.outcome is Outcome.APPLIED and grant.covers == (first,)
+    assert "other instance using the role gains it too" in grant.reason

@@ -118,3 +118,14 @@ def attach_failed(error: Exception) -> str:
     if code == "UnmodifiableEntity":
         return f"attach failed: IAM lets no one change this role (service-linked){said}"
     return f"attach failed{said}"
+
+
+def beyond_the_event(full: bool) -> str:
+    """What a fix to a role made within an event does not show: the role's other instances
+    (outside the event's read) change too; their findings follow at the next drift scan."""
+    if full:
+        return ""
+    return (
+        "; any other instance using the role gains it too: its findings follow at the next "
+        "drift scan"
+    )

@@ -27,7 +27,7 @@ from ..model import (
     Status,
 )
 from ..settings import Settings
-from .base import OUT_OF_TIME, FixContext, Permission, attach_failed, error_code
+from .base import OUT_OF_TIME, FixContext, Permission, attach_failed, beyond_the_event, error_code
 
 DEFAULT_CONTENT: dict[str, Any] = {
     "schemaVersion": "1.0",
@@ -769,7 +769,8 @@ class SessionLogging:
             Outcome.APPLIED,
             before,
             sorted({*before, settings.log_delivery_policy_arn}),
-            f"attached the guardrail's log-delivery policy to {role_name}",
+            f"attached the guardrail's log-delivery policy to {role_name}"
+            f"{beyond_the_event(snapshot.full)}",
             covers=covers,
             at=ctx.clock(),
         )

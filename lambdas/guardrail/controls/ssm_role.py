@@ -29,7 +29,7 @@ from ..model import (
     parse_time,
 )
 from ..settings import Settings
-from .base import OUT_OF_TIME, FixContext, Permission, attach_failed, error_code
+from .base import OUT_OF_TIME, FixContext, Permission, attach_failed, beyond_the_event, error_code
 
 CORE_POLICY = "AmazonSSMManagedInstanceCore"
 ASSOCIABLE_STATES = frozenset({"running", "stopped"})
@@ -661,7 +661,7 @@ class SsmInstanceRole:
             Outcome.APPLIED,
             before,
             sorted({*before, policy}),
-            f"attached {CORE_POLICY} to {role_name}",
+            f"attached {CORE_POLICY} to {role_name}{beyond_the_event(snapshot.full)}",
             covers=covers,
             at=ctx.clock(),
         )
