@@ -7,6 +7,7 @@ offline, which gives an environment-agnostic stack), everything else from cdk.js
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -80,5 +81,11 @@ def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) 
     return app
 
 
+def file_context() -> dict[str, Any]:
+    """cdk.json's context (its feature flags included), as defaults: the CDK CLI passes it on
+    (CDK_CONTEXT_JSON, which wins over these), a direct `python app.py` would go without it."""
+    return dict(json.loads((ROOT / "cdk.json").read_text()).get("context", {}))
+
+
 if __name__ == "__main__":
-    build_app().synth()
+    build_app(file_context()).synth()

@@ -46,9 +46,10 @@ WILDCARD_REASONS = {
         "scoped by ARN or condition."
     ),
     f"{_EC2}:security-group/*": (
-        "ec2:RevokeSecurityGroupIngress/AuthorizeSecurityGroupIngress must reach whichever "
-        "security group admits SSH from the internet; the group is only known at run time, so "
-        "the ARN is limited to this account and region and nothing else."
+        "ec2:RevokeSecurityGroupIngress/AuthorizeSecurityGroupIngress (and "
+        "ModifySecurityGroupRules in a group at its rules quota) must reach whichever security "
+        "group admits SSH from the internet; the group is only known at run time, so the ARN is "
+        "limited to this account and region and nothing else."
     ),
     f"{_EC2}:security-group-rule/*": (
         "The security-group rules the SSH fix re-adds exist only once AuthorizeSecurityGroupIngress "
@@ -57,7 +58,8 @@ WILDCARD_REASONS = {
         "rule with the rule it replaces, and otherwise only to add keys under "
         "ssm-guardrail:relied-on: (aws:TagKeys) to a rule that already carries "
         "ssm-guardrail:replaces, i.e. one the guardrail re-added; ec2:DeleteTags only takes such "
-        "a named key off such a rule again."
+        "a named key off such a rule again; ec2:ModifySecurityGroupRules narrows the offending "
+        "rule in place (only in a group at its rules quota), which EC2 authorizes on the rule too."
     ),
     f"{_EC2}:instance/*": (
         "ec2:AssociateIamInstanceProfile on an instance that has no profile: any instance in "

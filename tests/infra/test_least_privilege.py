@@ -213,6 +213,7 @@ def test_mutating_actions_are_scoped_as_the_issue_requires(synth: Synth) -> None
     lambda_policies = {k for k, v in t["Resources"].items() if v["Type"] == "AWS::IAM::Policy"}
     assert len(lambda_policies) == 2
 
+    profile_lists: list[Any] = []
     for policy in lambda_policies:
         statements = [s for lid, s in identity_statements(t) if lid == policy]
         by_action: dict[str, list[dict[str, Any]]] = {}
@@ -273,6 +274,15 @@ def test_mutating_actions_are_scoped_as_the_issue_requires(synth: Synth) -> None
             s["Resource"]["Fn::Join"][1][-1] for s in by_action["ec2:AuthorizeSecurityGroupIngress"]
         )
         assert authorize == [":security-group-rule/*", ":security-group/*"]
+        # IAM authorizes ListInstanceProfiles on no resource type: an ARN would never match.
+        profile_lists += [s["Resource"] for s in by_action.get("iam:ListInstanceProfiles", [])]
+        # The in-place narrowing at a group's rules quota: EC2 authorizes it on both.
+        (modify,) = by_action["ec2:ModifySecurityGroupRules"]
+        assert sorted(r["Fn::Join"][1][-1] for r in modify["Resource"]) == [
+            ":security-group-rule/*",
+            ":security-group/*",
+        ]
+    assert profile_lists == ["*"]  # the on-change role's, on every resource
 
 
 def test_each_lambda_has_its_own_role_and_writes_only_its_own_log_group(synth: Synth) -> None:

@@ -170,3 +170,22 @@ def test_without_notification_email_the_alarm_topic_has_no_subscription(
     assert [r for r in t["Resources"].values() if r["Type"] == "AWS::SNS::Subscription"] == []
     alarms = [r for r in t["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
     assert alarms and all(a["Properties"]["AlarmActions"] for a in alarms)
+
+
+def test_python_app_py_synthesizes_with_cdk_json_as_the_cli_would(tmp_path) -> None:
+    """`python app.py` with no CDK CLI in front (no CDK_CONTEXT_JSON): cdk.json's context, feature
+    flags included, still applies. Without it the access-log bucket failed synth (its ownership
+    rule needs @aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy)."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDK_")}
+    env.update(CDK_OUTDIR=str(tmp_path), JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20")
+    run = subprocess.run(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert list(tmp_path.glob("SsmGuardrail*.template.json"))

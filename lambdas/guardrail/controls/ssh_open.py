@@ -342,8 +342,12 @@ class SshOpenToInternet:
         ),
         Permission(
             ("ec2:ModifySecurityGroupRules",),
-            resources=("arn:{partition}:ec2:{region}:{account}:security-group/*",),
-            why="narrow the offending rule in place when the group is at its rules quota",
+            resources=(
+                "arn:{partition}:ec2:{region}:{account}:security-group/*",
+                "arn:{partition}:ec2:{region}:{account}:security-group-rule/*",
+            ),
+            why="narrow the offending rule in place when the group is at its rules quota (EC2 "
+            "authorizes it on the group and on the rule)",
         ),
         Permission(
             ("ec2:CreateTags",),
