@@ -1094,3 +1094,57 @@ def test_an_all_traffic_rule_at_the_quota_becomes_its_last_kept_protocol_in_plac
         ("udp", 0, 65535, "0.0.0.0/0", "all"),
     ]
     assert rule_id in rule_ids(account, gid) and len(account.ingress(gid)) == 60
+
+
+def test_narrowing_never_makes_a_rule_a_copy_of_another(account, clients):
+    """tcp 0-65535 and all traffic, both from the internet, at the quota: both would keep tcp
+    23-65535. One rule takes it, the other is narrowed to what it alone keeps (or revoked): no
+    duplicate rule (EC2 refuses one, and the whole narrowing with it), every port kept."""
+    gid = account.group(perm("tcp", 0, 65535, description="a"), perm("-1", -1, -1, description="c"))
+    fill(account, gid, 57)
+    account.instance([gid])
+    (fix,) = account.run(clients, "enforce", [SSH]).fixes
+    assert fix.outcome is Outcome.APPLIED, fix.reason
+    internet = [r[:4] for r in internet_rules(account, gid)]
+    assert sorted(internet) == [
+        ("icmp", -1, -1, "0.0.0.0/0"),
+        ("tcp", 0, 21, "0.0.0.0/0"),
+        ("tcp", 23, 65535, "0.0.0.0/0"),
+        ("udp", 0, 65535, "0.0.0.0/0"),
+    ]
+    assert len(account.ingress(gid)) <= 60
+
+
+def test_a_rule_admitting_only_ssh_is_revoked_first_to_make_room(account, clients):
+    """60 rules, among them tcp 22 and tcp 0-1024 from the internet: revoking the first frees
+    the rule that keeping 0-21 needs. The group ends at 60 rules, internet SSH closed."""
+    gid = account.group(perm("tcp", 22, 22), perm("tcp", 0, 1024, description="app"))
+    fill(account, gid, 60)
+    account.instance([gid])
+    (fix,) = account.run(clients, "enforce", [SSH]).fixes
+    assert fix.outcome is Outcome.APPLIED, fix.reason
+    assert internet_rules(account, gid) == [
+        ("tcp", 0, 21, "0.0.0.0/0", "app"),
+        ("tcp", 23, 1024, "0.0.0.0/0", "app"),
+    ]
+    assert len(account.ingress(gid)) == 60
+
+
+def test_a_group_deleted_while_narrowing_is_done(account, clients, monkeypatch):
+    """DescribeSecurityGroupRules answers a deleted group with no rules, not an error: the
+    exposure is gone, and the finding with it (not left FAILED for the next run)."""
+    from guardrail.controls.ssh_open import SshOpenToInternet
+
+    gid = account.group(perm("tcp", 22, 8080, description="app"))
+    fill(account, gid, 60)
+    account.instance([gid])
+    read = SshOpenToInternet._current_rules
+    calls = []
+
+    def deleted_at_the_last_read(ec2, group_ids):
+        calls.append(group_ids)  # the drift scan's read, then the narrowing's two
+        return {} if len(calls) == 3 else read(ec2, group_ids)
+
+    monkeypatch.setattr(SshOpenToInternet, "_current_rules", staticmethod(deleted_at_the_last_read))
+    (fix,) = account.run(clients, "enforce", [SSH]).fixes
+    assert fix.outcome is Outcome.ALREADY_COMPLIANT and len(calls) == 3

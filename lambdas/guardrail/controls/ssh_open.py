@@ -731,37 +731,62 @@ class SshOpenToInternet:
         record: Callable[..., FixRecord],
     ) -> FixRecord:
         """The group is at its rules quota, and re-adding every kept range before revoking needs
-        a free rule per range. Instead each rule is narrowed in place to the last range it keeps
-        (ModifySecurityGroupRules on its id: description and tags stay), its other ranges added
-        first, and a rule keeping nothing revoked: the group never holds more rules than at the
-        end, nor less access than before. ModifySecurityGroupRules writes over whatever the rule
-        holds, so only rules still exactly as judged are narrowed."""
+        a free rule per range. Instead each rule is narrowed in place to a range it keeps that
+        the group lacks (ModifySecurityGroupRules on its id: description and tags stay), its
+        other missing ranges added first; a rule whose every kept range the group already holds
+        is revoked, first when the group held them before this fix (that frees rules), last when
+        this fix adds them. The group never holds more rules than at the end, nor less access
+        than before. ModifySecurityGroupRules writes over whatever the rule holds, so only rules
+        still exactly as judged are narrowed."""
         quota = f"the group is at its inbound rules quota ({RULE_QUOTA})"
         added = Readded()
+        first: list[SecurityGroupRule] = []  # nothing of theirs to keep: revoked before adding
+        last: list[SecurityGroupRule] = []  # kept by what this fix adds: revoked at the end
+        narrowed: dict[str, dict[str, Any]] = {}
+        missed: list[SecurityGroupRule] = []
+        revoked: list[SecurityGroupRule] = []  # of `first`
         try:
             # What the group holds already is not added again: at the quota EC2 may refuse a
-            # duplicate for the quota rather than as a duplicate.
+            # duplicate for the quota rather than as a duplicate (nor may a rule become one).
             held = {k for r in self._current_rules(ec2, [gid]).get(gid, []) for k in rule_keys(r)}
+            planned: set[tuple[Any, ...]] = set()
+            adds: list[tuple[SecurityGroupRule, list[dict[str, Any]]]] = []
             for rule in rules:
-                first = readd.get(rule.rule_id, [])[:-1]
-                added.present += [p for p in first if permission_keys(p) <= held]
-                missing = [p for p in first if not permission_keys(p) <= held]
-                self._authorize(ec2, gid, rule, missing, added)
+                kept = readd.get(rule.rule_id, [])
+                added.present += [p for p in kept if permission_keys(p) <= held]
+                missing = [p for p in kept if not permission_keys(p) <= held | planned]
+                if not missing:
+                    theirs = all(permission_keys(p) <= held for p in kept)
+                    (first if theirs else last).append(rule)
+                    continue
+                narrowed[rule.rule_id] = missing[-1]
+                adds.append((rule, missing[:-1]))
+                planned |= {k for p in missing for k in permission_keys(p)}
+            missed = self._revoke(ec2, gid, first) if first else []
+            revoked = [r for r in first if r not in missed]
+            for rule, permissions in adds:
+                self._authorize(ec2, gid, rule, permissions, added)
             now = {r.rule_id: r for r in self._current_rules(ec2, [gid]).get(gid, [])}
         except ClientError as error:
             self._undo(ec2, gid, [added])
             if error_code(error) in GROUP_GONE:
                 return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
+            gone = f"revoked only {len(revoked)} rule(s) admitting nothing else" if revoked else ""
             return record(
                 Outcome.FAILED,
-                None,
-                f"{quota}, even for narrowing the rule in place; nothing was revoked: remove "
-                "rules the group no longer needs, or raise the quota",
+                [describe_rule(r) for r in revoked] if revoked else None,
+                f"{quota}, even for narrowing the rule in place; "
+                f"{gone or 'nothing was revoked'}: remove rules the group no longer needs, or "
+                "raise the quota",
                 error_code(error),
             )
+        judged = [r for r in rules if r.rule_id in narrowed]
+        if judged and not any(r.rule_id in now for r in judged) and not added.permissions:
+            # DescribeSecurityGroupRules answers a deleted group with no rules, not an error.
+            return record(Outcome.ALREADY_COMPLIANT, [], "the rules, or their group, are gone")
         moved = [
             r.rule_id
-            for r in rules
+            for r in judged
             if r.rule_id not in now or as_written(now[r.rule_id]) != as_written(r)
         ]
         if moved:
@@ -769,27 +794,31 @@ class SshOpenToInternet:
             return record(
                 Outcome.SKIPPED,
                 None,
-                f"{quota}; {', '.join(moved)} changed or revoked meanwhile: nothing narrowed or "
-                "revoked, the next run judges the group as it is now",
+                f"{quota}; {', '.join(moved)} changed or revoked meanwhile: not narrowed, the "
+                "next run judges the group as it is now",
             )
-        narrowed = {r.rule_id: readd[r.rule_id][-1] for r in rules if readd.get(r.rule_id)}
-        dropped = [r for r in rules if not readd.get(r.rule_id)]
         try:
-            ec2.modify_security_group_rules(
-                GroupId=gid,
-                SecurityGroupRules=[
-                    {"SecurityGroupRuleId": rid, "SecurityGroupRule": rule_request(p)}
-                    for rid, p in narrowed.items()
-                ],
-            )
+            if narrowed:
+                ec2.modify_security_group_rules(
+                    GroupId=gid,
+                    SecurityGroupRules=[
+                        {"SecurityGroupRuleId": rid, "SecurityGroupRule": rule_request(p)}
+                        for rid, p in narrowed.items()
+                    ],
+                )
         except ClientError as error:
             self._undo(ec2, gid, [added])
             if error_code(error) in GROUP_GONE:
                 return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
             return record(
                 Outcome.FAILED,
-                None,
-                f"{quota}; narrowing failed, nothing was revoked",
+                [describe_rule(r) for r in revoked] if revoked else None,
+                f"{quota}; narrowing failed"
+                + (
+                    f", revoked only {len(revoked)} rule(s) admitting nothing else"
+                    if revoked
+                    else ""
+                ),
                 error_code(error),
             )
         after = {
@@ -804,11 +833,16 @@ class SshOpenToInternet:
             f"re-added {len(added.permissions)} rule(s)"
         )
         try:
-            missed = self._revoke(ec2, gid, dropped) if dropped else []
+            late = self._revoke(ec2, gid, last) if last else []
         except ClientError as error:
             return record(
                 Outcome.FAILED, after, f"{done}; revoking the others failed", error_code(error)
             )
+        missed += late
+        revoked += [r for r in last if r not in late]
+        if revoked:
+            after["revoked"] = [describe_rule(r) for r in revoked]
+            done += f", revoked {len(revoked)} rule(s) with nothing else to keep"
         if missed:
             ids = ", ".join(r.rule_id for r in missed)
             return record(
