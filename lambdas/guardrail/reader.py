@@ -493,9 +493,9 @@ class SnapshotReader:
         """One SimulatePrincipalPolicy per distinct role over all it needs judged: the SSM
         Agent's actions on one of its instances (`agents`: roles carrying the core policy, or to
         be given it; "*" would miss an Allow scoped to instances) and the log-delivery pairs
-        (`delivering`). The
-        API simulates every action on every resource; the pairs no check asks about are ignored.
-        A role deleted since its policies were read is left unjudged: its own event judges it."""
+        (`delivering`). The API simulates every action on every resource; the pairs no check
+        asks about are ignored. A role deleted since its policies were read is left unjudged:
+        its own event judges it."""
         pairs = delivery_requirements(target, self.partition, self.clients.region, self.account_id)
         access: dict[str, AgentAccess] = {}
         checks: dict[str, DeliveryCheck] = {}

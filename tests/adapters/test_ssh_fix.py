@@ -1050,22 +1050,8 @@ def test_a_rule_changed_before_it_is_narrowed_is_not_written_over(
 
     def owner_changes_it_first(ec2, group_ids):
         calls.append(group_ids)  # the drift scan's read, then the narrowing's two
-        if len(calls) != reads:
-            return read(ec2, group_ids)
-        account.ec2.modify_security_group_rules(
-            GroupId=gid,
-            SecurityGroupRules=[
-                {
-                    "SecurityGroupRuleId": rule_id,
-                    "SecurityGroupRule": {
-                        "IpProtocol": "tcp",
-                        "FromPort": 0,
-                        "ToPort": 1024,
-                        "CidrIpv4": "10.1.0.0/16",
-                    },
-                }
-            ],
-        )
+        if len(calls) == reads:
+            narrow(account, gid, rule_id, 0, 1024, "10.1.0.0/16")
         return read(ec2, group_ids)
 
     monkeypatch.setattr(SshOpenToInternet, "_current_rules", staticmethod(owner_changes_it_first))

@@ -769,21 +769,29 @@ class SshOpenToInternet:
             now = {r.rule_id: r for r in self._current_rules(ec2, [gid]).get(gid, [])}
         except ClientError as error:
             self._undo(ec2, gid, [added])
-            if error_code(error) in GROUP_GONE:
+            code = error_code(error)
+            if code in GROUP_GONE:
                 return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
-            gone = f"revoked only {len(revoked)} rule(s) admitting nothing else" if revoked else ""
-            return record(
-                Outcome.FAILED,
-                [describe_rule(r) for r in revoked] if revoked else None,
-                f"{quota}, even for narrowing the rule in place; "
-                f"{gone or 'nothing was revoked'}: remove rules the group no longer needs, or "
-                "raise the quota",
-                error_code(error),
+            done = (
+                f"revoked only {len(revoked)} rule(s) admitting nothing else"
+                if revoked
+                else "nothing was revoked"
             )
-        judged = [r for r in rules if r.rule_id in narrowed]
-        if judged and not any(r.rule_id in now for r in judged) and not added.permissions:
-            # DescribeSecurityGroupRules answers a deleted group with no rules, not an error.
+            if code == RULE_QUOTA:
+                why = (
+                    f"{quota}, even for narrowing the rule in place; {done}: remove rules the "
+                    "group no longer needs, or raise the quota"
+                )
+            else:
+                why = f"{quota}; narrowing in place failed, {done}"
+            return record(
+                Outcome.FAILED, [describe_rule(r) for r in revoked] if revoked else None, why, code
+            )
+        if not now:
+            # DescribeSecurityGroupRules answers a deleted group with no rules, not an error
+            # (and what this fix added is gone with it).
             return record(Outcome.ALREADY_COMPLIANT, [], "the rules, or their group, are gone")
+        judged = [r for r in rules if r.rule_id in narrowed]
         moved = [
             r.rule_id
             for r in judged
