@@ -1134,3 +1134,35 @@ def test_a_group_deleted_while_narrowing_is_done(account, clients, monkeypatch):
     monkeypatch.setattr(SshOpenToInternet, "_current_rules", staticmethod(deleted_at_the_last_read))
     (fix,) = account.run(clients, "enforce", [SSH]).fixes
     assert fix.outcome is Outcome.ALREADY_COMPLIANT and len(calls) == 3
+
+
+def test_re_adds_that_cannot_be_taken_back_are_named_for_a_person(account, clients):
+    """All traffic from the internet, tcp 0-21 already admitted apart: re-adding goes one
+    permission at a time, tcp 23-65535 gets in, udp is refused (InternalError), and taking tcp
+    23-65535 back is refused too. Nothing was revoked, and the record names the rule a person
+    must revoke (the all-traffic rule still admits it, so no access was widened)."""
+    gid = account.group(perm("-1", -1, -1), perm("tcp", 0, 21))
+    account.instance([gid])
+
+    class Response:
+        status_code, headers = 500, {}
+
+    def refuse(code):
+        def answer(**_):
+            return Response(), {"Error": {"Code": code, "Message": "emulated"}}
+
+        return answer
+
+    def udp_refused(params, **_):
+        # The query-protocol body: IpPermissions.1.IpProtocol, IpPermissions.2.IpProtocol ...
+        sent = [v for k, v in params["body"].items() if k.endswith(".IpProtocol")]
+        return refuse("InternalError")() if sent == ["udp"] else None
+
+    events = clients.ec2.meta.events
+    events.register("before-call.ec2.AuthorizeSecurityGroupIngress", udp_refused)
+    events.register("before-call.ec2.RevokeSecurityGroupIngress", refuse("UnauthorizedOperation"))
+    (fix,) = account.run(clients, "enforce", [SSH]).fixes
+    assert fix.outcome is Outcome.FAILED and "nothing was revoked" in fix.reason
+    assert "could not be taken back (UnauthorizedOperation)" in fix.reason
+    assert "revoke tcp 23-65535 from 0.0.0.0/0" in fix.reason
+    assert ("-1", -1, -1, "0.0.0.0/0", None) in account.ingress(gid)  # still there

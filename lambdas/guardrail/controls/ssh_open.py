@@ -595,13 +595,13 @@ class SshOpenToInternet:
                 if code in GROUP_GONE:
                     return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
                 # Including what this call added before it failed (one permission at a time).
-                self._undo(ec2, gid, added.values())
-                if code == RULE_QUOTA:
+                untaken = self._take_back(ec2, gid, added.values())
+                if code == RULE_QUOTA and not untaken:
                     return self._narrow(ec2, gid, rules, readd, notes, record)
                 return record(
                     Outcome.FAILED,
                     None,
-                    "could not re-add the other ports; nothing was revoked",
+                    f"could not re-add the other ports; nothing was revoked{untaken}",
                     code,
                 )
         mark = f"{RELIED_ON_TAG}:{uuid.uuid4().hex[:12]}"  # this run's own key
@@ -610,12 +610,13 @@ class SshOpenToInternet:
             # Another run's re-adds are there and this run could not say it counts on them:
             # revoking now could leave that run to take them back, closing the other ports.
             self._unmark(ec2, marked, [r.rule_id for r in rules], mark)
-            self._undo(ec2, gid, added.values())
+            untaken = self._take_back(ec2, gid, added.values())
             return record(
                 Outcome.SKIPPED,
                 None,
                 f"another run's re-added rules are in place and could not be marked as relied on "
-                f"({mark_code}): nothing was revoked; that run, or the next, closes the rule",
+                f"({mark_code}): nothing was revoked; that run, or the next, closes the "
+                f"rule{untaken}",
             )
         try:
             missed = self._revoke(ec2, gid, rules)
@@ -768,7 +769,6 @@ class SshOpenToInternet:
                 self._authorize(ec2, gid, rule, permissions, added)
             now = {r.rule_id: r for r in self._current_rules(ec2, [gid]).get(gid, [])}
         except ClientError as error:
-            self._undo(ec2, gid, [added])
             code = error_code(error)
             if code in GROUP_GONE:
                 return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
@@ -776,7 +776,7 @@ class SshOpenToInternet:
                 f"revoked only {len(revoked)} rule(s) admitting nothing else"
                 if revoked
                 else "nothing was revoked"
-            )
+            ) + self._take_back(ec2, gid, [added])
             if code == RULE_QUOTA:
                 why = (
                     f"{quota}, even for narrowing the rule in place; {done}: remove rules the "
@@ -798,12 +798,12 @@ class SshOpenToInternet:
             if r.rule_id not in now or as_written(now[r.rule_id]) != as_written(r)
         ]
         if moved:
-            self._undo(ec2, gid, [added])
+            left = self._take_back(ec2, gid, [added])
             return record(
                 Outcome.SKIPPED,
                 None,
                 f"{quota}; {', '.join(moved)} changed or revoked meanwhile: not narrowed, the "
-                "next run judges the group as it is now",
+                f"next run judges the group as it is now{left}",
             )
         try:
             if narrowed:
@@ -815,18 +815,16 @@ class SshOpenToInternet:
                     ],
                 )
         except ClientError as error:
-            self._undo(ec2, gid, [added])
             if error_code(error) in GROUP_GONE:
                 return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
+            left = self._take_back(ec2, gid, [added])
+            only = (
+                f", revoked only {len(revoked)} rule(s) admitting nothing else" if revoked else ""
+            )
             return record(
                 Outcome.FAILED,
                 [describe_rule(r) for r in revoked] if revoked else None,
-                f"{quota}; narrowing failed"
-                + (
-                    f", revoked only {len(revoked)} rule(s) admitting nothing else"
-                    if revoked
-                    else ""
-                ),
+                f"{quota}; narrowing failed{only}{left}",
                 error_code(error),
             )
         after = {
@@ -966,6 +964,19 @@ class SshOpenToInternet:
             contents = {as_written(SecurityGroupRule.from_api({"GroupId": gid, **r})) for r in gone}
             return [r for r in rules if r.rule_id not in ids and as_written(r) not in contents]
         return [r for r in rules if rule_keys(r) & unknown]
+
+    def _take_back(self, ec2: Any, gid: str, added: Iterable[Readded]) -> str:
+        """Undo what a fix that stops short added: "" when all of it went, else what a person
+        must revoke (it admits nothing the rules left in place do not)."""
+        left, code = self._undo(ec2, gid, added)
+        if not left:
+            return ""
+        named = ", ".join(
+            f"{protocol} {low}-{high} from {source}"
+            for p in left
+            for protocol, low, high, source in sorted(permission_keys(p), key=str)
+        )
+        return f"; {len(left)} rule(s) it added could not be taken back ({code}): revoke {named}"
 
     @staticmethod
     def _undo(
