@@ -198,14 +198,33 @@ def actor_arns_of(detail: Mapping[str, Any]) -> list[str]:
     return [a for a in (_str(issuer.get("arn")), _str(identity.get("arn"))) if a]
 
 
+def wildcard_beside_a_path(pattern: str) -> bool:
+    """A role ARN pattern with a path and a wildcard (`role/ssm-guardrail/*`): reduced to the
+    role's name, as principal_key does, it would match every role of the account."""
+    parts = pattern.strip().split(":", 5)
+    resource = parts[5] if len(parts) == 6 else ""
+    return (
+        resource.startswith("role/")
+        and "/" in resource[len("role/") :]
+        and any(c in resource for c in "*?[")
+    )
+
+
 def is_own_change(detail: Mapping[str, Any], actor_arns: Iterable[str]) -> bool:
     """True when the guardrail's own principal (GUARDRAIL_ACTOR_ARNS) made the call.
-    Configured ARNs may use `*` wildcards (e.g. a CDK-generated role name suffix)."""
-    patterns = [principal_key(a) for a in actor_arns if a and a.strip()]
-    if not patterns:
-        return False
-    actors = [principal_key(a) for a in actor_arns_of(detail)]
-    return any(fnmatch.fnmatchcase(actor, pattern) for actor in actors for pattern in patterns)
+    Configured ARNs may use `*` wildcards (e.g. a CDK-generated role name suffix). A role's name
+    is unique in its account whatever its path, so ARNs compare by name; a pattern with a
+    wildcard beside a path compares with the session issuer's ARN, which carries the path."""
+    patterns = [a.strip() for a in actor_arns if a and a.strip()]
+    arns = actor_arns_of(detail)
+    actors = [principal_key(a) for a in arns]
+    for pattern in patterns:
+        if wildcard_beside_a_path(pattern):
+            if any(fnmatch.fnmatchcase(a.strip(), pattern) for a in arns):
+                return True
+        elif any(fnmatch.fnmatchcase(actor, principal_key(pattern)) for actor in actors):
+            return True
+    return False
 
 
 # --- one parser per event name -----------------------------------------------------------------

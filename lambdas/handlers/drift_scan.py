@@ -33,7 +33,7 @@ def trigger(event: Any) -> str:
     if isinstance(detail, str):  # EventBridge Scheduler sends detail as the string "{}"
         try:
             json.loads(detail)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # JSONDecodeError, or nesting past the stack
             logger.warning("detail is not JSON; scanning anyway", extra={"detail": detail[:200]})
     return str(event.get("source") or "manual")
 

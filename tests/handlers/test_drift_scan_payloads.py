@@ -69,8 +69,9 @@ def test_every_payload_in_report_mode_changes_nothing(world: World, name):
     assert world.finding(SSH, instance)["Compliance"]["Status"] == "FAILED"
 
 
-def test_scheduler_detail_that_is_not_json_still_scans(world: World):
+@pytest.mark.parametrize("detail", ["not json", "[" * 50_000], ids=["not-json", "deeply-nested"])
+def test_scheduler_detail_that_is_not_json_still_scans(world: World, detail):
     event = payload("scheduler")
-    event["detail"] = "not json"
+    event["detail"] = detail
     assert drift_scan.trigger(event) == "aws.scheduler"
     assert drift_scan.handle(event, world.guardrail("report"))["region"] == REGION

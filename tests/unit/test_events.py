@@ -606,6 +606,35 @@ def test_actor_arns_with_path_and_wildcards():
     assert not is_own_change(load("authorize_ingress_ip_permissions")["detail"], [GUARDRAIL_ROLE])
 
 
+def test_a_wildcard_beside_a_role_path_matches_only_roles_on_that_path():
+    """`role/ssm-guardrail/*` reduced to the role's name was `role/*`: a person's change (here an
+    SSO administrator's) was dropped as the guardrail's own, and internet SSH left open. It is
+    matched against the session issuer's ARN, which carries the path."""
+    person = load("authorize_ingress_ip_permissions")["detail"]
+    person["userIdentity"] = {
+        "type": "AssumedRole",
+        "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_Admin_0123/alice@example.com",
+        "sessionContext": {
+            "sessionIssuer": {
+                "type": "Role",
+                "arn": f"arn:aws:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/"
+                "AWSReservedSSO_Admin_0123",
+            }
+        },
+    }
+    ours = load("own_revoke_ingress")["detail"]
+    ours["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"] = (
+        f"arn:aws:iam::{ACCOUNT}:role/ssm-guardrail/OnChange-1A2B"
+    )
+    for pattern in (
+        f"arn:aws:iam::{ACCOUNT}:role/ssm-guardrail/*",
+        f"arn:aws:iam::{ACCOUNT}:role/ssm-guardrail/On*",
+    ):
+        assert not is_own_change(person, [pattern]), pattern
+        assert is_own_change(ours, [pattern]), pattern
+    assert not is_own_change(ours, [f"arn:aws:iam::{ACCOUNT}:role/other-path/*"])
+
+
 def test_actor_arns_written_as_alternatives_are_spelled_out_exactly():
     """How the stack writes its roles in every guarded region (one ARN a region would pass
     Lambda's 4 KB environment limit): each combination is the guardrail's, a role someone names
