@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
+import boto3
 from guardrail.clients import AwsClients
 from guardrail.engine import Guardrail, ScanReport
 from guardrail.model import Outcome, ResourceType, Status
@@ -25,7 +26,7 @@ from guardrail.publisher import FindingPublisher
 from guardrail.settings import Settings
 
 from .calls import CallCounter
-from .seed import FAILED, Seeded, seed_account
+from .seed import FAILED, Seeded, minimum_instances, seed_account
 from .server import EmulatedAccount
 
 EMULATED = "[emulated]"
@@ -290,6 +291,12 @@ def assess(run: DemoRun) -> list[str]:
                 f"re-scan: {key[0]} FAILED on {key[1]} with no skipped fix to explain it: "
                 f"{evaluation.result.reason}"
             )
+        elif (case := seeded_case(run, key[1])) is not None and case.fixable:
+            # A reason is not enough where the seed says an enforce run fixes everything.
+            problems.append(
+                f"re-scan: {key[0]} still FAILED on {key[1]} ({case.name}), seeded as fixable: "
+                f"{evaluation.result.reason}"
+            )
 
     # 4. The account itself, read apart from the engine.
     problems += account_problems(run)
@@ -324,10 +331,33 @@ def assess(run: DemoRun) -> list[str]:
     return problems
 
 
+def seeded_case(run: DemoRun, instance_id: str) -> Any:
+    try:
+        return run.seeded.case_of(instance_id)
+    except KeyError:
+        return None
+
+
+def users_of(run: DemoRun, group_id: str) -> list[str]:
+    """The seeded instances with the group on one of their interfaces, by their case."""
+    seeded = run.seeded
+    return [
+        instance
+        for name, instances in seeded.instances.items()
+        for instance in instances
+        if group_id
+        in {
+            seeded.groups.get(g)
+            for g in (*seeded.cases[name].groups, *seeded.cases[name].secondary_groups)
+        }
+    ]
+
+
 def account_problems(run: DemoRun) -> list[str]:
     """What the account shows after the re-scan, whatever the engine reports: no rule lost
-    access other than internet TCP 22; a group the enforce scan says it closed admits no
-    internet SSH; the region's sessions have a log destination."""
+    access other than internet TCP 22; no group a fixable seeded instance uses, nor one the
+    enforce scan says it closed, admits internet SSH; the region's sessions have a log
+    destination."""
     problems = []
     for rule in run.ingress_before:
         lost = [
@@ -352,10 +382,14 @@ def account_problems(run: DemoRun) -> list[str]:
         if f.control == "ssh-open-to-internet" and f.outcome is Outcome.APPLIED
     }
     for rule in run.ingress_after:
-        if rule.group_id in closed and rule.source in INTERNET and rule.admits("tcp", 22):
+        if not (rule.source in INTERNET and rule.admits("tcp", 22)):
+            continue
+        fixable = [i for i in users_of(run, rule.group_id) if run.seeded.case_of(i).fixable]
+        if rule.group_id in closed or fixable:
+            why = "the enforce scan closed it" if rule.group_id in closed else "it was fixable"
             problems.append(
                 f"account: {label(run, ResourceType.SECURITY_GROUP, rule.group_id)} still admits "
-                f"SSH from {rule.source} although the enforce scan closed it"
+                f"SSH from {rule.source} although {why}"
             )
     if not run.destinations:
         problems.append("account: the region's Session Manager preferences log nowhere")
@@ -579,7 +613,8 @@ def print_run(run: DemoRun, out: TextIO) -> None:
     if run.ok:
         print(
             "RESULT: OK — every fix the enforce scan claimed is confirmed by the re-scan and by "
-            "the account itself (no rule lost more than SSH); Security Hub agrees.",
+            "the account itself (no rule lost more than internet SSH, and all-traffic rules "
+            "only the other IP protocols their record names); Security Hub agrees.",
             file=out,
         )
     else:
@@ -593,7 +628,12 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m emulator.demo", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--instances", type=int, default=60, help="instances to seed (at least 60)")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=60,
+        help=f"instances to seed (at least {minimum_instances()})",
+    )
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument(
         "--explicit-deny",
@@ -601,6 +641,10 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         help="also seed a role whose explicit Deny blocks log delivery (attaching cannot fix it)",
     )
     args = parser.parse_args(argv)
+    if args.instances < (least := minimum_instances(args.explicit_deny)):
+        parser.error(f"--instances: at least {least} (every seeded case, plus one)")
+    if args.region not in boto3.session.Session().get_available_regions("ec2"):
+        parser.error(f"--region: {args.region} is not an AWS region")
     print(
         f"starting the emulator on 127.0.0.1 and seeding {args.instances} instances...",
         file=sys.stderr,

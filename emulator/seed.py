@@ -272,6 +272,12 @@ EXPLICIT_DENY_CASE = _case(
 )
 
 
+def minimum_instances(explicit_deny: bool = False) -> int:
+    """Every seeded case's instances, and one compliant instance to top up."""
+    extra = [EXPLICIT_DENY_CASE] if explicit_deny else []
+    return sum(c.count for c in (*ACCOUNT_CASES, *extra)) + 1
+
+
 def seed_account(
     session: Any,
     region: str,
@@ -286,16 +292,23 @@ def seed_account(
     `EXPLICIT_DENY_CASE`, which attaching the log-delivery policy cannot fix.
     """
     extra = [EXPLICIT_DENY_CASE] if explicit_deny else []
-    fixed = sum(c.count for c in (*ACCOUNT_CASES, *extra))
-    if instances < fixed + 1:
-        raise ValueError(f"the account needs at least {fixed + 1} instances to cover every case")
+    if instances < minimum_instances(explicit_deny):
+        raise ValueError(
+            f"the account needs at least {minimum_instances(explicit_deny)} instances to cover "
+            "every case"
+        )
     seeded = _foundation(session, region, enable_security_hub=enable_security_hub)
     if explicit_deny:
         _denied_role(session.client("iam", region_name=region), seeded)
     cases = [
         *ACCOUNT_CASES,
         *extra,
-        _case(COMPLIANT.name, COMPLIANT.description, instances - fixed, subnet="prod-private-b"),
+        _case(
+            COMPLIANT.name,
+            COMPLIANT.description,
+            instances - minimum_instances(explicit_deny) + 1,
+            subnet="prod-private-b",
+        ),
     ]
     _launch_all(session, seeded, cases)
     return seeded

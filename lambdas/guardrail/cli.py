@@ -368,6 +368,15 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
             f"guardrail: the answer was not AWS's (a proxy or wrong endpoint?): {error}", file=err
         )
         return 2
+    except ValueError as error:
+        if not raised_below_botocore(error):
+            raise  # ours: a defect, shown with its traceback
+        # A malformed endpoint (AWS_ENDPOINT_URL, a profile's endpoint_url): botocore refuses it
+        # while building a client or signing the first request.
+        print(
+            f"guardrail: {error} (check AWS_ENDPOINT_URL or the profile's endpoint_url)", file=err
+        )
+        return 2
     except KeyError as error:
         if not raised_by_botocore_parser(error):
             raise  # ours: a defect, shown with its traceback
@@ -379,6 +388,15 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
             file=err,
         )
         return 2
+
+
+def raised_below_botocore(error: BaseException) -> bool:
+    """Whether `error` was raised within a botocore call (the standard library's URL parsing
+    under it included), past the guardrail's own last frame."""
+    files = [f.filename.replace(os.sep, "/") for f in traceback.extract_tb(error.__traceback__)]
+    inside = [i for i, f in enumerate(files) if "/botocore/" in f]
+    ours = [i for i, f in enumerate(files) if "/guardrail/" in f]
+    return bool(inside) and max(inside) > max(ours, default=-1)
 
 
 def raised_by_botocore_parser(error: BaseException) -> bool:

@@ -311,6 +311,29 @@ def test_a_key_error_of_the_guardrail_s_own_code_is_not_blamed_on_aws(account, m
         run("scan", "--region", "us-east-1", "--no-publish")
 
 
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:5077", "http://127.0.0.1:abc", "http://"])
+def test_a_malformed_endpoint_exits_2_naming_it(monkeypatch, endpoint):
+    """The README has users set AWS_ENDPOINT_URL for the emulator; a typo in it (no scheme, a
+    port that is not a number) is a usage error, not a traceback and not exit 1 ("left
+    FAILED")."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    code, _, err = run("scan", "--region", "us-east-1", "--no-publish")
+    assert code == 2 and "AWS_ENDPOINT_URL" in err and "Traceback" not in err
+
+
+def test_a_value_error_of_the_guardrail_s_own_code_is_not_blamed_on_the_endpoint(monkeypatch):
+    import guardrail.cli
+
+    def broken(*_args, **_kwargs):
+        raise ValueError("ours")
+
+    monkeypatch.setattr(guardrail.cli, "run_scan", broken)
+    with pytest.raises(ValueError, match="ours"):
+        run("scan", "--region", "us-east-1", "--no-publish")
+
+
 def test_a_region_the_account_has_not_enabled_is_named_as_a_possible_cause(account, monkeypatch):
     """In an opt-in region that is not enabled AWS answers InvalidClientTokenId (STS) or
     AuthFailure (EC2): the message must not send the user only after their keys."""

@@ -122,6 +122,44 @@ def test_assess_flags_a_fix_the_rescan_does_not_confirm(run):
     assert any("still FAILED" in p and "although the enforce scan fixed it" in p for p in problems)
 
 
+def test_assess_flags_a_fixable_case_left_failed_even_with_a_reason(run):
+    """An SSH fix that skipped every group with some reason, the re-scan still FAILED: a reason
+    does not excuse a case the seed says an enforce run fixes, and the account shows the groups
+    still open."""
+    from guardrail.model import FixRecord, Outcome
+
+    first, enforce, _ = run.scans
+    ssh = "ssh-open-to-internet"
+    held = FixRecord(ssh, "sg-0", "revoke internet SSH", Outcome.SKIPPED, reason="held back")
+    skipped = replace(
+        enforce.report,
+        evaluations=[
+            replace(e, fixes=(held,)) if e.result.control == ssh else e
+            for e in enforce.report.evaluations
+        ],
+        fixes=[f for f in enforce.report.fixes if f.control != ssh] + [held],
+    )
+    world = run.seeded.groups["ssh-world"]
+    left = [*run.ingress_after, demo.Ingress(world, "0.0.0.0/0", "tcp", 22, 22)]
+    pretend = replace(
+        run,
+        scans=[first, replace(enforce, report=skipped), replace(first, name="re-scan")],
+        ingress_after=left,
+        problems=[],
+    )
+    problems = demo.assess(pretend)
+    public = run.seeded.instances["ssh-ipv4-public"][0]
+    assert any(
+        p.startswith(
+            f"re-scan: {ssh} still FAILED on {public} (ssh-ipv4-public), seeded as fixable"
+        )
+        for p in problems
+    ), problems
+    assert "account: group ssh-world still admits SSH from 0.0.0.0/0 although it was fixable" in (
+        problems
+    )
+
+
 def test_the_account_itself_kept_every_other_port_the_fixes_touched(run):
     """Read apart from the engine: the range and all-traffic groups still admit their other
     ports from the internet, and no group the enforce scan closed admits SSH from it."""
@@ -234,3 +272,17 @@ def test_an_explicit_deny_on_delivery_is_skipped_with_a_reason(denied):
     enforce = evaluations(denied, "enforce scan")
     assert all(demo.explained(enforce[("ssm-session-logging", i)]) for i in ids)
     assert denied.problems == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--instances", "10"], "--instances: at least"),
+        (["--region", "xx-nowhere-1"], "not an AWS region"),
+    ],
+)
+def test_the_demo_refuses_bad_flags_in_one_line(argv, said, capsys):
+    """Before any emulator starts: exit 2 and a usage line, not a traceback."""
+    with pytest.raises(SystemExit) as exited:
+        demo.main(argv)
+    assert exited.value.code == 2 and said in capsys.readouterr().err
