@@ -643,7 +643,13 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     args = parser.parse_args(argv)
     if args.instances < (least := minimum_instances(args.explicit_deny)):
         parser.error(f"--instances: at least {least} (every seeded case, plus one)")
-    if args.region not in boto3.session.Session().get_available_regions("ec2"):
+    session = boto3.session.Session()
+    regions = {
+        r
+        for partition in session.get_available_partitions()
+        for r in session.get_available_regions("ec2", partition_name=partition)
+    }
+    if args.region not in regions:
         parser.error(f"--region: {args.region} is not an AWS region")
     print(
         f"starting the emulator on 127.0.0.1 and seeding {args.instances} instances...",
