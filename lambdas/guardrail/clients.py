@@ -24,6 +24,10 @@ CONFIG = Config(
 # publishing. With 3 tries of its own (standard mode: throttling, 5xx answers, dropped
 # connections) a batch throttled without end costs 5 x 3 requests.
 SECURITY_HUB_CONFIG = CONFIG.merge(Config(retries={"mode": "standard", "total_max_attempts": 3}))
+# STS answers the first call of a CLI scan (the account) and is never throttled in practice: an
+# endpoint that cannot be reached shows after two tries, not after the nine above (about 50 s of
+# backoff). In a Lambda a failure raises, and the invocation is retried.
+STS_CONFIG = CONFIG.merge(Config(retries={"mode": "standard", "total_max_attempts": 2}))
 
 
 NO_REGION_HINT = "pass --region or set AWS_REGION (or AWS_DEFAULT_REGION, or the profile's region)"
@@ -75,7 +79,7 @@ class AwsClients:
 
     @cached_property
     def sts(self) -> Any:
-        return self._client("sts")
+        return self._client("sts", STS_CONFIG)
 
     @cached_property
     def account_id(self) -> str:

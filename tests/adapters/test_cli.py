@@ -392,3 +392,34 @@ def test_security_hub_problems_reach_stderr_when_stdout_is_cut_short():
     err = io.StringIO()
     code = main(["scan", "--region", "us-east-1"], out=ClosedPipe(), err=err)
     assert code == 2 and "Security Hub is not enabled" in err.getvalue()
+
+
+def test_an_endpoint_that_drops_every_connection_fails_fast(monkeypatch):
+    """The first call (STS, the account) meets a server that closes every connection: exit 2
+    after two tries, not after the nine (and up to a minute of backoff) the scan's other calls
+    are allowed for throttling."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def drop_each():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(connection)
+            connection.close()
+
+    threading.Thread(target=drop_each, daemon=True).start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        code, _, err = run("scan", "--region", "us-east-1", "--no-publish")
+    finally:
+        listener.close()
+    assert code == 2 and "Traceback" not in err, err
+    assert len(accepted) == 2, len(accepted)
