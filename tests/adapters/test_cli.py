@@ -17,6 +17,14 @@ def run(*argv):
     return code, out.getvalue(), err.getvalue()
 
 
+def scan_against(monkeypatch, endpoint: str):
+    """`guardrail scan` with test credentials against `endpoint` (AWS_ENDPOINT_URL)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    return run("scan", "--region", "us-east-1", "--no-publish")
+
+
 @pytest.fixture
 def exposed(account):
     gid = account.group(OPEN_SSH)
@@ -288,10 +296,7 @@ def test_an_answer_that_is_not_aws_s_exits_2_without_traceback(monkeypatch, page
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HtmlPage)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_port}")
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        code, _, err = run("scan", "--region", "us-east-1", "--no-publish")
+        code, _, err = scan_against(monkeypatch, f"http://127.0.0.1:{server.server_port}")
     finally:
         server.shutdown()
         server.server_close()
@@ -316,10 +321,7 @@ def test_a_malformed_endpoint_exits_2_naming_it(monkeypatch, endpoint):
     """The README has users set AWS_ENDPOINT_URL for the emulator; a typo in it (no scheme, a
     port that is not a number) is a usage error, not a traceback and not exit 1 ("left
     FAILED")."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    code, _, err = run("scan", "--region", "us-east-1", "--no-publish")
+    code, _, err = scan_against(monkeypatch, endpoint)
     assert code == 2 and "AWS_ENDPOINT_URL" in err and "Traceback" not in err
 
 
@@ -415,10 +417,7 @@ def test_an_endpoint_that_drops_every_connection_fails_fast(monkeypatch):
 
     threading.Thread(target=drop_each, daemon=True).start()
     try:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        code, _, err = run("scan", "--region", "us-east-1", "--no-publish")
+        code, _, err = scan_against(monkeypatch, f"http://127.0.0.1:{listener.getsockname()[1]}")
     finally:
         listener.close()
     assert code == 2 and "Traceback" not in err, err
