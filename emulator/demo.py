@@ -222,17 +222,14 @@ def assess(run: DemoRun) -> list[str]:
     # 1. The first scan sees every seeded condition, and nothing else, on the instances.
     for evaluation in first.evaluations:
         result = evaluation.result
-        if result.resource_type is not ResourceType.INSTANCE:
+        case = seeded_case(run, result.resource_id)
+        if result.resource_type is not ResourceType.INSTANCE or case is None:
             continue
-        try:
-            expected = seeded.case_of(result.resource_id).expected(result.control)
-        except KeyError:
-            continue
+        expected = case.expected(result.control)
         if result.status.value != expected:
             problems.append(
-                f"report scan: {result.control} on {result.resource_id} "
-                f"({seeded.case_of(result.resource_id).name}) is {result.status.value}, "
-                f"seeded as {expected}: {result.reason}"
+                f"report scan: {result.control} on {result.resource_id} ({case.name}) is "
+                f"{result.status.value}, seeded as {expected}: {result.reason}"
             )
     seen = {
         (e.result.control, e.result.resource_id)
@@ -332,24 +329,22 @@ def assess(run: DemoRun) -> list[str]:
 
 
 def seeded_case(run: DemoRun, instance_id: str) -> Any:
+    """The seeded case of an instance; None for any other resource or instance."""
     try:
         return run.seeded.case_of(instance_id)
     except KeyError:
         return None
 
 
-def users_of(run: DemoRun, group_id: str) -> list[str]:
-    """The seeded instances with the group on one of their interfaces, by their case."""
+def fixable_users(run: DemoRun, group_id: str) -> list[str]:
+    """The seeded instances of fixable cases with the group on one of their interfaces."""
     seeded = run.seeded
     return [
         instance
         for name, instances in seeded.instances.items()
+        if (case := seeded.cases[name]).fixable
+        and group_id in {seeded.groups.get(g) for g in (*case.groups, *case.secondary_groups)}
         for instance in instances
-        if group_id
-        in {
-            seeded.groups.get(g)
-            for g in (*seeded.cases[name].groups, *seeded.cases[name].secondary_groups)
-        }
     ]
 
 
@@ -384,8 +379,7 @@ def account_problems(run: DemoRun) -> list[str]:
     for rule in run.ingress_after:
         if not (rule.source in INTERNET and rule.admits("tcp", 22)):
             continue
-        fixable = [i for i in users_of(run, rule.group_id) if run.seeded.case_of(i).fixable]
-        if rule.group_id in closed or fixable:
+        if rule.group_id in closed or fixable_users(run, rule.group_id):
             why = "the enforce scan closed it" if rule.group_id in closed else "it was fixable"
             problems.append(
                 f"account: {label(run, ResourceType.SECURITY_GROUP, rule.group_id)} still admits "

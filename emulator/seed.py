@@ -292,11 +292,9 @@ def seed_account(
     `EXPLICIT_DENY_CASE`, which attaching the log-delivery policy cannot fix.
     """
     extra = [EXPLICIT_DENY_CASE] if explicit_deny else []
-    if instances < minimum_instances(explicit_deny):
-        raise ValueError(
-            f"the account needs at least {minimum_instances(explicit_deny)} instances to cover "
-            "every case"
-        )
+    least = minimum_instances(explicit_deny)
+    if instances < least:
+        raise ValueError(f"the account needs at least {least} instances to cover every case")
     seeded = _foundation(session, region, enable_security_hub=enable_security_hub)
     if explicit_deny:
         _denied_role(session.client("iam", region_name=region), seeded)
@@ -306,7 +304,7 @@ def seed_account(
         _case(
             COMPLIANT.name,
             COMPLIANT.description,
-            instances - minimum_instances(explicit_deny) + 1,
+            instances - (least - 1),  # least - 1: the instances of every case above
             subnet="prod-private-b",
         ),
     ]
