@@ -7,6 +7,8 @@ import json
 import pytest
 from guardrail.model import Outcome, Status
 
+from tests.aws_errors import error_answer
+
 from .conftest import CORE, answer_simulations
 
 ROLE = "ssm-instance-role"
@@ -586,13 +588,7 @@ def test_an_attach_iam_refuses_says_why_in_awss_words(
     AttachRolePolicy answers AWS's error. The record keeps AWS's message and says what to do."""
     account.role("full", READONLY, profile="full")
     iid = account.instance(profile="full")
-
-    class Response:
-        status_code, headers = 409, {}
-
-    def answer(**_):
-        return Response(), {"Error": {"Code": code, "Message": message}}
-
+    answer = error_answer(code, 409, message)
     clients.iam.meta.events.register("before-call.iam.AttachRolePolicy", answer)
     report = account.run(clients, "enforce", [ROLE], **guardrail_profile(account))
     (fix,) = judged(report, iid).fixes

@@ -8,6 +8,8 @@ import pytest
 from botocore.exceptions import ClientError
 from guardrail.model import Outcome, Status
 
+from tests.aws_errors import error_answer
+
 SSH = "ssh-open-to-internet"
 
 
@@ -1143,24 +1145,18 @@ def test_re_adds_that_cannot_be_taken_back_are_named_for_a_person(account, clien
     must revoke (the all-traffic rule still admits it, so no access was widened)."""
     gid = account.group(perm("-1", -1, -1), perm("tcp", 0, 21))
     account.instance([gid])
-
-    class Response:
-        status_code, headers = 500, {}
-
-    def refuse(code):
-        def answer(**_):
-            return Response(), {"Error": {"Code": code, "Message": "emulated"}}
-
-        return answer
+    internal_error = error_answer("InternalError", 500)
 
     def udp_refused(params, **_):
         # The query-protocol body: IpPermissions.1.IpProtocol, IpPermissions.2.IpProtocol ...
         sent = [v for k, v in params["body"].items() if k.endswith(".IpProtocol")]
-        return refuse("InternalError")() if sent == ["udp"] else None
+        return internal_error() if sent == ["udp"] else None
 
     events = clients.ec2.meta.events
     events.register("before-call.ec2.AuthorizeSecurityGroupIngress", udp_refused)
-    events.register("before-call.ec2.RevokeSecurityGroupIngress", refuse("UnauthorizedOperation"))
+    events.register(
+        "before-call.ec2.RevokeSecurityGroupIngress", error_answer("UnauthorizedOperation", 500)
+    )
     (fix,) = account.run(clients, "enforce", [SSH]).fixes
     assert fix.outcome is Outcome.FAILED and "nothing was revoked" in fix.reason
     assert "could not be taken back (UnauthorizedOperation)" in fix.reason

@@ -31,6 +31,7 @@ from handlers import on_change
 
 from emulator.calls import CallCounter
 from emulator.seed import EC2_TRUST
+from tests.aws_errors import error_answer
 from tests.conftest import rule_key
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
@@ -1697,19 +1698,8 @@ def answer_error(
 ) -> None:
     """Make every `operation` call answer the error `code` (after botocore's retries, when it
     retries that code), on the guardrail's clients or on one `client` made before."""
-
-    class Response:
-        status_code = status
-        headers: dict[str, str] = {}
-
-    def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
-        return Response(), {
-            "Error": {"Code": code, "Message": f"emulated {code}"},
-            "ResponseMetadata": {"HTTPStatusCode": status},
-        }
-
     events = client.meta.events if client is not None else guardrail.clients.session.events
-    events.register(f"before-call.{operation}", answer)
+    events.register(f"before-call.{operation}", error_answer(code, status))
 
 
 def throttle(guardrail: Guardrail, operation: str, client: Any = None) -> None:
