@@ -210,11 +210,12 @@ class OperationsDashboard(Construct):
         )
         self.dashboard.add_widgets(
             cw.GraphWidget(
-                title="Invocations and throttles",
+                title="Invocations, completed drift scans and throttles",
                 left=[
                     f.metric_invocations(label=f"{n} invocations", period=METRIC_PERIOD)
                     for n, f in functions.items()
-                ],
+                ]
+                + [_per_service("ScansCompleted")],
                 right=[
                     f.metric_throttles(label=f"{n} throttles", period=METRIC_PERIOD)
                     for n, f in functions.items()

@@ -5,7 +5,9 @@ next scan) and publishes what it did."""
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 from typing import Any
 
 from guardrail.controls.base import OUT_OF_TIME
@@ -97,6 +99,25 @@ def test_the_lambda_handler_passes_its_remaining_time(world: World, monkeypatch)
 
     assert world.state() == before and result["fixes"]["skipped"] >= 2
     assert "applied" not in result["fixes"]
+
+
+def test_a_clean_drift_scan_counts_itself_and_powertools_does_not_warn(world: World, capsys):
+    """A clean scan's own counts go out per control (single_metric); the handler's metric set
+    held nothing, so Powertools warned "No application metrics to publish" on every such run.
+    ScansCompleted fills it, and a run Lambda kills at its timeout is not counted."""
+    world.launch()
+    guardrail = world.guardrail("report")
+    capsys.readouterr()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        drift_scan.handle({}, guardrail)  # the scan alone, so only the flush below can warn
+        drift_scan.metrics.flush_metrics()
+
+    assert [str(w.message) for w in caught] == []
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
+    # EMF as Powertools writes it: each metric's values as a list.
+    assert [blob["ScansCompleted"] for blob in emitted if "ScansCompleted" in blob] == [[1.0]]
 
 
 def test_a_group_closed_meanwhile_is_done_not_deferred_when_time_is_out(world: World):

@@ -185,6 +185,7 @@ def test_dashboard_graphs_exactly_the_metrics_the_lambdas_emit(
         "FixesFailed",
         "FixesDeferred",
         "PublishErrors",
+        "ScansCompleted",
     } <= names
     per_control = {(dims, name) for _, dims, name, _ in produced if "control" in dims}
     assert ("control", "service") in {dims for dims, _ in per_control}
