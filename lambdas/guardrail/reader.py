@@ -59,6 +59,12 @@ EVENT_ROLE_LIMIT = 100
 CANNOT_BE_GRANTED = frozenset(
     {"explicitDeny", "boundaryDeny", "organizationsDeny", "conditionalDeny"}
 )
+# IAM lists as missing every context key any policy it evaluated names, an unrelated statement's
+# too (boto/boto3#3111). Only a key the real call may carry can make a Deny's answer differ:
+# a global key (but aws:username, which only an IAM user's calls carry), the keys of instance
+# role credentials, or a key of the simulated action's own service.
+NOT_IN_ROLE_CALLS = frozenset({"aws:username"})
+INSTANCE_CREDENTIAL_KEYS = frozenset({"ec2:sourceinstancearn", "ec2:roledelivery"})
 
 
 class ScopeTooBroad(Exception):
@@ -652,8 +658,8 @@ def _decisions(
     result. A pair the role's permissions boundary does not allow is "boundaryDeny", one a
     service control policy does not allow (OrganizationsDecisionDetail) "organizationsDeny": no
     identity policy lifts them. An explicit Deny that needed context keys the simulation was not
-    given (MissingContextValues) is "conditionalDeny": whether it applies to the real calls is
-    not known here.
+    given (MissingContextValues), keys the real call may carry, is "conditionalDeny": whether it
+    applies to the real calls is not known here.
 
     IAM answers one result per action: its top level aggregates every resource of the call
     (the most restrictive decision, every resource's missing context keys), each resource's own
@@ -677,7 +683,8 @@ def _decisions(
     for resource, decision, entry, exact in entries:
         own = entry.get("PermissionsBoundaryDecisionDetail")
         detail = own or result.get("PermissionsBoundaryDecisionDetail") or {}
-        if decision == "explicitDeny" and entry.get("MissingContextValues"):
+        missing = entry.get("MissingContextValues") or ()
+        if decision == "explicitDeny" and any(may_carry(action, key) for key in missing):
             decision = "conditionalDeny"  # wherever the Deny is: a perimeter is often an SCP
         elif decision != "allowed" and detail.get("AllowedByPermissionsBoundary") is False:
             decision = "boundaryDeny"
@@ -686,3 +693,14 @@ def _decisions(
             decision = "organizationsDeny"
             exact = exact and not several
         yield (action, resource), decision, exact
+
+
+def may_carry(action: str, key: str) -> bool:
+    """Whether the real call of `action` by an instance role may carry context `key`. One it
+    cannot (s3:prefix or iam:PassedToService beside an ssmmessages call) is missing from the
+    real call too: a Deny that matched without it matches that call, so the answer stands."""
+    key = str(key).lower()
+    service = key.partition(":")[0]
+    if service == "aws":
+        return key not in NOT_IN_ROLE_CALLS
+    return key in INSTANCE_CREDENTIAL_KEYS or service == action.partition(":")[0]

@@ -503,6 +503,45 @@ def test_a_deny_the_simulation_cannot_evaluate_is_not_called_a_refusal(
     assert evaluation.result.status is Status.PASSED and not evaluation.fixes
 
 
+@pytest.mark.parametrize("key", ["s3:prefix", "iam:PassedToService", "aws:username"])
+def test_a_plain_deny_refuses_though_iam_lists_an_unrelated_statements_keys(
+    account, clients, monkeypatch, key
+):
+    """IAM lists as missing every context key any of the role's policies names, an unrelated
+    statement's too (boto/boto3#3111). One the agent's real calls cannot carry either (another
+    service's, or aws:username, an IAM user's only) leaves the Deny's answer as it is. Before,
+    any missing key excused the Deny: the role with the core policy read PASSED while the
+    agent was refused, and the core policy was attached to the other behind the same Deny."""
+    answer_simulations(monkeypatch, "", "explicitDeny", MissingContextValues=[key])
+    account.role("app", CORE, profile="app")
+    carrying = account.instance(profile="app")
+    account.role("legacy", READONLY, profile="legacy")
+    lacking = account.instance(profile="legacy")
+
+    report = account.run(clients, "enforce", [ROLE], **guardrail_profile(account))
+
+    result = judged(report, carrying).result
+    assert result.status is Status.FAILED
+    assert "explicit Deny refuses ssm:UpdateInstanceInformation" in result.reason
+    (fix,) = judged(report, lacking).fixes
+    assert fix.outcome is Outcome.SKIPPED and "explicit Deny" in fix.reason
+    assert attached(account, "legacy") == {READONLY}
+
+
+@pytest.mark.parametrize("key", ["aws:SourceVpce", "ec2:SourceInstanceARN", "ssm:Overwrite"])
+def test_a_deny_on_a_key_the_agents_calls_may_carry_is_not_judged(
+    account, clients, monkeypatch, key
+):
+    """A global key, an instance credential's key, or a key of the action's own service may be
+    in the real call and lift the Deny: over the core policy it is not called a refusal. (Only
+    the ssm: actions get the ssm: key here; the agent's others are allowed.)"""
+    answer_simulations(monkeypatch, "ssm:", "explicitDeny", MissingContextValues=[key])
+    account.role("app", CORE, profile="app")
+    iid = account.instance(profile="app")
+    report = account.run(clients, "report", [ROLE], **guardrail_profile(account))
+    assert judged(report, iid).result.status is Status.PASSED
+
+
 def test_a_deny_the_simulation_cannot_evaluate_does_not_hide_what_an_equivalent_lacks(
     account, clients, monkeypatch
 ):
