@@ -199,6 +199,9 @@ class SessionPreferences:
     inputs: Mapping[str, Any] = field(default_factory=dict)
     content: Mapping[str, Any] = field(default_factory=dict)  # the whole document, kept intact
     document_version: str | None = None
+    # Why the document's content could not be read (no Content, not a JSON object): nothing
+    # about it is known, and writing a new version would replace the owners' preferences.
+    unreadable: str = ""
 
     # A name of blanks is no destination: the agent has nowhere to send the logs.
     @property

@@ -583,13 +583,16 @@ class SnapshotReader:
             if error_code(error) == "InvalidDocument":
                 return SessionPreferences(exists=False)  # a fresh account: nothing is logged
             raise
+        version = raw.get("DocumentVersion")
         try:
-            content = json.loads(raw.get("Content") or "{}")
-        except json.JSONDecodeError:
-            content = {}
-        return SessionPreferences(
-            True, dict(content.get("inputs") or {}), content, raw.get("DocumentVersion")
-        )
+            content = json.loads(raw.get("Content") or "")
+        except (ValueError, RecursionError):  # JSONDecodeError, or nesting past the stack
+            content = None
+        inputs = (content.get("inputs") or {}) if isinstance(content, dict) else None
+        if not isinstance(inputs, dict):
+            why = "no JSON object with an inputs object in GetDocument's Content"
+            return SessionPreferences(True, document_version=version, unreadable=why)
+        return SessionPreferences(True, inputs, content, version)
 
     def _managed(self, instance_ids: list[str]) -> dict[str, ManagedInstance]:
         """Systems Manager's view of running instances: whether DHMC manages one without a

@@ -838,3 +838,41 @@ def test_a_delivery_grant_within_an_event_says_the_roles_other_instances_change_
     (grant,) = [f for f in report.fixes if f.resource_id == "app"]
     assert grant.outcome is Outcome.APPLIED and grant.covers == (first,)
     assert "other instance using the role gains it too" in grant.reason
+
+
+@pytest.mark.parametrize(
+    "content",
+    [None, "schemaVersion: '1.0'", "[]", '{"inputs": ["s3BucketName"]}'],
+    ids=["no-content", "not-json", "not-an-object", "inputs-not-an-object"],
+)
+def test_preferences_whose_content_cannot_be_read_are_reported_and_left_alone(
+    account, clients, content
+):
+    """GetDocument's Content is optional in its model. Absent, or not a JSON object with an
+    inputs object, it was read as preferences with no inputs: "logging off", and the fix wrote
+    a new default version of the guardrail's inputs over the owners' (bucket, run-as, shell
+    profile), recording "other preferences kept". Now the region is FAILED as not known, the fix
+    is SKIPPED, and no role is granted delivery to destinations no one named."""
+    owners = {"s3BucketName": "their-bucket", "runAsEnabled": True, "runAsDefaultUser": "ops"}
+    create_preferences(account, owners)
+    account.role("app", profile="app")
+    account.instance(profile="app")
+
+    def garbled(parsed, **_):
+        parsed.pop("Content", None)
+        if content is not None:
+            parsed["Content"] = content
+
+    clients.ssm.meta.events.register("after-call.ssm.GetDocument", garbled)
+    settings = {**OURS, "log_delivery_policy_arn": delivery_policy(account)}
+    report = account.run(clients, "enforce", [LOGGING], **settings)
+
+    (region,) = [e.result for e in report.evaluations if e.result.resource_id == "123456789012"]
+    assert region.status is Status.FAILED and "could not be read" in region.reason
+    assert "whether sessions are logged is not known" in region.reason
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.SKIPPED and "fix it by hand" in fix.reason
+    assert [f for f in report.fixes if f.resource_id == "app"] == []
+    assert account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"] == []
+    assert account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]["LatestVersion"] == "1"
+    assert preferences(account) == owners

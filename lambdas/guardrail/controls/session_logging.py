@@ -66,8 +66,8 @@ def under(prefix: str, granted: str) -> bool:
 def delivery_target(prefs: SessionPreferences | None, settings: Settings) -> dict[str, str]:
     """Where session logs go (or will go once the guardrail turns logging on, or names its key):
     the region's configured destinations, else the guardrail's own. Empty when there is nowhere
-    to deliver."""
-    if prefs is None:
+    to deliver, or when the preferences could not be read (nowhere known)."""
+    if prefs is None or prefs.unreadable:
         return {}
     owners_key = str(prefs.inputs.get("kmsKeyId") or "")
     if prefs.logging_on:
@@ -154,6 +154,11 @@ def desired_inputs(prefs: SessionPreferences, settings: Settings) -> tuple[dict[
     Returns the new inputs and, when nothing can be done, why not.
     """
     inputs = dict(prefs.inputs)
+    if prefs.unreadable:
+        return inputs, (
+            f"its content could not be read ({prefs.unreadable}): a new version would replace "
+            "the owners' preferences; fix it by hand"
+        )
     if not prefs.logging_on:
         if not (settings.session_log_bucket or settings.session_log_group):
             return inputs, "no GUARDRAIL_SESSION_LOG_BUCKET or _GROUP is set: nowhere to log"
@@ -464,6 +469,16 @@ class SessionLogging:
                 "MEDIUM",
                 f"no Session Manager preferences ({SESSION_DOCUMENT} absent): sessions "
                 "are not logged",
+            )
+        if prefs.unreadable:
+            return snapshot.result(
+                self.id,
+                ResourceType.ACCOUNT,
+                account,
+                Status.FAILED,
+                "MEDIUM",
+                f"{SESSION_DOCUMENT} could not be read ({prefs.unreadable}): whether sessions "
+                "are logged is not known",
             )
         if not prefs.logging_on:
             return snapshot.result(
