@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from .controls import REGISTRY, Control, FixContext
 from .controls.base import error_code
 from .findings import PRODUCT, RESOLUTION_NOTE, build_finding, finding_id, product_arn
@@ -197,11 +195,12 @@ class Guardrail:
     def _remediate(
         control: Control, failed: list[Result], snapshot: AccountSnapshot, ctx: FixContext
     ) -> list[FixRecord]:
-        """Controls record per-resource AWS errors themselves; anything that escapes is recorded
-        against every result of the control, so one control's failure never stops the others."""
+        """Controls record per-resource AWS errors themselves; anything that escapes (an AWS
+        error, or an answer without a field its model calls optional) is recorded against every
+        result of the control, so one control's failure never stops the others, nor publishing."""
         try:
             return control.remediate(failed, snapshot, ctx)
-        except (ClientError, BotoCoreError) as error:
+        except Exception as error:  # logged with its traceback, and recorded
             logger.exception("remediation failed", extra={"control": control.id})
             return [
                 FixRecord(

@@ -876,3 +876,24 @@ def test_preferences_whose_content_cannot_be_read_are_reported_and_left_alone(
     assert account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"] == []
     assert account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]["LatestVersion"] == "1"
     assert preferences(account) == owners
+
+
+def test_an_update_answer_naming_no_version_promotes_the_version_holding_the_content(
+    account, clients
+):
+    """UpdateDocument's answer without DocumentDescription.DocumentVersion (optional in its
+    model) raised KeyError: the new version was left at $LATEST, never the default, and the run
+    stopped. The version now holding the written content is made the default instead."""
+    create_preferences(account, {"runAsEnabled": True})
+
+    def no_version(parsed, **_):
+        parsed.get("DocumentDescription", {}).pop("DocumentVersion", None)
+
+    clients.ssm.meta.events.register("after-call.ssm.UpdateDocument", no_version)
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.APPLIED and "version 2 is now the default" in fix.reason
+    doc = account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]
+    assert doc["DefaultVersion"] == doc["LatestVersion"] == "2"
+    assert preferences(account)["s3BucketName"] == "guardrail-logs"

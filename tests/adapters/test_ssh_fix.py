@@ -10,6 +10,8 @@ from guardrail.model import Outcome, Status
 
 from tests.aws_errors import error_answer
 
+from .conftest import CORE
+
 SSH = "ssh-open-to-internet"
 
 
@@ -164,6 +166,41 @@ def test_one_failing_group_does_not_stop_the_others(account, clients):
     assert outcomes[fine].outcome is Outcome.APPLIED
     assert ("tcp", 22, 22, "0.0.0.0/0", None) not in account.ingress(fine)
     assert {e.result.resource_id for e in report.left_failed} >= {denied}
+
+
+@pytest.mark.usefixtures("managed_policies")
+def test_an_answer_without_a_field_its_model_calls_optional_fails_one_control_not_the_run(
+    account, clients
+):
+    """AuthorizeSecurityGroupIngress's answer without SecurityGroupRules[].SecurityGroupRuleId
+    (optional in its model) raised KeyError out of the run: no control after it was judged or
+    fixed, and nothing was published. Now the SSH fix is FAILED naming it, the internet rule is
+    still there (the revoke comes after the re-adds), and the role fix still runs."""
+    gid = account.group(perm("tcp", 0, 65535))
+    account.instance([gid])
+    bare = account.instance()  # no instance profile
+
+    def without_rule_ids(parsed, **_):
+        for rule in parsed.get("SecurityGroupRules", []):
+            rule.pop("SecurityGroupRuleId", None)
+
+    clients.ec2.meta.events.register(
+        "after-call.ec2.AuthorizeSecurityGroupIngress", without_rule_ids
+    )
+    account.role("guardrail-ec2", CORE, profile="guardrail-ec2")
+    report = account.run(
+        clients,
+        "enforce",
+        [SSH, "ssm-instance-role"],
+        instance_profile="guardrail-ec2",
+        instance_role="guardrail-ec2",
+    )
+
+    ssh = [f for f in report.fixes if f.control == SSH]
+    assert ssh and all(f.outcome is Outcome.FAILED and f.error_code == "KeyError" for f in ssh)
+    assert ("tcp", 0, 65535, "0.0.0.0/0", None) in account.ingress(gid)
+    (role_fix,) = [f for f in report.fixes if f.resource_id == bare]
+    assert role_fix.outcome is Outcome.APPLIED
 
 
 def read(clients, scope):

@@ -297,13 +297,11 @@ def _new_version(ssm: Any, content: Mapping[str, Any], on_top_of: str) -> str:
     holds it (an earlier run stopped before promoting it, or an owner rolled back). Never
     whatever $LATEST holds."""
     try:
-        return str(
-            ssm.update_document(
-                Name=SESSION_DOCUMENT,
-                Content=json.dumps(content),
-                DocumentVersion=on_top_of,
-                DocumentFormat="JSON",
-            )["DocumentDescription"]["DocumentVersion"]
+        answer = ssm.update_document(
+            Name=SESSION_DOCUMENT,
+            Content=json.dumps(content),
+            DocumentVersion=on_top_of,
+            DocumentFormat="JSON",
         )
     except ClientError as error:
         if error_code(error) != "DuplicateDocumentContent":
@@ -312,6 +310,12 @@ def _new_version(ssm: Any, content: Mapping[str, Any], on_top_of: str) -> str:
         if found is None:
             raise
         return found
+    # Optional in UpdateDocument's answer: without it, the version now holding the content.
+    created = (answer.get("DocumentDescription") or {}).get("DocumentVersion")
+    found = str(created) if created else version_holding(ssm, content)
+    if found is None:
+        raise LookupError("UpdateDocument named no version, and no version holds the content")
+    return found
 
 
 def version_holding(ssm: Any, content: Mapping[str, Any]) -> str | None:
