@@ -28,6 +28,7 @@ from ..model import (
     Status,
     parse_time,
 )
+from ..paging import pages
 from ..settings import Settings
 from .base import OUT_OF_TIME, FixContext, Permission, attach_failed, beyond_the_event, error_code
 
@@ -543,12 +544,18 @@ class SsmInstanceRole:
     def _associated_profile(ctx: FixContext, instance_id: str) -> str | None:
         """The name of the profile associated (or associating) with the instance now."""
         try:
-            associations = ctx.clients.ec2.describe_iam_instance_profile_associations(
-                Filters=[
-                    {"Name": "instance-id", "Values": [instance_id]},
-                    {"Name": "state", "Values": ["associating", "associated"]},
-                ]
-            )["IamInstanceProfileAssociations"]
+            # Paged: a filtered EC2 describe may answer an empty page with a NextToken.
+            associations = list(
+                pages(
+                    ctx.clients.ec2,
+                    "describe_iam_instance_profile_associations",
+                    "IamInstanceProfileAssociations",
+                    Filters=[
+                        {"Name": "instance-id", "Values": [instance_id]},
+                        {"Name": "state", "Values": ["associating", "associated"]},
+                    ],
+                )
+            )
         except ClientError:
             return None
         arns = [a.get("IamInstanceProfile", {}).get("Arn", "") for a in associations]
