@@ -175,6 +175,8 @@ def run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if progress:
         print(f"evaluated {len(report.evaluations)} results", file=err, flush=True)
     emit(out, lambda o: (print_json if args.format == "json" else print_table)(report, o))
+    for crash in report.crashed:  # its results are FAILED: exit 1
+        print(f"guardrail: error: a fix stopped on {crash}", file=err)
     return exit_code(bool(report.left_failed), report.published, err)
 
 

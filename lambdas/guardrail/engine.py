@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from .controls import REGISTRY, Control, FixContext
 from .controls.base import error_code
 from .findings import PRODUCT, RESOLUTION_NOTE, build_finding, finding_id, product_arn
@@ -92,6 +94,10 @@ class ScanReport:
     # When the account was read: the findings' UpdatedAt, so a later reading (an event during a
     # long drift scan) is never overwritten by an older one (Security Hub keeps the latest).
     read_at: datetime | None = None
+    # Fixes stopped by something other than an AWS error (an answer without a field its model
+    # calls optional, a defect): recorded FAILED and published; the handlers then fail the
+    # invocation, so the Lambda's Errors alarm tells a person.
+    crashed: list[str] = field(default_factory=list)
 
     @property
     def left_failed(self) -> list[Evaluation]:
@@ -158,7 +164,7 @@ class Guardrail:
             mode = self.settings.mode_for(control.id)
             failed = [r for r in results if r.status is Status.FAILED]
             records = (
-                self._remediate(control, failed, snapshot, ctx)
+                self._remediate(control, failed, snapshot, ctx, report.crashed)
                 if mode == "enforce" and failed
                 else []
             )
@@ -193,15 +199,22 @@ class Guardrail:
 
     @staticmethod
     def _remediate(
-        control: Control, failed: list[Result], snapshot: AccountSnapshot, ctx: FixContext
+        control: Control,
+        failed: list[Result],
+        snapshot: AccountSnapshot,
+        ctx: FixContext,
+        crashed: list[str],
     ) -> list[FixRecord]:
-        """Controls record per-resource AWS errors themselves; anything that escapes (an AWS
-        error, or an answer without a field its model calls optional) is recorded against every
-        result of the control, so one control's failure never stops the others, nor publishing."""
+        """Controls record per-resource AWS errors themselves; anything that escapes is recorded
+        against every result of the control (what it had fixed before is found fixed by the next
+        run), so one control's failure never stops the others, nor publishing. What is not an
+        AWS error is also added to `crashed`."""
         try:
             return control.remediate(failed, snapshot, ctx)
         except Exception as error:  # logged with its traceback, and recorded
             logger.exception("remediation failed", extra={"control": control.id})
+            if not isinstance(error, (ClientError, BotoCoreError)):
+                crashed.append(f"{control.id}: {type(error).__name__}: {error}"[:300])
             return [
                 FixRecord(
                     control.id,

@@ -61,9 +61,11 @@ CANNOT_BE_GRANTED = frozenset(
 )
 # IAM lists as missing every context key any policy it evaluated names, an unrelated statement's
 # too (boto/boto3#3111). Only a key the real call may carry can make a Deny's answer differ:
-# a global key (but aws:username, which only an IAM user's calls carry), the keys of instance
-# role credentials, or a key of the simulated action's own service.
-NOT_IN_ROLE_CALLS = frozenset({"aws:username"})
+# a global key (but aws:username, an IAM user's only, and aws:SourceAccount/Arn/OrgID/OrgPaths,
+# a service principal's), the keys of instance role credentials, or one of the action's service.
+NOT_IN_ROLE_CALLS = frozenset(
+    {"aws:username", "aws:sourceaccount", "aws:sourcearn", "aws:sourceorgid", "aws:sourceorgpaths"}
+)
 INSTANCE_CREDENTIAL_KEYS = frozenset({"ec2:sourceinstancearn", "ec2:roledelivery"})
 
 
@@ -588,11 +590,12 @@ class SnapshotReader:
             content = json.loads(raw.get("Content") or "")
         except (ValueError, RecursionError):  # JSONDecodeError, or nesting past the stack
             content = None
-        inputs = (content.get("inputs") or {}) if isinstance(content, dict) else None
-        if not isinstance(inputs, dict):
+        inputs = content.get("inputs") if isinstance(content, dict) else None
+        # No inputs, or "inputs": null, is no inputs; an inputs that is not an object is unknown.
+        if not isinstance(content, dict) or not isinstance(inputs, dict | None):
             why = "no JSON object with an inputs object in GetDocument's Content"
             return SessionPreferences(True, document_version=version, unreadable=why)
-        return SessionPreferences(True, inputs, content, version)
+        return SessionPreferences(True, inputs or {}, content, version)
 
     def _managed(self, instance_ids: list[str]) -> dict[str, ManagedInstance]:
         """Systems Manager's view of running instances: whether DHMC manages one without a
@@ -706,4 +709,4 @@ def may_carry(action: str, key: str) -> bool:
     service = key.partition(":")[0]
     if service == "aws":
         return key not in NOT_IN_ROLE_CALLS
-    return key in INSTANCE_CREDENTIAL_KEYS or service == action.partition(":")[0]
+    return key in INSTANCE_CREDENTIAL_KEYS or service == action.lower().partition(":")[0]

@@ -16,7 +16,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from guardrail.controls.base import OUT_OF_TIME
 from guardrail.engine import Guardrail
-from guardrail.runtime import build_guardrail, record_metrics, summary
+from guardrail.runtime import build_guardrail, fail_if_crashed, record_metrics, summary
 from guardrail.scope import Scope
 
 PUBLISH_RESERVE_SECONDS, PUBLISH_RESERVE_SHARE = 120.0, 0.3
@@ -64,6 +64,7 @@ def handle(event: Any, guardrail: Guardrail, deadline: float = math.inf) -> dict
             "out of time for fixes: the next scan makes the rest", extra={"not_started": late}
         )
     logger.info("drift scan done", extra={"trigger": source, **result})
+    fail_if_crashed(report)
     return result
 
 

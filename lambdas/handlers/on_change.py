@@ -18,7 +18,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from guardrail.engine import Guardrail
 from guardrail.events import DropKind
 from guardrail.replay import RetryableEventError, process_event
-from guardrail.runtime import build_guardrail, record_metrics, summary
+from guardrail.runtime import build_guardrail, fail_if_crashed, record_metrics, summary
 
 logger = Logger()
 metrics = Metrics()
@@ -53,6 +53,7 @@ def handle(event: Any, guardrail: Guardrail, *, home_account: str | None = None)
         "archived": sorted({r.resource_id for r in outcome.archived}),
     }
     logger.info("event evaluated", extra=result)
+    fail_if_crashed(report)  # a defect or a malformed answer: retried, then dead-lettered
     failures = outcome.retryable_failures()
     if failures:
         metrics.add_metric(name="EventsRetried", unit=MetricUnit.Count, value=1)

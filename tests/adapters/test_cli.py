@@ -10,6 +10,8 @@ from guardrail.cli import main
 
 from .conftest import OPEN_SSH
 
+SSH_CONTROL = "ssh-open-to-internet"
+
 
 def run(*argv):
     out, err = io.StringIO(), io.StringIO()
@@ -86,6 +88,33 @@ def test_enforce_fixes_and_exits_0_with_status_as_found(exposed):
     assert account.ingress(gid) == []
     code, _, _ = run("scan", "--region", "us-east-1", "--control", "ssh-open-to-internet")
     assert code == 0
+
+
+def test_a_fix_stopped_by_what_is_not_an_aws_error_is_named_and_exits_1(account, monkeypatch):
+    """An AuthorizeSecurityGroupIngress answer without rule ids (optional in its model) stops
+    the SSH fix: the command names it on stderr and exits 1 (the group is left FAILED)."""
+    import guardrail.cli as cli
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    gid = account.group({**OPEN_SSH, "FromPort": 0, "ToPort": 1024})
+    account.instance([gid])
+    opened = cli.clients_for
+
+    def without_rule_ids(parsed, **_):
+        for rule in parsed.get("SecurityGroupRules", []):
+            rule.pop("SecurityGroupRuleId", None)
+
+    def clients_for(*args, **kwargs):
+        (clients,) = opened(*args, **kwargs)
+        events = clients.ec2.meta.events
+        events.register("after-call.ec2.AuthorizeSecurityGroupIngress", without_rule_ids)
+        return (clients,)
+
+    monkeypatch.setattr(cli, "clients_for", clients_for)
+    code, _, err = run("scan", "--mode", "enforce", "--no-publish", "--control", SSH_CONTROL)
+    assert code == 1
+    assert f"guardrail: error: a fix stopped on {SSH_CONTROL}: KeyError" in err
+    assert account.ingress(gid)  # never revoked: the re-adds came first
 
 
 def test_enforce_without_the_role_fixs_settings_is_refused_before_any_change(exposed, monkeypatch):

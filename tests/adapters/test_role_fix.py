@@ -514,13 +514,16 @@ def test_a_deny_the_simulation_cannot_evaluate_is_not_called_a_refusal(
     assert evaluation.result.status is Status.PASSED and not evaluation.fixes
 
 
-@pytest.mark.parametrize("key", ["s3:prefix", "iam:PassedToService", "aws:username"])
+@pytest.mark.parametrize(
+    "key", ["s3:prefix", "iam:PassedToService", "aws:username", "aws:SourceAccount"]
+)
 def test_a_plain_deny_refuses_though_iam_lists_an_unrelated_statements_keys(
     account, clients, monkeypatch, key
 ):
     """IAM lists as missing every context key any of the role's policies names, an unrelated
     statement's too (boto/boto3#3111). One the agent's real calls cannot carry either (another
-    service's, or aws:username, an IAM user's only) leaves the Deny's answer as it is. Before,
+    service's, aws:username, an IAM user's only, or aws:SourceAccount, a service principal's
+    only) leaves the Deny's answer as it is. Before,
     any missing key excused the Deny: the role with the core policy read PASSED while the
     agent was refused, and the core policy was attached to the other behind the same Deny."""
     answer_simulations(monkeypatch, "", "explicitDeny", MissingContextValues=[key])
@@ -539,7 +542,7 @@ def test_a_plain_deny_refuses_though_iam_lists_an_unrelated_statements_keys(
     assert attached(account, "legacy") == {READONLY}
 
 
-@pytest.mark.parametrize("key", ["aws:SourceVpce", "ec2:SourceInstanceARN", "ssm:Overwrite"])
+@pytest.mark.parametrize("key", ["aws:SourceVpce", "ec2:SourceInstanceARN", "ssm:resourceTag/team"])
 def test_a_deny_on_a_key_the_agents_calls_may_carry_is_not_judged(
     account, clients, monkeypatch, key
 ):

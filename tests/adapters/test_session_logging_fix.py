@@ -872,6 +872,7 @@ def test_preferences_whose_content_cannot_be_read_are_reported_and_left_alone(
     assert "whether sessions are logged is not known" in region.reason
     (fix,) = region_fix(report)
     assert fix.outcome is Outcome.SKIPPED and "fix it by hand" in fix.reason
+    assert fix.before is None  # not known: {} would read as "no inputs"
     assert [f for f in report.fixes if f.resource_id == "app"] == []
     assert account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"] == []
     assert account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]["LatestVersion"] == "1"

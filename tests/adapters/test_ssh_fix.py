@@ -198,6 +198,7 @@ def test_an_answer_without_a_field_its_model_calls_optional_fails_one_control_no
 
     ssh = [f for f in report.fixes if f.control == SSH]
     assert ssh and all(f.outcome is Outcome.FAILED and f.error_code == "KeyError" for f in ssh)
+    assert [c.split(":")[:2] for c in report.crashed] == [[SSH, " KeyError"]]
     assert ("tcp", 0, 65535, "0.0.0.0/0", None) in account.ingress(gid)
     (role_fix,) = [f for f in report.fixes if f.resource_id == bare]
     assert role_fix.outcome is Outcome.APPLIED

@@ -107,6 +107,7 @@ def test_a_clean_drift_scan_counts_itself_and_powertools_does_not_warn(world: Wo
     ScansCompleted fills it, and a run Lambda kills at its timeout is not counted."""
     world.launch()
     guardrail = world.guardrail("report")
+    drift_scan.metrics.clear_metrics()  # what earlier tests left in the module's metric set
     capsys.readouterr()
 
     with warnings.catch_warnings(record=True) as caught:

@@ -1737,6 +1737,47 @@ def test_throttled_fix_raises_after_publishing_and_the_retry_fixes(world):
     assert world.internet_ssh(bad) == [] and passed(world, SSH, instance)
 
 
+def without_rule_ids(parsed: dict[str, Any], **_: Any) -> None:
+    """AuthorizeSecurityGroupIngress answered without rule ids (optional in its model)."""
+    for rule in parsed.get("SecurityGroupRules", []):
+        rule.pop("SecurityGroupRuleId", None)
+
+
+@pytest.mark.parametrize("handler", ["on_change", "drift_scan"])
+def test_a_fix_stopped_by_what_is_not_an_aws_error_is_published_then_the_invocation_fails(
+    world, handler
+):
+    """A KeyError in the SSH fix raised out of the run: nothing was published. Caught
+    silently, no alarm would tell anyone. Now the other controls' findings are published,
+    the SSH finding stays FAILED with the stop recorded, and the invocation fails (Errors
+    alarm; an event is retried, then dead-lettered)."""
+    from guardrail.runtime import FixCrashed
+    from handlers import drift_scan
+
+    bad = world.group("ops")
+    world.ec2.authorize_security_group_ingress(
+        GroupId=bad, IpProtocol="tcp", FromPort=0, ToPort=1024, CidrIp="0.0.0.0/0"
+    )
+    instance = world.launch(groups=[bad])[0]  # no instance profile
+    guardrail = world.guardrail(fresh=True)
+    guardrail.clients.session.events.register(
+        "after-call.ec2.AuthorizeSecurityGroupIngress", without_rule_ids
+    )
+
+    with pytest.raises(FixCrashed, match="ssh-open-to-internet: KeyError"):
+        if handler == "on_change":
+            event = world.event("state_change_running", {I1: instance})
+            on_change.handle(event, guardrail, home_account=ACCOUNT)
+        else:
+            drift_scan.handle({}, guardrail)
+
+    finding = world.finding(SSH, instance)
+    assert finding["Compliance"]["Status"] == "FAILED"
+    assert "SecurityGroupRuleId" in json.dumps(finding)
+    assert world.internet_ssh(bad)  # the revoke comes after the re-adds: never reached
+    assert world.profile_of(instance) and passed(world, ROLE, instance)
+
+
 def test_a_fix_whose_resolve_call_is_throttled_is_resolved_by_the_next_drift_scan(world):
     """Retrying the event could never resolve the finding (the retry finds nothing to fix), so
     the event does not raise; the drift scan marks the fixed finding RESOLVED."""

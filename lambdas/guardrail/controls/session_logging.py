@@ -602,7 +602,7 @@ class SessionLogging:
     ) -> FixRecord:
         action = PREFERENCE_ACTIONS[prefs.exists]
         inputs, why_not = desired_inputs(prefs, ctx.settings)
-        before = dict(prefs.inputs) if prefs.exists else None
+        before = dict(prefs.inputs) if prefs.exists and not prefs.unreadable else None
 
         def record(
             outcome: Outcome, after: Any, reason: str = "", code: str | None = None
