@@ -465,34 +465,25 @@ class SessionLogging:
     ) -> Result:
         account = snapshot.account_id
         if not prefs.exists:
-            return snapshot.result(
-                self.id,
-                ResourceType.ACCOUNT,
-                account,
-                Status.FAILED,
-                "MEDIUM",
-                f"no Session Manager preferences ({SESSION_DOCUMENT} absent): sessions "
-                "are not logged",
+            not_logged = (
+                f"no Session Manager preferences ({SESSION_DOCUMENT} absent): sessions are "
+                "not logged"
             )
-        if prefs.unreadable:
-            return snapshot.result(
-                self.id,
-                ResourceType.ACCOUNT,
-                account,
-                Status.FAILED,
-                "MEDIUM",
+        elif prefs.unreadable:
+            not_logged = (
                 f"{SESSION_DOCUMENT} could not be read ({prefs.unreadable}): whether sessions "
-                "are logged is not known",
+                "are logged is not known"
             )
-        if not prefs.logging_on:
-            return snapshot.result(
-                self.id,
-                ResourceType.ACCOUNT,
-                account,
-                Status.FAILED,
-                "MEDIUM",
+        elif not prefs.logging_on:
+            not_logged = (
                 "Session Manager preferences name neither an S3 bucket nor a CloudWatch "
-                "log group: sessions are not logged",
+                "log group: sessions are not logged"
+            )
+        else:
+            not_logged = ""
+        if not_logged:
+            return snapshot.result(
+                self.id, ResourceType.ACCOUNT, account, Status.FAILED, "MEDIUM", not_logged
             )
         where = " and ".join(
             filter(
