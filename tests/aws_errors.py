@@ -1,5 +1,6 @@
-"""AWS error answers for botocore's `before-call` hook: the call answers as AWS would, so botocore
-retries or raises exactly as for a real error (moto cannot produce most of these)."""
+"""Answers AWS can give and moto does not, through botocore's hooks: an error answer
+(`before-call`: botocore retries or raises exactly as for a real error), and an answer without
+a field its model calls optional (`after-call`)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,10 @@ def error_answer(
         }
 
     return answer
+
+
+def without_rule_ids(parsed: dict[str, Any], **_: Any) -> None:
+    """An after-call handler: AuthorizeSecurityGroupIngress answered without the new rules' ids
+    (SecurityGroupRules[].SecurityGroupRuleId, optional in its model)."""
+    for rule in parsed.get("SecurityGroupRules", []):
+        rule.pop("SecurityGroupRuleId", None)

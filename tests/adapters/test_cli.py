@@ -8,6 +8,8 @@ import json
 import pytest
 from guardrail.cli import main
 
+from tests.aws_errors import without_rule_ids
+
 from .conftest import OPEN_SSH
 
 SSH_CONTROL = "ssh-open-to-internet"
@@ -99,10 +101,6 @@ def test_a_fix_stopped_by_what_is_not_an_aws_error_is_named_and_exits_1(account,
     gid = account.group({**OPEN_SSH, "FromPort": 0, "ToPort": 1024})
     account.instance([gid])
     opened = cli.clients_for
-
-    def without_rule_ids(parsed, **_):
-        for rule in parsed.get("SecurityGroupRules", []):
-            rule.pop("SecurityGroupRuleId", None)
 
     def clients_for(*args, **kwargs):
         (clients,) = opened(*args, **kwargs)

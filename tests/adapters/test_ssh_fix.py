@@ -8,7 +8,7 @@ import pytest
 from botocore.exceptions import ClientError
 from guardrail.model import Outcome, Status
 
-from tests.aws_errors import error_answer
+from tests.aws_errors import error_answer, without_rule_ids
 
 from .conftest import CORE
 
@@ -179,10 +179,6 @@ def test_an_answer_without_a_field_its_model_calls_optional_fails_one_control_no
     gid = account.group(perm("tcp", 0, 65535))
     account.instance([gid])
     bare = account.instance()  # no instance profile
-
-    def without_rule_ids(parsed, **_):
-        for rule in parsed.get("SecurityGroupRules", []):
-            rule.pop("SecurityGroupRuleId", None)
 
     clients.ec2.meta.events.register(
         "after-call.ec2.AuthorizeSecurityGroupIngress", without_rule_ids

@@ -31,7 +31,7 @@ from handlers import on_change
 
 from emulator.calls import CallCounter
 from emulator.seed import EC2_TRUST
-from tests.aws_errors import error_answer
+from tests.aws_errors import error_answer, without_rule_ids
 from tests.conftest import rule_key
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
@@ -1735,12 +1735,6 @@ def test_throttled_fix_raises_after_publishing_and_the_retry_fixes(world):
     assert world.finding(SSH, instance)["Compliance"]["Status"] == "FAILED"
     world.deliver(event)  # EventBridge's retry
     assert world.internet_ssh(bad) == [] and passed(world, SSH, instance)
-
-
-def without_rule_ids(parsed: dict[str, Any], **_: Any) -> None:
-    """AuthorizeSecurityGroupIngress answered without rule ids (optional in its model)."""
-    for rule in parsed.get("SecurityGroupRules", []):
-        rule.pop("SecurityGroupRuleId", None)
 
 
 @pytest.mark.parametrize("handler", ["on_change", "drift_scan"])
