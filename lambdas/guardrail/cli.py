@@ -15,7 +15,7 @@ import os
 import sys
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 from botocore.exceptions import (
@@ -175,8 +175,7 @@ def run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if progress:
         print(f"evaluated {len(report.evaluations)} results", file=err, flush=True)
     emit(out, lambda o: (print_json if args.format == "json" else print_table)(report, o))
-    for crash in report.crashed:  # its results are FAILED: exit 1
-        print(f"guardrail: error: a fix stopped on {crash}", file=err)
+    name_crashes([report], err)
     return exit_code(bool(report.left_failed), report.published, err)
 
 
@@ -199,6 +198,14 @@ def quiet_if_closed(*streams: TextIO) -> None:
         except BrokenPipeError:
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
+def name_crashes(reports: Iterable[ScanReport], err: TextIO) -> None:
+    """Fixes stopped by what is not an AWS error (the Lambdas fail the invocation for them):
+    named on stderr; their results are FAILED, so the exit code is 1."""
+    for report in reports:
+        for crash in report.crashed:
+            print(f"guardrail: error: a fix stopped on {crash}", file=err)
 
 
 def exit_code(left_failed: bool, published: Any, err: TextIO) -> int:

@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -164,7 +164,7 @@ class Guardrail:
             mode = self.settings.mode_for(control.id)
             failed = [r for r in results if r.status is Status.FAILED]
             records = (
-                self._remediate(control, failed, snapshot, ctx, report.crashed)
+                self._remediate(control, failed, snapshot, replace(ctx, made=[]), report.crashed)
                 if mode == "enforce" and failed
                 else []
             )
@@ -206,16 +206,18 @@ class Guardrail:
         crashed: list[str],
     ) -> list[FixRecord]:
         """Controls record per-resource AWS errors themselves; anything that escapes is recorded
-        against every result of the control (what it had fixed before is found fixed by the next
-        run), so one control's failure never stops the others, nor publishing. What is not an
-        AWS error is also added to `crashed`."""
+        against every result of the control but the resources of the fixes it finished, whose
+        records stand (a result those also cover is re-judged as they left it, as for any fix
+        left part-done), so one control's failure never stops the others, nor publishing. What
+        is not an AWS error is also added to `crashed`."""
         try:
             return control.remediate(failed, snapshot, ctx)
         except Exception as error:  # logged with its traceback, and recorded
             logger.exception("remediation failed", extra={"control": control.id})
             if not isinstance(error, (ClientError, BotoCoreError)):
                 crashed.append(f"{control.id}: {type(error).__name__}: {error}"[:300])
-            return [
+            done = {r.resource_id for r in ctx.made}
+            return ctx.made + [
                 FixRecord(
                     control.id,
                     r.resource_id,
@@ -226,6 +228,7 @@ class Guardrail:
                     covers=(r.resource_id,),
                 )
                 for r in failed
+                if r.resource_id not in done
             ]
 
     def publish(self, report: ScanReport) -> Any:

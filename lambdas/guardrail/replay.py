@@ -420,7 +420,7 @@ def run_replay(
     """`guardrail replay EVENT.json`: exit 0 nothing left FAILED (or dropped as irrelevant), 1
     something left FAILED, 2 usage or setup errors (an event that cannot be read or routed is
     printed as dropped; the others are raised as cli.UsageError for cli.main to print)."""
-    from .cli import UsageError, clients_for, emit, exit_code, settings_from
+    from .cli import UsageError, clients_for, emit, exit_code, name_crashes, settings_from
     from .clients import NO_REGION_HINT, default_region
     from .publisher import FindingPublisher
 
@@ -445,6 +445,7 @@ def run_replay(
             emit(out, rendered(outcomes, args.format))
         raise
     emit(out, rendered(outcomes, args.format))
+    name_crashes((o.report for o in outcomes if o.report), err)
     left_failed = any(o.report and o.report.left_failed for o in outcomes)
     summaries = [o.report.published if o.report else None for o in outcomes]
     # As `guardrail scan`: results printed first; exit 2 if Security Hub could take nothing.

@@ -200,6 +200,37 @@ def test_an_answer_without_a_field_its_model_calls_optional_fails_one_control_no
     assert role_fix.outcome is Outcome.APPLIED
 
 
+def test_a_fix_finished_before_the_control_stopped_keeps_its_record(account, clients):
+    """Two open groups; only the second group's AuthorizeSecurityGroupIngress answer lacks rule
+    ids. The first group was really closed: its APPLIED record (what it changed, how to undo
+    it) stands, and only the second is FAILED. Before, both read FAILED and the first fix's
+    record was lost (and FixesDeferred/FixesApplied counted wrong)."""
+    first, second = (account.group(perm("tcp", 0, 1024)) for _ in range(2))
+    account.instance([first])
+    account.instance([second])
+    answers = []
+
+    def second_without_rule_ids(parsed, **kwargs):
+        answers.append(1)
+        if len(answers) == 2:
+            without_rule_ids(parsed, **kwargs)
+
+    clients.ec2.meta.events.register(
+        "after-call.ec2.AuthorizeSecurityGroupIngress", second_without_rule_ids
+    )
+    report = account.run(clients, "enforce", [SSH])
+
+    groups = {f.resource_id: f for f in report.fixes if f.resource_id in (first, second)}
+    closed = [
+        g for g in (first, second) if ("tcp", 0, 1024, "0.0.0.0/0", None) not in account.ingress(g)
+    ]
+    assert len(closed) == 1 and len(report.crashed) == 1
+    (still_open,) = {first, second} - set(closed)
+    assert groups[closed[0]].outcome is Outcome.APPLIED and groups[closed[0]].before
+    assert groups[still_open].outcome is Outcome.FAILED
+    assert groups[still_open].error_code == "KeyError"
+
+
 def read(clients, scope):
     from guardrail.reader import SnapshotReader
     from guardrail.settings import Settings

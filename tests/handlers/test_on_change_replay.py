@@ -12,6 +12,7 @@ import pytest
 from guardrail import cli
 from guardrail.replay import format_outcome, outcome_dict, replay, run_replay
 
+from tests.aws_errors import without_rule_ids
 from tests.handlers import test_on_change
 from tests.handlers.test_on_change import (
     ACCOUNT,
@@ -144,6 +145,33 @@ def test_cli_replay_enforce_fixes_and_exits_0(world: World, tmp_path):
         "associate instance profile",
     }
     assert world.internet_ssh(bad) == [] and world.profile_of(instance) == GUARDRAIL_PROFILE
+
+
+def test_cli_replay_names_a_fix_stopped_by_what_is_not_an_aws_error(
+    world: World, tmp_path, monkeypatch
+):
+    """As `guardrail scan` does: the crash is named on stderr (exit 1, its results FAILED)."""
+    bad = world.group("ops")
+    world.ec2.authorize_security_group_ingress(
+        GroupId=bad, IpProtocol="tcp", FromPort=0, ToPort=1024, CidrIp="0.0.0.0/0"
+    )
+    instance = world.launch(groups=[bad])[0]
+    path = write_event(tmp_path, world.event("state_change_running", {I1: instance}))
+    opened = cli.clients_for
+
+    def clients_for(*args: Any, **kwargs: Any) -> Any:
+        every = opened(*args, **kwargs)
+        for clients in every:
+            events = clients.ec2.meta.events
+            events.register("after-call.ec2.AuthorizeSecurityGroupIngress", without_rule_ids)
+        return every
+
+    monkeypatch.setattr(cli, "clients_for", clients_for)
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["replay", path, "--mode", "enforce", "--no-publish", "--control", SSH]
+    code = run_replay(cli.build_parser().parse_args(argv), out, err, env={})
+    assert code == 1
+    assert f"guardrail: error: a fix stopped on {SSH}: KeyError" in err.getvalue()
 
 
 def test_cli_replay_of_an_iam_event_runs_in_every_covered_region(world: World, tmp_path):

@@ -55,6 +55,9 @@ class FixContext:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     deadline: float = math.inf
     monotonic: Callable[[], float] = time.monotonic
+    # The records of one control's remediation, filled as each fix ends: a fix that raises
+    # part-way leaves the others' records here for the engine (given a fresh list per control).
+    made: list[FixRecord] = field(default_factory=list)
 
     def out_of_time(self) -> bool:
         return self.monotonic() >= self.deadline

@@ -542,7 +542,7 @@ class SessionLogging:
         # Roles first: preferences that turn on KMS session encryption or an encryption flag
         # stop every session on an instance whose role fails the agent's check, so they wait for
         # the grants and then turn on only what no role is left without.
-        records = []
+        records = ctx.made
         by_role: dict[str, list[str]] = {}
         for result in failed:
             if result.resource_type is ResourceType.INSTANCE:

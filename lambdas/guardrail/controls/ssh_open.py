@@ -488,7 +488,7 @@ class SshOpenToInternet:
         # the groups hold now, so a rule an owner changed meanwhile is never revoked or widened.
         own = [g for g in groups if g not in foreign]
         current = self._current_rules(ctx.clients.ec2, own) if snapshot.full and own else {}
-        records = []
+        records = ctx.made
         for gid in groups:
             group = snapshot.security_groups[gid]
             ingress = current.get(gid, []) if snapshot.full and gid in own else group.ingress

@@ -408,7 +408,7 @@ class SsmInstanceRole:
     def remediate(
         self, failed: Sequence[Result], snapshot: AccountSnapshot, ctx: FixContext
     ) -> list[FixRecord]:
-        settings, records = ctx.settings, []
+        settings, records = ctx.settings, ctx.made
         by_role: dict[str, list[str]] = {}
         by_profile: dict[str, list[str]] = {}
         refused: dict[str, list[str]] = {}
