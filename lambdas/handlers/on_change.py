@@ -53,10 +53,11 @@ def handle(event: Any, guardrail: Guardrail, *, home_account: str | None = None)
         "archived": sorted({r.resource_id for r in outcome.archived}),
     }
     logger.info("event evaluated", extra=result)
-    fail_if_crashed(report)  # a defect or a malformed answer: retried, then dead-lettered
     failures = outcome.retryable_failures()
     if failures:
         metrics.add_metric(name="EventsRetried", unit=MetricUnit.Count, value=1)
+    fail_if_crashed(report)  # a defect or a malformed answer: retried, then dead-lettered
+    if failures:
         raise RetryableEventError("AWS throttled or was unavailable: " + "; ".join(failures[:10]))
     return result
 

@@ -1772,6 +1772,31 @@ def test_a_fix_stopped_by_what_is_not_an_aws_error_is_published_then_the_invocat
     assert world.profile_of(instance) and passed(world, ROLE, instance)
 
 
+def test_a_stopped_fix_beside_a_throttled_one_still_counts_the_retry(world):
+    """The SSH fix stops (an answer without rule ids) and the profile association is throttled:
+    the invocation fails for the stop, and the retry it brings is counted (EventsRetried)."""
+    from guardrail.runtime import FixCrashed
+
+    bad = world.group("ops")
+    world.ec2.authorize_security_group_ingress(
+        GroupId=bad, IpProtocol="tcp", FromPort=0, ToPort=1024, CidrIp="0.0.0.0/0"
+    )
+    instance = world.launch(groups=[bad])[0]  # no instance profile
+    guardrail = world.guardrail(fresh=True)
+    guardrail.clients.session.events.register(
+        "after-call.ec2.AuthorizeSecurityGroupIngress", without_rule_ids
+    )
+    throttle(guardrail, "ec2.AssociateIamInstanceProfile")
+    on_change.metrics.clear_metrics()
+
+    with pytest.raises(FixCrashed):
+        on_change.handle(
+            world.event("state_change_running", {I1: instance}), guardrail, home_account=ACCOUNT
+        )
+    assert "EventsRetried" in on_change.metrics.metric_set
+    on_change.metrics.clear_metrics()
+
+
 def test_a_fix_whose_resolve_call_is_throttled_is_resolved_by_the_next_drift_scan(world):
     """Retrying the event could never resolve the finding (the retry finds nothing to fix), so
     the event does not raise; the drift scan marks the fixed finding RESOLVED."""
