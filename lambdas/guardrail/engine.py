@@ -207,9 +207,11 @@ class Guardrail:
     ) -> list[FixRecord]:
         """Controls record per-resource AWS errors themselves; anything that escapes is recorded
         against every result of the control but the resources of the fixes it finished, whose
-        records stand (a result those also cover is re-judged as they left it, as for any fix
-        left part-done), so one control's failure never stops the others, nor publishing. What
-        is not an AWS error is also added to `crashed`."""
+        records stand. A result those only cover (the instances of a closed group, of a role
+        given its policy) also gets the failure: which of the control's fixes it still waited
+        for is not known here, so it stays FAILED for the next run rather than read fixed. One
+        control's failure never stops the others, nor publishing. What is not an AWS error is
+        also added to `crashed`."""
         try:
             return control.remediate(failed, snapshot, ctx)
         except Exception as error:  # logged with its traceback, and recorded

@@ -203,11 +203,10 @@ def test_an_answer_without_a_field_its_model_calls_optional_fails_one_control_no
 def test_a_fix_finished_before_the_control_stopped_keeps_its_record(account, clients):
     """Two open groups; only the second group's AuthorizeSecurityGroupIngress answer lacks rule
     ids. The first group was really closed: its APPLIED record (what it changed, how to undo
-    it) stands, and only the second is FAILED. Before, both read FAILED and the first fix's
+    it) stands, and only the second group is FAILED. Before, both read FAILED and the first fix's
     record was lost (and FixesDeferred/FixesApplied counted wrong)."""
     first, second = (account.group(perm("tcp", 0, 1024)) for _ in range(2))
-    account.instance([first])
-    account.instance([second])
+    instance_of = {first: account.instance([first]), second: account.instance([second])}
     answers = []
 
     def second_without_rule_ids(parsed, **kwargs):
@@ -229,6 +228,10 @@ def test_a_fix_finished_before_the_control_stopped_keeps_its_record(account, cli
     assert groups[closed[0]].outcome is Outcome.APPLIED and groups[closed[0]].before
     assert groups[still_open].outcome is Outcome.FAILED
     assert groups[still_open].error_code == "KeyError"
+    # Which of the stopped control's fixes an instance still waited for is not known: both
+    # instances stay FAILED for the next run (never read fixed while a group may be open).
+    left = {e.result.resource_id for e in report.left_failed}
+    assert {instance_of[first], instance_of[second], still_open} <= left
 
 
 def read(clients, scope):
