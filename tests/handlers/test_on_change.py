@@ -1737,6 +1737,21 @@ def test_throttled_fix_raises_after_publishing_and_the_retry_fixes(world):
     assert world.internet_ssh(bad) == [] and passed(world, SSH, instance)
 
 
+def ssh_fix_that_stops(world: World) -> tuple[str, str, Guardrail]:
+    """A group open on tcp 0-1024 and its instance (no profile), and a guardrail whose SSH fix
+    stops: AuthorizeSecurityGroupIngress answers without rule ids (KeyError)."""
+    bad = world.group("ops")
+    world.ec2.authorize_security_group_ingress(
+        GroupId=bad, IpProtocol="tcp", FromPort=0, ToPort=1024, CidrIp="0.0.0.0/0"
+    )
+    instance = world.launch(groups=[bad])[0]
+    guardrail = world.guardrail(fresh=True)
+    guardrail.clients.session.events.register(
+        "after-call.ec2.AuthorizeSecurityGroupIngress", without_rule_ids
+    )
+    return bad, instance, guardrail
+
+
 @pytest.mark.parametrize("handler", ["on_change", "drift_scan"])
 def test_a_fix_stopped_by_what_is_not_an_aws_error_is_published_then_the_invocation_fails(
     world, handler
@@ -1748,15 +1763,7 @@ def test_a_fix_stopped_by_what_is_not_an_aws_error_is_published_then_the_invocat
     from guardrail.runtime import FixCrashed
     from handlers import drift_scan
 
-    bad = world.group("ops")
-    world.ec2.authorize_security_group_ingress(
-        GroupId=bad, IpProtocol="tcp", FromPort=0, ToPort=1024, CidrIp="0.0.0.0/0"
-    )
-    instance = world.launch(groups=[bad])[0]  # no instance profile
-    guardrail = world.guardrail(fresh=True)
-    guardrail.clients.session.events.register(
-        "after-call.ec2.AuthorizeSecurityGroupIngress", without_rule_ids
-    )
+    bad, instance, guardrail = ssh_fix_that_stops(world)
 
     with pytest.raises(FixCrashed, match="ssh-open-to-internet: KeyError"):
         if handler == "on_change":
@@ -1777,15 +1784,7 @@ def test_a_stopped_fix_beside_a_throttled_one_still_counts_the_retry(world):
     the invocation fails for the stop, and the retry it brings is counted (EventsRetried)."""
     from guardrail.runtime import FixCrashed
 
-    bad = world.group("ops")
-    world.ec2.authorize_security_group_ingress(
-        GroupId=bad, IpProtocol="tcp", FromPort=0, ToPort=1024, CidrIp="0.0.0.0/0"
-    )
-    instance = world.launch(groups=[bad])[0]  # no instance profile
-    guardrail = world.guardrail(fresh=True)
-    guardrail.clients.session.events.register(
-        "after-call.ec2.AuthorizeSecurityGroupIngress", without_rule_ids
-    )
+    _, instance, guardrail = ssh_fix_that_stops(world)
     throttle(guardrail, "ec2.AssociateIamInstanceProfile")
     on_change.metrics.clear_metrics()
 
