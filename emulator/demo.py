@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 import boto3
+from guardrail.cli import known_region
 from guardrail.clients import AwsClients
 from guardrail.engine import Guardrail, ScanReport
 from guardrail.model import Outcome, ResourceType, Status
@@ -637,13 +638,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     args = parser.parse_args(argv)
     if args.instances < (least := minimum_instances(args.explicit_deny)):
         parser.error(f"--instances: at least {least} (every seeded case, plus one)")
-    session = boto3.session.Session()
-    regions = {
-        r
-        for partition in session.get_available_partitions()
-        for r in session.get_available_regions("ec2", partition_name=partition)
-    }
-    if args.region not in regions:
+    if not known_region(boto3.session.Session(), args.region):
         parser.error(f"--region: {args.region} is not an AWS region")
     print(
         f"starting the emulator on 127.0.0.1 and seeding {args.instances} instances...",
