@@ -32,3 +32,20 @@ def without_rule_ids(parsed: dict[str, Any], **_: Any) -> None:
     (SecurityGroupRules[].SecurityGroupRuleId, optional in its model)."""
     for rule in parsed.get("SecurityGroupRules", []):
         rule.pop("SecurityGroupRuleId", None)
+
+
+def cli_without_rule_ids(monkeypatch: Any) -> None:
+    """`guardrail scan` and `guardrail replay` build their own clients: wrap the CLI's
+    clients_for so that each region's EC2 client answers without rule ids."""
+    from guardrail import cli
+
+    opened = cli.clients_for
+
+    def clients_for(*args: Any, **kwargs: Any) -> list[Any]:
+        every = opened(*args, **kwargs)
+        for clients in every:
+            events = clients.ec2.meta.events
+            events.register("after-call.ec2.AuthorizeSecurityGroupIngress", without_rule_ids)
+        return every
+
+    monkeypatch.setattr(cli, "clients_for", clients_for)

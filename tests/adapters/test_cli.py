@@ -8,7 +8,7 @@ import json
 import pytest
 from guardrail.cli import main
 
-from tests.aws_errors import without_rule_ids
+from tests.aws_errors import cli_without_rule_ids
 
 from .conftest import OPEN_SSH
 
@@ -95,20 +95,10 @@ def test_enforce_fixes_and_exits_0_with_status_as_found(exposed):
 def test_a_fix_stopped_by_what_is_not_an_aws_error_is_named_and_exits_1(account, monkeypatch):
     """An AuthorizeSecurityGroupIngress answer without rule ids (optional in its model) stops
     the SSH fix: the command names it on stderr and exits 1 (the group is left FAILED)."""
-    import guardrail.cli as cli
-
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     gid = account.group({**OPEN_SSH, "FromPort": 0, "ToPort": 1024})
     account.instance([gid])
-    opened = cli.clients_for
-
-    def clients_for(*args, **kwargs):
-        (clients,) = opened(*args, **kwargs)
-        events = clients.ec2.meta.events
-        events.register("after-call.ec2.AuthorizeSecurityGroupIngress", without_rule_ids)
-        return (clients,)
-
-    monkeypatch.setattr(cli, "clients_for", clients_for)
+    cli_without_rule_ids(monkeypatch)
     code, _, err = run("scan", "--mode", "enforce", "--no-publish", "--control", SSH_CONTROL)
     assert code == 1
     assert f"guardrail: error: a fix stopped on {SSH_CONTROL}: KeyError" in err

@@ -1737,14 +1737,20 @@ def test_throttled_fix_raises_after_publishing_and_the_retry_fixes(world):
     assert world.internet_ssh(bad) == [] and passed(world, SSH, instance)
 
 
-def ssh_fix_that_stops(world: World) -> tuple[str, str, Guardrail]:
-    """A group open on tcp 0-1024 and its instance (no profile), and a guardrail whose SSH fix
-    stops: AuthorizeSecurityGroupIngress answers without rule ids (KeyError)."""
+def range_open_to_internet(world: World) -> tuple[str, str]:
+    """A group open on tcp 0-1024 to the internet (its fix re-adds 0-21 and 23-1024), and its
+    instance (no profile)."""
     bad = world.group("ops")
     world.ec2.authorize_security_group_ingress(
         GroupId=bad, IpProtocol="tcp", FromPort=0, ToPort=1024, CidrIp="0.0.0.0/0"
     )
-    instance = world.launch(groups=[bad])[0]
+    return bad, world.launch(groups=[bad])[0]
+
+
+def ssh_fix_that_stops(world: World) -> tuple[str, str, Guardrail]:
+    """range_open_to_internet, and a guardrail whose SSH fix stops there:
+    AuthorizeSecurityGroupIngress answers without rule ids (KeyError)."""
+    bad, instance = range_open_to_internet(world)
     guardrail = world.guardrail(fresh=True)
     guardrail.clients.session.events.register(
         "after-call.ec2.AuthorizeSecurityGroupIngress", without_rule_ids

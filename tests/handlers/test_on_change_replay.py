@@ -12,7 +12,7 @@ import pytest
 from guardrail import cli
 from guardrail.replay import format_outcome, outcome_dict, replay, run_replay
 
-from tests.aws_errors import without_rule_ids
+from tests.aws_errors import cli_without_rule_ids
 from tests.handlers import test_on_change
 from tests.handlers.test_on_change import (
     ACCOUNT,
@@ -27,6 +27,7 @@ from tests.handlers.test_on_change import (
     SSH,
     World,
     answer_error,
+    range_open_to_internet,
     refuse,
 )
 
@@ -151,22 +152,9 @@ def test_cli_replay_names_a_fix_stopped_by_what_is_not_an_aws_error(
     world: World, tmp_path, monkeypatch
 ):
     """As `guardrail scan` does: the crash is named on stderr (exit 1, its results FAILED)."""
-    bad = world.group("ops")
-    world.ec2.authorize_security_group_ingress(
-        GroupId=bad, IpProtocol="tcp", FromPort=0, ToPort=1024, CidrIp="0.0.0.0/0"
-    )
-    instance = world.launch(groups=[bad])[0]
+    _, instance = range_open_to_internet(world)
     path = write_event(tmp_path, world.event("state_change_running", {I1: instance}))
-    opened = cli.clients_for
-
-    def clients_for(*args: Any, **kwargs: Any) -> Any:
-        every = opened(*args, **kwargs)
-        for clients in every:
-            events = clients.ec2.meta.events
-            events.register("after-call.ec2.AuthorizeSecurityGroupIngress", without_rule_ids)
-        return every
-
-    monkeypatch.setattr(cli, "clients_for", clients_for)
+    cli_without_rule_ids(monkeypatch)
     out, err = io.StringIO(), io.StringIO()
     argv = ["replay", path, "--mode", "enforce", "--no-publish", "--control", SSH]
     code = run_replay(cli.build_parser().parse_args(argv), out, err, env={})
