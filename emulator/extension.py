@@ -106,6 +106,8 @@ class SourcePolicy:
 class Decision:
     decision: str  # allowed | explicitDeny | implicitDeny
     matched: tuple[SourcePolicy, ...] = ()
+    # Context keys the statements covering the pair name that the request context lacks.
+    missing: tuple[str, ...] = ()
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -125,14 +127,8 @@ def _any_match(patterns: Iterable[Any], value: str, *, ignore_case: bool) -> boo
     return any(_glob(str(p), ignore_case).fullmatch(value) for p in patterns)
 
 
-def statement_applies(statement: dict[str, Any], action: str, resource: str) -> bool:
-    """Whether a statement covers (action, resource).
-
-    Conservative simplification: a statement with a Condition never applies (the emulator has no
-    request context), for Allow and Deny alike. AWS would evaluate the condition.
-    """
-    if statement.get("Condition"):
-        return False
+def statement_covers(statement: dict[str, Any], action: str, resource: str) -> bool:
+    """Whether a statement's Action/NotAction and Resource/NotResource cover the pair."""
     if "Action" in statement:
         covered = _any_match(_as_list(statement["Action"]), action, ignore_case=True)
     elif "NotAction" in statement:
@@ -148,15 +144,109 @@ def statement_applies(statement: dict[str, Any], action: str, resource: str) -> 
     return False
 
 
-def evaluate(policies: Sequence[SourcePolicy], action: str, resource: str) -> Decision:
-    """Identity-policy evaluation: an explicit Deny wins, then any Allow, else implicit deny."""
+# The condition operators evaluated: name → (negated, ignore case, wildcards), each also with
+# IfExists. String and ARN values compare as IAM documents (ARNs as case-sensitive patterns).
+_OPERATORS = {
+    "StringEquals": (False, False, False),
+    "StringNotEquals": (True, False, False),
+    "StringEqualsIgnoreCase": (False, True, False),
+    "StringNotEqualsIgnoreCase": (True, True, False),
+    "StringLike": (False, False, True),
+    "StringNotLike": (True, False, True),
+    "ArnEquals": (False, False, True),
+    "ArnLike": (False, False, True),
+    "ArnNotEquals": (True, False, True),
+    "ArnNotLike": (True, False, True),
+    "Bool": (False, True, False),
+}
+
+
+class Unmodelled(Exception):
+    """A condition operator the emulator does not evaluate (Numeric*, Date*, IpAddress,
+    Binary*, ForAnyValue:/ForAllValues:)."""
+
+
+def _key_holds(operator: str, values: list[Any], present: list[str] | None) -> bool:
+    if_exists = operator.endswith("IfExists")
+    name = operator.removesuffix("IfExists")
+    if name == "Null" and not if_exists:
+        absent = present is None
+        return any(str(v).lower() == ("true" if absent else "false") for v in values)
+    if name not in _OPERATORS:
+        raise Unmodelled(operator)
+    negated, ignore_case, wildcards = _OPERATORS[name]
+    if present is None:
+        # IAM: a key absent from the request context matches nothing, so a condition is false,
+        # except a negated one (true) and ...IfExists (true).
+        return if_exists or negated
+    if wildcards:
+        matched = any(_any_match(values, v, ignore_case=ignore_case) for v in present)
+    else:
+        wanted = {str(v).lower() if ignore_case else str(v) for v in values}
+        matched = any((v.lower() if ignore_case else v) in wanted for v in present)
+    return not matched if negated else matched
+
+
+def condition_holds(
+    condition: dict[str, Any], context: dict[str, list[str]]
+) -> tuple[bool, tuple[str, ...]]:
+    """Whether a statement's Condition block holds for the request `context` (key in lower case
+    → values), and the keys it names that the context lacks. Every operator, and every key
+    under one, must hold. Raises Unmodelled for an operator not evaluated here."""
+    holds, missing = True, []
+    for operator, tests in condition.items():
+        if not isinstance(tests, dict):
+            raise Unmodelled(str(operator))
+        for key, values in tests.items():
+            present = context.get(str(key).lower())
+            if present is None:
+                missing.append(str(key))
+            holds = _key_holds(str(operator), _as_list(values), present) and holds
+    return holds, tuple(missing)
+
+
+def statement_applies(
+    statement: dict[str, Any],
+    action: str,
+    resource: str,
+    context: dict[str, list[str]] | None = None,
+) -> bool:
+    """Whether a statement covers (action, resource) and its Condition, if any, holds for the
+    request `context`. Conservative simplification: a condition operator the emulator does not
+    evaluate never holds, for Allow and Deny alike (AWS would evaluate it)."""
+    return statement_covers(statement, action, resource) and _holds(statement, context or {})[0]
+
+
+def _holds(
+    statement: dict[str, Any], context: dict[str, list[str]]
+) -> tuple[bool, tuple[str, ...]]:
+    condition = statement.get("Condition")
+    if not condition:
+        return True, ()
+    try:
+        return condition_holds(condition, context) if isinstance(condition, dict) else (False, ())
+    except Unmodelled:
+        return False, ()
+
+
+def evaluate(
+    policies: Sequence[SourcePolicy],
+    action: str,
+    resource: str,
+    context: dict[str, list[str]] | None = None,
+) -> Decision:
+    """Identity-policy evaluation: an explicit Deny wins, then any Allow, else implicit deny.
+    The keys missing from `context` are those named by the statements covering the pair."""
     allows: list[SourcePolicy] = []
     denies: list[SourcePolicy] = []
+    missing: list[str] = []
     for policy in policies:
         for statement in _as_list(policy.document.get("Statement")):
-            if not isinstance(statement, dict) or not statement_applies(
-                statement, action, resource
-            ):
+            if not isinstance(statement, dict) or not statement_covers(statement, action, resource):
+                continue
+            holds, lacking = _holds(statement, context or {})
+            missing += [k for k in lacking if k not in missing]
+            if not holds:
                 continue
             effect = str(statement.get("Effect", ""))
             if effect == "Deny":
@@ -164,10 +254,10 @@ def evaluate(policies: Sequence[SourcePolicy], action: str, resource: str) -> De
             elif effect == "Allow":
                 allows.append(policy)
     if denies:
-        return Decision("explicitDeny", _unique(denies))
+        return Decision("explicitDeny", _unique(denies), tuple(missing))
     if allows:
-        return Decision("allowed", _unique(allows))
-    return Decision("implicitDeny")
+        return Decision("allowed", _unique(allows), tuple(missing))
+    return Decision("implicitDeny", (), tuple(missing))
 
 
 def _unique(policies: list[SourcePolicy]) -> tuple[SourcePolicy, ...]:
@@ -186,6 +276,7 @@ def simulate(
     actions: Sequence[str],
     resources: Sequence[str],
     boundary: Sequence[SourcePolicy] | None = None,
+    context: dict[str, list[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """EvaluationResults as IAM's API reference documents them now: one per action, whatever
     the number of resources. Its top-level EvalDecision (and MatchedStatements, boundary detail)
@@ -193,16 +284,21 @@ def simulate(
     decision for each resource.
 
     A permissions boundary, when the role has one, must also allow the pair (its explicit Deny
-    wins as well). Resource policies, SCPs and session policies are not modelled.
+    wins as well). Conditions are evaluated against `context` (ContextEntries: key in lower
+    case → values); the keys a covering statement names that it lacks are each resource's
+    MissingContextValues, and all of them the action's. Resource policies, SCPs and session
+    policies are not modelled.
     """
     results = []
     for action in actions:
         specific = []
         for resource in resources:
-            decision = evaluate(identity, action, resource)
+            decision = evaluate(identity, action, resource, context)
+            missing = list(decision.missing)
             entry: dict[str, Any] = {"EvalResourceName": resource}
             if boundary is not None:
-                bounded = evaluate(boundary, action, resource)
+                bounded = evaluate(boundary, action, resource, context)
+                missing += [k for k in bounded.missing if k not in missing]
                 entry["PermissionsBoundaryDecisionDetail"] = {
                     "AllowedByPermissionsBoundary": bounded.decision == "allowed"
                 }
@@ -215,6 +311,8 @@ def simulate(
                 {"SourcePolicyId": p.policy_id, "SourcePolicyType": p.policy_type}
                 for p in decision.matched
             ]
+            if missing:
+                entry["MissingContextValues"] = missing
             specific.append(entry)
         worst = min(specific, key=lambda e: _RESTRICTIVE.index(e["EvalResourceDecision"]))
         result: dict[str, Any] = {
@@ -223,6 +321,11 @@ def simulate(
             "MatchedStatements": worst["MatchedStatements"],
             "ResourceSpecificResults": specific,
         }
+        every_missing = list(
+            dict.fromkeys(k for e in specific for k in e.get("MissingContextValues", ()))
+        )
+        if every_missing:
+            result["MissingContextValues"] = every_missing
         if len(resources) == 1:
             result["EvalResourceName"] = resources[0]
         if boundary is not None:
@@ -234,6 +337,17 @@ def simulate(
             }
         results.append(result)
     return results
+
+
+def request_context(entries: Iterable[Any]) -> dict[str, list[str]]:
+    """SimulatePrincipalPolicy's ContextEntries as key in lower case → values (names are
+    case-insensitive in IAM; values are compared as written)."""
+    context: dict[str, list[str]] = {}
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("ContextKeyName"):
+            values = [str(v) for v in _as_list(entry.get("ContextKeyValues"))]
+            context.setdefault(str(entry["ContextKeyName"]).lower(), []).extend(values)
+    return context
 
 
 def _document(raw: Any) -> dict[str, Any]:
@@ -314,7 +428,8 @@ def _iam_simulate_principal_policy(self: Any) -> Any:
     elif role.permissions_boundary_arn:
         policy = backend.managed_policies.get(role.permissions_boundary_arn)
         boundary = [_managed_source(policy)] if policy else []
-    results = simulate(identity, actions, resources, boundary)
+    context = request_context(self._get_param("ContextEntries") or [])
+    results = simulate(identity, actions, resources, boundary, context)
     start = _decode_token(self._get_param("Marker"), len(results), ValidationError)
     size = int(self._get_param("MaxItems") or SIMULATE_PAGE_DEFAULT)
     page = results[start : start + size]
@@ -1071,10 +1186,13 @@ __all__ = [
     "CORE_POLICY_NAME",
     "Decision",
     "SourcePolicy",
+    "Unmodelled",
+    "condition_holds",
     "evaluate",
     "install",
     "installed",
     "managed_instances",
+    "request_context",
     "role_policies",
     "simulate",
     "statement_applies",

@@ -484,6 +484,7 @@ class SnapshotReader:
             PolicySourceArn=role.arn,
             ActionNames=actions,
             ResourceArns=resources,
+            ContextEntries=role_call_context(role, self.account_id, self.clients.region),
             **extra,
         ):
             for pair, decision, exact in _decisions(result, resources):
@@ -699,6 +700,26 @@ def _decisions(
             decision = "organizationsDeny"
             exact = exact and not several
         yield (action, resource), decision, exact
+
+
+def role_call_context(role: Role, account: str, region: str) -> list[dict[str, Any]]:
+    """The context keys IAM sets on every call the SSM Agent makes with the role's instance
+    credentials, given to the simulation so that a condition on them is judged as on the real
+    calls instead of read as "missing": a region perimeter (aws:RequestedRegion), a Deny of
+    principals outside a path (aws:PrincipalArn: the role's ARN, not the session's), a Deny of
+    plain HTTP. The agent calls the instance's region; a log bucket or key elsewhere is judged
+    as if it were in this region."""
+    known = (
+        ("aws:RequestedRegion", "string", region),
+        ("aws:PrincipalArn", "string", role.arn),
+        ("aws:PrincipalAccount", "string", account),
+        ("aws:PrincipalType", "string", "AssumedRole"),
+        ("aws:SecureTransport", "boolean", "true"),
+    )
+    return [
+        {"ContextKeyName": name, "ContextKeyType": kind, "ContextKeyValues": [value]}
+        for name, kind, value in known
+    ]
 
 
 def may_carry(action: str, key: str) -> bool:

@@ -9,7 +9,7 @@ import pytest
 from guardrail.model import Outcome, Status
 
 from .conftest import CORE
-from .test_role_fix import inline, policy, simulated_roles
+from .test_role_fix import attached, inline, policy, simulated_roles
 from .test_session_logging_fix import KEY, OURS, create_preferences, delivery_policy
 
 ROLE, LOGGING = "ssm-instance-role", "ssm-session-logging"
@@ -90,8 +90,8 @@ def test_a_plain_deny_on_the_instance_is_not_excused_by_a_conditioned_deny_elsew
 
     simulate = extension.simulate
 
-    def perimeter(identity, actions, resources, boundary=None):
-        results = simulate(identity, actions, resources, boundary)
+    def perimeter(*args):
+        results = simulate(*args)
         for result in results:
             if result["EvalActionName"] != "ssm:UpdateInstanceInformation":
                 continue
@@ -131,8 +131,8 @@ def answered_as(monkeypatch, reshape):
 
     simulate = extension.simulate
 
-    def answered(identity, actions, resources, boundary=None):
-        return reshape(simulate(identity, actions, resources, boundary), resources)
+    def answered(identity, actions, resources, *rest):
+        return reshape(simulate(identity, actions, resources, *rest), resources)
 
     monkeypatch.setattr(extension, "simulate", answered)
 
@@ -267,3 +267,127 @@ def test_a_boundary_detail_given_only_for_the_action_is_asked_again_per_resource
     (grant,) = [f for f in report.fixes if f.resource_id == "app"]
     assert grant.outcome is Outcome.APPLIED, grant.reason
     assert verdicts(report, iid)[ROLE].status is Status.PASSED
+
+
+# --- The request context: what IAM knows of every call the agent makes --------------------------
+# The emulator evaluates conditions against SimulatePrincipalPolicy's ContextEntries and lists the
+# keys it lacks as missing, as IAM does. The account is in us-east-1.
+
+
+def app_role(account, *statements, boundary=None):
+    """Role "app" with the core and the guardrail's delivery policy, the owners' `statements`
+    inline, on an instance; sessions log to the guardrail's destinations."""
+    logging_to_ours(account)
+    account.role("app", CORE, delivery_policy(account), profile="app", boundary=boundary)
+    if statements:
+        inline(account, "app", "owners", *statements)
+    return account.instance(profile="app")
+
+
+@pytest.mark.parametrize(
+    ("region", "status"),
+    [("us-east-1", Status.PASSED), ("eu-west-1", Status.FAILED)],
+    ids=["boundary-allows-this-region", "boundary-allows-another-region"],
+)
+def test_a_boundary_allowing_one_region_is_judged_in_the_region_the_agent_calls(
+    account, clients, region, status
+):
+    """A permissions boundary allowing everything in one region only (a common delegation
+    guard). Without the region in the simulation's context its Allow never matched, and a role
+    in that very region read as refused by its boundary: FAILED, and its fixes SKIPPED."""
+    boundary = policy(
+        account,
+        "regional",
+        {
+            "Effect": "Allow",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
+        },
+    )
+    iid = app_role(account, boundary=boundary)
+
+    judged = verdicts(account.run(clients, "report", [ROLE, LOGGING], **OURS), iid)
+
+    assert {c: r.status for c, r in judged.items()} == {ROLE: status, LOGGING: status}
+    if status is Status.FAILED:
+        assert "the permissions boundary does not allow" in judged[ROLE].reason
+
+
+@pytest.mark.parametrize(
+    ("allowed", "status"),
+    [("us-east-1", Status.PASSED), ("eu-west-1", Status.FAILED)],
+    ids=["deny-outside-this-region", "deny-outside-another-region"],
+)
+def test_a_deny_outside_named_regions_refuses_only_outside_them(account, clients, allowed, status):
+    """A region perimeter in the role's own policy: Deny everything but IAM outside the named
+    regions. Its key missing, the Deny read "may refuse": the agent was PASSED wherever it ran,
+    and delivery FAILED even in a named region. Now the Deny is judged in the agent's region."""
+    iid = app_role(
+        account,
+        {
+            "Effect": "Deny",
+            "NotAction": ["iam:*", "sts:*"],
+            "Resource": "*",
+            "Condition": {"StringNotEquals": {"aws:RequestedRegion": [allowed, "eu-central-1"]}},
+        },
+    )
+
+    judged = verdicts(account.run(clients, "report", [ROLE, LOGGING], **OURS), iid)
+
+    assert {c: r.status for c, r in judged.items()} == {ROLE: status, LOGGING: status}
+    if status is Status.FAILED:
+        assert "an explicit Deny refuses" in judged[ROLE].reason
+
+
+@pytest.mark.parametrize(
+    ("exempt", "status"),
+    [("arn:aws:iam::*:role/app", Status.PASSED), ("arn:aws:iam::*:role/admin-*", Status.FAILED)],
+    ids=["role-exempt", "role-not-exempt"],
+)
+def test_a_deny_of_principals_but_some_is_judged_on_the_role(account, clients, exempt, status):
+    """Deny everything to every principal but those named (aws:PrincipalArn, the role's ARN for
+    role sessions). Read "may refuse", a role outside the exemption was PASSED though every
+    agent call is refused."""
+    iid = app_role(
+        account,
+        {
+            "Effect": "Deny",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {"ArnNotLike": {"aws:PrincipalArn": exempt}},
+        },
+    )
+
+    judged = verdicts(account.run(clients, "report", [ROLE, LOGGING], **OURS), iid)
+
+    assert {c: r.status for c, r in judged.items()} == {ROLE: status, LOGGING: status}
+
+
+def test_delivery_allowed_over_tls_only_is_delivery_and_nothing_is_attached(account, clients):
+    """The owners grant delivery themselves, over TLS only (aws:SecureTransport, true on every
+    agent call). Its key missing, that Allow never matched: delivery read FAILED and enforce
+    attached the guardrail's delivery policy to a role that needed nothing."""
+    logging_to_ours(account)
+    delivery = delivery_policy(account)
+    account.role("app", CORE, profile="app")
+    inline(
+        account,
+        "app",
+        "owners-delivery",
+        {
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:GetEncryptionConfiguration", "logs:*", "kms:*"],
+            "Resource": "*",
+            "Condition": {"Bool": {"aws:SecureTransport": "true"}},
+        },
+    )
+    iid = account.instance(profile="app")
+
+    report = account.run(
+        clients, "enforce", [ROLE, LOGGING], log_delivery_policy_arn=delivery, **OURS
+    )
+
+    assert verdicts(report, iid)[LOGGING].status is Status.PASSED
+    assert [f for f in report.fixes if f.resource_id == "app"] == []
+    assert delivery not in attached(account, "app")

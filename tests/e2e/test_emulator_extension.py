@@ -6,7 +6,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from emulator import extension
-from emulator.extension import SourcePolicy, evaluate, statement_applies
+from emulator.extension import (
+    SourcePolicy,
+    Unmodelled,
+    condition_holds,
+    evaluate,
+    statement_applies,
+)
 from tests.e2e.conftest import ACCOUNT, CORE, PRODUCT_ARN, finding
 
 
@@ -508,10 +514,19 @@ def test_more_than_100_findings_fail_the_whole_request(hub):
 
 
 def simulate(
-    emulated, role_arn: str, actions: list[str], resources: list[str] | None = None
+    emulated,
+    role_arn: str,
+    actions: list[str],
+    resources: list[str] | None = None,
+    context: dict[str, str] | None = None,
 ) -> dict:
     iam = emulated.client("iam")
-    extra = {"ResourceArns": resources} if resources else {}
+    extra: dict = {"ResourceArns": resources} if resources else {}
+    if context:
+        extra["ContextEntries"] = [
+            {"ContextKeyName": k, "ContextKeyValues": [v], "ContextKeyType": "string"}
+            for k, v in context.items()
+        ]
     answer = iam.simulate_principal_policy(PolicySourceArn=role_arn, ActionNames=actions, **extra)
     assert answer["IsTruncated"] is False
     # One result per action (IAM's documented shape), each resource's decision in its own entry.
@@ -693,13 +708,19 @@ def test_aws_managed_policy_and_conditions_and_boundary(managed_policies, emulat
         "SourcePolicyId": "AmazonSSMManagedInstanceCore",
         "SourcePolicyType": "aws-managed",
     } in core["MatchedStatements"]
-    assert (
-        results[("s3:PutObject", "*")]["EvalDecision"] == "implicitDeny"
-    )  # Condition: not matched
+    # The condition's key is not in the request context: not matched, and named as missing.
+    assert results[("s3:PutObject", "*")]["EvalDecision"] == "implicitDeny"
+    assert results[("s3:PutObject", "*")]["MissingContextValues"] == ["aws:RequestedRegion"]
+    assert "MissingContextValues" not in core
     assert results[("kms:Decrypt", "*")]["EvalDecision"] == "implicitDeny"  # outside the boundary
     assert results[("kms:Decrypt", "*")]["PermissionsBoundaryDecisionDetail"] == {
         "AllowedByPermissionsBoundary": False
     }
+    # Given in ContextEntries (key names are case-insensitive), the condition is evaluated.
+    for region, decision in (("us-east-1", "allowed"), ("eu-west-1", "implicitDeny")):
+        given = simulate(emulated, arn, ["s3:PutObject"], context={"AWS:requestedregion": region})
+        assert given[("s3:PutObject", "*")]["EvalDecision"] == decision
+        assert "MissingContextValues" not in given[("s3:PutObject", "*")]
 
 
 def test_pages_with_max_items_and_unknown_role_is_no_such_entity(managed_policies, emulated, build):
@@ -744,6 +765,74 @@ def test_statement_evaluation_is_pure_and_conservative():
     )
     # No Resource at all: not an identity statement that applies.
     assert not statement_applies({"Effect": "Allow", "Action": "*"}, "s3:GetObject", "*")
+
+
+CONTEXT = {"aws:requestedregion": ["us-east-1"], "aws:securetransport": ["true"]}
+
+
+@pytest.mark.parametrize(
+    ("condition", "holds", "missing"),
+    [
+        ({"StringEquals": {"aws:RequestedRegion": "us-east-1"}}, True, ()),
+        ({"StringEquals": {"aws:RequestedRegion": ["eu-west-1", "us-east-1"]}}, True, ()),
+        ({"StringEquals": {"aws:RequestedRegion": "US-EAST-1"}}, False, ()),
+        ({"StringEqualsIgnoreCase": {"aws:RequestedRegion": "US-EAST-1"}}, True, ()),
+        ({"StringNotEquals": {"aws:RequestedRegion": "us-east-1"}}, False, ()),
+        ({"StringLike": {"aws:RequestedRegion": "us-*"}}, True, ()),
+        ({"StringNotLike": {"aws:RequestedRegion": "eu-*"}}, True, ()),
+        ({"Bool": {"aws:SecureTransport": "false"}}, False, ()),
+        ({"Bool": {"aws:SecureTransport": "True"}}, True, ()),
+        # Every key and every operator must hold.
+        (
+            {
+                "StringEquals": {"aws:RequestedRegion": "us-east-1"},
+                "Bool": {"aws:SecureTransport": "false"},
+            },
+            False,
+            (),
+        ),
+        # A key absent from the context: false, but true for a negated operator or IfExists.
+        ({"StringEquals": {"aws:SourceVpce": "vpce-1"}}, False, ("aws:SourceVpce",)),
+        ({"StringNotEquals": {"aws:SourceVpce": "vpce-1"}}, True, ("aws:SourceVpce",)),
+        ({"ArnNotLike": {"aws:PrincipalArn": "arn:*"}}, True, ("aws:PrincipalArn",)),
+        ({"StringEqualsIfExists": {"aws:SourceVpce": "vpce-1"}}, True, ("aws:SourceVpce",)),
+        ({"StringEqualsIfExists": {"aws:RequestedRegion": "eu-west-1"}}, False, ()),
+        ({"Null": {"aws:SourceVpce": "true"}}, True, ("aws:SourceVpce",)),
+        ({"Null": {"aws:RequestedRegion": "true"}}, False, ()),
+    ],
+)
+def test_conditions_are_evaluated_against_the_request_context(condition, holds, missing):
+    assert condition_holds(condition, CONTEXT) == (holds, missing)
+    statement = {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": condition}
+    assert statement_applies(statement, "s3:GetObject", "*", CONTEXT) is holds
+
+
+def test_an_operator_not_modelled_never_holds_for_allow_or_deny():
+    """Numeric, date, address and set operators are not evaluated: the statement never
+    applies, whatever its effect (the emulator's one conservative simplification)."""
+    for operator in ("NumericLessThan", "IpAddress", "ForAnyValue:StringEquals"):
+        condition = {operator: {"aws:RequestedRegion": "us-east-1"}}
+        with pytest.raises(Unmodelled):
+            condition_holds(condition, CONTEXT)
+        for effect in ("Allow", "Deny"):
+            statement = {"Effect": effect, "Action": "*", "Resource": "*", "Condition": condition}
+            assert not statement_applies(statement, "s3:GetObject", "*", CONTEXT)
+    deny = SourcePolicy(
+        "p",
+        "role",
+        {
+            "Statement": [
+                {"Effect": "Allow", "Action": "*", "Resource": "*"},
+                {
+                    "Effect": "Deny",
+                    "Action": "*",
+                    "Resource": "*",
+                    "Condition": {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
+                },
+            ]
+        },
+    )
+    assert evaluate([deny], "s3:GetObject", "*", CONTEXT).decision == "allowed"
 
 
 # --- moto corrections --------------------------------------------------------------------------
