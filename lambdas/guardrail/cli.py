@@ -176,7 +176,7 @@ def run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"evaluated {len(report.evaluations)} results", file=err, flush=True)
     emit(out, lambda o: (print_json if args.format == "json" else print_table)(report, o))
     name_crashes([report], err)
-    return exit_code(bool(report.left_failed), report.published, err)
+    return exit_code(crashed_or_failed(report), report.published, err)
 
 
 def emit(out: TextIO, write: Callable[[TextIO], None]) -> None:
@@ -201,11 +201,16 @@ def quiet_if_closed(*streams: TextIO) -> None:
 
 
 def name_crashes(reports: Iterable[ScanReport], err: TextIO) -> None:
-    """Fixes stopped by what is not an AWS error (the Lambdas fail the invocation for them):
-    named on stderr; their results are FAILED, so the exit code is 1."""
+    """Checks and fixes stopped by what is not an AWS error (the Lambdas fail the invocation
+    for them): named on stderr; the exit code is then 1 (`crashed`)."""
     for report in reports:
         for crash in report.crashed:
-            print(f"guardrail: error: a fix stopped on {crash}", file=err)
+            print(f"guardrail: error: {crash}", file=err)
+
+
+def crashed_or_failed(report: ScanReport | None) -> bool:
+    """Exit 1: results left FAILED, or a check or fix that stopped."""
+    return bool(report and (report.left_failed or report.crashed))
 
 
 def exit_code(left_failed: bool, published: Any, err: TextIO) -> int:

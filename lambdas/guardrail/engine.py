@@ -77,6 +77,12 @@ class Evaluation:
         return "; ".join(parts)
 
 
+def stopped(control: Control, step: str, error: Exception, crashed: list[str]) -> None:
+    """A step stopped by what is not an AWS error: logged with its traceback and named."""
+    logger.exception(f"{step} stopped", extra={"control": control.id})
+    crashed.append(f"{control.id} {step} stopped: {type(error).__name__}: {error}"[:300])
+
+
 def partly_applied(fixes: Sequence[FixRecord]) -> bool:
     """Some fixes changed the resource, others were skipped or failed."""
     return any(f.outcome is Outcome.APPLIED for f in fixes) and not all(f.outcome.ok for f in fixes)
@@ -94,10 +100,14 @@ class ScanReport:
     # When the account was read: the findings' UpdatedAt, so a later reading (an event during a
     # long drift scan) is never overwritten by an older one (Security Hub keeps the latest).
     read_at: datetime | None = None
-    # Fixes stopped by something other than an AWS error (an answer without a field its model
-    # calls optional, a defect): recorded FAILED and published; the handlers then fail the
-    # invocation, so the Lambda's Errors alarm tells a person.
+    # Steps stopped by something other than an AWS error (an answer without a field its model
+    # calls optional, a defect): a fix (its results recorded FAILED), a check or the re-check
+    # after fixes. What the others did is published; the handlers then fail the invocation, so
+    # the Lambda's Errors alarm tells a person.
     crashed: list[str] = field(default_factory=list)
+    # Controls whose check stopped: no results, and their stored findings are left as they are
+    # (a full scan does not archive them).
+    unjudged: list[str] = field(default_factory=list)
 
     @property
     def left_failed(self) -> list[Evaluation]:
@@ -160,7 +170,12 @@ class Guardrail:
         )
         ctx = FixContext(self.clients, self.settings, self.clock, fix_deadline, self.monotonic)
         for control in controls:
-            results = control.check(snapshot, self.settings)
+            try:
+                results = control.check(snapshot, self.settings)
+            except Exception as error:  # one control's defect never blinds the others
+                stopped(control, "check", error, report.crashed)
+                report.unjudged.append(control.id)
+                continue
             mode = self.settings.mode_for(control.id)
             failed = [r for r in results if r.status is Status.FAILED]
             records = (
@@ -172,12 +187,16 @@ class Guardrail:
             for record in records:
                 for resource_id in record.covers or (record.resource_id,):
                     covering.setdefault(resource_id, []).append(record)
-            settled = control.settle(snapshot, records) if records else snapshot
-            rejudged = (
-                {r.key: r for r in control.check(settled, self.settings)}
-                if settled is not snapshot
-                else {}
-            )
+            try:
+                settled = control.settle(snapshot, records) if records else snapshot
+                rejudged = (
+                    {r.key: r for r in control.check(settled, self.settings)}
+                    if settled is not snapshot
+                    else {}
+                )
+            except Exception as error:  # the results stand as read, with their fix records
+                stopped(control, "re-check", error, report.crashed)
+                rejudged = {}
             for result in results:
                 fixes = (
                     tuple(covering.get(result.resource_id, ()))
@@ -215,9 +234,10 @@ class Guardrail:
         try:
             return control.remediate(failed, snapshot, ctx)
         except Exception as error:  # logged with its traceback, and recorded
-            logger.exception("remediation failed", extra={"control": control.id})
-            if not isinstance(error, (ClientError, BotoCoreError)):
-                crashed.append(f"{control.id}: {type(error).__name__}: {error}"[:300])
+            if isinstance(error, (ClientError, BotoCoreError)):
+                logger.exception("remediation failed", extra={"control": control.id})
+            else:
+                stopped(control, "fix", error, crashed)
             done = {r.resource_id for r in ctx.made}
             return ctx.made + [
                 FixRecord(
@@ -266,7 +286,11 @@ class Guardrail:
             # What a full scan no longer produces is gone (deleted, detached): archive it.
             archive = ArchiveMissing(
                 product_arn(snapshot.partition, snapshot.region, snapshot.account_id),
-                frozenset(f"{PRODUCT}/{c.id}" for c in self.selected(Scope.everything())),
+                frozenset(
+                    f"{PRODUCT}/{c.id}"
+                    for c in self.selected(Scope.everything())
+                    if c.id not in report.unjudged
+                ),
                 now,
             )
             return self.publisher.publish(

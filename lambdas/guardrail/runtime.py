@@ -25,14 +25,15 @@ def build_guardrail(invoked_function_arn: str = "") -> Guardrail:
     )
 
 
-class FixCrashed(RuntimeError):
-    """A fix stopped on something other than an AWS error. Raised after the report is
-    published and logged, so the invocation fails and the Lambda's Errors alarm fires."""
+class ControlCrashed(RuntimeError):
+    """A control's check or fix stopped on something other than an AWS error. Raised after
+    the report is published and logged, so the invocation fails and the Lambda's Errors alarm
+    fires."""
 
 
 def fail_if_crashed(report: ScanReport) -> None:
     if report.crashed:
-        raise FixCrashed("fixes stopped (see the log): " + "; ".join(report.crashed[:5]))
+        raise ControlCrashed("see the log: " + "; ".join(report.crashed[:5]))
 
 
 def report_counts(report: ScanReport) -> dict[str, Counter[str]]:

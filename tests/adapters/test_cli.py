@@ -101,8 +101,26 @@ def test_a_fix_stopped_by_what_is_not_an_aws_error_is_named_and_exits_1(account,
     cli_without_rule_ids(monkeypatch)
     code, _, err = run("scan", "--mode", "enforce", "--no-publish", "--control", SSH_CONTROL)
     assert code == 1
-    assert f"guardrail: error: a fix stopped on {SSH_CONTROL}: KeyError" in err
+    assert f"guardrail: error: {SSH_CONTROL} fix stopped: KeyError" in err
     assert account.ingress(gid)  # never revoked: the re-adds came first
+
+
+def test_a_check_that_stops_is_named_and_exits_1_though_nothing_failed(account, monkeypatch):
+    """A defect in the SSH check stops it: the scan names the stop on stderr and exits 1,
+    though it has no FAILED result (exit 0 would read as compliant)."""
+    from guardrail.controls.ssh_open import SshOpenToInternet
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    account.group(OPEN_SSH)
+
+    def stops(*_: object) -> None:
+        raise KeyError("IpPermissions")
+
+    monkeypatch.setattr(SshOpenToInternet, "check", stops)
+    code, out, err = run("scan", "--no-publish", "--format", "json", "--control", SSH_CONTROL)
+    assert code == 1
+    assert f"guardrail: error: {SSH_CONTROL} check stopped: KeyError" in err
+    assert json.loads(out)["results"] == []
 
 
 def test_enforce_without_the_role_fixs_settings_is_refused_before_any_change(exposed, monkeypatch):

@@ -159,7 +159,7 @@ def test_cli_replay_names_a_fix_stopped_by_what_is_not_an_aws_error(
     argv = ["replay", path, "--mode", "enforce", "--no-publish", "--control", SSH]
     code = run_replay(cli.build_parser().parse_args(argv), out, err, env={})
     assert code == 1
-    assert f"guardrail: error: a fix stopped on {SSH}: KeyError" in err.getvalue()
+    assert f"guardrail: error: {SSH} fix stopped: KeyError" in err.getvalue()
 
 
 def test_cli_replay_of_an_iam_event_runs_in_every_covered_region(world: World, tmp_path):
