@@ -144,65 +144,88 @@ def statement_covers(statement: dict[str, Any], action: str, resource: str) -> b
     return False
 
 
-# The condition operators evaluated: name → (negated, ignore case, wildcards), each also with
-# IfExists. String and ARN values compare as IAM documents (ARNs as case-sensitive patterns).
+# The condition operators evaluated on a key the context holds, each also with IfExists:
+# name → (negated, how values compare). ARNs compare segment by segment, with wildcards.
 _OPERATORS = {
-    "StringEquals": (False, False, False),
-    "StringNotEquals": (True, False, False),
-    "StringEqualsIgnoreCase": (False, True, False),
-    "StringNotEqualsIgnoreCase": (True, True, False),
-    "StringLike": (False, False, True),
-    "StringNotLike": (True, False, True),
-    "ArnEquals": (False, False, True),
-    "ArnLike": (False, False, True),
-    "ArnNotEquals": (True, False, True),
-    "ArnNotLike": (True, False, True),
-    "Bool": (False, True, False),
+    "StringEquals": (False, "exact"),
+    "StringNotEquals": (True, "exact"),
+    "StringEqualsIgnoreCase": (False, "ignore-case"),
+    "StringNotEqualsIgnoreCase": (True, "ignore-case"),
+    "StringLike": (False, "like"),
+    "StringNotLike": (True, "like"),
+    "ArnEquals": (False, "arn"),
+    "ArnLike": (False, "arn"),
+    "ArnNotEquals": (True, "arn"),
+    "ArnNotLike": (True, "arn"),
+    "Bool": (False, "ignore-case"),
 }
 
 
-class Unmodelled(Exception):
-    """A condition operator the emulator does not evaluate (Numeric*, Date*, IpAddress,
-    Binary*, ForAnyValue:/ForAllValues:)."""
+def _values(raw: Any) -> list[str]:
+    """A condition's values as IAM reads them: a JSON true, false or number is its text."""
+    items = raw if isinstance(raw, list) else [raw]
+    return [json.dumps(v) if isinstance(v, bool) else str(v) for v in items]
 
 
-def _key_holds(operator: str, values: list[Any], present: list[str] | None) -> bool:
-    if_exists = operator.endswith("IfExists")
-    name = operator.removesuffix("IfExists")
-    if name == "Null" and not if_exists:
-        absent = present is None
-        return any(str(v).lower() == ("true" if absent else "false") for v in values)
-    if name not in _OPERATORS:
-        raise Unmodelled(operator)
-    negated, ignore_case, wildcards = _OPERATORS[name]
+def _arn_match(pattern: str, arn: str) -> bool:
+    wanted, given = pattern.split(":", 5), arn.split(":", 5)
+    return len(wanted) == len(given) == 6 and all(
+        _glob(w, False).fullmatch(g) for w, g in zip(wanted, given, strict=True)
+    )
+
+
+def _compares(how: str, values: list[str], given: str) -> bool:
+    if how == "arn":
+        return any(_arn_match(v, given) for v in values)
+    if how == "like":
+        return _any_match(values, given, ignore_case=False)
+    if how == "ignore-case":
+        return given.lower() in {v.lower() for v in values}
+    return given in values
+
+
+def _key_holds(operator: str, values: list[str], present: list[str] | None) -> bool | None:
+    """Whether one key's test holds; None for an operator not evaluated on a present key
+    (Numeric*, Date*, IpAddress, Binary*, ForAnyValue:/ForAllValues:)."""
+    qualifier, _, base = operator.rpartition(":")
+    if_exists = base.endswith("IfExists")
+    name = base.removesuffix("IfExists")
+    if name == "Null" and not (qualifier or if_exists):
+        return any(v.lower() == ("true" if present is None else "false") for v in values)
     if present is None:
-        # IAM: a key absent from the request context matches nothing, so a condition is false,
-        # except a negated one (true) and ...IfExists (true).
-        return if_exists or negated
-    if wildcards:
-        matched = any(_any_match(values, v, ignore_case=ignore_case) for v in present)
-    else:
-        wanted = {str(v).lower() if ignore_case else str(v) for v in values}
-        matched = any((v.lower() if ignore_case else v) in wanted for v in present)
-    return not matched if negated else matched
+        # IAM: a key absent from the request context matches nothing, so the condition is
+        # false, except a negated operator's and ...IfExists (true); over a set, ForAllValues
+        # holds (vacuously) and ForAnyValue does not.
+        if qualifier:
+            return qualifier == "ForAllValues"
+        return if_exists or "Not" in name
+    if qualifier or name not in _OPERATORS:
+        return None
+    negated, how = _OPERATORS[name]
+    matched = any(_compares(how, values, given) for given in present)
+    return matched is not negated
 
 
 def condition_holds(
     condition: dict[str, Any], context: dict[str, list[str]]
-) -> tuple[bool, tuple[str, ...]]:
+) -> tuple[bool | None, tuple[str, ...]]:
     """Whether a statement's Condition block holds for the request `context` (key in lower case
     → values), and the keys it names that the context lacks. Every operator, and every key
-    under one, must hold. Raises Unmodelled for an operator not evaluated here."""
-    holds, missing = True, []
+    under one, must hold. None when it depends on an operator not evaluated here."""
+    verdicts: list[bool | None] = []
+    missing: dict[str, str] = {}
     for operator, tests in condition.items():
         if not isinstance(tests, dict):
-            raise Unmodelled(str(operator))
+            verdicts.append(None)
+            continue
         for key, values in tests.items():
             present = context.get(str(key).lower())
             if present is None:
-                missing.append(str(key))
-            holds = _key_holds(str(operator), _as_list(values), present) and holds
-    return holds, tuple(missing)
+                missing.setdefault(str(key).lower(), str(key))
+            verdicts.append(_key_holds(str(operator), _values(values), present))
+    if False in verdicts:
+        return False, tuple(missing.values())
+    return (None if None in verdicts else True), tuple(missing.values())
 
 
 def statement_applies(
@@ -212,8 +235,8 @@ def statement_applies(
     context: dict[str, list[str]] | None = None,
 ) -> bool:
     """Whether a statement covers (action, resource) and its Condition, if any, holds for the
-    request `context`. Conservative simplification: a condition operator the emulator does not
-    evaluate never holds, for Allow and Deny alike (AWS would evaluate it)."""
+    request `context`. Conservative simplification: a test the emulator does not evaluate (an
+    operator it lacks, on a key the context holds) never holds, for Allow and Deny alike."""
     return statement_covers(statement, action, resource) and _holds(statement, context or {})[0]
 
 
@@ -223,10 +246,10 @@ def _holds(
     condition = statement.get("Condition")
     if not condition:
         return True, ()
-    try:
-        return condition_holds(condition, context) if isinstance(condition, dict) else (False, ())
-    except Unmodelled:
+    if not isinstance(condition, dict):
         return False, ()
+    holds, missing = condition_holds(condition, context)
+    return holds is True, missing
 
 
 def evaluate(
@@ -245,7 +268,7 @@ def evaluate(
             if not isinstance(statement, dict) or not statement_covers(statement, action, resource):
                 continue
             holds, lacking = _holds(statement, context or {})
-            missing += [k for k in lacking if k not in missing]
+            missing += [k for k in lacking if k.lower() not in {m.lower() for m in missing}]
             if not holds:
                 continue
             effect = str(statement.get("Effect", ""))
@@ -298,7 +321,9 @@ def simulate(
             entry: dict[str, Any] = {"EvalResourceName": resource}
             if boundary is not None:
                 bounded = evaluate(boundary, action, resource, context)
-                missing += [k for k in bounded.missing if k not in missing]
+                missing += [
+                    k for k in bounded.missing if k.lower() not in {m.lower() for m in missing}
+                ]
                 entry["PermissionsBoundaryDecisionDetail"] = {
                     "AllowedByPermissionsBoundary": bounded.decision == "allowed"
                 }
@@ -321,11 +346,12 @@ def simulate(
             "MatchedStatements": worst["MatchedStatements"],
             "ResourceSpecificResults": specific,
         }
-        every_missing = list(
-            dict.fromkeys(k for e in specific for k in e.get("MissingContextValues", ()))
-        )
+        every_missing: dict[str, str] = {}  # key names are case-insensitive
+        for entry in specific:
+            for key in entry.get("MissingContextValues", ()):
+                every_missing.setdefault(key.lower(), key)
         if every_missing:
-            result["MissingContextValues"] = every_missing
+            result["MissingContextValues"] = list(every_missing.values())
         if len(resources) == 1:
             result["EvalResourceName"] = resources[0]
         if boundary is not None:
@@ -1186,7 +1212,6 @@ __all__ = [
     "CORE_POLICY_NAME",
     "Decision",
     "SourcePolicy",
-    "Unmodelled",
     "condition_holds",
     "evaluate",
     "install",

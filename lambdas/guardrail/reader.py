@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -468,12 +468,18 @@ class SnapshotReader:
         return profiles, found
 
     def _simulate(
-        self, role: Role, actions: list[str], resources: list[str], with_core: bool = False
+        self,
+        role: Role,
+        actions: list[str],
+        resources: list[str],
+        with_core: bool,
+        region: str | None,
     ) -> tuple[dict[tuple[str, str], str], set[tuple[str, str]]]:
         """One SimulatePrincipalPolicy of the role (paged): (action in lower case, resource) →
         decision, and the pairs whose refusal the answer cannot pin on that resource alone.
         `with_core`: as if the role carried the core policy too (for the agent's actions only,
-        so the other pairs' decisions are the role's own)."""
+        so the other pairs' decisions are the role's own). `region`: where every call goes, if
+        known (role_call_context)."""
         decisions: dict[tuple[str, str], str] = {}
         unsure: set[tuple[str, str]] = set()
         extra = {"PolicyInputList": [json.dumps(WITH_CORE)]} if with_core else {}
@@ -484,7 +490,7 @@ class SnapshotReader:
             PolicySourceArn=role.arn,
             ActionNames=actions,
             ResourceArns=resources,
-            ContextEntries=role_call_context(role, self.account_id, self.clients.region),
+            ContextEntries=role_call_context(role, self.account_id, region),
             **extra,
         ):
             for pair, decision, exact in _decisions(result, resources):
@@ -505,7 +511,11 @@ class SnapshotReader:
         (`delivering`). The API simulates every action on every resource; the pairs no check
         asks about are ignored. A role deleted since its policies were read is left unjudged:
         its own event judges it."""
-        pairs = delivery_requirements(target, self.partition, self.clients.region, self.account_id)
+        region = self.clients.region
+        pairs = delivery_requirements(target, self.partition, region, self.account_id)
+        # The agent's calls go to this region; log delivery's too, unless to a bucket or key
+        # that may be elsewhere: then the simulation is not told the region.
+        stays = delivery_stays_in(region, target, pairs, self.settings.session_log_bucket)
         access: dict[str, AgentAccess] = {}
         checks: dict[str, DeliveryCheck] = {}
         for name in sorted(agents.keys() | delivering.keys()):
@@ -525,8 +535,9 @@ class SnapshotReader:
             wanted = [(a.lower(), instance_arn) for a in AGENT_ACTIONS] if name in agents else []
             wanted += [(a.lower(), r) for a, r in pairs] if name in delivering else []
             with_core = name in agents and agents[name][2]
+            called = region if stays or name not in delivering else None
             try:
-                decisions = self._decide(role, actions, resources, wanted, with_core)
+                decisions = self._decide(role, actions, resources, wanted, with_core, called)
             except ClientError as error:
                 if error_code(error) == "NoSuchEntity":
                     continue
@@ -544,20 +555,21 @@ class SnapshotReader:
         resources: list[str],
         wanted: list[tuple[str, str]],
         with_core: bool,
+        region: str | None,
     ) -> dict[tuple[str, str], str]:
         """The decisions of one simulation of every action on every resource, for the `wanted`
         pairs. A refusal the answer gives for the action only (a service control policy, an
         answer without per-resource results) may come from a resource no check asked about: the
         s3:PutObject simulated on the instance, say. Those pairs are simulated again, one call
         per resource, where the answer can only be that resource's (rare: only a refusal)."""
-        decisions, unsure = self._simulate(role, actions, resources, with_core)
+        decisions, unsure = self._simulate(role, actions, resources, with_core, region)
         spelled = {a.lower(): a for a in actions}  # asked again as first asked
         again: dict[str, set[str]] = {}
         for action, resource in wanted:
             if (action, resource) in unsure:
                 again.setdefault(resource, set()).add(spelled.get(action, action))
         for resource, names in sorted(again.items()):
-            decisions.update(self._simulate(role, sorted(names), [resource], with_core)[0])
+            decisions.update(self._simulate(role, sorted(names), [resource], with_core, region)[0])
         return decisions
 
     def _agent_access(
@@ -702,15 +714,25 @@ def _decisions(
         yield (action, resource), decision, exact
 
 
-def role_call_context(role: Role, account: str, region: str) -> list[dict[str, Any]]:
+def delivery_stays_in(
+    region: str, target: Mapping[str, str], pairs: list[tuple[str, str]], own_bucket: str
+) -> bool:
+    """Whether every log-delivery call goes to `region`: no bucket but the guardrail's own
+    (each regional stack has its own, in the region it guards), no key of another region."""
+    bucket = target.get("bucket", "")
+    return (not bucket or bucket == own_bucket) and all(
+        arn.split(":")[3] in ("", region) for _, arn in pairs
+    )
+
+
+def role_call_context(role: Role, account: str, region: str | None) -> list[dict[str, Any]]:
     """The context keys IAM sets on every call the SSM Agent makes with the role's instance
     credentials, given to the simulation so that a condition on them is judged as on the real
-    calls instead of read as "missing": a region perimeter (aws:RequestedRegion), a Deny of
-    principals outside a path (aws:PrincipalArn: the role's ARN, not the session's), a Deny of
-    plain HTTP. The agent calls the instance's region; a log bucket or key elsewhere is judged
-    as if it were in this region."""
+    calls instead of read as "missing": a region perimeter (aws:RequestedRegion, when every
+    call goes to one known region), a Deny of principals outside a path (aws:PrincipalArn: the
+    role's ARN with its path, not the session's), a Deny of plain HTTP."""
     known = (
-        ("aws:RequestedRegion", "string", region),
+        *((("aws:RequestedRegion", "string", region),) if region else ()),
         ("aws:PrincipalArn", "string", role.arn),
         ("aws:PrincipalAccount", "string", account),
         ("aws:PrincipalType", "string", "AssumedRole"),

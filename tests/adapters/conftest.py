@@ -55,8 +55,10 @@ class Account:
         ids = [i["InstanceId"] for i in out["Instances"]]
         return ids if count > 1 else ids[0]
 
-    def role(self, name, *policies, profile=None, boundary=None):
+    def role(self, name, *policies, profile=None, boundary=None, path=None):
         extra = {"PermissionsBoundary": boundary} if boundary else {}
+        if path:
+            extra["Path"] = path
         self.iam.create_role(
             RoleName=name,
             **extra,

@@ -274,11 +274,11 @@ def test_a_boundary_detail_given_only_for_the_action_is_asked_again_per_resource
 # keys it lacks as missing, as IAM does. The account is in us-east-1.
 
 
-def app_role(account, *statements, boundary=None):
+def app_role(account, *statements, boundary=None, path=None):
     """Role "app" with the core and the guardrail's delivery policy, the owners' `statements`
     inline, on an instance; sessions log to the guardrail's destinations."""
     logging_to_ours(account)
-    account.role("app", CORE, delivery_policy(account), profile="app", boundary=boundary)
+    account.role("app", CORE, delivery_policy(account), profile="app", boundary=boundary, path=path)
     if statements:
         inline(account, "app", "owners", *statements)
     return account.instance(profile="app")
@@ -377,10 +377,13 @@ def test_delivery_allowed_over_tls_only_is_delivery_and_nothing_is_attached(acco
         "owners-delivery",
         {
             "Effect": "Allow",
-            "Action": ["s3:PutObject", "s3:GetEncryptionConfiguration", "logs:*", "kms:*"],
+            "Action": ["s3:PutObject", "s3:GetEncryptionConfiguration", "logs:*"],
             "Resource": "*",
             "Condition": {"Bool": {"aws:SecureTransport": "true"}},
         },
+        # S3 calls KMS on the role's behalf: whether that call carries aws:SecureTransport is
+        # not documented, so the key is granted without the condition.
+        {"Effect": "Allow", "Action": "kms:*", "Resource": "*"},
     )
     iid = account.instance(profile="app")
 
@@ -391,3 +394,61 @@ def test_delivery_allowed_over_tls_only_is_delivery_and_nothing_is_attached(acco
     assert verdicts(report, iid)[LOGGING].status is Status.PASSED
     assert [f for f in report.fixes if f.resource_id == "app"] == []
     assert delivery not in attached(account, "app")
+
+
+REGION_PERIMETER = {
+    "Effect": "Deny",
+    "NotAction": ["iam:*", "sts:*"],
+    "Resource": "*",
+    "Condition": {"StringNotEquals": {"aws:RequestedRegion": "us-east-1"}},
+}
+
+
+def test_a_log_bucket_that_may_be_in_another_region_is_not_judged_as_in_this_one(account, clients):
+    """The owners' bucket may be in another region, where the agent's uploads go. Told "this
+    region", the simulation would read a region perimeter allowing only this one as allowing
+    the upload: PASSED while AWS refuses it. The region is then not given: the perimeter still
+    "may refuse" delivery (FAILED, fix SKIPPED naming it), and the agent's own calls, which
+    stay here, are not failed on it."""
+    create_preferences(account, {"s3BucketName": "owners-logs", "s3EncryptionEnabled": True})
+    account.role("app", CORE, profile="app")
+    inline(
+        account,
+        "app",
+        "owners",
+        {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+        REGION_PERIMETER,
+    )
+    iid = account.instance(profile="app")
+
+    judged = verdicts(account.run(clients, "report", [ROLE, LOGGING], **OURS), iid)
+
+    assert judged[ROLE].status is Status.PASSED
+    assert judged[LOGGING].status is Status.FAILED
+    assert "s3:PutObject" in judged[LOGGING].reason
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {"StringNotEquals": {"aws:PrincipalAccount": "123456789012"}},
+        {"StringNotEquals": {"aws:PrincipalType": "AssumedRole"}},
+        {"ArnNotLike": {"aws:PrincipalArn": "arn:aws:iam::123456789012:role/apps/*"}},
+        {"Bool": {"aws:SecureTransport": "false"}},
+        {"StringNotEquals": {"aws:RequestedRegion": "us-east-1"}},
+    ],
+    ids=["other-accounts", "other-principal-types", "roles-off-the-path", "plain-http", "region"],
+)
+def test_a_deny_of_calls_the_agent_never_makes_refuses_nothing(account, clients, condition):
+    """Each Deny applies only to calls unlike the agent's (another account, another kind of
+    principal, a role off the apps/ path, plain HTTP, another region). Its key missing, each
+    read "may refuse": delivery FAILED, and enforce's grant SKIPPED. Any of the values the
+    simulation is given, wrong, would make the Deny apply."""
+    iid = app_role(
+        account, {"Effect": "Deny", "Action": "*", "Resource": "*", "Condition": condition},
+        path="/apps/",
+    )  # fmt: skip
+
+    judged = verdicts(account.run(clients, "report", [ROLE, LOGGING], **OURS), iid)
+
+    assert {c: r.status for c, r in judged.items()} == {ROLE: Status.PASSED, LOGGING: Status.PASSED}

@@ -8,7 +8,6 @@ from botocore.exceptions import ClientError
 from emulator import extension
 from emulator.extension import (
     SourcePolicy,
-    Unmodelled,
     condition_holds,
     evaluate,
     statement_applies,
@@ -767,7 +766,12 @@ def test_statement_evaluation_is_pure_and_conservative():
     assert not statement_applies({"Effect": "Allow", "Action": "*"}, "s3:GetObject", "*")
 
 
-CONTEXT = {"aws:requestedregion": ["us-east-1"], "aws:securetransport": ["true"]}
+CONTEXT = {
+    "aws:requestedregion": ["us-east-1"],
+    "aws:securetransport": ["true"],
+    "aws:principalarn": ["arn:aws:iam::123456789012:role/apps/web"],
+}
+WEB = "arn:aws:iam::123456789012:role/apps/web"
 
 
 @pytest.mark.parametrize(
@@ -778,10 +782,21 @@ CONTEXT = {"aws:requestedregion": ["us-east-1"], "aws:securetransport": ["true"]
         ({"StringEquals": {"aws:RequestedRegion": "US-EAST-1"}}, False, ()),
         ({"StringEqualsIgnoreCase": {"aws:RequestedRegion": "US-EAST-1"}}, True, ()),
         ({"StringNotEquals": {"aws:RequestedRegion": "us-east-1"}}, False, ()),
+        ({"StringNotEquals": {"aws:RequestedRegion": ["eu-west-1", "us-east-1"]}}, False, ()),
+        ({"StringNotEquals": {"aws:RequestedRegion": ["eu-west-1", "eu-central-1"]}}, True, ()),
         ({"StringLike": {"aws:RequestedRegion": "us-*"}}, True, ()),
         ({"StringNotLike": {"aws:RequestedRegion": "eu-*"}}, True, ()),
         ({"Bool": {"aws:SecureTransport": "false"}}, False, ()),
         ({"Bool": {"aws:SecureTransport": "True"}}, True, ()),
+        # JSON true/false/numbers are read as their text (IAM accepts them).
+        ({"Bool": {"aws:SecureTransport": True}}, True, ()),
+        ({"Bool": {"aws:SecureTransport": False}}, False, ()),
+        # ARNs: case-sensitive, each of the six segments matched on its own, wildcards in each.
+        ({"ArnEquals": {"aws:PrincipalArn": WEB}}, True, ()),
+        ({"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/apps/*"}}, True, ()),
+        ({"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/APPS/*"}}, False, ()),
+        ({"ArnLike": {"aws:PrincipalArn": "arn:*/web"}}, False, ()),
+        ({"ArnNotLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/admin-*"}}, True, ()),
         # Every key and every operator must hold.
         (
             {
@@ -791,14 +806,26 @@ CONTEXT = {"aws:requestedregion": ["us-east-1"], "aws:securetransport": ["true"]
             False,
             (),
         ),
-        # A key absent from the context: false, but true for a negated operator or IfExists.
+        # A key absent from the context: false, but true for a negated operator or IfExists,
+        # whatever the operator; over a set, ForAllValues holds and ForAnyValue does not.
         ({"StringEquals": {"aws:SourceVpce": "vpce-1"}}, False, ("aws:SourceVpce",)),
         ({"StringNotEquals": {"aws:SourceVpce": "vpce-1"}}, True, ("aws:SourceVpce",)),
-        ({"ArnNotLike": {"aws:PrincipalArn": "arn:*"}}, True, ("aws:PrincipalArn",)),
+        ({"NotIpAddress": {"aws:SourceIp": "10.0.0.0/8"}}, True, ("aws:SourceIp",)),
+        ({"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}, False, ("aws:SourceIp",)),
+        ({"NumericLessThan": {"aws:MultiFactorAuthAge": 3600}}, False, ("aws:MultiFactorAuthAge",)),
+        ({"ForAllValues:StringEquals": {"aws:TagKeys": "a"}}, True, ("aws:TagKeys",)),
+        ({"ForAnyValue:StringEquals": {"aws:TagKeys": "a"}}, False, ("aws:TagKeys",)),
         ({"StringEqualsIfExists": {"aws:SourceVpce": "vpce-1"}}, True, ("aws:SourceVpce",)),
         ({"StringEqualsIfExists": {"aws:RequestedRegion": "eu-west-1"}}, False, ()),
         ({"Null": {"aws:SourceVpce": "true"}}, True, ("aws:SourceVpce",)),
         ({"Null": {"aws:RequestedRegion": "true"}}, False, ()),
+        ({"Null": {"aws:RequestedRegion": False}}, True, ()),
+        # One key named in two cases is one missing key.
+        (
+            {"StringNotEquals": {"aws:SourceVpce": "v"}, "StringNotLike": {"AWS:sourcevpce": "w"}},
+            True,
+            ("aws:SourceVpce",),
+        ),
     ],
 )
 def test_conditions_are_evaluated_against_the_request_context(condition, holds, missing):
@@ -807,32 +834,67 @@ def test_conditions_are_evaluated_against_the_request_context(condition, holds, 
     assert statement_applies(statement, "s3:GetObject", "*", CONTEXT) is holds
 
 
-def test_an_operator_not_modelled_never_holds_for_allow_or_deny():
-    """Numeric, date, address and set operators are not evaluated: the statement never
-    applies, whatever its effect (the emulator's one conservative simplification)."""
+def test_an_operator_not_modelled_on_a_given_key_never_holds_for_allow_or_deny():
+    """Numeric, date, address and set operators are not evaluated on a key the context holds:
+    the statement never applies, whatever its effect (the emulator's one conservative
+    simplification). The keys it lacks are still named."""
     for operator in ("NumericLessThan", "IpAddress", "ForAnyValue:StringEquals"):
         condition = {operator: {"aws:RequestedRegion": "us-east-1"}}
-        with pytest.raises(Unmodelled):
-            condition_holds(condition, CONTEXT)
+        assert condition_holds(condition, CONTEXT) == (None, ())
         for effect in ("Allow", "Deny"):
             statement = {"Effect": effect, "Action": "*", "Resource": "*", "Condition": condition}
             assert not statement_applies(statement, "s3:GetObject", "*", CONTEXT)
-    deny = SourcePolicy(
-        "p",
-        "role",
+    mixed = {"IpAddress": {"aws:RequestedRegion": "x"}, "StringEquals": {"aws:SourceVpce": "v"}}
+    assert condition_holds(mixed, CONTEXT) == (False, ("aws:SourceVpce",))
+
+
+def test_a_perimeter_deny_on_a_key_not_given_refuses_and_names_the_key(
+    managed_policies, emulated, build
+):
+    """As IAM answers it: a Deny unless from the corporate network (NotIpAddress on
+    aws:SourceIp), the key not given, matches; the answer names the key as missing, on each
+    resource and on the action; a boundary's keys are named too."""
+    perimeter = build.policy(
+        "perimeter",
         {
-            "Statement": [
-                {"Effect": "Allow", "Action": "*", "Resource": "*"},
-                {
-                    "Effect": "Deny",
-                    "Action": "*",
-                    "Resource": "*",
-                    "Condition": {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
-                },
-            ]
+            "Effect": "Deny",
+            "Action": "s3:*",
+            "Resource": "arn:aws:s3:::corp-*",
+            "Condition": {"NotIpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
         },
     )
-    assert evaluate([deny], "s3:GetObject", "*", CONTEXT).decision == "allowed"
+    boundary = build.policy(
+        "boundary",
+        {
+            "Effect": "Allow",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {"StringEqualsIfExists": {"aws:SourceVpc": "vpc-1"}},
+        },
+    )
+    arn = build.role(
+        "app",
+        build.policy("s3", {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}),
+        perimeter,
+        boundary=boundary,
+    )
+    iam = emulated.client("iam")
+    (result,) = iam.simulate_principal_policy(
+        PolicySourceArn=arn,
+        ActionNames=["s3:PutObject"],
+        ResourceArns=["arn:aws:s3:::corp-logs/k", "arn:aws:s3:::other/k"],
+    )["EvaluationResults"]
+
+    entries = {e["EvalResourceName"]: e for e in result["ResourceSpecificResults"]}
+    assert entries["arn:aws:s3:::corp-logs/k"]["EvalResourceDecision"] == "explicitDeny"
+    assert entries["arn:aws:s3:::corp-logs/k"]["MissingContextValues"] == [
+        "aws:SourceIp",
+        "aws:SourceVpc",
+    ]
+    assert entries["arn:aws:s3:::other/k"]["EvalResourceDecision"] == "allowed"
+    assert entries["arn:aws:s3:::other/k"]["MissingContextValues"] == ["aws:SourceVpc"]
+    assert result["EvalDecision"] == "explicitDeny"
+    assert result["MissingContextValues"] == ["aws:SourceIp", "aws:SourceVpc"]
 
 
 # --- moto corrections --------------------------------------------------------------------------
