@@ -314,56 +314,6 @@ def test_a_boundary_allowing_one_region_is_judged_in_the_region_the_agent_calls(
         assert "the permissions boundary does not allow" in judged[ROLE].reason
 
 
-@pytest.mark.parametrize(
-    ("allowed", "status"),
-    [("us-east-1", Status.PASSED), ("eu-west-1", Status.FAILED)],
-    ids=["deny-outside-this-region", "deny-outside-another-region"],
-)
-def test_a_deny_outside_named_regions_refuses_only_outside_them(account, clients, allowed, status):
-    """A region perimeter in the role's own policy: Deny everything but IAM outside the named
-    regions. Its key missing, the Deny read "may refuse": the agent was PASSED wherever it ran,
-    and delivery FAILED even in a named region. Now the Deny is judged in the agent's region."""
-    iid = app_role(
-        account,
-        {
-            "Effect": "Deny",
-            "NotAction": ["iam:*", "sts:*"],
-            "Resource": "*",
-            "Condition": {"StringNotEquals": {"aws:RequestedRegion": [allowed, "eu-central-1"]}},
-        },
-    )
-
-    judged = verdicts(account.run(clients, "report", [ROLE, LOGGING], **OURS), iid)
-
-    assert {c: r.status for c, r in judged.items()} == {ROLE: status, LOGGING: status}
-    if status is Status.FAILED:
-        assert "an explicit Deny refuses" in judged[ROLE].reason
-
-
-@pytest.mark.parametrize(
-    ("exempt", "status"),
-    [("arn:aws:iam::*:role/app", Status.PASSED), ("arn:aws:iam::*:role/admin-*", Status.FAILED)],
-    ids=["role-exempt", "role-not-exempt"],
-)
-def test_a_deny_of_principals_but_some_is_judged_on_the_role(account, clients, exempt, status):
-    """Deny everything to every principal but those named (aws:PrincipalArn, the role's ARN for
-    role sessions). Read "may refuse", a role outside the exemption was PASSED though every
-    agent call is refused."""
-    iid = app_role(
-        account,
-        {
-            "Effect": "Deny",
-            "Action": "*",
-            "Resource": "*",
-            "Condition": {"ArnNotLike": {"aws:PrincipalArn": exempt}},
-        },
-    )
-
-    judged = verdicts(account.run(clients, "report", [ROLE, LOGGING], **OURS), iid)
-
-    assert {c: r.status for c, r in judged.items()} == {ROLE: status, LOGGING: status}
-
-
 def test_delivery_allowed_over_tls_only_is_delivery_and_nothing_is_attached(account, clients):
     """The owners grant delivery themselves, over TLS only (aws:SecureTransport, true on every
     agent call). Its key missing, that Allow never matched: delivery read FAILED and enforce
@@ -429,26 +379,57 @@ def test_a_log_bucket_that_may_be_in_another_region_is_not_judged_as_in_this_one
 
 
 @pytest.mark.parametrize(
-    "condition",
+    ("condition", "status"),
     [
-        {"StringNotEquals": {"aws:PrincipalAccount": "123456789012"}},
-        {"StringNotEquals": {"aws:PrincipalType": "AssumedRole"}},
-        {"ArnNotLike": {"aws:PrincipalArn": "arn:aws:iam::123456789012:role/apps/*"}},
-        {"Bool": {"aws:SecureTransport": "false"}},
-        {"StringNotEquals": {"aws:RequestedRegion": "us-east-1"}},
+        # Denies of calls unlike the agent's: nothing is refused.
+        ({"StringNotEquals": {"aws:PrincipalAccount": "123456789012"}}, Status.PASSED),
+        ({"StringNotEquals": {"aws:PrincipalType": "AssumedRole"}}, Status.PASSED),
+        (
+            {"ArnNotLike": {"aws:PrincipalArn": "arn:aws:iam::123456789012:role/apps/*"}},
+            Status.PASSED,
+        ),
+        ({"Bool": {"aws:SecureTransport": "false"}}, Status.PASSED),
+        (
+            {"StringNotEquals": {"aws:RequestedRegion": ["us-east-1", "eu-central-1"]}},
+            Status.PASSED,
+        ),
+        # Denies that match the agent's calls: refused.
+        (
+            {"StringNotEquals": {"aws:RequestedRegion": ["eu-west-1", "eu-central-1"]}},
+            Status.FAILED,
+        ),
+        ({"ArnNotLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/admin-*"}}, Status.FAILED),
     ],
-    ids=["other-accounts", "other-principal-types", "roles-off-the-path", "plain-http", "region"],
+    ids=[
+        "other-accounts",
+        "other-principal-types",
+        "roles-off-the-path",
+        "plain-http",
+        "outside-this-region",
+        "outside-other-regions",
+        "all-but-admins",
+    ],
 )
-def test_a_deny_of_calls_the_agent_never_makes_refuses_nothing(account, clients, condition):
-    """Each Deny applies only to calls unlike the agent's (another account, another kind of
-    principal, a role off the apps/ path, plain HTTP, another region). Its key missing, each
-    read "may refuse": delivery FAILED, and enforce's grant SKIPPED. Any of the values the
-    simulation is given, wrong, would make the Deny apply."""
+def test_a_deny_on_keys_every_agent_call_carries_is_judged_on_those_calls(
+    account, clients, condition, status
+):
+    """A Deny of every call but IAM's under a condition on what the agent's calls carry (the
+    account, the kind of principal, the role's ARN on its apps/ path, TLS, the region). Its key
+    missing, each read "may refuse": the agent was PASSED even where every call is refused, and
+    delivery FAILED even where none is. Any value the simulation is given, wrong, fails a case."""
     iid = app_role(
-        account, {"Effect": "Deny", "Action": "*", "Resource": "*", "Condition": condition},
+        account,
+        {
+            "Effect": "Deny",
+            "NotAction": ["iam:*", "sts:*"],
+            "Resource": "*",
+            "Condition": condition,
+        },
         path="/apps/",
-    )  # fmt: skip
+    )
 
     judged = verdicts(account.run(clients, "report", [ROLE, LOGGING], **OURS), iid)
 
-    assert {c: r.status for c, r in judged.items()} == {ROLE: Status.PASSED, LOGGING: Status.PASSED}
+    assert {c: r.status for c, r in judged.items()} == {ROLE: status, LOGGING: status}
+    if status is Status.FAILED:
+        assert "an explicit Deny refuses" in judged[ROLE].reason
