@@ -1,7 +1,8 @@
 """`guardrail scan` and `guardrail replay`: the Lambdas' engine against a real account (or an
 emulator) from a shell.
 
-Exit codes: 0 nothing left FAILED, 1 something left FAILED, 2 usage, credential or setup errors;
+Exit codes: 0 nothing left FAILED, 1 something left FAILED or a control's step stopped (named on
+stderr), 2 usage, credential or setup errors;
 a reader that stops reading early (`| head`) changes none of them; 130 on Ctrl-C.
 """
 
@@ -201,21 +202,21 @@ def quiet_if_closed(*streams: TextIO) -> None:
 
 
 def name_crashes(reports: Iterable[ScanReport], err: TextIO) -> None:
-    """Checks and fixes stopped by what is not an AWS error (the Lambdas fail the invocation
-    for them): named on stderr; the exit code is then 1 (`crashed`)."""
+    """Steps stopped by what is not an AWS error (the Lambdas fail the invocation for them):
+    named on stderr; the exit code is then 1 (crashed_or_failed)."""
     for report in reports:
         for crash in report.crashed:
             print(f"guardrail: error: {crash}", file=err)
 
 
 def crashed_or_failed(report: ScanReport | None) -> bool:
-    """Exit 1: results left FAILED, or a check or fix that stopped."""
+    """Exit 1: results left FAILED, or a step that stopped."""
     return bool(report and (report.left_failed or report.crashed))
 
 
-def exit_code(left_failed: bool, published: Any, err: TextIO) -> int:
-    """2 when Security Hub could take nothing (not enabled, denied, unreachable); otherwise
-    the results decide, and findings Security Hub rejected are a warning on stderr."""
+def exit_code(failed: bool, published: Any, err: TextIO) -> int:
+    """2 when Security Hub could take nothing (not enabled, denied, unreachable); otherwise 1
+    when `failed` (crashed_or_failed), and findings Security Hub rejected are a warning."""
     if published is not None and published.fatal:
         raise UsageError("Security Hub: " + "; ".join(published.errors))
     if published is not None and (published.errors or published.failed or published.unresolved):
@@ -225,7 +226,7 @@ def exit_code(left_failed: bool, published: Any, err: TextIO) -> int:
         if published.unresolved:
             problems.append(f"{len(published.unresolved)} finding(s) not resolved")
         print("guardrail: warning: Security Hub: " + "; ".join(problems), file=err)
-    return 1 if left_failed else 0
+    return 1 if failed else 0
 
 
 def print_json(report: ScanReport, out: TextIO) -> None:
@@ -246,6 +247,7 @@ def print_json(report: ScanReport, out: TextIO) -> None:
         "results": results,
         "fixes": [f.as_dict() for f in report.fixes],
         "published": published_dict(report.published),
+        "stopped": [str(s) for s in report.crashed],
     }
     json.dump(payload, out, indent=2, default=str)
     out.write("\n")

@@ -77,10 +77,23 @@ class Evaluation:
         return "; ".join(parts)
 
 
-def stopped(control: Control, step: str, error: Exception, crashed: list[str]) -> None:
-    """A step stopped by what is not an AWS error: logged with its traceback and named."""
+@dataclass(frozen=True)
+class Stop:
+    """A control's step stopped by what is not an AWS error (an answer without a field its
+    model calls optional, a defect)."""
+
+    control: str
+    step: str  # check | fix | re-check | finding
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.control} {self.step} stopped: {self.error}"[:300]
+
+
+def stopped(control: Control, step: str, error: Exception, crashed: list[Stop]) -> None:
+    """Logged with its traceback, and named."""
     logger.exception(f"{step} stopped", extra={"control": control.id})
-    crashed.append(f"{control.id} {step} stopped: {type(error).__name__}: {error}"[:300])
+    crashed.append(Stop(control.id, step, f"{type(error).__name__}: {error}"))
 
 
 def partly_applied(fixes: Sequence[FixRecord]) -> bool:
@@ -100,13 +113,12 @@ class ScanReport:
     # When the account was read: the findings' UpdatedAt, so a later reading (an event during a
     # long drift scan) is never overwritten by an older one (Security Hub keeps the latest).
     read_at: datetime | None = None
-    # Steps stopped by something other than an AWS error (an answer without a field its model
-    # calls optional, a defect): a fix (its results recorded FAILED), a check or the re-check
-    # after fixes. What the others did is published; the handlers then fail the invocation, so
-    # the Lambda's Errors alarm tells a person.
-    crashed: list[str] = field(default_factory=list)
-    # Controls whose check stopped: no results, and their stored findings are left as they are
-    # (a full scan does not archive them).
+    # Steps that stopped: a fix (its results recorded FAILED), a check, the re-check after
+    # fixes, a finding. What the others did is published; the handlers then fail the
+    # invocation, so the Lambda's Errors alarm tells a person.
+    crashed: list[Stop] = field(default_factory=list)
+    # Controls whose check (or one of whose findings) stopped: a full scan does not archive
+    # their stored findings as gone.
     unjudged: list[str] = field(default_factory=list)
 
     @property
@@ -222,7 +234,7 @@ class Guardrail:
         failed: list[Result],
         snapshot: AccountSnapshot,
         ctx: FixContext,
-        crashed: list[str],
+        crashed: list[Stop],
     ) -> list[FixRecord]:
         """Controls record per-resource AWS errors themselves; anything that escapes is recorded
         against every result of the control but the resources of the fixes it finished, whose
@@ -253,6 +265,27 @@ class Guardrail:
                 if r.resource_id not in done
             ]
 
+    @staticmethod
+    def _finding(
+        evaluation: Evaluation, control: Control, snapshot: AccountSnapshot, now: datetime
+    ) -> dict[str, Any]:
+        result = evaluation.result
+        return build_finding(
+            result,
+            control,
+            # A resource we fixed is known PASSED as of its fix, not the read.
+            generated_at=(evaluation.fixed_at or now) if evaluation.remediated else now,
+            fixes=evaluation.fixes,
+            remediated=evaluation.remediated,
+            instance=snapshot.instances.get(result.resource_id)
+            or snapshot.bystanders.get(result.resource_id)
+            if result.resource_type is ResourceType.INSTANCE
+            else None,
+            group=snapshot.security_groups.get(result.resource_id)
+            if result.resource_type is ResourceType.SECURITY_GROUP
+            else None,
+        )
+
     def publish(self, report: ScanReport) -> Any:
         snapshot = report.snapshot
         assert snapshot is not None
@@ -261,21 +294,12 @@ class Guardrail:
         for evaluation in report.evaluations:
             result = evaluation.result
             control = next(c for c in self.controls if c.id == result.control)
-            finding = build_finding(
-                result,
-                control,
-                # A resource we fixed is known PASSED as of its fix, not the read.
-                generated_at=(evaluation.fixed_at or now) if evaluation.remediated else now,
-                fixes=evaluation.fixes,
-                remediated=evaluation.remediated,
-                instance=snapshot.instances.get(result.resource_id)
-                or snapshot.bystanders.get(result.resource_id)
-                if result.resource_type is ResourceType.INSTANCE
-                else None,
-                group=snapshot.security_groups.get(result.resource_id)
-                if result.resource_type is ResourceType.SECURITY_GROUP
-                else None,
-            )
+            try:
+                finding = self._finding(evaluation, control, snapshot, now)
+            except Exception as error:  # that finding is left as stored, the others go in
+                stopped(control, "finding", error, report.crashed)
+                report.unjudged.append(control.id)
+                continue
             findings.append(finding)
             if evaluation.remediated:
                 resolutions[finding["Id"]] = RESOLUTION_NOTE

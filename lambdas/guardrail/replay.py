@@ -418,7 +418,7 @@ def run_replay(
     args: argparse.Namespace, out: TextIO, err: TextIO, env: Mapping[str, str] | None = None
 ) -> int:
     """`guardrail replay EVENT.json`: exit 0 nothing left FAILED (or dropped as irrelevant), 1
-    something left FAILED, 2 usage or setup errors (an event that cannot be read or routed is
+    something left FAILED or a step stopped, 2 usage or setup errors (an event that cannot be read or routed is
     printed as dropped; the others are raised as cli.UsageError for cli.main to print)."""
     from .cli import (
         UsageError,
@@ -454,7 +454,7 @@ def run_replay(
         raise
     emit(out, rendered(outcomes, args.format))
     name_crashes((o.report for o in outcomes if o.report), err)
-    left_failed = any(crashed_or_failed(o.report) for o in outcomes)
+    failed = any(crashed_or_failed(o.report) for o in outcomes)
     summaries = [o.report.published if o.report else None for o in outcomes]
     # As `guardrail scan`: results printed first; exit 2 if Security Hub could take nothing.
-    return max(exit_code(left_failed, published, err) for published in summaries)
+    return max(exit_code(failed, published, err) for published in summaries)

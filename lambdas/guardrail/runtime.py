@@ -26,18 +26,19 @@ def build_guardrail(invoked_function_arn: str = "") -> Guardrail:
 
 
 class ControlCrashed(RuntimeError):
-    """A control's check or fix stopped on something other than an AWS error. Raised after
-    the report is published and logged, so the invocation fails and the Lambda's Errors alarm
-    fires."""
+    """A control's step stopped on something other than an AWS error (engine.Stop). Raised
+    after the report is published and logged, so the invocation fails and the Lambda's Errors
+    alarm fires."""
 
 
 def fail_if_crashed(report: ScanReport) -> None:
     if report.crashed:
-        raise ControlCrashed("see the log: " + "; ".join(report.crashed[:5]))
+        raise ControlCrashed("see the log: " + "; ".join(map(str, report.crashed[:5])))
 
 
 def report_counts(report: ScanReport) -> dict[str, Counter[str]]:
-    """Per control: FindingsFailed / FindingsPassed / FixesApplied / FixesFailed counts."""
+    """Per control: FindingsFailed / FindingsPassed / FixesApplied / FixesFailed /
+    FixesDeferred / StepsStopped counts."""
     counts: dict[str, Counter[str]] = {}
     for evaluation in report.evaluations:
         c = counts.setdefault(evaluation.result.control, Counter())
@@ -53,6 +54,8 @@ def report_counts(report: ScanReport) -> dict[str, Counter[str]]:
             c["FixesFailed"] += 1
         elif fix.reason == OUT_OF_TIME:  # a drift scan near its time limit: the next makes it
             c["FixesDeferred"] += 1
+    for stop in report.crashed:
+        counts.setdefault(stop.control, Counter())["StepsStopped"] += 1
     return counts
 
 
@@ -84,6 +87,7 @@ def summary(report: ScanReport) -> dict[str, Any]:
         "results": len(report.evaluations),
         "left_failed": len(report.left_failed),
         "fixes": Counter(f.outcome.value for f in report.fixes),
+        "stopped": [str(s) for s in report.crashed],
         "published": None
         if published is None
         else {

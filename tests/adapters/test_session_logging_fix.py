@@ -81,6 +81,28 @@ def test_absent_preferences_are_created_with_encrypted_destinations(account, cli
     assert fix.outcome is Outcome.APPLIED and fix.before is None
 
 
+def test_a_re_check_that_stops_keeps_the_fix_and_is_counted(account, clients, monkeypatch):
+    """Judging what the fix left (settle, then the check again) stops on a defect: the run no
+    longer dies with the preferences already written and nothing published. The fix's record
+    stands, the stop is named, and it is counted (StepsStopped, in the Lambdas' summary)."""
+    from guardrail.controls.session_logging import SessionLogging
+    from guardrail.runtime import report_counts, summary
+
+    def stops(*_: object) -> None:
+        raise TypeError("settle")
+
+    monkeypatch.setattr(SessionLogging, "settle", stops)
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+
+    assert preferences(account)["s3BucketName"] == "guardrail-logs"
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.APPLIED
+    stop = f"{LOGGING} re-check stopped: TypeError: settle"
+    assert [str(s) for s in report.crashed] == [stop]
+    assert report_counts(report)[LOGGING]["StepsStopped"] == 1
+    assert summary(report)["stopped"] == [stop]
+
+
 def test_update_keeps_owner_inputs_and_becomes_the_default_version(account, clients):
     owners = {
         "runAsEnabled": True,

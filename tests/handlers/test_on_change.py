@@ -1803,14 +1803,16 @@ def test_a_stopped_fix_beside_a_throttled_one_still_counts_the_retry(world):
 
 
 @pytest.mark.parametrize("handler", ["on_change", "drift_scan"])
+@pytest.mark.parametrize("step", ["check", "finding"])
 def test_a_check_that_stops_leaves_its_findings_as_they_are_and_the_others_still_work(
-    world, handler, monkeypatch
+    world, handler, step, monkeypatch
 ):
-    """A defect in one control's check (or a snapshot shape nobody foresaw) raised out of the
-    run: no control was judged, fixed or published, at every event and scan until someone fixed
-    it. Now the other controls judge, fix and publish; the stopped control's stored findings are
-    left as they are (the drift scan does not archive them as gone); then the invocation fails
-    (Errors alarm)."""
+    """A defect in one control's check, or in building one of its findings (or a shape nobody
+    foresaw), raised out of the run: nothing was judged, fixed or published, at every event
+    and scan until someone fixed it. Now the other controls judge, fix and publish; the stopped
+    control's stored findings are left as they are (the drift scan does not archive them as
+    gone); then the invocation fails (Errors alarm)."""
+    from guardrail import engine
     from guardrail.controls.session_logging import SessionLogging
     from guardrail.runtime import ControlCrashed
     from handlers import drift_scan
@@ -1821,11 +1823,22 @@ def test_a_check_that_stops_leaves_its_findings_as_they_are_and_the_others_still
     region_before = world.finding(LOGGING, ACCOUNT)
     world.open_ssh(bad)
 
-    def stops(*_: object) -> None:
-        raise KeyError("inputs")
+    if step == "check":
 
-    monkeypatch.setattr(SessionLogging, "check", stops)
-    with pytest.raises(ControlCrashed, match="ssm-session-logging check stopped: KeyError"):
+        def stops(*_: object) -> None:
+            raise KeyError("inputs")
+
+        monkeypatch.setattr(SessionLogging, "check", stops)
+    else:
+        build = engine.build_finding
+
+        def stops_on_logging(result, *args, **kwargs):
+            if result.control == LOGGING:
+                raise KeyError("inputs")
+            return build(result, *args, **kwargs)
+
+        monkeypatch.setattr(engine, "build_finding", stops_on_logging)
+    with pytest.raises(ControlCrashed, match=f"ssm-session-logging {step} stopped: KeyError"):
         if handler == "on_change":
             event = world.event("state_change_running", {I1: instance})
             on_change.handle(event, world.guardrail(fresh=True), home_account=ACCOUNT)
