@@ -93,7 +93,8 @@ class Stop:
 def stopped(control: Control, step: str, error: Exception, crashed: list[Stop]) -> None:
     """Logged with its traceback, and named."""
     logger.exception(f"{step} stopped", extra={"control": control.id})
-    crashed.append(Stop(control.id, step, f"{type(error).__name__}: {error}"))
+    message = " ".join(str(error).split())  # one line on the CLI's stderr
+    crashed.append(Stop(control.id, step, f"{type(error).__name__}: {message}"))
 
 
 def partly_applied(fixes: Sequence[FixRecord]) -> bool:

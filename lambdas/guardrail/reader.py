@@ -720,9 +720,8 @@ def delivery_stays_in(
     """Whether every log-delivery call goes to `region`: no bucket but the guardrail's own
     (each regional stack has its own, in the region it guards), no key of another region."""
     bucket = target.get("bucket", "")
-    return (not bucket or bucket == own_bucket) and all(
-        arn.split(":")[3] in ("", region) for _, arn in pairs
-    )
+    regions = {(arn.split(":") + ["?"] * 4)[3] for _, arn in pairs}  # "?": not an ARN
+    return (not bucket or bucket == own_bucket) and regions <= {"", region}
 
 
 def role_call_context(role: Role, account: str, region: str | None) -> list[dict[str, Any]]:

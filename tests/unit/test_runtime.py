@@ -43,3 +43,17 @@ def test_publish_errors_counts_failed_calls_and_findings_not_imported_or_resolve
     report = ScanReport("111122223333", "us-east-1", published=published(**problems))
     record_metrics(report, metrics)
     assert metrics.added.get("PublishErrors") == count
+
+
+def test_a_stop_is_named_on_one_line_and_counted_per_control() -> None:
+    """The CLI prints each stop as one stderr line; a multi-line message (a traceback-like
+    repr) would split it. Each stop counts as StepsStopped for its control."""
+    from guardrail.controls import REGISTRY
+    from guardrail.engine import stopped
+    from guardrail.runtime import report_counts
+
+    report = ScanReport("111122223333", "eu-west-1")
+    stopped(REGISTRY["ssm-instance-role"], "check", ValueError("a\nb"), report.crashed)
+
+    assert [str(s) for s in report.crashed] == ["ssm-instance-role check stopped: ValueError: a b"]
+    assert report_counts(report) == {"ssm-instance-role": {"StepsStopped": 1}}

@@ -293,3 +293,23 @@ def test_the_delivery_policy_is_attached_only_where_its_prefix_covers_the_logs(p
             grant.reason
         )
         assert "session-logs/ the log-delivery policy grants" in grant.reason
+
+
+@pytest.mark.parametrize(
+    ("target", "stays"),
+    [
+        ({"log_group": "/guardrail/sessions", "kms_key": KEY}, True),
+        ({"bucket": "guardrail-logs", "kms_key": KEY, "bucket_key": KEY}, True),
+        ({"bucket": "owners-logs"}, False),  # its region is not read
+        ({"log_group": "/g", "kms_key": KEY.replace("eu-west-1", "us-east-1")}, False),
+        ({"log_group": "/g", "kms_key": "arn:not-a-key"}, False),  # never an IndexError
+    ],
+    ids=["log-group", "guardrail-bucket", "owners-bucket", "key-elsewhere", "malformed-key"],
+)
+def test_the_simulation_is_told_the_region_only_when_delivery_stays_in_it(target, stays):
+    """aws:RequestedRegion goes to the simulation only when every log-delivery call goes to the
+    scanned region: otherwise a region perimeter would read "allowed" for an upload elsewhere."""
+    from guardrail.reader import delivery_stays_in
+
+    pairs = delivery_requirements(target, "aws", "eu-west-1", "111122223333")
+    assert delivery_stays_in("eu-west-1", target, pairs, "guardrail-logs") is stays
