@@ -37,6 +37,7 @@ PER_CONTROL_METRICS = (
     "FixesApplied",
     "FixesFailed",
     "FixesDeferred",
+    "StepsStopped",
 )
 ERROR_METRICS = ("PublishErrors", "EventsDropped")
 EVENT_METRICS = (
@@ -182,6 +183,7 @@ class OperationsDashboard(Construct):
             "FixesApplied": "Fixes applied (per control)",
             "FixesFailed": "Fixes failed (per control)",
             "FixesDeferred": "Fixes left to the next scan: out of time (per control)",
+            "StepsStopped": "Checks, fixes or findings stopped by a defect (per control)",
         }
         graphs = [
             cw.GraphWidget(title=titles[m], left=[_per_control(m)], width=12)

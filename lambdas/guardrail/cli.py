@@ -205,8 +205,8 @@ def name_crashes(reports: Iterable[ScanReport], err: TextIO) -> None:
     """Steps stopped by what is not an AWS error (the Lambdas fail the invocation for them):
     named on stderr; the exit code is then 1 (crashed_or_failed)."""
     for report in reports:
-        for crash in report.crashed:
-            print(f"guardrail: error: {crash}", file=err)
+        for stop in report.stopped:
+            print(f"guardrail: error: {stop}", file=err)
 
 
 def crashed_or_failed(report: ScanReport | None) -> bool:
@@ -247,7 +247,7 @@ def print_json(report: ScanReport, out: TextIO) -> None:
         "results": results,
         "fixes": [f.as_dict() for f in report.fixes],
         "published": published_dict(report.published),
-        "stopped": [str(s) for s in report.crashed],
+        "stopped": report.stopped,
     }
     json.dump(payload, out, indent=2, default=str)
     out.write("\n")

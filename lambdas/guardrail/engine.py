@@ -120,11 +120,16 @@ class ScanReport:
     crashed: list[Stop] = field(default_factory=list)
     # Controls whose check (or one of whose findings) stopped: a full scan does not archive
     # their stored findings as gone.
-    unjudged: list[str] = field(default_factory=list)
+    unjudged: set[str] = field(default_factory=set)
 
     @property
     def left_failed(self) -> list[Evaluation]:
         return [e for e in self.evaluations if e.left_failed]
+
+    @property
+    def stopped(self) -> list[str]:
+        """Each stop as one line (the CLI's JSON and stderr, the handlers' summary)."""
+        return [str(s) for s in self.crashed]
 
 
 class Guardrail:
@@ -187,7 +192,7 @@ class Guardrail:
                 results = control.check(snapshot, self.settings)
             except Exception as error:  # one control's defect never blinds the others
                 stopped(control, "check", error, report.crashed)
-                report.unjudged.append(control.id)
+                report.unjudged.add(control.id)
                 continue
             mode = self.settings.mode_for(control.id)
             failed = [r for r in results if r.status is Status.FAILED]
@@ -299,7 +304,7 @@ class Guardrail:
                 finding = self._finding(evaluation, control, snapshot, now)
             except Exception as error:  # that finding is left as stored, the others go in
                 stopped(control, "finding", error, report.crashed)
-                report.unjudged.append(control.id)
+                report.unjudged.add(control.id)
                 continue
             findings.append(finding)
             if evaluation.remediated:

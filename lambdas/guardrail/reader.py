@@ -538,6 +538,20 @@ class SnapshotReader:
             called = region if stays or name not in delivering else None
             try:
                 decisions = self._decide(role, actions, resources, wanted, with_core, called)
+                if (
+                    called is None
+                    and name in agents
+                    and any(
+                        decisions.get((a.lower(), instance_arn)) != "allowed" for a in AGENT_ACTIONS
+                    )
+                ):
+                    # The agent's calls stay here, delivery's may not: refused without the
+                    # region, they are asked again with it (one call, only then).
+                    decisions.update(
+                        self._simulate(
+                            role, list(AGENT_ACTIONS), [instance_arn], with_core, region
+                        )[0]
+                    )
             except ClientError as error:
                 if error_code(error) == "NoSuchEntity":
                     continue

@@ -263,6 +263,7 @@ def outcome_dict(outcome: EventOutcome) -> dict[str, Any]:
         ],
         "fixes": [f.as_dict() for f in report.fixes],
         "archived": [r.resource_id for r in outcome.archived],
+        "stopped": report.stopped,
         "published": None
         if published is None
         else {

@@ -33,7 +33,7 @@ class ControlCrashed(RuntimeError):
 
 def fail_if_crashed(report: ScanReport) -> None:
     if report.crashed:
-        raise ControlCrashed("see the log: " + "; ".join(map(str, report.crashed[:5])))
+        raise ControlCrashed("see the log: " + "; ".join(report.stopped[:5]))
 
 
 def report_counts(report: ScanReport) -> dict[str, Counter[str]]:
@@ -87,7 +87,7 @@ def summary(report: ScanReport) -> dict[str, Any]:
         "results": len(report.evaluations),
         "left_failed": len(report.left_failed),
         "fixes": Counter(f.outcome.value for f in report.fixes),
-        "stopped": [str(s) for s in report.crashed],
+        "stopped": report.stopped,
         "published": None
         if published is None
         else {

@@ -121,6 +121,7 @@ def test_a_check_that_stops_is_named_and_exits_1_though_nothing_failed(account, 
     assert code == 1
     assert f"guardrail: error: {SSH_CONTROL} check stopped: KeyError" in err
     assert json.loads(out)["results"] == []
+    assert json.loads(out)["stopped"] == [f"{SSH_CONTROL} check stopped: KeyError: 'IpPermissions'"]
 
 
 def test_enforce_without_the_role_fixs_settings_is_refused_before_any_change(exposed, monkeypatch):

@@ -378,6 +378,36 @@ def test_a_log_bucket_that_may_be_in_another_region_is_not_judged_as_in_this_one
     assert "s3:PutObject" in judged[LOGGING].reason
 
 
+def test_the_agents_calls_are_judged_in_their_region_beside_delivery_that_may_leave_it(
+    account, clients
+):
+    """A boundary allowing this region only, and sessions logged to the owners' bucket (whose
+    region is not read). The role's one simulation is not told the region, and the boundary
+    refuses the agent there: its calls, which stay in this region, are asked again with it
+    (one more call, for this role only) and are allowed. Delivery stays "may be refused"."""
+    create_preferences(account, {"s3BucketName": "owners-logs", "s3EncryptionEnabled": True})
+    boundary = policy(
+        account,
+        "regional",
+        {
+            "Effect": "Allow",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:RequestedRegion": "us-east-1"}},
+        },
+    )
+    account.role("app", CORE, profile="app", boundary=boundary)
+    inline(account, "app", "owners", {"Effect": "Allow", "Action": "s3:*", "Resource": "*"})
+    iid = account.instance(profile="app")
+    roles = simulated_roles(clients)
+
+    judged = verdicts(account.run(clients, "report", [ROLE, LOGGING], **OURS), iid)
+
+    assert judged[ROLE].status is Status.PASSED
+    assert judged[LOGGING].status is Status.FAILED
+    assert roles == ["app", "app"]
+
+
 @pytest.mark.parametrize(
     ("condition", "status"),
     [

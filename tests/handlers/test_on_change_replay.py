@@ -156,10 +156,22 @@ def test_cli_replay_names_a_fix_stopped_by_what_is_not_an_aws_error(
     path = write_event(tmp_path, world.event("state_change_running", {I1: instance}))
     cli_without_rule_ids(monkeypatch)
     out, err = io.StringIO(), io.StringIO()
-    argv = ["replay", path, "--mode", "enforce", "--no-publish", "--control", SSH]
+    argv = [
+        "replay",
+        path,
+        "--mode",
+        "enforce",
+        "--no-publish",
+        "--control",
+        SSH,
+        "--format",
+        "json",
+    ]
     code = run_replay(cli.build_parser().parse_args(argv), out, err, env={})
     assert code == 1
     assert f"guardrail: error: {SSH} fix stopped: KeyError" in err.getvalue()
+    outcome = json.loads(out.getvalue())
+    assert [s.split(":")[:2] for s in outcome["stopped"]] == [[f"{SSH} fix stopped", " KeyError"]]
 
 
 def test_cli_replay_of_an_iam_event_runs_in_every_covered_region(world: World, tmp_path):

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from guardrail.controls import REGISTRY
 from guardrail.controls.base import OUT_OF_TIME
-from guardrail.engine import ScanReport
+from guardrail.engine import ScanReport, Stop
 from guardrail.events import Change, DropKind, Dropped
 from guardrail.model import Outcome, Status
 from guardrail.replay import EventOutcome, RetryableEventError
+from guardrail.runtime import ControlCrashed
 from guardrail.scope import Scope
 
 from .conftest import MAIN, Synth
@@ -128,6 +129,10 @@ def emitted(
 
     report = _report()
     drift_scan.handle({}, SimpleNamespace(run=lambda scope, **_: report))  # type: ignore[arg-type]
+    stopped = _report()  # every control's check stopped: counted, then the invocation fails
+    stopped.crashed = [Stop(cid, "check", "KeyError: 'x'") for cid in REGISTRY]
+    with pytest.raises(ControlCrashed):
+        drift_scan.handle({}, SimpleNamespace(run=lambda scope, **_: stopped))  # type: ignore[arg-type]
     dropped = EventOutcome(Dropped("not an event", DropKind.MALFORMED))
     ignored = EventOutcome(Dropped("our own change", DropKind.OWN_CHANGE))
     deferred = EventOutcome(Dropped("more roles than an event evaluates", DropKind.DEFERRED))
