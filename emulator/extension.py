@@ -228,6 +228,14 @@ def condition_holds(
     return (None if None in verdicts else True), tuple(missing.values())
 
 
+def with_keys(keys: list[str], more: Iterable[str]) -> list[str]:
+    """`keys` and those of `more` not yet in it (key names are case-insensitive)."""
+    merged: dict[str, str] = {}
+    for key in [*keys, *more]:
+        merged.setdefault(key.lower(), key)
+    return list(merged.values())
+
+
 def statement_applies(
     statement: dict[str, Any],
     action: str,
@@ -268,7 +276,7 @@ def evaluate(
             if not isinstance(statement, dict) or not statement_covers(statement, action, resource):
                 continue
             holds, lacking = _holds(statement, context or {})
-            missing += [k for k in lacking if k.lower() not in {m.lower() for m in missing}]
+            missing = with_keys(missing, lacking)
             if not holds:
                 continue
             effect = str(statement.get("Effect", ""))
@@ -321,9 +329,7 @@ def simulate(
             entry: dict[str, Any] = {"EvalResourceName": resource}
             if boundary is not None:
                 bounded = evaluate(boundary, action, resource, context)
-                missing += [
-                    k for k in bounded.missing if k.lower() not in {m.lower() for m in missing}
-                ]
+                missing = with_keys(missing, bounded.missing)
                 entry["PermissionsBoundaryDecisionDetail"] = {
                     "AllowedByPermissionsBoundary": bounded.decision == "allowed"
                 }
@@ -346,12 +352,11 @@ def simulate(
             "MatchedStatements": worst["MatchedStatements"],
             "ResourceSpecificResults": specific,
         }
-        every_missing: dict[str, str] = {}  # key names are case-insensitive
+        every_missing: list[str] = []
         for entry in specific:
-            for key in entry.get("MissingContextValues", ()):
-                every_missing.setdefault(key.lower(), key)
+            every_missing = with_keys(every_missing, entry.get("MissingContextValues", []))
         if every_missing:
-            result["MissingContextValues"] = list(every_missing.values())
+            result["MissingContextValues"] = every_missing
         if len(resources) == 1:
             result["EvalResourceName"] = resources[0]
         if boundary is not None:

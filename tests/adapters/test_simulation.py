@@ -284,6 +284,20 @@ def app_role(account, *statements, boundary=None, path=None):
     return account.instance(profile="app")
 
 
+def regional_boundary(account, region):
+    """A permissions boundary allowing everything, in `region` only."""
+    return policy(
+        account,
+        "regional",
+        {
+            "Effect": "Allow",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
+        },
+    )
+
+
 @pytest.mark.parametrize(
     ("region", "status"),
     [("us-east-1", Status.PASSED), ("eu-west-1", Status.FAILED)],
@@ -295,17 +309,7 @@ def test_a_boundary_allowing_one_region_is_judged_in_the_region_the_agent_calls(
     """A permissions boundary allowing everything in one region only (a common delegation
     guard). Without the region in the simulation's context its Allow never matched, and a role
     in that very region read as refused by its boundary: FAILED, and its fixes SKIPPED."""
-    boundary = policy(
-        account,
-        "regional",
-        {
-            "Effect": "Allow",
-            "Action": "*",
-            "Resource": "*",
-            "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
-        },
-    )
-    iid = app_role(account, boundary=boundary)
+    iid = app_role(account, boundary=regional_boundary(account, region))
 
     judged = verdicts(account.run(clients, "report", [ROLE, LOGGING], **OURS), iid)
 
@@ -386,17 +390,7 @@ def test_the_agents_calls_are_judged_in_their_region_beside_delivery_that_may_le
     refuses the agent there: its calls, which stay in this region, are asked again with it
     (one more call, for this role only) and are allowed. Delivery stays "may be refused"."""
     create_preferences(account, {"s3BucketName": "owners-logs", "s3EncryptionEnabled": True})
-    boundary = policy(
-        account,
-        "regional",
-        {
-            "Effect": "Allow",
-            "Action": "*",
-            "Resource": "*",
-            "Condition": {"StringEquals": {"aws:RequestedRegion": "us-east-1"}},
-        },
-    )
-    account.role("app", CORE, profile="app", boundary=boundary)
+    account.role("app", CORE, profile="app", boundary=regional_boundary(account, "us-east-1"))
     inline(account, "app", "owners", {"Effect": "Allow", "Action": "s3:*", "Resource": "*"})
     iid = account.instance(profile="app")
     roles = simulated_roles(clients)
