@@ -118,13 +118,16 @@ class ScanReport:
     # fixes, a finding. What the others did is published; the handlers then fail the
     # invocation, so the Lambda's Errors alarm tells a person.
     crashed: list[Stop] = field(default_factory=list)
-    # Controls whose check (or one of whose findings) stopped: a full scan does not archive
-    # their stored findings as gone.
-    unjudged: set[str] = field(default_factory=set)
 
     @property
     def left_failed(self) -> list[Evaluation]:
         return [e for e in self.evaluations if e.left_failed]
+
+    @property
+    def unjudged(self) -> set[str]:
+        """Controls whose check (or one of whose findings) stopped: a full scan does not
+        archive their stored findings as gone."""
+        return {s.control for s in self.crashed if s.step in ("check", "finding")}
 
     @property
     def stopped(self) -> list[str]:
@@ -192,7 +195,6 @@ class Guardrail:
                 results = control.check(snapshot, self.settings)
             except Exception as error:  # one control's defect never blinds the others
                 stopped(control, "check", error, report.crashed)
-                report.unjudged.add(control.id)
                 continue
             mode = self.settings.mode_for(control.id)
             failed = [r for r in results if r.status is Status.FAILED]
@@ -304,7 +306,6 @@ class Guardrail:
                 finding = self._finding(evaluation, control, snapshot, now)
             except Exception as error:  # that finding is left as stored, the others go in
                 stopped(control, "finding", error, report.crashed)
-                report.unjudged.add(control.id)
                 continue
             findings.append(finding)
             if evaluation.remediated:

@@ -532,19 +532,13 @@ class SnapshotReader:
             if name in delivering:
                 actions += sorted({a for a, _ in pairs})
                 resources += sorted({r for _, r in pairs})
-            wanted = [(a.lower(), instance_arn) for a in AGENT_ACTIONS] if name in agents else []
-            wanted += [(a.lower(), r) for a, r in pairs] if name in delivering else []
+            agent = [(a.lower(), instance_arn) for a in AGENT_ACTIONS] if name in agents else []
+            wanted = agent + ([(a.lower(), r) for a, r in pairs] if name in delivering else [])
             with_core = name in agents and agents[name][2]
             called = region if stays or name not in delivering else None
             try:
                 decisions = self._decide(role, actions, resources, wanted, with_core, called)
-                if (
-                    called is None
-                    and name in agents
-                    and any(
-                        decisions.get((a.lower(), instance_arn)) != "allowed" for a in AGENT_ACTIONS
-                    )
-                ):
+                if called is None and any(decisions.get(p) != "allowed" for p in agent):
                     # The agent's calls stay here, delivery's may not: refused without the
                     # region, they are asked again with it (one call, only then).
                     decisions.update(
