@@ -103,6 +103,31 @@ def test_a_re_check_that_stops_keeps_the_fix_and_is_counted(account, clients, mo
     assert summary(report)["stopped"] == [stop]
 
 
+def test_a_fix_that_stops_after_writing_the_preferences_keeps_their_record(
+    account, clients, monkeypatch
+):
+    """The fix stops on a defect after the preferences are written (while naming what it held
+    back): the write's record stands (what was there before, what is there now), rather than a
+    bare "remediate FAILED" for a change that was made."""
+    from guardrail.controls import session_logging
+
+    def stops(*_: object) -> str:
+        raise TypeError("after the write")
+
+    monkeypatch.setattr(session_logging, "foreign_group_left", stops)
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+
+    assert preferences(account)["s3BucketName"] == "guardrail-logs"
+    (fix,) = region_fix(report)
+    assert (fix.action, fix.outcome, fix.before) == (
+        "create Session Manager preferences",
+        Outcome.APPLIED,
+        None,
+    )
+    assert fix.after["s3BucketName"] == "guardrail-logs"
+    assert report.stopped == [f"{LOGGING} fix stopped: TypeError: after the write"]
+
+
 def test_update_keeps_owner_inputs_and_becomes_the_default_version(account, clients):
     owners = {
         "runAsEnabled": True,

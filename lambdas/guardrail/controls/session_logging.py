@@ -567,20 +567,20 @@ class SessionLogging:
         if prefs is not None and any(r.resource_type is ResourceType.ACCOUNT for r in failed):
             account = snapshot.account_id
             held = holds(prefs, ctx.settings, blocked, snapshot.full)
-            fixed = [self._fix_preferences(prefs, account, ctx, held=held)]
-            if fixed[0].outcome.ok:
+            # Recorded first, and at once: a stop after the write keeps its record.
+            records.insert(0, fixed := self._fix_preferences(prefs, account, ctx, held=held))
+            if fixed.outcome.ok:
                 # Logging is on; what is held, or a foreign group's encryption, is not: the
                 # region's result stays FAILED (LOW).
                 left = {h.action: held[h.input] for h in HOLDS if h.input in held}
                 if foreign := foreign_group_left(prefs, ctx.settings):
                     left["turn on cloudWatchEncryptionEnabled"] = foreign
-                fixed += [
+                records[1:1] = [
                     FixRecord(
                         self.id, account, action, Outcome.SKIPPED, reason=why, covers=(account,)
                     )
                     for action, why in left.items()
                 ]
-            records[:0] = fixed
         return records
 
     def _fix_preferences(
