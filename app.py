@@ -35,18 +35,20 @@ class StackPlan:
 
 def plan(config: GuardrailConfig, default_region: str | None) -> list[StackPlan]:
     """Which stacks to build: one per guarded region, and a forwarder in the IAM event region
-    whenever a guarded region is not that region (IAM's events reach only us-east-1)."""
+    whenever a guarded region is not that region (IAM's events reach only us-east-1).
+
+    With `regions` the forwarder serves them all. Without, the app knows only the CLI's region,
+    so its forwarder is named after it: deploying region by region adds one forwarder per
+    region instead of replacing the last region's (which would cut the others off IAM's events).
+    """
     regions = list(config.regions) or ([default_region] if default_region else [])
     if not regions:
         return [StackPlan(STACK_PREFIX, None, "guardrail")]
     stacks = [StackPlan(f"{STACK_PREFIX}-{r}", r, "guardrail") for r in regions]
     elsewhere = tuple(r for r in regions if r != config.iam_event_region)
     if elsewhere:
-        stacks.append(
-            StackPlan(
-                f"{STACK_PREFIX}-IamEvents", config.iam_event_region, "iam-forwarder", elsewhere
-            )
-        )
+        name = f"{STACK_PREFIX}-IamEvents" + ("" if config.regions else f"-{elsewhere[0]}")
+        stacks.append(StackPlan(name, config.iam_event_region, "iam-forwarder", elsewhere))
     return stacks
 
 

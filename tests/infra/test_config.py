@@ -233,9 +233,25 @@ def test_plan_uses_the_cli_region_when_no_regions_are_given() -> None:
     stacks = plan(config(), "eu-west-1")
     assert [(p.stack_id, p.region, p.kind) for p in stacks] == [
         ("SsmGuardrail-eu-west-1", "eu-west-1", "guardrail"),
-        ("SsmGuardrail-IamEvents", "us-east-1", "iam-forwarder"),
+        ("SsmGuardrail-IamEvents-eu-west-1", "us-east-1", "iam-forwarder"),
     ]
     assert stacks[1].forward_to == ("eu-west-1",)
+
+
+def test_deploying_region_by_region_keeps_every_regions_forwarder() -> None:
+    """`cdk deploy --all` from a shell in eu-west-1, then from one in eu-central-1: each deploy's
+    forwarder is its own stack, so the second does not replace the first and leave eu-west-1
+    without IAM's events (only the hourly drift scan would see a detached core policy)."""
+    forwarders = {
+        (p.stack_id, p.forward_to)
+        for region in ("eu-west-1", "eu-central-1")
+        for p in plan(config(), region)
+        if p.kind == "iam-forwarder"
+    }
+    assert forwarders == {
+        ("SsmGuardrail-IamEvents-eu-west-1", ("eu-west-1",)),
+        ("SsmGuardrail-IamEvents-eu-central-1", ("eu-central-1",)),
+    }
 
 
 def test_plan_forwards_iam_events_only_to_regions_other_than_us_east_1() -> None:
@@ -247,7 +263,7 @@ def test_plan_forwards_iam_events_only_to_regions_other_than_us_east_1() -> None
     ]
     forwarders = [p for p in stacks if p.kind == "iam-forwarder"]
     assert len(forwarders) == 1
-    assert forwarders[0].region == "us-east-1"
+    assert (forwarders[0].stack_id, forwarders[0].region) == ("SsmGuardrail-IamEvents", "us-east-1")
     assert forwarders[0].forward_to == ("eu-west-1", "ap-southeast-2")
 
 
