@@ -107,6 +107,9 @@ class Change:
     region: str | None = None  # the event's region (us-east-1 for IAM)
     actor: str | None = None
     global_service: bool = False  # IAM: evaluate in the receiving function's region
+    # The AWS service that made the call for the actor (userIdentity.invokedBy), e.g.
+    # cloudformation.amazonaws.com for a stack's own changes.
+    invoked_by: str | None = None
 
     def as_log(self) -> dict[str, Any]:
         s = self.scope
@@ -114,6 +117,7 @@ class Change:
             "event_name": self.event_name,
             "event_id": self.event_id,
             "actor": self.actor,
+            "invoked_by": self.invoked_by,
             "instance_ids": sorted(s.instance_ids),
             "interface_ids": sorted(s.interface_ids),
             "group_ids": sorted(s.group_ids),
@@ -598,6 +602,7 @@ def parse_event(
         event_region,
         actors[-1] if actors else None,  # the caller's own ARN (e.g. the person's session)
         global_service,
+        _str(_dict(detail.get("userIdentity")).get("invokedBy")) or None,
     )
 
 

@@ -20,6 +20,9 @@ from .model import ResourceType, Result
 from .publisher import THROTTLING
 from .reader import ScopeTooBroad
 
+# CloudTrail's userIdentity.invokedBy on the calls CloudFormation makes for a stack.
+CLOUDFORMATION = "cloudformation.amazonaws.com"
+
 # Error codes (and botocore exception names) meaning "AWS was unavailable or throttled us after
 # botocore's own retries": the event is raised, so Lambda runs it again later (the path is
 # idempotent), then dead-letters it.
@@ -187,14 +190,20 @@ def process_event(
         notes.append(f"event from account {account}, evaluated in account {home_account}")
         account = home_account
     own_policy = settings.log_delivery_policy_arn
-    if own_policy and parsed.scope.policy_arns and parsed.scope.policy_arns <= {own_policy}:
-        # CloudFormation makes a new default version of it whenever a stack update changes it,
-        # as the deploying principal: every role the guardrail gave it, in every region, would be
-        # read again in one on-change run. Its stack owns it; the drift scan judges its roles.
+    if (
+        own_policy
+        and parsed.invoked_by == CLOUDFORMATION
+        and parsed.scope.policy_arns
+        and parsed.scope.policy_arns <= {own_policy}
+    ):
+        # CloudFormation makes a new default version of it whenever a stack update changes it:
+        # every role the guardrail gave it, in every region, would be read again in one
+        # on-change run. Its stack owns it; the drift scan judges its roles. Anyone else's edit
+        # (a Deny added by hand) is judged now, like any policy's.
         return EventOutcome(
             Dropped(
-                "the guardrail's own log-delivery policy: its stack changes it, and the drift "
-                "scan judges the roles it is attached to",
+                "the guardrail's own log-delivery policy, changed by its stack "
+                "(CloudFormation): the drift scan judges the roles it is attached to",
                 DropKind.IRRELEVANT,
                 parsed.event_name,
                 parsed.event_id,

@@ -1287,23 +1287,59 @@ def test_a_policy_no_role_uses_costs_one_call_and_publishes_nothing(world):
     assert world.findings() == {}
 
 
+def by_cloudformation(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as CloudTrail records a call CloudFormation made for a stack."""
+    detail = event["detail"]
+    detail["userIdentity"]["invokedBy"] = "cloudformation.amazonaws.com"
+    detail["sourceIPAddress"] = detail["userAgent"] = "cloudformation.amazonaws.com"
+    return event
+
+
 def test_the_guardrails_own_delivery_policy_edited_by_its_stack_is_left_to_the_drift_scan(world):
     """A stack update that changes the guardrail's log-delivery policy makes a new default
-    version of it, as the deploying principal (CloudFormation), not the guardrail: forwarded to
-    every region, it would read every role the guardrail gave it, in one on-change run each.
+    version of it (CloudFormation, for the deploying principal), not the guardrail: forwarded
+    to every region, it would read every role the guardrail gave it, in one on-change run each.
     Dropped without a call; the same event about a team's policy is evaluated."""
     world.app_role(delivery_inline=False)
     world.launch(profile="app-profile")
     world.iam.attach_role_policy(RoleName="app-role", PolicyArn=world.delivery_policy)
     team = f"arn:aws:iam::{ACCOUNT}:policy/app-policy"  # the fixture's policy
+    event = by_cloudformation(
+        world.event("iam_create_policy_version", {team: world.delivery_policy})
+    )
 
-    result = world.deliver("iam_create_policy_version", {team: world.delivery_policy})
+    result = world.deliver(event)
 
     assert result["dropped"] == "irrelevant" and "own log-delivery policy" in result["reason"]
     assert sum(world.calls.values()) == 0
     world.iam.create_policy(PolicyName="app-policy", PolicyDocument=TEAM_POLICY)
-    assert "dropped" not in world.deliver("iam_create_policy_version")
+    assert "dropped" not in world.deliver(
+        by_cloudformation(world.event("iam_create_policy_version"))
+    )
     assert world.calls["iam:ListEntitiesForPolicy"] == 1
+
+
+def test_a_persons_edit_of_the_guardrails_delivery_policy_is_judged_at_once(world):
+    """Someone edits the guardrail's own log-delivery policy by hand (a new default version
+    without s3:PutObject, from the CLI): not its stack, so not left to the drift scan. Every
+    role carrying it is judged within the event: FAILED, the delivery denied named."""
+    world.app_role(delivery_inline=False)
+    (instance,) = world.launch(profile="app-profile")
+    world.iam.attach_role_policy(RoleName="app-role", PolicyArn=world.delivery_policy)
+    world.iam.create_policy_version(
+        PolicyArn=world.delivery_policy, PolicyDocument=DENY_DELIVERY, SetAsDefault=True
+    )
+    team = f"arn:aws:iam::{ACCOUNT}:policy/app-policy"
+    event = world.event("iam_create_policy_version", {team: world.delivery_policy})
+    assert "invokedBy" not in event["detail"]["userIdentity"]
+
+    result = world.deliver(event, mode="report")
+
+    assert "dropped" not in result, result
+    assert world.calls["iam:ListEntitiesForPolicy"] == 1
+    logging = world.finding("ssm-session-logging", instance)
+    assert logging["Compliance"]["Status"] == "FAILED"
+    assert "not allowed s3:PutObject" in logging["Description"]
 
 
 def test_a_boundary_policy_edited_in_place_fails_the_role_it_bounds(world):
