@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import sys
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -181,24 +182,43 @@ def run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def emit(out: TextIO, write: Callable[[TextIO], None]) -> None:
-    """Print the results. A reader that stops early (`| head`) has what it wanted: the command
-    goes on and its result still decides the exit code."""
-    try:
-        write(out)
-        out.flush()
-    except BrokenPipeError:
-        quiet_if_closed(out)
+    """Print the results and flush them (main's streams take a reader that has left)."""
+    write(out)
+    out.flush()
 
 
-def quiet_if_closed(*streams: TextIO) -> None:
-    """Point each stream whose reader has gone at /dev/null, so that neither Python's flush at
-    exit fails nor a healthy stream loses what it still holds."""
-    for stream in streams:
+class ReaderMayLeave(io.TextIOBase):
+    """A stream whose reader may stop early (`| head`, `2>&1 | head`): it had what it wanted.
+    From then on what is written goes nowhere, so the command goes on and its result still
+    decides the exit code. The stream itself is pointed at /dev/null, so that neither Python's
+    flush at exit fails nor the stream loses what it still holds."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream, self.gone = stream, False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._quietly(lambda: self.stream.write(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._quietly(self.stream.flush)
+
+    def _quietly(self, act: Callable[[], object]) -> None:
+        if self.gone:
+            return
         try:
-            stream.flush()
+            act()
         except BrokenPipeError:
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            self.gone = True
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
 
 
 def name_crashes(reports: Iterable[ScanReport], err: TextIO) -> None:
@@ -320,7 +340,7 @@ class LogLine(logging.Formatter):
 def main(
     argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
-    out, err = out or sys.stdout, err or sys.stderr
+    out, err = (cast(TextIO, ReaderMayLeave(s)) for s in (out or sys.stdout, err or sys.stderr))
     handler = logging.StreamHandler(err)
     handler.setFormatter(LogLine())
     engine_log = logging.getLogger("guardrail")
@@ -342,9 +362,6 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
         result = run_scan(args, out, err) if args.command == "scan" else run_replay(args, out, err)
         out.flush()  # a reader that has left shows here, not in Python's flush at exit
         return result
-    except BrokenPipeError:  # stderr's reader left too (emit() handles stdout's alone)
-        quiet_if_closed(out, err)
-        return 141  # as a Unix tool stopped by SIGPIPE
     except KeyboardInterrupt:
         return 130
     except (UsageError, SettingsError) as error:

@@ -432,6 +432,29 @@ def test_security_hub_problems_reach_stderr_when_stdout_is_cut_short():
     assert code == 2 and "Security Hub is not enabled" in err.getvalue()
 
 
+@pytest.mark.usefixtures("hub_not_enabled")
+def test_a_setup_error_still_exits_2_when_stderr_is_cut_short_too():
+    """`guardrail scan 2>&1 | head -0`: the one-line message has nowhere to go, but the exit
+    code still says "setup error" (2), not "something left FAILED" (1)."""
+    assert main(["scan", "--region", "us-east-1"], out=ClosedPipe(), err=ClosedPipe()) == 2
+
+
+def test_a_stop_still_exits_1_when_both_streams_are_cut_short(account, monkeypatch):
+    """A stop is logged and named on stderr mid-run; with that reader gone too, the command
+    still ends as the run decides (1), not as a tool killed by SIGPIPE (141)."""
+    from guardrail.controls.ssh_open import SshOpenToInternet
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    account.group(OPEN_SSH)
+
+    def stops(*_: object) -> None:
+        raise KeyError("IpPermissions")
+
+    monkeypatch.setattr(SshOpenToInternet, "check", stops)
+    argv = ["scan", "--no-publish", "--control", SSH_CONTROL]
+    assert main(argv, out=ClosedPipe(), err=ClosedPipe()) == 1
+
+
 def test_an_endpoint_that_drops_every_connection_fails_fast(monkeypatch):
     """The first call (STS, the account) meets a server that closes every connection: exit 2
     after two tries, not after the nine (and up to a minute of backoff) the scan's other calls
