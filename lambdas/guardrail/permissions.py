@@ -8,10 +8,6 @@ from __future__ import annotations
 from .controls import REGISTRY
 from .controls.base import Permission
 
-ENGINE_PERMISSIONS: tuple[Permission, ...] = (
-    Permission(("sts:GetCallerIdentity",), why="account id for finding ids (CLI only)"),
-)
-
 PUBLISH_PERMISSIONS: tuple[Permission, ...] = (
     Permission(
         ("securityhub:BatchImportFindings",),
@@ -33,7 +29,9 @@ PUBLISH_PERMISSIONS: tuple[Permission, ...] = (
 
 def required_permissions() -> list[Permission]:
     """Read and fix permissions of every registered control, then the publisher's."""
-    permissions: list[Permission] = list(ENGINE_PERMISSIONS)
+    # The CLI's sts:GetCallerIdentity needs none (STS answers it whatever IAM says); the Lambdas
+    # take the account from their own ARN and never call it.
+    permissions: list[Permission] = []
     for control in REGISTRY.values():
         permissions.extend(control.read_permissions)
         permissions.extend(control.fix_permissions)

@@ -69,7 +69,9 @@ def engine_calls() -> dict[str, set[str]]:
     return calls
 
 
-CALLS = engine_calls()
+# GetCallerIdentity (the CLI's account id) needs no permission: STS answers it even under an
+# explicit Deny. The Lambdas take the account from their ARN (test_on_change_calls: no STS call).
+CALLS = {a: f for a, f in engine_calls().items() if a != "sts:GetCallerIdentity"}
 
 
 def _granted(synth: Synth) -> dict[str, set[str]]:
@@ -108,6 +110,13 @@ def test_every_call_the_engine_makes_is_granted_to_the_lambdas_that_make_it(
     needed_by = [ON_CHANGE.handler] + ([] if action in EVENTS_ONLY else [DRIFT_SCAN.handler])
     missing = [handler for handler in needed_by if action not in granted[handler]]
     assert missing == [], f"{action} (called in {sorted(CALLS[action])}) is not granted"
+
+
+def test_the_lambdas_are_granted_nothing_of_sts(synth: Synth) -> None:
+    """They never call STS (the account comes from their ARN), and GetCallerIdentity, the one
+    call the CLI makes, needs no grant: none is given."""
+    granted = granted_by_handler(synth.templates[MAIN])
+    assert {a for actions in granted.values() for a in actions if a.startswith("sts:")} == set()
 
 
 def _statements(synth: Synth, action: str) -> list[dict[str, Any]]:
