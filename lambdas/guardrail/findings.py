@@ -273,6 +273,17 @@ def build_finding(
     elif group is not None and result.resource_type is ResourceType.SECURITY_GROUP:
         details, omitted = group_details(group)
         resource["Details"] = {"AwsEc2SecurityGroup": details}
+    if remediated:
+        # The resource was read before its fix: what the fix changed (the group's rules, the
+        # instance's profile) is left out rather than shown as it was; the next read adds it.
+        left_out = {
+            name
+            for details in resource.get("Details", {}).values()
+            for name in control.fix_changes
+            if details.pop(name, None) is not None
+        }
+        if "IpPermissions" in left_out:
+            omitted = 0  # no rule is shown, so none is counted as left out
     if not any(resource.get("Details", {}).values()):
         resource.pop("Details", None)
 

@@ -48,6 +48,7 @@ class LoggingControl:
     finding_types = ("Software and Configuration Checks/AWS Security Best Practices",)
     recommendation = "Set Session Manager preferences to log to S3 or CloudWatch Logs."
     recommendation_url = "https://docs.aws.amazon.com/systems-manager/latest/userguide/"
+    fix_changes: tuple[str, ...] = ()
 
 
 def result(
@@ -285,6 +286,40 @@ def test_a_group_with_a_thousand_rules_still_fits_and_says_what_was_left_out() -
     )  # fmt: skip
     assert_valid(finding)
     assert finding["ProductFields"]["ssm-guardrail/IpPermissionsOmitted"] == "800"
+
+
+def test_a_fixed_group_does_not_show_the_rules_it_had_before_the_fix() -> None:
+    """The group was read before its fix: a PASSED finding listing 0.0.0.0/0 on port 22 would
+    contradict itself. Its rules are left out (the next read shows them), and so is the count
+    of rules left out for size; the rest of the group stays."""
+    rules = tuple(
+        SecurityGroupRule(f"sgr-{n}", "sg-1", "tcp", n, n, cidr_ipv4="10.0.0.0/8")
+        for n in range(1000, 2000)
+    )
+    big = replace(GROUP, rules=GROUP.rules + rules)
+    group = result(ResourceType.SECURITY_GROUP, "sg-1", severity="HIGH")
+    fixed = build_finding(group, SSH_OPEN, generated_at=NOW, group=big, remediated=True)
+    details = fixed["Resources"][0]["Details"]["AwsEc2SecurityGroup"]
+    assert "IpPermissions" not in details and details["GroupId"] == "sg-1"
+    assert "ssm-guardrail/IpPermissionsOmitted" not in fixed["ProductFields"]
+    assert_valid(fixed)
+    found = build_finding(group, SSH_OPEN, generated_at=NOW, group=big)
+    assert found["Resources"][0]["Details"]["AwsEc2SecurityGroup"]["IpPermissions"]
+
+
+def test_a_fixed_role_finding_does_not_show_the_profile_read_before_the_fix() -> None:
+    """The role fix may have associated another profile: the instance's profile as read is left
+    out of the fixed finding. A fixed SSH finding of the same instance keeps it (SSH's fix
+    changes rules, not the instance)."""
+    from guardrail.controls.ssm_role import SSM_ROLE
+
+    role = result(control=SSM_ROLE.id, severity="MEDIUM", reason="no instance profile")
+    fixed = build_finding(role, SSM_ROLE, generated_at=NOW, instance=INSTANCE, remediated=True)
+    details = fixed["Resources"][0]["Details"]["AwsEc2Instance"]
+    assert "IamInstanceProfileArn" not in details and details["VpcId"] == "vpc-1"
+    assert_valid(fixed)
+    ssh = build_finding(result(), SSH_OPEN, generated_at=NOW, instance=INSTANCE, remediated=True)
+    assert "IamInstanceProfileArn" in ssh["Resources"][0]["Details"]["AwsEc2Instance"]
 
 
 def test_the_account_finding_uses_the_asff_account_resource() -> None:

@@ -86,6 +86,8 @@ class Control(Protocol):
     def fix_permissions(self) -> tuple[Permission, ...]: ...  # empty only with `no_fix_reason`
     @property
     def no_fix_reason(self) -> str: ...
+    @property
+    def fix_changes(self) -> tuple[str, ...]: ...  # ASFF Details fields its fixes change
 
     def check(self, snapshot: AccountSnapshot, settings: Settings) -> list[Result]: ...
 

@@ -390,6 +390,7 @@ class SessionLogging:
         ),
     )
     no_fix_reason = ""
+    fix_changes: tuple[str, ...] = ()  # its resource, the account, carries no details
 
     def check(self, snapshot: AccountSnapshot, settings: Settings) -> list[Result]:
         prefs = snapshot.session_preferences

@@ -377,6 +377,7 @@ class SshOpenToInternet:
         ),
     )
     no_fix_reason = ""
+    fix_changes: tuple[str, ...] = ("IpPermissions",)  # the group's rules
 
     def check(self, snapshot: AccountSnapshot, settings: Settings) -> list[Result]:
         offending: dict[str, list[SecurityGroupRule]] = {

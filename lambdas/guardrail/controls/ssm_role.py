@@ -298,6 +298,7 @@ class SsmInstanceRole:
         ),
     )
     no_fix_reason = ""
+    fix_changes: tuple[str, ...] = ("IamInstanceProfileArn",)  # the profile associated
 
     def check(self, snapshot: AccountSnapshot, settings: Settings) -> list[Result]:
         results = []
