@@ -342,6 +342,7 @@ def main(
 ) -> int:
     out, err = (cast(TextIO, ReaderMayLeave(s)) for s in (out or sys.stdout, err or sys.stderr))
     handler = logging.StreamHandler(err)
+    handler.setLevel(logging.WARNING)  # warnings and errors, one line each: not the fix log
     handler.setFormatter(LogLine())
     engine_log = logging.getLogger("guardrail")
     engine_log.addHandler(handler)

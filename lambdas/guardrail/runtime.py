@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Any
 
@@ -11,6 +12,19 @@ from .engine import Guardrail, ScanReport
 from .model import Outcome, Status
 from .publisher import FindingPublisher
 from .settings import Settings
+
+PACKAGE = __name__.split(".")[0]  # guardrail: the engine's loggers are its children
+
+
+def log_engine_through(logger: Any) -> None:
+    """The engine's loggers (`guardrail.*`) write through the handler's Powertools logger: JSON
+    with their `extra` fields (each fix's record: what changed, before and after), at its level,
+    and only there. Left alone, in Lambda they reach only the runtime's root logger, which keeps
+    WARNING and up without their fields: the fix records were never in the log."""
+    from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+    logging.getLogger(PACKAGE)  # registered, so the copy finds it
+    copy_config_to_registered_loggers(source_logger=logger, include={PACKAGE})
 
 
 def build_guardrail(invoked_function_arn: str = "") -> Guardrail:

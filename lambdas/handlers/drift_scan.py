@@ -16,12 +16,19 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from guardrail.controls.base import OUT_OF_TIME
 from guardrail.engine import Guardrail
-from guardrail.runtime import build_guardrail, fail_if_crashed, record_metrics, summary
+from guardrail.runtime import (
+    build_guardrail,
+    fail_if_crashed,
+    log_engine_through,
+    record_metrics,
+    summary,
+)
 from guardrail.scope import Scope
 
 PUBLISH_RESERVE_SECONDS, PUBLISH_RESERVE_SHARE = 120.0, 0.3
 
 logger = Logger()
+log_engine_through(logger)
 metrics = Metrics()
 tracer = Tracer()
 

@@ -18,9 +18,16 @@ from aws_lambda_powertools.metrics import MetricUnit
 from guardrail.engine import Guardrail
 from guardrail.events import DropKind
 from guardrail.replay import RetryableEventError, process_event
-from guardrail.runtime import build_guardrail, fail_if_crashed, record_metrics, summary
+from guardrail.runtime import (
+    build_guardrail,
+    fail_if_crashed,
+    log_engine_through,
+    record_metrics,
+    summary,
+)
 
 logger = Logger()
+log_engine_through(logger)
 metrics = Metrics()
 tracer = Tracer()
 

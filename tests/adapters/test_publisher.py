@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -144,7 +145,7 @@ def test_only_the_rejected_findings_are_retried(stubbed: Any, clock: FakeClock) 
 
 
 def test_findings_still_rejected_after_max_attempts_are_reported_and_logged(
-    stubbed: Any, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    stubbed: Any, clock: FakeClock
 ) -> None:
     client, stubber = stubbed
     batch = findings(3)
@@ -162,14 +163,21 @@ def test_findings_still_rejected_after_max_attempts_are_reported_and_logged(
         client, sleep=clock.sleep, monotonic=clock.monotonic, max_attempts=3
     )
 
-    with caplog.at_level(logging.ERROR, logger="guardrail.publisher"):
+    # Read at the publisher's logger: in Lambda the engine's loggers write through the
+    # handlers' Powertools logger and do not propagate to the root, where caplog listens.
+    captured = logging.handlers.BufferingHandler(100)
+    publisher_log = logging.getLogger("guardrail.publisher")
+    publisher_log.addHandler(captured)
+    try:
         summary = publisher.publish(batch)
+    finally:
+        publisher_log.removeHandler(captured)
 
     assert summary.imported == 2 and not summary.ok
     assert summary.failed == [
         {"Id": bad, "ErrorCode": "InternalFailure", "ErrorMessage": f"InternalFailure for {bad}"}
     ]
-    logged = [r for r in caplog.records if r.getMessage() == "findings not imported"]
+    logged = [r for r in captured.buffer if r.getMessage() == "findings not imported"]
     assert logged and logged[0].error_codes == {"InternalFailure": 1} and logged[0].ids == [bad]
 
 
