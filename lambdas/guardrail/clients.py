@@ -12,11 +12,15 @@ from botocore.config import Config
 
 from . import __version__
 
+# Nine tries ride out IAM's throttling in a drift scan. Each waits at most 5 s to connect and
+# 10 s for an answer (AWS answers these calls in a second or two): a call that never answers
+# gives up within 9 x 15 s plus botocore's backoff (at most 91 s), about 4 minutes, inside the
+# on-change Lambda's 5 and the 4.5 the drift scan keeps for publishing. With 30 s it took 5.5.
 CONFIG = Config(
     retries={"mode": "adaptive", "max_attempts": 8},
     user_agent_extra=f"ssm-guardrail/{__version__}",
     connect_timeout=5,
-    read_timeout=30,
+    read_timeout=10,
 )
 # The publisher paces Security Hub and retries throttling itself (5 attempts, with backoff in the
 # caller's clock); stacked on the 9 tries above (max_attempts counts retries), one throttled batch

@@ -722,3 +722,27 @@ def test_cli_settings_output_lets_guardrail_scan_judge_and_fix_as_the_lambdas_do
     # The deployment enforces every control here; the CLI with these settings still reports.
     literal = Settings.from_env({k: v for k, v in pairs.items() if "<" not in v})
     assert {literal.mode_for(c) for c in REGISTRY} == {"report"}
+
+
+def _longest_call(config: Any) -> float:
+    """Seconds one AWS call that never answers can take: every try waits out the connect and
+    read timeouts, and botocore waits up to min(2^(n-1), 20) s before retry n."""
+    retries = config.retries
+    tries = retries.get("total_max_attempts") or retries["max_attempts"] + 1
+    backoff = sum(min(2 ** (n - 1), 20) for n in range(1, tries))
+    return float(tries * (config.connect_timeout + config.read_timeout) + backoff)
+
+
+def test_a_call_that_never_answers_gives_up_before_the_lambdas_do() -> None:
+    """A hung endpoint (a connection accepted, no answer): botocore gives up, so the on-change
+    Lambda fails as retryable on its own rather than being killed at its timeout, and a fix the
+    drift scan started at its deadline still leaves time to publish (its reserve at 15 minutes)."""
+    from guardrail.clients import CONFIG, SECURITY_HUB_CONFIG, STS_CONFIG
+    from handlers.drift_scan import PUBLISH_RESERVE_SECONDS, PUBLISH_RESERVE_SHARE
+
+    from stacks.functions import DRIFT_SCAN, ON_CHANGE
+
+    longest = max(_longest_call(c) for c in (CONFIG, SECURITY_HUB_CONFIG, STS_CONFIG))
+    assert longest == 9 * 15 + 91
+    reserve = max(PUBLISH_RESERVE_SECONDS, PUBLISH_RESERVE_SHARE * DRIFT_SCAN.timeout.to_seconds())
+    assert longest < ON_CHANGE.timeout.to_seconds() and longest < reserve
