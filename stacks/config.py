@@ -242,6 +242,10 @@ class GuardrailConfig:
     on_change_concurrency: int = field(
         default=5, metadata={"key": "onChangeConcurrency", "parse": _int}
     )
+    # The drift scan holds the whole account-region: about 910 MB at 20,000 instances.
+    drift_scan_memory_mb: int = field(
+        default=1024, metadata={"key": "driftScanMemoryMb", "parse": _int}
+    )
     insight_scope: str = field(default="account", metadata={"key": "insightScope", "parse": _str})
 
     def __post_init__(self) -> None:
@@ -315,6 +319,8 @@ class GuardrailConfig:
                 f"context 'findingRefreshDays' must be 0 (every scan) to "
                 f"{MAX_FINDING_REFRESH_DAYS}: Security Hub deletes findings not updated for 90 days"
             )
+        if not 128 <= self.drift_scan_memory_mb <= 10240:
+            raise ConfigError("context 'driftScanMemoryMb' must be 128 to 10240 (Lambda's range)")
         if self.insight_scope not in INSIGHT_SCOPES:
             raise ConfigError(f"context 'insightScope' must be one of {INSIGHT_SCOPES}")
 

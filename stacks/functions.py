@@ -4,7 +4,7 @@ IAM generated from the engine's declared permissions."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aws_cdk import Aws, CfnParameter, Duration, RemovalPolicy, Stack
@@ -220,9 +220,10 @@ class GuardrailFunctions(Construct):
             DRIFT_SCAN.construct_id: config.drift_scan_concurrency,
             ON_CHANGE.construct_id: config.on_change_concurrency,
         }
+        specs = (replace(DRIFT_SCAN, memory_mb=config.drift_scan_memory_mb), ON_CHANGE)
         self.log_groups: dict[str, logs.LogGroup] = {}
         self.functions: dict[str, lambda_.Function] = {}
-        for spec in (DRIFT_SCAN, ON_CHANGE):
+        for spec in specs:
             self.functions[spec.construct_id] = self._function(
                 spec, config.function_log_retention_days, concurrency[spec.construct_id]
             )

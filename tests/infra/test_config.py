@@ -154,6 +154,8 @@ def test_cli_strings_are_parsed_like_cdk_json_values() -> None:
         ("modifyExistingRoles", "maybe"),
         ("equivalentPolicyArns", "AmazonSSMManagedInstanceCore"),
         ("onChangeConcurrency", "-1"),
+        ("driftScanMemoryMb", "64"),  # Lambda's range is 128-10240
+        ("driftScanMemoryMb", "20000"),
         ("insightScope", "world"),
         ("findingRefreshDays", "61"),
         ("findingRefreshDays", "-1"),
