@@ -148,6 +148,24 @@ def test_delivery_requirements_cover_s3_logs_and_kms():
     assert pairs["kms:GenerateDataKey"] == KEY and pairs["kms:Decrypt"] == KEY
 
 
+def test_the_guardrails_bucket_key_is_needed_for_multipart_uploads_too():
+    """The owners' own key for sessions, the guardrail's SSE-KMS bucket for logs: the role needs
+    the bucket's key as well, for the data key of each object and, for the multipart upload of
+    a log over 5 MB, to decrypt it (S3 asks KMS as the role)."""
+    owners = "arn:aws:kms:eu-west-1:111122223333:key/owners"
+    prefs = SessionPreferences(True, {"kmsKeyId": owners})
+    required = delivery_requirements(
+        delivery_target(prefs, OURS), "aws", "eu-west-1", "111122223333"
+    )
+    kms = sorted((a, k) for a, k in required if a.startswith("kms:"))
+    assert kms == [
+        ("kms:Decrypt", KEY),
+        ("kms:Decrypt", owners),
+        ("kms:GenerateDataKey", KEY),
+        ("kms:GenerateDataKey", owners),
+    ]
+
+
 @pytest.mark.parametrize(
     ("key_id", "expected"),
     [

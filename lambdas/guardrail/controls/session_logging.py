@@ -119,7 +119,9 @@ def delivery_requirements(
         pairs += [("kms:Decrypt", key), ("kms:GenerateDataKey", key)]
     bucket_key = key_arn(target.get("bucket_key", ""), partition, region, account)
     if bucket_key and bucket_key != key:
-        pairs.append(("kms:GenerateDataKey", bucket_key))
+        # S3 uses the bucket's key as the role: a data key for each object, and Decrypt too for
+        # the multipart upload the agent makes of a log over 5 MB.
+        pairs += [("kms:Decrypt", bucket_key), ("kms:GenerateDataKey", bucket_key)]
     return pairs
 
 
