@@ -40,8 +40,8 @@ _EC2 = "arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>"
 _IAM = "arn:<AWS::Partition>:iam::<AWS::AccountId>"
 WILDCARD_REASONS = {
     "*": (
-        "Only read actions (ec2:Describe*, iam:Get*/List*, ssm:Describe*/Get*, "
-        "sts:GetCallerIdentity) that either support no resource-level permissions or must read "
+        "Only read actions (ec2:Describe*, iam:Get*/List*, ssm:Describe*/Get*) that either "
+        "support no resource-level permissions or must read "
         "every instance, group and profile in the account-region; every mutating action is "
         "scoped by ARN or condition."
     ),

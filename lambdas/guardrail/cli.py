@@ -200,6 +200,9 @@ class ReaderMayLeave(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
+    def isatty(self) -> bool:  # progress lines go to a terminal only
+        return bool(self.stream.isatty())
+
     def write(self, text: str) -> int:
         self._quietly(lambda: self.stream.write(text))
         return len(text)

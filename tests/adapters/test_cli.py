@@ -481,3 +481,15 @@ def test_an_endpoint_that_drops_every_connection_fails_fast(monkeypatch):
         listener.close()
     assert code == 2 and "Traceback" not in err, err
     assert len(accepted) == 2, len(accepted)
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_lines_still_reach_a_terminal(exposed):
+    """stderr is a terminal: the scan says what it is doing (a large account takes minutes)."""
+    err = Terminal()
+    main(["scan", "--region", "us-east-1", "--no-publish"], out=io.StringIO(), err=err)
+    assert "scanning us-east-1" in err.getvalue()
