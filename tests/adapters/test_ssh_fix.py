@@ -77,6 +77,8 @@ def test_all_traffic_rules_become_tcp_udp_icmp_for_v4_and_v6(account, clients):
         None,
     ) in rules
     assert not any(r[0] == "-1" for r in rules)
+    # The note on the dropped protocols comes beside what the fix did, not instead of it.
+    assert report.fixes[0].reason.startswith("revoked 2 rule(s); re-added 8 rule(s)")
     assert "other IP protocols" in report.fixes[0].reason
 
 
@@ -891,6 +893,28 @@ def test_guard_leaves_ssh_open_while_a_running_instance_has_no_session_manager(
     assert fix.outcome is Outcome.SKIPPED and f"would lock out {stranded}" in fix.reason
     assert account.ingress(gid) == before
     assert {e.result.resource_id for e in report.left_failed} >= {gid, stranded}
+
+
+def test_guard_does_not_hold_back_a_group_closed_since_the_scan_read_it(
+    managed_policies, account, clients
+):
+    """The owner revoked the rule between the drift scan's read and its fix: nothing is left
+    to revoke and nobody to lock out, so the group is done, not skipped as a lockout."""
+    from guardrail.scope import Scope
+
+    gid, _ = guarded_group(account)
+    account.instance([gid])  # not Online: the guard would hold an open group back
+    snapshot = read(clients, Scope.everything())
+    account.ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=[perm("tcp", 22, 22)])
+    from guardrail.controls.base import FixContext
+    from guardrail.controls.ssh_open import SSH_OPEN
+    from guardrail.settings import Settings
+
+    guarded = Settings(mode="enforce", ssh_require_ssm_online=True)
+    failed = [r for r in SSH_OPEN.check(snapshot, guarded) if r.status is Status.FAILED]
+    (record,) = SSH_OPEN.remediate(failed, snapshot, FixContext(clients, guarded))
+    assert record.outcome is Outcome.ALREADY_COMPLIANT and "lock out" not in record.reason
+    assert record.before == [] and account.ingress(gid) == []
 
 
 def test_guard_closes_ssh_when_every_running_instance_is_reachable(

@@ -506,6 +506,8 @@ class SshOpenToInternet:
                     f"security group is owned by account {foreign[gid]}, not this one: only its "
                     "owner can change its rules; ask them to remove internet SSH",
                 )
+            elif not rules:  # closed since the scan read it: nothing to revoke, nobody to lock out
+                record = self._close(group, rules, ctx)
             elif unreachable:
                 record = self._skipped(
                     gid,
@@ -513,7 +515,7 @@ class SshOpenToInternet:
                     f"would lock out {', '.join(unreachable)}: running and not Online in Systems "
                     "Manager (GUARDRAIL_SSH_REQUIRE_SSM_ONLINE); give them a working SSM role first",
                 )
-            elif rules and ctx.out_of_time():  # rules gone: already compliant, not deferred
+            elif ctx.out_of_time():
                 record = self._skipped(gid, rules, OUT_OF_TIME)
             else:
                 record = self._close(group, rules, ctx)
@@ -720,8 +722,7 @@ class SshOpenToInternet:
                 return record(Outcome.ALREADY_COMPLIANT, after_record, "; ".join(parts))
             reason = "rule already revoked" if len(gone) == len(rules) else "; ".join(parts)
             return record(Outcome.ALREADY_COMPLIANT, [], reason)
-        reason = "; ".join(notes + parts) or done
-        return record(Outcome.APPLIED, after_record, reason)
+        return record(Outcome.APPLIED, after_record, "; ".join([done, *notes, *parts]))
 
     def _narrow(
         self,
