@@ -6,6 +6,8 @@ Everything here is plain frozen data: checks are pure functions of an `AccountSn
 from __future__ import annotations
 
 import ipaddress
+import json
+import urllib.parse
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -176,11 +178,49 @@ class Instance:
         return self.profile_arn.rsplit("/", 1)[-1] if self.profile_arn else None
 
 
+EC2_PRINCIPALS = frozenset({"ec2.amazonaws.com", "ec2.amazonaws.com.cn"})
+
+
+def trusted_besides_ec2(trust_policy: Any) -> tuple[str, ...]:
+    """Who besides EC2 a role's trust policy (AssumeRolePolicyDocument) lets assume the role: the
+    principals of its Allow statements, "*" for anyone (a NotPrincipal too). IAM answers the
+    document URL-encoded; botocore decodes it. One that cannot be read is named as such: whom it
+    trusts is not known."""
+    document = trust_policy
+    if isinstance(document, str):
+        try:
+            document = json.loads(urllib.parse.unquote(document))
+        except ValueError:
+            document = None
+    statements = document.get("Statement") if isinstance(document, dict) else None
+    if isinstance(statements, dict):
+        statements = [statements]
+    if not isinstance(statements, list):
+        return ("an unreadable trust policy",)
+    found: list[str] = []
+    for statement in statements:
+        if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
+            continue
+        principal = "*" if "NotPrincipal" in statement else statement.get("Principal")
+        if not isinstance(principal, dict):
+            names = ["*"] if principal is not None else []
+        else:
+            names = [
+                str(v)
+                for values in principal.values()
+                for v in (values if isinstance(values, list) else [values])
+            ]
+        found += [n for n in names if n not in EC2_PRINCIPALS and n not in found]
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Role:
     name: str
     arn: str
     attached_policy_arns: frozenset[str] = frozenset()
+    # Whom else its trust policy lets assume it: a policy attached for the instances reaches them.
+    trusted_besides_ec2: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

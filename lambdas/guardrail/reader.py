@@ -40,6 +40,7 @@ from .model import (
     SecurityGroup,
     SecurityGroupRule,
     SessionPreferences,
+    trusted_besides_ec2,
 )
 from .paging import EC2_PAGE, FILTER_VALUES, chunks, pages
 from .scope import Scope
@@ -431,7 +432,7 @@ class SnapshotReader:
         """Each distinct instance profile once (its roles come with it), each distinct role once."""
         iam = self.clients.iam
         profiles: dict[str, InstanceProfile] = {}
-        role_arns: dict[str, str] = {}
+        raw_roles: dict[str, dict[str, Any]] = {}
         for arn in sorted(profile_arns):
             name = arn.rsplit("/", 1)[-1]
             raw = self._listed_profiles.get(arn)
@@ -450,9 +451,9 @@ class SnapshotReader:
             profiles[arn] = InstanceProfile(
                 arn, name, tuple(r["RoleName"] for r in roles), raw.get("InstanceProfileId", "")
             )
-            role_arns.update({r["RoleName"]: r["Arn"] for r in roles})
+            raw_roles.update({r["RoleName"]: r for r in roles})
         found: dict[str, Role] = {}
-        for name, arn in sorted(role_arns.items()):
+        for name, raw_role in sorted(raw_roles.items()):
             try:
                 attached = frozenset(
                     p["PolicyArn"]
@@ -464,7 +465,12 @@ class SnapshotReader:
                 if error_code(error) == "NoSuchEntity":
                     continue
                 raise
-            found[name] = Role(name, arn, attached)
+            found[name] = Role(
+                name,
+                raw_role["Arn"],
+                attached,
+                trusted_besides_ec2(raw_role.get("AssumeRolePolicyDocument")),
+            )
         return profiles, found
 
     def _simulate(

@@ -12,6 +12,19 @@ from guardrail.settings import Settings
 from emulator.seed import EC2_TRUST
 
 CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+
+
+def trust_also(principal):
+    """A trust policy letting EC2 and `principal` (a Principal block) assume the role."""
+    return {
+        **EC2_TRUST,
+        "Statement": [
+            *EC2_TRUST["Statement"],
+            {"Effect": "Allow", "Principal": principal, "Action": "sts:AssumeRole"},
+        ],
+    }
+
+
 OPEN_SSH = {
     "IpProtocol": "tcp",
     "FromPort": 22,
@@ -55,14 +68,14 @@ class Account:
         ids = [i["InstanceId"] for i in out["Instances"]]
         return ids if count > 1 else ids[0]
 
-    def role(self, name, *policies, profile=None, boundary=None, path=None):
+    def role(self, name, *policies, profile=None, boundary=None, path=None, trust=EC2_TRUST):
         extra = {"PermissionsBoundary": boundary} if boundary else {}
         if path:
             extra["Path"] = path
         self.iam.create_role(
             RoleName=name,
             **extra,
-            AssumeRolePolicyDocument=json.dumps(EC2_TRUST),
+            AssumeRolePolicyDocument=json.dumps(trust),
         )
         for policy in policies:
             self.iam.attach_role_policy(RoleName=name, PolicyArn=policy)

@@ -9,7 +9,7 @@ from guardrail.model import Outcome, Status
 
 from tests.aws_errors import error_answer
 
-from .conftest import CORE, answer_simulations
+from .conftest import CORE, answer_simulations, trust_also
 
 ROLE = "ssm-instance-role"
 READONLY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
@@ -682,4 +682,76 @@ def test_an_attach_within_an_event_says_the_roles_other_instances_change_too(acc
     account.iam.detach_role_policy(RoleName="app", PolicyArn=CORE)
     (scan_fix,) = account.run(clients, "enforce", [ROLE], **ours).fixes
     assert set(scan_fix.covers) == {first, *others}
-    assert scan_fix.reason == "attached AmazonSSMManagedInstanceCore to app"
+    assert scan_fix.reason == (
+        "attached AmazonSSMManagedInstanceCore to app "
+        f"(undo: aws iam detach-role-policy --role-name app --policy-arn {CORE})"
+    )
+
+
+def test_each_role_fix_says_how_to_undo_it_and_that_undo_restores_the_account(account, clients):
+    """A person reads the undo from the record: the association's id (which
+    DisassociateIamInstanceProfile needs, and the instance does not show), the profile the role
+    was added to, the policy attached. Following it puts the account back as it was."""
+    ours = guardrail_profile(account)
+    bare = account.instance()
+    account.iam.create_instance_profile(InstanceProfileName="empty")
+    account.instance(profile="empty")
+    account.role("app", READONLY, profile="app")
+    account.instance(profile="app")
+    fixes = {f.action: f for f in account.run(clients, "enforce", [ROLE], **ours).fixes}
+
+    associate = fixes["associate instance profile"]
+    association = associate.after["association_id"]
+    assert associate.after["instance_profile"] == "guardrail-ec2" and association
+    assert f"disassociate-iam-instance-profile --association-id {association}" in associate.reason
+    account.ec2.disassociate_iam_instance_profile(AssociationId=association)
+    assert profile_of(account, bare) == ""
+
+    added = fixes["add role to instance profile"]
+    assert (
+        "remove-role-from-instance-profile --instance-profile-name empty "
+        "--role-name guardrail-ec2" in added.reason
+    )
+    account.iam.remove_role_from_instance_profile(
+        InstanceProfileName="empty", RoleName="guardrail-ec2"
+    )
+    assert (
+        account.iam.get_instance_profile(InstanceProfileName="empty")["InstanceProfile"]["Roles"]
+        == []
+    )
+
+    attached = fixes["attach AmazonSSMManagedInstanceCore"]
+    assert f"detach-role-policy --role-name app --policy-arn {CORE}" in attached.reason
+    account.iam.detach_role_policy(RoleName="app", PolicyArn=CORE)
+    assert (
+        [
+            p["PolicyArn"]
+            for p in account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"]
+        ]
+        == attached.before
+        == [READONLY]
+    )
+
+
+@pytest.mark.parametrize(
+    ("principal", "named"),
+    [
+        ({"Service": "lambda.amazonaws.com"}, "lambda.amazonaws.com"),
+        ({"AWS": "arn:aws:iam::999988887777:root"}, "arn:aws:iam::999988887777:root"),
+    ],
+)
+def test_a_role_others_may_assume_too_is_not_given_the_core_policy(
+    account, clients, principal, named
+):
+    """The instances' role is also a Lambda function's, or another account's: attaching the core
+    policy would hand them Systems Manager's permissions too (ssm:GetParameters on *, the
+    message channels). The fix leaves it to a person, naming who else assumes the role."""
+    ours = guardrail_profile(account)
+    account.role("shared", READONLY, profile="shared", trust=trust_also(principal))
+    iid = account.instance(profile="shared")
+    report = account.run(clients, "enforce", [ROLE], **ours)
+    (fix,) = report.fixes
+    assert fix.outcome is Outcome.SKIPPED and f"may also be assumed by {named}" in fix.reason
+    attached = account.iam.list_attached_role_policies(RoleName="shared")["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == [READONLY]
+    assert {e.result.resource_id for e in report.left_failed} == {iid}

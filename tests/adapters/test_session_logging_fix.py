@@ -8,7 +8,7 @@ import json
 import pytest
 from guardrail.model import SESSION_DOCUMENT, Outcome, ResourceType, Status
 
-from .conftest import answer_simulations
+from .conftest import answer_simulations, trust_also
 
 LOGGING = "ssm-session-logging"
 KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -259,6 +259,22 @@ def test_roles_without_delivery_rights_get_the_delivery_policy_once(account, cli
         == policy
     )
     assert not account.run(clients, "enforce", [LOGGING], **settings).left_failed
+
+
+def test_a_role_others_may_assume_too_is_not_given_the_delivery_policy(account, clients):
+    """A role a Lambda function assumes too would hand it the right to write into the session
+    log bucket: left to a person, who is told who else assumes the role."""
+    policy = delivery_policy(account)
+    lambda_too = trust_also({"Service": ["lambda.amazonaws.com"]})
+    account.role("shared", profile="shared", trust=lambda_too)
+    iid = account.instance(profile="shared")
+    settings = {**OURS, "log_delivery_policy_arn": policy}
+    report = account.run(clients, "enforce", [LOGGING], **settings)
+    (grant,) = [f for f in report.fixes if f.resource_id == "shared"]
+    assert grant.outcome is Outcome.SKIPPED
+    assert "may also be assumed by lambda.amazonaws.com" in grant.reason
+    assert account.iam.list_attached_role_policies(RoleName="shared")["AttachedPolicies"] == []
+    assert iid in {e.result.resource_id for e in report.left_failed}
 
 
 THEIR_KEY = "arn:aws:kms:us-east-1:123456789012:key/their-0000-key"

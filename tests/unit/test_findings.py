@@ -307,19 +307,16 @@ def test_a_fixed_group_does_not_show_the_rules_it_had_before_the_fix() -> None:
     assert found["Resources"][0]["Details"]["AwsEc2SecurityGroup"]["IpPermissions"]
 
 
-def test_a_fixed_role_finding_does_not_show_the_profile_read_before_the_fix() -> None:
-    """The role fix may have associated another profile: the instance's profile as read is left
-    out of the fixed finding. A fixed SSH finding of the same instance keeps it (SSH's fix
-    changes rules, not the instance)."""
+def test_a_fixed_role_finding_keeps_the_instance_profile_its_fix_left_in_place() -> None:
+    """Attaching the core policy (or adding a role to the profile) leaves the instance's profile
+    as read: the fixed finding still names it, so a reader sees which profile's role changed."""
     from guardrail.controls.ssm_role import SSM_ROLE
 
-    role = result(control=SSM_ROLE.id, severity="MEDIUM", reason="no instance profile")
+    role = result(control=SSM_ROLE.id, severity="MEDIUM", reason="role app lacks the policy")
     fixed = build_finding(role, SSM_ROLE, generated_at=NOW, instance=INSTANCE, remediated=True)
     details = fixed["Resources"][0]["Details"]["AwsEc2Instance"]
-    assert "IamInstanceProfileArn" not in details and details["VpcId"] == "vpc-1"
+    assert details["IamInstanceProfileArn"] == f"arn:aws:iam::{ACCOUNT}:instance-profile/app"
     assert_valid(fixed)
-    ssh = build_finding(result(), SSH_OPEN, generated_at=NOW, instance=INSTANCE, remediated=True)
-    assert "IamInstanceProfileArn" in ssh["Resources"][0]["Details"]["AwsEc2Instance"]
 
 
 def test_the_account_finding_uses_the_asff_account_resource() -> None:

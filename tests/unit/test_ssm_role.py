@@ -49,6 +49,7 @@ def associating_clients():
     class Ec2:
         def associate_iam_instance_profile(self, IamInstanceProfile, InstanceId):
             associated.append(InstanceId)
+            return {"IamInstanceProfileAssociation": {"AssociationId": "iip-assoc-1"}}
 
     class Clients:
         ec2 = Ec2()
@@ -353,3 +354,68 @@ def test_a_refused_role_is_said_to_carry_the_policy_it_actually_has(policies, ca
     assert result.reason.startswith(f"role app-role carries {carried}, but no policy of the role")
     (fix,) = SSM_ROLE.remediate([result], refused, FixContext(NoCalls(), settings))
     assert f"the role carries {carried} already" in fix.reason
+
+
+EC2_ONLY = {
+    "Effect": "Allow",
+    "Principal": {"Service": "ec2.amazonaws.com"},
+    "Action": "sts:AssumeRole",
+}
+
+
+@pytest.mark.parametrize(
+    ("document", "others"),
+    [
+        ({"Statement": [EC2_ONLY]}, ()),
+        ({"Statement": EC2_ONLY}, ()),  # one statement, not in a list
+        ({"Statement": [{**EC2_ONLY, "Principal": {"Service": ["ec2.amazonaws.com.cn"]}}]}, ()),
+        (
+            {
+                "Statement": [
+                    {
+                        **EC2_ONLY,
+                        "Principal": {"Service": ["ec2.amazonaws.com", "lambda.amazonaws.com"]},
+                    }
+                ]
+            },
+            ("lambda.amazonaws.com",),
+        ),
+        (
+            {
+                "Statement": [
+                    EC2_ONLY,
+                    {**EC2_ONLY, "Principal": {"AWS": "arn:aws:iam::999988887777:root"}},
+                ]
+            },
+            ("arn:aws:iam::999988887777:root",),
+        ),
+        ({"Statement": [{**EC2_ONLY, "Principal": "*"}]}, ("*",)),
+        (
+            {"Statement": [{"Effect": "Allow", "NotPrincipal": {"AWS": "x"}, "Action": "sts:*"}]},
+            ("*",),
+        ),
+        # A Deny only narrows who may assume the role.
+        ({"Statement": [EC2_ONLY, {**EC2_ONLY, "Effect": "Deny", "Principal": "*"}]}, ()),
+        (
+            {
+                "Statement": [
+                    {**EC2_ONLY, "Principal": {"Federated": "cognito-identity.amazonaws.com"}}
+                ]
+            },
+            ("cognito-identity.amazonaws.com",),
+        ),
+        # IAM's own answer is URL-encoded JSON (botocore decodes it; a raw one is read too).
+        (
+            "%7B%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Principal%22%3A%7B%22Service"
+            "%22%3A%22ssm.amazonaws.com%22%7D%7D%5D%7D",
+            ("ssm.amazonaws.com",),
+        ),
+        (None, ("an unreadable trust policy",)),
+        ("not json", ("an unreadable trust policy",)),
+        ({"Statement": "x"}, ("an unreadable trust policy",)),
+    ],
+)
+def test_who_else_a_role_lets_assume_it(document, others):
+    from guardrail.model import trusted_besides_ec2
+
+    assert trusted_besides_ec2(document) == others

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..model import AccountSnapshot, FixRecord, Result
+from ..model import AccountSnapshot, FixRecord, Result, Role
 
 if TYPE_CHECKING:
     from ..clients import AwsClients
@@ -134,3 +134,20 @@ def beyond_the_event(full: bool) -> str:
         "; any other instance using the role gains it too: its findings follow at the next "
         "drift scan"
     )
+
+
+def assumed_beyond_ec2(role: Role | None, policy: str) -> str:
+    """Why `policy` is not attached to a role that more than EC2 may assume (a Lambda function,
+    another account): each of them would get its permissions too. "" when only EC2 may."""
+    if role is None or not role.trusted_besides_ec2:
+        return ""
+    return (
+        f"{role.name} may also be assumed by {', '.join(role.trusted_besides_ec2)}: attaching "
+        f"{policy} would give them its permissions too; attach it by hand if that is meant, or "
+        "give the instances a role only EC2 assumes"
+    )
+
+
+def detach_hint(role_name: str, policy_arn: str) -> str:
+    """How a person takes back a policy a fix attached."""
+    return f" (undo: aws iam detach-role-policy --role-name {role_name} --policy-arn {policy_arn})"

@@ -27,7 +27,16 @@ from ..model import (
     Status,
 )
 from ..settings import Settings
-from .base import OUT_OF_TIME, FixContext, Permission, attach_failed, beyond_the_event, error_code
+from .base import (
+    OUT_OF_TIME,
+    FixContext,
+    Permission,
+    assumed_beyond_ec2,
+    attach_failed,
+    beyond_the_event,
+    detach_hint,
+    error_code,
+)
 
 DEFAULT_CONTENT: dict[str, Any] = {
     "schemaVersion": "1.0",
@@ -751,6 +760,8 @@ class SessionLogging:
             )
         elif not settings.may_modify(role_name):
             reason = "GUARDRAIL_MODIFY_EXISTING_ROLES=false: report only"
+        elif shared := assumed_beyond_ec2(role, "the guardrail's log-delivery policy"):
+            reason = shared
         elif ctx.out_of_time():
             reason = OUT_OF_TIME
         else:
@@ -783,6 +794,7 @@ class SessionLogging:
             before,
             sorted({*before, settings.log_delivery_policy_arn}),
             f"attached the guardrail's log-delivery policy to {role_name}"
+            f"{detach_hint(role_name, settings.log_delivery_policy_arn)}"
             f"{beyond_the_event(snapshot.full)}",
             covers=covers,
             at=ctx.clock(),

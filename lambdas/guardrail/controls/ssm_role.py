@@ -30,7 +30,16 @@ from ..model import (
 )
 from ..paging import pages
 from ..settings import Settings
-from .base import OUT_OF_TIME, FixContext, Permission, attach_failed, beyond_the_event, error_code
+from .base import (
+    OUT_OF_TIME,
+    FixContext,
+    Permission,
+    assumed_beyond_ec2,
+    attach_failed,
+    beyond_the_event,
+    detach_hint,
+    error_code,
+)
 
 CORE_POLICY = "AmazonSSMManagedInstanceCore"
 ASSOCIABLE_STATES = frozenset({"running", "stopped"})
@@ -298,7 +307,9 @@ class SsmInstanceRole:
         ),
     )
     no_fix_reason = ""
-    fix_changes: tuple[str, ...] = ("IamInstanceProfileArn",)  # the profile associated
+    # A profile is associated only where none was read; attaching or adding a role leaves the
+    # profile as read: the finding's instance details stay true after every fix.
+    fix_changes: tuple[str, ...] = ()
 
     def check(self, snapshot: AccountSnapshot, settings: Settings) -> list[Result]:
         results = []
@@ -501,7 +512,7 @@ class SsmInstanceRole:
                 "stopped"
             )
         try:
-            ctx.clients.ec2.associate_iam_instance_profile(
+            answer = ctx.clients.ec2.associate_iam_instance_profile(
                 IamInstanceProfile={"Name": profile}, InstanceId=iid
             )
         except ClientError as error:
@@ -529,14 +540,21 @@ class SsmInstanceRole:
                 code,
                 covers=(iid,),
             )
+        # DisassociateIamInstanceProfile takes the association's id, not the instance's.
+        association = answer.get("IamInstanceProfileAssociation", {}).get("AssociationId", "")
         return FixRecord(
             self.id,
             iid,
             action,
             Outcome.APPLIED,
             None,
-            profile,
-            f"associated {profile}",
+            {"instance_profile": profile, "association_id": association},
+            f"associated {profile}"
+            + (
+                f" (undo: aws ec2 disassociate-iam-instance-profile --association-id {association})"
+                if association
+                else ""
+            ),
             covers=(iid,),
             at=ctx.clock(),
         )
@@ -618,7 +636,9 @@ class SsmInstanceRole:
         return record(
             Outcome.APPLIED,
             [settings.instance_role],
-            f"added {settings.instance_role} to {profile}",
+            f"added {settings.instance_role} to {profile} (undo: aws iam "
+            f"remove-role-from-instance-profile --instance-profile-name {profile} "
+            f"--role-name {settings.instance_role})",
         )
 
     def _attach(
@@ -634,6 +654,8 @@ class SsmInstanceRole:
         access = snapshot.agent_access.get(role_name)
         if not ctx.settings.may_modify(role_name):
             why_not = "GUARDRAIL_MODIFY_EXISTING_ROLES=false: report only"
+        elif shared := assumed_beyond_ec2(snapshot.roles.get(role_name), CORE_POLICY):
+            why_not = shared
         elif access is not None and not access.allowed:
             changes = "; ".join(REFUSALS[d][2] for d in refused_by(access) if d in REFUSALS)
             why_not = (
@@ -670,7 +692,8 @@ class SsmInstanceRole:
             Outcome.APPLIED,
             before,
             sorted({*before, policy}),
-            f"attached {CORE_POLICY} to {role_name}{beyond_the_event(snapshot.full)}",
+            f"attached {CORE_POLICY} to {role_name}{detach_hint(role_name, policy)}"
+            f"{beyond_the_event(snapshot.full)}",
             covers=covers,
             at=ctx.clock(),
         )
