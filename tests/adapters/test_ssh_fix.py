@@ -513,6 +513,59 @@ def before_its_revoke(clients, action):
     clients.ec2.meta.events.register(event, once)
 
 
+def answer_lost_once(clients, operation):
+    """EC2 does the next `operation` these clients send, but its answer is lost: botocore sends
+    it again at once, as after a read timeout or a 503 (the needs-retry hook decides that)."""
+    event = f"needs-retry.ec2.{operation}"
+
+    def once(attempts, **_):
+        clients.ec2.meta.events.unregister(event, once)
+        return 0 if attempts == 1 else None
+
+    clients.ec2.meta.events.register_first(event, once)
+
+
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        [perm("tcp", 0, 65535, description="web+ssh")],
+        [perm("tcp", 0, 65535, description="web+ssh"), perm("tcp", 20, 30, "::/0")],  # one call
+    ],
+)
+def test_a_revoke_whose_answer_was_lost_keeps_the_other_ports(account, clients, permissions):
+    """EC2 revoked the rules but its answer never arrived; the retry answers "not found". That is
+    this fix's own revoke, not someone else's: the ports re-added for the rules stay open (taking
+    them back closed every port but SSH), and the record says how the revoke was counted."""
+    gid = account.group(*permissions)
+    account.instance([gid])
+    answer_lost_once(clients, "RevokeSecurityGroupIngress")
+    report = account.run(clients, "enforce", [SSH])
+    (record,) = report.fixes
+    left = account.ingress(gid)
+    assert ("tcp", 23, 65535, "0.0.0.0/0", "web+ssh") in left
+    assert not any(r[1] <= 22 <= r[2] for r in left)
+    assert record.outcome is Outcome.APPLIED
+    assert "first answer to the revoke was lost" in record.reason
+    assert len(record.after["new_rule_ids"]) == 2 * len(permissions)
+
+
+def test_a_retried_revoke_still_tells_the_owners_revoke_from_its_own(account, clients):
+    """The owner revoked one rule just before the fix's call, and that call was sent twice: EC2
+    refused both whole (one rule matched nothing), so the rule still there goes alone now, and
+    the owner's is theirs: what was re-added for it is taken back, nothing stays wider."""
+    wide, other = perm("tcp", 0, 65535), perm("tcp", 20, 30, "::/0")
+    gid = account.group(wide, other)
+    account.instance([gid])
+    answer_lost_once(clients, "RevokeSecurityGroupIngress")
+    owner_revokes_before_the_fix_does(account, clients, gid, wide)
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    assert account.ingress(gid) == [
+        ("tcp", 20, 21, "::/0", None),
+        ("tcp", 23, 30, "::/0", None),
+    ]
+    assert "already revoked" in record.reason and "was lost" not in record.reason
+
+
 def owner_revokes_before_the_fix_does(account, clients, gid, *permissions):
     before_its_revoke(
         clients,

@@ -500,7 +500,7 @@ def test_which_rules_a_revoke_missed_is_decided_by_the_revoked_ids_when_ec2_list
                 "RevokedSecurityGroupRules": [{"SecurityGroupRuleId": "sgr-a"}],
             }
 
-    assert SSH_OPEN._revoke(Ec2(), "sg-1", [revoked, changed]) == [changed]
+    assert SSH_OPEN._revoke(Ec2(), "sg-1", [revoked, changed]) == ([changed], [])
 
 
 def test_ec2s_revoked_rules_count_by_id_or_by_content_exactly_as_written():
@@ -530,4 +530,4 @@ def test_ec2s_revoked_rules_count_by_id_or_by_content_exactly_as_written():
                 ],
             }
 
-    assert SSH_OPEN._revoke(Ec2(), "sg-1", [read, other]) == [other]
+    assert SSH_OPEN._revoke(Ec2(), "sg-1", [read, other]) == ([other], [])

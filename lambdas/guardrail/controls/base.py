@@ -110,6 +110,13 @@ def error_code(error: Exception) -> str:
     return str(response.get("Error", {}).get("Code", "Unknown"))
 
 
+def retried(error: Exception) -> bool:
+    """Whether botocore sent the call more than once before this error: an earlier attempt whose
+    answer was lost (a read timeout, a 5xx) may have done what this answer says is done."""
+    response = getattr(error, "response", None) or {}
+    return bool(response.get("ResponseMetadata", {}).get("RetryAttempts"))
+
+
 def attach_failed(error: Exception) -> str:
     """Why AttachRolePolicy refused, in words a person acts on (AWS's own message kept)."""
     code = error_code(error)

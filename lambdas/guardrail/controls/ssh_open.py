@@ -32,7 +32,7 @@ from ..model import (
 )
 from ..paging import FILTER_VALUES, chunks, pages
 from ..settings import Settings
-from .base import OUT_OF_TIME, FixContext, Permission, error_code
+from .base import OUT_OF_TIME, FixContext, Permission, error_code, retried
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +242,16 @@ def readded_record(
     if kept:
         record["kept_for_another_run"] = [describe_rule(r) for r in kept]
     return record
+
+
+def lost_answer(rules: Iterable[SecurityGroupRule]) -> str:
+    """The note on rules counted as revoked though EC2 answered "not found" to a retried call."""
+    return (
+        f"{', '.join(r.rule_id for r in rules)}: EC2's first answer to the revoke was lost and "
+        "its retry found the rule gone: counted as revoked by this fix, so what was re-added "
+        "for its other ports stays (had someone else revoked it at that moment, revoke those "
+        "by hand)"
+    )
 
 
 def as_written(rule: SecurityGroupRule) -> tuple[Any, ...]:
@@ -622,7 +632,7 @@ class SshOpenToInternet:
                 f"rule{untaken}",
             )
         try:
-            missed = self._revoke(ec2, gid, rules)
+            missed, lost = self._revoke(ec2, gid, rules)
         except ClientError as error:
             code = error_code(error)
             self._unmark(ec2, marked, [r.rule_id for r in rules], mark)
@@ -634,6 +644,8 @@ class SshOpenToInternet:
                 "revoke failed; re-added rules are a subset of the old ones",
                 code,
             )
+        if lost:
+            notes.append(lost_answer(lost))
         # Rules no longer as read: what was re-added for them must go again, except what a rule
         # that was revoked still needs (two rules' re-adds can overlap: EC2 holds one copy) and
         # what another run marked as relied on (it revoked the rule counting on those re-adds).
@@ -765,8 +777,10 @@ class SshOpenToInternet:
                 narrowed[rule.rule_id] = missing[-1]
                 adds.append((rule, missing[:-1]))
                 planned |= {k for p in missing for k in permission_keys(p)}
-            missed = self._revoke(ec2, gid, first) if first else []
+            missed, lost = self._revoke(ec2, gid, first) if first else ([], [])
             revoked = [r for r in first if r not in missed]
+            if lost:
+                notes = [*notes, lost_answer(lost)]
             for rule, permissions in adds:
                 self._authorize(ec2, gid, rule, permissions, added)
             now = {r.rule_id: r for r in self._current_rules(ec2, [gid]).get(gid, [])}
@@ -841,13 +855,15 @@ class SshOpenToInternet:
             f"re-added {len(added.permissions)} rule(s)"
         )
         try:
-            late = self._revoke(ec2, gid, last) if last else []
+            late, lost_late = self._revoke(ec2, gid, last) if last else ([], [])
         except ClientError as error:
             return record(
                 Outcome.FAILED, after, f"{done}; revoking the others failed", error_code(error)
             )
         missed += late
         revoked += [r for r in last if r not in late]
+        if lost_late:
+            notes = [*notes, lost_answer(lost_late)]
         if revoked:
             after["revoked"] = [describe_rule(r) for r in revoked]
             done += f", revoked {len(revoked)} rule(s) with nothing else to keep"
@@ -931,12 +947,18 @@ class SshOpenToInternet:
         return gone, closed, still_open
 
     @staticmethod
-    def _revoke(ec2: Any, gid: str, rules: list[SecurityGroupRule]) -> list[SecurityGroupRule]:
+    def _revoke(
+        ec2: Any, gid: str, rules: list[SecurityGroupRule]
+    ) -> tuple[list[SecurityGroupRule], list[SecurityGroupRule]]:
         """Revoke the rules by content (exactly as read); returns those it did not match (revoked
-        or changed meanwhile). RevokeSecurityGroupIngress in a non-default VPC refuses the whole
-        call when one permission matches nothing (InvalidPermission.NotFound, nothing revoked),
-        so then each goes alone; in a default VPC it revokes what matches and answers with the
-        rest (UnknownIpPermissions) and what it revoked (RevokedSecurityGroupRules)."""
+        or changed meanwhile), and those counted as revoked by this call though EC2 answered
+        "not found": botocore sent the call again (the first answer lost to a timeout or a 5xx),
+        so the first attempt most likely revoked them; calling them someone else's revoke would
+        take back their re-added rules and close every other port. RevokeSecurityGroupIngress
+        in a non-default VPC refuses the whole call when one permission matches nothing
+        (InvalidPermission.NotFound, nothing revoked), so then each goes alone; in a default
+        VPC it revokes what matches and answers with the rest (UnknownIpPermissions) and what
+        it revoked (RevokedSecurityGroupRules)."""
         try:
             response = ec2.revoke_security_group_ingress(
                 GroupId=gid, IpPermissions=[rule_permission(r) for r in rules]
@@ -944,19 +966,27 @@ class SshOpenToInternet:
         except ClientError as error:
             if error_code(error) not in ALREADY_GONE:
                 raise
-            if len(rules) == 1:
-                return list(rules)
-            missed = []
-            for rule in rules:
+            missed: list[SecurityGroupRule] = list(rules) if len(rules) == 1 else []
+            lost: list[SecurityGroupRule] = []
+            for rule in rules if len(rules) > 1 else []:
                 try:
                     ec2.revoke_security_group_ingress(
                         GroupId=gid, IpPermissions=[rule_permission(rule)]
                     )
-                except ClientError as error:
-                    if error_code(error) not in ALREADY_GONE:
+                except ClientError as alone:
+                    if error_code(alone) not in ALREADY_GONE:
                         raise
-                    missed.append(rule)
-            return missed
+                    (lost if retried(alone) else missed).append(rule)
+            if retried(error) and len(missed) == len(rules):
+                # All or nothing: had the first attempt revoked nothing, the rules still there
+                # would have gone one by one now.
+                missed, lost = [], list(rules)
+            if lost:
+                logger.warning(
+                    "revoke answered not found after a retry: counted as this run's",
+                    extra={"group": gid, "rules": [r.rule_id for r in lost]},
+                )
+            return missed, lost
         unknown = {k for p in response.get("UnknownIpPermissions", []) for k in permission_keys(p)}
         gone = response.get("RevokedSecurityGroupRules", [])
         if gone:
@@ -964,8 +994,8 @@ class SshOpenToInternet:
             # (a new id): its access, the one judged, is what went.
             ids = {r.get("SecurityGroupRuleId") for r in gone}
             contents = {as_written(SecurityGroupRule.from_api({"GroupId": gid, **r})) for r in gone}
-            return [r for r in rules if r.rule_id not in ids and as_written(r) not in contents]
-        return [r for r in rules if rule_keys(r) & unknown]
+            return [r for r in rules if r.rule_id not in ids and as_written(r) not in contents], []
+        return [r for r in rules if rule_keys(r) & unknown], []
 
     def _take_back(self, ec2: Any, gid: str, added: Iterable[Readded]) -> str:
         """Undo what a fix that stops short added: "" when all of it went, else what a person
