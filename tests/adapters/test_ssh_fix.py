@@ -482,6 +482,24 @@ def test_the_record_names_only_the_rules_the_fix_created(account, clients):
     assert {r["SecurityGroupRuleId"] for r in rules_of(account, gid)} == {owners}
 
 
+def test_two_rules_keeping_the_same_ports_are_recorded_once_as_the_fixs_own(account, clients):
+    """tcp 0-65535 and all traffic, both from the internet: both keep tcp 0-21 and 23-65535,
+    which the fix creates once, for the first. The record lists each created rule once and
+    calls none of them "already present, not ours": an undo by the record takes them all."""
+    gid = account.group(perm("tcp", 0, 65535, description="A"), perm("-1", -1, -1))
+    account.instance([gid])
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    assert record.outcome is Outcome.APPLIED
+    assert "already_present" not in record.after and "already present" not in record.reason
+    readded = [(p["IpProtocol"], p["FromPort"], p["ToPort"]) for p in record.after["readded"]]
+    assert len(readded) == len(set(readded)) == len(record.after["new_rule_ids"])
+    assert f"re-added {len(readded)} rule(s)" in record.reason
+    # Every rule in the group now is one the fix created: an undo by the record removes all.
+    assert {r["SecurityGroupRuleId"] for r in rules_of(account, gid)} == set(
+        record.after["new_rule_ids"]
+    )
+
+
 class TakeBackFails:
     """Wraps the EC2 client: revoking anything that does not cover port 22 (taking back the
     re-added rules) is refused."""

@@ -236,12 +236,23 @@ def readded_record(
         readded += made.permissions
         new_ids += made.rule_ids
         present += made.present
-    record: dict[str, Any] = {"readded": readded, "new_rule_ids": new_ids}
+    record: dict[str, Any] = {"readded": distinct(readded), "new_rule_ids": new_ids}
     if present:
         record["already_present"] = present
     if kept:
         record["kept_for_another_run"] = [describe_rule(r) for r in kept]
     return record
+
+
+def distinct(permissions: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The permissions without repeats (two rules' re-adds can overlap: EC2 holds one copy)."""
+    seen: list[set[tuple[Any, ...]]] = []
+    kept = []
+    for p in permissions:
+        if (keys := permission_keys(p)) not in seen:
+            seen.append(keys)
+            kept.append(p)
+    return kept
 
 
 def lost_answer(rules: Iterable[SecurityGroupRule]) -> str:
@@ -597,12 +608,23 @@ class SshOpenToInternet:
             if kept and (dropped := readd_tags(rule)[1]):
                 notes.append(f"{rule.rule_id}: tags not copied (50 per rule): {', '.join(dropped)}")
         added: dict[str, Readded] = {}
+        created: set[tuple[Any, ...]] = set()
         for rule in rules:
             if rule.rule_id not in readd:
                 continue
-            added[rule.rule_id] = Readded()
+            # Two rules may keep the same ports (tcp 0-65535 and all traffic): what this run
+            # made for the first is the second's too, ours, not "already present".
+            ours = [p for p in readd[rule.rule_id] if permission_keys(p) <= created]
+            added[rule.rule_id] = Readded(permissions=ours)
             try:
-                self._authorize(ec2, gid, rule, readd[rule.rule_id], added[rule.rule_id])
+                self._authorize(
+                    ec2,
+                    gid,
+                    rule,
+                    [p for p in readd[rule.rule_id] if p not in ours],
+                    added[rule.rule_id],
+                )
+                created |= {k for p in added[rule.rule_id].permissions for k in permission_keys(p)}
             except ClientError as error:
                 code = error_code(error)
                 if code in GROUP_GONE:
@@ -1017,9 +1039,9 @@ class SshOpenToInternet:
         """Revoke exactly the permissions this fix added (not pre-existing ones), except those in
         `keep`. Returns what could not be taken back, with the error code (none: all gone)."""
         keep = set(keep)
-        permissions = [
+        permissions = distinct(
             p for readded in added for p in readded.permissions if not permission_keys(p) & keep
-        ]
+        )
         left: list[dict[str, Any]] = []
         code = None
 
