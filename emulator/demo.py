@@ -11,23 +11,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 import boto3
 from guardrail.cli import known_region
 from guardrail.clients import AwsClients
+from guardrail.controls.session_logging import PREFERENCE_ACTIONS
 from guardrail.engine import Guardrail, ScanReport
-from guardrail.model import Outcome, ResourceType, Status
+from guardrail.model import FixRecord, Outcome, ResourceType, Status
 from guardrail.publisher import FindingPublisher
 from guardrail.settings import Settings
 
 from .calls import CallCounter
-from .seed import FAILED, Seeded, minimum_instances, seed_account
+from .seed import FAILED, LOGGING, ROLE, SSH, Seeded, minimum_instances, seed_account
 from .server import EmulatedAccount
 
 EMULATED = "[emulated]"
@@ -69,6 +71,9 @@ class HubState:
 
 INTERNET = ("0.0.0.0/0", "::/0")
 PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
+# An IP protocol other than tcp, udp and icmp (GRE): what an all-traffic rule admits that no
+# re-added tcp/udp/icmp rule keeps.
+OTHER_PROTOCOL = "47"
 PREFERENCES = "SSM-SessionManagerRunShell"
 
 
@@ -81,6 +86,7 @@ class Ingress:
     protocol: str  # tcp, udp, icmp, icmpv6, -1 (all) or a protocol number
     low: int  # -1: every port
     high: int
+    rule_id: str = ""
 
     def admits(self, protocol: str, port: int) -> bool:
         if self.protocol == "-1":
@@ -91,10 +97,15 @@ class Ingress:
 
     def probes(self) -> list[tuple[str, int]]:
         """Protocol and port pairs the rule admits that a fix might take away: its ends, SSH
-        and its neighbours, a few common ports; udp too for all traffic."""
+        and its neighbours, a few common ports; for all traffic udp, the ICMP of the source's
+        address family and one other IP protocol too."""
         if self.protocol == "-1":
-            return [("tcp", p) for p in (0, 21, 22, 23, 443, 65535)] + [
-                ("udp", p) for p in (0, 22, 53, 65535)
+            icmp = "icmpv6" if ":" in self.source else "icmp"
+            return [
+                *(("tcp", p) for p in (0, 21, 22, 23, 443, 65535)),
+                *(("udp", p) for p in (0, 22, 53, 65535)),
+                (icmp, -1),
+                (OTHER_PROTOCOL, -1),
             ]
         if self.protocol not in ("tcp", "udp") or self.low == -1:
             return [(self.protocol, -1)]
@@ -122,6 +133,7 @@ def read_ingress(ec2: Any) -> list[Ingress]:
                     PROTOCOL_NAMES.get(protocol, protocol),
                     int(raw.get("FromPort", -1)),
                     int(raw.get("ToPort", -1)),
+                    raw["SecurityGroupRuleId"],
                 )
             )
     return rules
@@ -138,6 +150,40 @@ def read_destinations(ssm: Any) -> dict[str, Any]:
 
 
 @dataclass
+class IamView:
+    """Instance profiles and roles as the account holds them, read apart from the engine (which
+    reads DescribeInstances, not the associations)."""
+
+    associated: dict[str, str] = field(default_factory=dict)  # instance id → profile name
+    profile_roles: dict[str, list[str]] = field(default_factory=dict)  # profile → role names
+    role_policies: dict[str, set[str]] = field(default_factory=dict)  # role → attached ARNs
+
+
+def read_iam(ec2: Any, iam: Any) -> IamView:
+    view = IamView()
+    for page in ec2.get_paginator("describe_iam_instance_profile_associations").paginate():
+        for association in page["IamInstanceProfileAssociations"]:
+            if association.get("State") in ("associating", "associated"):
+                arn = association["IamInstanceProfile"]["Arn"]
+                view.associated[association["InstanceId"]] = arn.rsplit("/", 1)[-1]
+    for page in iam.get_paginator("list_instance_profiles").paginate():
+        for profile in page["InstanceProfiles"]:
+            roles = [r["RoleName"] for r in profile.get("Roles", [])]
+            view.profile_roles[profile["InstanceProfileName"]] = roles
+    for page in iam.get_paginator("list_roles").paginate():
+        for role in page["Roles"]:
+            name = role["RoleName"]
+            view.role_policies[name] = {
+                p["PolicyArn"]
+                for attached in iam.get_paginator("list_attached_role_policies").paginate(
+                    RoleName=name
+                )
+                for p in attached["AttachedPolicies"]
+            }
+    return view
+
+
+@dataclass
 class DemoRun:
     seeded: Seeded
     endpoint: str
@@ -146,10 +192,12 @@ class DemoRun:
     hub: HubState
     problems: list[str]
     # The account itself, read apart from the engine: ingress rules before the enforce scan
-    # and after the re-scan, and the preferences' log destinations at the end.
+    # and after the re-scan; the preferences' log destinations, instance profile associations,
+    # profiles' roles and roles' policies at the end.
     ingress_before: list[Ingress] = field(default_factory=list)
     ingress_after: list[Ingress] = field(default_factory=list)
     destinations: dict[str, Any] = field(default_factory=dict)
+    iam_after: IamView = field(default_factory=IamView)
 
     def scan(self, name: str) -> Scan:
         return next(s for s in self.scans if s.name == name)
@@ -200,6 +248,7 @@ def run_flow(
         ingress_before,
         read_ingress(clients.ec2),
         read_destinations(clients.ssm),
+        read_iam(clients.ec2, clients.iam),
     )
     run.problems = assess(run)
     return run
@@ -220,24 +269,26 @@ def assess(run: DemoRun) -> list[str]:
     )
     seeded = run.seeded
 
-    # 1. The first scan sees every seeded condition, and nothing else, on the instances.
+    # 1. The first scan sees every seeded condition, and nothing else, on the instances, each
+    #    at the severity its case is seeded for.
     for evaluation in first.evaluations:
         result = evaluation.result
         case = seeded_case(run, result.resource_id)
         if result.resource_type is not ResourceType.INSTANCE or case is None:
             continue
-        expected = case.expected(result.control)
-        if result.status.value != expected:
+        expected = (case.expected(result.control), case.expected_severity(result.control))
+        if (result.status.value, result.severity) != expected:
             problems.append(
                 f"report scan: {result.control} on {result.resource_id} ({case.name}) is "
-                f"{result.status.value}, seeded as {expected}: {result.reason}"
+                f"{result.status.value} {result.severity}, seeded as {' '.join(expected)}: "
+                f"{result.reason}"
             )
     seen = {
         (e.result.control, e.result.resource_id)
         for e in first.evaluations
         if e.result.status is Status.FAILED
     }
-    for control in ("ssh-open-to-internet", "ssm-instance-role", "ssm-session-logging"):
+    for control in (SSH, ROLE, LOGGING):
         missed = sorted(i for i in seeded.expected(control, FAILED) if (control, i) not in seen)
         if missed:
             problems.append(f"report scan: {control} missed seeded failures on {', '.join(missed)}")
@@ -247,16 +298,23 @@ def assess(run: DemoRun) -> list[str]:
         if e.result.control == "ssm-session-logging"
         and e.result.resource_type is ResourceType.ACCOUNT
     ]
-    if [r.status for r in region] != [Status.FAILED]:
+    if [(r.status, r.severity) for r in region] != [(Status.FAILED, "MEDIUM")]:
+        judged = [f"{r.status.value} {r.severity}" for r in region]
         problems.append(
             "report scan: the region's Session Manager preferences (seeded absent) are judged "
-            f"{[r.status.value for r in region] or 'not at all'}, not FAILED once"
+            f"{judged or 'not at all'}, not FAILED MEDIUM once"
         )
     if first.fixes:
         problems.append(f"report scan changed {len(first.fixes)} thing(s); report mode must not")
 
-    # 2. The enforce scan's fixes went through (or were skipped with a reason).
+    # 2. The enforce scan's fixes went through (or were skipped with a reason), and each one
+    #    applied records what undoing it takes.
     for fix in enforce.fixes:
+        if fix.outcome is Outcome.APPLIED and (gap := undo_steps(fix)[1]):
+            problems.append(
+                f"enforce scan: {fix.control} '{fix.action}' on {fix.resource_id} was applied, "
+                f"but its record does not say how to undo it: {gap}"
+            )
         if fix.outcome is Outcome.FAILED:
             problems.append(
                 f"enforce scan: {fix.control} '{fix.action}' on {fix.resource_id} failed "
@@ -351,32 +409,46 @@ def fixable_users(run: DemoRun, group_id: str) -> list[str]:
 
 def account_problems(run: DemoRun) -> list[str]:
     """What the account shows after the re-scan, whatever the engine reports: no rule lost
-    access other than internet TCP 22; no group a fixable seeded instance uses, nor one the
-    enforce scan says it closed, admits internet SSH; the region's sessions have a log
-    destination."""
+    access other than internet TCP 22 and, for an all-traffic rule, exactly the IP protocols
+    its fix record says were dropped; no group a fixable seeded instance uses, nor one the
+    enforce scan says it closed, admits internet SSH; every applied fix shows as its record
+    says (FIX_KINDS); the region's sessions have a log destination."""
     problems = []
+    fixes = run.scan("enforce scan").report.fixes
     for rule in run.ingress_before:
-        lost = [
-            f"{protocol}/{port}"
-            for protocol, port in rule.probes()
-            if not (rule.source in INTERNET and protocol == "tcp" and port == 22)
-            and not any(
+        dropped = dropped_with(rule, fixes)
+        lost, kept = [], []
+        for protocol, port in rule.probes():
+            if rule.source in INTERNET and protocol == "tcp" and port == 22:
+                continue
+            admitted = any(
                 after.group_id == rule.group_id
                 and after.source == rule.source
                 and after.admits(protocol, port)
                 for after in run.ingress_after
             )
-        ]
+            if not admitted and protocol not in dropped:
+                lost.append(probe_label(protocol, port))
+            elif admitted and protocol in dropped:
+                kept.append(probe_label(protocol, port))
+        group = label(run, ResourceType.SECURITY_GROUP, rule.group_id)
         if lost:
             problems.append(
-                f"account: {label(run, ResourceType.SECURITY_GROUP, rule.group_id)} no longer "
-                f"admits {', '.join(lost)} from {rule.source}: a fix took more than SSH"
+                f"account: {group} no longer admits {', '.join(lost)} from {rule.source}: a fix "
+                "took more than SSH"
+                + (
+                    " and the protocols its record says were dropped "
+                    f"({', '.join(probe_label(p, -1) for p in sorted(dropped))})"
+                    if dropped
+                    else ""
+                )
             )
-    closed = {
-        f.resource_id
-        for f in run.scan("enforce scan").report.fixes
-        if f.control == "ssh-open-to-internet" and f.outcome is Outcome.APPLIED
-    }
+        if kept:
+            problems.append(
+                f"account: {group} still admits {', '.join(kept)} from {rule.source}, which the "
+                f"fix record says {rule.rule_id} dropped"
+            )
+    closed = {f.resource_id for f in fixes if f.control == SSH and f.outcome is Outcome.APPLIED}
     for rule in run.ingress_after:
         if not (rule.source in INTERNET and rule.admits("tcp", 22)):
             continue
@@ -386,9 +458,204 @@ def account_problems(run: DemoRun) -> list[str]:
                 f"account: {label(run, ResourceType.SECURITY_GROUP, rule.group_id)} still admits "
                 f"SSH from {rule.source} although {why}"
             )
+    for fix in fixes:
+        kind = FIX_KINDS.get(fix.action)
+        if fix.outcome is Outcome.APPLIED and kind and (shown := kind.confirm(run, fix)):
+            problems.append(f"account: {fix.control} '{fix.action}' on {fix.resource_id}: {shown}")
     if not run.destinations:
         problems.append("account: the region's Session Manager preferences log nowhere")
     return problems
+
+
+def probe_label(protocol: str, port: int) -> str:
+    name = f"protocol {protocol}" if protocol.isdigit() else protocol
+    return name if port == -1 else f"{name}/{port}"
+
+
+# The note an all-traffic rule's fix leaves: "<rule id>: other IP protocols (not tcp, udp or
+# icmp) were dropped with the all-traffic rule".
+DROPPED_NOTE = re.compile(
+    r"(?P<rule>sgr-\w+): other IP protocols \(not (?P<kept>[^)]*)\) were dropped"
+)
+
+
+def dropped_with(rule: Ingress, fixes: Iterable[FixRecord]) -> set[str]:
+    """The protocols among the rule's probes its applied SSH fix says were dropped with it: all
+    but those the note names as kept (its "icmp" stands for either family's ICMP); none for a
+    rule without such a note."""
+    for fix in fixes:
+        if fix.control != SSH or fix.outcome is not Outcome.APPLIED:
+            continue
+        for note in DROPPED_NOTE.finditer(fix.reason):
+            if note["rule"] == rule.rule_id:
+                kept = set(re.split(r",\s*|\s+or\s+", note["kept"].strip()))
+                if "icmp" in kept:
+                    kept.add("icmpv6")
+                return {protocol for protocol, _ in rule.probes()} - kept
+    return set()
+
+
+# --------------------------------------------------------------------------------------------
+# Applied fixes: how to undo each (from its record alone) and what the account must show
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FixKind:
+    """One kind of applied fix: the steps its record gives a person to undo it, or what the
+    record lacks for that (before and after as the control writes them); and how the account,
+    read apart from the engine, disagrees with the record ("" when it agrees)."""
+
+    undo: Callable[[FixRecord], tuple[list[str], str]]
+    confirm: Callable[[DemoRun, FixRecord], str]
+
+
+def undo_steps(fix: FixRecord) -> tuple[list[str], str]:
+    kind = FIX_KINDS.get(fix.action)
+    if kind is None:
+        return (
+            [],
+            f"the demo does not know how to undo '{fix.action}' (FIX_KINDS in emulator/demo.py)",
+        )
+    return kind.undo(fix)
+
+
+def rule_text(rule: dict[str, Any]) -> str:
+    protocol, low, high = rule.get("IpProtocol"), rule.get("FromPort"), rule.get("ToPort")
+    ports = "all traffic" if protocol in ("-1", "all") else f"{protocol} {low}-{high}"
+    text = f"{ports} from {rule.get('Source')}"
+    if rule.get("Description"):
+        text += f' "{rule["Description"]}"'
+    if rule.get("Tags"):
+        text += f" tags {json.dumps(rule['Tags'], separators=(',', ':'))}"
+    return text
+
+
+def undo_revoke(fix: FixRecord) -> tuple[list[str], str]:
+    before = fix.before if isinstance(fix.before, list) else []
+    after = fix.after if isinstance(fix.after, dict) else {}
+    if not before or not all(
+        isinstance(r, dict)
+        and r.get("SecurityGroupRuleId")
+        and r.get("IpProtocol")
+        and r.get("Source")
+        for r in before
+    ):
+        return [], "before does not hold every revoked rule (id, protocol, ports, source)"
+    readded, new_ids = after.get("readded", []), after.get("new_rule_ids", [])
+    if len(new_ids) != len(readded):
+        return [], f"after names {len(new_ids)} new rule id(s) for {len(readded)} re-added rule(s)"
+    narrowed = {n["SecurityGroupRuleId"] for n in after.get("narrowed_in_place", [])}
+    steps = [
+        f"modify {r['SecurityGroupRuleId']} back to {rule_text(r)}"
+        if r["SecurityGroupRuleId"] in narrowed
+        else f"authorize again (was {r['SecurityGroupRuleId']}) {rule_text(r)}"
+        for r in before
+    ]
+    if new_ids:
+        steps.append(f"revoke the rules re-added in its place: {', '.join(new_ids)}")
+    return steps, ""
+
+
+def confirm_revoke(run: DemoRun, fix: FixRecord) -> str:
+    after = fix.after if isinstance(fix.after, dict) else {}
+    held = {r.rule_id for r in run.ingress_after if r.group_id == fix.resource_id}
+    narrowed = {n["SecurityGroupRuleId"] for n in after.get("narrowed_in_place", [])}
+    missing = [i for i in after.get("new_rule_ids", []) if i not in held]
+    revoked = {r.get("SecurityGroupRuleId") for r in fix.before or []} - narrowed
+    shown = []
+    if missing:
+        shown.append(f"re-added rules {', '.join(missing)} are not in the group")
+    if left := sorted(revoked & held):
+        shown.append(f"revoked rules {', '.join(left)} are still in the group")
+    return "; ".join(shown)
+
+
+def association(fix: FixRecord) -> dict[str, Any]:
+    """What an associate fix's after names: the profile and the association's id (which
+    DisassociateIamInstanceProfile takes)."""
+    return fix.after if isinstance(fix.after, dict) else {}
+
+
+def undo_associate(fix: FixRecord) -> tuple[list[str], str]:
+    after = association(fix)
+    if not after.get("instance_profile"):
+        return [], "after names no profile to disassociate"
+    which = after.get("association_id") or f"the association of {fix.resource_id}"
+    return [f"disassociate {which} ({after['instance_profile']}; the instance had none)"], ""
+
+
+def confirm_associate(run: DemoRun, fix: FixRecord) -> str:
+    now, wanted = run.iam_after.associated.get(fix.resource_id), association(fix)
+    if now == wanted.get("instance_profile"):
+        return ""
+    return f"the instance's profile is {now or 'none'}, not {wanted.get('instance_profile')}"
+
+
+def undo_add_role(fix: FixRecord) -> tuple[list[str], str]:
+    if not fix.after:
+        return [], "after names no role to remove"
+    return [
+        f"remove role {r} from instance profile {fix.resource_id} (it had none)" for r in fix.after
+    ], ""
+
+
+def confirm_add_role(run: DemoRun, fix: FixRecord) -> str:
+    now = run.iam_after.profile_roles.get(fix.resource_id)
+    return "" if now == list(fix.after) else f"the profile holds {now}, not {fix.after}"
+
+
+def undo_attach(fix: FixRecord) -> tuple[list[str], str]:
+    if not isinstance(fix.before, list):
+        return [], "before does not list the role's policies"
+    added = sorted(set(fix.after or ()) - set(fix.before))
+    if not added:
+        return [], "after attaches no policy beyond before"
+    return [f"detach {arn} from role {fix.resource_id}" for arn in added], ""
+
+
+def confirm_attach(run: DemoRun, fix: FixRecord) -> str:
+    now = run.iam_after.role_policies.get(fix.resource_id, set())
+    shown = []
+    if missing := sorted(set(fix.after or ()) - now):
+        shown.append(f"the role lacks {', '.join(missing)}")
+    if lost := sorted(set(fix.before or ()) - now):
+        shown.append(f"the role lost {', '.join(lost)}")
+    return "; ".join(shown)
+
+
+def undo_preferences(fix: FixRecord) -> tuple[list[str], str]:
+    after = fix.after if isinstance(fix.after, dict) else {}
+    if not (after.get("s3BucketName") or after.get("cloudWatchLogGroupName")):
+        return [], "after names no log destination"
+    if fix.action == PREFERENCE_ACTIONS[0]:  # created: there were none
+        return [f"delete document {PREFERENCES} (there were no preferences)"], ""
+    if not isinstance(fix.before, dict):
+        return [], "before does not hold the inputs the update replaced"
+    return [
+        f"make the previous version of {PREFERENCES} the default again (its inputs: "
+        f"{json.dumps(fix.before, separators=(',', ':'))})"
+    ], ""
+
+
+def confirm_preferences(run: DemoRun, fix: FixRecord) -> str:
+    after = fix.after if isinstance(fix.after, dict) else {}
+    wanted = {k: after[k] for k in ("s3BucketName", "cloudWatchLogGroupName") if after.get(k)}
+    if run.destinations == wanted:
+        return ""
+    return f"the preferences log to {run.destinations or 'nowhere'}, not {wanted}"
+
+
+ATTACH = FixKind(undo_attach, confirm_attach)
+PREFERENCES_FIX = FixKind(undo_preferences, confirm_preferences)
+FIX_KINDS: dict[str, FixKind] = {
+    "revoke internet SSH": FixKind(undo_revoke, confirm_revoke),
+    "associate instance profile": FixKind(undo_associate, confirm_associate),
+    "add role to instance profile": FixKind(undo_add_role, confirm_add_role),
+    "attach AmazonSSMManagedInstanceCore": ATTACH,
+    "attach log-delivery policy": ATTACH,
+    **dict.fromkeys(PREFERENCE_ACTIONS, PREFERENCES_FIX),
+}
 
 
 def explained(evaluation: Any) -> bool:
@@ -476,6 +743,10 @@ def print_fixes(run: DemoRun, scan: Scan, out: TextIO) -> None:
         print(f"      after:  {short(fix.after)}", file=out)
         if fix.reason:
             print(f"      why:    {short(fix.reason, 150)}", file=out)
+        if fix.outcome is Outcome.APPLIED:
+            steps, gap = undo_steps(fix)
+            for step in steps or [f"? {gap}"]:  # in full: the ids a person needs
+                print(f"      undo:   {step}", file=out)
         covers = [c for c in fix.covers if c != fix.resource_id]
         if covers:
             print(f"      settles results of: {short(', '.join(covers), 120)}", file=out)
@@ -608,8 +879,11 @@ def print_run(run: DemoRun, out: TextIO) -> None:
     if run.ok:
         print(
             "RESULT: OK — every fix the enforce scan claimed is confirmed by the re-scan and by "
-            "the account itself (no rule lost more than internet SSH, and all-traffic rules "
-            "only the other IP protocols their record names); Security Hub agrees.",
+            "the account, read apart from the engine: no security group rule lost more than "
+            "internet SSH (all-traffic rules: exactly the IP protocols their record says were "
+            "dropped) and the re-added rules are there; instance profile associations, profiles' "
+            "roles, roles' attached policies and the preferences' log destinations are as the "
+            "records say. Every applied fix records how to undo it; Security Hub agrees.",
             file=out,
         )
     else:

@@ -6,9 +6,11 @@ call. Each emulated action follows the AWS API shape; where its *behaviour* is a
 the docstring says so. `install()` adds, idempotently and without touching moto's files:
 
 - ``ssm:DescribeInstanceInformation`` (JSON). Emulated rule: an EC2 instance of the same
-  account-region is reported when its instance profile's role carries
-  ``AmazonSSMManagedInstanceCore`` (or, simulated with the evaluator below, a policy that allows
-  the actions the SSM Agent needs to register: ``AGENT_ACTIONS``). Running → ``Online``; every
+  account-region is reported when the simulation below (the role's policies and its permissions
+  boundary, on the instance's ARN: what SimulatePrincipalPolicy answers) allows its instance
+  profile's role every action the SSM Agent needs to register and serve sessions
+  (``AGENT_ACTIONS``); carrying ``AmazonSSMManagedInstanceCore`` is not enough when an explicit
+  Deny or the boundary refuses one. Running → ``Online``; every
   other instance is absent: an unregistered one, and, as AWS documents ("does not return
   information for nodes that are either Stopped or Terminated"; amazon-ssm-agent#407), a stopped
   one. An ``InstanceIds`` filter naming an instance that is shutting down, terminated or unknown
@@ -21,7 +23,9 @@ the docstring says so. `install()` adds, idempotently and without touching moto'
   ``ServiceSettingNotFound``.
 - ``securityhub:BatchUpdateFindings`` (REST-JSON, ``PATCH /findings/batchupdate``): sets
   Workflow.Status, Note (and the other customer fields) on stored findings; unknown Id/ProductArn →
-  ``UnprocessedFindings`` with ``FindingNotFound``. Like AWS, it does not change ``UpdatedAt``.
+  ``UnprocessedFindings`` with ``FindingNotFound``. Like AWS, it does not change ``UpdatedAt``, and
+  refuses the whole request (``InvalidInputException``) for a Note whose Text or UpdatedBy is
+  blank or longer than 512 characters.
 - ``iam:SimulatePrincipalPolicy`` (query/XML) for role ARNs: see `simulate`.
 - ``securityhub:GetFindings`` string filters and date filters (Start/End, DateRange in days;
   UpdatedAt, CreatedAt, NoteUpdatedAt) (moto ignored every filter): see `finding_matches`.
@@ -51,6 +55,18 @@ It also corrects moto behaviours the guardrail's results depend on (documented A
   associated), ``network-interface.group-id`` (a group on any of the instance's interfaces) and
   ``network-interface.network-interface-id``, with EC2's ``*`` and ``?`` wildcards; moto raised
   NotImplementedError for all three.
+
+Known moto gaps NOT corrected here (a test against the emulator cannot catch what they hide; the
+guardrail's narrowing in place, ``ModifySecurityGroupRules``, is the code path they touch, and its
+adapter tests run on this path, so correcting them is a change of its own):
+
+- ``ModifySecurityGroupRules`` keeps the rule's old description when the request omits
+  ``Description``; AWS replaces the rule's content, so the description is cleared.
+- It ignores a ``CidrIpv6`` change (the rule keeps its old IPv6 source), and accepts ``CidrIpv6``
+  for an IPv4 rule (its check is the wrong way round); AWS refuses a change of address family.
+- It accepts modifying a rule into a copy of another rule of the group; AWS refuses a duplicate.
+- Its rules quota counts IPv4 and IPv6 rules together; AWS counts them separately (60 inbound
+  IPv4 and 60 inbound IPv6 rules per group by default).
 """
 
 from __future__ import annotations
@@ -61,21 +77,20 @@ import json
 import re
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-CORE_POLICY_NAME = "AmazonSSMManagedInstanceCore"
-# What the SSM Agent needs to register and to serve Session Manager (a subset of the core policy).
+# What the SSM Agent needs to register and to serve Session Manager (a subset of the core policy;
+# the same actions the guardrail simulates for a role, lambdas/guardrail/controls/ssm_role.py).
 AGENT_ACTIONS = (
     "ssm:UpdateInstanceInformation",
     "ssmmessages:CreateControlChannel",
-    "ssmmessages:OpenControlChannel",
     "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
     "ssmmessages:OpenDataChannel",
-    "ec2messages:GetMessages",
 )
 AGENT_VERSION = "3.3.1142.0"
 SSM_PAGE_DEFAULT, SSM_PAGE_MIN, SSM_PAGE_MAX = 50, 5, 50
@@ -415,10 +430,20 @@ def role_policies(role: Any) -> list[SourcePolicy]:
     return sources
 
 
-def role_allows(role: Any, actions: Sequence[str], resource: str = "*") -> bool:
-    return all(
-        r["EvalDecision"] == "allowed" for r in simulate(role_policies(role), actions, [resource])
-    )
+def role_boundary(backend: Any, role: Any) -> list[SourcePolicy] | None:
+    """The role's permissions boundary as a simulation takes it; None when it has none (a
+    boundary whose policy is gone allows nothing, as IAM would)."""
+    if not role.permissions_boundary_arn:
+        return None
+    policy = backend.managed_policies.get(role.permissions_boundary_arn)
+    return [_managed_source(policy)] if policy else []
+
+
+def role_allows(backend: Any, role: Any, actions: Sequence[str], resource: str = "*") -> bool:
+    """Whether `simulate` (role policies and boundary, as SimulatePrincipalPolicy answers)
+    allows every action on the resource."""
+    results = simulate(role_policies(role), actions, [resource], role_boundary(backend, role))
+    return all(r["EvalDecision"] == "allowed" for r in results)
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,16 +474,15 @@ def _iam_simulate_principal_policy(self: Any) -> Any:
         SourcePolicy(f"PolicyInputList.{n}", "none", _document(doc))
         for n, doc in enumerate(self._get_param("PolicyInputList") or [], start=1)
     ]
-    boundary: list[SourcePolicy] | None = None
     boundary_inputs = self._get_param("PermissionsBoundaryPolicyInputList") or []
-    if boundary_inputs:
-        boundary = [
+    boundary = (
+        [
             SourcePolicy(f"PermissionsBoundaryPolicyInputList.{n}", "none", _document(doc))
             for n, doc in enumerate(boundary_inputs, start=1)
         ]
-    elif role.permissions_boundary_arn:
-        policy = backend.managed_policies.get(role.permissions_boundary_arn)
-        boundary = [_managed_source(policy)] if policy else []
+        if boundary_inputs
+        else role_boundary(backend, role)
+    )
     context = request_context(self._get_param("ContextEntries") or [])
     results = simulate(identity, actions, resources, boundary, context)
     start = _decode_token(self._get_param("Marker"), len(results), ValidationError)
@@ -550,9 +574,13 @@ def _ssm_describe_instance_information(self: Any) -> Any:
             f"Instances [[{', '.join(invalid)}]] not in a valid state for account "
             f"{self.current_account}",
         )
+    # Only the instances an InstanceIds filter names are simulated (one call per 50 ids).
+    named = [values for field, values in wanted if field == "InstanceId"]
     items = [
         item
-        for item in managed_instances(self.current_account, self.region)
+        for item in managed_instances(
+            self.current_account, self.region, set.intersection(*named) if named else None
+        )
         if all(str(item.get(field, "")) in values for field, values in wanted)
     ]
     start = _decode_token(
@@ -616,8 +644,11 @@ def _ssm_filters(
     return wanted
 
 
-def managed_instances(account_id: str, region: str) -> list[dict[str, Any]]:
-    """What Systems Manager would know of the region's EC2 instances (emulated rule), by id."""
+def managed_instances(
+    account_id: str, region: str, instance_ids: Collection[str] | None = None
+) -> list[dict[str, Any]]:
+    """What Systems Manager would know of the region's EC2 instances, or of those among
+    `instance_ids` (emulated rule), by id."""
     from moto.ec2.models import ec2_backends
     from moto.iam.models import iam_backends
     from moto.utilities.utils import get_partition
@@ -625,24 +656,22 @@ def managed_instances(account_id: str, region: str) -> list[dict[str, Any]]:
     partition = get_partition(region)
     ec2 = ec2_backends[account_id][region]
     iam = iam_backends[account_id][partition]
-    core_arn = f"arn:{partition}:iam::aws:policy/{CORE_POLICY_NAME}"
     now = datetime.now(UTC).replace(microsecond=0)
     profiles = {p.arn: p for p in iam.get_instance_profiles()}
-    registers: dict[str, bool] = {}  # profile ARN → whether its role lets the agent register
     items = []
     for instance in ec2.all_instances():
         state = instance._state.name
-        if state != "running":
+        if state != "running" or (instance_ids is not None and instance.id not in instance_ids):
             continue
         ping, last = "Online", now
-        profile_arn = (instance.iam_instance_profile or {}).get("Arn") or ""
-        if profile_arn not in registers:
-            profile = profiles.get(profile_arn)
-            registers[profile_arn] = any(
-                core_arn in role.managed_policies or role_allows(role, AGENT_ACTIONS)
-                for role in (profile.roles if profile else [])
-            )
-        if not registers[profile_arn]:
+        profile = profiles.get((instance.iam_instance_profile or {}).get("Arn") or "")
+        # Decided as SimulatePrincipalPolicy answers for the role on this instance (policies and
+        # boundary), never by the core policy's name alone: a Deny or a boundary keeps it out.
+        arn = f"arn:{partition}:ec2:{region}:{account_id}:instance/{instance.id}"
+        if not any(
+            role_allows(iam, role, AGENT_ACTIONS, arn)
+            for role in (profile.roles if profile else [])
+        ):
             continue
         windows = (instance.platform or "").lower() == "windows"
         ip = instance.private_ip or ""
@@ -670,6 +699,24 @@ def managed_instances(account_id: str, region: str) -> list[dict[str, Any]]:
     return sorted(items, key=lambda i: i["InstanceId"])
 
 
+MAX_NOTE = 512  # Note.Text and Note.UpdatedBy (API_Note; AWS::SecurityHub NoteUpdate)
+NOT_BLANK = re.compile(r".*\S.*", re.DOTALL)
+
+
+def note_problem(note: Any) -> str:
+    """Why Security Hub refuses a BatchUpdateFindings Note ("" when it takes it): Text and
+    UpdatedBy are required, 1 to 512 characters, not blank."""
+    if not isinstance(note, dict):
+        return "Note must be an object with Text and UpdatedBy"
+    for key in ("Text", "UpdatedBy"):
+        value = note.get(key)
+        if not isinstance(value, str) or not NOT_BLANK.fullmatch(value):
+            return f"Note.{key} is required and must not be blank"
+        if len(value) > MAX_NOTE:
+            return f"Note.{key} must be at most {MAX_NOTE} characters, not {len(value)}"
+    return ""
+
+
 def _securityhub_batch_update_findings(self: Any) -> str:
     """EMULATION of securityhub:BatchUpdateFindings over moto's stored findings."""
     from moto.securityhub.exceptions import InvalidInputException
@@ -685,8 +732,8 @@ def _securityhub_batch_update_findings(self: Any) -> str:
             op=op, msg=f"Workflow.Status must be one of {WORKFLOW_STATUSES}"
         )
     note = body.get("Note")
-    if note is not None and not (note.get("Text") and note.get("UpdatedBy")):
-        raise InvalidInputException(op=op, msg="Note needs Text and UpdatedBy")
+    if note is not None and (problem := note_problem(note)):
+        raise InvalidInputException(op=op, msg=problem)
     backend = self.securityhub_backend
     if not backend.enabled:
         from moto.securityhub.exceptions import SecurityHubClientError
@@ -1214,7 +1261,6 @@ def install() -> None:
 
 __all__ = [
     "AGENT_ACTIONS",
-    "CORE_POLICY_NAME",
     "Decision",
     "SourcePolicy",
     "condition_holds",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 SSH = "ssh-open-to-internet"
@@ -20,6 +20,10 @@ ROLE = "ssm-instance-role"
 LOGGING = "ssm-session-logging"
 CONTROLS = (ROLE, LOGGING, SSH)
 PASSED, FAILED, NA = "PASSED", "FAILED", "NOT_APPLICABLE"
+# ASFF severity labels the controls give (README's control table): a PASSED or NOT_APPLICABLE
+# result is INFORMATIONAL; a failing role or logging result MEDIUM; internet SSH CRITICAL when
+# the instance is reachable over the rule's address family right now, else HIGH.
+CRITICAL, HIGH, MEDIUM, INFORMATIONAL = "CRITICAL", "HIGH", "MEDIUM", "INFORMATIONAL"
 
 AMI = "ami-0a1b2c3d4e5f67890"  # the emulator does not validate image ids
 CORE_POLICY = "AmazonSSMManagedInstanceCore"
@@ -54,9 +58,16 @@ class Case:
     secondary_groups: tuple[str, ...] = ()  # groups of a second network interface (device 1)
     expect: Mapping[str, str] = field(default_factory=dict)  # control → status on the first scan
     fixable: bool = True  # an enforce run should leave every control PASSED or N/A
+    # control → severity on the first scan, where the status alone does not decide it (SSH)
+    severity: Mapping[str, str] = field(default_factory=dict)
 
     def expected(self, control: str) -> str:
         return self.expect.get(control, PASSED if self.state != "terminated" else NA)
+
+    def expected_severity(self, control: str) -> str:
+        if self.expected(control) != FAILED:
+            return INFORMATIONAL
+        return self.severity.get(control, MEDIUM)
 
 
 def _case(name: str, description: str, count: int, **kwargs: Any) -> Case:
@@ -74,10 +85,23 @@ ACCOUNT_CASES: tuple[Case, ...] = (
         groups=("ssh-world",),
         subnet="prod-public-a",
         expect={SSH: FAILED},
+        severity={SSH: CRITICAL},
     ),
-    _case("ssh-ipv6", "TCP 22 from ::/0", 2, groups=("ssh-world-v6",), expect={SSH: FAILED}),
     _case(
-        "ssh-all-tcp", "TCP 0-65535 from 0.0.0.0/0", 2, groups=("all-tcp",), expect={SSH: FAILED}
+        "ssh-ipv6",
+        "TCP 22 from ::/0",
+        2,
+        groups=("ssh-world-v6",),
+        expect={SSH: FAILED},
+        severity={SSH: HIGH},  # no IPv6 address: not reachable over the rule's family
+    ),
+    _case(
+        "ssh-all-tcp",
+        "TCP 0-65535 from 0.0.0.0/0",
+        2,
+        groups=("all-tcp",),
+        expect={SSH: FAILED},
+        severity={SSH: HIGH},  # private subnet: no public IPv4
     ),
     _case(
         "ssh-all-traffic",
@@ -86,6 +110,7 @@ ACCOUNT_CASES: tuple[Case, ...] = (
         groups=("all-traffic",),
         subnet="prod-public-b",
         expect={SSH: FAILED},
+        severity={SSH: CRITICAL},
     ),
     _case(
         "ssh-admin-range",
@@ -93,6 +118,7 @@ ACCOUNT_CASES: tuple[Case, ...] = (
         1,
         groups=("admin-range",),
         expect={SSH: FAILED},
+        severity={SSH: HIGH},
     ),
     _case(
         "ssh-secondary-eni",
@@ -100,6 +126,7 @@ ACCOUNT_CASES: tuple[Case, ...] = (
         2,
         secondary_groups=("ssh-secondary",),
         expect={SSH: FAILED},
+        severity={SSH: HIGH},
     ),
     _case(
         "ssh-stopped",
@@ -108,6 +135,7 @@ ACCOUNT_CASES: tuple[Case, ...] = (
         groups=("ssh-world",),
         state="stopped",
         expect={SSH: FAILED},
+        severity={SSH: HIGH},  # not running: not reachable right now
     ),
     _case(
         "ssh-private-ip-only",
@@ -116,6 +144,7 @@ ACCOUNT_CASES: tuple[Case, ...] = (
         groups=("ssh-world",),
         subnet="prod-private-b",
         expect={SSH: FAILED},
+        severity={SSH: HIGH},
     ),
     _case(
         "ssh-staging-shared",
@@ -124,6 +153,7 @@ ACCOUNT_CASES: tuple[Case, ...] = (
         groups=("staging-ssh-world",),
         subnet="staging-public",
         expect={SSH: FAILED},
+        severity={SSH: CRITICAL},
     ),
     _case(
         "ssh-terminated",
@@ -353,6 +383,7 @@ FLEET_SHARES: tuple[tuple[Case, float], ...] = (
             groups=("ssh-world",),
             subnet="prod-public-a",
             expect={SSH: FAILED},
+            severity={SSH: CRITICAL},
         ),
         0.06,
     ),
@@ -364,6 +395,7 @@ FLEET_SHARES: tuple[tuple[Case, float], ...] = (
             groups=("all-traffic",),
             subnet="prod-public-b",
             expect={SSH: FAILED},
+            severity={SSH: CRITICAL},
         ),
         0.03,
     ),
@@ -375,6 +407,7 @@ FLEET_SHARES: tuple[tuple[Case, float], ...] = (
             groups=("staging-ssh-world",),
             subnet="staging-public",
             expect={SSH: FAILED},
+            severity={SSH: CRITICAL},
         ),
         0.05,
     ),
@@ -442,19 +475,7 @@ def seed_fleet(session: Any, region: str, n: int, *, enable_security_hub: bool =
     seeded = _foundation(session, region, enable_security_hub=enable_security_hub)
     counts = [max(1, int(n * share)) for _, share in FLEET_SHARES]
     counts[0] += n - sum(counts)  # rounding goes to the largest, compliant shape
-    cases = [
-        _case(
-            c.name,
-            c.description,
-            k,
-            groups=c.groups,
-            subnet=c.subnet,
-            profile=c.profile,
-            state=c.state,
-            expect=c.expect,
-        )
-        for (c, _), k in zip(FLEET_SHARES, counts, strict=True)
-    ]
+    cases = [replace(c, count=k) for (c, _), k in zip(FLEET_SHARES, counts, strict=True)]
     _launch_all(session, seeded, cases)
     return seeded
 

@@ -940,8 +940,8 @@ def test_a_readd_failing_part_way_leaves_nothing_behind(account, clients):
 
 
 # --- GUARDRAIL_SSH_REQUIRE_SSM_ONLINE: never close the only way in ---------------------------
-# The emulator reports an instance Online in Systems Manager when it runs with a role that
-# carries AmazonSSMManagedInstanceCore (emulator/extension.py).
+# The emulator reports an instance Online in Systems Manager when its role may make the SSM
+# Agent's calls, as its SimulatePrincipalPolicy judges them (emulator/extension.py).
 
 
 def guarded_group(account):

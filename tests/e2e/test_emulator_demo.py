@@ -188,6 +188,161 @@ def test_assess_flags_a_fix_that_took_more_than_ssh(run):
     ), problems
 
 
+def with_fixes(run, change):
+    """The run as if the enforce scan's fix records were `change(record)` (None: unchanged)."""
+    first, enforce, rescan = run.scans
+    fixes = [change(f) or f for f in enforce.report.fixes]
+    pretend = replace(enforce, report=replace(enforce.report, fixes=fixes))
+    return replace(run, scans=[first, pretend, rescan], problems=[])
+
+
+def all_traffic_fix(run):
+    gid = run.seeded.groups["all-traffic"]
+    return next(f for f in run.scan("enforce scan").report.fixes if f.resource_id == gid)
+
+
+def test_all_traffic_rules_lost_exactly_what_their_record_says_was_dropped(run):
+    """Read apart from the engine: each all-traffic rule still admits tcp, udp and its family's
+    ICMP, and no longer the other IP protocols, as its record's note says."""
+    gid = run.seeded.groups["all-traffic"]
+    before = [r for r in run.ingress_before if r.group_id == gid]
+    assert {r.source for r in before} == {"0.0.0.0/0", "::/0"}
+    record = all_traffic_fix(run)
+    for rule in before:
+        assert rule.rule_id in record.reason and "other IP protocols" in record.reason
+        assert demo.dropped_with(rule, [record]) == {demo.OTHER_PROTOCOL}
+        icmp = "icmpv6" if rule.source == "::/0" else "icmp"
+        left = [r for r in run.ingress_after if r.group_id == gid and r.source == rule.source]
+        assert any(r.admits(icmp, -1) for r in left), rule.source
+        assert not any(r.admits(demo.OTHER_PROTOCOL, -1) for r in left), rule.source
+
+
+def test_assess_flags_an_all_traffic_rule_that_lost_icmp(run):
+    """Had the fix stopped re-adding ICMP, the engine's re-scan (SSH alone) would pass; the
+    account shows the loss the record does not name."""
+    gid = run.seeded.groups["all-traffic"]
+    no_icmp = [
+        r for r in run.ingress_after if not (r.group_id == gid and r.protocol in ("icmp", "icmpv6"))
+    ]
+    problems = demo.assess(replace(run, ingress_after=no_icmp, problems=[]))
+    for source, icmp in (("0.0.0.0/0", "icmp"), ("::/0", "icmpv6")):
+        assert any(
+            p.startswith(f"account: group all-traffic no longer admits {icmp} from {source}")
+            for p in problems
+        ), problems
+
+
+def test_assess_flags_an_all_traffic_fix_whose_record_names_no_dropped_protocol(run):
+    record = all_traffic_fix(run)
+    silent = with_fixes(
+        run,
+        lambda f: replace(f, reason="revoked 2 rule(s)") if f is record else None,
+    )
+    problems = demo.assess(silent)
+    assert any(
+        p.startswith("account: group all-traffic no longer admits protocol 47 from 0.0.0.0/0")
+        for p in problems
+    ), problems
+
+
+def test_assess_flags_a_severity_other_than_the_seeded_one(run):
+    """Public SSH reported INFORMATIONAL, private-only SSH reported CRITICAL: the status is
+    right, the severity is not."""
+    public = run.seeded.instances["ssh-ipv4-public"][0]
+    private = run.seeded.instances["ssh-private-ip-only"][0]
+    wrong = {public: "INFORMATIONAL", private: "CRITICAL"}
+    first, enforce, rescan = run.scans
+    evaluations = [
+        replace(e, result=replace(e.result, severity=wrong[e.result.resource_id]))
+        if e.result.control == "ssh-open-to-internet" and e.result.resource_id in wrong
+        else e
+        for e in first.report.evaluations
+    ]
+    pretend = replace(first, report=replace(first.report, evaluations=evaluations))
+    problems = demo.assess(replace(run, scans=[pretend, enforce, rescan], problems=[]))
+    assert any(
+        f"on {public} (ssh-ipv4-public) is FAILED INFORMATIONAL, seeded as FAILED CRITICAL" in p
+        for p in problems
+    ), problems
+    assert any(
+        f"on {private} (ssh-private-ip-only) is FAILED CRITICAL, seeded as FAILED HIGH" in p
+        for p in problems
+    ), problems
+
+
+def test_every_applied_fix_prints_how_to_undo_it_in_full(run):
+    out = io.StringIO()
+    demo.print_run(run, out)
+    text = out.getvalue()
+    record = all_traffic_fix(run)
+    assert len(record.after["new_rule_ids"]) == len(record.after["readded"]) == 8
+    assert f"revoke the rules re-added in its place: {', '.join(record.after['new_rule_ids'])}" in (
+        text
+    )
+    for rule in record.before:
+        assert f"authorize again (was {rule['SecurityGroupRuleId']}) all traffic" in text
+    applied = [f for f in run.scan("enforce scan").report.fixes if f.outcome is Outcome.APPLIED]
+    assert text.count("      undo:   ") >= len(applied)
+    assert "undo:   ?" not in text
+
+
+@pytest.mark.parametrize(
+    ("action", "emptied", "gap"),
+    [
+        ("revoke internet SSH", {"before": []}, "before does not hold every revoked rule"),
+        (
+            "revoke internet SSH",
+            {"after": {"readded": [{}], "new_rule_ids": []}},
+            "after names 0 new rule id(s)",
+        ),
+        ("associate instance profile", {"after": None}, "after names no profile"),
+        ("add role to instance profile", {"after": []}, "after names no role"),
+        ("attach AmazonSSMManagedInstanceCore", {"before": None}, "before does not list"),
+        ("attach log-delivery policy", {"after": []}, "after attaches no policy"),
+        ("create Session Manager preferences", {"after": {}}, "after names no log destination"),
+    ],
+)
+def test_assess_flags_an_applied_fix_whose_record_cannot_undo_it(run, action, emptied, gap):
+    record = next(f for f in run.scan("enforce scan").report.fixes if f.action == action)
+    assert record.outcome is Outcome.APPLIED
+    problems = demo.assess(
+        with_fixes(run, lambda f: replace(f, **emptied) if f is record else None)
+    )
+    assert (
+        f"enforce scan: {record.control} '{action}' on {record.resource_id} was applied, but its "
+        f"record does not say how to undo it: {gap}"
+    ) in " | ".join(problems), problems
+
+
+def test_assess_flags_profile_and_role_fixes_the_account_does_not_show(run):
+    """Read apart from the engine (associations, profiles' roles, roles' policies): a record
+    claiming what the account does not hold is a problem, whatever the re-scan says."""
+    fixes = {f.action: f for f in run.scan("enforce scan").report.fixes}
+    associated = fixes["associate instance profile"]
+    added = fixes["add role to instance profile"]
+    attached = fixes["attach AmazonSSMManagedInstanceCore"]
+    view = run.iam_after
+    assert view.associated[associated.resource_id] == run.seeded.instance_profile
+    assert view.profile_roles[added.resource_id] == [run.seeded.instance_role]
+    assert set(attached.after) <= view.role_policies[attached.resource_id]
+    broken = demo.IamView(
+        associated={k: v for k, v in view.associated.items() if k != associated.resource_id},
+        profile_roles={**view.profile_roles, added.resource_id: []},
+        role_policies={**view.role_policies, attached.resource_id: set()},
+    )
+    problems = demo.assess(replace(run, iam_after=broken, problems=[]))
+    for record, shown in (
+        (associated, "the instance's profile is none"),
+        (added, "the profile holds []"),
+        (attached, "the role lacks arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"),
+    ):
+        assert any(
+            p.startswith(f"account: {record.control} '{record.action}' on {record.resource_id}: ")
+            and shown in p
+            for p in problems
+        ), (shown, problems)
+
+
 def test_assess_flags_internet_ssh_left_on_a_group_the_enforce_scan_closed(run):
     gid = run.seeded.groups["ssh-world"]
     left = [*run.ingress_after, demo.Ingress(gid, "::/0", "tcp", 22, 22)]

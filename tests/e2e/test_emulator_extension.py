@@ -92,6 +92,41 @@ def test_only_instances_whose_role_lets_the_agent_register_are_managed(
     assert item["IPAddress"] == described["PrivateIpAddress"]
 
 
+def test_a_deny_or_a_boundary_keeps_a_core_role_s_instances_offline_as_simulation_says(
+    managed_policies, emulated, build
+):
+    """The core policy's name is not enough: an explicit Deny or a permissions boundary that
+    refuses an agent action keeps the instance out, exactly where SimulatePrincipalPolicy (the
+    product reads it) says the role is refused."""
+    deny_channels = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Action": "ssmmessages:*", "Resource": "*"}],
+    }
+    ssm_only = build.policy("ssm-only", {"Effect": "Allow", "Action": "ssm:*", "Resource": "*"})
+    wide = build.policy("wide", {"Effect": "Allow", "Action": "*", "Resource": "*"})
+    roles = {
+        "denied": build.role("denied", CORE, inline=deny_channels),
+        "bounded": build.role("bounded", CORE, boundary=ssm_only),
+        "wide-boundary": build.role("wide-boundary", CORE, boundary=wide),
+    }
+    ids = {name: build.instances(1, build.profile(f"{name}-p", name))[0] for name in roles}
+
+    listed = emulated.client("ssm").describe_instance_information()["InstanceInformationList"]
+    iam = emulated.client("iam")
+    for name, arn in roles.items():
+        decisions = {
+            r["EvalDecision"]
+            for r in iam.simulate_principal_policy(
+                PolicySourceArn=arn,
+                ActionNames=list(extension.AGENT_ACTIONS),
+                ResourceArns=[f"arn:aws:ec2:us-east-1:{ACCOUNT}:instance/{ids[name]}"],
+            )["EvaluationResults"]
+        }
+        online = ids[name] in {i["InstanceId"] for i in listed}
+        assert online == (decisions == {"allowed"}), (name, decisions)
+    assert {i["InstanceId"] for i in listed} == {ids["wide-boundary"]}
+
+
 def test_pages_with_max_results_and_next_token(managed_policies, emulated, build):
     build.role("core", CORE)
     ids = build.instances(12, build.profile("p", "core"))
@@ -431,6 +466,29 @@ def test_batch_update_validates_its_input(hub):
         errors(hub.batch_update_findings, FindingIdentifiers=ids * 101, Workflow={"Status": "NEW"})
         == "InvalidInputException"
     )
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        {"Text": "n" * 513, "UpdatedBy": "tester"},
+        {"Text": "fixed", "UpdatedBy": "u" * 513},
+        {"Text": "   ", "UpdatedBy": "tester"},
+    ],
+    ids=["text-513", "updated-by-513", "blank-text"],
+)
+def test_batch_update_refuses_a_note_aws_refuses(hub, note):
+    """Note.Text and Note.UpdatedBy: 1 to 512 characters, not blank; a note AWS refuses must
+    not be stored here (the product clips its notes to fit)."""
+    hub.batch_import_findings(Findings=[finding("a")])
+    ids = [{"Id": "a", "ProductArn": PRODUCT_ARN}]
+    assert errors(hub.batch_update_findings, FindingIdentifiers=ids, Note=note) == (
+        "InvalidInputException"
+    )
+    assert "Note" not in stored(hub)["a"]
+    longest = {"Text": "n" * 512, "UpdatedBy": "u" * 512}
+    hub.batch_update_findings(FindingIdentifiers=ids, Note=longest)
+    assert stored(hub)["a"]["Note"]["Text"] == longest["Text"]
 
 
 @pytest.mark.parametrize(

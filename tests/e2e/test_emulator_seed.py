@@ -215,3 +215,20 @@ def test_expectations_cover_every_control(account):
         assert seeded.expected(control, FAILED), control
     assert seeded.expected(SSH, NA) == set(seeded.instances["ssh-terminated"])
     assert seeded.case_of(seeded.instances["profile-deleted"][0]).fixable is False
+
+
+def test_every_internet_ssh_case_names_its_severity():
+    """SSH severity depends on reachability, which the status does not tell: each failing SSH
+    case states CRITICAL or HIGH rather than falling back to the role/logging MEDIUM."""
+    from emulator.seed import EXPLICIT_DENY_CASE, FLEET_SHARES
+
+    cases = [*ACCOUNT_CASES, EXPLICIT_DENY_CASE, *(c for c, _ in FLEET_SHARES)]
+    for case in cases:
+        for control in (SSH, ROLE, LOGGING):
+            severity = case.expected_severity(control)
+            if case.expected(control) != FAILED:
+                assert severity == "INFORMATIONAL", (case.name, control)
+            elif control == SSH:
+                assert case.severity.get(SSH) in ("CRITICAL", "HIGH"), case.name
+            else:
+                assert severity == "MEDIUM", (case.name, control)

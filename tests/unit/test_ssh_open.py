@@ -10,6 +10,7 @@ from guardrail.controls.ssh_open import (
     admits_internet_ssh,
     ip_permission,
     remaining_access,
+    rule_request,
 )
 from guardrail.model import (
     AccountSnapshot,
@@ -531,3 +532,24 @@ def test_ec2s_revoked_rules_count_by_id_or_by_content_exactly_as_written():
             }
 
     assert SSH_OPEN._revoke(Ec2(), "sg-1", [read, other]) == ([other], [])
+
+
+@pytest.mark.parametrize(("v6", "cidr"), [(False, "0.0.0.0/0"), (True, "::/0")])
+def test_narrowing_in_place_sends_the_rules_description(v6, cidr):
+    """ModifySecurityGroupRules replaces the whole rule: a request without Description clears
+    the owner's (moto keeps it, so only the request shows this)."""
+    ranges = "Ipv6Ranges" if v6 else "IpRanges"
+    key = "CidrIpv6" if v6 else "CidrIp"
+    permission = {
+        "IpProtocol": "tcp",
+        "FromPort": 23,
+        "ToPort": 65535,
+        ranges: [{key: cidr, "Description": "web"}],
+    }
+    assert rule_request(permission) == {
+        "IpProtocol": "tcp",
+        "FromPort": 23,
+        "ToPort": 65535,
+        ("CidrIpv6" if v6 else "CidrIpv4"): cidr,
+        "Description": "web",
+    }
