@@ -24,6 +24,8 @@ from guardrail.cli import known_region
 from guardrail.clients import AwsClients
 from guardrail.controls.session_logging import PREFERENCE_ACTIONS
 from guardrail.engine import Guardrail, ScanReport
+from guardrail.findings import product_arn
+from guardrail.insights import finding_insights, group_key
 from guardrail.model import FixRecord, Outcome, ResourceType, Status
 from guardrail.publisher import FindingPublisher
 from guardrail.settings import Settings
@@ -55,6 +57,9 @@ class HubState:
     """What the emulated Security Hub holds (GetFindings, every page)."""
 
     findings: list[dict[str, Any]] = field(default_factory=list)
+    # What each of the stack's insights shows (guardrail.insights): its findings (GetFindings
+    # with the insight's filters) counted by its GroupByAttribute.
+    insights: dict[str, Counter[str]] = field(default_factory=dict)
 
     def counts(self) -> Counter[tuple[str, str]]:
         return Counter(
@@ -75,6 +80,7 @@ PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
 # re-added tcp/udp/icmp rule keeps.
 OTHER_PROTOCOL = "47"
 PREFERENCES = "SSM-SessionManagerRunShell"
+RESOLVED = {"Comparison": "EQUALS", "Value": "RESOLVED"}
 
 
 @dataclass(frozen=True)
@@ -237,7 +243,10 @@ def run_flow(
         scans.append(
             Scan(name, mode, report, time.perf_counter() - started, counter.by_operation())
         )
-    hub = read_security_hub(clients.securityhub)
+    hub = read_security_hub(
+        clients.securityhub,
+        product_arn(clients.partition, account.region, seeded.account_id),
+    )
     run = DemoRun(
         seeded,
         account.endpoint_url,
@@ -254,11 +263,21 @@ def run_flow(
     return run
 
 
-def read_security_hub(client: Any) -> HubState:
-    findings = []
-    for page in client.get_paginator("get_findings").paginate(PaginationConfig={"PageSize": 100}):
-        findings += page.get("Findings", [])
-    return HubState(findings)
+def read_security_hub(client: Any, product_arn: str) -> HubState:
+    def findings(**filters: Any) -> list[dict[str, Any]]:
+        pages = client.get_paginator("get_findings").paginate(
+            PaginationConfig={"PageSize": 100}, **filters
+        )
+        return [f for page in pages for f in page.get("Findings", [])]
+
+    return HubState(
+        findings(),
+        {
+            insight.name: Counter(group_key(f, insight.group_by) for f in findings(**filters))
+            for insight in finding_insights(product_arn).values()
+            for filters in [{"Filters": insight.filters}]
+        },
+    )
 
 
 def assess(run: DemoRun) -> list[str]:
@@ -384,6 +403,12 @@ def assess(run: DemoRun) -> list[str]:
         problems.append(
             f"Security Hub holds {hub_failed} FAILED finding(s); the re-scan has {len(still)}"
         )
+    # 6. The insights (the dashboards) show the same: what is left failing, and what was fixed.
+    for insight in finding_insights(None).values():
+        shown = sum(run.hub.insights.get(insight.name, Counter()).values())
+        wanted = len(claimed) if insight.filters["WorkflowStatus"] == [RESOLVED] else len(still)
+        if shown != wanted:
+            problems.append(f"Security Hub insight '{insight.name}' shows {shown}, not {wanted}")
     return problems
 
 
@@ -813,6 +838,16 @@ def print_hub(run: DemoRun, out: TextIO) -> None:
         print(f"       {short(finding.get('Description'), 160)}", file=out)
 
 
+def print_insights(run: DemoRun, out: TextIO) -> None:
+    """Each insight the stack deploys, as Security Hub would show it: its groups and counts."""
+    for name, groups in run.hub.insights.items():
+        print(f"  {name}: {sum(groups.values())}", file=out)
+        for key, n in groups.most_common(5):
+            print(f"    {n:>4}  {key}", file=out)
+        if len(groups) > 5:
+            print(f"          ... {len(groups) - 5} more", file=out)
+
+
 def pick_examples(findings: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One resolved fix, one finding still open, one compliant resource; different controls."""
     active = [f for f in findings if f.get("RecordState") == "ACTIVE"]
@@ -875,6 +910,8 @@ def print_run(run: DemoRun, out: TextIO) -> None:
     print_rescan(run, rescan, enforce, out)
     heading(f"4. What Security Hub now holds {EMULATED}", out)
     print_hub(run, out)
+    heading(f"5. Security Hub insights, the guardrail's dashboards {EMULATED}", out)
+    print_insights(run, out)
     print("", file=out)
     if run.ok:
         print(

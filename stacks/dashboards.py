@@ -3,6 +3,7 @@ of its Powertools metrics, and alarms (Lambda errors, dead letters) to an SNS to
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aws_cdk import Aws, Duration, RemovalPolicy
@@ -17,12 +18,10 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 from guardrail.controls import REGISTRY
-from guardrail.findings import PRODUCT
+from guardrail.insights import finding_insights
 
 from .functions import METRICS_NAMESPACE, SERVICE_NAME
 
-# Every finding the engine builds has GeneratorId "<PRODUCT>/<control id>" (guardrail.findings).
-GENERATOR_PREFIX = f"{PRODUCT}/"
 METRIC_PERIOD = Duration.minutes(5)
 
 # The Powertools metrics the Lambdas emit (lambdas/guardrail/runtime.py record_metrics and
@@ -48,15 +47,32 @@ EVENT_METRICS = (
     "EventsRetried",
 )
 
-StringFilter = securityhub.CfnInsight.StringFilterProperty
 
+def _cfn_filters(filters: dict[str, list[dict[str, Any]]]) -> Any:
+    """Security Hub's API spelling of insight filters as CloudFormation's (CDK's structs)."""
+    insight = securityhub.CfnInsight
 
-def _eq(*values: str) -> list[StringFilter]:
-    return [StringFilter(comparison="EQUALS", value=v) for v in values]
+    def one(condition: dict[str, Any]) -> Any:
+        if "DateRange" in condition:
+            days = condition["DateRange"]
+            return insight.DateFilterProperty(
+                date_range=insight.DateRangeProperty(unit=days["Unit"], value=days["Value"])
+            )
+        return insight.StringFilterProperty(
+            comparison=condition["Comparison"], value=condition["Value"]
+        )
+
+    return insight.AwsSecurityFindingFiltersProperty(
+        **{
+            re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower(): [one(c) for c in conditions]
+            for name, conditions in filters.items()
+        }
+    )
 
 
 class FindingInsights(Construct):
-    """Security Hub custom insights over the guardrail's own findings (GeneratorId ssm-guardrail/*).
+    """Security Hub custom insights over the guardrail's own findings (GeneratorId ssm-guardrail/*,
+    guardrail.insights).
 
     scope "account": only this account-region's findings (ProductArn of its default product).
     scope "organization": any account's and linked region's ssm-guardrail findings, for the
@@ -67,55 +83,16 @@ class FindingInsights(Construct):
         self, scope: Construct, construct_id: str, *, product_arn: str, insight_scope: str
     ) -> None:
         super().__init__(scope, construct_id)
-        ours: dict[str, list[StringFilter]] = {
-            "generator_id": [StringFilter(comparison="PREFIX", value=GENERATOR_PREFIX)],
-        }
-        if insight_scope == "account":
-            ours["product_arn"] = _eq(product_arn)
-        failing: dict[str, Any] = {
-            **ours,
-            "compliance_status": _eq("FAILED"),
-            "record_state": _eq("ACTIVE"),
-            "workflow_status": _eq("NEW", "NOTIFIED"),  # several EQUALS on one field are ORed
-        }
-        # Resolved when the note was written (BatchUpdateFindings, with the RESOLVED mark): not
-        # UpdatedAt, which the weekly refresh re-import moves on every finding, resolved or not.
-        resolved: dict[str, Any] = {
-            **ours,
-            "workflow_status": _eq("RESOLVED"),
-            "note_updated_at": [
-                securityhub.CfnInsight.DateFilterProperty(
-                    date_range=securityhub.CfnInsight.DateRangeProperty(unit="DAYS", value=7)
-                )
-            ],
-        }
-        definitions: dict[str, tuple[str, dict[str, Any], str]] = {
-            "FailingByControl": (
-                "ssm-guardrail: failing resources by control",
-                failing,
-                "GeneratorId",
-            ),
-            "FailingBySeverity": (
-                "ssm-guardrail: failing resources by severity",
-                failing,
-                "SeverityLabel",
-            ),
-            "FailingByResource": ("ssm-guardrail: failing resources", failing, "ResourceId"),
-            "ResolvedLast7Days": (
-                "ssm-guardrail: resolved in the last 7 days",
-                resolved,
-                "GeneratorId",
-            ),
-        }
+        definitions = finding_insights(product_arn if insight_scope == "account" else None)
         self.insights = {
             cid: securityhub.CfnInsight(
                 self,
                 cid,
-                name=name,
-                group_by_attribute=group_by,
-                filters=securityhub.CfnInsight.AwsSecurityFindingFiltersProperty(**filters),
+                name=insight.name,
+                group_by_attribute=insight.group_by,
+                filters=_cfn_filters(insight.filters),
             )
-            for cid, (name, filters, group_by) in definitions.items()
+            for cid, insight in definitions.items()
         }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -375,6 +376,34 @@ def test_assess_flags_security_hub_resolving_more_than_was_fixed(run):
     problems = demo.assess(replace(run, hub=demo.HubState(everything), problems=[]))
     assert any(
         p.startswith("Security Hub:") and "RESOLVED finding(s), not one per" in p for p in problems
+    )
+
+
+def test_the_insights_show_what_is_left_failing_and_what_was_fixed(run):
+    """The stack's four insights (guardrail.insights), applied to the emulated Security Hub:
+    the failing ones show the one instance the guardrail may not fix, the resolved one every
+    fixed result, by control."""
+    fixed = [e for e in run.scan("enforce scan").report.evaluations if e.remediated]
+    resolved = run.hub.insights["ssm-guardrail: resolved in the last 7 days"]
+    assert resolved == Counter(f"ssm-guardrail/{e.result.control}" for e in fixed)
+    (left,) = run.seeded.instances["profile-deleted"]
+    assert run.hub.insights["ssm-guardrail: failing resources"] == Counter(
+        {f"arn:aws:ec2:{run.seeded.region}:{run.seeded.account_id}:instance/{left}": 1}
+    )
+    assert run.hub.insights["ssm-guardrail: failing resources by severity"] == {"MEDIUM": 1}
+    out = io.StringIO()
+    demo.print_run(run, out)
+    assert "5. Security Hub insights" in out.getvalue()
+    assert f"ssm-guardrail: resolved in the last 7 days: {len(fixed)}" in out.getvalue()
+
+
+def test_assess_flags_insights_that_disagree_with_the_scans(run):
+    hub = replace(run.hub, insights={})
+    problems = demo.assess(replace(run, hub=hub, problems=[]))
+    fixed = sum(e.remediated for e in run.scan("enforce scan").report.evaluations)
+    assert (
+        f"Security Hub insight 'ssm-guardrail: resolved in the last 7 days' shows 0, not {fixed}"
+        in problems
     )
 
 
