@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -531,16 +532,51 @@ def before_its_revoke(clients, action):
     clients.ec2.meta.events.register(event, once)
 
 
-def answer_lost_once(clients, operation):
-    """EC2 does the next `operation` these clients send, but its answer is lost: botocore sends
-    it again at once, as after a read timeout or a 503 (the needs-retry hook decides that)."""
-    event = f"needs-retry.ec2.{operation}"
+def on_first_try(clients, operation, act):
+    """The first try of the next `operation` these clients send never reaches the emulator as
+    such: `act(params, request)` stands in for it; botocore's retries go through as usual."""
+    events, sent = clients.ec2.meta.events, {}
 
-    def once(attempts, **_):
-        clients.ec2.meta.events.unregister(event, once)
-        return 0 if attempts == 1 else None
+    def keep(params, **_):  # the call's parameters, as the caller gave them
+        events.unregister(f"before-parameter-build.ec2.{operation}", keep)
+        sent.update(params)
 
-    clients.ec2.meta.events.register_first(event, once)
+    def first(request, **_):
+        events.unregister(f"before-send.ec2.{operation}", first)
+        return act(sent, request)
+
+    events.register(f"before-parameter-build.ec2.{operation}", keep)
+    events.register_first(f"before-send.ec2.{operation}", first)
+
+
+def answer_lost_once(account, clients, operation):
+    """EC2 carries out the next `operation` (or refuses it) but its answer never arrives, a read
+    timeout: botocore sends it again."""
+    from botocore import xform_name
+    from botocore.exceptions import ReadTimeoutError
+
+    def done_unanswered(params, request):
+        with contextlib.suppress(ClientError):  # refused: that answer is lost too
+            getattr(account.ec2, xform_name(operation))(**params)
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    on_first_try(clients, operation, done_unanswered)
+
+
+def throttled_once(clients, operation):
+    """EC2 turns the next `operation` away (RequestLimitExceeded, HTTP 503): botocore retries."""
+    from botocore.awsrequest import AWSResponse
+
+    body = (
+        b"<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit "
+        b"exceeded.</Message></Error></Errors><RequestID>r</RequestID></Response>"
+    )
+
+    class Raw:
+        def stream(self, **_):
+            yield body
+
+    on_first_try(clients, operation, lambda _, request: AWSResponse(request.url, 503, {}, Raw()))
 
 
 @pytest.mark.parametrize(
@@ -556,14 +592,14 @@ def test_a_revoke_whose_answer_was_lost_keeps_the_other_ports(account, clients, 
     them back closed every port but SSH), and the record says how the revoke was counted."""
     gid = account.group(*permissions)
     account.instance([gid])
-    answer_lost_once(clients, "RevokeSecurityGroupIngress")
+    answer_lost_once(account, clients, "RevokeSecurityGroupIngress")
     report = account.run(clients, "enforce", [SSH])
     (record,) = report.fixes
     left = account.ingress(gid)
     assert ("tcp", 23, 65535, "0.0.0.0/0", "web+ssh") in left
     assert not any(r[1] <= 22 <= r[2] for r in left)
     assert record.outcome is Outcome.APPLIED
-    assert "first answer to the revoke was lost" in record.reason
+    assert "the answer to a try of the revoke was lost" in record.reason
     assert len(record.after["new_rule_ids"]) == 2 * len(permissions)
 
 
@@ -574,7 +610,7 @@ def test_a_retried_revoke_still_tells_the_owners_revoke_from_its_own(account, cl
     wide, other = perm("tcp", 0, 65535), perm("tcp", 20, 30, "::/0")
     gid = account.group(wide, other)
     account.instance([gid])
-    answer_lost_once(clients, "RevokeSecurityGroupIngress")
+    answer_lost_once(account, clients, "RevokeSecurityGroupIngress")
     owner_revokes_before_the_fix_does(account, clients, gid, wide)
     (record,) = account.run(clients, "enforce", [SSH]).fixes
     assert account.ingress(gid) == [
@@ -582,6 +618,56 @@ def test_a_retried_revoke_still_tells_the_owners_revoke_from_its_own(account, cl
         ("tcp", 23, 30, "::/0", None),
     ]
     assert "already revoked" in record.reason and "was lost" not in record.reason
+
+
+def test_re_adds_whose_answer_was_lost_are_the_fixs_own(account, clients):
+    """EC2 created the re-added rules but the answer was lost; the retry answers "duplicate".
+    They are this fix's (tagged for the rule they replace), ids and all: the record's undo
+    takes them, and when the owner then revokes the wide rule they go again."""
+    wide = perm("tcp", 0, 65535)
+    gid = account.group(wide)
+    account.instance([gid])
+    answer_lost_once(account, clients, "AuthorizeSecurityGroupIngress")
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    assert record.outcome is Outcome.APPLIED and "already_present" not in record.after
+    created = {r["SecurityGroupRuleId"] for r in rules_of(account, gid)}
+    assert set(record.after["new_rule_ids"]) == created and len(created) == 2
+
+    wide_again = account.group(wide)
+    account.instance([wide_again])
+    answer_lost_once(account, clients, "AuthorizeSecurityGroupIngress")
+    owner_revokes_before_the_fix_does(account, clients, wide_again, wide)
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    assert account.ingress(wide_again) == []  # nothing wider than the owner left it
+
+
+def test_a_throttled_revoke_that_finds_the_rule_gone_is_the_owners_revoke(account, clients):
+    """EC2 turned the first try away (throttling: nothing done) and the owner revoked the rule
+    meanwhile: the retry's "not found" is the owner's doing. What was re-added for the other
+    ports goes again: the group stays as closed as they left it."""
+    wide = perm("tcp", 0, 65535)
+    gid = account.group(wide)
+    account.instance([gid])
+    throttled_once(clients, "RevokeSecurityGroupIngress")
+    owner_revokes_before_the_fix_does(account, clients, gid, wide)
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    assert account.ingress(gid) == []
+    assert record.outcome is Outcome.ALREADY_COMPLIANT and record.reason == "rule already revoked"
+
+
+def test_a_rule_changed_while_a_revoke_answer_was_lost_is_not_counted_revoked(account, clients):
+    """The owner narrowed the rule to tcp 20-30 (still SSH) just before the fix's revoke, whose
+    answer was then lost. The rule is still there under its id: changed, not revoked. Nothing
+    re-added for it stays, and the fix says the rule is left for the next run to judge."""
+    gid = account.group(perm("tcp", 0, 65535))
+    account.instance([gid])
+    (rule_id,) = [r["SecurityGroupRuleId"] for r in rules_of(account, gid)]
+    answer_lost_once(account, clients, "RevokeSecurityGroupIngress")
+    before_its_revoke(clients, lambda: narrow(account, gid, rule_id, 20, 30, "0.0.0.0/0"))
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    assert account.ingress(gid) == [("tcp", 20, 30, "0.0.0.0/0", None)]
+    assert record.outcome is Outcome.SKIPPED and "was lost" not in record.reason
+    assert "still admitting internet SSH" in record.reason
 
 
 def owner_revokes_before_the_fix_does(account, clients, gid, *permissions):

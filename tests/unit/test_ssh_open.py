@@ -534,6 +534,40 @@ def test_ec2s_revoked_rules_count_by_id_or_by_content_exactly_as_written():
     assert SSH_OPEN._revoke(Ec2(), "sg-1", [read, other]) == ([other], [])
 
 
+def test_a_default_vpcs_answer_to_a_retried_revoke_counts_the_lost_try_as_the_fixs():
+    """Default VPC: a retry after a read timeout finds nothing to revoke and says so in
+    UnknownIpPermissions, not as an error. The timed-out try revoked the rule (it is gone from
+    the group): the fix's own revoke, not a missed rule whose re-adds must go again."""
+    from botocore.exceptions import ReadTimeoutError
+    from guardrail.controls.ssh_open import SSH_OPEN
+
+    read = SecurityGroupRule("sgr-a", "sg-1", "tcp", 0, 65535, cidr_ipv4="0.0.0.0/0")
+
+    class Events:
+        handlers: list = []
+
+        def register(self, event, handler):
+            self.handlers.append(handler)
+
+        def unregister(self, event, handler):
+            self.handlers.remove(handler)
+
+    class Ec2:
+        meta = type("Meta", (), {"events": Events()})()
+
+        def revoke_security_group_ingress(self, GroupId, IpPermissions):
+            for handler in self.meta.events.handlers:  # botocore's view of the first try
+                handler(caught_exception=ReadTimeoutError(endpoint_url="https://ec2"))
+            return {"Return": True, "UnknownIpPermissions": IpPermissions}
+
+        def get_paginator(self, operation):
+            assert operation == "describe_security_group_rules"
+            return type("Rules", (), {"paginate": lambda _, **__: [{"SecurityGroupRules": []}]})()
+
+    assert SSH_OPEN._revoke(Ec2(), "sg-1", [read]) == ([], [read])
+    assert Ec2.meta.events.handlers == []  # the watch ends with the call
+
+
 @pytest.mark.parametrize(("v6", "cidr"), [(False, "0.0.0.0/0"), (True, "::/0")])
 def test_narrowing_in_place_sends_the_rules_description(v6, cidr):
     """ModifySecurityGroupRules replaces the whole rule: a request without Description clears

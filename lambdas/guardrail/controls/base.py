@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
+
+from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
 
 from ..model import AccountSnapshot, FixRecord, Result, Role
 
@@ -110,11 +113,36 @@ def error_code(error: Exception) -> str:
     return str(response.get("Error", {}).get("Code", "Unknown"))
 
 
-def retried(error: Exception) -> bool:
-    """Whether botocore sent the call more than once before this error: an earlier attempt whose
-    answer was lost (a read timeout, a 5xx) may have done what this answer says is done."""
-    response = getattr(error, "response", None) or {}
-    return bool(response.get("ResponseMetadata", {}).get("RetryAttempts"))
+# Answers saying AWS turned the try away before doing anything (botocore retries them too).
+THROTTLED = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
+
+
+@contextmanager
+def answer_may_be_lost(client: Any, operation: str) -> Iterator[list[bool]]:
+    """Watches the tries botocore makes of `operation` on `client` while inside (its needs-retry
+    event, which sees every try): the list gains True for a try whose answer never came (a read
+    timeout, a dropped connection) or was a 5xx other than throttling, which AWS may have
+    carried out. What a retry of it then answers ("not found", "duplicate") may be that try's
+    own doing. A try that throttling or a failed connection turned away did nothing."""
+    tries: list[bool] = []
+    events = getattr(getattr(client, "meta", None), "events", None)
+    event = f"needs-retry.ec2.{operation}"
+
+    def observe(response: Any = None, caught_exception: Any = None, **_: Any) -> None:
+        if caught_exception is not None:
+            tries.append(isinstance(caught_exception, (ReadTimeoutError, ConnectionClosedError)))
+        elif response is not None:
+            http, parsed = response
+            code = str((parsed or {}).get("Error", {}).get("Code", ""))
+            tries.append(http.status_code >= 500 and code not in THROTTLED)
+
+    if events is not None:
+        events.register(event, observe)
+    try:
+        yield tries
+    finally:
+        if events is not None:
+            events.unregister(event, observe)
 
 
 def attach_failed(error: Exception) -> str:

@@ -32,7 +32,7 @@ from ..model import (
 )
 from ..paging import FILTER_VALUES, chunks, pages
 from ..settings import Settings
-from .base import OUT_OF_TIME, FixContext, Permission, error_code, retried
+from .base import OUT_OF_TIME, FixContext, Permission, answer_may_be_lost, error_code
 
 logger = logging.getLogger(__name__)
 
@@ -256,12 +256,11 @@ def distinct(permissions: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def lost_answer(rules: Iterable[SecurityGroupRule]) -> str:
-    """The note on rules counted as revoked though EC2 answered "not found" to a retried call."""
+    """The note on rules counted as revoked though EC2 answered that nothing matched."""
     return (
-        f"{', '.join(r.rule_id for r in rules)}: EC2's first answer to the revoke was lost and "
-        "its retry found the rule gone: counted as revoked by this fix, so what was re-added "
-        "for its other ports stays (had someone else revoked it at that moment, revoke those "
-        "by hand)"
+        f"{', '.join(r.rule_id for r in rules)}: the answer to a try of the revoke was lost and "
+        "the retry found the rule gone: counted as revoked by this fix (had someone else "
+        "revoked it at that moment, revoke by hand what this fix re-added for it)"
     )
 
 
@@ -973,51 +972,69 @@ class SshOpenToInternet:
         ec2: Any, gid: str, rules: list[SecurityGroupRule]
     ) -> tuple[list[SecurityGroupRule], list[SecurityGroupRule]]:
         """Revoke the rules by content (exactly as read); returns those it did not match (revoked
-        or changed meanwhile), and those counted as revoked by this call though EC2 answered
-        "not found": botocore sent the call again (the first answer lost to a timeout or a 5xx),
-        so the first attempt most likely revoked them; calling them someone else's revoke would
-        take back their re-added rules and close every other port. RevokeSecurityGroupIngress
-        in a non-default VPC refuses the whole call when one permission matches nothing
-        (InvalidPermission.NotFound, nothing revoked), so then each goes alone; in a default
-        VPC it revokes what matches and answers with the rest (UnknownIpPermissions) and what
-        it revoked (RevokedSecurityGroupRules)."""
-        try:
-            response = ec2.revoke_security_group_ingress(
-                GroupId=gid, IpPermissions=[rule_permission(r) for r in rules]
-            )
-        except ClientError as error:
-            if error_code(error) not in ALREADY_GONE:
-                raise
-            missed: list[SecurityGroupRule] = list(rules) if len(rules) == 1 else []
-            lost: list[SecurityGroupRule] = []
-            for rule in rules if len(rules) > 1 else []:
+        or changed meanwhile), and those counted as revoked by this fix though EC2 answered that
+        nothing matched: a try of the call whose answer was lost (answer_may_be_lost) most likely
+        revoked them, and calling that someone else's revoke would take back what was re-added
+        for them, closing every other port. RevokeSecurityGroupIngress in a non-default VPC
+        refuses the whole call when one permission matches nothing (InvalidPermission.NotFound,
+        nothing revoked), so then each goes alone; in a default VPC it revokes what matches and
+        answers with the rest (UnknownIpPermissions) and what it revoked
+        (RevokedSecurityGroupRules)."""
+
+        def revoke(batch: list[SecurityGroupRule]) -> tuple[Any, bool]:
+            with answer_may_be_lost(ec2, "RevokeSecurityGroupIngress") as tries:
                 try:
-                    ec2.revoke_security_group_ingress(
-                        GroupId=gid, IpPermissions=[rule_permission(rule)]
+                    answer = ec2.revoke_security_group_ingress(
+                        GroupId=gid, IpPermissions=[rule_permission(r) for r in batch]
                     )
-                except ClientError as alone:
-                    if error_code(alone) not in ALREADY_GONE:
+                except ClientError as error:
+                    if error_code(error) not in ALREADY_GONE:
                         raise
-                    (lost if retried(alone) else missed).append(rule)
-            if retried(error) and len(missed) == len(rules):
-                # All or nothing: had the first attempt revoked nothing, the rules still there
-                # would have gone one by one now.
-                missed, lost = [], list(rules)
-            if lost:
-                logger.warning(
-                    "revoke answered not found after a retry: counted as this run's",
-                    extra={"group": gid, "rules": [r.rule_id for r in lost]},
-                )
-            return missed, lost
-        unknown = {k for p in response.get("UnknownIpPermissions", []) for k in permission_keys(p)}
-        gone = response.get("RevokedSecurityGroupRules", [])
-        if gone:
-            # By id, and by content for a rule deleted and re-created as it was since the read
-            # (a new id): its access, the one judged, is what went.
-            ids = {r.get("SecurityGroupRuleId") for r in gone}
-            contents = {as_written(SecurityGroupRule.from_api({"GroupId": gid, **r})) for r in gone}
-            return [r for r in rules if r.rule_id not in ids and as_written(r) not in contents], []
-        return [r for r in rules if rule_keys(r) & unknown], []
+                    answer = None
+            return answer, any(tries)
+
+        missed: list[SecurityGroupRule] = []
+        lost: list[SecurityGroupRule] = []
+        response, maybe_done = revoke(rules)
+        if response is None and len(rules) > 1:
+            for rule in rules:
+                alone, alone_maybe_done = revoke([rule])
+                if alone is None:
+                    (lost if alone_maybe_done else missed).append(rule)
+            if maybe_done and len(missed) == len(rules):
+                # All or nothing: had the lost try revoked nothing, the rules still there would
+                # have gone one by one now.
+                missed, lost = [], missed
+        elif response is None:
+            (lost if maybe_done else missed).extend(rules)
+        else:  # a default VPC's answer
+            if gone := response.get("RevokedSecurityGroupRules", []):
+                # By id, and by content for a rule deleted and re-created as it was since the
+                # read (a new id): its access, the one judged, is what went.
+                ids = {r.get("SecurityGroupRuleId") for r in gone}
+                contents = {
+                    as_written(SecurityGroupRule.from_api({"GroupId": gid, **r})) for r in gone
+                }
+                unmatched = [
+                    r for r in rules if r.rule_id not in ids and as_written(r) not in contents
+                ]
+            else:
+                unknown = {
+                    k for p in response.get("UnknownIpPermissions", []) for k in permission_keys(p)
+                }
+                unmatched = [r for r in rules if rule_keys(r) & unknown]
+            (lost if maybe_done else missed).extend(unmatched)
+        if lost:
+            # A rule still in the group under its id was changed meanwhile, not revoked.
+            held = {r.rule_id for r in SshOpenToInternet._current_rules(ec2, [gid]).get(gid, [])}
+            missed += [r for r in lost if r.rule_id in held]
+            lost = [r for r in lost if r.rule_id not in held]
+        if lost:
+            logger.warning(
+                "a revoke whose answer was lost is counted as this run's",
+                extra={"group": gid, "rules": [r.rule_id for r in lost]},
+            )
+        return missed, lost
 
     def _take_back(self, ec2: Any, gid: str, added: Iterable[Readded]) -> str:
         """Undo what a fix that stops short added: "" when all of it went, else what a person
@@ -1069,13 +1086,30 @@ class SshOpenToInternet:
         """Re-add what one revoked rule admitted besides SSH into `added` (so a failure part-way
         can be undone): one call, each new rule tagged like the old one plus the id it replaces.
         EC2 refuses the whole call if any permission already exists (an earlier run, or a person),
-        so then each is tried alone and duplicates count as done (and are not ours to undo)."""
+        so then each is tried alone and duplicates count as done (and are not ours to undo).
+        Unless a try whose answer was lost (answer_may_be_lost) made them: then the group holds
+        them, tagged for `rule`, and they are this fix's, ids and all."""
         tags = [{"ResourceType": "security-group-rule", "Tags": readd_tags(rule)[0]}]
 
         def authorize(batch: list[dict[str, Any]]) -> Any:
-            return ec2.authorize_security_group_ingress(
-                GroupId=gid, IpPermissions=batch, TagSpecifications=tags
-            )
+            with answer_may_be_lost(ec2, "AuthorizeSecurityGroupIngress") as tries:
+                try:
+                    return ec2.authorize_security_group_ingress(
+                        GroupId=gid, IpPermissions=batch, TagSpecifications=tags
+                    )
+                except ClientError as error:
+                    if error_code(error) not in DUPLICATE or not any(tries):
+                        raise
+                    refused = error
+            wanted = {k for p in batch for k in permission_keys(p)}
+            made = [
+                r
+                for r in SshOpenToInternet._current_rules(ec2, [gid]).get(gid, [])
+                if dict(r.tags).get(GUARDRAIL_TAG) == rule.rule_id and rule_keys(r) <= wanted
+            ]
+            if {k for r in made for k in rule_keys(r)} != wanted:
+                raise refused  # not all of them: someone else's are among them
+            return {"SecurityGroupRules": [{"SecurityGroupRuleId": r.rule_id} for r in made]}
 
         for batch, response, error in each_alone_if_refused(authorize, permissions, DUPLICATE):
             if error is not None:
