@@ -604,10 +604,12 @@ def association(fix: FixRecord) -> dict[str, Any]:
 
 def undo_associate(fix: FixRecord) -> tuple[list[str], str]:
     after = association(fix)
-    if not after.get("instance_profile"):
-        return [], "after names no profile to disassociate"
-    which = after.get("association_id") or f"the association of {fix.resource_id}"
-    return [f"disassociate {which} ({after['instance_profile']}; the instance had none)"], ""
+    if not after.get("instance_profile") or not after.get("association_id"):
+        return [], "after names no association (id and profile) to disassociate"
+    return [
+        f"disassociate {after['association_id']} ({after['instance_profile']}; the instance "
+        "had none)"
+    ], ""
 
 
 def confirm_associate(run: DemoRun, fix: FixRecord) -> str:

@@ -181,11 +181,11 @@ class Instance:
 EC2_PRINCIPALS = frozenset({"ec2.amazonaws.com", "ec2.amazonaws.com.cn"})
 
 
-def trusted_besides_ec2(trust_policy: Any) -> tuple[str, ...]:
-    """Who besides EC2 a role's trust policy (AssumeRolePolicyDocument) lets assume the role: the
-    principals of its Allow statements, "*" for anyone (a NotPrincipal too). IAM answers the
-    document URL-encoded; botocore decodes it. One that cannot be read is named as such: whom it
-    trusts is not known."""
+def trusted_besides_ec2(trust_policy: Any, role_arn: str = "") -> tuple[str, ...]:
+    """Who besides EC2 (and the role itself) a role's trust policy (AssumeRolePolicyDocument)
+    lets assume the role: the principals of its Allow statements, "*" for anyone (a NotPrincipal
+    too). IAM answers the document URL-encoded; botocore decodes it. One that cannot be read is
+    named as such: whom it trusts is not known."""
     document = trust_policy
     if isinstance(document, str):
         try:
@@ -210,7 +210,7 @@ def trusted_besides_ec2(trust_policy: Any) -> tuple[str, ...]:
                 for values in principal.values()
                 for v in (values if isinstance(values, list) else [values])
             ]
-        found += [n for n in names if n not in EC2_PRINCIPALS and n not in found]
+        found += [n for n in names if n not in {*EC2_PRINCIPALS, role_arn} and n not in found]
     return tuple(found)
 
 

@@ -469,7 +469,7 @@ class SnapshotReader:
                 name,
                 raw_role["Arn"],
                 attached,
-                trusted_besides_ec2(raw_role.get("AssumeRolePolicyDocument")),
+                trusted_besides_ec2(raw_role.get("AssumeRolePolicyDocument"), raw_role["Arn"]),
             )
         return profiles, found
 

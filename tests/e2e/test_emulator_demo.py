@@ -296,7 +296,12 @@ def test_every_applied_fix_prints_how_to_undo_it_in_full(run):
             {"after": {"readded": [{}], "new_rule_ids": []}},
             "after names 0 new rule id(s)",
         ),
-        ("associate instance profile", {"after": None}, "after names no profile"),
+        ("associate instance profile", {"after": None}, "after names no association"),
+        (
+            "associate instance profile",
+            {"after": {"instance_profile": "guardrail-ec2", "association_id": ""}},
+            "after names no association",
+        ),
         ("add role to instance profile", {"after": []}, "after names no role"),
         ("attach AmazonSSMManagedInstanceCore", {"before": None}, "before does not list"),
         ("attach log-delivery policy", {"after": []}, "after attaches no policy"),

@@ -356,6 +356,7 @@ def test_a_refused_role_is_said_to_carry_the_policy_it_actually_has(policies, ca
     assert f"the role carries {carried} already" in fix.reason
 
 
+ROLE_ARN = "arn:aws:iam::123456789012:role/app"
 EC2_ONLY = {
     "Effect": "Allow",
     "Principal": {"Service": "ec2.amazonaws.com"},
@@ -410,6 +411,8 @@ EC2_ONLY = {
             "%22%3A%22ssm.amazonaws.com%22%7D%7D%5D%7D",
             ("ssm.amazonaws.com",),
         ),
+        # A role that may assume itself gives no one else the policy.
+        ({"Statement": [EC2_ONLY, {**EC2_ONLY, "Principal": {"AWS": ROLE_ARN}}]}, ()),
         (None, ("an unreadable trust policy",)),
         ("not json", ("an unreadable trust policy",)),
         ({"Statement": "x"}, ("an unreadable trust policy",)),
@@ -418,4 +421,4 @@ EC2_ONLY = {
 def test_who_else_a_role_lets_assume_it(document, others):
     from guardrail.model import trusted_besides_ec2
 
-    assert trusted_besides_ec2(document) == others
+    assert trusted_besides_ec2(document, ROLE_ARN) == others

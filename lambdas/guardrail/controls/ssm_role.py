@@ -551,7 +551,8 @@ class SsmInstanceRole:
             {"instance_profile": profile, "association_id": association},
             f"associated {profile}"
             + (
-                f" (undo: aws ec2 disassociate-iam-instance-profile --association-id {association})"
+                f" (undo: aws ec2 disassociate-iam-instance-profile --association-id {association}"
+                f" --region {snapshot.region})"
                 if association
                 else ""
             ),
