@@ -40,11 +40,12 @@ INTERFACE_ID = re.compile(r"^eni-[0-9a-f]{8,17}$")
 # IAM's own name rules (ASCII only): roles 1-64 characters, instance profiles 1-128.
 ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,128}$")
-ACCOUNT_ID = re.compile(r"^\d{12}$")
+# [0-9], not \d: \d also matches other scripts' digits (Arabic-Indic, fullwidth), never in an id.
+ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
 # A managed policy: arn:<partition>:iam::<12 digits, or "aws" for AWS's own>:policy/<path/>name
 # (a path is at most 512 characters from ! to ~, a name 1-128 of IAM's name characters).
 POLICY_ARN = re.compile(
-    r"^arn:aws(?:-[a-z0-9]+)*:iam::(?:\d{12}|aws):policy/"
+    r"^arn:aws(?:-[a-z0-9]+)*:iam::(?:[0-9]{12}|aws):policy/"
     r"(?:[!-~]{1,510}/)?[A-Za-z0-9+=,.@_-]{1,128}$"
 )
 CORE_POLICY_SUFFIX = ":iam::aws:policy/AmazonSSMManagedInstanceCore"  # any partition
@@ -110,6 +111,9 @@ class Change:
     # The AWS service that made the call for the actor (userIdentity.invokedBy), e.g.
     # cloudformation.amazonaws.com for a stack's own changes.
     invoked_by: str | None = None
+    # Invalid values the event named beside valid ids: left out of the scope, and logged (a
+    # value no id pattern accepts may be a shape the parser does not know).
+    ignored: tuple[str, ...] = ()
 
     def as_log(self) -> dict[str, Any]:
         s = self.scope
@@ -126,6 +130,7 @@ class Change:
             "policy_arns": sorted(s.policy_arns),
             "preferences": s.preferences,
             "controls": sorted(s.controls),
+            "ignored": list(self.ignored),
         }
 
 
@@ -152,16 +157,24 @@ def items(value: Any) -> list[dict[str, Any]]:
     return []
 
 
+MAX_SHOWN = 10  # invalid values quoted in a log line (an event may list hundreds)
+
+
 def _valid(values: Iterable[Any], pattern: re.Pattern[str]) -> tuple[frozenset[str], list[str]]:
-    """Stripped values matching `pattern`, and the ones that did not (for the log)."""
-    good, bad = set(), []
+    """Stripped values matching `pattern`, and the first MAX_SHOWN that did not (for the log)."""
+    good: set[str] = set()
+    bad: list[str] = []
     for value in values:
         text = _str(value)
         if text and pattern.match(text):
             good.add(text)
-        elif value not in (None, ""):
+        elif value not in (None, "") and len(bad) < MAX_SHOWN:
             bad.append(repr(value)[:80])
     return frozenset(good), bad
+
+
+def _got(bad: list[str]) -> str:
+    return f" (got {', '.join(bad)})" if bad else ""
 
 
 def _pascal(params: dict[str, Any], wrapper: str) -> dict[str, Any]:
@@ -233,8 +246,24 @@ def is_own_change(detail: Mapping[str, Any], actor_arns: Iterable[str]) -> bool:
 
 # --- one parser per event name -----------------------------------------------------------------
 
-Parsed = Scope | Dropped
+
+@dataclass(frozen=True)
+class Touched:
+    """What a parser read: the scope to evaluate, and the invalid values beside its ids."""
+
+    scope: Scope
+    ignored: tuple[str, ...] = ()
+
+
+Parsed = Touched | Dropped
 Parser = Callable[[dict[str, Any], dict[str, Any]], Parsed]  # (requestParameters, responseElements)
+
+
+def _narrowed(parsed: Parsed, **changes: Any) -> Parsed:
+    """The parsed scope with `changes` made (a drop passes through)."""
+    if isinstance(parsed, Dropped):
+        return parsed
+    return replace(parsed, scope=replace(parsed.scope, **changes))
 
 
 @dataclass(frozen=True)
@@ -247,10 +276,10 @@ def _group_scope(group_ids: Iterable[Any], what: str) -> Parsed:
     groups, bad = _valid(group_ids, GROUP_ID)
     if not groups:
         return Dropped(
-            f"{what}: no valid security group id" + (f" (got {', '.join(bad)})" if bad else ""),
+            f"{what}: no valid security group id" + _got(bad),
             DropKind.MALFORMED if bad else DropKind.UNRESOLVED,
         )
-    return Scope(group_ids=groups, controls=frozenset({SSH}))
+    return Touched(Scope(group_ids=groups, controls=frozenset({SSH})), tuple(bad))
 
 
 def _ingress_change(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
@@ -277,11 +306,8 @@ def _modify_rules(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
 def _instances(ids: Iterable[Any], what: str, controls: frozenset[str] = ALL_CONTROLS) -> Parsed:
     instances, bad = _valid(ids, INSTANCE_ID)
     if not instances:
-        return Dropped(
-            f"{what}: no valid instance id" + (f" (got {', '.join(bad)})" if bad else ""),
-            DropKind.MALFORMED,
-        )
-    return Scope(instance_ids=instances, controls=controls)
+        return Dropped(f"{what}: no valid instance id" + _got(bad), DropKind.MALFORMED)
+    return Touched(Scope(instance_ids=instances, controls=controls), tuple(bad))
 
 
 def _run_instances(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
@@ -307,34 +333,43 @@ def _instance_groups(call: str) -> Parser:
     return parse
 
 
-def _modify_instance_attribute(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
-    """ModifyInstanceAttribute changes one attribute a call: only a new groupSet can change a
-    verdict (an instance type, user data or termination protection cannot)."""
-    if not items(request.get("groupSet")):
+def _unchanged_groups(request: dict[str, Any], what: str) -> Dropped | None:
+    """Why a Modify*Attribute call is dropped (None: its groups changed). It changes one
+    attribute a call: without a groupSet, another one (an instance type, user data or
+    termination protection cannot change a verdict); a groupSet that names no valid group is a
+    groups change we cannot read, not a harmless one."""
+    group_set = request.get("groupSet")
+    if group_set in (None, {}, []):  # CloudTrail writes an empty list as {}
+        return Dropped(f"{what} without a groupSet cannot affect any control", DropKind.IRRELEVANT)
+    groups, bad = _valid([g.get("groupId") for g in items(group_set)], GROUP_ID)
+    if not groups:
         return Dropped(
-            "instance attribute change without a groupSet cannot affect any control",
-            DropKind.IRRELEVANT,
+            f"{what}: groupSet names no valid security group id"
+            + _got(bad or [repr(group_set)[:80]]),
+            DropKind.MALFORMED,
         )
-    return _instance_groups("ModifyInstanceAttribute")(request, response)
+    return None
+
+
+def _modify_instance_attribute(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    """ModifyInstanceAttribute: a new groupSet is evaluated on the instance."""
+    unchanged = _unchanged_groups(request, "instance attribute change")
+    return unchanged or _instance_groups("ModifyInstanceAttribute")(request, response)
 
 
 def _modify_interface_attribute(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
     """ModifyNetworkInterfaceAttribute names the interface, not the instance: a groupSet change
     is evaluated on the instance the interface is attached to."""
-    groups = [g.get("groupId") for g in items(request.get("groupSet"))]
-    if not groups:
-        return Dropped(
-            "network interface change without a groupSet cannot affect any control",
-            DropKind.IRRELEVANT,
-        )
+    unchanged = _unchanged_groups(request, "network interface change")
+    if unchanged:
+        return unchanged
     interfaces, bad = _valid([request.get("networkInterfaceId")], INTERFACE_ID)
     if not interfaces:
         return Dropped(
-            "ModifyNetworkInterfaceAttribute: no valid network interface id"
-            + (f" (got {', '.join(bad)})" if bad else ""),
+            "ModifyNetworkInterfaceAttribute: no valid network interface id" + _got(bad),
             DropKind.MALFORMED,
         )
-    return Scope(interface_ids=interfaces, controls=frozenset({SSH}))
+    return Touched(Scope(interface_ids=interfaces, controls=frozenset({SSH})))
 
 
 def _profile_call(wrapper: str) -> Parser:
@@ -360,13 +395,12 @@ def _iam(*, role: bool, profile: bool, controls: frozenset[str]) -> Parser:
             [request.get("instanceProfileName")] if profile else [], PROFILE_NAME
         )
         if not roles and not profiles:
-            got = ", ".join(bad_roles + bad_profiles)
             return Dropped(
                 "IAM event without a valid role or instance profile name"
-                + (f" (got {got})" if got else ""),
+                + _got(bad_roles + bad_profiles),
                 DropKind.MALFORMED,
             )
-        return Scope(role_names=roles, profile_names=profiles, controls=controls)
+        return Touched(Scope(role_names=roles, profile_names=profiles, controls=controls))
 
     return parse
 
@@ -380,8 +414,7 @@ _profile_change = _iam(role=False, profile=True, controls=PROFILE_CONTROLS)
 
 def _profile_deleted(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
     """DeleteInstanceProfile: its instances still name the deleted profile (EC2 keeps them on it)."""
-    parsed = _profile_change(request, response)
-    return replace(parsed, profiles_deleted=True) if isinstance(parsed, Scope) else parsed
+    return _narrowed(_profile_change(request, response), profiles_deleted=True)
 
 
 def _role_policy(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
@@ -389,8 +422,8 @@ def _role_policy(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
     attaching or detaching it can only affect the SSM role check; any other policy (an equivalent
     one, the log-delivery one, one with a Deny for the agent or for delivery) may affect both."""
     parsed = _role_change(request, response)
-    if isinstance(parsed, Scope) and _str(request.get("policyArn")).endswith(CORE_POLICY_SUFFIX):
-        return replace(parsed, controls=frozenset({ROLE}))
+    if _str(request.get("policyArn")).endswith(CORE_POLICY_SUFFIX):
+        return _narrowed(parsed, controls=frozenset({ROLE}))
     return parsed
 
 
@@ -399,14 +432,11 @@ def _policy_arn(request: dict[str, Any], call: str) -> Parsed:
     (arn:<partition>:iam::aws:policy/...) are changed by AWS, never by this account's calls."""
     policies, bad = _valid([request.get("policyArn")], POLICY_ARN)
     if not policies:
-        return Dropped(
-            f"{call}: no valid managed policy ARN" + (f" (got {', '.join(bad)})" if bad else ""),
-            DropKind.MALFORMED,
-        )
+        return Dropped(f"{call}: no valid managed policy ARN" + _got(bad), DropKind.MALFORMED)
     (arn,) = policies
     if arn.split(":", 5)[4] == "aws":
         return Dropped(f"{arn[:160]} is an AWS managed policy", DropKind.IRRELEVANT)
-    return Scope(policy_arns=policies, controls=PROFILE_CONTROLS)
+    return Touched(Scope(policy_arns=policies, controls=PROFILE_CONTROLS))
 
 
 def _true(value: Any) -> bool:
@@ -437,7 +467,7 @@ def _session_document(request: dict[str, Any], response: dict[str, Any]) -> Pars
         return Dropped("SSM document event without a document name", DropKind.MALFORMED)
     if name.rsplit("/", 1)[-1] != SESSION_DOCUMENT:
         return Dropped(f"document {name[:128]} is not {SESSION_DOCUMENT}", DropKind.IRRELEVANT)
-    return Scope(preferences=True, controls=frozenset({LOGGING}))
+    return Touched(Scope(preferences=True, controls=frozenset({LOGGING})))
 
 
 EC2, IAM, SSM = "ec2.amazonaws.com", "iam.amazonaws.com", "ssm.amazonaws.com"
@@ -497,7 +527,7 @@ def _detail(event: Mapping[str, Any]) -> dict[str, Any] | None:
     if isinstance(detail, str):  # EventBridge Scheduler style: detail as a JSON string
         try:
             detail = json.loads(detail)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json can go
             return None
     return detail if isinstance(detail, dict) else None
 
@@ -522,7 +552,10 @@ def parse_event(
         return Dropped(f"{detail_type}: detail is not an object", event_id=event_id)
     account = _str(event.get("account"))
     account_id = account if ACCOUNT_ID.match(account) else None
-    event_region = _str(event.get("region")) or None
+    # EventBridge's `region`, else CloudTrail's own awsRegion. With neither (no envelope
+    # EventBridge delivers lacks `region`: a hand-made event) it is taken as this region's: the
+    # guardrail reads and fixes only here, and looks its ids up only here.
+    event_region = _str(event.get("region")) or _str(detail.get("awsRegion")) or None
 
     if detail_type == STATE_CHANGE:
         state = _str(detail.get("state"))
@@ -535,7 +568,7 @@ def parse_event(
                 name,
                 event_id,
             )
-        parsed: Parsed = _instances([detail.get("instance-id")], STATE_CHANGE)
+        parsed = _instances([detail.get("instance-id")], STATE_CHANGE)
         if isinstance(parsed, Dropped):
             return Dropped(parsed.reason, parsed.kind, name, event_id)
         if region and event_region and event_region != region:
@@ -545,7 +578,7 @@ def parse_event(
                 name,
                 event_id,
             )
-        return Change(parsed, name, event_id, account_id, event_region)
+        return Change(parsed.scope, name, event_id, account_id, event_region)
 
     if detail_type != CLOUDTRAIL:
         return Dropped(
@@ -569,9 +602,12 @@ def parse_event(
             event_id,
         )
     # Judge failure by errorCode only: successful IAM calls also have responseElements null.
-    if detail.get("errorCode"):
+    # Any value but null means failed, however odd ("", 0, {}): the stack's rule lets through
+    # only events without one (`exists: false`), and a failed call read as a success is fixed.
+    error_code = detail.get("errorCode")
+    if error_code is not None:
         return Dropped(
-            f"the call failed ({_str(detail.get('errorCode'))[:100]}): nothing changed",
+            f"the call failed ({(_str(error_code) or repr(error_code))[:100]}): nothing changed",
             DropKind.FAILED_CALL,
             name,
             event_id,
@@ -595,7 +631,7 @@ def parse_event(
     if isinstance(parsed, Dropped):
         return Dropped(parsed.reason, parsed.kind, name, event_id)
     return Change(
-        parsed,
+        parsed.scope,
         name,
         event_id,
         account_id,
@@ -603,6 +639,7 @@ def parse_event(
         actors[-1] if actors else None,  # the caller's own ARN (e.g. the person's session)
         global_service,
         _str(_dict(detail.get("userIdentity")).get("invokedBy")) or None,
+        parsed.ignored,
     )
 
 

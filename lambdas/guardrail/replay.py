@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,6 +20,8 @@ from .events import SSH, Change, DropKind, Dropped, parse_event
 from .model import ResourceType, Result
 from .publisher import THROTTLING
 from .reader import ScopeTooBroad
+
+logger = logging.getLogger(__name__)
 
 # CloudTrail's userIdentity.invokedBy on the calls CloudFormation makes for a stack.
 CLOUDFORMATION = "cloudformation.amazonaws.com"
@@ -175,6 +178,15 @@ def process_event(
         parsed = Dropped(f"could not parse the event: {error!r}"[:300], DropKind.MALFORMED)
     if isinstance(parsed, Dropped):
         return EventOutcome(parsed)
+    if parsed.ignored:  # evaluated without them; a value no id pattern takes may be a new shape
+        logger.warning(
+            "event named invalid ids",
+            extra={
+                "event_name": parsed.event_name,
+                "event_id": parsed.event_id,
+                "ignored": list(parsed.ignored),
+            },
+        )
     notes: list[str] = []
     account = parsed.account_id
     if account and home_account and account != home_account:
@@ -373,6 +385,8 @@ def load_event(path: str, stdin: TextIO | None = None) -> Any:
         event = json.loads(text)
     except json.JSONDecodeError as error:
         raise UsageError(f"{path} is not JSON: {error}") from error
+    except RecursionError as error:  # json's parser recurses once per nesting level
+        raise UsageError(f"{path} is nested too deeply to read as JSON") from error
     return dead_letter_payload(event)
 
 

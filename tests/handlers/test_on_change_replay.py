@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +297,51 @@ def test_an_event_that_cannot_be_read_is_a_usage_error_for_the_cli(tmp_path, bod
     the reason printed."""
     code, out = run(["replay", write_event(tmp_path, body), "--no-publish"])
     assert code == 2 and "dropped (malformed)" in out
+
+
+def test_an_event_nested_too_deeply_exits_2_without_a_traceback(tmp_path):
+    """json gives up on deep nesting with RecursionError: a detail string nested so is a
+    malformed event, a whole file nested so is not JSON we can read."""
+    deep = "[" * 100_000
+    path = write_event(tmp_path, {"detail-type": "AWS API Call via CloudTrail", "detail": deep})
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["replay", path, "--no-publish"], out=out, err=err) == 2
+    assert "dropped (malformed)" in out.getvalue() and "Traceback" not in err.getvalue()
+    Path(path).write_text(deep)
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["replay", path, "--no-publish"], out=out, err=err) == 2
+    assert "is nested too deeply" in err.getvalue() and "Traceback" not in err.getvalue()
+
+
+def test_invalid_ids_beside_valid_ones_are_evaluated_without_them_and_logged(
+    world: World, tmp_path
+):
+    """RunInstances naming a good instance and "i-BOGUS": the good one is evaluated, the bogus
+    one is named in a warning (a shape the parser may not know), with the event's name and id."""
+    instance = world.launch()[0]
+    event = world.event("run_instances_two", {I1: instance})
+    event["detail"]["responseElements"]["instancesSet"]["items"][1]["instanceId"] = "i-BOGUS"
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["replay", write_event(tmp_path, event), "--mode", "report", "--no-publish"]
+    cli.main([*argv, "--format", "json"], out=out, err=err)
+    assert json.loads(out.getvalue())["event"]["instance_ids"] == [instance]
+    (warning,) = [line for line in err.getvalue().splitlines() if "invalid ids" in line]
+    assert warning.startswith("guardrail: warning: event named invalid ids")
+    assert "'i-BOGUS'" in warning and "RunInstances" in warning and event["id"] in warning
+
+
+def test_the_lambda_logs_invalid_ids_beside_valid_ones(world: World, caplog, monkeypatch):
+    instance = world.launch()[0]
+    event = world.event("run_instances_two", {I1: instance})
+    event["detail"]["responseElements"]["instancesSet"]["items"][1]["instanceId"] = "i-BOGUS"
+    # The handler's Powertools logger writes the engine's records; let caplog see them too.
+    monkeypatch.setattr(logging.getLogger("guardrail"), "propagate", True)
+    with caplog.at_level("WARNING", logger="guardrail"):
+        result = world.deliver(event, mode="report")
+    assert result["event"]["instance_ids"] == [instance]
+    (logged,) = [r for r in caplog.records if r.getMessage() == "event named invalid ids"]
+    assert logged.levelname == "WARNING" and logged.ignored == ["'i-BOGUS'"]
+    assert (logged.event_name, logged.event_id) == ("RunInstances", event["id"])
 
 
 def test_replay_reads_stdin(world: World, monkeypatch):

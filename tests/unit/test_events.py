@@ -13,6 +13,7 @@ from guardrail.events import (
     ALL_CONTROLS,
     EVENT_TYPES,
     LOGGING,
+    MAX_SHOWN,
     PROFILE_CONTROLS,
     ROLE,
     SSH,
@@ -166,6 +167,43 @@ def test_interface_change_without_groups_cannot_affect_a_control():
     assert result.kind is DropKind.IRRELEVANT and not result.bad_input
 
 
+@pytest.mark.parametrize(
+    "name", ["modify_instance_attribute_groups", "modify_network_interface_attribute"]
+)
+@pytest.mark.parametrize(
+    "group_set",
+    [{"items": [SG]}, [SG], SG, {"items": [{"groupId": "sg-<script>"}]}],
+    ids=["ids-not-objects", "bare-list", "bare-id", "invalid-id"],
+)
+def test_a_group_set_present_but_unreadable_is_malformed_not_irrelevant(name, group_set):
+    """The groups changed to something we cannot read: bad input (EventsDropped, a warning), not
+    a change that cannot matter (EventsIgnored)."""
+    event = load(name)
+    event["detail"]["requestParameters"]["groupSet"] = group_set
+    result = dropped(event)
+    assert result.kind is DropKind.MALFORMED and result.bad_input
+    assert "groupSet names no valid security group id" in result.reason
+
+
+@pytest.mark.parametrize(
+    "name", ["modify_instance_attribute_groups", "modify_network_interface_attribute"]
+)
+def test_an_empty_group_set_written_as_an_object_changes_no_groups(name):
+    """CloudTrail writes an empty list as {}: no groups changed, nothing to judge."""
+    event = load(name)
+    event["detail"]["requestParameters"]["groupSet"] = {}
+    result = dropped(event)
+    assert result.kind is DropKind.IRRELEVANT and not result.bad_input
+
+
+def test_an_invalid_group_beside_the_valid_one_is_named_not_lost():
+    event = load("authorize_ingress_ip_permissions")
+    rules = event["detail"]["responseElements"]["securityGroupRuleSet"]["items"]
+    rules.append({**rules[0], "groupId": "sg-BOGUS"})
+    parsed = change_of(event)
+    assert parsed.scope.group_ids == {SG} and parsed.ignored == ("'sg-BOGUS'",)
+
+
 # --- instances ---------------------------------------------------------------------------------
 
 
@@ -179,6 +217,25 @@ def test_run_instances_from_a_launch_template_uses_the_response():
     event = load("run_instances_launch_template")
     assert "instancesSet" not in json.dumps(event["detail"]["requestParameters"]["launchTemplate"])
     assert to_scope(event).instance_ids == {I1}
+
+
+def test_invalid_ids_beside_valid_ones_are_left_out_and_named():
+    """The valid instances are evaluated; the others are carried for the log, not lost."""
+    event = load("run_instances_two")
+    event["detail"]["responseElements"]["instancesSet"]["items"][0]["instanceId"] = "i-BOGUS"
+    parsed = change_of(event)
+    assert parsed.scope.instance_ids == {I2}
+    assert parsed.ignored == ("'i-BOGUS'",) and parsed.as_log()["ignored"] == ["'i-BOGUS'"]
+    assert change("run_instances_two").ignored == ()
+
+
+def test_hundreds_of_invalid_ids_are_named_up_to_a_few():
+    event = load("run_instances_two")
+    launched = event["detail"]["responseElements"]["instancesSet"]["items"]
+    launched += [{"instanceId": f"i-bad{n}"} for n in range(500)]
+    parsed = change_of(event)
+    assert parsed.scope.instance_ids == {I1, I2}
+    assert parsed.ignored == tuple(f"'i-bad{n}'" for n in range(MAX_SHOWN))
 
 
 def test_run_instances_with_one_item_serialised_as_an_object():
@@ -566,6 +623,19 @@ def test_failed_iam_role_and_profile_calls_are_dropped(name):
     assert result.event_name == event["detail"]["eventName"] and "AccessDenied" in result.reason
 
 
+@pytest.mark.parametrize(
+    "code", ["", " ", 0, False, {}, [], "AccessDenied", "NoSuchEntity"], ids=repr
+)
+def test_any_error_code_but_null_means_the_call_failed(code):
+    """The stack's rule passes only events without an errorCode: one present, however odd its
+    value, is a failed call (read as a success, what it names would be fixed)."""
+    event = load("authorize_ingress_ip_permissions")
+    event["detail"].update(errorCode=code, responseElements=None)
+    assert dropped(event).kind is DropKind.FAILED_CALL
+    event["detail"]["errorCode"] = None
+    assert isinstance(parse_event(event), Change)
+
+
 def test_failure_is_judged_by_error_code_not_by_a_null_response():
     event = load("iam_detach_role_policy")
     assert event["detail"]["responseElements"] is None
@@ -686,6 +756,20 @@ def test_regional_event_for_another_region_is_dropped_but_iam_is_not():
     assert isinstance(parse_event(load("iam_delete_role_policy"), region="us-west-2"), Change)
 
 
+def test_an_event_without_region_is_placed_by_cloudtrails_aws_region():
+    event = load("authorize_ingress_ip_permissions")
+    del event["region"]
+    event["detail"]["awsRegion"] = "ap-south-1"
+    assert dropped(event, region="eu-west-1").kind is DropKind.OTHER_REGION
+    event["detail"]["awsRegion"] = "eu-west-1"
+    parsed = parse_event(event, region="eu-west-1")
+    assert isinstance(parsed, Change) and parsed.region == "eu-west-1"
+    # Neither (a hand-made event): evaluated where it arrives, the only region looked at.
+    del event["detail"]["awsRegion"]
+    parsed = parse_event(event, region="eu-west-1")
+    assert isinstance(parsed, Change) and parsed.region is None
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 
@@ -705,6 +789,24 @@ def test_regional_event_for_another_region_is_dropped_but_iam_is_not():
 def test_malformed_events_are_bad_input(event):
     result = dropped(event)
     assert result.kind is DropKind.MALFORMED and result.bad_input and result.reason
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"a":' * 5_000], ids=["lists", "objects"])
+def test_a_detail_string_nested_too_deeply_is_malformed(text):
+    """Past its nesting limit json.loads raises RecursionError, not ValueError."""
+    result = dropped({"detail-type": "AWS API Call via CloudTrail", "detail": text})
+    assert result.kind is DropKind.MALFORMED and "detail is not an object" in result.reason
+
+
+@pytest.mark.parametrize("digit", ["\u0661", "\uff11"], ids=["arabic-indic", "fullwidth"])
+def test_digits_of_other_scripts_make_no_account_id_or_policy_arn(digit):
+    """No AWS account id has them, though `\\d` matches them."""
+    event = load("state_change_running")
+    event["account"] = digit * 12
+    assert change_of(event).account_id is None
+    event = load("iam_set_default_policy_version")
+    event["detail"]["requestParameters"]["policyArn"] = f"arn:aws:iam::{digit * 12}:policy/p"
+    assert dropped(event).kind is DropKind.MALFORMED
 
 
 @pytest.mark.parametrize("name", ["schedule_rule", "scheduler"])
@@ -876,39 +978,79 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
+# Where a mutation changes what an event means; the rest of an event (userAgent, tlsDetails,
+# eventTime ...) is read by nothing. Keys that may be absent are added by a mutation.
+DECIDING = [("account",), ("region",), ("detail-type",), ("detail", "errorCode")]
+DECIDING_TREES = [("detail", "requestParameters"), ("detail", "responseElements")]
+# Whitespace str.strip() removes, ASCII or not (CloudTrail copies ids as callers typed them).
+WHITESPACE = [" \t", "\n", "\u00a0", "\u2003", "\u3000"]
+# How failed calls are recorded: EC2's Client.* codes, IAM's bare ones, and odd values.
+ERROR_CODES = ["Client.UnauthorizedOperation", "AccessDenied", "NoSuchEntity", "", 0, False, {}, []]
+# What each operation puts in place of a value; the others need no operand.
+OPERANDS = {
+    "whitespace": st.sampled_from(WHITESPACE),
+    "number": st.integers(-(2**63), 2**63) | st.floats(allow_nan=False),
+    "replace": JSON,
+    "failed": st.sampled_from(ERROR_CODES) | JSON,
+}
+OPERATIONS = ["delete", "empty", "wrap", "many", *OPERANDS]
+
+
 def _mutate(event: Any, path: tuple[Any, ...], operation: str, value: Any) -> None:
+    if operation == "failed":  # as CloudTrail records a failed call: errorCode, no response
+        if isinstance(event.get("detail"), dict):
+            event["detail"].update(errorCode=value, responseElements=None)
+        return
     parent = event
     for step in path[:-1]:
         parent = parent[step]
     last = path[-1]
-    current = parent[last]
+    current = parent.get(last) if isinstance(parent, dict) else parent[last]
     if operation == "delete":
-        del parent[last]
+        if isinstance(parent, dict):
+            parent.pop(last, None)
+        else:
+            del parent[last]
     elif operation == "empty":  # CloudTrail's empty list
         parent[last] = {}
-    elif operation == "whitespace" and isinstance(current, str):
-        parent[last] = f" \t{current}\n"
     elif operation == "wrap":  # a single entry where a list was, or the other way round
         parent[last] = current[0] if isinstance(current, list) and current else [current]
+    elif operation == "many":  # hundreds of entries (copies) where there were a few
+        entries = current if isinstance(current, list) and current else [current]
+        parent[last] = (entries * 501)[:501]
+    elif operation == "whitespace":
+        if isinstance(current, str):
+            parent[last] = f"{value}{current}{value}"
+    elif operation == "number":  # a string given as a number: "123456789012" as 123456789012
+        if isinstance(current, str):
+            parent[last] = int(current) if current.isascii() and current.isdigit() else value
     else:
         parent[last] = value
 
 
+def _deciding_paths(event: Any) -> list[tuple[Any, ...]]:
+    found = [p for p in DECIDING if len(p) == 1 or isinstance(event.get(p[0]), dict)]
+    for tree in DECIDING_TREES:
+        node = event.get(tree[0])
+        if isinstance(node, dict) and tree[1] in node:
+            found += [tree, *_paths(node[tree[1]], tree)]
+    return found
+
+
 @st.composite
-def mutated_events(draw: st.DrawFn) -> Any:
-    """A real fixture with one to three random edits (delete, `{}`, whitespace, wrap, replace)."""
-    event = load(draw(st.sampled_from(FIXTURE_NAMES)))
+def mutated(draw: st.DrawFn, event: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `event` with one to three edits, three in four of them where the meaning is."""
+    event = copy.deepcopy(event)
     for _ in range(draw(st.integers(1, 3))):
-        paths = _paths(event)
-        if not paths:
-            break
-        path = draw(st.sampled_from(paths))
-        operation = draw(st.sampled_from(["delete", "empty", "whitespace", "wrap", "replace"]))
-        _mutate(event, path, operation, draw(JSON))
+        deciding = _deciding_paths(event)
+        pool = draw(st.sampled_from([deciding, deciding, deciding, _paths(event) or deciding]))
+        path = draw(st.sampled_from(pool))
+        operation = draw(st.sampled_from(OPERATIONS))
+        _mutate(event, path, operation, draw(OPERANDS.get(operation, st.none())))
     return event
 
 
-ANY_EVENT = JSON | mutated_events()
+ANY_EVENT = JSON | st.sampled_from(FIXTURE_NAMES).map(load).flatmap(mutated)
 
 
 @settings(max_examples=400, deadline=None)
@@ -920,6 +1062,7 @@ def test_parser_never_raises_and_always_explains(event):
     else:
         scope = parsed.scope
         assert not scope.empty and not scope.full
+        assert len(parsed.ignored) <= MAX_SHOWN  # a log line, not a copy of the event
         # Whatever the event said, only well-formed ids reach the reader's filters.
         assert all(i.startswith("i-") and i == i.strip() for i in scope.instance_ids)
         assert all(g.startswith("sg-") and g == g.strip() for g in scope.group_ids)
