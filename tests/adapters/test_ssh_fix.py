@@ -1268,6 +1268,45 @@ def test_a_group_at_its_rules_quota_is_closed_by_narrowing_the_rule_in_place(
     assert account.run(clients, "enforce", [SSH]).fixes == []
 
 
+def test_two_runs_narrowing_one_rule_at_the_quota_keep_the_other_ports(
+    account, clients, aws, monkeypatch
+):
+    """An all-traffic rule in a group near its quota; two runs fix it at once (an event
+    delivered twice). Run X adds tcp and udp for it, then re-reads the group; before that, run
+    Y finds those rules in place and narrows the rule itself to icmp. X finds the rule changed
+    and takes back what it added, except what Y marked as relied on: tcp and udp stay open."""
+    from guardrail.clients import AwsClients
+    from guardrail.controls.ssh_open import SshOpenToInternet
+
+    gid = account.group(perm("-1", -1, -1, description="app"))
+    fill(account, gid, 57)  # re-adding before revoking needs 61 rules: both narrow in place
+    account.instance([gid])
+    read, reads, y_fixes = SshOpenToInternet._current_rules, [], []
+
+    def y_runs_before_xs_re_read(ec2, group_ids):
+        reads.append(group_ids)
+        if len(reads) == 3:  # X: the scan's re-read, the quota's, then this one after adding
+            other = AwsClients(session=aws, region="us-east-1")
+            y_fixes.extend(account.run(other, "enforce", [SSH]).fixes)
+        return read(ec2, group_ids)
+
+    monkeypatch.setattr(SshOpenToInternet, "_current_rules", staticmethod(y_runs_before_xs_re_read))
+    (x,) = account.run(clients, "enforce", [SSH]).fixes
+    (y,) = y_fixes
+    assert y.outcome is Outcome.APPLIED and "narrowed 1 rule(s) in place" in y.reason
+    assert x.outcome is Outcome.SKIPPED and "changed or revoked meanwhile" in x.reason
+    left = internet_rules(account, gid)
+    assert ("tcp", 0, 21, "0.0.0.0/0", "app") in left and (
+        "tcp",
+        23,
+        65535,
+        "0.0.0.0/0",
+        "app",
+    ) in left
+    assert ("udp", 0, 65535, "0.0.0.0/0", "app") in left
+    assert not any(r[0] in ("-1", "tcp") and r[1] <= 22 <= r[2] for r in left)
+
+
 def test_a_group_too_full_even_to_narrow_is_left_as_it_was_saying_so(account, clients):
     """60 rules, one of them 0-1024 from the internet: keeping 0-21 and 23-1024 needs a 61st
     rule. Nothing is revoked or narrowed (less access than before is never the way out), and

@@ -781,6 +781,8 @@ class SshOpenToInternet:
         narrowed: dict[str, dict[str, Any]] = {}
         missed: list[SecurityGroupRule] = []
         revoked: list[SecurityGroupRule] = []  # of `first`
+        mark = f"{RELIED_ON_TAG}:{uuid.uuid4().hex[:12]}"  # this run's own key
+        marked: dict[str, list[str]] = {}
         try:
             # What the group holds already is not added again: at the quota EC2 may refuse a
             # duplicate for the quota rather than as a duplicate (nor may a rule become one).
@@ -798,6 +800,24 @@ class SshOpenToInternet:
                 narrowed[rule.rule_id] = missing[-1]
                 adds.append((rule, missing[:-1]))
                 planned |= {k for p in missing for k in permission_keys(p)}
+            # Another run's re-adds this fix counts on (the group held them) are marked first,
+            # as _close does: that run, finding its rule narrowed or gone, keeps them.
+            present = {
+                r.rule_id: Readded(
+                    present=[p for p in readd.get(r.rule_id, []) if permission_keys(p) <= held]
+                )
+                for r in rules
+            }
+            marked, mark_code = self._mark_relied_on(ec2, gid, present, mark)
+            if mark_code:
+                self._unmark(ec2, marked, list(marked), mark)
+                return record(
+                    Outcome.SKIPPED,
+                    None,
+                    f"{quota}; another run's re-added rules are in place and could not be marked "
+                    f"as relied on ({mark_code}): nothing was changed; that run, or the next, "
+                    "closes the rule",
+                )
             missed, lost = self._revoke(ec2, gid, first) if first else ([], [])
             revoked = [r for r in first if r not in missed]
             if lost:
@@ -807,6 +827,7 @@ class SshOpenToInternet:
             now = {r.rule_id: r for r in self._current_rules(ec2, [gid]).get(gid, [])}
         except ClientError as error:
             code = error_code(error)
+            self._unmark(ec2, marked, [r.rule_id for r in rules if r not in revoked], mark)
             if code in GROUP_GONE:
                 return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
             done = (
@@ -835,7 +856,17 @@ class SshOpenToInternet:
             if r.rule_id not in now or as_written(now[r.rule_id]) != as_written(r)
         ]
         if moved:
-            left = self._take_back(ec2, gid, [added])
+            self._unmark(ec2, marked, moved, mark)
+            # What another run marked as relied on stays: it narrowed or revoked the rule
+            # counting on it.
+            mine = set(added.rule_ids)
+            keep = {
+                k
+                for c in now.values()
+                if c.rule_id in mine and relied_on_for(c) & set(moved)
+                for k in rule_keys(c)
+            }
+            left = self._take_back(ec2, gid, [added], keep)
             return record(
                 Outcome.SKIPPED,
                 None,
@@ -852,6 +883,7 @@ class SshOpenToInternet:
                     ],
                 )
         except ClientError as error:
+            self._unmark(ec2, marked, [r.rule_id for r in rules if r not in revoked], mark)
             if error_code(error) in GROUP_GONE:
                 return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
             left = self._take_back(ec2, gid, [added])
@@ -889,6 +921,7 @@ class SshOpenToInternet:
             after["revoked"] = [describe_rule(r) for r in revoked]
             done += f", revoked {len(revoked)} rule(s) with nothing else to keep"
         if missed:
+            self._unmark(ec2, marked, [r.rule_id for r in missed], mark)
             ids = ", ".join(r.rule_id for r in missed)
             return record(
                 Outcome.SKIPPED, after, f"{done}; {ids} changed or revoked meanwhile: left as is"
@@ -1036,10 +1069,16 @@ class SshOpenToInternet:
             )
         return missed, lost
 
-    def _take_back(self, ec2: Any, gid: str, added: Iterable[Readded]) -> str:
-        """Undo what a fix that stops short added: "" when all of it went, else what a person
-        must revoke (it admits nothing the rules left in place do not)."""
-        left, code = self._undo(ec2, gid, added)
+    def _take_back(
+        self,
+        ec2: Any,
+        gid: str,
+        added: Iterable[Readded],
+        keep: Collection[tuple[Any, ...]] = (),
+    ) -> str:
+        """Undo what a fix that stops short added (but `keep`): "" when all of it went, else what
+        a person must revoke (it admits nothing the rules left in place do not)."""
+        left, code = self._undo(ec2, gid, added, keep)
         if not left:
             return ""
         named = ", ".join(
