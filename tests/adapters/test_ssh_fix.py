@@ -336,12 +336,16 @@ def test_readded_rules_keep_the_owners_tags(account, clients):
     (fix,) = account.run(clients, "enforce", [SSH]).fixes
     readded = rules_of(account, gid)
     assert sorted((r["FromPort"], r["ToPort"]) for r in readded) == [(0, 21), (23, 65535)]
+    runs = set()
     for r in readded:
-        assert {t["Key"]: t["Value"] for t in r["Tags"]} == {
+        tags = {t["Key"]: t["Value"] for t in r["Tags"]}
+        runs.add(tags.pop("ssm-guardrail:run"))
+        assert tags == {
             "owner": "team-a",
             "ticket": "OPS-1",
             "ssm-guardrail:replaces": old["SecurityGroupRuleId"],
         }
+    assert len(runs) == 1 and len(runs.pop()) == 12  # one token for the fix's rules
     assert fix.before[0]["Tags"] == {"owner": "team-a", "ticket": "OPS-1"}  # to undo by hand
 
 
@@ -1450,3 +1454,174 @@ def test_re_adds_that_cannot_be_taken_back_are_named_for_a_person(account, clien
     assert "could not be taken back (UnauthorizedOperation)" in fix.reason
     assert "revoke tcp 23-65535 from 0.0.0.0/0" in fix.reason
     assert ("-1", -1, -1, "0.0.0.0/0", None) in account.ingress(gid)  # still there
+
+
+# --- answers lost while another run fixes the same rule -------------------------------------------
+
+
+def test_a_lost_re_add_answer_never_claims_another_runs_re_adds(account, clients, aws):
+    """Run B closes the rule first (its re-adds are tagged for the same rule). Run A's re-add is
+    refused as a duplicate, and that answer is lost; the retry answers "duplicate" again. Those
+    rules are B's, not A's lost try's (their run tag says so): A counts on them and, finding
+    the rule gone, leaves them. Before, A claimed them and took them back: web ports closed."""
+    gid = account.group(perm("tcp", 0, 65535, description="web+ssh"))
+    account.instance([gid])
+    other, mine, theirs = two_runs(account, clients, aws, gid)
+    b = []
+
+    def b_closes_then_the_answer_is_lost(params, request):
+        from botocore.exceptions import ReadTimeoutError
+
+        b.extend(fix(other, theirs))
+        with contextlib.suppress(ClientError):  # A's try: a duplicate of B's re-adds
+            account.ec2.authorize_security_group_ingress(**params)
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    on_first_try(clients, "AuthorizeSecurityGroupIngress", b_closes_then_the_answer_is_lost)
+    (a,) = fix(clients, mine)
+    assert [r.outcome for r in b] == [Outcome.APPLIED]
+    assert a.outcome is Outcome.ALREADY_COMPLIANT
+    assert account.ingress(gid) == [
+        ("tcp", 0, 21, "0.0.0.0/0", "web+ssh"),
+        ("tcp", 23, 65535, "0.0.0.0/0", "web+ssh"),
+    ]
+
+
+def test_a_revoke_answer_lost_to_an_ssl_error_keeps_the_other_ports(account, clients):
+    """An SSL error while reading the answer comes after EC2 acted: like a read timeout."""
+    from botocore.exceptions import SSLError
+
+    gid = account.group(perm("tcp", 0, 65535, description="web+ssh"))
+    account.instance([gid])
+
+    def done_unanswered(params, request):
+        account.ec2.revoke_security_group_ingress(**params)
+        raise SSLError(endpoint_url=request.url, error="decryption failed or bad record mac")
+
+    on_first_try(clients, "RevokeSecurityGroupIngress", done_unanswered)
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    assert record.outcome is Outcome.APPLIED
+    assert ("tcp", 23, 65535, "0.0.0.0/0", "web+ssh") in account.ingress(gid)
+
+
+def test_narrowing_given_up_takes_its_marks_off_every_rule_it_left(account, clients, monkeypatch):
+    """At the quota, this run counts on another run's re-adds for rule L (marked) and narrows
+    L and M. A person changes M first: the run gives up and takes its marks off L's re-adds
+    too (left, they would keep those rules open after the person closes L)."""
+    from guardrail.controls.ssh_open import GUARDRAIL_TAG, RELIED_ON_TAG, SshOpenToInternet
+
+    gid = account.group(perm("-1", -1, -1, description="L"), perm("tcp", 0, 1024, description="M"))
+    ids = {r["Description"]: r["SecurityGroupRuleId"] for r in rules_of(account, gid)}
+    account.ec2.authorize_security_group_ingress(  # another run's re-adds for L
+        GroupId=gid,
+        IpPermissions=[
+            perm("tcp", 0, 21, description="L"),
+            perm("tcp", 23, 65535, description="L"),
+            perm("udp", 0, 65535, description="L"),
+        ],
+        TagSpecifications=[
+            {
+                "ResourceType": "security-group-rule",
+                "Tags": [{"Key": GUARDRAIL_TAG, "Value": ids["L"]}],
+            }
+        ],
+    )
+    theirs = {r["SecurityGroupRuleId"] for r in rules_of(account, gid)} - set(ids.values())
+    fill(account, gid, 59)
+    account.instance([gid])
+    read_rules, reads = SshOpenToInternet._current_rules, []
+
+    def person_changes_m_before_the_last_read(ec2, group_ids):
+        reads.append(group_ids)
+        if len(reads) == 4:  # scan, quota, marking, then the read before narrowing
+            narrow(account, gid, ids["M"], 20, 30, "0.0.0.0/0")
+        return read_rules(ec2, group_ids)
+
+    monkeypatch.setattr(
+        SshOpenToInternet, "_current_rules", staticmethod(person_changes_m_before_the_last_read)
+    )
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    assert record.outcome is Outcome.SKIPPED and f"{ids['M']} changed" in record.reason
+    marks = [
+        t["Key"]
+        for r in rules_of(account, gid)
+        if r["SecurityGroupRuleId"] in theirs
+        for t in r.get("Tags", [])
+        if t["Key"].startswith(RELIED_ON_TAG)
+    ]
+    assert len(theirs) == 3 and marks == []
+
+
+def test_narrowing_marks_the_other_runs_re_adds_it_finds_while_adding(
+    account, clients, monkeypatch
+):
+    """At the quota, another run re-adds tcp and udp for the rule just after this run read the
+    group; this run's own re-add of them is refused as a duplicate (EC2 may answer so at the
+    quota). It narrows the rule counting on them, so it marks them as relied on: the other run,
+    finding the rule narrowed, keeps them."""
+    from botocore.awsrequest import AWSResponse
+    from guardrail.controls.ssh_open import GUARDRAIL_TAG, RELIED_ON_TAG, SshOpenToInternet
+
+    gid = account.group(perm("-1", -1, -1, description="app"))
+    fill(account, gid, 57)
+    (rule_id,) = rule_ids(account, gid)
+    account.instance([gid])
+    theirs = [perm("tcp", 0, 21), perm("tcp", 23, 65535), perm("udp", 0, 65535)]
+    read_rules, reads = SshOpenToInternet._current_rules, []
+
+    def the_other_run_adds_after_the_quota_read(ec2, group_ids):
+        rules = read_rules(ec2, group_ids)
+        reads.append(group_ids)
+        if len(reads) == 2:  # the scan's read, then the one planning the narrowing
+            account.ec2.authorize_security_group_ingress(
+                GroupId=gid,
+                IpPermissions=theirs,
+                TagSpecifications=[
+                    {
+                        "ResourceType": "security-group-rule",
+                        "Tags": [{"Key": GUARDRAIL_TAG, "Value": rule_id}],
+                    }
+                ],
+            )
+        return rules
+
+    sent = {}
+
+    def duplicate(request, **_):  # at the quota, EC2 may refuse a duplicate as a duplicate
+        held = {r[:4] for r in account.ingress(gid)}
+        wanted = {
+            (p["IpProtocol"], p["FromPort"], p["ToPort"], r["CidrIp"])
+            for p in sent["IpPermissions"]
+            for r in p.get("IpRanges", [])
+        }
+        if not wanted <= held:
+            return None
+        body = b"<Response><Errors><Error><Code>InvalidPermission.Duplicate</Code></Error></Errors></Response>"
+
+        class Raw:
+            def stream(self, **_):
+                yield body
+
+        return AWSResponse(request.url, 400, {}, Raw())
+
+    monkeypatch.setattr(
+        SshOpenToInternet,
+        "_current_rules",
+        staticmethod(the_other_run_adds_after_the_quota_read),
+    )
+    events = clients.ec2.meta.events
+    events.register(
+        "before-parameter-build.ec2.AuthorizeSecurityGroupIngress",
+        lambda params, **_: sent.update(params),
+    )
+    events.register_first("before-send.ec2.AuthorizeSecurityGroupIngress", duplicate)
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    assert record.outcome is Outcome.APPLIED, record.reason
+    assert "narrowed 1 rule(s) in place" in record.reason
+    marked = [
+        r
+        for r in rules_of(account, gid)
+        if any(t["Key"] == GUARDRAIL_TAG for t in r.get("Tags", []))
+        and any(t["Key"].startswith(RELIED_ON_TAG) for t in r.get("Tags", []))
+    ]
+    assert len(marked) == 3

@@ -354,7 +354,7 @@ def test_fix_plan_keeps_every_other_port(r, kept, note):
 
 
 def test_rule_tags_are_read_and_carried_to_the_readded_rules_within_ec2s_limit():
-    from guardrail.controls.ssh_open import GUARDRAIL_TAG, describe_rule, readd_tags
+    from guardrail.controls.ssh_open import GUARDRAIL_TAG, RUN_TAG, describe_rule, readd_tags
 
     raw = {
         "SecurityGroupRuleId": "sgr-1",
@@ -370,15 +370,19 @@ def test_rule_tags_are_read_and_carried_to_the_readded_rules_within_ec2s_limit()
     }
     r = SecurityGroupRule.from_api(raw)
     assert describe_rule(r)["Tags"] == {"owner": "team-a", "aws:cloudformation:stack-name": "s"}
-    tags, dropped = readd_tags(r)
-    # aws: keys are EC2's own (they cannot be set); ours names the rule replaced
-    assert tags == [{"Key": "owner", "Value": "team-a"}, {"Key": GUARDRAIL_TAG, "Value": "sgr-1"}]
+    tags, dropped = readd_tags(r, "run1")
+    # aws: keys are EC2's own (they cannot be set); ours name the rule replaced and the run
+    assert tags == [
+        {"Key": "owner", "Value": "team-a"},
+        {"Key": GUARDRAIL_TAG, "Value": "sgr-1"},
+        {"Key": RUN_TAG, "Value": "run1"},
+    ]
     assert dropped == []
     many = rule(tags=tuple((f"k{n:02}", "v") for n in range(50)))
-    tags, dropped = readd_tags(many)
-    # Room is left for runs' relied-on marks (5): 44 of the owner's 50, plus ours
-    assert len(tags) == 45 and tags[-1]["Key"] == GUARDRAIL_TAG
-    assert dropped == [f"k{n}" for n in range(44, 50)]
+    tags, dropped = readd_tags(many, "run1")
+    # Room is left for runs' relied-on marks (5): 43 of the owner's 50, plus our two
+    assert len(tags) == 45 and [t["Key"] for t in tags[-2:]] == [GUARDRAIL_TAG, RUN_TAG]
+    assert dropped == [f"k{n}" for n in range(43, 50)]
 
 
 def test_readded_rule_keeps_source_and_description():

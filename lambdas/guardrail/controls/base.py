@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+from botocore.exceptions import (
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ProxyConnectionError,
+)
 
 from ..model import AccountSnapshot, FixRecord, Result, Role
 
@@ -115,22 +119,26 @@ def error_code(error: Exception) -> str:
 
 # Answers saying AWS turned the try away before doing anything (botocore retries them too).
 THROTTLED = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
+# Errors before the request reached AWS (no connection): any other error botocore retries
+# (a read timeout, a dropped connection, an SSL error mid-answer) may follow a done request.
+NEVER_SENT = (EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError)
 
 
 @contextmanager
 def answer_may_be_lost(client: Any, operation: str) -> Iterator[list[bool]]:
     """Watches the tries botocore makes of `operation` on `client` while inside (its needs-retry
     event, which sees every try): the list gains True for a try whose answer never came (a read
-    timeout, a dropped connection) or was a 5xx other than throttling, which AWS may have
-    carried out. What a retry of it then answers ("not found", "duplicate") may be that try's
-    own doing. A try that throttling or a failed connection turned away did nothing."""
+    timeout, a connection dropped or an SSL error while reading) or was a 5xx other than
+    throttling, which AWS may have carried out. What a retry of it then answers ("not found",
+    "duplicate") may be that try's own doing. A try that throttling turned away, or that never
+    connected, did nothing."""
     tries: list[bool] = []
     events = getattr(getattr(client, "meta", None), "events", None)
     event = f"needs-retry.ec2.{operation}"
 
     def observe(response: Any = None, caught_exception: Any = None, **_: Any) -> None:
         if caught_exception is not None:
-            tries.append(isinstance(caught_exception, (ReadTimeoutError, ConnectionClosedError)))
+            tries.append(not isinstance(caught_exception, NEVER_SENT))
         elif response is not None:
             http, parsed = response
             code = str((parsed or {}).get("Error", {}).get("Code", ""))

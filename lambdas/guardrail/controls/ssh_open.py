@@ -48,8 +48,12 @@ GUARDRAIL_TAG = "ssm-guardrail:replaces"
 # revokes that rule counting on them: the run that made them must not take them back. Each run
 # writes its own key (the prefix and a token), so taking its mark off never takes another's.
 RELIED_ON_TAG = "ssm-guardrail:relied-on"
+# The run that re-added the rule (the token its marks use too): a retry that answers "duplicate"
+# after a lost answer finds the rules its own lost try made, not another run's for the same rule.
+RUN_TAG = "ssm-guardrail:run"
 MAX_TAGS = 50  # tags per EC2 resource (a security group rule included)
 MARK_ROOM = 5  # tags left free on a re-added rule for runs' marks
+OURS = 2  # tags of ours on a re-added rule: GUARDRAIL_TAG and RUN_TAG
 ADDRESS = {4: "a public IPv4 address", 6: "an IPv6 address"}
 NO_ADDRESS = {4: "no public IPv4 address", 6: "no IPv6 address"}
 PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6", "all": "-1"}
@@ -202,21 +206,34 @@ def rule_keys(rule: SecurityGroupRule) -> set[tuple[Any, ...]]:
     return permission_keys(rule_permission(rule))
 
 
-def readd_tags(rule: SecurityGroupRule) -> tuple[list[dict[str, str]], list[str]]:
-    """Tags for the rules re-added in place of `rule`: its owner's (not "aws:" ones, which EC2
-    reserves) and ours naming the rule they replace; and the owner's keys dropped to stay within
-    EC2's 50 tags per resource (ours stays: it is what lets a person trace and undo the fix, and
-    room is kept for runs' RELIED_ON_TAG marks)."""
+def readd_tags(rule: SecurityGroupRule, run: str = "") -> tuple[list[dict[str, str]], list[str]]:
+    """Tags for the rules re-added in place of `rule` by `run`: its owner's (not "aws:" ones,
+    which EC2 reserves) and ours naming the rule they replace and the run; and the owner's keys
+    dropped to stay within EC2's 50 tags per resource (ours stay: they let a person trace and
+    undo the fix, and room is kept for runs' RELIED_ON_TAG marks)."""
     owners = [
         {"Key": k, "Value": v}
         for k, v in rule.tags
         if not k.lower().startswith("aws:")
-        and k != GUARDRAIL_TAG
+        and k not in (GUARDRAIL_TAG, RUN_TAG)
         and not k.startswith(RELIED_ON_TAG)
     ]
-    kept = owners[: MAX_TAGS - 1 - MARK_ROOM]
-    dropped = [t["Key"] for t in owners[MAX_TAGS - 1 - MARK_ROOM :]]
-    return [*kept, {"Key": GUARDRAIL_TAG, "Value": rule.rule_id}], dropped
+    room = MAX_TAGS - OURS - MARK_ROOM
+    ours = [{"Key": GUARDRAIL_TAG, "Value": rule.rule_id}, {"Key": RUN_TAG, "Value": run}]
+    return [*owners[:room], *ours], [t["Key"] for t in owners[room:]]
+
+
+def made_for(rules: Iterable[SecurityGroupRule], rule_id: str) -> list[SecurityGroupRule]:
+    """The rules re-added (by any run) in place of the rule `rule_id`."""
+    return [c for c in rules if dict(c.tags).get(GUARDRAIL_TAG) == rule_id]
+
+
+def not_marked(code: str | None) -> str:
+    """Why a fix stops before changing the rule: it could not mark another run's re-adds."""
+    return (
+        "another run's re-added rules are in place and could not be marked as relied on "
+        f"({code}): nothing was revoked; that run, or the next, closes the rule"
+    )
 
 
 def readded_record(
@@ -606,6 +623,8 @@ class SshOpenToInternet:
                 notes.append(f"{rule.rule_id}: {note}")
             if kept and (dropped := readd_tags(rule)[1]):
                 notes.append(f"{rule.rule_id}: tags not copied (50 per rule): {', '.join(dropped)}")
+        run = uuid.uuid4().hex[:12]  # this run's token: its re-adds' RUN_TAG, its marks' key
+        mark = f"{RELIED_ON_TAG}:{run}"
         added: dict[str, Readded] = {}
         created: set[tuple[Any, ...]] = set()
         for rule in rules:
@@ -622,6 +641,7 @@ class SshOpenToInternet:
                     rule,
                     [p for p in readd[rule.rule_id] if p not in ours],
                     added[rule.rule_id],
+                    run,
                 )
                 created |= {k for p in added[rule.rule_id].permissions for k in permission_keys(p)}
             except ClientError as error:
@@ -631,27 +651,20 @@ class SshOpenToInternet:
                 # Including what this call added before it failed (one permission at a time).
                 untaken = self._take_back(ec2, gid, added.values())
                 if code == RULE_QUOTA and not untaken:
-                    return self._narrow(ec2, gid, rules, readd, notes, record)
+                    return self._narrow(ec2, gid, rules, readd, notes, record, run)
                 return record(
                     Outcome.FAILED,
                     None,
                     f"could not re-add the other ports; nothing was revoked{untaken}",
                     code,
                 )
-        mark = f"{RELIED_ON_TAG}:{uuid.uuid4().hex[:12]}"  # this run's own key
         marked, mark_code = self._mark_relied_on(ec2, gid, added, mark)
         if mark_code:
             # Another run's re-adds are there and this run could not say it counts on them:
             # revoking now could leave that run to take them back, closing the other ports.
             self._unmark(ec2, marked, [r.rule_id for r in rules], mark)
             untaken = self._take_back(ec2, gid, added.values())
-            return record(
-                Outcome.SKIPPED,
-                None,
-                f"another run's re-added rules are in place and could not be marked as relied on "
-                f"({mark_code}): nothing was revoked; that run, or the next, closes the "
-                f"rule{untaken}",
-            )
+            return record(Outcome.SKIPPED, None, not_marked(mark_code) + untaken)
         try:
             missed, lost = self._revoke(ec2, gid, rules)
         except ClientError as error:
@@ -765,6 +778,7 @@ class SshOpenToInternet:
         readd: Mapping[str, list[dict[str, Any]]],
         notes: list[str],
         record: Callable[..., FixRecord],
+        run: str,
     ) -> FixRecord:
         """The group is at its rules quota, and re-adding every kept range before revoking needs
         a free rule per range. Instead each rule is narrowed in place to a range it keeps that
@@ -781,7 +795,7 @@ class SshOpenToInternet:
         narrowed: dict[str, dict[str, Any]] = {}
         missed: list[SecurityGroupRule] = []
         revoked: list[SecurityGroupRule] = []  # of `first`
-        mark = f"{RELIED_ON_TAG}:{uuid.uuid4().hex[:12]}"  # this run's own key
+        mark = f"{RELIED_ON_TAG}:{run}"
         marked: dict[str, list[str]] = {}
         try:
             # What the group holds already is not added again: at the quota EC2 may refuse a
@@ -800,8 +814,9 @@ class SshOpenToInternet:
                 narrowed[rule.rule_id] = missing[-1]
                 adds.append((rule, missing[:-1]))
                 planned |= {k for p in missing for k in permission_keys(p)}
-            # Another run's re-adds this fix counts on (the group held them) are marked first,
-            # as _close does: that run, finding its rule narrowed or gone, keeps them.
+            # Another run's re-adds this fix counts on are marked before the rule changes, as
+            # _close does: that run, finding its rule narrowed or gone, keeps them. Those the
+            # group held before the revokes that free room, those found while adding after.
             present = {
                 r.rule_id: Readded(
                     present=[p for p in readd.get(r.rule_id, []) if permission_keys(p) <= held]
@@ -809,21 +824,27 @@ class SshOpenToInternet:
                 for r in rules
             }
             marked, mark_code = self._mark_relied_on(ec2, gid, present, mark)
+            if not mark_code:
+                missed, lost = self._revoke(ec2, gid, first) if first else ([], [])
+                revoked = [r for r in first if r not in missed]
+                if lost:
+                    notes = [*notes, lost_answer(lost)]
+                found: dict[str, Readded] = {}
+                for rule, permissions in adds:
+                    found[rule.rule_id] = Readded()
+                    self._authorize(ec2, gid, rule, permissions, found[rule.rule_id], run)
+                    added.rule_ids += found[rule.rule_id].rule_ids
+                    added.permissions += found[rule.rule_id].permissions
+                    added.present += found[rule.rule_id].present
+                more, mark_code = self._mark_relied_on(ec2, gid, found, mark)
+                marked.update(more)
             if mark_code:
-                self._unmark(ec2, marked, list(marked), mark)
+                self._unmark(ec2, marked, [r.rule_id for r in rules if r not in revoked], mark)
                 return record(
                     Outcome.SKIPPED,
                     None,
-                    f"{quota}; another run's re-added rules are in place and could not be marked "
-                    f"as relied on ({mark_code}): nothing was changed; that run, or the next, "
-                    "closes the rule",
+                    f"{quota}; {not_marked(mark_code)}" + self._take_back(ec2, gid, [added]),
                 )
-            missed, lost = self._revoke(ec2, gid, first) if first else ([], [])
-            revoked = [r for r in first if r not in missed]
-            if lost:
-                notes = [*notes, lost_answer(lost)]
-            for rule, permissions in adds:
-                self._authorize(ec2, gid, rule, permissions, added)
             now = {r.rule_id: r for r in self._current_rules(ec2, [gid]).get(gid, [])}
         except ClientError as error:
             code = error_code(error)
@@ -856,7 +877,7 @@ class SshOpenToInternet:
             if r.rule_id not in now or as_written(now[r.rule_id]) != as_written(r)
         ]
         if moved:
-            self._unmark(ec2, marked, moved, mark)
+            self._unmark(ec2, marked, [r.rule_id for r in rules if r not in revoked], mark)
             # What another run marked as relied on stays: it narrowed or revoked the rule
             # counting on it.
             mine = set(added.rule_ids)
@@ -945,11 +966,7 @@ class SshOpenToInternet:
             current = SshOpenToInternet._current_rules(ec2, [gid]).get(gid, [])
             for rule_id, permissions in wanted.items():
                 keys = {k for p in permissions for k in permission_keys(p)}
-                ids = [
-                    c.rule_id
-                    for c in current
-                    if dict(c.tags).get(GUARDRAIL_TAG) == rule_id and rule_keys(c) & keys
-                ]
+                ids = [c.rule_id for c in made_for(current, rule_id) if rule_keys(c) & keys]
                 if ids:
                     ec2.create_tags(Resources=ids, Tags=[{"Key": mark, "Value": rule_id}])
                     marked[rule_id] = ids
@@ -1121,14 +1138,15 @@ class SshOpenToInternet:
         rule: SecurityGroupRule,
         permissions: list[dict[str, Any]],
         added: Readded,
+        run: str,
     ) -> None:
         """Re-add what one revoked rule admitted besides SSH into `added` (so a failure part-way
         can be undone): one call, each new rule tagged like the old one plus the id it replaces.
         EC2 refuses the whole call if any permission already exists (an earlier run, or a person),
         so then each is tried alone and duplicates count as done (and are not ours to undo).
-        Unless a try whose answer was lost (answer_may_be_lost) made them: then the group holds
-        them, tagged for `rule`, and they are this fix's, ids and all."""
-        tags = [{"ResourceType": "security-group-rule", "Tags": readd_tags(rule)[0]}]
+        Unless a try of this `run` whose answer was lost (answer_may_be_lost) made them: then
+        the group holds them, tagged with the run, and they are this fix's, ids and all."""
+        tags = [{"ResourceType": "security-group-rule", "Tags": readd_tags(rule, run)[0]}]
 
         def authorize(batch: list[dict[str, Any]]) -> Any:
             with answer_may_be_lost(ec2, "AuthorizeSecurityGroupIngress") as tries:
@@ -1143,8 +1161,10 @@ class SshOpenToInternet:
             wanted = {k for p in batch for k in permission_keys(p)}
             made = [
                 r
-                for r in SshOpenToInternet._current_rules(ec2, [gid]).get(gid, [])
-                if dict(r.tags).get(GUARDRAIL_TAG) == rule.rule_id and rule_keys(r) <= wanted
+                for r in made_for(
+                    SshOpenToInternet._current_rules(ec2, [gid]).get(gid, []), rule.rule_id
+                )
+                if dict(r.tags).get(RUN_TAG) == run and rule_keys(r) <= wanted
             ]
             if {k for r in made for k in rule_keys(r)} != wanted:
                 raise refused  # not all of them: someone else's are among them
