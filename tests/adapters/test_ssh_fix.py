@@ -1625,3 +1625,24 @@ def test_narrowing_marks_the_other_runs_re_adds_it_finds_while_adding(
         and any(t["Key"].startswith(RELIED_ON_TAG) for t in r.get("Tags", []))
     ]
     assert len(marked) == 3
+
+
+def test_a_narrowing_re_add_failing_part_way_leaves_nothing_behind(account, clients):
+    """At the quota, the narrowing's re-adds go one at a time (a duplicate refused the batch):
+    tcp 0-21 gets in, the next is refused. Nothing was revoked, and what got in is taken back."""
+    gid = account.group(perm("-1", -1, -1, description="app"))
+    fill(account, gid, 57)
+    before = account.ingress(gid)
+    account.instance([gid])
+    calls = []
+    duplicate = error_answer("InvalidPermission.Duplicate")
+    denied = error_answer("UnauthorizedOperation")
+
+    def answer(params, **kwargs):
+        calls.append(params)
+        return {2: duplicate, 4: denied}.get(len(calls), lambda **_: None)(**kwargs)
+
+    clients.ec2.meta.events.register("before-call.ec2.AuthorizeSecurityGroupIngress", answer)
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    assert record.outcome is Outcome.FAILED and "nothing was revoked" in record.reason
+    assert account.ingress(gid) == before

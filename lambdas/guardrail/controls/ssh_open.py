@@ -831,11 +831,13 @@ class SshOpenToInternet:
                     notes = [*notes, lost_answer(lost)]
                 found: dict[str, Readded] = {}
                 for rule, permissions in adds:
-                    found[rule.rule_id] = Readded()
-                    self._authorize(ec2, gid, rule, permissions, found[rule.rule_id], run)
-                    added.rule_ids += found[rule.rule_id].rule_ids
-                    added.permissions += found[rule.rule_id].permissions
-                    added.present += found[rule.rule_id].present
+                    found[rule.rule_id] = one = Readded()
+                    try:
+                        self._authorize(ec2, gid, rule, permissions, one, run)
+                    finally:  # what went in before a failure is taken back with the rest
+                        added.rule_ids += one.rule_ids
+                        added.permissions += one.permissions
+                        added.present += one.present
                 more, mark_code = self._mark_relied_on(ec2, gid, found, mark)
                 marked.update(more)
             if mark_code:
