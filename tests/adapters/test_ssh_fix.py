@@ -1646,3 +1646,55 @@ def test_a_narrowing_re_add_failing_part_way_leaves_nothing_behind(account, clie
     (record,) = account.run(clients, "enforce", [SSH]).fixes
     assert record.outcome is Outcome.FAILED and "nothing was revoked" in record.reason
     assert account.ingress(gid) == before
+
+
+@pytest.mark.parametrize("fails", ["marking", "narrowing", "changed"])
+def test_a_narrowing_stopped_after_revoking_ssh_only_rules_records_them(
+    account, clients, monkeypatch, fails
+):
+    """At the quota, the SSH-only rule S goes first (it keeps nothing) to free room; the fix
+    then stops before narrowing the all-traffic rule A: marking another run's re-adds fails,
+    EC2 refuses the narrowing, or a person changes A meanwhile. S stays revoked (it admitted
+    nothing else) and the record says so, with S under After for an undo; A is as it was (or
+    as the person left it), and what was added is taken back."""
+    from guardrail.controls.ssh_open import SshOpenToInternet
+
+    gid = account.group(perm("tcp", 22, 22, description="S"), perm("-1", -1, -1, description="A"))
+    ids = {r["Description"]: r["SecurityGroupRuleId"] for r in rules_of(account, gid)}
+    fill(account, gid, 58)  # re-adding A's ports first needs 62 rules: narrowing in place
+    account.instance([gid])
+    before = [r for r in account.ingress(gid) if r[4] != "S"]
+    if fails == "marking":
+        mark, calls = SshOpenToInternet._mark_relied_on, []
+
+        def second_refused(ec2, gid_, added, key):
+            calls.append(added)
+            return ({}, "UnauthorizedOperation") if len(calls) == 2 else mark(ec2, gid_, added, key)
+
+        monkeypatch.setattr(SshOpenToInternet, "_mark_relied_on", staticmethod(second_refused))
+    elif fails == "narrowing":
+        clients.ec2.meta.events.register(
+            "before-call.ec2.ModifySecurityGroupRules", error_answer("UnauthorizedOperation")
+        )
+    else:
+        read_rules, reads = SshOpenToInternet._current_rules, []
+        changed = ("tcp", 0, 1024, "0.0.0.0/0", "A")
+
+        def person_changes_a_before_the_last_read(ec2, group_ids):
+            reads.append(group_ids)
+            if len(reads) == 3:  # the scan's, the quota's, then the read before narrowing
+                narrow(account, gid, ids["A"], 0, 1024, "0.0.0.0/0")
+                before[before.index(("-1", -1, -1, "0.0.0.0/0", "A"))] = changed
+            return read_rules(ec2, group_ids)
+
+        monkeypatch.setattr(
+            SshOpenToInternet,
+            "_current_rules",
+            staticmethod(person_changes_a_before_the_last_read),
+        )
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    assert record.outcome is (Outcome.FAILED if fails == "narrowing" else Outcome.SKIPPED)
+    assert "revoked only 1 rule(s) admitting nothing else" in record.reason, record.reason
+    assert "nothing was revoked" not in record.reason
+    assert [r["SecurityGroupRuleId"] for r in record.after] == [ids["S"]]
+    assert account.ingress(gid) == before

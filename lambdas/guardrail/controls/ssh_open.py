@@ -228,12 +228,19 @@ def made_for(rules: Iterable[SecurityGroupRule], rule_id: str) -> list[SecurityG
     return [c for c in rules if dict(c.tags).get(GUARDRAIL_TAG) == rule_id]
 
 
-def not_marked(code: str | None) -> str:
+def not_marked(code: str | None, done: str = "nothing was revoked") -> str:
     """Why a fix stops before changing the rule: it could not mark another run's re-adds."""
     return (
         "another run's re-added rules are in place and could not be marked as relied on "
-        f"({code}): nothing was revoked; that run, or the next, closes the rule"
+        f"({code}): {done}; that run, or the next, closes the rule"
     )
+
+
+def revoked_only(revoked: Sequence[SecurityGroupRule]) -> str:
+    """What a narrowing that stops short did: only SSH-only rules go before anything else."""
+    if not revoked:
+        return "nothing was revoked"
+    return f"revoked only {len(revoked)} rule(s) admitting nothing else"
 
 
 def readded_record(
@@ -795,6 +802,13 @@ class SshOpenToInternet:
         narrowed: dict[str, dict[str, Any]] = {}
         missed: list[SecurityGroupRule] = []
         revoked: list[SecurityGroupRule] = []  # of `first`
+        lost: list[str] = []  # notes on revokes whose answer was lost
+
+        def stop(outcome: Outcome, why: str, code: str | None = None) -> FixRecord:
+            """Stopping short: the SSH-only rules revoked first stay revoked, and say so."""
+            after = [describe_rule(r) for r in revoked] if revoked else None
+            return record(outcome, after, "; ".join([why, *lost]), code)
+
         mark = f"{RELIED_ON_TAG}:{run}"
         marked: dict[str, list[str]] = {}
         try:
@@ -825,10 +839,10 @@ class SshOpenToInternet:
             }
             marked, mark_code = self._mark_relied_on(ec2, gid, present, mark)
             if not mark_code:
-                missed, lost = self._revoke(ec2, gid, first) if first else ([], [])
+                missed, unanswered = self._revoke(ec2, gid, first) if first else ([], [])
                 revoked = [r for r in first if r not in missed]
-                if lost:
-                    notes = [*notes, lost_answer(lost)]
+                if unanswered:
+                    lost.append(lost_answer(unanswered))
                 found: dict[str, Readded] = {}
                 for rule, permissions in adds:
                     found[rule.rule_id] = one = Readded()
@@ -842,22 +856,15 @@ class SshOpenToInternet:
                 marked.update(more)
             if mark_code:
                 self._unmark(ec2, marked, [r.rule_id for r in rules if r not in revoked], mark)
-                return record(
-                    Outcome.SKIPPED,
-                    None,
-                    f"{quota}; {not_marked(mark_code)}" + self._take_back(ec2, gid, [added]),
-                )
+                done = not_marked(mark_code, revoked_only(revoked))
+                return stop(Outcome.SKIPPED, f"{quota}; {done}{self._take_back(ec2, gid, [added])}")
             now = {r.rule_id: r for r in self._current_rules(ec2, [gid]).get(gid, [])}
         except ClientError as error:
             code = error_code(error)
             self._unmark(ec2, marked, [r.rule_id for r in rules if r not in revoked], mark)
             if code in GROUP_GONE:
                 return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
-            done = (
-                f"revoked only {len(revoked)} rule(s) admitting nothing else"
-                if revoked
-                else "nothing was revoked"
-            ) + self._take_back(ec2, gid, [added])
+            done = revoked_only(revoked) + self._take_back(ec2, gid, [added])
             if code == RULE_QUOTA:
                 why = (
                     f"{quota}, even for narrowing the rule in place; {done}: remove rules the "
@@ -865,9 +872,7 @@ class SshOpenToInternet:
                 )
             else:
                 why = f"{quota}; narrowing in place failed, {done}"
-            return record(
-                Outcome.FAILED, [describe_rule(r) for r in revoked] if revoked else None, why, code
-            )
+            return stop(Outcome.FAILED, why, code)
         if not now:
             # DescribeSecurityGroupRules answers a deleted group with no rules, not an error
             # (and what this fix added is gone with it).
@@ -890,11 +895,10 @@ class SshOpenToInternet:
                 for k in rule_keys(c)
             }
             left = self._take_back(ec2, gid, [added], keep)
-            return record(
+            return stop(
                 Outcome.SKIPPED,
-                None,
                 f"{quota}; {', '.join(moved)} changed or revoked meanwhile: not narrowed, the "
-                f"next run judges the group as it is now{left}",
+                f"next run judges the group as it is now; {revoked_only(revoked)}{left}",
             )
         try:
             if narrowed:
@@ -910,13 +914,9 @@ class SshOpenToInternet:
             if error_code(error) in GROUP_GONE:
                 return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
             left = self._take_back(ec2, gid, [added])
-            only = (
-                f", revoked only {len(revoked)} rule(s) admitting nothing else" if revoked else ""
-            )
-            return record(
+            return stop(
                 Outcome.FAILED,
-                [describe_rule(r) for r in revoked] if revoked else None,
-                f"{quota}; narrowing failed{only}{left}",
+                f"{quota}; narrowing failed, {revoked_only(revoked)}{left}",
                 error_code(error),
             )
         after = {
@@ -939,7 +939,7 @@ class SshOpenToInternet:
         missed += late
         revoked += [r for r in last if r not in late]
         if lost_late:
-            notes = [*notes, lost_answer(lost_late)]
+            lost.append(lost_answer(lost_late))
         if revoked:
             after["revoked"] = [describe_rule(r) for r in revoked]
             done += f", revoked {len(revoked)} rule(s) with nothing else to keep"
@@ -949,7 +949,7 @@ class SshOpenToInternet:
             return record(
                 Outcome.SKIPPED, after, f"{done}; {ids} changed or revoked meanwhile: left as is"
             )
-        return record(Outcome.APPLIED, after, "; ".join([done, *notes]))
+        return record(Outcome.APPLIED, after, "; ".join([done, *notes, *lost]))
 
     @staticmethod
     def _mark_relied_on(
