@@ -25,7 +25,7 @@ from guardrail.clients import AwsClients
 from guardrail.controls.session_logging import PREFERENCE_ACTIONS
 from guardrail.engine import Guardrail, ScanReport
 from guardrail.findings import product_arn
-from guardrail.insights import finding_insights, group_key
+from guardrail.insights import RESOLVED_INSIGHT, finding_insights, group_key
 from guardrail.model import FixRecord, Outcome, ResourceType, Status
 from guardrail.publisher import FindingPublisher
 from guardrail.settings import Settings
@@ -80,7 +80,6 @@ PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
 # re-added tcp/udp/icmp rule keeps.
 OTHER_PROTOCOL = "47"
 PREFERENCES = "SSM-SessionManagerRunShell"
-RESOLVED = {"Comparison": "EQUALS", "Value": "RESOLVED"}
 
 
 @dataclass(frozen=True)
@@ -270,14 +269,11 @@ def read_security_hub(client: Any, product_arn: str) -> HubState:
         )
         return [f for page in pages for f in page.get("Findings", [])]
 
-    return HubState(
-        findings(),
-        {
-            insight.name: Counter(group_key(f, insight.group_by) for f in findings(**filters))
-            for insight in finding_insights(product_arn).values()
-            for filters in [{"Filters": insight.filters}]
-        },
-    )
+    shown: dict[str, Counter[str]] = {}
+    for insight in finding_insights(product_arn).values():
+        matched = findings(Filters=insight.filters)
+        shown[insight.name] = Counter(group_key(f, insight.group_by) for f in matched)
+    return HubState(findings(), shown)
 
 
 def assess(run: DemoRun) -> list[str]:
@@ -404,9 +400,9 @@ def assess(run: DemoRun) -> list[str]:
             f"Security Hub holds {hub_failed} FAILED finding(s); the re-scan has {len(still)}"
         )
     # 6. The insights (the dashboards) show the same: what is left failing, and what was fixed.
-    for insight in finding_insights(None).values():
+    for key, insight in finding_insights(None).items():
         shown = sum(run.hub.insights.get(insight.name, Counter()).values())
-        wanted = len(claimed) if insight.filters["WorkflowStatus"] == [RESOLVED] else len(still)
+        wanted = len(claimed) if key == RESOLVED_INSIGHT else len(still)
         if shown != wanted:
             problems.append(f"Security Hub insight '{insight.name}' shows {shown}, not {wanted}")
     return problems

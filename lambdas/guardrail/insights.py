@@ -11,6 +11,8 @@ from .findings import PRODUCT
 
 # Every finding the engine builds has GeneratorId "<PRODUCT>/<control id>" (findings.py).
 GENERATOR_PREFIX = f"{PRODUCT}/"
+# The one insight showing what the guardrail fixed (the others show what is left failing).
+RESOLVED_INSIGHT = "ResolvedLast7Days"
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def finding_insights(product_arn: str | None) -> dict[str, Insight]:
             "ssm-guardrail: failing resources by severity", failing, "SeverityLabel"
         ),
         "FailingByResource": Insight("ssm-guardrail: failing resources", failing, "ResourceId"),
-        "ResolvedLast7Days": Insight(
+        RESOLVED_INSIGHT: Insight(
             "ssm-guardrail: resolved in the last 7 days", resolved, "GeneratorId"
         ),
     }
