@@ -97,13 +97,14 @@ def finding_id(account_id: str, region: str, control_id: str, resource_id: str) 
     return prefix + "sha256:" + hashlib.sha256(resource_id.encode()).hexdigest()
 
 
-def resource_arn(result: Result) -> str:
-    """The ASFF Resources[].Id of the result's resource."""
+def resource_arn(result: Result, owner: str | None = None) -> str:
+    """The ASFF Resources[].Id of the result's resource; `owner`: the account owning it when
+    not the scanned one (a security group shared through a VPC by its owner)."""
     p, r, a = result.partition, result.region, result.account_id
     if result.resource_type is ResourceType.INSTANCE:
         return f"arn:{p}:ec2:{r}:{a}:instance/{result.resource_id}"
     if result.resource_type is ResourceType.SECURITY_GROUP:
-        return f"arn:{p}:ec2:{r}:{a}:security-group/{result.resource_id}"
+        return f"arn:{p}:ec2:{r}:{owner or a}:security-group/{result.resource_id}"
     return f"AWS::::Account:{a or result.resource_id}"
 
 
@@ -263,7 +264,11 @@ def build_finding(
     archived = result.status is Status.NOT_APPLICABLE and not remediated
     now = timestamp(generated_at)
 
-    resource: dict[str, Any] = {"Type": result.resource_type.value, "Id": resource_arn(result)}
+    owner = group.owner_id if group is not None else None
+    resource: dict[str, Any] = {
+        "Type": result.resource_type.value,
+        "Id": resource_arn(result, owner),
+    }
     if result.partition in ASFF_PARTITIONS:
         resource["Partition"] = result.partition
     resource["Region"] = result.region

@@ -291,6 +291,7 @@ def outcome_dict(outcome: EventOutcome) -> dict[str, Any]:
             "imported": published.imported,
             "failed": published.failed,
             "resolved": published.resolved,
+            "unresolved": published.unresolved,
             "errors": published.errors,
         },
     }
@@ -340,6 +341,7 @@ def format_outcome(outcome: EventOutcome) -> str:
         lines.append(
             f"Security Hub: {published.imported} imported, {len(published.failed)} failed, "
             f"{published.resolved} resolved"
+            + (f", {len(published.unresolved)} not resolved" if published.unresolved else "")
             + (f"; errors: {'; '.join(published.errors)}" if published.errors else "")
         )
     return "\n".join(lines)

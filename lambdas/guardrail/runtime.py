@@ -110,6 +110,7 @@ def summary(report: ScanReport) -> dict[str, Any]:
             "superseded": published.superseded,
             "failed": len(published.failed),
             "resolved": published.resolved,
+            "unresolved": len(published.unresolved),
             "errors": published.errors,
         },
     }

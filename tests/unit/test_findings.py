@@ -428,6 +428,32 @@ def test_arns_follow_the_partition() -> None:
     )
 
 
+def test_a_shared_groups_resource_arn_names_the_account_that_owns_it() -> None:
+    """A group shared through a VPC by another account: its ARN is the owner's, so the finding
+    matches that account's own EC2.13 and Config findings for the group."""
+    owner = "210987654321"
+    shared = replace(GROUP, owner_id=owner)
+    group_result = result(ResourceType.SECURITY_GROUP, "sg-1", severity="HIGH")
+    own = build_finding(group_result, SSH_OPEN, generated_at=NOW, group=GROUP)
+    theirs = build_finding(group_result, SSH_OPEN, generated_at=NOW, group=shared)
+    assert own["Resources"][0]["Id"] == f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/sg-1"
+    assert theirs["Resources"][0]["Id"] == f"arn:aws:ec2:{REGION}:{owner}:security-group/sg-1"
+    assert theirs["AwsAccountId"] == ACCOUNT  # found and reported by the scanned account
+
+
+def test_every_controls_title_states_the_requirement_not_the_violation() -> None:
+    """The title shows on PASSED findings too (a compliant or fixed resource): like Security
+    Hub's own controls it says what should hold, never that the resource is wrong."""
+    from guardrail.controls import REGISTRY
+
+    for control in REGISTRY.values():
+        for status, remediated in ((Status.PASSED, False), (Status.FAILED, True)):
+            r = replace(result(status=status, severity="INFORMATIONAL"), control=control.id)
+            title = build_finding(r, control, generated_at=NOW, remediated=remediated)["Title"]
+            assert " should " in title, title
+            assert not re.search(r"\b(admits|lacks|are not|is not)\b", title), title
+
+
 def test_the_resolution_note_fits_and_points_to_the_detail() -> None:
     assert len(RESOLUTION_NOTE) <= 512 and "ProductFields" in RESOLUTION_NOTE
 

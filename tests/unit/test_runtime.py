@@ -57,3 +57,22 @@ def test_a_stop_is_named_on_one_line_and_counted_per_control() -> None:
 
     assert [str(s) for s in report.crashed] == ["ssm-instance-role check stopped: ValueError: a b"]
     assert report_counts(report) == {"ssm-instance-role": {"StepsStopped": 1}}
+
+
+def test_the_handlers_summary_and_replay_say_when_fixed_findings_were_not_resolved() -> None:
+    """BatchUpdateFindings left fixed findings NEW (unprocessed, throttled to the end): the
+    Lambda's return value and log line, and replay's text and JSON, say how many, not only
+    the PublishErrors metric."""
+    from guardrail.events import Change
+    from guardrail.publisher import PublishSummary
+    from guardrail.replay import EventOutcome, format_outcome, outcome_dict
+    from guardrail.runtime import summary
+    from guardrail.scope import Scope
+
+    left = [{"Id": "f-1", "ErrorCode": "FindingNotFound", "ErrorMessage": ""}] * 2
+    report = ScanReport("111122223333", "us-east-1")
+    report.published = PublishSummary(imported=2, unresolved=left)
+    assert summary(report)["published"]["unresolved"] == 2
+    outcome = EventOutcome(Change(Scope(instance_ids=frozenset({"i-1"})), "StartInstances"), report)
+    assert "2 imported, 0 failed, 0 resolved, 2 not resolved" in format_outcome(outcome)
+    assert outcome_dict(outcome)["published"]["unresolved"] == left

@@ -349,7 +349,7 @@ def version_holding(ssm: Any, content: Mapping[str, Any]) -> str | None:
 
 class SessionLogging:
     id = "ssm-session-logging"
-    title = "Session Manager sessions are not logged"
+    title = "Session Manager sessions should be logged, and instance roles able to deliver them"
     description = (
         "Session Manager preferences (document SSM-SessionManagerRunShell) send no session logs "
         "to S3 or CloudWatch Logs, send them unencrypted, or an instance's role cannot deliver them."

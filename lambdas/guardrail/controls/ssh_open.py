@@ -343,7 +343,8 @@ def exposure(
 
 class SshOpenToInternet:
     id = "ssh-open-to-internet"
-    title = "EC2 instance admits SSH (TCP 22) from the internet"
+    # Requirement-style, as Security Hub's own controls: the title shows on PASSED findings too.
+    title = "Security groups and EC2 instances should not admit SSH (TCP 22) from the internet"
     description = (
         "A security group attached to a network interface of the instance admits TCP port 22 "
         "from 0.0.0.0/0 or ::/0. Use Session Manager instead of internet-facing SSH."

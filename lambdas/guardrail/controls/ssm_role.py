@@ -200,7 +200,7 @@ SSM_ROLE_ID = "ssm-instance-role"
 
 class SsmInstanceRole:
     id = SSM_ROLE_ID
-    title = "EC2 instance lacks the Systems Manager instance role"
+    title = "EC2 instances should have the Systems Manager instance role"
     description = (
         "The instance has no instance profile, a profile without a role, a role without "
         "AmazonSSMManagedInstanceCore, or a role whose explicit Deny, permissions boundary or "
