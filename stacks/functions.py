@@ -15,6 +15,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 from guardrail.findings import product_arn as finding_product_arn
+from guardrail.permissions import PUBLISH_PERMISSIONS
 from guardrail.settings import ENV
 
 from . import iam as generated
@@ -181,6 +182,16 @@ class GuardrailFunctions(Construct):
         self.product_arn = product_arn
 
         self.permissions = generated.needed_permissions(config.enforced())
+        if not config.modify_existing_roles:
+            # Settings.may_modify: only the guardrail's own instance role gets a policy attached.
+            self.permissions = [
+                replace(p, resources=("{guardrail_role_arn}",))
+                if p.actions == ("iam:AttachRolePolicy",)
+                else p
+                for p in self.permissions
+            ]
+        if not config.publish:
+            self.permissions = [p for p in self.permissions if p not in PUBLISH_PERMISSIONS]
         self.roles: dict[str, iam.Role] = {}
         for spec in (DRIFT_SCAN, ON_CHANGE):
             self.roles[spec.construct_id] = self._role(spec)

@@ -48,12 +48,13 @@ class GuardrailStack(Stack):
             dlq=self.dlq,
             schedule=config.scan_schedule,
         )
-        self.insights = FindingInsights(
-            self,
-            "Insights",
-            product_arn=self.functions.product_arn,
-            insight_scope=config.insight_scope,
-        )
+        if config.publish:
+            self.insights = FindingInsights(
+                self,
+                "Insights",
+                product_arn=self.functions.product_arn,
+                insight_scope=config.insight_scope,
+            )
         self.operations = OperationsDashboard(
             self,
             "Operations",

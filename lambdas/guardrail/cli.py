@@ -269,26 +269,11 @@ def print_json(report: ScanReport, out: TextIO) -> None:
     payload: dict[str, Any] = {
         "results": results,
         "fixes": [f.as_dict() for f in report.fixes],
-        "published": published_dict(report.published),
+        "published": None if report.published is None else report.published.as_dict(),
         "stopped": report.stopped,
     }
     json.dump(payload, out, indent=2, default=str)
     out.write("\n")
-
-
-def published_dict(published: Any) -> dict[str, Any] | None:
-    """What reached Security Hub, JSON-safe; None when publishing was off."""
-    if published is None:
-        return None
-    return {
-        "imported": published.imported,
-        "unchanged": published.unchanged,
-        "superseded": published.superseded,
-        "resolved": published.resolved,
-        "failed": published.failed,
-        "unresolved": published.unresolved,
-        "errors": published.errors,
-    }
 
 
 def print_table(report: ScanReport, out: TextIO) -> None:

@@ -118,6 +118,9 @@ class ScanReport:
     # fixes, a finding. What the others did is published; the handlers then fail the
     # invocation, so the Lambda's Errors alarm tells a person.
     crashed: list[Stop] = field(default_factory=list)
+    # An event's results for what it named but no longer exists (replay.gone): archived as
+    # Security Hub holds them, so read back first (a fixed resource stays PASSED, RESOLVED).
+    gone: list[Result] = field(default_factory=list)
 
     @property
     def left_failed(self) -> list[Evaluation]:
@@ -298,7 +301,8 @@ class Guardrail:
         snapshot = report.snapshot
         assert snapshot is not None
         now = report.read_at or self.clock()
-        findings, resolutions = [], {}
+        findings, resolutions, read_back = [], {}, []
+        gone = {r.key for r in report.gone}
         for evaluation in report.evaluations:
             result = evaluation.result
             control = next(c for c in self.controls if c.id == result.control)
@@ -310,6 +314,8 @@ class Guardrail:
             findings.append(finding)
             if evaluation.remediated:
                 resolutions[finding["Id"]] = RESOLUTION_NOTE
+            if result.key in gone:
+                read_back.append(finding["Id"])
         if report.full_scan:
             # A full scan mostly repeats what Security Hub holds: import what changed (and each
             # finding at least every finding_refresh_days; 0: all), not every result every hour.
@@ -327,7 +333,7 @@ class Guardrail:
             return self.publisher.publish(
                 findings, resolutions, refresh_before=refresh_before, archive=archive
             )
-        return self.publisher.publish(findings, resolutions)
+        return self.publisher.publish(findings, resolutions, read_back=read_back)
 
 
 __all__ = ["Evaluation", "Guardrail", "ScanReport", "finding_id", "product_arn"]

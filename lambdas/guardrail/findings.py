@@ -357,6 +357,16 @@ def keep_fix_record(finding: dict[str, Any], stored: Mapping[str, Any]) -> dict[
     return kept
 
 
+def archived_as_passed(finding: dict[str, Any]) -> dict[str, Any]:
+    """An archived finding (its resource deleted, or out of scope) over a stored PASSED one:
+    it stays PASSED. NOT_AVAILABLE would make Security Hub reset a RESOLVED workflow to NEW,
+    and the fix would drop out of the resolved insight."""
+    kept = {**finding, "Compliance": {**(finding.get("Compliance") or {}), "Status": "PASSED"}}
+    kept["ProductFields"] = {**finding.get("ProductFields", {})}
+    kept["ProductFields"][FINGERPRINT_FIELD] = fingerprint(kept)
+    return kept
+
+
 def compliance(finding: Mapping[str, Any]) -> str | None:
     """A finding's Compliance.Status (PASSED, FAILED ...), None without one."""
     return (finding.get("Compliance") or {}).get("Status")

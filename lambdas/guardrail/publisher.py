@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -26,6 +26,7 @@ from .findings import (
     PRODUCT,
     REMEDIATED_FIELD,
     RESOLUTION_NOTE,
+    archived_as_passed,
     clip,
     compliance,
     keep_fix_record,
@@ -36,6 +37,7 @@ from .model import parse_time
 logger = logging.getLogger(__name__)
 
 MAX_FINDINGS_PER_CALL = 100  # BatchImportFindings and BatchUpdateFindings alike
+MAX_FILTER_VALUES = 20  # GetFindings: values per filter attribute
 MAX_FINDING_BYTES = 240 * 1024
 MAX_CALL_BYTES = 6 * 1024 * 1024 - 64 * 1024  # headroom for the request envelope
 CALLS_PER_SECOND = 10  # Security Hub allows 10 TPS (burst 30) per API; we stay under 10 overall
@@ -62,6 +64,10 @@ FATAL = frozenset(
 # AccessDenied there only costs the change detection; these stop every call.
 FATAL_FOR_EVERY_CALL = FATAL - {"AccessDeniedException"}
 NO_RESOLUTIONS: Mapping[str, str] = MappingProxyType({})
+REOPEN_NOTE = (
+    f"Reopened by {PRODUCT}: still failing. An earlier fix's RESOLVED mark landed after a newer "
+    "reading had found the resource failing again; see the Description."
+)
 
 
 @dataclass(frozen=True)
@@ -78,11 +84,25 @@ class PublishSummary:
     # Security Hub holds a newer reading (an event since the scan read or fixed the resource):
     # neither imported (it would be ignored) nor resolved (that would resolve the newer reading).
     superseded: int = 0
+    reopened: int = 0  # still failing, yet RESOLVED by a late mark of ours: set NEW again
     fatal: bool = False  # no call could succeed (not enabled, access denied, unreachable)
 
     @property
     def ok(self) -> bool:
         return not (self.failed or self.unresolved or self.errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What reached Security Hub, JSON-safe (the CLI's and replay's --format json)."""
+        return {
+            "imported": self.imported,
+            "unchanged": self.unchanged,
+            "superseded": self.superseded,
+            "resolved": self.resolved,
+            "reopened": self.reopened,
+            "failed": self.failed,
+            "unresolved": self.unresolved,
+            "errors": self.errors,
+        }
 
 
 class CallError(Exception):
@@ -136,6 +156,9 @@ class _Run:
     superseded: set[str] = field(default_factory=set)
     # Stored findings of resources we fixed that were never marked RESOLVED (that call failed).
     unresolved_fixes: set[str] = field(default_factory=set)
+    # Still-failing findings a late RESOLVED mark of ours hid (_resolved_too_late): set NEW.
+    reopen: set[str] = field(default_factory=set)
+    reopened: int = 0
     stopped: CallError | None = None  # an error after which no call can succeed
     # Failures an import answer counted (FailedCount) but did not name, and the findings of the
     # batches so answered: any of them may not have landed, so none is marked RESOLVED.
@@ -152,6 +175,7 @@ class _Run:
             calls=self.calls,
             unchanged=self.unchanged,
             superseded=len(self.superseded),
+            reopened=self.reopened,
             fatal=self.stopped is not None and not self.imported,
         )
 
@@ -244,12 +268,16 @@ def _against(
         # A newer plain reading agrees the resource is fixed: record the fix just after it.
         after = timestamp(old.updated_at + timedelta(milliseconds=1))
         finding = {**finding, "UpdatedAt": after, "LastObservedAt": after}
+    if finding.get("RecordState") == "ARCHIVED" and compliance(stored) == "PASSED":
+        finding = archived_as_passed(finding)
     if old.created_at:
         finding = {**finding, "CreatedAt": old.created_at}  # first seen stays first seen
     if active:
         finding = keep_fix_record(finding, stored)
         if not fixed and _resolve_missed(finding, stored):
             run.unresolved_fixes.add(finding["Id"])
+        if not fixed and _resolved_too_late(finding, old):
+            run.reopen.add(finding["Id"])
     return finding
 
 
@@ -269,6 +297,25 @@ def _resolve_missed(finding: Mapping[str, Any], stored: Mapping[str, Any]) -> bo
         return True
     noted, fixed_at = parse_time(note.get("UpdatedAt")), parse_time(fields.get(FIXED_AT_FIELD))
     return bool(note.get("UpdatedBy") == PRODUCT and noted and fixed_at and noted < fixed_at)
+
+
+def _resolved_too_late(finding: Mapping[str, Any], old: StoredFinding) -> bool:
+    """Still failing, yet RESOLVED by our note written after the failing reading Security Hub
+    holds: a fix's RESOLVED mark that landed after a newer reading found the resource open
+    again (BatchImportFindings ignored the fix's older PASSED; BatchUpdateFindings cannot be
+    conditional). Hidden from every failing insight until reopened. A person's RESOLVED (their
+    note, or none since the reading) stands."""
+    stored = old.raw
+    note = stored.get("Note") or {}
+    noted = parse_time(note.get("UpdatedAt"))
+    return (
+        compliance(finding) == compliance(stored) == "FAILED"
+        and (stored.get("Workflow") or {}).get("Status") == "RESOLVED"
+        and note.get("UpdatedBy") == PRODUCT
+        and noted is not None
+        and old.updated_at is not None
+        and noted > old.updated_at
+    )
 
 
 def _equals(value: str) -> dict[str, str]:
@@ -328,6 +375,7 @@ class FindingPublisher:
         *,
         refresh_before: datetime | None = None,
         archive: ArchiveMissing | None = None,
+        read_back: Collection[str] = (),
     ) -> PublishSummary:
         """Import `findings`, then resolve the imported ones in `resolutions` (Id → note).
 
@@ -338,6 +386,8 @@ class FindingPublisher:
         marked RESOLVED if an earlier run could not).
         One Security Hub holds with a later UpdatedAt than ours is left alone, unresolved.
         With `archive` too, stored ACTIVE findings the scan no longer produced are archived.
+        Without `refresh_before`, the archived findings in `read_back` (an event's resources
+        deleted since) are compared with what Security Hub holds first (_archivable).
         """
         run = _Run()
         try:
@@ -348,8 +398,11 @@ class FindingPublisher:
                     **{i: RESOLUTION_NOTE for i in sorted(run.unresolved_fixes)},
                     **resolutions,
                 }
+            elif read_back:
+                to_import = self._archivable(findings, set(read_back), run)
             self._import(to_import, run)
             self._resolve(findings, resolutions, run)
+            self._reopen(findings, run)
         except Exception as error:  # a scan must never abort because of Security Hub
             logger.exception("publishing to Security Hub failed", extra={"error": str(error)})
             run.errors.append(f"publishing to Security Hub failed: {error!r}")
@@ -364,6 +417,7 @@ class FindingPublisher:
                 "calls": summary.calls,
                 "unchanged": summary.unchanged,
                 "superseded": summary.superseded,
+                "reopened": summary.reopened,
                 "errors": summary.errors,
             },
         )
@@ -431,6 +485,36 @@ class FindingPublisher:
                 and old.updated_at < archive.now
             ]
         return changed
+
+    def _archivable(
+        self, findings: Sequence[dict[str, Any]], read_back: set[str], run: _Run
+    ) -> list[dict[str, Any]]:
+        """An event's findings, its archived ones in `read_back` read first (GetFindings by Id,
+        20 a call): one with nothing stored is not imported (nothing to archive), one stored
+        PASSED stays PASSED (archived_as_passed), one stored newer is left alone. Unread, all go
+        in as built."""
+
+        def asked(finding: Mapping[str, Any]) -> bool:
+            return finding.get("RecordState") == "ARCHIVED" and finding["Id"] in read_back
+
+        archived = sorted(f["Id"] for f in findings if asked(f))
+        stored: dict[str, StoredFinding] = {}
+        try:
+            for start in range(0, len(archived), MAX_FILTER_VALUES):
+                ids = archived[start : start + MAX_FILTER_VALUES]
+                stored.update(self._read({"Id": [_equals(i) for i in ids]}, run))
+        except CallError as error:
+            logger.warning("could not read the findings to archive", extra={"error": str(error)})
+            return list(findings)
+        kept = []
+        for finding in findings:
+            if not asked(finding):
+                kept.append(finding)
+            elif (old := stored.get(finding["Id"])) is None:
+                run.unchanged += 1
+            elif (against := _against(finding, old, False, run)) is not None:
+                kept.append(against)
+        return kept
 
     def stored(
         self, product_arns: set[str], run: _Run, since: datetime | None = None
@@ -553,7 +637,7 @@ class FindingPublisher:
                     run,
                     "batch_update_findings",
                     chunk,
-                    _resolve_request(text),
+                    _workflow_request(text),
                     _update_rejections,
                 )
                 run.resolved += len(accepted)
@@ -562,6 +646,26 @@ class FindingPublisher:
                 )
         if run.unresolved:
             self._log_failures("findings not resolved", run.unresolved)
+
+    def _reopen(self, findings: Sequence[dict[str, Any]], run: _Run) -> None:
+        """Sets NEW again the still-failing findings a late RESOLVED mark of ours hid."""
+        product_arns = {f["Id"]: f["ProductArn"] for f in findings}
+        identifiers = [{"Id": i, "ProductArn": product_arns[i]} for i in sorted(run.reopen)]
+        for start in range(0, len(identifiers), MAX_FINDINGS_PER_CALL):
+            chunk = identifiers[start : start + MAX_FINDINGS_PER_CALL]
+            accepted, rejected = self._send(
+                run,
+                "batch_update_findings",
+                chunk,
+                _workflow_request(REOPEN_NOTE, "NEW"),
+                _update_rejections,
+            )
+            run.reopened += len(accepted)
+            if rejected:
+                run.errors.append(
+                    f"{len(rejected)} still-failing finding(s) marked RESOLVED could not be "
+                    f"reopened: {', '.join(sorted(rejected))}"
+                )
 
     def _send(
         self,
@@ -682,13 +786,15 @@ class FindingPublisher:
         )
 
 
-def _resolve_request(note: str) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
-    """BatchUpdateFindings parameters marking the identified findings RESOLVED with `note`."""
+def _workflow_request(
+    note: str, status: str = "RESOLVED"
+) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+    """BatchUpdateFindings parameters setting the identified findings' workflow, with `note`."""
 
     def request(identifiers: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "FindingIdentifiers": identifiers,
-            "Workflow": {"Status": "RESOLVED"},
+            "Workflow": {"Status": status},
             "Note": {"Text": note, "UpdatedBy": PRODUCT},
         }
 

@@ -239,7 +239,7 @@ def process_event(
         notes.append(deferred)
     publisher = guardrail.publisher
     bound = _guardrail_for(guardrail, report.account_id, publisher=publisher)
-    archived = gone(parsed, report, bound)
+    archived = report.gone = gone(parsed, report, bound)
     report.evaluations += [Evaluation(r, settings.mode_for(r.control)) for r in archived]
     if publisher is not None and settings.publish and report.evaluations:
         report.published = bound.publish(report)
@@ -285,15 +285,7 @@ def outcome_dict(outcome: EventOutcome) -> dict[str, Any]:
         "fixes": [f.as_dict() for f in report.fixes],
         "archived": [r.resource_id for r in outcome.archived],
         "stopped": report.stopped,
-        "published": None
-        if published is None
-        else {
-            "imported": published.imported,
-            "failed": published.failed,
-            "resolved": published.resolved,
-            "unresolved": published.unresolved,
-            "errors": published.errors,
-        },
+        "published": None if published is None else published.as_dict(),
     }
 
 

@@ -111,6 +111,7 @@ def summary(report: ScanReport) -> dict[str, Any]:
             "failed": len(published.failed),
             "resolved": published.resolved,
             "unresolved": len(published.unresolved),
+            "reopened": published.reopened,
             "errors": published.errors,
         },
     }

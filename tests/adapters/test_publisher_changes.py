@@ -615,3 +615,108 @@ def test_a_slow_drift_scan_does_not_archive_what_an_event_published_during_it(
         kept = held[by_event["Id"]]
         assert (kept["RecordState"], kept["UpdatedAt"]) == ("ACTIVE", by_event["UpdatedAt"])
         assert kept["Compliance"] == by_event["Compliance"]
+
+
+def archived(n: int, at: datetime) -> dict[str, Any]:
+    """What an event (or a scan) builds for a resource gone since: NOT_APPLICABLE, archived."""
+    return finding(n, Status.NOT_APPLICABLE, at=at)
+
+
+def test_a_drift_scan_archiving_a_fixed_instance_keeps_it_resolved(aws, account, hub) -> None:
+    """Fixed (PASSED, RESOLVED), then terminated: the next drift scan, still listing it, archives
+    its finding PASSED. NOT_AVAILABLE would make Security Hub reset RESOLVED to NEW and the fix
+    would drop out of the resolved insight."""
+    group = account.group(OPEN_SSH)
+    instance = account.instance([group])
+    only_ssh = {"controls": (SSH_OPEN.id,)}
+    guardrail_at(aws, T0, mode="enforce", **only_ssh).run()
+    (fixed,) = held_for(hub, instance)
+    assert (fixed["Compliance"]["Status"], fixed["Workflow"]["Status"]) == ("PASSED", "RESOLVED")
+    account.ec2.terminate_instances(InstanceIds=[instance])
+    guardrail_at(aws, T0 + timedelta(hours=1), **only_ssh).run()
+    (held,) = held_for(hub, instance)
+    assert held["RecordState"] == "ARCHIVED"
+    assert (held["Compliance"]["Status"], held["Workflow"]["Status"]) == ("PASSED", "RESOLVED")
+
+
+def test_an_event_archives_what_security_hub_holds_as_it_holds_it(hub) -> None:
+    """An event names resources gone since (no scan read-back): it reads back just those Ids.
+    A stored PASSED (fixed, RESOLVED) finding is archived PASSED and stays RESOLVED; a stored
+    FAILED one is archived NOT_AVAILABLE; a newer stored reading is left alone; one never
+    stored is not imported (nothing to archive)."""
+    fixed, failing, newer = finding(1, Status.PASSED), finding(2), finding(3, at=T0 + WEEK)
+    assert publisher(hub).publish([fixed, failing, newer], {fixed["Id"]: "fixed"}).ok
+    later = T0 + timedelta(hours=1)
+    gone = [archived(n, later) for n in (1, 2, 3, 4)]
+    summary = publisher(hub).publish(gone, read_back=[f["Id"] for f in gone])
+    assert summary.ok and summary.imported == 2
+    assert summary.superseded == 1 and summary.unchanged == 1
+    held = stored(hub)
+    assert held[fixed["Id"]]["RecordState"] == held[failing["Id"]]["RecordState"] == "ARCHIVED"
+    assert held[fixed["Id"]]["Compliance"]["Status"] == "PASSED"
+    assert held[fixed["Id"]]["Workflow"]["Status"] == "RESOLVED"
+    assert held[failing["Id"]]["Compliance"]["Status"] == "NOT_AVAILABLE"
+    assert held[newer["Id"]]["RecordState"] == "ACTIVE"
+    assert archived(4, later)["Id"] not in held
+    # One GetFindings for the four Ids, one import.
+    assert summary.calls == 2
+
+
+def test_an_event_that_cannot_read_back_archives_as_built(hub) -> None:
+    """GetFindings refused (an older policy, an SCP): the archived findings go in as built,
+    as before the read-back; nothing is lost."""
+    publisher(hub).publish([finding(1)])
+    stub = Stubber(hub)
+    stub.add_client_error("get_findings", "AccessDeniedException", http_status_code=403)
+    with stub:
+        stub.add_response(
+            "batch_import_findings", {"FailedCount": 0, "SuccessCount": 2, "FailedFindings": []}
+        )
+        gone = [archived(1, T0 + WEEK), archived(2, T0 + WEEK)]
+        summary = publisher(hub).publish(gone, read_back=[f["Id"] for f in gone])
+    assert summary.imported == 2 and not summary.failed
+
+
+@pytest.mark.parametrize("late_mark_by", ["ssm-guardrail", "alice"])
+def test_a_drift_scan_reopens_a_failing_finding_only_a_late_fix_mark_resolved(
+    aws, account, hub, late_mark_by
+) -> None:
+    """An event fixes the group at T0+5 but publishes late: meanwhile a newer reading (T0+7)
+    found it open again and could not fix it. The fix's PASSED import is ignored (older), yet
+    BatchUpdateFindings marks the FAILED finding RESOLVED: hidden from every failing insight.
+    The next drift scan, finding it still failing, sets it NEW again. A person's RESOLVED
+    (their own note) is theirs: left alone."""
+    from guardrail.publisher import REOPEN_NOTE
+    from guardrail.scope import Scope
+
+    only_ssh = {"controls": (SSH_OPEN.id,)}
+    group = account.group(OPEN_SSH)
+    account.instance([group])
+    event = guardrail_at(
+        aws, T0, T0 + timedelta(minutes=5), mode="enforce", publish=False, **only_ssh
+    ).run(Scope(group_ids=frozenset({group})))
+    (fixed,) = [e for e in event.evaluations if e.result.resource_id == group]
+    assert fixed.remediated
+    account.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[OPEN_SSH])
+    newer = build_finding(fixed.result, SSH_OPEN, generated_at=T0 + timedelta(minutes=7))
+    assert publisher(hub).publish([newer]).ok
+    if late_mark_by == "ssm-guardrail":
+        guardrail_at(aws, T0 + timedelta(minutes=9), **only_ssh).publish(event)
+    else:
+        hub.batch_update_findings(
+            FindingIdentifiers=[{"Id": newer["Id"], "ProductArn": newer["ProductArn"]}],
+            Workflow={"Status": "RESOLVED"},
+            Note={"Text": "accepted until the migration", "UpdatedBy": late_mark_by},
+        )
+    (hidden,) = held_for(hub, group)
+    assert (hidden["Compliance"]["Status"], hidden["Workflow"]["Status"]) == ("FAILED", "RESOLVED")
+
+    scan = guardrail_at(aws, T0 + timedelta(hours=1), **only_ssh).run()
+
+    (held,) = held_for(hub, group)
+    assert held["Compliance"]["Status"] == "FAILED"
+    if late_mark_by == "ssm-guardrail":
+        assert held["Workflow"]["Status"] == "NEW" and held["Note"]["Text"] == REOPEN_NOTE
+        assert scan.published.reopened == 1 and scan.published.ok
+    else:
+        assert held["Workflow"]["Status"] == "RESOLVED" and scan.published.reopened == 0

@@ -1702,11 +1702,13 @@ def test_event_about_a_terminated_instance_archives_its_findings(world):
 
 
 def test_event_about_an_instance_that_no_longer_exists_ends_quietly(world):
+    """Never seen, so nothing to archive: Security Hub is asked (one GetFindings) and nothing
+    is imported."""
     gone = "i-0000000000000dead"
     result = world.deliver("state_change_running", {I1: gone})
     assert result["results"] == 3 and result["left_failed"] == 0 and result["archived"] == [gone]
-    for control in (SSH, ROLE, LOGGING):
-        assert world.finding(control, gone)["RecordState"] == "ARCHIVED"
+    assert result["published"]["imported"] == 0 and result["published"]["unchanged"] == 3
+    assert not any(world.finding_id(c, gone) in world.findings() for c in (SSH, ROLE, LOGGING))
 
 
 def test_event_about_a_deleted_group_ends_quietly(world):
@@ -1719,6 +1721,28 @@ def test_event_about_a_deleted_group_ends_quietly(world):
     result = world.deliver("authorize_ingress_ip_permissions", {SG: bad})
     assert result["left_failed"] == 0 and result["archived"] == [bad]
     assert world.finding(SSH, bad)["RecordState"] == "ARCHIVED"
+
+
+def test_event_about_a_fixed_group_deleted_since_keeps_the_fix_resolved(world):
+    """The guardrail closed the group (PASSED, RESOLVED); the owner then deletes it, and a late
+    event names it. Its finding is archived as Security Hub holds it, PASSED and RESOLVED: an
+    archive as NOT_AVAILABLE would make Security Hub reset it to NEW, out of the resolved
+    insight."""
+    bad = world.group("ops")
+    world.open_ssh(bad)
+    instance = world.launch(groups=[bad])[0]
+    world.deliver("authorize_ingress_ip_permissions", {SG: bad})
+    assert resolved(world, SSH, bad)
+    world.ec2.terminate_instances(InstanceIds=[instance])
+    world.ec2.delete_security_group(GroupId=bad)
+    result = world.deliver("authorize_ingress_ip_permissions", {SG: bad})
+    assert result["archived"] == [bad]
+    finding = world.finding(SSH, bad)
+    assert finding["RecordState"] == "ARCHIVED"
+    assert (finding["Compliance"]["Status"], finding["Workflow"]["Status"]) == (
+        "PASSED",
+        "RESOLVED",
+    )
 
 
 def test_iam_event_for_a_role_that_no_longer_exists_ends_quietly(world):

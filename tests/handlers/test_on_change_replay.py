@@ -370,7 +370,7 @@ def test_replay_with_security_hub_errors_prints_then_fails_like_scan(
 ):
     from guardrail.publisher import FindingPublisher, PublishSummary
 
-    def publish(self: Any, findings: Any, resolutions: Any = None) -> PublishSummary:
+    def publish(self: Any, findings: Any, resolutions: Any = None, **_: Any) -> PublishSummary:
         return PublishSummary(errors=["Security Hub is not enabled in eu-west-1"], fatal=True)
 
     monkeypatch.setattr(FindingPublisher, "publish", publish)
@@ -386,7 +386,7 @@ def test_replay_with_rejected_findings_warns_and_exits_by_the_results(
 ):
     from guardrail.publisher import FindingPublisher, PublishSummary
 
-    def publish(self: Any, findings: Any, resolutions: Any = None) -> PublishSummary:
+    def publish(self: Any, findings: Any, resolutions: Any = None, **_: Any) -> PublishSummary:
         rejected = {"Id": findings[0]["Id"], "ErrorCode": "InvalidInput", "ErrorMessage": "x"}
         return PublishSummary(imported=len(findings) - 1, failed=[rejected])
 

@@ -337,6 +337,64 @@ def test_the_drift_scans_memory_is_a_setting() -> None:
     }
 
 
+def _stack_with(**context: Any) -> dict[str, Any]:
+    """One regional stack's template with these context knobs (no cdk-nag: quick)."""
+    from aws_cdk import App, Environment
+    from aws_cdk.assertions import Template
+
+    from stacks import GuardrailConfig, GuardrailStack
+
+    with without_cli_environment():
+        app = App(context={**cdk_json_context(), **context})
+        config = GuardrailConfig.from_context(app.node.try_get_context)
+        stack = GuardrailStack(app, "Knobs", config=config, env=Environment(region="eu-west-1"))
+        return dict(Template.from_stack(stack).to_json())
+
+
+def _granted(template: dict[str, Any], action: str) -> list[Any]:
+    """The Resource of every Lambda role statement allowing `action`."""
+    return [
+        s["Resource"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::IAM::Policy"
+        for s in r["Properties"]["PolicyDocument"]["Statement"]
+        if action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    ]
+
+
+def test_modify_existing_roles_false_lets_the_lambdas_attach_to_the_guardrails_role_only() -> None:
+    """With modifyExistingRoles=false the engine attaches policies only to the guardrail's own
+    instance role (Settings.may_modify); IAM says the same, so a defect or a wrong environment
+    variable cannot reach any other role of the account."""
+    enforce = {cid: "enforce" for cid in REGISTRY}
+    for knob, everywhere in (("true", True), ("false", False)):
+        template = _stack_with(controlModes=enforce, modifyExistingRoles=knob)
+        (role,) = [
+            k
+            for k, v in template["Resources"].items()
+            if v["Type"] == "AWS::IAM::Role"
+            and "ec2.amazonaws.com" in json.dumps(v["Properties"]["AssumeRolePolicyDocument"])
+        ]
+        granted = _granted(template, "iam:AttachRolePolicy")
+        assert granted, knob
+        if everywhere:
+            assert all(json.dumps(r).endswith(':role/*"]]}') for r in granted), granted
+        else:
+            assert granted == [{"Fn::GetAtt": [role, "Arn"]}] * len(granted)
+
+
+def test_publish_findings_false_deploys_nothing_of_security_hub() -> None:
+    """publishFindings=false (often: Security Hub is not enabled in that account-region): no
+    insight, which would fail the deploy there, and no Security Hub permission the Lambdas
+    never use."""
+    on, off = _stack_with(), _stack_with(publishFindings="false")
+    kinds = [[v["Type"] for v in t["Resources"].values()] for t in (on, off)]
+    assert kinds[0].count("AWS::SecurityHub::Insight") == 4
+    assert "AWS::SecurityHub::Insight" not in kinds[1]
+    for action in ("BatchImportFindings", "BatchUpdateFindings", "GetFindings"):
+        assert _granted(on, f"securityhub:{action}") and not _granted(off, f"securityhub:{action}")
+
+
 # EventBridge's default quota on an event pattern, in characters (adjustable to 4,096): a rule
 # whose pattern grows past it fails at deploy time, never at synth.
 EVENT_PATTERN_QUOTA = 2048
