@@ -47,6 +47,28 @@ def test_the_cdk_cli_is_pinned_to_2_1148() -> None:
     assert lock["packages"][""]["devDependencies"]["aws-cdk"] == pin
 
 
+def test_every_python_package_is_pinned_and_the_pins_agree() -> None:
+    """requirements*.txt name what we depend on, constraints.txt what those pull in: every line
+    an exact version, and the two agree, so a clean clone installs what CI tested."""
+
+    def pins(name: str) -> dict[str, str]:
+        found = {}
+        for line in (ROOT / name).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if not line or line.startswith("-r"):
+                continue
+            package, _, version = line.partition("==")
+            assert re.fullmatch(r"[0-9][0-9A-Za-z.+-]*", version), f"{name}: {line} is not pinned"
+            found[re.sub(r"[-_.]+", "-", package.split("[")[0]).lower()] = version
+        return found
+
+    constraints = pins("constraints.txt")
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        for package, version in pins(name).items():
+            assert constraints.get(package) == version, (name, package, version)
+    assert "-c constraints.txt" in (ROOT / "Makefile").read_text()
+
+
 def test_app_and_stacks_make_no_aws_or_git_calls() -> None:
     """Synth must run offline with no credentials: no SDK, no subprocess, no context lookups."""
     forbidden_modules = {"boto3", "botocore", "subprocess", "urllib", "http", "socket"}
