@@ -20,6 +20,7 @@ from guardrail.controls.base import OUT_OF_TIME
 from guardrail.engine import ScanReport, Stop
 from guardrail.events import Change, DropKind, Dropped
 from guardrail.model import Outcome, Status
+from guardrail.publisher import PublishSummary
 from guardrail.replay import EventOutcome, RetryableEventError
 from guardrail.runtime import ControlCrashed
 from guardrail.scope import Scope
@@ -93,13 +94,9 @@ def _report() -> ScanReport:
         for outcome in Outcome
         for reason in ("", OUT_OF_TIME)
     ]
-    published = SimpleNamespace(
-        imported={"f-1"},
-        unchanged=0,
-        superseded=0,
+    published = PublishSummary(
+        imported=1,
         failed=[{"Id": "f-2", "ErrorCode": "ThrottlingException", "ErrorMessage": "slow down"}],
-        unresolved=[],
-        resolved=0,
         errors=["publishing to Security Hub failed: boom"],
     )
     return ScanReport(
