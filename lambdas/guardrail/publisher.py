@@ -631,19 +631,11 @@ class FindingPublisher:
                 identifier = {"Id": finding_id, "ProductArn": product_arns[finding_id]}
                 by_note.setdefault(text, []).append(identifier)
         for text, identifiers in by_note.items():
-            for start in range(0, len(identifiers), MAX_FINDINGS_PER_CALL):
-                chunk = identifiers[start : start + MAX_FINDINGS_PER_CALL]
-                accepted, rejected = self._send(
-                    run,
-                    "batch_update_findings",
-                    chunk,
-                    _workflow_request(text),
-                    _update_rejections,
-                )
-                run.resolved += len(accepted)
-                run.unresolved.extend(
-                    _entry(i, code, message) for i, (code, message) in rejected.items()
-                )
+            accepted, rejected = self._set_workflow(run, identifiers, text, "RESOLVED")
+            run.resolved += accepted
+            run.unresolved.extend(
+                _entry(i, code, message) for i, (code, message) in rejected.items()
+            )
         if run.unresolved:
             self._log_failures("findings not resolved", run.unresolved)
 
@@ -651,21 +643,32 @@ class FindingPublisher:
         """Sets NEW again the still-failing findings a late RESOLVED mark of ours hid."""
         product_arns = {f["Id"]: f["ProductArn"] for f in findings}
         identifiers = [{"Id": i, "ProductArn": product_arns[i]} for i in sorted(run.reopen)]
+        accepted, rejected = self._set_workflow(run, identifiers, REOPEN_NOTE, "NEW")
+        run.reopened += accepted
+        if rejected:
+            run.errors.append(
+                f"{len(rejected)} still-failing finding(s) marked RESOLVED could not be "
+                f"reopened: {', '.join(sorted(rejected))}"
+            )
+
+    def _set_workflow(
+        self, run: _Run, identifiers: list[dict[str, str]], note: str, status: str
+    ) -> tuple[int, dict[str, tuple[str, str]]]:
+        """BatchUpdateFindings, 100 findings a call: how many took `status` and `note`, and the
+        errors of the others by Id."""
+        accepted, rejected = 0, {}
         for start in range(0, len(identifiers), MAX_FINDINGS_PER_CALL):
             chunk = identifiers[start : start + MAX_FINDINGS_PER_CALL]
-            accepted, rejected = self._send(
+            done, refused = self._send(
                 run,
                 "batch_update_findings",
                 chunk,
-                _workflow_request(REOPEN_NOTE, "NEW"),
+                _workflow_request(note, status),
                 _update_rejections,
             )
-            run.reopened += len(accepted)
-            if rejected:
-                run.errors.append(
-                    f"{len(rejected)} still-failing finding(s) marked RESOLVED could not be "
-                    f"reopened: {', '.join(sorted(rejected))}"
-                )
+            accepted += len(done)
+            rejected.update(refused)
+        return accepted, rejected
 
     def _send(
         self,
@@ -786,9 +789,7 @@ class FindingPublisher:
         )
 
 
-def _workflow_request(
-    note: str, status: str = "RESOLVED"
-) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+def _workflow_request(note: str, status: str) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
     """BatchUpdateFindings parameters setting the identified findings' workflow, with `note`."""
 
     def request(identifiers: list[dict[str, Any]]) -> dict[str, Any]:
