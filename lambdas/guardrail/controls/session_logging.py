@@ -347,6 +347,17 @@ def version_holding(ssm: Any, content: Mapping[str, Any]) -> str | None:
     return None
 
 
+def default_holds(ssm: Any, content: Mapping[str, Any]) -> bool:
+    """Whether the default version of the preferences now holds exactly `content` (compared as
+    JSON): a concurrent run wrote what this one would, or a retried CreateDocument was refused
+    after the first try went through. Unreadable counts as no."""
+    try:
+        raw = ssm.get_document(Name=SESSION_DOCUMENT, DocumentFormat="JSON")
+        return bool(json.loads(raw.get("Content") or "null") == content)
+    except (ClientError, json.JSONDecodeError):
+        return False
+
+
 class SessionLogging:
     id = "ssm-session-logging"
     title = "Session Manager sessions should be logged, and instance roles able to deliver them"
@@ -639,6 +650,20 @@ class SessionLogging:
             return record(Outcome.SKIPPED, None, OUT_OF_TIME)
         content = {**(dict(prefs.content) or DEFAULT_CONTENT), "inputs": inputs}
         ssm = ctx.clients.ssm
+
+        def meanwhile(how: str) -> FixRecord:
+            if default_holds(ssm, content):
+                return record(
+                    Outcome.ALREADY_COMPLIANT,
+                    inputs,
+                    f"the preferences were {how} meanwhile, to exactly what this run would write",
+                )
+            return record(
+                Outcome.SKIPPED,
+                None,
+                f"the preferences were {how} meanwhile; left as they are for the next run to judge",
+            )
+
         try:
             if not prefs.exists:
                 ssm.create_document(
@@ -656,21 +681,13 @@ class SessionLogging:
             else:
                 # Changed since the read (a person, a concurrent run): what we would write was
                 # judged on the older version and would drop their change.
-                return record(
-                    Outcome.SKIPPED,
-                    None,
-                    "the preferences changed meanwhile; left as they are for the next run to judge",
-                )
+                return meanwhile("changed")
         except ClientError as error:
             if error_code(error) == "DocumentAlreadyExists":
-                # Created meanwhile (a person, a concurrent run): what we would write was judged
-                # on no document at all and would drop their inputs. The next run judges theirs.
-                return record(
-                    Outcome.SKIPPED,
-                    None,
-                    "the preferences were created meanwhile; left as they are for the next run "
-                    "to judge",
-                )
+                # Created meanwhile (a person, a concurrent run, or this run's own first try
+                # whose answer was lost): what we would write was judged on no document at all
+                # and would drop their inputs. The next run judges theirs.
+                return meanwhile("created")
             return record(Outcome.FAILED, inputs, "preferences not changed", error_code(error))
         return record(
             Outcome.APPLIED,
