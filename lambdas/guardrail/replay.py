@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from botocore import exceptions as botocore_errors
+
 from .engine import Evaluation, Guardrail, ScanReport
 from .events import SSH, Change, DropKind, Dropped, parse_event
 from .model import ResourceType, Result
@@ -26,35 +28,49 @@ logger = logging.getLogger(__name__)
 # CloudTrail's userIdentity.invokedBy on the calls CloudFormation makes for a stack.
 CLOUDFORMATION = "cloudformation.amazonaws.com"
 
+
+def _subclasses(cls: type) -> set[type]:
+    return {cls}.union(*(_subclasses(sub) for sub in cls.__subclasses__()))
+
+
 # Error codes (and botocore exception names) meaning "AWS was unavailable or throttled us after
 # botocore's own retries": the event is raised, so Lambda runs it again later (the path is
 # idempotent), then dead-letters it.
 # Security Hub's throttling codes are the publisher's (one list, so neither side misses one).
-RETRYABLE = THROTTLING | frozenset(
-    {
-        "Throttling",
-        "ThrottledException",
-        "EC2ThrottledException",
-        "BandwidthLimitExceeded",
-        "PriorRequestNotComplete",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "SlowDown",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "Unavailable",
-        "InternalError",
-        "InternalFailure",
-        "InternalServerError",
-        "InternalException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "EndpointConnectionError",
-        "ConnectTimeoutError",
-        "ReadTimeoutError",
-        "ConnectionClosedError",
-    }
+RETRYABLE = (
+    THROTTLING
+    | frozenset(
+        {
+            "Throttling",
+            "ThrottledException",
+            "EC2ThrottledException",
+            "BandwidthLimitExceeded",
+            "PriorRequestNotComplete",
+            "RequestLimitExceeded",
+            "RequestThrottled",
+            "RequestThrottledException",
+            "SlowDown",
+            "ServiceUnavailable",
+            "ServiceUnavailableException",
+            "Unavailable",
+            "InternalError",
+            "InternalFailure",
+            "InternalServerError",
+            "InternalException",
+            "RequestTimeout",
+            "RequestTimeoutException",
+            "InternalServerException",
+            "ServiceFailure",  # IAM's HTTP 500
+            "ServiceException",
+        }
+    )
+    | frozenset(
+        # A failure below HTTP (no connection, a timeout, SSL torn down, a reset mid-answer): every
+        # botocore class its standard retry mode counts as transient, by name (error_code's).
+        cls.__name__
+        for base in (botocore_errors.ConnectionError, botocore_errors.HTTPClientError)
+        for cls in _subclasses(base)
+    )
 )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import boto3
 import botocore.session
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError, SSLError
 from guardrail import reader
 from guardrail.clients import AwsClients
 from guardrail.engine import Guardrail
@@ -1795,6 +1795,41 @@ def test_throttled_fix_raises_after_publishing_and_the_retry_fixes(world):
     assert world.finding(SSH, instance)["Compliance"]["Status"] == "FAILED"
     world.deliver(event)  # EventBridge's retry
     assert world.internet_ssh(bad) == [] and passed(world, SSH, instance)
+
+
+def raise_before_sending(error: Exception) -> Any:
+    def handler(**_: Any) -> None:
+        raise error
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        pytest.param(error_answer("ServiceFailure", 500), id="IAM's HTTP 500"),
+        pytest.param(
+            raise_before_sending(SSLError(endpoint_url="https://iam.amazonaws.com", error="eof")),
+            id="SSLError",
+        ),
+        pytest.param(
+            raise_before_sending(HTTPClientError(error="connection reset")), id="HTTPClientError"
+        ),
+    ],
+)
+def test_an_iam_outage_on_a_fix_raises_so_eventbridge_retries(world, outage):
+    """Each left the attach FAILED and the event ended as handled: nobody retried it, and the
+    role lacked the core policy until the hourly scan."""
+    world.app_role()
+    instance = world.launch(profile="app-profile")[0]
+    world.iam.detach_role_policy(RoleName="app-role", PolicyArn=CORE)
+    event = world.event("iam_detach_role_policy")
+    guardrail = world.guardrail(fresh=True)
+    guardrail.clients.session.events.register("before-call.iam.AttachRolePolicy", outage)
+    with pytest.raises(RetryableEventError):
+        on_change.handle(event, guardrail, home_account=ACCOUNT)
+    world.deliver(event)  # EventBridge's retry
+    assert CORE in world.attached("app-role") and passed(world, ROLE, instance)
 
 
 def range_open_to_internet(world: World) -> tuple[str, str]:
