@@ -109,10 +109,16 @@ def add_settings_flags(parser: argparse.ArgumentParser, skip: set[str] | frozens
 
 
 def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
-    """Defaults, then GUARDRAIL_* environment variables, then flags; the CLI defaults to report."""
+    """Defaults, then GUARDRAIL_* environment variables, then flags; the CLI defaults to report.
+    --mode sets every control: per-control modes from the environment (a shell's leftover
+    GUARDRAIL_CONTROL_MODES=...=enforce under --mode report) give way to it, --control-modes
+    given with it do not."""
     values = {"GUARDRAIL_MODE": "report"}
     values.update({k: v for k, v in env.items() if k in ENV})
-    values.update({k: getattr(args, k) for k in ENV if getattr(args, k, None) is not None})
+    flags = {k: getattr(args, k) for k in ENV if getattr(args, k, None) is not None}
+    if "GUARDRAIL_MODE" in flags:
+        values.pop("GUARDRAIL_CONTROL_MODES", None)
+    values.update(flags)
     if args.control_ids:
         values["GUARDRAIL_CONTROLS"] = ",".join(args.control_ids)
     if args.no_publish:

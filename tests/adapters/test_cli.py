@@ -150,6 +150,20 @@ def test_environment_variables_work_and_flags_override_them(exposed, monkeypatch
     assert code == 0 and account.ingress(gid) == []
 
 
+def test_mode_flag_sets_every_control_over_per_control_modes_from_the_environment(
+    exposed, monkeypatch
+):
+    """A shell's leftover GUARDRAIL_CONTROL_MODES=...=enforce made `--mode report` revoke the
+    rule. --control-modes given with --mode still applies."""
+    account, gid, _ = exposed
+    monkeypatch.setenv("GUARDRAIL_CONTROL_MODES", f"{SSH_CONTROL}=enforce")
+    ssh_only = ("scan", "--region", "us-east-1", "--control", SSH_CONTROL, "--no-publish")
+    code, _, _ = run(*ssh_only, "--mode", "report")
+    assert code == 1 and account.ingress(gid)
+    code, _, _ = run(*ssh_only, "--mode", "report", "--control-modes", f"{SSH_CONTROL}=enforce")
+    assert code == 0 and account.ingress(gid) == []
+
+
 def test_table_groups_by_control_with_counts(exposed):
     _, gid, _ = exposed
     code, out, _ = run("scan", "--region", "us-east-1", "--no-publish")
