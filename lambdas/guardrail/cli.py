@@ -40,7 +40,7 @@ from .engine import Guardrail, ScanReport
 from .model import Status
 from .publisher import FindingPublisher
 from .replay import add_replay_parser, run_replay
-from .settings import ENV, Settings, SettingsError
+from .settings import ENV, Settings, SettingsError, env_values
 
 CREDENTIAL_CODES = {
     "UnrecognizedClientException",
@@ -114,7 +114,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
     GUARDRAIL_CONTROL_MODES=...=enforce under --mode report) give way to it, --control-modes
     given with it do not."""
     values = {"GUARDRAIL_MODE": "report"}
-    values.update({k: v for k, v in env.items() if k in ENV})
+    values.update(env_values(env))
     flags = {k: getattr(args, k) for k in ENV if getattr(args, k, None) is not None}
     if "GUARDRAIL_MODE" in flags:
         values.pop("GUARDRAIL_CONTROL_MODES", None)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from difflib import get_close_matches
 
 MODES = ("report", "enforce")
 
@@ -46,6 +48,24 @@ ENV = {
     "GUARDRAIL_FINDING_REFRESH_DAYS": "finding_refresh_days",
     "GUARDRAIL_SSH_REQUIRE_SSM_ONLINE": "ssh_require_ssm_online",
 }
+
+
+def env_values(env: Mapping[str, str]) -> dict[str, str]:
+    """The GUARDRAIL_* variables of `env`. One the guardrail does not know is refused, naming
+    the nearest it does: a misspelt GUARDRAIL_CONTROL_MODE ignored would enforce what it was
+    set to keep in report."""
+    ours = {k: v for k, v in env.items() if k.startswith("GUARDRAIL_")}
+    if unknown := sorted(set(ours) - set(ENV)):
+        hints = [
+            f"{name} (did you mean {near[0]}?)"
+            if (near := get_close_matches(name, ENV, 1))
+            else name
+            for name in unknown
+        ]
+        raise SettingsError(f"unknown environment variable(s): {', '.join(hints)}")
+    return ours
+
+
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -157,7 +177,7 @@ class Settings:
         missing = [name for name in required if not env.get(name)]
         if missing:
             raise SettingsError(f"missing environment variable(s): {', '.join(missing)}")
-        return cls().with_values({k: v for k, v in env.items() if k in ENV})
+        return cls().with_values(env_values(env))
 
     def with_values(self, values: Mapping[str, str]) -> Settings:
         """Apply textual values keyed by environment variable name (flags use the same path)."""
@@ -184,6 +204,9 @@ class Settings:
                 pairs = [p.split("=", 1) for p in _csv(raw)]
                 if any(len(p) != 2 for p in pairs):
                     raise SettingsError(f"{name} must look like control-id=enforce,other=report")
+                named = Counter(k.strip() for k, _ in pairs)
+                if twice := sorted(k for k, n in named.items() if n > 1):
+                    raise SettingsError(f"{name} gives {', '.join(twice)} more than one mode")
                 changes[attr] = {k.strip(): v.strip() for k, v in pairs}
             else:
                 changes[attr] = raw.strip()

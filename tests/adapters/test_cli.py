@@ -247,6 +247,13 @@ def test_an_error_escaping_a_fix_is_one_line_on_stderr_not_a_traceback(exposed, 
             ["scan", "--region", "us-east-1", "--control-modes", "ssh-open=enforce"],
             "unknown control",
         ),
+        (
+            [
+                "scan", "--region", "us-east-1", "--control-modes",
+                f"{SSH_CONTROL}=report,{SSH_CONTROL}=enforce",
+            ],
+            f"gives {SSH_CONTROL} more than one mode",
+        ),  # fmt: skip
         (["scan", "--region", "us-east-1", "--finding-refresh-days", "weekly"], "whole number"),
         (["nothing"], "invalid choice"),
         # A scan covers its one --region: these steer only how events are routed (replay).
@@ -257,6 +264,18 @@ def test_an_error_escaping_a_fix_is_one_line_on_stderr_not_a_traceback(exposed, 
 def test_usage_errors_exit_2_without_traceback(aws, argv, message):
     code, _, err = run(*argv)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_misspelt_setting_in_the_environment_exits_2_before_any_change(exposed, monkeypatch):
+    """GUARDRAIL_CONTROL_MODE (no S) was ignored: SSH meant to stay in report was enforced."""
+    account, gid, _ = exposed
+    monkeypatch.setenv("GUARDRAIL_MODE", "enforce")
+    monkeypatch.setenv("GUARDRAIL_SSH_REQUIRE_SSM_ONLINE", "true")
+    monkeypatch.setenv("GUARDRAIL_CONTROL_MODE", f"{SSH_CONTROL}=report")
+    code, out, err = run("scan", "--region", "us-east-1", "--no-publish")
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "GUARDRAIL_CONTROL_MODE (did you mean GUARDRAIL_CONTROL_MODES?)" in err
+    assert account.ingress(gid)  # internet SSH as it was
 
 
 def test_missing_credentials_exit_2(monkeypatch, tmp_path):
