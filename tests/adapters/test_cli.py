@@ -13,6 +13,7 @@ from tests.aws_errors import cli_without_rule_ids
 from .conftest import OPEN_SSH
 
 SSH_CONTROL = "ssh-open-to-internet"
+TWO_MODES = f"{SSH_CONTROL}=report,{SSH_CONTROL}=enforce"
 
 
 def run(*argv):
@@ -248,12 +249,9 @@ def test_an_error_escaping_a_fix_is_one_line_on_stderr_not_a_traceback(exposed, 
             "unknown control",
         ),
         (
-            [
-                "scan", "--region", "us-east-1", "--control-modes",
-                f"{SSH_CONTROL}=report,{SSH_CONTROL}=enforce",
-            ],
+            ["scan", "--region", "us-east-1", "--control-modes", TWO_MODES],
             f"gives {SSH_CONTROL} more than one mode",
-        ),  # fmt: skip
+        ),
         (["scan", "--region", "us-east-1", "--finding-refresh-days", "weekly"], "whole number"),
         (["nothing"], "invalid choice"),
         # A scan covers its one --region: these steer only how events are routed (replay).

@@ -28,7 +28,8 @@ def test_a_concurrent_run_writing_the_same_content_counts_as_done(account, clien
     report = account.run(clients, "enforce", [LOGGING], **OURS)
     assert preferences(account)["s3BucketName"] == "guardrail-logs"  # logging is on
     (fix,) = region_fix(report)
-    assert fix.outcome is Outcome.ALREADY_COMPLIANT, (fix.outcome, fix.reason)  # was SKIPPED "changed meanwhile"
+    # Was SKIPPED "changed meanwhile", the finding left FAILED.
+    assert fix.outcome is Outcome.ALREADY_COMPLIANT, (fix.outcome, fix.reason)
     assert not report.left_failed  # was published FAILED again
 
 
@@ -45,5 +46,6 @@ def test_a_create_retried_after_a_lost_answer_counts_as_done(account, clients):
     report = account.run(clients, "enforce", [LOGGING], **OURS)
     assert preferences(account)["s3BucketName"] == "guardrail-logs"
     (fix,) = region_fix(report)
-    assert fix.outcome is Outcome.ALREADY_COMPLIANT, (fix.outcome, fix.reason)  # was SKIPPED "created meanwhile"
+    # Was SKIPPED "created meanwhile", the finding left FAILED.
+    assert fix.outcome is Outcome.ALREADY_COMPLIANT, (fix.outcome, fix.reason)
     assert not report.left_failed
