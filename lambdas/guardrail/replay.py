@@ -30,7 +30,8 @@ CLOUDFORMATION = "cloudformation.amazonaws.com"
 
 
 def _subclasses(cls: type) -> set[type]:
-    return {cls}.union(*(_subclasses(sub) for sub in cls.__subclasses__()))
+    subs: list[type] = cls.__subclasses__()
+    return {cls}.union(*(_subclasses(sub) for sub in subs))
 
 
 # Error codes (and botocore exception names) meaning "AWS was unavailable or throttled us after
@@ -299,7 +300,9 @@ def outcome_dict(outcome: EventOutcome) -> dict[str, Any]:
             for e in report.evaluations
         ],
         "fixes": [f.as_dict() for f in report.fixes],
-        "archived": [r.resource_id for r in outcome.archived],
+        "gone": [r.resource_id for r in outcome.archived],
+        # Archived only in Security Hub: with --no-publish nothing was.
+        "archived": [r.resource_id for r in outcome.archived] if published is not None else [],
         "stopped": report.stopped,
         "published": None if published is None else published.as_dict(),
     }
@@ -336,15 +339,15 @@ def format_outcome(outcome: EventOutcome) -> str:
     if not report.evaluations:
         lines.append("no resource to evaluate (nothing uses what the event touched)")
     archived = {(r.control, r.resource_id) for r in outcome.archived}
+    published = report.published
     for e in report.evaluations:
         r = e.result
         status = "FIXED" if e.remediated else r.status.value
         if r.key in archived:
-            status = "ARCHIVED"
+            status = "ARCHIVED" if published is not None else "GONE"  # --no-publish: not sent
         lines.append(f"  {status:<14} {r.control:<22} {r.resource_id:<22} {r.reason}")
         if e.remediation:
             lines.append(f"  {'':<14} -> {e.remediation}")
-    published = report.published
     if published is not None:
         lines.append(
             f"Security Hub: {published.imported} imported, {len(published.failed)} failed, "

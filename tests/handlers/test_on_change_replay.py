@@ -365,6 +365,19 @@ def test_replay_uses_the_events_region_by_default(world: World, tmp_path):
     assert code == 1 and f"region {REGION}" in out and "FAILED" in out
 
 
+def test_a_deleted_instance_is_archived_only_when_replay_publishes(world: World, tmp_path):
+    """With --no-publish the text said ARCHIVED, and the JSON listed it archived, though
+    nothing reached Security Hub."""
+    path = write_event(tmp_path, world.event("start_instances"))  # I1 never existed
+    code, out = run(["replay", path, "--no-publish", "--control", SSH])
+    assert code == 0 and "GONE" in out and "ARCHIVED" not in out and I1 in out
+    code, out = run(["replay", path, "--no-publish", "--control", SSH, "--format", "json"])
+    result = json.loads(out)
+    assert (result["gone"], result["archived"], result["published"]) == ([I1], [], None)
+    code, out = run(["replay", path, "--control", SSH, "--format", "json"])
+    assert code == 0 and json.loads(out)["archived"] == [I1]
+
+
 def test_replay_with_security_hub_errors_prints_then_fails_like_scan(
     world: World, tmp_path, monkeypatch
 ):
