@@ -83,24 +83,27 @@ class Synth:
         return {k: v for k, v in self.templates[stack]["Resources"].items() if v["Type"] == kind}
 
 
-@pytest.fixture(scope="session")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    # Every control in enforce mode: the Lambdas then carry every permission the engine declares.
+def enforce_context() -> dict[str, Any]:
+    """Every control in enforce mode: the Lambdas then carry every permission the engine
+    declares. Every region, and an alarm e-mail."""
     from guardrail.controls import REGISTRY
 
-    from app import build_app
-
-    enforce = {cid: "enforce" for cid in REGISTRY}
-    context = {
+    return {
         **cdk_json_context(),
         "regions": REGIONS,
         "notificationEmail": EMAIL,
-        "controlModes": enforce,
+        "controlModes": {cid: "enforce" for cid in REGISTRY},
     }
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    from app import build_app
+
     outdir = tmp_path_factory.mktemp("cdk.out")
     started = time.monotonic()
     with without_cli_environment():
-        assembly = build_app(context=context, outdir=str(outdir)).synth()  # cdk-nag runs here
+        assembly = build_app(context=enforce_context(), outdir=str(outdir)).synth()  # cdk-nag runs
     seconds = time.monotonic() - started
     stacks = list(assembly.stacks)
     return Synth(

@@ -9,15 +9,30 @@ from typing import Any
 
 import pytest
 
-from .conftest import REGIONS, Synth, cdk_json_context, without_cli_environment
+from .conftest import REGIONS, Synth, cdk_json_context, enforce_context, without_cli_environment
 
 pytestmark = pytest.mark.infra
 
 
-def test_synth_passes_cdk_nag(synth: Synth) -> None:
-    # The fixture's synth raises RuntimeError("ValidationFailed") on any unacknowledged finding.
+def test_synth_passes_cdk_nag(synth: Synth, tmp_path: Path) -> None:
+    """The fixture's synth raises RuntimeError("ValidationFailed") on any unacknowledged
+    finding, so it passing says nothing unless cdk-nag runs on that app: the same app with one
+    unacknowledged finding added fails synth, naming it (an empty report proved nothing)."""
+    from aws_cdk import Stack, aws_sqs
+
+    from app import build_app
+
     report = json.loads((synth.outdir / "validation-report.json").read_text())
     assert [r for r in report["pluginReports"] if r.get("conclusion") != "success"] == []
+    with without_cli_environment():
+        app = build_app(context=enforce_context(), outdir=str(tmp_path))
+        (stack, *_) = [c for c in app.node.children if isinstance(c, Stack)]
+        aws_sqs.Queue(stack, "PlantedQueue")  # no DLQ, no SSL-only policy: AwsSolutions-SQS3/4
+        with pytest.raises(RuntimeError, match="ValidationFailed"):
+            app.synth()
+    (nag,) = json.loads((tmp_path / "validation-report.json").read_text())["pluginReports"]
+    flagged = {c["constructPath"] for v in nag["violations"] for c in v["violatingConstructs"]}
+    assert flagged and all("PlantedQueue" in path for path in flagged), flagged
 
 
 def test_cfn_lint_finds_no_errors(synth: Synth) -> None:
