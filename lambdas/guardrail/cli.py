@@ -36,8 +36,8 @@ from .controls import REGISTRY
 from .controls.base import error_code
 from .controls.ssh_open import SSH_OPEN
 from .controls.ssm_role import SSM_ROLE
-from .engine import Guardrail, ScanReport
-from .model import Status
+from .engine import Guardrail, Interrupted, ScanReport
+from .model import Outcome, Status
 from .publisher import FindingPublisher
 from .replay import add_replay_parser, run_replay
 from .settings import ENV, Settings, SettingsError, env_values
@@ -185,6 +185,24 @@ def run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     emit(out, lambda o: (print_json if args.format == "json" else print_table)(report, o))
     name_crashes([report], err)
     return exit_code(crashed_or_failed(report), report.published, err)
+
+
+def print_interrupted(report: ScanReport, err: TextIO) -> None:
+    """Ctrl-C while fixing: what was already changed, each with how to undo it. Nothing was
+    published; the next scan judges (and publishes) the account as it is."""
+    print(
+        f"guardrail: interrupted in {report.region}; nothing published; "
+        f"{len(report.fixes)} fix record(s) made before it (a fix cut off part-way is not "
+        "listed: the next scan judges what it left)" + (":" if report.fixes else ""),
+        file=err,
+    )
+    for fix in report.fixes:
+        print(
+            f"  {fix.outcome.value.upper():<18} {fix.action} {fix.resource_id}: {fix.reason}",
+            file=err,
+        )
+        if fix.outcome is Outcome.APPLIED and fix.before is not None:
+            print(f"  {'':<18} before: {json.dumps(fix.before, default=str)}", file=err)
 
 
 def emit(out: TextIO, write: Callable[[TextIO], None]) -> None:
@@ -357,6 +375,9 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
         result = run_scan(args, out, err) if args.command == "scan" else run_replay(args, out, err)
         out.flush()  # a reader that has left shows here, not in Python's flush at exit
         return result
+    except Interrupted as interrupt:
+        print_interrupted(interrupt.report, err)
+        return 130
     except KeyboardInterrupt:
         return 130
     except (UsageError, SettingsError) as error:

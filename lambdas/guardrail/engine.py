@@ -138,6 +138,14 @@ class ScanReport:
         return [str(s) for s in self.crashed]
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while fixing: the report holds the fixes made before it (not published)."""
+
+    def __init__(self, report: ScanReport) -> None:
+        super().__init__()
+        self.report = report
+
+
 class Guardrail:
     """One account-region. Collaborators are injected; nothing here builds a client."""
 
@@ -193,6 +201,22 @@ class Guardrail:
             read_at=read_at,
         )
         ctx = FixContext(self.clients, self.settings, self.clock, fix_deadline, self.monotonic)
+        try:
+            self._judge(controls, snapshot, ctx, report)
+        except KeyboardInterrupt as interrupt:  # a person's Ctrl-C (the CLI): say what changed
+            raise Interrupted(report) from interrupt
+        if self.publisher is not None and self.settings.publish:
+            report.published = self.publish(report)
+        return report
+
+    def _judge(
+        self,
+        controls: list[Control],
+        snapshot: AccountSnapshot,
+        ctx: FixContext,
+        report: ScanReport,
+    ) -> None:
+        """Each control: check, fix (enforce), re-judge what its fixes changed; into `report`."""
         for control in controls:
             try:
                 results = control.check(snapshot, self.settings)
@@ -201,11 +225,17 @@ class Guardrail:
                 continue
             mode = self.settings.mode_for(control.id)
             failed = [r for r in results if r.status is Status.FAILED]
-            records = (
-                self._remediate(control, failed, snapshot, replace(ctx, made=[]), report.crashed)
-                if mode == "enforce" and failed
-                else []
-            )
+            fixing = replace(ctx, made=[])
+            try:
+                records = (
+                    self._remediate(control, failed, snapshot, fixing, report.crashed)
+                    if mode == "enforce" and failed
+                    else []
+                )
+            except KeyboardInterrupt:
+                report.fixes += fixing.made  # those made before it
+                raise
+            report.fixes += records
             covering: dict[str, list[FixRecord]] = {}
             for record in records:
                 for resource_id in record.covers or (record.resource_id,):
@@ -232,12 +262,8 @@ class Guardrail:
                     # Reported as the applied fixes left it, not as it was read.
                     result = rejudged[result.key]
                 report.evaluations.append(Evaluation(result, mode, fixes))
-            report.fixes += records
             for record in records:
                 logger.info("fix", extra={"fix": record.as_dict()})
-        if self.publisher is not None and self.settings.publish:
-            report.published = self.publish(report)
-        return report
 
     @staticmethod
     def _remediate(

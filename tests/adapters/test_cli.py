@@ -165,6 +165,42 @@ def test_mode_flag_sets_every_control_over_per_control_modes_from_the_environmen
     assert code == 0 and account.ingress(gid) == []
 
 
+def test_ctrl_c_while_fixing_lists_what_was_already_changed_and_exits_130(account, monkeypatch):
+    """A Ctrl-C during an enforce scan ended it silently: the rules it had already revoked, and
+    how to put them back, were shown nowhere."""
+    from botocore.client import BaseClient
+
+    first, second = account.group(OPEN_SSH), account.group(OPEN_SSH)
+    account.instance([first])
+    account.instance([second])
+    account.session.client("securityhub").enable_security_hub()
+    real, revokes = BaseClient._make_api_call, []
+
+    def ctrl_c_at_the_second_revoke(client, operation, params):
+        if operation == "RevokeSecurityGroupIngress":
+            revokes.append(params["GroupId"])
+            if len(revokes) == 2:
+                raise KeyboardInterrupt
+        return real(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", ctrl_c_at_the_second_revoke)
+    code, out, err = run(
+        "scan", "--region", "us-east-1", "--mode", "enforce", "--control", SSH_CONTROL
+    )
+    done, cut_off = revokes
+    assert code == 130 and out == "" and "Traceback" not in err
+    assert account.ingress(done) == [] and account.ingress(cut_off)  # as the output says:
+    assert "interrupted in us-east-1; nothing published; 1 fix record(s)" in err
+    lines = err.splitlines()
+    (at,) = [n for n, line in enumerate(lines) if done in line]
+    assert lines[at].split()[:2] == ["APPLIED", "revoke"]
+    before = lines[at + 1].split("before: ", 1)[1]  # what to put back to undo it
+    (rule,) = json.loads(before)
+    assert "0.0.0.0/0" in json.dumps(rule) and "22" in json.dumps(rule)
+    assert cut_off not in err
+    assert account.session.client("securityhub").get_findings()["Findings"] == []
+
+
 def test_table_groups_by_control_with_counts(exposed):
     _, gid, _ = exposed
     code, out, _ = run("scan", "--region", "us-east-1", "--no-publish")
