@@ -94,6 +94,14 @@ class EventOutcome:
         return self.parsed if isinstance(self.parsed, Dropped) else None
 
     @property
+    def unjudged(self) -> str:
+        """Why all or part of it (the roles and logging) was left to the drift scan, or ""."""
+        dropped = self.dropped
+        if dropped is not None and dropped.kind is DropKind.DEFERRED:
+            return dropped.reason
+        return self.deferred
+
+    @property
     def change(self) -> Change | None:
         return self.parsed if isinstance(self.parsed, Change) else None
 
@@ -455,7 +463,7 @@ def run_replay(
     args: argparse.Namespace, out: TextIO, err: TextIO, env: Mapping[str, str] | None = None
 ) -> int:
     """`guardrail replay EVENT.json`: exit 0 nothing left FAILED (or dropped as irrelevant), 1
-    something left FAILED or a step stopped, 2 usage or setup errors (an event that cannot be
+    something left FAILED, a step stopped or a check left to the drift scan, 2 usage or setup errors (an event that cannot be
     read or routed is printed as dropped; the others are raised as cli.UsageError for cli.main
     to print)."""
     from .cli import (
@@ -492,7 +500,11 @@ def run_replay(
         raise
     emit(out, rendered(outcomes, args.format))
     name_crashes((o.report for o in outcomes if o.report), err)
-    failed = any(crashed_or_failed(o.report) for o in outcomes)
+    # Left to the drift scan (more roles than an event evaluates): not known to pass.
+    unjudged = [o.unjudged for o in outcomes if o.unjudged]
+    for reason in unjudged:
+        print(f"guardrail: warning: not judged: {reason} (`guardrail scan` judges now)", file=err)
+    failed = any(crashed_or_failed(o.report) for o in outcomes) or bool(unjudged)
     summaries = [o.report.published if o.report else None for o in outcomes]
     # As `guardrail scan`: results printed first; exit 2 if Security Hub could take nothing.
     return max(exit_code(failed, published, err) for published in summaries)

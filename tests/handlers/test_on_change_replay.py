@@ -378,6 +378,35 @@ def test_a_deleted_instance_is_archived_only_when_replay_publishes(world: World,
     assert code == 0 and json.loads(out)["archived"] == [I1]
 
 
+@pytest.mark.parametrize(
+    ("limit", "controls"), [(2, []), (2, ["--control", "ssm-instance-role"]), (3, [])]
+)
+def test_a_replay_whose_roles_are_left_to_the_drift_scan_exits_1_and_says_so(
+    world: World, tmp_path, monkeypatch, limit, controls
+):
+    """StartInstances of three instances on three roles without the core policy, no internet
+    SSH. Over the event's role limit (2) the roles are left to the drift scan (with SSH judged,
+    or the whole event when only the role is asked for): replay exited 0, which says nothing
+    is left FAILED, though the roles were not judged. Within it (3), exit 1 for the FAILED
+    roles, as before, and no warning."""
+    from guardrail import reader
+
+    monkeypatch.setattr(reader, "EVENT_ROLE_LIMIT", limit)
+    ids = []
+    for n in range(3):
+        world.app_role(name=f"team-{n}", profile=f"team-{n}", core=False)
+        ids += world.launch(profile=f"team-{n}")
+    event = world.event("start_instances")
+    for part in ("requestParameters", "responseElements"):
+        event["detail"][part]["instancesSet"]["items"] = [{"instanceId": i} for i in ids]
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["replay", write_event(tmp_path, event), "--no-publish", *controls]
+    assert run_replay(cli.build_parser().parse_args(argv), out, err, env={}) == 1
+    warned = "guardrail: warning: not judged: " in err.getvalue()
+    assert warned is (limit == 2), err.getvalue()
+    assert ("drift scan" in out.getvalue()) is (limit == 2)
+
+
 def test_replay_with_security_hub_errors_prints_then_fails_like_scan(
     world: World, tmp_path, monkeypatch
 ):
