@@ -18,6 +18,13 @@ _POLICY_ARN = re.compile(r"^arn:[\w-]+:iam::(\d{12}|aws):policy/.+$")
 _KEY_ARN = re.compile(r"^arn:[\w-]+:kms:[a-z0-9-]+:\d{12}:key/[\w-]+$")
 
 
+# Names as IAM, S3 and CloudWatch Logs accept them (an ARN has ':' and no bucket has '/').
+_IAM_NAME = re.compile(r"^[\w+=,.@-]{1,128}$", re.ASCII)
+_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$", re.ASCII)
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_LOG_GROUP_NAME = re.compile(r"^[\w./#-]{1,512}$", re.ASCII)
+
+
 def is_policy_arn(value: str) -> bool:
     """An IAM managed policy ARN (AWS's or an account's), as attached policies are listed."""
     return bool(_POLICY_ARN.match(value))
@@ -150,6 +157,20 @@ class Settings:
             raise SettingsError(
                 "GUARDRAIL_EQUIVALENT_POLICY_ARNS takes policy ARNs "
                 f"(arn:aws:iam::123456789012:policy/name), not {', '.join(map(repr, names))}"
+            )
+        for variable, value, form in (
+            ("GUARDRAIL_INSTANCE_PROFILE", self.instance_profile, _IAM_NAME),
+            ("GUARDRAIL_INSTANCE_ROLE", self.instance_role, _ROLE_NAME),
+            ("GUARDRAIL_SESSION_LOG_BUCKET", self.session_log_bucket, _BUCKET_NAME),
+            ("GUARDRAIL_SESSION_LOG_GROUP", self.session_log_group, _LOG_GROUP_NAME),
+        ):
+            # An ARN or s3:// URL where a name goes would fail every fix that hands it out.
+            if value and not form.match(value):
+                raise SettingsError(f"{variable} takes a name, not {value!r}")
+        if self.log_delivery_policy_arn and not is_policy_arn(self.log_delivery_policy_arn):
+            raise SettingsError(
+                "GUARDRAIL_LOG_DELIVERY_POLICY_ARN takes a policy ARN, "
+                f"not {self.log_delivery_policy_arn!r}"
             )
         if self.session_log_kms_key and not _KEY_ARN.match(self.session_log_kms_key):
             raise SettingsError(

@@ -34,3 +34,36 @@ def test_a_control_given_two_modes_is_refused_not_the_last_taken():
         Settings.from_env({"GUARDRAIL_CONTROL_MODES": f"{SSH}=report, {SSH} =enforce"})
     distinct = Settings.from_env({"GUARDRAIL_CONTROL_MODES": f"{SSH}=report,{ROLE}=enforce"})
     assert (distinct.mode_for(SSH), distinct.mode_for(ROLE)) == ("report", "enforce")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GUARDRAIL_INSTANCE_PROFILE", "arn:aws:iam::123456789012:instance-profile/ssm"),
+        ("GUARDRAIL_INSTANCE_ROLE", "arn:aws:iam::123456789012:role/ssm-guardrail-instance"),
+        ("GUARDRAIL_INSTANCE_ROLE", "r" * 65),
+        ("GUARDRAIL_SESSION_LOG_BUCKET", "s3://ssm-guardrail-session-logs"),
+        ("GUARDRAIL_SESSION_LOG_BUCKET", "Session_Logs"),
+        ("GUARDRAIL_SESSION_LOG_GROUP", "arn:aws:logs:eu-west-1:123456789012:log-group:/ssm"),
+        ("GUARDRAIL_INSTANCE_PROFILE", "profilé"),
+        ("GUARDRAIL_LOG_DELIVERY_POLICY_ARN", "ssm-guardrail-log-delivery"),
+    ],
+)
+def test_a_resource_setting_in_the_wrong_form_is_refused(variable, value):
+    """An ARN or URL where a name goes was taken: every fix handing it out then failed with
+    AWS's validation error, on every instance, until someone read the log."""
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({variable: value})
+
+
+def test_resource_settings_as_the_stack_gives_them_are_accepted():
+    settings = Settings.from_env(
+        {
+            "GUARDRAIL_INSTANCE_PROFILE": "SsmGuardrail-InstanceProfile-1A2B3C4D5E6F",
+            "GUARDRAIL_INSTANCE_ROLE": "ssm-guardrail-instance_role+=,.@",
+            "GUARDRAIL_SESSION_LOG_BUCKET": "ssm-guardrail-session-logs-123456789012.eu",
+            "GUARDRAIL_SESSION_LOG_GROUP": "/ssm-guardrail/sessions#1_a",
+            "GUARDRAIL_LOG_DELIVERY_POLICY_ARN": "arn:aws:iam::123456789012:policy/path/delivery",
+        }
+    )
+    assert settings.session_log_group == "/ssm-guardrail/sessions#1_a"
