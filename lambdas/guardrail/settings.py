@@ -21,7 +21,7 @@ _KEY_ARN = re.compile(r"^arn:[\w-]+:kms:[a-z0-9-]+:\d{12}:key/[\w-]+$")
 # Names as IAM, S3 and CloudWatch Logs accept them (an ARN has ':' and no bucket has '/').
 _IAM_NAME = re.compile(r"^[\w+=,.@-]{1,128}$", re.ASCII)
 _ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$", re.ASCII)
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_NAME = re.compile(r"^[\w.-]{3,255}$", re.ASCII)  # as legacy us-east-1 names allow
 _LOG_GROUP_NAME = re.compile(r"^[\w./#-]{1,512}$", re.ASCII)
 
 

@@ -43,7 +43,7 @@ def test_a_control_given_two_modes_is_refused_not_the_last_taken():
         ("GUARDRAIL_INSTANCE_ROLE", "arn:aws:iam::123456789012:role/ssm-guardrail-instance"),
         ("GUARDRAIL_INSTANCE_ROLE", "r" * 65),
         ("GUARDRAIL_SESSION_LOG_BUCKET", "s3://ssm-guardrail-session-logs"),
-        ("GUARDRAIL_SESSION_LOG_BUCKET", "Session_Logs"),
+        ("GUARDRAIL_SESSION_LOG_BUCKET", "arn:aws:s3:::ssm-guardrail-session-logs"),
         ("GUARDRAIL_SESSION_LOG_GROUP", "arn:aws:logs:eu-west-1:123456789012:log-group:/ssm"),
         ("GUARDRAIL_INSTANCE_PROFILE", "profilé"),
         ("GUARDRAIL_LOG_DELIVERY_POLICY_ARN", "ssm-guardrail-log-delivery"),
@@ -61,7 +61,7 @@ def test_resource_settings_as_the_stack_gives_them_are_accepted():
         {
             "GUARDRAIL_INSTANCE_PROFILE": "SsmGuardrail-InstanceProfile-1A2B3C4D5E6F",
             "GUARDRAIL_INSTANCE_ROLE": "ssm-guardrail-instance_role+=,.@",
-            "GUARDRAIL_SESSION_LOG_BUCKET": "ssm-guardrail-session-logs-123456789012.eu",
+            "GUARDRAIL_SESSION_LOG_BUCKET": "Legacy_Bucket.From-2017",  # us-east-1 allowed it
             "GUARDRAIL_SESSION_LOG_GROUP": "/ssm-guardrail/sessions#1_a",
             "GUARDRAIL_LOG_DELIVERY_POLICY_ARN": "arn:aws:iam::123456789012:policy/path/delivery",
         }
