@@ -127,6 +127,11 @@ class NetworkInterface:
     security_group_ids: tuple[str, ...] = ()
     public_ips: tuple[str, ...] = ()  # IPv4: the interface's and its secondary private IPs'
     ipv6_addresses: tuple[str, ...] = ()
+    ipv6_prefixes: tuple[str, ...] = ()  # delegated (a /80 each): every address in them is its
+
+    @property
+    def has_ipv6(self) -> bool:
+        return bool(self.ipv6_addresses or self.ipv6_prefixes)
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,7 @@ class Instance:
     public_ip: str | None = None  # a public IPv4 of any interface or secondary private IP
     private_ip: str | None = None
     ipv6_addresses: tuple[str, ...] = ()  # globally routable where the subnet routes to an IGW
+    ipv6_prefixes: tuple[str, ...] = ()  # delegated to its interfaces (prefix delegation)
     vpc_id: str | None = None
     subnet_id: str | None = None
     image_id: str | None = None
@@ -162,15 +168,16 @@ class Instance:
         self, versions: Collection[int | None], group_id: str | None = None
     ) -> tuple[int, ...]:
         """The IP versions among `versions` (4, 6) the instance is reachable over from the
-        internet right now: running with a public IPv4, respectively an IPv6 address; with
+        internet right now: running with a public IPv4, respectively an IPv6 address or a
+        delegated IPv6 prefix; with
         `group_id`, on an interface that carries that group (a group applies per interface)."""
         if self.state != "running":
             return ()
         on = [i for i in self.interfaces if group_id in i.security_group_ids]
         if group_id is None or not on:  # not known per interface: the instance's addresses
-            has = {4: bool(self.public_ip), 6: bool(self.ipv6_addresses)}
+            has = {4: bool(self.public_ip), 6: bool(self.ipv6_addresses or self.ipv6_prefixes)}
         else:
-            has = {4: any(i.public_ips for i in on), 6: any(i.ipv6_addresses for i in on)}
+            has = {4: any(i.public_ips for i in on), 6: any(i.has_ipv6 for i in on)}
         return tuple(v for v in (4, 6) if v in versions and has[v])
 
     @property

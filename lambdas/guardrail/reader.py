@@ -103,11 +103,15 @@ def parse_interface(eni: dict[str, Any], top: dict[str, Any]) -> NetworkInterfac
         (p.get("Association") or {}).get("PublicIp") for p in eni.get("PrivateIpAddresses", [])
     ]
     ipv6 = [a.get("Ipv6Address") for a in eni.get("Ipv6Addresses", [])]
+    # Prefix delegation (EKS and ECS IPv6 nodes): the interface's groups filter every address
+    # of a delegated prefix, as they do its own addresses.
+    prefixes = [p.get("Ipv6Prefix") for p in eni.get("Ipv6Prefixes", [])]
     return NetworkInterface(
         eni["NetworkInterfaceId"],
         tuple(dict.fromkeys(groups)),
         tuple(dict.fromkeys(ip for ip in public if ip)),
         tuple(dict.fromkeys(ip for ip in ipv6 if ip)),
+        tuple(dict.fromkeys(p for p in prefixes if p)),
     )
 
 
@@ -133,6 +137,7 @@ def parse_instance(raw: dict[str, Any]) -> Instance:
         network_interface_ids=tuple(eni.interface_id for eni in interfaces),
         public_ip=next((ip for ip in public_ips if ip), None),
         ipv6_addresses=tuple(dict.fromkeys(ipv6)),
+        ipv6_prefixes=tuple(dict.fromkeys(p for eni in interfaces for p in eni.ipv6_prefixes)),
         private_ip=raw.get("PrivateIpAddress"),
         vpc_id=raw.get("VpcId"),
         subnet_id=raw.get("SubnetId"),

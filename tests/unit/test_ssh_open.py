@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
 from guardrail.controls.ssh_open import (
@@ -140,6 +141,49 @@ def test_an_ipv6_address_is_exposure_and_never_passes_for_an_ipv4_one():
     assert r.severity == "CRITICAL" and r.reason.endswith("running with an IPv6 address")
     details = instance_details(inst)
     assert details["IpV4Addresses"] == ["10.0.0.5"] and details["IpV6Addresses"] == ["2600:1f18::5"]
+
+
+def delegated_prefix_instance(prefix_on: str) -> Instance:
+    """A running instance as DescribeInstances gives it: eni-1 carries sg-ssh, eni-2 sg-other,
+    and only `prefix_on` has an IPv6 prefix delegated (EKS and ECS IPv6 nodes), no address."""
+    from guardrail.reader import parse_instance
+
+    def interface(eni: str, group: str, index: int) -> dict[str, Any]:
+        return {
+            "NetworkInterfaceId": eni,
+            "Attachment": {"DeviceIndex": index, "NetworkCardIndex": 0},
+            "Groups": [{"GroupId": group, "GroupName": group}],
+            "PrivateIpAddresses": [{"Primary": True, "PrivateIpAddress": f"10.0.0.{index + 5}"}],
+            "Ipv6Addresses": [],
+            "Ipv6Prefixes": [{"Ipv6Prefix": "2600:1f18:abcd:1200:5::/80"}]
+            if eni == prefix_on
+            else [],
+        }
+
+    return parse_instance(
+        {
+            "InstanceId": "i-1",
+            "State": {"Name": "running"},
+            "PrivateIpAddress": "10.0.0.5",
+            "SecurityGroups": [{"GroupId": "sg-ssh", "GroupName": "sg-ssh"}],
+            "NetworkInterfaces": [
+                interface("eni-1", "sg-ssh", 0),
+                interface("eni-2", "sg-other", 1),
+            ],
+        }
+    )
+
+
+@pytest.mark.parametrize(("prefix_on", "severity"), [("eni-1", "CRITICAL"), ("eni-2", "HIGH")])
+def test_a_delegated_ipv6_prefix_is_ipv6_exposure_on_its_own_interface(prefix_on, severity):
+    """Every address of a delegated prefix is the interface's, filtered by its groups: ::/0 on
+    22 was HIGH, "it has no IPv6 address", for a node reachable on its whole /80."""
+    instance = delegated_prefix_instance(prefix_on)
+    groups = [SecurityGroup(g, rules=(rule(v6="::/0", group_id=g),)) for g in ("sg-ssh",)]
+    groups.append(SecurityGroup("sg-other"))
+    results = by_resource(SSH_OPEN.check(snapshot([instance], groups), Settings()))
+    assert results[(ResourceType.INSTANCE, "i-1")].severity == severity
+    assert results[(ResourceType.SECURITY_GROUP, "sg-ssh")].severity == severity
 
 
 @pytest.mark.parametrize(
