@@ -41,6 +41,9 @@ AWS_NOTES_EVENTS: dict[str, frozenset[str]] = {
             # boundary, a delivery grant) without any role event.
             "CreatePolicyVersion",
             "SetDefaultPolicyVersion",
+            # Nor this: a role's trust decides whether EC2 may assume it (its instances'
+            # credentials) and whom else a policy attached for them reaches.
+            "UpdateAssumeRolePolicy",
         }
     ),
     "aws.ssm": frozenset(

@@ -504,6 +504,9 @@ EVENT_TYPES: dict[str, EventType] = {
     "DeleteRolePolicy": EventType(IAM, _role_change),
     "PutRolePermissionsBoundary": EventType(IAM, _role_change),
     "DeleteRolePermissionsBoundary": EventType(IAM, _role_change),
+    # Its trust decides whether EC2 may assume the role at all (its instances' credentials), and
+    # whom else a policy attached for the instances would reach (the fixes' gate).
+    "UpdateAssumeRolePolicy": EventType(IAM, _role_change),
     # A customer-managed policy edited in place (a new default version) changes every role it is
     # attached to, or bounds as their permissions boundary: an equivalent of the core policy, a
     # Deny, a boundary or a delivery grant; its roles lead to their instances.

@@ -5,6 +5,7 @@ Everything here is plain frozen data: checks are pure functions of an `AccountSn
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import json
 import urllib.parse
@@ -188,11 +189,9 @@ class Instance:
 EC2_PRINCIPALS = frozenset({"ec2.amazonaws.com", "ec2.amazonaws.com.cn"})
 
 
-def trusted_besides_ec2(trust_policy: Any, role_arn: str = "") -> tuple[str, ...]:
-    """Who besides EC2 (and the role itself) a role's trust policy (AssumeRolePolicyDocument)
-    lets assume the role: the principals of its Allow statements, "*" for anyone (a NotPrincipal
-    too). IAM answers the document URL-encoded; botocore decodes it. One that cannot be read is
-    named as such: whom it trusts is not known."""
+def trust_statements(trust_policy: Any) -> list[dict[str, Any]] | None:
+    """The statements of a role's trust policy (AssumeRolePolicyDocument; IAM answers it
+    URL-encoded, botocore decodes it), or None when it cannot be read."""
     document = trust_policy
     if isinstance(document, str):
         try:
@@ -203,22 +202,72 @@ def trusted_besides_ec2(trust_policy: Any, role_arn: str = "") -> tuple[str, ...
     if isinstance(statements, dict):
         statements = [statements]
     if not isinstance(statements, list):
+        return None
+    return [s for s in statements if isinstance(s, dict)]
+
+
+def _principals(statement: Mapping[str, Any]) -> list[str]:
+    """A statement's principals, "*" for anyone (a NotPrincipal too)."""
+    principal = "*" if "NotPrincipal" in statement else statement.get("Principal")
+    if not isinstance(principal, dict):
+        return ["*"] if principal is not None else []
+    return [
+        str(v)
+        for values in principal.values()
+        for v in (values if isinstance(values, list) else [values])
+    ]
+
+
+def _assumes(statement: Mapping[str, Any]) -> bool:
+    """Whether the statement's actions cover sts:AssumeRole (NotAction: unless it names it)."""
+    if "NotAction" in statement:
+        named = statement["NotAction"]
+        return not any(_covers(a, "sts:AssumeRole") for a in _strings(named))
+    return any(_covers(a, "sts:AssumeRole") for a in _strings(statement.get("Action")))
+
+
+def _strings(value: Any) -> list[str]:
+    return [str(v) for v in (value if isinstance(value, list) else [value]) if v is not None]
+
+
+def _covers(pattern: str, action: str) -> bool:
+    return fnmatch.fnmatchcase(action.lower(), pattern.lower())
+
+
+def trusted_besides_ec2(trust_policy: Any, role_arn: str = "") -> tuple[str, ...]:
+    """Who besides EC2 (and the role itself) a role's trust policy lets assume the role: the
+    principals of its Allow statements, "*" for anyone (a NotPrincipal too). One that cannot be
+    read is named as such: whom it trusts is not known."""
+    statements = trust_statements(trust_policy)
+    if statements is None:
         return ("an unreadable trust policy",)
     found: list[str] = []
     for statement in statements:
-        if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
+        if statement.get("Effect") != "Allow":
             continue
-        principal = "*" if "NotPrincipal" in statement else statement.get("Principal")
-        if not isinstance(principal, dict):
-            names = ["*"] if principal is not None else []
-        else:
-            names = [
-                str(v)
-                for values in principal.values()
-                for v in (values if isinstance(values, list) else [values])
-            ]
+        names = _principals(statement)
         found += [n for n in names if n not in {*EC2_PRINCIPALS, role_arn} and n not in found]
     return tuple(found)
+
+
+def ec2_may_assume(trust_policy: Any) -> bool:
+    """Whether the trust policy lets EC2 assume the role, so an instance gets its credentials:
+    an Allow of sts:AssumeRole to ec2.amazonaws.com (or to anyone), and no unconditional Deny of
+    it to them. Unreadable: True (not judged without reading it)."""
+    statements = trust_statements(trust_policy)
+    if statements is None:
+        return True
+
+    def names_ec2(statement: Mapping[str, Any]) -> bool:
+        return _assumes(statement) and any(
+            n == "*" or n in EC2_PRINCIPALS for n in _principals(statement)
+        )
+
+    allowed = any(s.get("Effect") == "Allow" and names_ec2(s) for s in statements)
+    denied = any(
+        s.get("Effect") == "Deny" and not s.get("Condition") and names_ec2(s) for s in statements
+    )
+    return allowed and not denied
 
 
 @dataclass(frozen=True)
@@ -228,6 +277,8 @@ class Role:
     attached_policy_arns: frozenset[str] = frozenset()
     # Whom else its trust policy lets assume it: a policy attached for the instances reaches them.
     trusted_besides_ec2: tuple[str, ...] = ()
+    # Whether its trust policy lets EC2 assume it: if not, its instances get no credentials.
+    ec2_trusted: bool = True
 
 
 @dataclass(frozen=True)

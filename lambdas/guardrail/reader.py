@@ -40,6 +40,7 @@ from .model import (
     SecurityGroup,
     SecurityGroupRule,
     SessionPreferences,
+    ec2_may_assume,
     trusted_besides_ec2,
 )
 from .paging import EC2_PAGE, FILTER_VALUES, chunks, pages
@@ -470,11 +471,13 @@ class SnapshotReader:
                 if error_code(error) == "NoSuchEntity":
                     continue
                 raise
+            trust = raw_role.get("AssumeRolePolicyDocument")
             found[name] = Role(
                 name,
                 raw_role["Arn"],
                 attached,
-                trusted_besides_ec2(raw_role.get("AssumeRolePolicyDocument"), raw_role["Arn"]),
+                trusted_besides_ec2(trust, raw_role["Arn"]),
+                ec2_may_assume(trust),
             )
         return profiles, found
 

@@ -74,6 +74,38 @@ def test_each_problem_gets_its_fix_and_a_second_run_changes_nothing(account, cli
     assert second.fixes == [] and not second.left_failed
 
 
+LAMBDA_ONLY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+@pytest.mark.parametrize("policies", [(CORE,), (READONLY,)])
+def test_a_role_ec2_may_not_assume_fails_and_is_left_to_its_owners(account, clients, policies):
+    """A Lambda's role put in an instance profile (or EC2 taken out of a role's trust): the
+    instance gets no credentials and the SSM Agent cannot register. It read PASSED with the core
+    policy attached; without it, the fix attached the policy to a role EC2 still cannot use."""
+    settings = guardrail_profile(account)
+    account.role("lambda-ish", *policies, profile="app", trust=LAMBDA_ONLY)
+    iid = account.instance(profile="app")
+    report = account.run(clients, "enforce", [ROLE], **settings)
+    (result,) = [e.result for e in report.evaluations if e.result.resource_id == iid]
+    assert result.status is Status.FAILED and result.details["problem"] == "not_ec2"
+    assert "role lambda-ish does not let EC2 assume it" in result.reason
+    (fix,) = report.fixes
+    assert fix.outcome is Outcome.SKIPPED and fix.covers == (iid,)
+    assert "update-assume-role-policy" in fix.reason
+    attached = account.iam.list_attached_role_policies(RoleName="lambda-ish")["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == list(policies)  # nothing attached
+    assert profile_of(account, iid).endswith("/app")  # never replaced
+
+
 def test_existing_roles_untouched_when_settings_forbid(account, clients):
     settings = guardrail_profile(account)
     account.role("app", READONLY, profile="app")

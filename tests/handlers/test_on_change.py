@@ -970,6 +970,32 @@ def test_deleting_the_inline_deny_turns_the_role_passed_again(world):
     assert passed(world, ROLE, instance) and passed(world, LOGGING, instance)
 
 
+def test_a_trust_that_no_longer_lets_ec2_assume_the_role_fails_it_and_restoring_it_passes(world):
+    """UpdateAssumeRolePolicy was not routed: a role whose trust a person narrowed to Lambda
+    (its instances get no credentials) stayed PASSED until the drift scan, and the scan judged
+    it PASSED too. Now the event fails it, left to its owners (the guardrail never edits a
+    trust), and setting the trust back passes it within its own event."""
+    instance = role_with_core_and_delivery_passing(world)
+    request = world.event("iam_update_assume_role_policy")["detail"]["requestParameters"]
+    world.iam.update_assume_role_policy(
+        RoleName="app-role", PolicyDocument=request["policyDocument"]
+    )
+    before = world.state()
+
+    result = world.deliver("iam_update_assume_role_policy")
+
+    assert result["event"]["role_names"] == ["app-role"] and result["fixes"] == {"skipped": 1}
+    finding = world.finding(ROLE, instance)
+    assert finding["Compliance"]["Status"] == "FAILED"
+    assert "does not let EC2 assume it" in finding["Description"]
+    assert world.state() == before  # trust, policies and profile as they were
+    world.iam.update_assume_role_policy(RoleName="app-role", PolicyDocument=TRUST)
+
+    result = world.deliver("iam_update_assume_role_policy")
+
+    assert not result["fixes"] and passed(world, ROLE, instance)
+
+
 def test_core_policy_attached_by_a_person_turns_the_role_passed(world):
     """In seconds, not at the next drift scan; the guardrail has nothing left to do, and (the core
     policy granting no delivery action) reads nothing of log delivery."""

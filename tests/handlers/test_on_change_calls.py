@@ -156,6 +156,16 @@ def inline_deny_put_on_role_without_delivery(w: World) -> dict[str, str]:
     return {}
 
 
+def trust_narrowed_to_lambda(w: World) -> dict[str, str]:
+    """The fixture's trust (Lambda only) set on a role with the core policy: EC2 may no longer
+    assume it (left to a person)."""
+    w.app_role()
+    w.launch(profile="app-profile")
+    request = w.event("iam_update_assume_role_policy")["detail"]["requestParameters"]
+    w.iam.update_assume_role_policy(RoleName="app-role", PolicyDocument=request["policyDocument"])
+    return {}
+
+
 def boundary_put_on_role_without_delivery(w: World) -> dict[str, str]:
     w.app_role(delivery_inline=False)
     w.launch(profile="app-profile")
@@ -278,6 +288,7 @@ CASES: list[tuple[str, Callable[[World], dict[str, str]]]] = [
     ("iam_put_role_policy", inline_deny_put_on_role_without_delivery),
     ("iam_put_role_permissions_boundary", boundary_put_on_role_without_delivery),
     ("iam_delete_role_permissions_boundary", boundary_deleted_from_role_without_delivery),
+    ("iam_update_assume_role_policy", trust_narrowed_to_lambda),
     ("ssm_create_document", prefs_without_logging),
     ("ssm_update_document_default_version", prefs_without_logging),
     ("ssm_delete_document", prefs_deleted),

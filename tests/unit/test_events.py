@@ -401,6 +401,7 @@ def test_attaching_the_core_policy_is_recognised_in_every_partition():
         ("iam_delete_role_policy", "DeleteRolePolicy"),
         ("iam_put_role_permissions_boundary", "PutRolePermissionsBoundary"),
         ("iam_delete_role_permissions_boundary", "DeleteRolePermissionsBoundary"),
+        ("iam_update_assume_role_policy", "UpdateAssumeRolePolicy"),
     ],
 )
 def test_inline_policy_and_boundary_events_may_affect_the_ssm_role_and_log_delivery(
@@ -603,6 +604,7 @@ NEW_IAM_FIXTURES = [
     "iam_put_role_policy",
     "iam_put_role_permissions_boundary",
     "iam_delete_role_permissions_boundary",
+    "iam_update_assume_role_policy",
     "iam_add_role_to_instance_profile",
     "iam_create_policy_version",
     "iam_create_policy_version_not_default",
@@ -874,6 +876,7 @@ def test_names_iam_would_refuse_are_malformed_not_sent_to_iam(fixture, field, va
         ("iam_put_role_policy", "roleName"),
         ("iam_put_role_permissions_boundary", "roleName"),
         ("iam_delete_role_permissions_boundary", "roleName"),
+        ("iam_update_assume_role_policy", "roleName"),
         ("iam_add_role_to_instance_profile", "instanceProfileName"),
     ],
 )

@@ -422,3 +422,38 @@ def test_who_else_a_role_lets_assume_it(document, others):
     from guardrail.model import trusted_besides_ec2
 
     assert trusted_besides_ec2(document, ROLE_ARN) == others
+
+
+@pytest.mark.parametrize(
+    ("document", "trusted"),
+    [
+        ({"Statement": [EC2_ONLY]}, True),
+        ({"Statement": [{**EC2_ONLY, "Principal": {"Service": "ec2.amazonaws.com.cn"}}]}, True),
+        ({"Statement": [{**EC2_ONLY, "Action": ["sts:TagSession", "sts:AssumeRole"]}]}, True),
+        ({"Statement": [{**EC2_ONLY, "Action": "sts:*"}]}, True),
+        ({"Statement": [{**EC2_ONLY, "Principal": "*"}]}, True),  # anyone: EC2 too
+        # A Lambda role put in a profile, or EC2 taken out of the trust: no credentials.
+        ({"Statement": [{**EC2_ONLY, "Principal": {"Service": "lambda.amazonaws.com"}}]}, False),
+        ({"Statement": [{**EC2_ONLY, "Action": "sts:TagSession"}]}, False),
+        ({"Statement": [{**EC2_ONLY, "NotAction": "sts:AssumeRole"}]}, False),
+        ({"Statement": [{**EC2_ONLY, "Effect": "Deny"}]}, False),
+        ({"Statement": []}, False),
+        # An unconditional Deny to EC2 wins; one with conditions is not judged here.
+        ({"Statement": [EC2_ONLY, {**EC2_ONLY, "Effect": "Deny", "Principal": "*"}]}, False),
+        (
+            {
+                "Statement": [
+                    EC2_ONLY,
+                    {**EC2_ONLY, "Effect": "Deny", "Condition": {"Bool": {"aws:x": "true"}}},
+                ]
+            },
+            True,
+        ),
+        (None, True),  # unreadable: not judged
+        ("not json", True),
+    ],
+)
+def test_whether_a_roles_trust_lets_ec2_assume_it(document, trusted):
+    from guardrail.model import ec2_may_assume
+
+    assert ec2_may_assume(document) is trusted

@@ -88,6 +88,7 @@ def accepted_policies(partition: str, settings: Settings) -> frozenset[str]:
 
 def role_problem(instance: Instance, snapshot: AccountSnapshot, settings: Settings) -> str | None:
     """Why the instance lacks an SSM role ('no_profile', 'profile_missing', 'no_role',
+    'not_ec2': its trust policy does not let EC2 assume it, so the instance gets no credentials,
     'no_policy', or 'agent_denied': the role carries the policy, but the simulation of the SSM
     Agent's actions did not allow them all)."""
     if not instance.profile_arn:
@@ -98,6 +99,8 @@ def role_problem(instance: Instance, snapshot: AccountSnapshot, settings: Settin
     role = snapshot.role_of(instance)
     if role is None:
         return "no_role"
+    if not role.ec2_trusted:
+        return "not_ec2"
     if not role.attached_policy_arns & accepted_policies(snapshot.partition, settings):
         return "no_policy"
     access = snapshot.agent_access.get(role.name)
@@ -386,6 +389,9 @@ class SsmInstanceRole:
                         else ""
                     ),
                     "no_role": f"instance profile {instance.profile_name} has no role",
+                    "not_ec2": f"role {role.name if role else '?'} does not let EC2 assume it "
+                    "(its trust policy): the instance gets no credentials, and the SSM Agent none "
+                    "to register with",
                     "no_policy": f"role {role.name if role else '?'} lacks {CORE_POLICY}",
                 }[problem]
             details["problem"] = problem
@@ -424,6 +430,7 @@ class SsmInstanceRole:
         by_role: dict[str, list[str]] = {}
         by_profile: dict[str, list[str]] = {}
         refused: dict[str, list[str]] = {}
+        untrusted: dict[str, list[str]] = {}
         for result in failed:
             instance = snapshot.instances[result.resource_id]
             problem = result.details.get("problem")
@@ -437,6 +444,9 @@ class SsmInstanceRole:
             elif problem == "agent_denied":
                 role = snapshot.role_of(instance)
                 refused.setdefault(role.name if role else "", []).append(instance.instance_id)
+            elif problem == "not_ec2":
+                role = snapshot.role_of(instance)
+                untrusted.setdefault(role.name if role else "", []).append(instance.instance_id)
             else:
                 records.append(
                     FixRecord(
@@ -455,6 +465,20 @@ class SsmInstanceRole:
             records.append(self._attach(role_name, instance_ids, snapshot, ctx))
         for role_name, instance_ids in refused.items():
             records.append(self._agent_refused(role_name, instance_ids, snapshot))
+        for role_name, instance_ids in untrusted.items():
+            # Widening a role's trust is its owners' call, and a profile is never replaced.
+            records.append(
+                FixRecord(
+                    self.id,
+                    role_name,
+                    "let EC2 assume the role",
+                    Outcome.SKIPPED,
+                    reason=f"the guardrail never edits a trust policy: let ec2.amazonaws.com "
+                    f"assume {role_name} (iam update-assume-role-policy), or give the instances "
+                    "another instance profile",
+                    covers=tuple(instance_ids),
+                )
+            )
         return records
 
     def _agent_refused(
