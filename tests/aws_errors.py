@@ -49,3 +49,39 @@ def cli_without_rule_ids(monkeypatch: Any) -> None:
         return every
 
     monkeypatch.setattr(cli, "clients_for", clients_for)
+
+
+def on_first_try(
+    clients: Any, operation: str, act: Callable[[dict[str, Any], Any], Any], service: str = "ec2"
+) -> None:
+    """The first try of the next `operation` these clients' `service` client sends never reaches
+    the emulator as such: `act(params, request)` stands in for it; botocore's retries go through
+    as usual."""
+    events, sent = getattr(clients, service).meta.events, {}
+
+    def keep(params: dict[str, Any], **_: Any) -> None:  # the parameters, as the caller gave them
+        events.unregister(f"before-parameter-build.{service}.{operation}", keep)
+        sent.update(params)
+
+    def first(request: Any, **_: Any) -> Any:
+        events.unregister(f"before-send.{service}.{operation}", first)
+        return act(sent, request)
+
+    events.register(f"before-parameter-build.{service}.{operation}", keep)
+    events.register_first(f"before-send.{service}.{operation}", first)
+
+
+def answer_lost_once(account: Any, clients: Any, operation: str, service: str = "ec2") -> None:
+    """AWS carries out the next `operation` (or refuses it) but its answer never arrives, a read
+    timeout: botocore sends it again. `account` holds the direct clients that carry it out."""
+    import contextlib
+
+    from botocore import xform_name
+    from botocore.exceptions import ClientError, ReadTimeoutError
+
+    def done_unanswered(params: dict[str, Any], request: Any) -> None:
+        with contextlib.suppress(ClientError):  # refused: that answer is lost too
+            getattr(getattr(account, service), xform_name(operation))(**params)
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    on_first_try(clients, operation, done_unanswered, service)

@@ -7,7 +7,7 @@ import json
 import pytest
 from guardrail.model import Outcome, Status
 
-from tests.aws_errors import error_answer
+from tests.aws_errors import answer_lost_once, error_answer
 
 from .conftest import CORE, answer_simulations, trust_also
 
@@ -72,6 +72,58 @@ def test_each_problem_gets_its_fix_and_a_second_run_changes_nothing(account, cli
 
     second = account.run(clients, "enforce", [ROLE], **settings)
     assert second.fixes == [] and not second.left_failed
+
+
+def test_an_association_whose_answer_was_lost_is_the_fixs_own_with_its_undo(account, clients):
+    """EC2 associated the profile but the answer never came; the retry answers IncorrectState.
+    It was recorded as a concurrent run's (ALREADY_COMPLIANT, no undo): the association id,
+    which the instance does not show, was lost."""
+    settings = guardrail_profile(account)
+    iid = account.instance()
+    answer_lost_once(account, clients, "AssociateIamInstanceProfile")
+    report = account.run(clients, "enforce", [ROLE], publish=False, **settings)
+    (fix,) = report.fixes
+    (association,) = account.ec2.describe_iam_instance_profile_associations()[
+        "IamInstanceProfileAssociations"
+    ]
+    assert fix.outcome is Outcome.APPLIED and fix.at is not None, fix.reason
+    assert fix.after == {
+        "instance_profile": "guardrail-ec2",
+        "association_id": association["AssociationId"],
+    }
+    assert f"disassociate-iam-instance-profile --association-id {association['AssociationId']}" in (
+        fix.reason
+    )
+    assert association["InstanceId"] == iid
+
+
+def test_a_role_add_whose_answer_was_lost_is_the_fixs_own_with_its_undo(account, clients):
+    settings = guardrail_profile(account)
+    account.iam.create_instance_profile(InstanceProfileName="empty")
+    account.instance(profile="empty")
+    answer_lost_once(account, clients, "AddRoleToInstanceProfile", service="iam")
+    report = account.run(clients, "enforce", [ROLE], publish=False, **settings)
+    (fix,) = report.fixes
+    assert fix.outcome is Outcome.APPLIED and fix.at is not None, fix.reason
+    assert "remove-role-from-instance-profile --instance-profile-name empty" in fix.reason
+
+
+def test_a_concurrent_runs_association_stays_theirs(account, clients):
+    """No lost answer: the guardrail's profile associated by another run between the read and
+    the call is done, not this fix's to undo."""
+    settings = guardrail_profile(account)
+    iid = account.instance()
+    real = clients.ec2.associate_iam_instance_profile
+
+    def another_run_first(**kwargs):
+        account.ec2.associate_iam_instance_profile(**kwargs)
+        return real(**kwargs)
+
+    clients.ec2.associate_iam_instance_profile = another_run_first
+    report = account.run(clients, "enforce", [ROLE], publish=False, **settings)
+    (fix,) = report.fixes
+    assert fix.outcome is Outcome.ALREADY_COMPLIANT and "a concurrent run" in fix.reason
+    assert profile_of(account, iid).endswith("/guardrail-ec2")
 
 
 LAMBDA_ONLY = {

@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 from guardrail.model import Outcome, Status
 
-from tests.aws_errors import error_answer, without_rule_ids
+from tests.aws_errors import answer_lost_once, error_answer, on_first_try, without_rule_ids
 
 from .conftest import CORE
 
@@ -534,37 +534,6 @@ def before_its_revoke(clients, action):
         action()
 
     clients.ec2.meta.events.register(event, once)
-
-
-def on_first_try(clients, operation, act):
-    """The first try of the next `operation` these clients send never reaches the emulator as
-    such: `act(params, request)` stands in for it; botocore's retries go through as usual."""
-    events, sent = clients.ec2.meta.events, {}
-
-    def keep(params, **_):  # the call's parameters, as the caller gave them
-        events.unregister(f"before-parameter-build.ec2.{operation}", keep)
-        sent.update(params)
-
-    def first(request, **_):
-        events.unregister(f"before-send.ec2.{operation}", first)
-        return act(sent, request)
-
-    events.register(f"before-parameter-build.ec2.{operation}", keep)
-    events.register_first(f"before-send.ec2.{operation}", first)
-
-
-def answer_lost_once(account, clients, operation):
-    """EC2 carries out the next `operation` (or refuses it) but its answer never arrives, a read
-    timeout: botocore sends it again."""
-    from botocore import xform_name
-    from botocore.exceptions import ReadTimeoutError
-
-    def done_unanswered(params, request):
-        with contextlib.suppress(ClientError):  # refused: that answer is lost too
-            getattr(account.ec2, xform_name(operation))(**params)
-        raise ReadTimeoutError(endpoint_url=request.url)
-
-    on_first_try(clients, operation, done_unanswered)
 
 
 def throttled_once(clients, operation):

@@ -133,8 +133,11 @@ def answer_may_be_lost(client: Any, operation: str) -> Iterator[list[bool]]:
     "duplicate") may be that try's own doing. A try that throttling turned away, or that never
     connected, did nothing."""
     tries: list[bool] = []
-    events = getattr(getattr(client, "meta", None), "events", None)
-    event = f"needs-retry.ec2.{operation}"
+    meta = getattr(client, "meta", None)
+    events = getattr(meta, "events", None)
+    model = getattr(meta, "service_model", None)
+    service = model.service_id.hyphenize() if model is not None else "ec2"
+    event = f"needs-retry.{service}.{operation}"
 
     def observe(response: Any = None, caught_exception: Any = None, **_: Any) -> None:
         if caught_exception is not None:

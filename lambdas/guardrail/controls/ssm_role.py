@@ -34,6 +34,7 @@ from .base import (
     OUT_OF_TIME,
     FixContext,
     Permission,
+    answer_may_be_lost,
     assumed_beyond_ec2,
     attach_failed,
     beyond_the_event,
@@ -524,6 +525,26 @@ class SsmInstanceRole:
                 self.id, iid, action, Outcome.ALREADY_COMPLIANT, None, after, reason, covers=(iid,)
             )
 
+        def associated(association: str, note: str = "") -> FixRecord:
+            # DisassociateIamInstanceProfile takes the association's id, not the instance's.
+            undo = (
+                f" (undo: aws ec2 disassociate-iam-instance-profile --association-id {association}"
+                f" --region {snapshot.region})"
+                if association
+                else ""
+            )
+            return FixRecord(
+                self.id,
+                iid,
+                action,
+                Outcome.APPLIED,
+                None,
+                {"instance_profile": profile, "association_id": association},
+                f"associated {profile}{note}{undo}",
+                covers=(iid,),
+                at=ctx.clock(),
+            )
+
         if not profile:
             return skipped("GUARDRAIL_INSTANCE_PROFILE is not set: no profile to associate")
         if ctx.out_of_time():
@@ -535,16 +556,22 @@ class SsmInstanceRole:
                 f"instance is {instance.state}: a profile can be associated once it is running or "
                 "stopped"
             )
+        ec2 = ctx.clients.ec2
         try:
-            answer = ctx.clients.ec2.associate_iam_instance_profile(
-                IamInstanceProfile={"Name": profile}, InstanceId=iid
-            )
+            with answer_may_be_lost(ec2, "AssociateIamInstanceProfile") as tries:
+                answer = ec2.associate_iam_instance_profile(
+                    IamInstanceProfile={"Name": profile}, InstanceId=iid
+                )
+            association = answer.get("IamInstanceProfileAssociation", {}).get("AssociationId", "")
         except ClientError as error:
             code = error_code(error)
             if code == "IncorrectState" and "association" in str(error).lower():
-                # A profile was associated meanwhile. Done if it is ours (a concurrent run);
-                # a person's is never replaced, and their event judges its role.
-                current = self._associated_profile(ctx, iid)
+                # A profile was associated meanwhile. Done if it is ours: this run's own try
+                # whose answer was lost (its record and undo are this fix's), or a concurrent
+                # run's; a person's is never replaced, and their event judges its role.
+                current, association = self._associated_profile(ctx, iid)
+                if current == profile and any(tries):
+                    return associated(association, " (a retry found it done)")
                 if current == profile:
                     return done("a concurrent run associated the guardrail's profile", profile)
                 return skipped(
@@ -564,29 +591,12 @@ class SsmInstanceRole:
                 code,
                 covers=(iid,),
             )
-        # DisassociateIamInstanceProfile takes the association's id, not the instance's.
-        association = answer.get("IamInstanceProfileAssociation", {}).get("AssociationId", "")
-        return FixRecord(
-            self.id,
-            iid,
-            action,
-            Outcome.APPLIED,
-            None,
-            {"instance_profile": profile, "association_id": association},
-            f"associated {profile}"
-            + (
-                f" (undo: aws ec2 disassociate-iam-instance-profile --association-id {association}"
-                f" --region {snapshot.region})"
-                if association
-                else ""
-            ),
-            covers=(iid,),
-            at=ctx.clock(),
-        )
+        return associated(association)
 
     @staticmethod
-    def _associated_profile(ctx: FixContext, instance_id: str) -> str | None:
-        """The name of the profile associated (or associating) with the instance now."""
+    def _associated_profile(ctx: FixContext, instance_id: str) -> tuple[str | None, str]:
+        """The name of the profile associated (or associating) with the instance now, and the
+        association's id."""
         try:
             # Paged: a filtered EC2 describe may answer an empty page with a NextToken.
             associations = list(
@@ -601,9 +611,11 @@ class SsmInstanceRole:
                 )
             )
         except ClientError:
-            return None
-        arns = [a.get("IamInstanceProfile", {}).get("Arn", "") for a in associations]
-        return next((arn.rsplit("/", 1)[-1] for arn in arns if arn), None)
+            return None, ""
+        for association in associations:
+            if arn := association.get("IamInstanceProfile", {}).get("Arn", ""):
+                return arn.rsplit("/", 1)[-1], association.get("AssociationId", "")
+        return None, ""
 
     @staticmethod
     def _roles_in(ctx: FixContext, profile: str) -> list[str]:
@@ -637,15 +649,21 @@ class SsmInstanceRole:
         if ctx.out_of_time():
             return record(Outcome.SKIPPED, None, OUT_OF_TIME)
         # Not gated by modify_existing_roles: no existing role changes, the profile gains one.
+        iam, role = ctx.clients.iam, settings.instance_role
+        added = (
+            f"added {role} to {profile} (undo: aws iam remove-role-from-instance-profile "
+            f"--instance-profile-name {profile} --role-name {role})"
+        )
         try:
-            ctx.clients.iam.add_role_to_instance_profile(
-                InstanceProfileName=profile, RoleName=settings.instance_role
-            )
+            with answer_may_be_lost(iam, "AddRoleToInstanceProfile") as tries:
+                iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=role)
         except ClientError as error:
             code = error_code(error)
             if code == "LimitExceeded":  # a profile holds one role: someone added one meanwhile
                 roles = self._roles_in(ctx, profile)
-                if settings.instance_role in roles:  # a concurrent run: done
+                if role in roles and any(tries):  # this run's own try, its answer lost
+                    return record(Outcome.APPLIED, [role], added)
+                if role in roles:  # a concurrent run: done
                     return record(
                         Outcome.ALREADY_COMPLIANT,
                         roles,
@@ -658,13 +676,7 @@ class SsmInstanceRole:
                     "for the next scan to judge",
                 )
             return record(Outcome.FAILED, None, "add role failed", code)
-        return record(
-            Outcome.APPLIED,
-            [settings.instance_role],
-            f"added {settings.instance_role} to {profile} (undo: aws iam "
-            f"remove-role-from-instance-profile --instance-profile-name {profile} "
-            f"--role-name {settings.instance_role})",
-        )
+        return record(Outcome.APPLIED, [role], added)
 
     def _attach(
         self, role_name: str, instance_ids: list[str], snapshot: AccountSnapshot, ctx: FixContext
