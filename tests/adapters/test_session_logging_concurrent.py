@@ -33,19 +33,33 @@ def test_a_concurrent_run_writing_the_same_content_counts_as_done(account, clien
     assert not report.left_failed  # was published FAILED again
 
 
-def test_a_create_retried_after_a_lost_answer_counts_as_done(account, clients):
-    """CreateDocument reached SSM but its answer was lost; botocore's retry is refused with
-    DocumentAlreadyExists. The document holds exactly the guardrail's content."""
+def test_a_create_of_exactly_ours_by_another_run_counts_as_done(account, clients):
+    """Another run (an event beside the drift scan) created the document with exactly the
+    guardrail's content just before this run's CreateDocument, refused DocumentAlreadyExists."""
     real = clients.ssm.create_document
 
-    def lost_answer_then_retry(**kwargs):
-        real(**kwargs)  # first try: carried out, answer lost
-        return real(**kwargs)  # the retry: DocumentAlreadyExists
+    def another_run_first(**kwargs):
+        real(**kwargs)  # the other run's
+        return real(**kwargs)  # this run's: DocumentAlreadyExists
 
-    clients.ssm.create_document = lost_answer_then_retry
+    clients.ssm.create_document = another_run_first
     report = account.run(clients, "enforce", [LOGGING], **OURS)
     assert preferences(account)["s3BucketName"] == "guardrail-logs"
     (fix,) = region_fix(report)
     # Was SKIPPED "created meanwhile", the finding left FAILED.
     assert fix.outcome is Outcome.ALREADY_COMPLIANT, (fix.outcome, fix.reason)
+    assert not report.left_failed
+
+
+def test_a_create_whose_answer_was_lost_is_the_fixs_own_with_its_undo(account, clients):
+    """SSM created the document but the answer never came (a read timeout): botocore's retry is
+    refused with DocumentAlreadyExists. Its content is this run's: the fix made it."""
+    from tests.aws_errors import answer_lost_once
+
+    answer_lost_once(account, clients, "CreateDocument", service="ssm")
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    assert preferences(account)["s3BucketName"] == "guardrail-logs"
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.APPLIED and fix.at is not None, (fix.outcome, fix.reason)
+    assert "deleting SSM-SessionManagerRunShell undoes this" in fix.reason
     assert not report.left_failed

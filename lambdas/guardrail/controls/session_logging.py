@@ -31,6 +31,7 @@ from .base import (
     OUT_OF_TIME,
     FixContext,
     Permission,
+    answer_may_be_lost,
     assumed_beyond_ec2,
     attach_failed,
     beyond_the_event,
@@ -664,15 +665,18 @@ class SessionLogging:
                 f"the preferences were {how} meanwhile; left as they are for the next run to judge",
             )
 
+        created = f"there were none: deleting {SESSION_DOCUMENT} undoes this"
+        tries: list[bool] = []
         try:
             if not prefs.exists:
-                ssm.create_document(
-                    Name=SESSION_DOCUMENT,
-                    Content=json.dumps(content),
-                    DocumentType="Session",
-                    DocumentFormat="JSON",
-                )
-                undo = f"there were none: deleting {SESSION_DOCUMENT} undoes this"
+                with answer_may_be_lost(ssm, "CreateDocument") as tries:
+                    ssm.create_document(
+                        Name=SESSION_DOCUMENT,
+                        Content=json.dumps(content),
+                        DocumentType="Session",
+                        DocumentFormat="JSON",
+                    )
+                undo = created
             elif version := self._update(ssm, content, prefs.document_version):
                 undo = (
                     f"version {version} is now the default, was {prefs.document_version}: "
@@ -684,11 +688,15 @@ class SessionLogging:
                 return meanwhile("changed")
         except ClientError as error:
             if error_code(error) == "DocumentAlreadyExists":
-                # Created meanwhile (a person, a concurrent run, or this run's own first try
-                # whose answer was lost): what we would write was judged on no document at all
-                # and would drop their inputs. The next run judges theirs.
-                return meanwhile("created")
-            return record(Outcome.FAILED, inputs, "preferences not changed", error_code(error))
+                if any(tries) and default_holds(ssm, content):  # this run's try, answer lost
+                    undo = created
+                else:
+                    # Created meanwhile (a person, a concurrent run): what we would write was
+                    # judged on no document at all and would drop their inputs. The next run
+                    # judges theirs.
+                    return meanwhile("created")
+            else:
+                return record(Outcome.FAILED, inputs, "preferences not changed", error_code(error))
         return record(
             Outcome.APPLIED,
             inputs,
