@@ -397,7 +397,12 @@ def load_event(path: str, stdin: TextIO | None = None) -> Any:
     from .cli import UsageError
 
     try:
-        text = (stdin or sys.stdin).read() if path == "-" else decoded(Path(path).read_bytes())
+        if path == "-":  # as bytes, so stdin gets a file's byte-order-mark handling too
+            source = stdin or sys.stdin
+            raw = getattr(source, "buffer", None)
+            text = decoded(raw.read()) if raw is not None else source.read()
+        else:
+            text = decoded(Path(path).read_bytes())
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror or error}") from error
     except UnicodeDecodeError as error:

@@ -271,7 +271,7 @@ def test_guardrail_replay_through_main_reports_usage_errors_with_exit_2(tmp_path
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig"], ids=["utf16-powershell", "utf8-bom"])
 def test_an_event_saved_as_utf16_or_with_a_bom_replays_as_utf8_does(
-    world: World, tmp_path, encoding
+    world: World, tmp_path, monkeypatch, encoding
 ):
     """Windows PowerShell 5.1's `>` writes UTF-16 (with a byte-order mark); other editors add
     a UTF-8 one. Either replays exactly as the plain UTF-8 file."""
@@ -280,6 +280,9 @@ def test_an_event_saved_as_utf16_or_with_a_bom_replays_as_utf8_does(
     plain.write_text(event, encoding="utf-8")
     saved.write_bytes(event.encode(encoding))
     assert run(["replay", str(saved)]) == run(["replay", str(plain)])
+    # Piped in (`replay - < saved.json`) too: stdin read as text saw "\ufeff{" or UTF-16 bytes.
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(event.encode(encoding))))
+    assert run(["replay", "-"]) == run(["replay", str(plain)])
     latin = tmp_path / "latin.json"
     latin.write_bytes('{"detail": "caf\u00e9"}'.encode("latin-1"))
     with pytest.raises(cli.UsageError, match="neither UTF-8 nor UTF-16"):
