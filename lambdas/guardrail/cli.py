@@ -342,11 +342,20 @@ class LogLine(logging.Formatter):
     """The engine's warnings as one line each on stderr, their `extra` fields after the
     message; never a traceback (the results, the line and the exit code say what went wrong)."""
 
+    SHOWN = 5  # items of a list field (finding ids, say): the rest counted, not listed
+
     def format(self, record: logging.LogRecord) -> str:
         extra = {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
         line = f"guardrail: {record.levelname.lower()}: {record.getMessage()}"
-        details = ", ".join(f"{k}={v}" for k, v in extra.items())
+        details = ", ".join(f"{k}={self._short(v)}" for k, v in extra.items())
         return f"{line} ({details})" if details else line
+
+    @classmethod
+    def _short(cls, value: Any) -> str:
+        if isinstance(value, (list, tuple)) and len(value) > cls.SHOWN:
+            shown = ", ".join(map(str, value[: cls.SHOWN]))
+            return f"[{shown}, and {len(value) - cls.SHOWN} more]"
+        return str(value)
 
 
 def main(

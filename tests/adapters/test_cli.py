@@ -312,6 +312,26 @@ def test_a_misspelt_setting_in_the_environment_exits_2_before_any_change(exposed
     assert account.ingress(gid)  # internet SSH as it was
 
 
+def test_a_logged_list_is_cut_short_on_stderr():
+    """With Security Hub off, 'findings not imported' listed every finding id on one line
+    (15 KB at 60 instances) before the message that says what to do."""
+    import logging
+
+    from guardrail.cli import LogLine
+
+    ids = [f"finding-{n}" for n in range(60)]
+    record = logging.makeLogRecord(
+        {"msg": "findings not imported", "levelname": "ERROR", "ids": ids, "count": 60}
+    )
+    line = LogLine().format(record)
+    assert line == (
+        "guardrail: error: findings not imported (ids=[finding-0, finding-1, finding-2, "
+        "finding-3, finding-4, and 55 more], count=60)"
+    )
+    few = logging.makeLogRecord({"msg": "m", "levelname": "WARNING", "ids": ids[:5]})
+    assert LogLine().format(few).endswith(f"(ids={ids[:5]})")
+
+
 def test_missing_credentials_exit_2(monkeypatch, tmp_path):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
