@@ -138,6 +138,17 @@ class ScanReport:
         return [str(s) for s in self.crashed]
 
 
+def ended(result: Result, snapshot: AccountSnapshot) -> bool:
+    """A result for a terminated or shutting-down instance (a group's former instance, say),
+    whose finding goes in archived: only if stored, as for a deleted resource (a drift scan
+    imports none for an instance it never saw running)."""
+    if result.resource_type is not ResourceType.INSTANCE:
+        return False
+    rid = result.resource_id
+    instance = snapshot.instances.get(rid) or snapshot.bystanders.get(rid)
+    return instance is not None and not instance.evaluated
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C while fixing: the report holds the fixes made before it (not published)."""
 
@@ -340,8 +351,8 @@ class Guardrail:
             findings.append(finding)
             if evaluation.remediated:
                 resolutions[finding["Id"]] = RESOLUTION_NOTE
-            if result.key in gone:
-                read_back.append(finding["Id"])
+            if result.key in gone or ended(result, snapshot):
+                read_back.append(finding["Id"])  # archived only if Security Hub holds it
         if report.full_scan:
             # A full scan mostly repeats what Security Hub holds: import what changed (and each
             # finding at least every finding_refresh_days; 0: all), not every result every hour.

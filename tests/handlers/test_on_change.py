@@ -1727,6 +1727,23 @@ def test_event_about_a_terminated_instance_archives_its_findings(world):
     assert world.internet_ssh(bad)  # nothing uses the group any more: nothing to fix
 
 
+def test_a_group_event_imports_no_finding_for_a_terminated_instance_never_held(world):
+    """A group's former instance, terminated before any finding of it was stored, is read
+    NOT_APPLICABLE with the group: each event about the group imported an ARCHIVED finding for
+    it (again on every replay), which a drift scan never does. Security Hub is asked first (one
+    GetFindings) and nothing is imported for it; a running one's findings still go in."""
+    bad = world.group("ops")
+    world.open_ssh(bad)
+    running, terminated = world.launch(groups=[bad], count=2)
+    world.ec2.terminate_instances(InstanceIds=[terminated])
+    for _ in range(2):
+        result = world.deliver("authorize_ingress_ip_permissions", {SG: bad}, mode="report")
+        assert world.finding_id(SSH, terminated) not in world.findings()
+        assert world.calls["securityhub:GetFindings"] == 1
+        assert world.finding(SSH, running)["RecordState"] == "ACTIVE"
+    assert result["published"]["failed"] == 0
+
+
 def test_event_about_an_instance_that_no_longer_exists_ends_quietly(world):
     """Never seen, so nothing to archive: Security Hub is asked (one GetFindings) and nothing
     is imported."""
