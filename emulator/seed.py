@@ -288,6 +288,58 @@ class Seeded:
         }
 
 
+def sample_events(seeded: Seeded, at: str = "2026-01-01T00:00:00Z") -> dict[str, dict[str, Any]]:
+    """Two EventBridge events about this account's own resources, for `guardrail replay`: a
+    person opening SSH to the world on the ssh-world group (CloudTrail), and an instance without
+    a profile starting (EC2 state change). The fixtures under tests/ name another account."""
+    account, region = seeded.account_id, seeded.region
+
+    def envelope(number: int, detail_type: str, detail: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "version": "0",
+            "id": f"00000000-0000-4000-8000-{number:012d}",
+            "detail-type": detail_type,
+            "source": "aws.ec2",
+            "account": account,
+            "time": at,
+            "region": region,
+            "resources": [],
+            "detail": detail,
+        }
+
+    group = seeded.groups["ssh-world"]
+    world = {"ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]}}
+    opened = envelope(
+        1,
+        "AWS API Call via CloudTrail",
+        {
+            "eventVersion": "1.08",
+            "userIdentity": {"type": "IAMUser", "arn": f"arn:aws:iam::{account}:user/someone"},
+            "eventTime": at,
+            "eventSource": "ec2.amazonaws.com",
+            "eventName": "AuthorizeSecurityGroupIngress",
+            "awsRegion": region,
+            "requestParameters": {
+                "groupId": group,
+                "ipPermissions": {
+                    "items": [{"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, **world}]
+                },
+            },
+            "responseElements": {"_return": True},
+            "eventID": "00000000-0000-4000-8000-000000000011",
+        },
+    )
+    instance = seeded.instances["role-no-profile"][0]
+    started = envelope(2, "EC2 Instance State-change Notification", {
+        "instance-id": instance, "state": "running"
+    })  # fmt: skip
+    started["resources"] = [f"arn:{seeded.partition}:ec2:{region}:{account}:instance/{instance}"]
+    return {
+        "ssh-opened-on-ssh-world.json": opened,
+        "instance-without-profile-running.json": started,
+    }
+
+
 # --------------------------------------------------------------------------------------------
 
 

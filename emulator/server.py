@@ -11,14 +11,17 @@ server and puts the environment back as it was. Nothing leaves the machine.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -198,7 +201,7 @@ def main(
     parser.add_argument("--instances", type=int, default=60, help="instances to seed (>= 60)")
     parser.add_argument("--empty", action="store_true", help="seed nothing")
     args = parser.parse_args(argv)
-    from .seed import seed_account
+    from .seed import sample_events, seed_account
 
     shell_env = list(os.environ)  # as the user's shell has it, before the emulator changes it
     if args.port and not port_free(args.port):
@@ -212,19 +215,29 @@ def main(
     account = EmulatedAccount(args.region, port=args.port)
     try:
         account.start()
+        events = tempfile.TemporaryDirectory(prefix="guardrail-events-")
         try:
-            settings = {}
+            settings, replays = {}, []
             if not args.empty:
                 seeded = seed_account(account.session(), args.region, instances=args.instances)
                 settings = seeded.settings_env()
+                for name, event in sample_events(seeded).items():
+                    path = Path(events.name, name)
+                    path.write_text(json.dumps(event, indent=2) + "\n")
+                    replays.append(f"  .venv/bin/guardrail replay {path}")
             print(f"emulated account {account.account_id} at {account.endpoint_url}", file=out)
             print("in another shell (Ctrl-C here stops it):", file=out)
             for line in shell_lines(account, settings, shell_env):
                 print(f"  {line}", file=out)
-            print("  .venv/bin/guardrail scan   # or: replay EVENT.json", file=out, flush=True)
+            print("  .venv/bin/guardrail scan", file=out)
+            # Events about this account's own resources (the tests' fixtures name another).
+            for line in replays:
+                print(line, file=out)
+            out.flush()
             stop.wait()
         finally:
             account.stop(reset=False)  # this process ends: nothing to forget
+            events.cleanup()
     except KeyboardInterrupt:
         pass
     finally:

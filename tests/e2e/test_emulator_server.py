@@ -146,7 +146,7 @@ def test_make_emulator_serves_the_demo_account_to_the_cli_until_stopped():
     )
     try:
         lines, deadline = [], time.monotonic() + 120
-        while not any("guardrail scan" in line for line in lines):
+        while sum("guardrail replay" in line for line in lines) < 2:
             assert time.monotonic() < deadline and server.poll() is None, lines
             lines.append(server.stdout.readline())
         shell = {
@@ -184,6 +184,22 @@ def test_make_emulator_serves_the_demo_account_to_the_cli_until_stopped():
             for r in results
             if r["status"] == "FAILED"
         )
+        # The events it wrote name its own resources (the tests' fixtures name another account's):
+        # replayed, each evaluates what it names, none is GONE.
+        replays = [
+            line.split("guardrail replay ", 1)[1].strip() for line in lines if "replay" in line
+        ]
+        for path, named in zip(replays, ("ssh-open-to-internet", "ssm-instance-role"), strict=True):
+            replay = subprocess.run(
+                [sys.executable, "-m", "guardrail", "replay", path, "--no-publish"],
+                cwd=root,
+                env={**shell, "PYTHONPATH": str(root / "lambdas")},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert replay.returncode == 1, replay.stderr  # something FAILED, in report mode
+            assert f"FAILED         {named}" in replay.stdout and "GONE" not in replay.stdout
         port = urlparse(shell["AWS_ENDPOINT_URL"]).port
         server.send_signal(signal.SIGINT)
         try:
@@ -193,6 +209,7 @@ def test_make_emulator_serves_the_demo_account_to_the_cli_until_stopped():
             pytest.fail(f"the emulator did not stop on Ctrl-C: {server.communicate()[1][-2000:]}")
         assert code == 0
         assert "emulator stopped" in server.stdout.read()
+        assert not any(Path(path).exists() for path in replays)  # its events went with it
         with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
             pass
     finally:
