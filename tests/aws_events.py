@@ -16,6 +16,8 @@ AWS_NOTES_EVENTS: dict[str, frozenset[str]] = {
             "ModifyNetworkInterfaceAttribute",
             # Not in AWS-NOTES.md's list: an attached interface brings its groups to the instance.
             "AttachNetworkInterface",
+            # Nor this: an Elastic IP makes internet SSH through the instance's groups CRITICAL.
+            "AssociateAddress",
             "AssociateIamInstanceProfile",
             "DisassociateIamInstanceProfile",
             "ReplaceIamInstanceProfileAssociation",

@@ -372,6 +372,23 @@ def _modify_interface_attribute(request: dict[str, Any], response: dict[str, Any
     return Touched(Scope(interface_ids=interfaces, controls=frozenset({SSH})))
 
 
+def _associate_address(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+    """AssociateAddress: an Elastic IP given to an instance (`instanceId`) or to one of its
+    interfaces (`networkInterfaceId`). Reachable over IPv4 now, internet SSH through its groups
+    becomes CRITICAL: ssh only."""
+    instances, bad = _valid([request.get("instanceId")], INSTANCE_ID)
+    interfaces, bad_interfaces = _valid([request.get("networkInterfaceId")], INTERFACE_ID)
+    if not instances and not interfaces:
+        return Dropped(
+            "AssociateAddress: no valid instance or network interface id"
+            + _got(bad + bad_interfaces),
+            DropKind.MALFORMED,
+        )
+    return Touched(
+        Scope(instance_ids=instances, interface_ids=interfaces, controls=frozenset({SSH}))
+    )
+
+
 def _profile_call(wrapper: str) -> Parser:
     """The instance-profile calls: PascalCase request wrapper; instance id in the request
     (associate only) and in `<Call>Response.iamInstanceProfileAssociation.instanceId`."""
@@ -484,6 +501,8 @@ EVENT_TYPES: dict[str, EventType] = {
     # An attached interface brings its own groups to the instance (its deviceIndex and
     # networkCardIndex change nothing a control reads); the request names the instance.
     "AttachNetworkInterface": EventType(EC2, _instance_groups("AttachNetworkInterface")),
+    # A public address where there was none turns internet SSH from HIGH to CRITICAL.
+    "AssociateAddress": EventType(EC2, _associate_address),
     "AssociateIamInstanceProfile": EventType(
         EC2, _profile_call("AssociateIamInstanceProfileRequest")
     ),

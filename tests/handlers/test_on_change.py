@@ -594,6 +594,33 @@ def test_interface_attached_from_an_open_group(world, mode):
         assert world.finding(SSH, bad)["Compliance"]["Status"] == "FAILED"
 
 
+@pytest.mark.parametrize("to", ["instance", "interface"])
+def test_an_elastic_ip_makes_internet_ssh_critical_within_its_event(world, to):
+    """In report mode, an instance behind an open group without a public address is HIGH. An
+    Elastic IP associated to it made it reachable, but AssociateAddress was not routed: HIGH
+    until the hourly scan. Now its event judges it CRITICAL, as the drift scan would."""
+    bad = world.group("ops")
+    world.open_ssh(bad)
+    instance = world.launch(groups=[bad], public=False)[0]
+    world.deliver("state_change_running", {I1: instance}, mode="report")
+    assert world.finding(SSH, instance)["Severity"]["Label"] == "HIGH"
+    allocation = world.ec2.allocate_address(Domain="vpc")["AllocationId"]
+    eni = world.interface_of(instance)
+    target = {"InstanceId": instance} if to == "instance" else {"NetworkInterfaceId": eni}
+    world.ec2.associate_address(AllocationId=allocation, **target)
+    event = world.event("associate_address", {I1: instance})
+    if to == "interface":
+        request = event["detail"]["requestParameters"]
+        del request["instanceId"]
+        request["networkInterfaceId"] = eni
+
+    result = world.deliver(event, mode="report")
+
+    assert result["event"]["controls"] == [SSH] and not result["fixes"]
+    finding = world.finding(SSH, instance)
+    assert (finding["Compliance"]["Status"], finding["Severity"]["Label"]) == ("FAILED", "CRITICAL")
+
+
 @pytest.mark.parametrize("mode", ["report", "enforce"])
 def test_an_instance_event_sees_every_user_of_its_open_group(world, mode):
     """An event about one instance of a shared open group: the group's finding counts every user

@@ -70,6 +70,15 @@ def instance_in_open_group(w: World) -> dict[str, str]:
     return {I1: instance, SG: bad}
 
 
+def elastic_ip_on_instance_in_open_group(w: World) -> dict[str, str]:
+    bad = w.group("ops")
+    w.open_ssh(bad)
+    instance = w.launch(groups=[bad], public=False)[0]
+    allocation = w.ec2.allocate_address(Domain="vpc")["AllocationId"]
+    w.ec2.associate_address(AllocationId=allocation, InstanceId=instance)
+    return {I1: instance}
+
+
 def interface_in_open_group(w: World) -> dict[str, str]:
     bad = w.group("ops")
     w.open_ssh(bad)
@@ -276,6 +285,7 @@ CASES: list[tuple[str, Callable[[World], dict[str, str]]]] = [
     ("modify_instance_attribute_groups", instance_in_open_group),
     ("modify_network_interface_attribute", interface_in_open_group),
     ("attach_network_interface", interface_attached_from_open_group),
+    ("associate_address", elastic_ip_on_instance_in_open_group),
     ("associate_iam_instance_profile", associated_role_without_core),
     ("disassociate_iam_instance_profile", disassociated),
     ("replace_iam_instance_profile_association", replaced_with_bare_profile),

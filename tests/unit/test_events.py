@@ -37,6 +37,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 ACCOUNT = "111122223333"
 I1, I2 = "i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002"
 SG = "sg-0a1b2c3d4e5f60001"
+ENI = "eni-0a1b2c3d4e5f60001"
 GUARDRAIL_ROLE = f"arn:aws:iam::{ACCOUNT}:role/ssm-guardrail-OnChangeFunctionRole-1A2B3C4D5E6F"
 
 
@@ -312,6 +313,25 @@ def test_attached_interface_without_a_valid_instance_id_is_malformed(value, got)
     result = malformed("attach_network_interface", "instanceId", value)
     assert result.event_name == "AttachNetworkInterface"
     assert result.reason == f"AttachNetworkInterface: no valid instance id{got}"
+
+
+def test_an_elastic_ip_associated_touches_its_instance_or_interface_for_ssh_only():
+    """A public address where there was none makes internet SSH CRITICAL: the instance (or the
+    interface) the request names, ssh only."""
+    parsed = change("associate_address", region="eu-west-1")
+    assert parsed.event_name == "AssociateAddress"
+    assert parsed.scope == Scope(instance_ids=frozenset({I1}), controls=frozenset({SSH}))
+    event = load("associate_address")
+    request = event["detail"]["requestParameters"]
+    del request["instanceId"]
+    request["networkInterfaceId"] = f" {ENI} "
+    assert to_scope(event) == Scope(interface_ids=frozenset({ENI}), controls=frozenset({SSH}))
+    request["networkInterfaceId"] = "i-XYZ"
+    result = dropped(event)
+    assert result.kind is DropKind.MALFORMED
+    assert (
+        result.reason == "AssociateAddress: no valid instance or network interface id (got 'i-XYZ')"
+    )
 
 
 def test_failed_attach_is_dropped_as_a_failed_call():
