@@ -373,6 +373,11 @@ def main(
         engine_log.removeHandler(handler)
 
 
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (a proxy's page quoted in it has its own lines)."""
+    return " ".join(str(error).split())
+
+
 def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     parser = build_parser()
     try:
@@ -390,18 +395,19 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     except KeyboardInterrupt:
         return 130
     except (UsageError, SettingsError) as error:
-        print(f"guardrail: {error}", file=err)
+        print(f"guardrail: {one_line(error)}", file=err)
         return 2
     except (NoCredentialsError, PartialCredentialsError) as error:
         print(
-            f"guardrail: no AWS credentials ({error}); set a profile or AWS_* variables", file=err
+            f"guardrail: no AWS credentials ({one_line(error)}); set a profile or AWS_* variables",
+            file=err,
         )
         return 2
     except NoRegionError:
         print(f"guardrail: no AWS region: {NO_REGION_HINT}", file=err)
         return 2
     except EndpointConnectionError as error:
-        print(f"guardrail: cannot reach AWS: {error}", file=err)
+        print(f"guardrail: cannot reach AWS: {one_line(error)}", file=err)
         return 2
     except ClientError as error:
         code = error_code(error)
@@ -412,18 +418,19 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
                 else ""
             )
             print(
-                f"guardrail: AWS refused the credentials or the call ({code}){hint}: {error}",
+                f"guardrail: AWS refused the credentials or the call ({code}){hint}: {one_line(error)}",
                 file=err,
             )
         else:
-            print(f"guardrail: AWS error {code}: {error}", file=err)
+            print(f"guardrail: AWS error {code}: {one_line(error)}", file=err)
         return 2
     except BotoCoreError as error:
-        print(f"guardrail: {error}", file=err)
+        print(f"guardrail: {one_line(error)}", file=err)
         return 2
     except ResponseParserError as error:  # not a BotoCoreError: an HTML page from a proxy, say
         print(
-            f"guardrail: the answer was not AWS's (a proxy or wrong endpoint?): {error}", file=err
+            f"guardrail: the answer was not AWS's (a proxy or wrong endpoint?): {one_line(error)}",
+            file=err,
         )
         return 2
     except ValueError as error:
@@ -432,7 +439,8 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
         # A malformed endpoint (AWS_ENDPOINT_URL, a profile's endpoint_url): botocore refuses it
         # while building a client or signing the first request.
         print(
-            f"guardrail: {error} (check AWS_ENDPOINT_URL or the profile's endpoint_url)", file=err
+            f"guardrail: {one_line(error)} (check AWS_ENDPOINT_URL or the profile's endpoint_url)",
+            file=err,
         )
         return 2
     except KeyError as error:

@@ -424,6 +424,7 @@ def test_an_answer_that_is_not_aws_s_exits_2_without_traceback(monkeypatch, page
         server.shutdown()
         server.server_close()
     assert code == 2 and "not AWS's" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1, err  # one line, as the README says
 
 
 def test_a_key_error_of_the_guardrail_s_own_code_is_not_blamed_on_aws(account, monkeypatch):
