@@ -188,10 +188,10 @@ def run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def print_interrupted(report: ScanReport, err: TextIO) -> None:
-    """Ctrl-C while fixing: what was already changed, each with how to undo it. Nothing was
-    published; the next scan judges (and publishes) the account as it is."""
+    """Ctrl-C while fixing or publishing: what was already changed, each with how to undo it.
+    The findings were not (all) published; the next scan judges the account as it is."""
     print(
-        f"guardrail: interrupted in {report.region}; nothing published; "
+        f"guardrail: interrupted in {report.region}; findings not published; "
         f"{len(report.fixes)} fix record(s) made before it (a fix cut off part-way is not "
         "listed: the next scan judges what it left)" + (":" if report.fixes else ""),
         file=err,

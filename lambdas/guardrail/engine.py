@@ -150,7 +150,7 @@ def ended(result: Result, snapshot: AccountSnapshot) -> bool:
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C while fixing: the report holds the fixes made before it (not published)."""
+    """Ctrl-C while fixing or publishing: the report holds the fixes made before it."""
 
     def __init__(self, report: ScanReport) -> None:
         super().__init__()
@@ -214,10 +214,10 @@ class Guardrail:
         ctx = FixContext(self.clients, self.settings, self.clock, fix_deadline, self.monotonic)
         try:
             self._judge(controls, snapshot, ctx, report)
+            if self.publisher is not None and self.settings.publish:
+                report.published = self.publish(report)
         except KeyboardInterrupt as interrupt:  # a person's Ctrl-C (the CLI): say what changed
             raise Interrupted(report) from interrupt
-        if self.publisher is not None and self.settings.publish:
-            report.published = self.publish(report)
         return report
 
     def _judge(

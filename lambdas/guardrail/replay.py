@@ -468,9 +468,9 @@ def run_replay(
     args: argparse.Namespace, out: TextIO, err: TextIO, env: Mapping[str, str] | None = None
 ) -> int:
     """`guardrail replay EVENT.json`: exit 0 nothing left FAILED (or dropped as irrelevant), 1
-    something left FAILED, a step stopped or a check left to the drift scan, 2 usage or setup errors (an event that cannot be
-    read or routed is printed as dropped; the others are raised as cli.UsageError for cli.main
-    to print)."""
+    something left FAILED, a step stopped or a check left to the drift scan, 2 usage or setup
+    errors (an event that cannot be read or routed is printed as dropped; the others are raised
+    as cli.UsageError for cli.main to print)."""
     from .cli import (
         UsageError,
         clients_for,

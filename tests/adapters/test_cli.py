@@ -165,7 +165,8 @@ def test_mode_flag_sets_every_control_over_per_control_modes_from_the_environmen
     assert code == 0 and account.ingress(gid) == []
 
 
-def test_ctrl_c_while_fixing_lists_what_was_already_changed_and_exits_130(account, monkeypatch):
+@pytest.mark.parametrize("at", ["the second revoke", "publishing"])
+def test_ctrl_c_while_fixing_lists_what_was_already_changed_and_exits_130(account, monkeypatch, at):
     """A Ctrl-C during an enforce scan ended it silently: the rules it had already revoked, and
     how to put them back, were shown nowhere."""
     from botocore.client import BaseClient
@@ -176,28 +177,32 @@ def test_ctrl_c_while_fixing_lists_what_was_already_changed_and_exits_130(accoun
     account.session.client("securityhub").enable_security_hub()
     real, revokes = BaseClient._make_api_call, []
 
-    def ctrl_c_at_the_second_revoke(client, operation, params):
+    def ctrl_c(client, operation, params):
         if operation == "RevokeSecurityGroupIngress":
             revokes.append(params["GroupId"])
-            if len(revokes) == 2:
+            if at == "the second revoke" and len(revokes) == 2:
                 raise KeyboardInterrupt
+        if at == "publishing" and operation == "BatchImportFindings":
+            raise KeyboardInterrupt
         return real(client, operation, params)
 
-    monkeypatch.setattr(BaseClient, "_make_api_call", ctrl_c_at_the_second_revoke)
+    monkeypatch.setattr(BaseClient, "_make_api_call", ctrl_c)
     code, out, err = run(
         "scan", "--region", "us-east-1", "--mode", "enforce", "--control", SSH_CONTROL
     )
-    done, cut_off = revokes
+    made = revokes[:1] if at == "the second revoke" else revokes
     assert code == 130 and out == "" and "Traceback" not in err
-    assert account.ingress(done) == [] and account.ingress(cut_off)  # as the output says:
-    assert "interrupted in us-east-1; nothing published; 1 fix record(s)" in err
+    assert all(account.ingress(g) == [] for g in made)  # as the output says:
+    assert f"findings not published; {len(made)} fix record(s)" in err
     lines = err.splitlines()
-    (at,) = [n for n, line in enumerate(lines) if done in line]
-    assert lines[at].split()[:2] == ["APPLIED", "revoke"]
-    before = lines[at + 1].split("before: ", 1)[1]  # what to put back to undo it
-    (rule,) = json.loads(before)
-    assert "0.0.0.0/0" in json.dumps(rule) and "22" in json.dumps(rule)
-    assert cut_off not in err
+    for group in made:
+        (n,) = [n for n, line in enumerate(lines) if group in line]
+        assert lines[n].split()[:2] == ["APPLIED", "revoke"]
+        before = lines[n + 1].split("before: ", 1)[1]  # what to put back to undo it
+        (rule,) = json.loads(before)
+        assert "0.0.0.0/0" in json.dumps(rule) and "22" in json.dumps(rule)
+    if at == "the second revoke":
+        assert account.ingress(revokes[1]) and revokes[1] not in err  # cut off: not listed
     assert account.session.client("securityhub").get_findings()["Findings"] == []
 
 
