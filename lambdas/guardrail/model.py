@@ -170,8 +170,8 @@ class Instance:
     ) -> tuple[int, ...]:
         """The IP versions among `versions` (4, 6) the instance is reachable over from the
         internet right now: running with a public IPv4, respectively an IPv6 address or a
-        delegated IPv6 prefix; with
-        `group_id`, on an interface that carries that group (a group applies per interface)."""
+        delegated IPv6 prefix; with `group_id`, on an interface that carries that group (a
+        group applies per interface)."""
         if self.state != "running":
             return ()
         on = [i for i in self.interfaces if group_id in i.security_group_ids]
@@ -206,9 +206,10 @@ def trust_statements(trust_policy: Any) -> list[dict[str, Any]] | None:
     return [s for s in statements if isinstance(s, dict)]
 
 
-def _principals(statement: Mapping[str, Any]) -> list[str]:
-    """A statement's principals, "*" for anyone (a NotPrincipal too)."""
-    principal = "*" if "NotPrincipal" in statement else statement.get("Principal")
+def _principals(statement: Mapping[str, Any], key: str = "Principal") -> list[str]:
+    """A statement's principals, "*" for anyone (a NotPrincipal too, unless `key` asks for
+    the NotPrincipal's own)."""
+    principal = "*" if key == "Principal" and "NotPrincipal" in statement else statement.get(key)
     if not isinstance(principal, dict):
         return ["*"] if principal is not None else []
     return [
@@ -258,10 +259,13 @@ def ec2_may_assume(trust_policy: Any) -> bool:
     if statements is None:
         return True
 
+    def ec2(names: list[str]) -> bool:
+        return any(n == "*" or n in EC2_PRINCIPALS for n in names)
+
     def names_ec2(statement: Mapping[str, Any]) -> bool:
-        return _assumes(statement) and any(
-            n == "*" or n in EC2_PRINCIPALS for n in _principals(statement)
-        )
+        if "NotPrincipal" in statement:  # everyone but those it names
+            return _assumes(statement) and not ec2(_principals(statement, "NotPrincipal"))
+        return _assumes(statement) and ec2(_principals(statement))
 
     allowed = any(s.get("Effect") == "Allow" and names_ec2(s) for s in statements)
     denied = any(

@@ -449,6 +449,29 @@ def test_who_else_a_role_lets_assume_it(document, others):
             },
             True,
         ),
+        # Hardening: deny assuming it to everyone but EC2.
+        (
+            {
+                "Statement": [
+                    EC2_ONLY,
+                    {
+                        "Effect": "Deny",
+                        "NotPrincipal": {"Service": "ec2.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    },
+                ]
+            },
+            True,
+        ),
+        (
+            {
+                "Statement": [
+                    EC2_ONLY,
+                    {"Effect": "Deny", "NotPrincipal": {"AWS": "x"}, "Action": "sts:AssumeRole"},
+                ]
+            },
+            False,
+        ),
         (None, True),  # unreadable: not judged
         ("not json", True),
     ],
