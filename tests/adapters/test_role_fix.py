@@ -9,7 +9,7 @@ from guardrail.model import Outcome, Status
 
 from tests.aws_errors import answer_lost_once, error_answer
 
-from .conftest import CORE, answer_simulations, trust_also
+from .conftest import CORE, EC2_TRUST, answer_simulations, trust_also
 
 ROLE = "ssm-instance-role"
 READONLY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
@@ -126,15 +126,10 @@ def test_a_concurrent_runs_association_stays_theirs(account, clients):
     assert profile_of(account, iid).endswith("/guardrail-ec2")
 
 
+# EC2's trust with Lambda in EC2's place: a Lambda's role.
 LAMBDA_ONLY = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Principal": {"Service": "lambda.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-        }
-    ],
+    **EC2_TRUST,
+    "Statement": [{**EC2_TRUST["Statement"][0], "Principal": {"Service": "lambda.amazonaws.com"}}],
 }
 
 
