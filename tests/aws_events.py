@@ -18,6 +18,8 @@ AWS_NOTES_EVENTS: dict[str, frozenset[str]] = {
             "AttachNetworkInterface",
             # Nor this: an Elastic IP makes internet SSH through the instance's groups CRITICAL.
             "AssociateAddress",
+            # And an IPv6 address for a ::/0 rule.
+            "AssignIpv6Addresses",
             "AssociateIamInstanceProfile",
             "DisassociateIamInstanceProfile",
             "ReplaceIamInstanceProfileAssociation",

@@ -621,6 +621,24 @@ def test_an_elastic_ip_makes_internet_ssh_critical_within_its_event(world, to):
     assert (finding["Compliance"]["Status"], finding["Severity"]["Label"]) == ("FAILED", "CRITICAL")
 
 
+def test_an_ipv6_address_makes_internet_ssh_over_ipv6_critical_within_its_event(world):
+    """A ::/0 SSH rule on an instance without IPv6 is HIGH. An IPv6 address assigned to its
+    interface made it reachable; AssignIpv6Addresses was not routed: HIGH until the hourly scan."""
+    bad = world.group("ops")
+    world.open_ssh(bad, cidr="::/0")
+    instance = world.launch(groups=[bad], public=False)[0]
+    world.deliver("state_change_running", {I1: instance}, mode="report")
+    assert world.finding(SSH, instance)["Severity"]["Label"] == "HIGH"
+    eni = world.interface_of(instance)
+    world.ec2.assign_ipv6_addresses(NetworkInterfaceId=eni, Ipv6Addresses=["2a05:d018::10"])
+
+    result = world.deliver("assign_ipv6_addresses", {ENI: eni}, mode="report")
+
+    assert result["event"]["controls"] == [SSH] and not result["fixes"]
+    finding = world.finding(SSH, instance)
+    assert (finding["Compliance"]["Status"], finding["Severity"]["Label"]) == ("FAILED", "CRITICAL")
+
+
 @pytest.mark.parametrize("mode", ["report", "enforce"])
 def test_an_instance_event_sees_every_user_of_its_open_group(world, mode):
     """An event about one instance of a shared open group: the group's finding counts every user

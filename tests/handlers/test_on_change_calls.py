@@ -79,6 +79,14 @@ def elastic_ip_on_instance_in_open_group(w: World) -> dict[str, str]:
     return {I1: instance}
 
 
+def ipv6_address_on_interface_in_ipv6_open_group(w: World) -> dict[str, str]:
+    bad = w.group("ops")
+    w.open_ssh(bad, cidr="::/0")
+    eni = w.interface_of(w.launch(groups=[bad], public=False)[0])
+    w.ec2.assign_ipv6_addresses(NetworkInterfaceId=eni, Ipv6Addresses=["2a05:d018::10"])
+    return {ENI: eni}
+
+
 def interface_in_open_group(w: World) -> dict[str, str]:
     bad = w.group("ops")
     w.open_ssh(bad)
@@ -286,6 +294,7 @@ CASES: list[tuple[str, Callable[[World], dict[str, str]]]] = [
     ("modify_network_interface_attribute", interface_in_open_group),
     ("attach_network_interface", interface_attached_from_open_group),
     ("associate_address", elastic_ip_on_instance_in_open_group),
+    ("assign_ipv6_addresses", ipv6_address_on_interface_in_ipv6_open_group),
     ("associate_iam_instance_profile", associated_role_without_core),
     ("disassociate_iam_instance_profile", disassociated),
     ("replace_iam_instance_profile_association", replaced_with_bare_profile),

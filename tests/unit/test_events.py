@@ -334,6 +334,30 @@ def test_an_elastic_ip_associated_touches_its_instance_or_interface_for_ssh_only
     )
 
 
+@pytest.mark.parametrize("wrapped", [False, True], ids=["camelCase", "PascalCase-wrapper"])
+def test_an_ipv6_address_assigned_touches_its_interface_for_ssh_only(wrapped):
+    """An IPv6 address where there was none makes internet SSH through a ::/0 rule CRITICAL: the
+    interface the call names, ssh only, in either casing CloudTrail may use."""
+    event = load("assign_ipv6_addresses")
+    detail = event["detail"]
+    if wrapped:
+        request = {"NetworkInterfaceId": f" {ENI} ", "Ipv6AddressCount": 1}
+        detail["requestParameters"] = {"AssignIpv6AddressesRequest": request}
+        detail["responseElements"] = {"AssignIpv6AddressesResponse": {"networkInterfaceId": ENI}}
+    parsed = parse_event(event)
+    assert isinstance(parsed, Change) and parsed.event_name == "AssignIpv6Addresses"
+    assert parsed.scope == Scope(interface_ids=frozenset({ENI}), controls=frozenset({SSH}))
+
+
+def test_an_ipv6_assignment_naming_no_interface_is_malformed():
+    event = load("assign_ipv6_addresses")
+    event["detail"]["requestParameters"]["networkInterfaceId"] = "i-XYZ"
+    event["detail"]["responseElements"] = None
+    result = dropped(event)
+    assert result.kind is DropKind.MALFORMED
+    assert result.reason == "AssignIpv6Addresses: no valid network interface id (got 'i-XYZ')"
+
+
 def test_failed_attach_is_dropped_as_a_failed_call():
     event = load("attach_network_interface")
     event["detail"]["errorCode"] = "Client.InvalidParameterValue"
