@@ -187,11 +187,13 @@ def run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return exit_code(crashed_or_failed(report), report.published, err)
 
 
-def print_interrupted(report: ScanReport, err: TextIO) -> None:
+def print_interrupted(interrupt: Interrupted, err: TextIO) -> None:
     """Ctrl-C while fixing or publishing: what was already changed, each with how to undo it.
     The findings were not (all) published; the next scan judges the account as it is."""
+    report = interrupt.report
+    published = "partly published at most" if interrupt.publishing else "not published"
     print(
-        f"guardrail: interrupted in {report.region}; findings not published; "
+        f"guardrail: interrupted in {report.region}; findings {published}; "
         f"{len(report.fixes)} fix record(s) made before it (a fix cut off part-way is not "
         "listed: the next scan judges what it left)" + (":" if report.fixes else ""),
         file=err,
@@ -346,7 +348,7 @@ class LogLine(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         extra = {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
-        line = f"guardrail: {record.levelname.lower()}: {record.getMessage()}"
+        line = f"guardrail: {record.levelname.lower()}: {flat(record.getMessage())}"
         details = ", ".join(f"{k}={self._short(v)}" for k, v in extra.items())
         return f"{line} ({details})" if details else line
 
@@ -354,8 +356,8 @@ class LogLine(logging.Formatter):
     def _short(cls, value: Any) -> str:
         if isinstance(value, (list, tuple)) and len(value) > cls.SHOWN:
             shown = ", ".join(map(str, value[: cls.SHOWN]))
-            return f"[{shown}, and {len(value) - cls.SHOWN} more]"
-        return str(value)
+            return flat(f"[{shown}, and {len(value) - cls.SHOWN} more]")
+        return flat(str(value))
 
 
 def main(
@@ -373,9 +375,13 @@ def main(
         engine_log.removeHandler(handler)
 
 
+def flat(text: str) -> str:
+    """Text on one line (a proxy's page quoted in an error message has its own lines)."""
+    return " ".join(text.split())
+
+
 def one_line(error: BaseException) -> str:
-    """An error's message on one line (a proxy's page quoted in it has its own lines)."""
-    return " ".join(str(error).split())
+    return flat(str(error))
 
 
 def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
@@ -390,7 +396,7 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
         out.flush()  # a reader that has left shows here, not in Python's flush at exit
         return result
     except Interrupted as interrupt:
-        print_interrupted(interrupt.report, err)
+        print_interrupted(interrupt, err)
         return 130
     except KeyboardInterrupt:
         return 130

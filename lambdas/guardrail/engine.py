@@ -150,11 +150,13 @@ def ended(result: Result, snapshot: AccountSnapshot) -> bool:
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C while fixing or publishing: the report holds the fixes made before it."""
+    """Ctrl-C while fixing or publishing: the report holds the fixes made before it;
+    `publishing`: Security Hub may have taken some of the findings."""
 
-    def __init__(self, report: ScanReport) -> None:
+    def __init__(self, report: ScanReport, *, publishing: bool = False) -> None:
         super().__init__()
         self.report = report
+        self.publishing = publishing
 
 
 class Guardrail:
@@ -214,10 +216,13 @@ class Guardrail:
         ctx = FixContext(self.clients, self.settings, self.clock, fix_deadline, self.monotonic)
         try:
             self._judge(controls, snapshot, ctx, report)
-            if self.publisher is not None and self.settings.publish:
-                report.published = self.publish(report)
         except KeyboardInterrupt as interrupt:  # a person's Ctrl-C (the CLI): say what changed
             raise Interrupted(report) from interrupt
+        if self.publisher is not None and self.settings.publish:
+            try:
+                report.published = self.publish(report)
+            except KeyboardInterrupt as interrupt:
+                raise Interrupted(report, publishing=True) from interrupt
         return report
 
     def _judge(

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from .findings import (
     FIELD_PREFIX,
@@ -745,11 +746,16 @@ class FindingPublisher:
             failure = CallError(
                 info.get("Code") or "ClientError", info.get("Message") or str(error)
             )
-        except BotoCoreError as error:  # endpoint unreachable, no credentials, timeouts
-            failure = CallError(type(error).__name__, str(error))
+        except (BotoCoreError, ResponseParserError) as error:  # unreachable, timeouts, a proxy
+            failure = CallError(type(error).__name__, " ".join(str(error).split()))
             if not optional:
                 run.stopped = failure
-                run.errors.append(f"cannot reach Security Hub in {self._region}: {error}")
+                run.errors.append(
+                    f"cannot reach Security Hub in {self._region}: {failure.message}"
+                    if isinstance(error, BotoCoreError)
+                    else f"the answer of Security Hub in {self._region} was not AWS's (a proxy "
+                    f"or wrong endpoint?): {failure.message}"
+                )
         extra = {"operation": operation, "error_code": failure.code, "error": failure.message}
         if optional and failure.code not in FATAL_FOR_EVERY_CALL:
             logger.warning("optional Security Hub call failed", extra=extra)

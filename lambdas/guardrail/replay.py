@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from botocore import exceptions as botocore_errors
 
-from .engine import Evaluation, Guardrail, ScanReport
+from .engine import Evaluation, Guardrail, Interrupted, ScanReport, finding_id
 from .events import SSH, Change, DropKind, Dropped, parse_event
 from .model import ResourceType, Result
 from .publisher import THROTTLING
@@ -104,6 +104,19 @@ class EventOutcome:
     @property
     def change(self) -> Change | None:
         return self.parsed if isinstance(self.parsed, Change) else None
+
+    def archived_in_hub(self) -> list[Result]:
+        """The gone resources whose findings Security Hub took as ARCHIVED: none unpublished
+        (--no-publish), none when publishing failed or erred (a throttled batch names no id)."""
+        published = self.report.published if self.report is not None else None
+        if published is None or published.fatal or published.errors:
+            return []
+        refused = {entry["Id"] for entry in published.failed}
+        return [
+            r
+            for r in self.archived
+            if finding_id(r.account_id, r.region, r.control, r.resource_id) not in refused
+        ]
 
     def retryable_failures(self) -> list[str]:
         """Fixes or Security Hub entries that failed for a transient reason."""
@@ -264,10 +277,13 @@ def process_event(
         notes.append(deferred)
     publisher = guardrail.publisher
     bound = _guardrail_for(guardrail, report.account_id, publisher=publisher)
-    archived = report.gone = gone(parsed, report, bound)
-    report.evaluations += [Evaluation(r, settings.mode_for(r.control)) for r in archived]
-    if publisher is not None and settings.publish and report.evaluations:
-        report.published = bound.publish(report)
+    try:
+        archived = report.gone = gone(parsed, report, bound)
+        report.evaluations += [Evaluation(r, settings.mode_for(r.control)) for r in archived]
+        if publisher is not None and settings.publish and report.evaluations:
+            report.published = bound.publish(report)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C (replay): the fixes made are listed
+        raise Interrupted(report, publishing=True) from interrupt
     return EventOutcome(parsed, report, archived, notes, deferred)
 
 
@@ -309,8 +325,7 @@ def outcome_dict(outcome: EventOutcome) -> dict[str, Any]:
         ],
         "fixes": [f.as_dict() for f in report.fixes],
         "gone": [r.resource_id for r in outcome.archived],
-        # Archived only in Security Hub: with --no-publish nothing was.
-        "archived": [r.resource_id for r in outcome.archived] if published is not None else [],
+        "archived": [r.resource_id for r in outcome.archived_in_hub()],
         "stopped": report.stopped,
         "published": None if published is None else published.as_dict(),
     }
@@ -346,13 +361,14 @@ def format_outcome(outcome: EventOutcome) -> str:
     ]
     if not report.evaluations:
         lines.append("no resource to evaluate (nothing uses what the event touched)")
-    archived = {(r.control, r.resource_id) for r in outcome.archived}
+    gone_keys = {r.key for r in outcome.archived}
+    archived = {r.key for r in outcome.archived_in_hub()}
     published = report.published
     for e in report.evaluations:
         r = e.result
         status = "FIXED" if e.remediated else r.status.value
-        if r.key in archived:
-            status = "ARCHIVED" if published is not None else "GONE"  # --no-publish: not sent
+        if r.key in gone_keys:  # ARCHIVED only once Security Hub took it (not --no-publish)
+            status = "ARCHIVED" if r.key in archived else "GONE"
         lines.append(f"  {status:<14} {r.control:<22} {r.resource_id:<22} {r.reason}")
         if e.remediation:
             lines.append(f"  {'':<14} -> {e.remediation}")

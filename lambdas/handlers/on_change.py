@@ -57,7 +57,7 @@ def handle(event: Any, guardrail: Guardrail, *, home_account: str | None = None)
     result = {
         **summary(report),
         "event": change.as_log(),
-        "archived": sorted({r.resource_id for r in outcome.archived}),
+        "archived": sorted({r.resource_id for r in outcome.archived_in_hub()}),
     }
     logger.info("event evaluated", extra=result)
     failures = outcome.retryable_failures()

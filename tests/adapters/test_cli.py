@@ -165,10 +165,11 @@ def test_mode_flag_sets_every_control_over_per_control_modes_from_the_environmen
     assert code == 0 and account.ingress(gid) == []
 
 
-@pytest.mark.parametrize("at", ["the second revoke", "publishing"])
+@pytest.mark.parametrize("at", ["the second revoke", "publishing", "resolving"])
 def test_ctrl_c_while_fixing_lists_what_was_already_changed_and_exits_130(account, monkeypatch, at):
     """A Ctrl-C during an enforce scan ended it silently: the rules it had already revoked, and
-    how to put them back, were shown nowhere."""
+    how to put them back, were shown nowhere. Once publishing began, Security Hub may hold
+    findings: "not published" was wrong there."""
     from botocore.client import BaseClient
 
     first, second = account.group(OPEN_SSH), account.group(OPEN_SSH)
@@ -182,7 +183,10 @@ def test_ctrl_c_while_fixing_lists_what_was_already_changed_and_exits_130(accoun
             revokes.append(params["GroupId"])
             if at == "the second revoke" and len(revokes) == 2:
                 raise KeyboardInterrupt
-        if at == "publishing" and operation == "BatchImportFindings":
+        if (at, operation) in {
+            ("publishing", "BatchImportFindings"),
+            ("resolving", "BatchUpdateFindings"),
+        }:
             raise KeyboardInterrupt
         return real(client, operation, params)
 
@@ -193,7 +197,8 @@ def test_ctrl_c_while_fixing_lists_what_was_already_changed_and_exits_130(accoun
     made = revokes[:1] if at == "the second revoke" else revokes
     assert code == 130 and out == "" and "Traceback" not in err
     assert all(account.ingress(g) == [] for g in made)  # as the output says:
-    assert f"findings not published; {len(made)} fix record(s)" in err
+    published = "not published" if at == "the second revoke" else "partly published at most"
+    assert f"findings {published}; {len(made)} fix record(s)" in err
     lines = err.splitlines()
     for group in made:
         (n,) = [n for n, line in enumerate(lines) if group in line]
@@ -203,7 +208,8 @@ def test_ctrl_c_while_fixing_lists_what_was_already_changed_and_exits_130(accoun
         assert "0.0.0.0/0" in json.dumps(rule) and "22" in json.dumps(rule)
     if at == "the second revoke":
         assert account.ingress(revokes[1]) and revokes[1] not in err  # cut off: not listed
-    assert account.session.client("securityhub").get_findings()["Findings"] == []
+    stored = account.session.client("securityhub").get_findings()["Findings"]
+    assert bool(stored) is (at == "resolving")
 
 
 def test_table_groups_by_control_with_counts(exposed):
@@ -270,6 +276,29 @@ def test_an_error_escaping_a_fix_is_one_line_on_stderr_not_a_traceback(exposed, 
     lines = [line for line in err.splitlines() if line]
     assert lines and all(line.startswith("guardrail: ") for line in lines), err
     assert "guardrail: error: remediation failed (control=ssh-open-to-internet)" in lines
+
+
+def test_a_proxy_page_in_a_logged_error_stays_on_one_line(account, monkeypatch):
+    """Security Hub behind a proxy that answers with an HTML page: the publisher logs the
+    error, whose message quotes the page line by line; stderr showed it across five lines."""
+    from botocore.client import BaseClient
+    from botocore.parsers import ResponseParserError
+
+    real = BaseClient._make_api_call
+    page = "<html>\n<head><title>Proxy</title></head>\n<body>Access denied</body>\n</html>"
+
+    def proxied(client, operation, params):
+        if client.meta.service_model.service_name == "securityhub":
+            raise ResponseParserError(f"Unable to parse response, invalid XML received:\n{page}")
+        return real(client, operation, params)
+
+    account.instance([account.group(OPEN_SSH)])
+    monkeypatch.setattr(BaseClient, "_make_api_call", proxied)
+    code, out, err = run("scan", "--region", "us-east-1", "--control", SSH_CONTROL)
+    lines = err.splitlines()
+    assert code == 2 and "FAILED" in out and "Traceback" not in err
+    assert lines and all(line.startswith("guardrail: ") for line in lines), err
+    assert any("<head><title>Proxy</title></head> <body>" in line for line in lines), err
 
 
 @pytest.mark.parametrize(

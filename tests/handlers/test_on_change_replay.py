@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from guardrail import cli
 from guardrail.replay import format_outcome, outcome_dict, replay, run_replay
 
@@ -45,6 +46,13 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
     out, err = io.StringIO(), io.StringIO()
     code = run_replay(cli.build_parser().parse_args(argv), out, err, env=env or {})
     return code, out.getvalue()
+
+
+def main(argv: list[str]) -> tuple[int, str, str]:
+    """The whole CLI, as a person runs it: its exit code, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(argv, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
 
 
 def test_replay_of_a_captured_event_runs_in_the_callers_account(world: World):
@@ -379,6 +387,60 @@ def test_a_deleted_instance_is_archived_only_when_replay_publishes(world: World,
     assert (result["gone"], result["archived"], result["published"]) == ([I1], [], None)
     code, out = run(["replay", path, "--control", SSH, "--format", "json"])
     assert code == 0 and json.loads(out)["archived"] == [I1]
+
+
+def test_a_deleted_instance_is_not_called_archived_when_security_hub_took_nothing(
+    world: World, tmp_path, monkeypatch
+):
+    """Security Hub off (every call refused): replay listed the instance as archived and
+    printed ARCHIVED though no finding was stored. Now it is GONE, and archived is empty."""
+    from botocore.client import BaseClient
+
+    real = BaseClient._make_api_call
+
+    def hub_off(client, operation, params):
+        if client.meta.service_model.service_name == "securityhub":
+            raise ClientError(
+                {"Error": {"Code": "InvalidAccessException", "Message": "not subscribed"}},
+                operation,
+            )
+        return real(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", hub_off)
+    path = write_event(tmp_path, world.event("start_instances"))  # I1 never existed
+    code, out, err = main(["replay", path, "--control", SSH, "--format", "json"])
+    result = json.loads(out)
+    assert code == 2 and "Security Hub is not enabled" in err
+    assert result["published"]["imported"] == 0
+    assert (result["gone"], result["archived"]) == ([I1], [])
+    code, out, _ = main(["replay", path, "--control", SSH])
+    assert code == 2 and "GONE" in out and "ARCHIVED" not in out
+
+
+def test_ctrl_c_while_replay_publishes_lists_the_fixes_already_made(
+    world: World, tmp_path, monkeypatch
+):
+    """Replay publishes after its run: a Ctrl-C there exited 130 with nothing on stderr, though
+    the event's group had been closed. Now the fix is listed with what to put back."""
+    from botocore.client import BaseClient
+
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.open_ssh(bad)
+    path = write_event(tmp_path, world.event("state_change_running", {I1: instance}))
+    real = BaseClient._make_api_call
+
+    def ctrl_c(client, operation, params):
+        if operation == "BatchImportFindings":
+            raise KeyboardInterrupt
+        return real(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", ctrl_c)
+    code, _, err = main(["replay", path, "--mode", "enforce", "--control", SSH])
+    assert code == 130 and world.internet_ssh(bad) == []
+    assert "findings partly published at most; 1 fix record(s)" in err
+    (line,) = [line for line in err.splitlines() if bad in line]
+    assert line.split()[:2] == ["APPLIED", "revoke"] and "before: " in err
 
 
 @pytest.mark.parametrize(
