@@ -14,13 +14,13 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import sys
 import tempfile
 import threading
 import urllib.request
-from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
@@ -165,12 +165,11 @@ def port_free(port: int) -> bool:
     return True
 
 
-def shell_lines(
-    account: EmulatedAccount, settings: dict[str, str], shell_env: Iterable[str]
-) -> list[str]:
-    """What another shell (whose variables are named in `shell_env`) runs to point the CLI at
-    this account and nothing else: a per-service endpoint variable would send that service past
-    the emulator, a profile would win over the emulator's keys."""
+def shell_lines(account: EmulatedAccount, settings: dict[str, str]) -> list[str]:
+    """What another shell runs to point the CLI at this account and nothing else: a profile
+    would win over the emulator's keys, a per-service endpoint variable would send that service
+    past the emulator, and a leftover GUARDRAIL_* setting of that shell (whichever it has) would
+    change the scan, so every one of them is unset there."""
     point = {
         "AWS_ENDPOINT_URL": account.endpoint_url,
         "AWS_REGION": account.region,
@@ -180,12 +179,11 @@ def shell_lines(
     }
     # A proxy set in that shell must not get loopback (EmulatedAccount added it to this one's).
     point["NO_PROXY"] = point["no_proxy"] = os.environ.get("NO_PROXY", "127.0.0.1,localhost")
-    unset = ["AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"]
-    unset += sorted(k for k in shell_env if k.startswith("AWS_ENDPOINT_URL_"))
-    unset += sorted(k for k in shell_env if k.startswith("GUARDRAIL_") and k not in settings)
-    return ["unset " + " ".join(unset)] + [
-        f"export {k}={v}" for k, v in {**point, **settings}.items()
-    ]
+    leftovers = "env | cut -d= -f1 | grep -E '^(GUARDRAIL_|AWS_ENDPOINT_URL_)'"
+    return [
+        "unset AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN",
+        f'for v in $({leftovers}); do unset "$v"; done',
+    ] + [f"export {k}={shlex.quote(v)}" for k, v in {**point, **settings}.items()]
 
 
 def main(
@@ -203,9 +201,11 @@ def main(
     args = parser.parse_args(argv)
     from .seed import sample_events, seed_account
 
-    shell_env = list(os.environ)  # as the user's shell has it, before the emulator changes it
     if args.port and not port_free(args.port):
-        print(f"emulator: 127.0.0.1:{args.port} is in use (choose another with --port)", file=err)
+        print(
+            f"emulator: 127.0.0.1:{args.port} is in use (choose another: make emulator PORT=N, or --port N)",
+            file=err,
+        )
         return 2
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -227,7 +227,7 @@ def main(
                     replays.append(f"  .venv/bin/guardrail replay {path}")
             print(f"emulated account {account.account_id} at {account.endpoint_url}", file=out)
             print("in another shell (Ctrl-C here stops it):", file=out)
-            for line in shell_lines(account, settings, shell_env):
+            for line in shell_lines(account, settings):
                 print(f"  {line}", file=out)
             print("  .venv/bin/guardrail scan", file=out)
             # Events about this account's own resources (the tests' fixtures name another).

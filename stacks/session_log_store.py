@@ -124,6 +124,21 @@ class SessionLogStore(Construct):
             ],
         )
 
+        # The log-delivery policy grants the instances kms:Decrypt on this key (a multipart upload
+        # needs it). With s3:GetObject on * of their own (AmazonS3ReadOnlyAccess, say) any
+        # instance role could then read every session's transcript: reads signed with an
+        # instance's role credentials (ec2:SourceInstanceARN is set on those alone) are refused.
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="DenySessionLogReadsFromInstanceCredentials",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAttributes"],
+                resources=[self.bucket.arn_for_objects("*")],
+                conditions={"Null": {"ec2:SourceInstanceARN": "false"}},
+            )
+        )
+
         self.log_group = logs.LogGroup(
             self,
             "LogGroup",

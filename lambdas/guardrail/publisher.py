@@ -443,10 +443,12 @@ class FindingPublisher:
         except CallError as error:  # cannot tell what changed: import everything, lose nothing
             logger.warning("could not read stored findings", extra={"error": str(error)})
             # Reported (PublishErrors, the CLI's warning): every finding is now billed again.
-            run.errors.append(
-                f"could not read stored findings ({error}): every finding imported, none "
-                "compared, archived or resolved by what Security Hub holds"
-            )
+            # Not when no call can succeed (not enabled, denied): nothing will be imported.
+            if run.stopped is None:
+                run.errors.append(
+                    f"could not read stored findings ({error}): every finding imported, none "
+                    "compared, archived or resolved by what Security Hub holds"
+                )
             return list(findings)
         changed = []
         for finding in findings:

@@ -216,6 +216,7 @@ def test_security_hub_disabled_stops_at_the_read_with_a_clear_error(aws) -> None
     summary = publisher(client).publish([finding(1)], refresh_before=T0)
     assert summary.imported == 0 and summary.calls == 1
     assert any("not enabled" in e for e in summary.errors)
+    assert not [e for e in summary.errors if "every finding imported" in e]  # none was
     assert [f["ErrorCode"] for f in summary.failed] == ["InvalidAccessException"]
 
 

@@ -4,6 +4,8 @@ kept, the new version made the default, and roles given delivery rights only whe
 from __future__ import annotations
 
 import json
+from functools import partial
+from typing import Any
 
 import pytest
 from guardrail.model import SESSION_DOCUMENT, Outcome, ResourceType, Status
@@ -111,10 +113,16 @@ def test_a_fix_that_stops_after_writing_the_preferences_keeps_their_record(
     bare "remediate FAILED" for a change that was made."""
     from guardrail.controls import session_logging
 
-    def stops(*_: object) -> str:
-        raise TypeError("after the write")
+    real = session_logging.foreign_left
 
-    monkeypatch.setattr(session_logging, "foreign_group_left", stops)
+    def stops(*args: Any) -> dict[str, str]:
+        if account.ssm.list_documents(Filters=[{"Key": "Name", "Values": [SESSION_DOCUMENT]}])[
+            "DocumentIdentifiers"
+        ]:
+            raise TypeError("after the write")
+        return real(*args)
+
+    monkeypatch.setattr(session_logging, "foreign_left", stops)
     report = account.run(clients, "enforce", [LOGGING], **OURS)
 
     assert preferences(account)["s3BucketName"] == "guardrail-logs"
@@ -164,17 +172,22 @@ def test_compliant_preferences_are_left_alone(account, clients, inputs):
     assert account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]["LatestVersion"] == "1"
 
 
-def test_unencrypted_s3_logging_gets_encryption_and_keeps_its_bucket(account, clients):
-    create_preferences(account, {"s3BucketName": "their-bucket", "s3EncryptionEnabled": False})
+def test_the_guardrails_unencrypted_bucket_gets_its_flag_turned_on(account, clients):
+    create_preferences(account, {"s3BucketName": "guardrail-logs", "s3EncryptionEnabled": False})
     account.run(clients, "enforce", [LOGGING], **OURS)
-    assert preferences(account) == {"s3BucketName": "their-bucket", "s3EncryptionEnabled": True}
+    assert preferences(account) == {
+        "s3BucketName": "guardrail-logs",
+        "s3EncryptionEnabled": True,
+        "kmsKeyId": KEY,  # its destinations are all the guardrail's: so is the key
+    }
 
 
-def test_a_foreign_unencrypted_log_group_is_left_but_the_s3_flag_is_turned_on(account, clients):
-    """The team logs to its own bucket and log group, neither flag on: the S3 flag is safe to
-    turn on (every bucket is encrypted by default) and is; their log group's flag could stop
-    sessions until they encrypt it, so it is left off and named. The region stays FAILED for the
-    log group alone; a second run has nothing to write and says why."""
+def test_foreign_unencrypted_destinations_are_left_to_their_owners_named(account, clients):
+    """The team logs to its own bucket and log group, neither flag on. Their log group's flag
+    could stop sessions until they encrypt it; so could the bucket's, which had been turned on:
+    with it the agent reads the bucket's encryption first, which a bucket of another account (a
+    central log archive) must allow in its policy, out of any simulation's sight. Both are left
+    off and named; the region stays FAILED for both; nothing is written, now or again."""
     theirs = {
         "s3BucketName": "their-bucket",
         "s3EncryptionEnabled": False,
@@ -182,22 +195,35 @@ def test_a_foreign_unencrypted_log_group_is_left_but_the_s3_flag_is_turned_on(ac
         "cloudWatchEncryptionEnabled": False,
     }
     create_preferences(account, theirs)
-    report = account.run(clients, "enforce", [LOGGING], **OURS)
-
-    assert preferences(account) == {**theirs, "s3EncryptionEnabled": True}
-    fix, left = held(report)
-    assert fix.outcome is Outcome.APPLIED
-    assert list(left) == ["turn on cloudWatchEncryptionEnabled"]
-    assert "/team/sessions is not the guardrail's" in left["turn on cloudWatchEncryptionEnabled"]
+    for _ in range(2):
+        report = account.run(clients, "enforce", [LOGGING], **OURS)
+        (skipped,) = region_fix(report)
+        assert skipped.outcome is Outcome.SKIPPED
+        assert "bucket their-bucket is not the guardrail's" in skipped.reason
+        assert "s3:GetEncryptionConfiguration" in skipped.reason
+        assert "log group /team/sessions is not the guardrail's" in skipped.reason
+        assert preferences(account) == theirs
+    doc = account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]
+    assert doc["LatestVersion"] == "1"
     (r,) = [e.result for e in report.evaluations if e.result.resource_type is ResourceType.ACCOUNT]
     assert r.status is Status.FAILED and r.details == {
-        "unencrypted": ["cloudWatchEncryptionEnabled"]
+        "unencrypted": ["s3EncryptionEnabled", "cloudWatchEncryptionEnabled"]
     }
 
-    again = account.run(clients, "enforce", [LOGGING], **OURS)
-    (skipped,) = region_fix(again)
-    assert skipped.outcome is Outcome.SKIPPED and "/team/sessions" in skipped.reason
-    assert account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]["LatestVersion"] == "2"
+
+def test_a_foreign_bucket_s_flag_is_left_beside_the_guardrails_group_s_turned_on(account, clients):
+    theirs = {
+        "s3BucketName": "their-bucket",
+        "s3EncryptionEnabled": False,
+        "cloudWatchLogGroupName": "/guardrail/sessions",
+        "cloudWatchEncryptionEnabled": False,
+    }
+    create_preferences(account, theirs)
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    fix, left = held(report)
+    assert fix.outcome is Outcome.APPLIED
+    assert preferences(account) == {**theirs, "cloudWatchEncryptionEnabled": True}
+    assert list(left) == ["turn on s3EncryptionEnabled"]
 
 
 def test_without_guardrail_destinations_the_fix_is_skipped_with_a_reason(account, clients):
@@ -421,14 +447,14 @@ def test_delivery_to_foreign_destination_is_not_granted_by_the_guardrail(account
 
 @pytest.mark.parametrize("flag", [None, "false", "no"])
 def test_a_missing_or_non_boolean_encryption_flag_is_off(account, clients, flag):
-    inputs = {"s3BucketName": "their-bucket"}
+    inputs = {"s3BucketName": "guardrail-logs", "kmsKeyId": KEY}
     if flag is not None:
         inputs["s3EncryptionEnabled"] = flag
     create_preferences(account, inputs)
     report = account.run(clients, "enforce", [LOGGING], **OURS)
     (r,) = [e.result for e in report.evaluations if e.result.resource_type is ResourceType.ACCOUNT]
     assert r.status is Status.FAILED and "s3EncryptionEnabled" in r.reason
-    assert preferences(account) == {"s3BucketName": "their-bucket", "s3EncryptionEnabled": True}
+    assert preferences(account) == {**inputs, "s3EncryptionEnabled": True}
 
 
 def test_kms_key_is_not_named_while_a_role_cannot_use_it(account, clients):
@@ -633,8 +659,9 @@ def put_only_policy(account, bucket):
 def test_an_encryption_flag_waits_for_roles_that_cannot_check_the_destination(account, clients):
     """With s3EncryptionEnabled on, the SSM Agent refuses a session unless the instance's role
     may read the bucket's encryption; turning the flag on for such a role locks people out."""
-    create_preferences(account, {"s3BucketName": "their-bucket"})
-    put_only = put_only_policy(account, "their-bucket")
+    theirs = {"s3BucketName": "guardrail-logs", "s3KeyPrefix": "session-logs", "kmsKeyId": KEY}
+    create_preferences(account, theirs)
+    put_only = put_only_policy(account, "guardrail-logs")
     account.role("app", put_only, profile="app")
     account.instance(profile="app")
     report = account.run(clients, "enforce", [LOGGING], **OURS)
@@ -644,7 +671,7 @@ def test_an_encryption_flag_waits_for_roles_that_cannot_check_the_destination(ac
     assert (
         "role(s) app cannot read the bucket's encryption" in reasons["turn on s3EncryptionEnabled"]
     )
-    assert preferences(account) == {"s3BucketName": "their-bucket"}  # flag left as it was
+    assert preferences(account) == theirs  # flag left as it was
     (region,) = [e for e in report.evaluations if e.result.resource_type is ResourceType.ACCOUNT]
     assert region.left_failed and region.result.severity == "LOW"
     # Once the role may read it (its owners grant it), the next scan turns the flag on.
@@ -658,14 +685,14 @@ def test_an_encryption_flag_waits_for_roles_that_cannot_check_the_destination(ac
                     {
                         "Effect": "Allow",
                         "Action": "s3:GetEncryptionConfiguration",
-                        "Resource": "arn:aws:s3:::their-bucket",
+                        "Resource": "arn:aws:s3:::guardrail-logs",
                     }
                 ],
             }
         ),
     )
     account.run(clients, "enforce", [LOGGING], **OURS)
-    assert preferences(account) == {"s3BucketName": "their-bucket", "s3EncryptionEnabled": True}
+    assert preferences(account) == {**theirs, "s3EncryptionEnabled": True}
 
 
 def after_the_preferences_are_read(monkeypatch, change):
@@ -747,6 +774,24 @@ def test_preferences_an_owner_changes_meanwhile_are_left_to_them(account, client
     assert doc["LatestVersion"] == "2" and doc["DefaultVersion"] == "2"  # nothing written
     assert preferences(account) == theirs
     assert report.left_failed  # the next run judges what is there now
+
+
+def test_a_rollback_meanwhile_is_left_to_its_owner(account, clients, monkeypatch):
+    """Read at version 2 (default and latest); the owner sets version 1 back as the default
+    before the fix writes. The fix wrote version 3 on top of 2 and made it the default: the
+    owner's live run-as settings were dropped, and the undo named 2, not what was live."""
+    create_preferences(account, {"idleSessionTimeout": "20", "runAsDefaultUser": "ops"})
+    owners_version(account, {"idleSessionTimeout": "60"})
+    rollback = partial(
+        account.ssm.update_document_default_version, Name=SESSION_DOCUMENT, DocumentVersion="1"
+    )
+    after_the_preferences_are_read(monkeypatch, rollback)
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.SKIPPED and "changed meanwhile" in fix.reason
+    doc = account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]
+    assert (doc["DefaultVersion"], doc["LatestVersion"]) == ("1", "2")  # nothing written
+    assert preferences(account) == {"idleSessionTimeout": "20", "runAsDefaultUser": "ops"}
 
 
 def test_a_rolled_back_default_gets_the_fix_on_top_of_the_latest_version(account, clients):

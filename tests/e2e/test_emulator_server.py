@@ -138,30 +138,33 @@ def test_make_emulator_serves_the_demo_account_to_the_cli_until_stopped():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # The user's shell has a proxy (as corporate machines do) and a leftover setting.
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-            "GUARDRAIL_MODE": "enforce",
-        },
+        env={k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GUARDRAIL_"))},
     )
     try:
         lines, deadline = [], time.monotonic() + 120
         while sum("guardrail replay" in line for line in lines) < 2:
             assert time.monotonic() < deadline and server.poll() is None, lines
             lines.append(server.stdout.readline())
-        shell = {
+        # The other shell, where the lines are pasted, has a proxy (as corporate machines do)
+        # and leftovers of its own, which the emulator's shell never had.
+        other = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "NO_PROXY"))},
             "GUARDRAIL_MODE": "enforce",
+            "AWS_ENDPOINT_URL_EC2": "http://127.0.0.1:9",
             "HTTP_PROXY": "http://127.0.0.1:9",  # nothing listens there
             "HTTPS_PROXY": "http://127.0.0.1:9",
         }
-        for line in (line.strip() for line in lines):
-            if line.startswith("export "):
-                name, value = line.removeprefix("export ").split("=", 1)
-                shell[name] = value
-            elif line.startswith("unset "):
-                for name in line.split()[1:]:
-                    shell.pop(name, None)
+        start = next(n for n, line in enumerate(lines) if "in another shell" in line) + 1
+        end = next(n for n, line in enumerate(lines) if "guardrail scan" in line)
+        pasted = subprocess.run(
+            ["sh", "-c", "\n".join(line.strip() for line in lines[start:end]) + "\nenv -0"],
+            env=other,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        shell = dict(v.split("=", 1) for v in pasted.stdout.split("\0") if "=" in v)
+        assert "AWS_ENDPOINT_URL_EC2" not in shell
         assert shell["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
         assert shell["GUARDRAIL_INSTANCE_PROFILE"]  # enforce from that shell has what it needs
         scan = subprocess.run(
@@ -230,7 +233,7 @@ def test_a_taken_port_is_refused_at_once_with_the_way_out():
         port = taken.getsockname()[1]
         out, err = io.StringIO(), io.StringIO()
         assert main(["--port", str(port), "--empty"], out, err) == 2
-    assert f"127.0.0.1:{port} is in use" in err.getvalue() and "--port" in err.getvalue()
+    assert f"127.0.0.1:{port} is in use" in err.getvalue() and "PORT=N" in err.getvalue()
     assert out.getvalue() == ""  # no server was started, no lines to copy
     with pytest.raises(OSError, match="in use"), socket.socket() as again:
         again.bind(("127.0.0.1", 0))

@@ -517,6 +517,17 @@ def test_session_log_store_is_encrypted_private_versioned_and_expiring(synth: Sy
             s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
             for s in statements
         )
+    # The instances may decrypt with the key (to deliver): none may read a transcript with it.
+    (reads,) = [
+        s
+        for p in synth.resources(MAIN, "AWS::S3::BucketPolicy").values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if s.get("Sid") == "DenySessionLogReadsFromInstanceCredentials"
+    ]
+    assert (reads["Effect"], reads["Principal"]) == ("Deny", {"AWS": "*"})
+    assert {"s3:GetObject", "s3:GetObjectVersion"} <= set(reads["Action"])
+    assert reads["Condition"] == {"Null": {"ec2:SourceInstanceARN": "false"}}
+    assert json.dumps(reads["Resource"]).count("/*") == 1  # every object of the bucket
     t.has_resource_properties(
         "AWS::Logs::LogGroup",
         {

@@ -93,19 +93,23 @@ def test_cloudwatch_logs_stream_during_the_session_unless_the_owner_chose_otherw
 
 
 def test_fix_never_replaces_an_owner_destination_or_key():
-    theirs = {"s3BucketName": "their-bucket", "s3EncryptionEnabled": False, "kmsKeyId": "arn:their"}
+    theirs = {"s3BucketName": "their-bucket", "s3EncryptionEnabled": True, "kmsKeyId": "arn:their"}
     inputs, _ = desired_inputs(SessionPreferences(True, theirs), OURS)
-    assert inputs == {**theirs, "s3EncryptionEnabled": True}
+    assert inputs == theirs
 
 
-def test_unencrypted_foreign_log_group_is_not_touched():
+def test_unencrypted_foreign_destinations_are_not_touched():
+    """Either flag on could stop sessions at a destination that is not the guardrail's."""
     theirs = {"cloudWatchLogGroupName": "their-group", "cloudWatchEncryptionEnabled": False}
     inputs, why_not = desired_inputs(SessionPreferences(True, theirs), OURS)
     assert inputs == theirs and "their-group" in why_not
-    # Beside an unencrypted bucket: the bucket's flag is still written, the group's is not.
     theirs = {**theirs, "s3BucketName": "their-bucket", "s3EncryptionEnabled": False}
     inputs, why_not = desired_inputs(SessionPreferences(True, theirs), OURS)
-    assert inputs == {**theirs, "s3EncryptionEnabled": True} and not why_not
+    assert inputs == theirs and "their-group" in why_not and "bucket their-bucket" in why_not
+    # The guardrail's own bucket gets its flag: its encryption is the guardrail's to vouch for.
+    ours = {**theirs, "s3BucketName": OURS.session_log_bucket}
+    inputs, why_not = desired_inputs(SessionPreferences(True, ours), OURS)
+    assert inputs == {**ours, "s3EncryptionEnabled": True} and not why_not
 
 
 def test_no_destination_configured_means_no_fix():

@@ -190,31 +190,46 @@ def desired_inputs(prefs: SessionPreferences, settings: Settings) -> tuple[dict[
         if settings.session_log_kms_key and not inputs.get("kmsKeyId"):
             inputs["kmsKeyId"] = settings.session_log_kms_key
         return inputs, ""
-    if prefs.s3_bucket and not flag_on(inputs.get("s3EncryptionEnabled")):
-        # Every S3 bucket has default encryption (SSE-S3) since January 2023, so this is safe.
-        inputs["s3EncryptionEnabled"] = True
-    foreign = foreign_group_left(prefs, settings)
-    if prefs.log_group and not flag_on(inputs.get("cloudWatchEncryptionEnabled")) and not foreign:
+    left = foreign_left(prefs, settings)
+    if prefs.s3_bucket and "turn on s3EncryptionEnabled" not in left:
+        inputs["s3EncryptionEnabled"] = True  # the guardrail's bucket: KMS-encrypted, readable
+    if prefs.log_group and "turn on cloudWatchEncryptionEnabled" not in left:
         inputs["cloudWatchEncryptionEnabled"] = True
     if guardrail_key_missing(prefs, settings):
         inputs["kmsKeyId"] = settings.session_log_kms_key
-    # A foreign group is left to its owners; the rest is still written (the S3 flag, say).
-    return inputs, foreign if inputs == dict(prefs.inputs) else ""
+    # Foreign destinations are left to their owners; the rest is still written (the key, say).
+    return inputs, "; ".join(left.values()) if inputs == dict(prefs.inputs) else ""
 
 
-def foreign_group_left(prefs: SessionPreferences, settings: Settings) -> str:
-    """Why the fix leaves cloudWatchEncryptionEnabled off: the region logs to a log group that
-    is not the guardrail's and has it off (empty: nothing left)."""
-    group = prefs.log_group
-    if not group or group == settings.session_log_group:
-        return ""
-    if flag_on(prefs.inputs.get("cloudWatchEncryptionEnabled")):
-        return ""
-    # Session Manager refuses to start sessions if the group is not KMS-encrypted.
-    return (
-        f"log group {group} is not the guardrail's: turning on cloudWatchEncryptionEnabled "
-        "could block sessions; encrypt it first"
-    )
+def foreign_left(prefs: SessionPreferences, settings: Settings) -> dict[str, str]:
+    """The encryption flags the fix leaves off, by action, with why: the region logs to a
+    bucket or log group that is not the guardrail's and has its flag off."""
+    left = {}
+    bucket, group = prefs.s3_bucket, prefs.log_group
+    if (
+        bucket
+        and bucket != settings.session_log_bucket
+        and not flag_on(prefs.inputs.get("s3EncryptionEnabled"))
+    ):
+        # With the flag on, the agent reads the bucket's encryption before each session: a
+        # bucket of another account (a central log archive) must allow that in its policy,
+        # which no simulation of the roles can see.
+        left["turn on s3EncryptionEnabled"] = (
+            f"bucket {bucket} is not the guardrail's: turning on s3EncryptionEnabled could block "
+            "sessions unless its policy lets every instance role read its encryption "
+            "(s3:GetEncryptionConfiguration); turn it on once it does"
+        )
+    if (
+        group
+        and group != settings.session_log_group
+        and not flag_on(prefs.inputs.get("cloudWatchEncryptionEnabled"))
+    ):
+        # Session Manager refuses to start sessions if the group is not KMS-encrypted.
+        left["turn on cloudWatchEncryptionEnabled"] = (
+            f"log group {group} is not the guardrail's: turning on cloudWatchEncryptionEnabled "
+            "could block sessions; encrypt it first"
+        )
+    return left
 
 
 @dataclass(frozen=True)
@@ -597,8 +612,7 @@ class SessionLogging:
                 # Logging is on; what is held, or a foreign group's encryption, is not: the
                 # region's result stays FAILED (LOW).
                 left = {h.action: held[h.input] for h in HOLDS if h.input in held}
-                if foreign := foreign_group_left(prefs, ctx.settings):
-                    left["turn on cloudWatchEncryptionEnabled"] = foreign
+                left.update(foreign_left(prefs, ctx.settings))
                 records[1:1] = [
                     FixRecord(
                         self.id, account, action, Outcome.SKIPPED, reason=why, covers=(account,)
@@ -705,26 +719,21 @@ class SessionLogging:
 
     @staticmethod
     def _update(ssm: Any, content: Mapping[str, Any], read_version: str | None) -> str | None:
-        """A new version from the version read, made the default (UpdateDocument does not).
-        UpdateDocument accepts only the latest version, so naming the one read makes a newer
-        one (an owner's edit since) refuse the write: None, nothing changed. When the one read
-        is the default but not the latest (a rollback, a draft left at $LATEST), the write goes
-        on top of the latest, if the default is still the one read. Returns the version made
-        the default."""
+        """A new version made the default (UpdateDocument does not), only while the default is
+        still the version read: an owner's rollback or new default since would be overridden
+        (and the undo would name the wrong version); None, nothing changed. UpdateDocument
+        accepts only the latest version: the write goes on top of it (an owner's draft left at
+        $LATEST is not the default and changes no session). Returns the version made the
+        default."""
+        described = ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]
+        if read_version and str(described.get("DefaultVersion")) != read_version:
+            return None
         try:
-            version = _new_version(ssm, content, read_version or "$LATEST")
+            version = _new_version(ssm, content, str(described.get("LatestVersion") or "$LATEST"))
         except ClientError as error:
-            if error_code(error) != "InvalidDocumentVersion" or not read_version:
-                raise
-            described = ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]
-            if str(described.get("DefaultVersion")) != read_version:
+            if error_code(error) == "InvalidDocumentVersion":  # a newer latest since
                 return None
-            try:
-                version = _new_version(ssm, content, str(described["LatestVersion"]))
-            except ClientError as again:
-                if error_code(again) == "InvalidDocumentVersion":
-                    return None
-                raise
+            raise
         ssm.update_document_default_version(Name=SESSION_DOCUMENT, DocumentVersion=version)
         return version
 
