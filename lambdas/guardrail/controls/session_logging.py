@@ -204,32 +204,33 @@ def desired_inputs(prefs: SessionPreferences, settings: Settings) -> tuple[dict[
 def foreign_left(prefs: SessionPreferences, settings: Settings) -> dict[str, str]:
     """The encryption flags the fix leaves off, by action, with why: the region logs to a
     bucket or log group that is not the guardrail's and has its flag off."""
-    left = {}
     bucket, group = prefs.s3_bucket, prefs.log_group
-    if (
-        bucket
-        and bucket != settings.session_log_bucket
-        and not flag_on(prefs.inputs.get("s3EncryptionEnabled"))
-    ):
+    foreign = (
         # With the flag on, the agent reads the bucket's encryption before each session: a
         # bucket of another account (a central log archive) must allow that in its policy,
         # which no simulation of the roles can see.
-        left["turn on s3EncryptionEnabled"] = (
+        (
+            bucket,
+            settings.session_log_bucket,
+            "s3EncryptionEnabled",
             f"bucket {bucket} is not the guardrail's: turning on s3EncryptionEnabled could block "
             "sessions unless its policy lets every instance role read its encryption "
-            "(s3:GetEncryptionConfiguration); turn it on once it does"
-        )
-    if (
-        group
-        and group != settings.session_log_group
-        and not flag_on(prefs.inputs.get("cloudWatchEncryptionEnabled"))
-    ):
+            "(s3:GetEncryptionConfiguration); turn it on once it does",
+        ),
         # Session Manager refuses to start sessions if the group is not KMS-encrypted.
-        left["turn on cloudWatchEncryptionEnabled"] = (
+        (
+            group,
+            settings.session_log_group,
+            "cloudWatchEncryptionEnabled",
             f"log group {group} is not the guardrail's: turning on cloudWatchEncryptionEnabled "
-            "could block sessions; encrypt it first"
-        )
-    return left
+            "could block sessions; encrypt it first",
+        ),
+    )
+    return {
+        f"turn on {flag}": why
+        for destination, ours, flag, why in foreign
+        if destination and destination != ours and not flag_on(prefs.inputs.get(flag))
+    }
 
 
 @dataclass(frozen=True)
