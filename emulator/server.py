@@ -203,7 +203,8 @@ def main(
 
     if args.port and not port_free(args.port):
         print(
-            f"emulator: 127.0.0.1:{args.port} is in use (choose another: make emulator PORT=N, or --port N)",
+            f"emulator: 127.0.0.1:{args.port} is in use "
+            "(choose another: make emulator PORT=N, or --port N)",
             file=err,
         )
         return 2
