@@ -87,6 +87,8 @@ class PublishSummary:
     superseded: int = 0
     reopened: int = 0  # still failing, yet RESOLVED by a late mark of ours: set NEW again
     fatal: bool = False  # no call could succeed (not enabled, access denied, unreachable)
+    # The findings Security Hub took, each answer naming no failure it did not name.
+    imported_ids: frozenset[str] = frozenset()
 
     @property
     def ok(self) -> bool:
@@ -165,19 +167,28 @@ class _Run:
     # batches so answered: any of them may not have landed, so none is marked RESOLVED.
     unnamed_failures: int = 0
     unconfirmed: set[str] = field(default_factory=set)
+    unread: str = ""  # why the stored findings could not be read: every finding is imported
 
     def summary(self) -> PublishSummary:
+        errors = self.errors
+        if self.unread and (self.imported or self.stopped is None):  # not when none could be
+            errors = [
+                f"could not read stored findings ({self.unread}): every finding imported, none "
+                "compared, archived or resolved by what Security Hub holds",
+                *errors,
+            ]
         return PublishSummary(
             imported=len(self.imported),
             failed=self.failed,
             resolved=self.resolved,
             unresolved=self.unresolved,
-            errors=self.errors,
+            errors=errors,
             calls=self.calls,
             unchanged=self.unchanged,
             superseded=len(self.superseded),
             reopened=self.reopened,
             fatal=self.stopped is not None and not self.imported,
+            imported_ids=frozenset(self.imported - self.unconfirmed),
         )
 
 
@@ -443,12 +454,7 @@ class FindingPublisher:
         except CallError as error:  # cannot tell what changed: import everything, lose nothing
             logger.warning("could not read stored findings", extra={"error": str(error)})
             # Reported (PublishErrors, the CLI's warning): every finding is now billed again.
-            # Not when no call can succeed (not enabled, denied): nothing will be imported.
-            if run.stopped is None:
-                run.errors.append(
-                    f"could not read stored findings ({error}): every finding imported, none "
-                    "compared, archived or resolved by what Security Hub holds"
-                )
+            run.unread = str(error)
             return list(findings)
         changed = []
         for finding in findings:

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from botocore import exceptions as botocore_errors
 
-from .engine import Evaluation, Guardrail, Interrupted, ScanReport, finding_id
+from .engine import Evaluation, Guardrail, Interrupted, ScanReport, ended, finding_id
 from .events import SSH, Change, DropKind, Dropped, parse_event
 from .model import ResourceType, Result
 from .publisher import THROTTLING
@@ -106,16 +106,19 @@ class EventOutcome:
         return self.parsed if isinstance(self.parsed, Change) else None
 
     def archived_in_hub(self) -> list[Result]:
-        """The gone resources whose findings Security Hub took as ARCHIVED: none unpublished
-        (--no-publish), none when publishing failed or erred (a throttled batch names no id)."""
-        published = self.report.published if self.report is not None else None
-        if published is None or published.fatal or published.errors:
+        """The results whose findings Security Hub took as ARCHIVED (resources gone, instances
+        terminated): none unpublished (--no-publish), refused, or never held (nothing to
+        archive: none is imported)."""
+        report = self.report
+        if report is None or report.published is None or report.snapshot is None:
             return []
-        refused = {entry["Id"] for entry in published.failed}
+        taken, snapshot = report.published.imported_ids, report.snapshot
+        gone = {r.key for r in self.archived}
         return [
             r
-            for r in self.archived
-            if finding_id(r.account_id, r.region, r.control, r.resource_id) not in refused
+            for r in (e.result for e in report.evaluations)
+            if (r.key in gone or ended(r, snapshot))
+            and finding_id(r.account_id, r.region, r.control, r.resource_id) in taken
         ]
 
     def retryable_failures(self) -> list[str]:
@@ -277,13 +280,16 @@ def process_event(
         notes.append(deferred)
     publisher = guardrail.publisher
     bound = _guardrail_for(guardrail, report.account_id, publisher=publisher)
-    try:
+    try:  # Ctrl-C (replay): the fixes made are listed
         archived = report.gone = gone(parsed, report, bound)
-        report.evaluations += [Evaluation(r, settings.mode_for(r.control)) for r in archived]
-        if publisher is not None and settings.publish and report.evaluations:
+    except KeyboardInterrupt as interrupt:
+        raise Interrupted(report) from interrupt
+    report.evaluations += [Evaluation(r, settings.mode_for(r.control)) for r in archived]
+    if publisher is not None and settings.publish and report.evaluations:
+        try:
             report.published = bound.publish(report)
-    except KeyboardInterrupt as interrupt:  # Ctrl-C (replay): the fixes made are listed
-        raise Interrupted(report, publishing=True) from interrupt
+        except KeyboardInterrupt as interrupt:
+            raise Interrupted(report, publishing=True) from interrupt
     return EventOutcome(parsed, report, archived, notes, deferred)
 
 
@@ -367,8 +373,10 @@ def format_outcome(outcome: EventOutcome) -> str:
     for e in report.evaluations:
         r = e.result
         status = "FIXED" if e.remediated else r.status.value
-        if r.key in gone_keys:  # ARCHIVED only once Security Hub took it (not --no-publish)
-            status = "ARCHIVED" if r.key in archived else "GONE"
+        if r.key in archived:  # only once Security Hub took it (not with --no-publish)
+            status = "ARCHIVED"
+        elif r.key in gone_keys:
+            status = "GONE"
         lines.append(f"  {status:<14} {r.control:<22} {r.resource_id:<22} {r.reason}")
         if e.remediation:
             lines.append(f"  {'':<14} -> {e.remediation}")

@@ -211,6 +211,24 @@ def test_an_unreachable_read_still_imports_everything() -> None:
     assert "could not read stored findings" in summary.errors[0]
 
 
+def test_an_unreachable_security_hub_does_not_say_every_finding_was_imported() -> None:
+    """The read failed (unreachable), so every finding was to be imported; the imports failed
+    too. "every finding imported" stood beside "cannot reach Security Hub"."""
+    from botocore.exceptions import EndpointConnectionError
+
+    client = boto3.client("securityhub", region_name=REGION)
+
+    def unreachable(**kwargs: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://securityhub.us-east-1.amazonaws.com")
+
+    client.get_findings = unreachable  # type: ignore[method-assign]
+    client.batch_import_findings = unreachable  # type: ignore[method-assign]
+    summary = publisher(client).publish([finding(1)], refresh_before=T0)
+    assert summary.fatal and summary.imported == 0
+    assert [e for e in summary.errors if "cannot reach Security Hub" in e]
+    assert not [e for e in summary.errors if "every finding imported" in e]
+
+
 def test_security_hub_disabled_stops_at_the_read_with_a_clear_error(aws) -> None:
     client = aws.client("securityhub")  # never enabled
     summary = publisher(client).publish([finding(1)], refresh_before=T0)

@@ -656,6 +656,19 @@ def put_only_policy(account, bucket):
     )["Policy"]["Arn"]
 
 
+def test_a_role_that_may_upload_to_the_owners_bucket_delivers_with_the_flag_off(account, clients):
+    """Their bucket, s3EncryptionEnabled off (and left off: it is not the guardrail's), a role
+    allowed only to upload there: its instance delivers. It was FAILED for lack of
+    s3:GetEncryptionConfiguration, which the agent needs only with the flag on."""
+    create_preferences(account, {"s3BucketName": "their-bucket", "s3EncryptionEnabled": False})
+    account.role("app", put_only_policy(account, "their-bucket"), profile="app")
+    iid = account.instance(profile="app")
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    (instance,) = [e.result for e in report.evaluations if e.result.resource_id == iid]
+    assert instance.status is Status.PASSED, instance.reason
+    assert not [f for f in report.fixes if f.resource_id == "app"]  # nothing to grant
+
+
 def test_an_encryption_flag_waits_for_roles_that_cannot_check_the_destination(account, clients):
     """With s3EncryptionEnabled on, the SSM Agent refuses a session unless the instance's role
     may read the bucket's encryption; turning the flag on for such a role locks people out."""

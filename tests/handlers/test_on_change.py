@@ -1767,6 +1767,7 @@ def test_event_about_a_terminated_instance_archives_its_findings(world):
     world.ec2.terminate_instances(InstanceIds=[instance])
     result = world.deliver("run_instances_launch_template", {I1: instance})
     assert result["left_failed"] == 0 and not result["fixes"]
+    assert result["archived"] == [instance]
     for control in (SSH, ROLE):
         assert world.finding(control, instance)["RecordState"] == "ARCHIVED"
     assert world.internet_ssh(bad)  # nothing uses the group any more: nothing to fix
@@ -1791,10 +1792,10 @@ def test_a_group_event_imports_no_finding_for_a_terminated_instance_never_held(w
 
 def test_event_about_an_instance_that_no_longer_exists_ends_quietly(world):
     """Never seen, so nothing to archive: Security Hub is asked (one GetFindings) and nothing
-    is imported."""
+    is imported, nor logged as archived."""
     gone = "i-0000000000000dead"
     result = world.deliver("state_change_running", {I1: gone})
-    assert result["results"] == 3 and result["left_failed"] == 0 and result["archived"] == [gone]
+    assert result["results"] == 3 and result["left_failed"] == 0 and result["archived"] == []
     assert result["published"]["imported"] == 0 and result["published"]["unchanged"] == 3
     assert not any(world.finding_id(c, gone) in world.findings() for c in (SSH, ROLE, LOGGING))
 
@@ -1807,7 +1808,8 @@ def test_event_about_a_deleted_group_ends_quietly(world):
     world.ec2.terminate_instances(InstanceIds=[instance])
     world.ec2.delete_security_group(GroupId=bad)
     result = world.deliver("authorize_ingress_ip_permissions", {SG: bad})
-    assert result["left_failed"] == 0 and result["archived"] == [bad]
+    # The group's finding, and its terminated instance's, which Security Hub held.
+    assert result["left_failed"] == 0 and result["archived"] == [instance, bad]
     assert world.finding(SSH, bad)["RecordState"] == "ARCHIVED"
 
 
@@ -1824,7 +1826,7 @@ def test_event_about_a_fixed_group_deleted_since_keeps_the_fix_resolved(world):
     world.ec2.terminate_instances(InstanceIds=[instance])
     world.ec2.delete_security_group(GroupId=bad)
     result = world.deliver("authorize_ingress_ip_permissions", {SG: bad})
-    assert result["archived"] == [bad]
+    assert result["archived"] == [instance, bad]
     finding = world.finding(SSH, bad)
     assert finding["RecordState"] == "ARCHIVED"
     assert (finding["Compliance"]["Status"], finding["Workflow"]["Status"]) == (

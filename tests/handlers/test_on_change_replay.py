@@ -378,15 +378,27 @@ def test_replay_uses_the_events_region_by_default(world: World, tmp_path):
 
 def test_a_deleted_instance_is_archived_only_when_replay_publishes(world: World, tmp_path):
     """With --no-publish the text said ARCHIVED, and the JSON listed it archived, though
-    nothing reached Security Hub."""
+    nothing reached Security Hub; so it did for an instance whose findings Security Hub never
+    held (nothing to archive, none imported)."""
     path = write_event(tmp_path, world.event("start_instances"))  # I1 never existed
-    code, out = run(["replay", path, "--no-publish", "--control", SSH])
-    assert code == 0 and "GONE" in out and "ARCHIVED" not in out and I1 in out
-    code, out = run(["replay", path, "--no-publish", "--control", SSH, "--format", "json"])
-    result = json.loads(out)
-    assert (result["gone"], result["archived"], result["published"]) == ([I1], [], None)
+    for publish in (["--no-publish"], []):
+        code, out = run(["replay", path, *publish, "--control", SSH])
+        assert code == 0 and "GONE" in out and "ARCHIVED" not in out and I1 in out
+        code, out = run(["replay", path, *publish, "--control", SSH, "--format", "json"])
+        result = json.loads(out)
+        assert (result["gone"], result["archived"]) == ([I1], [])
+        assert (result["published"] is None) is bool(publish)
+    # Held, then terminated: its finding is archived, and said to be.
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    path = write_event(tmp_path, world.event("start_instances", {I1: instance}))
+    assert run(["replay", path, "--control", SSH])[0] == 0
+    world.ec2.terminate_instances(InstanceIds=[instance])
+    code, out = run(["replay", path, "--control", SSH])
+    assert code == 0 and f"ARCHIVED       {SSH}   {instance}" in out
     code, out = run(["replay", path, "--control", SSH, "--format", "json"])
-    assert code == 0 and json.loads(out)["archived"] == [I1]
+    assert json.loads(out)["archived"] == [instance]
+    assert world.finding(SSH, instance)["RecordState"] == "ARCHIVED"
 
 
 def test_a_deleted_instance_is_not_called_archived_when_security_hub_took_nothing(

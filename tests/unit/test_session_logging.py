@@ -152,6 +152,18 @@ def test_delivery_requirements_cover_s3_logs_and_kms():
     assert pairs["kms:GenerateDataKey"] == KEY and pairs["kms:Decrypt"] == KEY
 
 
+@pytest.mark.parametrize(("flag", "read"), [(False, False), (True, True), ("true", True)])
+def test_an_owners_bucket_needs_its_encryption_read_only_with_the_flag_on(flag, read):
+    """The agent reads a bucket's encryption only with s3EncryptionEnabled on, and the fix turns
+    it on for the guardrail's bucket alone: a role that may upload to the owners' bucket, flag
+    off, was "cannot deliver" (MEDIUM) for good, no fix ever lifting it."""
+    theirs = {"s3BucketName": "their-bucket", "s3EncryptionEnabled": flag}
+    target = delivery_target(SessionPreferences(True, theirs), OURS)
+    actions = {a for a, _ in delivery_requirements(target, "aws", "eu-west-1", "111122223333")}
+    assert "s3:PutObject" in actions
+    assert ("s3:GetEncryptionConfiguration" in actions) is read
+
+
 def test_the_guardrails_bucket_key_is_needed_for_multipart_uploads_too():
     """The owners' own key for sessions, the guardrail's SSE-KMS bucket for logs: the role needs
     the bucket's key as well, for the data key of each object and, for the multipart upload of

@@ -99,10 +99,15 @@ def delivery_target(prefs: SessionPreferences | None, settings: Settings) -> dic
         }
     else:
         return {}
-    if target["bucket"] and target["bucket"] == settings.session_log_bucket:
+    ours = bool(target["bucket"]) and target["bucket"] == settings.session_log_bucket
+    if ours:
         # The guardrail's bucket encrypts with its key (SSE-KMS): PutObject needs it too,
         # whatever key the preferences name for the sessions themselves.
         target["bucket_key"] = settings.session_log_kms_key
+    # The agent reads the bucket's encryption only with s3EncryptionEnabled on, which the fix
+    # turns on for the guardrail's bucket alone (foreign_left).
+    if ours or (prefs.logging_on and flag_on(prefs.inputs.get("s3EncryptionEnabled"))):
+        target["reads_bucket_encryption"] = "yes"
     return target
 
 
@@ -115,7 +120,9 @@ def delivery_requirements(
         bucket = f"arn:{partition}:s3:::{target['bucket']}"
         prefix = target.get("prefix", "").strip("/")
         key = f"{prefix}/session.log" if prefix else "session.log"
-        pairs += [("s3:PutObject", f"{bucket}/{key}"), ("s3:GetEncryptionConfiguration", bucket)]
+        pairs.append(("s3:PutObject", f"{bucket}/{key}"))
+        if target.get("reads_bucket_encryption"):
+            pairs.append(("s3:GetEncryptionConfiguration", bucket))
     if target.get("log_group"):
         group = f"arn:{partition}:logs:{region}:{account}:log-group:{target['log_group']}"
         pairs += [
