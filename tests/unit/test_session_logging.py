@@ -112,6 +112,20 @@ def test_unencrypted_foreign_destinations_are_not_touched():
     assert inputs == {**ours, "s3EncryptionEnabled": True} and not why_not
 
 
+def test_a_flag_the_owners_wrote_as_the_string_true_is_kept_as_written():
+    """A foreign log group left off, the guardrail's bucket flag on as the string "true" (as the
+    agent reads it): nothing to write. Turning "true" into true made a needless new version."""
+    theirs = {
+        "s3BucketName": OURS.session_log_bucket,
+        "s3EncryptionEnabled": "true",
+        "kmsKeyId": OURS.session_log_kms_key,
+        "cloudWatchLogGroupName": "their-group",
+        "cloudWatchEncryptionEnabled": False,
+    }
+    inputs, why_not = desired_inputs(SessionPreferences(True, theirs), OURS)
+    assert inputs == theirs and "their-group" in why_not
+
+
 def test_no_destination_configured_means_no_fix():
     _, why_not = desired_inputs(SessionPreferences(False), Settings())
     assert "nowhere to log" in why_not

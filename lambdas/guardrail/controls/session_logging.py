@@ -106,7 +106,7 @@ def delivery_target(prefs: SessionPreferences | None, settings: Settings) -> dic
         target["bucket_key"] = settings.session_log_kms_key
     # The agent reads the bucket's encryption only with s3EncryptionEnabled on, which the fix
     # turns on for the guardrail's bucket alone (foreign_left).
-    if ours or (prefs.logging_on and flag_on(prefs.inputs.get("s3EncryptionEnabled"))):
+    if ours or flag_on(prefs.inputs.get("s3EncryptionEnabled")):
         target["reads_bucket_encryption"] = "yes"
     return target
 
@@ -198,10 +198,12 @@ def desired_inputs(prefs: SessionPreferences, settings: Settings) -> tuple[dict[
             inputs["kmsKeyId"] = settings.session_log_kms_key
         return inputs, ""
     left = foreign_left(prefs, settings)
-    if prefs.s3_bucket and "turn on s3EncryptionEnabled" not in left:
-        inputs["s3EncryptionEnabled"] = True  # the guardrail's bucket: KMS-encrypted, readable
-    if prefs.log_group and "turn on cloudWatchEncryptionEnabled" not in left:
-        inputs["cloudWatchEncryptionEnabled"] = True
+    for destination, flag in (
+        (prefs.s3_bucket, "s3EncryptionEnabled"),
+        (prefs.log_group, "cloudWatchEncryptionEnabled"),
+    ):
+        if destination and not flag_on(inputs.get(flag)) and f"turn on {flag}" not in left:
+            inputs[flag] = True  # the guardrail's destination (a foreign one is left)
     if guardrail_key_missing(prefs, settings):
         inputs["kmsKeyId"] = settings.session_log_kms_key
     # Foreign destinations are left to their owners; the rest is still written (the key, say).
