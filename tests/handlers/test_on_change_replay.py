@@ -271,10 +271,9 @@ def test_cli_replay_usage_errors(tmp_path):
 
 
 def test_guardrail_replay_through_main_reports_usage_errors_with_exit_2(tmp_path):
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main(["replay", str(tmp_path / "missing.json")], out=out, err=err)
-    assert code == 2 and err.getvalue().startswith("guardrail: cannot read")
-    assert "Traceback" not in err.getvalue()
+    code, _, err = main(["replay", str(tmp_path / "missing.json")])
+    assert code == 2 and err.startswith("guardrail: cannot read")
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig"], ids=["utf16-powershell", "utf8-bom"])
@@ -315,13 +314,13 @@ def test_an_event_nested_too_deeply_exits_2_without_a_traceback(tmp_path):
     malformed event, a whole file nested so is not JSON we can read."""
     deep = "[" * 100_000
     path = write_event(tmp_path, {"detail-type": "AWS API Call via CloudTrail", "detail": deep})
-    out, err = io.StringIO(), io.StringIO()
-    assert cli.main(["replay", path, "--no-publish"], out=out, err=err) == 2
-    assert "dropped (malformed)" in out.getvalue() and "Traceback" not in err.getvalue()
+    code, out, err = main(["replay", path, "--no-publish"])
+    assert code == 2
+    assert "dropped (malformed)" in out and "Traceback" not in err
     Path(path).write_text(deep)
-    out, err = io.StringIO(), io.StringIO()
-    assert cli.main(["replay", path, "--no-publish"], out=out, err=err) == 2
-    assert "is nested too deeply" in err.getvalue() and "Traceback" not in err.getvalue()
+    code, _, err = main(["replay", path, "--no-publish"])
+    assert code == 2
+    assert "is nested too deeply" in err and "Traceback" not in err
 
 
 def test_invalid_ids_beside_valid_ones_are_evaluated_without_them_and_logged(
@@ -332,11 +331,10 @@ def test_invalid_ids_beside_valid_ones_are_evaluated_without_them_and_logged(
     instance = world.launch()[0]
     event = world.event("run_instances_two", {I1: instance})
     event["detail"]["responseElements"]["instancesSet"]["items"][1]["instanceId"] = "i-BOGUS"
-    out, err = io.StringIO(), io.StringIO()
     argv = ["replay", write_event(tmp_path, event), "--mode", "report", "--no-publish"]
-    cli.main([*argv, "--format", "json"], out=out, err=err)
-    assert json.loads(out.getvalue())["event"]["instance_ids"] == [instance]
-    (warning,) = [line for line in err.getvalue().splitlines() if "invalid ids" in line]
+    _, out, err = main([*argv, "--format", "json"])
+    assert json.loads(out)["event"]["instance_ids"] == [instance]
+    (warning,) = [line for line in err.splitlines() if "invalid ids" in line]
     assert warning.startswith("guardrail: warning: event named invalid ids")
     assert "'i-BOGUS'" in warning and "RunInstances" in warning and event["id"] in warning
 
