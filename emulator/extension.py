@@ -27,6 +27,10 @@ the docstring says so. `install()` adds, idempotently and without touching moto'
   refuses the whole request (``InvalidInputException``) for a Note whose Text or UpdatedBy is
   blank or longer than 512 characters.
 - ``iam:SimulatePrincipalPolicy`` (query/XML) for role ARNs: see `simulate`.
+- ``ec2:GetManagedPrefixListAssociations`` (query/XML): the account-region's security groups
+  with a rule (ingress or egress) that references the list; an unknown list is
+  ``InvalidPrefixListID.NotFound``. Simplified: EC2 also lists route tables and other resources
+  that reference a list, and pages its answer; here every group comes in one answer.
 - ``securityhub:GetFindings`` string filters and date filters (Start/End, DateRange in days;
   UpdatedAt, CreatedAt, NoteUpdatedAt) (moto ignored every filter): see `finding_matches`.
 
@@ -1069,6 +1073,32 @@ def _ec2_run_instances(original: Any) -> Any:
     return run_instances
 
 
+def _ec2_prefix_list_associations(self: Any) -> Any:
+    """GetManagedPrefixListAssociations: the security groups of the account-region with a rule
+    (ingress or egress) that references the list, each once. Simplified: EC2 also lists other
+    resources that reference a list (route tables, say); the guardrail reads only groups. Not
+    paged (NextToken is never set): one answer holds them all."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import EC2ClientError
+
+    prefix_list_id = self._get_param("PrefixListId")
+    backend = self.ec2_backend
+    if prefix_list_id not in backend.managed_prefix_lists:
+        raise EC2ClientError(
+            "InvalidPrefixListID.NotFound", f"The prefix list ID '{prefix_list_id}' does not exist"
+        )
+    groups = [g for by_id in backend.groups.values() for g in by_id.values()]
+    associations = [
+        {"ResourceId": group.id, "ResourceOwner": group.owner_id}
+        for group in groups
+        if any(
+            rule.prefix_list_id == prefix_list_id
+            for rule in [*group.ingress_rules, *group.egress_rules]
+        )
+    ]
+    return ActionResult({"PrefixListAssociations": associations})
+
+
 def _ec2_authorize_ingress(self: Any) -> Any:
     """AuthorizeSecurityGroupIngress answering with every rule it created, as EC2 does; moto
     lists only those of the last IpPermission sent. All or nothing, as EC2 is: a permission
@@ -1225,6 +1255,7 @@ def install() -> None:
         )
         from moto.ec2.models.instances import InstanceBackend
         from moto.ec2.responses.security_groups import SecurityGroups
+        from moto.ec2.responses.vpcs import VPCs
         from moto.iam.responses import IamResponse
         from moto.securityhub import urls as securityhub_urls
         from moto.securityhub.models import SecurityHubBackend
@@ -1239,6 +1270,7 @@ def install() -> None:
         IamResponse.simulate_principal_policy = _iam_simulate_principal_policy  # type: ignore[attr-defined]
         SecurityHubResponse.batch_update_findings = _securityhub_batch_update_findings  # type: ignore[attr-defined]
         SecurityGroups.authorize_security_group_ingress = _ec2_authorize_ingress  # type: ignore[method-assign]
+        VPCs.get_managed_prefix_list_associations = _ec2_prefix_list_associations  # type: ignore[attr-defined]
         securityhub_urls.url_paths.setdefault(BATCH_UPDATE_PATH, SecurityHubResponse.dispatch)
         SecurityHubBackend.batch_import_findings = _securityhub_import_findings  # type: ignore[method-assign]
         SecurityHubBackend.get_findings = _securityhub_get_findings()  # type: ignore[method-assign]

@@ -20,6 +20,9 @@ AWS_NOTES_EVENTS: dict[str, frozenset[str]] = {
             "AssociateAddress",
             # And an IPv6 address for a ::/0 rule.
             "AssignIpv6Addresses",
+            # Nor these: a prefix list's entries are the source of every rule referencing it.
+            "ModifyManagedPrefixList",
+            "RestoreManagedPrefixListVersion",
             "AssociateIamInstanceProfile",
             "DisassociateIamInstanceProfile",
             "ReplaceIamInstanceProfileAssociation",

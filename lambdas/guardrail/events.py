@@ -37,6 +37,7 @@ ACTIVE_STATES = frozenset({"pending", "running"})
 INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
 GROUP_ID = re.compile(r"^sg-[0-9a-f]{8,17}$")
 INTERFACE_ID = re.compile(r"^eni-[0-9a-f]{8,17}$")
+PREFIX_LIST_ID = re.compile(r"^pl-[0-9a-f]{8,17}$")
 # IAM's own name rules (ASCII only): roles 1-64 characters, instance profiles 1-128.
 ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,128}$")
@@ -125,6 +126,7 @@ class Change:
             "instance_ids": sorted(s.instance_ids),
             "interface_ids": sorted(s.interface_ids),
             "group_ids": sorted(s.group_ids),
+            "prefix_list_ids": sorted(s.prefix_list_ids),
             "profile_names": sorted(s.profile_names),
             "role_names": sorted(s.role_names),
             "policy_arns": sorted(s.policy_arns),
@@ -301,6 +303,25 @@ def _modify_rules(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
     """ModifySecurityGroupRules: {"ModifySecurityGroupRulesRequest": {"GroupId": ...}}."""
     inner = _pascal(request, "ModifySecurityGroupRulesRequest")
     return _group_scope([_first(inner, "GroupId", "groupId")], "ModifySecurityGroupRules")
+
+
+def _prefix_list_change(call: str) -> Parser:
+    """ModifyManagedPrefixList, RestoreManagedPrefixListVersion: the list's entries changed, so
+    every group whose rule references it (an entry 0.0.0.0/0 opens their SSH rules to the
+    internet): ssh only. The list id is read camelCase or in a PascalCase wrapper, from the
+    request or the response's prefixList (no real event of these calls is checked in
+    AWS-NOTES.md)."""
+
+    def parse(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+        inner = _pascal(request, f"{call}Request")
+        answer = _dict(_first(_pascal(response, f"{call}Response"), "prefixList", "PrefixList"))
+        ids = [_first(params, "prefixListId", "PrefixListId") for params in (inner, answer)]
+        lists, bad = _valid(ids, PREFIX_LIST_ID)
+        if not lists:
+            return Dropped(f"{call}: no valid prefix list id" + _got(bad), DropKind.MALFORMED)
+        return Touched(Scope(prefix_list_ids=lists, controls=frozenset({SSH})), tuple(bad))
+
+    return parse
 
 
 def _instances(ids: Iterable[Any], what: str, controls: frozenset[str] = ALL_CONTROLS) -> Parsed:
@@ -521,6 +542,11 @@ EVENT_TYPES: dict[str, EventType] = {
     "AssociateAddress": EventType(EC2, _associate_address),
     # So does an IPv6 address (or prefix) where there was none, for a ::/0 rule.
     "AssignIpv6Addresses": EventType(EC2, _assign_ipv6),
+    # A prefix list's entries are the source of every rule that references it.
+    "ModifyManagedPrefixList": EventType(EC2, _prefix_list_change("ModifyManagedPrefixList")),
+    "RestoreManagedPrefixListVersion": EventType(
+        EC2, _prefix_list_change("RestoreManagedPrefixListVersion")
+    ),
     "AssociateIamInstanceProfile": EventType(
         EC2, _profile_call("AssociateIamInstanceProfileRequest")
     ),

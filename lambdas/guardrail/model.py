@@ -388,6 +388,9 @@ class AccountSnapshot:
     # count among the group's users, the lockout guard asks after them, and the SSH check judges
     # those whose groups were all read (closing the group changes their finding too).
     bystanders: Mapping[str, Instance] = field(default_factory=dict)
+    # The internet CIDRs (0.0.0.0/0, ::/0 ...) each prefix list an SSH rule references holds,
+    # by list id; () when it holds none. Lists no rule admitting TCP 22 references are not read.
+    prefix_lists: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def result(
         self,

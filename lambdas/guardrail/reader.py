@@ -1,6 +1,7 @@
 """Builds an `AccountSnapshot` with paginated, batched reads: the only place the checks' data is read.
 
-API calls grow with pages and with distinct instance profiles and roles, never per instance.
+API calls grow with pages and with distinct instance profiles, roles and referenced prefix lists,
+never per instance.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from .controls.base import error_code
 from .controls.session_logging import delivery_requirements, delivery_target
-from .controls.ssh_open import admits_internet_ssh, ssh_exposed_running
+from .controls.ssh_open import internet_ssh_rules, reaches_ssh_port, ssh_exposed_running
 from .controls.ssm_role import (
     AGENT_ACTIONS,
     DHMC_SETTING,
@@ -41,6 +42,7 @@ from .model import (
     SecurityGroupRule,
     SessionPreferences,
     ec2_may_assume,
+    is_internet,
     trusted_besides_ec2,
 )
 from .paging import EC2_PAGE, FILTER_VALUES, chunks, pages
@@ -51,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 SSH, ROLE, LOGGING = "ssh-open-to-internet", "ssm-instance-role", "ssm-session-logging"
 SSM_IDS = 50  # DescribeInstanceInformation returns at most 50 per page
+PREFIX_LIST_PAGE = 100  # GetManagedPrefixListEntries returns at most 100 per page
+PREFIX_LIST_ASSOCIATIONS_PAGE = 255  # GetManagedPrefixListAssociations: at most 255
+PREFIX_LIST_GONE = ("InvalidPrefixListID.NotFound", "InvalidPrefixListId.NotFound")
 IAM_PAGE = 1000  # IAM's list calls return at most 1,000 per page (100 unless asked)
 ROLES_ONE_BY_ONE = 10  # more roles than this: the account's profiles are listed instead
 # An event whose instances carry more roles than this is left to the drift scan: each role costs
@@ -167,6 +172,10 @@ class SnapshotReader:
     def read(
         self, scope: Scope, controls: Collection[str], read_at: datetime | None = None
     ) -> AccountSnapshot:
+        if scope.prefix_list_ids:
+            scope = replace(
+                scope, group_ids=scope.group_ids | self._groups_using(scope.prefix_list_ids)
+            )
         instances = self._instances(scope)
         evaluated = [i for i in instances.values() if i.evaluated]
         if not scope.full and (ROLE in controls or LOGGING in controls):
@@ -183,7 +192,10 @@ class SnapshotReader:
         )
         if SSH in controls:
             used = {g for i in evaluated for g in i.security_group_ids}
-            snapshot = replace(snapshot, security_groups=self._groups(scope, used))
+            groups = self._groups(scope, used)
+            snapshot = replace(
+                snapshot, security_groups=groups, prefix_lists=self._prefix_lists(groups)
+            )
         if ROLE in controls or LOGGING in controls:
             profiles, roles = self._iam({i.profile_arn for i in evaluated if i.profile_arn})
             snapshot = replace(snapshot, instance_profiles=profiles, roles=roles)
@@ -244,7 +256,7 @@ class SnapshotReader:
         missing = {
             gid
             for gid, group in snapshot.security_groups.items()
-            if gid not in scope.group_ids and any(admits_internet_ssh(r) for r in group.ingress)
+            if gid not in scope.group_ids and internet_ssh_rules(group, snapshot.prefix_lists)
         }
         if not missing:
             return {}
@@ -431,6 +443,59 @@ class SnapshotReader:
             )
             for gid in sorted(group_ids)
         }
+
+    def _groups_using(self, prefix_list_ids: Iterable[str]) -> frozenset[str]:
+        """This account's security groups with a rule referencing one of these prefix lists: one
+        paged GetManagedPrefixListAssociations per list. A list deleted since its event leads to
+        no group; another account's groups a shared list reaches are that account's to judge."""
+        found: set[str] = set()
+        for pl in sorted(prefix_list_ids):
+            try:
+                for association in pages(
+                    self.clients.ec2,
+                    "get_managed_prefix_list_associations",
+                    "PrefixListAssociations",
+                    PrefixListId=pl,
+                    MaxResults=PREFIX_LIST_ASSOCIATIONS_PAGE,
+                ):
+                    resource = association.get("ResourceId") or ""
+                    owner = association.get("ResourceOwner") or self.account_id
+                    if resource.startswith("sg-") and owner == self.account_id:
+                        found.add(resource)
+            except ClientError as error:
+                if error_code(error) not in PREFIX_LIST_GONE:
+                    raise
+        return frozenset(found)
+
+    def _prefix_lists(self, groups: Mapping[str, SecurityGroup]) -> dict[str, tuple[str, ...]]:
+        """The internet CIDRs held by each prefix list a rule admitting TCP 22 references: one
+        paged GetManagedPrefixListEntries per distinct list (its current version), none when no
+        such rule names a list. A list deleted or no longer shared with the account holds
+        nothing the group can admit."""
+        ids = {
+            r.prefix_list_id
+            for group in groups.values()
+            for r in group.ingress
+            if r.prefix_list_id and reaches_ssh_port(r)
+        }
+        held: dict[str, tuple[str, ...]] = {}
+        for pl in sorted(ids):
+            try:
+                entries = list(
+                    pages(
+                        self.clients.ec2,
+                        "get_managed_prefix_list_entries",
+                        "Entries",
+                        PrefixListId=pl,
+                        MaxResults=PREFIX_LIST_PAGE,
+                    )
+                )
+            except ClientError as error:
+                if error_code(error) not in PREFIX_LIST_GONE:
+                    raise
+                entries = []
+            held[pl] = tuple(e["Cidr"] for e in entries if is_internet(e.get("Cidr")))
+        return held
 
     # --- IAM -------------------------------------------------------------------------------
 

@@ -357,6 +357,7 @@ def format_outcome(outcome: EventOutcome) -> str:
                 f"instances {_names(scope.instance_ids)}",
                 f"interfaces {_names(scope.interface_ids)}",
                 f"groups {_names(scope.group_ids)}",
+                f"prefix lists {_names(scope.prefix_list_ids)}",
                 f"profiles {_names(scope.profile_names)}",
                 f"roles {_names(scope.role_names)}",
                 f"policies {_names(scope.policy_arns)}",

@@ -10,7 +10,7 @@ class Scope:
     """Resources to evaluate. `full` reads everything; otherwise only the named resources.
 
     Instances are found by id, by one of their network interfaces, by a security group on any
-    of their interfaces, by instance profile name, by a role that one of their profiles
+    of their interfaces (or one referencing a named prefix list), by instance profile name, by a role that one of their profiles
     carries, or by a managed policy such a role has attached or as its permissions boundary.
     `controls` limits the evaluation (and so the reads) to those control ids; empty means every
     enabled control.
@@ -20,6 +20,7 @@ class Scope:
     instance_ids: frozenset[str] = frozenset()
     interface_ids: frozenset[str] = frozenset()
     group_ids: frozenset[str] = frozenset()
+    prefix_list_ids: frozenset[str] = frozenset()  # the groups whose rules reference them
     profile_names: frozenset[str] = frozenset()
     # The named profiles were deleted (DeleteInstanceProfile): their instances are found through
     # their associations, which still name them; a profile created under the name since is not
@@ -41,6 +42,7 @@ class Scope:
             or self.instance_ids
             or self.interface_ids
             or self.group_ids
+            or self.prefix_list_ids
             or self.profile_names
             or self.role_names
             or self.policy_arns

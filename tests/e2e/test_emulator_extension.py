@@ -1069,6 +1069,48 @@ def test_describe_instances_filters_by_a_group_on_any_interface(emulated, build)
     assert by_group(primary, secondary) == sorted([dual, plain])  # values of a filter are ORed
 
 
+def test_prefix_list_associations_name_each_group_referencing_the_list_once(emulated, build):
+    """GetManagedPrefixListAssociations (moto lacks it): the groups with an ingress or egress
+    rule naming the list, once each however many rules; an unknown list is NotFound."""
+    ec2 = build.ec2
+    vpc = ec2.describe_subnets(SubnetIds=[build.subnet])["Subnets"][0]["VpcId"]
+
+    def new_list(name: str) -> str:
+        return ec2.create_managed_prefix_list(
+            PrefixListName=name, MaxEntries=5, AddressFamily="IPv4", Entries=[]
+        )["PrefixList"]["PrefixListId"]
+
+    office, other = new_list("office"), new_list("other")
+    ingress, egress, unrelated = (
+        ec2.create_security_group(GroupName=n, Description="d", VpcId=vpc)["GroupId"]
+        for n in ("in", "out", "none")
+    )
+    via = [{"PrefixListIds": [{"PrefixListId": office}]}]
+    for low in (22, 443):  # two rules of one group: listed once
+        ec2.authorize_security_group_ingress(
+            GroupId=ingress,
+            IpPermissions=[{"IpProtocol": "tcp", "FromPort": low, "ToPort": low, **via[0]}],
+        )
+    ec2.authorize_security_group_egress(
+        GroupId=egress,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, **via[0]}],
+    )
+
+    def associations(pl: str) -> list[tuple[str, str]]:
+        pages = ec2.get_paginator("get_managed_prefix_list_associations").paginate(PrefixListId=pl)
+        return sorted(
+            (a["ResourceId"], a["ResourceOwner"])
+            for p in pages
+            for a in p["PrefixListAssociations"]
+        )
+
+    assert associations(office) == sorted([(ingress, ACCOUNT), (egress, ACCOUNT)])
+    assert unrelated not in dict(associations(office))
+    assert associations(other) == []
+    code = errors(ec2.get_managed_prefix_list_associations, PrefixListId="pl-00000000000000000")
+    assert code == "InvalidPrefixListID.NotFound"
+
+
 def test_authorize_ingress_answers_with_every_rule_it_created(emulated, build):
     """The fix record's new rule ids come from this answer (moto named only the last one)."""
     vpc = build.ec2.describe_subnets(SubnetIds=[build.subnet])["Subnets"][0]["VpcId"]

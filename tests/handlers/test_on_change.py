@@ -639,6 +639,81 @@ def test_an_ipv6_address_makes_internet_ssh_over_ipv6_critical_within_its_event(
     assert (finding["Compliance"]["Status"], finding["Severity"]["Label"]) == ("FAILED", "CRITICAL")
 
 
+PL = "pl-0a1b2c3d4e5f60001"
+
+
+def office_list_on_ssh(world: World) -> tuple[str, str, str]:
+    """A prefix list of one office range, referenced by a group's TCP 22 rule, and a running
+    instance with a public address behind the group: (list, group, instance)."""
+    pl = world.ec2.create_managed_prefix_list(
+        PrefixListName="office",
+        MaxEntries=10,
+        AddressFamily="IPv4",
+        Entries=[{"Cidr": "203.0.113.0/24", "Description": "office"}],
+    )["PrefixList"]["PrefixListId"]
+    ops = world.group("ops")
+    world.ec2.authorize_security_group_ingress(
+        GroupId=ops,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "PrefixListIds": [{"PrefixListId": pl}],
+            }
+        ],
+    )
+    return pl, ops, world.launch(groups=[ops])[0]
+
+
+def test_a_prefix_list_given_the_internet_fails_its_groups_ssh_within_its_event(world):
+    """0.0.0.0/0 added to a list an SSH rule references opens SSH to the internet without any
+    security group event: the list's event finds its groups (GetManagedPrefixListAssociations).
+    Enforce mode changes neither the rule nor the list (other entries, other users), and says so."""
+    pl, ops, instance = office_list_on_ssh(world)
+    world.deliver("state_change_running", {I1: instance})
+    assert passed(world, SSH, instance)
+    world.ec2.modify_managed_prefix_list(
+        PrefixListId=pl, CurrentVersion=1, AddEntries=[{"Cidr": "0.0.0.0/0"}]
+    )
+    before = world.state()
+
+    result = world.deliver("modify_managed_prefix_list", {PL: pl})
+
+    assert result["event"]["controls"] == [SSH] and result["fixes"] == {"skipped": 1}
+    assert world.state() == before
+    for resource in (instance, ops):
+        finding = world.finding(SSH, resource)
+        assert (finding["Compliance"]["Status"], finding["Severity"]["Label"]) == (
+            "FAILED",
+            "CRITICAL",
+        )
+    assert f"0.0.0.0/0 (in prefix list {pl})" in world.finding(SSH, ops)["Description"]
+    # The list, its groups' users and rules, the entries, one import.
+    assert dict(world.calls) == {
+        "ec2:GetManagedPrefixListAssociations": 1,
+        "ec2:DescribeInstances": 1,
+        "ec2:DescribeSecurityGroupRules": 1,
+        "ec2:GetManagedPrefixListEntries": 1,
+        "securityhub:BatchImportFindings": 1,
+    }
+    # A person takes the entry out again: the next event of the list passes them.
+    world.ec2.modify_managed_prefix_list(
+        PrefixListId=pl, CurrentVersion=2, RemoveEntries=[{"Cidr": "0.0.0.0/0"}]
+    )
+    world.deliver("modify_managed_prefix_list", {PL: pl})
+    assert passed(world, SSH, instance) and passed(world, SSH, ops)
+
+
+def test_a_list_no_group_references_costs_one_call(world):
+    pl = world.ec2.create_managed_prefix_list(
+        PrefixListName="unused", MaxEntries=5, AddressFamily="IPv4", Entries=[]
+    )["PrefixList"]["PrefixListId"]
+    result = world.deliver("modify_managed_prefix_list", {PL: pl})
+    assert result["results"] == 0 and not result["fixes"]
+    assert dict(world.calls) == {"ec2:GetManagedPrefixListAssociations": 1}
+
+
 @pytest.mark.parametrize("mode", ["report", "enforce"])
 def test_an_instance_event_sees_every_user_of_its_open_group(world, mode):
     """An event about one instance of a shared open group: the group's finding counts every user

@@ -20,11 +20,13 @@ from tests.handlers.test_on_change import (
     DELIVERY,
     ENI,
     I1,
+    PL,
     PREFS,
     SG,
     World,
     attach_interface,
     inline_deny_of_the_fixture,
+    office_list_on_ssh,
     prefs_content,
 )
 
@@ -77,6 +79,15 @@ def elastic_ip_on_instance_in_open_group(w: World) -> dict[str, str]:
     allocation = w.ec2.allocate_address(Domain="vpc")["AllocationId"]
     w.ec2.associate_address(AllocationId=allocation, InstanceId=instance)
     return {I1: instance}
+
+
+def prefix_list_given_the_internet(w: World) -> dict[str, str]:
+    """The fix is SKIPPED (a person's to change), its record still published."""
+    pl = office_list_on_ssh(w)[0]
+    w.ec2.modify_managed_prefix_list(
+        PrefixListId=pl, CurrentVersion=1, AddEntries=[{"Cidr": "0.0.0.0/0"}]
+    )
+    return {PL: pl}
 
 
 def ipv6_address_on_interface_in_ipv6_open_group(w: World) -> dict[str, str]:
@@ -295,6 +306,7 @@ CASES: list[tuple[str, Callable[[World], dict[str, str]]]] = [
     ("attach_network_interface", interface_attached_from_open_group),
     ("associate_address", elastic_ip_on_instance_in_open_group),
     ("assign_ipv6_addresses", ipv6_address_on_interface_in_ipv6_open_group),
+    ("modify_managed_prefix_list", prefix_list_given_the_internet),
     ("associate_iam_instance_profile", associated_role_without_core),
     ("disassociate_iam_instance_profile", disassociated),
     ("replace_iam_instance_profile_association", replaced_with_bare_profile),

@@ -89,6 +89,24 @@ def test_cli_replay_report_mode_exits_1_and_changes_nothing(world: World, tmp_pa
     assert f"instances {instance}" in out and "report only (mode report)" in out
 
 
+def test_cli_replay_of_a_prefix_list_change_names_the_list_and_what_it_left(world, tmp_path):
+    from tests.handlers.test_on_change import PL, office_list_on_ssh
+
+    pl, ops, instance = office_list_on_ssh(world)
+    world.ec2.modify_managed_prefix_list(
+        PrefixListId=pl, CurrentVersion=1, AddEntries=[{"Cidr": "0.0.0.0/0"}]
+    )
+    path = write_event(tmp_path, world.event("modify_managed_prefix_list", {PL: pl}))
+    before = world.state()
+    code, out = run(["replay", path, "--mode", "enforce", "--control", SSH])
+    assert code == 1 and world.state() == before  # left FAILED: a person's to change
+    assert f"prefix lists {pl}" in out and "groups -" in out
+    assert (
+        f"-> revoke internet SSH: skipped - internet SSH through a prefix list ({pl} holds " in out
+    )
+    assert instance in out and ops in out
+
+
 def test_a_reader_that_stops_early_leaves_replays_exit_code_as_the_results_say(
     world: World, tmp_path
 ):

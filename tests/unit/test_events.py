@@ -358,6 +358,55 @@ def test_an_ipv6_assignment_naming_no_interface_is_malformed():
     assert result.reason == "AssignIpv6Addresses: no valid network interface id (got 'i-XYZ')"
 
 
+PL = "pl-0a1b2c3d4e5f60001"
+
+
+@pytest.mark.parametrize(
+    ("name", "request_", "response"),
+    [
+        ("ModifyManagedPrefixList", "wrapped", "wrapped"),
+        ("ModifyManagedPrefixList", "camelCase", None),  # the response alone may name it too
+        ("RestoreManagedPrefixListVersion", "wrapped", "wrapped"),
+        ("RestoreManagedPrefixListVersion", None, "camelCase"),
+    ],
+)
+def test_a_prefix_lists_entries_changed_touch_the_groups_that_reference_it(
+    name, request_, response
+):
+    """A list's entries are the source of every rule referencing it (0.0.0.0/0 added opens
+    them all): the list, ssh only, its id read in either casing from request or response."""
+    event = load("modify_managed_prefix_list")
+    detail = event["detail"]
+    detail["eventName"] = name
+    requests = {
+        "wrapped": {f"{name}Request": {"PrefixListId": f" {PL} ", "CurrentVersion": 1}},
+        "camelCase": {"prefixListId": PL},
+        None: {},
+    }
+    responses = {
+        "wrapped": {f"{name}Response": {"prefixList": {"prefixListId": PL}}},
+        "camelCase": {"prefixList": {"prefixListId": PL}},
+        None: None,
+    }
+    detail["requestParameters"] = requests[request_]
+    detail["responseElements"] = responses[response]
+    parsed = parse_event(event)
+    assert isinstance(parsed, Change) and parsed.event_name == name
+    assert parsed.scope == Scope(prefix_list_ids=frozenset({PL}), controls=frozenset({SSH}))
+    assert parsed.as_log()["prefix_list_ids"] == [PL]
+
+
+def test_a_prefix_list_change_naming_no_list_is_malformed():
+    event = load("modify_managed_prefix_list")
+    event["detail"]["requestParameters"] = {
+        "ModifyManagedPrefixListRequest": {"PrefixListId": "sg-1"}
+    }
+    event["detail"]["responseElements"] = None
+    result = dropped(event)
+    assert result.kind is DropKind.MALFORMED and result.bad_input
+    assert result.reason == "ModifyManagedPrefixList: no valid prefix list id (got 'sg-1')"
+
+
 def test_failed_attach_is_dropped_as_a_failed_call():
     event = load("attach_network_interface")
     event["detail"]["errorCode"] = "Client.InvalidParameterValue"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -360,16 +361,73 @@ def test_group_used_only_by_terminated_instances_is_not_reported():
     assert (ResourceType.SECURITY_GROUP, "sg-bad") not in results
 
 
-def test_private_udp_prefix_list_and_reference_rules_pass():
+def test_private_udp_private_prefix_list_and_reference_rules_pass():
     rules = (
         rule("udp", rule_id="a", group_id="sg-1"),
         rule(v4="10.0.0.0/8", rule_id="b", group_id="sg-1"),
-        rule(v4=None, prefix_list_id="pl-1", rule_id="c", group_id="sg-1"),
+        rule(v4=None, prefix_list_id="pl-private", rule_id="c", group_id="sg-1"),
         rule(v4=None, referenced_group_id="sg-2", rule_id="d", group_id="sg-1"),
+        # UDP 22 and TCP 443 through a list that holds the internet are not internet SSH either
+        rule("udp", v4=None, prefix_list_id="pl-world", rule_id="e", group_id="sg-1"),
+        rule("tcp", 443, 443, v4=None, prefix_list_id="pl-world", rule_id="f", group_id="sg-1"),
     )
     inst = Instance("i-1", "running", ("sg-1",), public_ip="3.3.3.3")
-    results = SSH_OPEN.check(snapshot([inst], [SecurityGroup("sg-1", rules=rules)]), Settings())
-    assert {r.status for r in results} == {Status.PASSED}
+    read = replace(
+        snapshot([inst], [SecurityGroup("sg-1", rules=rules)]),
+        prefix_lists={"pl-private": (), "pl-world": ("0.0.0.0/0",)},
+    )
+    assert {r.status for r in SSH_OPEN.check(read, Settings())} == {Status.PASSED}
+
+
+def listed_snapshot(entries, *, public_ip="3.3.3.3", ipv6=()) -> AccountSnapshot:
+    """An instance behind a group whose TCP 22 rule references prefix list pl-1, and a CIDR rule
+    for TCP 443; the list holds `entries` (its internet CIDRs, as the reader keeps them)."""
+    group = SecurityGroup(
+        "sg-1",
+        rules=(
+            rule(v4=None, prefix_list_id="pl-1", rule_id="sgr-pl", group_id="sg-1"),
+            rule("tcp", 443, 443, rule_id="sgr-web", group_id="sg-1"),
+        ),
+    )
+    inst = Instance("i-1", "running", ("sg-1",), public_ip=public_ip, ipv6_addresses=ipv6)
+    return replace(snapshot([inst], [group]), prefix_lists={"pl-1": entries})
+
+
+def test_a_prefix_list_holding_the_internet_opens_ssh_through_its_rule():
+    results = by_resource(SSH_OPEN.check(listed_snapshot(("0.0.0.0/0", "::/0")), Settings()))
+    inst, group = (
+        results[(ResourceType.INSTANCE, "i-1")],
+        results[(ResourceType.SECURITY_GROUP, "sg-1")],
+    )
+    assert (inst.status, inst.severity) == (Status.FAILED, "CRITICAL")
+    assert (group.status, group.severity) == (Status.FAILED, "CRITICAL")
+    # The rule once, however many internet entries its list holds; the list named beside them.
+    assert inst.details["rule_ids"] == group.details["rule_ids"] == ["sgr-pl"]
+    assert "0.0.0.0/0 (in prefix list pl-1)" in group.reason
+    assert "::/0 (in prefix list pl-1)" in group.reason
+
+
+@pytest.mark.parametrize(
+    ("entries", "public_ip", "ipv6", "severity"),
+    [
+        (("::/0",), "3.3.3.3", (), "HIGH"),  # the list admits IPv6 only; no IPv6 address
+        (("::/0",), None, ("2600:1f18::1",), "CRITICAL"),
+        (("0.0.0.0/0",), None, ("2600:1f18::1",), "HIGH"),
+        (("2000::/3",), None, ("2600:1f18::1",), "CRITICAL"),  # every global IPv6 address
+    ],
+)
+def test_a_prefix_lists_entry_is_exposure_over_its_own_address_family(
+    entries, public_ip, ipv6, severity
+):
+    read = listed_snapshot(entries, public_ip=public_ip, ipv6=ipv6)
+    r = by_resource(SSH_OPEN.check(read, Settings()))[(ResourceType.INSTANCE, "i-1")]
+    assert (r.status, r.severity) == (Status.FAILED, severity)
+
+
+@pytest.mark.parametrize("lists", [{"pl-1": ()}, {}], ids=["holds-no-internet", "not-read"])
+def test_a_prefix_list_without_an_internet_entry_passes(lists):
+    read = replace(listed_snapshot(()), prefix_lists=lists)
+    assert {r.status for r in SSH_OPEN.check(read, Settings())} == {Status.PASSED}
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,12 @@
 """ssh-open-to-internet: TCP 22 admitted from 0.0.0.0/0 or ::/0 by a security group of an instance.
 
 Counts only tcp (or all-traffic, protocol -1) rules whose range includes 22 and whose source is the
-whole internet (any /0); UDP 22, private CIDRs, prefix lists and group references are not internet
-SSH. The fix revokes exactly the offending rule (by its content as read: protocol, ports, CIDR)
-after re-adding whatever else that rule admitted, so no other port or protocol loses access; in a
-group at its rules quota it narrows the rule in place instead.
+whole internet (any /0), written as a CIDR or held by a prefix list the rule references; UDP 22,
+private CIDRs and group references are not internet SSH. The fix revokes exactly the offending
+CIDR rule (by its content as read: protocol, ports, CIDR) after re-adding whatever else that rule
+admitted, so no other port or protocol loses access; in a group at its rules quota it narrows the
+rule in place instead. A prefix list's rule is left to a person: revoking it would cut off the
+list's other entries, and editing the list changes everything else that uses it.
 """
 
 from __future__ import annotations
@@ -60,8 +62,13 @@ PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6", "all": "
 
 
 def admits_internet_ssh(rule: SecurityGroupRule) -> bool:
-    """True when an ingress rule lets the whole internet reach TCP 22."""
-    if rule.is_egress or not is_internet(rule.cidr):
+    """True when an ingress rule's CIDR lets the whole internet reach TCP 22."""
+    return is_internet(rule.cidr) and reaches_ssh_port(rule)
+
+
+def reaches_ssh_port(rule: SecurityGroupRule) -> bool:
+    """True when an ingress rule admits TCP 22, whatever its source."""
+    if rule.is_egress:
         return False
     protocol = rule.protocol.lower()
     if protocol in ALL_TRAFFIC:
@@ -73,6 +80,32 @@ def admits_internet_ssh(rule: SecurityGroupRule) -> bool:
     return low <= SSH_PORT <= high
 
 
+def internet_ssh_rules(
+    group: SecurityGroup, prefix_lists: Mapping[str, Sequence[str]]
+) -> list[SecurityGroupRule]:
+    """The group's ingress rules that admit TCP 22 from the internet: by their CIDR, or through
+    a prefix list (`prefix_lists`: the internet CIDRs each list holds, as read) holding one; such
+    a rule is listed once per internet entry, that entry as its source (its PrefixListId stays,
+    so it is never revoked by content as a CIDR rule would be)."""
+    found = []
+    for rule in group.ingress:
+        if admits_internet_ssh(rule):
+            found.append(rule)
+        elif rule.prefix_list_id and reaches_ssh_port(rule):
+            for cidr in prefix_lists.get(rule.prefix_list_id, ()):
+                v6 = ":" in cidr
+                found.append(
+                    replace(rule, cidr_ipv4=None if v6 else cidr, cidr_ipv6=cidr if v6 else None)
+                )
+    return found
+
+
+def source(rule: SecurityGroupRule) -> str:
+    """A rule's internet source as a person reads it: the CIDR, and the prefix list holding it."""
+    via = f" (in prefix list {rule.prefix_list_id})" if rule.prefix_list_id else ""
+    return f"{rule.cidr or ''}{via}"
+
+
 def ssh_exposed_running(snapshot: AccountSnapshot, group_id: str | None = None) -> list[Instance]:
     """Running (or starting) instances behind a group (`group_id`, or any) that admits
     internet SSH."""
@@ -80,8 +113,7 @@ def ssh_exposed_running(snapshot: AccountSnapshot, group_id: str | None = None) 
     open_groups = {
         gid
         for gid in groups
-        if (g := snapshot.security_groups.get(gid))
-        and any(admits_internet_ssh(r) for r in g.ingress)
+        if (g := snapshot.security_groups.get(gid)) and internet_ssh_rules(g, snapshot.prefix_lists)
     }
     everyone = {**snapshot.bystanders, **snapshot.instances}
     return [
@@ -310,6 +342,8 @@ def describe_rule(rule: SecurityGroupRule) -> dict[str, Any]:
         "Source": rule.cidr,
         "Description": rule.description,
     }
+    if rule.prefix_list_id:
+        described["PrefixListId"] = rule.prefix_list_id
     if rule.tags:
         described["Tags"] = dict(rule.tags)
     return described
@@ -373,6 +407,11 @@ class SshOpenToInternet:
             ),
             why="instances, their network interfaces' groups, and the groups' rules",
         ),
+        Permission(
+            ("ec2:GetManagedPrefixListEntries", "ec2:GetManagedPrefixListAssociations"),
+            why="the entries of prefix lists that SSH rules reference (one may hold 0.0.0.0/0); "
+            "the groups that reference a list whose entries an event changed",
+        ),
     )
     fix_permissions = (
         Permission(
@@ -426,7 +465,7 @@ class SshOpenToInternet:
 
     def check(self, snapshot: AccountSnapshot, settings: Settings) -> list[Result]:
         offending: dict[str, list[SecurityGroupRule]] = {
-            gid: [r for r in group.ingress if admits_internet_ssh(r)]
+            gid: internet_ssh_rules(group, snapshot.prefix_lists)
             for gid, group in snapshot.security_groups.items()
         }
         results: list[Result] = []
@@ -471,9 +510,13 @@ class SshOpenToInternet:
                     "CRITICAL"
                     if any(exposure(by_id[u], {gid: rules})[0] for u in users)
                     else "HIGH",
-                    f"rules {', '.join(r.rule_id for r in rules)} admit TCP 22 from "
-                    f"{', '.join(sorted({r.cidr or '' for r in rules}))}; used by {len(users)} instance(s)",
-                    details={"rule_ids": [r.rule_id for r in rules], "instance_ids": users},
+                    f"rules {', '.join(dict.fromkeys(r.rule_id for r in rules))} admit TCP 22 "
+                    f"from {', '.join(sorted({source(r) for r in rules}))}; used by {len(users)} "
+                    "instance(s)",
+                    details={
+                        "rule_ids": list(dict.fromkeys(r.rule_id for r in rules)),
+                        "instance_ids": users,
+                    },
                 )
             )
         return results
@@ -497,7 +540,7 @@ class SshOpenToInternet:
                 details={"security_group_ids": list(instance.security_group_ids)},
             )
         else:
-            rule_ids = [r.rule_id for g in bad_groups for r in offending[g]]
+            rule_ids = list(dict.fromkeys(r.rule_id for g in bad_groups for r in offending[g]))
             reachable, how = exposure(instance, {g: offending[g] for g in bad_groups})
             result = snapshot.result(
                 self.id,
@@ -512,7 +555,24 @@ class SshOpenToInternet:
         return replace(result, follows_fix=bystander)
 
     def settle(self, snapshot: AccountSnapshot, records: Sequence[FixRecord]) -> AccountSnapshot:
-        return snapshot  # each fix settles its results whole: nothing is left half done
+        """When a group's CIDR rules were closed while its prefix-list rules were left (the one
+        partial fix), its results are re-judged without the rules the fixes revoked or narrowed."""
+        closed = {
+            rule["SecurityGroupRuleId"]
+            for record in records
+            if record.outcome is Outcome.APPLIED
+            for rule in record.before or ()
+        }
+        partial = {r.resource_id for r in records if r.outcome is Outcome.SKIPPED} & {
+            r.resource_id for r in records if r.outcome is Outcome.APPLIED
+        }
+        if not partial:
+            return snapshot  # every other fix settles its results whole
+        groups = {
+            gid: replace(group, rules=tuple(r for r in group.rules if r.rule_id not in closed))
+            for gid, group in snapshot.security_groups.items()
+        }
+        return replace(snapshot, security_groups=groups)
 
     def remediate(
         self, failed: Sequence[Result], snapshot: AccountSnapshot, ctx: FixContext
@@ -538,7 +598,14 @@ class SshOpenToInternet:
         for gid in groups:
             group = snapshot.security_groups[gid]
             ingress = current.get(gid, []) if snapshot.full and gid in own else group.ingress
-            rules = [r for r in ingress if admits_internet_ssh(r)]
+            found = internet_ssh_rules(replace(group, rules=tuple(ingress)), snapshot.prefix_lists)
+            rules = [r for r in found if not r.prefix_list_id]
+            listed = [r for r in found if r.prefix_list_id]
+            covers = (gid, *users.get(gid, ()))
+            if listed and gid not in foreign:
+                records.append(replace(self._listed(gid, listed), covers=covers))
+                if not rules:
+                    continue
             unreachable = (
                 self._unreachable(snapshot, gid) if ctx.settings.ssh_require_ssm_online else []
             )
@@ -547,7 +614,7 @@ class SshOpenToInternet:
                 # owner may change its rules; EC2 would refuse, and it is not ours to change.
                 record = self._skipped(
                     gid,
-                    rules,
+                    found,
                     f"security group is owned by account {foreign[gid]}, not this one: only its "
                     "owner can change its rules; ask them to remove internet SSH",
                 )
@@ -564,8 +631,27 @@ class SshOpenToInternet:
                 record = self._skipped(gid, rules, OUT_OF_TIME)
             else:
                 record = self._close(group, rules, ctx)
-            records.append(replace(record, covers=(gid, *users.get(gid, ()))))
+            records.append(replace(record, covers=covers))
         return records
+
+    def _listed(self, gid: str, listed: list[SecurityGroupRule]) -> FixRecord:
+        """Rules admitting internet SSH through a prefix list are a person's to change: revoking
+        one cuts off every other entry of its list, and removing the entry from the list changes
+        every group and route table that references it."""
+        held: dict[str, list[str]] = {}
+        for rule in listed:
+            held.setdefault(rule.prefix_list_id or "", []).append(rule.cidr or "")
+        lists = "; ".join(f"{pl} holds {', '.join(dict.fromkeys(c))}" for pl, c in held.items())
+        pl, cidrs = next(iter(held.items()))
+        return self._skipped(
+            gid,
+            listed,
+            f"internet SSH through a prefix list ({lists}) is not changed: revoking the rule "
+            "would cut off the list's other entries, and editing the list changes everything "
+            "that references it; remove the entry (aws ec2 modify-managed-prefix-list "
+            f"--prefix-list-id {pl} --current-version <version> --remove-entries "
+            f"Cidr={cidrs[0]}) or replace the rule",
+        )
 
     def _skipped(self, gid: str, rules: list[SecurityGroupRule], reason: str) -> FixRecord:
         return FixRecord(
