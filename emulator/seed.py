@@ -166,7 +166,10 @@ ACCOUNT_CASES: tuple[Case, ...] = (
     _case("twin-udp-22", "UDP 22 from 0.0.0.0/0 (not SSH)", 2, groups=("udp-22",)),
     _case("twin-ssh-private-cidr", "TCP 22 from 10.0.0.0/8 only", 2, groups=("ssh-private",)),
     _case(
-        "twin-ssh-prefix-list", "TCP 22 from a managed prefix list", 2, groups=("ssh-prefix-list",)
+        "twin-ssh-prefix-list",
+        "TCP 22 from a managed prefix list of office ranges (no internet entry)",
+        2,
+        groups=("ssh-prefix-list",),
     ),
     _case(
         "twin-ssh-group-ref",
