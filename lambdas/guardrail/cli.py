@@ -39,6 +39,7 @@ from .controls.ssm_role import SSM_ROLE
 from .engine import Guardrail, Interrupted, ScanReport
 from .model import Outcome, Status
 from .publisher import FindingPublisher
+from .reader import PrefixListChanging
 from .replay import add_replay_parser, run_replay
 from .settings import ENV, Settings, SettingsError, env_values
 
@@ -400,7 +401,7 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
         return 130
     except KeyboardInterrupt:
         return 130
-    except (UsageError, SettingsError) as error:
+    except (UsageError, SettingsError, PrefixListChanging) as error:
         print(f"guardrail: {one_line(error)}", file=err)
         return 2
     except (NoCredentialsError, PartialCredentialsError) as error:

@@ -76,6 +76,17 @@ NOT_IN_ROLE_CALLS = frozenset(
 INSTANCE_CREDENTIAL_KEYS = frozenset({"ec2:sourceinstancearn", "ec2:roledelivery"})
 
 
+class PrefixListChanging(Exception):
+    """An event's prefix list is still being changed: its entries are read once the change has
+    completed, so raising lets the Lambda run the event again (1 and 2 minutes later)."""
+
+    def __init__(self, prefix_list_id: str, state: str) -> None:
+        super().__init__(
+            f"prefix list {prefix_list_id} is still being changed ({state}): its new entries "
+            "cannot be read yet; run the event again once the change has completed"
+        )
+
+
 class ScopeTooBroad(Exception):
     """A targeted read would judge more than EVENT_ROLE_LIMIT roles: the event is deferred to the
     drift scan (15 minutes, a fix deadline) rather than time out, be retried twice and repeat the
@@ -445,12 +456,21 @@ class SnapshotReader:
         }
 
     def _groups_using(self, prefix_list_ids: Iterable[str]) -> frozenset[str]:
-        """This account's security groups with a rule referencing one of these prefix lists: one
-        paged GetManagedPrefixListAssociations per list. A list deleted since its event leads to
-        no group; another account's groups a shared list reaches are that account's to judge."""
+        """This account's security groups with a rule referencing one of these prefix lists (an
+        event's: its entries just changed). Per list, DescribeManagedPrefixLists first: EC2
+        changes entries asynchronously, and until the change completes the list's current
+        version is the old one, so an entry just added would read as absent; then one paged
+        GetManagedPrefixListAssociations. A list deleted since its event leads to no group;
+        another account's groups a shared list reaches are that account's to judge."""
         found: set[str] = set()
         for pl in sorted(prefix_list_ids):
             try:
+                described = self.clients.ec2.describe_managed_prefix_lists(PrefixListIds=[pl])
+                states = [d.get("State") or "" for d in described.get("PrefixLists", [])]
+                if not states or any(s.startswith("delete-") for s in states):
+                    continue
+                if any(s.endswith("-in-progress") for s in states):
+                    raise PrefixListChanging(pl, states[0])
                 for association in pages(
                     self.clients.ec2,
                     "get_managed_prefix_list_associations",

@@ -107,6 +107,45 @@ def test_the_cidr_rule_is_closed_and_the_list_rule_stays_failed(account, clients
     assert [f.outcome for f in again.fixes] == [Outcome.SKIPPED]
 
 
+def test_an_instance_behind_a_closed_group_and_a_list_group_is_judged_as_the_fix_left_it(
+    account, clients
+):
+    """Its fixes are one applied (the CIDR group closed) and one skipped (the list's group): its
+    finding names only what is still open, and that list admits IPv6 only while the instance has
+    a public IPv4 address and no IPv6 one: HIGH, not the CRITICAL the closed rule made it."""
+    account.ec2.modify_subnet_attribute(
+        SubnetId=account.subnet, MapPublicIpOnLaunch={"Value": True}
+    )
+    pl = prefix_list(account, "::/0")
+    listed, closed = account.group(via(pl)), account.group(OPEN_SSH)
+    iid = account.instance([listed, closed])
+    ((list_rule, _),) = rules(account, listed)
+    report = account.run(clients, "enforce", [SSH])
+    assert (
+        rules(account, closed) == []
+        and evaluation(report, ResourceType.SECURITY_GROUP, closed).remediated
+    )
+    instance = evaluation(report, ResourceType.INSTANCE, iid)
+    assert instance.left_failed and instance.result.details["rule_ids"] == [list_rule]
+    assert instance.result.severity == "HIGH" and closed not in instance.result.reason
+
+
+def test_the_record_names_every_internet_entry_of_every_list(account, clients):
+    both = prefix_list(account, "::/0", "2000::/3")
+    world = prefix_list(account, "0.0.0.0/0")
+    gid = account.group(via(both), via(world))
+    account.instance([gid])
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    assert (
+        f"--prefix-list-id {both} --current-version <version> --remove-entries Cidr=::/0 Cidr=2000::/3"
+        in record.reason
+    )
+    assert (
+        f"--prefix-list-id {world} --current-version <version> --remove-entries Cidr=0.0.0.0/0"
+        in record.reason
+    )
+
+
 def test_a_list_edited_to_drop_the_internet_passes_at_the_next_run(account, clients):
     pl = prefix_list(account, "0.0.0.0/0", "198.51.100.0/24")
     gid = account.group(via(pl))

@@ -689,8 +689,9 @@ def test_a_prefix_list_given_the_internet_fails_its_groups_ssh_within_its_event(
             "CRITICAL",
         )
     assert f"0.0.0.0/0 (in prefix list {pl})" in world.finding(SSH, ops)["Description"]
-    # The list, its groups' users and rules, the entries, one import.
+    # The list's state and groups, their users and rules, the entries, one import.
     assert dict(world.calls) == {
+        "ec2:DescribeManagedPrefixLists": 1,
         "ec2:GetManagedPrefixListAssociations": 1,
         "ec2:DescribeInstances": 1,
         "ec2:DescribeSecurityGroupRules": 1,
@@ -705,13 +706,46 @@ def test_a_prefix_list_given_the_internet_fails_its_groups_ssh_within_its_event(
     assert passed(world, SSH, instance) and passed(world, SSH, ops)
 
 
-def test_a_list_no_group_references_costs_one_call(world):
+def test_a_list_still_being_changed_is_retried_not_read_as_it_was(world):
+    """EC2 changes a list's entries asynchronously (the event's own answer says
+    modify-in-progress): until then its current version holds the old entries, and 0.0.0.0/0
+    just added would read as absent, the groups PASSED. The event raises instead, so Lambda runs
+    it again; then it is judged on the new entries."""
+    from guardrail.reader import PrefixListChanging
+
+    pl, _, instance = office_list_on_ssh(world)
+    world.deliver("state_change_running", {I1: instance})
+    world.ec2.modify_managed_prefix_list(
+        PrefixListId=pl, CurrentVersion=1, AddEntries=[{"Cidr": "0.0.0.0/0"}]
+    )
+    findings = world.findings()
+
+    def in_progress(parsed: dict[str, Any], **_: Any) -> None:
+        for listed in parsed.get("PrefixLists", []):
+            listed["State"] = "modify-in-progress"
+
+    guardrail = world.guardrail(fresh=True)
+    events = guardrail.clients.ec2.meta.events
+    events.register("after-call.ec2.DescribeManagedPrefixLists", in_progress)
+    with pytest.raises(PrefixListChanging, match=f"prefix list {pl} is still being changed"):
+        on_change.handle(world.event("modify_managed_prefix_list", {PL: pl}), guardrail)
+    assert world.findings() == findings  # nothing judged on the old entries, nothing published
+
+    events.unregister("after-call.ec2.DescribeManagedPrefixLists", in_progress)
+    on_change.handle(world.event("modify_managed_prefix_list", {PL: pl}), guardrail)
+    assert world.finding(SSH, instance)["Compliance"]["Status"] == "FAILED"
+
+
+def test_a_list_no_group_references_costs_two_calls(world):
     pl = world.ec2.create_managed_prefix_list(
         PrefixListName="unused", MaxEntries=5, AddressFamily="IPv4", Entries=[]
     )["PrefixList"]["PrefixListId"]
     result = world.deliver("modify_managed_prefix_list", {PL: pl})
     assert result["results"] == 0 and not result["fixes"]
-    assert dict(world.calls) == {"ec2:GetManagedPrefixListAssociations": 1}
+    assert dict(world.calls) == {
+        "ec2:DescribeManagedPrefixLists": 1,
+        "ec2:GetManagedPrefixListAssociations": 1,
+    }
 
 
 @pytest.mark.parametrize("mode", ["report", "enforce"])

@@ -610,6 +610,25 @@ def test_which_rules_a_revoke_missed_is_decided_by_the_revoked_ids_when_ec2_list
     assert SSH_OPEN._revoke(Ec2(), "sg-1", [revoked, changed]) == ([changed], [])
 
 
+@pytest.mark.parametrize(
+    ("now", "bucket"),
+    [
+        (rule(v4=None, prefix_list_id="pl-1"), "still_open"),  # its list is not read here
+        (rule("udp", v4=None, prefix_list_id="pl-1"), "closed"),
+        (rule(v4="10.0.0.0/8"), "closed"),
+        (rule(v6="::/0"), "still_open"),
+        (None, "gone"),
+    ],
+)
+def test_a_rule_changed_meanwhile_counts_closed_only_when_it_surely_is(now, bucket):
+    """A rule the revoke missed because it changed: changed to a prefix-list source, it may
+    admit the internet through the list, so it is never counted closed (which would mark the
+    findings PASSED and RESOLVED while SSH may still be open)."""
+    gone, closed, still_open = SSH_OPEN._classify([rule()], [now] if now else [])
+    found = {"gone": gone, "closed": closed, "still_open": still_open}
+    assert found[bucket] == ["sgr-1"] and sum(map(len, found.values())) == 1
+
+
 def test_ec2s_revoked_rules_count_by_id_or_by_content_exactly_as_written():
     """EC2 lists each revoked rule with its content. A rule deleted and added again as it was
     (a new id) between the read and the revoke went with it: not missed. Another spelling of

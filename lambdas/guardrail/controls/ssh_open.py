@@ -381,7 +381,8 @@ class SshOpenToInternet:
     title = "Security groups and EC2 instances should not admit SSH (TCP 22) from the internet"
     description = (
         "A security group attached to a network interface of the instance admits TCP port 22 "
-        "from 0.0.0.0/0 or ::/0. Use Session Manager instead of internet-facing SSH."
+        "from 0.0.0.0/0 or ::/0, directly or through a prefix list that holds it. Use Session "
+        "Manager instead of internet-facing SSH."
     )
     related_requirements = (
         "AWS Foundational Security Best Practices v1.0.0/EC2.13",
@@ -393,8 +394,9 @@ class SshOpenToInternet:
         "Effects/Data Exposure",
     )
     recommendation = (
-        "Remove the ingress rules that admit TCP 22 from 0.0.0.0/0 or ::/0 and connect with "
-        "Session Manager (aws ssm start-session)."
+        "Remove the ingress rules that admit TCP 22 from 0.0.0.0/0 or ::/0 (for a prefix "
+        "list's rule, the list's internet entry) and connect with Session Manager (aws ssm "
+        "start-session)."
     )
     recommendation_url = (
         "https://docs.aws.amazon.com/securityhub/latest/userguide/ec2-controls.html#ec2-13"
@@ -408,9 +410,14 @@ class SshOpenToInternet:
             why="instances, their network interfaces' groups, and the groups' rules",
         ),
         Permission(
-            ("ec2:GetManagedPrefixListEntries", "ec2:GetManagedPrefixListAssociations"),
+            (
+                "ec2:GetManagedPrefixListEntries",
+                "ec2:DescribeManagedPrefixLists",
+                "ec2:GetManagedPrefixListAssociations",
+            ),
             why="the entries of prefix lists that SSH rules reference (one may hold 0.0.0.0/0); "
-            "the groups that reference a list whose entries an event changed",
+            "for a list an event changed, whether the change has completed and which groups "
+            "reference it",
         ),
     )
     fix_permissions = (
@@ -555,19 +562,19 @@ class SshOpenToInternet:
         return replace(result, follows_fix=bystander)
 
     def settle(self, snapshot: AccountSnapshot, records: Sequence[FixRecord]) -> AccountSnapshot:
-        """When a group's CIDR rules were closed while its prefix-list rules were left (the one
-        partial fix), its results are re-judged without the rules the fixes revoked or narrowed."""
+        """When some fixes closed rules and others were deliberately left (SKIPPED: a group's
+        prefix-list rule, an instance's other group owned elsewhere), a result they both cover
+        is re-judged without the rules the applied fixes revoked or narrowed. Not after a FAILED
+        fix: which rules its results still wait for is not known, so they stay as read."""
         closed = {
             rule["SecurityGroupRuleId"]
             for record in records
             if record.outcome is Outcome.APPLIED
             for rule in record.before or ()
         }
-        partial = {r.resource_id for r in records if r.outcome is Outcome.SKIPPED} & {
-            r.resource_id for r in records if r.outcome is Outcome.APPLIED
-        }
-        if not partial:
-            return snapshot  # every other fix settles its results whole
+        outcomes = {r.outcome for r in records}
+        if not closed or Outcome.SKIPPED not in outcomes or Outcome.FAILED in outcomes:
+            return snapshot
         groups = {
             gid: replace(group, rules=tuple(r for r in group.rules if r.rule_id not in closed))
             for gid, group in snapshot.security_groups.items()
@@ -638,19 +645,21 @@ class SshOpenToInternet:
         """Rules admitting internet SSH through a prefix list are a person's to change: revoking
         one cuts off every other entry of its list, and removing the entry from the list changes
         every group and route table that references it."""
-        held: dict[str, list[str]] = {}
+        held: dict[str, dict[str, None]] = {}
         for rule in listed:
-            held.setdefault(rule.prefix_list_id or "", []).append(rule.cidr or "")
-        lists = "; ".join(f"{pl} holds {', '.join(dict.fromkeys(c))}" for pl, c in held.items())
-        pl, cidrs = next(iter(held.items()))
+            held.setdefault(rule.prefix_list_id or "", {})[rule.cidr or ""] = None
+        lists = "; ".join(f"{pl} holds {', '.join(cidrs)}" for pl, cidrs in held.items())
+        commands = "; ".join(
+            f"aws ec2 modify-managed-prefix-list --prefix-list-id {pl} --current-version "
+            f"<version> --remove-entries {' '.join(f'Cidr={c}' for c in cidrs)}"
+            for pl, cidrs in held.items()
+        )
         return self._skipped(
             gid,
             listed,
             f"internet SSH through a prefix list ({lists}) is not changed: revoking the rule "
             "would cut off the list's other entries, and editing the list changes everything "
-            "that references it; remove the entry (aws ec2 modify-managed-prefix-list "
-            f"--prefix-list-id {pl} --current-version <version> --remove-entries "
-            f"Cidr={cidrs[0]}) or replace the rule",
+            f"that references it; remove the entries ({commands}) or replace the rule",
         )
 
     def _skipped(self, gid: str, rules: list[SecurityGroupRule], reason: str) -> FixRecord:
@@ -1100,9 +1109,13 @@ class SshOpenToInternet:
         still_open: list[str] = []
         for rule in missed:
             changed = current.get(rule.rule_id)
-            bucket = (
-                gone if changed is None else still_open if admits_internet_ssh(changed) else closed
+            # A rule changed to a prefix-list source may admit the internet through the list,
+            # whose entries are not read here: still open, for the next run to judge.
+            now_open = changed is not None and (
+                admits_internet_ssh(changed)
+                or (changed.prefix_list_id is not None and reaches_ssh_port(changed))
             )
+            bucket = gone if changed is None else still_open if now_open else closed
             bucket.append(rule.rule_id)
         return gone, closed, still_open
 
