@@ -107,6 +107,24 @@ def test_cli_replay_of_a_prefix_list_change_names_the_list_and_what_it_left(worl
     assert instance in out and ops in out
 
 
+def test_cli_replay_of_a_list_still_being_changed_exits_2_saying_so(world, tmp_path, monkeypatch):
+    from guardrail import reader
+
+    from tests.handlers.test_on_change import PL, office_list_on_ssh
+
+    pl = office_list_on_ssh(world)[0]
+    path = write_event(tmp_path, world.event("modify_managed_prefix_list", {PL: pl}))
+
+    def changing(self, prefix_list_ids):
+        raise reader.PrefixListChanging(pl, "modify-in-progress")
+
+    monkeypatch.setattr(reader.SnapshotReader, "_groups_using", changing)
+    before = world.state()
+    code, _, err = main(["replay", path, "--control", SSH])
+    assert code == 2 and world.state() == before
+    assert f"prefix list {pl} is still being changed (modify-in-progress)" in err
+
+
 def test_a_reader_that_stops_early_leaves_replays_exit_code_as_the_results_say(
     world: World, tmp_path
 ):
