@@ -212,7 +212,7 @@ class SnapshotReader:
             snapshot = replace(snapshot, instance_profiles=profiles, roles=roles)
         # Systems Manager's view of instances, only where a setting makes it matter: DHMC for
         # profile-less instances, and the SSH lockout guard for running instances behind a group
-        # that admits internet SSH.
+        # whose internet SSH the fix would revoke.
         asked: set[str] = set()
         if ROLE in controls and self.settings.accept_dhmc:
             asked |= {

@@ -182,6 +182,31 @@ def test_no_list_read_when_no_rule_references_one(aws, account):
     assert "ec2:GetManagedPrefixListEntries" not in counter.by_operation()
 
 
+def test_the_lockout_guard_asks_systems_manager_only_about_groups_it_would_close(
+    aws, managed_policies, account
+):
+    """GUARDRAIL_SSH_REQUIRE_SSM_ONLINE protects the people a revoke would cut off. A list's
+    rule is never revoked, so its group's instances are not looked up in Systems Manager, and
+    their SSH stays as it is, reported."""
+    pl = prefix_list(account, "0.0.0.0/0")
+    listed = account.group(via(pl))
+    iid = account.instance([listed])  # no profile: not Online, yet nobody is locked out
+    counter = CallCounter(aws)
+    clients = AwsClients(session=aws, region="us-east-1")
+    report = account.run(clients, "enforce", [SSH], ssh_require_ssm_online=True)
+    assert "ssm:DescribeInstanceInformation" not in counter.by_operation()
+    (record,) = report.fixes
+    assert record.outcome is Outcome.SKIPPED and "lock out" not in record.reason
+    assert iid in {e.result.resource_id for e in report.left_failed}
+    # A CIDR rule beside it is closed only when its users are reachable: this one is not.
+    account.ec2.authorize_security_group_ingress(GroupId=listed, IpPermissions=[OPEN_SSH])
+    again = account.run(clients, "enforce", [SSH], ssh_require_ssm_online=True)
+    assert counter.by_operation()["ssm:DescribeInstanceInformation"] == 1
+    assert sorted(f.outcome for f in again.fixes) == [Outcome.SKIPPED, Outcome.SKIPPED]
+    assert any(f"would lock out {iid}" in f.reason for f in again.fixes)
+    assert "0.0.0.0/0" in [src for _, src in rules(account, listed)]
+
+
 @pytest.mark.parametrize("code", ["InvalidPrefixListID.NotFound", "InvalidPrefixListId.NotFound"])
 def test_a_list_deleted_or_no_longer_shared_holds_nothing(account, clients, code):
     pl = prefix_list(account, "0.0.0.0/0")

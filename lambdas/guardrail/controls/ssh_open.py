@@ -107,13 +107,15 @@ def source(rule: SecurityGroupRule) -> str:
 
 
 def ssh_exposed_running(snapshot: AccountSnapshot, group_id: str | None = None) -> list[Instance]:
-    """Running (or starting) instances behind a group (`group_id`, or any) that admits
-    internet SSH."""
+    """Running (or starting) instances behind a group (`group_id`, or any) whose internet SSH
+    the fix would revoke: a CIDR rule (a prefix list's rule is never revoked, so it locks nobody
+    out)."""
     groups = [group_id] if group_id else list(snapshot.security_groups)
     open_groups = {
         gid
         for gid in groups
-        if (g := snapshot.security_groups.get(gid)) and internet_ssh_rules(g, snapshot.prefix_lists)
+        if (g := snapshot.security_groups.get(gid))
+        and any(not r.prefix_list_id for r in internet_ssh_rules(g, snapshot.prefix_lists))
     }
     everyone = {**snapshot.bystanders, **snapshot.instances}
     return [
