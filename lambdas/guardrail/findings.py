@@ -16,6 +16,7 @@ from .controls.base import Control
 from .model import (
     FixRecord,
     Instance,
+    Outcome,
     ResourceType,
     Result,
     SecurityGroup,
@@ -278,9 +279,10 @@ def build_finding(
     elif group is not None and result.resource_type is ResourceType.SECURITY_GROUP:
         details, omitted = group_details(group)
         resource["Details"] = {"AwsEc2SecurityGroup": details}
-    if remediated:
-        # The resource was read before its fix: what the fix changed (the group's rules, the
-        # instance's profile) is left out rather than shown as it was; the next read adds it.
+    if remediated or any(f.outcome is Outcome.APPLIED for f in fixes):
+        # The resource was read before its fixes: what they changed (the group's rules, the
+        # instance's profile) is left out rather than shown as it was, also when a fix was
+        # skipped or failed beside an applied one; the next read adds it.
         left_out = {
             name
             for details in resource.get("Details", {}).values()

@@ -307,6 +307,25 @@ def test_a_fixed_group_does_not_show_the_rules_it_had_before_the_fix() -> None:
     assert found["Resources"][0]["Details"]["AwsEc2SecurityGroup"]["IpPermissions"]
 
 
+def test_a_partly_fixed_group_does_not_show_the_rules_it_had_before_its_fixes() -> None:
+    """One fix closed the group's 0.0.0.0/0 rule, another was left to a person (its prefix
+    list's rule): the group is still FAILED, and its finding must not list the revoked rule as
+    if it were still there."""
+    group = result(ResourceType.SECURITY_GROUP, "sg-1", severity="HIGH")
+    fixes = [
+        FixRecord(SSH_OPEN.id, "sg-1", "revoke", Outcome.APPLIED),
+        FixRecord(SSH_OPEN.id, "sg-1", "revoke", Outcome.SKIPPED, reason="a prefix list"),
+    ]
+    partly = build_finding(group, SSH_OPEN, generated_at=NOW, group=GROUP, fixes=fixes)
+    assert partly["Compliance"]["Status"] == "FAILED"
+    details = partly["Resources"][0]["Details"]["AwsEc2SecurityGroup"]
+    assert "IpPermissions" not in details and details["GroupId"] == "sg-1"
+    assert_valid(partly)
+    # A fix that changed nothing (skipped alone) leaves the rules as read: they are current.
+    skipped = build_finding(group, SSH_OPEN, generated_at=NOW, group=GROUP, fixes=fixes[1:])
+    assert skipped["Resources"][0]["Details"]["AwsEc2SecurityGroup"]["IpPermissions"]
+
+
 def test_a_fixed_role_finding_keeps_the_instance_profile_its_fix_left_in_place() -> None:
     """Attaching the core policy (or adding a role to the profile) leaves the instance's profile
     as read: the fixed finding still names it, so a reader sees which profile's role changed."""
