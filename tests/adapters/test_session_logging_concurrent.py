@@ -63,3 +63,78 @@ def test_a_create_whose_answer_was_lost_is_the_fixs_own_with_its_undo(account, c
     assert fix.outcome is Outcome.APPLIED and fix.at is not None, (fix.outcome, fix.reason)
     assert "deleting SSM-SessionManagerRunShell undoes this" in fix.reason
     assert not report.left_failed
+
+
+def test_an_update_whose_answer_was_lost_is_the_fixs_own_and_made_the_default(account, clients):
+    """SSM made version 2 but UpdateDocument's answer never came: botocore's retry, still on top
+    of version 1, is refused (InvalidDocumentVersion: only the latest can be updated). Version 2
+    holds this run's content: the fix made it, and makes it the default. It was SKIPPED
+    "changed meanwhile" with version 2 left at $LATEST, not in force."""
+    from guardrail.model import SESSION_DOCUMENT
+
+    from tests.aws_errors import answer_lost_once
+
+    create_preferences(account, {"idleSessionTimeout": "20"})
+    answer_lost_once(account, clients, "UpdateDocument", service="ssm")
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.APPLIED, (fix.outcome, fix.reason)
+    assert "version 2 is now the default, was 1" in fix.reason
+    document = account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]
+    assert document["DefaultVersion"] == document["LatestVersion"] == "2"
+    assert preferences(account)["idleSessionTimeout"] == "20"  # theirs kept
+    assert preferences(account)["s3BucketName"] == "guardrail-logs"
+
+
+def test_an_update_refused_by_someone_elses_newer_version_is_still_left_to_them(account, clients):
+    """Not a lost answer: a person saved version 2 between the read and the write. This run's
+    content is not in it, so nothing is promoted and their draft stays as they left it."""
+    from guardrail.model import SESSION_DOCUMENT
+
+    create_preferences(account, {"idleSessionTimeout": "20"})
+    real = clients.ssm.update_document
+
+    def person_first(**kwargs):
+        account.ssm.update_document(
+            Name=SESSION_DOCUMENT,
+            Content=kwargs["Content"].replace('"20"', '"25"'),
+            DocumentVersion="$LATEST",
+            DocumentFormat="JSON",
+        )
+        return real(**kwargs)
+
+    clients.ssm.update_document = person_first
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.SKIPPED and "changed meanwhile" in fix.reason
+    document = account.ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]
+    assert (document["DefaultVersion"], document["LatestVersion"]) == ("1", "2")
+
+
+def test_preferences_deleted_before_the_write_are_skipped_not_failed(account, clients, monkeypatch):
+    """Deleted between the read and the write: nothing to update (SSM: InvalidDocument). The
+    record says so, SKIPPED; the DeleteDocument event's own run creates them. It was FAILED
+    "preferences not changed" with AWS's error code, as if the guardrail had broken."""
+    from guardrail.model import SESSION_DOCUMENT
+
+    create_preferences(account, {"idleSessionTimeout": "20"})
+    deleted = []
+
+    def delete_once():
+        if not deleted:
+            deleted.append(account.ssm.delete_document(Name=SESSION_DOCUMENT))
+
+    after_the_preferences_are_read(monkeypatch, delete_once)
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.SKIPPED and fix.error_code is None
+    assert "the preferences were deleted meanwhile" in fix.reason
+    assert SESSION_DOCUMENT not in [
+        d["Name"]
+        for d in account.ssm.list_documents(Filters=[{"Key": "Owner", "Values": ["Self"]}])[
+            "DocumentIdentifiers"
+        ]
+    ]
+    # The next run (the event's) creates them.
+    account.run(clients, "enforce", [LOGGING], **OURS)
+    assert preferences(account)["s3BucketName"] == "guardrail-logs"

@@ -669,6 +669,80 @@ def test_a_role_that_may_upload_to_the_owners_bucket_delivers_with_the_flag_off(
     assert not [f for f in report.fixes if f.resource_id == "app"]  # nothing to grant
 
 
+def allow(account, name, *statements):
+    return account.iam.create_policy(
+        PolicyName=name,
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": list(statements)}),
+    )["Policy"]["Arn"]
+
+
+PUT_UNDER_PREFIX = {
+    "Effect": "Allow",
+    "Action": "s3:PutObject",
+    "Resource": "arn:aws:s3:::guardrail-logs/session-logs/*",
+}
+USE_KEY = {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": KEY}
+STREAM = {
+    "Effect": "Allow",
+    "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+    "Resource": "arn:aws:logs:us-east-1:123456789012:log-group:/guardrail/sessions:*",
+}
+SEE_GROUPS = {"Effect": "Allow", "Action": "logs:DescribeLogGroups", "Resource": "*"}
+
+
+@pytest.mark.parametrize(
+    ("inputs", "statements", "settings", "awaited"),
+    [
+        # The guardrail's bucket, its key named, s3EncryptionEnabled off: the agent does not
+        # read the bucket's encryption until the flag is on.
+        (
+            {"s3BucketName": "guardrail-logs", "s3KeyPrefix": "session-logs", "kmsKeyId": KEY},
+            [PUT_UNDER_PREFIX, USE_KEY],
+            {"session_log_bucket": "guardrail-logs", "session_log_kms_key": KEY},
+            "s3EncryptionEnabled is set (not allowed s3:GetEncryptionConfiguration on "
+            "arn:aws:s3:::guardrail-logs)",
+        ),
+        # The guardrail's log group, no kmsKeyId yet: the agent does not use the key until then.
+        (
+            {"cloudWatchLogGroupName": "/guardrail/sessions", "cloudWatchEncryptionEnabled": True},
+            [STREAM, SEE_GROUPS],
+            {"session_log_group": "/guardrail/sessions", "session_log_kms_key": KEY},
+            f"kmsKeyId is set (not allowed kms:Decrypt on {KEY}, kms:GenerateDataKey on {KEY})",
+        ),
+    ],
+)
+def test_a_role_that_delivers_today_is_not_called_unable_to(
+    account, clients, inputs, statements, settings, awaited
+):
+    """Its sessions are logged with the preferences as they are: its finding says so, LOW like
+    the region's, and names what it lacks for the key or flag the guardrail still has to turn
+    on (the fix grants that first). It was "cannot deliver session logs" at MEDIUM, for good in
+    report mode."""
+    create_preferences(account, inputs)
+    account.role("app", allow(account, "app-delivery", *statements), profile="app")
+    iid = account.instance(profile="app")
+    found = instance_result(account.run(clients, "report", [LOGGING], **settings), iid)
+    assert found.status is Status.FAILED and found.severity == "LOW"
+    assert (
+        found.reason
+        == f"role app delivers session logs now, but its sessions would stop once {awaited}"
+    )
+    assert "cannot deliver" not in found.reason
+
+
+def test_a_role_refused_today_is_medium_and_told_what_the_key_will_need_too(account, clients):
+    """No s3:PutObject: it cannot deliver now (MEDIUM); the key it will also need is named apart."""
+    create_preferences(account, {"cloudWatchLogGroupName": "/guardrail/sessions"})
+    account.role("app", allow(account, "app-delivery", SEE_GROUPS), profile="app")
+    iid = account.instance(profile="app")
+    settings = {"session_log_group": "/guardrail/sessions", "session_log_kms_key": KEY}
+    found = instance_result(account.run(clients, "report", [LOGGING], **settings), iid)
+    assert found.status is Status.FAILED and found.severity == "MEDIUM"
+    now, later = found.reason.split("; once kmsKeyId is set, also ")
+    assert now.startswith("role app cannot deliver session logs: not allowed logs:CreateLogStream")
+    assert "kms:" not in now and later == f"kms:Decrypt on {KEY}, kms:GenerateDataKey on {KEY}"
+
+
 def test_an_encryption_flag_waits_for_roles_that_cannot_check_the_destination(account, clients):
     """With s3EncryptionEnabled on, the SSM Agent refuses a session unless the instance's role
     may read the bucket's encryption; turning the flag on for such a role locks people out."""

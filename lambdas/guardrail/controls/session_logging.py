@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from ..model import (
     SESSION_DOCUMENT,
     AccountSnapshot,
+    DeliveryCheck,
     FixRecord,
     Outcome,
     ResourceType,
@@ -298,6 +299,25 @@ HOLDS = (
 )
 
 
+def waits_for(denied: str, prefs: SessionPreferences, target: Mapping[str, str]) -> str:
+    """The input not yet in force that a denied "action on resource" is needed for, "" when
+    the preferences as they are need it: a role refused only the guardrail's key while no
+    kmsKeyId is set, or the bucket's encryption while s3EncryptionEnabled is off, delivers its
+    sessions' logs today (the guardrail's bucket still needs its key for every upload). The
+    agent may look for the log group (logs:DescribeLogGroups) whatever its flag says, so that
+    one always counts now."""
+    bucket_key = target.get("bucket_key", "").rsplit("/", 1)[-1]
+    for hold in HOLDS:
+        if hold.input == "cloudWatchEncryptionEnabled":
+            continue
+        if not denied.startswith(hold.needs) or hold.on(prefs.inputs):
+            continue
+        if hold.input == "kmsKeyId" and bucket_key and denied.endswith(f"/{bucket_key}"):
+            return ""
+        return hold.input
+    return ""
+
+
 def holds(
     prefs: SessionPreferences, settings: Settings, blocked: Mapping[str, Sequence[str]], full: bool
 ) -> dict[str, str]:
@@ -332,18 +352,24 @@ MAX_VERSIONS_SEARCHED = 20  # newest first: a matching version older than that s
 def _new_version(ssm: Any, content: Mapping[str, Any], on_top_of: str) -> str:
     """The version holding `content`: a new one on top of `on_top_of`, or the one that already
     holds it (an earlier run stopped before promoting it, or an owner rolled back). Never
-    whatever $LATEST holds."""
+    whatever $LATEST holds. A retried try refused because an earlier one, whose answer was lost,
+    made the version ($LATEST moved on: InvalidDocumentVersion) finds that version, newer than
+    `on_top_of`."""
+    tries: list[bool] = []
     try:
-        answer = ssm.update_document(
-            Name=SESSION_DOCUMENT,
-            Content=json.dumps(content),
-            DocumentVersion=on_top_of,
-            DocumentFormat="JSON",
-        )
+        with answer_may_be_lost(ssm, "UpdateDocument") as tries:
+            answer = ssm.update_document(
+                Name=SESSION_DOCUMENT,
+                Content=json.dumps(content),
+                DocumentVersion=on_top_of,
+                DocumentFormat="JSON",
+            )
     except ClientError as error:
-        if error_code(error) != "DuplicateDocumentContent":
+        code = error_code(error)
+        lost = code == "InvalidDocumentVersion" and any(tries) and on_top_of.isdigit()
+        if code != "DuplicateDocumentContent" and not lost:
             raise
-        found = version_holding(ssm, content)
+        found = version_holding(ssm, content, newer_than=int(on_top_of) if lost else 0)
         if found is None:
             raise
         return found
@@ -355,10 +381,10 @@ def _new_version(ssm: Any, content: Mapping[str, Any], on_top_of: str) -> str:
     return found
 
 
-def version_holding(ssm: Any, content: Mapping[str, Any]) -> str | None:
+def version_holding(ssm: Any, content: Mapping[str, Any], newer_than: int = 0) -> str | None:
     """The newest version of the preferences whose content is `content` (compared as JSON)."""
     latest = int(ssm.describe_document(Name=SESSION_DOCUMENT)["Document"]["LatestVersion"])
-    for number in range(latest, max(latest - MAX_VERSIONS_SEARCHED, 0), -1):
+    for number in range(latest, max(latest - MAX_VERSIONS_SEARCHED, newer_than), -1):
         try:
             raw = ssm.get_document(
                 Name=SESSION_DOCUMENT, DocumentVersion=str(number), DocumentFormat="JSON"
@@ -495,19 +521,51 @@ class SessionLogging:
                     )
                 )
             else:
-                results.append(
-                    snapshot.result(
-                        self.id,
-                        ResourceType.INSTANCE,
-                        iid,
-                        Status.FAILED,
-                        "MEDIUM",
-                        f"role {role.name} cannot deliver session logs: not allowed "
-                        f"{', '.join(delivery.denied)}",
-                        details={**details, "denied": list(delivery.denied)},
-                    )
-                )
+                results.append(self._undelivered(snapshot, iid, role.name, delivery, details))
         return results
+
+    def _undelivered(
+        self,
+        snapshot: AccountSnapshot,
+        instance_id: str,
+        role_name: str,
+        delivery: DeliveryCheck,
+        details: dict[str, Any],
+    ) -> Result:
+        """FAILED: MEDIUM when the role cannot deliver with the preferences as they are; LOW when
+        it can, but not once the guardrail turns on the key or a flag it still waits for (the
+        fix grants the role first)."""
+        prefs = snapshot.session_preferences
+        later: dict[str, list[str]] = {}
+        now: list[str] = []
+        for item in delivery.denied:
+            awaited = (
+                waits_for(item, prefs, details["target"]) if prefs and prefs.logging_on else ""
+            )
+            if awaited:
+                later.setdefault(awaited, []).append(item)
+            else:
+                now.append(item)
+        if now:
+            severity, reason = (
+                "MEDIUM",
+                f"cannot deliver session logs: not allowed {', '.join(now)}",
+            )
+            reason += "".join(f"; once {k} is set, also {', '.join(v)}" for k, v in later.items())
+        else:
+            severity = "LOW"
+            reason = "delivers session logs now, but its sessions would stop once " + " and ".join(
+                f"{k} is set (not allowed {', '.join(v)})" for k, v in later.items()
+            )
+        return snapshot.result(
+            self.id,
+            ResourceType.INSTANCE,
+            instance_id,
+            Status.FAILED,
+            severity,
+            f"role {role_name} {reason}",
+            details={**details, "denied": list(delivery.denied)},
+        )
 
     def _region_result(
         self, prefs: SessionPreferences, snapshot: AccountSnapshot, settings: Settings
@@ -711,6 +769,8 @@ class SessionLogging:
                 # judged on the older version and would drop their change.
                 return meanwhile("changed")
         except ClientError as error:
+            if error_code(error) == "InvalidDocument":  # deleted since the read
+                return meanwhile("deleted")
             if error_code(error) == "DocumentAlreadyExists":
                 if any(tries) and default_holds(ssm, content):  # this run's try, answer lost
                     undo = created
