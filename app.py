@@ -55,6 +55,7 @@ def plan(config: GuardrailConfig, default_region: str | None) -> list[StackPlan]
 def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) -> App:
     """The whole app, with cdk-nag's AwsSolutions checks run on every synth."""
     app = App(context=context, outdir=outdir)
+    GuardrailConfig.check_keys(app.node.get_all_context())
     config = GuardrailConfig.from_context(app.node.try_get_context)
     # `-c account=` targets another account through its trusted CDK bootstrap roles (Organizations).
     account = config.account or os.environ.get("CDK_DEFAULT_ACCOUNT")

@@ -6,9 +6,10 @@ overrides arrive as strings (`-c regions=us-east-1,eu-west-1`), cdk.json values 
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -344,6 +345,24 @@ class GuardrailConfig:
             if raw is not None:
                 values[f.name] = f.metadata["parse"](f.metadata["key"], raw)
         return cls(**values)
+
+    @classmethod
+    def check_keys(cls, keys: Iterable[str]) -> None:
+        """A context key spelled like one of ours but not ours (`guardrailmode`, `mode`,
+        `region`) fails the synth naming it: ignored, it would deploy the default (report
+        mode, the CLI's region) while its author believes otherwise. CDK's own keys are left
+        alone: they carry `@`, `:` or `-` (`@aws-cdk/...`, `aws:cdk:...`, `cli-telemetry`), as
+        does our own `guardrail:help`."""
+        known = cls.context_keys()
+        lowered = {k.lower(): k for k in known}
+        for key in sorted(keys):
+            if key in known or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key):
+                continue
+            near = difflib.get_close_matches(key.lower(), lowered, n=1, cutoff=0.6)
+            hint = f"; did you mean '{lowered[near[0]]}'?" if near else ""
+            raise ConfigError(
+                f"unknown context key '{key}'{hint} (keys: {', '.join(sorted(known))})"
+            )
 
     @classmethod
     def context_keys(cls) -> dict[str, Any]:

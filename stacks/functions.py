@@ -135,6 +135,8 @@ ON_CHANGE = FunctionSpec(
     events=True,
 )
 
+FUNCTIONS = (DRIFT_SCAN, ON_CHANGE)
+
 
 class GuardrailFunctions(Construct):
     """Both Lambdas, each with its own role, log group, reserved concurrency and the same settings."""
@@ -193,7 +195,7 @@ class GuardrailFunctions(Construct):
         if not config.publish:
             self.permissions = [p for p in self.permissions if p not in PUBLISH_PERMISSIONS]
         self.roles: dict[str, iam.Role] = {}
-        for spec in (DRIFT_SCAN, ON_CHANGE):
+        for spec in FUNCTIONS:
             self.roles[spec.construct_id] = self._role(spec)
 
         settings = {
@@ -206,7 +208,7 @@ class GuardrailFunctions(Construct):
             "GUARDRAIL_LOG_DELIVERY_POLICY_ARN": access.log_delivery_policy.managed_policy_arn,
             # Its roles in every region: an IAM change one regional stack makes (a policy
             # attached, a role added to a profile) is forwarded to all of them.
-            "GUARDRAIL_ACTOR_ARNS": actor_arns((DRIFT_SCAN, ON_CHANGE), config.regions),
+            "GUARDRAIL_ACTOR_ARNS": actor_arns(FUNCTIONS, config.regions),
             # Each regional stack evaluates its own region; IAM events are forwarded to it by
             # EventBridge (IamEventForwarder), not fanned out by the function.
             "GUARDRAIL_REGIONS": Aws.REGION,
@@ -253,6 +255,20 @@ class GuardrailFunctions(Construct):
         permissions = [p for p in self.permissions if spec.events or not p.events_only]
         for statement in generated.statements(permissions, self.placeholders):
             role.add_to_policy(statement)
+        if any("iam:AttachRolePolicy" in p.actions for p in permissions):
+            # The fixes attach policies to instance roles, never to the guardrail's own: neither
+            # function may give itself or the other AmazonSSMManagedInstanceCore (which reads
+            # every SSM parameter) or more, in any region.
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    effect=iam.Effect.DENY,
+                    actions=["iam:AttachRolePolicy"],
+                    resources=[
+                        f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/{s.role_prefix}*"
+                        for s in FUNCTIONS
+                    ],
+                )
+            )
         wildcards = sorted({_nag_form(r) for p in permissions for r in p.resources if "*" in r})
         for resource in wildcards:
             if resource not in WILDCARD_REASONS:

@@ -30,6 +30,45 @@ def test_cdk_json_documents_every_knob_with_the_code_default() -> None:
     assert context["cli-telemetry"] is False
 
 
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("guardrailmode", "guardrailMode"),
+        ("GuardrailMode", "guardrailMode"),
+        ("controlMode", "controlModes"),
+        ("region", "regions"),
+        ("mode", None),  # nothing close: every key is listed
+    ],
+)
+def test_a_misspelled_context_key_fails_the_synth_naming_it(typo: str, meant: str | None) -> None:
+    """`cdk deploy -c guardrailmode=enforce` used to deploy report mode without a word."""
+    from app import build_app
+
+    context = {**cdk_json_context(), typo: "enforce"}
+    with pytest.raises(ConfigError, match=f"unknown context key '{typo}'") as raised:
+        build_app(context=context)
+    message = str(raised.value)
+    if meant:
+        assert f"did you mean '{meant}'?" in message
+    else:
+        assert "did you mean" not in message and "guardrailMode" in message
+
+
+def test_cdk_s_own_context_keys_are_not_taken_for_typos() -> None:
+    """cdk.json's, the CLI's (`aws:cdk:...`), lookups cached in cdk.context.json, and
+    `cdk acknowledge`'s list."""
+    GuardrailConfig.check_keys(
+        [
+            *cdk_json_context(),
+            "aws:cdk:enable-path-metadata",
+            "aws-cdk:enableDiffNoFail",
+            "availability-zones:account=111122223333:region=eu-west-1",
+            "acknowledged-issue-numbers",
+            "@aws-cdk/core:newStyleStackSynthesis",
+        ]
+    )
+
+
 def test_cdk_json_runs_offline() -> None:
     cdk_json = json.loads((ROOT / "cdk.json").read_text())
     assert cdk_json["notices"] is False

@@ -215,7 +215,9 @@ def test_mutating_actions_are_scoped_as_the_issue_requires(synth: Synth) -> None
 
     profile_lists: list[Any] = []
     for policy in lambda_policies:
-        statements = [s for lid, s in identity_statements(t) if lid == policy]
+        statements = [
+            s for lid, s in identity_statements(t) if lid == policy and s["Effect"] == "Allow"
+        ]
         by_action: dict[str, list[dict[str, Any]]] = {}
         for s in statements:
             for a in s["Action"] if isinstance(s["Action"], list) else [s["Action"]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 from typing import Any
 
@@ -358,8 +359,45 @@ def _granted(template: dict[str, Any], action: str) -> list[Any]:
         for r in template["Resources"].values()
         if r["Type"] == "AWS::IAM::Policy"
         for s in r["Properties"]["PolicyDocument"]["Statement"]
-        if action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+        if s["Effect"] == "Allow"
+        and action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
     ]
+
+
+def test_neither_function_may_attach_a_policy_to_the_guardrails_own_roles() -> None:
+    """Their grant covers every role of the account (instance roles have any name): an explicit
+    Deny keeps both functions' roles, in every region, out of it, so neither can give itself or
+    the other AmazonSSMManagedInstanceCore (every SSM parameter) or the log-delivery policy. In
+    report mode there is no grant, and no Deny is needed."""
+    enforce = {cid: "enforce" for cid in REGISTRY}
+    template = _stack_with(controlModes=enforce)
+    lambda_roles = {
+        k: v["Properties"]["RoleName"]
+        for k, v in template["Resources"].items()
+        if v["Type"] == "AWS::IAM::Role"
+        and "lambda.amazonaws.com" in json.dumps(v["Properties"]["AssumeRolePolicyDocument"])
+        and "RoleName" in v["Properties"]
+    }
+    assert len(lambda_roles) == 2
+    for policy in [v for v in template["Resources"].values() if v["Type"] == "AWS::IAM::Policy"]:
+        if not any(r["Ref"] in lambda_roles for r in policy["Properties"]["Roles"]):
+            continue
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        (deny,) = [s for s in statements if s["Effect"] == "Deny"]
+        assert deny["Action"] == "iam:AttachRolePolicy"
+        denied = sorted(render(r) for r in deny["Resource"])
+        assert denied == [
+            f"arn:aws:iam::{PSEUDO['AWS::AccountId']}:role/ssm-guardrail-drift-scan-*",
+            f"arn:aws:iam::{PSEUDO['AWS::AccountId']}:role/ssm-guardrail-on-change-*",
+        ]
+        for name in lambda_roles.values():  # each region's name falls under it
+            arn = f"arn:aws:iam::{PSEUDO['AWS::AccountId']}:role/{render(name)}"
+            assert any(fnmatch.fnmatch(arn, d) for d in denied), arn
+    report = _stack_with()
+    assert not _granted(report, "iam:AttachRolePolicy")
+    assert "Deny" not in json.dumps(
+        [v for v in report["Resources"].values() if v["Type"] == "AWS::IAM::Policy"]
+    )
 
 
 def test_modify_existing_roles_false_lets_the_lambdas_attach_to_the_guardrails_role_only() -> None:
