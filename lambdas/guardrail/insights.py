@@ -42,8 +42,10 @@ def finding_insights(product_arn: str | None) -> dict[str, Insight]:
     }
     # Resolved when the note was written (BatchUpdateFindings, with the RESOLVED mark): not
     # UpdatedAt, which the weekly refresh re-import moves on every finding, resolved or not.
+    # Passing too: a person's RESOLVED on a finding still failing (a risk accepted) is no fix.
     resolved = {
         **ours,
+        "ComplianceStatus": _eq("PASSED"),
         "WorkflowStatus": _eq("RESOLVED"),
         "NoteUpdatedAt": [{"DateRange": {"Unit": "DAYS", "Value": 7}}],
     }

@@ -295,8 +295,9 @@ def _against(
 
 def _resolve_missed(finding: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
     """A fix whose RESOLVED mark never landed (BatchUpdateFindings failed): stored PASSED with
-    our fix record, workflow NEW, and no note of ours since the fix. A person who reopened it
-    left our note (written after the fix) or their own: their choice stands."""
+    our fix record, workflow NEW, and no note since the fix, ours or a person's (a comment
+    written while it was failing does not stop the repair). A person who reopened it left our
+    note (written after the fix) or their own: their choice stands."""
     fields = finding.get("ProductFields") or {}
     if not (
         fields.get(REMEDIATED_FIELD) == "true"
@@ -308,7 +309,7 @@ def _resolve_missed(finding: Mapping[str, Any], stored: Mapping[str, Any]) -> bo
     if not note:
         return True
     noted, fixed_at = parse_time(note.get("UpdatedAt")), parse_time(fields.get(FIXED_AT_FIELD))
-    return bool(note.get("UpdatedBy") == PRODUCT and noted and fixed_at and noted < fixed_at)
+    return bool(noted and fixed_at and noted < fixed_at)
 
 
 def _resolved_too_late(finding: Mapping[str, Any], old: StoredFinding) -> bool:
@@ -316,7 +317,7 @@ def _resolved_too_late(finding: Mapping[str, Any], old: StoredFinding) -> bool:
     holds: a fix's RESOLVED mark that landed after a newer reading found the resource open
     again (BatchImportFindings ignored the fix's older PASSED; BatchUpdateFindings cannot be
     conditional). Hidden from every failing insight until reopened. A person's RESOLVED (their
-    note, or none since the reading) stands."""
+    note, or none since the reading, or none since our reopen note) stands."""
     stored = old.raw
     note = stored.get("Note") or {}
     noted = parse_time(note.get("UpdatedAt"))
@@ -324,6 +325,7 @@ def _resolved_too_late(finding: Mapping[str, Any], old: StoredFinding) -> bool:
         compliance(finding) == compliance(stored) == "FAILED"
         and (stored.get("Workflow") or {}).get("Status") == "RESOLVED"
         and note.get("UpdatedBy") == PRODUCT
+        and note.get("Text") != REOPEN_NOTE  # a fix's mark, not our own reopening
         and noted is not None
         and old.updated_at is not None
         and noted > old.updated_at

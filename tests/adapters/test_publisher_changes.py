@@ -739,3 +739,82 @@ def test_a_drift_scan_reopens_a_failing_finding_only_a_late_fix_mark_resolved(
         assert scan.published.reopened == 1 and scan.published.ok
     else:
         assert held["Workflow"]["Status"] == "RESOLVED" and scan.published.reopened == 0
+
+
+def test_a_person_resolving_after_our_reopen_is_not_reopened_again(aws, account, hub) -> None:
+    """After the drift scan reopened a finding a late fix mark had hidden (our REOPEN note), a
+    person sets it RESOLVED without a note (console, automation rule): their choice stands.
+    Taking our reopen note for a late fix mark reopened it again at every scan."""
+    from guardrail.publisher import REOPEN_NOTE
+    from guardrail.scope import Scope
+
+    only_ssh = {"controls": (SSH_OPEN.id,)}
+    group = account.group(OPEN_SSH)
+    account.instance([group])
+    event = guardrail_at(
+        aws, T0, T0 + timedelta(minutes=5), mode="enforce", publish=False, **only_ssh
+    ).run(Scope(group_ids=frozenset({group})))
+    (fixed,) = [e for e in event.evaluations if e.result.resource_id == group]
+    account.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[OPEN_SSH])
+    newer = build_finding(fixed.result, SSH_OPEN, generated_at=T0 + timedelta(minutes=7))
+    assert publisher(hub).publish([newer]).ok
+    guardrail_at(aws, T0 + timedelta(minutes=9), **only_ssh).publish(event)  # the late mark
+    assert guardrail_at(aws, T0 + timedelta(hours=1), **only_ssh).run().published.reopened == 1
+    (held,) = held_for(hub, group)
+    assert held["Workflow"]["Status"] == "NEW" and held["Note"]["Text"] == REOPEN_NOTE
+    hub.batch_update_findings(
+        FindingIdentifiers=[{"Id": held["Id"], "ProductArn": held["ProductArn"]}],
+        Workflow={"Status": "RESOLVED"},
+    )
+    again = guardrail_at(aws, T0 + timedelta(hours=2), **only_ssh).run()
+    (held,) = held_for(hub, group)
+    assert again.published.reopened == 0 and held["Workflow"]["Status"] == "RESOLVED"
+
+
+def test_a_missed_resolve_is_redone_despite_a_persons_comment_before_the_fix(hub) -> None:
+    """A person commented while the finding was failing (a ticket link); then a fix's RESOLVED
+    mark failed to land. The next drift scan resolves it: only a note written after the fix (a
+    person reopening it) stands in the way. It stayed PASSED and NEW for good."""
+    from guardrail.model import FixRecord, Outcome
+
+    failed = finding(1, at=T0)
+    assert publisher(hub).publish([failed]).ok
+    hub.batch_update_findings(
+        FindingIdentifiers=[{"Id": failed["Id"], "ProductArn": failed["ProductArn"]}],
+        Note={"Text": "OPS-42: owner asked to close port 22", "UpdatedBy": "alice"},
+    )
+    fix_at = datetime.now(UTC) + timedelta(minutes=1)  # after the note Security Hub timestamps
+    result = Result(SSH_OPEN.id, ResourceType.INSTANCE, f"i-{1:017x}", Status.FAILED, "HIGH",
+                    "open", account_id=ACCOUNT, region=REGION)  # fmt: skip
+    record = FixRecord(SSH_OPEN.id, result.resource_id, "revoke", Outcome.APPLIED, at=fix_at)
+    fixed = build_finding(result, SSH_OPEN, generated_at=fix_at, fixes=[record], remediated=True)
+    assert publisher(hub).publish([fixed]).ok  # imported, its RESOLVED mark never sent
+    assert stored(hub)[fixed["Id"]]["Workflow"]["Status"] == "NEW"
+    scan = finding(1, Status.PASSED, at=fix_at + timedelta(hours=1))
+    summary = publisher(hub).publish([scan], refresh_before=fix_at - WEEK)
+    held = stored(hub)[fixed["Id"]]
+    assert held["Workflow"]["Status"] == "RESOLVED", summary
+    assert held["Note"]["UpdatedBy"] == "ssm-guardrail"
+
+
+def test_the_resolved_insight_counts_fixes_not_a_persons_accepted_risk(hub) -> None:
+    """RESOLVED by a person on a finding still FAILED is not in "resolved in the last 7 days"
+    (the fixes); a fixed, PASSED and RESOLVED one is."""
+    from guardrail.findings import RESOLUTION_NOTE
+    from guardrail.insights import RESOLVED_INSIGHT, finding_insights
+
+    now = datetime.now(UTC) - timedelta(hours=1)
+    accepted, fixed = finding(1, at=now), finding(2, Status.PASSED, at=now)
+    assert publisher(hub).publish([accepted, fixed]).ok
+    for item, who, text in (
+        (accepted, "alice", "bastion: risk accepted"),
+        (fixed, "ssm-guardrail", RESOLUTION_NOTE),
+    ):
+        hub.batch_update_findings(
+            FindingIdentifiers=[{"Id": item["Id"], "ProductArn": item["ProductArn"]}],
+            Workflow={"Status": "RESOLVED"},
+            Note={"Text": text, "UpdatedBy": who},
+        )
+    insight = finding_insights(fixed["ProductArn"])[RESOLVED_INSIGHT]
+    shown = hub.get_findings(Filters=insight.filters)["Findings"]
+    assert [f["Id"] for f in shown] == [fixed["Id"]]
