@@ -834,3 +834,61 @@ def test_a_role_others_may_assume_too_is_not_given_the_core_policy(
     attached = account.iam.list_attached_role_policies(RoleName="shared")["AttachedPolicies"]
     assert [p["PolicyArn"] for p in attached] == [READONLY]
     assert {e.result.resource_id for e in report.left_failed} == {iid}
+
+
+def test_a_profile_deleted_before_the_role_is_added_is_skipped_as_gone(
+    account, clients, monkeypatch
+):
+    """Deleted between the read and the fix (AddRoleToInstanceProfile: NoSuchEntity): the
+    instance keeps a deleted profile, as if the read had seen it so. It was FAILED "add role
+    failed" (NoSuchEntity), an error of the guardrail's."""
+    settings = guardrail_profile(account)
+    account.iam.create_instance_profile(InstanceProfileName="empty")
+    iid = account.instance(profile="empty")
+    after_the_read(
+        monkeypatch, lambda: account.iam.delete_instance_profile(InstanceProfileName="empty")
+    )
+    report = account.run(clients, "enforce", [ROLE], publish=False, **settings)
+    (fix,) = judged(report, iid).fixes
+    assert fix.outcome is Outcome.SKIPPED and fix.error_code is None
+    assert fix.reason.startswith("the instance profile is gone; associate a new one by hand")
+    assert judged(report, iid).left_failed
+
+
+def test_a_lost_association_whose_lookup_is_throttled_is_not_called_someone_elses(account, clients):
+    """The associate's answer was lost (EC2 did it), its retry refused (an association exists),
+    and reading which one is throttled: whose it is, is not known. FAILED with the throttling
+    code (an event is retried), not SKIPPED "the instance got profile ? meanwhile"."""
+    settings = guardrail_profile(account)
+    iid = account.instance()
+    answer_lost_once(account, clients, "AssociateIamInstanceProfile")
+    clients.ec2.meta.events.register(
+        "before-call.ec2.DescribeIamInstanceProfileAssociations",
+        error_answer("RequestLimitExceeded", 503),
+    )
+    report = account.run(clients, "enforce", [ROLE], publish=False, **settings)
+    (fix,) = judged(report, iid).fixes
+    assert profile_of(account, iid).endswith("/guardrail-ec2")  # it is the guardrail's own
+    assert fix.outcome is Outcome.FAILED and fix.error_code == "RequestLimitExceeded"
+    assert "meanwhile" not in fix.reason and "not known" in fix.reason
+
+
+def test_a_lost_role_add_whose_lookup_is_throttled_is_not_called_someone_elses(
+    account, clients, monkeypatch
+):
+    settings = guardrail_profile(account)
+    account.iam.create_instance_profile(InstanceProfileName="empty")
+    iid = account.instance(profile="empty")
+    answer_lost_once(account, clients, "AddRoleToInstanceProfile", service="iam")
+    after_the_read(
+        monkeypatch,
+        lambda: clients.iam.meta.events.register(
+            "before-call.iam.GetInstanceProfile", error_answer("Throttling", 400)
+        ),
+    )
+    report = account.run(clients, "enforce", [ROLE], publish=False, **settings)
+    (fix,) = judged(report, iid).fixes
+    roles = account.iam.get_instance_profile(InstanceProfileName="empty")["InstanceProfile"]
+    assert [r["RoleName"] for r in roles["Roles"]] == ["guardrail-ec2"]
+    assert fix.outcome is Outcome.FAILED and fix.error_code == "Throttling"
+    assert "meanwhile" not in fix.reason and "not known" in fix.reason

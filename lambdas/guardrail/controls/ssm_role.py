@@ -569,7 +569,20 @@ class SsmInstanceRole:
                 # A profile was associated meanwhile. Done if it is ours: this run's own try
                 # whose answer was lost (its record and undo are this fix's), or a concurrent
                 # run's; a person's is never replaced, and their event judges its role.
-                current, association = self._associated_profile(ctx, iid)
+                try:
+                    current, association = self._associated_profile(ctx, iid)
+                except ClientError as lookup:  # whose association it is, is not known
+                    return FixRecord(
+                        self.id,
+                        iid,
+                        action,
+                        Outcome.FAILED,
+                        None,
+                        profile,
+                        "an association exists and reading it failed: whose it is is not known",
+                        error_code(lookup),
+                        covers=(iid,),
+                    )
                 if current == profile and any(tries):
                     return associated(association, " (a retry found it done)")
                 if current == profile:
@@ -596,34 +609,34 @@ class SsmInstanceRole:
     @staticmethod
     def _associated_profile(ctx: FixContext, instance_id: str) -> tuple[str | None, str]:
         """The name of the profile associated (or associating) with the instance now, and the
-        association's id."""
-        try:
-            # Paged: a filtered EC2 describe may answer an empty page with a NextToken.
-            associations = list(
-                pages(
-                    ctx.clients.ec2,
-                    "describe_iam_instance_profile_associations",
-                    "IamInstanceProfileAssociations",
-                    Filters=[
-                        {"Name": "instance-id", "Values": [instance_id]},
-                        {"Name": "state", "Values": ["associating", "associated"]},
-                    ],
-                )
-            )
-        except ClientError:
-            return None, ""
+        association's id. A refused read raises (throttling, say): "none" would call the
+        guardrail's own association someone else's."""
+        # Paged: a filtered EC2 describe may answer an empty page with a NextToken.
+        associations = pages(
+            ctx.clients.ec2,
+            "describe_iam_instance_profile_associations",
+            "IamInstanceProfileAssociations",
+            Filters=[
+                {"Name": "instance-id", "Values": [instance_id]},
+                {"Name": "state", "Values": ["associating", "associated"]},
+            ],
+        )
         for association in associations:
             if arn := association.get("IamInstanceProfile", {}).get("Arn", ""):
                 return arn.rsplit("/", 1)[-1], association.get("AssociationId", "")
         return None, ""
 
     @staticmethod
-    def _roles_in(ctx: FixContext, profile: str) -> list[str]:
-        """The roles the instance profile carries now."""
+    def _roles_in(ctx: FixContext, profile: str) -> list[str] | None:
+        """The roles the instance profile carries now; None when it no longer exists. Any other
+        refusal raises (throttling, say): "no role" would call the guardrail's own add someone
+        else's."""
         try:
             raw = ctx.clients.iam.get_instance_profile(InstanceProfileName=profile)
-        except ClientError:
-            return []
+        except ClientError as error:
+            if error_code(error) == "NoSuchEntity":
+                return None
+            raise
         return [r["RoleName"] for r in raw["InstanceProfile"].get("Roles", [])]
 
     def _add_role(
@@ -659,23 +672,40 @@ class SsmInstanceRole:
                 iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=role)
         except ClientError as error:
             code = error_code(error)
-            if code == "LimitExceeded":  # a profile holds one role: someone added one meanwhile
-                roles = self._roles_in(ctx, profile)
-                if role in roles and any(tries):  # this run's own try, its answer lost
-                    return record(Outcome.APPLIED, [role], added)
-                if role in roles:  # a concurrent run: done
-                    return record(
-                        Outcome.ALREADY_COMPLIANT,
-                        roles,
-                        "a concurrent run added the guardrail's role",
-                    )
+            if code not in ("LimitExceeded", "NoSuchEntity"):
+                return record(Outcome.FAILED, None, "add role failed", code)
+            try:
+                held = self._roles_in(ctx, profile)
+            except ClientError as lookup:
+                return record(
+                    Outcome.FAILED,
+                    None,
+                    f"add role refused ({code}) and reading the profile failed: its state is "
+                    "not known",
+                    error_code(lookup),
+                )
+            if held is None:  # deleted since the read: the instance keeps a deleted profile
                 return record(
                     Outcome.SKIPPED,
-                    roles,
-                    f"the profile got role {', '.join(roles) or '?'} meanwhile; left as it is "
-                    "for the next scan to judge",
+                    None,
+                    "the instance profile is gone; associate a new one by hand (the guardrail "
+                    "never replaces a profile)",
                 )
-            return record(Outcome.FAILED, None, "add role failed", code)
+            if code == "NoSuchEntity":  # the profile is there: the guardrail's role is not
+                return record(Outcome.FAILED, None, "add role failed", code)
+            # LimitExceeded: a profile holds one role, someone added one meanwhile.
+            if role in held and any(tries):  # this run's own try, its answer lost
+                return record(Outcome.APPLIED, [role], added)
+            if role in held:  # a concurrent run: done
+                return record(
+                    Outcome.ALREADY_COMPLIANT, held, "a concurrent run added the guardrail's role"
+                )
+            return record(
+                Outcome.SKIPPED,
+                held,
+                f"the profile got role {', '.join(held) or '?'} meanwhile; left as it is for the "
+                "next scan to judge",
+            )
         return record(Outcome.APPLIED, [role], added)
 
     def _attach(
