@@ -138,3 +138,26 @@ def test_preferences_deleted_before_the_write_are_skipped_not_failed(account, cl
     # The next run (the event's) creates them.
     account.run(clients, "enforce", [LOGGING], **OURS)
     assert preferences(account)["s3BucketName"] == "guardrail-logs"
+
+
+def test_a_lost_create_whose_read_back_is_throttled_is_not_called_someone_elses(
+    account, clients, monkeypatch
+):
+    """CreateDocument's answer was lost (SSM created it), the retry is refused
+    (DocumentAlreadyExists), and reading the document back is throttled: whose it is, is not
+    known. FAILED with the throttling code (an event is retried), not SKIPPED "created
+    meanwhile", which left the guardrail's own preferences unclaimed and without their undo."""
+    from tests.aws_errors import answer_lost_once, error_answer
+
+    answer_lost_once(account, clients, "CreateDocument", service="ssm")
+    after_the_preferences_are_read(
+        monkeypatch,
+        lambda: clients.ssm.meta.events.register(
+            "before-call.ssm.GetDocument", error_answer("ThrottlingException", 400)
+        ),
+    )
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    assert preferences(account)["s3BucketName"] == "guardrail-logs"  # it was created
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.FAILED and fix.error_code == "ThrottlingException"
+    assert "meanwhile" not in fix.reason

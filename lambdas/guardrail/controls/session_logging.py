@@ -402,12 +402,17 @@ def version_holding(ssm: Any, content: Mapping[str, Any], newer_than: int = 0) -
 def default_holds(ssm: Any, content: Mapping[str, Any]) -> bool:
     """Whether the default version of the preferences now holds exactly `content` (compared as
     JSON): a concurrent run wrote what this one would, or a retried CreateDocument was refused
-    after the first try went through. Unreadable counts as no."""
+    after the first try went through. Unreadable or gone counts as no; a refused read raises
+    (throttling, say): "no" would call the guardrail's own write someone else's."""
     try:
         raw = ssm.get_document(Name=SESSION_DOCUMENT, DocumentFormat="JSON")
         return bool(json.loads(raw.get("Content") or "null") == content)
-    except (ClientError, json.JSONDecodeError):
+    except json.JSONDecodeError:
         return False
+    except ClientError as error:
+        if error_code(error) in ("InvalidDocument", "InvalidDocumentVersion"):
+            return False
+        raise
 
 
 class SessionLogging:
