@@ -63,6 +63,8 @@ RETRYABLE = (
             "InternalServerException",
             "ServiceFailure",  # IAM's HTTP 500
             "ServiceException",
+            # IAM: another change to the same object at the same moment; try again later.
+            "ConcurrentModification",
         }
     )
     | frozenset(
@@ -73,6 +75,13 @@ RETRYABLE = (
         for cls in _subclasses(base)
     )
 )
+
+
+def is_retryable(code: str | None) -> bool:
+    """A code in RETRYABLE, or the bare HTTP status botocore gives an answer it cannot parse (a
+    load balancer's HTML 502/503/504, an empty 500, a 429) after its own retries."""
+    code = code or ""
+    return code in RETRYABLE or (code.isdigit() and (code.startswith("5") or code == "429"))
 
 
 class RetryableEventError(RuntimeError):
@@ -128,7 +137,7 @@ class EventOutcome:
         failures = [
             f"{f.action} on {f.resource_id}: {f.error_code}"
             for f in self.report.fixes
-            if f.error_code in RETRYABLE
+            if is_retryable(f.error_code)
         ]
         published = self.report.published
         if published is not None:
@@ -137,7 +146,7 @@ class EventOutcome:
             failures += [
                 f"Security Hub {e['Id']}: {e['ErrorCode']}"
                 for e in published.failed
-                if e.get("ErrorCode") in RETRYABLE
+                if is_retryable(e.get("ErrorCode"))
             ]
         return failures
 

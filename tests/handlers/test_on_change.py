@@ -2031,6 +2031,68 @@ def test_an_iam_outage_on_a_fix_raises_so_eventbridge_retries(world, outage):
     assert CORE in world.attached("app-role") and passed(world, ROLE, instance)
 
 
+class _HtmlBody:
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield b"<html><body><b>Http/1.1 Service Unavailable</b></body></html>"
+
+
+def html_answer(status: int) -> Any:
+    """A load balancer's HTML page instead of AWS's answer: botocore retries it, then raises a
+    ClientError whose code is the bare status ("503"), as it reads no code in the body."""
+    from botocore.awsrequest import AWSResponse
+
+    def send(request: Any, **_: Any) -> Any:
+        return AWSResponse(request.url, status, {}, _HtmlBody())
+
+    return send
+
+
+@pytest.mark.parametrize(
+    ("hook", "outage"),
+    [
+        pytest.param("before-send.iam.AttachRolePolicy", html_answer(502), id="IAM HTML 502"),
+        pytest.param("before-send.iam.AttachRolePolicy", html_answer(504), id="IAM HTML 504"),
+        pytest.param(
+            "before-call.iam.AttachRolePolicy",
+            error_answer("ConcurrentModification", 409),
+            id="IAM ConcurrentModification",
+        ),
+    ],
+)
+def test_an_unparsed_outage_or_a_concurrent_change_on_a_fix_is_retried(
+    world, monkeypatch, hook, outage
+):
+    """Each left the attach FAILED (code "502", "504", ConcurrentModification) and the event
+    ended as handled: nobody retried it until the hourly scan."""
+    monkeypatch.setattr("time.sleep", lambda _: None)  # botocore's own backoff
+    world.app_role()
+    instance = world.launch(profile="app-profile")[0]
+    world.iam.detach_role_policy(RoleName="app-role", PolicyArn=CORE)
+    event = world.event("iam_detach_role_policy")
+    guardrail = world.guardrail(fresh=True)
+    guardrail.clients.session.events.register(hook, outage)
+    with pytest.raises(RetryableEventError):
+        on_change.handle(event, guardrail, home_account=ACCOUNT)
+    world.deliver(event)  # EventBridge's retry
+    assert CORE in world.attached("app-role") and passed(world, ROLE, instance)
+
+
+def test_an_unparsed_security_hub_outage_on_import_is_retried(world, monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda _: None)
+    bad = world.group("ops")
+    instance = world.launch(groups=[bad])[0]
+    world.open_ssh(bad)
+    event = world.event("authorize_ingress_ip_permissions", {SG: bad})
+    guardrail = world.guardrail("report", fresh=True)
+    guardrail.publisher._client.meta.events.register(
+        "before-send.securityhub.BatchImportFindings", html_answer(503)
+    )
+    with pytest.raises(RetryableEventError, match="503"):
+        on_change.handle(event, guardrail, home_account=ACCOUNT)
+    world.deliver(event, mode="report")
+    assert world.finding(SSH, instance)["Compliance"]["Status"] == "FAILED"
+
+
 def range_open_to_internet(world: World) -> tuple[str, str]:
     """A group open on tcp 0-1024 to the internet (its fix re-adds 0-21 and 23-1024), and its
     instance (no profile)."""
