@@ -696,6 +696,28 @@ def test_an_event_that_cannot_read_back_archives_as_built(hub) -> None:
     assert summary.imported == 2 and not summary.failed
 
 
+ONLY_SSH = {"controls": (SSH_OPEN.id,)}
+
+
+def fixed_late_then_open_again(aws: Any, account: Any, hub: Any) -> tuple[str, Any, dict]:
+    """An event fixes a group at T0+5 without publishing yet; the group is opened again and a
+    newer reading (T0+7) of it, FAILED, is in Security Hub. Returns the group, the event's
+    report (to publish late) and that newer finding."""
+    from guardrail.scope import Scope
+
+    group = account.group(OPEN_SSH)
+    account.instance([group])
+    event = guardrail_at(
+        aws, T0, T0 + timedelta(minutes=5), mode="enforce", publish=False, **ONLY_SSH
+    ).run(Scope(group_ids=frozenset({group})))
+    (fixed,) = [e for e in event.evaluations if e.result.resource_id == group]
+    assert fixed.remediated
+    account.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[OPEN_SSH])
+    newer = build_finding(fixed.result, SSH_OPEN, generated_at=T0 + timedelta(minutes=7))
+    assert publisher(hub).publish([newer]).ok
+    return group, event, newer
+
+
 @pytest.mark.parametrize("late_mark_by", ["ssm-guardrail", "alice"])
 def test_a_drift_scan_reopens_a_failing_finding_only_a_late_fix_mark_resolved(
     aws, account, hub, late_mark_by
@@ -706,21 +728,10 @@ def test_a_drift_scan_reopens_a_failing_finding_only_a_late_fix_mark_resolved(
     The next drift scan, finding it still failing, sets it NEW again. A person's RESOLVED
     (their own note) is theirs: left alone."""
     from guardrail.publisher import REOPEN_NOTE
-    from guardrail.scope import Scope
 
-    only_ssh = {"controls": (SSH_OPEN.id,)}
-    group = account.group(OPEN_SSH)
-    account.instance([group])
-    event = guardrail_at(
-        aws, T0, T0 + timedelta(minutes=5), mode="enforce", publish=False, **only_ssh
-    ).run(Scope(group_ids=frozenset({group})))
-    (fixed,) = [e for e in event.evaluations if e.result.resource_id == group]
-    assert fixed.remediated
-    account.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[OPEN_SSH])
-    newer = build_finding(fixed.result, SSH_OPEN, generated_at=T0 + timedelta(minutes=7))
-    assert publisher(hub).publish([newer]).ok
+    group, event, newer = fixed_late_then_open_again(aws, account, hub)
     if late_mark_by == "ssm-guardrail":
-        guardrail_at(aws, T0 + timedelta(minutes=9), **only_ssh).publish(event)
+        guardrail_at(aws, T0 + timedelta(minutes=9), **ONLY_SSH).publish(event)
     else:
         hub.batch_update_findings(
             FindingIdentifiers=[{"Id": newer["Id"], "ProductArn": newer["ProductArn"]}],
@@ -730,7 +741,7 @@ def test_a_drift_scan_reopens_a_failing_finding_only_a_late_fix_mark_resolved(
     (hidden,) = held_for(hub, group)
     assert (hidden["Compliance"]["Status"], hidden["Workflow"]["Status"]) == ("FAILED", "RESOLVED")
 
-    scan = guardrail_at(aws, T0 + timedelta(hours=1), **only_ssh).run()
+    scan = guardrail_at(aws, T0 + timedelta(hours=1), **ONLY_SSH).run()
 
     (held,) = held_for(hub, group)
     assert held["Compliance"]["Status"] == "FAILED"
@@ -746,27 +757,17 @@ def test_a_person_resolving_after_our_reopen_is_not_reopened_again(aws, account,
     person sets it RESOLVED without a note (console, automation rule): their choice stands.
     Taking our reopen note for a late fix mark reopened it again at every scan."""
     from guardrail.publisher import REOPEN_NOTE
-    from guardrail.scope import Scope
 
-    only_ssh = {"controls": (SSH_OPEN.id,)}
-    group = account.group(OPEN_SSH)
-    account.instance([group])
-    event = guardrail_at(
-        aws, T0, T0 + timedelta(minutes=5), mode="enforce", publish=False, **only_ssh
-    ).run(Scope(group_ids=frozenset({group})))
-    (fixed,) = [e for e in event.evaluations if e.result.resource_id == group]
-    account.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[OPEN_SSH])
-    newer = build_finding(fixed.result, SSH_OPEN, generated_at=T0 + timedelta(minutes=7))
-    assert publisher(hub).publish([newer]).ok
-    guardrail_at(aws, T0 + timedelta(minutes=9), **only_ssh).publish(event)  # the late mark
-    assert guardrail_at(aws, T0 + timedelta(hours=1), **only_ssh).run().published.reopened == 1
+    group, event, _ = fixed_late_then_open_again(aws, account, hub)
+    guardrail_at(aws, T0 + timedelta(minutes=9), **ONLY_SSH).publish(event)  # the late mark
+    assert guardrail_at(aws, T0 + timedelta(hours=1), **ONLY_SSH).run().published.reopened == 1
     (held,) = held_for(hub, group)
     assert held["Workflow"]["Status"] == "NEW" and held["Note"]["Text"] == REOPEN_NOTE
     hub.batch_update_findings(
         FindingIdentifiers=[{"Id": held["Id"], "ProductArn": held["ProductArn"]}],
         Workflow={"Status": "RESOLVED"},
     )
-    again = guardrail_at(aws, T0 + timedelta(hours=2), **only_ssh).run()
+    again = guardrail_at(aws, T0 + timedelta(hours=2), **ONLY_SSH).run()
     (held,) = held_for(hub, group)
     assert again.published.reopened == 0 and held["Workflow"]["Status"] == "RESOLVED"
 

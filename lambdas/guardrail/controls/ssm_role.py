@@ -525,6 +525,11 @@ class SsmInstanceRole:
                 self.id, iid, action, Outcome.ALREADY_COMPLIANT, None, after, reason, covers=(iid,)
             )
 
+        def failed(reason: str, code: str | None) -> FixRecord:
+            return FixRecord(
+                self.id, iid, action, Outcome.FAILED, None, profile, reason, code, covers=(iid,)
+            )
+
         def associated(association: str, note: str = "") -> FixRecord:
             # DisassociateIamInstanceProfile takes the association's id, not the instance's.
             undo = (
@@ -572,16 +577,9 @@ class SsmInstanceRole:
                 try:
                     current, association = self._associated_profile(ctx, iid)
                 except ClientError as lookup:  # whose association it is, is not known
-                    return FixRecord(
-                        self.id,
-                        iid,
-                        action,
-                        Outcome.FAILED,
-                        None,
-                        profile,
+                    return failed(
                         "an association exists and reading it failed: whose it is is not known",
                         error_code(lookup),
-                        covers=(iid,),
                     )
                 if current == profile and any(tries):
                     return associated(association, " (a retry found it done)")
@@ -593,17 +591,7 @@ class SsmInstanceRole:
                 )
             if code == "InvalidInstanceID.NotFound":
                 return done("instance no longer exists")
-            return FixRecord(
-                self.id,
-                iid,
-                action,
-                Outcome.FAILED,
-                None,
-                profile,
-                "associate failed",
-                code,
-                covers=(iid,),
-            )
+            return failed("associate failed", code)
         return associated(association)
 
     @staticmethod
