@@ -1212,6 +1212,27 @@ def rule_ids(account, gid):
     }
 
 
+@pytest.mark.parametrize("order", ["wide rule listed first", "narrow rule listed first"])
+def test_at_the_quota_two_rules_are_narrowed_in_place_whatever_order_ec2_lists_them(
+    account, clients, order
+):
+    """tcp 0-65535 and tcp 0-22 from the internet in a full group: 0-22 narrowed to 0-21 and
+    0-65535 to 23-65535 need no new rule. With the wide rule listed first it was planned first
+    (23-65535 in place, 0-21 to add), the add went over the quota and the fix FAILED, SSH left
+    open, asking to free rules that were not needed."""
+    wide, narrow = perm("tcp", 0, 65535, description="wide"), perm("tcp", 0, 22, description="n")
+    gid = account.group(*([wide, narrow] if order.startswith("wide") else [narrow, wide]))
+    fill(account, gid, 60)
+    account.instance([gid])
+    (fix,) = account.run(clients, "enforce", [SSH]).fixes
+    assert fix.outcome is Outcome.APPLIED, fix.reason
+    assert sorted(r[:4] for r in internet_rules(account, gid)) == [
+        ("tcp", 0, 21, "0.0.0.0/0"),
+        ("tcp", 23, 65535, "0.0.0.0/0"),
+    ]
+    assert len(account.ingress(gid)) == 60
+
+
 @pytest.mark.parametrize(
     ("low", "high", "kept"),
     [

@@ -915,7 +915,9 @@ class SshOpenToInternet:
             held = {k for r in self._current_rules(ec2, [gid]).get(gid, []) for k in rule_keys(r)}
             planned: set[tuple[Any, ...]] = set()
             adds: list[tuple[SecurityGroupRule, list[dict[str, Any]]]] = []
-            for rule in rules:
+            # Rules keeping fewest ranges first, whatever order EC2 lists them in: tcp 0-22
+            # narrowed to 0-21 lets tcp 0-65535 become 23-65535 with no rule added.
+            for rule in sorted(rules, key=lambda r: len(readd.get(r.rule_id, []))):
                 kept = readd.get(rule.rule_id, [])
                 added.present += [p for p in kept if permission_keys(p) <= held]
                 missing = [p for p in kept if not permission_keys(p) <= held | planned]
