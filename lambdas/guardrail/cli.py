@@ -280,19 +280,7 @@ def exit_code(failed: bool, published: Any, err: TextIO) -> int:
 
 
 def print_json(report: ScanReport, out: TextIO) -> None:
-    results = [
-        {
-            "control": e.result.control,
-            "resource_type": e.result.resource_type.value,
-            "resource_id": e.result.resource_id,
-            "region": e.result.region,
-            "status": e.result.status.value,
-            "severity": e.result.severity,
-            "reason": e.result.reason,
-            "remediation": e.remediation,
-        }
-        for e in report.evaluations
-    ]
+    results = [e.as_dict() for e in report.evaluations]
     payload: dict[str, Any] = {
         "results": results,
         "fixes": [f.as_dict() for f in report.fixes],

@@ -76,6 +76,19 @@ class Evaluation:
             parts.append(text)
         return "; ".join(parts)
 
+    def as_dict(self) -> dict[str, Any]:
+        """One entry of the CLI's JSON `results` (scan and replay alike)."""
+        return {
+            "control": self.result.control,
+            "resource_type": self.result.resource_type.value,
+            "resource_id": self.result.resource_id,
+            "region": self.result.region,
+            "status": self.result.status.value,
+            "severity": self.result.severity,
+            "reason": self.result.reason,
+            "remediation": self.remediation,
+        }
+
 
 @dataclass(frozen=True)
 class Stop:

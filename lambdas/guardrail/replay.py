@@ -317,7 +317,7 @@ def _names(values: Iterable[str]) -> str:
 def outcome_dict(outcome: EventOutcome) -> dict[str, Any]:
     """What the event touched and what was done, JSON-safe (the CLI's --format json)."""
     if outcome.dropped is not None:
-        return {"dropped": outcome.dropped.as_log()}
+        return {"results": [], "dropped": outcome.dropped.as_log()}
     change, report = outcome.change, outcome.report
     assert change is not None and report is not None
     published = report.published
@@ -326,18 +326,7 @@ def outcome_dict(outcome: EventOutcome) -> dict[str, Any]:
         "account": report.account_id,
         "region": report.region,
         "notes": outcome.notes,
-        "results": [
-            {
-                "control": e.result.control,
-                "resource_type": e.result.resource_type.value,
-                "resource_id": e.result.resource_id,
-                "status": e.result.status.value,
-                "remediated": e.remediated,
-                "reason": e.result.reason,
-                "remediation": e.remediation,
-            }
-            for e in report.evaluations
-        ],
+        "results": [{**e.as_dict(), "remediated": e.remediated} for e in report.evaluations],
         "fixes": [f.as_dict() for f in report.fixes],
         "gone": [r.resource_id for r in outcome.archived],
         "archived": [r.resource_id for r in outcome.archived_in_hub()],
@@ -488,11 +477,17 @@ def replay_regions(
 
 
 def rendered(outcomes: Sequence[EventOutcome], fmt: str) -> Callable[[TextIO], None]:
-    """How to print the outcomes: one text block per region, or one JSON document (a list
-    when the event was evaluated in several regions)."""
+    """How to print the outcomes: one text block per region, or one JSON object with `results`
+    as `scan` prints them (an event evaluated in several regions: every region's results, and
+    each region's outcome in `regions`)."""
     if fmt == "json":
         dicts = [outcome_dict(o) for o in outcomes]
-        text = json.dumps(dicts if len(dicts) > 1 else dicts[0], indent=2, default=str)
+        document = (
+            dicts[0]
+            if len(dicts) == 1
+            else {"results": [r for d in dicts for r in d["results"]], "regions": dicts}
+        )
+        text = json.dumps(document, indent=2, default=str)
     else:
         text = "\n".join(format_outcome(o) for o in outcomes)
     return lambda out: print(text, file=out)

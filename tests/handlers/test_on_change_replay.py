@@ -229,6 +229,35 @@ def test_cli_replay_of_an_iam_event_runs_in_every_covered_region(world: World, t
     assert f"region {REGION}" in out and "region us-west-2" in out
 
 
+SCAN_RESULT_KEYS = {
+    "control", "resource_type", "resource_id", "region", "status", "severity", "reason",
+    "remediation",
+}  # fmt: skip
+
+
+def test_replay_json_is_one_object_whose_results_read_as_scans_do(world: World, tmp_path):
+    """The README documents `--format json` as `{"results": [{control, ..., region, status,
+    severity, reason, remediation}], ...}`. replay's results lacked region and severity, an
+    event run in several regions printed a bare list, and a dropped event had no results."""
+    world.app_role(core=False)
+    world.launch(profile="app-profile")
+    path = write_event(tmp_path, world.event("iam_detach_role_policy"))
+    covered = {"GUARDRAIL_REGIONS": f"{REGION},us-west-2"}
+    code, out = run(["replay", path, "--no-publish", "--format", "json"], env=covered)
+    assert code == 1
+    document = json.loads(out)
+    assert [r["region"] for r in document["regions"]] == [REGION, "us-west-2"]
+    (failed,) = [r for r in document["results"] if r["status"] == "FAILED"]
+    assert set(failed) == SCAN_RESULT_KEYS | {"remediated"}
+    assert (failed["region"], failed["severity"], failed["remediated"]) == (REGION, "MEDIUM", False)
+    assert document["results"] == [r for o in document["regions"] for r in o["results"]]
+
+    failed_call = write_event(tmp_path, world.event("failed_authorize_ingress"))
+    code, out = run(["replay", failed_call, "--format", "json"])
+    document = json.loads(out)
+    assert code == 0 and document["results"] == [] and document["dropped"]["kind"] == "failed_call"
+
+
 def test_an_unknown_region_among_the_covered_ones_stops_replay_before_any_change(
     world: World, tmp_path
 ):
