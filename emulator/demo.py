@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -20,10 +21,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 import boto3
-from guardrail.cli import known_region
+from guardrail.cli import known_region, print_interrupted
 from guardrail.clients import AwsClients
 from guardrail.controls.session_logging import PREFERENCE_ACTIONS
-from guardrail.engine import Guardrail, ScanReport
+from guardrail.engine import Guardrail, Interrupted, ScanReport
 from guardrail.findings import product_arn
 from guardrail.insights import RESOLVED_INSIGHT, finding_insights, group_key
 from guardrail.model import FixRecord, Outcome, ResourceType, Status
@@ -953,11 +954,25 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         f"starting the emulator on 127.0.0.1 and seeding {args.instances} instances...",
         file=sys.stderr,
     )
-    with EmulatedAccount(args.region) as account:
-        run = run_flow(account, instances=args.instances, explicit_deny=args.explicit_deny)
+    try:
+        with EmulatedAccount(args.region) as account:
+            run = run_flow(account, instances=args.instances, explicit_deny=args.explicit_deny)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: the emulator is stopped by now
+        if isinstance(interrupt, Interrupted):  # during a scan: what it had changed
+            print_interrupted(interrupt, sys.stderr)
+        print("demo interrupted: the emulated account is stopped, nothing else was touched",
+              file=sys.stderr)  # fmt: skip
+        return 130
     print_run(run, out)  # the emulator is stopped by now
     return 0 if run.ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == 130:
+        # An interrupted call may still hold a connection pool's lock that its finalizer at
+        # exit waits on (seen once): end without finalizers, all output flushed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

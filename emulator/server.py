@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 import boto3
+from guardrail.cli import known_region
 
 from . import extension
 
@@ -196,10 +197,23 @@ def main(
     )
     parser.add_argument("--port", type=int, default=5000, help="0: any free port")
     parser.add_argument("--region", default="us-east-1")
-    parser.add_argument("--instances", type=int, default=60, help="instances to seed (>= 60)")
+    from .seed import minimum_instances, sample_events, seed_account
+
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=60,
+        help=f"instances to seed (at least {minimum_instances()})",
+    )
     parser.add_argument("--empty", action="store_true", help="seed nothing")
     args = parser.parse_args(argv)
-    from .seed import sample_events, seed_account
+    # The demo's checks: a bad value is a usage error (exit 2), not a traceback.
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port: {args.port} is not 0-65535")
+    if not args.empty and args.instances < (least := minimum_instances()):
+        parser.error(f"--instances: at least {least} (every seeded case)")
+    if not known_region(boto3.session.Session(), args.region):
+        parser.error(f"--region: {args.region} is not an AWS region")
 
     if args.port and not port_free(args.port):
         print(

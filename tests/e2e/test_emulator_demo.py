@@ -475,3 +475,31 @@ def test_the_demo_refuses_bad_flags_in_one_line(argv, said, capsys):
     with pytest.raises(SystemExit) as exited:
         demo.main(argv)
     assert exited.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("during", ["seeding", "the enforce scan"])
+def test_ctrl_c_stops_the_demo_with_130_and_says_what_the_scan_had_changed(
+    monkeypatch, capsys, during
+):
+    """It printed a traceback and, interrupted in a scan (engine.Interrupted), exited 1: the
+    code the README gives a demo that found a problem."""
+    from guardrail.engine import Interrupted, ScanReport
+    from guardrail.model import FixRecord
+
+    def interrupted(account, **_):
+        if during == "seeding":
+            raise KeyboardInterrupt
+        report = ScanReport(account.account_id, "us-east-1")
+        report.fixes.append(FixRecord("ssh-open-to-internet", "sg-1", "revoke internet SSH",
+                                      Outcome.APPLIED, before=[{"CidrIpv4": "0.0.0.0/0"}]))  # fmt: skip
+        raise Interrupted(report)
+
+    monkeypatch.setattr(demo, "run_flow", interrupted)
+    try:
+        code = demo.main([], out=io.StringIO())
+    except KeyboardInterrupt as escaped:  # caught here: pytest would stop the whole session
+        pytest.fail(f"Ctrl-C escaped the demo as {type(escaped).__name__} (a traceback)")
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "demo interrupted: the emulated account is stopped" in err and "Traceback" not in err
+    assert ("APPLIED            revoke internet SSH sg-1" in err) is (during != "seeding")

@@ -272,3 +272,22 @@ def test_sigterm_stops_the_server_and_gives_the_process_its_handler_back():
     ours(signal.SIGTERM, None)  # the handler back in place is the caller's
     assert received == [signal.SIGTERM]
     assert dict(os.environ) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--port", "99999"], "--port: 99999 is not 0-65535"),
+        (["--instances", "5"], "--instances: at least"),
+        (["--region", "xx-foo-1"], "--region: xx-foo-1 is not an AWS region"),
+    ],
+)
+def test_bad_arguments_are_a_usage_error_before_anything_starts(argv, said, capsys):
+    """Each was a traceback (OverflowError, ValueError, UnknownRegionError) after starting."""
+    from emulator.server import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
