@@ -12,7 +12,15 @@ from difflib import get_close_matches
 MODES = ("report", "enforce")
 
 
-_POLICY_ARN = re.compile(r"^arn:[\w-]+:iam::(\d{12}|aws):policy/.+$")
+# One policy: its path and name as IAM spells them (no blank, second ARN or `*`: the ARN is
+# matched exactly against attached policies).
+_POLICY_ARN = re.compile(
+    r"^arn:[\w-]+:iam::(\d{12}|aws):policy/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,128}$", re.ASCII
+)
+# The guardrail's own roles: role or assumed-role ARNs (`*` and `{a|b}` spelled out already).
+_ACTOR_ARN = re.compile(r"^arn:[\w*-]+:(iam|sts)::[\d*]*:\S+$", re.ASCII)
+# A key prefix as the stack accepts it (stacks/config.py): "" or "/" would grant the whole bucket.
+_UNSAFE_PREFIX = re.compile(r"[\s*?\[\]'\"$`\\]")
 # A key, not an alias: IAM authorizes kms: actions on the key's ARN, and only KMS resolves an
 # alias, so with one the guardrail could not tell which roles may use the key.
 _KEY_ARN = re.compile(r"^arn:[\w-]+:kms:[a-z0-9-]+:\d{12}:key/[\w-]+$")
@@ -167,6 +175,21 @@ class Settings:
             # An ARN or s3:// URL where a name goes would fail every fix that hands it out.
             if value and not form.match(value):
                 raise SettingsError(f"{variable} takes a name, not {value!r}")
+        if strays := [a for a in self.actor_arns if not _ACTOR_ARN.match(a)]:
+            # A name or a blank-separated list would never match: the guardrail's own changes
+            # would trigger it again.
+            raise SettingsError(
+                "GUARDRAIL_ACTOR_ARNS takes role ARNs, comma-separated "
+                f"(arn:aws:iam::123456789012:role/name), not {', '.join(map(repr, strays))}"
+            )
+        prefix = self.session_log_prefix
+        if not prefix.strip("/") or prefix.startswith("/") or _UNSAFE_PREFIX.search(prefix):
+            # Empty (or "/") reads as the whole bucket: logs written outside the prefix the
+            # delivery policy grants would pass as delivered.
+            raise SettingsError(
+                "GUARDRAIL_SESSION_LOG_PREFIX must be a non-empty key prefix without a leading "
+                f"/, blanks, quotes or glob characters, not {prefix!r}"
+            )
         if self.log_delivery_policy_arn and not is_policy_arn(self.log_delivery_policy_arn):
             raise SettingsError(
                 "GUARDRAIL_LOG_DELIVERY_POLICY_ARN takes a policy ARN, "

@@ -341,7 +341,7 @@ def test_logs_to_the_guardrails_bucket_need_its_key_whatever_key_sessions_use(ac
         account,
         {
             "s3BucketName": "guardrail-logs",
-            "s3KeyPrefix": "",
+            "s3KeyPrefix": "session-logs",
             "s3EncryptionEnabled": True,
             "kmsKeyId": THEIR_KEY,
         },
@@ -372,7 +372,7 @@ def test_logs_to_the_guardrails_bucket_need_its_key_whatever_key_sessions_use(ac
     policy = delivery_policy(account)
     account.role("app", own, profile="app")
     iid = account.instance(profile="app")
-    settings = {**OURS, "session_log_prefix": "", "log_delivery_policy_arn": policy}
+    settings = {**OURS, "log_delivery_policy_arn": policy}
     result = instance_result(account.run(clients, "report", [LOGGING], **settings), iid)
     assert result.status is Status.FAILED
     # A data key for each object, and Decrypt for the multipart upload of a log over 5 MB.

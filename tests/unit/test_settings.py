@@ -7,6 +7,10 @@ from guardrail.settings import Settings, SettingsError
 SSH, ROLE = "ssh-open-to-internet", "ssm-instance-role"
 
 
+POLICY = "arn:aws:iam::123456789012:policy"
+ROLE_ARN = "arn:aws:iam::123456789012:role"
+
+
 def test_variables_not_the_guardrails_are_not_read():
     settings = Settings.from_env(
         {"GUARDRAIL_MODE": "enforce", "PATH": "/usr/bin", "AWS_REGION": "eu-west-1"}
@@ -47,6 +51,21 @@ def test_a_control_given_two_modes_is_refused_not_the_last_taken():
         ("GUARDRAIL_SESSION_LOG_GROUP", "arn:aws:logs:eu-west-1:123456789012:log-group:/ssm"),
         ("GUARDRAIL_INSTANCE_PROFILE", "profilé"),
         ("GUARDRAIL_LOG_DELIVERY_POLICY_ARN", "ssm-guardrail-log-delivery"),
+        # Each of these was accepted and could never match (exact ARN, exact role, prefix):
+        # policies joined by a blank or a comma, a wildcard, a path without a name ...
+        ("GUARDRAIL_LOG_DELIVERY_POLICY_ARN", f"{POLICY}/x,{POLICY}/y"),
+        ("GUARDRAIL_EQUIVALENT_POLICY_ARNS", f"{POLICY}/x {POLICY}/y"),
+        ("GUARDRAIL_EQUIVALENT_POLICY_ARNS", f"{POLICY}/ssm-*"),
+        ("GUARDRAIL_EQUIVALENT_POLICY_ARNS", f"{POLICY}/team/"),
+        # ... a role's name, or ARNs joined by a blank: the guardrail's own changes trigger it
+        # again ...
+        ("GUARDRAIL_ACTOR_ARNS", "ssm-guardrail-on-change-eu-west-1"),
+        ("GUARDRAIL_ACTOR_ARNS", f"{ROLE_ARN}/a {ROLE_ARN}/b"),
+        # ... and a prefix that grants the whole bucket ("" or "/"), or one with a blank.
+        ("GUARDRAIL_SESSION_LOG_PREFIX", ""),
+        ("GUARDRAIL_SESSION_LOG_PREFIX", "/"),
+        ("GUARDRAIL_SESSION_LOG_PREFIX", "/session-logs"),
+        ("GUARDRAIL_SESSION_LOG_PREFIX", "session logs/"),
     ],
 )
 def test_a_resource_setting_in_the_wrong_form_is_refused(variable, value):
@@ -59,6 +78,15 @@ def test_a_resource_setting_in_the_wrong_form_is_refused(variable, value):
 def test_resource_settings_as_the_stack_gives_them_are_accepted():
     settings = Settings.from_env(
         {
+            "GUARDRAIL_EQUIVALENT_POLICY_ARNS": (
+                f"arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore, {POLICY}/a/b/ssm+=.@-_x,"
+                "arn:aws-us-gov:iam::123456789012:policy/gov"
+            ),
+            "GUARDRAIL_ACTOR_ARNS": (
+                f"{ROLE_ARN}/{{ssm-guardrail-drift-scan-|ssm-guardrail-on-change-}}"
+                "{eu-west-1|us-east-1}, arn:aws-cn:iam::*:role/ssm-guardrail/*"
+            ),
+            "GUARDRAIL_SESSION_LOG_PREFIX": "session-logs/team-a/",
             "GUARDRAIL_INSTANCE_PROFILE": "SsmGuardrail-InstanceProfile-1A2B3C4D5E6F",
             "GUARDRAIL_INSTANCE_ROLE": "ssm-guardrail-instance_role+=,.@",
             "GUARDRAIL_SESSION_LOG_BUCKET": "Legacy_Bucket.From-2017",  # us-east-1 allowed it
