@@ -109,6 +109,17 @@ def _search(metric: str, dimensions: tuple[str, ...], label: str) -> cw.MathExpr
     )
 
 
+def _guardrail_metric(metric: str, **dimensions: str) -> cw.Metric:
+    """One Powertools metric of this service, by its exact dimensions (alarms cannot SEARCH)."""
+    return cw.Metric(
+        namespace=METRICS_NAMESPACE,
+        metric_name=metric,
+        dimensions_map={**dimensions, "service": SERVICE_NAME},
+        statistic="Sum",
+        period=METRIC_PERIOD,
+    )
+
+
 def _per_control(metric: str) -> cw.MathExpression:
     # Dynamic label: the control id of each series the search returns.
     return _search(metric, CONTROL_DIMENSIONS, "${PROP('Dim.control')}")
@@ -143,6 +154,24 @@ class OperationsDashboard(Construct):
                 )
             )
         self.alarms.append(dead_letter_alarm(self, "DeadLetters", dlq, self.topic))
+        # What ends an invocation normally yet needs a person: a fix that failed (internet SSH
+        # left open, say), findings Security Hub refused, an event nobody could read. Alarms
+        # name their metric exactly (no SEARCH): one per control for the fixes.
+        for control in REGISTRY:
+            self.alarms.append(
+                self._alarm(
+                    f"FixesFailed-{control}",
+                    _guardrail_metric("FixesFailed", control=control),
+                    f'ssm-guardrail: a {control} fix failed (the Lambdas\' logs, message "fix")',
+                )
+            )
+        for metric, why in (
+            ("PublishErrors", "findings were not imported into Security Hub or not resolved"),
+            ("EventsDropped", "an event could not be read (routing or a new event shape)"),
+        ):
+            self.alarms.append(
+                self._alarm(metric, _guardrail_metric(metric), f"ssm-guardrail: {why}")
+            )
 
         self.dashboard = cw.Dashboard(self, "Dashboard", period_override=cw.PeriodOverride.AUTO)
         controls = ", ".join(REGISTRY)

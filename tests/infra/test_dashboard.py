@@ -227,3 +227,33 @@ def test_dashboard_shows_each_lambdas_errors_duration_invocations_and_throttles(
     assert len(alarms["properties"]["alarms"]) == len(
         synth.resources(MAIN, "AWS::CloudWatch::Alarm")
     )
+
+
+def test_a_failed_fix_refused_findings_or_an_unreadable_event_sound_an_alarm(
+    synth: Synth, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Each ends the invocation normally, so neither the Lambda errors nor the dead letters
+    alarm fired: a fix that failed (internet SSH left open) reached only a graph. Each alarm
+    names a metric exactly as the Lambdas emit it (namespace, dimensions, service), per
+    control for the fixes, and notifies the alarm topic."""
+    produced = emitted(_function_envs(synth)[0], monkeypatch, capsys)
+    alarms = [
+        a["Properties"]
+        for a in synth.resources(MAIN, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("Namespace") not in (None, "AWS/Lambda", "AWS/SQS")
+    ]
+    watched = {}
+    for alarm in alarms:
+        dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+        key = (alarm["Namespace"], tuple(sorted(dimensions)), alarm["MetricName"])
+        assert (*key, dimensions["service"]) in produced, f"an alarm that can never fire: {key}"
+        assert alarm["Threshold"] == 1 and alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["AlarmActions"], "an alarm nobody hears"
+        watched[alarm["MetricName"]] = watched.get(alarm["MetricName"], set()) | {
+            dimensions.get("control")
+        }
+    assert watched == {
+        "FixesFailed": set(REGISTRY),
+        "PublishErrors": {None},
+        "EventsDropped": {None},
+    }

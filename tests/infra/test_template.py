@@ -658,8 +658,15 @@ def test_alarms_notify_an_encrypted_topic_with_the_configured_email(synth: Synth
         a["Properties"]["MetricName"]
         for a in synth.resources(MAIN, "AWS::CloudWatch::Alarm").values()
     }
-    assert metrics == {"Errors", "ApproximateNumberOfMessagesVisible"}
-    assert len(synth.resources(MAIN, "AWS::CloudWatch::Alarm")) == 3
+    assert metrics == {
+        "Errors",
+        "ApproximateNumberOfMessagesVisible",
+        "FixesFailed",
+        "PublishErrors",
+        "EventsDropped",
+    }
+    # Each function's errors, the dead letters, a failed fix per control, two guardrail errors.
+    assert len(synth.resources(MAIN, "AWS::CloudWatch::Alarm")) == 3 + len(REGISTRY) + 2
 
 
 def test_alarm_topic_policies_let_this_accounts_cloudwatch_alarms_publish(synth: Synth) -> None:
