@@ -3,7 +3,7 @@ managed policy that lets any instance role deliver session logs to the SessionLo
 
 from __future__ import annotations
 
-from aws_cdk import Aws
+from aws_cdk import Aws, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
@@ -57,6 +57,10 @@ class InstanceAccess(Construct):
                 ),
             ],
         )
+        # Kept on destroy, as the bucket, log group and key are: the preferences the fixes wrote
+        # still log there (with the key and encryption flags the agent checks before every
+        # session), and the roles it was attached to would otherwise be refused every session.
+        self.log_delivery_policy.apply_removal_policy(RemovalPolicy.RETAIN)
         acknowledge(
             self.log_delivery_policy,
             f"AwsSolutions-IAM5[Resource::<{_logical(store.bucket)}.Arn>/{store.prefix}*]",

@@ -582,6 +582,10 @@ def test_session_log_store_is_encrypted_private_versioned_and_expiring(synth: Sy
 def test_instance_role_has_core_and_scoped_log_delivery_policies(synth: Synth) -> None:
     t = synth.templates[MAIN]
     ((policy_id, policy),) = synth.resources(MAIN, "AWS::IAM::ManagedPolicy").items()
+    # Kept on destroy with the bucket, log group and key the preferences still name: deleted,
+    # every role it was attached to would be refused its sessions (the key, the encryption
+    # checks the agent makes before each one).
+    assert policy["DeletionPolicy"] == "Retain"
     actions = {
         a
         for s in policy["Properties"]["PolicyDocument"]["Statement"]
