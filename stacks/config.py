@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from guardrail.controls import REGISTRY
-from guardrail.settings import MODES, is_policy_arn
+from guardrail.settings import MODES, is_key_prefix, is_policy_arn
 
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
 RETENTION_DAYS = (
@@ -287,9 +287,7 @@ class GuardrailConfig:
         for arn in self.equivalent_policy_arns:
             if not is_policy_arn(arn):  # the Lambdas' Settings would refuse it at start-up
                 raise ConfigError(f"context 'equivalentPolicyArns': {arn!r} is not a policy ARN")
-        prefix = self.session_log_prefix
-        # No blank or glob character: the CliSettings output is used as `env $(...)`.
-        if not prefix or prefix.startswith("/") or re.search(r"[\s*?\[\]'\"$`\\]", prefix):
+        if not is_key_prefix(self.session_log_prefix):
             raise ConfigError(
                 "context 'sessionLogPrefix' must be a non-empty key prefix without a leading /, "
                 "blanks, quotes or glob characters"

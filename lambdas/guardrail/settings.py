@@ -19,8 +19,6 @@ _POLICY_ARN = re.compile(
 )
 # The guardrail's own roles: role or assumed-role ARNs (`*` and `{a|b}` spelled out already).
 _ACTOR_ARN = re.compile(r"^arn:[\w*-]+:(iam|sts)::[\d*]*:\S+$", re.ASCII)
-# A key prefix as the stack accepts it (stacks/config.py): "" or "/" would grant the whole bucket.
-_UNSAFE_PREFIX = re.compile(r"[\s*?\[\]'\"$`\\]")
 # A key, not an alias: IAM authorizes kms: actions on the key's ARN, and only KMS resolves an
 # alias, so with one the guardrail could not tell which roles may use the key.
 _KEY_ARN = re.compile(r"^arn:[\w-]+:kms:[a-z0-9-]+:\d{12}:key/[\w-]+$")
@@ -36,6 +34,13 @@ _LOG_GROUP_NAME = re.compile(r"^[\w./#-]{1,512}$", re.ASCII)
 def is_policy_arn(value: str) -> bool:
     """An IAM managed policy ARN (AWS's or an account's), as attached policies are listed."""
     return bool(_POLICY_ARN.match(value))
+
+
+def is_key_prefix(value: str) -> bool:
+    """A session-log key prefix, for the Lambdas and the stack alike: not empty and not starting
+    with / ("" or "/" would read as the whole bucket), no blank, quote or glob character (the
+    stack's CliSettings output is used as `env $(...)`)."""
+    return bool(value) and not value.startswith("/") and not re.search(r"[\s*?\[\]'\"$`\\]", value)
 
 
 class SettingsError(ValueError):
@@ -183,7 +188,7 @@ class Settings:
                 f"(arn:aws:iam::123456789012:role/name), not {', '.join(map(repr, strays))}"
             )
         prefix = self.session_log_prefix
-        if not prefix.strip("/") or prefix.startswith("/") or _UNSAFE_PREFIX.search(prefix):
+        if not is_key_prefix(prefix):
             # Empty (or "/") reads as the whole bucket: logs written outside the prefix the
             # delivery policy grants would pass as delivered.
             raise SettingsError(
