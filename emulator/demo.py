@@ -20,8 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
-import boto3
-from guardrail.cli import known_region, print_interrupted
+from guardrail.cli import print_interrupted
 from guardrail.clients import AwsClients
 from guardrail.controls.session_logging import PREFERENCE_ACTIONS
 from guardrail.engine import Guardrail, Interrupted, ScanReport
@@ -33,7 +32,7 @@ from guardrail.settings import Settings
 
 from .calls import CallCounter
 from .seed import FAILED, LOGGING, ROLE, SSH, Seeded, minimum_instances, seed_account
-from .server import EmulatedAccount
+from .server import EmulatedAccount, refuse_bad_seed
 
 EMULATED = "[emulated]"
 
@@ -946,10 +945,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         help="also seed a role whose explicit Deny blocks log delivery (attaching cannot fix it)",
     )
     args = parser.parse_args(argv)
-    if args.instances < (least := minimum_instances(args.explicit_deny)):
-        parser.error(f"--instances: at least {least} (every seeded case, plus one)")
-    if not known_region(boto3.session.Session(), args.region):
-        parser.error(f"--region: {args.region} is not an AWS region")
+    refuse_bad_seed(parser, args.region, args.instances, args.explicit_deny)
     print(
         f"starting the emulator on 127.0.0.1 and seeding {args.instances} instances...",
         file=sys.stderr,

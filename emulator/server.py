@@ -187,6 +187,22 @@ def shell_lines(account: EmulatedAccount, settings: dict[str, str]) -> list[str]
     ] + [f"export {k}={shlex.quote(v)}" for k, v in {**point, **settings}.items()]
 
 
+def refuse_bad_seed(
+    parser: argparse.ArgumentParser,
+    region: str,
+    instances: int | None,
+    explicit_deny: bool = False,
+) -> None:
+    """The demo's and the server's usage errors (exit 2) before anything starts: too few
+    instances to seed every case (None: nothing seeded), a region AWS does not have."""
+    from .seed import minimum_instances
+
+    if instances is not None and instances < (least := minimum_instances(explicit_deny)):
+        parser.error(f"--instances: at least {least} (every seeded case, plus one)")
+    if not known_region(boto3.session.Session(), region):
+        parser.error(f"--region: {region} is not an AWS region")
+
+
 def main(
     argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
@@ -207,13 +223,9 @@ def main(
     )
     parser.add_argument("--empty", action="store_true", help="seed nothing")
     args = parser.parse_args(argv)
-    # The demo's checks: a bad value is a usage error (exit 2), not a traceback.
     if not 0 <= args.port <= 65535:
         parser.error(f"--port: {args.port} is not 0-65535")
-    if not args.empty and args.instances < (least := minimum_instances()):
-        parser.error(f"--instances: at least {least} (every seeded case)")
-    if not known_region(boto3.session.Session(), args.region):
-        parser.error(f"--region: {args.region} is not an AWS region")
+    refuse_bad_seed(parser, args.region, None if args.empty else args.instances)
 
     if args.port and not port_free(args.port):
         print(
