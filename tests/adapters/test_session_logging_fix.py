@@ -743,6 +743,22 @@ def test_a_role_refused_today_is_medium_and_told_what_the_key_will_need_too(acco
     assert "kms:" not in now and later == f"kms:Decrypt on {KEY}, kms:GenerateDataKey on {KEY}"
 
 
+def test_a_role_that_cannot_see_the_log_group_is_refused_now_whatever_the_flag(account, clients):
+    """cloudWatchEncryptionEnabled off, the role may stream but not DescribeLogGroups: the agent
+    may look for the log group whatever the flag says, so this is no "later" (LOW) but MEDIUM
+    now, unlike the s3EncryptionEnabled and kmsKeyId holds."""
+    create_preferences(account, {"cloudWatchLogGroupName": "/guardrail/sessions"})
+    account.role("app", allow(account, "app-delivery", STREAM), profile="app")
+    iid = account.instance(profile="app")
+    found = instance_result(
+        account.run(clients, "report", [LOGGING], session_log_group="/guardrail/sessions"), iid
+    )
+    assert found.status is Status.FAILED and found.severity == "MEDIUM"
+    assert found.reason.startswith(
+        "role app cannot deliver session logs: not allowed logs:DescribeLogGroups"
+    )
+
+
 def test_an_encryption_flag_waits_for_roles_that_cannot_check_the_destination(account, clients):
     """With s3EncryptionEnabled on, the SSM Agent refuses a session unless the instance's role
     may read the bucket's encryption; turning the flag on for such a role locks people out."""

@@ -252,6 +252,8 @@ class Hold:
     needs: str  # prefix of the denied actions that make the role fail the agent's check
     what: str
     action: str  # the held fix, as its record names it
+    # The agent needs it whatever the input says: a role refused it fails now, not only later.
+    needed_anyway: bool = False
 
     def on(self, inputs: Mapping[str, Any]) -> bool:
         """Whether the agent applies the input: a flag only with its destination set (the
@@ -295,6 +297,8 @@ HOLDS = (
         "logs:DescribeLogGroups",
         "see the log group",
         "turn on cloudWatchEncryptionEnabled",
+        # The agent may look for the log group whatever its flag says.
+        needed_anyway=True,
     ),
 )
 
@@ -303,14 +307,10 @@ def waits_for(denied: str, prefs: SessionPreferences, target: Mapping[str, str])
     """The input not yet in force that a denied "action on resource" is needed for, "" when
     the preferences as they are need it: a role refused only the guardrail's key while no
     kmsKeyId is set, or the bucket's encryption while s3EncryptionEnabled is off, delivers its
-    sessions' logs today (the guardrail's bucket still needs its key for every upload). The
-    agent may look for the log group (logs:DescribeLogGroups) whatever its flag says, so that
-    one always counts now."""
+    sessions' logs today (the guardrail's bucket still needs its key for every upload)."""
     bucket_key = target.get("bucket_key", "").rsplit("/", 1)[-1]
     for hold in HOLDS:
-        if hold.input == "cloudWatchEncryptionEnabled":
-            continue
-        if not denied.startswith(hold.needs) or hold.on(prefs.inputs):
+        if hold.needed_anyway or not denied.startswith(hold.needs) or hold.on(prefs.inputs):
             continue
         if hold.input == "kmsKeyId" and bucket_key and denied.endswith(f"/{bucket_key}"):
             return ""
