@@ -114,8 +114,7 @@ def ssh_exposed_running(snapshot: AccountSnapshot, group_id: str | None = None) 
     open_groups = {
         gid
         for gid in groups
-        if (g := snapshot.security_groups.get(gid))
-        and any(not r.prefix_list_id for r in internet_ssh_rules(g, snapshot.prefix_lists))
+        if (g := snapshot.security_groups.get(gid)) and any(map(admits_internet_ssh, g.ingress))
     }
     everyone = {**snapshot.bystanders, **snapshot.instances}
     return [
