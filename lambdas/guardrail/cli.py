@@ -37,7 +37,7 @@ from .controls.base import error_code
 from .controls.ssh_open import SSH_OPEN
 from .controls.ssm_role import SSM_ROLE
 from .engine import Guardrail, Interrupted, ScanReport
-from .model import Outcome, Status
+from .model import Outcome, Status, flat
 from .publisher import FindingPublisher
 from .reader import PrefixListChanging
 from .replay import add_replay_parser, run_replay
@@ -362,11 +362,6 @@ def main(
         return _main(argv, out, err)
     finally:
         engine_log.removeHandler(handler)
-
-
-def flat(text: str) -> str:
-    """Text on one line (a proxy's page quoted in an error message has its own lines)."""
-    return " ".join(text.split())
 
 
 def one_line(error: BaseException) -> str:

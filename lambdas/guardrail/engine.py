@@ -22,6 +22,7 @@ from .model import (
     ResourceType,
     Result,
     Status,
+    flat,
     last_fix_time,
 )
 from .publisher import ArchiveMissing
@@ -106,8 +107,7 @@ class Stop:
 def stopped(control: Control, step: str, error: Exception, crashed: list[Stop]) -> None:
     """Logged with its traceback, and named."""
     logger.exception(f"{step} stopped", extra={"control": control.id})
-    message = " ".join(str(error).split())  # one line on the CLI's stderr
-    crashed.append(Stop(control.id, step, f"{type(error).__name__}: {message}"))
+    crashed.append(Stop(control.id, step, f"{type(error).__name__}: {flat(str(error))}"))
 
 
 def partly_applied(fixes: Sequence[FixRecord]) -> bool:

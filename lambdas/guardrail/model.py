@@ -511,6 +511,11 @@ class FixRecord:
         }
 
 
+def flat(text: str) -> str:
+    """Text on one line (a proxy's page quoted in an error message has its own lines)."""
+    return " ".join(text.split())
+
+
 def parse_time(value: Any) -> datetime | None:
     """An ISO 8601 time as AWS writes it ("...Z" included); None when it is not one."""
     try:

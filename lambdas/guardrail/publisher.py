@@ -33,7 +33,7 @@ from .findings import (
     keep_fix_record,
     timestamp,
 )
-from .model import parse_time
+from .model import flat, parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -757,7 +757,7 @@ class FindingPublisher:
                 info.get("Code") or "ClientError", info.get("Message") or str(error)
             )
         except (BotoCoreError, ResponseParserError) as error:  # unreachable, timeouts, a proxy
-            failure = CallError(type(error).__name__, " ".join(str(error).split()))
+            failure = CallError(type(error).__name__, flat(str(error)))
             if not optional:
                 run.stopped = failure
                 run.errors.append(
