@@ -22,6 +22,20 @@ EVALUATED_STATES = frozenset({"pending", "running", "stopping", "stopped"})
 GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")  # every routable IPv6 address today
 
 
+def any_global_v6(addresses: Iterable[str]) -> bool:
+    """Whether an IPv6 address or delegated prefix among these is global unicast (2000::/3), as
+    only those are reachable from the internet: a unique-local one (fc00::/7, VPC IPAM's private
+    IPv6) is not. One that cannot be read counts (the finding errs towards CRITICAL)."""
+    for address in addresses:
+        try:
+            network = ipaddress.ip_network(str(address), strict=False)
+        except ValueError:
+            return True
+        if not isinstance(network, ipaddress.IPv6Network) or network.subnet_of(GLOBAL_UNICAST_V6):
+            return True
+    return False
+
+
 def is_internet(cidr: str | None) -> bool:
     """True for a source spanning a whole address family (prefix length 0), or every global
     IPv6 address (2000::/3, ::/1, ...). EC2 keeps a CIDR as written ("0::/0", "1.2.3.4/0"), so
@@ -132,7 +146,8 @@ class NetworkInterface:
 
     @property
     def has_ipv6(self) -> bool:
-        return bool(self.ipv6_addresses or self.ipv6_prefixes)
+        """A global IPv6 address or delegated prefix: one the internet can reach."""
+        return any_global_v6((*self.ipv6_addresses, *self.ipv6_prefixes))
 
 
 @dataclass(frozen=True)
@@ -143,7 +158,7 @@ class Instance:
     network_interface_ids: tuple[str, ...] = ()
     public_ip: str | None = None  # a public IPv4 of any interface or secondary private IP
     private_ip: str | None = None
-    ipv6_addresses: tuple[str, ...] = ()  # globally routable where the subnet routes to an IGW
+    ipv6_addresses: tuple[str, ...] = ()  # global ones are routable where the subnet has an IGW
     ipv6_prefixes: tuple[str, ...] = ()  # delegated to its interfaces (prefix delegation)
     vpc_id: str | None = None
     subnet_id: str | None = None
@@ -162,21 +177,22 @@ class Instance:
 
     @property
     def exposed(self) -> bool:
-        """Running with a public IPv4 or an IPv6 address: an open port 22 may be reachable now."""
+        """Running with a public IPv4 or a global IPv6 address: an open port 22 may be reachable now."""
         return bool(self.exposed_over((4, 6)))
 
     def exposed_over(
         self, versions: Collection[int | None], group_id: str | None = None
     ) -> tuple[int, ...]:
         """The IP versions among `versions` (4, 6) the instance is reachable over from the
-        internet right now: running with a public IPv4, respectively an IPv6 address or a
-        delegated IPv6 prefix; with `group_id`, on an interface that carries that group (a
+        internet right now: running with a public IPv4, respectively a global IPv6 address or
+        delegated prefix; with `group_id`, on an interface that carries that group (a
         group applies per interface)."""
         if self.state != "running":
             return ()
         on = [i for i in self.interfaces if group_id in i.security_group_ids]
         if group_id is None or not on:  # not known per interface: the instance's addresses
-            has = {4: bool(self.public_ip), 6: bool(self.ipv6_addresses or self.ipv6_prefixes)}
+            v6 = any_global_v6((*self.ipv6_addresses, *self.ipv6_prefixes))
+            has = {4: bool(self.public_ip), 6: v6}
         else:
             has = {4: any(i.public_ips for i in on), 6: any(i.has_ipv6 for i in on)}
         return tuple(v for v in (4, 6) if v in versions and has[v])

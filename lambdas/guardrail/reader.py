@@ -101,6 +101,22 @@ class ScopeTooBroad(Exception):
         self.roles = roles
 
 
+def public_ip_of(raw: Mapping[str, Any]) -> str | None:
+    """The instance's PublicIpAddress, unless it is a carrier IP: EC2 gives a Wavelength
+    instance's carrier IP there too, which only the carrier's network reaches (the interface's
+    association names it CarrierIp, with no PublicIp)."""
+    carrier = {
+        (association or {}).get("CarrierIp")
+        for eni in raw.get("NetworkInterfaces", [])
+        for association in (
+            eni.get("Association"),
+            *(p.get("Association") for p in eni.get("PrivateIpAddresses", [])),
+        )
+    }
+    public = raw.get("PublicIpAddress")
+    return None if public in carrier else public
+
+
 def parse_interface(eni: dict[str, Any], top: dict[str, Any]) -> NetworkInterface:
     """One DescribeInstances NetworkInterfaces item (`top`: the instance): its groups and the
     addresses the internet can reach it on."""
@@ -114,7 +130,7 @@ def parse_interface(eni: dict[str, Any], top: dict[str, Any]) -> NetworkInterfac
         g["GroupId"]
         for g in [*eni.get("Groups", []), *(top.get("SecurityGroups", []) if primary else [])]
     ]
-    public = [top.get("PublicIpAddress") if primary else None]
+    public = [public_ip_of(top) if primary else None]
     public += [(eni.get("Association") or {}).get("PublicIp")]
     public += [
         (p.get("Association") or {}).get("PublicIp") for p in eni.get("PrivateIpAddresses", [])
@@ -136,14 +152,14 @@ def parse_instance(raw: dict[str, Any]) -> Instance:
     interfaces = tuple(parse_interface(eni, raw) for eni in raw.get("NetworkInterfaces", []))
     groups = [g["GroupId"] for g in raw.get("SecurityGroups", [])]
     groups += [g for eni in interfaces for g in eni.security_group_ids]
-    public_ips = [raw.get("PublicIpAddress"), *(ip for eni in interfaces for ip in eni.public_ips)]
+    top_public = public_ip_of(raw)
+    public_ips = [top_public, *(ip for eni in interfaces for ip in eni.public_ips)]
     ipv6 = [ip for eni in interfaces for ip in eni.ipv6_addresses]
     # Judge exposure per interface only when the interfaces account for every group and address
     # the instance shows; otherwise (no attachment index, say) the instance-wide view stands.
     on_interfaces = {g for eni in interfaces for g in eni.security_group_ids}
     complete = set(groups) <= on_interfaces and (
-        not raw.get("PublicIpAddress")
-        or any(raw["PublicIpAddress"] in eni.public_ips for eni in interfaces)
+        not top_public or any(top_public in eni.public_ips for eni in interfaces)
     )
     profile = raw.get("IamInstanceProfile") or {}
     launched = raw.get("LaunchTime")

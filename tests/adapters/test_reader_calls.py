@@ -129,7 +129,7 @@ def test_an_ipv6_only_instance_behind_an_ipv6_open_group_is_critical(account, cl
     )
     results = {e.result.resource_id: e.result for e in report.evaluations}
     assert (results[iid].severity, results[gid].severity) == ("CRITICAL", "CRITICAL")
-    assert results[iid].reason.endswith("instance is running with an IPv6 address")
+    assert results[iid].reason.endswith("instance is running with a global IPv6 address")
     assert report.snapshot is not None
     assert report.snapshot.instances[iid].ipv6_addresses == (address,)
 

@@ -139,7 +139,7 @@ def test_an_ipv6_address_is_exposure_and_never_passes_for_an_ipv4_one():
     r = by_resource(SSH_OPEN.check(snapshot([inst], [bad]), Settings()))[
         (ResourceType.INSTANCE, "i-1")
     ]
-    assert r.severity == "CRITICAL" and r.reason.endswith("running with an IPv6 address")
+    assert r.severity == "CRITICAL" and r.reason.endswith("running with a global IPv6 address")
     details = instance_details(inst)
     assert details["IpV4Addresses"] == ["10.0.0.5"] and details["IpV6Addresses"] == ["2600:1f18::5"]
 
@@ -191,13 +191,13 @@ def test_a_delegated_ipv6_prefix_is_ipv6_exposure_on_its_own_interface(prefix_on
     ("sources", "public_ip", "ipv6", "severity", "says"),
     [
         (["0.0.0.0/0"], "3.3.3.3", (), "CRITICAL", "running with a public IPv4 address"),
-        (["::/0"], None, ("2600:1f18::5",), "CRITICAL", "running with an IPv6 address"),
+        (["::/0"], None, ("2600:1f18::5",), "CRITICAL", "running with a global IPv6 address"),
         (
             ["0.0.0.0/0", "::/0"],
             "3.3.3.3",
             ("2600:1f18::5",),
             "CRITICAL",
-            "running with a public IPv4 address and an IPv6 address",
+            "running with a public IPv4 address and a global IPv6 address",
         ),
         # An internet rule of one family does not reach an address of the other
         (
@@ -212,7 +212,7 @@ def test_a_delegated_ipv6_prefix_is_ipv6_exposure_on_its_own_interface(prefix_on
             "3.3.3.3",
             (),
             "HIGH",
-            "not reachable right now: the rules admit IPv6 only and it has no IPv6 address",
+            "not reachable right now: the rules admit IPv6 only and it has no global IPv6 address",
         ),
     ],
 )
@@ -352,6 +352,87 @@ def test_without_a_per_interface_answer_an_instance_wide_public_ip_counts():
         (ResourceType.INSTANCE, "i-1")
     ]
     assert r.severity == "CRITICAL"  # never downgraded on a guess
+
+
+def test_a_wavelength_carrier_ip_is_not_a_public_address():
+    """EC2 gives a Wavelength instance's carrier IP as its PublicIpAddress too; the interface's
+    association names it CarrierIp. Only the carrier's network reaches it: internet SSH there is
+    HIGH (still FAILED), as the README says. An Elastic IP beside it still counts."""
+    from guardrail.reader import parse_instance
+
+    carrier = {"CarrierIp": "155.146.10.20", "IpOwnerId": "amazon"}
+    raw = {
+        "InstanceId": "i-wl",
+        "State": {"Name": "running"},
+        "PublicIpAddress": "155.146.10.20",
+        "SecurityGroups": [{"GroupId": "sg-ssh"}],
+        "NetworkInterfaces": [
+            {
+                "NetworkInterfaceId": "eni-wl",
+                "Attachment": {"DeviceIndex": 0, "NetworkCardIndex": 0},
+                "Groups": [{"GroupId": "sg-ssh"}],
+                "Association": carrier,
+                "PrivateIpAddresses": [{"Primary": True, "Association": carrier}],
+            }
+        ],
+    }
+    ssh = SecurityGroup("sg-ssh", rules=(rule(group_id="sg-ssh"),))
+    instance = parse_instance(raw)
+    r = by_resource(SSH_OPEN.check(snapshot([instance], [ssh]), Settings()))[
+        (ResourceType.INSTANCE, "i-wl")
+    ]
+    assert instance.public_ip is None
+    assert r.status is Status.FAILED and r.severity == "HIGH"
+    assert r.reason.endswith("instance is not reachable right now")
+    raw["NetworkInterfaces"][0]["PrivateIpAddresses"].append(
+        {"Primary": False, "Association": {"PublicIp": "3.3.3.3"}}
+    )
+    r = by_resource(SSH_OPEN.check(snapshot([parse_instance(raw)], [ssh]), Settings()))[
+        (ResourceType.INSTANCE, "i-wl")
+    ]
+    assert r.severity == "CRITICAL" and r.reason.endswith("a public IPv4 address")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "severity"),
+    [
+        # VPC IPAM's private IPv6: unique-local, no internet host reaches it
+        ("Ipv6Addresses", {"Ipv6Address": "fd12:3456:789a:1::5"}, "HIGH"),
+        ("Ipv6Prefixes", {"Ipv6Prefix": "fd12:3456:789a:1:5::/80"}, "HIGH"),
+        ("Ipv6Addresses", {"Ipv6Address": "2600:1f18:abcd:1::5"}, "CRITICAL"),
+        ("Ipv6Prefixes", {"Ipv6Prefix": "2600:1f18:abcd:1:5::/80"}, "CRITICAL"),
+    ],
+)
+def test_only_a_global_ipv6_address_makes_ipv6_ssh_critical(field, value, severity):
+    """A ::/0 rule reaches an instance over IPv6 only through a global unicast address
+    (2000::/3); a unique-local one is private, as a private IPv4 address is."""
+    from guardrail.reader import parse_instance
+
+    raw = {
+        "InstanceId": "i-1",
+        "State": {"Name": "running"},
+        "SecurityGroups": [{"GroupId": "sg-ssh"}],
+        "NetworkInterfaces": [
+            {
+                "NetworkInterfaceId": "eni-1",
+                "Attachment": {"DeviceIndex": 0, "NetworkCardIndex": 0},
+                "Groups": [{"GroupId": "sg-ssh"}],
+                field: [value],
+            }
+        ],
+    }
+    ssh = SecurityGroup("sg-ssh", rules=(rule(v4=None, v6="::/0", group_id="sg-ssh"),))
+    results = by_resource(SSH_OPEN.check(snapshot([parse_instance(raw)], [ssh]), Settings()))
+    instance = results[(ResourceType.INSTANCE, "i-1")]
+    assert instance.status is Status.FAILED
+    assert instance.severity == results[(ResourceType.SECURITY_GROUP, "sg-ssh")].severity
+    assert instance.severity == severity
+    if severity == "HIGH":
+        assert instance.reason.endswith("instance is not reachable right now")
+    # Known only instance-wide (no interfaces read): the same judgment
+    known = {"Ipv6Addresses": "ipv6_addresses", "Ipv6Prefixes": "ipv6_prefixes"}[field]
+    wide = Instance("i-1", "running", ("sg-ssh",), **{known: tuple(value.values())})
+    assert SSH_OPEN.check(snapshot([wide], [ssh]), Settings())[0].severity == severity
 
 
 def test_group_used_only_by_terminated_instances_is_not_reported():

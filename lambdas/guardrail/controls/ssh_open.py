@@ -56,8 +56,8 @@ RUN_TAG = "ssm-guardrail:run"
 MAX_TAGS = 50  # tags per EC2 resource (a security group rule included)
 MARK_ROOM = 5  # tags left free on a re-added rule for runs' marks
 OURS = 2  # tags of ours on a re-added rule: GUARDRAIL_TAG and RUN_TAG
-ADDRESS = {4: "a public IPv4 address", 6: "an IPv6 address"}
-NO_ADDRESS = {4: "no public IPv4 address", 6: "no IPv6 address"}
+ADDRESS = {4: "a public IPv4 address", 6: "a global IPv6 address"}
+NO_ADDRESS = {4: "no public IPv4 address", 6: "no global IPv6 address"}
 PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6", "all": "-1"}
 
 
@@ -355,7 +355,7 @@ def exposure(
 ) -> tuple[bool, str]:
     """Whether the internet rules of these groups reach the instance now, and how to say so: a
     group applies on the interfaces that carry it; an IPv4 rule needs a public IPv4 address
-    there, a ::/0 rule an IPv6 address."""
+    there, a ::/0 rule a global IPv6 address."""
     versions = {r.ip_version for rules in offending.values() for r in rules}
     over = {
         v
