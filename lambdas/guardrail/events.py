@@ -10,6 +10,7 @@ registry keyed by event name, not an if-chain.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -17,7 +18,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from .model import SESSION_DOCUMENT
+from .controls.ssh_open import reaches_ssh_port
+from .model import SESSION_DOCUMENT, SecurityGroupRule, is_internet
 from .scope import Scope
 
 CLOUDTRAIL = "AWS API Call via CloudTrail"
@@ -284,9 +286,87 @@ def _group_scope(group_ids: Iterable[Any], what: str) -> Parsed:
     return Touched(Scope(group_ids=groups, controls=frozenset({SSH})), tuple(bad))
 
 
+def _port(value: Any) -> int | None:
+    """A rule's port as CloudTrail writes it (a number, or its text); None when absent."""
+    if value is None or isinstance(value, bool):
+        return None
+    return int(str(value).strip())  # junk raises ValueError: the rule cannot be read
+
+
+def _sources(permission: dict[str, Any]) -> list[dict[str, Any]]:
+    """One source per entry of a request's ipPermissions item (or of the flat form), or a
+    response rule-set item as it is, in the rule set's own keys."""
+    sources: list[dict[str, Any]] = [
+        *({"cidrIpv4": r.get("cidrIp")} for r in items(permission.get("ipRanges"))),
+        *({"cidrIpv6": r.get("cidrIpv6")} for r in items(permission.get("ipv6Ranges"))),
+        *({"prefixListId": r.get("prefixListId")} for r in items(permission.get("prefixListIds"))),
+        *({"referencedGroupInfo": r} for r in items(permission.get("groups"))),
+    ]
+    if permission.get("cidrIp") is not None:  # the flat form
+        sources.append({"cidrIpv4": permission["cidrIp"]})
+    keys = ("cidrIpv4", "cidrIpv6", "prefixListId", "referencedGroupInfo")
+    if any(permission.get(k) for k in keys):  # a rule-set item
+        sources.append({k: permission.get(k) for k in keys})
+    return sources
+
+
+def may_touch_internet_ssh(request: dict[str, Any], response: dict[str, Any]) -> bool:
+    """Whether an Authorize/RevokeSecurityGroupIngress may open or close internet SSH: False
+    only when the event shows every rule it added or removed, and none admits TCP 22 from a
+    CIDR holding the internet or from a prefix list (tcp 443, udp 22, tcp 22 from 10.0.0.0/8
+    or from a group). A rule named only by its id (a revoke by securityGroupRuleIds), or one
+    the event shows without its protocol, ports or source, may."""
+    if items(request.get("securityGroupRuleIds")):
+        return True
+    flat = [request] if request.get("ipProtocol") is not None else []
+    permissions = [*items(request.get("ipPermissions")), *flat]
+    for rule_set in ("securityGroupRuleSet", "revokedSecurityGroupRuleSet"):
+        permissions += items(response.get(rule_set))
+    if not permissions:
+        return True
+    for permission in permissions:
+        sources = _sources(permission)
+        if permission.get("ipProtocol") is None or not sources:
+            return True
+        try:
+            low, high = _port(permission.get("fromPort")), _port(permission.get("toPort"))
+        except ValueError:
+            return True
+        for source in sources:
+            rule = SecurityGroupRule(
+                "",
+                "",
+                str(permission["ipProtocol"]),
+                low,
+                high,
+                cidr_ipv4=_str(source.get("cidrIpv4")) or None,
+                cidr_ipv6=_str(source.get("cidrIpv6")) or None,
+                prefix_list_id=_str(source.get("prefixListId")) or None,
+            )
+            private = _cidr(rule.cidr) and not is_internet(rule.cidr)
+            from_group = isinstance(source.get("referencedGroupInfo"), dict)
+            if reaches_ssh_port(rule) and not (private or from_group):
+                return True
+    return False
+
+
+def _cidr(text: str | None) -> bool:
+    try:
+        ipaddress.ip_network(text or "", strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def _ingress_change(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
     """Authorize/RevokeSecurityGroupIngress: the group from the request or, when the request
-    names it only by groupName (default VPC), from the response's securityGroupRuleSet."""
+    names it only by groupName (default VPC), from the response's securityGroupRuleSet. A
+    change that cannot open or close internet SSH is dropped: judged, the group's instances'
+    findings would all be imported again, unchanged."""
+    if not may_touch_internet_ssh(request, response):
+        return Dropped(
+            "the rules it changes cannot admit TCP 22 from the internet", DropKind.IRRELEVANT
+        )
     ids = [request.get("groupId")]
     ids += [rule.get("groupId") for rule in items(response.get("securityGroupRuleSet"))]
     ids += [rule.get("groupId") for rule in items(response.get("revokedSecurityGroupRuleSet"))]

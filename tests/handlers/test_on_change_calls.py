@@ -396,6 +396,28 @@ def test_dropped_events_cost_no_call(world: World):
         assert sum(world.calls.values()) == 0, name
 
 
+def test_a_rule_change_that_cannot_admit_internet_ssh_costs_no_call(world: World):
+    """tcp 443 from 10.0.0.0/8 added to a group whose internet SSH stays open (FAILED) behind
+    many instances: judging it would only import every one of their findings again, unchanged.
+    The same event for tcp 22 from the internet is judged and fixed."""
+    bad = world.group("default-like")
+    world.launch(count=3, groups=[bad])
+    world.open_ssh(bad)
+    world.open_ssh(bad, cidr="10.0.0.0/8", low=443, high=443)
+    event = world.event("authorize_ingress_ip_permissions", {SG: bad})
+    detail = event["detail"]
+    (asked,) = detail["requestParameters"]["ipPermissions"]["items"]
+    asked.update(fromPort=443, toPort=443, ipRanges={"items": [{"cidrIp": "10.0.0.0/8"}]})
+    (made,) = detail["responseElements"]["securityGroupRuleSet"]["items"]
+    made.update(fromPort=443, toPort=443, cidrIpv4="10.0.0.0/8")
+    result = world.deliver(event)
+    assert result["dropped"] == "irrelevant"
+    assert result["reason"] == "the rules it changes cannot admit TCP 22 from the internet"
+    assert sum(world.calls.values()) == 0
+    result = world.deliver("authorize_ingress_ip_permissions", {SG: bad})
+    assert result["results"] == 4 and result["fixes"]  # the group and its 3 instances
+
+
 def test_run_instances_with_two_instances_costs_the_same_reads_as_one(world: World):
     """Reads are batched: a second instance adds fixes, never describe calls."""
     from tests.handlers.test_on_change import I2

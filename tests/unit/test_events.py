@@ -136,6 +136,96 @@ def test_referenced_groups_in_the_request_or_response_are_not_touched():
     assert to_scope(load("authorize_ingress_mixed_sources")).group_ids == {SG}
 
 
+def rule_change(permission: dict[str, Any], rule_set: list[dict[str, Any]] | None = None):
+    """authorize_ingress_ip_permissions with its one permission (and response rule set, when
+    given, else none) replaced."""
+    event = load("authorize_ingress_ip_permissions")
+    detail = event["detail"]
+    detail["requestParameters"]["ipPermissions"] = {"items": [permission]}
+    if rule_set is None:
+        del detail["responseElements"]["securityGroupRuleSet"]
+    else:
+        detail["responseElements"]["securityGroupRuleSet"] = {"items": rule_set}
+    return parse_event(event)
+
+
+def permission(protocol: Any = "tcp", low: Any = 22, high: Any = 22, **sources: Any):
+    wrapped = {k: {"items": v} for k, v in sources.items()}
+    return {"ipProtocol": protocol, "fromPort": low, "toPort": high, "groups": {}, **wrapped}
+
+
+WORLD = [{"cidrIp": "0.0.0.0/0"}]
+
+
+@pytest.mark.parametrize(
+    "cannot",
+    [
+        permission("tcp", 443, 443, ipRanges=WORLD),
+        permission("udp", 22, 22, ipRanges=WORLD),
+        permission("17", 0, 65535, ipv6Ranges=[{"cidrIpv6": "::/0"}]),
+        permission("icmp", -1, -1, ipRanges=WORLD),
+        permission("tcp", 23, 65535, ipRanges=WORLD),
+        permission("tcp", "0", "21", ipRanges=WORLD),  # ports as text
+        permission(ipRanges=[{"cidrIp": "10.0.0.0/8"}, {"cidrIp": "203.0.113.0/24"}]),
+        permission(ipv6Ranges=[{"cidrIpv6": "2001:db8::/32"}]),
+        permission(groups=[{"groupId": "sg-0fedcba987654321f", "userId": ACCOUNT}]),
+    ],
+)
+def test_a_rule_change_that_cannot_admit_internet_ssh_is_irrelevant(cannot):
+    """Judged, it would import again every finding of the group's instances, unchanged: at
+    thousands of instances behind a default group, each such edit cost Security Hub's 10 TPS
+    and ingestion for every one of them."""
+    result = rule_change(cannot)
+    assert isinstance(result, Dropped), result
+    assert result.kind is DropKind.IRRELEVANT and not result.bad_input
+    assert result.reason == "the rules it changes cannot admit TCP 22 from the internet"
+
+
+@pytest.mark.parametrize(
+    "may",
+    [
+        permission(ipRanges=WORLD),
+        permission(ipRanges=[{"cidrIp": "1.2.3.4/0"}]),
+        permission(ipv6Ranges=[{"cidrIpv6": "2000::/3"}]),
+        permission("-1", None, None, ipRanges=WORLD),
+        permission("6", 0, 65535, ipRanges=WORLD),
+        permission("tcp", "20", "25", ipRanges=WORLD),
+        # a prefix list may hold the internet
+        permission(prefixListIds=[{"prefixListId": "pl-0123456789abcdef0"}]),
+        # one rule that may, beside one that cannot
+        permission(ipRanges=[{"cidrIp": "10.0.0.0/8"}, {"cidrIp": "0.0.0.0/0"}]),
+        # what the event does not show may: no ports, no protocol, no source, junk
+        permission("tcp", None, None, ipRanges=WORLD),
+        permission(None, 22, 22, ipRanges=WORLD),
+        permission(),
+        permission("tcp", "twenty-two", 22, ipRanges=WORLD),
+        permission(ipRanges=[{"cidrIp": "not-a-cidr"}]),
+    ],
+)
+def test_a_rule_change_that_may_admit_internet_ssh_is_judged(may):
+    result = rule_change(may)
+    assert isinstance(result, Change), result
+    assert result.scope == Scope(group_ids=frozenset({SG}), controls=frozenset({SSH}))
+
+
+def test_a_rule_change_is_read_from_every_rule_the_event_shows():
+    """The request, its flat form and the response's rule set: any one that may admit internet
+    SSH makes the event judged; a revoke by rule ids shows no content and is judged."""
+    https = permission("tcp", 443, 443, ipRanges=WORLD)
+    ssh_rule = {"groupId": SG, "ipProtocol": "tcp", "fromPort": 22, "toPort": 22}
+    assert isinstance(rule_change(https, [{**ssh_rule, "cidrIpv4": "0.0.0.0/0"}]), Change)
+    assert isinstance(rule_change(https, [{**ssh_rule, "cidrIpv4": "10.0.0.0/8"}]), Dropped)
+    flat = load("authorize_ingress_flat_cidr")
+    request = flat["detail"]["requestParameters"]
+    assert isinstance(parse_event(flat), Change)  # tcp 0-1024 from 0.0.0.0/0
+    request.update(fromPort=443, toPort=443)
+    for item in flat["detail"]["responseElements"]["securityGroupRuleSet"]["items"]:
+        item.update(fromPort=443, toPort=443)
+    assert isinstance(parse_event(flat), Dropped)
+    revoke = load("revoke_ingress_rule_ids")
+    assert isinstance(parse_event(revoke), Change)
+
+
 def test_modify_security_group_rules_without_the_pascal_wrapper_still_parses():
     event = load("modify_security_group_rules")
     inner = event["detail"]["requestParameters"].pop("ModifySecurityGroupRulesRequest")
@@ -749,8 +839,13 @@ def test_failure_is_judged_by_error_code_not_by_a_null_response():
 def test_the_guardrails_own_changes_are_not_refixed(name):
     result = dropped(load(name), actor_arns=[GUARDRAIL_ROLE])
     assert result.kind is DropKind.OWN_CHANGE
-    # Without the setting they are ordinary changes.
-    assert isinstance(parse_event(load(name)), Change)
+    # Without the setting they are ordinary changes; but a re-added range (tcp 23-1024) cannot
+    # admit SSH, so that one is not judged even then.
+    parsed = parse_event(load(name))
+    if name == "own_authorize_ingress":
+        assert isinstance(parsed, Dropped) and parsed.kind is DropKind.IRRELEVANT
+    else:
+        assert isinstance(parsed, Change)
 
 
 def test_actor_match_by_assumed_role_arn_alone():
