@@ -303,30 +303,38 @@ def test_a_group_only_on_an_interface_without_a_public_address_is_not_critical()
     assert results[(ResourceType.SECURITY_GROUP, "sg-ssh")].severity == "CRITICAL"
 
 
+def attached(eni_id: str, group: str, card: int = 0, **extra: Any) -> dict[str, Any]:
+    """A DescribeInstances NetworkInterfaces item at device index 0 of network card `card`."""
+    return {
+        "NetworkInterfaceId": eni_id,
+        "Attachment": {"DeviceIndex": 0, "NetworkCardIndex": card},
+        "Groups": [{"GroupId": group}],
+        **extra,
+    }
+
+
+def described(group: str, *interfaces: dict[str, Any], public: str | None = None):
+    """A running instance as DescribeInstances gives it, `group` its primary interface's."""
+    raw: dict[str, Any] = {
+        "InstanceId": "i-1",
+        "State": {"Name": "running"},
+        "SecurityGroups": [{"GroupId": group}],
+        "NetworkInterfaces": list(interfaces),
+    }
+    return {**raw, "PublicIpAddress": public} if public else raw
+
+
 def test_device_index_0_of_a_second_network_card_is_not_the_primary_interface():
     """Instances with several network cards have a DeviceIndex 0 on each; only card 0's carries
     the instance's PublicIpAddress and SecurityGroups."""
     from guardrail.reader import parse_instance
 
-    raw = {
-        "InstanceId": "i-1",
-        "State": {"Name": "running"},
-        "PublicIpAddress": "3.3.3.3",
-        "SecurityGroups": [{"GroupId": "sg-web"}],
-        "NetworkInterfaces": [
-            {
-                "NetworkInterfaceId": "eni-card0",
-                "Attachment": {"DeviceIndex": 0, "NetworkCardIndex": 0},
-                "Groups": [{"GroupId": "sg-web"}],
-                "Association": {"PublicIp": "3.3.3.3"},
-            },
-            {
-                "NetworkInterfaceId": "eni-card1",
-                "Attachment": {"DeviceIndex": 0, "NetworkCardIndex": 1},
-                "Groups": [{"GroupId": "sg-ssh"}],
-            },
-        ],
-    }
+    raw = described(
+        "sg-web",
+        attached("eni-card0", "sg-web", Association={"PublicIp": "3.3.3.3"}),
+        attached("eni-card1", "sg-ssh", card=1),
+        public="3.3.3.3",
+    )
     ssh = SecurityGroup("sg-ssh", rules=(rule(group_id="sg-ssh"),))
     r = by_resource(SSH_OPEN.check(snapshot([parse_instance(raw)], [ssh]), Settings()))[
         (ResourceType.INSTANCE, "i-1")
@@ -361,25 +369,16 @@ def test_a_wavelength_carrier_ip_is_not_a_public_address():
     from guardrail.reader import parse_instance
 
     carrier = {"CarrierIp": "155.146.10.20", "IpOwnerId": "amazon"}
-    raw = {
-        "InstanceId": "i-wl",
-        "State": {"Name": "running"},
-        "PublicIpAddress": "155.146.10.20",
-        "SecurityGroups": [{"GroupId": "sg-ssh"}],
-        "NetworkInterfaces": [
-            {
-                "NetworkInterfaceId": "eni-wl",
-                "Attachment": {"DeviceIndex": 0, "NetworkCardIndex": 0},
-                "Groups": [{"GroupId": "sg-ssh"}],
-                "Association": carrier,
-                "PrivateIpAddresses": [{"Primary": True, "Association": carrier}],
-            }
-        ],
-    }
+    primary = {"Primary": True, "Association": carrier}
+    raw = described(
+        "sg-ssh",
+        attached("eni-wl", "sg-ssh", Association=carrier, PrivateIpAddresses=[primary]),
+        public="155.146.10.20",
+    )
     ssh = SecurityGroup("sg-ssh", rules=(rule(group_id="sg-ssh"),))
     instance = parse_instance(raw)
     r = by_resource(SSH_OPEN.check(snapshot([instance], [ssh]), Settings()))[
-        (ResourceType.INSTANCE, "i-wl")
+        (ResourceType.INSTANCE, "i-1")
     ]
     assert instance.public_ip is None
     assert r.status is Status.FAILED and r.severity == "HIGH"
@@ -388,7 +387,7 @@ def test_a_wavelength_carrier_ip_is_not_a_public_address():
         {"Primary": False, "Association": {"PublicIp": "3.3.3.3"}}
     )
     r = by_resource(SSH_OPEN.check(snapshot([parse_instance(raw)], [ssh]), Settings()))[
-        (ResourceType.INSTANCE, "i-wl")
+        (ResourceType.INSTANCE, "i-1")
     ]
     assert r.severity == "CRITICAL" and r.reason.endswith("a public IPv4 address")
 
@@ -408,19 +407,7 @@ def test_only_a_global_ipv6_address_makes_ipv6_ssh_critical(field, value, severi
     (2000::/3); a unique-local one is private, as a private IPv4 address is."""
     from guardrail.reader import parse_instance
 
-    raw = {
-        "InstanceId": "i-1",
-        "State": {"Name": "running"},
-        "SecurityGroups": [{"GroupId": "sg-ssh"}],
-        "NetworkInterfaces": [
-            {
-                "NetworkInterfaceId": "eni-1",
-                "Attachment": {"DeviceIndex": 0, "NetworkCardIndex": 0},
-                "Groups": [{"GroupId": "sg-ssh"}],
-                field: [value],
-            }
-        ],
-    }
+    raw = described("sg-ssh", attached("eni-1", "sg-ssh", **{field: [value]}))
     ssh = SecurityGroup("sg-ssh", rules=(rule(v4=None, v6="::/0", group_id="sg-ssh"),))
     results = by_resource(SSH_OPEN.check(snapshot([parse_instance(raw)], [ssh]), Settings()))
     instance = results[(ResourceType.INSTANCE, "i-1")]
