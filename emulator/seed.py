@@ -18,7 +18,6 @@ from typing import Any
 SSH = "ssh-open-to-internet"
 ROLE = "ssm-instance-role"
 LOGGING = "ssm-session-logging"
-CONTROLS = (ROLE, LOGGING, SSH)
 PASSED, FAILED, NA = "PASSED", "FAILED", "NOT_APPLICABLE"
 # ASFF severity labels the controls give (README's control table): a PASSED or NOT_APPLICABLE
 # result is INFORMATIONAL; a failing role or logging result MEDIUM; internet SSH CRITICAL when

@@ -6,11 +6,10 @@ from __future__ import annotations
 from aws_cdk import Aws, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from constructs import Construct
+from guardrail.controls.ssm_role import CORE_POLICY
 
 from .nag import acknowledge
 from .session_log_store import SessionLogStore
-
-CORE_POLICY = "AmazonSSMManagedInstanceCore"
 
 
 class InstanceAccess(Construct):

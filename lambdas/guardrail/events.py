@@ -18,17 +18,16 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from .controls.ssh_open import reaches_ssh_port
+from .controls.session_logging import SESSION_LOGGING
+from .controls.ssh_open import SSH_OPEN, reaches_ssh_port
+from .controls.ssm_role import CORE_POLICY, SSM_ROLE
 from .model import SESSION_DOCUMENT, SecurityGroupRule, is_internet
 from .scope import Scope
 
 CLOUDTRAIL = "AWS API Call via CloudTrail"
 STATE_CHANGE = "EC2 Instance State-change Notification"
 
-# Control ids (see guardrail.controls); a unit test checks they are all registered.
-SSH = "ssh-open-to-internet"
-ROLE = "ssm-instance-role"
-LOGGING = "ssm-session-logging"
+SSH, ROLE, LOGGING = SSH_OPEN.id, SSM_ROLE.id, SESSION_LOGGING.id
 PROFILE_CONTROLS = frozenset({ROLE, LOGGING})
 ALL_CONTROLS: frozenset[str] = frozenset()  # a Scope with no controls evaluates every enabled one
 
@@ -51,7 +50,7 @@ POLICY_ARN = re.compile(
     r"^arn:aws(?:-[a-z0-9]+)*:iam::(?:[0-9]{12}|aws):policy/"
     r"(?:[!-~]{1,510}/)?[A-Za-z0-9+=,.@_-]{1,128}$"
 )
-CORE_POLICY_SUFFIX = ":iam::aws:policy/AmazonSSMManagedInstanceCore"  # any partition
+CORE_POLICY_SUFFIX = f":iam::aws:policy/{CORE_POLICY}"  # any partition
 GLOBAL_SOURCES = frozenset({"iam.amazonaws.com"})  # events delivered from us-east-1 to every region
 
 
@@ -787,11 +786,3 @@ def parse_event(
         _str(_dict(detail.get("userIdentity")).get("invokedBy")) or None,
         parsed.ignored,
     )
-
-
-def to_scope(
-    event: Any, *, actor_arns: Iterable[str] = (), region: str | None = None
-) -> Scope | Dropped:
-    """The scope an event touched, or why it is dropped (`parse_event` without the provenance)."""
-    parsed = parse_event(event, actor_arns=actor_arns, region=region)
-    return parsed.scope if isinstance(parsed, Change) else parsed

@@ -341,7 +341,6 @@ class ManagedInstance:
 
     instance_id: str
     ping_status: str
-    agent_version: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,13 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from .controls.base import error_code
-from .controls.session_logging import delivery_requirements, delivery_target
-from .controls.ssh_open import internet_ssh_rules, reaches_ssh_port, ssh_exposed_running
+from .controls.session_logging import SESSION_LOGGING, delivery_requirements, delivery_target
+from .controls.ssh_open import SSH_OPEN, internet_ssh_rules, reaches_ssh_port, ssh_exposed_running
 from .controls.ssm_role import (
     AGENT_ACTIONS,
     DHMC_SETTING,
     REFUSALS,
+    SSM_ROLE,
     WITH_CORE,
     agent_roles,
     core_policy_arn,
@@ -51,7 +52,7 @@ from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-SSH, ROLE, LOGGING = "ssh-open-to-internet", "ssm-instance-role", "ssm-session-logging"
+SSH, ROLE, LOGGING = SSH_OPEN.id, SSM_ROLE.id, SESSION_LOGGING.id
 SSM_IDS = 50  # DescribeInstanceInformation returns at most 50 per page
 PREFIX_LIST_PAGE = 100  # GetManagedPrefixListEntries returns at most 100 per page
 PREFIX_LIST_ASSOCIATIONS_PAGE = 255  # GetManagedPrefixListAssociations: at most 255
@@ -749,9 +750,7 @@ class SnapshotReader:
                 found = [i for i in self._instance_information([]) if i["InstanceId"] in asked]
                 break
         return {
-            raw["InstanceId"]: ManagedInstance(
-                raw["InstanceId"], raw.get("PingStatus", "Unknown"), raw.get("AgentVersion")
-            )
+            raw["InstanceId"]: ManagedInstance(raw["InstanceId"], raw.get("PingStatus", "Unknown"))
             for raw in found
         }
 

@@ -27,15 +27,22 @@ def log_engine_through(logger: Any) -> None:
     copy_config_to_registered_loggers(source_logger=logger, include={PACKAGE})
 
 
+def account_of(function_arn: str) -> str | None:
+    """The account id in a Lambda function's ARN (None when it names none)."""
+    parts = function_arn.split(":")
+    return parts[4] if len(parts) > 4 and parts[4] else None
+
+
 def build_guardrail(invoked_function_arn: str = "") -> Guardrail:
     """Settings from the environment (fail fast), clients for the function's region, and the
     account id from the function's own ARN so no STS call is needed."""
     settings = Settings.from_env(required=("GUARDRAIL_MODE",))
     clients = AwsClients.create()
-    parts = invoked_function_arn.split(":")
-    account_id = parts[4] if len(parts) > 4 and parts[4] else None
     return Guardrail(
-        clients, settings, account_id=account_id, publisher=FindingPublisher(clients.securityhub)
+        clients,
+        settings,
+        account_id=account_of(invoked_function_arn),
+        publisher=FindingPublisher(clients.securityhub),
     )
 
 

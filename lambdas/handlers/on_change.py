@@ -19,6 +19,7 @@ from guardrail.engine import Guardrail
 from guardrail.events import DropKind
 from guardrail.replay import RetryableEventError, process_event
 from guardrail.runtime import (
+    account_of,
     build_guardrail,
     fail_if_crashed,
     log_engine_through,
@@ -67,11 +68,6 @@ def handle(event: Any, guardrail: Guardrail, *, home_account: str | None = None)
     if failures:
         raise RetryableEventError("AWS throttled or was unavailable: " + "; ".join(failures[:10]))
     return result
-
-
-def account_of(function_arn: str) -> str | None:
-    parts = function_arn.split(":")
-    return parts[4] if len(parts) > 4 and parts[4] else None
 
 
 @cache

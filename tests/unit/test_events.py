@@ -24,7 +24,6 @@ from guardrail.events import (
     items,
     parse_event,
     principal_key,
-    to_scope,
 )
 from guardrail.scope import Scope
 from guardrail.settings import Settings, SettingsError
@@ -39,6 +38,12 @@ I1, I2 = "i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002"
 SG = "sg-0a1b2c3d4e5f60001"
 ENI = "eni-0a1b2c3d4e5f60001"
 GUARDRAIL_ROLE = f"arn:aws:iam::{ACCOUNT}:role/ssm-guardrail-OnChangeFunctionRole-1A2B3C4D5E6F"
+
+
+def to_scope(event: Any, **kwargs: Any) -> Scope | Dropped:
+    """The scope an event touched, or why it is dropped."""
+    parsed = parse_event(event, **kwargs)
+    return parsed.scope if isinstance(parsed, Change) else parsed
 
 
 def load(name: str) -> dict[str, Any]:

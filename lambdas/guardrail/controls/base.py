@@ -39,11 +39,6 @@ class Permission:
     # not granted it, the on-change role is.
     events_only: bool = False
 
-    @property
-    def mutating(self) -> bool:
-        read_prefixes = ("Describe", "Get", "List", "Simulate")
-        return any(not a.split(":", 1)[1].startswith(read_prefixes) for a in self.actions)
-
 
 # Why a fix was not started: a drift scan near its time limit keeps the rest to report.
 OUT_OF_TIME = (
