@@ -23,6 +23,7 @@ from .controls.ssh_open import SSH_OPEN, reaches_ssh_port
 from .controls.ssm_role import CORE_POLICY, SSM_ROLE
 from .model import SESSION_DOCUMENT, SecurityGroupRule, is_internet
 from .scope import Scope
+from .settings import POLICY_ARN, PROFILE_NAME, ROLE_NAME
 
 CLOUDTRAIL = "AWS API Call via CloudTrail"
 STATE_CHANGE = "EC2 Instance State-change Notification"
@@ -39,17 +40,8 @@ INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
 GROUP_ID = re.compile(r"^sg-[0-9a-f]{8,17}$")
 INTERFACE_ID = re.compile(r"^eni-[0-9a-f]{8,17}$")
 PREFIX_LIST_ID = re.compile(r"^pl-[0-9a-f]{8,17}$")
-# IAM's own name rules (ASCII only): roles 1-64 characters, instance profiles 1-128.
-ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
-PROFILE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,128}$")
 # [0-9], not \d: \d also matches other scripts' digits (Arabic-Indic, fullwidth), never in an id.
 ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
-# A managed policy: arn:<partition>:iam::<12 digits, or "aws" for AWS's own>:policy/<path/>name
-# (a path is at most 512 characters from ! to ~, a name 1-128 of IAM's name characters).
-POLICY_ARN = re.compile(
-    r"^arn:aws(?:-[a-z0-9]+)*:iam::(?:[0-9]{12}|aws):policy/"
-    r"(?:[!-~]{1,510}/)?[A-Za-z0-9+=,.@_-]{1,128}$"
-)
 CORE_POLICY_SUFFIX = f":iam::aws:policy/{CORE_POLICY}"  # any partition
 GLOBAL_SOURCES = frozenset({"iam.amazonaws.com"})  # events delivered from us-east-1 to every region
 

@@ -12,10 +12,13 @@ from difflib import get_close_matches
 MODES = ("report", "enforce")
 
 
-# One policy: its path and name as IAM spells them (no blank, second ARN or `*`: the ARN is
-# matched exactly against attached policies).
-_POLICY_ARN = re.compile(
-    r"^arn:[\w-]+:iam::(\d{12}|aws):policy/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,128}$", re.ASCII
+# One managed policy: arn:<partition>:iam::<12 digits, or "aws" for AWS's own>:policy/<path/>
+# name, as IAM spells them: path segments of printable ASCII but `*` and `:` (so no wildcard or
+# second ARN joined by a comma), a name of 1-128 of IAM's name characters. Settings match it
+# exactly against attached policies; events name the policy they changed with it.
+POLICY_ARN = re.compile(
+    r"^arn:aws(?:-[a-z0-9]+)*:iam::(?:[0-9]{12}|aws):policy/"
+    r"(?:[!-)+-.0-9;-~]+/)*[A-Za-z0-9+=,.@_-]{1,128}$"
 )
 # The guardrail's own roles: role or assumed-role ARNs (`*` and `{a|b}` spelled out already).
 _ACTOR_ARN = re.compile(r"^arn:[\w*-]+:(iam|sts)::[\d*]*:\S+$", re.ASCII)
@@ -25,15 +28,15 @@ _KEY_ARN = re.compile(r"^arn:[\w-]+:kms:[a-z0-9-]+:\d{12}:key/[\w-]+$")
 
 
 # Names as IAM, S3 and CloudWatch Logs accept them (an ARN has ':' and no bucket has '/').
-_IAM_NAME = re.compile(r"^[\w+=,.@-]{1,128}$", re.ASCII)
-_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$", re.ASCII)
+PROFILE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,128}$")  # an instance profile's
+ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 _BUCKET_NAME = re.compile(r"^[\w.-]{3,255}$", re.ASCII)  # as legacy us-east-1 names allow
 _LOG_GROUP_NAME = re.compile(r"^[\w./#-]{1,512}$", re.ASCII)
 
 
 def is_policy_arn(value: str) -> bool:
     """An IAM managed policy ARN (AWS's or an account's), as attached policies are listed."""
-    return bool(_POLICY_ARN.match(value))
+    return bool(POLICY_ARN.match(value))
 
 
 def is_key_prefix(value: str) -> bool:
@@ -172,8 +175,8 @@ class Settings:
                 f"(arn:aws:iam::123456789012:policy/name), not {', '.join(map(repr, names))}"
             )
         for variable, value, form in (
-            ("GUARDRAIL_INSTANCE_PROFILE", self.instance_profile, _IAM_NAME),
-            ("GUARDRAIL_INSTANCE_ROLE", self.instance_role, _ROLE_NAME),
+            ("GUARDRAIL_INSTANCE_PROFILE", self.instance_profile, PROFILE_NAME),
+            ("GUARDRAIL_INSTANCE_ROLE", self.instance_role, ROLE_NAME),
             ("GUARDRAIL_SESSION_LOG_BUCKET", self.session_log_bucket, _BUCKET_NAME),
             ("GUARDRAIL_SESSION_LOG_GROUP", self.session_log_group, _LOG_GROUP_NAME),
         ):

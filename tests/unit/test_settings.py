@@ -57,6 +57,7 @@ def test_a_control_given_two_modes_is_refused_not_the_last_taken():
         ("GUARDRAIL_EQUIVALENT_POLICY_ARNS", f"{POLICY}/x {POLICY}/y"),
         ("GUARDRAIL_EQUIVALENT_POLICY_ARNS", f"{POLICY}/ssm-*"),
         ("GUARDRAIL_EQUIVALENT_POLICY_ARNS", f"{POLICY}/team/"),
+        ("GUARDRAIL_EQUIVALENT_POLICY_ARNS", "arn:foo:iam::aws:policy/x"),  # no such partition
         # ... a role's name, or ARNs joined by a blank: the guardrail's own changes trigger it
         # again ...
         ("GUARDRAIL_ACTOR_ARNS", "ssm-guardrail-on-change-eu-west-1"),
@@ -80,7 +81,9 @@ def test_resource_settings_as_the_stack_gives_them_are_accepted():
         {
             "GUARDRAIL_EQUIVALENT_POLICY_ARNS": (
                 f"arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore, {POLICY}/a/b/ssm+=.@-_x,"
-                "arn:aws-us-gov:iam::123456789012:policy/gov"
+                "arn:aws-us-gov:iam::123456789012:policy/gov, "
+                # IAM allows any printable ASCII in a path (events accepted it; settings did not)
+                f"{POLICY}/a!b~/name"
             ),
             "GUARDRAIL_ACTOR_ARNS": (
                 f"{ROLE_ARN}/{{ssm-guardrail-drift-scan-|ssm-guardrail-on-change-}}"
