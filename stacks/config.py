@@ -14,7 +14,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from guardrail.controls import REGISTRY
-from guardrail.settings import MODES, is_key_prefix, is_policy_arn
+from guardrail.settings import (
+    BOOLS,
+    LOG_GROUP_NAME,
+    MAX_FINDING_REFRESH_DAYS,
+    MODES,
+    is_key_prefix,
+    is_policy_arn,
+)
 
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
 RETENTION_DAYS = (
@@ -44,10 +51,8 @@ RETENTION_DAYS = (
 REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]\Z")
 RATE = re.compile(r"^rate\(([0-9]+) (minute|hour|day)(s?)\)\Z")
 CRON = re.compile(r"^cron\((.+)\)\Z")
-LOG_GROUP_NAME = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}\Z")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 INSIGHT_SCOPES = ("account", "organization")
-MAX_FINDING_REFRESH_DAYS = 60  # the engine's own bound (GUARDRAIL_FINDING_REFRESH_DAYS)
 
 
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
@@ -149,10 +154,8 @@ def _bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
+    if text in BOOLS:
+        return BOOLS[text]
     raise ConfigError(f"context {key!r} must be true or false, not {value!r}")
 
 

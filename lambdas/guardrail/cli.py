@@ -139,10 +139,7 @@ def lockout_risk(settings: Settings) -> list[str]:
     """The settings the role fix needs that are missing, when SSH and the role are both
     enforced without the lockout guard: an instance without a profile (or with an empty one)
     would lose internet SSH and get no way in through Session Manager."""
-    enforced = [
-        c for c in (SSH_OPEN.id, SSM_ROLE.id)
-        if settings.enabled(c) and settings.mode_for(c) == "enforce"
-    ]  # fmt: skip
+    enforced = [c for c in (SSH_OPEN.id, SSM_ROLE.id) if settings.enforces(c)]
     if len(enforced) < 2 or settings.ssh_require_ssm_online:
         return []
     needed = {

@@ -31,7 +31,9 @@ _KEY_ARN = re.compile(r"^arn:[\w-]+:kms:[a-z0-9-]+:\d{12}:key/[\w-]+$")
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,128}$")  # an instance profile's
 ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 _BUCKET_NAME = re.compile(r"^[\w.-]{3,255}$", re.ASCII)  # as legacy us-east-1 names allow
-_LOG_GROUP_NAME = re.compile(r"^[\w./#-]{1,512}$", re.ASCII)
+LOG_GROUP_NAME = re.compile(r"^[\w./#-]{1,512}\Z", re.ASCII)  # CloudWatch Logs' own rule
+# Security Hub deletes a finding not updated for 90 days: a refresh at most this far apart.
+MAX_FINDING_REFRESH_DAYS = 60
 
 
 def is_policy_arn(value: str) -> bool:
@@ -89,7 +91,7 @@ def env_values(env: Mapping[str, str]) -> dict[str, str]:
     return ours
 
 
-_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -162,9 +164,10 @@ class Settings:
                 raise SettingsError(
                     f"GUARDRAIL_CONTROL_MODES: {control}={mode!r}; mode must be one of {MODES}"
                 )
-        if not 0 <= self.finding_refresh_days <= 60:
+        if not 0 <= self.finding_refresh_days <= MAX_FINDING_REFRESH_DAYS:
             raise SettingsError(
-                "GUARDRAIL_FINDING_REFRESH_DAYS must be a whole number from 0 to 60"
+                "GUARDRAIL_FINDING_REFRESH_DAYS must be a whole number from 0 to "
+                f"{MAX_FINDING_REFRESH_DAYS}"
             )
         names = [p for p in self.equivalent_policy_arns if not is_policy_arn(p)]
         if names:
@@ -178,7 +181,7 @@ class Settings:
             ("GUARDRAIL_INSTANCE_PROFILE", self.instance_profile, PROFILE_NAME),
             ("GUARDRAIL_INSTANCE_ROLE", self.instance_role, ROLE_NAME),
             ("GUARDRAIL_SESSION_LOG_BUCKET", self.session_log_bucket, _BUCKET_NAME),
-            ("GUARDRAIL_SESSION_LOG_GROUP", self.session_log_group, _LOG_GROUP_NAME),
+            ("GUARDRAIL_SESSION_LOG_GROUP", self.session_log_group, LOG_GROUP_NAME),
         ):
             # An ARN or s3:// URL where a name goes would fail every fix that hands it out.
             if value and not form.match(value):
@@ -220,6 +223,9 @@ class Settings:
     def enabled(self, control: str) -> bool:
         return not self.controls or control in self.controls
 
+    def enforces(self, control: str) -> bool:
+        return self.enabled(control) and self.mode_for(control) == "enforce"
+
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, *, required: tuple[str, ...] = ()
@@ -240,9 +246,9 @@ class Settings:
             attr = ENV[name]
             default = getattr(Settings(), attr)
             if isinstance(default, bool):
-                if raw.strip().lower() not in _BOOLS:
+                if raw.strip().lower() not in BOOLS:
                     raise SettingsError(f"{name} must be true or false, not {raw!r}")
-                changes[attr] = _BOOLS[raw.strip().lower()]
+                changes[attr] = BOOLS[raw.strip().lower()]
             elif isinstance(default, int):
                 try:
                     changes[attr] = int(raw.strip())
