@@ -46,7 +46,7 @@ from .model import (
     is_internet,
     trusted_besides_ec2,
 )
-from .paging import EC2_PAGE, FILTER_VALUES, chunks, pages
+from .paging import EC2_PAGE, FILTER_VALUES, chunks, pages, security_group_rules
 from .scope import Scope
 from .settings import Settings
 
@@ -443,24 +443,11 @@ class SnapshotReader:
         """The rules of the groups the instances use (names and VPCs came with the instances)."""
         if not group_ids:
             return {}
-        filters: list[list[dict[str, Any]]] = (
-            [[]]
-            if scope.full
-            else [[{"Name": "group-id", "Values": b}] for b in chunks(group_ids, FILTER_VALUES)]
-        )
         rules: dict[str, list[SecurityGroupRule]] = {}
         owners: dict[str, str] = {}
-        for f in filters:
-            extra = {"Filters": f} if f else {}
-            for raw in pages(
-                self.clients.ec2,
-                "describe_security_group_rules",
-                "SecurityGroupRules",
-                MaxResults=EC2_PAGE,
-                **extra,
-            ):
-                rules.setdefault(raw["GroupId"], []).append(SecurityGroupRule.from_api(raw))
-                owners[raw["GroupId"]] = raw.get("GroupOwnerId") or self.account_id
+        for raw in security_group_rules(self.clients.ec2, None if scope.full else group_ids):
+            rules.setdefault(raw["GroupId"], []).append(SecurityGroupRule.from_api(raw))
+            owners[raw["GroupId"]] = raw.get("GroupOwnerId") or self.account_id
         return {
             gid: SecurityGroup(
                 gid,

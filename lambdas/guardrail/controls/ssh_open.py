@@ -32,7 +32,7 @@ from ..model import (
     Status,
     is_internet,
 )
-from ..paging import FILTER_VALUES, chunks, pages
+from ..paging import security_group_rules
 from ..settings import Settings
 from .base import OUT_OF_TIME, FixContext, Permission, answer_may_be_lost, error_code
 
@@ -678,17 +678,10 @@ class SshOpenToInternet:
     def _current_rules(ec2: Any, group_ids: list[str]) -> dict[str, list[SecurityGroupRule]]:
         """Ingress rules of the groups as they are now: one paginated call per 200 groups."""
         rules: dict[str, list[SecurityGroupRule]] = {}
-        for batch in chunks(group_ids, FILTER_VALUES):
-            for raw in pages(
-                ec2,
-                "describe_security_group_rules",
-                "SecurityGroupRules",
-                Filters=[{"Name": "group-id", "Values": batch}],
-                MaxResults=1000,
-            ):
-                rule = SecurityGroupRule.from_api(raw)
-                if not rule.is_egress:
-                    rules.setdefault(rule.group_id, []).append(rule)
+        for raw in security_group_rules(ec2, group_ids):
+            rule = SecurityGroupRule.from_api(raw)
+            if not rule.is_egress:
+                rules.setdefault(rule.group_id, []).append(rule)
         return rules
 
     @staticmethod
