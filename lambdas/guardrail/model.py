@@ -98,6 +98,13 @@ class SecurityGroupRule:
         return self.cidr_ipv4 or self.cidr_ipv6
 
     @property
+    def ports(self) -> tuple[int, int]:
+        """The port range it admits: no port or -1 (every port) as 0 and 65535."""
+        low = 0 if self.from_port is None or self.from_port < 0 else self.from_port
+        high = 65535 if self.to_port is None or self.to_port < 0 else self.to_port
+        return low, high
+
+    @property
     def ip_version(self) -> int | None:
         """4 or 6 for a CIDR source; None for a prefix list or a group reference."""
         return 4 if self.cidr_ipv4 else 6 if self.cidr_ipv6 else None

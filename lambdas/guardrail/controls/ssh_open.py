@@ -75,8 +75,7 @@ def reaches_ssh_port(rule: SecurityGroupRule) -> bool:
         return True
     if protocol not in TCP:
         return False
-    low = 0 if rule.from_port is None or rule.from_port < 0 else rule.from_port
-    high = 65535 if rule.to_port is None or rule.to_port < 0 else rule.to_port
+    low, high = rule.ports
     return low <= SSH_PORT <= high
 
 
@@ -154,8 +153,7 @@ def remaining_access(rule: SecurityGroupRule) -> tuple[list[PortRange], str]:
             kept,
             "other IP protocols (not tcp, udp or icmp) were dropped with the all-traffic rule",
         )
-    low = 0 if rule.from_port is None or rule.from_port < 0 else rule.from_port
-    high = 65535 if rule.to_port is None or rule.to_port < 0 else rule.to_port
+    low, high = rule.ports
     kept = []
     if low < SSH_PORT:
         kept.append(PortRange("tcp", low, SSH_PORT - 1))
