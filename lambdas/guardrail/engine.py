@@ -14,7 +14,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .controls import REGISTRY, Control, FixContext
 from .controls.base import error_code
-from .findings import PRODUCT, RESOLUTION_NOTE, build_finding, finding_id, product_arn
+from .findings import (
+    RESOLUTION_NOTE,
+    build_finding,
+    finding_id,
+    generator_id,
+    product_arn,
+)
 from .model import (
     AccountSnapshot,
     FixRecord,
@@ -379,7 +385,7 @@ class Guardrail:
             archive = ArchiveMissing(
                 product_arn(snapshot.partition, snapshot.region, snapshot.account_id),
                 frozenset(
-                    f"{PRODUCT}/{c.id}"
+                    generator_id(c.id)
                     for c in self.selected(Scope.everything())
                     if c.id not in report.unjudged
                 ),

@@ -27,6 +27,13 @@ from .model import (
 SCHEMA_VERSION = "2018-10-08"
 PRODUCT = "ssm-guardrail"
 FIELD_PREFIX = "ssm-guardrail/"
+GENERATOR_PREFIX = f"{PRODUCT}/"  # every finding's GeneratorId: generator_id(control id)
+
+
+def generator_id(control_id: str) -> str:
+    return GENERATOR_PREFIX + control_id
+
+
 # ProductFields that record a fix (Remediated, FixCount, Fix1/Action ...).
 REMEDIATED_FIELD = FIELD_PREFIX + "Remediated"
 FIXED_AT_FIELD = FIELD_PREFIX + "FixedAt"  # when the last of the fixes was made
@@ -301,7 +308,7 @@ def build_finding(
         "ProductArn": product_arn(result.partition, result.region, result.account_id),
         "ProductName": PRODUCT,
         "CompanyName": PRODUCT,
-        "GeneratorId": f"{PRODUCT}/{control.id}",
+        "GeneratorId": generator_id(control.id),
         "AwsAccountId": result.account_id,
         "Types": types,
         "CreatedAt": timestamp(created_at) if created_at else now,

@@ -7,10 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .findings import PRODUCT
+from .findings import GENERATOR_PREFIX
 
-# Every finding the engine builds has GeneratorId "<PRODUCT>/<control id>" (findings.py).
-GENERATOR_PREFIX = f"{PRODUCT}/"
 # The one insight showing what the guardrail fixed (the others show what is left failing).
 RESOLVED_INSIGHT = "ResolvedLast7Days"
 

@@ -23,6 +23,7 @@ from .findings import (
     FIELD_PREFIX,
     FINGERPRINT_FIELD,
     FIXED_AT_FIELD,
+    GENERATOR_PREFIX,
     MAX_NOTE,
     PRODUCT,
     REMEDIATED_FIELD,
@@ -536,7 +537,7 @@ class FindingPublisher:
         the fleet in pages (3 a second) and memory, and a scan has nothing to compare with them."""
         filters = {
             "ProductArn": [_equals(a) for a in sorted(product_arns)],
-            "GeneratorId": [{"Value": FIELD_PREFIX, "Comparison": "PREFIX"}],
+            "GeneratorId": [{"Value": GENERATOR_PREFIX, "Comparison": "PREFIX"}],
         }
         found = self._read({**filters, "RecordState": [_equals("ACTIVE")]}, run)
         if since is not None:
