@@ -112,7 +112,7 @@ class Stop:
 
 def stopped(control: Control, step: str, error: Exception, crashed: list[Stop]) -> None:
     """Logged with its traceback, and named."""
-    logger.exception(f"{step} stopped", extra={"control": control.id})
+    logger.exception("control step stopped", extra={"control": control.id, "step": step})
     crashed.append(Stop(control.id, step, f"{type(error).__name__}: {flat(str(error))}"))
 
 

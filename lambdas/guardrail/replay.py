@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from botocore import exceptions as botocore_errors
 
+from .controls.base import THROTTLED
 from .engine import Evaluation, Guardrail, Interrupted, ScanReport, ended, finding_id
 from .events import SSH, Change, DropKind, Dropped, parse_event
 from .model import ResourceType, Result
@@ -37,17 +38,16 @@ def _subclasses(cls: type) -> set[type]:
 # Error codes (and botocore exception names) meaning "AWS was unavailable or throttled us after
 # botocore's own retries": the event is raised, so Lambda runs it again later (the path is
 # idempotent), then dead-letters it.
-# Security Hub's throttling codes are the publisher's (one list, so neither side misses one).
+# EC2's and Security Hub's throttling codes are the fixes' and the publisher's (one list each).
 RETRYABLE = (
     THROTTLING
+    | THROTTLED
     | frozenset(
         {
-            "Throttling",
             "ThrottledException",
             "EC2ThrottledException",
             "BandwidthLimitExceeded",
             "PriorRequestNotComplete",
-            "RequestLimitExceeded",
             "RequestThrottled",
             "RequestThrottledException",
             "SlowDown",

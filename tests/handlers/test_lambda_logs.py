@@ -80,7 +80,8 @@ def test_an_engine_error_keeps_its_fields(world: World, lambda_logs, monkeypatch
     with pytest.raises(Exception, match="check stopped"):
         drift_scan.handle({}, world.guardrail("report", controls=("ssh-open-to-internet",)))
 
-    (stop,) = [line for line in lines(powertools.getvalue()) if line["message"] == "check stopped"]
+    logged = lines(powertools.getvalue())
+    (stop,) = [line for line in logged if line["message"] == "control step stopped"]
     assert stop["level"] == "ERROR" and stop["control"] == "ssh-open-to-internet"
-    assert "KeyError" in stop["exception"]
-    assert "check stopped" not in runtime.getvalue()
+    assert stop["step"] == "check" and "KeyError" in stop["exception"]
+    assert "step stopped" not in runtime.getvalue()
