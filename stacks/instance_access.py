@@ -6,6 +6,7 @@ from __future__ import annotations
 from aws_cdk import Aws, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from constructs import Construct
+from guardrail.controls.session_logging import DELIVERY_ACTIONS
 from guardrail.controls.ssm_role import CORE_POLICY
 
 from .nag import acknowledge
@@ -27,31 +28,27 @@ class InstanceAccess(Construct):
             statements=[
                 iam.PolicyStatement(
                     sid="WriteSessionLogObjects",
-                    actions=["s3:PutObject"],
+                    actions=list(DELIVERY_ACTIONS["objects"]),
                     resources=[store.object_arn_pattern],
                 ),
                 iam.PolicyStatement(
                     sid="CheckBucketEncryption",
-                    actions=["s3:GetEncryptionConfiguration"],
+                    actions=list(DELIVERY_ACTIONS["bucket"]),
                     resources=[store.bucket.bucket_arn],
                 ),
                 iam.PolicyStatement(
                     sid="StreamToSessionLogGroup",
-                    actions=[
-                        "logs:CreateLogStream",
-                        "logs:PutLogEvents",
-                        "logs:DescribeLogStreams",
-                    ],
+                    actions=list(DELIVERY_ACTIONS["log_group"]),
                     resources=[store.log_group.log_group_arn],
                 ),
                 iam.PolicyStatement(
                     sid="FindSessionLogGroup",
-                    actions=["logs:DescribeLogGroups"],
+                    actions=list(DELIVERY_ACTIONS["log_groups"]),
                     resources=["*"],
                 ),
                 iam.PolicyStatement(
                     sid="UseSessionLogKey",
-                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                    actions=list(DELIVERY_ACTIONS["key"]),
                     resources=[store.key.key_arn],
                 ),
             ],

@@ -112,35 +112,43 @@ def delivery_target(prefs: SessionPreferences | None, settings: Settings) -> dic
     return target
 
 
+# What the SSM Agent does with the instance role to deliver a session's log, by resource: the
+# checks judge roles against it and the stack's log-delivery policy grants it.
+DELIVERY_ACTIONS = {
+    "objects": ("s3:PutObject",),  # one object per session, under the prefix
+    "bucket": ("s3:GetEncryptionConfiguration",),  # with s3EncryptionEnabled on
+    "log_group": ("logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"),
+    "log_groups": ("logs:DescribeLogGroups",),  # a list call: every group of the region
+    # S3 uses the bucket's key as the role too: a data key for each object, and Decrypt for the
+    # multipart upload the agent makes of a log over 5 MB.
+    "key": ("kms:Decrypt", "kms:GenerateDataKey"),
+}
+
+
 def delivery_requirements(
     target: Mapping[str, str], partition: str, region: str, account: str
 ) -> list[tuple[str, str]]:
     """The (action, resource ARN) pairs a role needs to deliver session logs to `target`."""
-    pairs: list[tuple[str, str]] = []
+    needs: list[tuple[str, str]] = []
     if target.get("bucket"):
         bucket = f"arn:{partition}:s3:::{target['bucket']}"
         prefix = target.get("prefix", "").strip("/")
-        key = f"{prefix}/session.log" if prefix else "session.log"
-        pairs.append(("s3:PutObject", f"{bucket}/{key}"))
+        needs.append(
+            ("objects", f"{bucket}/{prefix}/session.log" if prefix else f"{bucket}/session.log")
+        )
         if target.get("reads_bucket_encryption"):
-            pairs.append(("s3:GetEncryptionConfiguration", bucket))
+            needs.append(("bucket", bucket))
     if target.get("log_group"):
         group = f"arn:{partition}:logs:{region}:{account}:log-group:{target['log_group']}"
-        pairs += [
-            ("logs:CreateLogStream", f"{group}:log-stream:session"),
-            ("logs:PutLogEvents", f"{group}:log-stream:session"),
-            ("logs:DescribeLogStreams", f"{group}:log-stream:session"),
-            ("logs:DescribeLogGroups", f"arn:{partition}:logs:{region}:{account}:log-group:*"),
-        ]
+        needs.append(("log_group", f"{group}:log-stream:session"))
+        needs.append(("log_groups", f"arn:{partition}:logs:{region}:{account}:log-group:*"))
     key = key_arn(target.get("kms_key", ""), partition, region, account)
     if key:
-        pairs += [("kms:Decrypt", key), ("kms:GenerateDataKey", key)]
+        needs.append(("key", key))
     bucket_key = key_arn(target.get("bucket_key", ""), partition, region, account)
     if bucket_key and bucket_key != key:
-        # S3 uses the bucket's key as the role: a data key for each object, and Decrypt too for
-        # the multipart upload the agent makes of a log over 5 MB.
-        pairs += [("kms:Decrypt", bucket_key), ("kms:GenerateDataKey", bucket_key)]
-    return pairs
+        needs.append(("key", bucket_key))
+    return [(action, arn) for kind, arn in needs for action in DELIVERY_ACTIONS[kind]]
 
 
 def key_arn(key_id: str, partition: str, region: str, account: str) -> str:
