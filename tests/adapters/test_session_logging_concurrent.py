@@ -61,7 +61,10 @@ def test_a_create_whose_answer_was_lost_is_the_fixs_own_with_its_undo(account, c
     assert preferences(account)["s3BucketName"] == "guardrail-logs"
     (fix,) = region_fix(report)
     assert fix.outcome is Outcome.APPLIED and fix.at is not None, (fix.outcome, fix.reason)
-    assert "deleting SSM-SessionManagerRunShell undoes this" in fix.reason
+    assert fix.reason.endswith(
+        "there were none (undo: aws ssm delete-document --name SSM-SessionManagerRunShell "
+        "--region us-east-1)"
+    )
     assert not report.left_failed
 
 

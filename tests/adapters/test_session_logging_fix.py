@@ -969,9 +969,23 @@ def test_the_record_names_the_version_to_roll_back_to_and_rolling_back_restores(
     assert preferences(account) == owners
 
 
-def test_created_preferences_say_deleting_them_undoes_the_fix(account, clients):
+def test_each_preferences_fix_says_how_to_undo_it_and_the_undo_restores_them(account, clients):
+    """Created: deleting the document; updated: the earlier version made the default again.
+    Each as the exact command, run here through the client."""
     (fix,) = region_fix(account.run(clients, "enforce", [LOGGING], **OURS))
-    assert fix.outcome is Outcome.APPLIED and f"deleting {SESSION_DOCUMENT}" in fix.reason
+    assert fix.outcome is Outcome.APPLIED and fix.reason.endswith(
+        f"(undo: aws ssm delete-document --name {SESSION_DOCUMENT} --region us-east-1)"
+    )
+    account.ssm.delete_document(Name=SESSION_DOCUMENT)
+    theirs = {"idleSessionTimeout": "20", "runAsEnabled": False}
+    create_preferences(account, theirs)
+    (fix,) = region_fix(account.run(clients, "enforce", [LOGGING], **OURS))
+    assert fix.outcome is Outcome.APPLIED and fix.reason.endswith(
+        "version 2 is now the default, was 1 (undo: aws ssm update-document-default-version "
+        f"--name {SESSION_DOCUMENT} --region us-east-1 --document-version 1)"
+    )
+    account.ssm.update_document_default_version(Name=SESSION_DOCUMENT, DocumentVersion="1")
+    assert preferences(account) == theirs
 
 
 @pytest.mark.parametrize(

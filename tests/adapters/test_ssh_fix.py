@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import shlex
 from typing import Any
 
 import pytest
@@ -56,6 +58,45 @@ def test_range_split_keeps_other_ports_and_descriptions(account, clients):
     (fix,) = report.fixes
     assert fix.outcome is Outcome.APPLIED and fix.before[0]["FromPort"] == 0
     assert all(e.remediated for e in report.evaluations if e.result.status is Status.FAILED)
+
+
+def run_undo(account, reason: str) -> None:
+    """The record's undo as a shell would split it, each command made through the client."""
+    for command in reason.split(" (undo: ", 1)[1].removesuffix(")").split(" && "):
+        words = shlex.split(command)
+        assert words[:2] == ["aws", "ec2"] and words[words.index("--region") + 1] == "us-east-1"
+        gid = words[words.index("--group-id") + 1]
+        if words[2] == "revoke-security-group-ingress":
+            ids = words[words.index("--security-group-rule-ids") + 1 :]
+            account.ec2.revoke_security_group_ingress(GroupId=gid, SecurityGroupRuleIds=ids)
+        else:
+            assert words[2] == "authorize-security-group-ingress"
+            permissions = json.loads(words[words.index("--ip-permissions") + 1])
+            account.ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=permissions)
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        [perm("tcp", 0, 65535, description='bob\'s laptop; "legacy" & more')],
+        [perm("-1", -1, -1), perm("tcp", 22, 22, "::/0", description="v6")],
+        [perm("tcp", 22, 22)],  # nothing to re-add: only the authorize
+    ],
+)
+def test_an_applied_ssh_fix_says_how_to_undo_it_and_the_undo_restores_the_group(
+    account, clients, rules
+):
+    """The table and `replay` show the reason only: it names the rules the fix made and the
+    rules it revoked, as commands a shell runs as they are (a quote in a description included).
+    Following them puts the group's rules back as they were."""
+    gid = account.group(*rules, perm("tcp", 443, 443, "10.0.0.0/8"))
+    account.instance([gid])
+    before = account.ingress(gid)
+    (fix,) = account.run(clients, "enforce", [SSH]).fixes
+    assert fix.outcome is Outcome.APPLIED and account.ingress(gid) != before
+    assert all(i in fix.reason for i in fix.after["new_rule_ids"])
+    run_undo(account, fix.reason)
+    assert account.ingress(gid) == before
 
 
 def test_all_traffic_rules_become_tcp_udp_icmp_for_v4_and_v6(account, clients):

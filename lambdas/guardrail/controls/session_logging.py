@@ -760,7 +760,8 @@ class SessionLogging:
                 f"the preferences were {how} meanwhile; left as they are for the next run to judge",
             )
 
-        created = f"there were none: deleting {SESSION_DOCUMENT} undoes this"
+        where = f"--name {SESSION_DOCUMENT} --region {ctx.clients.region}"
+        created = f"there were none (undo: aws ssm delete-document {where})"
         tries: list[bool] = []
         try:
             if not prefs.exists:
@@ -774,8 +775,9 @@ class SessionLogging:
                 undo = created
             elif version := self._update(ssm, content, prefs.document_version):
                 undo = (
-                    f"version {version} is now the default, was {prefs.document_version}: "
-                    "update-document-default-version back to it undoes this"
+                    f"version {version} is now the default, was {prefs.document_version} (undo: "
+                    f"aws ssm update-document-default-version {where} --document-version "
+                    f"{prefs.document_version})"
                 )
             else:
                 # Changed since the read (a person, a concurrent run): what we would write was

@@ -12,6 +12,7 @@ list's other entries, and editing the list changes everything else that uses it.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -209,6 +210,31 @@ def rule_permission(rule: SecurityGroupRule) -> dict[str, Any]:
         **{k: v for k, v in ports.items() if v is not None},
         **source,
     }
+
+
+def undo_hint(
+    gid: str, region: str, revoked: Sequence[SecurityGroupRule], new_ids: Sequence[str]
+) -> str:
+    """How a person puts the group back: revoke the rules the fix made, authorize the revoked
+    ones again (with their descriptions; their tags are in Before)."""
+    permissions = []
+    for rule in revoked:
+        permission = rule_permission(rule)
+        if rule.description:
+            ranges = "Ipv6Ranges" if rule.cidr_ipv6 else "IpRanges"
+            permission[ranges] = [{**permission[ranges][0], "Description": rule.description}]
+        permissions.append(permission)
+    where = f"--group-id {gid} --region {region}"
+    steps = (
+        [
+            f"aws ec2 revoke-security-group-ingress {where} --security-group-rule-ids {' '.join(new_ids)}"
+        ]
+        if new_ids
+        else []
+    )
+    text = json.dumps(permissions, separators=(",", ":")).replace("'", "'\\''")
+    steps.append(f"aws ec2 authorize-security-group-ingress {where} --ip-permissions '{text}'")
+    return f" (undo: {' && '.join(steps)})"
 
 
 def permission_keys(permission: Mapping[str, Any]) -> set[tuple[Any, ...]]:
@@ -863,7 +889,8 @@ class SshOpenToInternet:
                 return record(Outcome.ALREADY_COMPLIANT, after_record, "; ".join(parts))
             reason = "rule already revoked" if len(gone) == len(rules) else "; ".join(parts)
             return record(Outcome.ALREADY_COMPLIANT, [], reason)
-        return record(Outcome.APPLIED, after_record, "; ".join([done, *notes, *parts]))
+        undo = undo_hint(gid, ctx.clients.region, revoked, after_record["new_rule_ids"])
+        return record(Outcome.APPLIED, after_record, "; ".join([done, *notes, *parts]) + undo)
 
     def _narrow(
         self,
