@@ -62,9 +62,31 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# Left out, in this order, of a fix record too long for its field: rule tags, then descriptions
+# (the Lambda's log keeps them), so every rule's id, protocol, ports and source stay readable.
+OPTIONAL_KEYS = ("Tags", "Description")
+
+
+def without(value: Any, key: str) -> Any:
+    """`value` with `key` left out of every object in it, each such object saying so."""
+    if isinstance(value, list):
+        return [without(v, key) for v in value]
+    if isinstance(value, dict):
+        kept = {k: without(v, key) for k, v in value.items() if k != key}
+        return {**kept, f"{key}Omitted": True} if key in value else kept
+    return value
+
+
 def json_field(value: Any, limit: int = MAX_FIELD_VALUE) -> str:
-    """`value` as JSON of at most `limit` characters; a cut value stays valid JSON."""
+    """`value` as JSON of at most `limit` characters: without OPTIONAL_KEYS if that is what it
+    takes, else cut, still valid JSON."""
     text = json.dumps(value, default=str, sort_keys=True, ensure_ascii=False)
+    slim = value
+    for key in OPTIONAL_KEYS:
+        if len(text) <= limit:
+            return text
+        slim = without(slim, key)
+        text = json.dumps(slim, default=str, sort_keys=True, ensure_ascii=False)
     if len(text) <= limit:
         return text
     head = text[: limit - 80]

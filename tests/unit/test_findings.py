@@ -368,6 +368,50 @@ def test_large_before_and_after_are_cut_to_valid_json_within_2kb() -> None:
         assert value["head"].startswith("{")
 
 
+@pytest.mark.parametrize(
+    ("tags", "description", "omitted"),
+    [
+        ({f"team-{i}": "v" * 100 for i in range(20)}, "legacy", {"TagsOmitted"}),
+        ({}, "office-" + "x" * 240, {"DescriptionOmitted"}),
+        ({"owner": "ops"}, "office-" + "x" * 240, {"TagsOmitted", "DescriptionOmitted"}),
+    ],
+)
+def test_a_long_ssh_fix_record_keeps_every_rule_whole_in_security_hub(tags, description, omitted):
+    """Before is what a person re-authorizes to undo the fix. Too long for its 2,048 characters
+    (a rule's owner tags, six rules' long descriptions), it leaves those out, saying so, instead
+    of cutting JSON mid-rule: every rule keeps its id, protocol, ports and source."""
+    rules = [
+        {
+            "SecurityGroupRuleId": f"sgr-{i:017x}",
+            "IpProtocol": "tcp",
+            "FromPort": 0,
+            "ToPort": 65535,
+            "Source": "0.0.0.0/0",
+            "Description": description,
+            **({"Tags": tags} if tags else {}),
+        }
+        for i in range(6)
+    ]
+    fix = replace(FIX, before=rules, after={"readded": [], "new_rule_ids": []})
+    finding = build_finding(
+        result(ResourceType.SECURITY_GROUP, "sg-1", severity="HIGH"),
+        SSH_OPEN,
+        generated_at=NOW,
+        fixes=[fix],
+        remediated=True,
+        group=GROUP,
+    )
+    assert_valid(finding)
+    before = json.loads(finding["ProductFields"]["ssm-guardrail/Fix1/Before"])
+    essentials = ("SecurityGroupRuleId", "IpProtocol", "FromPort", "ToPort", "Source")
+    assert [{k: r[k] for k in essentials} for r in before] == [
+        {k: r[k] for k in essentials} for r in rules
+    ]
+    assert all(omitted <= set(r) for r in before)
+    if "DescriptionOmitted" not in omitted:
+        assert all(r["Description"] == description for r in before)
+
+
 def test_a_failed_fix_reports_its_error_code() -> None:
     fields = CASES["group failed fix"]()["ProductFields"]
     assert fields["ssm-guardrail/Fix1/Outcome"] == "failed"
