@@ -68,6 +68,15 @@ class DropKind(StrEnum):
             DropKind.OTHER_ACCOUNT,
         )
 
+    @property
+    def metric(self) -> str:
+        """The on-change metric counting it: bad input is someone's problem (routing, a new
+        event shape); a deferred event waits for the drift scan (worth a look if it recurs);
+        the rest is expected."""
+        if self.bad_input:
+            return "EventsDropped"
+        return "EventsDeferred" if self is DropKind.DEFERRED else "EventsIgnored"
+
 
 @dataclass(frozen=True)
 class Dropped:

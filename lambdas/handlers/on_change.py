@@ -16,7 +16,6 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from guardrail.engine import Guardrail
-from guardrail.events import DropKind
 from guardrail.replay import RetryableEventError, process_event
 from guardrail.runtime import (
     account_of,
@@ -37,15 +36,9 @@ def handle(event: Any, guardrail: Guardrail, *, home_account: str | None = None)
     outcome = process_event(event, guardrail, home_account=home_account)
     dropped = outcome.dropped
     if dropped is not None:
-        # Bad input is someone's problem (routing, a new event shape); a deferred event waits
-        # for the drift scan (worth a look if it recurs); the rest is expected.
-        if dropped.bad_input:
-            name, log = "EventsDropped", logger.warning
-        elif dropped.kind is DropKind.DEFERRED:
-            name, log = "EventsDeferred", logger.warning
-        else:
-            name, log = "EventsIgnored", logger.info
+        name = dropped.kind.metric
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        log = logger.info if name == "EventsIgnored" else logger.warning
         log("event dropped", extra=dropped.as_log())
         return {"dropped": dropped.kind.value, "reason": dropped.reason}
     change, report = outcome.change, outcome.report
