@@ -237,12 +237,18 @@ class Guardrail:
             self._judge(controls, snapshot, ctx, report)
         except KeyboardInterrupt as interrupt:  # a person's Ctrl-C (the CLI): say what changed
             raise Interrupted(report) from interrupt
-        if self.publisher is not None and self.settings.publish:
-            try:
-                report.published = self.publish(report)
-            except KeyboardInterrupt as interrupt:
-                raise Interrupted(report, publishing=True) from interrupt
+        self.publish_into(report)
         return report
+
+    def publish_into(self, report: ScanReport) -> None:
+        """Publish the report's findings, with a publisher and publishing on (Ctrl-C: the
+        fixes made are listed, the findings said to be partly published at most)."""
+        if self.publisher is None or not self.settings.publish:
+            return
+        try:
+            report.published = self.publish(report)
+        except KeyboardInterrupt as interrupt:
+            raise Interrupted(report, publishing=True) from interrupt
 
     def _judge(
         self,

@@ -294,11 +294,8 @@ def process_event(
     except KeyboardInterrupt as interrupt:
         raise Interrupted(report) from interrupt
     report.evaluations += [Evaluation(r, settings.mode_for(r.control)) for r in archived]
-    if publisher is not None and settings.publish and report.evaluations:
-        try:
-            report.published = bound.publish(report)
-        except KeyboardInterrupt as interrupt:
-            raise Interrupted(report, publishing=True) from interrupt
+    if report.evaluations:
+        bound.publish_into(report)
     return EventOutcome(parsed, report, archived, notes, deferred)
 
 
