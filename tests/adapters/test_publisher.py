@@ -628,3 +628,18 @@ def test_a_passing_server_error_is_still_retried_by_the_client(clock, botocore_s
         answers.close()
     assert summary.ok and summary.imported == 1 and summary.calls == 1
     assert answers.requests == 2 and len(botocore_sleeps) == 1
+
+
+def test_import_batches_stay_within_100_findings_and_the_6_mb_request():
+    """BatchImportFindings refuses a request over 6 MB: two findings near 4 MB go in two calls,
+    a hundred small ones in one, the 101st in the next."""
+    from guardrail.publisher import MAX_CALL_BYTES, batches
+
+    big = [({"Id": str(i)}, 4_000_000) for i in range(2)]
+    assert [len(b) for b in batches(big)] == [1, 1]
+    exact = [({"Id": "a"}, MAX_CALL_BYTES // 2 - 1), ({"Id": "b"}, MAX_CALL_BYTES // 2 - 1)]
+    assert [len(b) for b in batches(exact)] == [2]  # each counted with its separating comma
+    over = [({"Id": "a"}, MAX_CALL_BYTES // 2), ({"Id": "b"}, MAX_CALL_BYTES // 2)]
+    assert [len(b) for b in batches(over)] == [1, 1]
+    small = [({"Id": str(i)}, 1_000) for i in range(101)]
+    assert [len(b) for b in batches(small)] == [100, 1]

@@ -772,18 +772,23 @@ def test_a_person_resolving_after_our_reopen_is_not_reopened_again(aws, account,
     assert again.published.reopened == 0 and held["Workflow"]["Status"] == "RESOLVED"
 
 
-def test_a_missed_resolve_is_redone_despite_a_persons_comment_before_the_fix(hub) -> None:
-    """A person commented while the finding was failing (a ticket link); then a fix's RESOLVED
-    mark failed to land. The next drift scan resolves it: only a note written after the fix (a
-    person reopening it) stands in the way. It stayed PASSED and NEW for good."""
+@pytest.mark.parametrize("commented", [False, True], ids=["no-note", "a-persons-note-before"])
+def test_a_missed_resolve_is_redone_despite_a_persons_comment_before_the_fix(
+    hub, commented
+) -> None:
+    """A fix's RESOLVED mark failed to land, with no note at all or after a person commented
+    while the finding was failing (a ticket link). The next drift scan resolves it: only a note
+    written after the fix (a person reopening it) stands in the way. It stayed PASSED and NEW
+    for good."""
     from guardrail.model import FixRecord, Outcome
 
     failed = finding(1, at=T0)
     assert publisher(hub).publish([failed]).ok
-    hub.batch_update_findings(
-        FindingIdentifiers=[{"Id": failed["Id"], "ProductArn": failed["ProductArn"]}],
-        Note={"Text": "OPS-42: owner asked to close port 22", "UpdatedBy": "alice"},
-    )
+    if commented:
+        hub.batch_update_findings(
+            FindingIdentifiers=[{"Id": failed["Id"], "ProductArn": failed["ProductArn"]}],
+            Note={"Text": "OPS-42: owner asked to close port 22", "UpdatedBy": "alice"},
+        )
     fix_at = datetime.now(UTC) + timedelta(minutes=1)  # after the note Security Hub timestamps
     result = Result(SSH_OPEN.id, ResourceType.INSTANCE, f"i-{1:017x}", Status.FAILED, "HIGH",
                     "open", account_id=ACCOUNT, region=REGION)  # fmt: skip

@@ -743,6 +743,26 @@ def test_a_role_refused_today_is_medium_and_told_what_the_key_will_need_too(acco
     assert "kms:" not in now and later == f"kms:Decrypt on {KEY}, kms:GenerateDataKey on {KEY}"
 
 
+@pytest.mark.parametrize("key", ["alias/sessions", "arn:aws:kms:us-east-1:123456789012:key/k"])
+def test_a_pass_says_when_the_key_was_not_evaluated(account, clients, key):
+    """With kmsKeyId an alias no kms: action can be simulated (only KMS resolves it): the PASS
+    says so, so nobody reads "may deliver" as a full check; with a key ARN it does not."""
+    prefs = {"cloudWatchLogGroupName": "/guardrail/sessions", "kmsKeyId": key}
+    create_preferences(account, prefs)
+    use_key = {**USE_KEY, "Resource": key} if key.startswith("arn:") else None
+    statements = [STREAM, SEE_GROUPS, *([use_key] if use_key else [])]
+    account.role("app", allow(account, "app-delivery", *statements), profile="app")
+    iid = account.instance(profile="app")
+    found = instance_result(
+        account.run(clients, "report", [LOGGING], session_log_group="/guardrail/sessions"), iid
+    )
+    assert found.status is Status.PASSED
+    aliased = " (kmsKeyId is an alias: key access not evaluated)"
+    assert found.reason == "role app may deliver session logs" + (
+        aliased if use_key is None else ""
+    )
+
+
 def test_a_role_that_cannot_see_the_log_group_is_refused_now_whatever_the_flag(account, clients):
     """cloudWatchEncryptionEnabled off, the role may stream but not DescribeLogGroups: the agent
     may look for the log group whatever the flag says, so this is no "later" (LOW) but MEDIUM

@@ -229,6 +229,12 @@ def test_a_rule_change_is_read_from_every_rule_the_event_shows():
     assert isinstance(parse_event(flat), Dropped)
     revoke = load("revoke_ingress_rule_ids")
     assert isinstance(parse_event(revoke), Change)
+    # Even with a revoked rule set showing only tcp 443: the ids are what was asked for, and the
+    # set may not show every rule they named.
+    revoke["detail"]["responseElements"]["revokedSecurityGroupRuleSet"] = {
+        "items": [{**ssh_rule, "fromPort": 443, "toPort": 443, "cidrIpv4": "0.0.0.0/0"}]
+    }
+    assert isinstance(parse_event(revoke), Change)
 
 
 def test_modify_security_group_rules_without_the_pascal_wrapper_still_parses():

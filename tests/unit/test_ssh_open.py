@@ -422,6 +422,27 @@ def test_only_a_global_ipv6_address_makes_ipv6_ssh_critical(field, value, severi
     assert SSH_OPEN.check(snapshot([wide], [ssh]), Settings())[0].severity == severity
 
 
+@pytest.mark.parametrize(
+    ("instance", "severity"),
+    [
+        # an address that cannot be read errs towards CRITICAL
+        (Instance("i-1", "running", ("sg-ssh",), ipv6_addresses=("not-an-address",)), "CRITICAL"),
+        # starting: not reachable yet, whatever its addresses
+        (Instance("i-1", "pending", ("sg-ssh",), public_ip="3.3.3.3"), "HIGH"),
+        (Instance("i-1", "pending", ("sg-ssh",), ipv6_addresses=("2600::1",)), "HIGH"),
+    ],
+)
+def test_severity_of_an_unreadable_address_and_of_a_starting_instance(instance, severity):
+    ssh = SecurityGroup(
+        "sg-ssh",
+        rules=(rule(group_id="sg-ssh"), rule(v4=None, v6="::/0", rule_id="r6", group_id="sg-ssh")),
+    )
+    r = by_resource(SSH_OPEN.check(snapshot([instance], [ssh]), Settings()))[
+        (ResourceType.INSTANCE, "i-1")
+    ]
+    assert r.status is Status.FAILED and r.severity == severity
+
+
 def test_group_used_only_by_terminated_instances_is_not_reported():
     bad = SecurityGroup("sg-bad", rules=(rule(group_id="sg-bad"),))
     inst = Instance("i-1", "terminated", ("sg-bad",))
@@ -505,6 +526,11 @@ def test_a_prefix_list_without_an_internet_entry_passes(lists):
         (rule("tcp", 0, 65535), [("tcp", 0, 21), ("tcp", 23, 65535)], ""),
         (rule("tcp", 22, 80), [("tcp", 23, 80)], ""),
         (rule("tcp", 20, 22), [("tcp", 20, 21)], ""),
+        # one port either side of 22: each is kept (telnet, FTP)
+        (rule("tcp", 22, 23), [("tcp", 23, 23)], ""),
+        (rule("tcp", 21, 22), [("tcp", 21, 21)], ""),
+        (rule("tcp", 21, 23), [("tcp", 21, 21), ("tcp", 23, 23)], ""),
+        (rule("tcp", 0, 22), [("tcp", 0, 21)], ""),
         (
             rule("-1", -1, -1),
             [("tcp", 0, 21), ("tcp", 23, 65535), ("udp", 0, 65535), ("icmp", -1, -1)],
@@ -594,8 +620,10 @@ def _admits(r: SecurityGroupRule, protocol: str, port: int, source: str) -> bool
 @st.composite
 def rules(draw):
     protocol = draw(st.sampled_from(PROTOCOLS))
-    low = draw(st.integers(0, 65535))
-    high = draw(st.integers(low, 65535))
+    # The edges around 22 as often as anywhere else: a uniform draw never starts at 21 or 23.
+    edges = st.sampled_from([0, 1, 21, 22, 23, 65535])
+    low = draw(edges | st.integers(0, 65535))
+    high = draw(edges.filter(lambda p: p >= low) | st.integers(low, 65535))
     if protocol not in ("tcp", "udp", "6", "17"):
         low = high = -1
     source = draw(st.sampled_from(SOURCES))
