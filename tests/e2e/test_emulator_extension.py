@@ -1170,3 +1170,13 @@ def test_authorize_ingress_is_all_or_nothing(emulated, build):
     ]
     assert refused == "InvalidPermission.Duplicate"
     assert [(r["FromPort"], r["ToPort"]) for r in held if not r["IsEgress"]] == [(80, 80)]
+
+
+def test_the_emulated_agent_and_the_guardrail_agree_on_what_the_agent_needs():
+    """The emulator models the SSM Agent on its own (so it can catch the guardrail's mistakes),
+    but a change to the actions or the DHMC setting on one side alone would make the demo judge
+    against an agent AWS does not run."""
+    from guardrail.controls import ssm_role
+
+    assert set(extension.AGENT_ACTIONS) == set(ssm_role.AGENT_ACTIONS)
+    assert extension.DHMC_SETTING_ID == ssm_role.DHMC_SETTING
