@@ -47,7 +47,7 @@ MAX_DESCRIPTION = 1024
 MAX_RECOMMENDATION = 512
 MAX_NOTE = 512
 MAX_FIELD_VALUE = 2048
-MAX_FIXES_IN_FIELDS = 5  # 7 keys per fix at most; ProductFields holds at most 50 keys
+MAX_FIXES_IN_FIELDS = 5  # 8 keys per fix at most; ProductFields holds at most 50 keys
 MAX_IP_PERMISSIONS = 200  # keeps a group with a thousand rules far below 240 KB per finding
 
 COMPLIANCE = {
@@ -198,11 +198,29 @@ def group_details(group: SecurityGroup) -> tuple[dict[str, Any], int]:
     return details, max(0, len(permissions) - MAX_IP_PERMISSIONS)
 
 
-def describe_fix(fix: FixRecord) -> str:
+def describe_fix(fix: FixRecord, number: int) -> str:
+    """One fix in a Description (1,024 characters in all, so cut anywhere): its undo is never
+    there, only where to find it whole."""
     text = f"{fix.action} on {fix.resource_id}: {fix.outcome.value}"
     if fix.error_code:
         text += f" ({fix.error_code})"
-    return f"{text}, {fix.reason}" if fix.reason else text
+    if fix.told:
+        text += f", {fix.told}"
+    if fix.undo:
+        where = f"{FIELD_PREFIX}Fix{number}/Undo" if number <= MAX_FIXES_IN_FIELDS else "the log"
+        text += f" (undo: {where})"
+    return text
+
+
+def undo_field(fix: FixRecord) -> str:
+    """The commands that undo the fix, whole or not at all: a cut command could run half (the
+    revoke of an SSH fix without its re-authorize)."""
+    if len(fix.undo) <= MAX_FIELD_VALUE:
+        return fix.undo
+    return (
+        f"too long for this field ({len(fix.undo)} characters): in the guardrail Lambda's log "
+        '(message "fix") and the CLI\'s output'
+    )
 
 
 # The BatchUpdateFindings Note of every fixed finding: one text, so one call (of up to 100)
@@ -244,8 +262,10 @@ def product_fields(
         fields[key + "Outcome"] = fix.outcome.value
         if fix.error_code:
             fields[key + "ErrorCode"] = clip(fix.error_code, MAX_FIELD_VALUE)
-        if fix.reason:
-            fields[key + "Reason"] = clip(fix.reason, MAX_FIELD_VALUE)
+        if fix.told:
+            fields[key + "Reason"] = clip(fix.told, MAX_FIELD_VALUE)
+        if fix.undo:
+            fields[key + "Undo"] = undo_field(fix)
         if fix.before is not None:
             fields[key + "Before"] = json_field(fix.before)
         if fix.after is not None:
@@ -257,7 +277,7 @@ def _description(
     result: Result, control: Control, fixes: Sequence[FixRecord], remediated: bool
 ) -> str:
     if remediated:
-        changes = "; ".join(describe_fix(f) for f in fixes) or "remediated"
+        changes = "; ".join(describe_fix(f, n) for n, f in enumerate(fixes, 1)) or "remediated"
         text = f"Fixed by {PRODUCT}: {changes}. It had found: {result.reason.rstrip('.')}."
     elif result.status is Status.FAILED:
         text = f"{result.reason.rstrip('.')}. {control.description}"

@@ -502,9 +502,18 @@ class Result:
         return (self.control, self.resource_id)
 
 
+UNDO = " (undo: "  # opens the last part of an applied fix's reason: how to undo it
+
+
+def undo_part(*commands: str) -> str:
+    """The last part of an applied fix's reason: the commands that undo it, in order."""
+    return f"{UNDO}{' && '.join(commands)})"
+
+
 @dataclass(frozen=True)
 class FixRecord:
-    """What a remediation did to one resource, and which results it settles."""
+    """What a remediation did to one resource, and which results it settles. An applied fix's
+    reason ends with the commands that undo it, as " (undo: <commands>)" (UNDO)."""
 
     control: str
     resource_id: str
@@ -518,6 +527,20 @@ class FixRecord:
     # When the change was made (APPLIED): the fixed finding's UpdatedAt, so a reading taken
     # after it (an event during a long scan) is never overwritten by it.
     at: datetime | None = None
+
+    @property
+    def undo(self) -> str:
+        """The commands that undo an applied fix: its reason's last part, " (undo: ...)"."""
+        start = self.reason.find(UNDO)
+        if start < 0 or not self.reason.endswith(")"):
+            return ""
+        return self.reason[start + len(UNDO) : -1]
+
+    @property
+    def told(self) -> str:
+        """The reason without its undo."""
+        start = self.reason.find(UNDO) if self.undo else -1
+        return self.reason[:start] if start >= 0 else self.reason
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -69,6 +69,9 @@ def run_undo(account, reason: str) -> None:
         if words[2] == "revoke-security-group-ingress":
             ids = words[words.index("--security-group-rule-ids") + 1 :]
             account.ec2.revoke_security_group_ingress(GroupId=gid, SecurityGroupRuleIds=ids)
+        elif words[2] == "modify-security-group-rules":
+            back = json.loads(words[words.index("--security-group-rules") + 1])
+            account.ec2.modify_security_group_rules(GroupId=gid, SecurityGroupRules=back)
         else:
             assert words[2] == "authorize-security-group-ingress"
             permissions = json.loads(words[words.index("--ip-permissions") + 1])
@@ -1293,6 +1296,7 @@ def test_a_group_at_its_rules_quota_is_closed_by_narrowing_the_rule_in_place(
     fill(account, gid, 60 - len(kept) + 1)  # the end state fits; the re-add-first path does not
     (rule_id,) = rule_ids(account, gid)
     account.instance([gid])
+    before = account.ingress(gid)
     report = account.run(clients, "enforce", [SSH])
     (fix,) = report.fixes
     assert fix.outcome is Outcome.APPLIED, fix.reason
@@ -1301,6 +1305,11 @@ def test_a_group_at_its_rules_quota_is_closed_by_narrowing_the_rule_in_place(
     assert internet_rules(account, gid) == kept
     assert rule_id in rule_ids(account, gid) and len(account.ingress(gid)) <= 60
     assert account.run(clients, "enforce", [SSH]).fixes == []
+    # The reason says how to undo it (the rule it added, by id; the narrowed one set back):
+    # followed, the group is as it was, the rule with its id.
+    assert all(i in fix.reason for i in fix.after["new_rule_ids"])
+    run_undo(account, fix.reason)
+    assert account.ingress(gid) == before and rule_id in rule_ids(account, gid)
 
 
 def test_two_runs_narrowing_one_rule_at_the_quota_keep_the_other_ports(

@@ -28,6 +28,7 @@ from guardrail.model import (
     SecurityGroup,
     SecurityGroupRule,
     Status,
+    undo_part,
 )
 
 ACCOUNT = "123456789012"
@@ -410,6 +411,35 @@ def test_a_long_ssh_fix_record_keeps_every_rule_whole_in_security_hub(tags, desc
     assert all(omitted <= set(r) for r in before)
     if "DescriptionOmitted" not in omitted:
         assert all(r["Description"] == description for r in before)
+
+
+def test_an_undo_is_published_whole_in_its_own_field_never_cut() -> None:
+    """The Description (1,024 characters for every fix) and the Reason field are cut to fit: an
+    undo cut there could run its revoke without its re-authorize. It goes whole into
+    Fix{n}/Undo, or, too long for it, that field says where it is whole; the Description points
+    to it."""
+    short = "aws ec2 revoke-security-group-ingress --group-id sg-1 --security-group-rule-ids sgr-2"
+    long = "aws ec2 authorize-security-group-ingress --ip-permissions '" + "x" * 2100 + "'"
+    fixes = [
+        replace(FIX, reason="revoked 1 rule(s)" + undo_part(short)),
+        replace(FIX, reason="x" * 900 + undo_part(short, long)),
+    ]
+    finding = build_finding(
+        result(ResourceType.SECURITY_GROUP, "sg-1", severity="HIGH"),
+        SSH_OPEN,
+        generated_at=NOW,
+        fixes=fixes,
+        remediated=True,
+        group=GROUP,
+    )
+    assert_valid(finding)
+    fields = finding["ProductFields"]
+    assert fields["ssm-guardrail/Fix1/Reason"] == "revoked 1 rule(s)"
+    assert fields["ssm-guardrail/Fix1/Undo"] == short
+    assert fields["ssm-guardrail/Fix2/Undo"].startswith("too long for this field (")
+    assert "aws ec2" not in fields["ssm-guardrail/Fix2/Reason"]
+    assert "revoked 1 rule(s) (undo: ssm-guardrail/Fix1/Undo)" in finding["Description"]
+    assert "aws ec2" not in finding["Description"]
 
 
 def test_a_failed_fix_reports_its_error_code() -> None:

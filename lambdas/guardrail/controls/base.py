@@ -16,7 +16,7 @@ from botocore.exceptions import (
     ProxyConnectionError,
 )
 
-from ..model import AccountSnapshot, FixRecord, Result, Role
+from ..model import AccountSnapshot, FixRecord, Result, Role, undo_part
 
 if TYPE_CHECKING:
     from ..clients import AwsClients
@@ -191,4 +191,6 @@ def assumed_beyond_ec2(role: Role | None, policy: str) -> str:
 
 def detach_hint(role_name: str, policy_arn: str) -> str:
     """How a person takes back a policy a fix attached."""
-    return f" (undo: aws iam detach-role-policy --role-name {role_name} --policy-arn {policy_arn})"
+    return undo_part(
+        f"aws iam detach-role-policy --role-name {role_name} --policy-arn {policy_arn}"
+    )

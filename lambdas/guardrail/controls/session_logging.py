@@ -26,6 +26,7 @@ from ..model import (
     Result,
     SessionPreferences,
     Status,
+    undo_part,
 )
 from ..settings import Settings
 from .base import (
@@ -761,7 +762,7 @@ class SessionLogging:
             )
 
         where = f"--name {SESSION_DOCUMENT} --region {ctx.clients.region}"
-        created = f"there were none (undo: aws ssm delete-document {where})"
+        created = "there were none" + undo_part(f"aws ssm delete-document {where}")
         tries: list[bool] = []
         try:
             if not prefs.exists:
@@ -775,9 +776,11 @@ class SessionLogging:
                 undo = created
             elif version := self._update(ssm, content, prefs.document_version):
                 undo = (
-                    f"version {version} is now the default, was {prefs.document_version} (undo: "
-                    f"aws ssm update-document-default-version {where} --document-version "
-                    f"{prefs.document_version})"
+                    f"version {version} is now the default, was {prefs.document_version}"
+                    + undo_part(
+                        f"aws ssm update-document-default-version {where} --document-version "
+                        f"{prefs.document_version}"
+                    )
                 )
             else:
                 # Changed since the read (a person, a concurrent run): what we would write was
@@ -913,8 +916,8 @@ class SessionLogging:
             before,
             sorted({*before, settings.log_delivery_policy_arn}),
             f"attached the guardrail's log-delivery policy to {role_name}"
-            f"{detach_hint(role_name, settings.log_delivery_policy_arn)}"
-            f"{beyond_the_event(snapshot.full)}",
+            f"{beyond_the_event(snapshot.full)}"
+            f"{detach_hint(role_name, settings.log_delivery_policy_arn)}",
             covers=covers,
             at=ctx.clock(),
         )

@@ -32,6 +32,7 @@ from ..model import (
     SecurityGroupRule,
     Status,
     is_internet,
+    undo_part,
 )
 from ..paging import security_group_rules
 from ..settings import Settings
@@ -213,28 +214,52 @@ def rule_permission(rule: SecurityGroupRule) -> dict[str, Any]:
 
 
 def undo_hint(
-    gid: str, region: str, revoked: Sequence[SecurityGroupRule], new_ids: Sequence[str]
+    gid: str,
+    region: str,
+    revoked: Sequence[SecurityGroupRule],
+    new_ids: Sequence[str],
+    narrowed: Sequence[SecurityGroupRule] = (),
 ) -> str:
-    """How a person puts the group back: revoke the rules the fix made, authorize the revoked
-    ones again (with their descriptions; their tags are in Before)."""
-    permissions = []
-    for rule in revoked:
-        permission = rule_permission(rule)
-        if rule.description:
-            ranges = "Ipv6Ranges" if rule.cidr_ipv6 else "IpRanges"
-            permission[ranges] = [{**permission[ranges][0], "Description": rule.description}]
-        permissions.append(permission)
+    """How a person puts the group back: revoke the rules the fix made, set the rules it
+    narrowed in place back as they were, authorize the revoked ones again (each with its
+    description; their tags are in Before). Shell-quoted."""
+
+    def quoted(value: Any) -> str:
+        return "'" + json.dumps(value, separators=(",", ":")).replace("'", "'\\''") + "'"
+
     where = f"--group-id {gid} --region {region}"
-    steps = (
-        [
-            f"aws ec2 revoke-security-group-ingress {where} --security-group-rule-ids {' '.join(new_ids)}"
+    steps = []
+    if new_ids:
+        ids = " ".join(new_ids)
+        steps.append(
+            f"aws ec2 revoke-security-group-ingress {where} --security-group-rule-ids {ids}"
+        )
+    if narrowed:
+        back = [
+            {
+                "SecurityGroupRuleId": r.rule_id,
+                "SecurityGroupRule": rule_request({"FromPort": -1, "ToPort": -1, **described(r)}),
+            }
+            for r in narrowed
         ]
-        if new_ids
-        else []
-    )
-    text = json.dumps(permissions, separators=(",", ":")).replace("'", "'\\''")
-    steps.append(f"aws ec2 authorize-security-group-ingress {where} --ip-permissions '{text}'")
-    return f" (undo: {' && '.join(steps)})"
+        steps.append(
+            f"aws ec2 modify-security-group-rules {where} --security-group-rules {quoted(back)}"
+        )
+    if revoked:
+        permissions = [described(r) for r in revoked]
+        steps.append(
+            f"aws ec2 authorize-security-group-ingress {where} --ip-permissions {quoted(permissions)}"
+        )
+    return undo_part(*steps)
+
+
+def described(rule: SecurityGroupRule) -> dict[str, Any]:
+    """The rule's content as an IpPermission, its description included."""
+    permission = rule_permission(rule)
+    if rule.description:
+        ranges = "Ipv6Ranges" if rule.cidr_ipv6 else "IpRanges"
+        permission[ranges] = [{**permission[ranges][0], "Description": rule.description}]
+    return permission
 
 
 def permission_keys(permission: Mapping[str, Any]) -> set[tuple[Any, ...]]:
@@ -1044,8 +1069,7 @@ class SshOpenToInternet:
         }
         done = (
             f"{quota}: narrowed {len(narrowed)} rule(s) in place to the other ports (ids, "
-            f"descriptions and tags kept; ModifySecurityGroupRules back to Before undoes it), "
-            f"re-added {len(added.permissions)} rule(s)"
+            f"descriptions and tags kept), re-added {len(added.permissions)} rule(s)"
         )
         try:
             late, lost_late = self._revoke(ec2, gid, last) if last else ([], [])
@@ -1066,7 +1090,14 @@ class SshOpenToInternet:
             return record(
                 Outcome.SKIPPED, after, f"{done}; {ids} changed or revoked meanwhile: left as is"
             )
-        return record(Outcome.APPLIED, after, "; ".join([done, *notes, *lost]))
+        undo = undo_hint(
+            gid,
+            ec2.meta.region_name,
+            revoked,
+            added.rule_ids,
+            narrowed=[r for r in rules if r.rule_id in narrowed],
+        )
+        return record(Outcome.APPLIED, after, "; ".join([done, *notes, *lost]) + undo)
 
     @staticmethod
     def _mark_relied_on(

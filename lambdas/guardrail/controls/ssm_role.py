@@ -27,6 +27,7 @@ from ..model import (
     Role,
     Status,
     parse_time,
+    undo_part,
 )
 from ..paging import pages
 from ..settings import Settings
@@ -533,8 +534,10 @@ class SsmInstanceRole:
         def associated(association: str, note: str = "") -> FixRecord:
             # DisassociateIamInstanceProfile takes the association's id, not the instance's.
             undo = (
-                f" (undo: aws ec2 disassociate-iam-instance-profile --association-id {association}"
-                f" --region {snapshot.region})"
+                undo_part(
+                    "aws ec2 disassociate-iam-instance-profile --association-id "
+                    f"{association} --region {snapshot.region}"
+                )
                 if association
                 else ""
             )
@@ -651,9 +654,9 @@ class SsmInstanceRole:
             return record(Outcome.SKIPPED, None, OUT_OF_TIME)
         # Not gated by modify_existing_roles: no existing role changes, the profile gains one.
         iam, role = ctx.clients.iam, settings.instance_role
-        added = (
-            f"added {role} to {profile} (undo: aws iam remove-role-from-instance-profile "
-            f"--instance-profile-name {profile} --role-name {role})"
+        added = f"added {role} to {profile}" + undo_part(
+            "aws iam remove-role-from-instance-profile "
+            f"--instance-profile-name {profile} --role-name {role}"
         )
         try:
             with answer_may_be_lost(iam, "AddRoleToInstanceProfile") as tries:
@@ -747,8 +750,8 @@ class SsmInstanceRole:
             Outcome.APPLIED,
             before,
             sorted({*before, policy}),
-            f"attached {CORE_POLICY} to {role_name}{detach_hint(role_name, policy)}"
-            f"{beyond_the_event(snapshot.full)}",
+            f"attached {CORE_POLICY} to {role_name}{beyond_the_event(snapshot.full)}"
+            f"{detach_hint(role_name, policy)}",
             covers=covers,
             at=ctx.clock(),
         )
