@@ -238,7 +238,7 @@ def undo_hint(
         back = [
             {
                 "SecurityGroupRuleId": r.rule_id,
-                "SecurityGroupRule": rule_request({"FromPort": -1, "ToPort": -1, **described(r)}),
+                "SecurityGroupRule": rule_request({"FromPort": -1, "ToPort": -1, **authorizing(r)}),
             }
             for r in narrowed
         ]
@@ -246,15 +246,15 @@ def undo_hint(
             f"aws ec2 modify-security-group-rules {where} --security-group-rules {quoted(back)}"
         )
     if revoked:
-        permissions = [described(r) for r in revoked]
+        permissions = [authorizing(r) for r in revoked]
         steps.append(
             f"aws ec2 authorize-security-group-ingress {where} --ip-permissions {quoted(permissions)}"
         )
     return undo_part(*steps)
 
 
-def described(rule: SecurityGroupRule) -> dict[str, Any]:
-    """The rule's content as an IpPermission, its description included."""
+def authorizing(rule: SecurityGroupRule) -> dict[str, Any]:
+    """The IpPermission that authorizes the rule again, its description included."""
     permission = rule_permission(rule)
     if rule.description:
         ranges = "Ipv6Ranges" if rule.cidr_ipv6 else "IpRanges"
