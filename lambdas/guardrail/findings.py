@@ -207,7 +207,7 @@ def describe_fix(fix: FixRecord, number: int) -> str:
     if fix.told:
         text += f", {fix.told}"
     if fix.undo:
-        where = f"{FIELD_PREFIX}Fix{number}/Undo" if number <= MAX_FIXES_IN_FIELDS else "the log"
+        where = f"{FIELD_PREFIX}Fix{number}/Undo" if number <= MAX_FIXES_IN_FIELDS else "in the log"
         text += f" (undo: {where})"
     return text
 
