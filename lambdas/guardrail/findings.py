@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -406,6 +407,49 @@ def keep_fix_record(finding: dict[str, Any], stored: Mapping[str, Any]) -> dict[
     }
     kept["ProductFields"][FINGERPRINT_FIELD] = fingerprint(kept)
     return kept
+
+
+FIX_FIELD = re.compile(re.escape(FIX_PREFIX) + r"([0-9]+)/(.+)")
+EARLIER = "(an earlier run) "
+
+
+def fix_records(fields: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The Fix{n}/... fields as one dict per fix, in order (name after the slash → value)."""
+    records: dict[int, dict[str, str]] = {}
+    for key, value in fields.items():
+        if (match := FIX_FIELD.fullmatch(key)) and isinstance(value, str):
+            records.setdefault(int(match[1]), {})[match[2]] = value
+    return [records[n] for n in sorted(records)]
+
+
+def keep_applied_records(finding: dict[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+    """`finding`, still FAILED with nothing applied by its own run, keeping the applied fixes
+    Security Hub shows on it: a partial fix (an SSH revoke beside a prefix-list rule left to a
+    person, preferences written with the key held back) stays failing, and the next scan's own
+    records (SKIPPED, already compliant) would otherwise replace what was changed and its undo.
+    They go first, their reason marked as an earlier run's; kept until a run applies a fix of
+    its own or the resource passes."""
+    fields = finding.get("ProductFields", {})
+    own = fix_records(fields)
+    if (
+        compliance(finding) != Status.FAILED.value
+        or compliance(stored) != Status.FAILED.value
+        or any(r.get("Outcome") == Outcome.APPLIED.value for r in own)
+    ):
+        return finding
+    earlier = [
+        {**r, "Reason": clip(EARLIER + r.get("Reason", "").removeprefix(EARLIER), MAX_FIELD_VALUE)}
+        for r in fix_records(stored.get("ProductFields") or {})
+        if r.get("Outcome") == Outcome.APPLIED.value
+    ]
+    if not earlier:
+        return finding
+    kept = {k: v for k, v in fields.items() if not FIX_FIELD.fullmatch(k)}
+    for number, record in enumerate([*earlier, *own][:MAX_FIXES_IN_FIELDS], start=1):
+        kept.update({f"{FIX_PREFIX}{number}/{name}": value for name, value in record.items()})
+    carried = {**finding, "ProductFields": kept}
+    kept[FINGERPRINT_FIELD] = fingerprint(carried)
+    return carried
 
 
 def archived_as_passed(finding: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from .findings import (
     archived_as_passed,
     clip,
     compliance,
+    keep_applied_records,
     keep_fix_record,
     timestamp,
 )
@@ -286,7 +287,7 @@ def _against(
     if old.created_at:
         finding = {**finding, "CreatedAt": old.created_at}  # first seen stays first seen
     if active:
-        finding = keep_fix_record(finding, stored)
+        finding = keep_applied_records(keep_fix_record(finding, stored), stored)
         if not fixed and _resolve_missed(finding, stored):
             run.unresolved_fixes.add(finding["Id"])
         if not fixed and _resolved_too_late(finding, old):
