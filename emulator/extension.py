@@ -53,6 +53,9 @@ It also corrects moto behaviours the guardrail's results depend on (documented A
 - ``AuthorizeSecurityGroupIngress`` answers with every rule it created, as EC2 does (moto listed
   only those of the last IpPermission sent), and is all or nothing: a refused permission (a
   duplicate, the rules quota) leaves none of the call's rules (moto kept those added before it).
+- ``RevokeSecurityGroupIngress`` is all or nothing too, as EC2 documents for a non-default VPC:
+  a permission that matches no rule fails the call (``InvalidPermission.NotFound``) and no rule
+  is revoked; moto had removed those matched before it.
 - ``RunInstances`` with ``IamInstanceProfile`` and a count above one gives the profile to every
   instance launched (moto associated it with the first one only).
 - ``DescribeInstances`` accepts the filters ``iam-instance-profile.arn`` (the profile currently
@@ -1125,6 +1128,31 @@ def _ec2_authorize_ingress(self: Any) -> Any:
     return ActionResult({"Return": True, "SecurityGroupRules": created})
 
 
+def _ec2_revoke_ingress(self: Any) -> Any:
+    """RevokeSecurityGroupIngress all or nothing, as EC2 documents for a non-default VPC: a
+    permission that matches no rule fails the call with InvalidPermission.NotFound "and no
+    rules are revoked"; moto had already removed the rules matched before it. Simplified: a
+    default VPC's partial answer (UnknownIpPermissions, no error) is not emulated."""
+    from moto.core.responses import ActionResult
+
+    self.error_on_dryrun()
+    before: dict[int, tuple[Any, list[Any]]] = {}
+    try:
+        for args in self._process_rules_from_querystring():
+            del args["sgrule_tags"]  # not needed to revoke
+            group = self.ec2_backend.get_security_group_by_name_or_id(
+                args["group_name_or_id"], args.get("vpc_id")
+            )
+            if group is not None:
+                before.setdefault(id(group), (group, list(group.ingress_rules)))
+            self.ec2_backend.revoke_security_group_ingress(**args)
+    except Exception:
+        for group, rules in before.values():
+            group.ingress_rules = rules
+        raise
+    return ActionResult({"Return": True})
+
+
 def _show_profile(backend: Any, association: Any) -> None:
     """DescribeInstances' IamInstanceProfile as AWS gives it: the profile's ARN and *its* id."""
     profile = association.iam_instance_profile
@@ -1270,6 +1298,7 @@ def install() -> None:
         IamResponse.simulate_principal_policy = _iam_simulate_principal_policy  # type: ignore[attr-defined]
         SecurityHubResponse.batch_update_findings = _securityhub_batch_update_findings  # type: ignore[attr-defined]
         SecurityGroups.authorize_security_group_ingress = _ec2_authorize_ingress  # type: ignore[method-assign]
+        SecurityGroups.revoke_security_group_ingress = _ec2_revoke_ingress  # type: ignore[method-assign]
         VPCs.get_managed_prefix_list_associations = _ec2_prefix_list_associations  # type: ignore[attr-defined]
         securityhub_urls.url_paths.setdefault(BATCH_UPDATE_PATH, SecurityHubResponse.dispatch)
         SecurityHubBackend.batch_import_findings = _securityhub_import_findings  # type: ignore[method-assign]

@@ -1172,6 +1172,35 @@ def test_authorize_ingress_is_all_or_nothing(emulated, build):
     assert [(r["FromPort"], r["ToPort"]) for r in held if not r["IsEgress"]] == [(80, 80)]
 
 
+def test_revoke_ingress_is_all_or_nothing_in_a_non_default_vpc(emulated, build):
+    """EC2 documents it: a permission matching no rule fails the call (InvalidPermission.NotFound)
+    "and no rules are revoked". moto revoked those before it, so a fix revoking two rules, one
+    changed meanwhile, lost the other as if someone else had revoked it."""
+    vpc = build.ec2.describe_subnets(SubnetIds=[build.subnet])["Subnets"][0]["VpcId"]
+    gid = build.ec2.create_security_group(GroupName="two", Description="d", VpcId=vpc)["GroupId"]
+    wide = {
+        "IpProtocol": "tcp",
+        "FromPort": 0,
+        "ToPort": 65535,
+        "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+    }
+    gone = {**wide, "FromPort": 22, "ToPort": 22}
+    build.ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=[wide])
+    refused = errors(
+        build.ec2.revoke_security_group_ingress, GroupId=gid, IpPermissions=[wide, gone]
+    )
+    held = build.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [gid]}])[
+        "SecurityGroupRules"
+    ]
+    assert refused == "InvalidPermission.NotFound"
+    assert [(r["FromPort"], r["ToPort"]) for r in held if not r["IsEgress"]] == [(0, 65535)]
+    build.ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=[wide])  # alone: revoked
+    held = build.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [gid]}])[
+        "SecurityGroupRules"
+    ]
+    assert [r for r in held if not r["IsEgress"]] == []
+
+
 def test_the_emulated_agent_and_the_guardrail_agree_on_what_the_agent_needs():
     """The emulator models the SSM Agent on its own (so it can catch the guardrail's mistakes),
     but a change to the actions or the DHMC setting on one side alone would make the demo judge
