@@ -687,6 +687,24 @@ def test_a_rule_changed_while_a_revoke_answer_was_lost_is_not_counted_revoked(ac
     assert "still admitting internet SSH" in record.reason
 
 
+def test_a_fix_left_partly_done_by_a_change_meanwhile_still_says_how_to_undo_it(account, clients):
+    """Two internet rules; the owner narrows one (still SSH) just before the revoke. The other
+    is revoked and its other ports re-added: SKIPPED (the changed rule is the next run's), yet
+    the account changed, so the record says how to undo what this run did; followed, the group
+    is as the owner's change left it."""
+    gid = account.group(perm("tcp", 0, 65535, description="wide"), perm("tcp", 22, 22))
+    account.instance([gid])
+    (ssh,) = [r["SecurityGroupRuleId"] for r in rules_of(account, gid) if r["FromPort"] == 22]
+    before_its_revoke(clients, lambda: narrow(account, gid, ssh, 20, 30, "0.0.0.0/0"))
+    owners = sorted([("tcp", 0, 65535, "0.0.0.0/0", "wide"), ("tcp", 20, 30, "0.0.0.0/0", None)])
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    assert record.outcome is Outcome.SKIPPED and "still admitting internet SSH" in record.reason
+    assert ("tcp", 0, 65535, "0.0.0.0/0", "wide") not in account.ingress(gid)  # revoked
+    assert ("tcp", 23, 65535, "0.0.0.0/0", "wide") in account.ingress(gid)  # its other ports
+    run_undo(account, record.reason)
+    assert account.ingress(gid) == owners
+
+
 def owner_revokes_before_the_fix_does(account, clients, gid, *permissions):
     before_its_revoke(
         clients,

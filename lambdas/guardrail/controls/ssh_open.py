@@ -879,11 +879,18 @@ class SshOpenToInternet:
         )
         if present := after_record.get("already_present"):
             done += f" ({len(present)} already present: not created, not ours)"
+        # Whatever the outcome, what this run revoked and re-added is undone so.
+        undo = (
+            undo_hint(gid, ctx.clients.region, revoked, after_record["new_rule_ids"])
+            if revoked
+            else ""
+        )
         if reread_code:
             return record(
                 Outcome.FAILED,
                 after_record,
-                f"{done}; {', '.join(missed_ids)} no longer as read and could not be re-read",
+                f"{done}; {', '.join(missed_ids)} no longer as read and could not be re-read"
+                + undo,
                 reread_code,
             )
         gone, closed, still_open = self._classify(missed, now)
@@ -908,13 +915,12 @@ class SshOpenToInternet:
             # Not done, and not ours to guess at: the change's own event (ModifySecurityGroupRules)
             # or the drift scan judges the rule as it is now.
             reason = "; ".join([done, *notes, *parts] if revoked else parts)
-            return record(Outcome.SKIPPED, after_record, reason)
+            return record(Outcome.SKIPPED, after_record, reason + undo)
         if not revoked:
             if relied:
                 return record(Outcome.ALREADY_COMPLIANT, after_record, "; ".join(parts))
             reason = "rule already revoked" if len(gone) == len(rules) else "; ".join(parts)
             return record(Outcome.ALREADY_COMPLIANT, [], reason)
-        undo = undo_hint(gid, ctx.clients.region, revoked, after_record["new_rule_ids"])
         return record(Outcome.APPLIED, after_record, "; ".join([done, *notes, *parts]) + undo)
 
     def _narrow(
