@@ -859,7 +859,7 @@ class SshOpenToInternet:
                 {**after_record, "left_open": left, "left_open_rule_ids": left_ids or sorted(made)},
                 f"{by_someone} meanwhile, and the {len(left)} rule(s) re-added for them could not "
                 f"be taken back ({undo_code}): they admit the internet to other ports; revoke them "
-                "by hand",
+                "by hand" + undo_hint(gid, ctx.clients.region, [], left_ids or sorted(made)),
             )
         if still_marked:
             # A person closed the rule meanwhile; this run's mark may keep the run that made
