@@ -10,7 +10,6 @@ registry keyed by event name, not an if-chain.
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -21,7 +20,7 @@ from typing import Any
 from .controls.session_logging import SESSION_LOGGING
 from .controls.ssh_open import SSH_OPEN, reaches_ssh_port
 from .controls.ssm_role import CORE_POLICY, SSM_ROLE
-from .model import SESSION_DOCUMENT, SecurityGroupRule, is_internet
+from .model import SESSION_DOCUMENT, SecurityGroupRule, is_internet, network
 from .scope import Scope
 from .settings import POLICY_ARN, PROFILE_NAME, ROLE_NAME
 
@@ -343,19 +342,11 @@ def may_touch_internet_ssh(request: dict[str, Any], response: dict[str, Any]) ->
                 cidr_ipv6=_str(source.get("cidrIpv6")) or None,
                 prefix_list_id=_str(source.get("prefixListId")) or None,
             )
-            private = _cidr(rule.cidr) and not is_internet(rule.cidr)
+            private = network(rule.cidr) is not None and not is_internet(rule.cidr)
             from_group = isinstance(source.get("referencedGroupInfo"), dict)
             if reaches_ssh_port(rule) and not (private or from_group):
                 return True
     return False
-
-
-def _cidr(text: str | None) -> bool:
-    try:
-        ipaddress.ip_network(text or "", strict=False)
-    except ValueError:
-        return False
-    return True
 
 
 def _ingress_change(request: dict[str, Any], response: dict[str, Any]) -> Parsed:

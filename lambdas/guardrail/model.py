@@ -22,17 +22,22 @@ EVALUATED_STATES = frozenset({"pending", "running", "stopping", "stopped"})
 GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")  # every routable IPv6 address today
 
 
+def network(text: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """A CIDR (or a bare address) as written, host bits allowed; None when it is not one."""
+    try:
+        return ipaddress.ip_network(str(text or ""), strict=False)
+    except ValueError:
+        return None
+
+
 def any_global_v6(addresses: Iterable[str]) -> bool:
     """Whether an IPv6 address or delegated prefix among these is global unicast (2000::/3), as
     only those are reachable from the internet: a unique-local one (fc00::/7, VPC IPAM's private
     IPv6) is not. One that cannot be read counts (the finding errs towards CRITICAL)."""
     for address in addresses:
-        try:
-            network = ipaddress.ip_network(str(address), strict=False)
-        except ValueError:
-            return True
-        if not isinstance(network, ipaddress.IPv6Network) or network.subnet_of(GLOBAL_UNICAST_V6):
-            return True
+        read = network(address)
+        if not isinstance(read, ipaddress.IPv6Network) or read.subnet_of(GLOBAL_UNICAST_V6):
+            return True  # unreadable, or not IPv6 at all
     return False
 
 
@@ -41,15 +46,12 @@ def is_internet(cidr: str | None) -> bool:
     IPv6 address (2000::/3, ::/1, ...). EC2 keeps a CIDR as written ("0::/0", "1.2.3.4/0"), so
     comparing strings with 0.0.0.0/0 and ::/0 misses them; anything not a CIDR is not the
     internet."""
-    if not cidr:
+    read = network(cidr) if cidr else None
+    if read is None:
         return False
-    try:
-        network = ipaddress.ip_network(cidr, strict=False)
-    except ValueError:
-        return False
-    if isinstance(network, ipaddress.IPv6Network) and network.supernet_of(GLOBAL_UNICAST_V6):
+    if isinstance(read, ipaddress.IPv6Network) and read.supernet_of(GLOBAL_UNICAST_V6):
         return True
-    return network.prefixlen == 0
+    return read.prefixlen == 0
 
 
 class Status(StrEnum):

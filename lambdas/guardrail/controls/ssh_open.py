@@ -11,7 +11,6 @@ list's other entries, and editing the list changes everything else that uses it.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import uuid
@@ -32,6 +31,7 @@ from ..model import (
     SecurityGroupRule,
     Status,
     is_internet,
+    network,
     undo_part,
 )
 from ..paging import security_group_rules
@@ -275,11 +275,8 @@ def permission_keys(permission: Mapping[str, Any]) -> set[tuple[Any, ...]]:
     cidrs += [r.get("CidrIpv6") for r in permission.get("Ipv6Ranges", [])]
     keys = set()
     for cidr in cidrs:
-        try:
-            network = str(ipaddress.ip_network(cidr or "", strict=False))
-        except ValueError:
-            network = cidr or ""
-        keys.add((protocol, *ports, network))
+        read = network(cidr)
+        keys.add((protocol, *ports, str(read) if read is not None else cidr or ""))
     return keys
 
 
