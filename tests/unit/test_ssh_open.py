@@ -808,3 +808,15 @@ def test_narrowing_in_place_sends_the_rules_description(v6, cidr):
         ("CidrIpv6" if v6 else "CidrIpv4"): cidr,
         "Description": "web",
     }
+
+
+def test_setting_an_every_protocol_rule_back_gives_its_ports_as_minus_1():
+    """ModifySecurityGroupRules needs FromPort and ToPort even for protocol -1 (an IpPermission
+    of it has none): the undo of a rule narrowed in place from -1 sets it back as -1/-1."""
+    permission = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    assert rule_request(permission) == {
+        "IpProtocol": "-1",
+        "FromPort": -1,
+        "ToPort": -1,
+        "CidrIpv4": "0.0.0.0/0",
+    }

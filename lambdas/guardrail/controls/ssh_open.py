@@ -182,13 +182,14 @@ def ip_permission(rule: SecurityGroupRule, ports: PortRange) -> dict[str, Any]:
 
 def rule_request(permission: Mapping[str, Any]) -> dict[str, Any]:
     """An IpPermission of one source as ModifySecurityGroupRules' SecurityGroupRuleRequest (which
-    replaces the rule's content, its description included)."""
+    replaces the rule's content, its description included). A rule of every protocol (-1) has
+    no ports; the request gives them as -1."""
     v6 = bool(permission.get("Ipv6Ranges"))
     source = permission["Ipv6Ranges" if v6 else "IpRanges"][0]
     request = {
         "IpProtocol": permission["IpProtocol"],
-        "FromPort": permission["FromPort"],
-        "ToPort": permission["ToPort"],
+        "FromPort": permission.get("FromPort", -1),
+        "ToPort": permission.get("ToPort", -1),
         ("CidrIpv6" if v6 else "CidrIpv4"): source["CidrIpv6" if v6 else "CidrIp"],
     }
     if source.get("Description"):
@@ -238,7 +239,7 @@ def undo_hint(
         back = [
             {
                 "SecurityGroupRuleId": r.rule_id,
-                "SecurityGroupRule": rule_request({"FromPort": -1, "ToPort": -1, **authorizing(r)}),
+                "SecurityGroupRule": rule_request(authorizing(r)),
             }
             for r in narrowed
         ]
