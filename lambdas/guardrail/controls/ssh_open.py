@@ -795,7 +795,9 @@ class SshOpenToInternet:
                 # Including what this call added before it failed (one permission at a time).
                 untaken = self._take_back(ec2, gid, added.values())
                 if code == RULE_QUOTA and not untaken:
-                    return self._narrow(ec2, gid, rules, readd, notes, record, run)
+                    return self._narrow(
+                        ec2, gid, rules, readd, notes, record, run, ctx.clients.region
+                    )
                 return record(
                     Outcome.FAILED,
                     None,
@@ -930,6 +932,7 @@ class SshOpenToInternet:
         notes: list[str],
         record: Callable[..., FixRecord],
         run: str,
+        region: str,
     ) -> FixRecord:
         """The group is at its rules quota, and re-adding every kept range before revoking needs
         a free rule per range. Instead each rule is narrowed in place to a range it keeps that
@@ -1096,7 +1099,7 @@ class SshOpenToInternet:
             )
         undo = undo_hint(
             gid,
-            ec2.meta.region_name,
+            region,
             revoked,
             added.rule_ids,
             narrowed=[r for r in rules if r.rule_id in narrowed],

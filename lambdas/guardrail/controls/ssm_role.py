@@ -536,7 +536,7 @@ class SsmInstanceRole:
             undo = (
                 undo_part(
                     "aws ec2 disassociate-iam-instance-profile --association-id "
-                    f"{association} --region {snapshot.region}"
+                    f"{association} --region {ctx.clients.region}"
                 )
                 if association
                 else ""
