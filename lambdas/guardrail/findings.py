@@ -39,6 +39,7 @@ def generator_id(control_id: str) -> str:
 REMEDIATED_FIELD = FIELD_PREFIX + "Remediated"
 FIXED_AT_FIELD = FIELD_PREFIX + "FixedAt"  # when the last of the fixes was made
 FIX_PREFIX = FIELD_PREFIX + "Fix"
+FIX_COUNT = FIX_PREFIX + "Count"  # how many fixes the finding records (Fix1/... shows the first 5)
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL")
 ASFF_PARTITIONS = ("aws", "aws-cn", "aws-us-gov")  # Resources[].Partition accepts only these
 
@@ -252,7 +253,7 @@ def product_fields(
     if omitted_permissions:
         fields["IpPermissionsOmitted"] = str(omitted_permissions)
     if fixes:
-        fields["FixCount"] = str(len(fixes))
+        fields[FIX_COUNT.removeprefix(FIELD_PREFIX)] = str(len(fixes))
     fixed_at = last_fix_time(fixes)
     if remediated and fixed_at:
         fields["FixedAt"] = timestamp(fixed_at)
@@ -445,6 +446,7 @@ def keep_applied_records(finding: dict[str, Any], stored: Mapping[str, Any]) -> 
     if not earlier:
         return finding
     kept = {k: v for k, v in fields.items() if not FIX_FIELD.fullmatch(k)}
+    kept[FIX_COUNT] = str(len(earlier) + int(fields.get(FIX_COUNT, "0")))
     for number, record in enumerate([*earlier, *own][:MAX_FIXES_IN_FIELDS], start=1):
         kept.update({f"{FIX_PREFIX}{number}/{name}": value for name, value in record.items()})
     carried = {**finding, "ProductFields": kept}

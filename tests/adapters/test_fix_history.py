@@ -50,6 +50,8 @@ def test_a_revoke_beside_a_skipped_list_rule_keeps_its_record_and_undo(aws, acco
     later = guardrail_at(aws, T0 + HOUR, **ssh).run()
     assert [f.outcome.value for f in later.fixes] == ["skipped"]
     carried, own = records_of(hub, group)
+    (held,) = held_for(hub, group)
+    assert held["ProductFields"]["ssm-guardrail/FixCount"] == "2"  # the records it shows
     assert carried["Outcome"] == "applied" and carried["Undo"] == applied.undo
     assert carried["Reason"] == "(an earlier run) " + first["applied"]["Reason"]
     assert (
