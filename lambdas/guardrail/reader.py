@@ -269,8 +269,9 @@ class SnapshotReader:
         # only when the fix would attach the policy (would it help?).
         agents = agent_roles(evaluated, snapshot, self.settings) if ROLE in controls else {}
         if agents or delivering:
-            access, delivery = self._simulations(agents, delivering, target)
-            snapshot = replace(snapshot, agent_access=access, delivery=delivery)
+            access, delivery, gone = self._simulations(agents, delivering, target)
+            roles = {name: r for name, r in snapshot.roles.items() if name not in gone}
+            snapshot = replace(snapshot, agent_access=access, delivery=delivery, roles=roles)
         return snapshot
 
     # --- EC2 -------------------------------------------------------------------------------
@@ -607,13 +608,14 @@ class SnapshotReader:
         agents: dict[str, tuple[Role, str, bool]],
         delivering: dict[str, Role],
         target: dict[str, str],
-    ) -> tuple[dict[str, AgentAccess], dict[str, DeliveryCheck]]:
+    ) -> tuple[dict[str, AgentAccess], dict[str, DeliveryCheck], set[str]]:
         """One SimulatePrincipalPolicy per distinct role over all it needs judged: the SSM
         Agent's actions on one of its instances (`agents`: roles carrying the core policy, or to
         be given it; "*" would miss an Allow scoped to instances) and the log-delivery pairs
         (`delivering`). The API simulates every action on every resource; the pairs no check
-        asks about are ignored. A role deleted since its policies were read is left unjudged:
-        its own event judges it."""
+        asks about are ignored. A role deleted since its policies were read is returned among
+        the gone: IAM deletes only a role that no profile carries, so its instances' profiles
+        are judged without a role, as when the role is gone before its policies are read."""
         region = self.clients.region
         pairs = delivery_requirements(target, self.partition, region, self.account_id)
         # The agent's calls go to this region; log delivery's too, unless to a bucket or key
@@ -621,6 +623,7 @@ class SnapshotReader:
         stays = delivery_stays_in(region, target, pairs, self.settings.session_log_bucket)
         access: dict[str, AgentAccess] = {}
         checks: dict[str, DeliveryCheck] = {}
+        gone: set[str] = set()
         for name in sorted(agents.keys() | delivering.keys()):
             role = agents[name][0] if name in agents else delivering[name]
             actions: list[str] = []
@@ -651,13 +654,14 @@ class SnapshotReader:
                     )
             except ClientError as error:
                 if error_code(error) == "NoSuchEntity":
+                    gone.add(name)
                     continue
                 raise
             if name in agents:
                 access[name] = self._agent_access(role, decisions, instance_arn, with_core)
             if name in delivering:
                 checks[name] = _delivery_check(name, pairs, decisions)
-        return access, checks
+        return access, checks, gone
 
     def _decide(
         self,

@@ -161,3 +161,30 @@ def test_a_role_deleted_while_its_profile_is_read_is_skipped_not_a_failed_read(a
     assert results[kept].status is Status.PASSED
     assert results[gone].status is Status.FAILED
     assert results[gone].reason == "instance profile leaving has no role"
+
+
+def test_a_role_deleted_before_its_simulation_is_not_passed(account, clients):
+    """The same race one call later: the role's policies were read (the core policy), then it
+    left its profile and was deleted before SimulatePrincipalPolicy (NoSuchEntity). Its
+    instance was PASSED, the agent's calls never judged; its profile has no role."""
+    account.role("leaving", CORE, profile="leaving")
+    account.role("staying", CORE, profile="staying")
+    gone = account.instance(profile="leaving")
+    kept = account.instance(profile="staying")
+
+    def delete_the_role_first(params, **_):
+        if params["PolicySourceArn"].endswith("/leaving"):
+            account.iam.remove_role_from_instance_profile(
+                InstanceProfileName="leaving", RoleName="leaving"
+            )
+            account.iam.detach_role_policy(RoleName="leaving", PolicyArn=CORE)
+            account.iam.delete_role(RoleName="leaving")
+
+    clients.iam.meta.events.register(
+        "before-parameter-build.iam.SimulatePrincipalPolicy", delete_the_role_first
+    )
+    report = Guardrail(clients, Settings(), account_id="123456789012").run(Scope.everything())
+    results = {(e.result.control, e.result.resource_id): e.result for e in report.evaluations}
+    assert results[("ssm-instance-role", kept)].status is Status.PASSED
+    left = results[("ssm-instance-role", gone)]
+    assert (left.status, left.reason) == (Status.FAILED, "instance profile leaving has no role")
