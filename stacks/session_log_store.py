@@ -139,6 +139,12 @@ class SessionLogStore(Construct):
             )
         )
 
+        # Kept with the buckets on destroy: the TLS-only Deny, the Deny above and the access
+        # logs' delivery grant (CloudFormation would delete the policies of kept buckets).
+        for bucket in (self.bucket, self.access_log_bucket):
+            assert bucket.policy is not None  # enforce_ssl made it
+            bucket.policy.apply_removal_policy(RemovalPolicy.RETAIN)
+
         self.log_group = logs.LogGroup(
             self,
             "LogGroup",

@@ -549,7 +549,12 @@ def test_session_log_store_is_encrypted_private_versioned_and_expiring(synth: Sy
             },
         },
     )
+    buckets = synth.resources(MAIN, "AWS::S3::Bucket")
+    assert {b["DeletionPolicy"] for b in buckets.values()} == {"Retain"}
     for bucket_policy in synth.resources(MAIN, "AWS::S3::BucketPolicy").values():
+        # Kept with its bucket on destroy: the TLS-only and transcript-read Denies, the access
+        # logs' delivery grant. Deleted, the kept bucket of transcripts loses all three.
+        assert bucket_policy["DeletionPolicy"] == "Retain"
         statements = bucket_policy["Properties"]["PolicyDocument"]["Statement"]
         assert any(
             s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
