@@ -3,6 +3,7 @@ IAM generated from the engine's declared permissions."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +28,22 @@ from .session_log_store import SessionLogStore
 LAMBDAS_DIR = Path(__file__).resolve().parent.parent / "lambdas"
 ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "*.egg-info", "**/.mypy_cache", "**/.pytest_cache"]
 RUNTIME = lambda_.Runtime.PYTHON_3_13
-POWERTOOLS_PARAMETER = "/aws/service/powertools/python/arm64/python3.13/latest"
+REQUIREMENTS = LAMBDAS_DIR.parent / "requirements.txt"
+
+
+def pinned_version(package: str, requirements: str) -> str:
+    """The version `requirements` pins the package to (`name[extras]==X`): the one the tests ran."""
+    line = rf"^{re.escape(package)}(\[[^\]]*\])?==([0-9][0-9A-Za-z.]*)\s*$"
+    match = re.search(line, requirements, re.MULTILINE)
+    if match is None:
+        raise ValueError(f"{package} is not pinned (==) in requirements.txt")
+    return match[2]
+
+
+# The layer of the Powertools version the tests run (Powertools publishes one parameter per
+# version): `latest` would deploy whatever was released last, untested.
+POWERTOOLS_VERSION = pinned_version("aws-lambda-powertools", REQUIREMENTS.read_text())
+POWERTOOLS_PARAMETER = f"/aws/service/powertools/python/arm64/python3.13/{POWERTOOLS_VERSION}"
 SERVICE_NAME = "ssm-guardrail"
 METRICS_NAMESPACE = "SsmGuardrail"
 # Settings only the deployed Lambdas take: their modes, their own roles, their region.
@@ -154,7 +170,7 @@ class GuardrailFunctions(Construct):
         super().__init__(scope, construct_id)
         self.failures = failures
         # Resolved by CloudFormation at deploy time from the public parameter Powertools publishes
-        # in each region, so synth stays offline; pass another path to pin a version.
+        # in each region, so synth stays offline; pass another path for another version.
         # Defined on the stack for a stable logical id: `--parameters PowertoolsLayerArn=<path>`.
         layer_arn = CfnParameter(
             Stack.of(self),
@@ -162,7 +178,7 @@ class GuardrailFunctions(Construct):
             type="AWS::SSM::Parameter::Value<String>",
             default=POWERTOOLS_PARAMETER,
             description="SSM parameter holding the Powertools for AWS Lambda (Python) layer ARN "
-            "(e.g. /aws/service/powertools/python/arm64/python3.13/3.24.0 to pin)",
+            f"(default: version {POWERTOOLS_VERSION}, the one requirements.txt pins)",
         )
         self.layer = lambda_.LayerVersion.from_layer_version_arn(
             self, "Powertools", layer_arn.value_as_string

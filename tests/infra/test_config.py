@@ -12,6 +12,7 @@ from guardrail.settings import Settings
 
 from app import STACK_PREFIX, plan
 from stacks.config import ConfigError, GuardrailConfig
+from stacks.functions import pinned_version
 
 from .conftest import ROOT, cdk_json_context
 
@@ -344,3 +345,21 @@ def test_account_must_be_an_account_id() -> None:
     assert config(account="123456789012").account == "123456789012"
     with pytest.raises(ConfigError, match="account"):
         config(account="prod")
+
+
+@pytest.mark.parametrize(
+    ("requirements", "pin"),
+    [
+        ("boto3==1.43.11\naws-lambda-powertools[tracer]==3.37.0\n", "3.37.0"),
+        ("aws-lambda-powertools==3.4.1  \n", "3.4.1"),
+        ("aws-lambda-powertools>=3.37.0\n", None),  # a range deploys whatever is newest
+        ("aws-lambda-powertools-extra==1.0\n", None),  # another package
+        ("# aws-lambda-powertools==3.37.0\n", None),
+    ],
+)
+def test_the_powertools_layer_is_the_version_requirements_pin(requirements, pin):
+    if pin is None:
+        with pytest.raises(ValueError, match="aws-lambda-powertools is not pinned"):
+            pinned_version("aws-lambda-powertools", requirements)
+    else:
+        assert pinned_version("aws-lambda-powertools", requirements) == pin
