@@ -554,8 +554,12 @@ class FindingPublisher:
         return found
 
     def _read(self, filters: dict[str, Any], run: _Run) -> dict[str, StoredFinding]:
+        """Every page of GetFindings. A NextToken given twice would page forever (botocore's
+        paginators stop that too): the read fails, and the caller imports what it cannot
+        compare."""
         found: dict[str, StoredFinding] = {}
         token = None
+        seen: set[str] = set()
         while True:
             params: dict[str, Any] = {"Filters": filters, "MaxResults": MAX_FINDINGS_PER_CALL}
             if token:
@@ -572,6 +576,9 @@ class FindingPublisher:
             token = response.get("NextToken")
             if not token:
                 return found
+            if token in seen:
+                raise CallError("RepeatedNextToken", "GetFindings gave the same NextToken twice")
+            seen.add(token)
 
     def _call_retrying(self, run: _Run, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         """One optional call, retried with backoff while throttled (GetFindings allows 3 TPS)."""

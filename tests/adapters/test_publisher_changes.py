@@ -164,6 +164,23 @@ def test_when_stored_findings_cannot_be_read_everything_is_imported() -> None:
     assert "could not read stored findings" in summary.errors[0]  # and said so
 
 
+def test_a_next_token_given_twice_ends_the_read_and_everything_is_imported() -> None:
+    """GetFindings answering the same NextToken again would page at 3 calls a second until
+    Lambda's timeout, after the scan's fixes and before any finding went in."""
+    client = boto3.client("securityhub", region_name=REGION)
+    page = {"Findings": [], "NextToken": "again"}
+    with Stubber(client) as stub:
+        stub.add_response("get_findings", page)
+        stub.add_response("get_findings", page)
+        stub.add_response(
+            "batch_import_findings", {"FailedCount": 0, "SuccessCount": 1, "FailedFindings": []}
+        )
+        summary = publisher(client).publish([finding(1)], refresh_before=T0)
+        stub.assert_no_pending_responses()
+    assert summary.imported == 1 and not summary.fatal
+    assert "same NextToken twice" in summary.errors[0]
+
+
 def test_an_hourly_drift_scan_stops_re_importing_a_quiet_account(aws, account, hub) -> None:
     account.instance(count=30)
 
