@@ -53,6 +53,7 @@ def associating_clients():
 
     class Clients:
         ec2 = Ec2()
+        region = "eu-west-1"  # the snapshot's
 
     return Clients(), associated
 
@@ -179,6 +180,10 @@ def test_a_stopped_instance_without_a_profile_is_judged_by_the_regions_dhmc_sett
     (fix,) = SSM_ROLE.remediate([result], snap(stopped), FixContext(clients, settings))
     if state == "stopped":
         assert fix.outcome is Outcome.APPLIED and associated == ["i-1"]
+        assert fix.undo == (
+            "aws ec2 disassociate-iam-instance-profile --association-id iip-assoc-1 "
+            "--region eu-west-1"
+        )
     else:  # EC2 refuses a stopping instance: its stopped state (drift scan) gets the profile
         assert fix.outcome is Outcome.SKIPPED and associated == []
     # Without DHMC accepted, or IMDSv1 (DHMC cannot manage it), the setting does not count.
