@@ -147,9 +147,11 @@ class ScanReport:
 
     @property
     def unjudged(self) -> set[str]:
-        """Controls whose check (or one of whose findings) stopped: a full scan does not
-        archive their stored findings as gone."""
-        return {s.control for s in self.crashed if s.step in ("check", "finding")}
+        """Controls whose check (or one of whose findings) stopped, or that could not judge
+        some resources (Result.others_unjudged): a full scan does not archive their stored
+        findings as gone."""
+        stopped = {s.control for s in self.crashed if s.step in ("check", "finding")}
+        return stopped | {e.result.control for e in self.evaluations if e.result.others_unjudged}
 
     @property
     def stopped(self) -> list[str]:

@@ -498,6 +498,10 @@ class Result:
     # Judged only because a fix of something it shares (its security group) changes it: reported
     # when such a fix covers it, otherwise left to the resource's own events and the drift scan.
     follows_fix: bool = False
+    # Says its control could not judge its other resources (the preferences unreadable, so
+    # nowhere known to deliver to): a full scan leaves their stored findings as they are, not
+    # archived as gone.
+    others_unjudged: bool = False
 
     @property
     def key(self) -> tuple[str, str]:

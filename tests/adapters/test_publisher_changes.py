@@ -284,6 +284,41 @@ def test_a_full_scan_archives_the_findings_it_no_longer_produces(aws, account, h
     assert instance in active and other in active and group not in active
 
 
+@pytest.mark.usefixtures("managed_policies")
+def test_unreadable_preferences_leave_the_instances_logging_findings_as_they_are(
+    aws, account, hub
+) -> None:
+    """GetDocument answers without Content (optional in its model): the region is FAILED,
+    "not known", and no instance can be judged (nowhere known to deliver to). The full scan
+    archived every instance's logging finding as if the instance were gone."""
+    from tests.adapters.conftest import CORE
+    from tests.adapters.test_session_logging_fix import create_preferences
+
+    create_preferences(account, {"s3BucketName": "owners-logs", "s3EncryptionEnabled": True})
+    account.role("app", CORE, profile="app")  # no s3:PutObject: cannot deliver
+    instance = account.instance(profile="app")
+    logging = {"controls": ("ssm-session-logging",)}
+    guardrail_at(aws, T0, **logging).run()
+    (before,) = held_for(hub, instance)
+    assert (before["RecordState"], before["Compliance"]["Status"]) == ("ACTIVE", "FAILED")
+
+    later = guardrail_at(aws, T0 + timedelta(hours=1), **logging)
+    later.clients.ssm.meta.events.register(
+        "after-call.ssm.GetDocument", lambda parsed, **_: parsed.pop("Content", None)
+    )
+    report = later.run()
+    (region,) = [e.result for e in report.evaluations]
+    assert region.reason.endswith("whether sessions are logged is not known")
+    (after,) = held_for(hub, instance)
+    assert after == before  # nothing learnt about the instance: not archived, not re-imported
+    # Known to log nowhere (the preferences deleted, the guardrail given no destination), the
+    # instance's delivery is moot: a full scan archives its finding, as before.
+    account.ssm.delete_document(Name="SSM-SessionManagerRunShell")
+    guardrail_at(aws, T0 + timedelta(hours=2), **logging).run()
+    (moot,) = held_for(hub, instance)
+    assert moot["RecordState"] == "ARCHIVED"
+
+
 def test_a_slow_drift_scan_never_overwrites_a_newer_event_result(aws, account, hub) -> None:
     from guardrail.scope import Scope
 

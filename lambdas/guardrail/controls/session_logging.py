@@ -603,9 +603,10 @@ class SessionLogging:
         else:
             not_logged = ""
         if not_logged:
-            return snapshot.result(
+            result = snapshot.result(
                 self.id, ResourceType.ACCOUNT, account, Status.FAILED, "MEDIUM", not_logged
             )
+            return replace(result, others_unjudged=bool(prefs.unreadable))
         where = " and ".join(
             filter(
                 None,
