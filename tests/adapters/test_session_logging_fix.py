@@ -576,6 +576,11 @@ def test_an_event_never_turns_on_what_a_full_scan_has_not_checked(account, clien
     assert prefs_fix.outcome is Outcome.APPLIED and set(reasons) == set(HELD)
     assert all("until a drift scan" in reason for reason in reasons.values())
     assert "kmsKeyId" not in preferences(account)
+    # Its own record says what it left off; it said "with encryption".
+    assert prefs_fix.reason.startswith(
+        "sessions now logged, kmsKeyId, s3EncryptionEnabled, cloudWatchEncryptionEnabled held "
+        "back until every role can use them; other preferences kept; there were none"
+    )
     # The drift scan sees every role: "app" cannot use the key or check the destinations'
     # encryption, so those stay out, and it says why.
     report = account.run(clients, "enforce", [LOGGING], **settings)
@@ -955,6 +960,8 @@ def test_console_flags_come_into_force_only_once_no_role_would_be_refused(accoun
     assert inputs["cloudWatchLogGroupName"] == "/guardrail/sessions"
     assert inputs["s3EncryptionEnabled"] is False and inputs["cloudWatchEncryptionEnabled"] is False
     assert inputs["kmsKeyId"] == ""  # the owners' value, as it was
+    assert "with encryption" not in prefs_fix.reason
+    assert "s3EncryptionEnabled, cloudWatchEncryptionEnabled held back" in prefs_fix.reason
 
 
 def test_logs_under_a_sub_prefix_of_the_guardrails_are_granted(account, clients):

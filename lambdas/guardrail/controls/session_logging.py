@@ -800,10 +800,14 @@ class SessionLogging:
                     return meanwhile("created")
             else:
                 return record(Outcome.FAILED, inputs, "preferences not changed", error_code(error))
+        off = [h.input for h in HOLDS if h.input in held and not h.on(inputs)]
+        how = (
+            f"{', '.join(off)} held back until every role can use them"
+            if off
+            else "with encryption"
+        )
         return record(
-            Outcome.APPLIED,
-            inputs,
-            f"sessions now logged with encryption; other preferences kept; {undo}",
+            Outcome.APPLIED, inputs, f"sessions now logged, {how}; other preferences kept; {undo}"
         )
 
     @staticmethod
