@@ -1077,6 +1077,25 @@ def test_the_guardrails_own_role_gets_delivery_when_existing_roles_are_not_to_be
     assert account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"] == []
 
 
+@pytest.mark.usefixtures("managed_policies")
+def test_a_grant_after_the_role_fix_records_the_role_as_iam_then_held_it(account, clients):
+    """One run attaches the core policy (role control), then the log-delivery policy (logging
+    control) to the same role. The grant's before said [], read before the first attach: put
+    back as "before", it would strip the core policy too."""
+    from .conftest import CORE
+
+    policy = delivery_policy(account)
+    account.role("app", profile="app")  # neither the core policy nor delivery
+    account.instance(profile="app")
+    settings = {**OURS, "log_delivery_policy_arn": policy}
+    report = account.run(clients, "enforce", ["ssm-instance-role", LOGGING], **settings)
+    attach, grant = [f for f in report.fixes if f.resource_id == "app"]
+    assert (attach.outcome, grant.outcome) == (Outcome.APPLIED, Outcome.APPLIED)
+    assert (attach.before, attach.after) == ([], [CORE])
+    held = account.iam.list_attached_role_policies(RoleName="app")["AttachedPolicies"]
+    assert (grant.before, grant.after) == ([CORE], sorted(p["PolicyArn"] for p in held))
+
+
 def test_a_delivery_grant_within_an_event_says_the_roles_other_instances_change_too(
     account, clients
 ):

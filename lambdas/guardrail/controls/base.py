@@ -60,6 +60,18 @@ class FixContext:
     # The records of one control's remediation, filled as each fix ends: a fix that raises
     # part-way leaves the others' records here for the engine (given a fresh list per control).
     made: list[FixRecord] = field(default_factory=list)
+    # Role name → the policies this run's fixes attached to it (shared by every control's copy):
+    # a later attach to the same role records them in its before, as IAM then holds them.
+    attached: dict[str, set[str]] = field(default_factory=dict)
+
+    def attached_to(self, role: Role | None) -> list[str]:
+        """The role's attached policies as they are now: as read, and what this run attached."""
+        if role is None:
+            return []
+        return sorted(role.attached_policy_arns | self.attached.get(role.name, set()))
+
+    def record_attached(self, role_name: str, policy_arn: str) -> None:
+        self.attached.setdefault(role_name, set()).add(policy_arn)
 
     def out_of_time(self) -> bool:
         return self.monotonic() >= self.deadline

@@ -836,7 +836,7 @@ class SessionLogging:
         action, covers = "attach log-delivery policy", tuple(instance_ids)
         settings, target = ctx.settings, snapshot.delivery_target
         role = snapshot.roles.get(role_name)
-        before = sorted(role.attached_policy_arns) if role else []
+        before = ctx.attached_to(role)
         delivery = snapshot.delivery.get(role_name)
         ours = {settings.session_log_bucket, settings.session_log_group} - {""}
         theirs = {target.get("bucket", ""), target.get("log_group", "")} - {""}
@@ -913,6 +913,7 @@ class SessionLogging:
                 error_code(error),
                 covers=covers,
             )
+        ctx.record_attached(role_name, settings.log_delivery_policy_arn)
         return FixRecord(
             self.id,
             role_name,

@@ -703,11 +703,7 @@ class SsmInstanceRole:
         self, role_name: str, instance_ids: list[str], snapshot: AccountSnapshot, ctx: FixContext
     ) -> FixRecord:
         action, covers = "attach AmazonSSMManagedInstanceCore", tuple(instance_ids)
-        before = (
-            sorted(snapshot.roles[role_name].attached_policy_arns)
-            if role_name in snapshot.roles
-            else []
-        )
+        before = ctx.attached_to(snapshot.roles.get(role_name))
         # The reader simulated the role as if it carried the policy (when this fix may attach).
         access = snapshot.agent_access.get(role_name)
         if not ctx.settings.may_modify(role_name):
@@ -743,6 +739,7 @@ class SsmInstanceRole:
                 error_code(error),
                 covers=covers,
             )
+        ctx.record_attached(role_name, policy)
         return FixRecord(
             self.id,
             role_name,
