@@ -1124,6 +1124,62 @@ def test_guard_closes_ssh_when_every_running_instance_is_reachable(
     assert fix.outcome is Outcome.APPLIED and account.ingress(gid) == []
 
 
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_guard_leaves_ssh_open_where_the_preferences_key_refuses_every_session(
+    managed_policies, account, clients
+):
+    """The owners' preferences name their KMS key, which the instance's role may not use: the
+    agent is Online, yet every session fails at its encryption handshake. The logging check
+    says so; the guard only asked whether it was Online, and closed the only way in."""
+    from .test_session_logging_fix import create_preferences
+
+    create_preferences(account, {"s3BucketName": "owners-logs", "kmsKeyId": KEY})
+    gid, online = guarded_group(account)  # the core policy, nothing of the key
+    before = account.ingress(gid)
+    report = account.run(
+        clients, "enforce", [SSH, "ssm-session-logging"], ssh_require_ssm_online=True
+    )
+    (fix,) = [f for f in report.fixes if f.resource_id == gid]
+    assert fix.outcome is Outcome.SKIPPED and account.ingress(gid) == before
+    assert f"would lock out {online} (role core is not allowed kms:" in fix.reason
+    assert KEY in fix.reason
+
+
+def test_guard_leaves_ssh_open_where_the_role_is_refused_the_session_channels(
+    managed_policies, account, clients, monkeypatch
+):
+    """A Deny of ssmmessages:* (here an SCP's answer): the agent's heartbeat
+    (ssm:UpdateInstanceInformation) still goes through, so Systems Manager shows it Online, as
+    AWS does, but no session can open. The role check reports it; the guard closed SSH."""
+    import emulator.extension as extension
+
+    from .conftest import answer_simulations
+
+    allows = extension.role_allows
+    heartbeat = ["ssm:UpdateInstanceInformation"]
+    monkeypatch.setattr(
+        extension,
+        "role_allows",
+        lambda backend, role, _, arn: allows(backend, role, heartbeat, arn),
+    )
+    answer_simulations(
+        monkeypatch,
+        "ssmmessages:",
+        "implicitDeny",
+        OrganizationsDecisionDetail={"AllowedByOrganizations": False},
+    )
+    gid, online = guarded_group(account)
+    report = account.run(
+        clients, "enforce", [SSH, "ssm-instance-role"], ssh_require_ssm_online=True
+    )
+    assert report.snapshot is not None and report.snapshot.is_online(online)
+    (fix,) = [f for f in report.fixes if f.resource_id == gid]
+    assert fix.outcome is Outcome.SKIPPED and account.ingress(gid) != []
+    assert f"would lock out {online} (role core is refused ssmmessages:" in fix.reason
+
+
 def test_guard_survives_an_instance_terminated_between_the_reads(
     managed_policies, account, clients
 ):

@@ -37,6 +37,7 @@ from ..model import (
 from ..paging import security_group_rules
 from ..settings import Settings
 from .base import OUT_OF_TIME, FixContext, Permission, answer_may_be_lost, error_code
+from .session_logging import stops_sessions
 
 logger = logging.getLogger(__name__)
 
@@ -679,8 +680,9 @@ class SshOpenToInternet:
                 record = self._skipped(
                     gid,
                     rules,
-                    f"would lock out {', '.join(unreachable)}: running and not Online in Systems "
-                    "Manager (GUARDRAIL_SSH_REQUIRE_SSM_ONLINE); give them a working SSM role first",
+                    f"would lock out {', '.join(unreachable)}: running, and Session Manager "
+                    "cannot open a session on them (GUARDRAIL_SSH_REQUIRE_SSM_ONLINE); give them "
+                    "a working SSM role first",
                 )
             elif ctx.out_of_time():
                 record = self._skipped(gid, rules, OUT_OF_TIME)
@@ -733,12 +735,31 @@ class SshOpenToInternet:
 
     @staticmethod
     def _unreachable(snapshot: AccountSnapshot, gid: str) -> list[str]:
-        """Running instances behind the group that Session Manager cannot reach right now."""
-        return sorted(
-            i.instance_id
-            for i in ssh_exposed_running(snapshot, gid)
-            if not snapshot.is_online(i.instance_id)
-        )
+        """Running instances behind the group that Session Manager cannot open a session on
+        right now, each with why: not Online in Systems Manager, or Online (its heartbeat
+        needs only ssm:UpdateInstanceInformation) with a role the reader found refused the
+        agent's session calls, or what the preferences make the agent check before each
+        session (the key, the destinations' encryption)."""
+        found = []
+        for instance in sorted(ssh_exposed_running(snapshot, gid), key=lambda i: i.instance_id):
+            iid, role = instance.instance_id, snapshot.role_of(instance)
+            access = snapshot.agent_access.get(role.name) if role else None
+            delivery = snapshot.delivery.get(role.name) if role else None
+            stopping = (
+                stops_sessions(
+                    delivery.denied, snapshot.session_preferences, snapshot.delivery_target
+                )
+                if delivery
+                else []
+            )
+            if not snapshot.is_online(iid):
+                found.append(f"{iid} (not Online in Systems Manager)")
+            elif role and access and not access.allowed:
+                refused = ", ".join(action for action, _ in access.denied)
+                found.append(f"{iid} (role {role.name} is refused {refused})")
+            elif role and stopping:
+                found.append(f"{iid} (role {role.name} is not allowed {', '.join(stopping)})")
+        return found
 
     def _close(
         self, group: SecurityGroup, rules: list[SecurityGroupRule], ctx: FixContext
