@@ -1,6 +1,6 @@
 """The drift scan's role goes without the reads only an event's targeted read makes.
 
-Which IAM reads those are is declared (`Permission.events_only`) and checked twice: on the
+Which reads those are is declared (`Permission.events_only`) and checked twice: on the
 synthesized template (which role has what) and at run time, counting the calls a full drift scan
 and an IAM event's targeted read make in a seeded emulated account.
 """
@@ -33,6 +33,9 @@ EVENT_ONLY_READS = {
     "iam:ListEntitiesForPolicy",
     "iam:ListInstanceProfilesForRole",
     "iam:ListInstanceProfiles",
+    # A prefix list an event changed: whether the change completed, which groups use it.
+    "ec2:DescribeManagedPrefixLists",
+    "ec2:GetManagedPrefixListAssociations",
 }
 
 
@@ -50,6 +53,7 @@ def test_only_the_on_change_role_gets_the_event_only_reads(synth: Synth) -> None
         "iam:ListAttachedRolePolicies",
         "iam:GetInstanceProfile",
         "iam:SimulatePrincipalPolicy",
+        "ec2:GetManagedPrefixListEntries",
     } <= drift
     assert on_change >= EVENT_ONLY_READS
     assert drift - on_change == set()

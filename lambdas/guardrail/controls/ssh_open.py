@@ -459,14 +459,14 @@ class SshOpenToInternet:
             why="instances, their network interfaces' groups, and the groups' rules",
         ),
         Permission(
-            (
-                "ec2:GetManagedPrefixListEntries",
-                "ec2:DescribeManagedPrefixLists",
-                "ec2:GetManagedPrefixListAssociations",
-            ),
-            why="the entries of prefix lists that SSH rules reference (one may hold 0.0.0.0/0); "
-            "for a list an event changed, whether the change has completed and which groups "
+            ("ec2:GetManagedPrefixListEntries",),
+            why="the entries of prefix lists that SSH rules reference (one may hold 0.0.0.0/0)",
+        ),
+        Permission(
+            ("ec2:DescribeManagedPrefixLists", "ec2:GetManagedPrefixListAssociations"),
+            why="for a list an event changed, whether the change has completed and which groups "
             "reference it",
+            events_only=True,
         ),
     )
     fix_permissions = (
