@@ -16,7 +16,9 @@ from enum import StrEnum
 from typing import Any
 
 SESSION_DOCUMENT = "SSM-SessionManagerRunShell"
-EVALUATED_STATES = frozenset({"pending", "running", "stopping", "stopped"})
+# Gone or going: not evaluated, its findings archived. Every other state is evaluated, one a
+# DescribeInstances answer leaves out ("unknown") included: nothing says the instance ended.
+ENDED_STATES = frozenset({"shutting-down", "terminated"})
 
 
 GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")  # every routable IPv6 address today
@@ -182,7 +184,7 @@ class Instance:
 
     @property
     def evaluated(self) -> bool:
-        return self.state in EVALUATED_STATES
+        return self.state not in ENDED_STATES
 
     @property
     def exposed(self) -> bool:

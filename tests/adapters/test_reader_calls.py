@@ -188,3 +188,23 @@ def test_a_role_deleted_before_its_simulation_is_not_passed(account, clients):
     assert results[("ssm-instance-role", kept)].status is Status.PASSED
     left = results[("ssm-instance-role", gone)]
     assert (left.status, left.reason) == (Status.FAILED, "instance profile leaving has no role")
+
+
+def test_an_instance_described_without_its_state_is_judged_not_archived(account, clients):
+    """State is optional in EC2's model. Read as "unknown", the instance counted as ended: every
+    control NOT_APPLICABLE, its findings archived, its open group judged for nobody, exit 0
+    with internet SSH open."""
+    gid = account.group(OPEN_SSH)
+    iid = account.instance([gid])
+
+    def without_state(parsed, **_):
+        for reservation in parsed.get("Reservations", []):
+            for instance in reservation["Instances"]:
+                instance.pop("State", None)
+
+    clients.ec2.meta.events.register("after-call.ec2.DescribeInstances", without_state)
+    ssh = Settings(controls=("ssh-open-to-internet",))
+    report = Guardrail(clients, ssh, account_id="123456789012").run(Scope.everything())
+    results = {e.result.resource_id: e.result for e in report.evaluations}
+    assert (results[iid].status, results[iid].severity) == (Status.FAILED, "HIGH")
+    assert results[gid].status is Status.FAILED
