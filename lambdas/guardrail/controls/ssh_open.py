@@ -740,24 +740,19 @@ class SshOpenToInternet:
         needs only ssm:UpdateInstanceInformation) with a role the reader found refused the
         agent's session calls, or what the preferences make the agent check before each
         session (the key, the destinations' encryption)."""
+        prefs, target = snapshot.session_preferences, snapshot.delivery_target
         found = []
         for instance in sorted(ssh_exposed_running(snapshot, gid), key=lambda i: i.instance_id):
             iid, role = instance.instance_id, snapshot.role_of(instance)
-            access = snapshot.agent_access.get(role.name) if role else None
-            delivery = snapshot.delivery.get(role.name) if role else None
-            stopping = (
-                stops_sessions(
-                    delivery.denied, snapshot.session_preferences, snapshot.delivery_target
-                )
-                if delivery
-                else []
-            )
             if not snapshot.is_online(iid):
                 found.append(f"{iid} (not Online in Systems Manager)")
-            elif role and access and not access.allowed:
+                continue
+            access = snapshot.agent_access.get(role.name) if role else None
+            delivery = snapshot.delivery.get(role.name) if role else None
+            if role and access and not access.allowed:
                 refused = ", ".join(action for action, _ in access.denied)
                 found.append(f"{iid} (role {role.name} is refused {refused})")
-            elif role and stopping:
+            elif role and delivery and (stopping := stops_sessions(delivery.denied, prefs, target)):
                 found.append(f"{iid} (role {role.name} is not allowed {', '.join(stopping)})")
         return found
 
