@@ -19,6 +19,7 @@ SESSION_DOCUMENT = "SSM-SessionManagerRunShell"
 # Gone or going: not evaluated, its findings archived. Every other state is evaluated, one a
 # DescribeInstances answer leaves out ("unknown") included: nothing says the instance ended.
 ENDED_STATES = frozenset({"shutting-down", "terminated"})
+STOPPED_STATES = frozenset({"stopped", "stopping"})  # Systems Manager lists neither
 
 
 GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")  # every routable IPv6 address today
@@ -185,6 +186,11 @@ class Instance:
     @property
     def evaluated(self) -> bool:
         return self.state not in ENDED_STATES
+
+    @property
+    def may_be_running(self) -> bool:
+        """Running or starting, or in a state the answer left out: someone may be on it now."""
+        return self.evaluated and self.state not in STOPPED_STATES
 
     @property
     def exposed(self) -> bool:

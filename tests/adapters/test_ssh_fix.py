@@ -1180,6 +1180,25 @@ def test_guard_leaves_ssh_open_where_the_role_is_refused_the_session_channels(
     assert f"would lock out {online} (role core is refused ssmmessages:" in fix.reason
 
 
+def test_guard_counts_an_instance_of_unknown_state_as_maybe_running(account, clients):
+    """DescribeInstances leaves State out: the instance is judged (its group FAILED), and the
+    guard counted only pending and running, so it closed the only way in to one not Online."""
+    gid = account.group(perm("tcp", 22, 22))
+    iid = account.instance([gid])  # no profile: not Online
+
+    def without_state(parsed, **_):
+        for reservation in parsed.get("Reservations", []):
+            for instance in reservation["Instances"]:
+                instance.pop("State", None)
+
+    clients.ec2.meta.events.register("after-call.ec2.DescribeInstances", without_state)
+    before = account.ingress(gid)
+    report = account.run(clients, "enforce", [SSH], ssh_require_ssm_online=True)
+    (fix,) = [f for f in report.fixes if f.resource_id == gid]
+    assert fix.outcome is Outcome.SKIPPED and account.ingress(gid) == before
+    assert f"would lock out {iid} (not Online in Systems Manager)" in fix.reason
+
+
 def test_guard_survives_an_instance_terminated_between_the_reads(
     managed_policies, account, clients
 ):

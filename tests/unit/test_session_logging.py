@@ -374,21 +374,29 @@ LOGS_CHECK = "logs:DescribeLogGroups on arn:aws:logs:eu-west-1:111122223333:log-
     [
         # The session key in force: the agent cannot encrypt the session.
         ({"kmsKeyId": KEY}, [f"kms:Decrypt on {KEY}"], [f"kms:Decrypt on {KEY}"]),
+        ({"kmsKeyId": "abcd"}, [f"kms:Decrypt on {KEY}"], [f"kms:Decrypt on {KEY}"]),  # bare id
         # No key in force (the guardrail's, not yet named): sessions still open.
         ({"s3BucketName": "theirs"}, [f"kms:Decrypt on {KEY}"], []),
         # The bucket's own key only fails the upload: that session's log is lost, not it.
         ({"s3BucketName": "theirs", "kmsKeyId": KEY}, [f"kms:Decrypt on {BUCKET_KEY}"], []),
+        # The guardrail's setup: one key for the bucket and the sessions. Refused, it stops them.
+        (
+            {"s3BucketName": "guardrail-logs", "kmsKeyId": BUCKET_KEY},
+            [f"kms:Decrypt on {BUCKET_KEY}", f"kms:GenerateDataKey on {BUCKET_KEY}"],
+            [f"kms:Decrypt on {BUCKET_KEY}", f"kms:GenerateDataKey on {BUCKET_KEY}"],
+        ),
         # The encryption check in force (flag and bucket), then not (flag without bucket).
         ({"s3BucketName": "theirs", "s3EncryptionEnabled": True}, [S3_CHECK], [S3_CHECK]),
         ({"s3EncryptionEnabled": True}, [S3_CHECK], []),
         # The agent looks for a named log group whatever its flag says.
         ({"cloudWatchLogGroupName": "/theirs"}, [LOGS_CHECK], [LOGS_CHECK]),
         ({}, [LOGS_CHECK], []),
+        ({"cloudWatchLogGroupName": " "}, [LOGS_CHECK], []),
         # An upload refused: the log is lost, the session opens.
         ({"s3BucketName": "theirs"}, ["s3:PutObject on arn:aws:s3:::theirs/*"], []),
     ],
 )
 def test_what_stops_a_roles_sessions_with_the_preferences_as_they_are(inputs, denied, stopping):
     prefs = SessionPreferences(True, inputs)
-    assert stops_sessions(denied, prefs, {"bucket_key": BUCKET_KEY}) == stopping
-    assert stops_sessions(denied, None, {}) == []  # preferences not read: nothing known
+    assert stops_sessions(denied, prefs) == stopping
+    assert stops_sessions(denied, None) == []  # preferences not read: nothing known

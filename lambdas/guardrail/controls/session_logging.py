@@ -327,26 +327,26 @@ def waits_for(denied: str, prefs: SessionPreferences, target: Mapping[str, str])
     return ""
 
 
-def stops_sessions(
-    denied: Sequence[str], prefs: SessionPreferences | None, target: Mapping[str, str]
-) -> list[str]:
+def stops_sessions(denied: Sequence[str], prefs: SessionPreferences | None) -> list[str]:
     """The denied "action on resource" items that stop a role's sessions with the preferences
-    as they are: the agent checks the key and the destinations' encryption before each session
-    (and fails it), while an upload it cannot make only loses that session's log."""
+    as they are: the agent encrypts each session with kmsKeyId and checks the destinations'
+    encryption before it (and fails it), while an upload it cannot make (another key: the
+    bucket's own) only loses that session's log."""
     if prefs is None:
         return []
-    bucket_key = target.get("bucket_key", "").rsplit("/", 1)[-1]
+    session_key = str(prefs.inputs.get("kmsKeyId") or "").strip().rsplit("/", 1)[-1]
     stopping = []
     for item in denied:
-        for hold in HOLDS:
-            if not item.startswith(hold.needs):
-                continue
-            if hold.input == "kmsKeyId" and bucket_key and item.endswith(f"/{bucket_key}"):
-                continue  # the bucket's key, for uploads
-            destination = FLAG_DESTINATIONS.get(hold.input, "")
-            if hold.on(prefs.inputs) or (hold.needed_anyway and prefs.inputs.get(destination)):
-                stopping.append(item)
-                break
+        hold = next((h for h in HOLDS if item.startswith(h.needs)), None)
+        if hold is None:
+            continue
+        if hold.input == "kmsKeyId":
+            stops = bool(session_key) and item.endswith(f"/{session_key}")
+        else:
+            named = str(prefs.inputs.get(FLAG_DESTINATIONS[hold.input]) or "").strip()
+            stops = hold.on(prefs.inputs) or (hold.needed_anyway and bool(named))
+        if stops:
+            stopping.append(item)
     return stopping
 
 

@@ -109,9 +109,9 @@ def source(rule: SecurityGroupRule) -> str:
 
 
 def ssh_exposed_running(snapshot: AccountSnapshot, group_id: str | None = None) -> list[Instance]:
-    """Running (or starting) instances behind a group (`group_id`, or any) whose internet SSH
-    the fix would revoke: a CIDR rule (a prefix list's rule is never revoked, so it locks nobody
-    out)."""
+    """Instances that may be running (Instance.may_be_running) behind a group (`group_id`, or
+    any) whose internet SSH the fix would revoke: a CIDR rule (a prefix list's rule is never
+    revoked, so it locks nobody out)."""
     groups = [group_id] if group_id else list(snapshot.security_groups)
     open_groups = {
         gid
@@ -122,7 +122,7 @@ def ssh_exposed_running(snapshot: AccountSnapshot, group_id: str | None = None) 
     return [
         i
         for i in everyone.values()
-        if i.state in ("pending", "running") and open_groups.intersection(i.security_group_ids)
+        if i.may_be_running and open_groups.intersection(i.security_group_ids)
     ]
 
 
@@ -740,7 +740,7 @@ class SshOpenToInternet:
         needs only ssm:UpdateInstanceInformation) with a role the reader found refused the
         agent's session calls, or what the preferences make the agent check before each
         session (the key, the destinations' encryption)."""
-        prefs, target = snapshot.session_preferences, snapshot.delivery_target
+        prefs = snapshot.session_preferences
         found = []
         for instance in sorted(ssh_exposed_running(snapshot, gid), key=lambda i: i.instance_id):
             iid, role = instance.instance_id, snapshot.role_of(instance)
@@ -752,7 +752,7 @@ class SshOpenToInternet:
             if role and access and not access.allowed:
                 refused = ", ".join(action for action, _ in access.denied)
                 found.append(f"{iid} (role {role.name} is refused {refused})")
-            elif role and delivery and (stopping := stops_sessions(delivery.denied, prefs, target)):
+            elif role and delivery and (stopping := stops_sessions(delivery.denied, prefs)):
                 found.append(f"{iid} (role {role.name} is not allowed {', '.join(stopping)})")
         return found
 

@@ -17,6 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..model import (
+    STOPPED_STATES,
     AccountSnapshot,
     AgentAccess,
     FixRecord,
@@ -45,7 +46,6 @@ from .base import (
 
 CORE_POLICY = "AmazonSSMManagedInstanceCore"
 ASSOCIABLE_STATES = frozenset({"running", "stopped"})
-STOPPED_STATES = frozenset({"stopped", "stopping"})  # Systems Manager lists neither
 # What the SSM Agent calls to register and to carry Session Manager sessions (all granted by
 # AmazonSSMManagedInstanceCore). Simulated once per role that carries the core policy, on one of
 # its instances: an explicit Deny, the role's permissions boundary or a service control policy
