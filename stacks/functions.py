@@ -33,7 +33,7 @@ REQUIREMENTS = LAMBDAS_DIR.parent / "requirements.txt"
 
 def pinned_version(package: str, requirements: str) -> str:
     """The version `requirements` pins the package to (`name[extras]==X`): the one the tests ran."""
-    line = rf"^{re.escape(package)}(\[[^\]]*\])?==([0-9][0-9A-Za-z.]*)\s*$"
+    line = rf"^{re.escape(package)}(\[[^\]]*\])?==([0-9][0-9A-Za-z.]*)\s*(#.*)?$"
     match = re.search(line, requirements, re.MULTILINE)
     if match is None:
         raise ValueError(f"{package} is not pinned (==) in requirements.txt")

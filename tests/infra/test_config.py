@@ -352,6 +352,7 @@ def test_account_must_be_an_account_id() -> None:
     [
         ("boto3==1.43.11\naws-lambda-powertools[tracer]==3.37.0\n", "3.37.0"),
         ("aws-lambda-powertools==3.4.1  \n", "3.4.1"),
+        ("aws-lambda-powertools[tracer]==3.37.0  # the layer's version\n", "3.37.0"),
         ("aws-lambda-powertools>=3.37.0\n", None),  # a range deploys whatever is newest
         ("aws-lambda-powertools-extra==1.0\n", None),  # another package
         ("# aws-lambda-powertools==3.37.0\n", None),
