@@ -134,55 +134,30 @@ def test_an_ipv6_only_instance_behind_an_ipv6_open_group_is_critical(account, cl
     assert report.snapshot.instances[iid].ipv6_addresses == (address,)
 
 
-def test_a_role_deleted_while_its_profile_is_read_is_skipped_not_a_failed_read(account, clients):
-    """The role leaves its profile and is deleted between GetInstanceProfile and
-    ListAttachedRolePolicies (NoSuchEntity): the scan still judges every instance; the one whose
-    role went is left with a profile without a role, as the next read will find it."""
+@pytest.mark.parametrize("before", ["ListAttachedRolePolicies", "SimulatePrincipalPolicy"])
+def test_a_role_deleted_while_it_is_read_leaves_its_profile_without_a_role(
+    account, clients, before
+):
+    """The role leaves its profile and is deleted after GetInstanceProfile named it, before its
+    policies are read or, one call later, before its simulation (NoSuchEntity). The scan still
+    judges every instance; the one whose role went is left with a profile without a role, as
+    the next read will find it. After the policies' read it was PASSED, the agent's calls never
+    judged."""
     account.role("leaving", CORE, profile="leaving")
     account.role("staying", CORE, profile="staying")
     gone = account.instance(profile="leaving")
     kept = account.instance(profile="staying")
 
     def delete_the_role_first(params, **_):
-        if params["RoleName"] == "leaving":
+        named = params.get("RoleName") or params.get("PolicySourceArn", "").rsplit("/", 1)[-1]
+        if named == "leaving":
             account.iam.remove_role_from_instance_profile(
                 InstanceProfileName="leaving", RoleName="leaving"
             )
             account.iam.detach_role_policy(RoleName="leaving", PolicyArn=CORE)
             account.iam.delete_role(RoleName="leaving")
 
-    clients.iam.meta.events.register(
-        "before-parameter-build.iam.ListAttachedRolePolicies", delete_the_role_first
-    )
-    report = Guardrail(clients, Settings(), account_id="123456789012").run(
-        Scope(instance_ids=frozenset({gone, kept}), controls=frozenset({"ssm-instance-role"}))
-    )
-    results = {e.result.resource_id: e.result for e in report.evaluations}
-    assert results[kept].status is Status.PASSED
-    assert results[gone].status is Status.FAILED
-    assert results[gone].reason == "instance profile leaving has no role"
-
-
-def test_a_role_deleted_before_its_simulation_is_not_passed(account, clients):
-    """The same race one call later: the role's policies were read (the core policy), then it
-    left its profile and was deleted before SimulatePrincipalPolicy (NoSuchEntity). Its
-    instance was PASSED, the agent's calls never judged; its profile has no role."""
-    account.role("leaving", CORE, profile="leaving")
-    account.role("staying", CORE, profile="staying")
-    gone = account.instance(profile="leaving")
-    kept = account.instance(profile="staying")
-
-    def delete_the_role_first(params, **_):
-        if params["PolicySourceArn"].endswith("/leaving"):
-            account.iam.remove_role_from_instance_profile(
-                InstanceProfileName="leaving", RoleName="leaving"
-            )
-            account.iam.detach_role_policy(RoleName="leaving", PolicyArn=CORE)
-            account.iam.delete_role(RoleName="leaving")
-
-    clients.iam.meta.events.register(
-        "before-parameter-build.iam.SimulatePrincipalPolicy", delete_the_role_first
-    )
+    clients.iam.meta.events.register(f"before-parameter-build.iam.{before}", delete_the_role_first)
     report = Guardrail(clients, Settings(), account_id="123456789012").run(Scope.everything())
     results = {(e.result.control, e.result.resource_id): e.result for e in report.evaluations}
     assert results[("ssm-instance-role", kept)].status is Status.PASSED
