@@ -224,6 +224,10 @@ def test_a_foreign_bucket_s_flag_is_left_beside_the_guardrails_group_s_turned_on
     assert fix.outcome is Outcome.APPLIED
     assert preferences(account) == {**theirs, "cloudWatchEncryptionEnabled": True}
     assert list(left) == ["turn on s3EncryptionEnabled"]
+    # Its own record says so (it said "with encryption").
+    assert fix.reason.startswith(
+        "sessions now logged, s3EncryptionEnabled left off for now (a skipped record says why)"
+    )
 
 
 def test_without_guardrail_destinations_the_fix_is_skipped_with_a_reason(account, clients):
@@ -578,8 +582,8 @@ def test_an_event_never_turns_on_what_a_full_scan_has_not_checked(account, clien
     assert "kmsKeyId" not in preferences(account)
     # Its own record says what it left off; it said "with encryption".
     assert prefs_fix.reason.startswith(
-        "sessions now logged, kmsKeyId, s3EncryptionEnabled, cloudWatchEncryptionEnabled held "
-        "back until every role can use them; other preferences kept; there were none"
+        "sessions now logged, kmsKeyId, s3EncryptionEnabled, cloudWatchEncryptionEnabled left "
+        "off for now (a skipped record says why); other preferences kept; there were none"
     )
     # The drift scan sees every role: "app" cannot use the key or check the destinations'
     # encryption, so those stay out, and it says why.
@@ -961,7 +965,7 @@ def test_console_flags_come_into_force_only_once_no_role_would_be_refused(accoun
     assert inputs["s3EncryptionEnabled"] is False and inputs["cloudWatchEncryptionEnabled"] is False
     assert inputs["kmsKeyId"] == ""  # the owners' value, as it was
     assert "with encryption" not in prefs_fix.reason
-    assert "s3EncryptionEnabled, cloudWatchEncryptionEnabled held back" in prefs_fix.reason
+    assert "s3EncryptionEnabled, cloudWatchEncryptionEnabled left off" in prefs_fix.reason
 
 
 def test_logs_under_a_sub_prefix_of_the_guardrails_are_granted(account, clients):

@@ -823,9 +823,17 @@ class SessionLogging:
                     return meanwhile("created")
             else:
                 return record(Outcome.FAILED, inputs, "preferences not changed", error_code(error))
-        off = [h.input for h in HOLDS if h.input in held and not h.on(inputs)]
+        # Held back for a role, or a flag left off on a destination that is not the guardrail's.
+        off = [
+            h.input
+            for h in HOLDS
+            if not h.on(inputs)
+            and (
+                h.input in held or str(inputs.get(FLAG_DESTINATIONS.get(h.input, "")) or "").strip()
+            )
+        ]
         how = (
-            f"{', '.join(off)} held back until every role can use them"
+            f"{', '.join(off)} left off for now (a skipped record says why)"
             if off
             else "with encryption"
         )
