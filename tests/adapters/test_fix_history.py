@@ -62,6 +62,11 @@ def test_a_revoke_beside_a_skipped_list_rule_keeps_its_record_and_undo(aws, acco
     # A third scan finds the finding as it holds it: nothing to import again.
     third = guardrail_at(aws, T0 + 2 * HOUR, **ssh).run()
     assert third.published.imported == 0 and records_of(hub, group) == [carried, own]
+    # A report run has no record of its own: the earlier one alone, counted as one.
+    guardrail_at(aws, T0 + 3 * HOUR, **{**ssh, "mode": "report"}).run()
+    assert records_of(hub, group) == [carried]
+    (held,) = held_for(hub, group)
+    assert held["ProductFields"]["ssm-guardrail/FixCount"] == "1"
 
 
 def test_preferences_written_with_the_key_held_keep_their_rollback(aws, account, hub):

@@ -13,6 +13,8 @@ from emulator.calls import CallCounter
 
 from .conftest import CORE, OPEN_SSH
 
+ALL_CONTROLS = ("ssh-open-to-internet", "ssm-instance-role", "ssm-session-logging")
+
 pytestmark = pytest.mark.usefixtures("managed_policies")
 
 
@@ -134,9 +136,10 @@ def test_an_ipv6_only_instance_behind_an_ipv6_open_group_is_critical(account, cl
     assert report.snapshot.instances[iid].ipv6_addresses == (address,)
 
 
+@pytest.mark.parametrize("controls", [ALL_CONTROLS, ("ssm-session-logging",)])
 @pytest.mark.parametrize("before", ["ListAttachedRolePolicies", "SimulatePrincipalPolicy"])
 def test_a_role_deleted_while_it_is_read_leaves_its_profile_without_a_role(
-    account, clients, before
+    account, clients, before, controls
 ):
     """The role leaves its profile and is deleted after GetInstanceProfile named it, before its
     policies are read or, one call later, before its simulation (NoSuchEntity). The scan still
@@ -158,11 +161,20 @@ def test_a_role_deleted_while_it_is_read_leaves_its_profile_without_a_role(
             account.iam.delete_role(RoleName="leaving")
 
     clients.iam.meta.events.register(f"before-parameter-build.iam.{before}", delete_the_role_first)
-    report = Guardrail(clients, Settings(), account_id="123456789012").run(Scope.everything())
+    # With somewhere to deliver to, so the role's log delivery is simulated too.
+    settings = Settings(controls=controls, session_log_bucket="guardrail-logs")
+    report = Guardrail(clients, settings, account_id="123456789012").run(Scope.everything())
     results = {(e.result.control, e.result.resource_id): e.result for e in report.evaluations}
-    assert results[("ssm-instance-role", kept)].status is Status.PASSED
-    left = results[("ssm-instance-role", gone)]
-    assert (left.status, left.reason) == (Status.FAILED, "instance profile leaving has no role")
+    if "ssm-instance-role" in controls:
+        assert results[("ssm-instance-role", kept)].status is Status.PASSED
+        left = results[("ssm-instance-role", gone)]
+        assert (left.status, left.reason) == (Status.FAILED, "instance profile leaving has no role")
+    # Its logging result: no role, not "delivery not evaluated".
+    logging = results[("ssm-session-logging", gone)]
+    assert (logging.status, logging.reason) == (
+        Status.NOT_APPLICABLE,
+        "no instance role (see ssm-instance-role)",
+    )
 
 
 def test_an_instance_described_without_its_state_is_judged_not_archived(account, clients):

@@ -1007,6 +1007,8 @@ def test_each_preferences_fix_says_how_to_undo_it_and_the_undo_restores_them(acc
     assert fix.outcome is Outcome.APPLIED and fix.reason.endswith(
         f"(undo: aws ssm delete-document --name {SESSION_DOCUMENT} --region us-east-1)"
     )
+    # Nothing held or left off: the key and both flags are in force.
+    assert fix.reason.startswith("sessions now logged, with encryption; other preferences kept")
     account.ssm.delete_document(Name=SESSION_DOCUMENT)
     theirs = {"idleSessionTimeout": "20", "runAsEnabled": False}
     create_preferences(account, theirs)

@@ -1178,6 +1178,13 @@ def test_guard_leaves_ssh_open_where_the_role_is_refused_the_session_channels(
     (fix,) = [f for f in report.fixes if f.resource_id == gid]
     assert fix.outcome is Outcome.SKIPPED and account.ingress(gid) != []
     assert f"would lock out {online} (role core is refused ssmmessages:" in fix.reason
+    # Not Online as well (the emulator's own view: every agent action): named once, for that.
+    monkeypatch.setattr(extension, "role_allows", allows)
+    report = account.run(
+        clients, "enforce", [SSH, "ssm-instance-role"], ssh_require_ssm_online=True
+    )
+    (fix,) = [f for f in report.fixes if f.resource_id == gid]
+    assert fix.reason.count(online) == 1 and f"{online} (not Online" in fix.reason
 
 
 def test_guard_counts_an_instance_of_unknown_state_as_maybe_running(account, clients):

@@ -356,6 +356,8 @@ def test_account_must_be_an_account_id() -> None:
         ("aws-lambda-powertools>=3.37.0\n", None),  # a range deploys whatever is newest
         ("aws-lambda-powertools-extra==1.0\n", None),  # another package
         ("# aws-lambda-powertools==3.37.0\n", None),
+        ("aws-lambda-powertools==3.*\n", None),  # no parameter of that name
+        ('aws-lambda-powertools==3.37.0; python_version < "4"\n', None),
     ],
 )
 def test_the_powertools_layer_is_the_version_requirements_pin(requirements, pin):

@@ -13,6 +13,7 @@ from guardrail.controls.ssh_open import (
     ip_permission,
     remaining_access,
     rule_request,
+    ssh_exposed_running,
 )
 from guardrail.model import (
     AccountSnapshot,
@@ -127,6 +128,25 @@ def test_state_and_exposure_set_status_and_severity(state, public_ip, status, se
         (ResourceType.INSTANCE, "i-1")
     ]
     assert (r.status, r.severity) == (status, severity)
+
+
+@pytest.mark.parametrize(
+    ("state", "counted"),
+    [
+        ("pending", True),
+        ("running", True),
+        ("unknown", True),  # DescribeInstances left State out: someone may be on it
+        ("stopping", False),
+        ("stopped", False),
+        ("shutting-down", False),
+        ("terminated", False),
+    ],
+)
+def test_the_lockout_guard_counts_instances_that_may_be_running(state, counted):
+    bad = SecurityGroup("sg-bad", rules=(rule(group_id="sg-bad"),))
+    inst = Instance("i-1", state, ("sg-bad",))
+    exposed = ssh_exposed_running(snapshot([inst], [bad]), "sg-bad")
+    assert (exposed == [inst]) is counted
 
 
 def test_an_ipv6_address_is_exposure_and_never_passes_for_an_ipv4_one():
