@@ -224,9 +224,6 @@ class SnapshotReader:
             snapshot = replace(
                 snapshot, security_groups=groups, prefix_lists=self._prefix_lists(groups)
             )
-        if ROLE in controls or LOGGING in controls:
-            profiles, roles = self._iam({i.profile_arn for i in evaluated if i.profile_arn})
-            snapshot = replace(snapshot, instance_profiles=profiles, roles=roles)
         # Systems Manager's view of instances, only where a setting makes it matter: DHMC for
         # profile-less instances, and the SSH lockout guard for running instances behind a group
         # whose internet SSH the fix would revoke.
@@ -244,16 +241,28 @@ class SnapshotReader:
                 asked |= {i.instance_id for i in ssh_exposed_running(snapshot)}
         if asked:
             snapshot = replace(snapshot, managed_instances=self._managed(sorted(asked)))
+        # The lockout guard asks more of an Online instance behind a group it would close,
+        # bystanders and an SSH-only event's instances included: whether its role can open a
+        # session (the agent's session calls, what the preferences check before each one).
+        guarded = (
+            [i for i in ssh_exposed_running(snapshot) if snapshot.is_online(i.instance_id)]
+            if SSH in controls and self.settings.ssh_require_ssm_online
+            else []
+        )
+        with_roles = evaluated if ROLE in controls or LOGGING in controls else []
+        if with_roles or guarded:
+            arns = {i.profile_arn for i in [*with_roles, *guarded] if i.profile_arn}
+            profiles, roles = self._iam(arns)
+            snapshot = replace(snapshot, instance_profiles=profiles, roles=roles)
         if ROLE in controls and any(
             dhmc_unconfirmed(i, snapshot, self.settings) for i in evaluated
         ):
             snapshot = replace(snapshot, dhmc_role=self._dhmc_role())
         target: dict[str, str] = {}
         delivering: dict[str, Role] = {}
-        if LOGGING in controls and (
-            scope.full
-            or scope.preferences
-            or any(snapshot.role_of(i) is not None for i in evaluated)
+        delivered = [*(evaluated if LOGGING in controls else []), *guarded]
+        if (LOGGING in controls and (scope.full or scope.preferences)) or any(
+            snapshot.role_of(i) is not None for i in delivered
         ):
             # A targeted event about instances without any role needs no preferences: their
             # logging result is NOT_APPLICABLE whatever the region's destinations are.
@@ -261,13 +270,16 @@ class SnapshotReader:
             target = delivery_target(prefs, self.settings)
             if target:
                 delivering = {
-                    r.name: r for i in evaluated if (r := snapshot.role_of(i)) is not None
+                    r.name: r for i in delivered if (r := snapshot.role_of(i)) is not None
                 }
             snapshot = replace(snapshot, session_preferences=prefs, delivery_target=target)
         # A role carrying the core policy can still be refused the agent's calls (explicit
         # Deny, permissions boundary, SCP); one without it fails on that alone, and is asked
         # only when the fix would attach the policy (would it help?).
         agents = agent_roles(evaluated, snapshot, self.settings) if ROLE in controls else {}
+        for name, found in agent_roles(guarded, snapshot, self.settings).items():
+            if not found[2]:  # as it is, not as the role fix would leave it
+                agents.setdefault(name, found)
         if agents or delivering:
             access, delivery, gone = self._simulations(agents, delivering, target)
             roles = {name: r for name, r in snapshot.roles.items() if name not in gone}

@@ -1,0 +1,129 @@
+"""GUARDRAIL_SSH_REQUIRE_SSM_ONLINE in the event path: an event never closes what a drift scan of
+the same account keeps open. An Online instance behind the group, named by the event or not, can
+still be unable to open a session: its role refused the session channels, or the key the
+preferences name. A drift scan judges every role; an event judged only "Online" for the roles it
+did not read (a security-group event reads none), and closed the only way in.
+
+Online here is as AWS has it: the agent's heartbeat (ssm:UpdateInstanceInformation) alone. The
+emulator's own rule asks for every agent action, so the test puts AWS's in its place.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.handlers import test_on_change
+from tests.handlers.test_on_change import CORE, I1, PREFS, SG, TRUST, World, prefs_content
+
+world = test_on_change.world  # the emulated account fixture
+
+KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+NO_SESSIONS = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Action": "ssmmessages:*", "Resource": "*"}],
+    }
+)
+DELIVERS_ANYWHERE = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["s3:*", "kms:*", "logs:*"], "Resource": "*"}],
+    }
+)
+
+
+@pytest.fixture(autouse=True)
+def online_on_heartbeat(monkeypatch):
+    import emulator.extension as extension
+
+    allows = extension.role_allows
+    heartbeat = ["ssm:UpdateInstanceInformation"]
+    monkeypatch.setattr(
+        extension,
+        "role_allows",
+        lambda backend, role, _, arn: allows(backend, role, heartbeat, arn),
+    )
+
+
+def channels_refused(w: World) -> str:
+    w.app_role()
+    w.iam.put_role_policy(RoleName="app-role", PolicyName="deny", PolicyDocument=NO_SESSIONS)
+    return "app-role is refused ssmmessages:"
+
+
+def owners_key_refused(w: World) -> str:
+    """The preferences name the owners' KMS key, which app-role may not use: every session fails
+    at its encryption handshake, the instance Online all the same."""
+    w.app_role()
+    w.ssm.update_document(
+        Name=PREFS,
+        Content=prefs_content(s3BucketName="owners-logs", kmsKeyId=KEY),
+        DocumentVersion="$LATEST",
+        DocumentFormat="JSON",
+    )
+    w.ssm.update_document_default_version(Name=PREFS, DocumentVersion="2")
+    return f"app-role is not allowed kms:Decrypt on {KEY}"
+
+
+def stranded_behind_open_group(w: World) -> tuple[str, str]:
+    bad = w.group("ops")
+    stranded = w.launch(groups=[bad], profile="app-profile")[0]
+    w.open_ssh(bad)
+    return bad, stranded
+
+
+def reachable_in(w: World, group: str) -> str:
+    w.iam.create_role(RoleName="ok-role", AssumeRolePolicyDocument=TRUST)
+    w.iam.attach_role_policy(RoleName="ok-role", PolicyArn=CORE)
+    w.iam.put_role_policy(RoleName="ok-role", PolicyName="d", PolicyDocument=DELIVERS_ANYWHERE)
+    w.iam.create_instance_profile(InstanceProfileName="ok-profile")
+    w.iam.add_role_to_instance_profile(InstanceProfileName="ok-profile", RoleName="ok-role")
+    return w.launch(groups=[group], profile="ok-profile")[0]
+
+
+CAUSES = [channels_refused, owners_key_refused]
+
+
+@pytest.mark.parametrize("cause", CAUSES)
+def test_a_drift_scan_keeps_the_group_open(world: World, cause):
+    why = cause(world)
+    bad, stranded = stranded_behind_open_group(world)
+    report = world.guardrail("enforce", ssh_require_ssm_online=True).run()
+    assert report.snapshot is not None and report.snapshot.is_online(stranded)
+    (fix,) = [f for f in report.fixes if f.resource_id == bad]
+    assert fix.outcome.value == "skipped" and f"would lock out {stranded} (role {why}" in fix.reason
+    assert world.internet_ssh(bad)
+
+
+@pytest.mark.parametrize("cause", CAUSES)
+def test_a_group_event_keeps_it_open_too(world: World, cause):
+    cause(world)
+    bad, stranded = stranded_behind_open_group(world)
+    result = world.deliver(
+        "authorize_ingress_ip_permissions", {SG: bad}, ssh_require_ssm_online=True
+    )
+    assert world.internet_ssh(bad), f"SSH closed on {stranded}: Online, but no session can open"
+    assert result["fixes"] == {"skipped": 1}
+    assert sum(world.calls.values()) > 0
+
+
+@pytest.mark.parametrize("cause", CAUSES)
+def test_an_event_about_another_instance_keeps_it_open_too(world: World, cause):
+    why = cause(world)
+    bad, stranded = stranded_behind_open_group(world)
+    reachable = reachable_in(world, bad)
+    world.deliver("state_change_running", {I1: reachable}, ssh_require_ssm_online=True)
+    assert world.internet_ssh(bad), f"SSH closed on {stranded} ({why}): no session can open"
+
+
+def test_a_group_event_closes_it_when_every_instance_can_open_a_session(world: World):
+    """The same event, its one instance's role able to: closed within the event."""
+    bad = world.group("ops")
+    reachable_in(world, bad)
+    world.open_ssh(bad)
+    result = world.deliver(
+        "authorize_ingress_ip_permissions", {SG: bad}, ssh_require_ssm_online=True
+    )
+    assert result["fixes"] == {"applied": 1} and not world.internet_ssh(bad)
