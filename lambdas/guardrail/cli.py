@@ -41,6 +41,7 @@ from .model import Outcome, Status, flat
 from .publisher import FindingPublisher
 from .reader import PrefixListChanging
 from .replay import add_replay_parser, run_replay
+from .scope import Scope
 from .settings import ENV, Settings, SettingsError, env_values
 
 CREDENTIAL_CODES = {
@@ -173,10 +174,18 @@ def run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     settings = settings_from(args, dict(os.environ))
     (clients,) = clients_for([args.region], args.profile)
     progress = err.isatty()
-    if progress:
-        print(f"scanning {clients.region} ({settings.mode} mode)...", file=err, flush=True)
     publisher = FindingPublisher(clients.securityhub) if settings.publish else None
     guardrail = Guardrail(clients, settings, publisher=publisher)
+    if progress:
+        modes: dict[str, list[str]] = {}
+        for control in guardrail.selected(Scope.everything()):
+            modes.setdefault(settings.mode_for(control.id), []).append(control.id)
+        how = (
+            f"{next(iter(modes), settings.mode)} mode"
+            if len(modes) <= 1
+            else "; ".join(f"{mode}: {', '.join(ids)}" for mode, ids in modes.items())
+        )
+        print(f"scanning {clients.region} ({how})...", file=err, flush=True)
     report = guardrail.run()
     if progress:
         print(f"evaluated {len(report.evaluations)} results", file=err, flush=True)

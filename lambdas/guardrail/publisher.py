@@ -50,7 +50,8 @@ BACKOFF_BASE = 0.5
 BACKOFF_MAX = 10.0
 # Entry errors a resend cannot cure: the finding itself is refused (AWS answers InvalidInput for
 # ASFF violations). Others (InternalFailure, FindingNotFound just after an import) are retried.
-REFUSED = frozenset({"InvalidInput", "FindingSizeExceeded", "InvalidAccess", "AccessDenied"})
+DENIED = frozenset({"InvalidAccess", "AccessDenied"})  # the entry's account, not the finding
+REFUSED = frozenset({"InvalidInput", "FindingSizeExceeded", *DENIED})
 THROTTLING = frozenset(
     {"TooManyRequestsException", "ThrottlingException", "LimitExceededException"}
 )
@@ -726,7 +727,7 @@ class FindingPublisher:
                     continue
                 break
             errors = rejections(response, run)
-            if len(errors) == len(pending) and {e[0] for e in errors.values()} == {"InvalidAccess"}:
+            if errors and len(errors) == len(pending) and {e[0] for e in errors.values()} <= DENIED:
                 # Every entry refused for access (an account Security Hub is not enabled for
                 # can answer so, entry by entry): no later call can succeed either.
                 run.stopped = CallError("InvalidAccessException", next(iter(errors.values()))[1])

@@ -429,7 +429,7 @@ def load_event(path: str, stdin: TextIO | None = None) -> Any:
         raise UsageError(f"{path} is neither UTF-8 nor UTF-16 text: {error.reason}") from error
     try:
         event = json.loads(text)
-    except json.JSONDecodeError as error:
+    except ValueError as error:  # JSONDecodeError, or an integer past Python's digit limit
         raise UsageError(f"{path} is not JSON: {error}") from error
     except RecursionError as error:  # json's parser recurses once per nesting level
         raise UsageError(f"{path} is nested too deeply to read as JSON") from error

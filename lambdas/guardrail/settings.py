@@ -255,7 +255,10 @@ class Settings:
                 except ValueError:
                     raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
             elif attr == "actor_arns":
-                changes[attr] = tuple(a for p in _csv(raw) for a in expand_alternatives(p))
+                try:
+                    changes[attr] = tuple(a for p in _csv(raw) for a in expand_alternatives(p))
+                except SettingsError as error:
+                    raise SettingsError(f"{name}: {error}") from None
             elif isinstance(default, tuple):
                 changes[attr] = _csv(raw)
             elif attr == "control_modes":

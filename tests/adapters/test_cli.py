@@ -614,4 +614,62 @@ def test_progress_lines_still_reach_a_terminal(exposed):
     """stderr is a terminal: the scan says what it is doing (a large account takes minutes)."""
     err = Terminal()
     main(["scan", "--region", "us-east-1", "--no-publish"], out=io.StringIO(), err=err)
-    assert "scanning us-east-1" in err.getvalue()
+    assert "scanning us-east-1 (report mode)..." in err.getvalue()
+
+
+def test_the_progress_line_names_each_controls_mode(exposed):
+    """--control-modes enforces SSH under the default report mode: the rule is revoked, and the
+    line said "report mode"."""
+    account, gid, _ = exposed
+    err = Terminal()
+    argv = ["scan", "--region", "us-east-1", "--no-publish", "--control", SSH_CONTROL]
+    main([*argv, "--control-modes", f"{SSH_CONTROL}=enforce"], out=io.StringIO(), err=err)
+    assert account.ingress(gid) == []
+    assert "scanning us-east-1 (enforce mode)..." in err.getvalue()
+    err = Terminal()
+    main(
+        [
+            "scan",
+            "--region",
+            "us-east-1",
+            "--no-publish",
+            "--control-modes",
+            f"{SSH_CONTROL}=enforce",
+        ],
+        out=io.StringIO(),
+        err=err,
+    )
+    assert (
+        "(report: ssm-instance-role, ssm-session-logging; enforce: ssh-open-to-internet)"
+        in err.getvalue()
+    )
+
+
+def test_every_finding_refused_for_access_exits_2(exposed, monkeypatch):
+    """README: exit 2 when Security Hub is denied, "whether the call or every finding says so".
+    Every entry AccessDenied (InvalidAccess already counted) imported nothing, and exited 0."""
+    from botocore.client import BaseClient
+
+    account, gid, _ = exposed
+    account.ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=[OPEN_SSH])
+    real = BaseClient._make_api_call
+
+    def denied(client, operation, params):
+        if operation != "BatchImportFindings":
+            return real(client, operation, params)
+        failed = [
+            {"Id": f["Id"], "ErrorCode": "AccessDenied", "ErrorMessage": "not authorized"}
+            for f in params["Findings"]
+        ]
+        return {"FailedCount": len(failed), "SuccessCount": 0, "FailedFindings": failed}
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", denied)
+    code, out, err = run("scan", "--region", "us-east-1", "--control", SSH_CONTROL)
+    assert code == 2 and "0 imported" in out, (code, err)
+
+
+def test_actor_arns_with_unbalanced_braces_name_the_variable(tmp_path):
+    event = tmp_path / "event.json"
+    event.write_text("{}")
+    code, _, err = run("replay", str(event), "--actor-arns", "arn:aws:iam::1:role/{a|b")
+    assert code == 2 and err.startswith("guardrail: GUARDRAIL_ACTOR_ARNS: unbalanced braces")

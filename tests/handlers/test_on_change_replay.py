@@ -330,9 +330,10 @@ def test_cli_replay_usage_errors(tmp_path):
     with pytest.raises(cli.UsageError, match="cannot read"):
         run(["replay", str(tmp_path / "missing.json")])
     bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    with pytest.raises(cli.UsageError, match="is not JSON"):
-        run(["replay", str(bad)])
+    for text in ("{not json", '{"id": ' + "1" * 5000 + "}"):  # past Python's 4,300 digits
+        bad.write_text(text)
+        with pytest.raises(cli.UsageError, match="is not JSON"):
+            run(["replay", str(bad)])
 
 
 def test_guardrail_replay_through_main_reports_usage_errors_with_exit_2(tmp_path):
