@@ -1155,15 +1155,9 @@ def test_guard_leaves_ssh_open_where_the_role_is_refused_the_session_channels(
     AWS does, but no session can open. The role check reports it; the guard closed SSH."""
     import emulator.extension as extension
 
-    from .conftest import answer_simulations
+    from .conftest import answer_simulations, online_on_heartbeat
 
-    allows = extension.role_allows
-    heartbeat = ["ssm:UpdateInstanceInformation"]
-    monkeypatch.setattr(
-        extension,
-        "role_allows",
-        lambda backend, role, _, arn: allows(backend, role, heartbeat, arn),
-    )
+    allows = online_on_heartbeat(monkeypatch)
     answer_simulations(
         monkeypatch,
         "ssmmessages:",

@@ -14,6 +14,7 @@ import json
 
 import pytest
 
+from tests.adapters.conftest import online_on_heartbeat
 from tests.handlers import test_on_change
 from tests.handlers.test_on_change import CORE, I1, PREFS, SG, TRUST, World, prefs_content
 
@@ -35,16 +36,8 @@ DELIVERS_ANYWHERE = json.dumps(
 
 
 @pytest.fixture(autouse=True)
-def online_on_heartbeat(monkeypatch):
-    import emulator.extension as extension
-
-    allows = extension.role_allows
-    heartbeat = ["ssm:UpdateInstanceInformation"]
-    monkeypatch.setattr(
-        extension,
-        "role_allows",
-        lambda backend, role, _, arn: allows(backend, role, heartbeat, arn),
-    )
+def aws_online(monkeypatch):
+    online_on_heartbeat(monkeypatch)
 
 
 def channels_refused(w: World) -> str:
