@@ -31,7 +31,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
-from .clients import NO_REGION_HINT, AwsClients
+from .clients import NO_REGION_HINT, AwsClients, region_arg
 from .controls import REGISTRY
 from .controls.base import error_code
 from .controls.ssh_open import SSH_OPEN
@@ -79,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     scan = commands.add_parser("scan", help="evaluate (and with --mode enforce, fix) one region")
     scan.add_argument(
-        "--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's)"
+        "--region",
+        type=region_arg,
+        help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's)",
     )
     scan.add_argument("--profile", help="AWS named profile")
     scan.add_argument(

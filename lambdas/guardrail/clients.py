@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,6 +42,14 @@ def env_region() -> str | None:
     """AWS_REGION, which the AWS CLI v2, the other SDKs and Lambda set and which wins over
     AWS_DEFAULT_REGION and the profile's region there; boto3 alone does not read it."""
     return os.environ.get("AWS_REGION", "").strip() or None
+
+
+def region_arg(value: str) -> str:
+    """A --region flag's value: blank (`--region "$REGION"` with REGION unset) is refused, not
+    read as no region, which would scan the default one."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("is empty: name a region, or leave it out")
+    return value.strip()
 
 
 def default_region(profile: str | None = None) -> str | None:

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from botocore import exceptions as botocore_errors
 
+from .clients import region_arg
 from .controls.base import THROTTLED
 from .engine import Evaluation, Guardrail, Interrupted, ScanReport, ended, finding_id
 from .events import SSH, Change, DropKind, Dropped, parse_event
@@ -401,6 +402,7 @@ def add_replay_parser(commands: Any) -> argparse.ArgumentParser:
     replay_cmd.add_argument("event_file", metavar="EVENT.json")
     replay_cmd.add_argument(
         "--region",
+        type=region_arg,
         help="region to evaluate in (default: the event's; for IAM events GUARDRAIL_REGIONS)",
     )
     replay_cmd.add_argument("--profile", help="AWS named profile")

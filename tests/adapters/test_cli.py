@@ -668,6 +668,17 @@ def test_every_finding_refused_for_access_exits_2(exposed, monkeypatch):
     assert code == 2 and "0 imported" in out, (code, err)
 
 
+def test_an_empty_region_is_a_usage_error_not_the_default_region(exposed, tmp_path):
+    """`--region "$REGION"` with REGION unset scanned the default region, as if it were left
+    out."""
+    event = tmp_path / "event.json"
+    event.write_text("{}")
+    for argv in (["scan", "--region", ""], ["replay", str(event), "--region", " "]):
+        code, out, err = run(*argv, "--no-publish")
+        assert (code, out) == (2, ""), (argv, code, err)
+        assert "argument --region: is empty" in err and "Traceback" not in err, err
+
+
 def test_actor_arns_with_unbalanced_braces_name_the_variable(tmp_path):
     event = tmp_path / "event.json"
     event.write_text("{}")
