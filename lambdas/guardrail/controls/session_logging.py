@@ -264,13 +264,18 @@ class Hold:
     # The agent needs it whatever the input says: a role refused it fails now, not only later.
     needed_anyway: bool = False
 
+    def destination(self, inputs: Mapping[str, Any]) -> str:
+        """The destination a flag's encryption check is about, as the inputs name it ("" for
+        none, and for the key, which is no flag)."""
+        named = inputs.get(FLAG_DESTINATIONS.get(self.input, ""))
+        return str(named or "").strip()
+
     def on(self, inputs: Mapping[str, Any]) -> bool:
         """Whether the agent applies the input: a flag only with its destination set (the
         console writes both flags true with no destination at all)."""
         if self.input == "kmsKeyId":
             return bool(inputs.get(self.input))
-        destination = str(inputs.get(FLAG_DESTINATIONS[self.input]) or "").strip()
-        return flag_on(inputs.get(self.input)) and bool(destination)
+        return flag_on(inputs.get(self.input)) and bool(self.destination(inputs))
 
     def turned_on(self, prefs: SessionPreferences, inputs: Mapping[str, Any]) -> bool:
         return self.on(inputs) and not self.on(prefs.inputs)
@@ -343,7 +348,7 @@ def stops_sessions(denied: Sequence[str], prefs: SessionPreferences | None) -> l
         if hold.input == "kmsKeyId":
             stops = bool(session_key) and item.endswith(f"/{session_key}")
         else:
-            named = str(prefs.inputs.get(FLAG_DESTINATIONS[hold.input]) or "").strip()
+            named = hold.destination(prefs.inputs)
             stops = hold.on(prefs.inputs) or (hold.needed_anyway and bool(named))
         if stops:
             stopping.append(item)
@@ -827,10 +832,7 @@ class SessionLogging:
         off = [
             h.input
             for h in HOLDS
-            if not h.on(inputs)
-            and (
-                h.input in held or str(inputs.get(FLAG_DESTINATIONS.get(h.input, "")) or "").strip()
-            )
+            if not h.on(inputs) and (h.input in held or h.destination(inputs))
         ]
         how = (
             f"{', '.join(off)} left off for now (a skipped record says why)"
