@@ -235,20 +235,18 @@ class SnapshotReader:
                 # Systems Manager lists no stopped instance: only running ones can be Online.
                 if i.state == "running" and role_problem(i, snapshot, self.settings) == "no_profile"
             }
+        exposed: list[Instance] = []
         if SSH in controls:
             snapshot = replace(snapshot, bystanders=self._bystanders(scope, snapshot))
             if self.settings.ssh_require_ssm_online:
-                asked |= {i.instance_id for i in ssh_exposed_running(snapshot)}
+                exposed = ssh_exposed_running(snapshot)
+                asked |= {i.instance_id for i in exposed}
         if asked:
             snapshot = replace(snapshot, managed_instances=self._managed(sorted(asked)))
         # The lockout guard asks more of an Online instance behind a group it would close,
         # bystanders and an SSH-only event's instances included: whether its role can open a
         # session (the agent's session calls, what the preferences check before each one).
-        guarded = (
-            [i for i in ssh_exposed_running(snapshot) if snapshot.is_online(i.instance_id)]
-            if SSH in controls and self.settings.ssh_require_ssm_online
-            else []
-        )
+        guarded = [i for i in exposed if snapshot.is_online(i.instance_id)]
         with_roles = evaluated if ROLE in controls or LOGGING in controls else []
         if with_roles or guarded:
             arns = {i.profile_arn for i in [*with_roles, *guarded] if i.profile_arn}
