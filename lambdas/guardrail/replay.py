@@ -515,8 +515,12 @@ def run_replay(
     event = load_event(args.event_file)
     parsed = parse_event(event, actor_arns=settings.actor_arns)
     if isinstance(parsed, Dropped):
+        if parsed.bad_input and args.format != "json":
+            # An event that cannot be read is a usage error here (the Lambda only counts it):
+            # said where errors go, as every exit 2 is. JSON keeps it on stdout for its reader.
+            print(f"guardrail: {format_outcome(EventOutcome(parsed))}", file=err)
+            return 2
         emit(out, rendered([EventOutcome(parsed)], args.format))
-        # An event that cannot be read is a usage error here (the Lambda only counts it).
         return 2 if parsed.bad_input else 0
     regions = replay_regions(parsed, args.region, settings.regions, default_region(args.profile))
     if not regions:

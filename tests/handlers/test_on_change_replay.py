@@ -371,8 +371,12 @@ def test_an_event_that_cannot_be_read_is_a_usage_error_for_the_cli(tmp_path, bod
     """A dead-letter body copied as a JSON string (`--output json` quotes it again), an empty
     object: the Lambda counts and drops these; a person replaying a file is told (exit 2), with
     the reason printed."""
-    code, out = run(["replay", write_event(tmp_path, body), "--no-publish"])
-    assert code == 2 and "dropped (malformed)" in out
+    path = write_event(tmp_path, body)
+    code, out, err = main(["replay", path, "--no-publish"])
+    # Said on stderr, as every exit 2 is: `replay ev.json > out.txt` still shows why.
+    assert code == 2 and out == "" and err.startswith("guardrail: event: dropped (malformed)")
+    code, out, _ = main(["replay", path, "--no-publish", "--format", "json"])
+    assert code == 2 and json.loads(out)["dropped"]["kind"] == "malformed"  # JSON: stdout
 
 
 def test_an_event_nested_too_deeply_exits_2_without_a_traceback(tmp_path):
@@ -382,7 +386,7 @@ def test_an_event_nested_too_deeply_exits_2_without_a_traceback(tmp_path):
     path = write_event(tmp_path, {"detail-type": "AWS API Call via CloudTrail", "detail": deep})
     code, out, err = main(["replay", path, "--no-publish"])
     assert code == 2
-    assert "dropped (malformed)" in out and "Traceback" not in err
+    assert "dropped (malformed)" in err and "Traceback" not in err and out == ""
     Path(path).write_text(deep)
     code, _, err = main(["replay", path, "--no-publish"])
     assert code == 2
