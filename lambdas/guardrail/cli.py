@@ -159,9 +159,12 @@ def known_region(session: Any, region: str) -> bool:
     )
 
 
-def clients_for(regions: Sequence[str | None], profile: str | None) -> list[AwsClients]:
+def clients_for(
+    regions: Sequence[str | None], profile: str | None, settings: Settings
+) -> list[AwsClients]:
     """Clients for each region (None: the default one), no call made yet. An unknown profile or
-    region is a usage error, every region checked before any is used."""
+    region, or settings of another region, is a usage error, every region checked before any is
+    used."""
     try:
         made = [AwsClients.create(region=region, profile=profile) for region in regions]
     except (ProfileNotFound, ValueError) as error:
@@ -169,12 +172,14 @@ def clients_for(regions: Sequence[str | None], profile: str | None) -> list[AwsC
     unknown = [c.region for c in made if not known_region(c.session, c.region)]
     if unknown:
         raise UsageError(f"unknown region {', '.join(map(repr, unknown))}")
+    for clients in made:
+        settings.check_region(clients.region)
     return made
 
 
 def run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     settings = settings_from(args, dict(os.environ))
-    (clients,) = clients_for([args.region], args.profile)
+    (clients,) = clients_for([args.region], args.profile, settings)
     progress = err.isatty()
     publisher = FindingPublisher(clients.securityhub) if settings.publish else None
     guardrail = Guardrail(clients, settings, publisher=publisher)

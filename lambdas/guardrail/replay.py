@@ -527,7 +527,7 @@ def run_replay(
         raise UsageError(f"no AWS region: {NO_REGION_HINT}, or GUARDRAIL_REGIONS")
     outcomes: list[EventOutcome] = []
     try:  # every region checked before any is changed, not after the first one was
-        for clients in clients_for(regions, args.profile):
+        for clients in clients_for(regions, args.profile, settings):
             publisher = FindingPublisher(clients.securityhub) if settings.publish else None
             guardrail = Guardrail(clients, settings, publisher=publisher)
             outcomes.append(replay(event, guardrail, home_account=clients.account_id))

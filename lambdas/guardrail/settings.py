@@ -212,6 +212,18 @@ class Settings:
                 f"(arn:aws:kms:<region>:<account>:key/<id>), not {self.session_log_kms_key!r}"
             )
 
+    def check_region(self, region: str) -> None:
+        """A KMS key belongs to one region, and the stack makes the guardrail's in each region it
+        deploys to: a key of another region is that region's settings (its stack's outputs)
+        used for this one. Judged and fixed with it, this region's preferences would be set to
+        a key of elsewhere."""
+        key_region = self.session_log_kms_key.split(":")[3] if self.session_log_kms_key else ""
+        if key_region and key_region != region:
+            raise SettingsError(
+                f"GUARDRAIL_SESSION_LOG_KMS_KEY is a key of {key_region}, not of {region}: "
+                f"give {region} its own stack's settings (one region per run for IAM events)"
+            )
+
     def mode_for(self, control: str) -> str:
         return self.control_modes.get(control, self.mode)
 

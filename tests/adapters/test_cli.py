@@ -346,6 +346,23 @@ def test_a_misspelt_setting_in_the_environment_exits_2_before_any_change(exposed
     assert account.ingress(gid)  # internet SSH as it was
 
 
+def test_a_kms_key_of_another_region_exits_2_before_any_change(exposed, monkeypatch):
+    """eu-west-1's stack outputs pasted into a shell that scans us-east-1: its KMS key would
+    be judged, and set, as us-east-1's session key. A usage error naming both regions; the
+    scanned region's own key runs."""
+    account, gid, _ = exposed
+    key = "arn:aws:kms:{}:123456789012:key/0a1b2c3d-0000-4000-8000-00000000000b"
+    monkeypatch.setenv("GUARDRAIL_SESSION_LOG_KMS_KEY", key.format("eu-west-1"))
+    monkeypatch.setenv("GUARDRAIL_SSH_REQUIRE_SSM_ONLINE", "true")  # enforce may run
+    argv = ["scan", "--region", "us-east-1", "--mode", "enforce", "--no-publish"]
+    code, out, err = run(*argv)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "GUARDRAIL_SESSION_LOG_KMS_KEY is a key of eu-west-1, not of us-east-1" in err
+    assert account.ingress(gid)  # internet SSH as it was
+    monkeypatch.setenv("GUARDRAIL_SESSION_LOG_KMS_KEY", key.format("us-east-1"))
+    assert run(*argv)[0] != 2
+
+
 def test_a_logged_list_is_cut_short_on_stderr():
     """With Security Hub off, 'findings not imported' listed every finding id on one line
     (15 KB at 60 instances) before the message that says what to do."""

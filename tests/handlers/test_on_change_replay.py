@@ -272,6 +272,27 @@ def test_an_unknown_region_among_the_covered_ones_stops_replay_before_any_change
     assert world.state() == before  # us-east-1's role was not fixed first
 
 
+def test_settings_of_one_region_stop_replay_in_another_before_any_change(world: World, tmp_path):
+    """An IAM event replayed in every covered region with one region's settings: its KMS key
+    would be judged, and set, as the other region's session key. Refused before any region is
+    changed; replayed in the key's own region, it runs."""
+    from guardrail.settings import SettingsError
+
+    world.app_role(core=False)
+    world.launch(profile="app-profile")
+    before = world.state()
+    path = write_event(tmp_path, world.event("iam_detach_role_policy"))
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0a1b2c3d-0000-4000-8000-00000000000a"
+    covered = {"GUARDRAIL_REGIONS": f"{REGION},us-west-2", "GUARDRAIL_SESSION_LOG_KMS_KEY": key}
+    argv = ["replay", path, "--mode", "enforce", "--instance-profile", GUARDRAIL_PROFILE,
+            "--instance-role", GUARDRAIL_ROLE, "--no-publish"]  # fmt: skip
+    with pytest.raises(SettingsError, match=f"is a key of {REGION}, not of us-west-2"):
+        run(argv, env=covered)
+    assert world.state() == before  # the key's own region was not fixed first
+    code, out = run([*argv, "--region", REGION], env=covered)
+    assert code == 0 and f"region {REGION}" in out and world.state() != before
+
+
 def test_what_earlier_regions_did_is_printed_when_a_later_region_fails(
     world: World, tmp_path, monkeypatch
 ):
