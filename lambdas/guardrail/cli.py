@@ -49,6 +49,7 @@ CREDENTIAL_CODES = {
     "InvalidClientTokenId",
     "ExpiredToken",
     "ExpiredTokenException",
+    "RequestExpired",  # EC2's: expired temporary credentials, or a clock that is off
     "AuthFailure",
     "SignatureDoesNotMatch",
     "AccessDenied",
@@ -418,6 +419,8 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
             hint = (
                 " (or the region is not enabled for this account: opt-in regions need enabling)"
                 if code in REGION_DISABLED_CODES
+                else " (or this machine's clock is off: check it)"
+                if code == "RequestExpired"
                 else ""
             )
             print(

@@ -511,27 +511,46 @@ def test_a_value_error_of_the_guardrail_s_own_code_is_not_blamed_on_the_endpoint
         run("scan", "--region", "us-east-1", "--no-publish")
 
 
-def test_a_region_the_account_has_not_enabled_is_named_as_a_possible_cause(account, monkeypatch):
-    """In an opt-in region that is not enabled AWS answers InvalidClientTokenId (STS) or
-    AuthFailure (EC2): the message must not send the user only after their keys."""
+def refused_by_sts(account, monkeypatch, code: str, message: str, region: str) -> str:
+    """`guardrail scan --region region` whose first call, STS's, is refused with `code`: its
+    stderr (the exit is 2)."""
     import guardrail.cli
     from botocore.stub import Stubber
     from guardrail.clients import AwsClients
 
-    clients = AwsClients(session=account.session, region="af-south-1")
-    sts = account.session.client("sts", region_name="af-south-1")
+    clients = AwsClients(session=account.session, region=region)
+    sts = account.session.client("sts", region_name=region)
     clients.__dict__["sts"] = sts
     stub = Stubber(sts)
-    stub.add_client_error(
-        "get_caller_identity",
-        "InvalidClientTokenId",
-        "The security token included in the request is invalid.",
-    )
+    stub.add_client_error("get_caller_identity", code, message)
     stub.activate()
     monkeypatch.setattr(guardrail.cli.AwsClients, "create", classmethod(lambda *_, **__: clients))
-    code, _, err = run("scan", "--region", "af-south-1", "--no-publish")
-    assert code == 2 and "InvalidClientTokenId" in err
-    assert "region is not enabled for this account" in err and "Traceback" not in err
+    exit_code, _, err = run("scan", "--region", region, "--no-publish")
+    assert exit_code == 2 and code in err and "Traceback" not in err
+    return err
+
+
+def test_a_region_the_account_has_not_enabled_is_named_as_a_possible_cause(account, monkeypatch):
+    """In an opt-in region that is not enabled AWS answers InvalidClientTokenId (STS) or
+    AuthFailure (EC2): the message must not send the user only after their keys."""
+    err = refused_by_sts(
+        account,
+        monkeypatch,
+        "InvalidClientTokenId",
+        "The security token included in the request is invalid.",
+        "af-south-1",
+    )
+    assert "region is not enabled for this account" in err
+
+
+def test_ec2_s_code_for_expired_credentials_is_named_as_refused_credentials(account, monkeypatch):
+    """EC2 answers expired temporary credentials (or a request signed by a clock that is off)
+    with RequestExpired, not ExpiredToken: it read as an unexplained "AWS error"."""
+    err = refused_by_sts(
+        account, monkeypatch, "RequestExpired", "Request has expired.", "us-east-1"
+    )
+    assert "AWS refused the credentials or the call (RequestExpired)" in err
+    assert "clock is off" in err and "region is not enabled" not in err
 
 
 class ClosedPipe(io.StringIO):
