@@ -8,9 +8,10 @@ the docstring says so. `install()` adds, idempotently and without touching moto'
 - ``ssm:DescribeInstanceInformation`` (JSON). Emulated rule: an EC2 instance of the same
   account-region is reported when the simulation below (the role's policies and its permissions
   boundary, on the instance's ARN: what SimulatePrincipalPolicy answers) allows its instance
-  profile's role every action the SSM Agent needs to register and serve sessions
-  (``AGENT_ACTIONS``); carrying ``AmazonSSMManagedInstanceCore`` is not enough when an explicit
-  Deny or the boundary refuses one. Running → ``Online``; every
+  profile's role the SSM Agent's heartbeat (``HEARTBEAT``, ssm:UpdateInstanceInformation), as on
+  AWS, where that call alone registers the agent: carrying ``AmazonSSMManagedInstanceCore`` is
+  not enough when an explicit Deny or the boundary refuses it, and a role refused only the
+  session channels (ssmmessages) is listed all the same. Running → ``Online``; every
   other instance is absent: an unregistered one, and, as AWS documents ("does not return
   information for nodes that are either Stopped or Terminated"; amazon-ssm-agent#407), a stopped
   one. An ``InstanceIds`` filter naming an instance that is shutting down, terminated or unknown
@@ -90,15 +91,9 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-# What the SSM Agent needs to register and to serve Session Manager (a subset of the core policy;
-# the same actions the guardrail simulates for a role, lambdas/guardrail/controls/ssm_role.py).
-AGENT_ACTIONS = (
-    "ssm:UpdateInstanceInformation",
-    "ssmmessages:CreateControlChannel",
-    "ssmmessages:CreateDataChannel",
-    "ssmmessages:OpenControlChannel",
-    "ssmmessages:OpenDataChannel",
-)
+# The SSM Agent's call whose success makes Systems Manager list its instance Online (the
+# heartbeat; the first of the agent actions the guardrail simulates for a role, ssm_role.py).
+HEARTBEAT = ("ssm:UpdateInstanceInformation",)
 AGENT_VERSION = "3.3.1142.0"
 SSM_PAGE_DEFAULT, SSM_PAGE_MIN, SSM_PAGE_MAX = 50, 5, 50
 SIMULATE_PAGE_DEFAULT = 100
@@ -673,11 +668,11 @@ def managed_instances(
         ping, last = "Online", now
         profile = profiles.get((instance.iam_instance_profile or {}).get("Arn") or "")
         # Decided as SimulatePrincipalPolicy answers for the role on this instance (policies and
-        # boundary), never by the core policy's name alone: a Deny or a boundary keeps it out.
+        # boundary), never by the core policy's name alone: a Deny or a boundary of the
+        # heartbeat keeps it out.
         arn = f"arn:{partition}:ec2:{region}:{account_id}:instance/{instance.id}"
         if not any(
-            role_allows(iam, role, AGENT_ACTIONS, arn)
-            for role in (profile.roles if profile else [])
+            role_allows(iam, role, HEARTBEAT, arn) for role in (profile.roles if profile else [])
         ):
             continue
         windows = (instance.platform or "").lower() == "windows"
@@ -1321,7 +1316,7 @@ def install() -> None:
 
 
 __all__ = [
-    "AGENT_ACTIONS",
+    "HEARTBEAT",
     "Decision",
     "SourcePolicy",
     "condition_holds",

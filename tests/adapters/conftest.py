@@ -127,22 +127,6 @@ def managed_policies(monkeypatch):
     monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 
 
-def online_on_heartbeat(monkeypatch):
-    """Systems Manager shows an instance Online as AWS does, on the agent's heartbeat
-    (ssm:UpdateInstanceInformation) alone; the emulator's own rule asks for every agent action.
-    Returns the emulator's rule, to put back."""
-    import emulator.extension as extension
-
-    allows = extension.role_allows
-    heartbeat = ["ssm:UpdateInstanceInformation"]
-    monkeypatch.setattr(
-        extension,
-        "role_allows",
-        lambda backend, role, _, arn: allows(backend, role, heartbeat, arn),
-    )
-    return allows
-
-
 def answer_simulations(monkeypatch, prefix: str, decision: str, **fields) -> None:
     """The emulated SimulatePrincipalPolicy answers `decision` for the actions starting with
     `prefix`, with the result fields AWS adds and moto cannot (OrganizationsDecisionDetail

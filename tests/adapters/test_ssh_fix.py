@@ -1153,11 +1153,8 @@ def test_guard_leaves_ssh_open_where_the_role_is_refused_the_session_channels(
     """A Deny of ssmmessages:* (here an SCP's answer): the agent's heartbeat
     (ssm:UpdateInstanceInformation) still goes through, so Systems Manager shows it Online, as
     AWS does, but no session can open. The role check reports it; the guard closed SSH."""
-    import emulator.extension as extension
+    from .conftest import answer_simulations
 
-    from .conftest import answer_simulations, online_on_heartbeat
-
-    allows = online_on_heartbeat(monkeypatch)
     answer_simulations(
         monkeypatch,
         "ssmmessages:",
@@ -1172,8 +1169,8 @@ def test_guard_leaves_ssh_open_where_the_role_is_refused_the_session_channels(
     (fix,) = [f for f in report.fixes if f.resource_id == gid]
     assert fix.outcome is Outcome.SKIPPED and account.ingress(gid) != []
     assert f"would lock out {online} (role core is refused ssmmessages:" in fix.reason
-    # Not Online as well (the emulator's own view: every agent action): named once, for that.
-    monkeypatch.setattr(extension, "role_allows", allows)
+    # Not Online as well (the heartbeat refused too): named once, for that.
+    answer_simulations(monkeypatch, "ssm:UpdateInstanceInformation", "explicitDeny")
     report = account.run(
         clients, "enforce", [SSH, "ssm-instance-role"], ssh_require_ssm_online=True
     )

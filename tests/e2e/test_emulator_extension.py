@@ -92,39 +92,52 @@ def test_only_instances_whose_role_lets_the_agent_register_are_managed(
     assert item["IPAddress"] == described["PrivateIpAddress"]
 
 
-def test_a_deny_or_a_boundary_keeps_a_core_role_s_instances_offline_as_simulation_says(
-    managed_policies, emulated, build
-):
-    """The core policy's name is not enough: an explicit Deny or a permissions boundary that
-    refuses an agent action keeps the instance out, exactly where SimulatePrincipalPolicy (the
-    product reads it) says the role is refused."""
-    deny_channels = {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Deny", "Action": "ssmmessages:*", "Resource": "*"}],
-    }
+def test_online_as_simulation_answers_for_the_heartbeat_alone(managed_policies, emulated, build):
+    """As on AWS, the agent's heartbeat (ssm:UpdateInstanceInformation) alone lists an instance
+    Online: a Deny of the session channels leaves it Online, though no session can open. The
+    core policy's name is not enough: a Deny or a permissions boundary that refuses the heartbeat
+    keeps it out, exactly where SimulatePrincipalPolicy (the product reads it) says so."""
+    from guardrail.controls.ssm_role import AGENT_ACTIONS
+
+    def deny(action: str) -> dict:
+        return {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Deny", "Action": action, "Resource": "*"}],
+        }
+
+    ec2_only = build.policy("ec2-only", {"Effect": "Allow", "Action": "ec2:*", "Resource": "*"})
     ssm_only = build.policy("ssm-only", {"Effect": "Allow", "Action": "ssm:*", "Resource": "*"})
     wide = build.policy("wide", {"Effect": "Allow", "Action": "*", "Resource": "*"})
     roles = {
-        "denied": build.role("denied", CORE, inline=deny_channels),
-        "bounded": build.role("bounded", CORE, boundary=ssm_only),
+        "channels-denied": build.role("channels-denied", CORE, inline=deny("ssmmessages:*")),
+        "heartbeat-denied": build.role(
+            "heartbeat-denied", CORE, inline=deny("ssm:UpdateInstanceInformation")
+        ),
+        "ec2-boundary": build.role("ec2-boundary", CORE, boundary=ec2_only),
+        "ssm-boundary": build.role("ssm-boundary", CORE, boundary=ssm_only),
         "wide-boundary": build.role("wide-boundary", CORE, boundary=wide),
     }
     ids = {name: build.instances(1, build.profile(f"{name}-p", name))[0] for name in roles}
 
     listed = emulated.client("ssm").describe_instance_information()["InstanceInformationList"]
     iam = emulated.client("iam")
+    sessions = set()
     for name, arn in roles.items():
         decisions = {
-            r["EvalDecision"]
+            r["EvalActionName"]: r["EvalDecision"]
             for r in iam.simulate_principal_policy(
                 PolicySourceArn=arn,
-                ActionNames=list(extension.AGENT_ACTIONS),
+                ActionNames=list(AGENT_ACTIONS),
                 ResourceArns=[f"arn:aws:ec2:us-east-1:{ACCOUNT}:instance/{ids[name]}"],
             )["EvaluationResults"]
         }
         online = ids[name] in {i["InstanceId"] for i in listed}
-        assert online == (decisions == {"allowed"}), (name, decisions)
-    assert {i["InstanceId"] for i in listed} == {ids["wide-boundary"]}
+        assert online == (decisions["ssm:UpdateInstanceInformation"] == "allowed"), name
+        if set(decisions.values()) == {"allowed"}:
+            sessions.add(name)
+    online_names = {n for n, i in ids.items() if i in {x["InstanceId"] for x in listed}}
+    assert online_names == {"channels-denied", "ssm-boundary", "wide-boundary"}
+    assert sessions == {"wide-boundary"}  # Online is not "can open a session"
 
 
 def test_pages_with_max_results_and_next_token(managed_policies, emulated, build):
@@ -1207,5 +1220,5 @@ def test_the_emulated_agent_and_the_guardrail_agree_on_what_the_agent_needs():
     against an agent AWS does not run."""
     from guardrail.controls import ssm_role
 
-    assert set(extension.AGENT_ACTIONS) == set(ssm_role.AGENT_ACTIONS)
+    assert extension.HEARTBEAT == ssm_role.AGENT_ACTIONS[:1] == ("ssm:UpdateInstanceInformation",)
     assert extension.DHMC_SETTING_ID == ssm_role.DHMC_SETTING

@@ -4,8 +4,8 @@ still be unable to open a session: its role refused the session channels, or the
 preferences name. A drift scan judges every role; an event judged only "Online" for the roles it
 did not read (a security-group event reads none), and closed the only way in.
 
-Online here is as AWS has it: the agent's heartbeat (ssm:UpdateInstanceInformation) alone. The
-emulator's own rule asks for every agent action, so the test puts AWS's in its place.
+Online here is as AWS (and the emulator) has it: the agent's heartbeat
+(ssm:UpdateInstanceInformation) alone.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 
 import pytest
 
-from tests.adapters.conftest import online_on_heartbeat
 from tests.handlers import test_on_change
 from tests.handlers.test_on_change import CORE, I1, PREFS, SG, TRUST, World, prefs_content
 
@@ -33,11 +32,6 @@ DELIVERS_ANYWHERE = json.dumps(
         "Statement": [{"Effect": "Allow", "Action": ["s3:*", "kms:*", "logs:*"], "Resource": "*"}],
     }
 )
-
-
-@pytest.fixture(autouse=True)
-def aws_online(monkeypatch):
-    online_on_heartbeat(monkeypatch)
 
 
 def channels_refused(w: World) -> str:
