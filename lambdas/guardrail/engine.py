@@ -137,8 +137,9 @@ class ScanReport:
     # fixes, a finding. What the others did is published; the handlers then fail the
     # invocation, so the Lambda's Errors alarm tells a person.
     crashed: list[Stop] = field(default_factory=list)
-    # An event's results for what it named but no longer exists (replay.gone): archived as
-    # Security Hub holds them, so read back first (a fixed resource stays PASSED, RESOLVED).
+    # Results for what no longer exists: what an event named (replay.gone), or what a fix found
+    # deleted since the read. Archived as Security Hub holds them, so read back first (a fixed
+    # resource stays PASSED, RESOLVED).
     gone: list[Result] = field(default_factory=list)
 
     @property
@@ -293,6 +294,7 @@ class Guardrail:
             except Exception as error:  # the results stand as read, with their fix records
                 stopped(control, "re-check", error, report.crashed)
                 rejudged = {}
+            deleted = {r.resource_id: r.reason for r in records if r.gone}
             for result in results:
                 fixes = (
                     tuple(covering.get(result.resource_id, ()))
@@ -301,7 +303,18 @@ class Guardrail:
                 )
                 if result.follows_fix and not fixes:
                     continue  # nothing it shares was fixed: its finding stands as it is
-                if partly_applied(fixes) and result.key in rejudged:
+                if result.resource_id in deleted:
+                    # Its fix found it deleted since the read: archived as a deleted resource's
+                    # finding is (read back first), not PASSED and RESOLVED as if fixed.
+                    result = snapshot.not_applicable(
+                        result.control,
+                        result.resource_type,
+                        result.resource_id,
+                        deleted[result.resource_id],
+                    )
+                    report.gone.append(result)
+                    fixes = ()
+                elif partly_applied(fixes) and result.key in rejudged:
                     # Reported as the applied fixes left it, not as it was read.
                     result = rejudged[result.key]
                 report.evaluations.append(Evaluation(result, mode, fixes))

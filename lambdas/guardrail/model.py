@@ -538,6 +538,9 @@ class FixRecord:
     reason: str = ""
     error_code: str | None = None
     covers: tuple[str, ...] = ()  # resource ids of the results this fix settles (itself included)
+    # The fix found its resource deleted since the read (an instance, a group): nothing to fix,
+    # and its result is archived as a deleted resource's, not PASSED as if fixed.
+    gone: bool = False
     # When the change was made (APPLIED): the fixed finding's UpdatedAt, so a reading taken
     # after it (an event during a long scan) is never overwritten by it.
     at: datetime | None = None

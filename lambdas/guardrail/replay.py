@@ -291,13 +291,14 @@ def process_event(
     publisher = guardrail.publisher
     bound = _guardrail_for(guardrail, report.account_id, publisher=publisher)
     try:  # Ctrl-C (replay): the fixes made are listed
-        archived = report.gone = gone(parsed, report, bound)
+        named = gone(parsed, report, bound)
     except KeyboardInterrupt as interrupt:
         raise Interrupted(report) from interrupt
-    report.evaluations += [Evaluation(r, settings.mode_for(r.control)) for r in archived]
+    report.gone += named  # after those a fix found deleted
+    report.evaluations += [Evaluation(r, settings.mode_for(r.control)) for r in named]
     if report.evaluations:
         bound.publish_into(report)
-    return EventOutcome(parsed, report, archived, notes, deferred)
+    return EventOutcome(parsed, report, report.gone, notes, deferred)
 
 
 def replay(event: Any, guardrail: Guardrail, *, home_account: str | None = None) -> EventOutcome:

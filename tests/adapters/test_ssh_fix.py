@@ -1328,6 +1328,7 @@ def test_a_group_deleted_between_the_read_and_the_fix_counts_as_done(account, cl
     (record,) = fix(clients, snapshot)
     assert record.outcome is Outcome.ALREADY_COMPLIANT and record.outcome.ok
     assert record.reason == "security group no longer exists" and record.error_code is None
+    assert record.gone  # the group's own result is archived, not PASSED as if fixed
 
 
 def fill(account, gid, rules):

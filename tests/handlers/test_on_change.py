@@ -1578,6 +1578,34 @@ def test_a_boundary_policy_edited_in_place_fails_the_role_it_bounds(world):
     assert passed(world, LOGGING, instance)  # the boundary still allows delivery
 
 
+@pytest.mark.parametrize("held", [True, False], ids=["finding-held", "never-held"])
+def test_an_instance_deleted_before_its_profile_is_associated_is_archived_not_fixed(world, held):
+    """EC2 answers InvalidInstanceID.NotFound to AssociateIamInstanceProfile: the instance is gone
+    since the read. Its role finding went PASSED and RESOLVED, as if fixed, for a deleted
+    instance; it is archived as a deleted instance's finding is: archived where Security Hub
+    holds it, not imported where it never did."""
+    instance = world.launch()[0]  # no profile
+    if held:
+        world.deliver("state_change_running", {I1: instance}, mode="report")
+        assert world.finding(ROLE, instance)["Compliance"]["Status"] == "FAILED"
+    guardrail = world.guardrail(fresh=True)
+    refuse(guardrail, "ec2.AssociateIamInstanceProfile", "InvalidInstanceID.NotFound")
+    event = world.event("state_change_running", {I1: instance})
+    result = on_change.handle(event, guardrail, home_account=ACCOUNT)
+    assert result["fixes"] == {"already_compliant": 1} and result["left_failed"] == 0
+    findings = world.findings()
+    fid = world.finding_id(ROLE, instance)
+    if held:
+        finding = findings[fid]
+        assert (finding["RecordState"], finding["Compliance"]["Status"]) == (
+            "ARCHIVED",
+            "NOT_AVAILABLE",
+        )
+        assert finding["ProductFields"]["ssm-guardrail/Reason"] == "instance no longer exists"
+    else:
+        assert fid not in findings
+
+
 def test_a_policy_deleted_before_its_event_is_read_ends_quietly(world):
     """ListEntitiesForPolicy answers NoSuchEntity for a policy deleted since its event: no
     role, nothing to evaluate, no retry. (moto answers an empty list instead: IAM's answer is

@@ -46,6 +46,7 @@ ALL_TRAFFIC = ("-1", "all")
 TCP = ("tcp", "6")
 ALREADY_GONE = ("InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound")
 GROUP_GONE = ("InvalidGroup.NotFound", "InvalidGroupId.NotFound")
+GROUP_DELETED = "security group no longer exists"
 DUPLICATE = ("InvalidPermission.Duplicate",)
 RULE_QUOTA = "RulesPerSecurityGroupLimitExceeded"  # inbound rules per group (60 by default)
 GUARDRAIL_TAG = "ssm-guardrail:replaces"
@@ -765,11 +766,14 @@ class SshOpenToInternet:
         gid, ec2 = group.group_id, ctx.clients.ec2
         before = [describe_rule(r) for r in rules]
 
-        def record(outcome: Outcome, after: Any, reason: str, code: str | None = None) -> FixRecord:
+        def record(
+            outcome: Outcome, after: Any, reason: str, code: str | None = None, gone: bool = False
+        ) -> FixRecord:
             at = ctx.clock() if outcome is Outcome.APPLIED else None
             return FixRecord(
-                self.id, gid, "revoke internet SSH", outcome, before, after, reason, code, at=at
-            )
+                self.id, gid, "revoke internet SSH", outcome, before, after, reason, code, at=at,
+                gone=gone,
+            )  # fmt: skip
 
         if not rules:
             return record(Outcome.ALREADY_COMPLIANT, [], "no rule admits internet SSH any more")
@@ -807,7 +811,7 @@ class SshOpenToInternet:
             except ClientError as error:
                 code = error_code(error)
                 if code in GROUP_GONE:
-                    return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
+                    return record(Outcome.ALREADY_COMPLIANT, [], GROUP_DELETED, gone=True)
                 # Including what this call added before it failed (one permission at a time).
                 untaken = self._take_back(ec2, gid, added.values())
                 if code == RULE_QUOTA and not untaken:
@@ -833,7 +837,7 @@ class SshOpenToInternet:
             code = error_code(error)
             self._unmark(ec2, marked, [r.rule_id for r in rules], mark)
             if code in GROUP_GONE:
-                return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
+                return record(Outcome.ALREADY_COMPLIANT, [], GROUP_DELETED, gone=True)
             return record(
                 Outcome.FAILED,
                 readded_record(rules, added),
@@ -1028,7 +1032,7 @@ class SshOpenToInternet:
             code = error_code(error)
             self._unmark(ec2, marked, [r.rule_id for r in rules if r not in revoked], mark)
             if code in GROUP_GONE:
-                return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
+                return record(Outcome.ALREADY_COMPLIANT, [], GROUP_DELETED, gone=True)
             done = revoked_only(revoked) + self._take_back(ec2, gid, [added])
             if code == RULE_QUOTA:
                 why = (
@@ -1077,7 +1081,7 @@ class SshOpenToInternet:
         except ClientError as error:
             self._unmark(ec2, marked, [r.rule_id for r in rules if r not in revoked], mark)
             if error_code(error) in GROUP_GONE:
-                return record(Outcome.ALREADY_COMPLIANT, [], "security group no longer exists")
+                return record(Outcome.ALREADY_COMPLIANT, [], GROUP_DELETED, gone=True)
             left = self._take_back(ec2, gid, [added])
             return stop(
                 Outcome.FAILED,

@@ -521,10 +521,11 @@ class SsmInstanceRole:
         def skipped(reason: str) -> FixRecord:
             return FixRecord(self.id, iid, action, Outcome.SKIPPED, covers=(iid,), reason=reason)
 
-        def done(reason: str, after: str | None = None) -> FixRecord:
+        def done(reason: str, after: str | None = None, gone: bool = False) -> FixRecord:
             return FixRecord(
-                self.id, iid, action, Outcome.ALREADY_COMPLIANT, None, after, reason, covers=(iid,)
-            )
+                self.id, iid, action, Outcome.ALREADY_COMPLIANT, None, after, reason,
+                covers=(iid,), gone=gone,
+            )  # fmt: skip
 
         def failed(reason: str, code: str | None) -> FixRecord:
             return FixRecord(
@@ -593,7 +594,7 @@ class SsmInstanceRole:
                     "(never replaced) for its own event or the next scan to judge"
                 )
             if code == "InvalidInstanceID.NotFound":
-                return done("instance no longer exists")
+                return done("instance no longer exists", gone=True)
             return failed("associate failed", code)
         return associated(association)
 
