@@ -249,7 +249,10 @@ class GuardrailFunctions(Construct):
             DRIFT_SCAN.construct_id: config.drift_scan_concurrency,
             ON_CHANGE.construct_id: config.on_change_concurrency,
         }
-        specs = (replace(DRIFT_SCAN, memory_mb=config.drift_scan_memory_mb), ON_CHANGE)
+        specs = (
+            replace(DRIFT_SCAN, memory_mb=config.drift_scan_memory_mb),
+            replace(ON_CHANGE, memory_mb=config.on_change_memory_mb),
+        )
         self.log_groups: dict[str, logs.LogGroup] = {}
         self.functions: dict[str, lambda_.Function] = {}
         for spec in specs:

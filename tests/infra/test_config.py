@@ -218,6 +218,8 @@ def test_cli_strings_are_parsed_like_cdk_json_values() -> None:
         ("onChangeConcurrency", "-1"),
         ("driftScanMemoryMb", "64"),  # Lambda's range is 128-10240
         ("driftScanMemoryMb", "20000"),
+        ("onChangeMemoryMb", "100"),
+        ("onChangeMemoryMb", "10241"),
         ("insightScope", "world"),
         ("findingRefreshDays", "61"),
         ("findingRefreshDays", "-1"),

@@ -321,29 +321,34 @@ def test_the_functions_environment_fits_lambdas_4_kb_with_every_region_guarded()
         assert size <= LAMBDA_ENVIRONMENT_QUOTA, size
 
 
-def test_the_drift_scans_memory_is_a_setting() -> None:
+def test_each_functions_memory_is_a_setting() -> None:
     """The drift scan holds the whole account-region (about 910 MB at 20,000 instances, as
-    measured on the emulator): `driftScanMemoryMb` gives a larger fleet more; on-change keeps
-    its own."""
+    measured on the emulator): `driftScanMemoryMb` gives a larger fleet more. On-change holds a
+    group's every instance (321 MB at 10,000 behind one group): `onChangeMemoryMb`. Each is
+    its own; unset, on-change keeps 512."""
     from aws_cdk import App, Environment
     from aws_cdk.assertions import Template
 
     from stacks import GuardrailConfig, GuardrailStack
 
     with without_cli_environment():
-        app = App(context={**cdk_json_context(), "driftScanMemoryMb": "3008"})
-        config = GuardrailConfig.from_context(app.node.try_get_context)
-        stack = GuardrailStack(app, "Big", config=config, env=Environment(region="eu-west-1"))
-        template = Template.from_stack(stack).to_json()
-    memory = {
-        r["Properties"]["Handler"]: r["Properties"]["MemorySize"]
-        for r in template["Resources"].values()
-        if r["Type"] == "AWS::Lambda::Function"
-    }
-    assert memory == {
-        "handlers.drift_scan.lambda_handler": 3008,
-        "handlers.on_change.lambda_handler": 512,
-    }
+        memory = []
+        for knobs in ({"driftScanMemoryMb": "3008"}, {"onChangeMemoryMb": "1024"}):
+            app = App(context={**cdk_json_context(), **knobs})
+            config = GuardrailConfig.from_context(app.node.try_get_context)
+            stack = GuardrailStack(app, "Big", config=config, env=Environment(region="eu-west-1"))
+            template = Template.from_stack(stack).to_json()
+            memory.append(
+                {
+                    r["Properties"]["Handler"]: r["Properties"]["MemorySize"]
+                    for r in template["Resources"].values()
+                    if r["Type"] == "AWS::Lambda::Function"
+                }
+            )
+    assert memory == [
+        {"handlers.drift_scan.lambda_handler": 3008, "handlers.on_change.lambda_handler": 512},
+        {"handlers.drift_scan.lambda_handler": 1024, "handlers.on_change.lambda_handler": 1024},
+    ]
 
 
 def _stack_with(**context: Any) -> dict[str, Any]:
