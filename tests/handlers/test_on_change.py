@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError, HTTPClientError, SSLError
 from guardrail import reader
 from guardrail.clients import AwsClients
 from guardrail.engine import Guardrail
+from guardrail.model import Outcome
 from guardrail.publisher import FindingPublisher
 from guardrail.replay import RetryableEventError
 from guardrail.settings import Settings
@@ -1578,21 +1579,31 @@ def test_a_boundary_policy_edited_in_place_fails_the_role_it_bounds(world):
     assert passed(world, LOGGING, instance)  # the boundary still allows delivery
 
 
+@pytest.mark.parametrize("scan", [False, True], ids=["event", "drift-scan"])
 @pytest.mark.parametrize("held", [True, False], ids=["finding-held", "never-held"])
-def test_an_instance_deleted_before_its_profile_is_associated_is_archived_not_fixed(world, held):
+def test_an_instance_deleted_before_its_profile_is_associated_is_archived_not_fixed(
+    world, held, scan
+):
     """EC2 answers InvalidInstanceID.NotFound to AssociateIamInstanceProfile: the instance is gone
     since the read. Its role finding went PASSED and RESOLVED, as if fixed, for a deleted
     instance; it is archived as a deleted instance's finding is: archived where Security Hub
-    holds it, not imported where it never did."""
+    holds it, not imported where it never did. An event and a drift scan alike."""
     instance = world.launch()[0]  # no profile
     if held:
         world.deliver("state_change_running", {I1: instance}, mode="report")
         assert world.finding(ROLE, instance)["Compliance"]["Status"] == "FAILED"
     guardrail = world.guardrail(fresh=True)
     refuse(guardrail, "ec2.AssociateIamInstanceProfile", "InvalidInstanceID.NotFound")
-    event = world.event("state_change_running", {I1: instance})
-    result = on_change.handle(event, guardrail, home_account=ACCOUNT)
-    assert result["fixes"] == {"already_compliant": 1} and result["left_failed"] == 0
+    if scan:
+        report = guardrail.run()
+        assert [(f.outcome, f.resource_id) for f in report.fixes if f.control == ROLE] == [
+            (Outcome.ALREADY_COMPLIANT, instance)
+        ]
+        assert not report.left_failed and report.published.ok
+    else:
+        event = world.event("state_change_running", {I1: instance})
+        result = on_change.handle(event, guardrail, home_account=ACCOUNT)
+        assert result["fixes"] == {"already_compliant": 1} and result["left_failed"] == 0
     findings = world.findings()
     fid = world.finding_id(ROLE, instance)
     if held:
