@@ -385,6 +385,11 @@ class AgentAccess:
     # control policy), "conditionalDeny" (a Deny whose conditions need context the simulation
     # lacks) or "implicitDeny" (no policy of the role allows it)
     denied: tuple[tuple[str, str], ...] = ()
+    # Agent actions a Deny with conditions the simulation cannot evaluate meets, over the core
+    # policy (not counted as denied: the real calls may carry what the Deny exempts). IAM names
+    # every policy's missing keys, so a plain Deny beside another statement's condition reads so
+    # too: the lockout guard counts them as refusing.
+    unjudged: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:

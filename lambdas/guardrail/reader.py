@@ -706,13 +706,15 @@ class SnapshotReader:
         as refusing; over a declared equivalent it is, as it may hide an Allow that is missing."""
         core = with_core or core_policy_arn(self.partition) in role.attached_policy_arns
         unjudged = ("conditionalDeny",) if core else ()
-        denied = []
+        denied, unsure = [], []
         for action in AGENT_ACTIONS:
             # Not answered is not allowed.
             decision = decisions.get((action.lower(), instance_arn), "implicitDeny")
-            if decision != "allowed" and decision not in unjudged:
+            if decision in unjudged:
+                unsure.append(action)
+            elif decision != "allowed":
                 denied.append((action, decision))
-        return AgentAccess(role.name, tuple(denied))
+        return AgentAccess(role.name, tuple(denied), tuple(unsure))
 
     # --- SSM -------------------------------------------------------------------------------
 

@@ -1178,6 +1178,62 @@ def test_guard_leaves_ssh_open_where_the_role_is_refused_the_session_channels(
     assert fix.reason.count(online) == 1 and f"{online} (not Online" in fix.reason
 
 
+def test_guard_leaves_ssh_open_where_a_deny_the_simulation_cannot_evaluate_meets_the_agent(
+    managed_policies, account, clients, monkeypatch
+):
+    """IAM lists every policy's missing context keys, so a plain Deny of ssmmessages:* beside
+    any statement naming aws:SourceVpce answers as a Deny that may not apply. Over the core
+    policy the role passes (a perimeter may well exempt the agent's calls); the guard cannot
+    tell either, and guessing wrong locks people out: SSH stays open, the reason says why."""
+    from .conftest import answer_simulations
+
+    answer_simulations(
+        monkeypatch, "ssmmessages:", "explicitDeny", MissingContextValues=["aws:SourceVpce"]
+    )
+    gid, online = guarded_group(account)
+    report = account.run(
+        clients, "enforce", [SSH, "ssm-instance-role"], ssh_require_ssm_online=True
+    )
+    assert report.snapshot is not None and report.snapshot.is_online(online)
+    (role,) = [e for e in report.evaluations if e.result.control == "ssm-instance-role"]
+    assert role.result.status is Status.PASSED  # the role control's call, unchanged
+    (fix,) = [f for f in report.fixes if f.resource_id == gid]
+    assert fix.outcome is Outcome.SKIPPED and account.ingress(gid) != []
+    assert (
+        f"{online} (role core meets a Deny the simulation cannot evaluate on "
+        "ssmmessages:CreateControlChannel" in fix.reason
+    )
+
+
+@pytest.mark.parametrize("gone", ["role", "profile"])
+def test_guard_leaves_ssh_open_on_an_online_instance_without_a_role_to_judge(
+    managed_policies, account, clients, monkeypatch, gone
+):
+    """Systems Manager's Online is the last heartbeat's (every 5 minutes): a role taken out of
+    the profile, or the profile taken off the instance, since then leaves the instance Online
+    with no role the reader can judge (as Default Host Management's is not judged). The guard
+    counted it reachable and closed SSH."""
+    import emulator.extension as extension
+
+    gid, online = guarded_group(account)
+    me = account.session.client("sts").get_caller_identity()["Account"]
+    heard = extension.managed_instances(me, account.session.region_name)  # heard with its role
+    assert [i["InstanceId"] for i in heard] == [online]
+    monkeypatch.setattr(extension, "managed_instances", lambda *_args, **_kwargs: heard)
+    if gone == "role":
+        account.iam.remove_role_from_instance_profile(InstanceProfileName="core", RoleName="core")
+    else:
+        (association,) = account.ec2.describe_iam_instance_profile_associations()[
+            "IamInstanceProfileAssociations"
+        ]
+        account.ec2.disassociate_iam_instance_profile(AssociationId=association["AssociationId"])
+    report = account.run(clients, "enforce", [SSH], ssh_require_ssm_online=True)
+    assert report.snapshot is not None and report.snapshot.is_online(online)
+    (fix,) = report.fixes
+    assert fix.outcome is Outcome.SKIPPED and account.ingress(gid) != []
+    assert f"{online} (Online, no instance role: its session calls are not judged)" in fix.reason
+
+
 def test_guard_counts_an_instance_of_unknown_state_as_maybe_running(account, clients):
     """DescribeInstances leaves State out: the instance is judged (its group FAILED), and the
     guard counted only pending and running, so it closed the only way in to one not Online."""

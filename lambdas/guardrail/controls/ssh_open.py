@@ -736,11 +736,14 @@ class SshOpenToInternet:
 
     @staticmethod
     def _unreachable(snapshot: AccountSnapshot, gid: str) -> list[str]:
-        """Running instances behind the group that Session Manager cannot open a session on
-        right now, each with why: not Online in Systems Manager, or Online (its heartbeat
-        needs only ssm:UpdateInstanceInformation) with a role the reader found refused the
-        agent's session calls, or what the preferences make the agent check before each
-        session (the key, the destinations' encryption)."""
+        """Running instances behind the group that Session Manager may not open a session on
+        right now, each with why: not Online in Systems Manager; or Online (its heartbeat needs
+        only ssm:UpdateInstanceInformation, and its status is the last heartbeat's) without a
+        role of its own whose session calls the reader judged (no profile: Default Host
+        Management's role is not judged; a profile or role removed since that heartbeat), with
+        a role refused the agent's session calls or meeting a Deny the simulation could not
+        evaluate, or refused what the preferences make the agent check before each session
+        (the key, the destinations' encryption). Not known counts as unreachable."""
         prefs = snapshot.session_preferences
         found = []
         for instance in sorted(ssh_exposed_running(snapshot, gid), key=lambda i: i.instance_id):
@@ -750,10 +753,18 @@ class SshOpenToInternet:
                 continue
             access = snapshot.agent_access.get(role.name) if role else None
             delivery = snapshot.delivery.get(role.name) if role else None
-            if role and access and not access.allowed:
+            if role is None or access is None:
+                whose = f"role {role.name}" if role else "no instance role"
+                found.append(f"{iid} (Online, {whose}: its session calls are not judged)")
+            elif not access.allowed:
                 refused = ", ".join(action for action, _ in access.denied)
                 found.append(f"{iid} (role {role.name} is refused {refused})")
-            elif role and delivery and (stopping := stops_sessions(delivery.denied, prefs)):
+            elif access.unjudged:
+                found.append(
+                    f"{iid} (role {role.name} meets a Deny the simulation cannot evaluate on "
+                    f"{', '.join(access.unjudged)})"
+                )
+            elif delivery and (stopping := stops_sessions(delivery.denied, prefs)):
                 found.append(f"{iid} (role {role.name} is not allowed {', '.join(stopping)})")
         return found
 
