@@ -11,7 +11,9 @@ the docstring says so. `install()` adds, idempotently and without touching moto'
   profile's role the SSM Agent's heartbeat (``HEARTBEAT``, ssm:UpdateInstanceInformation), as on
   AWS, where that call alone registers the agent: carrying ``AmazonSSMManagedInstanceCore`` is
   not enough when an explicit Deny or the boundary refuses it, and a role refused only the
-  session channels (ssmmessages) is listed all the same. Running → ``Online``; every
+  session channels (ssmmessages) is listed all the same. An instance without a profile that
+  requires IMDSv2 registers with the role Default Host Management's setting names (below), if
+  that role exists. Running → ``Online``; every
   other instance is absent: an unregistered one, and, as AWS documents ("does not return
   information for nodes that are either Stopped or Terminated"; amazon-ssm-agent#407), a stopped
   one. An ``InstanceIds`` filter naming an instance that is shutting down, terminated or unknown
@@ -646,6 +648,17 @@ def _ssm_filters(
     return wanted
 
 
+def dhmc_roles(account_id: str, region: str, iam: Any) -> list[Any]:
+    """The role Default Host Management's setting names in the account-region (by name, or a
+    path and name), if it exists: an instance without a profile registers with it."""
+    from moto.ssm.models import ssm_backends
+
+    settings = ssm_backends[account_id][region].__dict__.get("_emulated_service_settings", {})
+    value = settings.get(DHMC_SETTING_ID, ("$None",))[0]
+    name = value.rsplit("/", 1)[-1]
+    return [r for r in iam.roles.values() if r.name == name] if value != "$None" else []
+
+
 def managed_instances(
     account_id: str, region: str, instance_ids: Collection[str] | None = None
 ) -> list[dict[str, Any]]:
@@ -660,6 +673,7 @@ def managed_instances(
     iam = iam_backends[account_id][partition]
     now = datetime.now(UTC).replace(microsecond=0)
     profiles = {p.arn: p for p in iam.get_instance_profiles()}
+    dhmc = dhmc_roles(account_id, region, iam)
     items = []
     for instance in ec2.all_instances():
         state = instance._state.name
@@ -671,9 +685,10 @@ def managed_instances(
         # boundary), never by the core policy's name alone: a Deny or a boundary of the
         # heartbeat keeps it out.
         arn = f"arn:{partition}:ec2:{region}:{account_id}:instance/{instance.id}"
-        if not any(
-            role_allows(iam, role, HEARTBEAT, arn) for role in (profile.roles if profile else [])
-        ):
+        # No profile: Default Host Management's role, for an instance that requires IMDSv2.
+        imdsv2 = instance.metadata_options.http_tokens == "required"
+        roles = profile.roles if profile else dhmc if imdsv2 else []
+        if not any(role_allows(iam, role, HEARTBEAT, arn) for role in roles):
             continue
         windows = (instance.platform or "").lower() == "windows"
         ip = instance.private_ip or ""

@@ -1234,6 +1234,34 @@ def test_guard_leaves_ssh_open_on_an_online_instance_without_a_role_to_judge(
     assert f"{online} (Online, no instance role: its session calls are not judged)" in fix.reason
 
 
+def test_guard_leaves_ssh_open_on_an_instance_default_host_management_put_online(
+    managed_policies, account, clients
+):
+    """Default Host Management brings an IMDSv2 instance without a profile Online with the role
+    its setting names, which the guardrail does not read: the role control passes it (DHMC
+    accepted), and the guard, unable to judge its session calls, keeps SSH open."""
+    account.role("dhmc", CORE)
+    account.ssm.update_service_setting(
+        SettingId="/ssm/managed-instance/default-ec2-instance-management-role",
+        SettingValue="service-role/dhmc",
+    )
+    gid = account.group(perm("tcp", 22, 22))
+    managed = account.instance([gid], imds_tokens="required")  # no profile
+    report = account.run(
+        clients,
+        "enforce",
+        [SSH, "ssm-instance-role"],
+        ssh_require_ssm_online=True,
+        accept_dhmc=True,
+    )
+    assert report.snapshot is not None and report.snapshot.is_online(managed)
+    (role,) = [e.result for e in report.evaluations if e.result.control == "ssm-instance-role"]
+    assert role.status is Status.PASSED and "Default Host Management" in role.reason
+    (fix,) = report.fixes
+    assert fix.outcome is Outcome.SKIPPED and account.ingress(gid) != []
+    assert f"{managed} (Online, no instance role: its session calls are not judged)" in fix.reason
+
+
 def test_guard_counts_an_instance_of_unknown_state_as_maybe_running(account, clients):
     """DescribeInstances leaves State out: the instance is judged (its group FAILED), and the
     guard counted only pending and running, so it closed the only way in to one not Online."""

@@ -223,6 +223,37 @@ def test_the_dhmc_service_setting_reads_what_was_set_per_region(emulated):
     assert errors(ssm.get_service_setting, SettingId="/ssm/no/such") == "ServiceSettingNotFound"
 
 
+def test_default_host_management_registers_an_imdsv2_instance_without_a_profile(
+    managed_policies, emulated, build
+):
+    """An instance without a profile registers with the role Default Host Management's setting
+    names (by name, or path and name), once that role exists and may make the heartbeat, and
+    only if it requires IMDSv2, as DHMC does."""
+    ssm = emulated.client("ssm")
+
+    def launch(tokens: str) -> str:
+        return build.ec2.run_instances(
+            ImageId="ami-12345678",
+            MinCount=1,
+            MaxCount=1,
+            SubnetId=build.subnet,
+            MetadataOptions={"HttpTokens": tokens},
+        )["Instances"][0]["InstanceId"]
+
+    def online() -> set[str]:
+        listed = ssm.describe_instance_information()["InstanceInformationList"]
+        return {i["InstanceId"] for i in listed if i["PingStatus"] == "Online"}
+
+    v2 = launch("required")
+    launch("optional")  # IMDSv1 allowed: DHMC does not manage it
+    ssm.update_service_setting(SettingId=DHMC_SETTING, SettingValue="service-role/DhmcRole")
+    assert online() == set()  # the role it names does not exist yet
+    build.role("DhmcRole", CORE)
+    assert online() == {v2}
+    ssm.update_service_setting(SettingId=DHMC_SETTING, SettingValue="OtherRole")
+    assert online() == set()
+
+
 def test_rejects_what_aws_rejects(emulated):
     ssm = emulated.client("ssm")
     assert errors(ssm.describe_instance_information, MaxResults=51) == "ValidationException"
