@@ -1234,6 +1234,34 @@ def test_guard_leaves_ssh_open_on_an_online_instance_without_a_role_to_judge(
     assert f"{online} (Online, no instance role: its session calls are not judged)" in fix.reason
 
 
+def test_guard_leaves_ssh_open_on_an_online_instance_whose_role_it_did_not_simulate(
+    account, clients
+):
+    """A role of the owners' with only the heartbeat (no core policy, and existing roles not to
+    be modified, so nothing will give it one): Systems Manager shows the instance Online, the
+    role is never simulated for the session calls, and the guard took "Online" for reachable."""
+    heartbeat = {"Effect": "Allow", "Action": "ssm:UpdateInstanceInformation", "Resource": "*"}
+    account.role("minimal", profile="minimal")
+    account.iam.put_role_policy(
+        RoleName="minimal",
+        PolicyName="heartbeat",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [heartbeat]}),
+    )
+    gid = account.group(perm("tcp", 22, 22))
+    online = account.instance([gid], profile="minimal")
+    report = account.run(
+        clients,
+        "enforce",
+        [SSH, "ssm-instance-role"],
+        ssh_require_ssm_online=True,
+        modify_existing_roles=False,
+    )
+    assert report.snapshot is not None and report.snapshot.is_online(online)
+    (fix,) = [f for f in report.fixes if f.resource_id == gid]
+    assert fix.outcome is Outcome.SKIPPED and account.ingress(gid) != []
+    assert f"{online} (Online, role minimal: its session calls are not judged)" in fix.reason
+
+
 def test_guard_leaves_ssh_open_on_an_instance_default_host_management_put_online(
     managed_policies, account, clients
 ):
