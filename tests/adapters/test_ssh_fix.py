@@ -1078,6 +1078,16 @@ def guarded_group(account):
     return gid, reachable
 
 
+def held_open(account, clients, gid, online, controls=(SSH, "ssm-instance-role"), **settings):
+    """An enforce run with the lockout guard on, where `online` is Online in Systems Manager:
+    the report, and the group's fix, SKIPPED with internet SSH left open."""
+    report = account.run(clients, "enforce", controls, ssh_require_ssm_online=True, **settings)
+    assert report.snapshot is not None and report.snapshot.is_online(online)
+    (fix,) = [f for f in report.fixes if f.resource_id == gid]
+    assert fix.outcome is Outcome.SKIPPED and account.ingress(gid) != []
+    return report, fix
+
+
 def test_guard_leaves_ssh_open_while_a_running_instance_has_no_session_manager(
     managed_policies, account, clients
 ):
@@ -1162,12 +1172,7 @@ def test_guard_leaves_ssh_open_where_the_role_is_refused_the_session_channels(
         OrganizationsDecisionDetail={"AllowedByOrganizations": False},
     )
     gid, online = guarded_group(account)
-    report = account.run(
-        clients, "enforce", [SSH, "ssm-instance-role"], ssh_require_ssm_online=True
-    )
-    assert report.snapshot is not None and report.snapshot.is_online(online)
-    (fix,) = [f for f in report.fixes if f.resource_id == gid]
-    assert fix.outcome is Outcome.SKIPPED and account.ingress(gid) != []
+    _, fix = held_open(account, clients, gid, online)
     assert f"would lock out {online} (role core is refused ssmmessages:" in fix.reason
     # Not Online as well (the heartbeat refused too): named once, for that.
     answer_simulations(monkeypatch, "ssm:UpdateInstanceInformation", "explicitDeny")
@@ -1191,14 +1196,9 @@ def test_guard_leaves_ssh_open_where_a_deny_the_simulation_cannot_evaluate_meets
         monkeypatch, "ssmmessages:", "explicitDeny", MissingContextValues=["aws:SourceVpce"]
     )
     gid, online = guarded_group(account)
-    report = account.run(
-        clients, "enforce", [SSH, "ssm-instance-role"], ssh_require_ssm_online=True
-    )
-    assert report.snapshot is not None and report.snapshot.is_online(online)
+    report, fix = held_open(account, clients, gid, online)
     (role,) = [e for e in report.evaluations if e.result.control == "ssm-instance-role"]
     assert role.result.status is Status.PASSED  # the role control's call, unchanged
-    (fix,) = [f for f in report.fixes if f.resource_id == gid]
-    assert fix.outcome is Outcome.SKIPPED and account.ingress(gid) != []
     assert (
         f"{online} (role core meets a Deny the simulation cannot evaluate on "
         "ssmmessages:CreateControlChannel" in fix.reason
@@ -1227,10 +1227,7 @@ def test_guard_leaves_ssh_open_on_an_online_instance_without_a_role_to_judge(
             "IamInstanceProfileAssociations"
         ]
         account.ec2.disassociate_iam_instance_profile(AssociationId=association["AssociationId"])
-    report = account.run(clients, "enforce", [SSH], ssh_require_ssm_online=True)
-    assert report.snapshot is not None and report.snapshot.is_online(online)
-    (fix,) = report.fixes
-    assert fix.outcome is Outcome.SKIPPED and account.ingress(gid) != []
+    _, fix = held_open(account, clients, gid, online, controls=[SSH])
     assert f"{online} (Online, no instance role: its session calls are not judged)" in fix.reason
 
 
@@ -1249,16 +1246,7 @@ def test_guard_leaves_ssh_open_on_an_online_instance_whose_role_it_did_not_simul
     )
     gid = account.group(perm("tcp", 22, 22))
     online = account.instance([gid], profile="minimal")
-    report = account.run(
-        clients,
-        "enforce",
-        [SSH, "ssm-instance-role"],
-        ssh_require_ssm_online=True,
-        modify_existing_roles=False,
-    )
-    assert report.snapshot is not None and report.snapshot.is_online(online)
-    (fix,) = [f for f in report.fixes if f.resource_id == gid]
-    assert fix.outcome is Outcome.SKIPPED and account.ingress(gid) != []
+    _, fix = held_open(account, clients, gid, online, modify_existing_roles=False)
     assert f"{online} (Online, role minimal: its session calls are not judged)" in fix.reason
 
 
@@ -1275,18 +1263,10 @@ def test_guard_leaves_ssh_open_on_an_instance_default_host_management_put_online
     )
     gid = account.group(perm("tcp", 22, 22))
     managed = account.instance([gid], imds_tokens="required")  # no profile
-    report = account.run(
-        clients,
-        "enforce",
-        [SSH, "ssm-instance-role"],
-        ssh_require_ssm_online=True,
-        accept_dhmc=True,
-    )
-    assert report.snapshot is not None and report.snapshot.is_online(managed)
+    report, fix = held_open(account, clients, gid, managed, accept_dhmc=True)
     (role,) = [e.result for e in report.evaluations if e.result.control == "ssm-instance-role"]
     assert role.status is Status.PASSED and "Default Host Management" in role.reason
-    (fix,) = report.fixes
-    assert fix.outcome is Outcome.SKIPPED and account.ingress(gid) != []
+    assert report.fixes == [fix]
     assert f"{managed} (Online, no instance role: its session calls are not judged)" in fix.reason
 
 
