@@ -501,14 +501,21 @@ def _iam_simulate_principal_policy(self: Any) -> Any:
 DHMC_SETTING_ID = "/ssm/managed-instance/default-ec2-instance-management-role"
 
 
-def _service_setting(response: Any) -> tuple[dict[str, Any], str]:
-    """The emulated settings of the caller's account-region (kept on moto's SSM backend, so a
-    reset of the emulator resets them), and the setting id asked for, as a path."""
-    from moto.ssm.exceptions import SSMException
+def service_settings(account_id: str, region: str) -> dict[str, Any]:
+    """The emulated service settings of an account-region (kept on moto's SSM backend, so a
+    reset of the emulator resets them), by path."""
     from moto.ssm.models import ssm_backends
 
-    backend = ssm_backends[response.current_account][response.region]
-    settings = backend.__dict__.setdefault("_emulated_service_settings", {})
+    backend = ssm_backends[account_id][region]
+    return backend.__dict__.setdefault("_emulated_service_settings", {})
+
+
+def _service_setting(response: Any) -> tuple[dict[str, Any], str]:
+    """The emulated settings of the caller's account-region, and the setting id asked for, as a
+    path."""
+    from moto.ssm.exceptions import SSMException
+
+    settings = service_settings(response.current_account, response.region)
     setting_id = str(response._get_param("SettingId") or "")
     path = (
         "/" + setting_id.split(":servicesetting/", 1)[1]
@@ -651,10 +658,7 @@ def _ssm_filters(
 def dhmc_roles(account_id: str, region: str, iam: Any) -> list[Any]:
     """The role Default Host Management's setting names in the account-region (by name, or a
     path and name), if it exists: an instance without a profile registers with it."""
-    from moto.ssm.models import ssm_backends
-
-    settings = ssm_backends[account_id][region].__dict__.get("_emulated_service_settings", {})
-    value = settings.get(DHMC_SETTING_ID, ("$None",))[0]
+    value = service_settings(account_id, region).get(DHMC_SETTING_ID, ("$None",))[0]
     name = value.rsplit("/", 1)[-1]
     return [r for r in iam.roles.values() if r.name == name] if value != "$None" else []
 
