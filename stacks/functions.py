@@ -92,7 +92,14 @@ WILDCARD_REASONS = {
         "iam:ListEntitiesForPolicy (on-change role only) only reads which roles use a "
         "customer-managed policy whose default version an IAM event changed; the policy is "
         "whichever one the event names, so the ARN is limited to this account's managed policies "
-        "(AWS's own are never asked about)."
+        "(AWS's own are never asked about). iam:GetPolicy/GetPolicyVersion only read the policy "
+        "holding a Deny that the policy simulation matched on a role but could not evaluate, "
+        "whichever policy that is."
+    ),
+    "arn:<AWS::Partition>:iam::aws:policy/*": (
+        "iam:GetPolicy/GetPolicyVersion only read an AWS managed policy holding a Deny that the "
+        "policy simulation matched on a role but could not evaluate; AWS's own policies, read "
+        "only."
     ),
     f"{_IAM}:instance-profile/*": (
         "iam:AddRoleToInstanceProfile fills an instance profile that has no role; the profile is "

@@ -9,7 +9,7 @@ import fnmatch
 import ipaddress
 import json
 import urllib.parse
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -222,10 +222,9 @@ class Instance:
 EC2_PRINCIPALS = frozenset({"ec2.amazonaws.com", "ec2.amazonaws.com.cn"})
 
 
-def trust_statements(trust_policy: Any) -> list[dict[str, Any]] | None:
-    """The statements of a role's trust policy (AssumeRolePolicyDocument; IAM answers it
-    URL-encoded, botocore decodes it), or None when it cannot be read."""
-    document = trust_policy
+def policy_statements(document: Any) -> list[dict[str, Any]] | None:
+    """The statements of a policy document (IAM answers one URL-encoded, botocore decodes it),
+    or None when it cannot be read."""
     if isinstance(document, str):
         try:
             document = json.loads(urllib.parse.unquote(document))
@@ -252,27 +251,78 @@ def _principals(statement: Mapping[str, Any], key: str = "Principal") -> list[st
     ]
 
 
+def _names(statement: Mapping[str, Any], key: str, value: str, *, ignore_case: bool) -> bool:
+    """Whether the statement's `key` (Action, Resource) covers `value`; its Not`key` covers
+    all it does not name. Wildcards * and ? as IAM has them."""
+
+    def covers(pattern: str) -> bool:
+        if ignore_case:
+            return fnmatch.fnmatchcase(value.lower(), pattern.lower())
+        return fnmatch.fnmatchcase(value, pattern)
+
+    if f"Not{key}" in statement:
+        return not any(covers(p) for p in _strings(statement[f"Not{key}"]))
+    return any(covers(p) for p in _strings(statement.get(key)))
+
+
 def _assumes(statement: Mapping[str, Any]) -> bool:
     """Whether the statement's actions cover sts:AssumeRole (NotAction: unless it names it)."""
-    if "NotAction" in statement:
-        named = statement["NotAction"]
-        return not any(_covers(a, "sts:AssumeRole") for a in _strings(named))
-    return any(_covers(a, "sts:AssumeRole") for a in _strings(statement.get("Action")))
+    return _names(statement, "Action", "sts:AssumeRole", ignore_case=True)
 
 
 def _strings(value: Any) -> list[str]:
     return [str(v) for v in (value if isinstance(value, list) else [value]) if v is not None]
 
 
-def _covers(pattern: str, action: str) -> bool:
-    return fnmatch.fnmatchcase(action.lower(), pattern.lower())
+def deny_is_certain(
+    documents: Sequence[Any],
+    every_source_read: bool,
+    action: str,
+    resource: str,
+    unknown_keys: Collection[str],
+) -> bool:
+    """Whether an explicit Deny the policy simulation matched for (action, resource) refuses the
+    real call whatever it carries of `unknown_keys`: context keys (lower case) the simulation
+    lacked and the real call may carry. `documents` are the policies of the answer's
+    MatchedStatements that could be read; `every_source_read`, whether all could.
+
+    IAM lists as missing every key any policy it evaluated names, an unrelated statement's
+    too, so its answer alone cannot tell a plain Deny from a perimeter. Certain: a Deny
+    statement of those policies covering the pair without a Condition (or a policy variable,
+    which reads the context too); or, every matched policy read, no covering Deny statement
+    naming an unknown key (the simulation judged whichever matched on what it was given)."""
+    denies = [
+        _context_keys(s)
+        for document in documents
+        for s in policy_statements(document) or ()
+        if s.get("Effect") == "Deny"
+        and _names(s, "Action", action, ignore_case=True)
+        and _names(s, "Resource", resource, ignore_case=False)
+    ]
+    if not denies:
+        return False
+    if frozenset() in denies:
+        return True
+    unknown = {k.lower() for k in unknown_keys}
+    return every_source_read and all(keys is not None and not keys & unknown for keys in denies)
+
+
+def _context_keys(statement: Mapping[str, Any]) -> frozenset[str] | None:
+    """The context keys (lower case) a statement's Condition names; None when it reads the
+    request context in a way not listed here (a policy variable, a malformed Condition)."""
+    condition = statement.get("Condition") or {}
+    if "${" in json.dumps(statement) or not isinstance(condition, dict):
+        return None
+    if not all(isinstance(tests, dict) for tests in condition.values()):
+        return None
+    return frozenset(str(key).lower() for tests in condition.values() for key in tests)
 
 
 def trusted_besides_ec2(trust_policy: Any, role_arn: str = "") -> tuple[str, ...]:
     """Who besides EC2 (and the role itself) a role's trust policy lets assume the role: the
     principals of its Allow statements, "*" for anyone (a NotPrincipal too). One that cannot be
     read is named as such: whom it trusts is not known."""
-    statements = trust_statements(trust_policy)
+    statements = policy_statements(trust_policy)
     if statements is None:
         return ("an unreadable trust policy",)
     found: list[str] = []
@@ -288,7 +338,7 @@ def ec2_may_assume(trust_policy: Any) -> bool:
     """Whether the trust policy lets EC2 assume the role, so an instance gets its credentials:
     an Allow of sts:AssumeRole to ec2.amazonaws.com (or to anyone), and no unconditional Deny of
     it to them. Unreadable: True (not judged without reading it)."""
-    statements = trust_statements(trust_policy)
+    statements = policy_statements(trust_policy)
     if statements is None:
         return True
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
@@ -42,6 +42,7 @@ from .model import (
     SecurityGroup,
     SecurityGroupRule,
     SessionPreferences,
+    deny_is_certain,
     ec2_may_assume,
     is_internet,
     trusted_besides_ec2,
@@ -75,6 +76,14 @@ NOT_IN_ROLE_CALLS = frozenset(
     {"aws:username", "aws:sourceaccount", "aws:sourcearn", "aws:sourceorgid", "aws:sourceorgpaths"}
 )
 INSTANCE_CREDENTIAL_KEYS = frozenset({"ec2:sourceinstancearn", "ec2:roledelivery"})
+
+
+class Unknown(NamedTuple):
+    """What a Deny the simulation could not evaluate needs looked at: the context keys it lacked
+    that the real call may carry (lower case), and the answer's MatchedStatements."""
+
+    keys: frozenset[str]
+    matched: tuple[dict[str, Any], ...]
 
 
 class PrefixListChanging(Exception):
@@ -196,6 +205,8 @@ class SnapshotReader:
         self._listed_profiles: dict[str, dict[str, Any]] = {}
         # Group names and VPCs as DescribeInstances shows them: no DescribeSecurityGroups needed.
         self._group_meta: dict[str, tuple[str, str | None]] = {}
+        # Policies read to judge a Deny the simulation could not evaluate (None: not readable).
+        self._policies: dict[tuple[str, str, str], Any] = {}
 
     def read(
         self, scope: Scope, controls: Collection[str], read_at: datetime | None = None
@@ -607,11 +618,53 @@ class SnapshotReader:
             ContextEntries=role_call_context(role, self.account_id, region),
             **extra,
         ):
-            for pair, decision, exact in _decisions(result, resources):
+            for pair, decision, exact, unknown in _decisions(result, resources):
+                if unknown is not None and self._deny_is_certain(role, pair, unknown):
+                    decision = "explicitDeny"
                 decisions[pair] = decision
                 if not exact:
                     unsure.add(pair)
         return decisions, unsure
+
+    def _deny_is_certain(self, role: Role, pair: tuple[str, str], unknown: Unknown) -> bool:
+        """Whether a Deny the simulation could not evaluate refuses the real call whatever it
+        carries, judged on the policies of the statements it matched (deny_is_certain). Read
+        only for such an answer, each policy once a scan."""
+        documents = [self._matched_policy(role, matched) for matched in unknown.matched]
+        read = [document for document in documents if document is not None]
+        every_read = bool(documents) and len(read) == len(documents)
+        return deny_is_certain(read, every_read, *pair, unknown.keys)
+
+    def _matched_policy(self, role: Role, matched: Mapping[str, Any]) -> Any:
+        """The document of a MatchedStatements entry's policy: one of the role's inline
+        policies (type role, named by its id) or a managed policy (its id the ARN, or the name
+        of one attached to the role). None for one not read here: a service control policy,
+        a policy given with the call, one deleted since."""
+        kind = str(matched.get("SourcePolicyType", "")).lower()
+        name = str(matched.get("SourcePolicyId", ""))
+        arn = next(
+            (a for a in sorted(role.attached_policy_arns) if name in (a, a.split("/")[-1])), ""
+        )
+        if not arn and name.startswith("arn:") and ":policy/" in name:
+            arn = name  # a permissions boundary, named by its ARN
+        key = (arn or kind, role.name if not arn else "", name)
+        if key not in self._policies:
+            self._policies[key] = self._read_policy(role, kind, name, arn)
+        return self._policies[key]
+
+    def _read_policy(self, role: Role, kind: str, name: str, arn: str) -> Any:
+        iam = self.clients.iam
+        try:
+            if arn:
+                version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+                answer = iam.get_policy_version(PolicyArn=arn, VersionId=version)
+                return answer["PolicyVersion"]["Document"]
+            if kind == "role":
+                return iam.get_role_policy(RoleName=role.name, PolicyName=name)["PolicyDocument"]
+        except ClientError as error:
+            if error_code(error) != "NoSuchEntity":
+                raise
+        return None
 
     def _simulations(
         self,
@@ -797,13 +850,14 @@ def _delivery_check(
 
 def _decisions(
     result: dict[str, Any], resources: list[str]
-) -> Iterator[tuple[tuple[str, str], str, bool]]:
-    """((action in lower case, resource), decision, exact) from a SimulatePrincipalPolicy
+) -> Iterator[tuple[tuple[str, str], str, bool, Unknown | None]]:
+    """((action in lower case, resource), decision, exact, unknown) from a SimulatePrincipalPolicy
     result. A pair the role's permissions boundary does not allow is "boundaryDeny", one a
     service control policy does not allow (OrganizationsDecisionDetail) "organizationsDeny": no
     identity policy lifts them. An explicit Deny that needed context keys the simulation was not
     given (MissingContextValues), keys the real call may carry, is "conditionalDeny": whether it
-    applies to the real calls is not known here.
+    applies to the real calls is not known from the answer alone; `unknown` holds those keys
+    and the statements the Deny matched, for the reader to look at (deny_is_certain).
 
     IAM answers one result per action: its top level aggregates every resource of the call
     (the most restrictive decision, every resource's missing context keys), each resource's own
@@ -827,16 +881,21 @@ def _decisions(
     for resource, decision, entry, exact in entries:
         own = entry.get("PermissionsBoundaryDecisionDetail")
         detail = own or result.get("PermissionsBoundaryDecisionDetail") or {}
-        missing = entry.get("MissingContextValues") or ()
-        if decision == "explicitDeny" and any(may_carry(action, key) for key in missing):
+        keys = frozenset(
+            str(k).lower() for k in entry.get("MissingContextValues") or () if may_carry(action, k)
+        )
+        unknown = None
+        if decision == "explicitDeny" and keys:
             decision = "conditionalDeny"  # wherever the Deny is: a perimeter is often an SCP
+            matched = entry.get("MatchedStatements") or result.get("MatchedStatements") or []
+            unknown = Unknown(keys, tuple(m for m in matched if isinstance(m, dict)))
         elif decision != "allowed" and detail.get("AllowedByPermissionsBoundary") is False:
             decision = "boundaryDeny"
             exact = exact and (own is not None or not several)
         elif decision != "allowed" and organizations.get("AllowedByOrganizations") is False:
             decision = "organizationsDeny"
             exact = exact and not several
-        yield (action, resource), decision, exact
+        yield (action, resource), decision, exact, unknown
 
 
 def delivery_stays_in(

@@ -457,3 +457,131 @@ def test_a_deny_on_keys_every_agent_call_carries_is_judged_on_those_calls(
     assert {c: r.status for c, r in judged.items()} == {ROLE: status, LOGGING: status}
     if status is Status.FAILED:
         assert "an explicit Deny refuses" in judged[ROLE].reason
+
+
+# --- A Deny the simulation cannot evaluate, told apart by reading the policy that holds it ------
+# IAM lists as missing the context keys of every statement it read. An Allow of the channels only
+# through a VPC endpoint (aws:SourceVpce) beside a plain Deny made the Deny read "cannot evaluate":
+# over the core policy the role was PASSED while the agent was refused.
+NO_DATA_CHANNEL = {"Effect": "Deny", "Action": "ssmmessages:OpenDataChannel", "Resource": "*"}
+THROUGH_ENDPOINT = {
+    "Effect": "Allow",
+    "Action": "ssmmessages:*",
+    "Resource": "*",
+    "Condition": {"StringEquals": {"aws:SourceVpce": "vpce-0123"}},
+}
+OUTSIDE_ENDPOINT = {
+    "Effect": "Deny",
+    "NotAction": ["iam:*", "sts:*"],
+    "Resource": "*",
+    "Condition": {"StringNotEquals": {"aws:SourceVpce": "vpce-0123"}},
+}
+
+
+def reads_of_policies(clients):
+    from emulator.calls import CallCounter
+
+    counter = CallCounter(clients.iam)
+    return lambda: {
+        op: n
+        for op, n in counter.by_operation().items()
+        if op in ("iam:GetRolePolicy", "iam:GetPolicy", "iam:GetPolicyVersion")
+    }
+
+
+@pytest.mark.parametrize(
+    ("deny", "reads"),
+    [
+        ("inline", {"iam:GetRolePolicy": 1}),
+        ("managed", {"iam:GetPolicy": 1, "iam:GetPolicyVersion": 1}),
+        ("inline-on-principals", {"iam:GetRolePolicy": 1}),
+    ],
+)
+def test_a_plain_deny_beside_an_unrelated_condition_fails_the_role(account, clients, deny, reads):
+    """The role carries the core policy; a Deny of ssmmessages:OpenDataChannel refuses every
+    session, whatever endpoint the call comes through. Read from the policy that holds it
+    (inline, or managed), it is a refusal: FAILED, naming the Deny. So is a Deny conditioned on
+    keys the simulation was given (every principal but admins: the app role is refused). Before,
+    each read PASSED."""
+    statements = [THROUGH_ENDPOINT]
+    if deny == "inline":
+        statements.append(NO_DATA_CHANNEL)
+    elif deny == "inline-on-principals":
+        admins = {"ArnNotLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/admin-*"}}
+        statements.append(NO_DATA_CHANNEL | {"Condition": admins})
+    iid = app_role(account, *statements)
+    if deny == "managed":
+        denying = policy(account, "no-data-channel", NO_DATA_CHANNEL)
+        account.iam.attach_role_policy(RoleName="app", PolicyArn=denying)
+    policy_reads = reads_of_policies(clients)
+
+    result = verdicts(account.run(clients, "report", [ROLE, LOGGING], **OURS), iid)[ROLE]
+
+    assert result.status is Status.FAILED
+    assert "explicit Deny refuses ssmmessages:OpenDataChannel" in result.reason
+    assert "ssm:UpdateInstanceInformation" not in result.reason  # allowed: not named
+    assert policy_reads() == reads
+
+
+def test_a_perimeter_deny_read_from_its_policy_is_still_not_called_a_refusal(account, clients):
+    """A data perimeter (every call but IAM's refused outside the VPC endpoint), read from the
+    role's inline policy: its Deny names aws:SourceVpce, which the agent's real calls carry
+    through the endpoint. Over the core policy the role stays PASSED, as before; the policy is
+    read once for every pair the perimeter's answer covers (the agent's five calls, delivery's)."""
+    iid = app_role(account, OUTSIDE_ENDPOINT)
+    policy_reads = reads_of_policies(clients)
+
+    judged = verdicts(account.run(clients, "report", [ROLE, LOGGING], **OURS), iid)
+
+    assert judged[ROLE].status is Status.PASSED
+    assert policy_reads() == {"iam:GetRolePolicy": 1}
+
+
+def test_a_shared_policy_is_read_once_a_scan(account, clients):
+    """Two roles carrying the same managed policy with the plain Deny: both FAILED, the policy
+    read once."""
+    denying = policy(account, "no-data-channel", NO_DATA_CHANNEL)
+    iids = []
+    for name in ("app", "web"):
+        account.role(name, CORE, denying, profile=name)
+        inline(account, name, "endpoint", THROUGH_ENDPOINT)
+        iids.append(account.instance(profile=name))
+    policy_reads = reads_of_policies(clients)
+
+    report = account.run(clients, "report", [ROLE])
+
+    assert [verdicts(report, iid)[ROLE].status for iid in iids] == [Status.FAILED] * 2
+    assert policy_reads() == {"iam:GetPolicy": 1, "iam:GetPolicyVersion": 1}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"SourcePolicyId": "p-perimeter", "SourcePolicyType": "none"},  # an SCP, as IAM may say
+        {"SourcePolicyId": "deleted-since", "SourcePolicyType": "role"},
+        None,  # no MatchedStatements at all
+    ],
+    ids=["not-a-role-policy", "deleted-inline-policy", "no-matched-statements"],
+)
+def test_a_deny_whose_policy_cannot_be_read_stays_one_the_simulation_cannot_evaluate(
+    account, clients, monkeypatch, source
+):
+    """Where the matched statement's policy cannot be read (a service control policy, an
+    inline policy deleted since, an answer naming none), whether the Deny has conditions is not
+    known: over the core policy it is not called a refusal, as before."""
+
+    def matched_elsewhere(results, resources):
+        for result in results:
+            for entry in [result, *result["ResourceSpecificResults"]]:
+                if entry.get("MatchedStatements") and source is None:
+                    del entry["MatchedStatements"]
+                elif entry.get("MatchedStatements"):
+                    entry["MatchedStatements"] = [source]
+        return results
+
+    answered_as(monkeypatch, matched_elsewhere)
+    iid = app_role(account, THROUGH_ENDPOINT, NO_DATA_CHANNEL)
+
+    result = verdicts(account.run(clients, "report", [ROLE], **OURS), iid)[ROLE]
+
+    assert result.status is Status.PASSED

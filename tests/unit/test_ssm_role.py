@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -485,3 +486,73 @@ def test_whether_a_roles_trust_lets_ec2_assume_it(document, trusted):
     from guardrail.model import ec2_may_assume
 
     assert ec2_may_assume(document) is trusted
+
+
+# --- A Deny the policy simulation could not evaluate: is it a perimeter or a plain refusal? -----
+# IAM lists as missing every context key any policy names, so its answer alone cannot tell them
+# apart; the reader reads the policies of the Deny's matched statements. VPCE is the key missing
+# here (lower case, as the reader passes it).
+INSTANCE = "arn:aws:ec2:us-east-1:111122223333:instance/i-0abc"
+VPCE = frozenset({"aws:sourcevpce"})
+PLAIN = {"Effect": "Deny", "Action": "ssmmessages:*", "Resource": "*"}
+PERIMETER = {
+    "Effect": "Deny",
+    "Action": "*",
+    "Resource": "*",
+    "Condition": {"StringNotEquals": {"aws:SourceVpce": "vpce-1"}},
+}
+
+
+def doc(*statements):
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+@pytest.mark.parametrize(
+    ("documents", "every_read", "certain"),
+    [
+        ([doc(PLAIN)], True, True),
+        ([doc(PLAIN)], False, True),  # a plain Deny refuses whatever else matched
+        ([doc(PERIMETER)], True, False),
+        ([doc(PERIMETER, PLAIN)], True, True),
+        ([doc(PERIMETER), doc(PLAIN)], False, True),
+        ([json.dumps(doc(PLAIN))], True, True),  # as IAM answers it, undecoded
+        ([doc(PLAIN | {"Action": "SSMMessages:Open*"})], True, True),  # actions: any case
+        ([doc(PLAIN | {"Action": ["ssm:*", "ec2:*"]})], True, False),  # not the action
+        ([doc({"Effect": "Deny", "NotAction": "ssmmessages:*", "Resource": "*"})], True, False),
+        ([doc({"Effect": "Deny", "NotAction": "iam:*", "Resource": "*"})], True, True),
+        ([doc(PLAIN | {"Resource": "arn:aws:ec2:*:*:instance/i-0other"})], True, False),
+        ([doc(PLAIN | {"Resource": "arn:aws:ec2:*:*:instance/*"})], True, True),
+        ([doc(PLAIN | {"Resource": "arn:aws:ec2:*:*:INSTANCE/*"})], True, False),  # ARNs: case
+        ([doc({"Effect": "Deny", "Action": "*", "NotResource": INSTANCE})], True, False),
+        ([doc(PLAIN | {"Effect": "Allow"})], True, False),
+        # Conditions on keys the simulation was given: judged by it, when every source was read.
+        (
+            [doc(PLAIN | {"Condition": {"ArnNotLike": {"aws:PrincipalArn": "arn:*:admin"}}})],
+            True,
+            True,
+        ),
+        ([doc(PLAIN | {"Condition": {"ArnNotLike": {"aws:PrincipalArn": "x"}}})], False, False),
+        (
+            [doc(PLAIN | {"Condition": {"StringNotEqualsIfExists": {"AWS:SOURCEVPCE": "v"}}})],
+            True,
+            False,
+        ),
+        # A policy variable reads the context too; a Condition not an object cannot be read.
+        ([doc(PLAIN | {"Resource": "arn:aws:ec2:*:*:instance/${aws:SourceVpce}"})], True, False),
+        ([doc(PLAIN | {"Resource": "*${aws:username}*"})], True, False),
+        ([doc(PLAIN | {"Condition": ["StringEquals"]})], True, False),
+        ([doc(PLAIN | {"Condition": {"StringEquals": "aws:SourceVpce"}})], True, False),
+        # Nothing read, nothing readable, no Deny found: not certain.
+        ([], False, False),
+        (["not json"], True, False),
+        ([{"Statement": "Deny"}], True, False),
+        ([doc()], True, False),
+    ],
+)
+def test_whether_a_deny_the_simulation_could_not_evaluate_refuses_for_certain(
+    documents, every_read, certain
+):
+    from guardrail.model import deny_is_certain
+
+    action = "ssmmessages:opendatachannel"  # lower case, as the reader keys its decisions
+    assert deny_is_certain(documents, every_read, action, INSTANCE, VPCE) is certain

@@ -262,6 +262,20 @@ class SsmInstanceRole:
             why="whether the SSM Agent may make its calls with each distinct role that carries "
             "the core policy",
         ),
+        Permission(
+            ("iam:GetRolePolicy",),
+            resources=("arn:{partition}:iam::{account}:role/*",),
+            why="a role's inline policy holding a Deny the simulation matched but could not "
+            "evaluate (IAM lists every policy's missing context keys): whether it has conditions",
+        ),
+        Permission(
+            ("iam:GetPolicy", "iam:GetPolicyVersion"),
+            resources=(
+                "arn:{partition}:iam::{account}:policy/*",
+                "arn:{partition}:iam::aws:policy/*",
+            ),
+            why="the same for a managed policy (its default version)",
+        ),
         Permission(("ssm:DescribeInstanceInformation",), why="managed-instance status (DHMC)"),
         Permission(
             ("ssm:GetServiceSetting",),
