@@ -335,10 +335,13 @@ def simulate(
 
     A permissions boundary, when the role has one, must also allow the pair (its explicit Deny
     wins as well). Conditions are evaluated against `context` (ContextEntries: key in lower
-    case → values); the keys a covering statement names that it lacks are each resource's
-    MissingContextValues, and all of them the action's. Resource policies, SCPs and session
-    policies are not modelled.
+    case → values); the keys a covering statement names that it lacks come first in each
+    resource's MissingContextValues, then those any other statement names (IAM lists them
+    all, a statement's of another action too: boto/boto3#3111, aws/aws-sdk-java-v2#1751), and
+    all of them are the action's. Resource policies, SCPs and session policies are not
+    modelled.
     """
+    named = named_missing([*identity, *(boundary or ())], context or {})
     results = []
     for action in actions:
         specific = []
@@ -356,6 +359,7 @@ def simulate(
                     decision = bounded
                 elif bounded.decision == "implicitDeny" and decision.decision == "allowed":
                     decision = Decision("implicitDeny")
+            missing = with_keys(missing, named)
             entry["EvalResourceDecision"] = decision.decision
             entry["MatchedStatements"] = [
                 {"SourcePolicyId": p.policy_id, "SourcePolicyType": p.policy_type}
@@ -387,6 +391,18 @@ def simulate(
             }
         results.append(result)
     return results
+
+
+def named_missing(policies: Sequence[SourcePolicy], context: dict[str, list[str]]) -> list[str]:
+    """The context keys any statement of `policies` names in its Condition that `context`
+    lacks, whatever the statement's action and resource."""
+    named: list[str] = []
+    for policy in policies:
+        for statement in _as_list(policy.document.get("Statement")):
+            condition = statement.get("Condition") if isinstance(statement, dict) else None
+            if isinstance(condition, dict):
+                named = with_keys(named, condition_holds(condition, context)[1])
+    return named
 
 
 def request_context(entries: Iterable[Any]) -> dict[str, list[str]]:

@@ -809,10 +809,11 @@ def test_aws_managed_policy_and_conditions_and_boundary(managed_policies, emulat
         "SourcePolicyId": "AmazonSSMManagedInstanceCore",
         "SourcePolicyType": "aws-managed",
     } in core["MatchedStatements"]
-    # The condition's key is not in the request context: not matched, and named as missing.
+    # The condition's key is not in the request context: not matched, and named as missing;
+    # as IAM does, on the other actions' answers too (boto/boto3#3111).
     assert results[("s3:PutObject", "*")]["EvalDecision"] == "implicitDeny"
     assert results[("s3:PutObject", "*")]["MissingContextValues"] == ["aws:RequestedRegion"]
-    assert "MissingContextValues" not in core
+    assert core["MissingContextValues"] == ["aws:RequestedRegion"]
     assert results[("kms:Decrypt", "*")]["EvalDecision"] == "implicitDeny"  # outside the boundary
     assert results[("kms:Decrypt", "*")]["PermissionsBoundaryDecisionDetail"] == {
         "AllowedByPermissionsBoundary": False
@@ -955,7 +956,8 @@ def test_a_perimeter_deny_on_a_key_not_given_refuses_and_names_the_key(
 ):
     """As IAM answers it: a Deny unless from the corporate network (NotIpAddress on
     aws:SourceIp), the key not given, matches; the answer names the key as missing, on each
-    resource and on the action; a boundary's keys are named too."""
+    resource (the one the Deny does not cover too: IAM names every statement's keys) and on
+    the action; a boundary's keys are named too."""
     perimeter = build.policy(
         "perimeter",
         {
@@ -994,7 +996,10 @@ def test_a_perimeter_deny_on_a_key_not_given_refuses_and_names_the_key(
         "aws:SourceVpc",
     ]
     assert entries["arn:aws:s3:::other/k"]["EvalResourceDecision"] == "allowed"
-    assert entries["arn:aws:s3:::other/k"]["MissingContextValues"] == ["aws:SourceVpc"]
+    assert entries["arn:aws:s3:::other/k"]["MissingContextValues"] == [
+        "aws:SourceVpc",
+        "aws:SourceIp",
+    ]
     assert result["EvalDecision"] == "explicitDeny"
     assert result["MissingContextValues"] == ["aws:SourceIp", "aws:SourceVpc"]
 
