@@ -5,9 +5,9 @@ Everything here is plain frozen data: checks are pure functions of an `AccountSn
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 import json
+import re
 import urllib.parse
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -253,12 +253,13 @@ def _principals(statement: Mapping[str, Any], key: str = "Principal") -> list[st
 
 def _names(statement: Mapping[str, Any], key: str, value: str, *, ignore_case: bool) -> bool:
     """Whether the statement's `key` (Action, Resource) covers `value`; its Not`key` covers
-    all it does not name. Wildcards * and ? as IAM has them."""
+    all it does not name. Wildcards * and ? as IAM has them; every other character, [ and ]
+    too, stands for itself."""
 
     def covers(pattern: str) -> bool:
-        if ignore_case:
-            return fnmatch.fnmatchcase(value.lower(), pattern.lower())
-        return fnmatch.fnmatchcase(value, pattern)
+        regex = "".join({"*": ".*", "?": "."}.get(c) or re.escape(c) for c in pattern)
+        flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+        return re.fullmatch(regex, value, flags) is not None
 
     if f"Not{key}" in statement:
         return not any(covers(p) for p in _strings(statement[f"Not{key}"]))
@@ -290,14 +291,20 @@ def deny_is_certain(
     too, so its answer alone cannot tell a plain Deny from a perimeter. Certain: a Deny
     statement of those policies covering the pair without a Condition (or a policy variable,
     which reads the context too); or, every matched policy read, no covering Deny statement
-    naming an unknown key (the simulation judged whichever matched on what it was given)."""
+    naming an unknown key (the simulation judged whichever matched on what it was given). A
+    Deny statement with a policy variable may cover the pair, and reads the context."""
     denies = [
         _context_keys(s)
         for document in documents
         for s in policy_statements(document) or ()
         if s.get("Effect") == "Deny"
-        and _names(s, "Action", action, ignore_case=True)
-        and _names(s, "Resource", resource, ignore_case=False)
+        and (
+            "${" in json.dumps(s)
+            or (
+                _names(s, "Action", action, ignore_case=True)
+                and _names(s, "Resource", resource, ignore_case=False)
+            )
+        )
     ]
     if not denies:
         return False
@@ -310,7 +317,7 @@ def deny_is_certain(
 def _context_keys(statement: Mapping[str, Any]) -> frozenset[str] | None:
     """The context keys (lower case) a statement's Condition names; None when it reads the
     request context in a way not listed here (a policy variable, a malformed Condition)."""
-    condition = statement.get("Condition") or {}
+    condition = statement.get("Condition", {})
     if "${" in json.dumps(statement) or not isinstance(condition, dict):
         return None
     if not all(isinstance(tests, dict) for tests in condition.values()):

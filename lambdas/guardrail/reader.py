@@ -636,18 +636,23 @@ class SnapshotReader:
         return deny_is_certain(read, every_read, *pair, unknown.keys)
 
     def _matched_policy(self, role: Role, matched: Mapping[str, Any]) -> Any:
-        """The document of a MatchedStatements entry's policy: one of the role's inline
-        policies (type role, named by its id) or a managed policy (its id the ARN, or the name
-        of one attached to the role). None for one not read here: a service control policy,
-        a policy given with the call, one deleted since."""
-        kind = str(matched.get("SourcePolicyType", "")).lower()
-        name = str(matched.get("SourcePolicyId", ""))
+        """The document of a MatchedStatements entry's policy: a managed policy attached to the
+        role (named by its ARN or name; type aws-managed or user-managed) or one of the role's
+        inline policies (type role, named by its name). With no type, an attached policy of
+        that name, else an inline one. None for one not read here: a service control policy,
+        a permissions boundary, a policy given with the call, one deleted since or refused."""
+        kind = str(matched.get("SourcePolicyType") or "").lower()
+        name = str(matched.get("SourcePolicyId") or "")
         arn = next(
-            (a for a in sorted(role.attached_policy_arns) if name in (a, a.split("/")[-1])), ""
+            (
+                a
+                for a in sorted(role.attached_policy_arns)
+                if name in (a, a.split("/")[-1])
+                and kind in ("", "aws-managed" if ":iam::aws:policy/" in a else "user-managed")
+            ),
+            "",
         )
-        if not arn and name.startswith("arn:") and ":policy/" in name:
-            arn = name  # a permissions boundary, named by its ARN
-        key = (arn or kind, role.name if not arn else "", name)
+        key = (arn, "", "") if arn else (kind, role.name, name)
         if key not in self._policies:
             self._policies[key] = self._read_policy(role, kind, name, arn)
         return self._policies[key]
@@ -659,11 +664,16 @@ class SnapshotReader:
                 version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
                 answer = iam.get_policy_version(PolicyArn=arn, VersionId=version)
                 return answer["PolicyVersion"]["Document"]
-            if kind == "role":
+            if kind in ("", "role") and name:
                 return iam.get_role_policy(RoleName=role.name, PolicyName=name)["PolicyDocument"]
         except ClientError as error:
-            if error_code(error) != "NoSuchEntity":
+            code = error_code(error)
+            if code not in ("NoSuchEntity", "AccessDenied", "AccessDeniedException"):
                 raise
+            if code != "NoSuchEntity":
+                # An SCP or a narrowed role refusing the read: the Deny stays one the simulation
+                # cannot evaluate, as before the guardrail read policies.
+                logger.warning("policy %s of role %s not read: %s", name, role.name, code)
         return None
 
     def _simulations(
@@ -887,7 +897,9 @@ def _decisions(
         unknown = None
         if decision == "explicitDeny" and keys:
             decision = "conditionalDeny"  # wherever the Deny is: a perimeter is often an SCP
-            matched = entry.get("MatchedStatements") or result.get("MatchedStatements") or []
+            # An entry's own list, even empty (a Deny no policy read here holds): the action's
+            # may be another resource's.
+            matched = entry.get("MatchedStatements", result.get("MatchedStatements")) or []
             unknown = Unknown(keys, tuple(m for m in matched if isinstance(m, dict)))
         elif decision != "allowed" and detail.get("AllowedByPermissionsBoundary") is False:
             decision = "boundaryDeny"

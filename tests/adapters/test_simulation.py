@@ -4,6 +4,7 @@ on its own resources, read per resource as IAM's API reference documents the ans
 from __future__ import annotations
 
 import fnmatch
+import logging
 
 import pytest
 from guardrail.model import Outcome, Status
@@ -580,6 +581,91 @@ def test_a_deny_whose_policy_cannot_be_read_stays_one_the_simulation_cannot_eval
         return results
 
     answered_as(monkeypatch, matched_elsewhere)
+    iid = app_role(account, THROUGH_ENDPOINT, NO_DATA_CHANNEL)
+
+    result = verdicts(account.run(clients, "report", [ROLE], **OURS), iid)[ROLE]
+
+    assert result.status is Status.PASSED
+
+
+def test_an_inline_policy_is_not_mistaken_for_a_managed_one_of_the_same_name(account, clients):
+    """The answer names the inline perimeter "guard" (type role); a managed policy named
+    "guard" is attached too, a Deny for admins only. Read in its place, its Deny (on a key the
+    simulation was given) made the perimeter's answer a refusal: FAILED. The inline one is read:
+    PASSED, as over any perimeter."""
+    iid = app_role(account)
+    inline(account, "app", "guard", OUTSIDE_ENDPOINT)
+    admins = {"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/admin-*"}}
+    guard = policy(account, "guard", NO_DATA_CHANNEL | {"Condition": admins})
+    account.iam.attach_role_policy(RoleName="app", PolicyArn=guard)
+    policy_reads = reads_of_policies(clients)
+
+    result = verdicts(account.run(clients, "report", [ROLE], **OURS), iid)[ROLE]
+
+    assert result.status is Status.PASSED
+    assert policy_reads() == {"iam:GetRolePolicy": 1}
+
+
+def test_a_matched_statement_without_a_type_is_read_as_the_inline_policy_of_its_name(
+    account, clients, monkeypatch
+):
+    """IAM's own example answer names the policy only (SourcePolicyId, no SourcePolicyType).
+    No attached policy has that name: the role's inline policy of that name is read, and its
+    plain Deny refuses."""
+
+    def untyped(results, resources):
+        for result in results:
+            for entry in [result, *result["ResourceSpecificResults"]]:
+                for matched in entry.get("MatchedStatements", []):
+                    matched.pop("SourcePolicyType", None)
+        return results
+
+    answered_as(monkeypatch, untyped)
+    iid = app_role(account, THROUGH_ENDPOINT, NO_DATA_CHANNEL)
+
+    result = verdicts(account.run(clients, "report", [ROLE], **OURS), iid)[ROLE]
+
+    assert result.status is Status.FAILED
+    assert "explicit Deny refuses ssmmessages:OpenDataChannel" in result.reason
+
+
+def test_a_policy_read_refused_leaves_the_deny_one_the_simulation_cannot_evaluate(
+    account, clients, caplog, monkeypatch
+):
+    """An SCP (or a narrowed role, for the CLI) refusing iam:GetRolePolicy does not stop the
+    scan: the Deny is judged as before the guardrail read policies (PASSED over the core
+    policy), and the log says which policy was not read and why."""
+    from tests.aws_errors import error_answer
+
+    clients.iam.meta.events.register(
+        "before-call.iam.GetRolePolicy", error_answer("AccessDenied", 403)
+    )
+    iid = app_role(account, THROUGH_ENDPOINT, NO_DATA_CHANNEL)
+
+    # A handler test's Powertools logger may have stopped "guardrail" propagating to caplog.
+    monkeypatch.setattr(logging.getLogger("guardrail"), "propagate", True)
+    with caplog.at_level("WARNING", logger="guardrail"):
+        result = verdicts(account.run(clients, "report", [ROLE], **OURS), iid)[ROLE]
+
+    assert result.status is Status.PASSED
+    assert "policy owners of role app not read: AccessDenied" in caplog.text
+
+
+def test_a_resources_empty_matched_statements_are_not_taken_from_the_action(
+    account, clients, monkeypatch
+):
+    """The instance's own answer lists no matched statement (a Deny in a policy IAM does not
+    name: an SCP); the action's list may be another resource's. Reading the action's list, the
+    plain Deny found there was pinned on the instance: FAILED. Not known: PASSED."""
+
+    def unnamed(results, resources):
+        for result in results:
+            for entry in result["ResourceSpecificResults"]:
+                if entry["EvalResourceDecision"] == "explicitDeny":
+                    entry["MatchedStatements"] = []
+        return results
+
+    answered_as(monkeypatch, unnamed)
     iid = app_role(account, THROUGH_ENDPOINT, NO_DATA_CHANNEL)
 
     result = verdicts(account.run(clients, "report", [ROLE], **OURS), iid)[ROLE]

@@ -542,6 +542,24 @@ def doc(*statements):
         ([doc(PLAIN | {"Resource": "*${aws:username}*"})], True, False),
         ([doc(PLAIN | {"Condition": ["StringEquals"]})], True, False),
         ([doc(PLAIN | {"Condition": {"StringEquals": "aws:SourceVpce"}})], True, False),
+        # Only * and ? are wildcards: "[c]" is those three characters, so this Deny is not
+        # the instance's and only the perimeter covers it.
+        ([doc(PERIMETER, PLAIN | {"Resource": "arn:aws:ec2:*:*:instance/i-0ab[c]"})], True, False),
+        ([doc(PLAIN | {"Resource": "arn:aws:ec2:*:*:instance/i-0ab?"})], True, True),
+        # A perimeter scoped with a policy variable may be the statement that matched, beside a
+        # Deny on a key the simulation was given.
+        (
+            [
+                doc(
+                    PERIMETER | {"Resource": "arn:aws:ec2:*:${aws:PrincipalAccount}:instance/*"},
+                    PLAIN | {"Condition": {"ArnLike": {"aws:PrincipalArn": "arn:*:role/admin-*"}}},
+                )
+            ],
+            True,
+            False,
+        ),
+        ([doc(PLAIN | {"Condition": {}})], True, True),  # an empty Condition: none
+        ([doc(PLAIN | {"Condition": None})], True, False),
         # Nothing read, nothing readable, no Deny found: not certain.
         ([], False, False),
         (["not json"], True, False),
