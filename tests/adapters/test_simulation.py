@@ -9,6 +9,8 @@ import logging
 import pytest
 from guardrail.model import Outcome, Status
 
+from tests.unit.test_ssm_role import PERIMETER
+
 from .conftest import CORE
 from .test_role_fix import attached, inline, policy, simulated_roles
 from .test_session_logging_fix import KEY, OURS, create_preferences, delivery_policy
@@ -465,17 +467,11 @@ def test_a_deny_on_keys_every_agent_call_carries_is_judged_on_those_calls(
 # through a VPC endpoint (aws:SourceVpce) beside a plain Deny made the Deny read "cannot evaluate":
 # over the core policy the role was PASSED while the agent was refused.
 NO_DATA_CHANNEL = {"Effect": "Deny", "Action": "ssmmessages:OpenDataChannel", "Resource": "*"}
-THROUGH_ENDPOINT = {
+# The perimeter's opposite: the channels allowed through the endpoint only.
+THROUGH_ENDPOINT = PERIMETER | {
     "Effect": "Allow",
     "Action": "ssmmessages:*",
-    "Resource": "*",
-    "Condition": {"StringEquals": {"aws:SourceVpce": "vpce-0123"}},
-}
-OUTSIDE_ENDPOINT = {
-    "Effect": "Deny",
-    "NotAction": ["iam:*", "sts:*"],
-    "Resource": "*",
-    "Condition": {"StringNotEquals": {"aws:SourceVpce": "vpce-0123"}},
+    "Condition": {"StringEquals": {"aws:SourceVpce": "vpce-1"}},
 }
 
 
@@ -525,11 +521,11 @@ def test_a_plain_deny_beside_an_unrelated_condition_fails_the_role(account, clie
 
 
 def test_a_perimeter_deny_read_from_its_policy_is_still_not_called_a_refusal(account, clients):
-    """A data perimeter (every call but IAM's refused outside the VPC endpoint), read from the
+    """A data perimeter (every call refused outside the VPC endpoint), read from the
     role's inline policy: its Deny names aws:SourceVpce, which the agent's real calls carry
     through the endpoint. Over the core policy the role stays PASSED, as before; the policy is
     read once for every pair the perimeter's answer covers (the agent's five calls, delivery's)."""
-    iid = app_role(account, OUTSIDE_ENDPOINT)
+    iid = app_role(account, PERIMETER)
     policy_reads = reads_of_policies(clients)
 
     judged = verdicts(account.run(clients, "report", [ROLE, LOGGING], **OURS), iid)
@@ -594,7 +590,7 @@ def test_an_inline_policy_is_not_mistaken_for_a_managed_one_of_the_same_name(acc
     simulation was given) made the perimeter's answer a refusal: FAILED. The inline one is read:
     PASSED, as over any perimeter."""
     iid = app_role(account)
-    inline(account, "app", "guard", OUTSIDE_ENDPOINT)
+    inline(account, "app", "guard", PERIMETER)
     admins = {"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/admin-*"}}
     guard = policy(account, "guard", NO_DATA_CHANNEL | {"Condition": admins})
     account.iam.attach_role_policy(RoleName="app", PolicyArn=guard)
