@@ -289,17 +289,17 @@ def deny_is_certain(
 
     IAM lists as missing every key any policy it evaluated names, an unrelated statement's
     too, so its answer alone cannot tell a plain Deny from a perimeter. Certain: a Deny
-    statement of those policies covering the pair without a Condition (or a policy variable,
-    which reads the context too); or, every matched policy read, no covering Deny statement
-    naming an unknown key (the simulation judged whichever matched on what it was given). A
-    Deny statement with a policy variable may cover the pair, and reads the context."""
+    statement of those policies covering the pair without a Condition; or, every matched
+    policy read, no covering Deny statement naming an unknown key (the simulation judged
+    whichever matched on what it was given). A statement with a policy variable reads the
+    context too, and may cover the pair whatever its Action and Resource say."""
     denies = [
         _context_keys(s)
         for document in documents
         for s in policy_statements(document) or ()
         if s.get("Effect") == "Deny"
         and (
-            "${" in json.dumps(s)
+            _has_variable(s)
             or (
                 _names(s, "Action", action, ignore_case=True)
                 and _names(s, "Resource", resource, ignore_case=False)
@@ -318,11 +318,16 @@ def _context_keys(statement: Mapping[str, Any]) -> frozenset[str] | None:
     """The context keys (lower case) a statement's Condition names; None when it reads the
     request context in a way not listed here (a policy variable, a malformed Condition)."""
     condition = statement.get("Condition", {})
-    if "${" in json.dumps(statement) or not isinstance(condition, dict):
+    if _has_variable(statement) or not isinstance(condition, dict):
         return None
     if not all(isinstance(tests, dict) for tests in condition.values()):
         return None
     return frozenset(str(key).lower() for tests in condition.values() for key in tests)
+
+
+def _has_variable(statement: Mapping[str, Any]) -> bool:
+    """Whether the statement holds a policy variable (${aws:username}, say)."""
+    return "${" in json.dumps(statement)
 
 
 def trusted_besides_ec2(trust_policy: Any, role_arn: str = "") -> tuple[str, ...]:

@@ -668,12 +668,12 @@ class SnapshotReader:
                 return iam.get_role_policy(RoleName=role.name, PolicyName=name)["PolicyDocument"]
         except ClientError as error:
             code = error_code(error)
-            if code not in ("NoSuchEntity", "AccessDenied", "AccessDeniedException"):
-                raise
-            if code != "NoSuchEntity":
+            if code in ("AccessDenied", "AccessDeniedException"):
                 # An SCP or a narrowed role refusing the read: the Deny stays one the simulation
                 # cannot evaluate, as before the guardrail read policies.
                 logger.warning("policy %s of role %s not read: %s", name, role.name, code)
+            elif code != "NoSuchEntity":
+                raise
         return None
 
     def _simulations(
