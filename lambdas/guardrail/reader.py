@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -207,6 +207,7 @@ class SnapshotReader:
         self._group_meta: dict[str, tuple[str, str | None]] = {}
         # Policies read to judge a Deny the simulation could not evaluate (None: not readable).
         self._policies: dict[tuple[str, str, str], Any] = {}
+        self._boundaries: dict[str, str] = {}  # role name → its permissions boundary's ARN
 
     def read(
         self, scope: Scope, controls: Collection[str], read_at: datetime | None = None
@@ -637,41 +638,74 @@ class SnapshotReader:
 
     def _matched_policy(self, role: Role, matched: Mapping[str, Any]) -> Any:
         """The document of a MatchedStatements entry's policy: a managed policy attached to the
-        role (named by its ARN or name; type aws-managed or user-managed) or one of the role's
-        inline policies (type role, named by its name). With no type, an attached policy of
-        that name, else an inline one. None for one not read here: a service control policy,
-        a permissions boundary, a policy given with the call, one deleted since or refused."""
+        role or its permissions boundary (named by its ARN or name; type aws-managed or
+        user-managed), or one of the role's inline policies (type role, named by its name).
+        With no type, a managed policy of that name, else an inline one. None for one not read
+        here: a service control policy, a policy given with the call, one deleted since or
+        refused."""
         kind = str(matched.get("SourcePolicyType") or "").lower()
         name = str(matched.get("SourcePolicyId") or "")
-        arn = next(
-            (
-                a
-                for a in sorted(role.attached_policy_arns)
-                if name in (a, a.split("/")[-1])
-                and kind in ("", "aws-managed" if ":iam::aws:policy/" in a else "user-managed")
-            ),
-            "",
-        )
+
+        def named(arns: Iterable[str]) -> str:
+            return next(
+                (
+                    a
+                    for a in arns
+                    if name in (a, a.split("/")[-1])
+                    and kind in ("", "aws-managed" if ":iam::aws:policy/" in a else "user-managed")
+                ),
+                "",
+            )
+
+        arn = named(sorted(role.attached_policy_arns))
+        if not arn and name and kind in ("", "aws-managed", "user-managed"):
+            arn = named([self._boundary_of(role)])
         key = (arn, "", "") if arn else (kind, role.name, name)
         if key not in self._policies:
             self._policies[key] = self._read_policy(role, kind, name, arn)
         return self._policies[key]
 
+    def _boundary_of(self, role: Role) -> str:
+        """The ARN of the role's permissions boundary, "" for none (GetRole, once a role: the
+        role as GetInstanceProfile lists it does not say)."""
+        if role.name not in self._boundaries:
+            answer = self._refusable(
+                f"role {role.name}", lambda: self.clients.iam.get_role(RoleName=role.name)
+            )
+            boundary = (answer or {}).get("Role", {}).get("PermissionsBoundary") or {}
+            self._boundaries[role.name] = str(boundary.get("PermissionsBoundaryArn") or "")
+        return self._boundaries[role.name]
+
     def _read_policy(self, role: Role, kind: str, name: str, arn: str) -> Any:
         iam = self.clients.iam
+        what = f"policy {name} of role {role.name}"
+        if arn:
+            version = self._refusable(what, lambda: iam.get_policy(PolicyArn=arn))
+            answer = version and self._refusable(
+                what,
+                lambda: iam.get_policy_version(
+                    PolicyArn=arn, VersionId=version["Policy"]["DefaultVersionId"]
+                ),
+            )
+            return answer and answer["PolicyVersion"]["Document"]
+        if kind in ("", "role") and name:
+            answer = self._refusable(
+                what, lambda: iam.get_role_policy(RoleName=role.name, PolicyName=name)
+            )
+            return answer and answer["PolicyDocument"]
+        return None
+
+    @staticmethod
+    def _refusable(what: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+        """An IAM read for judging a Deny; None when what it reads is gone, or the read is
+        refused (an SCP, a narrowed role: logged). Then the Deny stays one the simulation
+        cannot evaluate, as before the guardrail read policies."""
         try:
-            if arn:
-                version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
-                answer = iam.get_policy_version(PolicyArn=arn, VersionId=version)
-                return answer["PolicyVersion"]["Document"]
-            if kind in ("", "role") and name:
-                return iam.get_role_policy(RoleName=role.name, PolicyName=name)["PolicyDocument"]
+            return call()
         except ClientError as error:
             code = error_code(error)
             if code in ("AccessDenied", "AccessDeniedException"):
-                # An SCP or a narrowed role refusing the read: the Deny stays one the simulation
-                # cannot evaluate, as before the guardrail read policies.
-                logger.warning("policy %s of role %s not read: %s", name, role.name, code)
+                logger.warning("%s not read: %s", what, code)
             elif code != "NoSuchEntity":
                 raise
         return None

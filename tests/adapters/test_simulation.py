@@ -482,7 +482,7 @@ def reads_of_policies(clients):
     return lambda: {
         op: n
         for op, n in counter.by_operation().items()
-        if op in ("iam:GetRolePolicy", "iam:GetPolicy", "iam:GetPolicyVersion")
+        if op in ("iam:GetRolePolicy", "iam:GetRole", "iam:GetPolicy", "iam:GetPolicyVersion")
     }
 
 
@@ -667,3 +667,25 @@ def test_a_resources_empty_matched_statements_are_not_taken_from_the_action(
     result = verdicts(account.run(clients, "report", [ROLE], **OURS), iid)[ROLE]
 
     assert result.status is Status.PASSED
+
+
+@pytest.mark.parametrize(
+    ("deny", "status"),
+    [(NO_DATA_CHANNEL, Status.FAILED), (PERIMETER, Status.PASSED)],
+    ids=["plain", "perimeter"],
+)
+def test_a_deny_in_the_permissions_boundary_is_read_from_the_role(account, clients, deny, status):
+    """The role's permissions boundary allows everything but holds the Deny; the answer names
+    the boundary, which the role as its profile lists it does not: GetRole says which it is.
+    A plain Deny there refuses (FAILED; before, PASSED over the core policy), a perimeter
+    there stays "cannot evaluate"."""
+    bounded = policy(account, "bounded", {"Effect": "Allow", "Action": "*", "Resource": "*"}, deny)
+    iid = app_role(account, THROUGH_ENDPOINT, boundary=bounded)
+    policy_reads = reads_of_policies(clients)
+
+    result = verdicts(account.run(clients, "report", [ROLE], **OURS), iid)[ROLE]
+
+    assert result.status is status
+    if status is Status.FAILED:
+        assert "explicit Deny refuses ssmmessages:OpenDataChannel" in result.reason
+    assert policy_reads() == {"iam:GetRole": 1, "iam:GetPolicy": 1, "iam:GetPolicyVersion": 1}

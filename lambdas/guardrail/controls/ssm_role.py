@@ -263,10 +263,11 @@ class SsmInstanceRole:
             "the core policy",
         ),
         Permission(
-            ("iam:GetRolePolicy",),
+            ("iam:GetRolePolicy", "iam:GetRole"),
             resources=("arn:{partition}:iam::{account}:role/*",),
-            why="a role's inline policy holding a Deny the simulation matched but could not "
-            "evaluate (IAM lists every policy's missing context keys): whether it has conditions",
+            why="a role's inline policy (or, from the role, its permissions boundary) holding a "
+            "Deny the simulation matched but could not evaluate (IAM lists every policy's "
+            "missing context keys): whether it has conditions",
         ),
         Permission(
             ("iam:GetPolicy", "iam:GetPolicyVersion"),
