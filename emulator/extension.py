@@ -112,12 +112,18 @@ _installed = False
 # --------------------------------------------------------------------------------------------
 
 
+IAM_POLICY = "IAM Policy"  # SimulatePrincipalPolicy's SourcePolicyType
+
+
 @dataclass(frozen=True)
 class SourcePolicy:
     """One policy document taking part in a simulation, named as SimulatePrincipalPolicy names it."""
 
+    # As IAM names them: a managed policy by its name, a role's inline policy as
+    # role_<role>_<policy>, a policy given with the call as PolicyInputList.<n>; every type is
+    # "IAM Policy" (answers AWS and others have published show no other).
     policy_id: str
-    policy_type: str  # role | aws-managed | user-managed | none (PolicyInputList)
+    policy_type: str
     document: dict[str, Any]
 
 
@@ -439,14 +445,16 @@ def _managed_document(policy: Any) -> dict[str, Any]:
 
 
 def _managed_source(policy: Any) -> SourcePolicy:
-    kind = "aws-managed" if ":iam::aws:policy/" in policy.arn else "user-managed"
-    return SourcePolicy(policy.name, kind, _managed_document(policy))
+    return SourcePolicy(policy.name, IAM_POLICY, _managed_document(policy))
 
 
 def role_policies(role: Any) -> list[SourcePolicy]:
     """A moto Role's attached managed policies (default versions) and inline policies."""
     sources = [_managed_source(p) for p in role.managed_policies.values()]
-    sources += [SourcePolicy(name, "role", _document(doc)) for name, doc in role.policies.items()]
+    sources += [
+        SourcePolicy(f"role_{role.name}_{name}", IAM_POLICY, _document(doc))
+        for name, doc in role.policies.items()
+    ]
     return sources
 
 
@@ -491,13 +499,13 @@ def _iam_simulate_principal_policy(self: Any) -> Any:
         raise NotFoundException(f"The role with name {arn.rsplit('/', 1)[-1]} cannot be found.")
     identity = role_policies(role)
     identity += [
-        SourcePolicy(f"PolicyInputList.{n}", "none", _document(doc))
+        SourcePolicy(f"PolicyInputList.{n}", IAM_POLICY, _document(doc))
         for n, doc in enumerate(self._get_param("PolicyInputList") or [], start=1)
     ]
     boundary_inputs = self._get_param("PermissionsBoundaryPolicyInputList") or []
     boundary = (
         [
-            SourcePolicy(f"PermissionsBoundaryPolicyInputList.{n}", "none", _document(doc))
+            SourcePolicy(f"PermissionsBoundaryPolicyInputList.{n}", IAM_POLICY, _document(doc))
             for n, doc in enumerate(boundary_inputs, start=1)
         ]
         if boundary_inputs

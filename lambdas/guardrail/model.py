@@ -293,10 +293,12 @@ def deny_is_certain(
     policy read, no covering Deny statement naming an unknown key (the simulation judged
     whichever matched on what it was given). A statement with a policy variable reads the
     context too, and may cover the pair whatever its Action and Resource say."""
+    read = [policy_statements(document) for document in documents]
+    every_source_read = every_source_read and None not in read  # not JSON: not read
     denies = [
         _context_keys(s)
-        for document in documents
-        for s in policy_statements(document) or ()
+        for statements in read
+        for s in statements or ()
         if s.get("Effect") == "Deny"
         and (
             _has_variable(s)

@@ -637,33 +637,47 @@ class SnapshotReader:
         return deny_is_certain(read, every_read, *pair, unknown.keys)
 
     def _matched_policy(self, role: Role, matched: Mapping[str, Any]) -> Any:
-        """The document of a MatchedStatements entry's policy: a managed policy attached to the
-        role or its permissions boundary (named by its ARN or name; type aws-managed or
-        user-managed), or one of the role's inline policies (type role, named by its name).
-        With no type, a managed policy of that name, else an inline one. None for one not read
-        here: a service control policy, a policy given with the call, one deleted since or
-        refused."""
-        kind = str(matched.get("SourcePolicyType") or "").lower()
-        name = str(matched.get("SourcePolicyId") or "")
+        """The document of a MatchedStatements entry's policy; None for one not read here (a
+        service control policy, a policy given with the call, one deleted since or refused)."""
+        target = self._policy_named(
+            role,
+            str(matched.get("SourcePolicyType") or "").lower(),
+            str(matched.get("SourcePolicyId") or ""),
+        )
+        if target is None:
+            return None
+        key = (*target, role.name if target[0] == "inline" else "")  # inline: the role's own
+        if key not in self._policies:
+            self._policies[key] = self._read_policy(role, *target)
+        return self._policies[key]
 
-        def named(arns: Iterable[str]) -> str:
-            return next(
-                (
-                    a
-                    for a in arns
-                    if name in (a, a.split("/")[-1])
-                    and kind in ("", "aws-managed" if ":iam::aws:policy/" in a else "user-managed")
-                ),
-                "",
+    def _policy_named(self, role: Role, kind: str, name: str) -> tuple[str, str] | None:
+        """("managed", ARN) or ("inline", policy name) for a MatchedStatements entry. IAM names
+        a managed policy (attached, or the permissions boundary) by its name, an inline one
+        role_<role>_<policy>, both of type "IAM Policy"; an ARN, the inline policy's bare name
+        with type "role", and types aws-managed/user-managed are taken too."""
+        if not name or name.startswith(("PolicyInputList.", "PermissionsBoundaryPolicyInputList.")):
+            return None  # given with the call: the guardrail's own, Allow only
+        prefix = f"role_{role.name}_"
+        if kind == "role":
+            return "inline", name.removeprefix(prefix)
+
+        def of_kind(arn: str) -> bool:
+            aws_owned = ":iam::aws:policy/" in arn
+            return (
+                kind not in ("aws-managed", "user-managed") or (kind == "aws-managed") == aws_owned
             )
 
-        arn = named(sorted(role.attached_policy_arns))
-        if not arn and name and kind in ("", "aws-managed", "user-managed"):
-            arn = named([self._boundary_of(role)])
-        key = (arn, "", "") if arn else (kind, role.name, name)
-        if key not in self._policies:
-            self._policies[key] = self._read_policy(role, kind, name, arn)
-        return self._policies[key]
+        def named(arns: Iterable[str]) -> str:
+            return next((a for a in arns if name in (a, a.split("/")[-1]) and of_kind(a)), "")
+
+        if arn := named(sorted(role.attached_policy_arns)):
+            return "managed", arn
+        if name.startswith(prefix):
+            return "inline", name.removeprefix(prefix)
+        if arn := named([self._boundary_of(role)]):
+            return "managed", arn
+        return ("inline", name) if not kind else None
 
     def _boundary_of(self, role: Role) -> str:
         """The ARN of the role's permissions boundary, "" for none (GetRole, once a role: the
@@ -676,24 +690,22 @@ class SnapshotReader:
             self._boundaries[role.name] = str(boundary.get("PermissionsBoundaryArn") or "")
         return self._boundaries[role.name]
 
-    def _read_policy(self, role: Role, kind: str, name: str, arn: str) -> Any:
+    def _read_policy(self, role: Role, how: str, which: str) -> Any:
         iam = self.clients.iam
-        what = f"policy {name} of role {role.name}"
-        if arn:
-            version = self._refusable(what, lambda: iam.get_policy(PolicyArn=arn))
+        what = f"policy {which} of role {role.name}"
+        if how == "managed":
+            version = self._refusable(what, lambda: iam.get_policy(PolicyArn=which))
             answer = version and self._refusable(
                 what,
                 lambda: iam.get_policy_version(
-                    PolicyArn=arn, VersionId=version["Policy"]["DefaultVersionId"]
+                    PolicyArn=which, VersionId=version["Policy"]["DefaultVersionId"]
                 ),
             )
             return answer and answer["PolicyVersion"]["Document"]
-        if kind in ("", "role") and name:
-            answer = self._refusable(
-                what, lambda: iam.get_role_policy(RoleName=role.name, PolicyName=name)
-            )
-            return answer and answer["PolicyDocument"]
-        return None
+        answer = self._refusable(
+            what, lambda: iam.get_role_policy(RoleName=role.name, PolicyName=which)
+        )
+        return answer and answer["PolicyDocument"]
 
     @staticmethod
     def _refusable(what: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:

@@ -555,7 +555,7 @@ def test_a_shared_policy_is_read_once_a_scan(account, clients):
     "source",
     [
         {"SourcePolicyId": "p-perimeter", "SourcePolicyType": "none"},  # an SCP, as IAM may say
-        {"SourcePolicyId": "deleted-since", "SourcePolicyType": "role"},
+        {"SourcePolicyId": "role_app_deleted-since", "SourcePolicyType": "IAM Policy"},
         None,  # no MatchedStatements at all
     ],
     ids=["not-a-role-policy", "deleted-inline-policy", "no-matched-statements"],
@@ -689,3 +689,61 @@ def test_a_deny_in_the_permissions_boundary_is_read_from_the_role(account, clien
     if status is Status.FAILED:
         assert "explicit Deny refuses ssmmessages:OpenDataChannel" in result.reason
     assert policy_reads() == {"iam:GetRole": 1, "iam:GetPolicy": 1, "iam:GetPolicyVersion": 1}
+
+
+def test_a_roles_inline_policy_is_not_taken_for_another_roles_of_the_same_name(account, clients):
+    """Two roles each have an inline policy "owners": app's a plain Deny beside an Allow
+    through the endpoint, web's a perimeter. Each is read from its own role: app FAILED, web
+    PASSED."""
+    app = app_role(account, THROUGH_ENDPOINT, NO_DATA_CHANNEL)
+    account.role("web", CORE, profile="web")
+    inline(account, "web", "owners", PERIMETER)
+    web = account.instance(profile="web")
+    policy_reads = reads_of_policies(clients)
+
+    report = account.run(clients, "report", [ROLE], **OURS)
+
+    assert verdicts(report, app)[ROLE].status is Status.FAILED
+    assert verdicts(report, web)[ROLE].status is Status.PASSED
+    assert policy_reads() == {"iam:GetRolePolicy": 2}
+
+
+@pytest.mark.parametrize(
+    ("where", "spelled"),
+    [
+        ("inline", lambda name: {"SourcePolicyId": "owners", "SourcePolicyType": "role"}),
+        (
+            "managed",
+            lambda name: {
+                "SourcePolicyId": f"arn:aws:iam::123456789012:policy/{name}",
+                "SourcePolicyType": "user-managed",
+            },
+        ),
+    ],
+    ids=["inline-by-bare-name", "managed-by-arn"],
+)
+def test_other_spellings_of_a_matched_policy_are_read(
+    account, clients, monkeypatch, where, spelled
+):
+    """IAM answers "IAM Policy" for every policy, naming an inline one role_<role>_<policy>.
+    Other spellings seen in answers' documentation (a bare inline name of type role, a
+    managed policy's ARN) find the same policy."""
+
+    def respelled(results, resources):
+        for result in results:
+            for entry in [result, *result["ResourceSpecificResults"]]:
+                entry["MatchedStatements"] = [
+                    spelled(m["SourcePolicyId"]) for m in entry.get("MatchedStatements", [])
+                ]
+        return results
+
+    answered_as(monkeypatch, respelled)
+    iid = app_role(account, THROUGH_ENDPOINT, *([NO_DATA_CHANNEL] if where == "inline" else []))
+    if where == "managed":
+        denying = policy(account, "no-data-channel", NO_DATA_CHANNEL)
+        account.iam.attach_role_policy(RoleName="app", PolicyArn=denying)
+
+    result = verdicts(account.run(clients, "report", [ROLE], **OURS), iid)[ROLE]
+
+    assert result.status is Status.FAILED
+    assert "explicit Deny refuses ssmmessages:OpenDataChannel" in result.reason

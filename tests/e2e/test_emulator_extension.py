@@ -681,7 +681,7 @@ def test_allowed_and_implicit_deny_over_wildcard_resources(emulated, build):
     matched = results[("s3:PutObject", "arn:aws:s3:::bucket/session-logs/x.log")][
         "MatchedStatements"
     ]
-    assert matched == [{"SourcePolicyId": "logs", "SourcePolicyType": "user-managed"}]
+    assert matched == [{"SourcePolicyId": "logs", "SourcePolicyType": "IAM Policy"}]
     assert (
         results[("logs:PutLogEvents", "arn:aws:s3:::bucket/other/x.log")].get(
             "MatchedStatements", []
@@ -733,8 +733,9 @@ def test_explicit_deny_wins_over_allow(emulated, build):
     results = simulate(emulated, arn, ["kms:Decrypt", "s3:PutObject"])
 
     assert results[("kms:Decrypt", "*")]["EvalDecision"] == "explicitDeny"
+    # As IAM names an inline policy: role_<role>_<policy>, of type "IAM Policy".
     assert results[("kms:Decrypt", "*")]["MatchedStatements"] == [
-        {"SourcePolicyId": "inline", "SourcePolicyType": "role"}
+        {"SourcePolicyId": "role_app_inline", "SourcePolicyType": "IAM Policy"}
     ]
     assert results[("s3:PutObject", "*")]["EvalDecision"] == "allowed"
 
@@ -807,7 +808,7 @@ def test_aws_managed_policy_and_conditions_and_boundary(managed_policies, emulat
     assert core["EvalDecision"] == "allowed"
     assert {
         "SourcePolicyId": "AmazonSSMManagedInstanceCore",
-        "SourcePolicyType": "aws-managed",
+        "SourcePolicyType": "IAM Policy",
     } in core["MatchedStatements"]
     # The condition's key is not in the request context: not matched, and named as missing;
     # as IAM does, on the other actions' answers too (boto/boto3#3111).

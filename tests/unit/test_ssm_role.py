@@ -563,6 +563,12 @@ def doc(*statements):
         # Nothing read, nothing readable, no Deny found: not certain.
         ([], False, False),
         (["not json"], True, False),
+        # A policy that is not JSON is not read: its statements may hold the perimeter.
+        (
+            ["not json", doc(PLAIN | {"Condition": {"ArnNotLike": {"aws:PrincipalArn": "x"}}})],
+            True,
+            False,
+        ),
         ([{"Statement": "Deny"}], True, False),
         ([doc()], True, False),
     ],
