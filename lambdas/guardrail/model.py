@@ -276,16 +276,12 @@ def _strings(value: Any) -> list[str]:
 
 
 def deny_is_certain(
-    documents: Sequence[Any],
-    every_source_read: bool,
-    action: str,
-    resource: str,
-    unknown_keys: Collection[str],
+    documents: Sequence[Any], action: str, resource: str, unknown_keys: Collection[str]
 ) -> bool:
     """Whether an explicit Deny the policy simulation matched for (action, resource) refuses the
     real call whatever it carries of `unknown_keys`: context keys (lower case) the simulation
     lacked and the real call may carry. `documents` are the policies of the answer's
-    MatchedStatements that could be read; `every_source_read`, whether all could.
+    MatchedStatements, None (or not JSON) for one that could not be read.
 
     IAM lists as missing every key any policy it evaluated names, an unrelated statement's
     too, so its answer alone cannot tell a plain Deny from a perimeter. Certain: a Deny
@@ -294,7 +290,6 @@ def deny_is_certain(
     whichever matched on what it was given). A statement with a policy variable reads the
     context too, and may cover the pair whatever its Action and Resource say."""
     read = [policy_statements(document) for document in documents]
-    every_source_read = every_source_read and None not in read  # not JSON: not read
     denies = [
         _context_keys(s)
         for statements in read
@@ -313,6 +308,7 @@ def deny_is_certain(
     if frozenset() in denies:
         return True
     unknown = {k.lower() for k in unknown_keys}
+    every_source_read = None not in read
     return every_source_read and all(keys is not None and not keys & unknown for keys in denies)
 
 
@@ -450,8 +446,8 @@ class AgentAccess:
     # lacks) or "implicitDeny" (no policy of the role allows it)
     denied: tuple[tuple[str, str], ...] = ()
     # Agent actions a Deny with conditions the simulation cannot evaluate meets, over the core
-    # policy (not counted as denied: the real calls may carry what the Deny exempts). IAM names
-    # every policy's missing keys, so a plain Deny beside another statement's condition reads so
+    # policy (not counted as denied: the real calls may carry what the Deny exempts). A plain
+    # Deny whose policy cannot be read (an SCP) beside another statement's condition reads so
     # too: the lockout guard counts them as refusing.
     unjudged: tuple[str, ...] = ()
 

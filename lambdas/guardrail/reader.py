@@ -632,9 +632,7 @@ class SnapshotReader:
         carries, judged on the policies of the statements it matched (deny_is_certain). Read
         only for such an answer, each policy once a scan."""
         documents = [self._matched_policy(role, matched) for matched in unknown.matched]
-        read = [document for document in documents if document is not None]
-        every_read = bool(documents) and len(read) == len(documents)
-        return deny_is_certain(read, every_read, *pair, unknown.keys)
+        return deny_is_certain(documents, *pair, unknown.keys)
 
     def _matched_policy(self, role: Role, matched: Mapping[str, Any]) -> Any:
         """The document of a MatchedStatements entry's policy; None for one not read here (a

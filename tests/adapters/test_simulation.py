@@ -475,6 +475,24 @@ THROUGH_ENDPOINT = PERIMETER | {
 }
 
 
+def matched_as(monkeypatch, respell):
+    """The emulated answer with each result's and resource's MatchedStatements, where it has
+    any, replaced by `respell(statements)` (None: the list dropped): spellings IAM may use."""
+
+    def reshape(results, resources):
+        for result in results:
+            for entry in [result, *result["ResourceSpecificResults"]]:
+                if entry.get("MatchedStatements"):
+                    respelled = respell(entry["MatchedStatements"])
+                    if respelled is None:
+                        del entry["MatchedStatements"]
+                    else:
+                        entry["MatchedStatements"] = respelled
+        return results
+
+    answered_as(monkeypatch, reshape)
+
+
 def reads_of_policies(clients):
     from emulator.calls import CallCounter
 
@@ -567,16 +585,7 @@ def test_a_deny_whose_policy_cannot_be_read_stays_one_the_simulation_cannot_eval
     inline policy deleted since, an answer naming none), whether the Deny has conditions is not
     known: over the core policy it is not called a refusal, as before."""
 
-    def matched_elsewhere(results, resources):
-        for result in results:
-            for entry in [result, *result["ResourceSpecificResults"]]:
-                if entry.get("MatchedStatements") and source is None:
-                    del entry["MatchedStatements"]
-                elif entry.get("MatchedStatements"):
-                    entry["MatchedStatements"] = [source]
-        return results
-
-    answered_as(monkeypatch, matched_elsewhere)
+    matched_as(monkeypatch, lambda _: None if source is None else [source])
     iid = app_role(account, THROUGH_ENDPOINT, NO_DATA_CHANNEL)
 
     result = verdicts(account.run(clients, "report", [ROLE], **OURS), iid)[ROLE]
@@ -609,14 +618,12 @@ def test_a_matched_statement_without_a_type_is_read_as_the_inline_policy_of_its_
     No attached policy has that name: the role's inline policy of that name is read, and its
     plain Deny refuses."""
 
-    def untyped(results, resources):
-        for result in results:
-            for entry in [result, *result["ResourceSpecificResults"]]:
-                for matched in entry.get("MatchedStatements", []):
-                    matched.pop("SourcePolicyType", None)
-        return results
-
-    answered_as(monkeypatch, untyped)
+    matched_as(
+        monkeypatch,
+        lambda statements: [
+            {k: v for k, v in m.items() if k != "SourcePolicyType"} for m in statements
+        ],
+    )
     iid = app_role(account, THROUGH_ENDPOINT, NO_DATA_CHANNEL)
 
     result = verdicts(account.run(clients, "report", [ROLE], **OURS), iid)[ROLE]
@@ -729,15 +736,7 @@ def test_other_spellings_of_a_matched_policy_are_read(
     Other spellings seen in answers' documentation (a bare inline name of type role, a
     managed policy's ARN) find the same policy."""
 
-    def respelled(results, resources):
-        for result in results:
-            for entry in [result, *result["ResourceSpecificResults"]]:
-                entry["MatchedStatements"] = [
-                    spelled(m["SourcePolicyId"]) for m in entry.get("MatchedStatements", [])
-                ]
-        return results
-
-    answered_as(monkeypatch, respelled)
+    matched_as(monkeypatch, lambda statements: [spelled(m["SourcePolicyId"]) for m in statements])
     iid = app_role(account, THROUGH_ENDPOINT, *([NO_DATA_CHANNEL] if where == "inline" else []))
     if where == "managed":
         denying = policy(account, "no-data-channel", NO_DATA_CHANNEL)

@@ -508,44 +508,43 @@ def doc(*statements):
 
 
 @pytest.mark.parametrize(
-    ("documents", "every_read", "certain"),
+    ("documents", "certain"),
     [
-        ([doc(PLAIN)], True, True),
-        ([doc(PLAIN)], False, True),  # a plain Deny refuses whatever else matched
-        ([doc(PERIMETER)], True, False),
-        ([doc(PERIMETER, PLAIN)], True, True),
-        ([doc(PERIMETER), doc(PLAIN)], False, True),
-        ([json.dumps(doc(PLAIN))], True, True),  # as IAM answers it, undecoded
-        ([doc(PLAIN | {"Action": "SSMMessages:Open*"})], True, True),  # actions: any case
-        ([doc(PLAIN | {"Action": ["ssm:*", "ec2:*"]})], True, False),  # not the action
-        ([doc({"Effect": "Deny", "NotAction": "ssmmessages:*", "Resource": "*"})], True, False),
-        ([doc({"Effect": "Deny", "NotAction": "iam:*", "Resource": "*"})], True, True),
-        ([doc(PLAIN | {"Resource": "arn:aws:ec2:*:*:instance/i-0other"})], True, False),
-        ([doc(PLAIN | {"Resource": "arn:aws:ec2:*:*:instance/*"})], True, True),
-        ([doc(PLAIN | {"Resource": "arn:aws:ec2:*:*:INSTANCE/*"})], True, False),  # ARNs: case
-        ([doc({"Effect": "Deny", "Action": "*", "NotResource": INSTANCE})], True, False),
-        ([doc(PLAIN | {"Effect": "Allow"})], True, False),
-        # Conditions on keys the simulation was given: judged by it, when every source was read.
+        ([doc(PLAIN)], True),
+        ([doc(PLAIN), None], True),  # a plain Deny refuses whatever else matched
+        ([doc(PERIMETER)], False),
+        ([doc(PERIMETER, PLAIN)], True),
+        ([doc(PERIMETER), doc(PLAIN), None], True),
+        ([json.dumps(doc(PLAIN))], True),  # as IAM answers it, undecoded
+        ([doc(PLAIN | {"Action": "SSMMessages:Open*"})], True),  # actions: any case
+        ([doc(PLAIN | {"Action": ["ssm:*", "ec2:*"]})], False),  # not the action
+        ([doc({"Effect": "Deny", "NotAction": "ssmmessages:*", "Resource": "*"})], False),
+        ([doc({"Effect": "Deny", "NotAction": "iam:*", "Resource": "*"})], True),
+        ([doc(PLAIN | {"Resource": "arn:aws:ec2:*:*:instance/i-0other"})], False),
+        ([doc(PLAIN | {"Resource": "arn:aws:ec2:*:*:instance/*"})], True),
+        ([doc(PLAIN | {"Resource": "arn:aws:ec2:*:*:INSTANCE/*"})], False),  # ARNs: case
+        ([doc({"Effect": "Deny", "Action": "*", "NotResource": INSTANCE})], False),
+        ([doc(PLAIN | {"Effect": "Allow"})], False),
+        # Conditions on keys the simulation was given: judged by it, when every source was read
+        # (None: a matched policy not read, an SCP say).
         (
             [doc(PLAIN | {"Condition": {"ArnNotLike": {"aws:PrincipalArn": "arn:*:admin"}}})],
             True,
-            True,
         ),
-        ([doc(PLAIN | {"Condition": {"ArnNotLike": {"aws:PrincipalArn": "x"}}})], False, False),
+        ([doc(PLAIN | {"Condition": {"ArnNotLike": {"aws:PrincipalArn": "x"}}}), None], False),
         (
             [doc(PLAIN | {"Condition": {"StringNotEqualsIfExists": {"AWS:SOURCEVPCE": "v"}}})],
-            True,
             False,
         ),
         # A policy variable reads the context too; a Condition not an object cannot be read.
-        ([doc(PLAIN | {"Resource": "arn:aws:ec2:*:*:instance/${aws:SourceVpce}"})], True, False),
-        ([doc(PLAIN | {"Resource": "*${aws:username}*"})], True, False),
-        ([doc(PLAIN | {"Condition": ["StringEquals"]})], True, False),
-        ([doc(PLAIN | {"Condition": {"StringEquals": "aws:SourceVpce"}})], True, False),
+        ([doc(PLAIN | {"Resource": "arn:aws:ec2:*:*:instance/${aws:SourceVpce}"})], False),
+        ([doc(PLAIN | {"Resource": "*${aws:username}*"})], False),
+        ([doc(PLAIN | {"Condition": ["StringEquals"]})], False),
+        ([doc(PLAIN | {"Condition": {"StringEquals": "aws:SourceVpce"}})], False),
         # Only * and ? are wildcards: "[c]" is those three characters, so this Deny is not
         # the instance's and only the perimeter covers it.
-        ([doc(PERIMETER, PLAIN | {"Resource": "arn:aws:ec2:*:*:instance/i-0ab[c]"})], True, False),
-        ([doc(PLAIN | {"Resource": "arn:aws:ec2:*:*:instance/i-0ab?"})], True, True),
+        ([doc(PERIMETER, PLAIN | {"Resource": "arn:aws:ec2:*:*:instance/i-0ab[c]"})], False),
+        ([doc(PLAIN | {"Resource": "arn:aws:ec2:*:*:instance/i-0ab?"})], True),
         # A perimeter scoped with a policy variable may be the statement that matched, beside a
         # Deny on a key the simulation was given.
         (
@@ -555,28 +554,25 @@ def doc(*statements):
                     PLAIN | {"Condition": {"ArnLike": {"aws:PrincipalArn": "arn:*:role/admin-*"}}},
                 )
             ],
-            True,
             False,
         ),
-        ([doc(PLAIN | {"Condition": {}})], True, True),  # an empty Condition: none
-        ([doc(PLAIN | {"Condition": None})], True, False),
+        ([doc(PLAIN | {"Condition": {}})], True),  # an empty Condition: none
+        ([doc(PLAIN | {"Condition": None})], False),
         # Nothing read, nothing readable, no Deny found: not certain.
-        ([], False, False),
-        (["not json"], True, False),
+        ([], False),
+        ([None], False),
+        (["not json"], False),
         # A policy that is not JSON is not read: its statements may hold the perimeter.
         (
             ["not json", doc(PLAIN | {"Condition": {"ArnNotLike": {"aws:PrincipalArn": "x"}}})],
-            True,
             False,
         ),
-        ([{"Statement": "Deny"}], True, False),
-        ([doc()], True, False),
+        ([{"Statement": "Deny"}], False),
+        ([doc()], False),
     ],
 )
-def test_whether_a_deny_the_simulation_could_not_evaluate_refuses_for_certain(
-    documents, every_read, certain
-):
+def test_whether_a_deny_the_simulation_could_not_evaluate_refuses_for_certain(documents, certain):
     from guardrail.model import deny_is_certain
 
     action = "ssmmessages:opendatachannel"  # lower case, as the reader keys its decisions
-    assert deny_is_certain(documents, every_read, action, INSTANCE, VPCE) is certain
+    assert deny_is_certain(documents, action, INSTANCE, VPCE) is certain
