@@ -38,7 +38,7 @@ class InstanceAccess(Construct):
                 ),
                 iam.PolicyStatement(
                     sid="StreamToSessionLogGroup",
-                    actions=list(DELIVERY_ACTIONS["log_group"]),
+                    actions=[*DELIVERY_ACTIONS["log_stream"], *DELIVERY_ACTIONS["log_group"]],
                     resources=[store.log_group.log_group_arn],
                 ),
                 iam.PolicyStatement(

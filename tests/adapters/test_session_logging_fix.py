@@ -772,6 +772,42 @@ def test_a_pass_says_when_the_key_was_not_evaluated(account, clients, key):
     )
 
 
+@pytest.mark.parametrize(
+    ("describe_on", "status"),
+    [(":log-stream:", Status.PASSED), (":log-stream:session", Status.FAILED)],
+    ids=["as-cloudwatch-logs-authorizes-it", "a-stream-only"],
+)
+def test_describe_log_streams_is_judged_on_the_resource_cloudwatch_logs_authorizes(
+    account, clients, describe_on, status
+):
+    """CloudWatch Logs authorizes DescribeLogStreams on the group with an empty stream name
+    (log-group:NAME:log-stream:, as its AccessDenied names it), the stream calls on the stream.
+    A least-privilege role written from those messages delivers: PASSED (it was simulated on a
+    stream and called unable to deliver); one allowed DescribeLogStreams on a stream alone is
+    refused the call the agent makes."""
+    create_preferences(account, {"cloudWatchLogGroupName": "/guardrail/sessions"})
+    group = STREAM["Resource"].removesuffix(":*")
+    streams = {**STREAM, "Action": STREAM["Action"][:2], "Resource": f"{group}:log-stream:*"}
+    describe = {
+        "Effect": "Allow",
+        "Action": "logs:DescribeLogStreams",
+        "Resource": group + describe_on,
+    }
+    account.role(
+        "app", allow(account, "app-delivery", streams, describe, SEE_GROUPS), profile="app"
+    )
+    iid = account.instance(profile="app")
+    found = instance_result(
+        account.run(clients, "report", [LOGGING], session_log_group="/guardrail/sessions"), iid
+    )
+    assert found.status is status, found.reason
+    if status is Status.FAILED:
+        assert found.reason == (
+            "role app cannot deliver session logs: not allowed logs:DescribeLogStreams on "
+            f"{group}:log-stream:"
+        )
+
+
 def test_a_role_that_cannot_see_the_log_group_is_refused_now_whatever_the_flag(account, clients):
     """cloudWatchEncryptionEnabled off, the role may stream but not DescribeLogGroups: the agent
     may look for the log group whatever the flag says, so this is no "later" (LOW) but MEDIUM

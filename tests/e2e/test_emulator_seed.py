@@ -151,7 +151,7 @@ def test_log_delivery_policy_grants_exactly_what_session_manager_needs(account):
         ("s3:GetEncryptionConfiguration", f"arn:aws:s3:::{seeded.bucket}"),
         ("logs:CreateLogStream", f"{group}:log-stream:s"),
         ("logs:PutLogEvents", f"{group}:log-stream:s"),
-        ("logs:DescribeLogStreams", f"{group}:log-stream:s"),
+        ("logs:DescribeLogStreams", f"{group}:log-stream:"),
         ("logs:DescribeLogGroups", "*"),
         ("kms:Decrypt", seeded.kms_key_arn),
         ("kms:GenerateDataKey", seeded.kms_key_arn),

@@ -160,8 +160,10 @@ def test_delivery_requirements_cover_s3_logs_and_kms():
     assert pairs["s3:PutObject"] == "arn:aws:s3:::guardrail-logs/session-logs/session.log"
     assert pairs["s3:GetEncryptionConfiguration"] == "arn:aws:s3:::guardrail-logs"
     group = "arn:aws:logs:eu-west-1:111122223333:log-group:/guardrail/sessions:"
-    for action in ("logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"):
-        assert pairs[action].startswith(group), action
+    for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
+        assert pairs[action] == group + "log-stream:session", action
+    # Authorized on the group, named with an empty stream (as its AccessDenied names it).
+    assert pairs["logs:DescribeLogStreams"] == group + "log-stream:"
     # DescribeLogGroups is a list call: simulated on every log group of the region.
     assert pairs["logs:DescribeLogGroups"] == "arn:aws:logs:eu-west-1:111122223333:log-group:*"
     assert pairs["kms:GenerateDataKey"] == KEY and pairs["kms:Decrypt"] == KEY

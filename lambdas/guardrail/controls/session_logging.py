@@ -118,7 +118,9 @@ def delivery_target(prefs: SessionPreferences | None, settings: Settings) -> dic
 DELIVERY_ACTIONS = {
     "objects": ("s3:PutObject",),  # one object per session, under the prefix
     "bucket": ("s3:GetEncryptionConfiguration",),  # with s3EncryptionEnabled on
-    "log_group": ("logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"),
+    "log_stream": ("logs:CreateLogStream", "logs:PutLogEvents"),  # one stream per session
+    # CloudWatch Logs authorizes it on the group, named with an empty stream (log-stream:)
+    "log_group": ("logs:DescribeLogStreams",),
     "log_groups": ("logs:DescribeLogGroups",),  # a list call: every group of the region
     # S3 uses the bucket's key as the role too: a data key for each object, and Decrypt for the
     # multipart upload the agent makes of a log over 5 MB.
@@ -141,7 +143,8 @@ def delivery_requirements(
             needs.append(("bucket", bucket))
     if target.get("log_group"):
         group = f"arn:{partition}:logs:{region}:{account}:log-group:{target['log_group']}"
-        needs.append(("log_group", f"{group}:log-stream:session"))
+        needs.append(("log_stream", f"{group}:log-stream:session"))
+        needs.append(("log_group", f"{group}:log-stream:"))
         needs.append(("log_groups", f"arn:{partition}:logs:{region}:{account}:log-group:*"))
     key = key_arn(target.get("kms_key", ""), partition, region, account)
     if key:
