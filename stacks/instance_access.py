@@ -48,7 +48,7 @@ class InstanceAccess(Construct):
                 ),
                 iam.PolicyStatement(
                     sid="UseSessionLogKey",
-                    actions=list(DELIVERY_ACTIONS["key"]),
+                    actions=list(DELIVERY_ACTIONS["bucket_key"]),  # its bucket's key too
                     resources=[store.key.key_arn],
                 ),
             ],

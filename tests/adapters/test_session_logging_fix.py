@@ -716,7 +716,7 @@ SEE_GROUPS = {"Effect": "Allow", "Action": "logs:DescribeLogGroups", "Resource":
             {"cloudWatchLogGroupName": "/guardrail/sessions", "cloudWatchEncryptionEnabled": True},
             [STREAM, SEE_GROUPS],
             {"session_log_group": "/guardrail/sessions", "session_log_kms_key": KEY},
-            f"kmsKeyId is set (not allowed kms:Decrypt on {KEY}, kms:GenerateDataKey on {KEY})",
+            f"kmsKeyId is set (not allowed kms:Decrypt on {KEY})",
         ),
     ],
 )
@@ -749,7 +749,25 @@ def test_a_role_refused_today_is_medium_and_told_what_the_key_will_need_too(acco
     assert found.status is Status.FAILED and found.severity == "MEDIUM"
     now, later = found.reason.split("; once kmsKeyId is set, also ")
     assert now.startswith("role app cannot deliver session logs: not allowed logs:CreateLogStream")
-    assert "kms:" not in now and later == f"kms:Decrypt on {KEY}, kms:GenerateDataKey on {KEY}"
+    assert "kms:" not in now and later == f"kms:Decrypt on {KEY}"
+
+
+def test_a_role_as_aws_documents_it_delivers_to_a_log_group_with_the_owners_session_key(
+    account, clients
+):
+    """Session encryption with the owners' key: AWS's documented instance policy grants
+    kms:Decrypt on it and no kms:GenerateDataKey (the person's plugin generates the session's
+    data key; the agent only decrypts it). Such a role delivers: PASSED. It was "cannot deliver
+    session logs" (MEDIUM), its fix SKIPPED as the key is the owners'."""
+    prefs = {"cloudWatchLogGroupName": "/guardrail/sessions", "kmsKeyId": THEIR_KEY}
+    create_preferences(account, {**prefs, "cloudWatchEncryptionEnabled": True})
+    decrypt = {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": THEIR_KEY}
+    account.role("app", allow(account, "app-delivery", STREAM, SEE_GROUPS, decrypt), profile="app")
+    iid = account.instance(profile="app")
+    found = instance_result(
+        account.run(clients, "report", [LOGGING], session_log_group="/guardrail/sessions"), iid
+    )
+    assert found.status is Status.PASSED, found.reason
 
 
 @pytest.mark.parametrize("key", ["alias/sessions", "arn:aws:kms:us-east-1:123456789012:key/k"])

@@ -184,19 +184,16 @@ def test_an_owners_bucket_needs_its_encryption_read_only_with_the_flag_on(flag, 
 def test_the_guardrails_bucket_key_is_needed_for_multipart_uploads_too():
     """The owners' own key for sessions, the guardrail's SSE-KMS bucket for logs: the role needs
     the bucket's key as well, for the data key of each object and, for the multipart upload of
-    a log over 5 MB, to decrypt it (S3 asks KMS as the role)."""
+    a log over 5 MB, to decrypt it (S3 asks KMS as the role). The session key it only decrypts
+    with: the person's Session Manager plugin generates the session's data key, and the agent's
+    KMS client has Decrypt alone (amazon-ssm-agent, agent/session/crypto)."""
     owners = "arn:aws:kms:eu-west-1:111122223333:key/owners"
     prefs = SessionPreferences(True, {"kmsKeyId": owners})
     required = delivery_requirements(
         delivery_target(prefs, OURS), "aws", "eu-west-1", "111122223333"
     )
     kms = sorted((a, k) for a, k in required if a.startswith("kms:"))
-    assert kms == [
-        ("kms:Decrypt", KEY),
-        ("kms:Decrypt", owners),
-        ("kms:GenerateDataKey", KEY),
-        ("kms:GenerateDataKey", owners),
-    ]
+    assert kms == [("kms:Decrypt", KEY), ("kms:Decrypt", owners), ("kms:GenerateDataKey", KEY)]
 
 
 @pytest.mark.parametrize(
@@ -214,7 +211,8 @@ def test_the_session_key_is_checked_by_its_arn_however_it_is_named(key_id, expec
     pairs = dict(
         delivery_requirements(delivery_target(prefs, OURS), "aws", "eu-west-1", "111122223333")
     )
-    assert pairs.get("kms:Decrypt") == expected and pairs.get("kms:GenerateDataKey") == expected
+    assert pairs.get("kms:Decrypt") == expected
+    assert "kms:GenerateDataKey" not in pairs  # the owners' bucket: only the session key is used
     assert pairs["s3:PutObject"] == "arn:aws:s3:::b/session.log"
 
 
@@ -381,17 +379,25 @@ LOGS_CHECK = "logs:DescribeLogGroups on arn:aws:logs:eu-west-1:111122223333:log-
         ({"s3BucketName": "theirs"}, [f"kms:Decrypt on {KEY}"], []),
         # The bucket's own key only fails the upload: that session's log is lost, not it.
         ({"s3BucketName": "theirs", "kmsKeyId": KEY}, [f"kms:Decrypt on {BUCKET_KEY}"], []),
-        # The guardrail's setup: one key for the bucket and the sessions. Refused, it stops them.
+        # The guardrail's setup: one key for the bucket and the sessions. Decrypt refused, it
+        # stops them; GenerateDataKey is the person's plugin's call (and the upload's) only.
         (
             {"s3BucketName": "guardrail-logs", "kmsKeyId": BUCKET_KEY},
             [f"kms:Decrypt on {BUCKET_KEY}", f"kms:GenerateDataKey on {BUCKET_KEY}"],
-            [f"kms:Decrypt on {BUCKET_KEY}", f"kms:GenerateDataKey on {BUCKET_KEY}"],
+            [f"kms:Decrypt on {BUCKET_KEY}"],
         ),
+        ({"kmsKeyId": KEY}, [f"kms:GenerateDataKey on {KEY}"], []),
         # The encryption check in force (flag and bucket), then not (flag without bucket).
         ({"s3BucketName": "theirs", "s3EncryptionEnabled": True}, [S3_CHECK], [S3_CHECK]),
         ({"s3EncryptionEnabled": True}, [S3_CHECK], []),
-        # The agent looks for a named log group whatever its flag says.
-        ({"cloudWatchLogGroupName": "/theirs"}, [LOGS_CHECK], [LOGS_CHECK]),
+        # A log group the agent cannot find only turns streaming off (a warning, the log lost);
+        # with cloudWatchEncryptionEnabled on it fails the session (ShellPlugin.validate).
+        ({"cloudWatchLogGroupName": "/theirs"}, [LOGS_CHECK], []),
+        (
+            {"cloudWatchLogGroupName": "/theirs", "cloudWatchEncryptionEnabled": True},
+            [LOGS_CHECK],
+            [LOGS_CHECK],
+        ),
         ({}, [LOGS_CHECK], []),
         ({"cloudWatchLogGroupName": " "}, [LOGS_CHECK], []),
         # An upload refused: the log is lost, the session opens.

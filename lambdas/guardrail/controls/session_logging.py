@@ -122,9 +122,12 @@ DELIVERY_ACTIONS = {
     # CloudWatch Logs authorizes it on the group, named with an empty stream (log-stream:)
     "log_group": ("logs:DescribeLogStreams",),
     "log_groups": ("logs:DescribeLogGroups",),  # a list call: every group of the region
-    # S3 uses the bucket's key as the role too: a data key for each object, and Decrypt for the
+    # The session key (kmsKeyId): the person's Session Manager plugin generates the session's
+    # data key, the agent only decrypts it (its KMS client has Decrypt alone).
+    "key": ("kms:Decrypt",),
+    # S3 uses the bucket's key as the role: a data key for each object, and Decrypt for the
     # multipart upload the agent makes of a log over 5 MB.
-    "key": ("kms:Decrypt", "kms:GenerateDataKey"),
+    "bucket_key": ("kms:Decrypt", "kms:GenerateDataKey"),
 }
 
 
@@ -147,11 +150,11 @@ def delivery_requirements(
         needs.append(("log_group", f"{group}:log-stream:"))
         needs.append(("log_groups", f"arn:{partition}:logs:{region}:{account}:log-group:*"))
     key = key_arn(target.get("kms_key", ""), partition, region, account)
-    if key:
-        needs.append(("key", key))
     bucket_key = key_arn(target.get("bucket_key", ""), partition, region, account)
-    if bucket_key and bucket_key != key:
-        needs.append(("key", bucket_key))
+    if key and key != bucket_key:
+        needs.append(("key", key))
+    if bucket_key:
+        needs.append(("bucket_key", bucket_key))
     return [(action, arn) for kind, arn in needs for action in DELIVERY_ACTIONS[kind]]
 
 
@@ -264,7 +267,8 @@ class Hold:
     needs: str  # prefix of the denied actions that make the role fail the agent's check
     what: str
     action: str  # the held fix, as its record names it
-    # The agent needs it whatever the input says: a role refused it fails now, not only later.
+    # The agent needs it whatever the input says to deliver the log: a role refused it cannot
+    # deliver now, not only later (its sessions still open while the input is off).
     needed_anyway: bool = False
 
     def destination(self, inputs: Mapping[str, Any]) -> str:
@@ -299,8 +303,8 @@ FLAG_DESTINATIONS = {
 
 
 HOLDS = (
-    # The agent encrypts the session with the key (kms:Decrypt, kms:GenerateDataKey).
-    Hold("kmsKeyId", "kms:", "use the key", "name the guardrail's KMS key"),
+    # The agent decrypts the session's data key with the key.
+    Hold("kmsKeyId", "kms:Decrypt", "use the key", "name the guardrail's KMS key"),
     # With the flags on, the agent refuses a session unless it can see that the destination is
     # encrypted: s3:GetEncryptionConfiguration on the bucket, logs:DescribeLogGroups.
     Hold(
@@ -314,7 +318,8 @@ HOLDS = (
         "logs:DescribeLogGroups",
         "see the log group",
         "turn on cloudWatchEncryptionEnabled",
-        # The agent may look for the log group whatever its flag says.
+        # The agent looks for the log group whatever its flag says: not found, it streams
+        # nothing; only with the flag on does it fail the session (ShellPlugin.validate).
         needed_anyway=True,
     ),
 )
@@ -351,8 +356,7 @@ def stops_sessions(denied: Sequence[str], prefs: SessionPreferences | None) -> l
         if hold.input == "kmsKeyId":
             stops = bool(session_key) and item.endswith(f"/{session_key}")
         else:
-            named = hold.destination(prefs.inputs)
-            stops = hold.on(prefs.inputs) or (hold.needed_anyway and bool(named))
+            stops = hold.on(prefs.inputs)
         if stops:
             stopping.append(item)
     return stopping
@@ -376,7 +380,7 @@ def holds(
             held[hold.input] = (
                 f"{hold.input} not turned on: role(s) {', '.join(roles)} cannot "
                 f"{hold.what} and their sessions would stop; grant them {hold.needs}"
-                + ("Decrypt and kms:GenerateDataKey on it" if hold.needs == "kms:" else "")
+                + (" on it" if hold.input == "kmsKeyId" else "")
             )
         elif not full:
             held[hold.input] = (
