@@ -101,6 +101,12 @@ WILDCARD_REASONS = {
         "policy simulation matched on a role but could not evaluate; AWS's own policies, read "
         "only."
     ),
+    "arn:<AWS::Partition>:kms:<AWS::Region>:<AWS::AccountId>:key/*": (
+        "kms:DescribeKey only reads which key an alias names, for the alias the region's Session "
+        "Manager preferences give as kmsKeyId (IAM authorizes the instances' kms:Decrypt on the "
+        "key); the key is whichever one the owners chose, so the ARN is limited to this "
+        "account and region's keys. No cryptographic action is granted."
+    ),
     f"{_IAM}:instance-profile/*": (
         "iam:AddRoleToInstanceProfile fills an instance profile that has no role; the profile is "
         "whichever one an instance carries, and the only role it can add is the guardrail's "

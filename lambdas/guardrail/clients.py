@@ -87,6 +87,10 @@ class AwsClients:
         return self._client("ssm")
 
     @cached_property
+    def kms(self) -> Any:
+        return self._client("kms")
+
+    @cached_property
     def securityhub(self) -> Any:
         return self._client("securityhub", SECURITY_HUB_CONFIG)
 

@@ -397,6 +397,20 @@ class SessionPreferences:
     # Why the document's content could not be read (no Content, not a JSON object): nothing
     # about it is known, and writing a new version would replace the owners' preferences.
     unreadable: str = ""
+    # The ARN of the key a kmsKeyId alias names, as KMS resolved it; "" when not an alias or
+    # not resolved (then key access is not evaluated: IAM authorizes on the key, not the alias)
+    alias_target: str = ""
+
+    @property
+    def session_key(self) -> str:
+        """The key sessions are encrypted with: kmsKeyId, or the key its alias names."""
+        return self.alias_target or str(self.inputs.get("kmsKeyId") or "").strip()
+
+    @property
+    def unresolved_alias(self) -> str:
+        """kmsKeyId where it is an alias KMS did not resolve, else "": no role's use of the key
+        the sessions need is known."""
+        return self.session_key if "alias/" in self.session_key else ""
 
     # A name of blanks is no destination: the agent has nowhere to send the logs.
     @property

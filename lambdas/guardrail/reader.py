@@ -652,8 +652,10 @@ class SnapshotReader:
     def _policy_named(self, role: Role, kind: str, name: str) -> tuple[str, str] | None:
         """("managed", ARN) or ("inline", policy name) for a MatchedStatements entry. IAM names
         a managed policy (attached, or the permissions boundary) by its name, an inline one
-        role_<role>_<policy>, both of type "IAM Policy"; an ARN, the inline policy's bare name
-        with type "role", and types aws-managed/user-managed are taken too."""
+        role_<role>_<policy>, typed "IAM Policy" (a boundary's type is not documented: published
+        answers also show "Permissions Boundary Policy"; any type not below is read by name);
+        an ARN, the inline policy's bare name with type "role", and types
+        aws-managed/user-managed are taken too."""
         if not name or name.startswith(("PolicyInputList.", "PermissionsBoundaryPolicyInputList.")):
             return None  # given with the call: the guardrail's own, Allow only
         prefix = f"role_{role.name}_"
@@ -842,7 +844,22 @@ class SnapshotReader:
         if not isinstance(content, dict) or not isinstance(inputs, dict | None):
             why = "no JSON object with an inputs object in GetDocument's Content"
             return SessionPreferences(True, document_version=version, unreadable=why)
-        return SessionPreferences(True, inputs or {}, content, version)
+        key = str((inputs or {}).get("kmsKeyId") or "").strip()
+        return SessionPreferences(True, inputs or {}, content, version, "", self._alias_target(key))
+
+    def _alias_target(self, key_id: str) -> str:
+        """The ARN of the key a kmsKeyId alias (alias/name, or an alias ARN) names: IAM
+        authorizes the agent's kms:Decrypt on the key. "" for no alias, and where KMS does not
+        say (no such alias, or the key's policy refuses DescribeKey): logged, not evaluated."""
+        if "alias/" not in key_id:
+            return ""
+        try:
+            return str(self.clients.kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"])
+        except ClientError as error:
+            if error_code(error) not in ("NotFoundException", "AccessDeniedException"):
+                raise
+            logger.warning("kmsKeyId %s not resolved: %s", key_id, error_code(error))
+            return ""
 
     def _managed(self, instance_ids: list[str]) -> dict[str, ManagedInstance]:
         """Systems Manager's view of running instances: whether DHMC manages one without a

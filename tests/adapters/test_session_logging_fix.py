@@ -770,6 +770,75 @@ def test_a_role_as_aws_documents_it_delivers_to_a_log_group_with_the_owners_sess
     assert found.status is Status.PASSED, found.reason
 
 
+def aliased_key(account, alias="alias/sessions"):
+    """A KMS key of the account and an alias naming it; the key's ARN."""
+    kms = account.session.client("kms")
+    arn = kms.create_key(Description="owners' session key")["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName=alias, TargetKeyId=arn)
+    return arn
+
+
+@pytest.mark.parametrize(
+    "named", ["alias/sessions", "arn:aws:kms:us-east-1:123456789012:alias/sessions"]
+)
+@pytest.mark.parametrize("may_decrypt", [True, False], ids=["role-may-decrypt", "another-key"])
+def test_a_session_key_named_by_its_alias_is_judged_on_the_key_it_names(
+    account, clients, named, may_decrypt
+):
+    """kmsKeyId an alias (or alias ARN), as Terraform and the CLI often write it: IAM authorizes
+    kms:Decrypt on the key, so KMS is asked which key the alias names (DescribeKey). A role
+    that may decrypt only with another key cannot open a session: FAILED, naming the key. It
+    was PASSED ("key access not evaluated")."""
+    key = aliased_key(account)
+    create_preferences(
+        account, {"cloudWatchLogGroupName": "/guardrail/sessions", "kmsKeyId": named}
+    )
+    resource = key if may_decrypt else key.rsplit("/", 1)[0] + "/another-key"
+    decrypt = {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": resource}
+    account.role("app", allow(account, "app-delivery", STREAM, SEE_GROUPS, decrypt), profile="app")
+    iid = account.instance(profile="app")
+    found = instance_result(
+        account.run(clients, "report", [LOGGING], session_log_group="/guardrail/sessions"), iid
+    )
+    if may_decrypt:
+        assert (found.status, found.reason) == (Status.PASSED, "role app may deliver session logs")
+    else:
+        assert found.status is Status.FAILED and found.severity == "MEDIUM"
+        assert found.reason == (
+            f"role app cannot deliver session logs: not allowed kms:Decrypt on {key}"
+        )
+
+
+@pytest.mark.parametrize("answer", ["NotFoundException", "AccessDeniedException"])
+def test_an_alias_kms_does_not_resolve_stays_not_evaluated_and_is_logged(
+    account, clients, monkeypatch, caplog, answer
+):
+    """An alias naming no key, or a key whose policy refuses the guardrail DescribeKey: which key
+    sessions use is not known. The PASS says key access was not evaluated (as before) and the
+    log says why; the scan goes on."""
+    import logging
+
+    from botocore.exceptions import ClientError
+
+    def refused(**kwargs):
+        raise ClientError({"Error": {"Code": answer, "Message": "no"}}, "DescribeKey")
+
+    monkeypatch.setattr(clients.kms, "describe_key", refused)
+    monkeypatch.setattr(logging.getLogger("guardrail"), "propagate", True)
+    prefs = {"cloudWatchLogGroupName": "/guardrail/sessions", "kmsKeyId": "alias/sessions"}
+    create_preferences(account, prefs)
+    account.role("app", allow(account, "app-delivery", STREAM, SEE_GROUPS), profile="app")
+    iid = account.instance(profile="app")
+    with caplog.at_level("WARNING", logger="guardrail"):
+        found = instance_result(
+            account.run(clients, "report", [LOGGING], session_log_group="/guardrail/sessions"),
+            iid,
+        )
+    assert found.status is Status.PASSED
+    assert found.reason.endswith("(kmsKeyId is an alias: key access not evaluated)")
+    assert f"kmsKeyId alias/sessions not resolved: {answer}" in caplog.text
+
+
 @pytest.mark.parametrize("key", ["alias/sessions", "arn:aws:kms:us-east-1:123456789012:key/k"])
 def test_a_pass_says_when_the_key_was_not_evaluated(account, clients, key):
     """With kmsKeyId an alias no kms: action can be simulated (only KMS resolves it): the PASS

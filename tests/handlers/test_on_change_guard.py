@@ -54,6 +54,21 @@ def owners_key_refused(w: World) -> str:
     return f"app-role is not allowed kms:Decrypt on {KEY}"
 
 
+def owners_key_alias_unresolved(w: World) -> str:
+    """The preferences name the session key by an alias KMS does not resolve (none of that name
+    here; or the key's policy refuses the guardrail DescribeKey): whether the role may use the
+    key is not known, and not known counts as unable."""
+    w.app_role()
+    w.ssm.update_document(
+        Name=PREFS,
+        Content=prefs_content(s3BucketName="owners-logs", kmsKeyId="alias/owners"),
+        DocumentVersion="$LATEST",
+        DocumentFormat="JSON",
+    )
+    w.ssm.update_document_default_version(Name=PREFS, DocumentVersion="2")
+    return "app-role: its use of the session key is not judged, kmsKeyId alias/owners"
+
+
 def stranded_behind_open_group(w: World) -> tuple[str, str]:
     bad = w.group("ops")
     stranded = w.launch(groups=[bad], profile="app-profile")[0]
@@ -70,7 +85,7 @@ def reachable_in(w: World, group: str) -> str:
     return w.launch(groups=[group], profile="ok-profile")[0]
 
 
-CAUSES = [channels_refused, owners_key_refused]
+CAUSES = [channels_refused, owners_key_refused, owners_key_alias_unresolved]
 
 
 @pytest.mark.parametrize("cause", CAUSES)

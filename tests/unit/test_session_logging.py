@@ -408,3 +408,14 @@ def test_what_stops_a_roles_sessions_with_the_preferences_as_they_are(inputs, de
     prefs = SessionPreferences(True, inputs)
     assert stops_sessions(denied, prefs) == stopping
     assert stops_sessions(denied, None) == []  # preferences not read: nothing known
+
+
+def test_a_session_key_named_by_an_alias_stops_sessions_by_the_key_kms_resolved():
+    """kmsKeyId an alias: the denied pair names the key KMS resolved it to (DescribeKey)."""
+    denied = [f"kms:Decrypt on {KEY}"]
+    resolved = SessionPreferences(True, {"kmsKeyId": "alias/sessions"}, alias_target=KEY)
+    assert stops_sessions(denied, resolved) == denied
+    pairs = dict(
+        delivery_requirements(delivery_target(resolved, OURS), "aws", "eu-west-1", "111122223333")
+    )
+    assert pairs["kms:Decrypt"] == KEY

@@ -81,7 +81,7 @@ def delivery_target(prefs: SessionPreferences | None, settings: Settings) -> dic
     to deliver, or when the preferences could not be read (nowhere known)."""
     if prefs is None or prefs.unreadable:
         return {}
-    owners_key = str(prefs.inputs.get("kmsKeyId") or "")
+    owners_key = prefs.session_key
     if prefs.logging_on:
         target = {
             "bucket": prefs.s3_bucket,
@@ -347,7 +347,7 @@ def stops_sessions(denied: Sequence[str], prefs: SessionPreferences | None) -> l
     bucket's own) only loses that session's log."""
     if prefs is None:
         return []
-    session_key = str(prefs.inputs.get("kmsKeyId") or "").strip().rsplit("/", 1)[-1]
+    session_key = prefs.session_key.rsplit("/", 1)[-1]
     stopping = []
     for item in denied:
         hold = next((h for h in HOLDS if item.startswith(h.needs)), None)
@@ -491,6 +491,11 @@ class SessionLogging:
             ("iam:SimulatePrincipalPolicy",),
             resources=("arn:{partition}:iam::{account}:role/*",),
             why="whether each distinct role may deliver session logs",
+        ),
+        Permission(
+            ("kms:DescribeKey",),
+            resources=("arn:{partition}:kms:{region}:{account}:key/*",),
+            why="the key a kmsKeyId alias names (IAM authorizes kms:Decrypt on the key)",
         ),
     )
     fix_permissions = (

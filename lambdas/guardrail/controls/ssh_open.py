@@ -743,7 +743,8 @@ class SshOpenToInternet:
         Management's role is not judged; a profile or role removed since that heartbeat), with
         a role refused the agent's session calls or meeting a Deny the simulation could not
         evaluate, or refused what the preferences make the agent check before each session
-        (the key, the destinations' encryption). Not known counts as unreachable."""
+        (the key, the destinations' encryption), or the key an alias KMS did not resolve. Not
+        known counts as unreachable."""
         prefs = snapshot.session_preferences
         found = []
         for instance in sorted(ssh_exposed_running(snapshot, gid), key=lambda i: i.instance_id):
@@ -766,6 +767,11 @@ class SshOpenToInternet:
                 )
             elif delivery and (stopping := stops_sessions(delivery.denied, prefs)):
                 found.append(f"{iid} (role {role.name} is not allowed {', '.join(stopping)})")
+            elif prefs and prefs.unresolved_alias:
+                found.append(
+                    f"{iid} (role {role.name}: its use of the session key is not judged, "
+                    f"kmsKeyId {prefs.unresolved_alias} being an alias KMS did not resolve)"
+                )
         return found
 
     def _close(
