@@ -141,6 +141,9 @@ class ScanReport:
     # deleted since the read. Archived as Security Hub holds them, so read back first (a fixed
     # resource stays PASSED, RESOLVED).
     gone: list[Result] = field(default_factory=list)
+    # The deployment's own full scan (the drift scan): the findings of controls it does not
+    # enable are archived, as Security Hub does for a control it disables.
+    retire_disabled: bool = False
 
     @property
     def left_failed(self) -> list[Evaluation]:
@@ -218,9 +221,17 @@ class Guardrail:
             if self.settings.enabled(c.id) and (not scope.controls or c.id in scope.controls)
         ]
 
-    def run(self, scope: Scope | None = None, *, fix_deadline: float = math.inf) -> ScanReport:
+    def run(
+        self,
+        scope: Scope | None = None,
+        *,
+        fix_deadline: float = math.inf,
+        retire_disabled: bool = False,
+    ) -> ScanReport:
         """Read, check, fix (enforce), publish. No fix starts once `monotonic()` reaches
-        `fix_deadline`: each is SKIPPED for the next scan, and what was done is still published."""
+        `fix_deadline`: each is SKIPPED for the next scan, and what was done is still published.
+        `retire_disabled` (a full scan of the deployment's settings, never a person's look with
+        some controls) archives what the controls not enabled left in Security Hub."""
         scope = scope or Scope.everything()
         controls = self.selected(scope)
         reader = SnapshotReader(
@@ -234,6 +245,7 @@ class Guardrail:
             snapshot=snapshot,
             full_scan=scope.full,
             read_at=read_at,
+            retire_disabled=retire_disabled and scope.full,
         )
         ctx = FixContext(self.clients, self.settings, self.clock, fix_deadline, self.monotonic)
         try:
@@ -402,13 +414,14 @@ class Guardrail:
             # A full scan mostly repeats what Security Hub holds: import what changed (and each
             # finding at least every finding_refresh_days; 0: all), not every result every hour.
             refresh_before = now - timedelta(days=self.settings.finding_refresh_days)
-            # What a full scan no longer produces is gone (deleted, detached): archive it.
+            # What a full scan no longer produces is gone (deleted, detached, or its control
+            # taken out of the deployment): archive it.
+            judged = [c for c in self.selected(Scope.everything()) if c.id not in report.unjudged]
+            retired = [c for c in self.controls if not self.settings.enabled(c.id)]
             archive = ArchiveMissing(
                 product_arn(snapshot.partition, snapshot.region, snapshot.account_id),
                 frozenset(
-                    generator_id(c.id)
-                    for c in self.selected(Scope.everything())
-                    if c.id not in report.unjudged
+                    generator_id(c.id) for c in judged + (retired if report.retire_disabled else [])
                 ),
                 now,
             )

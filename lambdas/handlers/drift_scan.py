@@ -59,7 +59,7 @@ def fix_deadline(context: Any, now: float) -> float:
 
 def handle(event: Any, guardrail: Guardrail, deadline: float = math.inf) -> dict[str, Any]:
     source = trigger(event)
-    report = guardrail.run(Scope.everything(), fix_deadline=deadline)
+    report = guardrail.run(Scope.everything(), fix_deadline=deadline, retire_disabled=True)
     # A scan Lambda killed at its timeout never counts: Invocations less this is what was lost.
     # (Without it a clean scan flushed no metric of its own, and Powertools warned every run.)
     metrics.add_metric(name="ScansCompleted", unit=MetricUnit.Count, value=1)

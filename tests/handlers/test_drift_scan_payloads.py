@@ -75,3 +75,28 @@ def test_scheduler_detail_that_is_not_json_still_scans(world: World, detail):
     event["detail"] = detail
     assert drift_scan.trigger(event) == "aws.scheduler"
     assert drift_scan.handle(event, world.guardrail("report"))["region"] == REGION
+
+
+def test_a_control_taken_out_of_the_deployment_has_its_findings_archived_by_the_drift_scan(
+    world: World,
+):
+    """The stack's `controls` narrowed to SSH: the next drift scan archives the role control's
+    findings (as Security Hub does for a control it disables), so they leave the failing
+    insights instead of staying FAILED for 90 days, the instance's included. A scan that is not
+    the deployment's (the CLI, an engine run) leaves them: it may select controls for a look.
+    Put back, the control's findings are active again."""
+    bare = world.launch()[0]  # no instance profile: its role finding is FAILED
+    drift_scan.handle(payload("manual"), world.guardrail("report"))
+    assert world.finding(ROLE, bare)["RecordState"] == "ACTIVE"
+
+    world.guardrail("report", controls=(SSH,)).run()  # as `guardrail scan` runs
+    assert world.finding(ROLE, bare)["RecordState"] == "ACTIVE"
+
+    drift_scan.handle(payload("manual"), world.guardrail("report", controls=(SSH,)))
+    held = world.finding(ROLE, bare)
+    assert held["RecordState"] == "ARCHIVED"
+    assert world.finding(SSH, bare)["RecordState"] == "ACTIVE"  # the enabled control's stay
+
+    drift_scan.handle(payload("manual"), world.guardrail("report"))
+    again = world.finding(ROLE, bare)
+    assert (again["RecordState"], again["Compliance"]["Status"]) == ("ACTIVE", "FAILED")
