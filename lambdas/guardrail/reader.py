@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
-from .controls.base import error_code
+from .controls.base import THROTTLED, error_code
 from .controls.session_logging import SESSION_LOGGING, delivery_requirements, delivery_target
 from .controls.ssh_open import SSH_OPEN, internet_ssh_rules, reaches_ssh_port, ssh_exposed_running
 from .controls.ssm_role import (
@@ -850,13 +850,15 @@ class SnapshotReader:
     def _alias_target(self, key_id: str) -> str:
         """The ARN of the key a kmsKeyId alias (alias/name, or an alias ARN) names: IAM
         authorizes the agent's kms:Decrypt on the key. "" for no alias, and where KMS does not
-        say (no such alias, or the key's policy refuses DescribeKey): logged, not evaluated."""
+        say (no such alias, the key's policy refuses DescribeKey, an owner's malformed value):
+        logged, not evaluated. Throttling or a KMS fault past botocore's retries raises."""
         if "alias/" not in key_id:
             return ""
         try:
             return str(self.clients.kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"])
         except ClientError as error:
-            if error_code(error) not in ("NotFoundException", "AccessDeniedException"):
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if error_code(error) in THROTTLED or status >= 500:
                 raise
             logger.warning("kmsKeyId %s not resolved: %s", key_id, error_code(error))
             return ""

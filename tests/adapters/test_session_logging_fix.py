@@ -809,7 +809,10 @@ def test_a_session_key_named_by_its_alias_is_judged_on_the_key_it_names(
         )
 
 
-@pytest.mark.parametrize("answer", ["NotFoundException", "AccessDeniedException"])
+@pytest.mark.parametrize(
+    "answer",
+    ["NotFoundException", "AccessDeniedException", "InvalidArnException", "ValidationException"],
+)
 def test_an_alias_kms_does_not_resolve_stays_not_evaluated_and_is_logged(
     account, clients, monkeypatch, caplog, answer
 ):
@@ -837,6 +840,26 @@ def test_an_alias_kms_does_not_resolve_stays_not_evaluated_and_is_logged(
     assert found.status is Status.PASSED
     assert found.reason.endswith("(kmsKeyId is an alias: key access not evaluated)")
     assert f"kmsKeyId alias/sessions not resolved: {answer}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"), [("ThrottlingException", 400), ("KMSInternalException", 500)]
+)
+def test_kms_throttled_or_down_past_the_retries_raises(
+    account, clients, monkeypatch, answer, status
+):
+    """Throttling or a KMS fault that outlasts botocore's retries is no answer about the key: it
+    raises (an event is retried, then dead-lettered), never judged as an unresolved alias."""
+    from botocore.exceptions import ClientError
+
+    def down(**kwargs):
+        error = {"Error": {"Code": answer}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        raise ClientError(error, "DescribeKey")
+
+    monkeypatch.setattr(clients.kms, "describe_key", down)
+    create_preferences(account, {"cloudWatchLogGroupName": "/g", "kmsKeyId": "alias/sessions"})
+    with pytest.raises(ClientError):
+        account.run(clients, "report", [LOGGING], session_log_group="/g")
 
 
 @pytest.mark.parametrize("key", ["alias/sessions", "arn:aws:kms:us-east-1:123456789012:key/k"])

@@ -419,3 +419,25 @@ def test_a_session_key_named_by_an_alias_stops_sessions_by_the_key_kms_resolved(
         delivery_requirements(delivery_target(resolved, OURS), "aws", "eu-west-1", "111122223333")
     )
     assert pairs["kms:Decrypt"] == KEY
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_kms_key_id_is_no_key_and_gets_the_guardrails(blank):
+    """kmsKeyId of blanks names no key, as a blank destination names none: the region is not
+    called encrypted with a key, and the fix writes the guardrail's (it was left as it was)."""
+    prefs = SessionPreferences(
+        True, {"s3BucketName": "guardrail-logs", "s3EncryptionEnabled": True, "kmsKeyId": blank}
+    )
+    assert region_result(prefs).status is Status.FAILED
+    inputs, why = desired_inputs(prefs, OURS)
+    assert inputs["kmsKeyId"] == KEY and why == ""
+
+
+def test_the_recommendation_names_what_delivery_needs_of_each_key():
+    """Every finding's Remediation text: kms:Decrypt on the session key, GenerateDataKey too on
+    an SSE-KMS bucket's key, the log-stream calls (a role granted GenerateDataKey alone on the
+    session key stays FAILED)."""
+    text = SESSION_LOGGING.recommendation
+    assert "kms:Decrypt on the session key" in text
+    assert "kms:GenerateDataKey" in text and "logs:CreateLogStream" in text
+    assert len(text) <= 512

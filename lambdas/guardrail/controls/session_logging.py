@@ -59,7 +59,7 @@ def guardrail_key_missing(prefs: SessionPreferences, settings: Settings) -> bool
     return bool(
         prefs.logging_on
         and settings.session_log_kms_key
-        and not prefs.inputs.get("kmsKeyId")
+        and not prefs.session_key
         and theirs <= ours
     )
 
@@ -210,7 +210,7 @@ def desired_inputs(prefs: SessionPreferences, settings: Settings) -> tuple[dict[
                 cloudWatchLogGroupName=settings.session_log_group, cloudWatchEncryptionEnabled=True
             )
             inputs.setdefault("cloudWatchStreamingEnabled", True)
-        if settings.session_log_kms_key and not inputs.get("kmsKeyId"):
+        if settings.session_log_kms_key and not prefs.session_key:
             inputs["kmsKeyId"] = settings.session_log_kms_key
         return inputs, ""
     left = foreign_left(prefs, settings)
@@ -281,7 +281,7 @@ class Hold:
         """Whether the agent applies the input: a flag only with its destination set (the
         console writes both flags true with no destination at all)."""
         if self.input == "kmsKeyId":
-            return bool(inputs.get(self.input))
+            return bool(str(inputs.get(self.input) or "").strip())
         return flag_on(inputs.get(self.input)) and bool(self.destination(inputs))
 
     def turned_on(self, prefs: SessionPreferences, inputs: Mapping[str, Any]) -> bool:
@@ -473,8 +473,9 @@ class SessionLogging:
     )
     recommendation = (
         "Set Session Manager preferences to log sessions to an encrypted S3 bucket or CloudWatch "
-        "log group, and grant instance roles s3:PutObject / logs:PutLogEvents / kms:GenerateDataKey "
-        "on those destinations."
+        "log group, and grant instance roles s3:PutObject and logs:CreateLogStream / PutLogEvents / "
+        "DescribeLogStreams / DescribeLogGroups on those destinations, kms:Decrypt on the session "
+        "key, and kms:Decrypt / kms:GenerateDataKey on an SSE-KMS bucket's key."
     )
     recommendation_url = (
         "https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-logging.html"
