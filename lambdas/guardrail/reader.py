@@ -844,8 +844,8 @@ class SnapshotReader:
         if not isinstance(content, dict) or not isinstance(inputs, dict | None):
             why = "no JSON object with an inputs object in GetDocument's Content"
             return SessionPreferences(True, document_version=version, unreadable=why)
-        key = str((inputs or {}).get("kmsKeyId") or "").strip()
-        return SessionPreferences(True, inputs or {}, content, version, "", self._alias_target(key))
+        prefs = SessionPreferences(True, inputs or {}, content, version)
+        return replace(prefs, alias_target=self._alias_target(prefs.session_key))
 
     def _alias_target(self, key_id: str) -> str:
         """The ARN of the key a kmsKeyId alias (alias/name, or an alias ARN) names: IAM
