@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from guardrail.model import SESSION_DOCUMENT, Outcome, ResourceType, Status
 
+from tests.aws_errors import error_answer
+
 from .conftest import answer_simulations, trust_also
 
 LOGGING = "ssm-session-logging"
@@ -821,12 +823,7 @@ def test_an_alias_kms_does_not_resolve_stays_not_evaluated_and_is_logged(
     log says why; the scan goes on."""
     import logging
 
-    from botocore.exceptions import ClientError
-
-    def refused(**kwargs):
-        raise ClientError({"Error": {"Code": answer, "Message": "no"}}, "DescribeKey")
-
-    monkeypatch.setattr(clients.kms, "describe_key", refused)
+    clients.kms.meta.events.register("before-call.kms.DescribeKey", error_answer(answer))
     monkeypatch.setattr(logging.getLogger("guardrail"), "propagate", True)
     prefs = {"cloudWatchLogGroupName": "/guardrail/sessions", "kmsKeyId": "alias/sessions"}
     create_preferences(account, prefs)
