@@ -844,24 +844,30 @@ class SnapshotReader:
         if not isinstance(content, dict) or not isinstance(inputs, dict | None):
             why = "no JSON object with an inputs object in GetDocument's Content"
             return SessionPreferences(True, document_version=version, unreadable=why)
-        prefs = SessionPreferences(True, inputs or {}, content, version)
-        return replace(prefs, alias_target=self._alias_target(prefs.session_key))
+        return self._with_key(SessionPreferences(True, inputs or {}, content, version))
 
-    def _alias_target(self, key_id: str) -> str:
-        """The ARN of the key a kmsKeyId alias (alias/name, or an alias ARN) names: IAM
-        authorizes the agent's kms:Decrypt on the key. "" for no alias, and where KMS does not
-        say (no such alias, the key's policy refuses DescribeKey, an owner's malformed value):
-        logged, not evaluated. Throttling or a KMS fault past botocore's retries raises."""
+    def _with_key(self, prefs: SessionPreferences) -> SessionPreferences:
+        """The preferences with the key a kmsKeyId alias (alias/name, or an alias ARN) names, as
+        KMS says (DescribeKey): IAM authorizes the agent's kms:Decrypt on the key, and a key
+        that is not Enabled, or an alias naming none, starts no session. Where KMS does not
+        say (the key's policy refuses DescribeKey, an owner's malformed value): logged, not
+        evaluated. Throttling or a KMS fault past botocore's retries raises."""
+        key_id = prefs.session_key
         if "alias/" not in key_id:
-            return ""
+            return prefs
         try:
-            return str(self.clients.kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"])
+            key = self.clients.kms.describe_key(KeyId=key_id)["KeyMetadata"]
         except ClientError as error:
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if error_code(error) in THROTTLED or status >= 500:
                 raise
             logger.warning("kmsKeyId %s not resolved: %s", key_id, error_code(error))
-            return ""
+            if error_code(error) == "NotFoundException":
+                return replace(prefs, key_unusable="names no KMS key in this region")
+            return prefs
+        arn, state = str(key["Arn"]), str(key.get("KeyState") or "Enabled")
+        unusable = "" if state == "Enabled" else f"names key {arn}, which is {state}"
+        return replace(prefs, alias_target=arn, key_unusable=unusable)
 
     def _managed(self, instance_ids: list[str]) -> dict[str, ManagedInstance]:
         """Systems Manager's view of running instances: whether DHMC manages one without a

@@ -859,6 +859,79 @@ def test_kms_throttled_or_down_past_the_retries_raises(
         account.run(clients, "report", [LOGGING], session_log_group="/g")
 
 
+def unusable_alias(account, state):
+    """alias/sessions naming no key ("gone"), or a key of the account in `state`; how the
+    region's finding says so."""
+    if state == "gone":
+        return "kmsKeyId alias/sessions names no KMS key in this region: no session can start"
+    kms = account.session.client("kms")
+    arn = aliased_key(account)
+    key_id = arn.rsplit("/", 1)[-1]
+    if state == "Disabled":
+        kms.disable_key(KeyId=key_id)
+    else:
+        kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    return f"kmsKeyId alias/sessions names key {arn}, which is {state}: no session can start"
+
+
+def region_result(report):
+    (found,) = [
+        e.result for e in report.evaluations if e.result.resource_type is ResourceType.ACCOUNT
+    ]
+    return found
+
+
+@pytest.mark.parametrize("state", ["gone", "Disabled", "PendingDeletion"])
+def test_an_alias_naming_no_usable_key_fails_the_region_and_is_left_to_its_owners(
+    account, clients, state
+):
+    """kmsKeyId an alias KMS says names no key, or a key that is disabled or pending deletion:
+    no session can start in the region (the plugin and the agent cannot use the key). The
+    region's finding is FAILED (MEDIUM) and says so; it was PASSED ("logged, encrypted"). The
+    fix never replaces the owners' key: SKIPPED, saying what to do, the preferences untouched."""
+    why = unusable_alias(account, state)
+    owners = {
+        "cloudWatchLogGroupName": "/guardrail/sessions",
+        "cloudWatchEncryptionEnabled": True,
+        "kmsKeyId": "alias/sessions",
+    }
+    create_preferences(account, owners)
+    found = region_result(account.run(clients, "report", [LOGGING], **OURS))
+    assert (found.status, found.severity) == (Status.FAILED, "MEDIUM")
+    assert found.reason == f"sessions are logged to log group /guardrail/sessions but {why}"
+
+    report = account.run(clients, "enforce", [LOGGING], **OURS)
+    (fix,) = region_fix(report)
+    assert fix.outcome is Outcome.SKIPPED
+    assert fix.reason == f"{why}; name a usable key in the preferences by hand"
+    assert preferences(account) == owners
+    assert region_result(report).status is Status.FAILED
+
+
+def test_logging_turned_on_keeps_the_owners_unusable_key_and_the_region_failed(account, clients):
+    """Preferences without a destination but with a kmsKeyId alias naming no key: logging is
+    turned on (the guardrail's log group), their key kept, and a SKIPPED record says it is
+    theirs to replace. The region is re-judged on what was written: still FAILED (MEDIUM) for
+    the key, not PASSED as if the write had made sessions work."""
+    why = unusable_alias(account, "gone")
+    create_preferences(account, {"kmsKeyId": "alias/sessions"})
+    found = region_result(account.run(clients, "report", [LOGGING], **OURS))
+    assert found.reason.endswith(f"sessions are not logged; {why}")
+
+    report = account.run(clients, "enforce", [LOGGING], session_log_group="/guardrail/sessions")
+    written, *left = region_fix(report)
+    assert written.outcome is Outcome.APPLIED
+    assert [(f.action, f.outcome) for f in left] == [("replace kmsKeyId", Outcome.SKIPPED)]
+    inputs = preferences(account)
+    assert (inputs["cloudWatchLogGroupName"], inputs["kmsKeyId"]) == (
+        "/guardrail/sessions",
+        "alias/sessions",
+    )
+    after = region_result(report)
+    assert (after.status, after.severity) == (Status.FAILED, "MEDIUM")
+    assert after.reason.endswith(why)
+
+
 @pytest.mark.parametrize("key", ["alias/sessions", "arn:aws:kms:us-east-1:123456789012:key/k"])
 def test_a_pass_says_when_the_key_was_not_evaluated(account, clients, key):
     """With kmsKeyId an alias no kms: action can be simulated (only KMS resolves it): the PASS

@@ -11,9 +11,11 @@ Online here is as AWS (and the emulator) has it: the agent's heartbeat
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
+from tests.aws_errors import error_answer
 from tests.handlers import test_on_change
 from tests.handlers.test_on_change import CORE, I1, PREFS, SG, TRUST, World, prefs_content
 
@@ -37,36 +39,72 @@ DELIVERS_ANYWHERE = json.dumps(
 def channels_refused(w: World) -> str:
     w.app_role()
     w.iam.put_role_policy(RoleName="app-role", PolicyName="deny", PolicyDocument=NO_SESSIONS)
-    return "app-role is refused ssmmessages:"
+    return "role app-role is refused ssmmessages:"
+
+
+def owners_preferences(w: World, key: str) -> None:
+    """The preferences log to the owners' bucket, sessions encrypted with `key`."""
+    w.ssm.update_document(
+        Name=PREFS,
+        Content=prefs_content(s3BucketName="owners-logs", kmsKeyId=key),
+        DocumentVersion="$LATEST",
+        DocumentFormat="JSON",
+    )
+    w.ssm.update_document_default_version(Name=PREFS, DocumentVersion="2")
 
 
 def owners_key_refused(w: World) -> str:
     """The preferences name the owners' KMS key, which app-role may not use: every session fails
     at its encryption handshake, the instance Online all the same."""
     w.app_role()
-    w.ssm.update_document(
-        Name=PREFS,
-        Content=prefs_content(s3BucketName="owners-logs", kmsKeyId=KEY),
-        DocumentVersion="$LATEST",
-        DocumentFormat="JSON",
-    )
-    w.ssm.update_document_default_version(Name=PREFS, DocumentVersion="2")
-    return f"app-role is not allowed kms:Decrypt on {KEY}"
+    owners_preferences(w, KEY)
+    return f"role app-role is not allowed kms:Decrypt on {KEY}"
 
 
-def owners_key_alias_unresolved(w: World) -> str:
-    """The preferences name the session key by an alias KMS does not resolve (none of that name
-    here; or the key's policy refuses the guardrail DescribeKey): whether the role may use the
-    key is not known, and not known counts as unable."""
+def owners_key_alias_names_no_key(w: World) -> str:
+    """The preferences name the session key by an alias KMS says names no key: no session can
+    start, whatever the role."""
     w.app_role()
-    w.ssm.update_document(
-        Name=PREFS,
-        Content=prefs_content(s3BucketName="owners-logs", kmsKeyId="alias/owners"),
-        DocumentVersion="$LATEST",
-        DocumentFormat="JSON",
+    owners_preferences(w, "alias/owners")
+    return "kmsKeyId alias/owners names no KMS key in this region: no session can start"
+
+
+def owners_key_disabled(w: World) -> str:
+    """The alias names a key of the account that is disabled: no session can start, though
+    app-role may use the key."""
+    w.app_role()
+    kms = w.client("kms")
+    key = kms.create_key()["KeyMetadata"]
+    decrypt = {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key["Arn"]}
+    w.iam.put_role_policy(
+        RoleName="app-role",
+        PolicyName="key",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [decrypt]}),
     )
-    w.ssm.update_document_default_version(Name=PREFS, DocumentVersion="2")
-    return "app-role: its use of the session key is not judged, kmsKeyId alias/owners"
+    kms.create_alias(AliasName="alias/owners", TargetKeyId=key["KeyId"])
+    kms.disable_key(KeyId=key["KeyId"])
+    owners_preferences(w, "alias/owners")
+    return f"kmsKeyId alias/owners names key {key['Arn']}, which is Disabled"
+
+
+def owners_key_alias_refused(w: World) -> str:
+    """The key's policy refuses the guardrail DescribeKey: whether the role may use the key is
+    not known, and not known counts as unable."""
+    w.app_role()
+    kms = w.client("kms")
+    kms.create_alias(AliasName="alias/owners", TargetKeyId=kms.create_key()["KeyMetadata"]["KeyId"])
+    owners_preferences(w, "alias/owners")
+    plain = w.new_session
+
+    def refusing() -> Any:
+        session = plain()
+        session.events.register(
+            "before-call.kms.DescribeKey", error_answer("AccessDeniedException")
+        )
+        return session
+
+    w.new_session = refusing  # type: ignore[method-assign]
+    return "role app-role: its use of the session key is not judged, kmsKeyId alias/owners"
 
 
 def stranded_behind_open_group(w: World) -> tuple[str, str]:
@@ -85,7 +123,13 @@ def reachable_in(w: World, group: str) -> str:
     return w.launch(groups=[group], profile="ok-profile")[0]
 
 
-CAUSES = [channels_refused, owners_key_refused, owners_key_alias_unresolved]
+CAUSES = [
+    channels_refused,
+    owners_key_refused,
+    owners_key_alias_names_no_key,
+    owners_key_disabled,
+    owners_key_alias_refused,
+]
 
 
 @pytest.mark.parametrize("cause", CAUSES)
@@ -95,7 +139,7 @@ def test_a_drift_scan_keeps_the_group_open(world: World, cause):
     report = world.guardrail("enforce", ssh_require_ssm_online=True).run()
     assert report.snapshot is not None and report.snapshot.is_online(stranded)
     (fix,) = [f for f in report.fixes if f.resource_id == bad]
-    assert fix.outcome.value == "skipped" and f"would lock out {stranded} (role {why}" in fix.reason
+    assert fix.outcome.value == "skipped" and f"would lock out {stranded} ({why}" in fix.reason
     assert world.internet_ssh(bad)
 
 

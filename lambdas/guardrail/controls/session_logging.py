@@ -226,9 +226,17 @@ def desired_inputs(prefs: SessionPreferences, settings: Settings) -> tuple[dict[
     return inputs, "; ".join(left.values()) if inputs == dict(prefs.inputs) else ""
 
 
+def unusable_key(prefs: SessionPreferences) -> str:
+    """Why no session can start with the owners' kmsKeyId, as KMS answered; "" if none known."""
+    if not prefs.key_unusable:
+        return ""
+    return f"kmsKeyId {prefs.inputs['kmsKeyId'].strip()} {prefs.key_unusable}: no session can start"
+
+
 def foreign_left(prefs: SessionPreferences, settings: Settings) -> dict[str, str]:
-    """The encryption flags the fix leaves off, by action, with why: the region logs to a
-    bucket or log group that is not the guardrail's and has its flag off."""
+    """What the fix leaves to the owners, by action, with why: the encryption flag of a bucket
+    or log group that is not the guardrail's, and their kmsKeyId naming no usable key (the
+    guardrail never replaces a key the owners chose)."""
     bucket, group = prefs.s3_bucket, prefs.log_group
     foreign = (
         # With the flag on, the agent reads the bucket's encryption before each session: a
@@ -251,11 +259,14 @@ def foreign_left(prefs: SessionPreferences, settings: Settings) -> dict[str, str
             "could block sessions; encrypt it first",
         ),
     )
-    return {
+    left = {
         f"turn on {flag}": why
         for destination, ours, flag, why in foreign
         if destination and destination != ours and not flag_on(prefs.inputs.get(flag))
     }
+    if broken := unusable_key(prefs):
+        left["replace kmsKeyId"] = f"{broken}; name a usable key in the preferences by hand"
+    return left
 
 
 @dataclass(frozen=True)
@@ -643,9 +654,11 @@ class SessionLogging:
             )
         else:
             not_logged = ""
+        broken = unusable_key(prefs)
         if not_logged:
+            reason = "; ".join(filter(None, [not_logged, broken]))
             result = snapshot.result(
-                self.id, ResourceType.ACCOUNT, account, Status.FAILED, "MEDIUM", not_logged
+                self.id, ResourceType.ACCOUNT, account, Status.FAILED, "MEDIUM", reason
             )
             return replace(result, others_unjudged=bool(prefs.unreadable))
         where = " and ".join(
@@ -661,13 +674,15 @@ class SessionLogging:
         problems = [f"{flag} is false" for flag in off]
         if guardrail_key_missing(prefs, settings):
             problems.append("not encrypted with the guardrail's KMS key (kmsKeyId unset)")
+        if broken:
+            problems.append(broken)
         if problems:
             return snapshot.result(
                 self.id,
                 ResourceType.ACCOUNT,
                 account,
                 Status.FAILED,
-                "LOW",
+                "MEDIUM" if broken else "LOW",
                 f"sessions are logged to {where} but {' and '.join(problems)}",
                 details={"unencrypted": off} if off else {},
             )
@@ -694,10 +709,11 @@ class SessionLogging:
         if prefs is None or not written:
             return snapshot
         content = {**(dict(prefs.content) or DEFAULT_CONTENT), "inputs": dict(written[-1])}
-        return replace(
-            snapshot,
-            session_preferences=SessionPreferences(True, dict(written[-1]), content),
+        # The owners' kmsKeyId is written back as it was: what KMS said of it still holds.
+        written_prefs = replace(
+            prefs, exists=True, inputs=dict(written[-1]), content=content, document_version=None
         )
+        return replace(snapshot, session_preferences=written_prefs)
 
     def remediate(
         self, failed: Sequence[Result], snapshot: AccountSnapshot, ctx: FixContext

@@ -37,7 +37,7 @@ from ..model import (
 from ..paging import security_group_rules
 from ..settings import Settings
 from .base import OUT_OF_TIME, FixContext, Permission, answer_may_be_lost, error_code
-from .session_logging import stops_sessions
+from .session_logging import stops_sessions, unusable_key
 
 logger = logging.getLogger(__name__)
 
@@ -737,8 +737,9 @@ class SshOpenToInternet:
     @staticmethod
     def _unreachable(snapshot: AccountSnapshot, gid: str) -> list[str]:
         """Running instances behind the group that Session Manager may not open a session on
-        right now, each with why: not Online in Systems Manager; or Online (its heartbeat needs
-        only ssm:UpdateInstanceInformation, and its status is the last heartbeat's) without a
+        right now, each with why: not Online in Systems Manager; a kmsKeyId alias naming no
+        Enabled key (no session starts); or Online (its heartbeat needs only
+        ssm:UpdateInstanceInformation, and its status is the last heartbeat's) without a
         role of its own whose session calls the reader judged (no profile: Default Host
         Management's role is not judged; a profile or role removed since that heartbeat), with
         a role refused the agent's session calls or meeting a Deny the simulation could not
@@ -751,6 +752,9 @@ class SshOpenToInternet:
             iid, role = instance.instance_id, snapshot.role_of(instance)
             if not snapshot.is_online(iid):
                 found.append(f"{iid} (not Online in Systems Manager)")
+                continue
+            if prefs and prefs.key_unusable:
+                found.append(f"{iid} ({unusable_key(prefs)})")
                 continue
             access = snapshot.agent_access.get(role.name) if role else None
             delivery = snapshot.delivery.get(role.name) if role else None
