@@ -75,7 +75,13 @@ def run_undo(account, reason: str) -> None:
         else:
             assert words[2] == "authorize-security-group-ingress"
             permissions = json.loads(words[words.index("--ip-permissions") + 1])
-            account.ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=permissions)
+            tagged = {}
+            if "--tag-specifications" in words:
+                specs = json.loads(words[words.index("--tag-specifications") + 1])
+                tagged = {"TagSpecifications": specs}
+            account.ec2.authorize_security_group_ingress(
+                GroupId=gid, IpPermissions=permissions, **tagged
+            )
 
 
 @pytest.mark.parametrize(
@@ -390,24 +396,54 @@ def test_readded_rules_keep_the_owners_tags(account, clients):
             "ssm-guardrail:replaces": old["SecurityGroupRuleId"],
         }
     assert len(runs) == 1 and len(runs.pop()) == 12  # one token for the fix's rules
-    assert fix.before[0]["Tags"] == {"owner": "team-a", "ticket": "OPS-1"}  # to undo by hand
+    assert fix.before[0]["Tags"] == {"owner": "team-a", "ticket": "OPS-1"}
 
 
-def narrow(account, gid, rule_id, low, high, cidr):
+def tagged_rules(account, gid):
+    return sorted(
+        (
+            r["FromPort"],
+            r["ToPort"],
+            r.get("CidrIpv4") or r.get("CidrIpv6"),
+            r.get("Description"),
+            *sorted((t["Key"], t["Value"]) for t in r.get("Tags", [])),
+        )
+        for r in rules_of(account, gid)
+    )
+
+
+def test_the_undo_gives_the_revoked_rules_back_their_owners_tags(account, clients):
+    """Cost allocation, ownership and ABAC read rule tags: the undo re-creates each revoked rule
+    with its own tags (one call per set of tags), not bare. It restored them untagged."""
+    gid = account.group()
+    for permission, team in (
+        (perm("tcp", 0, 65535, description="legacy"), "team-a"),
+        (perm("tcp", 22, 22, "::/0"), "team-b"),
+    ):
+        account.ec2.authorize_security_group_ingress(
+            GroupId=gid,
+            IpPermissions=[permission],
+            TagSpecifications=[
+                {"ResourceType": "security-group-rule", "Tags": [{"Key": "owner", "Value": team}]}
+            ],
+        )
+    account.instance([gid])
+    before = tagged_rules(account, gid)
+    (fix,) = account.run(clients, "enforce", [SSH]).fixes
+    assert fix.outcome is Outcome.APPLIED and tagged_rules(account, gid) != before
+    assert fix.reason.count("--tag-specifications") == 2
+    run_undo(account, fix.reason)
+    assert tagged_rules(account, gid) == before
+
+
+def narrow(account, gid, rule_id, low, high, cidr, description=None):
     """The owner changes the rule in place (ModifySecurityGroupRules keeps its id)."""
+    rule = {"IpProtocol": "tcp", "FromPort": low, "ToPort": high, "CidrIpv4": cidr}
+    if description:
+        rule["Description"] = description
     account.ec2.modify_security_group_rules(
         GroupId=gid,
-        SecurityGroupRules=[
-            {
-                "SecurityGroupRuleId": rule_id,
-                "SecurityGroupRule": {
-                    "IpProtocol": "tcp",
-                    "FromPort": low,
-                    "ToPort": high,
-                    "CidrIpv4": cidr,
-                },
-            }
-        ],
+        SecurityGroupRules=[{"SecurityGroupRuleId": rule_id, "SecurityGroupRule": rule}],
     )
 
 
@@ -549,22 +585,33 @@ def test_two_rules_keeping_the_same_ports_are_recorded_once_as_the_fixs_own(acco
     )
 
 
+def refused():
+    return ClientError(
+        {"Error": {"Code": "UnauthorizedOperation", "Message": "no"}},
+        "RevokeSecurityGroupIngress",
+    )
+
+
+def unreachable():
+    """No answer past botocore's retries: a BotoCoreError, not a ClientError."""
+    from botocore.exceptions import EndpointConnectionError
+
+    return EndpointConnectionError(endpoint_url="https://ec2.us-east-1.amazonaws.com")
+
+
 class TakeBackFails:
     """Wraps the EC2 client: revoking anything that does not cover port 22 (taking back the
-    re-added rules) is refused."""
+    re-added rules) is refused, or (`error=unreachable`) never answered."""
 
-    def __init__(self, ec2):
-        self.ec2 = ec2
+    def __init__(self, ec2, error=refused):
+        self.ec2, self.error = ec2, error
 
     def __getattr__(self, name):
         return getattr(self.ec2, name)
 
     def revoke_security_group_ingress(self, **kwargs):
         if all(not p["FromPort"] <= 22 <= p["ToPort"] for p in kwargs["IpPermissions"]):
-            raise ClientError(
-                {"Error": {"Code": "UnauthorizedOperation", "Message": "no"}},
-                "RevokeSecurityGroupIngress",
-            )
+            raise self.error()
         return self.ec2.revoke_security_group_ingress(**kwargs)
 
 
@@ -658,6 +705,56 @@ def test_re_adds_whose_answer_was_lost_are_the_fixs_own(account, clients):
     assert account.ingress(wide_again) == []  # nothing wider than the owner left it
 
 
+def every_answer_lost(account, clients, monkeypatch, operation, carried_out_once):
+    """No try of `operation` is ever answered (a read timeout each time, past botocore's
+    retries, its backoff not slept); the first is carried out when `carried_out_once`."""
+    import time
+
+    from botocore import xform_name
+    from botocore.exceptions import ReadTimeoutError
+
+    monkeypatch.setattr(time, "sleep", lambda _: None)
+    done = []
+
+    def lost(request, **_):
+        if carried_out_once and not done:
+            params = json.loads(json.dumps(sent))
+            done.append(getattr(account.ec2, xform_name(operation))(**params))
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    sent = {}
+    events = clients.ec2.meta.events
+    events.register(
+        f"before-parameter-build.ec2.{operation}", lambda params, **_: sent.update(params)
+    )
+    events.register_first(f"before-send.ec2.{operation}", lost)
+    return done
+
+
+@pytest.mark.parametrize("carried_out", [True, False], ids=["made", "never-made"])
+def test_re_adds_whose_every_answer_was_lost_are_judged_by_what_the_group_holds(
+    account, clients, monkeypatch, carried_out
+):
+    """AuthorizeSecurityGroupIngress was carried out but no try was ever answered (the last one
+    lost too): the group holds the run's re-adds, so they are this fix's and the rule is
+    revoked (it was a bare error: SSH left open, the re-adds unrecorded). Never carried out:
+    FAILED, naming the error, nothing revoked, nothing left behind."""
+    wide = perm("tcp", 0, 65535)
+    gid = account.group(wide)
+    account.instance([gid])
+    every_answer_lost(account, clients, monkeypatch, "AuthorizeSecurityGroupIngress", carried_out)
+    (record,) = account.run(clients, "enforce", [SSH]).fixes
+    if carried_out:
+        assert record.outcome is Outcome.APPLIED, record.reason
+        created = {r["SecurityGroupRuleId"] for r in rules_of(account, gid)}
+        assert set(record.after["new_rule_ids"]) == created and len(created) == 2
+        assert not any(r[1] <= 22 <= r[2] for r in account.ingress(gid))
+    else:
+        assert (record.outcome, record.error_code) == (Outcome.FAILED, "ReadTimeoutError")
+        assert record.reason == "could not re-add the other ports; nothing was revoked"
+        assert account.ingress(gid) == [("tcp", 0, 65535, "0.0.0.0/0", None)]
+
+
 def test_a_throttled_revoke_that_finds_the_rule_gone_is_the_owners_revoke(account, clients):
     """EC2 turned the first try away (throttling: nothing done) and the owner revoked the rule
     meanwhile: the retry's "not found" is the owner's doing. What was re-added for the other
@@ -714,24 +811,30 @@ def owner_revokes_before_the_fix_does(account, clients, gid, *permissions):
     )
 
 
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [(refused, "UnauthorizedOperation"), (unreachable, "EndpointConnectionError")],
+)
 def test_rules_re_added_for_a_vanished_rule_that_cannot_be_taken_back_are_reported(
-    account, clients
+    account, clients, error, code
 ):
     """The owner revokes the wide rule while the fix runs; what the fix re-added for it would
     now admit the internet to 65,534 ports they closed. Not "already compliant": FAILED, with
-    the rules to revoke by hand."""
+    the rules to revoke by hand, whether EC2 refused the take-back or never answered it (a
+    network error past the retries was a bare error with no rules named, and the next run,
+    finding no internet SSH, left them open)."""
     from guardrail.scope import Scope
 
     gid = account.group(perm("tcp", 0, 65535))
     account.instance([gid])
     snapshot = read(clients, Scope(group_ids=frozenset({gid})))
     owner_revokes_before_the_fix_does(account, clients, gid, perm("tcp", 0, 65535))
-    clients.__dict__["ec2"] = TakeBackFails(clients.ec2)
+    clients.__dict__["ec2"] = TakeBackFails(clients.ec2, error)
     (record,) = fix(clients, snapshot)
     left = account.ingress(gid)
     assert left == [("tcp", 0, 21, "0.0.0.0/0", None), ("tcp", 23, 65535, "0.0.0.0/0", None)]
     assert record.outcome is Outcome.FAILED and not record.outcome.ok
-    assert "could not be taken back (UnauthorizedOperation)" in record.reason
+    assert f"could not be taken back ({code})" in record.reason
     assert "revoke them by hand" in record.reason
     assert [(p["FromPort"], p["ToPort"]) for p in record.after["left_open"]] == [
         (0, 21),
@@ -1582,6 +1685,27 @@ def test_a_rule_changed_before_it_is_narrowed_is_not_written_over(
     assert ("tcp", 0, 1024, "10.1.0.0/16") in [r[:4] for r in account.ingress(gid)]
     assert internet_rules(account, gid) == []  # the 0-21 the fix added taken back
     assert len(calls) == 3  # the change was made where the test meant it
+
+
+def test_a_rule_narrowed_in_place_keeps_the_description_its_owner_gave_it_meanwhile(
+    account, clients
+):
+    """At the quota the rule is narrowed in place, and ModifySecurityGroupRules writes its
+    description too. The owner renamed it after the read: the narrowed rule keeps their name (it
+    went back to the one read), and the undo restores the rule with it."""
+    from guardrail.scope import Scope
+
+    gid = account.group(perm("tcp", 22, 8080, description="app"))
+    fill(account, gid, 60)
+    (rule_id,) = rule_ids(account, gid)
+    account.instance([gid])
+    snapshot = read(clients, Scope(group_ids=frozenset({gid})))
+    narrow(account, gid, rule_id, 22, 8080, "0.0.0.0/0", description="owner-edited")
+    (record,) = fix(clients, snapshot)
+    assert record.outcome is Outcome.APPLIED, record.reason
+    assert internet_rules(account, gid) == [("tcp", 23, 8080, "0.0.0.0/0", "owner-edited")]
+    run_undo(account, record.reason)
+    assert internet_rules(account, gid) == [("tcp", 22, 8080, "0.0.0.0/0", "owner-edited")]
 
 
 def test_an_all_traffic_rule_at_the_quota_becomes_its_last_kept_protocol_in_place(account, clients):

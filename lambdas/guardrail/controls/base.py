@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
     ConnectTimeoutError,
     EndpointConnectionError,
     ProxyConnectionError,
@@ -129,6 +131,9 @@ THROTTLED = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingExceptio
 # Errors before the request reached AWS (no connection): any other error botocore retries
 # (a read timeout, a dropped connection, an SSL error mid-answer) may follow a done request.
 NEVER_SENT = (EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError)
+# What a call of a fix can end in: AWS's answer, or none past botocore's retries (a lost
+# connection, a read timeout). A fix that stops part-way takes back what it added either way.
+AWS_ERRORS = (ClientError, BotoCoreError)
 
 
 @contextmanager

@@ -36,7 +36,14 @@ from ..model import (
 )
 from ..paging import security_group_rules
 from ..settings import Settings
-from .base import OUT_OF_TIME, FixContext, Permission, answer_may_be_lost, error_code
+from .base import (
+    AWS_ERRORS,
+    OUT_OF_TIME,
+    FixContext,
+    Permission,
+    answer_may_be_lost,
+    error_code,
+)
 from .session_logging import stops_sessions, unusable_key
 
 logger = logging.getLogger(__name__)
@@ -182,6 +189,16 @@ def ip_permission(rule: SecurityGroupRule, ports: PortRange) -> dict[str, Any]:
     }
 
 
+def described(permission: Mapping[str, Any], description: str | None) -> dict[str, Any]:
+    """An IpPermission of one source, with `description` (or none) in place of its own."""
+    key = "Ipv6Ranges" if permission.get("Ipv6Ranges") else "IpRanges"
+    source = {k: v for k, v in permission[key][0].items() if k != "Description"}
+    return {
+        **permission,
+        key: [{**source, **({"Description": description} if description else {})}],
+    }
+
+
 def rule_request(permission: Mapping[str, Any]) -> dict[str, Any]:
     """An IpPermission of one source as ModifySecurityGroupRules' SecurityGroupRuleRequest (which
     replaces the rule's content, its description included). A rule of every protocol (-1) has
@@ -224,8 +241,8 @@ def undo_hint(
     narrowed: Sequence[SecurityGroupRule] = (),
 ) -> str:
     """How a person puts the group back: revoke the rules the fix made, set the rules it
-    narrowed in place back as they were, authorize the revoked ones again (each with its
-    description; their tags are in Before). Shell-quoted."""
+    narrowed in place back as they were, authorize the revoked ones again, each with its
+    description and its owner's tags (not "aws:" ones, which EC2 reserves). Shell-quoted."""
 
     def quoted(value: Any) -> str:
         return "'" + json.dumps(value, separators=(",", ":")).replace("'", "'\\''") + "'"
@@ -248,11 +265,22 @@ def undo_hint(
         steps.append(
             f"aws ec2 modify-security-group-rules {where} --security-group-rules {quoted(back)}"
         )
-    if revoked:
-        permissions = [authorizing(r) for r in revoked]
-        steps.append(
-            f"aws ec2 authorize-security-group-ingress {where} --ip-permissions {quoted(permissions)}"
-        )
+    # One call per set of tags: a call's TagSpecifications tag every rule it creates.
+    by_tags: dict[tuple[tuple[str, str], ...], list[dict[str, Any]]] = {}
+    for rule in revoked:
+        tags = tuple((k, v) for k, v in rule.tags if not k.lower().startswith("aws:"))
+        by_tags.setdefault(tags, []).append(authorizing(rule))
+    for tags, permissions in by_tags.items():
+        step = f"aws ec2 authorize-security-group-ingress {where} --ip-permissions {quoted(permissions)}"
+        if tags:
+            specs = [
+                {
+                    "ResourceType": "security-group-rule",
+                    "Tags": [{"Key": k, "Value": v} for k, v in tags],
+                }
+            ]
+            step += f" --tag-specifications {quoted(specs)}"
+        steps.append(step)
     return undo_part(*steps)
 
 
@@ -829,7 +857,7 @@ class SshOpenToInternet:
                     run,
                 )
                 created |= {k for p in added[rule.rule_id].permissions for k in permission_keys(p)}
-            except ClientError as error:
+            except AWS_ERRORS as error:
                 code = error_code(error)
                 if code in GROUP_GONE:
                     return record(Outcome.ALREADY_COMPLIANT, [], GROUP_DELETED, gone=True)
@@ -854,7 +882,7 @@ class SshOpenToInternet:
             return record(Outcome.SKIPPED, None, not_marked(mark_code) + untaken)
         try:
             missed, lost = self._revoke(ec2, gid, rules)
-        except ClientError as error:
+        except AWS_ERRORS as error:
             code = error_code(error)
             self._unmark(ec2, marked, [r.rule_id for r in rules], mark)
             if code in GROUP_GONE:
@@ -881,7 +909,7 @@ class SshOpenToInternet:
         try:
             # Only when the revoke missed a rule: was it revoked, or changed, by someone else?
             now = self._current_rules(ec2, [gid]).get(gid, []) if missed else []
-        except ClientError as error:
+        except AWS_ERRORS as error:
             reread_code = error_code(error)
         made = {i for a in taken_back for i in a.rule_ids}
         relied = [c for c in now if c.rule_id in made and relied_on_for(c).intersection(missed_ids)]
@@ -1049,7 +1077,7 @@ class SshOpenToInternet:
                 done = not_marked(mark_code, revoked_only(revoked))
                 return stop(Outcome.SKIPPED, f"{quota}; {done}{self._take_back(ec2, gid, [added])}")
             now = {r.rule_id: r for r in self._current_rules(ec2, [gid]).get(gid, [])}
-        except ClientError as error:
+        except AWS_ERRORS as error:
             code = error_code(error)
             self._unmark(ec2, marked, [r.rule_id for r in rules if r not in revoked], mark)
             if code in GROUP_GONE:
@@ -1090,6 +1118,8 @@ class SshOpenToInternet:
                 f"{quota}; {', '.join(moved)} changed or revoked meanwhile: not narrowed, the "
                 f"next run judges the group as it is now; {revoked_only(revoked)}{left}",
             )
+        # ModifySecurityGroupRules writes the description too: the owner's as it is now.
+        narrowed = {rid: described(p, now[rid].description) for rid, p in narrowed.items()}
         try:
             if narrowed:
                 ec2.modify_security_group_rules(
@@ -1099,7 +1129,7 @@ class SshOpenToInternet:
                         for rid, p in narrowed.items()
                     ],
                 )
-        except ClientError as error:
+        except AWS_ERRORS as error:
             self._unmark(ec2, marked, [r.rule_id for r in rules if r not in revoked], mark)
             if error_code(error) in GROUP_GONE:
                 return record(Outcome.ALREADY_COMPLIANT, [], GROUP_DELETED, gone=True)
@@ -1121,7 +1151,7 @@ class SshOpenToInternet:
         )
         try:
             late, lost_late = self._revoke(ec2, gid, last) if last else ([], [])
-        except ClientError as error:
+        except AWS_ERRORS as error:
             return record(
                 Outcome.FAILED, after, f"{done}; revoking the others failed", error_code(error)
             )
@@ -1143,7 +1173,7 @@ class SshOpenToInternet:
             region,
             revoked,
             added.rule_ids,
-            narrowed=[r for r in rules if r.rule_id in narrowed],
+            narrowed=[now[r.rule_id] for r in rules if r.rule_id in narrowed],
         )
         return record(Outcome.APPLIED, after, "; ".join([done, *notes, *lost]) + undo)
 
@@ -1168,7 +1198,7 @@ class SshOpenToInternet:
                 if ids:
                     ec2.create_tags(Resources=ids, Tags=[{"Key": mark, "Value": rule_id}])
                     marked[rule_id] = ids
-        except ClientError as error:
+        except AWS_ERRORS as error:
             logger.warning(
                 "could not mark re-added rules as relied on",
                 extra={"group": gid, "error_code": error_code(error)},
@@ -1189,7 +1219,7 @@ class SshOpenToInternet:
             return [], None
         try:
             ec2.delete_tags(Resources=ids, Tags=[{"Key": mark}])
-        except ClientError as error:
+        except AWS_ERRORS as error:
             logger.error(
                 "could not take the relied-on mark off re-added rules",
                 extra={"rules": ids, "error_code": error_code(error)},
@@ -1356,8 +1386,11 @@ class SshOpenToInternet:
                     return ec2.authorize_security_group_ingress(
                         GroupId=gid, IpPermissions=batch, TagSpecifications=tags
                     )
-                except ClientError as error:
-                    if error_code(error) not in DUPLICATE or not any(tries):
+                except AWS_ERRORS as error:
+                    # A try whose answer was lost may have made them: the retry is then refused
+                    # as a duplicate, or the lost try was the last.
+                    duplicate = error_code(error) in DUPLICATE and any(tries)
+                    if not (duplicate or (tries and tries[-1])):
                         raise
                     refused = error
             wanted = {k for p in batch for k in permission_keys(p)}
@@ -1388,7 +1421,7 @@ def each_alone_if_refused(
     send: Callable[[list[dict[str, Any]]], Any],
     permissions: list[dict[str, Any]],
     split_on: Collection[str],
-) -> Iterator[tuple[list[dict[str, Any]], Any, ClientError | None]]:
+) -> Iterator[tuple[list[dict[str, Any]], Any, Exception | None]]:
     """Sends `permissions` in one call; when EC2 refuses the whole call with an error in
     `split_on` (one permission already there, or already gone), sends each alone. Yields each
     batch sent with its answer, or with the error that refused it."""
@@ -1397,7 +1430,7 @@ def each_alone_if_refused(
         batch = batches.pop(0)
         try:
             response = send(batch)
-        except ClientError as error:
+        except AWS_ERRORS as error:
             if error_code(error) in split_on and len(batch) > 1:
                 batches += [[p] for p in batch]
             else:
