@@ -9,8 +9,10 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import partial
 from typing import Any
 
 from guardrail.controls import REGISTRY
@@ -129,9 +131,16 @@ class ConfigError(ValueError):
     """A context value is malformed; the message names the context key."""
 
 
+def _unique(key: str, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's pairs, refused when a name comes twice (the last would win unseen)."""
+    if twice := sorted(k for k, n in Counter(k for k, _ in pairs).items() if n > 1):
+        raise ConfigError(f"context {key!r} names {', '.join(twice)} more than once")
+    return dict(pairs)
+
+
 def _json(key: str, text: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=partial(_unique, key))
     except json.JSONDecodeError as error:
         raise ConfigError(f"context {key!r} is not valid JSON ({error.msg}): {text!r}") from None
 
@@ -175,6 +184,11 @@ def _str(key: str, value: Any) -> str:
     return value.strip()
 
 
+def squash(key: str) -> str:
+    """A key without case, `-`, `_` or `.`: how a misspelling of one of ours still reads."""
+    return re.sub(r"[-_.]", "", key).lower()
+
+
 def _mapping(key: str, value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         text = value.strip()
@@ -184,7 +198,7 @@ def _mapping(key: str, value: Any) -> dict[str, Any]:
             pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
             if any(len(p) != 2 for p in pairs):
                 raise ConfigError(f"context {key!r} must look like control-id=enforce,other=report")
-            value = {k.strip(): v.strip() for k, v in pairs}
+            value = _unique(key, [(k.strip(), v.strip()) for k, v in pairs])
     if not isinstance(value, dict):
         raise ConfigError(f"context {key!r} must be an object")
     return dict(value)
@@ -275,6 +289,11 @@ class GuardrailConfig:
             raise ConfigError(
                 f"context 'controls': unknown control(s) {unknown}; known: {sorted(known)}"
             )
+        if self.controls and (left_out := sorted(set(self.control_modes) - set(self.controls))):
+            raise ConfigError(
+                f"context 'controlModes' gives a mode to {', '.join(left_out)}, which 'controls' "
+                "leaves out: that control would not run at all"
+            )
         if problem := schedule_problem(self.scan_schedule):
             raise ConfigError(f"context 'scanSchedule' {self.scan_schedule!r}: {problem}")
         if self.notification_email and not EMAIL.match(self.notification_email):
@@ -359,17 +378,25 @@ class GuardrailConfig:
     @classmethod
     def check_keys(cls, keys: Iterable[str]) -> None:
         """A context key spelled like one of ours but not ours (`guardrailmode`, `mode`,
-        `region`) fails the synth naming it: ignored, it would deploy the default (report
-        mode, the CLI's region) while its author believes otherwise. CDK's own keys are left
-        alone: they carry `@`, `:` or `-` (`@aws-cdk/...`, `aws:cdk:...`, `cli-telemetry`), as
-        does our own `guardrail:help`."""
+        `region`, `guardrail-mode`, `ssh_require_ssm_online`, `controlModes.ssh-open-to-internet`)
+        fails the synth naming it: ignored, it would deploy the default (report mode, the
+        CLI's region, the guard off) while its author believes otherwise. CDK's own keys are
+        left alone: they carry `@` or `:` (`@aws-cdk/...`, `aws:cdk:...`), or a `-` and look
+        like none of ours (`cli-telemetry`), as does our own `guardrail:help`."""
         known = cls.context_keys()
-        lowered = {k.lower(): k for k in known}
+        squashed = {squash(k): k for k in known}
         for key in sorted(keys):
-            if key in known or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key):
+            if key in known or "@" in key or ":" in key:
                 continue
-            near = difflib.get_close_matches(key.lower(), lowered, n=1, cutoff=0.6)
-            hint = f"; did you mean '{lowered[near[0]]}'?" if near else ""
+            plain = re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key)
+            nested = next((k for k in known if key.startswith(f"{k}.")), None)
+            near = nested or squashed.get(squash(key))
+            if not near:
+                close = difflib.get_close_matches(squash(key), squashed, n=1, cutoff=0.6)
+                near = squashed[close[0]] if close and plain else None
+            if not (plain or near):
+                continue  # another tool's key, hyphenated like CDK's: nothing of ours
+            hint = f"; did you mean '{near}'?" if near else ""
             raise ConfigError(
                 f"unknown context key '{key}'{hint} (keys: {', '.join(sorted(known))})"
             )

@@ -39,6 +39,12 @@ def test_cdk_json_documents_every_knob_with_the_code_default() -> None:
         ("controlMode", "controlModes"),
         ("region", "regions"),
         ("mode", None),  # nothing close: every key is listed
+        # Spelled as a CLI flag or in Python: these deployed the default without a word.
+        ("ssh-require-ssm-online", "sshRequireSsmOnline"),
+        ("modify-existing-roles", "modifyExistingRoles"),
+        ("guardrail-mode", "guardrailMode"),
+        ("ssh_require_ssm_online", "sshRequireSsmOnline"),
+        ("controlModes.ssh-open-to-internet", "controlModes"),  # keys do not nest
     ],
 )
 def test_a_misspelled_context_key_fails_the_synth_naming_it(typo: str, meant: str | None) -> None:
@@ -66,6 +72,7 @@ def test_cdk_s_own_context_keys_are_not_taken_for_typos() -> None:
             "availability-zones:account=111122223333:region=eu-west-1",
             "acknowledged-issue-numbers",
             "@aws-cdk/core:newStyleStackSynthesis",
+            "team-cost-centre",  # another tool's, hyphenated, like none of ours
         ]
     )
 
@@ -234,6 +241,41 @@ def test_cli_strings_are_parsed_like_cdk_json_values() -> None:
 def test_bad_context_fails_synth_naming_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=key):
         config(**{key: value})
+
+
+@pytest.mark.parametrize(
+    ("context", "why"),
+    [
+        # A copy-paste slip: the last mode won unseen (the CLI and the Lambdas refuse it).
+        (
+            {"controlModes": "ssh-open-to-internet=report,ssh-open-to-internet=enforce"},
+            "ssh-open-to-internet more than once",
+        ),
+        (
+            {"controlModes": '{"ssm-session-logging": "enforce", "ssm-session-logging": "report"}'},
+            "ssm-session-logging more than once",
+        ),
+        # A mode for a control the deployment does not run: its author believes it enforced.
+        (
+            {"controls": "ssh-open-to-internet", "controlModes": "ssm-instance-role=enforce"},
+            "gives a mode to ssm-instance-role, which 'controls' leaves out",
+        ),
+    ],
+)
+def test_control_modes_that_cannot_be_what_was_meant_fail_the_synth(
+    context: dict[str, str], why: str
+) -> None:
+    with pytest.raises(ConfigError, match=why):
+        config(**context)
+
+
+def test_control_modes_for_controls_the_deployment_runs_are_taken() -> None:
+    taken = config(
+        controls="ssh-open-to-internet,ssm-instance-role",
+        controlModes="ssm-instance-role=enforce",
+    )
+    assert taken.mode_for("ssm-instance-role") == "enforce"
+    assert taken.mode_for("ssh-open-to-internet") == "report"
 
 
 @pytest.mark.parametrize(
