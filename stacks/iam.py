@@ -8,14 +8,13 @@ cdk-nag plus tests/infra/test_least_privilege.py judge the result.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aws_cdk import aws_iam as iam
 from guardrail.controls import REGISTRY
 from guardrail.controls.base import Permission
-from guardrail.permissions import required_permissions
+from guardrail.permissions import PermissionTemplateError, distinct, fill, required_permissions
 
 READ_VERBS = ("Describe", "Get", "List", "Simulate")
 PLACEHOLDERS = (
@@ -30,10 +29,6 @@ PLACEHOLDERS = (
 )
 
 
-class PermissionTemplateError(ValueError):
-    """A declared permission cannot become a least-privilege statement."""
-
-
 def is_mutating(action: str) -> bool:
     """True unless the action only reads (Describe*/Get*/List*/Simulate*); wildcards count as mutating."""
     if action == "*" or ":" not in action:
@@ -42,31 +37,13 @@ def is_mutating(action: str) -> bool:
     return "*" in verb or not verb.startswith(READ_VERBS)
 
 
-def _format(value: Any, values: Mapping[str, str]) -> Any:
-    """Fill placeholders in a string, or recursively in a list/dict of strings."""
-    if isinstance(value, str):
-        names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
-        missing = names - set(values)
-        if missing:
-            raise PermissionTemplateError(
-                f"placeholder(s) {sorted(missing)} in {value!r} are not provided by the stack; "
-                f"known: {sorted(values)}"
-            )
-        return value.format(**values)
-    if isinstance(value, list | tuple):
-        return [_format(v, values) for v in value]
-    if isinstance(value, Mapping):
-        return {k: _format(v, values) for k, v in value.items()}
-    return value
-
-
 def render(permission: Permission, values: Mapping[str, str]) -> dict[str, Any]:
     """A permission as an IAM statement body (actions, resources, conditions) with values filled in.
 
     Refuses a mutating action on Resource "*" without a condition: that must never be generated.
     """
-    resources = [_format(r, values) for r in permission.resources]
-    conditions = _format(dict(permission.conditions), values)
+    resources = [fill(r, values) for r in permission.resources]
+    conditions = fill(dict(permission.conditions), values)
     mutating = [a for a in permission.actions if is_mutating(a)]
     if mutating and "*" in resources and not conditions:
         raise PermissionTemplateError(
@@ -93,16 +70,7 @@ def statements(
 ) -> list[iam.PolicyStatement]:
     """One PolicyStatement per declared permission (duplicates dropped, order kept)."""
     out: list[iam.PolicyStatement] = []
-    seen: set[tuple[Any, ...]] = set()
-    for permission in permissions:
-        key = (
-            permission.actions,
-            permission.resources,
-            repr(sorted(permission.conditions.items())),
-        )
-        if key in seen:
-            continue
-        seen.add(key)
+    for permission in distinct(permissions):
         body = render(permission, values)
         out.append(
             iam.PolicyStatement(

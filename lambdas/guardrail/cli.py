@@ -38,6 +38,7 @@ from .controls.ssh_open import SSH_OPEN
 from .controls.ssm_role import SSM_ROLE
 from .engine import Guardrail, Interrupted, ScanReport
 from .model import Outcome, Status, flat
+from .permissions import report_policy
 from .publisher import FindingPublisher
 from .reader import PrefixListChanging
 from .replay import add_replay_parser, run_replay
@@ -99,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_flags(scan, skip=EVENT_ONLY)
     add_replay_parser(commands)
+    policy = commands.add_parser(
+        "permissions",
+        help="print the IAM policy scan and replay need in report mode (fixing: the stack's role)",
+    )
+    policy.add_argument("--partition", choices=("aws", "aws-cn", "aws-us-gov"), default="aws")
     return parser
 
 
@@ -390,6 +396,9 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     except SystemExit as exit_:  # argparse: --help exits 0, a usage error 2
         return int(exit_.code or 0) and 2
     try:
+        if args.command == "permissions":
+            print(json.dumps(report_policy(args.partition), indent=2), file=out)
+            return 0
         result = run_scan(args, out, err) if args.command == "scan" else run_replay(args, out, err)
         out.flush()  # a reader that has left shows here, not in Python's flush at exit
         return result

@@ -720,3 +720,62 @@ def test_actor_arns_with_unbalanced_braces_name_the_variable(tmp_path):
     event.write_text("{}")
     code, _, err = run("replay", str(event), "--actor-arns", "arn:aws:iam::1:role/{a|b")
     assert code == 2 and err.startswith("guardrail: GUARDRAIL_ACTOR_ARNS: unbalanced braces")
+
+
+def test_the_printed_policy_allows_every_call_a_report_scan_makes(exposed, monkeypatch):
+    """`guardrail permissions` prints the policy to give a person or a CI role that runs scans:
+    every call a report scan makes is allowed by it (STS's GetCallerIdentity needs none), so
+    following the README never ends in AccessDenied (exit 2, no results). The account has what
+    makes the scan read everything: an open group, a role to simulate, preferences naming
+    their key by an alias (kms:DescribeKey), findings to publish."""
+    from guardrail import cli
+
+    from emulator.calls import CallCounter
+
+    account, _, _ = exposed
+    account.role("app", profile="app")
+    account.instance(profile="app")
+    kms = account.session.client("kms")
+    kms.create_alias(
+        AliasName="alias/sessions", TargetKeyId=kms.create_key()["KeyMetadata"]["KeyId"]
+    )
+    inputs = {"s3BucketName": "logs", "kmsKeyId": "alias/sessions"}
+    account.ssm.create_document(
+        Name="SSM-SessionManagerRunShell",
+        Content=json.dumps(
+            {"schemaVersion": "1.0", "sessionType": "Standard_Stream", "inputs": inputs}
+        ),
+        DocumentType="Session",
+        DocumentFormat="JSON",
+    )
+    counter = CallCounter()
+    opened = cli.clients_for
+
+    def counted(*args, **kwargs):
+        every = opened(*args, **kwargs)
+        for clients in every:
+            counter.attach(clients.session)  # before the session makes its clients
+        return every
+
+    monkeypatch.setattr(cli, "clients_for", counted)
+    code, _, err = run("scan", "--region", "us-east-1")
+    assert code == 1, err  # FAILED results: the scan ran to the end
+    code, printed, _ = run("permissions")
+    assert code == 0
+    policy = json.loads(printed)
+    allowed = {a.lower() for s in policy["Statement"] for a in s["Action"]}
+    called = {op.lower() for op in counter.by_operation()} - {"sts:getcalleridentity"}
+    assert {
+        "kms:describekey",
+        "iam:simulateprincipalpolicy",
+        "securityhub:batchimportfindings",
+    } <= called
+    assert called <= allowed, called - allowed
+    # Report mode: nothing that changes the account.
+    assert not [
+        a
+        for a in allowed
+        if a.split(":")[1].startswith(
+            ("authorize", "revoke", "attach", "create", "update", "associate", "add")
+        )
+    ]
