@@ -134,7 +134,7 @@ ACCOUNT_CASES: tuple[Case, ...] = (
         groups=("ssh-world",),
         state="stopped",
         expect={SSH: FAILED},
-        severity={SSH: HIGH},  # not running: not reachable right now
+        severity={SSH: HIGH},  # not running: exposed once it runs with a public address
     ),
     _case(
         "ssh-private-ip-only",

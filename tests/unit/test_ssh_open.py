@@ -225,14 +225,14 @@ def test_a_delegated_ipv6_prefix_is_ipv6_exposure_on_its_own_interface(prefix_on
             None,
             ("2600:1f18::5",),
             "HIGH",
-            "not reachable right now: the rules admit IPv4 only and it has no public IPv4 address",
+            "running with no public IPv4 address, and the rules admit IPv4 only (exposed once it gets one)",
         ),
         (
             ["::/0"],
             "3.3.3.3",
             (),
             "HIGH",
-            "not reachable right now: the rules admit IPv6 only and it has no global IPv6 address",
+            "running with no global IPv6 address, and the rules admit IPv6 only (exposed once it gets one)",
         ),
     ],
 )
@@ -313,7 +313,7 @@ def test_a_group_only_on_an_interface_without_a_public_address_is_not_critical()
     results = by_resource(SSH_OPEN.check(snapshot([parse_instance(raw)], [web, ssh]), Settings()))
     instance = results[(ResourceType.INSTANCE, "i-1")]
     assert instance.severity == "HIGH" and instance.reason.endswith(
-        "not reachable right now: no interface with these groups has a public IPv4 address"
+        "running, but no interface with these groups has a public IPv4 address (exposed once one does)"
     )
     assert results[(ResourceType.SECURITY_GROUP, "sg-ssh")].severity == "HIGH"
     # The same group on the public interface as well: reachable
@@ -402,7 +402,9 @@ def test_a_wavelength_carrier_ip_is_not_a_public_address():
     ]
     assert instance.public_ip is None
     assert r.status is Status.FAILED and r.severity == "HIGH"
-    assert r.reason.endswith("instance is not reachable right now")
+    assert r.reason.endswith(
+        "instance is running with no public IPv4 address (exposed once it gets one)"
+    )
     raw["NetworkInterfaces"][0]["PrivateIpAddresses"].append(
         {"Primary": False, "Association": {"PublicIp": "3.3.3.3"}}
     )
@@ -435,7 +437,9 @@ def test_only_a_global_ipv6_address_makes_ipv6_ssh_critical(field, value, severi
     assert instance.severity == results[(ResourceType.SECURITY_GROUP, "sg-ssh")].severity
     assert instance.severity == severity
     if severity == "HIGH":
-        assert instance.reason.endswith("instance is not reachable right now")
+        assert instance.reason.endswith(
+            "instance is running with no global IPv6 address (exposed once it gets one)"
+        )
     # Known only instance-wide (no interfaces read): the same judgment
     known = {"Ipv6Addresses": "ipv6_addresses", "Ipv6Prefixes": "ipv6_prefixes"}[field]
     wide = Instance("i-1", "running", ("sg-ssh",), **{known: tuple(value.values())})
@@ -461,6 +465,35 @@ def test_severity_of_an_unreadable_address_and_of_a_starting_instance(instance, 
         (ResourceType.INSTANCE, "i-1")
     ]
     assert r.status is Status.FAILED and r.severity == severity
+
+
+@pytest.mark.parametrize(
+    ("instance", "says"),
+    [
+        (
+            Instance("i-1", "stopped", ("sg-ssh",), public_ip="3.3.3.3"),
+            "stopped (exposed once it runs with a public IPv4 address or a global IPv6 address)",
+        ),
+        (
+            Instance("i-1", "running", ("sg-ssh",)),
+            "running with no public IPv4 address and no global IPv6 address (exposed once it "
+            "gets one)",
+        ),
+    ],
+)
+def test_a_high_finding_says_what_would_expose_the_instance_not_that_it_is_unreachable(
+    instance, says
+):
+    """HIGH is open SSH not reachable this minute: the finding says what would expose it (it
+    said "not reachable right now", which reads as safe, and people discounted it)."""
+    ssh = SecurityGroup(
+        "sg-ssh",
+        rules=(rule(group_id="sg-ssh"), rule(v4=None, v6="::/0", rule_id="r6", group_id="sg-ssh")),
+    )
+    r = by_resource(SSH_OPEN.check(snapshot([instance], [ssh]), Settings()))[
+        (ResourceType.INSTANCE, "i-1")
+    ]
+    assert r.severity == "HIGH" and r.reason.endswith(f"instance is {says}")
 
 
 def test_group_used_only_by_terminated_instances_is_not_reported():

@@ -441,16 +441,22 @@ def exposure(
     }
     if over:
         return True, "running with " + " and ".join(ADDRESS[v] for v in sorted(over))
+    # Not reachable this minute, and exposed the moment that changes: said so, never "safe".
+    wanted = " or ".join(ADDRESS[v] for v in (4, 6) if v in versions)
     if instance.exposed_over(versions):  # the address is on another interface
-        wanted = " or ".join(ADDRESS[v] for v in (4, 6) if v in versions)
-        return False, f"not reachable right now: no interface with these groups has {wanted}"
+        return False, (
+            f"running, but no interface with these groups has {wanted} (exposed once one does)"
+        )
     if instance.exposed:  # reachable over the other family only
         (version,) = (v for v in (4, 6) if v in versions)
         return False, (
-            f"not reachable right now: the rules admit IPv{version} only and it has "
-            f"{NO_ADDRESS[version]}"
+            f"running with {NO_ADDRESS[version]}, and the rules admit IPv{version} only "
+            "(exposed once it gets one)"
         )
-    return False, "not reachable right now"
+    if instance.state != "running":
+        return False, f"{instance.state or 'not running'} (exposed once it runs with {wanted})"
+    without = " and ".join(NO_ADDRESS[v] for v in (4, 6) if v in versions)
+    return False, f"running with {without} (exposed once it gets one)"
 
 
 class SshOpenToInternet:
