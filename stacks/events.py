@@ -9,6 +9,7 @@ imports would trigger us again.
 from __future__ import annotations
 
 from guardrail.events import ACTIVE_STATES, CLOUDTRAIL, EVENT_TYPES, STATE_CHANGE
+from guardrail.model import SESSION_DOCUMENT
 
 CLOUDTRAIL_DETAIL_TYPE = CLOUDTRAIL
 STATE_CHANGE_DETAIL_TYPE = STATE_CHANGE
@@ -37,15 +38,19 @@ def cloudtrail_pattern(source: str) -> dict[str, object]:
     """The successful calls of one event source that the engine handles (failed calls carry
     errorCode and changed nothing; the engine would drop them)."""
     event_source, names = CLOUDTRAIL_EVENTS[source]
-    return {
-        "source": [source],
-        "detail_type": [CLOUDTRAIL_DETAIL_TYPE],
-        "detail": {
-            "eventSource": [event_source],
-            "eventName": list(names),
-            "errorCode": [{"exists": False}],
-        },
+    detail: dict[str, object] = {
+        "eventSource": [event_source],
+        "eventName": list(names),
+        "errorCode": [{"exists": False}],
     }
+    if source == "aws.ssm":
+        # Of the SSM document calls only the preferences document's matter: an account whose
+        # Quick Setup, Config remediation or Automation churns documents would otherwise invoke
+        # the Lambda for each (the parser drops them). By name or ARN, in either spelling the
+        # parser reads.
+        named = [SESSION_DOCUMENT, {"suffix": f"/{SESSION_DOCUMENT}"}]
+        detail["$or"] = [{"requestParameters": {key: named}} for key in ("name", "Name")]
+    return {"source": [source], "detail_type": [CLOUDTRAIL_DETAIL_TYPE], "detail": detail}
 
 
 def state_change_pattern() -> dict[str, object]:

@@ -907,3 +907,40 @@ def test_a_call_that_never_answers_gives_up_before_the_lambdas_do() -> None:
     assert longest == 9 * 15 + 91
     reserve = max(PUBLISH_RESERVE_SECONDS, PUBLISH_RESERVE_SHARE * DRIFT_SCAN.timeout.to_seconds())
     assert longest < ON_CHANGE.timeout.to_seconds() and longest < reserve
+
+
+def test_the_ssm_rule_routes_only_the_session_preferences_document(synth: Synth) -> None:
+    """Every SSM document call of the account (Quick Setup, Config remediation and Automation
+    churn them) invoked the on-change Lambda, which dropped all but the preferences document's.
+    The rule itself now matches only that document, named by name or by ARN, in either
+    spelling the parser reads; EventBridge's own matcher (as the emulator implements it) says
+    which events it routes."""
+    from pathlib import Path
+
+    from moto.events.models import EventPattern
+
+    (pattern,) = [
+        rule["Properties"]["EventPattern"]
+        for rule in synth.resources(MAIN, "AWS::Events::Rule").values()
+        if rule["Properties"].get("EventPattern", {}).get("source") == ["aws.ssm"]
+    ]
+    rule = EventPattern(json.dumps(pattern), pattern)
+    fixtures = Path(__file__).parents[1] / "fixtures" / "events"
+    routed = {
+        path.name: rule.matches_event(json.loads(path.read_text()))
+        for path in sorted(fixtures.glob("ssm_*.json"))
+    }
+    assert routed == {
+        "ssm_create_document.json": True,
+        "ssm_delete_document.json": True,
+        "ssm_update_document.json": True,
+        "ssm_update_document_default_version.json": True,
+        "ssm_update_other_document.json": False,
+    }
+    event = json.loads((fixtures / "ssm_update_document.json").read_text())
+    arn = "arn:aws:ssm:eu-west-1:111122223333:document/SSM-SessionManagerRunShell"
+    for named in ({"name": arn}, {"Name": "SSM-SessionManagerRunShell"}):
+        event["detail"]["requestParameters"] = named
+        assert rule.matches_event(event), named
+    event["detail"]["requestParameters"] = {"name": "Team-SSM-SessionManagerRunShell"}
+    assert not rule.matches_event(event)
