@@ -110,6 +110,36 @@ class Stop:
         return f"{self.control} {self.step} stopped: {self.error}"[:300]
 
 
+def exempted(
+    control: Control, failed: list[Result], snapshot: AccountSnapshot
+) -> tuple[list[Result], list[FixRecord]]:
+    """The failed results a fix may act on, and a SKIPPED record for each instance its owners
+    exempt (EXEMPT_TAG): judged and reported as it is, never changed. A security group an
+    exempt instance uses is the SSH control's to leave (closing it closes the instance)."""
+    acting, exempt = [], []
+    for result in failed:
+        instance = snapshot.instances.get(result.resource_id)
+        why = (
+            instance.exemption
+            if instance and result.resource_type is ResourceType.INSTANCE
+            else None
+        )
+        if why is None:
+            acting.append(result)
+            continue
+        exempt.append(
+            FixRecord(
+                control.id,
+                result.resource_id,
+                "fix",
+                Outcome.SKIPPED,
+                reason=f"exempt from fixes by its tag {why}: reported, not changed",
+                covers=(result.resource_id,),
+            )
+        )
+    return acting, exempt
+
+
 def stopped(control: Control, step: str, error: Exception, crashed: list[Stop]) -> None:
     """Logged with its traceback, and named."""
     logger.exception("control step stopped", extra={"control": control.id, "step": step})
@@ -281,6 +311,7 @@ class Guardrail:
                 continue
             mode = self.settings.mode_for(control.id)
             failed = [r for r in results if r.status is Status.FAILED]
+            failed, exempt = exempted(control, failed, snapshot)
             fixing = replace(ctx, made=[])
             try:
                 records = (
@@ -288,6 +319,7 @@ class Guardrail:
                     if mode == "enforce" and failed
                     else []
                 )
+                records += exempt if mode == "enforce" else []
             except KeyboardInterrupt:
                 report.fixes += fixing.made  # those made before it
                 raise

@@ -16,6 +16,9 @@ from enum import StrEnum
 from typing import Any
 
 SESSION_DOCUMENT = "SSM-SessionManagerRunShell"
+# An instance carrying this tag is exempt from fixes (its value says why): still judged and
+# reported, never changed, and neither is a security group it uses.
+EXEMPT_TAG = "ssm-guardrail:exempt"
 # Gone or going: not evaluated, its findings archived. Every other state is evaluated, one a
 # DescribeInstances answer leaves out ("unknown") included: nothing says the instance ended.
 ENDED_STATES = frozenset({"shutting-down", "terminated"})
@@ -186,6 +189,13 @@ class Instance:
     @property
     def evaluated(self) -> bool:
         return self.state not in ENDED_STATES
+
+    @property
+    def exemption(self) -> str | None:
+        """Why its owners exempt it from fixes (EXEMPT_TAG's value); None when it is not."""
+        if EXEMPT_TAG not in self.tags:
+            return None
+        return f"{EXEMPT_TAG}={self.tags[EXEMPT_TAG].strip() or '(no reason given)'}"
 
     @property
     def may_be_running(self) -> bool:

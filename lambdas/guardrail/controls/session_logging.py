@@ -734,6 +734,13 @@ class SessionLogging:
             for r in failed
             if r.resource_type is ResourceType.INSTANCE and r.details["role_name"] not in granted
         }
+        # An exempt instance's role is never granted (its result is not among `failed`): what
+        # it lacks holds the preferences back as any other role's would, or its sessions stop.
+        for instance in snapshot.instances.values():
+            role = snapshot.role_of(instance) if instance.exemption is not None else None
+            delivery = snapshot.delivery.get(role.name) if role else None
+            if role and delivery and not delivery.allowed and role.name not in granted:
+                denied.setdefault(role.name, delivery.denied)
         blocked = {
             hold.needs: sorted(
                 role

@@ -700,6 +700,12 @@ class SshOpenToInternet:
             unreachable = (
                 self._unreachable(snapshot, gid) if ctx.settings.ssh_require_ssm_online else []
             )
+            everyone = {**snapshot.bystanders, **snapshot.instances}  # an event's too
+            exempt = [
+                f"{iid} ({i.exemption})"
+                for iid, i in sorted(everyone.items())
+                if i.evaluated and gid in i.security_group_ids and i.exemption is not None
+            ]
             if gid in foreign:
                 # A group shared from another account (VPC or security group sharing): only its
                 # owner may change its rules; EC2 would refuse, and it is not ours to change.
@@ -711,6 +717,13 @@ class SshOpenToInternet:
                 )
             elif not rules:  # closed since the scan read it: nothing to revoke, nobody to lock out
                 record = self._close(group, rules, ctx)
+            elif exempt:
+                record = self._skipped(
+                    gid,
+                    rules,
+                    f"used by {', '.join(exempt)}, exempt from fixes: revoking would close SSH on "
+                    "them too; give them a group of their own, or take the tag off",
+                )
             elif unreachable:
                 record = self._skipped(
                     gid,
