@@ -195,6 +195,11 @@ def parse_instance(raw: dict[str, Any]) -> Instance:
     )
 
 
+# KMS key states in which a key encrypts and decrypts ("Updating": a multi-Region key's primary
+# changing Region, usable throughout).
+USABLE_KEY_STATES = frozenset({"Enabled", "Updating"})
+
+
 class SnapshotReader:
     """Reads what the checks of `controls` need for the resources of a `Scope`."""
 
@@ -847,14 +852,17 @@ class SnapshotReader:
         return self._with_key(SessionPreferences(True, inputs or {}, content, version))
 
     def _with_key(self, prefs: SessionPreferences) -> SessionPreferences:
-        """The preferences with the key a kmsKeyId alias (alias/name, or an alias ARN) names, as
-        KMS says (DescribeKey): IAM authorizes the agent's kms:Decrypt on the key, and a key
-        that is not Enabled, or an alias naming none, starts no session. Where KMS does not
-        say (the key's policy refuses DescribeKey, an owner's malformed value): logged, not
-        evaluated. Throttling or a KMS fault past botocore's retries raises."""
+        """The preferences with what KMS says of their kmsKeyId (DescribeKey, once per read): the
+        key an alias (alias/name, or an alias ARN) names, as IAM authorizes the agent's
+        kms:Decrypt on the key; and whether sessions can use it (no such key or alias, a key
+        disabled, pending deletion or not a symmetric encryption key starts no session). Where
+        KMS does not say (a key policy refusing DescribeKey, another account's key, an owner's
+        malformed value): logged, not judged. Throttling or a KMS fault past botocore's retries
+        raises."""
         key_id = prefs.session_key
-        if "alias/" not in key_id:
+        if not key_id:
             return prefs
+        aliased = "alias/" in key_id
         try:
             key = self.clients.kms.describe_key(KeyId=key_id)["KeyMetadata"]
         except ClientError as error:
@@ -866,8 +874,16 @@ class SnapshotReader:
                 return replace(prefs, key_unusable="names no KMS key in this region")
             return prefs
         arn, state = str(key["Arn"]), str(key.get("KeyState") or "Enabled")
-        unusable = "" if state == "Enabled" else f"names key {arn}, which is {state}"
-        return replace(prefs, alias_target=arn, key_unusable=unusable)
+        which = f"names key {arn}, which " if aliased else ""
+        usage = key.get("KeyUsage") or "ENCRYPT_DECRYPT"  # an answer without it: not judged
+        spec = key.get("KeySpec") or key.get("CustomerMasterKeySpec") or "SYMMETRIC_DEFAULT"
+        if state not in USABLE_KEY_STATES:
+            unusable = f"{which}is {state}"
+        elif (usage, spec) != ("ENCRYPT_DECRYPT", "SYMMETRIC_DEFAULT"):
+            unusable = f"{which}is not a symmetric encryption key ({spec}, {usage})"
+        else:
+            unusable = ""
+        return replace(prefs, alias_target=arn if aliased else "", key_unusable=unusable)
 
     def _managed(self, instance_ids: list[str]) -> dict[str, ManagedInstance]:
         """Systems Manager's view of running instances: whether DHMC manages one without a

@@ -11,6 +11,7 @@ import pytest
 from guardrail.model import SESSION_DOCUMENT, Outcome, ResourceType, Status
 
 from tests.aws_errors import error_answer
+from tests.kms_keys import key_at
 
 from .conftest import answer_simulations, trust_also
 
@@ -21,6 +22,17 @@ OURS = {
     "session_log_group": "/guardrail/sessions",
     "session_log_kms_key": KEY,
 }
+
+
+@pytest.fixture(autouse=True)
+def keys(request):
+    """The guardrail's key and the owners' exist, Enabled: the guardrail asks KMS about the key
+    the preferences name (a missing one starts no session)."""
+    if "managed_policies" in request.fixturenames:  # loaded as the emulator starts: first
+        request.getfixturevalue("managed_policies")
+    account = request.getfixturevalue("account")
+    for arn in (KEY, THEIR_KEY, "arn:aws:kms:us-east-1:123456789012:key/k"):
+        key_at(account.session, arn)
 
 
 def preferences(account):
@@ -906,6 +918,47 @@ def test_an_alias_naming_no_usable_key_fails_the_region_and_is_left_to_its_owner
     assert fix.reason == f"{why}; name a usable key in the preferences by hand"
     assert preferences(account) == owners
     assert region_result(report).status is Status.FAILED
+
+
+@pytest.mark.parametrize("state", ["gone", "Disabled", "PendingDeletion", "asymmetric"])
+def test_a_key_named_by_its_arn_is_asked_about_too(account, clients, state):
+    """The same key named by its ARN, not an alias: it was PASSED ("logged, encrypted") however
+    KMS held it, while no session could start."""
+    kms = account.session.client("kms")
+    if state == "asymmetric":
+        made = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+        arn, why = made["Arn"], "is not a symmetric encryption key (RSA_2048, SIGN_VERIFY)"
+    elif state == "gone":
+        arn, why = KEY.replace("1234abcd", "0000dead"), "names no KMS key in this region"
+    else:
+        made = kms.create_key()["KeyMetadata"]
+        arn, why = made["Arn"], f"is {state}"
+        if state == "Disabled":
+            kms.disable_key(KeyId=made["KeyId"])
+        else:
+            kms.schedule_key_deletion(KeyId=made["KeyId"], PendingWindowInDays=7)
+    create_preferences(
+        account,
+        {"cloudWatchLogGroupName": "/g", "cloudWatchEncryptionEnabled": True, "kmsKeyId": arn},
+    )
+    found = region_result(account.run(clients, "report", [LOGGING], session_log_group="/g"))
+    assert (found.status, found.severity) == (Status.FAILED, "MEDIUM")
+    assert found.reason.endswith(f"kmsKeyId {arn} {why}: no session can start")
+
+
+def test_a_key_kms_is_updating_is_usable(account, clients):
+    """KMS: "While the key state is Updating, you can use the keys in cryptographic operations"
+    (a multi-Region key's primary Region changing)."""
+    clients.kms.meta.events.register(
+        "after-call.kms.DescribeKey",
+        lambda parsed, **_: parsed["KeyMetadata"].update(KeyState="Updating"),
+    )
+    create_preferences(
+        account,
+        {"cloudWatchLogGroupName": "/g", "cloudWatchEncryptionEnabled": True, "kmsKeyId": KEY},
+    )
+    found = region_result(account.run(clients, "report", [LOGGING], session_log_group="/g"))
+    assert found.status is Status.PASSED, found.reason
 
 
 def test_logging_turned_on_keeps_the_owners_unusable_key_and_the_region_failed(account, clients):

@@ -705,21 +705,25 @@ def test_re_adds_whose_answer_was_lost_are_the_fixs_own(account, clients):
     assert account.ingress(wide_again) == []  # nothing wider than the owner left it
 
 
-def every_answer_lost(account, clients, monkeypatch, operation, carried_out_once):
-    """No try of `operation` is ever answered (a read timeout each time, past botocore's
-    retries, its backoff not slept); the first is carried out when `carried_out_once`."""
+def every_answer_lost(account, clients, monkeypatch, operation, carried_out_once, then=None):
+    """No try of `operation` is ever answered, past botocore's retries (its backoff not slept):
+    a read timeout each time, or after the first `then` (a retry never sent, say); the first
+    is carried out when `carried_out_once`."""
     import time
 
     from botocore import xform_name
     from botocore.exceptions import ReadTimeoutError
 
     monkeypatch.setattr(time, "sleep", lambda _: None)
-    done = []
+    done, tries = [], []
 
     def lost(request, **_):
+        tries.append(request)
         if carried_out_once and not done:
             params = json.loads(json.dumps(sent))
             done.append(getattr(account.ec2, xform_name(operation))(**params))
+        if then and len(tries) > 1:
+            raise then(endpoint_url=request.url)
         raise ReadTimeoutError(endpoint_url=request.url)
 
     sent = {}
@@ -731,18 +735,27 @@ def every_answer_lost(account, clients, monkeypatch, operation, carried_out_once
     return done
 
 
+def never_sent(endpoint_url):
+    from botocore.exceptions import EndpointConnectionError
+
+    return EndpointConnectionError(endpoint_url=endpoint_url)
+
+
+@pytest.mark.parametrize("then", [None, never_sent], ids=["all-lost", "then-never-sent"])
 @pytest.mark.parametrize("carried_out", [True, False], ids=["made", "never-made"])
 def test_re_adds_whose_every_answer_was_lost_are_judged_by_what_the_group_holds(
-    account, clients, monkeypatch, carried_out
+    account, clients, monkeypatch, carried_out, then
 ):
-    """AuthorizeSecurityGroupIngress was carried out but no try was ever answered (the last one
-    lost too): the group holds the run's re-adds, so they are this fix's and the rule is
-    revoked (it was a bare error: SSH left open, the re-adds unrecorded). Never carried out:
-    FAILED, naming the error, nothing revoked, nothing left behind."""
+    """AuthorizeSecurityGroupIngress was carried out but no try was ever answered (the retries
+    lost too, or never sent): the group holds the run's re-adds, so they are this fix's and the
+    rule is revoked (it was a bare error, or "nothing was revoked" with the re-adds left behind
+    unnamed). Never carried out: FAILED, naming the error, nothing revoked, nothing left."""
     wide = perm("tcp", 0, 65535)
     gid = account.group(wide)
     account.instance([gid])
-    every_answer_lost(account, clients, monkeypatch, "AuthorizeSecurityGroupIngress", carried_out)
+    every_answer_lost(
+        account, clients, monkeypatch, "AuthorizeSecurityGroupIngress", carried_out, then
+    )
     (record,) = account.run(clients, "enforce", [SSH]).fixes
     if carried_out:
         assert record.outcome is Outcome.APPLIED, record.reason
@@ -750,7 +763,8 @@ def test_re_adds_whose_every_answer_was_lost_are_judged_by_what_the_group_holds(
         assert set(record.after["new_rule_ids"]) == created and len(created) == 2
         assert not any(r[1] <= 22 <= r[2] for r in account.ingress(gid))
     else:
-        assert (record.outcome, record.error_code) == (Outcome.FAILED, "ReadTimeoutError")
+        code = "EndpointConnectionError" if then else "ReadTimeoutError"
+        assert (record.outcome, record.error_code) == (Outcome.FAILED, code)
         assert record.reason == "could not re-add the other ports; nothing was revoked"
         assert account.ingress(gid) == [("tcp", 0, 65535, "0.0.0.0/0", None)]
 
@@ -1246,9 +1260,13 @@ def test_guard_leaves_ssh_open_where_the_preferences_key_refuses_every_session(
     """The owners' preferences name their KMS key, which the instance's role may not use: the
     agent is Online, yet every session fails at its encryption handshake. The logging check
     says so; the guard only asked whether it was Online, and closed the only way in."""
+    from tests.kms_keys import key_at
+
     from .test_session_logging_fix import create_preferences
 
-    create_preferences(account, {"s3BucketName": "owners-logs", "kmsKeyId": KEY})
+    create_preferences(
+        account, {"s3BucketName": "owners-logs", "kmsKeyId": key_at(account.session, KEY)}
+    )
     gid, online = guarded_group(account)  # the core policy, nothing of the key
     before = account.ingress(gid)
     report = account.run(

@@ -18,6 +18,7 @@ import pytest
 from tests.aws_errors import error_answer
 from tests.handlers import test_on_change
 from tests.handlers.test_on_change import CORE, I1, PREFS, SG, TRUST, World, prefs_content
+from tests.kms_keys import key_at
 
 world = test_on_change.world  # the emulated account fixture
 
@@ -57,6 +58,7 @@ def owners_key_refused(w: World) -> str:
     """The preferences name the owners' KMS key, which app-role may not use: every session fails
     at its encryption handshake, the instance Online all the same."""
     w.app_role()
+    key_at(w.session, KEY)
     owners_preferences(w, KEY)
     return f"role app-role is not allowed kms:Decrypt on {KEY}"
 

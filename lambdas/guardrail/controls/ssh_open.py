@@ -1406,10 +1406,9 @@ class SshOpenToInternet:
                         GroupId=gid, IpPermissions=batch, TagSpecifications=tags
                     )
                 except AWS_ERRORS as error:
-                    # A try whose answer was lost may have made them: the retry is then refused
-                    # as a duplicate, or the lost try was the last.
-                    duplicate = error_code(error) in DUPLICATE and any(tries)
-                    if not (duplicate or (tries and tries[-1])):
+                    # A try whose answer was lost may have made them, whatever the last try
+                    # answered ("duplicate", throttled, never sent, lost too): the group says.
+                    if not any(tries):
                         raise
                     refused = error
             wanted = {k for p in batch for k in permission_keys(p)}
