@@ -410,8 +410,8 @@ class SessionPreferences:
     # The ARN of the key a kmsKeyId alias names, as KMS resolved it; "" when not an alias or
     # not resolved (then key access is not evaluated: IAM authorizes on the key, not the alias)
     alias_target: str = ""
-    # Why no session can start with the key a kmsKeyId alias names, as KMS answered (no such
-    # alias; its key disabled or pending deletion); "" when usable or not known.
+    # Why no session can start with the key kmsKeyId names, as KMS answered (no such key or
+    # alias; a key disabled, pending deletion, not symmetric); "" when usable or not known.
     key_unusable: str = ""
 
     @property

@@ -784,8 +784,8 @@ class SshOpenToInternet:
     @staticmethod
     def _unreachable(snapshot: AccountSnapshot, gid: str) -> list[str]:
         """Running instances behind the group that Session Manager may not open a session on
-        right now, each with why: not Online in Systems Manager; a kmsKeyId alias naming no
-        Enabled key (no session starts); or Online (its heartbeat needs only
+        right now, each with why: not Online in Systems Manager; a kmsKeyId KMS says no session
+        can use (none, disabled, pending deletion); or Online (its heartbeat needs only
         ssm:UpdateInstanceInformation, and its status is the last heartbeat's) without a
         role of its own whose session calls the reader judged (no profile: Default Host
         Management's role is not judged; a profile or role removed since that heartbeat), with
