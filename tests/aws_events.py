@@ -18,8 +18,9 @@ AWS_NOTES_EVENTS: dict[str, frozenset[str]] = {
             "AttachNetworkInterface",
             # Nor this: an Elastic IP makes internet SSH through the instance's groups CRITICAL.
             "AssociateAddress",
-            # And an IPv6 address for a ::/0 rule.
+            # And an IPv6 address for a ::/0 rule (and back to HIGH without it).
             "AssignIpv6Addresses",
+            "UnassignIpv6Addresses",
             # Nor these: a prefix list's entries are the source of every rule referencing it.
             "ModifyManagedPrefixList",
             "RestoreManagedPrefixListVersion",

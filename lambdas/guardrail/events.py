@@ -481,20 +481,23 @@ def _associate_address(request: dict[str, Any], response: dict[str, Any]) -> Par
     )
 
 
-def _assign_ipv6(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
-    """AssignIpv6Addresses: IPv6 addresses (or delegated prefixes) given to an interface.
-    Reachable over IPv6 now, internet SSH (::/0) through its groups becomes CRITICAL: ssh only.
-    The interface id is read from the request or the response, camelCase or in a PascalCase
-    wrapper (no real event of this call is checked in AWS-NOTES.md)."""
-    inner = _pascal(request, "AssignIpv6AddressesRequest")
-    answer = _pascal(response, "AssignIpv6AddressesResponse")
-    ids = [_first(params, "networkInterfaceId", "NetworkInterfaceId") for params in (inner, answer)]
-    interfaces, bad = _valid(ids, INTERFACE_ID)
-    if not interfaces:
-        return Dropped(
-            "AssignIpv6Addresses: no valid network interface id" + _got(bad), DropKind.MALFORMED
-        )
-    return Touched(Scope(interface_ids=interfaces, controls=frozenset({SSH})))
+def _ipv6_change(call: str) -> Parser:
+    """AssignIpv6Addresses / UnassignIpv6Addresses: IPv6 addresses (or delegated prefixes)
+    given to or taken from an interface. Reachable over IPv6 or not any more, internet SSH
+    (::/0) through its groups is CRITICAL or HIGH: ssh only. The interface id is read from the
+    request or the response, camelCase or in a PascalCase wrapper (no real event of these calls
+    is checked in AWS-NOTES.md)."""
+
+    def parse(request: dict[str, Any], response: dict[str, Any]) -> Parsed:
+        inner = _pascal(request, f"{call}Request")
+        answer = _pascal(response, f"{call}Response")
+        ids = [_first(p, "networkInterfaceId", "NetworkInterfaceId") for p in (inner, answer)]
+        interfaces, bad = _valid(ids, INTERFACE_ID)
+        if not interfaces:
+            return Dropped(f"{call}: no valid network interface id" + _got(bad), DropKind.MALFORMED)
+        return Touched(Scope(interface_ids=interfaces, controls=frozenset({SSH})))
+
+    return parse
 
 
 def _profile_call(wrapper: str) -> Parser:
@@ -611,8 +614,10 @@ EVENT_TYPES: dict[str, EventType] = {
     "AttachNetworkInterface": EventType(EC2, _instance_groups("AttachNetworkInterface")),
     # A public address where there was none turns internet SSH from HIGH to CRITICAL.
     "AssociateAddress": EventType(EC2, _associate_address),
-    # So does an IPv6 address (or prefix) where there was none, for a ::/0 rule.
-    "AssignIpv6Addresses": EventType(EC2, _assign_ipv6),
+    # So does an IPv6 address (or prefix) where there was none, for a ::/0 rule; taken away,
+    # it is HIGH again.
+    "AssignIpv6Addresses": EventType(EC2, _ipv6_change("AssignIpv6Addresses")),
+    "UnassignIpv6Addresses": EventType(EC2, _ipv6_change("UnassignIpv6Addresses")),
     # A prefix list's entries are the source of every rule that references it.
     "ModifyManagedPrefixList": EventType(EC2, _prefix_list_change("ModifyManagedPrefixList")),
     "RestoreManagedPrefixListVersion": EventType(

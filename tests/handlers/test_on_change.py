@@ -639,6 +639,14 @@ def test_an_ipv6_address_makes_internet_ssh_over_ipv6_critical_within_its_event(
     finding = world.finding(SSH, instance)
     assert (finding["Compliance"]["Status"], finding["Severity"]["Label"]) == ("FAILED", "CRITICAL")
 
+    # Taken away again: HIGH within its event (UnassignIpv6Addresses was not routed: CRITICAL
+    # until the hourly scan).
+    world.ec2.unassign_ipv6_addresses(NetworkInterfaceId=eni, Ipv6Addresses=["2a05:d018::10"])
+    result = world.deliver("unassign_ipv6_addresses", {ENI: eni}, mode="report")
+    assert result["event"]["controls"] == [SSH] and not result["fixes"]
+    finding = world.finding(SSH, instance)
+    assert (finding["Compliance"]["Status"], finding["Severity"]["Label"]) == ("FAILED", "HIGH")
+
 
 PL = "pl-0a1b2c3d4e5f60001"
 
