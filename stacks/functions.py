@@ -102,10 +102,11 @@ WILDCARD_REASONS = {
         "only."
     ),
     "arn:<AWS::Partition>:kms:<AWS::Region>:<AWS::AccountId>:key/*": (
-        "kms:DescribeKey only reads which key an alias names, for the alias the region's Session "
-        "Manager preferences give as kmsKeyId (IAM authorizes the instances' kms:Decrypt on the "
-        "key); the key is whichever one the owners chose, so the ARN is limited to this "
-        "account and region's keys. No cryptographic action is granted."
+        "kms:DescribeKey only reads the key the region's Session Manager preferences give as "
+        "kmsKeyId: whether sessions can use it (its state and type) and, for an alias, which "
+        "key it names (IAM authorizes the instances' kms:Decrypt on the key); the key is "
+        "whichever one the owners chose, so the ARN is limited to this account and region's "
+        "keys. No cryptographic action is granted."
     ),
     f"{_IAM}:instance-profile/*": (
         "iam:AddRoleToInstanceProfile fills an instance profile that has no role; the profile is "

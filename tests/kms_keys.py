@@ -1,7 +1,8 @@
 """KMS keys at the ARNs tests name. moto gives every new key a random id; the settings and
 preferences under test name the guardrail's key (or the owners') by a fixed ARN, which the
-guardrail now asks KMS about (DescribeKey): the key must exist, Enabled, or the region is
-judged "no session can start" as it would be on AWS."""
+guardrail asks KMS about (DescribeKey): the key must exist, Enabled, or the region is judged
+"no session can start". Only for the emulator's own account (another raises KeyError); moto
+finds a key by its id alone, whatever region or account an ARN names, where AWS does not."""
 
 from __future__ import annotations
 

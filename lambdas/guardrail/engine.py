@@ -133,7 +133,8 @@ def exempted(
                 result.resource_id,
                 "fix",
                 Outcome.SKIPPED,
-                reason=f"exempt from fixes by its tag {why}: reported, not changed",
+                reason=f"exempt from fixes by its tag {why}: reported, not changed (a role it "
+                "shares with instances that are not exempt is still fixed for them)",
                 covers=(result.resource_id,),
             )
         )

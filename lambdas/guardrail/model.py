@@ -19,6 +19,7 @@ SESSION_DOCUMENT = "SSM-SessionManagerRunShell"
 # An instance carrying this tag is exempt from fixes (its value says why): still judged and
 # reported, never changed, and neither is a security group it uses.
 EXEMPT_TAG = "ssm-guardrail:exempt"
+NOT_EXEMPT = frozenset({"false", "no", "0", "off"})
 # Gone or going: not evaluated, its findings archived. Every other state is evaluated, one a
 # DescribeInstances answer leaves out ("unknown") included: nothing says the instance ended.
 ENDED_STATES = frozenset({"shutting-down", "terminated"})
@@ -192,10 +193,12 @@ class Instance:
 
     @property
     def exemption(self) -> str | None:
-        """Why its owners exempt it from fixes (EXEMPT_TAG's value); None when it is not."""
-        if EXEMPT_TAG not in self.tags:
+        """Why its owners exempt it from fixes (EXEMPT_TAG's value); None when it is not: no
+        tag, or one saying no (`false`, `no`, `0`, `off`: whoever wrote it meant "not exempt")."""
+        why = self.tags.get(EXEMPT_TAG)
+        if why is None or why.strip().lower() in NOT_EXEMPT:
             return None
-        return f"{EXEMPT_TAG}={self.tags[EXEMPT_TAG].strip() or '(no reason given)'}"
+        return f"{EXEMPT_TAG}={why.strip() or '(no reason given)'}"
 
     @property
     def may_be_running(self) -> bool:

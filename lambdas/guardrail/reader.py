@@ -873,8 +873,9 @@ class SnapshotReader:
             if error_code(error) == "NotFoundException":
                 return replace(prefs, key_unusable="names no KMS key in this region")
             return prefs
-        arn, state = str(key["Arn"]), str(key.get("KeyState") or "Enabled")
-        which = f"names key {arn}, which " if aliased else ""
+        # Only KeyId is sure to be in the answer: without its ARN an alias stays unresolved.
+        arn, state = str(key.get("Arn") or ""), str(key.get("KeyState") or "Enabled")
+        which = f"names key {arn or key.get('KeyId')}, which " if aliased else ""
         usage = key.get("KeyUsage") or "ENCRYPT_DECRYPT"  # an answer without it: not judged
         spec = key.get("KeySpec") or key.get("CustomerMasterKeySpec") or "SYMMETRIC_DEFAULT"
         if state not in USABLE_KEY_STATES:

@@ -40,7 +40,8 @@ def test_an_exempt_instance_keeps_its_ssh_and_is_still_reported(account, clients
     assert skipped.outcome is Outcome.SKIPPED
     assert skipped.reason == (
         f"exempt from fixes by its tag {EXEMPT_TAG}=vendor appliance, no SSM Agent (SEC-42): "
-        "reported, not changed"
+        "reported, not changed (a role it shares with instances that are not exempt is still "
+        "fixed for them)"
     )
     group = evaluation(report, gid)
     assert group.result.status is Status.FAILED and group.left_failed
@@ -116,5 +117,32 @@ def test_preferences_wait_for_an_exempt_instances_role_as_for_any_other(account,
     )
     assert [f.reason for f in report.fixes if f.resource_id == iid] == [
         f"exempt from fixes by its tag {EXEMPT_TAG}=vendor appliance, no SSM Agent (SEC-42): "
-        "reported, not changed"
+        "reported, not changed (a role it shares with instances that are not exempt is still "
+        "fixed for them)"
     ]
+
+
+def test_an_empty_profile_an_exempt_instance_shares_is_given_no_role(account, clients):
+    """The guardrail's role added to a profile reaches every instance using it: with an exempt
+    one among them, the profile is left as it is, naming it (it was given the role, while the
+    exempt instance's record said "not changed")."""
+    settings = guardrail_profile(account)
+    account.iam.create_instance_profile(InstanceProfileName="shared-empty")
+    appliance, app = (account.instance(profile="shared-empty") for _ in range(2))
+    exempt(account, appliance)
+    report = account.run(clients, "enforce", [ROLE], **settings)
+    roles = account.iam.get_instance_profile(InstanceProfileName="shared-empty")
+    assert roles["InstanceProfile"]["Roles"] == []
+    (kept,) = evaluation(report, app).fixes
+    assert (kept.resource_id, kept.outcome) == ("shared-empty", Outcome.SKIPPED)
+    assert kept.reason.startswith(f"used by {appliance} ({EXEMPT_TAG}=vendor appliance")
+
+
+@pytest.mark.parametrize("value", ["false", "No", " 0 ", "off"])
+def test_a_tag_saying_no_exempts_nothing(account, clients, value):
+    """`ssm-guardrail:exempt=false` reads as "not exempt" to whoever wrote it: it kept SSH open."""
+    gid = account.group(OPEN_SSH)
+    iid = account.instance([gid])
+    exempt(account, iid, value)
+    account.run(clients, "enforce", [SSH])
+    assert account.ingress(gid) == []

@@ -98,6 +98,12 @@ def ipv6_address_on_interface_in_ipv6_open_group(w: World) -> dict[str, str]:
     return {ENI: eni}
 
 
+def ipv6_address_removed_from_interface_in_ipv6_open_group(w: World) -> dict[str, str]:
+    ids = ipv6_address_on_interface_in_ipv6_open_group(w)
+    w.ec2.unassign_ipv6_addresses(NetworkInterfaceId=ids[ENI], Ipv6Addresses=["2a05:d018::10"])
+    return ids
+
+
 def interface_in_open_group(w: World) -> dict[str, str]:
     bad = w.group("ops")
     w.open_ssh(bad)
@@ -306,6 +312,7 @@ CASES: list[tuple[str, Callable[[World], dict[str, str]]]] = [
     ("attach_network_interface", interface_attached_from_open_group),
     ("associate_address", elastic_ip_on_instance_in_open_group),
     ("assign_ipv6_addresses", ipv6_address_on_interface_in_ipv6_open_group),
+    ("unassign_ipv6_addresses", ipv6_address_removed_from_interface_in_ipv6_open_group),
     ("modify_managed_prefix_list", prefix_list_given_the_internet),
     ("associate_iam_instance_profile", associated_role_without_core),
     ("disassociate_iam_instance_profile", disassociated),

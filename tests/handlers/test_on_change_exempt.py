@@ -42,3 +42,17 @@ def test_without_the_tag_the_same_event_closes_the_group(world: World):
     world.ec2.delete_tags(Resources=[bastion], Tags=[{"Key": EXEMPT_TAG}])
     world.deliver("authorize_ingress_ip_permissions", {SG: bad})
     assert not world.internet_ssh(bad)
+
+
+def test_an_event_does_not_give_a_role_to_a_profile_an_exempt_instance_shares(world: World):
+    """The event names only the other instance: the profile's users are read before a role is
+    added to it (one DescribeInstances by its ARN), and the exempt one among them keeps the
+    profile empty."""
+    world.iam.create_instance_profile(InstanceProfileName="shared-empty")
+    (appliance,) = world.launch(profile="shared-empty")
+    world.ec2.create_tags(Resources=[appliance], Tags=[{"Key": EXEMPT_TAG, "Value": "vendor"}])
+    (app,) = world.launch(profile="shared-empty")
+    result = world.deliver("state_change_running", {I1: app})
+    roles = world.iam.get_instance_profile(InstanceProfileName="shared-empty")
+    assert roles["InstanceProfile"]["Roles"] == []
+    assert result["fixes"].get("skipped")

@@ -507,7 +507,7 @@ class SessionLogging:
         Permission(
             ("kms:DescribeKey",),
             resources=("arn:{partition}:kms:{region}:{account}:key/*",),
-            why="the key a kmsKeyId alias names (IAM authorizes kms:Decrypt on the key)",
+            why="whether sessions can use the kmsKeyId key, and the key an alias names",
         ),
     )
     fix_permissions = (

@@ -477,6 +477,21 @@ class SsmInstanceRole:
                     )
                 )
         for profile, instance_ids in by_profile.items():
+            if exempt := self._exempt_users(profile, instance_ids, snapshot, ctx):
+                # A role in the profile reaches every instance using it: the exempt ones too.
+                records.append(
+                    FixRecord(
+                        self.id,
+                        profile,
+                        "add role to instance profile",
+                        Outcome.SKIPPED,
+                        reason=f"used by {', '.join(exempt)}, exempt from fixes: a role added "
+                        "to the profile would reach them too; give them a profile of their own, "
+                        "or take the tag off",
+                        covers=tuple(instance_ids),
+                    )
+                )
+                continue
             records.append(self._add_role(profile, instance_ids, settings, ctx))
         for role_name, instance_ids in by_role.items():
             records.append(self._attach(role_name, instance_ids, snapshot, ctx))
@@ -645,6 +660,40 @@ class SsmInstanceRole:
                 return None
             raise
         return [r["RoleName"] for r in raw["InstanceProfile"].get("Roles", [])]
+
+    @staticmethod
+    def _exempt_users(
+        profile: str, instance_ids: list[str], snapshot: AccountSnapshot, ctx: FixContext
+    ) -> list[str]:
+        """The exempt instances using the profile, each with its tag. A full read holds every
+        instance; an event's holds those it named, so the profile's users are read (one
+        DescribeInstances by the profile's ARN, only on the way to adding a role to it)."""
+        arn = next(
+            (i.profile_arn for iid in instance_ids if (i := snapshot.instances[iid]).profile_arn),
+            None,
+        )
+        users = [i for i in snapshot.instances.values() if arn and i.profile_arn == arn]
+        if arn and not snapshot.full:
+            raws = pages(
+                ctx.clients.ec2,
+                "describe_instances",
+                "Reservations",
+                Filters=[{"Name": "iam-instance-profile.arn", "Values": [arn]}],
+            )
+            users = [
+                Instance(
+                    raw["InstanceId"],
+                    raw.get("State", {}).get("Name", "unknown"),
+                    tags={t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])},
+                )
+                for reservation in raws
+                for raw in reservation.get("Instances", [])
+            ]
+        return sorted(
+            f"{i.instance_id} ({i.exemption})"
+            for i in users
+            if i.evaluated and i.exemption is not None
+        )
 
     def _add_role(
         self, profile: str, instance_ids: list[str], settings: Settings, ctx: FixContext
