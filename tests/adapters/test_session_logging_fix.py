@@ -946,32 +946,27 @@ def test_a_key_named_by_its_arn_is_asked_about_too(account, clients, state):
     assert found.reason.endswith(f"kmsKeyId {arn} {why}: no session can start")
 
 
-@pytest.mark.parametrize("named", ["alias/sessions", KEY])
-def test_a_describe_key_answer_without_its_arn_stops_nothing(account, clients, named):
+@pytest.mark.parametrize(
+    ("named", "answer"),
+    [
+        ("alias/sessions", lambda key: key.pop("Arn")),
+        (KEY, lambda key: key.pop("Arn")),
+        (KEY, lambda key: key.update(KeyState="Updating")),
+    ],
+    ids=["alias-answered-without-arn", "key-answered-without-arn", "key-updating"],
+)
+def test_describe_key_answers_that_leave_sessions_usable_pass(account, clients, named, answer):
     """Only KeyId is sure to be in DescribeKey's answer: one without the ARN stopped the whole
-    read (a KeyError: no control judged, SSH included). An alias is then left unresolved."""
+    read (a KeyError: no control judged, SSH included); an alias is then left unresolved. And
+    KMS: "While the key state is Updating, you can use the keys in cryptographic operations"
+    (a multi-Region key's primary Region changing)."""
     aliased_key(account)
     clients.kms.meta.events.register(
-        "after-call.kms.DescribeKey", lambda parsed, **_: parsed["KeyMetadata"].pop("Arn")
+        "after-call.kms.DescribeKey", lambda parsed, **_: answer(parsed["KeyMetadata"])
     )
     create_preferences(
         account,
         {"cloudWatchLogGroupName": "/g", "cloudWatchEncryptionEnabled": True, "kmsKeyId": named},
-    )
-    found = region_result(account.run(clients, "report", [LOGGING], session_log_group="/g"))
-    assert found.status is Status.PASSED, found.reason
-
-
-def test_a_key_kms_is_updating_is_usable(account, clients):
-    """KMS: "While the key state is Updating, you can use the keys in cryptographic operations"
-    (a multi-Region key's primary Region changing)."""
-    clients.kms.meta.events.register(
-        "after-call.kms.DescribeKey",
-        lambda parsed, **_: parsed["KeyMetadata"].update(KeyState="Updating"),
-    )
-    create_preferences(
-        account,
-        {"cloudWatchLogGroupName": "/g", "cloudWatchEncryptionEnabled": True, "kmsKeyId": KEY},
     )
     found = region_result(account.run(clients, "report", [LOGGING], session_log_group="/g"))
     assert found.status is Status.PASSED, found.reason
