@@ -391,6 +391,16 @@ class Role:
     ec2_trusted: bool = True
 
 
+def exempt_named(instances: Iterable[Instance]) -> list[str]:
+    """The instances among these (not ended) that their owners exempt from fixes, each named
+    with its tag, in order: what a fix reaching them too is skipped for."""
+    return sorted(
+        f"{i.instance_id} ({i.exemption})"
+        for i in instances
+        if i.evaluated and i.exemption is not None
+    )
+
+
 @dataclass(frozen=True)
 class InstanceProfile:
     arn: str

@@ -30,6 +30,7 @@ from ..model import (
     SecurityGroup,
     SecurityGroupRule,
     Status,
+    exempt_named,
     is_internet,
     network,
     undo_part,
@@ -286,11 +287,7 @@ def undo_hint(
 
 def authorizing(rule: SecurityGroupRule) -> dict[str, Any]:
     """The IpPermission that authorizes the rule again, its description included."""
-    permission = rule_permission(rule)
-    if rule.description:
-        ranges = "Ipv6Ranges" if rule.cidr_ipv6 else "IpRanges"
-        permission[ranges] = [{**permission[ranges][0], "Description": rule.description}]
-    return permission
+    return described(rule_permission(rule), rule.description)
 
 
 def permission_keys(permission: Mapping[str, Any]) -> set[tuple[Any, ...]]:
@@ -701,11 +698,7 @@ class SshOpenToInternet:
                 self._unreachable(snapshot, gid) if ctx.settings.ssh_require_ssm_online else []
             )
             everyone = {**snapshot.bystanders, **snapshot.instances}  # an event's too
-            exempt = [
-                f"{iid} ({i.exemption})"
-                for iid, i in sorted(everyone.items())
-                if i.evaluated and gid in i.security_group_ids and i.exemption is not None
-            ]
+            exempt = exempt_named(i for i in everyone.values() if gid in i.security_group_ids)
             if gid in foreign:
                 # A group shared from another account (VPC or security group sharing): only its
                 # owner may change its rules; EC2 would refuse, and it is not ours to change.

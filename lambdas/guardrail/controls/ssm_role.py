@@ -27,6 +27,7 @@ from ..model import (
     Result,
     Role,
     Status,
+    exempt_named,
     parse_time,
     undo_part,
 )
@@ -674,26 +675,16 @@ class SsmInstanceRole:
         )
         users = [i for i in snapshot.instances.values() if arn and i.profile_arn == arn]
         if arn and not snapshot.full:
+            from ..reader import parse_instance  # the reader imports the controls
+
             raws = pages(
                 ctx.clients.ec2,
                 "describe_instances",
                 "Reservations",
                 Filters=[{"Name": "iam-instance-profile.arn", "Values": [arn]}],
             )
-            users = [
-                Instance(
-                    raw["InstanceId"],
-                    raw.get("State", {}).get("Name", "unknown"),
-                    tags={t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])},
-                )
-                for reservation in raws
-                for raw in reservation.get("Instances", [])
-            ]
-        return sorted(
-            f"{i.instance_id} ({i.exemption})"
-            for i in users
-            if i.evaluated and i.exemption is not None
-        )
+            users = [parse_instance(raw) for r in raws for raw in r.get("Instances", [])]
+        return exempt_named(users)
 
     def _add_role(
         self, profile: str, instance_ids: list[str], settings: Settings, ctx: FixContext
